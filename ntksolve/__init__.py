@@ -1,0 +1,24 @@
+"""ntksolve: predict how a wide neural network trains, without training it.
+
+Public API (importing compiles nothing; numba kernels are jitted lazily on first use):
+
+- :class:`MLP` -- the fully connected network of the conventions.
+- :func:`empirical_ntk`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .network import MLP, ACTIVATIONS, PARAMETERIZATIONS
+from .kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
+
+__all__ = [
+    "MLP",
+    "ACTIVATIONS",
+    "PARAMETERIZATIONS",
+    "empirical_ntk",
+    "empirical_nngp",
+    "jacobian",
+    "analytic_kernels",
+    "Kernels",
+]

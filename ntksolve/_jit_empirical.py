@@ -1,0 +1,170 @@
+"""Numba kernels of the empirical NTK: fused forward/backward elementwise passes and Gram combines.
+
+Private. The matrix products (forward ``h W^T``, backward ``delta W``, and the Gram matrices) go to
+BLAS; these kernels do everything around them in one pass over memory each: bias, activation and
+its derivative in the forward pass; the derivative product in the backward pass; and the
+layer-wise NTK sum ``Theta += G_delta * (c * G_h + beta)`` (CONVENTIONS.md, "The empirical NTK").
+
+Every kernel is ``prange`` over output rows, each thread writing only its own rows, so results are
+bit-identical run to run. Nothing is compiled at import time.
+"""
+from __future__ import annotations
+
+from numba import njit, prange
+
+from ._jit_activations import act, dact
+
+
+@njit(parallel=True, cache=True)
+def bias_act(pre, b, ws, bs, code, h):
+    """``h = phi(ws * pre + bs * b)`` row by row.
+
+    Parameters
+    ----------
+    pre : (N, n) array, ``h^{l-1} W^T``
+    b : (n,) array
+    ws, bs : scalars, weight and bias scale of the layer
+    code : int, activation code
+    h : (N, n) output array
+    """
+    N, n = pre.shape
+    for i in prange(N):
+        for j in range(n):
+            h[i, j] = act(code, ws * pre[i, j] + bs * b[j])
+
+
+@njit(parallel=True, cache=True)
+def bias_act_deriv(pre, b, ws, bs, code, h, dphi):
+    """As :func:`bias_act`, also writing ``dphi = phi'(z)`` (N, n) for the backward pass."""
+    N, n = pre.shape
+    for i in prange(N):
+        for j in range(n):
+            z = ws * pre[i, j] + bs * b[j]
+            h[i, j] = act(code, z)
+            dphi[i, j] = dact(code, z)
+
+
+@njit(parallel=True, cache=True)
+def readout_delta(W_out, dphi, ws, delta):
+    """``delta^L[i, a, :] = ws * W^{L+1}[a, :] * phi'(z^L(x_i))``.
+
+    Parameters
+    ----------
+    W_out : (k, n_L) array, the readout weights
+    dphi : (N, n_L) array
+    ws : scalar, the readout's weight scale
+    delta : (N, k, n_L) output array
+    """
+    N, n = dphi.shape
+    k = W_out.shape[0]
+    for i in prange(N):
+        for a in range(k):
+            for j in range(n):
+                delta[i, a, j] = ws * W_out[a, j] * dphi[i, j]
+
+
+@njit(parallel=True, cache=True)
+def scale_by_deriv(g, dphi, ws):
+    """In place ``g[i, a, :] *= ws * phi'(z(x_i))``: turns ``delta^{l+1} W^{l+1}`` into ``delta^l``.
+
+    Parameters
+    ----------
+    g : (N, k, n) array, modified in place
+    dphi : (N, n) array
+    ws : scalar
+    """
+    N, k, n = g.shape
+    for i in prange(N):
+        for a in range(k):
+            for j in range(n):
+                g[i, a, j] *= ws * dphi[i, j]
+
+
+@njit(parallel=True, cache=True)
+def combine_traced(theta, Gd, Gh, c, beta, lower):
+    """``theta += Gd * (c * Gh + beta)``; with ``lower`` only entries ``j <= i`` are read and written.
+
+    Parameters
+    ----------
+    theta : (N1, N2) array, accumulated in place
+    Gd : (N1, N2) array, the (traced) Gram of backpropagated deltas
+    Gh : (N1, N2) array, the Gram of the layer's inputs
+    c, beta : scalars, ``sigma_w^2 / n_{l-1}`` and ``sigma_b^2`` (standard parameterisation: 1, 1)
+    lower : bool
+    """
+    N1, N2 = theta.shape
+    for i in prange(N1):
+        stop = i + 1 if lower else N2
+        for j in range(stop):
+            theta[i, j] += Gd[i, j] * (c * Gh[i, j] + beta)
+
+
+@njit(parallel=True, cache=True)
+def readout_traced(theta, Gh, c, beta, lower):
+    """The readout layer's term, whose delta Gram is the identity: ``theta += c * Gh + beta``."""
+    N1, N2 = theta.shape
+    for i in prange(N1):
+        stop = i + 1 if lower else N2
+        for j in range(stop):
+            theta[i, j] += c * Gh[i, j] + beta
+
+
+@njit(parallel=True, cache=True)
+def combine_full(theta, Gd, Gh, c, beta, lower):
+    """Full-kernel layer term ``theta[i, j, a, b] += Gd[i k + a, j k + b] * (c Gh[i, j] + beta)``.
+
+    Parameters
+    ----------
+    theta : (N1, N2, k, k) array, accumulated in place
+    Gd : (N1 k, N2 k) array; with ``lower`` only its lower triangle is valid, and only blocks
+        ``j <= i`` of theta are written (the diagonal block reads ``Gd`` transposed above the diagonal)
+    Gh : (N1, N2) array
+    c, beta : scalars
+    lower : bool
+    """
+    N1, N2, k, _ = theta.shape
+    for i in prange(N1):
+        stop = i + 1 if lower else N2
+        for j in range(stop):
+            bij = c * Gh[i, j] + beta
+            for a in range(k):
+                for b in range(k):
+                    r = i * k + a
+                    s = j * k + b
+                    if lower and s > r:
+                        g = Gd[s, r]
+                    else:
+                        g = Gd[r, s]
+                    theta[i, j, a, b] += g * bij
+
+
+@njit(parallel=True, cache=True)
+def readout_full(theta, Gh, c, beta, lower):
+    """Full-kernel readout term: ``theta[i, j, a, a] += c Gh[i, j] + beta``."""
+    N1, N2, k, _ = theta.shape
+    for i in prange(N1):
+        stop = i + 1 if lower else N2
+        for j in range(stop):
+            bij = c * Gh[i, j] + beta
+            for a in range(k):
+                theta[i, j, a, a] += bij
+
+
+@njit(parallel=True, cache=True)
+def mirror_lower_traced(theta):
+    """Copy the lower triangle of a square (N, N) array to the upper one, in place."""
+    N = theta.shape[0]
+    for i in prange(N):
+        for j in range(i + 1, N):
+            theta[i, j] = theta[j, i]
+
+
+@njit(parallel=True, cache=True)
+def mirror_lower_full(theta):
+    """``theta[i, j, a, b] = theta[j, i, b, a]`` for ``j > i``, in place, on (N, N, k, k)."""
+    N, _, k, _ = theta.shape
+    for i in prange(N):
+        for j in range(i + 1, N):
+            for a in range(k):
+                for b in range(k):
+                    theta[i, j, a, b] = theta[j, i, b, a]

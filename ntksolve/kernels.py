@@ -1,0 +1,341 @@
+"""Kernels of a network: the empirical NTK (finite width), the explicit Jacobian, and the analytic
+infinite-width NNGP and NTK.
+
+This module validates, guards memory, tiles, and hands the arithmetic to BLAS and to the numba
+kernels in ``_jit_empirical`` / ``_jit_analytic``. The formulas are those of ``CONVENTIONS.md``::
+
+    Theta_ab(x, x') = sum_{l=1}^{L+1} <delta^l_a(x), delta^l_b(x')> * (c_l <h^{l-1}(x), h^{l-1}(x')> + beta)
+
+with ``c_l = sigma_w^2 / n_{l-1}``, ``beta = sigma_b^2`` (NTK parameterisation) or ``c_l = beta = 1``
+(standard). The ``N x P`` Jacobian is never formed by :func:`empirical_ntk`.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple, Optional
+
+import numpy as np
+from scipy.linalg import get_blas_funcs
+
+from . import _config
+from . import _jit_empirical as _jit
+from ._validation import check_inputs, check_memory, fmt_bytes
+from .network import MLP, forward
+
+
+class Kernels(NamedTuple):
+    """The infinite-width kernels of a network, each of shape ``(N1, N2)``."""
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# shared pieces
+# ---------------------------------------------------------------------------------------------
+def _check_net(net) -> MLP:
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    return net
+
+
+def _prepare_inputs(net, params, X1, X2):
+    """Validate params and inputs; return (X1, X2 or None, d, dtype, symmetric)."""
+    d, dt = net.check_params(params)
+    X1 = check_inputs(X1, name="X1", n_features=d, dtype=dt)
+    symmetric = X2 is None
+    if not symmetric:
+        X2 = check_inputs(X2, name="X2", n_features=d, dtype=dt)
+    return X1, X2, d, dt, symmetric
+
+
+def _layer_coefficients(net: MLP, d: int):
+    """Per layer ``(c_l, beta)`` multiplying the input Gram and added to it (see module doc)."""
+    widths = net.widths(d)
+    if net.parameterization == "standard":
+        return [(1.0, 1.0) for _ in range(net.depth + 1)]
+    return [(net.weight_std**2 / widths[l], net.bias_std**2) for l in range(net.depth + 1)]
+
+
+def _features(net: MLP, params, X: np.ndarray):
+    """Forward and backward pass over a block of inputs.
+
+    Returns
+    -------
+    f : (B, k) outputs
+    hs : list of L+1 arrays, ``hs[l-1] = h^{l-1}`` of shape (B, n_{l-1})
+    deltas : list of L arrays, ``deltas[l-1] = delta^l`` of shape (B, k, n_l), l = 1 ... L
+        (``delta^{L+1}`` is the identity and is never stored)
+    """
+    f, hs, dphis = forward(net, params, X, keep=True)
+    L, k, B = net.depth, net.n_outputs, X.shape[0]
+    scales = net.layer_scales(X.shape[1])
+    deltas = [None] * L
+    if L:
+        dt = X.dtype.type
+        delta = np.empty((B, k, dphis[L - 1].shape[1]), dtype=X.dtype)
+        _jit.readout_delta(params[L][0], dphis[L - 1], dt(scales[L][0]), delta)
+        deltas[L - 1] = delta
+        for l in range(L - 1, 0, -1):
+            W_next = params[l][0]  # W^{l+1}, (n_{l+1}, n_l)
+            g = np.dot(delta.reshape(B * k, -1), W_next).reshape(B, k, W_next.shape[1])
+            _jit.scale_by_deriv(g, dphis[l - 1], dt(scales[l][0]))
+            delta = g
+            deltas[l - 1] = g
+    return f, hs, deltas
+
+
+def _gram(A: np.ndarray, B: Optional[np.ndarray], alpha: float = 1.0) -> np.ndarray:
+    """``alpha A B^T``; with ``B=None`` the symmetric ``alpha A A^T`` by SYRK (half the FLOPs),
+    returned as a C-ordered array whose lower triangle (``j <= i``) alone is valid."""
+    if B is None:
+        syrk = get_blas_funcs("syrk", (A,))
+        # A.T of a C-ordered A is Fortran-ordered: SYRK gets it without a copy, and the
+        # upper triangle it writes (Fortran order) is the lower triangle of the transpose.
+        return syrk(alpha, A.T, trans=1).T
+    G = np.dot(A, B.T)
+    if alpha != 1.0:
+        G *= alpha
+    return G
+
+
+def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool) -> None:
+    """Add every layer's term of the NTK between two blocks of inputs into ``theta``.
+
+    ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True).
+    """
+    _, hsI, dsI = FI
+    hsJ, dsJ = (None, None) if FJ is None else (FJ[1], FJ[2])
+    L, k = net.depth, net.n_outputs
+    dt = theta.dtype.type
+    for l in range(1, L + 2):
+        c, beta = coefs[l - 1]
+        Gh = _gram(hsI[l - 1], None if FJ is None else hsJ[l - 1])
+        if l == L + 1:
+            if trace:
+                _jit.readout_traced(theta, Gh, dt(c), dt(beta), lower)
+            else:
+                _jit.readout_full(theta, Gh, dt(c), dt(beta), lower)
+            continue
+        dI = dsI[l - 1]
+        dJ = None if FJ is None else dsJ[l - 1]
+        if trace:
+            BI = dI.shape[0]
+            Gd = _gram(dI.reshape(BI, -1), None if dJ is None else dJ.reshape(dJ.shape[0], -1), 1.0 / k)
+            _jit.combine_traced(theta, Gd, Gh, dt(c), dt(beta), lower)
+        else:
+            n = dI.shape[2]
+            Gd = _gram(dI.reshape(-1, n), None if dJ is None else dJ.reshape(-1, n))
+            _jit.combine_full(theta, Gd, Gh, dt(c), dt(beta), lower)
+        del Gd, Gh
+
+
+def _feature_bytes_per_row(net: MLP, d: int, itemsize: int) -> int:
+    widths = net.widths(d)
+    hidden = sum(widths[1:-1])
+    # h^0..h^L, phi'(z^1..L), delta^1..L (k each), plus one backward temporary
+    return itemsize * (d + 2 * hidden + 2 * net.n_outputs * hidden + net.n_outputs)
+
+
+def _resolve_block_size(block_size, net, d, itemsize, n_rows) -> int:
+    if block_size is None:
+        per_row = max(_feature_bytes_per_row(net, d, itemsize), 1)
+        return int(max(1, min(n_rows, _config.EMPIRICAL_BLOCK_BYTES // per_row)))
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive int (rows of inputs per block) or None, got {block_size!r}")
+    return int(min(block_size, n_rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None) -> np.ndarray:
+    """The finite-width (empirical) NTK of ``net`` at ``params``.
+
+    Computed layer by layer from activations and backpropagated deltas (``CONVENTIONS.md``),
+    never forming the ``N x P`` Jacobian: per layer two Gram matrices (SYRK when ``X2`` is ``None``)
+    and one fused elementwise combine.
+
+    Parameters
+    ----------
+    net : MLP
+    params : list of (W, b), from ``net.init``; float64 or float32 (the kernel's dtype)
+    X1 : array_like, shape (N1, d)
+    X2 : array_like, shape (N2, d), optional
+        Defaults to ``X1`` (a symmetric kernel, computed on one triangle and mirrored).
+    trace : bool, default True
+        ``True``: the mean over outputs ``(1/k) sum_a Theta_aa``, shape (N1, N2).
+        ``False``: the full kernel, shape (N1, N2, k, k).
+    block_size : int, optional
+        Rows of inputs whose activations and deltas are held at once. ``None`` holds all of them
+        unless that would exceed ``_config.EMPIRICAL_BLOCK_BYTES``. Tiled and untiled results agree
+        to rounding (about 1e-15 relative).
+
+    Returns
+    -------
+    theta : ndarray, shape (N1, N2) or (N1, N2, k, k)
+
+    Raises
+    ------
+    ValueError
+        Bad inputs (NaN/inf, wrong feature count, wrong parameter shapes, bad block_size).
+    MemoryError
+        The output would not fit in memory (raised before any work).
+    """
+    net = _check_net(net)
+    X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
+    N1 = X1.shape[0]
+    N2 = N1 if symmetric else X2.shape[0]
+    k = net.n_outputs
+    shape = (N1, N2) if trace else (N1, N2, k, k)
+    check_memory(shape, dt, what="empirical NTK",
+                 hint="use trace=True, fewer inputs, or the tiled Dask path (ntksolve[dask])" if not trace
+                 else "use fewer inputs or the tiled Dask path (ntksolve[dask])")
+    bs = _resolve_block_size(block_size, net, d, dt.itemsize, max(N1, N2))
+    theta = np.zeros(shape, dtype=dt)
+    coefs = _layer_coefficients(net, d)
+
+    starts1 = list(range(0, N1, bs))
+    if symmetric:
+        for I0 in starts1:
+            I1 = min(I0 + bs, N1)
+            FI = _features(net, params, X1[I0:I1])
+            for J0 in starts1:
+                if J0 >= I0:
+                    break
+                J1 = min(J0 + bs, N1)
+                FJ = _features(net, params, X1[J0:J1])
+                _accumulate_tile(net, coefs, theta[I0:I1, J0:J1], FI, FJ, trace, False)
+            _accumulate_tile(net, coefs, theta[I0:I1, I0:I1], FI, None, trace, True)
+        if trace:
+            _jit.mirror_lower_traced(theta)
+        else:
+            _jit.mirror_lower_full(theta)
+    else:
+        starts2 = list(range(0, N2, bs))
+        F2 = _features(net, params, X2) if len(starts2) == 1 else None
+        for I0 in starts1:
+            I1 = min(I0 + bs, N1)
+            FI = _features(net, params, X1[I0:I1])
+            for J0 in starts2:
+                J1 = min(J0 + bs, N2)
+                FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1])
+                _accumulate_tile(net, coefs, theta[I0:I1, J0:J1], FI, FJ, trace, False)
+    return theta
+
+
+def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
+    """The readout's input kernel ``sigma_w^2/n_L <h^L(x), h^L(x')> + sigma_b^2``, shape (N1, N2).
+
+    At infinite width it converges to the analytic NNGP (the covariance of ``f_0``); the
+    same definition is used in both parameterisations, since ``f_0`` is the same function.
+
+    Parameters
+    ----------
+    net : MLP
+    params : list of (W, b)
+    X1 : array_like, shape (N1, d)
+    X2 : array_like, shape (N2, d), optional (defaults to ``X1``)
+
+    Returns
+    -------
+    K : ndarray, shape (N1, N2)
+    """
+    net = _check_net(net)
+    X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
+    N2 = X1.shape[0] if symmetric else X2.shape[0]
+    check_memory((X1.shape[0], N2), dt, what="empirical NNGP")
+    n_L = net.widths(d)[-2]
+    c = net.weight_std**2 / n_L
+    h1 = forward(net, params, X1, keep=True)[1][-1]
+    if symmetric:
+        K = np.dot(h1, h1.T)
+    else:
+        K = np.dot(h1, forward(net, params, X2, keep=True)[1][-1].T)
+    K *= c
+    K += net.bias_std**2
+    return K
+
+
+def jacobian(net: MLP, params, X) -> np.ndarray:
+    """The explicit Jacobian ``df_a(x_i)/d theta_p``, for checking and small problems.
+
+    Parameters are ordered layer by layer, ``W^l`` row-major (``n_l x n_{l-1}``) then ``b^l``
+    (:meth:`MLP.flatten_params`). In standard parameterisation the derivatives are with respect to
+    the trained, scaled parameters ``W~ = (sigma_w/sqrt(n)) W`` and ``b~ = sigma_b b``.
+
+    Parameters
+    ----------
+    net : MLP
+    params : list of (W, b)
+    X : array_like, shape (N, d)
+
+    Returns
+    -------
+    J : ndarray, shape (N, k, P)
+    """
+    net = _check_net(net)
+    d, dt = net.check_params(params)
+    X = check_inputs(X, n_features=d, dtype=dt)
+    N, k, P = X.shape[0], net.n_outputs, net.n_params(d)
+    check_memory((N, k, P), dt, what="Jacobian", hint="use empirical_ntk, which never forms it")
+    _, hs, deltas = _features(net, params, X)
+    scales = net.layer_scales(d)
+    standard = net.parameterization == "standard"
+    J = np.empty((N, k, P), dtype=dt)
+    pos = 0
+    eye = np.broadcast_to(np.eye(k, dtype=dt)[None], (N, k, k))
+    for l in range(1, net.depth + 2):
+        h = hs[l - 1]
+        delta = eye if l == net.depth + 1 else deltas[l - 1]
+        n_out, n_in = delta.shape[2], h.shape[1]
+        ws, bs = (1.0, 1.0) if standard else scales[l - 1]
+        J[:, :, pos : pos + n_out * n_in] = (ws * delta[:, :, :, None] * h[:, None, None, :]).reshape(N, k, -1)
+        pos += n_out * n_in
+        J[:, :, pos : pos + n_out] = bs * delta
+        pos += n_out
+    return J
+
+
+def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
+    """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
+
+    Closed forms for relu, erf and identity; two-dimensional Gauss-Hermite quadrature for the other
+    activations. Numba over pairs of points, all layers of one pair carried in registers:
+    ``O(N1 N2 (d + L))`` for the closed forms.
+
+    Parameters
+    ----------
+    net : MLP
+        Its widths are ignored (infinite); depth, activation, weight_std, bias_std are used.
+    X1 : array_like, shape (N1, d)
+    X2 : array_like, shape (N2, d), optional (defaults to ``X1``)
+
+    Returns
+    -------
+    Kernels
+        Named pair ``(nngp, ntk)``, each of shape (N1, N2), float64 (times ``I_k`` over outputs).
+    """
+    net = _check_net(net)
+    if net.parameterization != "ntk":
+        raise ValueError(
+            "analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
+            "the infinite-width NTK grows without bound with width. Use MLP(..., parameterization='ntk'), "
+            "or empirical_ntk for a finite standard-parameterised network"
+        )
+    from . import _jit_analytic
+
+    X1 = check_inputs(X1, name="X1")
+    symmetric = X2 is None
+    if not symmetric:
+        X2 = check_inputs(X2, name="X2", n_features=X1.shape[1])
+    N2 = X1.shape[0] if symmetric else X2.shape[0]
+    check_memory((2, X1.shape[0], N2), np.float64, what="pair of analytic kernels (NNGP and NTK)",
+                 hint="use fewer inputs or the tiled Dask path (ntksolve[dask])")
+    nngp, ntk = _jit_analytic.analytic_pair_kernels(
+        X1, X1 if symmetric else X2, net.depth, net.activation_code, net.weight_std, net.bias_std, symmetric
+    )
+    return Kernels(nngp=nngp, ntk=ntk)
+
+
+__all__ = ["Kernels", "empirical_ntk", "empirical_nngp", "jacobian", "analytic_kernels", "fmt_bytes"]

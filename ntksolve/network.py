@@ -1,0 +1,303 @@
+"""The fully connected network of the conventions: its specification, initialisation and forward pass.
+
+NTK parameterisation (the default)::
+
+    z^1     = (sigma_w / sqrt(n_0)) W^1 x       + sigma_b b^1
+    h^l     = phi(z^l)                              l = 1 ... L
+    z^{l+1} = (sigma_w / sqrt(n_l)) W^{l+1} h^l + sigma_b b^{l+1}
+    f(x)    = z^{L+1}
+
+with every entry of ``W^l`` and ``b^l`` drawn i.i.d. N(0, 1). In standard parameterisation the same
+function is computed, but the trained parameters are the scaled ``W~ = (sigma_w/sqrt(n)) W`` and
+``b~ = sigma_b b``, which changes the gradient and so the NTK (see ``CONVENTIONS.md``).
+"""
+from __future__ import annotations
+
+import numbers
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from . import _jit_empirical as _jit
+from ._jit_activations import ACTIVATION_CODES
+from ._validation import check_dtype, check_inputs
+
+ACTIVATIONS: Tuple[str, ...] = tuple(ACTIVATION_CODES)
+PARAMETERIZATIONS: Tuple[str, ...] = ("ntk", "standard")
+
+Params = List[Tuple[np.ndarray, np.ndarray]]
+
+
+def _check_nonneg_float(value, name: str, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (positive and value == 0):
+        need = "positive" if positive else "non-negative"
+        raise ValueError(f"{name} must be a finite {need} number, got {value!r}")
+    return value
+
+
+class MLP:
+    """A fully connected network ``d -> n_1 -> ... -> n_L -> k`` as in the conventions.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : sequence of int
+        Hidden widths ``(n_1, ..., n_L)``; may be empty (a linear model). Each must be positive.
+    activation : str, default "relu"
+        One of ``ACTIVATIONS``: relu, erf, tanh, identity, sigmoid, gelu (exact ``x Phi(x)``),
+        softplus.
+    weight_std : float, default 1.0
+        ``sigma_w > 0``.
+    bias_std : float, default 0.0
+        ``sigma_b >= 0``.
+    parameterization : {"ntk", "standard"}, default "ntk"
+    n_outputs : int, default 1
+        ``k``, the number of outputs.
+
+    Examples
+    --------
+    >>> net = MLP((512, 512), activation="erf", bias_std=0.1)
+    >>> params = net.init(n_features=8, random_state=0)
+    >>> net.apply(params, np.ones((3, 8))).shape
+    (3, 1)
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes: Sequence[int] = (512,),
+        activation: str = "relu",
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        parameterization: str = "ntk",
+        n_outputs: int = 1,
+    ) -> None:
+        if isinstance(hidden_layer_sizes, numbers.Integral):
+            hidden_layer_sizes = (hidden_layer_sizes,)
+        try:
+            sizes = tuple(hidden_layer_sizes)
+        except TypeError as exc:
+            raise ValueError(
+                f"hidden_layer_sizes must be a sequence of positive ints, got {hidden_layer_sizes!r}"
+            ) from exc
+        for n in sizes:
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+                raise ValueError(
+                    f"hidden_layer_sizes must contain positive ints (layer widths), got {sizes!r}"
+                )
+        if activation not in ACTIVATION_CODES:
+            raise ValueError(
+                f"unknown activation {activation!r}; valid activations are {', '.join(ACTIVATIONS)}"
+            )
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"unknown parameterization {parameterization!r}; valid values are "
+                f"{', '.join(PARAMETERIZATIONS)}"
+            )
+        if isinstance(n_outputs, bool) or not isinstance(n_outputs, numbers.Integral) or n_outputs <= 0:
+            raise ValueError(f"n_outputs must be a positive int, got {n_outputs!r}")
+        self.hidden_layer_sizes = tuple(int(n) for n in sizes)
+        self.activation = activation
+        self.weight_std = _check_nonneg_float(weight_std, "weight_std", positive=True)
+        self.bias_std = _check_nonneg_float(bias_std, "bias_std", positive=False)
+        self.parameterization = parameterization
+        self.n_outputs = int(n_outputs)
+
+    # -- description -------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return (
+            f"MLP(hidden_layer_sizes={self.hidden_layer_sizes}, activation={self.activation!r}, "
+            f"weight_std={self.weight_std}, bias_std={self.bias_std}, "
+            f"parameterization={self.parameterization!r}, n_outputs={self.n_outputs})"
+        )
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, MLP) and self.get_config() == other.get_config()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.get_config().items())))
+
+    def get_config(self) -> dict:
+        """The constructor arguments as a JSON-serialisable dict (``MLP(**cfg)`` rebuilds it)."""
+        return {
+            "hidden_layer_sizes": list(self.hidden_layer_sizes),
+            "activation": self.activation,
+            "weight_std": self.weight_std,
+            "bias_std": self.bias_std,
+            "parameterization": self.parameterization,
+            "n_outputs": self.n_outputs,
+        }
+
+    @property
+    def depth(self) -> int:
+        """``L``, the number of hidden layers."""
+        return len(self.hidden_layer_sizes)
+
+    @property
+    def activation_code(self) -> int:
+        return ACTIVATION_CODES[self.activation]
+
+    def widths(self, n_features: int) -> Tuple[int, ...]:
+        """``(n_0, n_1, ..., n_L, k)`` with ``n_0 = n_features``."""
+        return (int(n_features),) + self.hidden_layer_sizes + (self.n_outputs,)
+
+    def n_params(self, n_features: int) -> int:
+        """``P``, the number of trainable parameters (weights and biases of every layer)."""
+        w = self.widths(n_features)
+        return int(sum(w[l + 1] * w[l] + w[l + 1] for l in range(len(w) - 1)))
+
+    def layer_scales(self, n_features: int) -> Tuple[Tuple[float, float], ...]:
+        """Per layer ``(weight_scale, bias_scale) = (sigma_w/sqrt(n_{l-1}), sigma_b)`` of the forward pass."""
+        w = self.widths(n_features)
+        return tuple((self.weight_std / np.sqrt(w[l]), self.bias_std) for l in range(len(w) - 1))
+
+    # -- parameters --------------------------------------------------------------------------
+    def init(self, n_features: int, random_state=None, dtype=np.float64) -> Params:
+        """Draw the parameters: every entry of every ``W`` and ``b`` i.i.d. standard normal.
+
+        Parameters
+        ----------
+        n_features : int
+            ``d``, the input dimension.
+        random_state : None, int or numpy.random.Generator / RandomState
+        dtype : float64 (default) or float32
+
+        Returns
+        -------
+        params : list of (W, b)
+            One pair per layer ``l = 1 ... L+1``; ``W`` of shape ``(n_l, n_{l-1})``, ``b`` of shape ``(n_l,)``.
+        """
+        if isinstance(n_features, bool) or not isinstance(n_features, numbers.Integral) or n_features <= 0:
+            raise ValueError(f"n_features must be a positive int, got {n_features!r}")
+        dt = check_dtype(dtype)
+        rng = _as_generator(random_state)
+        w = self.widths(n_features)
+        params = []
+        for l in range(len(w) - 1):
+            W = rng.standard_normal((w[l + 1], w[l])).astype(dt, copy=False)
+            b = rng.standard_normal(w[l + 1]).astype(dt, copy=False)
+            params.append((W, b))
+        return params
+
+    def check_params(self, params, n_features: int | None = None) -> Tuple[int, np.dtype]:
+        """Validate a parameter list against this network; return ``(n_features, dtype)``."""
+        if not isinstance(params, (list, tuple)) or len(params) != self.depth + 1:
+            raise ValueError(
+                f"params must be a list of {self.depth + 1} (W, b) pairs for this network "
+                f"(one per layer), got {type(params).__name__} of length "
+                f"{len(params) if hasattr(params, '__len__') else '?'}; create them with net.init(...)"
+            )
+        W1 = np.asarray(params[0][0])
+        if W1.ndim != 2:
+            raise ValueError(f"params[0][0] (W^1) must be 2-D, got shape {W1.shape}")
+        d = W1.shape[1]
+        if n_features is not None and d != n_features:
+            raise ValueError(
+                f"X has {n_features} features, but the network's parameters expect {d} "
+                f"(W^1 has shape {W1.shape})"
+            )
+        w = self.widths(d)
+        dt = W1.dtype
+        if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise ValueError(f"parameters must be float64 or float32, got {dt}")
+        for l, pair in enumerate(params):
+            if len(pair) != 2:
+                raise ValueError(f"params[{l}] must be a (W, b) pair")
+            W, b = np.asarray(pair[0]), np.asarray(pair[1])
+            if W.shape != (w[l + 1], w[l]) or b.shape != (w[l + 1],):
+                raise ValueError(
+                    f"layer {l + 1}: expected W of shape {(w[l + 1], w[l])} and b of shape "
+                    f"{(w[l + 1],)}, got {W.shape} and {b.shape}"
+                )
+            if W.dtype != dt or b.dtype != dt:
+                raise ValueError(f"all parameters must share one dtype ({dt}); layer {l + 1} differs")
+            if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
+                raise ValueError(f"layer {l + 1}'s parameters contain NaN or infinity")
+        return d, dt
+
+    def flatten_params(self, params) -> np.ndarray:
+        """Parameters as one vector ``(P,)`` in the Jacobian's order: per layer ``W`` row-major, then ``b``."""
+        return np.concatenate([np.concatenate([np.ravel(W), np.ravel(b)]) for W, b in params])
+
+    def unflatten_params(self, theta: np.ndarray, n_features: int) -> Params:
+        """Inverse of :meth:`flatten_params`."""
+        w = self.widths(n_features)
+        theta = np.asarray(theta)
+        if theta.shape != (self.n_params(n_features),):
+            raise ValueError(f"theta must have shape ({self.n_params(n_features)},), got {theta.shape}")
+        out, pos = [], 0
+        for l in range(len(w) - 1):
+            nw = w[l + 1] * w[l]
+            W = theta[pos : pos + nw].reshape(w[l + 1], w[l]).copy()
+            pos += nw
+            b = theta[pos : pos + w[l + 1]].copy()
+            pos += w[l + 1]
+            out.append((W, b))
+        return out
+
+    # -- forward -----------------------------------------------------------------------------
+    def apply(self, params, X) -> np.ndarray:
+        """Network outputs ``f(X)``.
+
+        Parameters
+        ----------
+        params : list of (W, b), from :meth:`init`
+        X : array_like, shape (N, d)
+
+        Returns
+        -------
+        f : ndarray, shape (N, k), in the parameters' dtype
+        """
+        d, dt = self.check_params(params)
+        X = check_inputs(X, n_features=d, dtype=dt)
+        return forward(self, params, X, keep=False)[0]
+
+
+def _as_generator(random_state) -> np.random.Generator:
+    """Accept None, an int seed, a Generator or a legacy RandomState (as scikit-learn passes)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.integer)):
+        return np.random.default_rng(random_state)
+    raise ValueError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
+    """Forward pass on validated, C-contiguous ``X`` of the parameters' dtype.
+
+    Returns
+    -------
+    f : ndarray, shape (N, k)
+    hs : list of ndarray
+        ``[h^0 = X, h^1, ..., h^L]`` (only when ``keep``; else empty).
+    dphis : list of ndarray
+        ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l) (only when ``keep``).
+    """
+    code = net.activation_code
+    scales = net.layer_scales(X.shape[1])
+    h = X
+    hs, dphis = ([X], []) if keep else ([], [])
+    L = net.depth
+    for l in range(L):
+        W, b = params[l]
+        ws, bs = scales[l]
+        pre = np.dot(h, W.T)  # BLAS GEMM; W.T is a transposed view, no copy
+        h_new = np.empty_like(pre)
+        if keep:
+            dphi = np.empty_like(pre)
+            _jit.bias_act_deriv(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new, dphi)
+            dphis.append(dphi)
+        else:
+            _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new)
+        h = h_new
+        if keep:
+            hs.append(h)
+    W, b = params[L]
+    ws, bs = scales[L]
+    f = np.dot(h, W.T)
+    f *= ws
+    f += bs * b
+    return f, hs, dphis
