@@ -1,0 +1,49 @@
+"""Slow, obviously correct numpy references for the jitted network code (house rule: a reference
+beside every fast kernel). Written from CONVENTIONS.md, independent of ntksolve's own code paths."""
+import numpy as np
+from scipy.special import erf, expit, log_expit  # noqa: F401
+from scipy.stats import norm
+
+PHI = {
+    "relu": lambda z: np.maximum(z, 0.0),
+    "erf": erf,
+    "tanh": np.tanh,
+    "identity": lambda z: z,
+    "sigmoid": expit,
+    "gelu": lambda z: z * norm.cdf(z),
+    "softplus": lambda z: np.logaddexp(0.0, z),
+}
+
+
+def forward(params, X, activation, weight_std, bias_std):
+    """Plain forward pass of the conventions' MLP. Returns f (N, k)."""
+    h = np.asarray(X, dtype=np.float64)
+    for l, (W, b) in enumerate(params):
+        z = (weight_std / np.sqrt(h.shape[1])) * h @ W.T + bias_std * b
+        h = z if l == len(params) - 1 else PHI[activation](z)
+    return h
+
+
+def fd_jacobian(net, params, X, eps=1e-6):
+    """Central finite differences of net.apply w.r.t. the trained parameters, (N, k, P).
+
+    In standard parameterisation the trained parameters are W~ = (sigma_w/sqrt(n)) W, b~ = sigma_b b:
+    perturbing W~ by eps is perturbing W by eps * sqrt(n)/sigma_w (and b by eps/sigma_b)."""
+    theta = net.flatten_params(params)
+    d = params[0][0].shape[1]
+    scale = np.ones_like(theta)
+    if net.parameterization == "standard":
+        pos = 0
+        for W, b in params:
+            scale[pos : pos + W.size] = np.sqrt(W.shape[1]) / net.weight_std
+            pos += W.size
+            scale[pos : pos + b.size] = 1.0 / net.bias_std if net.bias_std > 0 else np.nan
+            pos += b.size
+    N, k = X.shape[0], net.n_outputs
+    J = np.empty((N, k, theta.size))
+    for p in range(theta.size):
+        t1, t2 = theta.copy(), theta.copy()
+        t1[p] += eps * scale[p]
+        t2[p] -= eps * scale[p]
+        J[:, :, p] = (net.apply(net.unflatten_params(t1, d), X) - net.apply(net.unflatten_params(t2, d), X)) / (2 * eps)
+    return J
