@@ -1,0 +1,426 @@
+"""Real full-batch gradient descent on a network, beside which the closed forms are judged.
+
+The loss and the step are those of ``CONVENTIONS.md``::
+
+    L(theta)      = 1/(2Nk) sum_i ||f(x_i) - y_i||^2
+    theta_{s+1}   = theta_s - eta grad L(theta_s)
+
+Backpropagation carries the residual ``r = (f - y) / (Nk)`` (one ``(N, k)`` array), not the
+``k`` per-output deltas the kernel needs: with ``g^l = dL/dz^l``::
+
+    g^{L+1} = r
+    g^l     = ws_{l+1} (g^{l+1} W^{l+1}) * phi'(z^l)
+    dL/dW^l = ws_l (g^l)^T h^{l-1}        dL/db^l = bs_l sum_i g^l_i          (NTK parameterisation)
+
+with ``(ws_l, bs_l)`` the layer's scales ``(sigma_w/sqrt(n_{l-1}), sigma_b)``. Every product is one
+BLAS GEMM, and the weight update is fused into it (``W <- W - eta ws g^T h`` by GEMM with
+``beta = 1``), so one step costs two GEMMs per layer plus one elementwise pass.
+
+Standard parameterisation trains ``W~ = ws W`` and ``b~ = bs b``, whose gradients are
+``(g^l)^T h^{l-1}`` and ``sum_i g^l_i``. We keep the storage convention of :class:`~ntksolve.MLP`
+(``W`` standard-normal-scaled, the forward pass multiplies by ``ws``) and step the stored
+variables by the chain rule: ``W <- W - (eta / ws) (g^l)^T h^{l-1}``, ``b <- b - (eta / bs) sum_i g``.
+This is exactly gradient descent on ``(W~, b~)`` (the Jacobian of :func:`~ntksolve.jacobian` in
+standard parameterisation is taken with respect to them). With ``bias_std = 0`` the stored ``b``
+cannot carry the trained ``b~`` (which leaves 0 at the first step), so training then runs on the
+same network with ``bias_std = 1``: in standard parameterisation ``bias_std`` only sets the
+initial draw (``b~ = 0`` either way at the start), never the gradient or the NTK, so the two
+networks train identically. :attr:`TrainingResult.net` is that network, and
+``result.net.apply(result.params, X)`` evaluates the trained model in every case.
+"""
+from __future__ import annotations
+
+import numbers
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import numpy as np
+from scipy.linalg import get_blas_funcs
+
+from . import _jit_empirical as _jit
+from ._validation import check_inputs
+from .kernels import empirical_ntk
+from .network import MLP, forward
+
+#: Training stops as diverged when the loss is non-finite or exceeds this many times the larger
+#: of the initial loss and half the targets' mean square (the loss of predicting 0). Stable
+#: gradient descent never raises the loss above its start by more than rounding; below the
+#: critical rate a transient overshoot of the top mode is at most a factor of a few. An unstable
+#: mode grows geometrically, so it crosses 1e6 within tens of steps of becoming visible, long
+#: before float64 overflows (and with room for float32, whose range ends near 1e38).
+DIVERGENCE_FACTOR = 1e6
+
+
+class TrainingDivergedError(FloatingPointError):
+    """Gradient descent diverged; ``.result`` holds the records up to the last finite step."""
+
+    def __init__(self, message: str, result: "TrainingResult"):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train_network` recorded.
+
+    Attributes
+    ----------
+    steps : ndarray of int, shape (T,)
+        The recorded steps (a prefix of ``record_at`` if training diverged).
+    fx_train : ndarray, shape (T, N, k)
+        Network outputs on the training inputs at each recorded step.
+    fx_test : ndarray, shape (T, M, k), or None
+        Outputs on ``X_test``, if given.
+    loss_train : ndarray, shape (T,)
+        ``1/(2Nk) sum ||f - y||^2`` at each recorded step.
+    loss_test : ndarray, shape (T,), or None
+        The same on ``(X_test, y_test)``, if ``y_test`` was given.
+    kernel_change : ndarray, shape (T,), or None
+        ``||Theta_t - Theta_0||_F / ||Theta_0||_F`` of the empirical NTK on the training inputs
+        (``kernel_kind`` says traced or full); ``None`` unless ``track_kernel``.
+    kernel_kind : str or None
+        ``"traced"`` (``k = 1``, where traced and full agree) or ``"full"`` (``k > 1``).
+    net : MLP
+        The network whose storage convention ``params`` follow (``net`` itself, except in
+        standard parameterisation with ``bias_std = 0``; see the module docstring).
+    params : list of (W, b)
+        The parameters after the last step taken; ``net.apply(params, X)`` evaluates the trained
+        model.
+    learning_rate : float
+    wall_time : float
+        Seconds spent in gradient descent (forward, backward, update, and the recorded test
+        outputs), excluding the kernel tracking.
+    kernel_time : float
+        Seconds spent computing the kernels for ``kernel_change``.
+    critical_learning_rate : float or None
+        ``2Nk / lambda_max`` of the empirical NTK at initialisation (full kernel if ``k > 1``);
+        computed when the kernel is tracked or training diverged.
+    diverged : bool
+    message : str
+        Empty, or why training stopped early.
+    """
+
+    steps: np.ndarray
+    fx_train: np.ndarray
+    fx_test: Optional[np.ndarray]
+    loss_train: np.ndarray
+    loss_test: Optional[np.ndarray]
+    kernel_change: Optional[np.ndarray]
+    kernel_kind: Optional[str]
+    net: MLP
+    params: list
+    learning_rate: float
+    wall_time: float
+    kernel_time: float = 0.0
+    critical_learning_rate: Optional[float] = None
+    diverged: bool = False
+    message: str = ""
+    n_steps_taken: int = field(default=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def _check_targets(y, n_rows: int, k: int, name: str, dtype) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or arr.shape != (n_rows, k):
+        raise ValueError(
+            f"{name} must have shape ({n_rows},) or ({n_rows}, {k}) to match the inputs and the "
+            f"network's {k} output(s), got {np.shape(y)}"
+        )
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} contains NaN or infinity; remove or impute them first")
+    return out
+
+
+def _check_steps(steps, record_at):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    steps = int(steps)
+    if record_at is None:
+        return steps, np.array([0, steps], dtype=np.int64) if steps else np.array([0], dtype=np.int64)
+    rec = np.asarray(record_at)
+    if rec.ndim == 0:
+        rec = rec[None]
+    if rec.ndim != 1 or rec.size == 0:
+        raise ValueError(f"record_at must be a non-empty 1-D sequence of steps, got shape {rec.shape}")
+    if not np.issubdtype(rec.dtype, np.integer):
+        if not (np.issubdtype(rec.dtype, np.floating) and np.all(np.isfinite(rec)) and np.all(rec == np.round(rec))):
+            raise ValueError(f"record_at must contain integer steps (time is counted in steps), got {record_at!r}")
+    rec = rec.astype(np.int64)
+    if rec[0] < 0 or rec[-1] > steps:
+        raise ValueError(f"record_at must lie within [0, steps] = [0, {steps}], got {rec.min()} ... {rec.max()}")
+    if np.any(np.diff(rec) <= 0):
+        raise ValueError("record_at must be strictly increasing (sorted, no repeats)")
+    return steps, rec
+
+
+# ---------------------------------------------------------------------------------------------
+# the step
+# ---------------------------------------------------------------------------------------------
+def _update_factors(net: MLP, d: int):
+    """Per layer ``(alpha_l, beta_l)``: ``W^l -= eta alpha_l g^T h``, ``b^l -= eta beta_l sum g``.
+
+    NTK parameterisation: the stored variables are trained, ``alpha = ws``, ``beta = bs``.
+    Standard: ``W~ = ws W`` is trained, so the stored ``W`` moves by ``1/ws`` times its step
+    (``alpha = 1/ws``), and likewise ``beta = 1/bs`` (``bs > 0`` guaranteed by the caller).
+    """
+    scales = net.layer_scales(d)
+    if net.parameterization == "ntk":
+        return [(ws, bs) for ws, bs in scales]
+    return [(1.0 / ws, 1.0 / bs) for ws, bs in scales]
+
+
+def _gd_step(net, params, hs, dphis, r, scales, factors, eta, gemm) -> None:
+    """One gradient step in place, from the forward pass's ``hs``/``dphis`` and residual ``r``.
+
+    Parameters
+    ----------
+    params : list of (W, b), updated in place (never the caller's arrays)
+    hs : list ``[h^0, ..., h^L]``, each (N, n_l)
+    dphis : list ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l)
+    r : (N, k) array, ``(f - y) / (Nk)`` = ``g^{L+1}``
+    """
+    g = r
+    dt = r.dtype.type
+    for l in range(net.depth + 1, 0, -1):  # layer l = L+1 ... 1; params[l-1]
+        W, b = params[l - 1]
+        h = hs[l - 1]
+        # delta for the layer below first: it needs W^l before the update
+        if l > 1:
+            g_below = np.dot(g, W)  # (N, n_{l-1})
+            N, n = g_below.shape
+            _jit.scale_by_deriv(g_below.reshape(N, 1, n), dphis[l - 2], dt(scales[l - 1][0]))
+        alpha, beta = factors[l - 1]
+        # W (n_l, n_{l-1}) C-ordered is W.T (n_{l-1}, n_l) Fortran-ordered: GEMM writes
+        # W.T += -eta alpha h^T g into it with no temporary. h.T and g.T are Fortran views of the
+        # C-ordered h and g, so f2py passes all three operands without copying.
+        out = gemm(dt(-eta * alpha), h.T, g.T, beta=dt(1.0), c=W.T, trans_b=1, overwrite_c=1)
+        if not np.shares_memory(out, W):  # pragma: no cover - BLAS wrapper copied; keep it right
+            W[...] = out.T
+        if beta != 0.0:
+            b -= dt(eta * beta) * g.sum(axis=0)
+        if l > 1:
+            g = g_below
+
+
+def _loss(f: np.ndarray, y: np.ndarray) -> float:
+    d = f - y
+    return float(0.5 * np.vdot(d, d) / d.size)
+
+
+def _critical_rate(net, params, X) -> float:
+    k = net.n_outputs
+    theta = empirical_ntk(net, params, X, trace=(k == 1))
+    return _critical_from_kernel(theta, X.shape[0], k)
+
+
+def _critical_from_kernel(theta: np.ndarray, N: int, k: int) -> float:
+    mat = theta if theta.ndim == 2 else theta.transpose(0, 2, 1, 3).reshape(N * k, N * k)
+    lam = float(np.linalg.eigvalsh(mat.astype(np.float64, copy=False))[-1])
+    return 2.0 * N * k / lam if lam > 0 else float("inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# public
+# ---------------------------------------------------------------------------------------------
+def train_network(
+    net: MLP,
+    params,
+    X,
+    y,
+    *,
+    learning_rate: float,
+    steps: int,
+    record_at=None,
+    X_test=None,
+    y_test=None,
+    track_kernel: bool = True,
+    on_divergence: str = "raise",
+    callback: Optional[Callable[[int, float], None]] = None,
+) -> TrainingResult:
+    """Train ``net`` from ``params`` by full-batch gradient descent on the conventions' MSE loss.
+
+    Parameters
+    ----------
+    net : MLP
+    params : list of (W, b)
+        Starting parameters (from ``net.init``); never modified.
+    X : array_like, shape (N, d)
+    y : array_like, shape (N,) or (N, k)
+    learning_rate : float
+        ``eta > 0``. Gradient descent converges only below ``2Nk / lambda_max`` of the NTK.
+    steps : int
+        Number of gradient steps.
+    record_at : sequence of int, optional
+        Strictly increasing steps in ``[0, steps]`` at which to record outputs, losses and the
+        kernel change. Default ``[0, steps]``.
+    X_test : array_like, shape (M, d), optional
+    y_test : array_like, shape (M,) or (M, k), optional (needs ``X_test``)
+    track_kernel : bool, default True
+        Record ``||Theta_t - Theta_0||_F / ||Theta_0||_F`` (empirical NTK on ``X``; traced for
+        ``k = 1``, full for ``k > 1``). Costs one kernel per recorded step, not counted in
+        ``wall_time``.
+    on_divergence : {"raise", "return"}, default "raise"
+        When the loss becomes non-finite or exceeds ``DIVERGENCE_FACTOR`` times its scale:
+        raise :class:`TrainingDivergedError` (whose ``.result`` holds the finite records), or
+        return the result with ``diverged=True``. The message names the critical learning rate.
+    callback : callable ``(step, loss_train) -> None``, optional
+        Called at each recorded step (progress bars; it may raise ``KeyboardInterrupt``).
+
+    Returns
+    -------
+    TrainingResult
+        ``steps`` (T,), ``fx_train`` (T, N, k), ``fx_test`` (T, M, k) or None, ``loss_train`` (T,),
+        ``loss_test`` (T,) or None, ``kernel_change`` (T,) or None, final ``params``, times.
+
+    Raises
+    ------
+    ValueError
+        Bad inputs (shapes, NaN, ``record_at`` outside ``[0, steps]`` or unsorted, bad rate).
+    TrainingDivergedError
+        The loss diverged and ``on_divergence="raise"``.
+    """
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    d, dt = net.check_params(params)
+    X = check_inputs(X, name="X", n_features=d, dtype=dt)
+    N, k = X.shape[0], net.n_outputs
+    y = _check_targets(y, N, k, "y", dt)
+    if X_test is not None:
+        X_test = check_inputs(X_test, name="X_test", n_features=d, dtype=dt)
+        if y_test is not None:
+            y_test = _check_targets(y_test, X_test.shape[0], k, "y_test", dt)
+    elif y_test is not None:
+        raise ValueError("y_test was given without X_test")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) \
+            or not np.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")
+    eta = float(learning_rate)
+    steps, rec = _check_steps(steps, record_at)
+    if on_divergence not in ("raise", "return"):
+        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+
+    train_net = net
+    if net.parameterization == "standard" and net.bias_std == 0.0:
+        cfg = net.get_config()
+        cfg["bias_std"] = 1.0
+        train_net = MLP(**cfg)
+    # Working copies in the storage convention of train_net (b~ = 0 is b = 0 there).
+    work = []
+    for W, b in params:
+        Wc = np.array(W, dtype=dt, order="C", copy=True)
+        bc = np.zeros_like(np.asarray(b, dtype=dt)) if train_net is not net else np.array(b, dtype=dt, copy=True)
+        work.append((Wc, bc))
+
+    scales = train_net.layer_scales(d)
+    factors = _update_factors(train_net, d)
+    gemm = get_blas_funcs("gemm", (X,))
+    T = rec.size
+    M = X_test.shape[0] if X_test is not None else 0
+    fx_train = np.empty((T, N, k), dtype=dt)
+    fx_test = np.empty((T, M, k), dtype=dt) if X_test is not None else None
+    loss_train = np.empty(T)
+    loss_test = np.empty(T) if y_test is not None else None
+    kchange = np.empty(T) if track_kernel else None
+    kernel_time = 0.0
+    theta0 = None
+    theta0_norm = 1.0
+    crit = None
+
+    def kernel_now():
+        return empirical_ntk(train_net, work, X, trace=(k == 1))
+
+    if track_kernel:
+        t0 = time.perf_counter()
+        theta0 = kernel_now()
+        theta0_norm = float(np.linalg.norm(theta0))
+        crit = _critical_from_kernel(theta0, N, k)
+        kernel_time += time.perf_counter() - t0
+
+    loss_scale = None
+    diverged, message = False, ""
+    i_rec = 0
+    wall = 0.0
+    s_done = 0
+    t_start = time.perf_counter()
+    for s in range(steps + 1):
+        f, hs, dphis = forward(train_net, work, X, keep=(s < steps))
+        r = f - y
+        loss = float(0.5 * np.vdot(r, r) / r.size)
+        if loss_scale is None:
+            loss_scale = max(loss, 0.5 * float(np.vdot(y, y)) / y.size, np.finfo(dt).tiny)
+        if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * loss_scale:
+            diverged = True
+            wall += time.perf_counter() - t_start
+            if crit is None:
+                crit = _critical_rate(net, params, X)
+            what = "became non-finite" if not np.isfinite(loss) else (
+                f"grew to {loss:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}")
+            message = (
+                f"training diverged at step {s}: the loss {what}. The learning rate {eta:.4g} is "
+                f"{eta / crit:.3g} times the critical learning rate 2Nk/lambda_max = {crit:.4g} of this "
+                f"network's empirical NTK at initialisation; use a learning rate below it "
+                f"(e.g. {0.5 * crit:.4g})"
+            )
+            break
+        if i_rec < T and rec[i_rec] == s:
+            fx_train[i_rec] = f
+            loss_train[i_rec] = loss
+            if X_test is not None:
+                ft = forward(train_net, work, X_test, keep=False)[0]
+                fx_test[i_rec] = ft
+                if y_test is not None:
+                    loss_test[i_rec] = _loss(ft, y_test)
+            if track_kernel:
+                wall += time.perf_counter() - t_start
+                t0 = time.perf_counter()
+                kchange[i_rec] = 0.0 if s == 0 else float(np.linalg.norm(kernel_now() - theta0)) / theta0_norm
+                kernel_time += time.perf_counter() - t0
+                t_start = time.perf_counter()
+            i_rec += 1
+            if callback is not None:
+                wall += time.perf_counter() - t_start
+                callback(s, loss)
+                t_start = time.perf_counter()
+        if s == steps:
+            break
+        r *= dt.type(1.0 / r.size)  # g^{L+1} = (f - y) / (Nk)
+        _gd_step(train_net, work, hs, dphis, r, scales, factors, eta, gemm)
+        s_done = s + 1
+    else:  # pragma: no cover - loop always breaks
+        pass
+    if not diverged:
+        wall += time.perf_counter() - t_start
+
+    T_done = i_rec
+    result = TrainingResult(
+        steps=rec[:T_done].copy(),
+        fx_train=fx_train[:T_done],
+        fx_test=None if fx_test is None else fx_test[:T_done],
+        loss_train=loss_train[:T_done],
+        loss_test=None if loss_test is None else loss_test[:T_done],
+        kernel_change=None if kchange is None else kchange[:T_done],
+        kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"),
+        net=train_net,
+        params=work,
+        learning_rate=eta,
+        wall_time=wall,
+        kernel_time=kernel_time,
+        critical_learning_rate=crit,
+        diverged=diverged,
+        message=message,
+        n_steps_taken=s_done,
+    )
+    if diverged and on_divergence == "raise":
+        raise TrainingDivergedError(message, result)
+    return result
+
+
+__all__ = ["train_network", "TrainingResult", "TrainingDivergedError", "DIVERGENCE_FACTOR"]
