@@ -16,8 +16,8 @@ from ._jit_activations import act, dact
 
 
 @njit(parallel=True, cache=True)
-def bias_act(pre, b, ws, bs, code, h):
-    """``h = phi(ws * pre + bs * b)`` row by row.
+def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
+    """``h = phi(ws * pre + bs * b)`` row by row, and ``dphi = phi'(z)`` when ``want_deriv``.
 
     Parameters
     ----------
@@ -26,41 +26,16 @@ def bias_act(pre, b, ws, bs, code, h):
     ws, bs : scalars, weight and bias scale of the layer
     code : int, activation code
     h : (N, n) output array
+    dphi : (N, n) output array (any shape when ``want_deriv`` is False: it is not touched)
+    want_deriv : bool
     """
-    N, n = pre.shape
-    for i in prange(N):
-        for j in range(n):
-            h[i, j] = act(code, ws * pre[i, j] + bs * b[j])
-
-
-@njit(parallel=True, cache=True)
-def bias_act_deriv(pre, b, ws, bs, code, h, dphi):
-    """As :func:`bias_act`, also writing ``dphi = phi'(z)`` (N, n) for the backward pass."""
     N, n = pre.shape
     for i in prange(N):
         for j in range(n):
             z = ws * pre[i, j] + bs * b[j]
             h[i, j] = act(code, z)
-            dphi[i, j] = dact(code, z)
-
-
-@njit(parallel=True, cache=True)
-def readout_delta(W_out, dphi, ws, delta):
-    """``delta^L[i, a, :] = ws * W^{L+1}[a, :] * phi'(z^L(x_i))``.
-
-    Parameters
-    ----------
-    W_out : (k, n_L) array, the readout weights
-    dphi : (N, n_L) array
-    ws : scalar, the readout's weight scale
-    delta : (N, k, n_L) output array
-    """
-    N, n = dphi.shape
-    k = W_out.shape[0]
-    for i in prange(N):
-        for a in range(k):
-            for j in range(n):
-                delta[i, a, j] = ws * W_out[a, j] * dphi[i, j]
+            if want_deriv:
+                dphi[i, j] = dact(code, z)
 
 
 @njit(parallel=True, cache=True)
@@ -81,46 +56,41 @@ def scale_by_deriv(g, dphi, ws):
 
 
 @njit(parallel=True, cache=True)
-def combine_traced(theta, Gd, Gh, c, beta, lower):
+def combine_traced(theta, Gd, Gh, c, beta, lower, has_delta):
     """``theta += Gd * (c * Gh + beta)``; with ``lower`` only entries ``j <= i`` are read and written.
 
     Parameters
     ----------
     theta : (N1, N2) array, accumulated in place
-    Gd : (N1, N2) array, the (traced) Gram of backpropagated deltas
+    Gd : (N1, N2) array, the (traced) Gram of backpropagated deltas; ignored when ``has_delta`` is
+        False (the readout layer, whose delta Gram is 1)
     Gh : (N1, N2) array, the Gram of the layer's inputs
     c, beta : scalars, ``sigma_w^2 / n_{l-1}`` and ``sigma_b^2`` (standard parameterisation: 1, 1)
-    lower : bool
+    lower, has_delta : bool
     """
     N1, N2 = theta.shape
     for i in prange(N1):
         stop = i + 1 if lower else N2
         for j in range(stop):
-            theta[i, j] += Gd[i, j] * (c * Gh[i, j] + beta)
+            t = c * Gh[i, j] + beta
+            if has_delta:
+                t *= Gd[i, j]
+            theta[i, j] += t
 
 
 @njit(parallel=True, cache=True)
-def readout_traced(theta, Gh, c, beta, lower):
-    """The readout layer's term, whose delta Gram is the identity: ``theta += c * Gh + beta``."""
-    N1, N2 = theta.shape
-    for i in prange(N1):
-        stop = i + 1 if lower else N2
-        for j in range(stop):
-            theta[i, j] += c * Gh[i, j] + beta
-
-
-@njit(parallel=True, cache=True)
-def combine_full(theta, Gd, Gh, c, beta, lower):
+def combine_full(theta, Gd, Gh, c, beta, lower, has_delta):
     """Full-kernel layer term ``theta[i, j, a, b] += Gd[i k + a, j k + b] * (c Gh[i, j] + beta)``.
 
     Parameters
     ----------
     theta : (N1, N2, k, k) array, accumulated in place
     Gd : (N1 k, N2 k) array; with ``lower`` only its lower triangle is valid, and only blocks
-        ``j <= i`` of theta are written (the diagonal block reads ``Gd`` transposed above the diagonal)
+        ``j <= i`` of theta are written (the diagonal block reads ``Gd`` transposed above the
+        diagonal). Ignored when ``has_delta`` is False (readout: the delta Gram is ``I_k``).
     Gh : (N1, N2) array
     c, beta : scalars
-    lower : bool
+    lower, has_delta : bool
     """
     N1, N2, k, _ = theta.shape
     for i in prange(N1):
@@ -128,6 +98,9 @@ def combine_full(theta, Gd, Gh, c, beta, lower):
         for j in range(stop):
             bij = c * Gh[i, j] + beta
             for a in range(k):
+                if not has_delta:
+                    theta[i, j, a, a] += bij
+                    continue
                 for b in range(k):
                     r = i * k + a
                     s = j * k + b
@@ -136,18 +109,6 @@ def combine_full(theta, Gd, Gh, c, beta, lower):
                     else:
                         g = Gd[r, s]
                     theta[i, j, a, b] += g * bij
-
-
-@njit(parallel=True, cache=True)
-def readout_full(theta, Gh, c, beta, lower):
-    """Full-kernel readout term: ``theta[i, j, a, a] += c Gh[i, j] + beta``."""
-    N1, N2, k, _ = theta.shape
-    for i in prange(N1):
-        stop = i + 1 if lower else N2
-        for j in range(stop):
-            bij = c * Gh[i, j] + beta
-            for a in range(k):
-                theta[i, j, a, a] += bij
 
 
 @njit(parallel=True, cache=True)

@@ -73,8 +73,8 @@ def _features(net: MLP, params, X: np.ndarray):
     deltas = [None] * L
     if L:
         dt = X.dtype.type
-        delta = np.empty((B, k, dphis[L - 1].shape[1]), dtype=X.dtype)
-        _jit.readout_delta(params[L][0], dphis[L - 1], dt(scales[L][0]), delta)
+        # delta^L[i, a, :] = ws W^{L+1}[a, :] phi'(z^L(x_i))
+        delta = dt(scales[L][0]) * params[L][0][None, :, :] * dphis[L - 1][:, None, :]
         deltas[L - 1] = delta
         for l in range(L - 1, 0, -1):
             W_next = params[l][0]  # W^{l+1}, (n_{l+1}, n_l)
@@ -111,23 +111,33 @@ def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool) -> Non
     for l in range(1, L + 2):
         c, beta = coefs[l - 1]
         Gh = _gram(hsI[l - 1], None if FJ is None else hsJ[l - 1])
-        if l == L + 1:
-            if trace:
-                _jit.readout_traced(theta, Gh, dt(c), dt(beta), lower)
-            else:
-                _jit.readout_full(theta, Gh, dt(c), dt(beta), lower)
+        if l == L + 1:  # the readout: its delta Gram is the identity
+            combine = _jit.combine_traced if trace else _jit.combine_full
+            combine(theta, Gh, Gh, dt(c), dt(beta), lower, False)
             continue
         dI = dsI[l - 1]
         dJ = None if FJ is None else dsJ[l - 1]
         if trace:
             BI = dI.shape[0]
             Gd = _gram(dI.reshape(BI, -1), None if dJ is None else dJ.reshape(dJ.shape[0], -1), 1.0 / k)
-            _jit.combine_traced(theta, Gd, Gh, dt(c), dt(beta), lower)
+            _jit.combine_traced(theta, Gd, Gh, dt(c), dt(beta), lower, True)
         else:
             n = dI.shape[2]
             Gd = _gram(dI.reshape(-1, n), None if dJ is None else dJ.reshape(-1, n))
-            _jit.combine_full(theta, Gd, Gh, dt(c), dt(beta), lower)
+            _jit.combine_full(theta, Gd, Gh, dt(c), dt(beta), lower, True)
         del Gd, Gh
+
+
+def _tile_into(net, coefs, theta, box, FI, FJ, trace, lower) -> None:
+    """Accumulate one tile of ``theta``; a tile that is not the whole array is built in a
+    contiguous buffer first, so the jitted kernels are compiled for one memory layout only."""
+    I0, I1, J0, J1 = box
+    if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
+        _accumulate_tile(net, coefs, theta, FI, FJ, trace, lower)
+        return
+    buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
+    _accumulate_tile(net, coefs, buf, FI, FJ, trace, lower)
+    theta[I0:I1, J0:J1] = buf
 
 
 def _feature_bytes_per_row(net: MLP, d: int, itemsize: int) -> int:
@@ -205,8 +215,8 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
                     break
                 J1 = min(J0 + bs, N1)
                 FJ = _features(net, params, X1[J0:J1])
-                _accumulate_tile(net, coefs, theta[I0:I1, J0:J1], FI, FJ, trace, False)
-            _accumulate_tile(net, coefs, theta[I0:I1, I0:I1], FI, None, trace, True)
+                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False)
+            _tile_into(net, coefs, theta, (I0, I1, I0, I1), FI, None, trace, True)
         if trace:
             _jit.mirror_lower_traced(theta)
         else:
@@ -220,7 +230,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
             for J0 in starts2:
                 J1 = min(J0 + bs, N2)
                 FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1])
-                _accumulate_tile(net, coefs, theta[I0:I1, J0:J1], FI, FJ, trace, False)
+                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False)
     return theta
 
 

@@ -286,12 +286,10 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
         ws, bs = scales[l]
         pre = np.dot(h, W.T)  # BLAS GEMM; W.T is a transposed view, no copy
         h_new = np.empty_like(pre)
+        dphi = np.empty_like(pre) if keep else h_new  # not written when keep is False
+        _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new, dphi, keep)
         if keep:
-            dphi = np.empty_like(pre)
-            _jit.bias_act_deriv(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new, dphi)
             dphis.append(dphi)
-        else:
-            _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new)
         h = h_new
         if keep:
             hs.append(h)

@@ -1,0 +1,188 @@
+"""Empirical NTK: ntksolve side by side with the explicit-Jacobian route, a layer-wise plain-numpy
+implementation, the machine's GEMM rate, and peers when installed.
+
+    python benchmarks/bench_ntk.py            # the full grid of the issue
+    python benchmarks/bench_ntk.py --quick    # N=256 only
+
+Prints a markdown table. "GEMM frac" is (minimal FLOPs / time) / (measured GEMM rate of the dtype),
+minimal FLOPs = forward + backward + Gram products using symmetry (about 47 GFLOP at N=1024,
+width 2048, depth 3, one output).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import best_time, gemm_rate, peer_python, run_peer, table  # noqa: E402
+
+import ntksolve  # noqa: E402
+from ntksolve import MLP, empirical_ntk, jacobian  # noqa: E402
+
+D, DEPTH = 32, 3
+
+
+def minimal_flops(N, d, n, L, k=1):
+    fwd = 2 * N * d * n + (L - 1) * 2 * N * n * n + 2 * N * n * k
+    bwd = (L - 1) * 2 * N * k * n * n + N * k * n
+    grams = N * N * d + (L - 1) * N * N * n + L * N * N * k * n  # SYRK: N^2 m per Gram
+    return fwd + bwd + grams
+
+
+def numpy_layerwise(net, params, X):
+    """The same layer-wise formula in plain numpy with full (non-symmetric) Gram products."""
+    sw, sb = net.weight_std, net.bias_std
+    hs, zs, h = [X], [], X
+    for W, b in params[:-1]:
+        z = sw / np.sqrt(h.shape[1]) * h @ W.T + sb * b
+        zs.append(z)
+        h = np.maximum(z, 0)
+        hs.append(h)
+    theta = sw**2 / hs[-1].shape[1] * hs[-1] @ hs[-1].T + sb**2
+    delta = sw / np.sqrt(hs[-1].shape[1]) * params[-1][0][0] * (zs[-1] > 0)
+    for l in range(len(zs), 0, -1):
+        n_in = hs[l - 1].shape[1]
+        theta += (delta @ delta.T) * (sw**2 / n_in * hs[l - 1] @ hs[l - 1].T + sb**2)
+        if l > 1:
+            delta = sw / np.sqrt(n_in) * (delta @ params[l - 1][0]) * (zs[l - 2] > 0)
+    return theta
+
+
+def peak_rss_subprocess(N, n, dtype):
+    code = textwrap.dedent(f"""
+        import numpy as np, ntksolve
+        def hwm():  # peak resident memory of this process (VmHWM; ru_maxrss survives exec)
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        X = np.random.default_rng(0).standard_normal(({N}, {D}))
+        net = ntksolve.MLP(({n},)*{DEPTH}); p = net.init({D}, random_state=0, dtype=np.{dtype})
+        base = hwm()
+        ntksolve.empirical_ntk(net, p, X)
+        print(hwm(), base)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    peak, base = map(int, out.stdout.split())
+    return peak, base
+
+
+def compile_times():
+    """First-call time of the kernels (compile + run on a tiny problem) in fresh processes:
+    cold (empty numba cache) and warm (the cache the cold run wrote)."""
+    code = textwrap.dedent("""
+        import time, numpy as np
+        t0 = time.perf_counter(); import ntksolve; t_imp = time.perf_counter() - t0
+        X = np.random.default_rng(0).standard_normal((8, 4))
+        t0 = time.perf_counter()
+        for act in ("relu", "erf", "tanh"):
+            net = ntksolve.MLP((16, 16), activation=act, bias_std=0.1, n_outputs=2)
+            p = net.init(4, random_state=0)
+            ntksolve.empirical_ntk(net, p, X); ntksolve.empirical_ntk(net, p, X, X[:3], trace=False)
+            ntksolve.empirical_ntk(net, p, X, trace=False)
+            ntksolve.analytic_kernels(net, X); ntksolve.analytic_kernels(net, X, X[:3])
+        print(t_imp, time.perf_counter() - t0)
+    """)
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        res = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+            res.append(tuple(map(float, out.stdout.split())))
+    return res
+
+
+NT_CODE = """
+import time, numpy as np, jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import neural_tangents as nt
+from neural_tangents import stax
+N, n, impl = {N}, {n}, {impl}
+init, apply, _ = stax.serial(*[stax.Dense(n, W_std=1.0, b_std=0.0), stax.Relu()] * 3, stax.Dense(1, W_std=1.0, b_std=0.0))
+X = jnp.asarray(np.random.default_rng(0).standard_normal((N, 32)))
+_, params = init(jax.random.PRNGKey(0), X.shape)
+fn = jax.jit(nt.empirical_ntk_fn(apply, trace_axes=(-1,), vmap_axes=0, implementation=impl))
+fn(X, None, params).block_until_ready()
+ts = []
+for _ in range(3):
+    t = time.perf_counter(); fn(X, None, params).block_until_ready(); ts.append(time.perf_counter() - t)
+print(sorted(ts)[1])
+"""
+
+TORCH_CODE = """
+import time, torch
+from torch.func import functional_call, jacrev, vmap
+torch.set_default_dtype(torch.float64)
+N, n = {N}, {n}
+model = torch.nn.Sequential(*[m for _ in range(3) for m in (torch.nn.LazyLinear(n), torch.nn.ReLU())], torch.nn.LazyLinear(1))
+X = torch.randn(N, 32); model(X)
+params = {{k: v.detach() for k, v in model.named_parameters()}}
+def f(p, x): return functional_call(model, p, (x[None],))[0]
+def ntk():
+    j = vmap(jacrev(f), (None, 0))(params, X)
+    return sum(torch.einsum('Naf,Mbf->NM', a.flatten(2), a.flatten(2)) for a in j.values())
+ntk()
+t = time.perf_counter(); ntk(); print(time.perf_counter() - t)
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N=256 only, no peers")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    Ns = (256,) if args.quick else (256, 1024)
+    widths = (512, 2048)
+    rates = {dt: gemm_rate(dt) for dt in (np.float64, np.float32)}
+    print(f"measured GEMM rate: float64 {rates[np.float64] / 1e9:.1f} GFLOP/s, "
+          f"float32 {rates[np.float32] / 1e9:.1f} GFLOP/s (2048^3 product, best of 5)\n")
+    nt_py, torch_py = peer_python("nt"), peer_python("torch")
+    rows = []
+    for N in Ns:
+        X = np.random.default_rng(0).standard_normal((N, D))
+        for n in widths:
+            net = MLP((n,) * DEPTH)
+            flops = minimal_flops(N, D, n, DEPTH)
+            for dt in (np.float64, np.float32):
+                p = net.init(D, random_state=0, dtype=dt)
+                t = best_time(lambda: empirical_ntk(net, p, X), repeat=args.repeat)
+                frac = flops / t / rates[dt]
+                t_np = t_jac = t_nt = t_torch = float("nan")
+                if dt == np.float64:
+                    t_np = best_time(lambda: numpy_layerwise(net, p, X), repeat=args.repeat)
+                    P = net.n_params(D)
+                    if N * P * 8 <= 3e9:  # the explicit Jacobian where memory allows
+                        def jjt():
+                            J = jacobian(net, p, X)[:, 0]
+                            return J @ J.T
+                        t_jac = best_time(jjt, repeat=1, warmup=0)
+                    if nt_py and not args.quick:
+                        t_nt = run_peer(nt_py, NT_CODE.format(N=N, n=n, impl="nt.NtkImplementation.STRUCTURED_DERIVATIVES")) or float("nan")
+                    if torch_py and not args.quick and n == 512:
+                        t_torch = run_peer(torch_py, TORCH_CODE.format(N=N, n=n)) or float("nan")
+                rows.append((N, n, np.dtype(dt).name, t, flops / 1e9, frac, t_np, t_np / t, t_jac,
+                             t_jac / t, t_nt, t_torch))
+    print(table(rows, ["N", "width", "dtype", "ntksolve s", "GFLOP", "GEMM frac", "numpy layerwise s",
+                       "x numpy", "explicit J s", "x explicit", "neural-tangents s", "torch.func s"]))
+    print()
+    N = Ns[-1]
+    peak, base = peak_rss_subprocess(N, 2048, "float64")
+    P = MLP((2048,) * DEPTH).n_params(D)
+    act_bytes = 8 * N * 2048 * DEPTH * 4
+    print(f"peak RSS at N={N}, width 2048, float64: {peak / 2**20:.0f} MiB (process before the call "
+          f"{base / 2**20:.0f} MiB; activations+derivatives+deltas ~{act_bytes / 2**20:.0f} MiB; "
+          f"the Jacobian alone would be {N * P * 8 / 2**30:.1f} GiB)")
+    (imp_c, first_c), (imp_w, first_w) = compile_times()
+    print(f"import ntksolve: {imp_c:.2f} s cold, {imp_w:.2f} s warm; first calls of all kernels "
+          f"(empirical traced/full/cross + analytic, 3 activations): {first_c:.1f} s with a cold numba "
+          f"cache, {first_w:.1f} s with a warm one")
+
+
+if __name__ == "__main__":
+    main()
