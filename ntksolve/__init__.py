@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from .network import MLP, ACTIVATIONS, PARAMETERIZATIONS
 from .kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
+from .dynamics import gradient_descent_mse, gradient_descent_mse_ensemble, critical_learning_rate, mse_loss, DivergenceWarning
 
 __all__ = [
     "MLP",
@@ -21,4 +22,9 @@ __all__ = [
     "jacobian",
     "analytic_kernels",
     "Kernels",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "critical_learning_rate",
+    "mse_loss",
+    "DivergenceWarning",
 ]
