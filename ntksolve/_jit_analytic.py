@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 from numba import njit, prange
 from scipy.linalg.blas import dsyrk as _dsyrk
 
-from . import _config
 from ._jit_activations import ERF, IDENTITY, RELU, act, dact
 
 #: Activations with closed-form layer maps; all others use quadrature.
@@ -47,6 +47,16 @@ CLOSED_FORM_CODES = (RELU, ERF, IDENTITY)
 #: skipped. Activations grow at most linearly, so a skipped term contributes below ~1e-20 in
 #: total, far under the 1e-8 the rule is held to, while a third of the 2-D nodes are saved.
 _GH_PAIR_WEIGHT_CUTOFF = 1e-22
+
+#: Adaptive Gauss-Hermite order ``n = _ORDER_BASE + _ORDER_PER_VARIANCE * s_max`` (``s_max`` the largest
+#: variance any layer integrates over), used when no order is given. Measured against the erf closed
+#: form, the hardest case (``erf'(u) erf'(v)`` is a Gaussian narrower than the weight), for the worst
+#: correlation c = +-1: 1e-8 needs n = 48 at s = 1, 80 at s = 2, 128 at s = 3, 200 at s = 5; this
+#: line (56, 96, 136, 216) keeps a margin of 10x or more (tests/test_analytic.py).
+_ORDER_BASE = 16
+_ORDER_PER_VARIANCE = 40
+#: Beyond this order (variances above ~10) the rule is capped and a warning says it is inexact.
+_ORDER_MAX = 416
 
 #: Columns of one output row transformed together through all layers: the block of both outputs
 #: and the per-layer variances stays in the L1 cache while the inner loops vectorise.
@@ -544,7 +554,7 @@ def _gauss_hermite_rule_cached(order):
     return nodes, weights, lo, hi
 
 
-def gauss_hermite_rule(order=_config.QUADRATURE_ORDER):
+def gauss_hermite_rule(order):
     """The probabilists' Gauss-Hermite rule used for the quadrature activations.
 
     Parameters
@@ -571,13 +581,43 @@ def _uses_quadrature(activation_code, force_quadrature):
     return bool(force_quadrature) or int(activation_code) not in CLOSED_FORM_CODES
 
 
+def _adaptive_order(max_variance):
+    return int(min(_ORDER_MAX, _ORDER_BASE + math.ceil(_ORDER_PER_VARIANCE * max(max_variance, 1.0))))
+
+
 def _diag_pieces(X, depth, activation_code, weight_std, bias_std, quadrature, quad_order):
-    nodes, weights, lo, hi = gauss_hermite_rule(quad_order) if quadrature else _EMPTY_RULE()
-    variances, ntk_diag = _diagonal_recursion(
-        _squared_norms(X), X.shape[1], int(depth), int(activation_code), quadrature,
-        float(weight_std) ** 2, float(bias_std) ** 2, nodes, weights,
-    )
-    return variances, ntk_diag, (nodes, weights, lo, hi)
+    """Per-point recursion and the quadrature rule that goes with it.
+
+    With ``quad_order=None`` the order adapts to the largest variance the rule must integrate over
+    (``variances[:depth]``); since those variances themselves come from the rule, the order is
+    raised and the (cheap, 1-D) recursion redone until it suffices.
+    """
+    sq = _squared_norms(X)
+    sw2 = float(weight_std) ** 2
+    sb2 = float(bias_std) ** 2
+    if not quadrature:
+        nodes, weights, lo, hi = _EMPTY_RULE()
+        variances, ntk_diag = _diagonal_recursion(sq, X.shape[1], depth, activation_code, False,
+                                                  sw2, sb2, nodes, weights)
+        return variances, ntk_diag, (nodes, weights, lo, hi), 0
+    order = int(quad_order) if quad_order is not None else _adaptive_order(sw2 * sq.max() / X.shape[1] + sb2)
+    while True:
+        nodes, weights, lo, hi = gauss_hermite_rule(order)
+        variances, ntk_diag = _diagonal_recursion(sq, X.shape[1], depth, activation_code, True,
+                                                  sw2, sb2, nodes, weights)
+        if quad_order is not None or depth == 0:
+            break
+        needed = _adaptive_order(variances[:depth].max())
+        if needed <= order:
+            break
+        order = needed
+    if quad_order is None and order == _ORDER_MAX and depth > 0 and variances[:depth].max() > (
+            (_ORDER_MAX - _ORDER_BASE) / _ORDER_PER_VARIANCE):
+        warnings.warn(
+            f"pre-activation variances reach {variances[:depth].max():.3g}: the Gauss-Hermite rule is "
+            f"capped at {_ORDER_MAX} nodes per dimension and may be inexact above 1e-8; scale the inputs "
+            "or weight_std down", RuntimeWarning, stacklevel=3)
+    return variances, ntk_diag, (nodes, weights, lo, hi), order
 
 
 def _EMPTY_RULE():
@@ -585,7 +625,7 @@ def _EMPTY_RULE():
 
 
 def analytic_diag(X, depth, activation_code, weight_std, bias_std, force_quadrature=False,
-                  quad_order=_config.QUADRATURE_ORDER):
+                  quad_order=None):
     """Diagonals ``K(x_i, x_i)`` and ``Theta(x_i, x_i)`` of the NNGP and NTK, in ``O(N (d + L))``.
 
     The ``theta = 0`` recursion of the conventions; bit-identical to the diagonal of
@@ -602,21 +642,22 @@ def analytic_diag(X, depth, activation_code, weight_std, bias_std, force_quadrat
         ``sigma_w``, ``sigma_b``.
     force_quadrature : bool
         Use Gauss-Hermite even where a closed form exists (for tests).
-    quad_order : int
-        Gauss-Hermite nodes per dimension.
+    quad_order : int or None
+        Gauss-Hermite nodes per dimension; ``None`` adapts it to the variances (as in
+        :func:`analytic_pair_kernels`).
 
     Returns
     -------
     nngp_diag, ntk_diag : ndarray, shape (N,)
     """
     quadrature = _uses_quadrature(activation_code, force_quadrature)
-    variances, ntk_diag, _ = _diag_pieces(X, depth, activation_code, weight_std, bias_std,
-                                          quadrature, quad_order)
+    variances, ntk_diag, _, _ = _diag_pieces(X, int(depth), int(activation_code), weight_std,
+                                             bias_std, quadrature, quad_order)
     return variances[int(depth)].copy(), ntk_diag
 
 
 def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, symmetric,
-                          quad_order=_config.QUADRATURE_ORDER, force_quadrature=False):
+                          quad_order=None, force_quadrature=False):
     """The infinite-width NNGP ``Sigma^{L+1}(X1, X2)`` and NTK ``Theta^{L+1}(X1, X2)``.
 
     Parameters
@@ -634,8 +675,10 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
     symmetric : bool
         ``X2`` is ``X1``: only the upper triangle is computed and mirrored (the result is exactly
         symmetric), and the diagonal uses ``theta = 0`` exactly.
-    quad_order : int
-        Gauss-Hermite nodes per dimension (quadrature activations only).
+    quad_order : int or None
+        Gauss-Hermite nodes per dimension (quadrature activations only). ``None`` (default) adapts
+        it to the largest variance, ``_ORDER_BASE + _ORDER_PER_VARIANCE * max(s, 1)``, which keeps
+        the rule within 1e-8 of the erf closed form (capped at ``_ORDER_MAX``, with a warning).
     force_quadrature : bool
         Use quadrature even for an activation with a closed form (for tests; never for relu,
         whose kink makes it converge slowly).
@@ -650,11 +693,19 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
     sw2 = float(weight_std) ** 2
     sb2 = float(bias_std) ** 2
     n_features = X1.shape[1]
-    var1, ntk_diag, rule = _diag_pieces(X1, depth, code, weight_std, bias_std, quadrature, quad_order)
+    if symmetric or not quadrature:
+        var1, ntk_diag, rule, order = _diag_pieces(X1, depth, code, weight_std, bias_std, quadrature,
+                                                   quad_order)
+    else:
+        # one rule for both sets of points: the order the larger of their variances needs
+        order = quad_order
+        if order is None:
+            order = max(_diag_pieces(X, depth, code, weight_std, bias_std, True, None)[3] for X in (X1, X2))
+        var1, ntk_diag, rule, order = _diag_pieces(X1, depth, code, weight_std, bias_std, True, order)
     if symmetric:
         var2 = var1
     else:
-        var2, _, _ = _diag_pieces(X2, depth, code, weight_std, bias_std, quadrature, quad_order)
+        var2 = _diag_pieces(X2, depth, code, weight_std, bias_std, quadrature, order or None)[0]
     nodes, weights, lo, hi = rule
     if quadrature:
         wphi1, wdphi1 = _weighted_activations_at_nodes(var1, depth, code, nodes, weights)

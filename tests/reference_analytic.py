@@ -1,0 +1,100 @@
+"""Slow, obviously correct reference for ``ntksolve._jit_analytic``: the recursion of CONVENTIONS.md
+written straightforwardly in numpy, one ``N1 x N2`` array per quantity per layer.
+
+Independent of the numba code on purpose: activations from numpy/scipy (not ``_jit_activations``),
+the ReLU map in the conventions' ``sin``/``cos`` form with ``numpy.arctan2``, erf with ``numpy.arcsin``,
+and the quadrature as a dense tensor-product rule over all node pairs (no pruning).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.polynomial.hermite_e import hermegauss
+from scipy import special
+
+PHI = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "erf": special.erf,
+    "tanh": np.tanh,
+    "identity": lambda x: x,
+    "sigmoid": special.expit,
+    "gelu": lambda x: x * special.ndtr(x),
+    "softplus": lambda x: np.logaddexp(0.0, x),
+}
+DPHI = {
+    "relu": lambda x: (x > 0).astype(float),
+    "erf": lambda x: 2.0 / np.sqrt(np.pi) * np.exp(-x * x),
+    "tanh": lambda x: 1.0 / np.cosh(x) ** 2,
+    "identity": lambda x: np.ones_like(x),
+    "sigmoid": lambda x: special.expit(x) * special.expit(-x),
+    "gelu": lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi),
+    "softplus": special.expit,
+}
+
+
+def layer_expectations(activation, s11, s22, s12, quadrature=False, order=64):
+    """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` elementwise over broadcast arrays.
+
+    Closed forms (Cho & Saul 2009 for relu, Williams 1997 for erf) unless ``quadrature``; then a
+    dense ``order x order`` Gauss-Hermite product rule.
+    """
+    s11, s22, s12 = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (s11, s22, s12)))
+    if not quadrature and activation == "relu":
+        norm = np.sqrt(s11 * s22)
+        theta = np.arctan2(np.sqrt(np.maximum(s11 * s22 - s12**2, 0.0)), s12)
+        e_phi = norm * (np.sin(theta) + (np.pi - theta) * np.cos(theta)) / (2 * np.pi)
+        e_dphi = np.where(norm > 0, (np.pi - theta) / (2 * np.pi), 0.0)
+        return e_phi, e_dphi
+    if not quadrature and activation == "erf":
+        a = (1 + 2 * s11) * (1 + 2 * s22)
+        return 2 / np.pi * np.arcsin(np.clip(2 * s12 / np.sqrt(a), -1, 1)), 4 / np.pi / np.sqrt(a - 4 * s12**2)
+    if not quadrature and activation == "identity":
+        return s12.copy(), np.ones_like(s12)
+    z, w = hermegauss(order)
+    w = w / w.sum()
+    norm = np.sqrt(s11 * s22)
+    c = np.clip(np.divide(s12, norm, out=np.zeros_like(s12), where=norm > 0), -1, 1)
+    z1 = z[:, None]
+    z2 = z[None, :]
+    ww = w[:, None] * w[None, :]
+    e_phi = np.empty(s12.shape)
+    e_dphi = np.empty(s12.shape)
+    phi, dphi = PHI[activation], DPHI[activation]
+    for idx in np.ndindex(s12.shape):
+        u = np.sqrt(s11[idx]) * z1
+        v = np.sqrt(s22[idx]) * (c[idx] * z1 + np.sqrt(1 - c[idx] ** 2) * z2)
+        e_phi[idx] = np.sum(ww * phi(u) * phi(v))
+        e_dphi[idx] = np.sum(ww * dphi(u) * dphi(v))
+    return e_phi, e_dphi
+
+
+def reference_kernels(X1, X2, depth, activation, weight_std, bias_std, symmetric=False,
+                      quadrature=False, order=64):
+    """NNGP and NTK, ``(N1, N2)`` each, layer by layer on full arrays.
+
+    ``symmetric`` applies the conventions' rule that a point paired with itself has ``theta = 0``:
+    the diagonal is replaced by the per-point recursion at every layer.
+    """
+    sw2, sb2 = weight_std**2, bias_std**2
+    d = X1.shape[1]
+    s12 = sw2 * (X1 @ X2.T) / d + sb2
+    s11 = sw2 * np.sum(X1 * X1, axis=1) / d + sb2
+    s22 = sw2 * np.sum(X2 * X2, axis=1) / d + sb2
+    t12 = s12.copy()
+    t11 = s11.copy()
+    for _ in range(depth):
+        e_phi, e_dphi = layer_expectations(activation, s11[:, None], s22[None, :], s12, quadrature, order)
+        d_phi, d_dphi = layer_expectations(activation, s11, s11, s11, quadrature, order)
+        f_phi, _ = layer_expectations(activation, s22, s22, s22, quadrature, order)
+        s12 = sw2 * e_phi + sb2
+        t12 = s12 + sw2 * e_dphi * t12
+        s11_new = sw2 * d_phi + sb2
+        t11 = s11_new + sw2 * d_dphi * t11
+        s11 = s11_new
+        s22 = sw2 * f_phi + sb2
+        if symmetric:
+            np.fill_diagonal(s12, s11)
+            np.fill_diagonal(t12, t11)
+    if symmetric:
+        np.fill_diagonal(s12, s11)
+        np.fill_diagonal(t12, t11)
+    return s12, t12
