@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit, prange
 from scipy.linalg.blas import dsyrk as _dsyrk
 
-from ._jit_activations import ERF, IDENTITY, RELU, act, dact
+from ._jit_activations import ERF, IDENTITY, RELU, TANH, act, dact
 
 #: Activations with closed-form layer maps; all others use quadrature.
 CLOSED_FORM_CODES = (RELU, ERF, IDENTITY)
@@ -48,15 +48,19 @@ CLOSED_FORM_CODES = (RELU, ERF, IDENTITY)
 #: total, far under the 1e-8 the rule is held to, while a third of the 2-D nodes are saved.
 _GH_PAIR_WEIGHT_CUTOFF = 1e-22
 
-#: Adaptive Gauss-Hermite order ``n = _ORDER_BASE + _ORDER_PER_VARIANCE * s_max`` (``s_max`` the largest
-#: variance any layer integrates over), used when no order is given. Measured against the erf closed
-#: form, the hardest case (``erf'(u) erf'(v)`` is a Gaussian narrower than the weight), for the worst
-#: correlation c = +-1: 1e-8 needs n = 48 at s = 1, 80 at s = 2, 128 at s = 3, 200 at s = 5; this
-#: line (56, 96, 136, 216) keeps a margin of 10x or more (tests/test_analytic.py).
+#: Adaptive Gauss-Hermite order ``n = _ORDER_BASE + slope * max(s_max, 1)`` (``s_max`` the largest
+#: variance any layer integrates over), used when no order is given. Measured at the worst
+#: correlations (c = +-1, 0) against the erf closed form and, for tanh, against a 350-node rule:
+#: erf needs n = 48 / 80 / 128 / 200 for 1e-8 at s = 1 / 2 / 3 / 5, so slope 40 (56, 96, 136, 216)
+#: keeps a 10x margin, and suffices for sigmoid, gelu, softplus (errors <= 3e-15 there). tanh
+#: (poles at +-i pi/2 in u) converges slower: 1e-9 needs n = 95 / 180 / 260 at s = 1 / 2 / 3, hence
+#: slope 85; at s = 5 the cap leaves it at ~1e-8.
 _ORDER_BASE = 16
 _ORDER_PER_VARIANCE = 40
-#: Beyond this order (variances above ~10) the rule is capped and a warning says it is inexact.
-_ORDER_MAX = 416
+_ORDER_PER_VARIANCE_TANH = 85
+#: Beyond this order (variances above 7.6) the rule is capped and a warning says it may be inexact;
+#: numpy's hermegauss overflows to NaN weights from about 400 nodes.
+_ORDER_MAX = 320
 
 #: Columns of one output row transformed together through all layers: the block of both outputs
 #: and the per-layer variances stays in the L1 cache while the inner loops vectorise.
@@ -581,8 +585,14 @@ def _uses_quadrature(activation_code, force_quadrature):
     return bool(force_quadrature) or int(activation_code) not in CLOSED_FORM_CODES
 
 
-def _adaptive_order(max_variance):
-    return int(min(_ORDER_MAX, _ORDER_BASE + math.ceil(_ORDER_PER_VARIANCE * max(max_variance, 1.0))))
+def _order_slope(code):
+    return _ORDER_PER_VARIANCE_TANH if code == TANH else _ORDER_PER_VARIANCE
+
+
+def _adaptive_order(max_variance, code=ERF):
+    """Gauss-Hermite nodes per dimension for variances up to ``max_variance`` (see ``_ORDER_BASE``)."""
+    slope = _order_slope(code)
+    return int(min(_ORDER_MAX, _ORDER_BASE + math.ceil(slope * max(max_variance, 1.0))))
 
 
 def _diag_pieces(X, depth, activation_code, weight_std, bias_std, quadrature, quad_order):
@@ -600,19 +610,19 @@ def _diag_pieces(X, depth, activation_code, weight_std, bias_std, quadrature, qu
         variances, ntk_diag = _diagonal_recursion(sq, X.shape[1], depth, activation_code, False,
                                                   sw2, sb2, nodes, weights)
         return variances, ntk_diag, (nodes, weights, lo, hi), 0
-    order = int(quad_order) if quad_order is not None else _adaptive_order(sw2 * sq.max() / X.shape[1] + sb2)
+    order = int(quad_order) if quad_order is not None else _adaptive_order(sw2 * sq.max() / X.shape[1] + sb2, activation_code)
     while True:
         nodes, weights, lo, hi = gauss_hermite_rule(order)
         variances, ntk_diag = _diagonal_recursion(sq, X.shape[1], depth, activation_code, True,
                                                   sw2, sb2, nodes, weights)
         if quad_order is not None or depth == 0:
             break
-        needed = _adaptive_order(variances[:depth].max())
+        needed = _adaptive_order(variances[:depth].max(), activation_code)
         if needed <= order:
             break
         order = needed
     if quad_order is None and order == _ORDER_MAX and depth > 0 and variances[:depth].max() > (
-            (_ORDER_MAX - _ORDER_BASE) / _ORDER_PER_VARIANCE):
+            (_ORDER_MAX - _ORDER_BASE) / _order_slope(activation_code)):
         warnings.warn(
             f"pre-activation variances reach {variances[:depth].max():.3g}: the Gauss-Hermite rule is "
             f"capped at {_ORDER_MAX} nodes per dimension and may be inexact above 1e-8; scale the inputs "
@@ -677,8 +687,8 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
         symmetric), and the diagonal uses ``theta = 0`` exactly.
     quad_order : int or None
         Gauss-Hermite nodes per dimension (quadrature activations only). ``None`` (default) adapts
-        it to the largest variance, ``_ORDER_BASE + _ORDER_PER_VARIANCE * max(s, 1)``, which keeps
-        the rule within 1e-8 of the erf closed form (capped at ``_ORDER_MAX``, with a warning).
+        it to the largest variance, ``_ORDER_BASE + slope * max(s, 1)`` (slope 40, 85 for tanh), which
+        keeps the rule within 1e-8 (capped at ``_ORDER_MAX``, with a warning beyond).
     force_quadrature : bool
         Use quadrature even for an activation with a closed form (for tests; never for relu,
         whose kink makes it converge slowly).
