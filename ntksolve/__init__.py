@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 from .network import MLP, ACTIVATIONS, PARAMETERIZATIONS
 from .kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
 from .dynamics import gradient_descent_mse, gradient_descent_mse_ensemble, critical_learning_rate, mse_loss, DivergenceWarning
+from .estimators import NTKRegressor, NTKClassifier, NTKRegressorCV
+from .gp_kernels import NTKKernel, NNGPKernel
+from ._persistence import load
 
 __all__ = [
     "MLP",
@@ -27,4 +30,10 @@ __all__ = [
     "critical_learning_rate",
     "mse_loss",
     "DivergenceWarning",
+    "NTKRegressor",
+    "NTKClassifier",
+    "NTKRegressorCV",
+    "NTKKernel",
+    "NNGPKernel",
+    "load",
 ]
