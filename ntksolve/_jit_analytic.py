@@ -606,7 +606,7 @@ def _diag_pieces(X, depth, activation_code, weight_std, bias_std, quadrature, qu
     sw2 = float(weight_std) ** 2
     sb2 = float(bias_std) ** 2
     if not quadrature:
-        nodes, weights, lo, hi = _EMPTY_RULE()
+        nodes, weights, lo, hi = _empty_rule()
         variances, ntk_diag = _diagonal_recursion(sq, X.shape[1], depth, activation_code, False,
                                                   sw2, sb2, nodes, weights)
         return variances, ntk_diag, (nodes, weights, lo, hi), 0
@@ -630,7 +630,7 @@ def _diag_pieces(X, depth, activation_code, weight_std, bias_std, quadrature, qu
     return variances, ntk_diag, (nodes, weights, lo, hi), order
 
 
-def _EMPTY_RULE():
+def _empty_rule():
     return np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
 
 
