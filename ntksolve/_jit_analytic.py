@@ -43,24 +43,13 @@ from ._jit_activations import ERF, IDENTITY, RELU, TANH, act, dact
 #: Activations with closed-form layer maps; all others use quadrature.
 CLOSED_FORM_CODES = (RELU, ERF, IDENTITY)
 
-#: Gauss-Hermite node pairs whose product weight (the weights normalised to sum 1) is below this are
-#: skipped. Activations grow at most linearly, so a skipped term contributes below ~1e-20 in
-#: total, far under the 1e-8 the rule is held to, while a third of the 2-D nodes are saved.
-_GH_PAIR_WEIGHT_CUTOFF = 1e-22
-
-#: Adaptive Gauss-Hermite order ``n = _ORDER_BASE + slope * max(s_max, 1)`` (``s_max`` the largest
-#: variance any layer integrates over), used when no order is given. Measured at the worst
-#: correlations (c = +-1, 0) against the erf closed form and, for tanh, against a 350-node rule:
-#: erf needs n = 48 / 80 / 128 / 200 for 1e-8 at s = 1 / 2 / 3 / 5, so slope 40 (56, 96, 136, 216)
-#: keeps a 10x margin, and suffices for sigmoid, gelu, softplus (errors <= 3e-15 there). tanh
-#: (poles at +-i pi/2 in u) converges slower: 1e-9 needs n = 95 / 180 / 260 at s = 1 / 2 / 3, hence
-#: slope 85; at s = 5 the cap leaves it at ~1e-8.
-_ORDER_BASE = 16
-_ORDER_PER_VARIANCE = 40
-_ORDER_PER_VARIANCE_TANH = 85
-#: Beyond this order (variances above 7.6) the rule is capped and a warning says it may be inexact;
-#: numpy's hermegauss overflows to NaN weights from about 400 nodes.
-_ORDER_MAX = 320
+from ._config import (  # noqa: E402  (tunables live in the config module; reasons there)
+    GH_PAIR_WEIGHT_CUTOFF as _GH_PAIR_WEIGHT_CUTOFF,
+    GH_ORDER_BASE as _ORDER_BASE,
+    GH_ORDER_PER_VARIANCE as _ORDER_PER_VARIANCE,
+    GH_ORDER_PER_VARIANCE_TANH as _ORDER_PER_VARIANCE_TANH,
+    GH_ORDER_MAX as _ORDER_MAX,
+)
 
 #: Columns of one output row transformed together through all layers: the block of both outputs
 #: and the per-layer variances stays in the L1 cache while the inner loops vectorise.
