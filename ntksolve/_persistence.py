@@ -10,7 +10,8 @@ loading a file never executes code. Entries:
          "class": "NTKRegressor" | "NTKClassifier" | "NTKRegressorCV",
          "params": {...constructor parameters...},
          "attrs": {...scalar fitted attributes: n_features_in_, diag_reg_, time_, ...},
-         "unsaved_params": [...names of parameters that were not plain values and were reset...]}
+         "unsaved_params": [...names of parameters that were not plain values and were reset...],
+         "sequence_params": {name: "tuple" | "list" | "ndarray"}}  (JSON has lists only)
 
 ``X_train``, ``y_train``, ``y_train_mean``, ``y_train_std``, ``fx_train_0``
     Training inputs ``(N, d)``, standardised targets ``(N, k)``, their scaling ``(k,)`` and the
@@ -81,8 +82,10 @@ def save(est, path):
     path : str or os.PathLike
     """
     check_is_fitted(est)
-    params, unsaved = {}, []
+    params, unsaved, sequences = {}, [], {}
     for name, value in est.get_params(deep=False).items():
+        if isinstance(value, (tuple, list, np.ndarray)):
+            sequences[name] = type(value).__name__  # JSON keeps lists only: remember the type
         try:
             params[name] = _jsonable(value)
         except TypeError:
@@ -115,7 +118,8 @@ def save(est, path):
     from . import __version__
 
     meta = {"format": FORMAT, "version": VERSION, "ntksolve_version": __version__,
-            "class": type(est).__name__, "params": params, "attrs": attrs, "unsaved_params": unsaved}
+            "class": type(est).__name__, "params": params, "attrs": attrs, "unsaved_params": unsaved,
+            "sequence_params": sequences}
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
@@ -182,11 +186,10 @@ def load(path):
     if meta.get("class") not in classes:
         raise ValueError(f"{path!r}: unknown estimator class {meta.get('class')!r}")
     params = dict(meta["params"])
-    if params.get("hidden_layer_sizes") is not None:
-        params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
-    for name in ("times", "diag_regs"):
-        if isinstance(params.get(name), list):
-            params[name] = tuple(params[name])
+    restore = {"tuple": tuple, "list": list, "ndarray": np.asarray}
+    for name, kind in meta.get("sequence_params", {}).items():
+        if isinstance(params.get(name), list) and kind in restore:
+            params[name] = restore[kind](params[name])
     for name in meta.get("unsaved_params", []):
         params.pop(name, None)  # back to the default
     est = classes[meta["class"]](**params)

@@ -412,7 +412,9 @@ class NTKRegressor(_NTKRegressorBase):
         several outputs the traced kernel (mean over outputs) is used, exact at infinite width.
     time : float, default np.inf
         Steps of gradient descent at which :meth:`predict` answers; ``np.inf`` is convergence
-        (kernel regression). It may be changed after ``fit`` without refitting.
+        (kernel regression). It may be changed after ``fit`` without refitting. The loss is a
+        mean over all ``N k`` target entries (``CONVENTIONS.md``), so with ``k`` outputs every
+        mode moves ``k`` times slower per step than with one.
     learning_rate : float, default 1.0
         ``eta``. With ``dynamics="continuous"`` it only sets the unit of time (``eta * t``).
     dynamics : {"continuous", "discrete"}, default "continuous"
