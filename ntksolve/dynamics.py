@@ -491,9 +491,9 @@ class MSEPredictor:
         )
         if self.dynamics == "discrete" and not self.allow_divergence:
             raise ValueError(msg + "; lower learning_rate, or pass allow_divergence=True to compute it anyway")
-        if self.dynamics == "continuous":
-            warnings.warn(msg + "; gradient flow (dynamics='continuous') still converges", DivergenceWarning,
-                          stacklevel=3)
+        tail = ("; gradient flow (dynamics='continuous') still converges" if self.dynamics == "continuous"
+                else " (allow_divergence=True: computing it anyway)")
+        warnings.warn(msg + tail, DivergenceWarning, stacklevel=3)
 
     # -- public
     def __call__(self, t, fx_train_0, fx_test_0=None, k_test_train=None):

@@ -329,7 +329,8 @@ def test_critical_learning_rate_is_where_gradient_descent_stops_converging(probl
     # the closed form agrees, and refuses a diverging rate unless asked
     with pytest.raises(ValueError, match="allow_divergence"):
         gradient_descent_mse(K, y, 1.01 * crit, dynamics="discrete")
-    div = gradient_descent_mse(K, y, 1.01 * crit, dynamics="discrete", allow_divergence=True)
+    with pytest.warns(DivergenceWarning, match="allow_divergence=True"):
+        div = gradient_descent_mse(K, y, 1.01 * crit, dynamics="discrete", allow_divergence=True)
     assert div.loss(3000, f0) == pytest.approx(explicit_loss(1.01 * crit), rel=1e-6)
     conv = gradient_descent_mse(K, y, 0.99 * crit, dynamics="discrete")
     assert conv.loss(3000, f0) < 1e-6 * 0.5 * np.mean((f0 - y) ** 2)
@@ -507,6 +508,16 @@ def test_bad_inputs_raise_clear_errors(problem):
         gradient_descent_mse(K4, np.zeros((5, 3)))
     with pytest.raises(ValueError, match="same shape"):
         gradient_descent_mse_ensemble(K, K[:-1, :-1], y)
+
+
+def test_krylov_warns_when_max_iter_stops_it_early(problem):
+    from ntksolve.dynamics import KrylovConvergenceWarning
+
+    K, Ks, y, f0, fs0 = problem
+    with pytest.warns(KrylovConvergenceWarning, match="max_iter=3"):
+        gradient_descent_mse(K, y, method="krylov", max_iter=3)(100.0, f0)
+    with pytest.raises(ValueError, match="'ntk', 'nngp'"):
+        gradient_descent_mse_ensemble(K, K, y)(1.0, Ks, Ks, posterior="bayes")
 
 
 def test_caller_arrays_are_not_modified_and_read_only_input_works(problem):
