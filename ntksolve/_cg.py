@@ -1,4 +1,4 @@
-"""Krylov solvers on an operator known only through its products, and the tile products themselves.
+"""Conjugate gradients on an operator known only through its products, and the tile products themselves.
 
 Private: :mod:`ntksolve.distributed` builds a symmetric kernel ``A = Theta + mu I`` out of tiles
 and hands these functions a ``matvec`` callable. Nothing here knows about Dask.
@@ -6,10 +6,8 @@ and hands these functions a ``matvec`` callable. Nothing here knows about Dask.
 - :func:`preconditioned_cg`: conjugate gradients (Hestenes & Stiefel 1952) with a preconditioner,
   for ``t = inf`` kernel regression, one independent recurrence per right-hand side column, all
   columns sharing each (expensive, distributed) product with ``A``.
-- :func:`lanczos_functions`: ``f(A) b ~ |b| Q_m f(T_m) e_1`` for a few scalar functions ``f``
-  (Gallopoulos & Saad 1992; Saad 1992, "Analysis of some Krylov subspace approximations to the
-  matrix exponential operator"), the finite-``t`` dynamics, with full reorthogonalisation so that
-  the Ritz values stay honest at the accuracy the tests hold it to (1e-8).
+  (The finite-``t`` dynamics use the Lanczos process of ``ntksolve._krylov``, which takes a
+  ``matmat`` callable, so the tiled path shares it with the in-memory ``method="krylov"``.)
 - :func:`symmetric_tile_products`, :func:`tile_products`: the products of one stored tile with
   blocks of vectors, float32 or float64 tiles, always accumulated in float64.
 
@@ -22,13 +20,10 @@ a reordered float64 sum, within 1e-15 relative of ``K.astype(float64) @ v``
 """
 from __future__ import annotations
 
-import math
-import warnings
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 from numba import njit
-from scipy.linalg import eigh_tridiagonal
 
 _REASSOC = {"reassoc", "contract"}
 
@@ -208,151 +203,4 @@ def preconditioned_cg(
     return X, info
 
 
-# ---------------------------------------------------------------------------------------------
-# Lanczos for matrix functions
-# ---------------------------------------------------------------------------------------------
-def lanczos_functions(
-    matvec: Callable[[np.ndarray], np.ndarray],
-    B: np.ndarray,
-    functions: Sequence[Callable[[np.ndarray], np.ndarray]],
-    *,
-    tol: float = 1e-10,
-    maxiter: int = 500,
-    check_every: int = 5,
-) -> Tuple[list, KrylovInfo]:
-    """``f(A) B`` for each ``f`` in ``functions``, by the Lanczos process on each column of ``B``.
-
-    With ``A Q_m = Q_m T_m + beta_m q_{m+1} e_m^T`` and ``T_m = S diag(theta) S^T``:
-    ``f(A) b ~ |b| Q_m S f(theta) S^T e_1``. The approximation is exact once the Krylov space is
-    invariant (``beta_m = 0``). Every ``check_every`` steps the current approximations are formed
-    and a column stops once none of them moved by more than ``tol`` relative since the last check
-    (the successive-difference criterion of Saad 1992, sec. 5). Full reorthogonalisation (twice,
-    Parlett's "twice is enough") costs ``O(N m)`` per step, which is small next to one product
-    with a tiled ``N x N`` kernel, and keeps ghost Ritz values out.
-
-    Parameters
-    ----------
-    matvec : callable
-        ``V (N, r) -> A V``, ``A`` symmetric.
-    B : ndarray, shape (N, r)
-    functions : sequence of callables
-        Each maps an array of Ritz values ``theta`` (shape (m,)) to ``f(theta)``; called with
-        ``theta`` sorted ascending. They must treat rounding-level negative values themselves.
-    tol : float
-    maxiter : int
-        Largest Krylov dimension ``m``.
-    check_every : int
-
-    Returns
-    -------
-    results : list of ndarray, each of shape (N, r), float64, one per function
-    info : KrylovInfo
-        ``iterations`` (products with ``A``), ``converged``, ``changes`` (last relative change
-        per column), ``ritz_max`` (largest Ritz value per column).
-    """
-    B = np.asarray(B, dtype=np.float64)
-    N, r = B.shape
-    maxiter = int(max(1, min(maxiter, N)))
-    bnorm = np.linalg.norm(B, axis=0)
-    results = [np.zeros((N, r)) for _ in functions]
-    changes = np.zeros(r)
-    ritz_max = np.zeros(r)
-    live = bnorm > 0
-    Q = np.zeros((maxiter + 1, N, r))
-    Q[0] = np.where(live, B / np.where(bnorm > 0, bnorm, 1.0), 0.0)
-    alphas = np.zeros((maxiter, r))
-    betas = np.zeros((maxiter, r))
-    done_at = np.zeros(r, dtype=int)  # Krylov dimension of each finished column
-    previous = [None] * r
-    m = 0
-    eps = np.finfo(np.float64).eps
-
-    def estimate(c, m_c):
-        theta, S = eigh_tridiagonal(alphas[:m_c, c], betas[: m_c - 1, c])
-        weights = S[0, :] * bnorm[c]
-        basis = Q[:m_c, :, c].T @ S  # (N, m_c)
-        return [basis @ (np.asarray(f(theta), dtype=np.float64) * weights) for f in functions], theta[-1]
-
-    while m < maxiter and np.any(live):
-        W = matvec(Q[m])
-        m += 1
-        a = np.einsum("ij,ij->j", Q[m - 1], W)
-        alphas[m - 1] = a
-        W -= a * Q[m - 1]
-        if m > 1:
-            W -= betas[m - 2] * Q[m - 2]
-        for _ in range(2):  # full reorthogonalisation, twice
-            coeffs = np.einsum("kij,ij->kj", Q[:m], W)
-            W -= np.einsum("kij,kj->ij", Q[:m], coeffs)
-        beta = np.linalg.norm(W, axis=0)
-        betas[m - 1] = beta
-        scale = np.max(np.abs(alphas[:m]), axis=0) + np.max(betas[:m], axis=0)
-        invariant = live & (beta <= 64 * eps * np.maximum(scale, 1e-300))
-        Q[m] = np.where(live & ~invariant, W / np.where(beta > 0, beta, 1.0), 0.0)
-        for c in np.flatnonzero(live):
-            if not (invariant[c] or m % check_every == 0 or m == maxiter):
-                continue
-            est, top = estimate(c, m)
-            ritz_max[c] = top
-            if invariant[c]:
-                change = 0.0
-            elif previous[c] is None:
-                change = np.inf
-            else:
-                change = max(
-                    np.linalg.norm(e - p) / max(np.linalg.norm(e), 1e-300) for e, p in zip(est, previous[c])
-                )
-            previous[c] = est
-            changes[c] = change
-            if change <= tol or m == maxiter:
-                for res, e in zip(results, est):
-                    res[:, c] = e
-                live[c] = False
-                done_at[c] = m
-    converged = bool(np.all(changes[bnorm > 0] <= tol))
-    if not converged:
-        warnings.warn(
-            f"the Lanczos approximation of the dynamics did not settle to tol={tol:g} within {maxiter} "
-            f"products (last relative change {np.max(changes):.2e}); raise maxiter, or for long times use "
-            "t=inf, which is solved by preconditioned CG",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return results, KrylovInfo(iterations=m, converged=converged, changes=changes, ritz_max=ritz_max)
-
-
-def check_ritz(theta: np.ndarray, eps: float, n: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Clip rounding-level negative Ritz values and mark the exact zeros, as ``CONVENTIONS.md`` asks.
-
-    Parameters
-    ----------
-    theta : ndarray, shape (m,)
-        Ritz values, ascending.
-    eps : float
-        Machine epsilon of the kernel's storage dtype (its entries carry that rounding).
-    n : int
-        Size of the operator; ``rcond = n * eps``.
-
-    Returns
-    -------
-    theta : ndarray, shape (m,)
-        Clipped at 0.
-    is_zero : ndarray of bool, shape (m,)
-        ``theta <= rcond * lambda_max``: modes that are exact zeros of the kernel.
-
-    Raises
-    ------
-    numpy.linalg.LinAlgError
-        A value below ``-sqrt(eps) * lambda_max``: the operator is not a kernel.
-    """
-    lam_max = float(np.max(np.abs(theta))) if theta.size else 0.0
-    if theta.size and theta[0] < -math.sqrt(eps) * lam_max:
-        raise np.linalg.LinAlgError(
-            f"the train kernel has an eigenvalue {theta[0]:.3e} below -sqrt(eps) * lambda_max "
-            f"({-math.sqrt(eps) * lam_max:.3e}): it is not a kernel (positive semi-definite) matrix"
-        )
-    clipped = np.maximum(theta, 0.0)
-    return clipped, clipped <= n * eps * lam_max
-
-
-__all__ = ["check_ritz", "preconditioned_cg", "lanczos_functions", "symmetric_tile_products", "tile_products", "KrylovInfo"]
+__all__ = ["preconditioned_cg", "symmetric_tile_products", "tile_products", "KrylovInfo"]

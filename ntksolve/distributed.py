@@ -63,7 +63,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from . import kernels as _kernels
-from ._cg import check_ritz, lanczos_functions, preconditioned_cg, symmetric_tile_products, tile_products
+from ._cg import preconditioned_cg, symmetric_tile_products, tile_products
+from ._krylov import lanczos_function_products
+from .dynamics import KRYLOV_TOL, _mode_coefficients, _null_mask
 from ._nystrom import NystromPreconditioner
 from ._validation import check_dtype, check_inputs, fmt_bytes
 from .network import MLP
@@ -83,9 +85,6 @@ DEFAULT_LANDMARKS = 2000
 #: Default relative residual of the CG solve for ``t = inf``: predictions carry about this relative
 #: error, far below what a float32-stored kernel or the data itself justify.
 DEFAULT_CG_TOL = 1e-6
-
-#: Default relative change at which the Lanczos approximation of the finite-t dynamics stops.
-DEFAULT_LANCZOS_TOL = 1e-8
 
 #: Fraction of the cluster's memory (sum of the workers' limits, or the memory available now for a
 #: local scheduler) that the persisted tiles may take; the rest is for the tile computations'
@@ -509,10 +508,11 @@ class _Runner:
     def persist(self, objs: list) -> list:
         """The collections, computed and held (in the workers' memory, or in this process)."""
         if self.client is not None:
-            out = self.client.persist(objs)
             from distributed import futures_of, wait
 
-            wait(futures_of(out))
+            out = self.client.persist(objs)
+            with self.client.as_current():  # wait() looks for the current client
+                wait(futures_of(out))
             return list(out)
         with self._local_context():
             return list(dask.persist(*objs, scheduler=self.local))
@@ -1033,41 +1033,6 @@ def _stream_cross(spec, XA, XB, V, chunks_a, chunks_b, runner) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # dynamics from products
 # ---------------------------------------------------------------------------------------------
-def _propagators(dynamics: str, t: float, scale: float, eps: float, n: int):
-    """The train propagator ``E_t(lambda)`` and test coefficient ``(1 - E_t) / lambda`` as functions.
-
-    ``scale = learning_rate / (N k)``; ``CONVENTIONS.md`` ("Training, and its closed form") gives the
-    forms: continuous ``exp(-lambda s)`` with ``s = scale t`` and ``-expm1(-lambda s) / lambda``;
-    discrete ``b^t`` with ``b = 1 - scale lambda`` and ``-expm1(t log1p(-scale lambda)) / lambda``
-    where ``b > 0``, the plain power where ``b <= 0``. Exact zeros (``<= rcond lambda_max``): the
-    train mode stays, the test coefficient is 0.
-    """
-
-    def train(theta):
-        lam, zero = check_ritz(theta, eps, n)
-        if dynamics == "continuous":
-            out = np.exp(-lam * (scale * t))
-        else:
-            b = 1.0 - scale * lam
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out = np.where(b > 0, np.exp(t * np.log1p(-scale * lam)), np.sign(b) ** t * np.abs(b) ** t)
-        return np.where(zero, 1.0, out)
-
-    def test(theta):
-        lam, zero = check_ritz(theta, eps, n)
-        safe = np.where(zero, 1.0, lam)
-        if dynamics == "continuous":
-            out = -np.expm1(-safe * (scale * t)) / safe
-        else:
-            b = 1.0 - scale * safe
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out = np.where(b > 0, -np.expm1(t * np.log1p(-scale * safe)),
-                               1.0 - np.sign(b) ** t * np.abs(b) ** t) / safe
-        return np.where(zero, 0.0, out)
-
-    return train, test
-
-
 class TiledFit:
     """The trained predictor of :func:`fit_tiled`: coefficients on the training inputs.
 
@@ -1179,9 +1144,9 @@ def solve_tiled(
     fx_train_0 : array_like, shape like ``y_train``, optional (default 0)
     tol : float, optional
         CG relative residual (default ``DEFAULT_CG_TOL``) or Lanczos relative change
-        (``DEFAULT_LANCZOS_TOL``).
+        (default ``ntksolve.dynamics.KRYLOV_TOL``).
     maxiter : int, optional
-        Products with ``Theta`` at most (default 1000 for CG, 500 for Lanczos).
+        Products with ``Theta`` at most (default 1000 for CG, N for Lanczos).
     n_landmarks : int, optional
         Nyström landmarks (default ``min(N, DEFAULT_LANDMARKS)``); 0 disables the preconditioner.
     random_state : int or Generator
@@ -1248,11 +1213,22 @@ def solve_tiled(
         fx_train = y.copy()
         info.update(method="cg", iterations=cg["iterations"], converged=cg["converged"], residuals=cg["residuals"])
     else:
-        train_f, test_f = _propagators(dynamics, t, learning_rate / (N * k), np.finfo(operator.dtype).eps, N)
-        (Er, coef), lz = lanczos_functions(A, r, [train_f, test_f], tol=DEFAULT_LANCZOS_TOL if tol is None else tol,
-                                          maxiter=500 if maxiter is None else maxiter)
-        fx_train = y - Er
-        info.update(method="lanczos", iterations=lz["iterations"], converged=lz["converged"], changes=lz["changes"])
+        # The Lanczos process and the mode coefficients of the in-memory method="krylov"
+        # (ntksolve._krylov, ntksolve.dynamics): the same dynamics, only the products are tiled.
+        ts = np.array([t])
+        lr_over_size = learning_rate / (N * k)
+
+        def coefficient_fn(theta):
+            null = _null_mask(theta, N, operator.dtype, "the tiled train kernel")
+            g, h = _mode_coefficients(theta, null, ts, lr_over_size, dynamics)
+            return np.vstack([g, h])
+
+        eps = np.finfo(operator.dtype).eps
+        out, lz = lanczos_function_products(A, r, coefficient_fn, tol=max(KRYLOV_TOL if tol is None else tol, 10 * eps),
+                                            max_iter=maxiter)
+        fx_train = f0 + out[0]  # f_t = f_0 + (1 - E_t) r = y + E_t (f_0 - y)
+        coef = out[1]
+        info.update(method="lanczos", iterations=max(lz["iterations"]), converged=all(lz["converged"]))
     info["solve_seconds"] = time.perf_counter() - t0
     return coef, fx_train, info
 

@@ -1,0 +1,352 @@
+"""Tiled kernels on Dask, their Zarr store, and the tiled solvers (issue 6).
+
+Everything that runs on a cluster uses one ``LocalCluster`` of two worker processes of one thread
+each. The references are independent of the tiled code: the in-memory kernels of
+``ntksolve.kernels`` and a closed form by ``numpy.linalg.eigh`` written out here from
+``CONVENTIONS.md``.
+"""
+import os
+import signal
+import socket
+import time
+
+import numpy as np
+import pytest
+
+dask = pytest.importorskip("dask")
+pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("zarr")
+
+import ntksolve  # noqa: E402
+from ntksolve import distributed as D  # noqa: E402
+from ntksolve._cg import symmetric_tile_products, tile_products  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                       silence_logs=40)
+    c = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(b)))
+
+
+def _data(n, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    y = np.stack([np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2, X[:, 2] * X[:, 3]], axis=1)
+    return X, y
+
+
+NET = ntksolve.MLP((512, 512), activation="relu", bias_std=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiled kernels equal the in-memory ones
+# ---------------------------------------------------------------------------------------------
+def test_analytic_tiles_equal_in_memory(client):
+    X, _ = _data(700)
+    Xt, _ = _data(300, seed=1)
+    ref = ntksolve.analytic_kernels(NET, X)
+    k = D.analytic_kernels(NET, X, chunks=256)
+    assert k.ntk.chunks == ((256, 256, 188), (256, 256, 188))
+    # both kernels in one compute share the tile tasks: one task per upper tile computes both
+    nngp, ntk = client.compute([k.nngp, k.ntk], sync=True)
+    assert _rel(ntk, ref.ntk) <= 1e-13 and _rel(nngp, ref.nngp) <= 1e-13
+    np.testing.assert_array_equal(ntk, ntk.T)
+    ref_x = ntksolve.analytic_kernels(NET, Xt, X)
+    kx = D.analytic_kernels(NET, Xt, X, chunks=([100, 100, 100], [300, 400]))
+    assert _rel(client.compute(kx.ntk, sync=True), ref_x.ntk) <= 1e-13
+
+
+def test_empirical_tiles_equal_in_memory(client):
+    net = ntksolve.MLP((64, 32), activation="erf", bias_std=0.2, n_outputs=3)
+    X, _ = _data(250)
+    params = net.init(6, random_state=0)
+    ref = ntksolve.empirical_ntk(net, params, X)
+    tiled = D.empirical_ntk(net, params, X, chunks=64)
+    assert _rel(client.compute(tiled, sync=True), ref) <= 1e-13
+    ref_full = ntksolve.empirical_ntk(net, params, X, trace=False)
+    full = D.empirical_ntk(net, params, X, chunks=[100, 100, 50], trace=False)
+    assert full.shape == (250, 250, 3, 3)
+    assert _rel(client.compute(full, sync=True), ref_full) <= 1e-13
+    # float32 parameters give a float32 kernel, as in memory
+    p32 = net.init(6, random_state=0, dtype=np.float32)
+    t32 = D.empirical_ntk(net, p32, X, chunks=100).compute(scheduler="threads")
+    assert t32.dtype == np.float32
+    assert _rel(t32, ntksolve.empirical_ntk(net, p32, X)) <= 1e-6
+
+
+def test_tile_products_match_float64_blas():
+    rng = np.random.default_rng(3)
+    K = rng.standard_normal((300, 200)).astype(np.float32)
+    Vi, Vj = rng.standard_normal((300, 2)), rng.standard_normal((200, 2))
+    Ui, Uj = symmetric_tile_products(K, Vi, Vj)
+    K64 = K.astype(np.float64)
+    assert _rel(Ui, K64 @ Vj) <= 1e-14 and _rel(Uj, K64.T @ Vi) <= 1e-14
+    assert _rel(tile_products(K64, Vj), K64 @ Vj) <= 1e-14
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def _probe_threads():
+    import numba
+
+    D._limit_task_threads()
+    return numba.get_num_threads(), _blas_threads()
+
+
+def test_tasks_do_not_oversubscribe(client):
+    X, _ = _data(200)
+    client.compute(D.analytic_kernels(NET, X, chunks=100).ntk, sync=True)
+    # after tile tasks ran, every worker's BLAS is down to its one thread, and a task sees one
+    # numba thread
+    for blas in client.run(_blas_threads).values():
+        assert blas and all(n == 1 for n in blas)
+    assert all(w["nthreads"] == 1 for w in client.scheduler_info()["workers"].values())
+    numba_threads, blas = client.submit(_probe_threads, pure=False).result()
+    assert numba_threads == 1 and all(n == 1 for n in blas)
+    # the threaded scheduler: one numba and one BLAS thread per task while it computes
+    with D._Runner("threads") as runner:
+        (numba_threads, blas), = runner.compute([dask.delayed(_probe_threads, pure=False)()])
+    assert numba_threads == 1 and all(n == 1 for n in blas)
+
+
+# ---------------------------------------------------------------------------------------------
+# tiled solvers match the eigh closed form
+# ---------------------------------------------------------------------------------------------
+def _eigh_reference(K, Kt, y, *, diag_reg, t, learning_rate=1.0):
+    """CONVENTIONS.md closed form by eigh: (train, test) at time t (continuous), f_0 = 0."""
+    N, k = y.shape
+    A = K + diag_reg * np.mean(np.diag(K)) * np.eye(N)
+    lam, V = np.linalg.eigh(A)
+    P = V.T @ y
+    if np.isinf(t):
+        return y.copy(), Kt @ (V @ (P / lam[:, None]))
+    s = learning_rate * t / (N * k)
+    train = y - V @ (np.exp(-lam * s)[:, None] * P)
+    test = Kt @ (V @ ((-np.expm1(-lam * s) / lam)[:, None] * P))
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y = _data(2000)
+    Xt, _ = _data(500, seed=7)
+    return X, y, Xt, ntksolve.analytic_kernels(NET, X).ntk, ntksolve.analytic_kernels(NET, Xt, X).ntk
+
+
+def test_cg_matches_eigh_at_t_inf(client, problem):
+    X, y, Xt, K, Kt = problem
+    _, test_ref = _eigh_reference(K, Kt, y, diag_reg=1e-3, t=np.inf)
+    fit = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=512, scheduler=client, tol=1e-13, n_landmarks=300)
+    assert fit.info["method"] == "cg" and fit.info["converged"]
+    assert fit.info["residuals"].max() <= 1e-12
+    assert _rel(fit.predict(Xt, scheduler=client), test_ref) <= 1e-8
+    np.testing.assert_array_equal(fit.fx_train, y)  # t = inf on the train inputs: the targets
+
+
+def test_lanczos_matches_eigh_at_finite_t(client, problem):
+    X, y, Xt, K, Kt = problem
+    t, lr = 300.0, 2.0
+    train_ref, test_ref = _eigh_reference(K, Kt, y, diag_reg=1e-4, t=t, learning_rate=lr)
+    fit = D.fit_tiled(NET, X, y, t=t, learning_rate=lr, diag_reg=1e-4, chunks=512, scheduler=client)
+    assert fit.info["method"] == "lanczos" and fit.info["converged"]
+    assert _rel(fit.fx_train, train_ref) <= 1e-8
+    assert _rel(fit.predict(Xt, scheduler=client), test_ref) <= 1e-8
+
+
+def test_solvers_agree_with_dynamics_module_and_f0(problem):
+    """Empirical kernel with f_0 != 0, discrete steps, threads scheduler: equal to dynamics' eigh path."""
+    from ntksolve.dynamics import gradient_descent_mse
+
+    net = ntksolve.MLP((128,), activation="erf", bias_std=0.3, n_outputs=2)
+    X, y = _data(400, seed=2)
+    Xt, _ = _data(100, seed=3)
+    params = net.init(6, random_state=1)
+    f0, f0t = net.apply(params, X), net.apply(params, Xt)
+    K = ntksolve.empirical_ntk(net, params, X)
+    Kt = ntksolve.empirical_ntk(net, params, Xt, X)
+    pred = gradient_descent_mse(K, y, 1.0, diag_reg=1e-3, dynamics="discrete", method="eigh")
+    train_ref, test_ref = pred(25, f0, f0t, Kt)
+    fit = D.fit_tiled(net, X, y, params=params, t=25, diag_reg=1e-3, dynamics="discrete", fx_train_0=f0,
+                      chunks=128, scheduler="threads")
+    assert _rel(fit.fx_train, train_ref) <= 1e-8
+    assert _rel(fit.predict(Xt, fx_test_0=f0t, scheduler="threads"), test_ref) <= 1e-8
+
+
+def test_float32_tiles_are_the_rounded_kernel_applied_exactly(problem):
+    X, y, *_ = problem
+    X = X[:600]
+    spec = D.KernelSpec(NET)
+    with D.TiledKernelOperator(spec, X, chunks=256, dtype=np.float32, scheduler="threads") as op:
+        K32 = ntksolve.analytic_kernels(NET, X).ntk.astype(np.float32).astype(np.float64)
+        V = np.random.default_rng(0).standard_normal((600, 3))
+        assert _rel(op.matmat(V), K32 @ V) <= 1e-13
+        assert _rel(op.as_linear_operator() @ V[:, 0], K32 @ V[:, 0]) <= 1e-13
+
+
+# ---------------------------------------------------------------------------------------------
+# Zarr: resume after an interruption, refuse a foreign store
+# ---------------------------------------------------------------------------------------------
+class _Interrupt(RuntimeError):
+    pass
+
+
+class _StopAfter:
+    """Test hook: raise after ``k`` tiles (the sync scheduler runs them one at a time, in order)."""
+
+    def __init__(self, k):
+        self.k, self.seen = k, 0
+
+    def __call__(self, i, j):
+        self.seen += 1
+        if self.seen >= self.k:
+            raise _Interrupt(f"simulated interruption after {self.seen} tiles")
+
+
+def test_zarr_store_resumes_and_computes_only_missing_tiles(client, tmp_path):
+    X, _ = _data(900)
+    spec = D.KernelSpec(NET)
+    path = tmp_path / "ntk.zarr"
+    n_tiles = 4 * 5 // 2  # 4 row blocks of 256 (the last 132), upper triangle
+    with pytest.raises(_Interrupt):
+        D.store_kernel(spec, X, path, chunks=256, scheduler="sync", _after_tile=_StopAfter(4))
+    import zarr
+
+    done = np.asarray(zarr.open_array(str(path / "done"), mode="r")[:]).astype(bool)
+    assert int(np.triu(done).sum()) == 4
+    with pytest.raises(ValueError, match="incomplete"):
+        D.open_kernel(path)
+    res = D.store_kernel(spec, X, path, chunks=256, scheduler=client)  # resumed on the cluster
+    assert (res.n_tiles, res.n_computed) == (n_tiles, n_tiles - 4)
+    again = D.store_kernel(spec, X, path, chunks=256, scheduler=client)
+    assert again.n_computed == 0
+    stored = D.open_kernel(path).compute(scheduler="threads")
+    ref = ntksolve.analytic_kernels(NET, X).ntk
+    assert _rel(stored, ref) <= 1e-13
+    # identical to an uninterrupted run
+    fresh = D.store_kernel(spec, X, tmp_path / "fresh.zarr", chunks=256, scheduler="threads")
+    np.testing.assert_array_equal(stored, fresh.kernel.compute(scheduler="threads"))
+    # and the solver reads its tiles from the store: same answer as computing them
+    _, y = _data(900)
+    a = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, store=path, scheduler=client, tol=1e-12)
+    b = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, scheduler=client, tol=1e-12)
+    np.testing.assert_array_equal(a.coef, b.coef)
+
+
+def test_zarr_store_refuses_another_kernel(tmp_path):
+    X, _ = _data(300)
+    path = tmp_path / "k.zarr"
+    D.store_kernel(D.KernelSpec(NET), X, path, chunks=128, scheduler="sync")
+    other = ntksolve.MLP((512, 512), activation="relu", bias_std=0.2)
+    with pytest.raises(ValueError, match=r"holds a different kernel \(kernel differ"):
+        D.store_kernel(D.KernelSpec(other), X, path, chunks=128, scheduler="sync")
+    with pytest.raises(ValueError, match=r"X1 differ"):
+        D.store_kernel(D.KernelSpec(NET), X + 1e-9, path, chunks=128, scheduler="sync")
+    with pytest.raises(ValueError, match=r"chunks differ"):
+        D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="sync")
+    with pytest.raises(ValueError, match=r"dtype differ"):
+        D.store_kernel(D.KernelSpec(NET), X, path, chunks=128, dtype=np.float32, scheduler="sync")
+    import zarr
+
+    foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="a")
+    foreign.create_array("data", shape=(3,), dtype="f8")
+    with pytest.raises(ValueError, match="did not write"):
+        D.store_kernel(D.KernelSpec(NET), X, tmp_path / "foreign.zarr", chunks=128, scheduler="sync")
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "chunks, match",
+    [
+        (0, "positive int"),
+        (-5, "positive int"),
+        (True, "positive int"),
+        (2.5, "positive int"),
+        ((100, 100), "sums to 200"),
+        ((100, 0, 200), "positive ints"),
+        (([150, 150], [100, 200]), "same blocks on both axes"),
+    ],
+)
+def test_bad_chunks(chunks, match):
+    X, _ = _data(300)
+    with pytest.raises(ValueError, match=match):
+        D.analytic_kernels(NET, X, chunks=chunks)
+
+
+def test_chunks_for_two_inputs():
+    X, _ = _data(300)
+    Xt, _ = _data(50)
+    assert D.resolve_chunks(100, 300, 50) == ((100, 100, 100), (50,))
+    assert D.resolve_chunks(([200, 100], 50), 300, 50) == ((200, 100), (50,))
+    with pytest.raises(ValueError, match="one sequence per axis"):
+        D.analytic_kernels(NET, X, Xt, chunks=(200, 100))
+
+
+def test_unreachable_scheduler_fails_fast_naming_it():
+    with socket.socket() as s:  # a port on which nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    X, y = _data(100)
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=address):
+        D.fit_tiled(NET, X, y, chunks=50, scheduler=address)
+    assert time.monotonic() - t0 < D.CONNECT_TIMEOUT_S + 10
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        D.fit_tiled(NET, X, y, chunks=50, scheduler="gpu-please")
+
+
+def test_scheduler_by_address_gives_the_same_answer(client, problem):
+    X, y, Xt, *_ = problem
+    X, y = X[:500], y[:500]
+    by_client = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler=client, tol=1e-12)
+    by_address = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler=client.scheduler.address, tol=1e-12)
+    threads = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler="threads", tol=1e-12)
+    np.testing.assert_array_equal(by_client.coef, by_address.coef)
+    np.testing.assert_array_equal(by_client.coef, threads.coef)
+    np.testing.assert_array_equal(by_address.predict(Xt[:50]), threads.predict(Xt[:50], scheduler="threads"))
+
+
+# ---------------------------------------------------------------------------------------------
+# a worker lost mid-computation (last: the cluster restarts that worker)
+# ---------------------------------------------------------------------------------------------
+def test_worker_killed_mid_solve_does_not_change_the_answer(client, problem):
+    X, y, Xt, *_ = problem
+    X, y = X[:1200], y[:1200]
+    spec = D.KernelSpec(NET)
+    with D.TiledKernelOperator(spec, X, chunks=200, scheduler=client) as op:
+        undisturbed, _, _ = D.solve_tiled(op, y, diag_reg=1e-3, tol=1e-10, n_landmarks=100)
+    with D.TiledKernelOperator(spec, X, chunks=200, scheduler=client) as op:
+        pids = client.run(os.getpid)
+        holders = {w for fut in distributed.futures_of(list(op._tiles.values()))
+                   for w in client.who_has([fut]).get(fut.key, ())}
+        victim = sorted(holders)[0]
+        calls = {"n": 0}
+        matmat = op.matmat
+
+        def matmat_then_kill(V):
+            calls["n"] += 1
+            if calls["n"] == 3:  # mid-solve: the tiles on that worker are lost with it
+                os.kill(pids[victim], signal.SIGKILL)
+            return matmat(V)
+
+        op.matmat = matmat_then_kill
+        disturbed, _, info = D.solve_tiled(op, y, diag_reg=1e-3, tol=1e-10, n_landmarks=100)
+    assert calls["n"] > 3 and info["converged"]
+    np.testing.assert_array_equal(disturbed, undisturbed)
