@@ -40,6 +40,7 @@ from scipy.linalg import get_blas_funcs
 
 from . import _jit_empirical as _jit
 from ._validation import check_inputs
+from .dynamics import critical_learning_rate
 from .kernels import empirical_ntk
 from .network import MLP, forward
 
@@ -216,15 +217,8 @@ def _loss(f: np.ndarray, y: np.ndarray) -> float:
 
 
 def _critical_rate(net, params, X) -> float:
-    k = net.n_outputs
-    theta = empirical_ntk(net, params, X, trace=(k == 1))
-    return _critical_from_kernel(theta, X.shape[0], k)
-
-
-def _critical_from_kernel(theta: np.ndarray, N: int, k: int) -> float:
-    mat = theta if theta.ndim == 2 else theta.transpose(0, 2, 1, 3).reshape(N * k, N * k)
-    lam = float(np.linalg.eigvalsh(mat.astype(np.float64, copy=False))[-1])
-    return 2.0 * N * k / lam if lam > 0 else float("inf")
+    """``2Nk / lambda_max`` of the empirical NTK at ``params`` (full kernel when ``k > 1``)."""
+    return float(critical_learning_rate(empirical_ntk(net, params, X, trace=(net.n_outputs == 1))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +335,7 @@ def train_network(
         t0 = time.perf_counter()
         theta0 = kernel_now()
         theta0_norm = float(np.linalg.norm(theta0))
-        crit = _critical_from_kernel(theta0, N, k)
+        crit = float(critical_learning_rate(theta0, n_outputs=k))
         kernel_time += time.perf_counter() - t0
 
     loss_scale = None
