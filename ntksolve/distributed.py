@@ -934,7 +934,9 @@ class TiledKernelOperator:
         if V.shape[0] != self.shape[0]:
             raise ValueError(f"V must have {self.shape[0]} rows, got shape {V.shape}")
         nb = len(self.chunks)
-        vb = [delayed(np.ascontiguousarray(V[self._off[i] : self._off[i + 1]]), pure=True) for i in range(nb)]
+        # pure=False: fresh keys at every product, so a repeated vector never races the release
+        # of the previous product's results on a distributed scheduler ("forgotten" keys)
+        vb = [delayed(np.ascontiguousarray(V[self._off[i] : self._off[i + 1]]), pure=False) for i in range(nb)]
         parts: List[list] = [[] for _ in range(nb)]
         for (i, j), t in self._tiles.items():
             if i == j:
@@ -1020,7 +1022,7 @@ def _stream_cross(spec, XA, XB, V, chunks_a, chunks_b, runner) -> np.ndarray:
     oa, ob = _offsets(rows_a), _offsets(rows_b)
     spec_d = delayed(spec, pure=True)
     xb = [delayed(XB[ob[j] : ob[j + 1]], pure=True) for j in range(len(rows_b))]
-    vb = [delayed(np.ascontiguousarray(V[ob[j] : ob[j + 1]]), pure=True) for j in range(len(rows_b))]
+    vb = [delayed(np.ascontiguousarray(V[ob[j] : ob[j + 1]]), pure=False) for j in range(len(rows_b))]
     sums = []
     for i in range(len(rows_a)):
         xa = delayed(XA[oa[i] : oa[i + 1]], pure=True)
