@@ -1,20 +1,60 @@
 """ntksolve: predict how a wide neural network trains, without training it.
 
-Public API (importing compiles nothing; numba kernels are jitted lazily on first use):
+Public API (importing compiles nothing; numba kernels are jitted lazily on first use, and the
+scikit-learn faces and the comparison tools are imported on first access):
 
 - :class:`MLP` -- the fully connected network of the conventions.
-- :func:`empirical_ntk`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
+- :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
+- :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
+  :func:`mse_loss` -- closed-form training dynamics.
+- :class:`NTKRegressor`, :class:`NTKClassifier`, :class:`NTKRegressorCV`, :class:`NTKKernel`,
+  :class:`NNGPKernel`, :func:`load` -- scikit-learn estimators and GP kernels.
+- :func:`train_network`, :func:`compare` -- real gradient descent beside the prediction.
 """
 from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
 from .network import MLP, ACTIVATIONS, PARAMETERIZATIONS
 from .kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
-from .dynamics import gradient_descent_mse, gradient_descent_mse_ensemble, critical_learning_rate, mse_loss, DivergenceWarning
-from .estimators import NTKRegressor, NTKClassifier, NTKRegressorCV
-from .gp_kernels import NTKKernel, NNGPKernel
-from ._persistence import load
+from .dynamics import (
+    gradient_descent_mse,
+    gradient_descent_mse_ensemble,
+    critical_learning_rate,
+    mse_loss,
+    DivergenceWarning,
+)
+
+# Attributes resolved on first access (PEP 562): scikit-learn alone takes longer to import than
+# the whole core, and a user computing kernels should not pay for it.
+_LAZY = {
+    "NTKRegressor": "estimators",
+    "NTKClassifier": "estimators",
+    "NTKRegressorCV": "estimators",
+    "NTKKernel": "gp_kernels",
+    "NNGPKernel": "gp_kernels",
+    "load": "_persistence",
+    "train_network": "training",
+    "TrainingResult": "training",
+    "TrainingDivergedError": "training",
+    "compare": "compare",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ntksolve' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "MLP",
@@ -30,10 +70,5 @@ __all__ = [
     "critical_learning_rate",
     "mse_loss",
     "DivergenceWarning",
-    "NTKRegressor",
-    "NTKClassifier",
-    "NTKRegressorCV",
-    "NTKKernel",
-    "NNGPKernel",
-    "load",
+    *_LAZY,
 ]
