@@ -24,7 +24,7 @@ _EXTRA_HINT = "pip install 'ntksolve[cli]'"
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_DEPTH = 1
 DEFAULT_ACTIVATION = "relu"
-DEFAULT_STEPS = 100
+DEFAULT_STEPS = 300
 DEFAULT_RECORDS = 30
 DEFAULT_BIAS_STD = 0.1
 
@@ -366,9 +366,15 @@ def _write_outputs(report, out: str, plots: bool, quiet: bool) -> List[str]:
 
 
 def _set_threads(n: Optional[int]):
-    """Limit BLAS (threadpoolctl, a scikit-learn dependency) and numba threads; return the limiter."""
+    """Limit BLAS (threadpoolctl, a scikit-learn dependency) and numba threads.
+
+    Returns a function that restores the previous limits (``main`` may run in-process).
+    """
     if n is None:
-        return None
+        return lambda: None
+    import numba
+
+    before = numba.get_num_threads()
     limiter = None
     try:
         from threadpoolctl import threadpool_limits
@@ -376,10 +382,14 @@ def _set_threads(n: Optional[int]):
         limiter = threadpool_limits(limits=n)
     except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
         pass
-    import numba
-
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    return limiter
+
+    def restore():
+        numba.set_num_threads(before)
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+    return restore
 
 
 def run_compare(args) -> int:
@@ -407,7 +417,16 @@ def run_compare(args) -> int:
             import tqdm  # noqa: F401
         except ImportError:
             _note(f"tqdm is not installed: plain progress lines instead of a bar ({_EXTRA_HINT})", args.quiet)
-    _set_threads(args.threads)
+    restore_threads = _set_threads(args.threads)
+    try:
+        return _run(args, X, y, Xt, yt, desc, out, plots, progress)
+    finally:
+        restore_threads()
+
+
+def _run(args, X, y, Xt, yt, desc, out, plots, progress) -> int:
+    from .compare import compare
+
     _note(f"data: {desc}", args.quiet)
     _note(f"writing to {out}", args.quiet)
 

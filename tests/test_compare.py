@@ -104,3 +104,12 @@ def test_bad_arguments(data, kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         compare(**args)
+
+
+def test_package_attribute_is_callable_whatever_was_imported_first(data):
+    import ntksolve
+    from ntksolve.compare import CompareReport  # binds the submodule to ntksolve.compare
+
+    rep = ntksolve.compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2,
+                           progress=False)
+    assert isinstance(rep, CompareReport)
