@@ -63,7 +63,7 @@ __all__ = [
 
 # --- Tunables (to move to ntksolve/_config.py) -----------------------------------------------------
 
-#: LAPACK driver of the symmetric eigendecomposition. Measured 2025-06 at N = 2048, 2 cores, float64:
+#: LAPACK driver of the symmetric eigendecomposition. Measured 2026-11-29 at N = 2048, 2 cores, float64:
 #: evd 0.89 s, evr 4.0 s, ev 8.2 s, numpy.linalg.eigh 0.89 s (it also calls syevd).
 EIGH_DRIVER = "evd"
 
@@ -79,7 +79,7 @@ SYMMETRY_RTOL_SQRT_EPS = 1.0
 #: Tile side of the symmetry check: two 256 × 256 float64 tiles (1 MiB) stay in L2/L3 cache.
 SYMMETRY_TILE = 256
 
-#: Cost model of ``method="auto"`` (seconds), fitted 2025-06 on this 2-core machine, float64:
+#: Cost model of ``method="auto"`` (seconds), fitted 2026-11-29 on this 2-core machine, float64:
 #: ``scipy.linalg.eigh(driver="evd")`` 0.885 s at N = 2048 → 1.03e-10 · N³;
 #: ``Θ @ x`` 12 ms at N = 4096 (memory-bound, 8 bytes per entry at 11 GB/s) → 7.2e-10 · N²;
 #: ``Θ @ X`` with 256 columns 0.225 s at N = 4096 → 38 GFlop/s → 2.6e-11 s per flop.
