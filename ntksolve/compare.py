@@ -258,7 +258,7 @@ def compare(
     parameterization: str = "ntk",
     learning_rate: Optional[float] = None,
     lr_fraction: float = 0.5,
-    steps: int = 100,
+    steps: int = 300,
     n_records: int = 30,
     random_state=0,
     progress: bool = True,
@@ -290,7 +290,7 @@ def compare(
         grows with width).
     lr_fraction : float, default 0.5
         In ``(0, 2)``; used when ``learning_rate`` is None.
-    steps : int, default 100
+    steps : int, default 300
         Gradient steps per network.
     n_records : int, default 30
         About this many recorded steps, log-spaced from 0 to ``steps``
