@@ -244,7 +244,9 @@ class _NTKBase(BaseEstimator):
 
         Measured on the scale the network is trained on: the standardised targets when
         ``normalize_y=True`` (so 0.5 at ``t = 0`` for the analytic kernel), the original ones
-        otherwise; for the classifier, on the ``+-1`` codes.
+        otherwise; for the classifier, on the ``+-1`` codes. With ``diag_reg > 0`` the ridge is part
+        of the train kernel the solver evolves (neural-tangents' convention), so the training loss
+        still tends to 0 as ``t -> inf``; the ridge shows in the test predictions.
 
         Parameters
         ----------
