@@ -405,8 +405,6 @@ def _set_threads(n: Optional[int]):
 
 
 def run_compare(args) -> int:
-    from .compare import compare
-
     if not 0 < args.lr_fraction < 2:
         raise UsageError(f"--lr-fraction must be in (0, 2), got {args.lr_fraction}")
     if args.bias_std < 0 or not np.isfinite(args.bias_std):

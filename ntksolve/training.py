@@ -33,7 +33,7 @@ from __future__ import annotations
 import numbers
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
 from scipy.linalg import get_blas_funcs
@@ -388,8 +388,6 @@ def train_network(
         r *= dt.type(1.0 / r.size)  # g^{L+1} = (f - y) / (Nk)
         _gd_step(train_net, work, hs, dphis, r, scales, factors, eta, gemm)
         s_done = s + 1
-    else:  # pragma: no cover - loop always breaks
-        pass
     if not diverged:
         wall += time.perf_counter() - t_start
 
