@@ -77,7 +77,7 @@ def bench_step(repeats):
 def bench_sweep(quick):
     from ntksolve.cli import DEFAULT_ACTIVATION, DEFAULT_BIAS_STD, DEFAULT_DEPTH, DEFAULT_RECORDS, DEFAULT_STEPS, \
         DEFAULT_WIDTHS
-    from ntksolve.compare import compare
+    from ntksolve.comparison import compare
     from ntksolve.datasets import default_regression
 
     widths = DEFAULT_WIDTHS[:5] if quick else DEFAULT_WIDTHS

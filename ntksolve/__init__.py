@@ -39,7 +39,7 @@ _LAZY = {
     "train_network": "training",
     "TrainingResult": "training",
     "TrainingDivergedError": "training",
-    "compare": "compare",
+    "compare": "comparison",
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from ._jit_activations import act, dact
+from ._jit_activations import RELU, act, dact
 
 
 @njit(parallel=True, cache=True)
@@ -30,12 +30,28 @@ def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
     want_deriv : bool
     """
     N, n = pre.shape
+    # The activation and the derivative flag are chosen once per row, not per element: with
+    # the branch in the inner loop LLVM neither unswitches nor vectorises it (7x slower for relu).
     for i in prange(N):
-        for j in range(n):
-            z = ws * pre[i, j] + bs * b[j]
-            h[i, j] = act(code, z)
+        if code == RELU:
             if want_deriv:
+                for j in range(n):
+                    z = ws * pre[i, j] + bs * b[j]
+                    pos = z > 0.0
+                    h[i, j] = z if pos else 0.0
+                    dphi[i, j] = 1.0 if pos else 0.0
+            else:
+                for j in range(n):
+                    z = ws * pre[i, j] + bs * b[j]
+                    h[i, j] = z if z > 0.0 else 0.0
+        elif want_deriv:
+            for j in range(n):
+                z = ws * pre[i, j] + bs * b[j]
+                h[i, j] = act(code, z)
                 dphi[i, j] = dact(code, z)
+        else:
+            for j in range(n):
+                h[i, j] = act(code, ws * pre[i, j] + bs * b[j])
 
 
 @njit(parallel=True, cache=True)

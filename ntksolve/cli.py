@@ -3,7 +3,7 @@ for real beside their NTK predictions and writes a report (``report.json``), fig
 
 Exit codes: 0 success; 2 bad input (arguments, data, output folder), with a message on stderr and
 no traceback; 130 interrupted by Ctrl-C (the widths finished so far are saved).
-Nothing imports this module; it sits on top of :mod:`ntksolve.compare` and :mod:`ntksolve.plots`.
+Nothing imports this module; it sits on top of :mod:`ntksolve.comparison` and :mod:`ntksolve.plots`.
 """
 from __future__ import annotations
 
@@ -440,7 +440,7 @@ def run_compare(args) -> int:
 
 
 def _run(args, X, y, Xt, yt, desc, out, plots, progress) -> int:
-    from .compare import compare
+    from .comparison import compare
 
     _note(f"data: {desc}", args.quiet)
     _note(f"writing to {out}", args.quiet)

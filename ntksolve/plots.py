@@ -1,6 +1,6 @@
 """Figures of a width sweep (:func:`ntksolve.compare`): matplotlib, an optional extra.
 
-Both functions take a :class:`~ntksolve.compare.CompareReport` or its ``to_dict()`` (as read back
+Both functions take a :class:`~ntksolve.comparison.CompareReport` or its ``to_dict()`` (as read back
 from ``report.json``), draw on a private ``Figure`` with the Agg canvas (no pyplot, so no global
 state and no display is touched) and write a PNG.
 """

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-import ntksolve.compare
+import ntksolve.comparison
 from ntksolve.cli import main
-from ntksolve.compare import SLOPE_KEYS
+from ntksolve.comparison import SLOPE_KEYS
 
 TINY = ["--widths", "16,128", "--steps", "10", "--records", "5", "--threads", "1"]
 
@@ -124,7 +124,7 @@ def test_diverging_rate_reported_without_nan(npz, tmp_path, capsys):
 
 
 def test_ctrl_c_saves_finished_widths(npz, tmp_path, monkeypatch, capsys):
-    real = ntksolve.compare._one_width
+    real = ntksolve.comparison._one_width
     calls = []
 
     def interrupted_second(*args, **kwargs):
@@ -133,7 +133,7 @@ def test_ctrl_c_saves_finished_widths(npz, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ntksolve.compare, "_one_width", interrupted_second)
+    monkeypatch.setattr(ntksolve.comparison, "_one_width", interrupted_second)
     out = tmp_path / "int"
     assert main(["compare", "--data", npz, "--out", str(out), "--widths", "16,32,64", "--steps", "5",
                  "--records", "3"]) == 130

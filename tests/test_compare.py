@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from ntksolve.compare import SLOPE_KEYS, compare, default_record_steps
+from ntksolve.comparison import SLOPE_KEYS, compare, default_record_steps
 from ntksolve.datasets import default_regression
 
 
@@ -106,9 +106,9 @@ def test_bad_arguments(data, kwargs, match):
         compare(**args)
 
 
-def test_package_attribute_is_callable_whatever_was_imported_first(data):
+def test_package_attribute_is_the_function_whatever_was_imported_first(data):
     import ntksolve
-    from ntksolve.compare import CompareReport  # binds the submodule to ntksolve.compare
+    from ntksolve.comparison import CompareReport  # binds ntksolve.comparison, never ntksolve.compare
 
     rep = ntksolve.compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2,
                            progress=False)

@@ -24,7 +24,6 @@ import os
 import sys
 import tempfile
 import time
-import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
@@ -545,19 +544,3 @@ def _one_width(width, X, y, X_test, y_test, depth, activation, weight_std, bias_
 
 
 __all__ = ["compare", "CompareReport", "default_record_steps", "GAP_KEYS", "SLOPE_KEYS"]
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`compare`.
-
-    The package exposes the function as ``ntksolve.compare``, but importing the submodule (``from
-    ntksolve.compare import CompareReport``, or ``ntksolve.cli``) makes the import system bind the
-    *module* to that attribute. Making the module forward calls keeps ``ntksolve.compare(...)``
-    working whatever was imported first.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
