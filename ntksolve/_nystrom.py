@@ -10,6 +10,7 @@ Frangella, Tropp & Udell 2023 ("Randomized Nyström preconditioning", SIAM J. Ma
 
     Y      = Theta S = K_nm                             (N x m, the only kernel evaluations)
     nu     = sqrt(N) eps |Y|_F                          a shift that makes the Cholesky safe
+                                                        (|Y|_F estimated from K_mm)
     C      = chol(S^T Y + nu I) = chol(K_mm + nu I)     (upper)
     B      = (Y + nu S) C^{-1}                          B B^T = shifted Nyström approximation
     B      = U Sigma V^T                                (thin SVD, via eigh of B^T B)
@@ -27,6 +28,10 @@ The SVD of the tall ``B`` is taken through the eigendecomposition of the small `
 ``U = B V Sigma^{-1}`` would need, and such modes (``Lambda_i ~ 0``) are left to the ``1/mu`` part,
 which is what the exact preconditioner would do with them too. ``P`` stays symmetric positive
 definite whatever is dropped, so CG still converges to the exact solution.
+
+Row blocks: ``B``, ``B^T B`` and ``U = B W`` are sums or products over row blocks of ``Y``, so the
+``N m^2`` flops run where the blocks are computed (:func:`nystrom_block`); only ``m x m`` matrices
+meet in one place.
 """
 from __future__ import annotations
 
@@ -40,59 +45,119 @@ from scipy.linalg import cholesky, eigh, get_blas_funcs, solve_triangular
 _SIGMA_DROP = 1e-6
 
 
+def nystrom_shift(k_mm: np.ndarray, n: int) -> float:
+    """The shift ``nu = sqrt(N) eps |Y|_F``, with ``|Y|_F`` estimated as ``sqrt(N/m) |K_mm|_F``.
+
+    The landmarks are a uniform sample of the rows of ``Y = K_nm``, of which ``K_mm`` is the sample,
+    so ``(N/m) |K_mm|_F^2`` estimates ``|Y|_F^2`` without a pass over ``Y``; the shift only has to make
+    the Cholesky factorisation safe, so an estimate is enough.
+
+    Parameters
+    ----------
+    k_mm : ndarray, shape (m, m)
+    n : int
+        ``N``, the number of rows of ``Y``.
+    """
+    m = k_mm.shape[0]
+    return float(np.sqrt(n) * np.finfo(np.float64).eps * np.sqrt(n / m) * np.linalg.norm(k_mm))
+
+
+def nystrom_cholesky(k_mm: np.ndarray, nu: float) -> np.ndarray:
+    """``C = chol(K_mm + nu I)``, upper triangular, shape (m, m); ``K_mm`` symmetrised first."""
+    k = 0.5 * (k_mm + k_mm.T)
+    k[np.diag_indices(k.shape[0])] += nu
+    return cholesky(k, lower=False, check_finite=False)
+
+
+def nystrom_block(y_block: np.ndarray, landmark_rows: np.ndarray, landmark_cols: np.ndarray, nu: float,
+                  C: np.ndarray):
+    """One row block of ``B = (Y + nu S) C^{-1}`` and its Gram ``B_i^T B_i``.
+
+    Parameters
+    ----------
+    y_block : ndarray, shape (b, m)
+        Rows of ``Y = K_nm``; overwritten.
+    landmark_rows, landmark_cols : ndarray of int
+        The landmarks inside this block: ``S[row, col] = 1``.
+    nu : float
+    C : ndarray, shape (m, m)
+        From :func:`nystrom_cholesky`.
+
+    Returns
+    -------
+    B : ndarray, shape (b, m)
+    G : ndarray, shape (m, m)
+        ``B^T B``, full (both triangles).
+    """
+    Y = np.asarray(y_block, dtype=np.float64)
+    Y[landmark_rows, landmark_cols] += nu
+    # B^T = C^{-T} Y^T: Y.T is Fortran-ordered, solved in place.
+    Bt = solve_triangular(C, Y.T, trans="T", lower=False, overwrite_b=True, check_finite=False)
+    # B^T B by SYRK (half the flops of a GEMM), upper triangle, then mirrored.
+    Bt_f = np.asfortranarray(Bt)
+    G = get_blas_funcs("syrk", (Bt_f,))(1.0, Bt_f, trans=0)
+    G = np.triu(G) + np.triu(G, 1).T
+    return Bt.T, G
+
+
+def nystrom_eig(G: np.ndarray, nu: float):
+    """From ``G = B^T B``: ``(W, Lambda)`` with ``U = B W`` orthonormal and ``Lambda`` the eigenvalues.
+
+    ``W = V_k / Sigma_k`` over the kept modes (``Sigma_i >= _SIGMA_DROP Sigma_max`` and
+    ``Lambda_i = Sigma_i^2 - nu > 0``), descending.
+
+    Returns
+    -------
+    W : ndarray, shape (m, r)
+    eigenvalues : ndarray, shape (r,)
+    """
+    sig2, V = eigh(G, check_finite=False)
+    sig2, V = np.maximum(sig2[::-1], 0.0), V[:, ::-1]
+    if not sig2.size or sig2[0] <= 0:
+        return np.zeros((G.shape[0], 0)), np.zeros(0)
+    lam = sig2 - nu
+    keep = (sig2 > (_SIGMA_DROP**2) * sig2[0]) & (lam > 0)
+    return V[:, keep] / np.sqrt(sig2[keep]), lam[keep]
+
+
 class NystromPreconditioner:
     """``P^{-1}`` for ``A = Theta + mu I`` from the kernel's columns at ``m`` landmarks.
 
     Parameters
     ----------
-    k_nm : ndarray, shape (N, m)
-        ``Theta[:, landmarks]``, float64. Overwritten (it is the largest array here).
-    landmarks : ndarray of int, shape (m,)
-        Row indices of the landmarks in ``0 ... N-1``, distinct.
+    U : ndarray, shape (N, r)
+        Orthonormal basis of the captured eigenspace.
+    eigenvalues : ndarray, shape (r,)
+        ``Lambda``, the Nyström eigenvalue estimates.
     mu : float
         The ridge, ``> 0``.
 
-    Attributes
-    ----------
-    U : ndarray, shape (N, r)
-        Orthonormal basis of the captured eigenspace, ``r <= m``.
-    eigenvalues : ndarray, shape (r,)
-        ``Lambda``, the Nyström eigenvalue estimates, descending.
+    See :meth:`from_columns` for the construction from ``K_nm`` in one process;
+    :mod:`ntksolve.distributed` runs the same steps (:func:`nystrom_block` per row block on the
+    workers, :func:`nystrom_eig` once) and calls this constructor.
     """
 
-    def __init__(self, k_nm: np.ndarray, landmarks: np.ndarray, mu: float) -> None:
+    def __init__(self, U: np.ndarray, eigenvalues: np.ndarray, mu: float) -> None:
         if not mu > 0:
             raise ValueError(f"the Nyström preconditioner needs a positive ridge mu, got {mu!r}")
+        self.U = U
+        self.eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+        self.mu = float(mu)
+        # P^{-1} R = R / mu + U ((Lambda + mu)^{-1} - 1/mu) U^T R
+        self._coef = 1.0 / (self.eigenvalues + self.mu) - 1.0 / self.mu
+
+    @classmethod
+    def from_columns(cls, k_nm: np.ndarray, landmarks: np.ndarray, mu: float) -> "NystromPreconditioner":
+        """Build from ``K_nm = Theta[:, landmarks]`` (shape (N, m), overwritten) in this process."""
         Y = np.asarray(k_nm, dtype=np.float64)
         N, m = Y.shape
         landmarks = np.asarray(landmarks)
-        eps = np.finfo(np.float64).eps
-        nu = np.sqrt(N) * eps * np.linalg.norm(Y)
-        k_mm = Y[landmarks]
-        k_mm = 0.5 * (k_mm + k_mm.T)  # the landmark rows were evaluated as a cross kernel
-        k_mm[np.diag_indices(m)] += nu
-        C = cholesky(k_mm, lower=False, check_finite=False)
-        Y[landmarks, np.arange(m)] += nu
-        # B = Y_nu C^{-1}  <=>  B^T = C^{-T} Y_nu^T: Y.T is Fortran-ordered, solved in place.
-        Bt = solve_triangular(C, Y.T, trans="T", lower=False, overwrite_b=True, check_finite=False)
-        B = Bt.T
-        # G = B^T B by SYRK (half the flops of a GEMM); B.T is Fortran-ordered, so no copy, and
-        # only the upper triangle of G is written, which is the one eigh reads.
-        Bt_f = np.asfortranarray(Bt)
-        syrk = get_blas_funcs("syrk", (Bt_f,))
-        G = syrk(1.0, Bt_f, trans=0)
-        sig2, V = eigh(G, lower=False, overwrite_a=True, check_finite=False)
-        sig2, V = sig2[::-1], V[:, ::-1]
-        sig2 = np.maximum(sig2, 0.0)
-        keep = sig2 > (_SIGMA_DROP**2) * sig2[0] if sig2.size and sig2[0] > 0 else np.zeros(sig2.shape, bool)
-        lam = np.maximum(sig2[keep] - nu, 0.0)
-        keep_idx = np.flatnonzero(keep)[lam > 0]
-        lam = lam[lam > 0]
-        self.U = B @ (V[:, keep_idx] / np.sqrt(sig2[keep_idx]))
-        self.eigenvalues = lam
-        self.mu = float(mu)
-        # P^{-1} R = R / mu + U ((Lambda + mu)^{-1} - 1/mu) U^T R
-        self._coef = 1.0 / (lam + self.mu) - 1.0 / self.mu
+        k_mm = Y[landmarks].copy()
+        nu = nystrom_shift(k_mm, N)
+        C = nystrom_cholesky(k_mm, nu)
+        B, G = nystrom_block(Y, landmarks, np.arange(m), nu, C)
+        W, lam = nystrom_eig(G, nu)
+        return cls(B @ W, lam, mu)
 
     def __call__(self, R: np.ndarray) -> np.ndarray:
         """``P^{-1} R`` for ``R`` of shape (N, r)."""
@@ -103,4 +168,4 @@ class NystromPreconditioner:
         return out
 
 
-__all__ = ["NystromPreconditioner"]
+__all__ = ["NystromPreconditioner", "nystrom_block", "nystrom_cholesky", "nystrom_eig", "nystrom_shift"]

@@ -66,7 +66,7 @@ from . import kernels as _kernels
 from ._cg import preconditioned_cg, symmetric_tile_products, tile_products
 from ._krylov import lanczos_function_products
 from .dynamics import KRYLOV_TOL, _mode_coefficients, _null_mask
-from ._nystrom import NystromPreconditioner
+from ._nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
 from ._validation import check_dtype, check_inputs, fmt_bytes
 from .network import MLP
 
@@ -805,6 +805,35 @@ def _sum_blocks(*parts):
     return out
 
 
+def _sum_selected(parts, which):
+    """Task: the sum of partial products, ``which[p]`` picking one half of a symmetric tile's pair."""
+    out = None
+    for part, w in zip(parts, which):
+        block = part if w < 0 else part[w]
+        out = block.copy() if out is None else out.__iadd__(block)
+    return out
+
+
+def _nystrom_block_task(spec, XI, Xm, rows, cols, nu, C):
+    """Task: ``(B_i, B_i^T B_i)`` of one row block (see ``ntksolve._nystrom``)."""
+    _limit_task_threads()
+    return nystrom_block(spec.tile(XI, Xm).astype(np.float64, copy=False), rows, cols, nu, C)
+
+
+def _nystrom_gram_sum(*pairs):
+    """Task: ``sum_i B_i^T B_i``, in block order."""
+    G = pairs[0][1].copy()
+    for p in pairs[1:]:
+        G += p[1]
+    return G
+
+
+def _nystrom_basis(pair, W):
+    """Task: the block ``U_i = B_i W`` of the orthonormal basis."""
+    _limit_task_threads()
+    return pair[0] @ W
+
+
 def _tile_diagonal(t):
     return np.diag(t).astype(np.float64)
 
@@ -874,6 +903,7 @@ class TiledKernelOperator:
         self.n_tiles = nb * (nb + 1) // 2
         self._runner = _Runner(scheduler)
         self._diag = None
+        self._futures = None
         t0 = time.perf_counter()
         try:
             self._spec_d = delayed(spec, pure=True)
@@ -908,6 +938,10 @@ class TiledKernelOperator:
                 keys = list(lazy)
                 held = self._runner.persist([lazy[k] for k in keys])
                 self._tiles = dict(zip(keys, held))
+                if self._runner.client is not None:
+                    from distributed import futures_of
+
+                    self._futures = {k: futures_of(d)[0] for k, d in self._tiles.items()}
             else:
                 self._tiles = lazy
         except BaseException:
@@ -934,6 +968,9 @@ class TiledKernelOperator:
         if V.shape[0] != self.shape[0]:
             raise ValueError(f"V must have {self.shape[0]} rows, got shape {V.shape}")
         nb = len(self.chunks)
+        if self._futures is not None:
+            out = self._matmat_futures(V)
+            return out[:, 0] if vec else out
         # pure=False: fresh keys at every product, so a repeated vector never races the release
         # of the previous product's results on a distributed scheduler ("forgotten" keys)
         vb = [delayed(np.ascontiguousarray(V[self._off[i] : self._off[i + 1]]), pure=False) for i in range(nb)]
@@ -948,6 +985,70 @@ class TiledKernelOperator:
         sums = [delayed(_sum_blocks, pure=True)(*p) for p in parts]
         out = np.concatenate(self._runner.compute(sums), axis=0)
         return out[:, 0] if vec else out
+
+    def _matmat_futures(self, V: np.ndarray) -> np.ndarray:
+        """``Theta V`` on a distributed cluster by direct task submission (no graph building).
+
+        The vector blocks travel inside the tasks (a few tens of KiB each), not scattered: a task
+        whose worker dies can then be rerun anywhere, and the tiles it needs are recomputed by
+        the scheduler from their own tasks.
+        """
+        client = self._runner.client
+        nb = len(self.chunks)
+        vb = [np.ascontiguousarray(V[self._off[i] : self._off[i + 1]]) for i in range(nb)]
+        parts: List[list] = [[] for _ in range(nb)]
+        which: List[list] = [[] for _ in range(nb)]
+        for (i, j), fut in self._futures.items():
+            if i == j:
+                parts[i].append(client.submit(_diag_products, fut, vb[i], pure=False))
+                which[i].append(-1)
+            else:
+                both = client.submit(symmetric_tile_products, fut, vb[i], vb[j], pure=False)
+                parts[i].append(both)
+                which[i].append(0)
+                parts[j].append(both)
+                which[j].append(1)
+        sums = [client.submit(_sum_selected, parts[i], which[i], pure=False) for i in range(nb)]
+        return np.concatenate(client.gather(sums), axis=0)
+
+    def nystrom(self, landmarks, mu: float) -> NystromPreconditioner:
+        """The Nyström preconditioner of ``Theta + mu I`` from the given landmark rows.
+
+        ``K_mm`` is one task; each row block's ``K_im``, ``B_i`` and ``B_i^T B_i`` are one task on the
+        workers (the ``N m^2`` flops run there, in parallel); the ``m x m`` eigenproblem runs here;
+        the basis ``U`` (shape (N, r), float64) is assembled here, where CG runs.
+
+        Parameters
+        ----------
+        landmarks : ndarray of int, shape (m,)
+            Distinct row indices, ascending.
+        mu : float
+            ``> 0``.
+
+        Returns
+        -------
+        NystromPreconditioner
+        """
+        landmarks = np.asarray(landmarks)
+        N = self.shape[0]
+        Xm = self.X[landmarks]
+        f64 = np.dtype(np.float64)
+        (k_mm,) = self._runner.compute([delayed(_kernel_tile, pure=True)(self._spec_d, delayed(Xm, pure=True), None, f64)])
+        nu = nystrom_shift(k_mm, N)
+        C = nystrom_cholesky(k_mm, nu)
+        Xm_d, C_d = delayed(Xm, pure=True), delayed(C, pure=True)
+        blocks = []
+        for i in range(len(self.chunks)):
+            inside = np.flatnonzero((landmarks >= self._off[i]) & (landmarks < self._off[i + 1]))
+            blocks.append(delayed(_nystrom_block_task, pure=True)(
+                self._spec_d, self._Xb[i], Xm_d, landmarks[inside] - self._off[i], inside, nu, C_d))
+        blocks = self._runner.persist(blocks)
+        (G,) = self._runner.compute([delayed(_nystrom_gram_sum, pure=True)(*blocks)])
+        W, lam = nystrom_eig(G, nu)
+        W_d = delayed(W, pure=True)
+        U = np.concatenate(self._runner.compute([delayed(_nystrom_basis, pure=True)(b, W_d) for b in blocks]), axis=0)
+        del blocks
+        return NystromPreconditioner(U, lam, mu)
 
     def matvec(self, v) -> np.ndarray:
         """``Theta v`` for ``v`` of shape (N,)."""
@@ -996,6 +1097,7 @@ class TiledKernelOperator:
     def close(self) -> None:
         """Release the held tiles, and the connection if this operator opened it."""
         self._tiles = {}
+        self._futures = None
         self._runner.close()
 
     def __enter__(self):
@@ -1196,12 +1298,10 @@ def solve_tiled(
             rng = np.random.default_rng(random_state)
             landmarks = np.sort(rng.choice(N, size=min(m, N), replace=False))
             tp = time.perf_counter()
-            k_nm = operator.columns(landmarks)
             shift = mu
             if shift <= 0:  # no ridge: shift by the kernel's scale at the rounding level
                 shift = float(np.mean(operator.diagonal())) * N * np.finfo(operator.dtype).eps
-            precond = NystromPreconditioner(k_nm, landmarks, shift)
-            del k_nm
+            precond = operator.nystrom(landmarks, shift)
             info["preconditioner_seconds"] = time.perf_counter() - tp
         info["n_landmarks"] = m
         coef, cg = preconditioned_cg(A, r, precond, tol=DEFAULT_CG_TOL if tol is None else tol,
