@@ -29,16 +29,10 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-#: Iterations between two a-posteriori convergence checks. Each check eigendecomposes the small
-#: ``m × m`` tridiagonal matrix (``O(m²)``); checking every 8 steps keeps that below 5 % of the
-#: products with an ``N ≥ 1000`` kernel, and costs at most 8 extra products at the end.
-LANCZOS_CHECK_EVERY = 8
-
-#: A step whose new direction has norm below this multiple of ``‖T_m‖·ε`` found an invariant
-#: subspace (a "lucky breakdown"): the approximation is then exact. With full
-#: reorthogonalisation the residual direction of an exhausted space is rounding, of size about
-#: ``√N ε ‖Θ‖``; 100·√N leaves a margin.
-LANCZOS_BREAKDOWN_FACTOR = 100.0
+from ._config import (  # noqa: E402  (tunables live in the config module, with their reasons)
+    LANCZOS_CHECK_EVERY,
+    LANCZOS_BREAKDOWN_FACTOR,
+)
 
 
 class KrylovConvergenceWarning(RuntimeWarning):
