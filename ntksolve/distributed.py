@@ -1029,7 +1029,13 @@ class TiledKernelOperator:
         -------
         NystromPreconditioner
         """
-        landmarks = np.asarray(landmarks)
+        with warnings.catch_warnings():
+            # C and W (m x m, 32 MB at m = 2000) travel inside the graph on purpose: a lost worker's
+            # blocks can then be recomputed anywhere; distributed warns about graphs over 10 MB.
+            warnings.filterwarnings("ignore", message="Sending large graph")
+            return self._nystrom(np.asarray(landmarks), mu)
+
+    def _nystrom(self, landmarks: np.ndarray, mu: float) -> NystromPreconditioner:
         N = self.shape[0]
         Xm = self.X[landmarks]
         f64 = np.dtype(np.float64)
