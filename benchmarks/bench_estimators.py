@@ -29,8 +29,8 @@ from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
 from ntksolve import NTKClassifier, NTKRegressor, NTKRegressorCV
 
-DIAG_REGS = np.concatenate([[0.0], np.logspace(-4, 1, 6)])
-RBF_GRID = {"alpha": np.logspace(-4, 1, 6), "gamma": np.logspace(-4, 0, 5)}
+DIAG_REGS = np.concatenate([[0.0], np.logspace(-4, 1, 11)])
+RBF_GRID = {"alpha": np.logspace(-4, 1, 11), "gamma": np.logspace(-4, 0, 5)}
 
 
 def _split(X, y):
@@ -43,6 +43,11 @@ def _timed(fn):
     t0 = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t0
+
+
+def _best_of(fn, repeat=2):
+    """Least time of ``repeat`` runs: the machine is shared, and the minimum is the least noisy."""
+    return min(_timed(fn)[1] for _ in range(repeat))
 
 
 def accuracy_rows():
@@ -72,9 +77,9 @@ def speed_rows():
     traj, t_pred = _timed(lambda: reg.predict_trajectory(Xte, times))
     assert traj.shape == (100, 1000)
     Xs, ys = X[:1000], y[:1000]
-    one, t_one = _timed(lambda: NTKRegressorCV(times=[np.inf], diag_regs=(1e-3,), method="eigh").fit(Xs, ys))
-    fifty, t_fifty = _timed(lambda: NTKRegressorCV(times=None, diag_regs=(1e-3,), method="eigh").fit(Xs, ys))
-    single, t_single = _timed(lambda: NTKRegressor(method="eigh").fit(Xs, ys))
+    t_one = _best_of(lambda: NTKRegressorCV(times=[np.inf], diag_regs=(1e-3,), method="eigh").fit(Xs, ys))
+    t_fifty = _best_of(lambda: NTKRegressorCV(times=None, diag_regs=(1e-3,), method="eigh").fit(Xs, ys))
+    t_single = _best_of(lambda: NTKRegressor(method="eigh").fit(Xs, ys))
     return t_fit, t_pred, reg.predictor_.method, t_one, t_fifty, t_single
 
 
