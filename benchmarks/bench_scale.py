@@ -44,6 +44,16 @@ def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of the calling process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _workers_cpu(client) -> float:
+    return float(sum(client.run(_cpu_seconds).values()))
+
+
 def _warm_worker() -> None:
     """Load the numba kernels in a worker (from numba's cache) outside the timed part."""
     import ntksolve
@@ -90,8 +100,13 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
         net = ntksolve.MLP((512,) * args.depth, activation="relu", bias_std=args.bias_std)
         spec = D.KernelSpec(net)
         t0 = time.perf_counter()
+        cpu0 = _workers_cpu(client)
         with D.TiledKernelOperator(spec, Xtr, chunks=args.chunks, scheduler=client, dtype=np.float32) as op:
             out["kernel_s"] = op.setup_seconds
+            cpu1 = _workers_cpu(client)
+            # CPU seconds the workers got per wall second: ~n_workers when each had its own core;
+            # less when other processes on the machine took them (then no speed-up is possible).
+            out["kernel_cores"] = (cpu1 - cpu0) / op.setup_seconds
             out["tiles"] = op.n_tiles
             out["per_tile_s"] = op.setup_seconds * n_workers / op.n_tiles
             coef, _, info = D.solve_tiled(op, ytr, diag_reg=args.diag_reg, tol=args.tol,
@@ -101,6 +116,7 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
             out["iterations"] = info["iterations"]
             out["per_iter_s"] = out["cg_s"] / max(info["iterations"], 1)
             out["residual"] = float(np.max(info["residuals"]))
+            out["solve_cores"] = (_workers_cpu(client) - cpu1) / info["solve_seconds"]
             tp = time.perf_counter()
             pred = op.cross_matmat(Xte, coef)[:, 0]
             out["predict_s"] = time.perf_counter() - tp
@@ -126,12 +142,14 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
 ROWS = [
     ("tiles (upper triangle)", "tiles", "{:d}"),
     ("kernel tiles [s]", "kernel_s", "{:.1f}"),
-    ("  per tile, one thread [s]", "per_tile_s", "{:.2f}"),
+    ("  per tile, per worker [s]", "per_tile_s", "{:.2f}"),
+    ("  workers' CPU s per wall s", "kernel_cores", "{:.2f}"),
     ("Nystrom preconditioner [s]", "precond_s", "{:.1f}"),
     ("CG iterations", "iterations", "{:d}"),
     ("CG [s]", "cg_s", "{:.1f}"),
     ("  per iteration [s]", "per_iter_s", "{:.2f}"),
     ("CG true relative residual", "residual", "{:.1e}"),
+    ("  workers' CPU s per wall s", "solve_cores", "{:.2f}"),
     ("predict, streamed [s]", "predict_s", "{:.1f}"),
     ("total [s]", "total_s", "{:.1f}"),
     ("held-out R^2", "r2", "{:.4f}"),
@@ -178,9 +196,10 @@ def main(argv=None) -> int:
             continue
         cells = "".join((fmt.format(v) if v is not None else "-").rjust(18) for v in vals)
         ratio = ""
-        if len(results) == 2 and key.endswith("_s") and all(vals) and vals[1] > 0:
+        if len(results) == 2 and key.endswith("_s") and key != "per_tile_s" and all(vals) and vals[1] > 0:
             ratio = f"{vals[0] / vals[1]:.2f}x".rjust(10)
         print(label.ljust(width) + cells + ratio)
+    print(f"load average at the end: {os.getloadavg()}")
     if len(results) == 2:
         print(f"\nspeed-up of two 1-thread workers over one (total): {results[0]['total_s'] / results[1]['total_s']:.2f}x")
     return 0
