@@ -25,7 +25,7 @@ from ntksolve._cg import symmetric_tile_products, tile_products  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                        silence_logs=40)
     c = distributed.Client(cluster, set_as_default=False)
     try:
@@ -245,6 +245,40 @@ def test_zarr_store_resumes_and_computes_only_missing_tiles(client, tmp_path):
     a = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, store=path, scheduler=client, tol=1e-12)
     b = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, scheduler=client, tol=1e-12)
     np.testing.assert_array_equal(a.coef, b.coef)
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import numpy as np
+import ntksolve
+from ntksolve import distributed as D
+
+def die_after_three(i, j, seen=[]):
+    seen.append((i, j))
+    if len(seen) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)   # a hard interruption: no cleanup, no exception
+
+X = np.random.default_rng(0).standard_normal((700, 6))
+net = ntksolve.MLP((512, 512), activation="relu", bias_std=0.1)
+D.store_kernel(D.KernelSpec(net), X, sys.argv[1], chunks=100, scheduler="sync", _after_tile=die_after_three)
+"""
+
+
+def test_zarr_store_resumes_after_the_process_is_killed(tmp_path):
+    import subprocess
+    import sys
+
+    import zarr
+
+    path = tmp_path / "killed.zarr"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(path)], capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    done = int(np.triu(np.asarray(zarr.open_array(str(path / "done"), mode="r")[:])).sum())
+    assert done == 3
+    X = np.random.default_rng(0).standard_normal((700, 6))
+    res = D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="threads")
+    assert (res.n_tiles, res.n_computed) == (28, 25)
+    assert _rel(res.kernel.compute(scheduler="threads"), ntksolve.analytic_kernels(NET, X).ntk) <= 1e-13
 
 
 def test_zarr_store_refuses_another_kernel(tmp_path):
