@@ -91,7 +91,7 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
     Xtr, Xte, ytr, yte = data
     N = Xtr.shape[0]
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None, silence_logs=40,
+                                       dashboard_address=":0", silence_logs=40,
                                        memory_limit=args.worker_memory)
     client = distributed.Client(cluster, set_as_default=False)
     out = {"workers": f"{n_workers} x 1 thread"}
