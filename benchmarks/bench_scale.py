@@ -89,7 +89,6 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
     from ntksolve import distributed as D
 
     Xtr, Xte, ytr, yte = data
-    N = Xtr.shape[0]
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                        dashboard_address=":0", silence_logs=40,
                                        memory_limit=args.worker_memory)

@@ -55,7 +55,7 @@ import numpy as np
 try:
     import dask
     import dask.array as da
-    from dask.delayed import Delayed, delayed
+    from dask.delayed import delayed
     from dask.highlevelgraph import HighLevelGraph
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
