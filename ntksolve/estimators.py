@@ -211,6 +211,7 @@ class _NTKBase(BaseEstimator):
                 K, self.y_train_, self.learning_rate, diag_reg=diag_reg, dynamics=self.dynamics,
                 method=self.method)
         self.diag_reg_ = float(diag_reg)
+        self._ensemble_cache = None  # built on the first return_std/return_cov, then reused
 
     def _validated_X(self, X):
         check_is_fitted(self)
@@ -340,7 +341,8 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         return mean, (cov[:, :, 0] if self._y_ndim == 1 else cov)
 
     def _ensemble(self):
-        """The trained infinite ensemble on the training data (one more decomposition, per call)."""
+        """The trained infinite ensemble on the training data: one more decomposition, made on
+        the first call after ``fit`` and reused by every later one."""
         if self.kernel != "analytic":
             raise NotImplementedError(
                 "return_std/return_cov describe the ensemble of infinitely wide networks; they need "
@@ -349,9 +351,13 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             raise NotImplementedError(
                 "return_std/return_cov are available for dynamics='continuous' (the ensemble solver "
                 "models gradient flow); for discrete steps use the mean, or continuous time eta*t")
+        cached = getattr(self, "_ensemble_cache", None)
+        if cached is not None:
+            return cached
         pair = analytic_kernels(self.network_, self.X_train_)
-        return _dynamics.gradient_descent_mse_ensemble(pair.nngp, pair.ntk, self.y_train_.astype(np.float64),
-                                                       self.learning_rate, diag_reg=self.diag_reg_)
+        self._ensemble_cache = _dynamics.gradient_descent_mse_ensemble(
+            pair.nngp, pair.ntk, self.y_train_.astype(np.float64), self.learning_rate, diag_reg=self.diag_reg_)
+        return self._ensemble_cache
 
     def predict_trajectory(self, X, times):
         """Outputs at every time of a training run, from one kernel evaluation.
