@@ -80,3 +80,36 @@ LANCZOS_CHECK_EVERY = 8
 #: reorthogonalisation the residual direction of an exhausted space is rounding, of size about
 #: ``√N ε ‖Θ‖``; 100·√N leaves a margin.
 LANCZOS_BREAKDOWN_FACTOR = 100.0
+
+# --- tiled kernels and solvers (distributed.py) -----------------------------------------------------
+
+#: Seconds to wait for a scheduler given by address before a ConnectionError. A healthy scheduler
+#: answers in milliseconds on a LAN; a few seconds covers a busy one without leaving a user with a
+#: typo staring at a hung call.
+CONNECT_TIMEOUT_S = 5.0
+
+#: Default number of Nyström landmarks (capped at N). The preconditioned system's condition number
+#: is about ``(lambda_{m+1} + mu) / mu`` (Frangella et al. 2023); 2000 landmarks cost ``N m`` kernel
+#: entries and ``N m^2`` flops once (at N = 50 000: 1e8 entries, 2e11 flops, 0.8 GB), small next
+#: to the ``N^2 / 2`` entries of the kernel, and bring a ridge of 1e-3 down to tens of iterations
+#: on smooth data.
+DEFAULT_LANDMARKS = 2000
+
+#: Default relative residual of the CG solve for ``t = inf``: predictions carry about this relative
+#: error, far below what a float32-stored kernel or the data itself justify.
+DEFAULT_CG_TOL = 1e-6
+
+#: Fraction of the cluster's memory (sum of the workers' limits, or the memory available now for a
+#: local scheduler) that the persisted tiles may take; the rest is for the tile computations'
+#: temporaries and Dask's own buffers (distributed pauses a worker at 80 % by default).
+TILE_MEMORY_FRACTION = 0.6
+
+# --- real gradient descent (training.py) ------------------------------------------------------------
+
+#: Training stops as diverged when the loss is non-finite or exceeds this many times the larger
+#: of the initial loss and half the targets' mean square (the loss of predicting 0). Stable
+#: gradient descent never raises the loss above its start by more than rounding; below the
+#: critical rate a transient overshoot of the top mode is at most a factor of a few. An unstable
+#: mode grows geometrically, so it crosses 1e6 within tens of steps of becoming visible, long
+#: before float64 overflows (and with room for float32, whose range ends near 1e38).
+DIVERGENCE_FACTOR = 1e6

@@ -65,31 +65,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import kernels as _kernels
 from ._cg import preconditioned_cg, symmetric_tile_products, tile_products
 from ._krylov import lanczos_function_products
-from .dynamics import KRYLOV_TOL, _mode_coefficients, _null_mask
+from ._config import KRYLOV_TOL
+from ._spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
 from ._nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
 from ._validation import check_dtype, check_inputs, fmt_bytes
 from .network import MLP
 
-#: Seconds to wait for a scheduler given by address before a ConnectionError. A healthy scheduler
-#: answers in milliseconds on a LAN; a few seconds covers a busy one without leaving a user with a
-#: typo staring at a hung call.
-CONNECT_TIMEOUT_S = 5.0
-
-#: Default number of Nyström landmarks (capped at N). The preconditioned system's condition number
-#: is about ``(lambda_{m+1} + mu) / mu`` (Frangella et al. 2023); 2000 landmarks cost ``N m`` kernel
-#: entries and ``N m^2`` flops once (at N = 50 000: 1e8 entries, 2e11 flops, 0.8 GB), small next
-#: to the ``N^2 / 2`` entries of the kernel, and bring a ridge of 1e-3 down to tens of iterations
-#: on smooth data.
-DEFAULT_LANDMARKS = 2000
-
-#: Default relative residual of the CG solve for ``t = inf``: predictions carry about this relative
-#: error, far below what a float32-stored kernel or the data itself justify.
-DEFAULT_CG_TOL = 1e-6
-
-#: Fraction of the cluster's memory (sum of the workers' limits, or the memory available now for a
-#: local scheduler) that the persisted tiles may take; the rest is for the tile computations'
-#: temporaries and Dask's own buffers (distributed pauses a worker at 80 % by default).
-TILE_MEMORY_FRACTION = 0.6
+from ._config import (  # tunables live in the config module, with their reasons
+    CONNECT_TIMEOUT_S,
+    DEFAULT_LANDMARKS,
+    DEFAULT_CG_TOL,
+    TILE_MEMORY_FRACTION,
+)
 
 _STORE_FORMAT = 1
 _STORE_ATTR = "ntksolve_kernel"

@@ -113,6 +113,8 @@ class _NTKBase(BaseEstimator):
         random_state=None,
         dtype="float64",
         block_size=None,
+        chunks=None,
+        scheduler=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -129,6 +131,8 @@ class _NTKBase(BaseEstimator):
         self.random_state = random_state
         self.dtype = dtype
         self.block_size = block_size
+        self.chunks = chunks
+        self.scheduler = scheduler
 
     # -- validation ------------------------------------------------------------------------
     def _validate_params_ntk(self):
@@ -213,12 +217,47 @@ class _NTKBase(BaseEstimator):
         self.diag_reg_ = float(diag_reg)
         self._ensemble_cache = None  # built on the first return_std/return_cov, then reused
 
+    def _fit_solver(self, X):
+        """Decompose the train kernel in memory; or, with ``chunks``, solve at ``self.time`` from
+        kernel tiles on Dask (:func:`ntksolve.distributed.fit_tiled`), never forming the kernel."""
+        chunks = getattr(self, "chunks", None)
+        if chunks is None:
+            self.tiled_ = None
+            self._build_predictor(self._kernel(X), self.diag_reg)
+            return
+        from .kernels import _distributed
+
+        with self._solver_warnings():
+            self.tiled_ = _distributed().fit_tiled(
+                self.network_, X, self.y_train_.astype(np.float64), params=self.params_,
+                t=self._time_at_predict(), learning_rate=self.learning_rate, diag_reg=self.diag_reg,
+                dynamics=self.dynamics, fx_train_0=self.fx_train_0_, chunks=chunks,
+                scheduler=getattr(self, "scheduler", None), dtype=self._dtype)
+        self.predictor_ = None
+        self.diag_reg_ = float(self.diag_reg)
+        self._ensemble_cache = None
+
+    def _require_in_memory(self, what):
+        if getattr(self, "tiled_", None) is not None:
+            raise ValueError(
+                f"{what} needs the in-memory solver; this estimator was fitted with chunks="
+                f"{self.chunks!r}, whose tiled solve answers predict and score at time={self.tiled_.t} "
+                "only. Refit with chunks=None (the kernel must then fit in memory)")
+
     def _validated_X(self, X):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=np.float64)
 
     def _outputs(self, X, times):
         """Standardised-scale outputs at ``times``: ``(T, M, k)``; X already validated."""
+        tiled = getattr(self, "tiled_", None)
+        if tiled is not None:
+            ts = np.asarray(times, dtype=np.float64).reshape(-1)
+            if not np.all(ts == tiled.t):
+                self._require_in_memory(f"prediction at times {ts.tolist()} (time was changed after fit, "
+                                        "or a trajectory was asked for)")
+            out = tiled.predict(X, fx_test_0=self._f0(X)).astype(self._dtype, copy=False)
+            return np.repeat(out[None], ts.size, axis=0)
         Ks = self._kernel(X, self.X_train_)
         f0 = self._f0(X)
         with self._solver_warnings():
@@ -259,6 +298,7 @@ class _NTKBase(BaseEstimator):
         loss : ndarray, shape (T,)
         """
         check_is_fitted(self)
+        self._require_in_memory("loss_curve")
         ts = self._check_times(times)
         with self._solver_warnings():
             return np.atleast_1d(self.predictor_.loss(ts, self.fx_train_0_))
@@ -343,6 +383,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
     def _ensemble(self):
         """The trained infinite ensemble on the training data: one more decomposition, made on
         the first call after ``fit`` and reused by every later one."""
+        self._require_in_memory("return_std/return_cov")
         if self.kernel != "analytic":
             raise NotImplementedError(
                 "return_std/return_cov describe the ensemble of infinitely wide networks; they need "
@@ -444,6 +485,16 @@ class NTKRegressor(_NTKRegressorBase):
         Precision of the kernels and of the solver.
     block_size : int, optional
         Rows per block of the empirical NTK (memory control); see :func:`ntksolve.empirical_ntk`.
+    chunks : int or tuple, optional
+        Beyond one machine's memory (``pip install 'ntksolve[dask]'``): the train kernel is never
+        formed; its tiles (this edge, or per-axis sizes) are computed on Dask and the model is
+        solved at ``time`` by Nystrom-preconditioned conjugate gradients (``t = inf``) or Lanczos
+        (finite ``t``), test predictions streamed tile by tile. Only ``predict``/``score`` at the
+        fitted ``time`` are then available. See :func:`ntksolve.distributed.fit_tiled`.
+    scheduler : str, dask.distributed.Client or None, default None
+        With ``chunks``: ``None`` (the current Dask client, else threads), ``"threads"``,
+        ``"processes"``, ``"sync"``, a client, or a scheduler address such as ``"tcp://host:8786"``:
+        moving from a laptop to a cluster changes this one argument.
 
     Attributes
     ----------
@@ -455,8 +506,10 @@ class NTKRegressor(_NTKRegressorBase):
         The empirical network's parameters (None for the analytic kernel).
     fx_train_0_ : ndarray, shape (N, k)
         Outputs at initialisation on the training inputs (zeros for the analytic kernel).
-    predictor_ : ntksolve.dynamics.MSEPredictor
-        The solver, holding the one decomposition of the train kernel.
+    predictor_ : ntksolve.dynamics.MSEPredictor or None
+        The solver, holding the one decomposition of the train kernel (None with ``chunks``).
+    tiled_ : ntksolve.distributed.TiledFit or None
+        The tiled solve at ``time`` (only with ``chunks``).
     diag_reg_ : float
     n_features_in_ : int
     feature_names_in_ : ndarray of str
@@ -489,7 +542,7 @@ class NTKRegressor(_NTKRegressorBase):
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         self._y_ndim = y.ndim
         self._set_training_state(X, y.reshape(y.shape[0], -1))
-        self._build_predictor(self._kernel(X), self.diag_reg)
+        self._fit_solver(X)
         return self
 
 # ---------------------------------------------------------------------------------------------
@@ -553,7 +606,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
                 f"NTKClassifier needs samples of at least 2 classes in the data, but it contains only "
                 f"one class: {self.classes_[0]!r}")
         self._set_training_state(X, Y.astype(np.float64))
-        self._build_predictor(self._kernel(X), self.diag_reg)
+        self._fit_solver(X)
         return self
 
     def _decision(self, F):

@@ -18,6 +18,7 @@ import numpy as np
 from scipy.linalg import get_blas_funcs
 
 from . import _config
+from . import _jit_analytic
 from . import _jit_empirical as _jit
 from ._validation import check_inputs, check_memory, fmt_bytes
 from .network import MLP, forward
@@ -159,7 +160,20 @@ def _resolve_block_size(block_size, net, d, itemsize, n_rows) -> int:
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None) -> np.ndarray:
+def _distributed():
+    """The optional tiled backend, imported only when asked for."""
+    try:
+        from . import distributed
+    except ImportError as exc:  # dask, distributed or zarr missing
+        raise ImportError(
+            f"chunks=... computes the kernel as tiles on Dask, which is not installed ({exc}); "
+            "install the extra with: pip install 'ntksolve[dask]'"
+        ) from exc
+    return distributed
+
+
+def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None,
+                  chunks=None):
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
     Computed layer by layer from activations and backpropagated deltas (``CONVENTIONS.md``),
@@ -180,10 +194,14 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
         Rows of inputs whose activations and deltas are held at once. ``None`` holds all of them
         unless that would exceed ``_config.EMPIRICAL_BLOCK_BYTES``. Tiled and untiled results agree
         to rounding (about 1e-15 relative).
+    chunks : int or tuple, optional
+        Return a lazy ``dask.array`` of tiles instead (``ntksolve[dask]``): a positive int (tile
+        edge) or per-axis sizes summing to the data's length; each tile is computed by this same
+        function, with any Dask scheduler (see :mod:`ntksolve.distributed`).
 
     Returns
     -------
-    theta : ndarray, shape (N1, N2) or (N1, N2, k, k)
+    theta : ndarray (or dask.array with ``chunks``), shape (N1, N2) or (N1, N2, k, k)
 
     Raises
     ------
@@ -193,6 +211,8 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
         The output would not fit in memory (raised before any work).
     """
     net = _check_net(net)
+    if chunks is not None:
+        return _distributed().empirical_ntk(net, params, X1, X2, chunks=chunks, trace=trace)
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
     N1 = X1.shape[0]
     N2 = N1 if symmetric else X2.shape[0]
@@ -307,7 +327,7 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     return J
 
 
-def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
+def analytic_kernels(net: MLP, X1, X2=None, *, chunks=None) -> Kernels:
     """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
 
     Closed forms for relu, erf and identity; two-dimensional Gauss-Hermite quadrature for the other
@@ -320,6 +340,8 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
         Its widths are ignored (infinite); depth, activation, weight_std, bias_std are used.
     X1 : array_like, shape (N1, d)
     X2 : array_like, shape (N2, d), optional (defaults to ``X1``)
+    chunks : int or tuple, optional
+        Return lazy ``dask.array`` tiles instead (``ntksolve[dask]``), as in :func:`empirical_ntk`.
 
     Returns
     -------
@@ -333,7 +355,8 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
             "the infinite-width NTK grows without bound with width. Use MLP(..., parameterization='ntk'), "
             "or empirical_ntk for a finite standard-parameterised network"
         )
-    from . import _jit_analytic
+    if chunks is not None:
+        return _distributed().analytic_kernels(net, X1, X2, chunks=chunks)
 
     X1 = check_inputs(X1, name="X1")
     symmetric = X2 is None

@@ -44,13 +44,9 @@ from .dynamics import critical_learning_rate
 from .kernels import empirical_ntk
 from .network import MLP, forward
 
-#: Training stops as diverged when the loss is non-finite or exceeds this many times the larger
-#: of the initial loss and half the targets' mean square (the loss of predicting 0). Stable
-#: gradient descent never raises the loss above its start by more than rounding; below the
-#: critical rate a transient overshoot of the top mode is at most a factor of a few. An unstable
-#: mode grows geometrically, so it crosses 1e6 within tens of steps of becoming visible, long
-#: before float64 overflows (and with room for float32, whose range ends near 1e38).
-DIVERGENCE_FACTOR = 1e6
+from ._config import (  # tunables live in the config module, with their reasons
+    DIVERGENCE_FACTOR,
+)
 
 
 class TrainingDivergedError(FloatingPointError):

@@ -384,3 +384,40 @@ def test_worker_killed_mid_solve_does_not_change_the_answer(client, problem):
         disturbed, _, info = D.solve_tiled(op, y, diag_reg=1e-2, tol=1e-8, n_landmarks=200)
     assert calls["n"] > 3 and info["converged"]
     np.testing.assert_array_equal(disturbed, undisturbed)
+
+
+def test_estimator_chunks_matches_in_memory_fit():
+    """One argument moves NTKRegressor to the tiled path; the predictions agree with the in-memory
+    eigh/krylov fit to the CG tolerance, and methods that need the whole decomposition refuse."""
+    from sklearn.datasets import make_friedman1
+
+    X, y = make_friedman1(400, random_state=0)
+    mem = ntksolve.NTKRegressor(diag_reg=1e-2).fit(X[:300], y[:300])
+    tiled = ntksolve.NTKRegressor(diag_reg=1e-2, chunks=128, scheduler="threads").fit(X[:300], y[:300])
+    pm, pt = mem.predict(X[300:]), tiled.predict(X[300:])
+    assert np.linalg.norm(pt - pm) / np.linalg.norm(pm) < 1e-6
+    assert tiled.predictor_ is None and tiled.tiled_ is not None
+    emp = dict(kernel="empirical", hidden_layer_sizes=(32,), time=40.0, diag_reg=0.0, random_state=1)
+    e_mem = ntksolve.NTKRegressor(**emp).fit(X[:300], y[:300])
+    e_tiled = ntksolve.NTKRegressor(**emp, chunks=100, scheduler="sync").fit(X[:300], y[:300])
+    np.testing.assert_allclose(e_tiled.predict(X[300:]), e_mem.predict(X[300:]), rtol=1e-8, atol=1e-10)
+    with pytest.raises(ValueError, match="needs the in-memory solver"):
+        tiled.predict_trajectory(X[300:], [1.0, 10.0])
+    with pytest.raises(ValueError, match="needs the in-memory solver"):
+        tiled.predict(X[300:], return_std=True)
+
+
+def test_public_kernels_take_chunks():
+    net = ntksolve.MLP((16, 16), activation="erf", bias_std=0.2, n_outputs=2)
+    p = net.init(3, random_state=0)
+    X = np.random.default_rng(0).normal(size=(11, 3))
+    lazy = ntksolve.empirical_ntk(net, p, X, chunks=(4, 7), trace=False)
+    assert isinstance(lazy, dask.array.Array)
+    np.testing.assert_allclose(lazy.compute(scheduler="sync"), ntksolve.empirical_ntk(net, p, X, trace=False),
+                               rtol=1e-13, atol=1e-15)
+    pair = ntksolve.analytic_kernels(net, X, X[:5], chunks=3)
+    ref = ntksolve.analytic_kernels(net, X, X[:5])
+    np.testing.assert_allclose(pair.ntk.compute(scheduler="sync"), ref.ntk, rtol=1e-13)
+    np.testing.assert_allclose(pair.nngp.compute(scheduler="sync"), ref.nngp, rtol=1e-13)
+    with pytest.raises(ValueError, match="chunks"):
+        ntksolve.empirical_ntk(net, p, X, chunks=(4, 4))
