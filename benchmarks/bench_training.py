@@ -48,7 +48,7 @@ def flops_per_step(widths, N):
 
 
 def bench_step(repeats):
-    print("one gradient step: train_network (fused BLAS update) vs numpy reference")
+    print("one gradient step: train_network (numba + numpy BLAS) vs numpy reference")
     print(f"{'N':>5} {'d':>4} {'width':>6} {'depth':>5} {'ours ms':>9} {'ref ms':>9} {'ours GF/s':>10} "
           f"{'ref GF/s':>9} {'ratio':>6}")
     for N, d, width, depth in [(256, 8, 1024, 1), (256, 8, 8192, 1), (256, 32, 1024, 2), (512, 32, 2048, 2)]:

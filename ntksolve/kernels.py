@@ -15,7 +15,6 @@ import numbers
 from typing import NamedTuple, Optional
 
 import numpy as np
-from scipy.linalg import get_blas_funcs
 
 from . import _config
 from . import _jit_analytic
@@ -87,14 +86,14 @@ def _features(net: MLP, params, X: np.ndarray):
 
 
 def _gram(A: np.ndarray, B: Optional[np.ndarray], alpha: float = 1.0) -> np.ndarray:
-    """``alpha A B^T``; with ``B=None`` the symmetric ``alpha A A^T`` by SYRK (half the FLOPs),
-    returned as a C-ordered array whose lower triangle (``j <= i``) alone is valid."""
-    if B is None:
-        syrk = get_blas_funcs("syrk", (A,))
-        # A.T of a C-ordered A is Fortran-ordered: SYRK gets it without a copy, and the
-        # upper triangle it writes (Fortran order) is the lower triangle of the transpose.
-        return syrk(alpha, A.T, trans=1).T
-    G = np.dot(A, B.T)
+    """``alpha A B^T``; with ``B=None`` the symmetric ``alpha A A^T``.
+
+    numpy's matmul recognises ``A @ A.T`` and calls SYRK (half the FLOPs). We deliberately stay
+    on numpy's BLAS rather than calling scipy's SYRK directly: scipy ships a second OpenBLAS
+    with its own thread pool, and alternating between the two pools leaves one pool's threads
+    spinning while the other works (measured: 0.74 s instead of 0.6 s per NTK at N=1024).
+    """
+    G = np.dot(A, A.T if B is None else B.T)
     if alpha != 1.0:
         G *= alpha
     return G

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-from scipy.linalg import get_blas_funcs
 
 from . import _jit_empirical as _jit
 from ._validation import check_inputs
@@ -174,7 +173,7 @@ def _update_factors(net: MLP, d: int):
     return [(1.0 / ws, 1.0 / bs) for ws, bs in scales]
 
 
-def _gd_step(net, params, hs, dphis, r, scales, factors, eta, gemm) -> None:
+def _gd_step(net, params, hs, dphis, r, scales, factors, eta) -> None:
     """One gradient step in place, from the forward pass's ``hs``/``dphis`` and residual ``r``.
 
     Parameters
@@ -195,12 +194,12 @@ def _gd_step(net, params, hs, dphis, r, scales, factors, eta, gemm) -> None:
             N, n = g_below.shape
             _jit.scale_by_deriv(g_below.reshape(N, 1, n), dphis[l - 2], dt(scales[l - 1][0]))
         alpha, beta = factors[l - 1]
-        # W (n_l, n_{l-1}) C-ordered is W.T (n_{l-1}, n_l) Fortran-ordered: GEMM writes
-        # W.T += -eta alpha h^T g into it with no temporary. h.T and g.T are Fortran views of the
-        # C-ordered h and g, so f2py passes all three operands without copying.
-        out = gemm(dt(-eta * alpha), h.T, g.T, beta=dt(1.0), c=W.T, trans_b=1, overwrite_c=1)
-        if not np.shares_memory(out, W):  # pragma: no cover - BLAS wrapper copied; keep it right
-            W[...] = out.T
+        # numpy's BLAS with one (n_l, n_{l-1}) temporary, not scipy's in-place GEMM: scipy ships
+        # a second OpenBLAS whose idle threads spin against numpy's on every alternation
+        # (measured: a step at N=512, width 2048, depth 2 took 290 ms that way, 1.5x numpy's).
+        step = np.dot(g.T, h)
+        step *= dt(eta * alpha)
+        W -= step
         if beta != 0.0:
             b -= dt(eta * beta) * g.sum(axis=0)
         if l > 1:
@@ -311,7 +310,6 @@ def train_network(
 
     scales = train_net.layer_scales(d)
     factors = _update_factors(train_net, d)
-    gemm = get_blas_funcs("gemm", (X,))
     T = rec.size
     M = X_test.shape[0] if X_test is not None else 0
     fx_train = np.empty((T, N, k), dtype=dt)
@@ -382,7 +380,7 @@ def train_network(
         if s == steps:
             break
         r *= dt.type(1.0 / r.size)  # g^{L+1} = (f - y) / (Nk)
-        _gd_step(train_net, work, hs, dphis, r, scales, factors, eta, gemm)
+        _gd_step(train_net, work, hs, dphis, r, scales, factors, eta)
         s_done = s + 1
     if not diverged:
         wall += time.perf_counter() - t_start
