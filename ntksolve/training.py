@@ -13,8 +13,8 @@ Backpropagation carries the residual ``r = (f - y) / (Nk)`` (one ``(N, k)`` arra
     dL/dW^l = ws_l (g^l)^T h^{l-1}        dL/db^l = bs_l sum_i g^l_i          (NTK parameterisation)
 
 with ``(ws_l, bs_l)`` the layer's scales ``(sigma_w/sqrt(n_{l-1}), sigma_b)``. Every product is one
-BLAS GEMM, and the weight update is fused into it (``W <- W - eta ws g^T h`` by GEMM with
-``beta = 1``), so one step costs two GEMMs per layer plus one elementwise pass.
+BLAS GEMM (numpy's), so one step costs two GEMMs per layer plus one elementwise pass and one
+in-place update.
 
 Standard parameterisation trains ``W~ = ws W`` and ``b~ = bs b``, whose gradients are
 ``(g^l)^T h^{l-1}`` and ``sum_i g^l_i``. We keep the storage convention of :class:`~ntksolve.MLP`
