@@ -31,7 +31,8 @@ def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
     ws, bs : scalars, weight and bias scale of the layer
     code : int, activation code
     h : (N, n) output array
-    dphi : (N, n) output array (any shape when ``want_deriv`` is False: it is not touched)
+    dphi : (N, n) output array; may be ``pre`` itself (each entry is read before it is written),
+        and is not touched when ``want_deriv`` is False
     want_deriv : bool
     """
     N, n = pre.shape
