@@ -264,6 +264,19 @@ class _NTKBase(BaseEstimator):
             _, out = self.predictor_(np.asarray(times, dtype=np.float64).reshape(-1), self.fx_train_0_, f0, Ks)
         return out
 
+    def _staged_outputs(self, X, times):
+        """Yield the standardised outputs ``(1, M, k)`` at each time in turn; the test kernel
+        and ``f_0`` are computed once, before the first."""
+        X = self._validated_X(X)
+        self._require_in_memory("staged prediction")
+        ts = self._check_times(times)
+        Ks = self._kernel(X, self.X_train_)
+        f0 = self._f0(X)
+        for t in ts:
+            with self._solver_warnings():
+                _, out = self.predictor_(np.array([t]), self.fx_train_0_, f0, Ks)
+            yield out
+
     def _unscale(self, F):
         return F * self._y_train_std + self._y_train_mean
 
@@ -429,13 +442,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         ------
         y_pred : ndarray, shape (M,) or (M, k)
         """
-        X = self._validated_X(X)
-        ts = self._check_times(times)
-        Ks = self._kernel(X, self.X_train_)
-        f0 = self._f0(X)
-        for t in ts:
-            with self._solver_warnings():
-                _, out = self.predictor_(np.array([t]), self.fx_train_0_, f0, Ks)
+        for out in self._staged_outputs(X, times):
             yield self._shape_outputs(self._unscale(out))[0]
 
 class NTKRegressor(_NTKRegressorBase):
@@ -671,13 +678,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         ------
         scores : ndarray, shape (M,) or (M, n_classes)
         """
-        X = self._validated_X(X)
-        ts = self._check_times(times)
-        Ks = self._kernel(X, self.X_train_)
-        f0 = self._f0(X)
-        for t in ts:
-            with self._solver_warnings():
-                _, out = self.predictor_(np.array([t]), self.fx_train_0_, f0, Ks)
+        for out in self._staged_outputs(X, times):
             yield self._decision(out[0])
 
     def staged_predict(self, X, times):
