@@ -30,12 +30,14 @@ identity; every other activation uses a two-dimensional Gauss-Hermite rule.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 import warnings
 
 import numpy as np
-from numba import njit, prange
+import numba
+from numba import njit
 from scipy.linalg.blas import dsyrk as _dsyrk
 
 from ._jit_activations import ERF, IDENTITY, RELU, TANH, act, dact
@@ -437,19 +439,23 @@ def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, quadra
                    depth, code, quadrature, wphi1, wdphi1, nodes, weights, lo, hi)
 
 
-@njit(parallel=True, cache=True)
-def _pair_kernels_parallel(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
-                           quadrature, symmetric, wphi1, wdphi1, nodes, weights, lo, hi):
-    """Turn the Gram in ``nngp`` into the NNGP and NTK, in place, rows in parallel.
+@njit(cache=True, nogil=True)
+def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
+               quadrature, symmetric, wphi1, wdphi1, nodes, weights, lo, hi, start, step):
+    """Turn the Gram in ``nngp`` into the NNGP and NTK, in place, for rows ``start::step``.
 
-    Symmetric case: only ``j > i`` is computed, rows paired ``(p, N-1-p)`` so that each iteration
-    has ``N - 1`` pairs of points (the static schedule then balances the threads); the diagonal is
-    the ``theta = 0`` recursion; a second parallel loop mirrors the upper triangle in tiles.
+    Called by :func:`run_in_threads` with ``step`` threads, each on its own rows (``nogil``, so
+    the threads run truly in parallel). Symmetric case: only ``j > i`` is computed, rows paired
+    ``(p, N-1-p)`` so that every ``p`` carries ``N - 1`` pairs of points and a strided split
+    balances the threads; the diagonal is the ``theta = 0`` recursion. (A ``prange`` loop here
+    cost 5.8 s of compilation for a three-line driver; Python threads over a ``nogil`` kernel
+    cost none, and do not spin against OpenBLAS's threads between calls.)
 
     Parameters
     ----------
     nngp : ndarray, shape (N1, N2)
-        On entry the input Gram ``X1 X2^T``; on exit the NNGP ``Sigma^{L+1}``.
+        On entry the input Gram ``X1 X2^T``; on exit the NNGP ``Sigma^{L+1}`` (symmetric case:
+        the upper triangle, mirrored afterwards by :func:`_mirror_rows`).
     ntk : ndarray, shape (N1, N2)
         Output, the NTK ``Theta^{L+1}``.
     var1, var2 : ndarray, shapes (depth + 1, N1), (depth + 1, N2)
@@ -461,25 +467,50 @@ def _pair_kernels_parallel(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, dep
     wphi1, wdphi1 : ndarray, shape (depth, N1, n) or (0, 0, 0)
     nodes, weights : ndarray, shape (n,)
     lo, hi : ndarray of int64, shape (n,)
+    start, step : int
+        This thread's rows (or row pairs): ``start, start + step, ...``.
     """
     n1 = nngp.shape[0]
     if not symmetric:
-        for i in prange(n1):
+        for i in range(start, n1, step):
             _row(nngp, ntk, i, 0, var1, var2, scale, sw2, sb2, depth, code, quadrature,
                  wphi1, wdphi1, nodes, weights, lo, hi)
         return
-    for p in prange((n1 + 1) // 2):
+    for p in range(start, (n1 + 1) // 2, step):
         _upper_row(nngp, ntk, p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, quadrature,
                    wphi1, wdphi1, nodes, weights, lo, hi)
         if n1 - 1 - p != p:
             _upper_row(nngp, ntk, n1 - 1 - p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
                        quadrature, wphi1, wdphi1, nodes, weights, lo, hi)
-    # Mirror: tile row bt copies tiles 0..bt of the lower triangle; pairing (q, nt-1-q) balances.
-    nt = (n1 + _MIRROR_TILE - 1) // _MIRROR_TILE
-    for q in prange((nt + 1) // 2):
+
+
+@njit(cache=True, nogil=True)
+def _mirror_rows(nngp, ntk, start, step):
+    """Mirror the upper triangles onto the lower ones, tile rows ``(q, nt-1-q)`` for ``q`` in
+    ``start::step`` (pairing balances the triangular work).
+
+    Parameters
+    ----------
+    nngp, ntk : ndarray, shape (N, N), modified in place
+    start, step : int
+    """
+    nt = (nngp.shape[0] + _MIRROR_TILE - 1) // _MIRROR_TILE
+    for q in range(start, (nt + 1) // 2, step):
         _mirror_tile_row(nngp, ntk, q)
         if nt - 1 - q != q:
             _mirror_tile_row(nngp, ntk, nt - 1 - q)
+
+
+def run_in_threads(kernel, *args):
+    """``kernel(*args, start, step)`` on ``numba.get_num_threads()`` threads (1: inline), each
+    taking every ``step``-th row. Respects ``numba.set_num_threads`` (the Dask path sets 1)."""
+    n = numba.get_num_threads()
+    if n <= 1:
+        kernel(*args, 0, 1)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        for fut in [pool.submit(kernel, *args, s, n) for s in range(n)]:
+            fut.result()
 
 
 @njit(cache=True)
@@ -489,7 +520,7 @@ def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
 
     Parameters
     ----------
-    As :func:`_pair_kernels_parallel`; ``i`` the row.
+    As :func:`_pair_rows`; ``i`` the row.
     """
     nngp[i, i] = var1[depth, i]
     ntk[i, i] = ntk_diag[i]
@@ -719,8 +750,10 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
     else:
         np.dot(X1, X2.T, out=nngp)
     ntk = np.empty_like(nngp)
-    _pair_kernels_parallel(nngp, ntk, var1, var2, ntk_diag, sw2 / n_features, sw2, sb2, depth, code,
-                           quadrature, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi)
+    run_in_threads(_pair_rows, nngp, ntk, var1, var2, ntk_diag, sw2 / n_features, sw2, sb2, depth, code,
+                    quadrature, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi)
+    if symmetric:
+        run_in_threads(_mirror_rows, nngp, ntk)
     return nngp, ntk
 
 

@@ -38,9 +38,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._jit_activations import ERF, IDENTITY, RELU
+from ._jit_analytic import run_in_threads
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_4PI = 1.0 / (4.0 * math.pi)
@@ -221,9 +222,10 @@ def _pair(x1, x2, i, j, same, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, d
     return s, sa, sb
 
 
-@njit(parallel=True, cache=True)
-def _fill(X1, X2, symmetric, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk, K, grad):
-    """Fill ``K`` and ``grad`` row by row in parallel (each thread writes its own rows).
+@njit(cache=True, nogil=True)
+def _fill(X1, X2, symmetric, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk, K, grad, start, step):
+    """Fill rows ``start::step`` of ``K`` and ``grad`` (each thread of
+    :func:`ntksolve._jit_analytic.run_in_threads` writes its own rows).
 
     Parameters
     ----------
@@ -240,10 +242,12 @@ def _fill(X1, X2, symmetric, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dq
         Output values.
     grad : ndarray, shape (N1, N2, 2)
         Output gradient, ``[..., 0]`` in ``log sigma_b`` and ``[..., 1]`` in ``log sigma_w``.
+    start, step : int
+        This thread's rows.
     """
     n1 = X1.shape[0]
     n2 = X2.shape[0]
-    for i in prange(n1):
+    for i in range(start, n1, step):
         j0 = i if symmetric else 0
         for j in range(j0, n2):
             v, va, vb = _pair(X1[i], X2[j], i, j, symmetric and i == j, depth, code, sw2, sb2,
@@ -251,12 +255,17 @@ def _fill(X1, X2, symmetric, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dq
             K[i, j] = v
             grad[i, j, 0] = 2.0 * sb2 * vb
             grad[i, j, 1] = 2.0 * sw2 * va
-    if symmetric:
-        for i in range(n1):
-            for j in range(i):
-                K[i, j] = K[j, i]
-                grad[i, j, 0] = grad[j, i, 0]
-                grad[i, j, 1] = grad[j, i, 1]
+
+
+@njit(cache=True)
+def _mirror(K, grad):
+    """Copy the upper triangle of ``K`` (N, N) and ``grad`` (N, N, 2) onto the lower one."""
+    n1 = K.shape[0]
+    for i in range(n1):
+        for j in range(i):
+            K[i, j] = K[j, i]
+            grad[i, j, 0] = grad[j, i, 0]
+            grad[i, j, 1] = grad[j, i, 1]
 
 
 def pair_kernel_with_gradient(X1, X2, depth, activation_code, weight_std, bias_std, ntk):
@@ -296,7 +305,10 @@ def pair_kernel_with_gradient(X1, X2, depth, activation_code, weight_std, bias_s
         q2, dqa2, dqb2 = _point_recursion(X2, depth, code, sw2, sb2)
     K = np.empty((X1.shape[0], X2.shape[0]))
     grad = np.empty((X1.shape[0], X2.shape[0], 2))
-    _fill(X1, X2, symmetric, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, bool(ntk), K, grad)
+    run_in_threads(_fill, X1, X2, symmetric, depth, code, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, bool(ntk),
+                    K, grad)
+    if symmetric:
+        _mirror(K, grad)
     return K, grad
 
 
