@@ -948,12 +948,7 @@ class TiledKernelOperator:
         -------
         ndarray, shape like ``V``, float64
         """
-        V = np.asarray(V, dtype=np.float64)
-        vec = V.ndim == 1
-        if vec:
-            V = V[:, None]
-        if V.shape[0] != self.shape[0]:
-            raise ValueError(f"V must have {self.shape[0]} rows, got shape {V.shape}")
+        V, vec = _as_columns(V, self.shape[0])
         nb = len(self.chunks)
         if self._futures is not None:
             out = self._matmat_futures(V)
@@ -1104,14 +1099,20 @@ class TiledKernelOperator:
                 f"{self.chunks[0]}, {self.dtype.name}, {self._runner.description})")
 
 
-def _stream_cross(spec, XA, XB, V, chunks_a, chunks_b, runner) -> np.ndarray:
-    """``K(XA, XB) V`` tile by tile; the tiles exist only inside their tasks."""
+def _as_columns(V, n: int):
+    """``V`` as float64 columns ``(n, r)``, and whether it was one vector ``(n,)``."""
     V = np.asarray(V, dtype=np.float64)
     vec = V.ndim == 1
     if vec:
         V = V[:, None]
-    if V.shape[0] != XB.shape[0]:
-        raise ValueError(f"V must have {XB.shape[0]} rows, got shape {V.shape}")
+    if V.shape[0] != n:
+        raise ValueError(f"V must have {n} rows, got shape {V.shape}")
+    return V, vec
+
+
+def _stream_cross(spec, XA, XB, V, chunks_a, chunks_b, runner) -> np.ndarray:
+    """``K(XA, XB) V`` tile by tile; the tiles exist only inside their tasks."""
+    V, vec = _as_columns(V, XB.shape[0])
     rows_a, _ = resolve_chunks(chunks_a, XA.shape[0])
     rows_b, _ = resolve_chunks(chunks_b, XB.shape[0])
     oa, ob = _offsets(rows_a), _offsets(rows_b)
