@@ -74,7 +74,7 @@ def _features(net: MLP, params, X: np.ndarray):
     if L:
         dt = X.dtype.type
         # delta^L[i, a, :] = ws W^{L+1}[a, :] phi'(z^L(x_i))
-        delta = dt(scales[L][0]) * params[L][0][None, :, :] * dphis[L - 1][:, None, :]
+        delta = np.multiply(dphis[L - 1][:, None, :], (dt(scales[L][0]) * params[L][0])[None, :, :])
         deltas[L - 1] = delta
         for l in range(L - 1, 0, -1):
             W_next = params[l][0]  # W^{l+1}, (n_{l+1}, n_l)
