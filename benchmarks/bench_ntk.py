@@ -97,6 +97,8 @@ def compile_times():
     return res
 
 
+NT_IMPLS = ("JACOBIAN_CONTRACTION", "NTK_VECTOR_PRODUCTS", "STRUCTURED_DERIVATIVES")
+
 NT_CODE = """
 import time, numpy as np, jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
@@ -135,6 +137,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=256 only, no peers")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--peer-timeout", type=float, default=240.0,
+                    help="seconds one peer measurement may take (n/a past it)")
     args = ap.parse_args()
 
     Ns = (256,) if args.quick else (256, 1024)
@@ -153,7 +157,8 @@ def main():
                 p = net.init(D, random_state=0, dtype=dt)
                 t = best_time(lambda: empirical_ntk(net, p, X), repeat=args.repeat)
                 frac = flops / t / rates[dt]
-                t_np = t_jac = t_nt = t_torch = float("nan")
+                t_np = t_jac = t_torch = float("nan")
+                t_nt = {impl: float("nan") for impl in NT_IMPLS}
                 if dt == np.float64:
                     t_np = best_time(lambda: numpy_layerwise(net, p, X), repeat=args.repeat)
                     P = net.n_params(D)
@@ -163,13 +168,19 @@ def main():
                             return J @ J.T
                         t_jac = best_time(jjt, repeat=1, warmup=0)
                     if nt_py and not args.quick:
-                        t_nt = run_peer(nt_py, NT_CODE.format(N=N, n=n, impl="nt.NtkImplementation.STRUCTURED_DERIVATIVES")) or float("nan")
+                        for impl in NT_IMPLS:
+                            if impl == "JACOBIAN_CONTRACTION" and N * P * 8 > 3e9:
+                                continue  # its Jacobian alone would not fit, like ours above
+                            t_nt[impl] = run_peer(nt_py, NT_CODE.format(N=N, n=n, impl=f"nt.NtkImplementation.{impl}"),
+                                                  timeout=args.peer_timeout) or float("nan")
                     if torch_py and not args.quick and n == 512:
-                        t_torch = run_peer(torch_py, TORCH_CODE.format(N=N, n=n)) or float("nan")
+                        t_torch = run_peer(torch_py, TORCH_CODE.format(N=N, n=n),
+                                           timeout=args.peer_timeout) or float("nan")
                 rows.append((N, n, np.dtype(dt).name, t, flops / 1e9, frac, t_np, t_np / t, t_jac,
-                             t_jac / t, t_nt, t_torch))
+                             t_jac / t, *[t_nt[i] for i in NT_IMPLS], t_torch))
     print(table(rows, ["N", "width", "dtype", "ntksolve s", "GFLOP", "GEMM frac", "numpy layerwise s",
-                       "x numpy", "explicit J s", "x explicit", "neural-tangents s", "torch.func s"]))
+                       "x numpy", "explicit J s", "x explicit", "nt jac-contraction s",
+                       "nt ntk-vector-products s", "nt structured s", "torch.func s"]))
     print()
     N = Ns[-1]
     peak, base = peak_rss_subprocess(N, 2048, "float64")
