@@ -41,11 +41,10 @@ import numpy as np
 from numba import njit
 
 from ._jit_activations import ERF, IDENTITY, RELU
-from ._jit_analytic import run_in_threads
+from ._jit_analytic import _erf_expectations, _relu_expectations, run_in_threads
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_4PI = 1.0 / (4.0 * math.pi)
-_TWO_OVER_PI = 2.0 / math.pi
 _FOUR_OVER_PI = 4.0 / math.pi
 _SIXTEEN_OVER_PI = 16.0 / math.pi
 
@@ -76,10 +75,9 @@ def _expectations_and_partials(code, s11, s22, s12):
         if prod <= 0.0:
             # a zero variance: relu(u) = 0 a.s. and relu'(0) = 0, so F = G = 0 nearby along b > 0
             return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        # the values from the one implementation of the closed form; the partials are ours
+        f, g = _relu_expectations(s11, s22, s12)
         r = math.sqrt(max(prod - s12 * s12, 0.0))
-        rest = math.pi - math.atan2(r, s12)
-        f = (r + rest * s12) * _INV_2PI
-        g = rest * _INV_2PI
         f11 = r * _INV_4PI / s11
         f22 = r * _INV_4PI / s22
         if r > 0.0:
@@ -96,8 +94,7 @@ def _expectations_and_partials(code, s11, s22, s12):
         p2 = 1.0 + 2.0 * s22
         dd = max(p1 * p2 - 4.0 * s12 * s12, 1.0)
         root = math.sqrt(dd)
-        f = _TWO_OVER_PI * math.atan2(2.0 * s12, root)
-        g = _FOUR_OVER_PI / root
+        f, g = _erf_expectations(s11, s22, s12)
         f11 = -_FOUR_OVER_PI * s12 / (root * p1)
         f22 = -_FOUR_OVER_PI * s12 / (root * p2)
         d32 = dd * root
