@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from _common import best_time, peer_python, run_peer  # noqa: E402
 from reference_analytic import reference_kernels  # noqa: E402
 
-from ntksolve import _jit_analytic as ja  # noqa: E402
-from ntksolve._jit_activations import ACTIVATION_CODES  # noqa: E402
+from ntksolve._jit import analytic as ja  # noqa: E402
+from ntksolve._jit.activations import ACTIVATION_CODES  # noqa: E402
 
 NT_REFERENCE_4096 = 1.03  # s, neural-tangents 0.6.x, JAX on CPU, this machine (issue 2)
 D, DEPTH = 32, 3
@@ -35,7 +35,7 @@ D, DEPTH = 32, 3
 _COMPILE_SNIPPET = """
 import time, numpy as np
 t = time.perf_counter()
-from ntksolve import _jit_analytic as ja
+from ntksolve._jit import analytic as ja
 X = np.random.default_rng(0).standard_normal((16, 4))
 ja.analytic_pair_kernels(X, X, 2, 0, 1.0, 0.1, True)       # relu, symmetric
 ja.analytic_pair_kernels(X, X[:3].copy(), 2, 2, 1.0, 0.1, False)  # tanh (quadrature), general

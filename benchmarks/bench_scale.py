@@ -57,7 +57,7 @@ def _workers_cpu(client) -> float:
 def _warm_worker() -> None:
     """Load the numba kernels in a worker (from numba's cache) outside the timed part."""
     import ntksolve
-    from ntksolve._cg import symmetric_tile_products, tile_products
+    from ntksolve._jit.tiles import symmetric_tile_products, tile_products
 
     net = ntksolve.MLP((8, 8), bias_std=0.1)
     x = np.random.default_rng(0).standard_normal((16, 3))
@@ -86,7 +86,7 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
     import distributed
 
     import ntksolve
-    from ntksolve import distributed as D
+    import ntksolve.dask as D
 
     Xtr, Xte, ytr, yte = data
     cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,

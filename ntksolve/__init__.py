@@ -17,9 +17,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-from .network import MLP, ACTIVATIONS, PARAMETERIZATIONS
-from .kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
-from .dynamics import (
+from ntksolve.nets.mlp import MLP, ACTIVATIONS, PARAMETERIZATIONS
+from ntksolve.kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
+from ntksolve.dynamics import (
     gradient_descent_mse,
     gradient_descent_mse_ensemble,
     critical_learning_rate,
@@ -30,12 +30,12 @@ from .dynamics import (
 # Attributes resolved on first access (PEP 562): scikit-learn alone takes longer to import than
 # the whole core, and a user computing kernels should not pay for it.
 _LAZY = {
-    "NTKRegressor": "estimators",
-    "NTKClassifier": "estimators",
-    "NTKRegressorCV": "estimators",
-    "NTKKernel": "gp_kernels",
-    "NNGPKernel": "gp_kernels",
-    "load": "_persistence",
+    "NTKRegressor": "sklearn.estimators",
+    "NTKClassifier": "sklearn.estimators",
+    "NTKRegressorCV": "sklearn.estimators",
+    "NTKKernel": "sklearn.gp_kernels",
+    "NNGPKernel": "sklearn.gp_kernels",
+    "load": "sklearn.persistence",
     "train_network": "training",
     "TrainingResult": "training",
     "TrainingDivergedError": "training",

@@ -1,6 +1,6 @@
 """``python -m ntksolve``: the same as the ``ntksolve`` command."""
 import sys
 
-from .cli import main
+from ntksolve.cli import main
 
 sys.exit(main())

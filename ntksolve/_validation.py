@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from . import _config
+from ntksolve import _config
 
 FLOAT_DTYPES = (np.float64, np.float32)
 

@@ -154,7 +154,7 @@ def _standardise(X, y, Xt, yt):
 def load_data(args):
     """Return ``(X, y, X_test, y_test, description)`` as float64 arrays."""
     if args.data is None:
-        from .datasets import default_regression
+        from ntksolve.datasets import default_regression
 
         if args.target is not None:
             raise UsageError("--target needs --data (the embedded default data has a single target)")
@@ -282,7 +282,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .network import ACTIVATIONS, PARAMETERIZATIONS
+    from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
 
     parser = argparse.ArgumentParser(
         prog="ntksolve",
@@ -368,7 +368,7 @@ def _write_outputs(report, out: str, plots: bool, quiet: bool) -> List[str]:
     written.append(path)
     if plots and report.rows:
         try:
-            from . import plots as _plots
+            from ntksolve import plots as _plots
 
             written.append(_plots.plot_loss_trajectories(report, os.path.join(out, "loss_trajectories.png")))
             written.append(_plots.plot_gap_vs_width(report, os.path.join(out, "gap_vs_width.png")))
@@ -440,7 +440,7 @@ def run_compare(args) -> int:
 
 
 def _run(args, X, y, Xt, yt, desc, out, plots, progress) -> int:
-    from .comparison import compare
+    from ntksolve.comparison import compare
 
     _note(f"data: {desc}", args.quiet)
     _note(f"writing to {out}", args.quiet)

@@ -30,11 +30,11 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from ._validation import check_inputs
-from .dynamics import DivergenceWarning, critical_learning_rate, gradient_descent_mse, mse_loss
-from .kernels import analytic_kernels, empirical_ntk
-from .network import ACTIVATIONS, MLP, PARAMETERIZATIONS
-from .training import train_network
+from ntksolve._validation import check_inputs
+from ntksolve.dynamics.mse import DivergenceWarning, critical_learning_rate, gradient_descent_mse, mse_loss
+from ntksolve.kernels import analytic_kernels, empirical_ntk
+from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
+from ntksolve.training import train_network
 
 #: The gap keys of a row, in table order: (prediction, split).
 GAP_KEYS = ("gap_train_empirical", "gap_test_empirical", "gap_train_analytic", "gap_test_analytic")

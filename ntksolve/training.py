@@ -37,13 +37,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import _jit_empirical as _jit
-from ._validation import check_inputs
-from .dynamics import critical_learning_rate
-from .kernels import empirical_ntk
-from .network import MLP, forward
+from ntksolve._jit import empirical as _jit
+from ntksolve._validation import check_inputs
+from ntksolve.dynamics.mse import critical_learning_rate
+from ntksolve.kernels.empirical import empirical_ntk
+from ntksolve.nets.mlp import MLP, forward
 
-from ._config import (  # tunables live in the config module, with their reasons
+from ntksolve._config import (  # tunables live in the config module, with their reasons
     DIVERGENCE_FACTOR,
 )
 

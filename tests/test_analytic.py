@@ -1,4 +1,4 @@
-"""The analytic (infinite-width) NNGP and NTK kernels of ``ntksolve._jit_analytic``.
+"""The analytic (infinite-width) NNGP and NTK kernels of ``ntksolve._jit.analytic``.
 
 Every number is pinned by an independent source: a plain-numpy recursion (tests/reference_analytic.py),
 hand-derived closed forms (identity network; Cho & Saul 2009's arc-cosine kernel), the erf and
@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from ntksolve import _jit_analytic as ja
-from ntksolve._jit_activations import ACTIVATION_CODES, ERF, IDENTITY, RELU
+from ntksolve._jit import analytic as ja
+from ntksolve._jit.activations import ACTIVATION_CODES, ERF, IDENTITY, RELU
 
 from reference_analytic import DPHI, PHI, layer_expectations, reference_kernels
 

@@ -19,8 +19,8 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("zarr")
 
 import ntksolve  # noqa: E402
-from ntksolve import distributed as D  # noqa: E402
-from ntksolve._cg import symmetric_tile_products, tile_products  # noqa: E402
+from ntksolve.dask import tiles as D  # noqa: E402
+from ntksolve._jit.tiles import symmetric_tile_products, tile_products  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ _KILLED_RUN = """
 import os, signal, sys
 import numpy as np
 import ntksolve
-from ntksolve import distributed as D
+from ntksolve.dask import tiles as D
 
 def die_after_three(i, j, seen=[]):
     seen.append((i, j))
@@ -407,17 +407,17 @@ def test_estimator_chunks_matches_in_memory_fit():
         tiled.predict(X[300:], return_std=True)
 
 
-def test_public_kernels_take_chunks():
+def test_public_tiled_kernels_take_chunks():
     net = ntksolve.MLP((16, 16), activation="erf", bias_std=0.2, n_outputs=2)
     p = net.init(3, random_state=0)
     X = np.random.default_rng(0).normal(size=(11, 3))
-    lazy = ntksolve.empirical_ntk(net, p, X, chunks=(4, 7), trace=False)
+    lazy = ntksolve.dask.empirical_ntk(net, p, X, chunks=(4, 7), trace=False)
     assert isinstance(lazy, dask.array.Array)
     np.testing.assert_allclose(lazy.compute(scheduler="sync"), ntksolve.empirical_ntk(net, p, X, trace=False),
                                rtol=1e-13, atol=1e-15)
-    pair = ntksolve.analytic_kernels(net, X, X[:5], chunks=3)
+    pair = ntksolve.dask.analytic_kernels(net, X, X[:5], chunks=3)
     ref = ntksolve.analytic_kernels(net, X, X[:5])
     np.testing.assert_allclose(pair.ntk.compute(scheduler="sync"), ref.ntk, rtol=1e-13)
     np.testing.assert_allclose(pair.nngp.compute(scheduler="sync"), ref.nngp, rtol=1e-13)
     with pytest.raises(ValueError, match="chunks"):
-        ntksolve.empirical_ntk(net, p, X, chunks=(4, 4))
+        ntksolve.dask.empirical_ntk(net, p, X, chunks=(4, 4))

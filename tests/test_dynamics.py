@@ -12,9 +12,9 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 
+from ntksolve.dynamics.mse import _auto_method
 from ntksolve.dynamics import (
     DivergenceWarning,
-    _auto_method,
     critical_learning_rate,
     gradient_descent_mse,
     gradient_descent_mse_ensemble,

@@ -23,9 +23,9 @@ import numbers
 import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
-from ._validation import check_inputs
-from .network import ACTIVATIONS, MLP
-from ._jit_activations import ACTIVATION_CODES
+from ntksolve._validation import check_inputs
+from ntksolve.nets.mlp import ACTIVATIONS, MLP
+from ntksolve._jit.activations import ACTIVATION_CODES
 
 #: Central-difference step in log hyperparameter space, for activations without a closed-form
 #: gradient. Truncation error ~ h^2 = 1e-8 relative; rounding ~ eps / h = 2e-12.
@@ -54,7 +54,7 @@ def analytic_diagonals(X, depth, activation, weight_std, bias_std):
     nngp_diag, ntk_diag : ndarray, shape (N,)
         Bit-identical to the diagonals of :func:`ntksolve.analytic_kernels` of ``X`` with itself.
     """
-    from . import _jit_analytic
+    from ntksolve._jit import analytic as _jit_analytic
 
     _check_architecture(depth, activation)
     X = check_inputs(X)
@@ -100,7 +100,7 @@ class _InfiniteWidthKernel(Kernel):
         return MLP((1,) * int(self.depth), self.activation, self.weight_std, self.bias_std)
 
     def _values(self, X, Y):
-        from .kernels import analytic_kernels
+        from ntksolve.kernels import analytic_kernels
 
         pair = analytic_kernels(self._net(), X, Y)
         return pair.ntk if self._ntk else pair.nngp
@@ -133,7 +133,7 @@ class _InfiniteWidthKernel(Kernel):
         net = self._net()
         free = [not self.hyperparameter_bias_std.fixed, not self.hyperparameter_weight_std.fixed]
         code = ACTIVATION_CODES[self.activation]
-        from . import _jit_gp
+        from ntksolve._jit import gp as _jit_gp
 
         if code in _jit_gp.GRADIENT_CODES:
             K, grad = _jit_gp.pair_kernel_with_gradient(X, None, net.depth, code, net.weight_std,

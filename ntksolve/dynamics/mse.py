@@ -48,20 +48,18 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from ._krylov import KrylovConvergenceWarning, lanczos_function_products
+from ntksolve.dynamics.krylov import KrylovConvergenceWarning, lanczos_function_products
 
 __all__ = [
     "gradient_descent_mse",
-    "gradient_descent_mse_ensemble",
     "critical_learning_rate",
     "mse_loss",
     "MSEPredictor",
-    "EnsemblePredictor",
     "DivergenceWarning",
     "KrylovConvergenceWarning",
 ]
 
-from ._config import (  # noqa: E402  (tunables live in the config module, with their reasons)
+from ntksolve._config import (  # noqa: E402  (tunables live in the config module, with their reasons)
     EIGH_DRIVER,
     KRYLOV_TOL,
     SYMMETRY_RTOL_SQRT_EPS,
@@ -74,11 +72,10 @@ from ._config import (  # noqa: E402  (tunables live in the config module, with 
     AUTO_ASSUMED_TIMES,
     AUTO_MIN_KRYLOV_SIZE,
 )
-from ._spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
+from ntksolve.dynamics.spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
 
 DYNAMICS = ("continuous", "discrete")
 METHODS = ("auto", "eigh", "expm", "krylov")
-POSTERIORS = ("ntk", "nngp")
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -691,171 +688,3 @@ def critical_learning_rate(k_train_train, n_outputs=None, *, diag_reg=0.0):
 
 
 # --- the trained infinite ensemble -----------------------------------------------------------------
-
-
-class EnsemblePredictor:
-    """Mean and covariance of the trained infinite-width ensemble (NTK-GP), at any time.
-
-    Made by :func:`gradient_descent_mse_ensemble`; call it as
-    ``predictor(t, nngp_test_train, ntk_test_train, nngp_test_test=None, compute_cov=False, posterior="ntk")``.
-
-    Attributes
-    ----------
-    learning_rate, diag_reg : float
-    n_train, n_outputs : int
-    """
-
-    def __init__(self, nngp_train_train, ntk_train_train, y_train, learning_rate=1.0, *, diag_reg=0.0):
-        self.learning_rate = _check_learning_rate(learning_rate)
-        self.diag_reg = _check_diag_reg(diag_reg)
-        K, fk = _check_train_kernel(nngp_train_train, "nngp_train_train")
-        Th, ft = _check_train_kernel(ntk_train_train, "ntk_train_train")
-        if fk is not None or ft is not None:
-            raise ValueError("the ensemble takes traced (N, N) infinite-width kernels (they are diagonal over outputs)")
-        if K.shape != Th.shape:
-            raise ValueError(f"nngp_train_train {K.shape} and ntk_train_train {Th.shape} must have the same shape")
-        N = K.shape[0]
-        y = _as_real_array(y_train, "y_train")
-        if y.ndim not in (1, 2) or y.shape[0] != N:
-            raise ValueError(f"y_train must have shape (N,) or (N, k) with N = {N}, got {y.shape}")
-        y = np.asarray(y, dtype=np.float64)
-        _check_finite(y, "y_train")
-        self.n_train, self.n_outputs = N, (1 if y.ndim == 1 else y.shape[1])
-        self._y_shape = y.shape
-        self._Y = y.reshape(N, -1)
-        self._K = np.asarray(K, dtype=np.float64)
-        self._lr_over_size = self.learning_rate / y.size
-        self._lam, self._V, self._null = _regularised_eigh(Th, self.diag_reg, "ntk_train_train")
-        self._G = None  # Vᵀ K V, for the covariance
-        self._nngp = None
-
-    def __call__(self, t, nngp_test_train, ntk_test_train, nngp_test_test=None, compute_cov=False, posterior="ntk"):
-        return self.predict(t, nngp_test_train, ntk_test_train, nngp_test_test, compute_cov, posterior)
-
-    def predict(self, t, nngp_test_train, ntk_test_train, nngp_test_test=None, compute_cov=False, posterior="ntk"):
-        """Ensemble mean (and covariance) on test inputs after ``t`` steps of gradient flow.
-
-        With ``A_t = Θ* Θ⁻¹ (I − e^{−sΘ})`` (``s = ηt/(Nk)``, null modes dropped):
-        ``mean = A_t y``, ``cov = K** − A_t K*ᵀ − K* A_tᵀ + A_t K A_tᵀ`` (``K`` unregularised).
-        ``posterior="nngp"`` instead gives the NNGP posterior (Bayesian inference with the NNGP
-        prior): ``mean = K* (K + reg)⁺ y``, ``cov = K** − K* (K + reg)⁺ K*ᵀ``, with ``reg`` the same
-        ``diag_reg · mean(diag K)``; ``t`` must then be ``np.inf`` (or None).
-
-        Parameters
-        ----------
-        t : float or array_like, shape (T,)
-            Steps; ``np.inf`` gives the NTK-GP posterior.
-        nngp_test_train : array_like, shape (M, N)
-            ``K(X*, X)``.
-        ntk_test_train : array_like, shape (M, N)
-            ``Θ(X*, X)``.
-        nngp_test_test : array_like, shape (M, M), optional
-            ``K(X*, X*)``; needed for the covariance.
-        compute_cov : bool
-        posterior : {"ntk", "nngp"}
-
-        Returns
-        -------
-        mean : ndarray, shape (M,) or (M, k), with a leading ``T`` for an array ``t``
-        cov : ndarray, shape (M, M), with a leading ``T`` for an array ``t`` (only with ``compute_cov``)
-            Symmetric; the same for every output column.
-        """
-        _pick("posterior", posterior, POSTERIORS)
-        N = self.n_train
-        Ks = self._check_cross(nngp_test_train, "nngp_test_train")
-        M = Ks.shape[0]
-        Kss = None
-        if compute_cov:
-            if nngp_test_test is None:
-                raise ValueError("compute_cov=True needs nngp_test_test, the (M, M) NNGP kernel of the test inputs")
-            Kss = _as_real_array(nngp_test_test, "nngp_test_test")
-            if Kss.shape != (M, M):
-                raise ValueError(f"nngp_test_test must have shape {(M, M)}, got {Kss.shape}")
-            Kss = np.asarray(Kss, dtype=np.float64)
-            _check_finite(Kss, "nngp_test_test")
-        if posterior == "nngp":
-            if t is not None and not (np.ndim(t) == 0 and np.isinf(t)):
-                raise ValueError("posterior='nngp' is the t = inf Bayesian posterior; pass t=np.inf (or None)")
-            if self._nngp is None:
-                self._nngp = _regularised_eigh(self._K, self.diag_reg, "nngp_train_train")
-            mu, U, null = self._nngp
-            inv = np.where(null, 0.0, 1.0 / np.where(null, 1.0, mu))
-            B = Ks @ U
-            mean = (B * inv) @ (U.T @ self._Y)
-            mean = mean.reshape((M,) + self._y_shape[1:])
-            if not compute_cov:
-                return mean
-            cov = Kss - (B * inv) @ B.T
-            return mean, _psd_safe(cov)
-        Th = self._check_cross(ntk_test_train, "ntk_test_train")
-        if Th.shape != Ks.shape:
-            raise ValueError(f"ntk_test_train {Th.shape} and nngp_test_train {Ks.shape} must have the same shape")
-        ts, scalar = _check_times(t, "continuous")
-        T = ts.size
-        V = self._V
-        _, h = _mode_coefficients(self._lam, self._null, ts, self._lr_over_size, "continuous")
-        B = Th @ V  # (M, N)
-        P = V.T @ self._Y  # (N, c)
-        c = P.shape[1]
-        mean = (B @ (h.T[:, :, None] * P[:, None, :]).reshape(N, T * c)).reshape(M, T, c).transpose(1, 0, 2)
-        mean = mean.reshape((T, M) + self._y_shape[1:])
-        if not compute_cov:
-            return mean[0] if scalar else mean
-        if self._G is None:
-            self._G = V.T @ self._K @ V
-        C = Ks @ V  # K* V: then A_t K*ᵀ = (B h_t) Cᵀ
-        cov = np.empty((T, M, M))
-        for i in range(T):
-            W = B * h[i]  # A_t V
-            X = W @ C.T
-            cov[i] = _psd_safe(Kss - X - X.T + (W @ self._G) @ W.T)
-        return (mean[0], cov[0]) if scalar else (mean, cov)
-
-    def _check_cross(self, k, name):
-        K = _as_real_array(k, name)
-        if K.ndim != 2 or K.shape[1] != self.n_train:
-            raise ValueError(f"{name} must have shape (M, {self.n_train}) (test × train, traced), got {K.shape}")
-        K = np.asarray(K, dtype=np.float64)
-        _check_finite(K, name)
-        return K
-
-
-def _regularised_eigh(A, diag_reg, what):
-    n = A.shape[0]
-    work = np.array(A, dtype=np.float64, order="F")
-    if diag_reg:
-        work.flat[:: n + 1] += diag_reg * float(np.mean(np.diagonal(A)))
-    lam, V = scipy.linalg.eigh(work, driver=EIGH_DRIVER, overwrite_a=True, check_finite=False)
-    return lam, V, _null_mask(lam, n, np.float64, what)
-
-
-def _psd_safe(cov):
-    """Symmetrise and clip rounding-level negative variances to 0."""
-    cov = (cov + cov.T) / 2
-    d = np.einsum("ii->i", cov)
-    np.maximum(d, 0.0, out=d)
-    return cov
-
-
-def gradient_descent_mse_ensemble(nngp_train_train, ntk_train_train, y_train, learning_rate=1.0, *, diag_reg=0.0):
-    """The infinite ensemble of networks trained by gradient flow on MSE (NTK-GP at ``t = ∞``).
-
-    Parameters
-    ----------
-    nngp_train_train : array_like, shape (N, N)
-        NNGP kernel ``K`` of the training inputs (the prior covariance of ``f_0``).
-    ntk_train_train : array_like, shape (N, N)
-        NTK ``Θ`` of the training inputs.
-    y_train : array_like, shape (N,) or (N, k)
-    learning_rate : float, default 1.0
-    diag_reg : float, default 0.0
-        Added as ``diag_reg · mean(diag Θ)`` to ``Θ`` where it is decomposed (and to ``K`` for the
-        NNGP posterior); ``K`` in ``A K Aᵀ`` stays unregularised.
-
-    Returns
-    -------
-    predictor : EnsemblePredictor
-        ``predictor(t, nngp_test_train, ntk_test_train, nngp_test_test=None, compute_cov=False,
-        posterior="ntk")`` → ``mean`` or ``(mean, cov)``.
-    """
-    return EnsemblePredictor(nngp_train_train, ntk_train_train, y_train, learning_rate, diag_reg=diag_reg)

@@ -62,16 +62,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "ntksolve.distributed needs Dask, distributed and Zarr: pip install 'ntksolve[dask]'"
     ) from exc
 
-from . import kernels as _kernels
-from ._cg import preconditioned_cg, symmetric_tile_products, tile_products
-from ._krylov import lanczos_function_products
-from ._config import KRYLOV_TOL
-from ._spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
-from ._nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
-from ._validation import check_dtype, check_inputs, fmt_bytes
-from .network import MLP
+from ntksolve import kernels as _kernels
+from ntksolve.kernels.empirical import _check_net, _prepare_inputs
+from ntksolve._jit.tiles import symmetric_tile_products, tile_products
+from ntksolve.dynamics.cg import preconditioned_cg
+from ntksolve.dynamics.krylov import lanczos_function_products
+from ntksolve._config import KRYLOV_TOL
+from ntksolve.dynamics.spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
+from ntksolve.dynamics.nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
+from ntksolve._validation import check_dtype, check_inputs, fmt_bytes
+from ntksolve.nets.mlp import MLP
 
-from ._config import (  # tunables live in the config module, with their reasons
+from ntksolve._config import (  # tunables live in the config module, with their reasons
     CONNECT_TIMEOUT_S,
     DEFAULT_LANDMARKS,
     DEFAULT_CG_TOL,
@@ -244,7 +246,7 @@ class KernelSpec:
     """
 
     def __init__(self, net: MLP, params=None, *, kernel: str = "ntk", trace: bool = True) -> None:
-        net = _kernels._check_net(net)
+        net = _check_net(net)
         if kernel not in ("ntk", "nngp", "pair"):
             raise ValueError(f"kernel must be 'ntk' or 'nngp', got {kernel!r}")
         self.net = net
@@ -407,7 +409,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, chunks, trace: bool = True) 
     >>> theta.to_zarr("ntk.zarr")                                         # doctest: +SKIP
     """
     spec = KernelSpec(net, params, trace=trace)
-    X1, X2, *_ = _kernels._prepare_inputs(net, params, X1, X2)
+    X1, X2, *_ = _prepare_inputs(net, params, X1, X2)
     return _tiled_array(spec, X1, X2, chunks)
 
 
@@ -512,7 +514,7 @@ class _Runner:
             limits = [w.get("memory_limit") or 0 for w in workers.values()]
             total = sum(limits) if limits and all(limits) else float("inf")
         else:
-            from ._validation import available_memory
+            from ntksolve._validation import available_memory
 
             total = available_memory()
         return TILE_MEMORY_FRACTION * total

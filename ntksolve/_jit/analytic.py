@@ -40,12 +40,12 @@ import numba
 from numba import njit
 from scipy.linalg.blas import dsyrk as _dsyrk
 
-from ._jit_activations import ERF, IDENTITY, RELU, TANH, act, dact
+from ntksolve._jit.activations import ERF, IDENTITY, RELU, TANH, act, dact
 
 #: Activations with closed-form layer maps; all others use quadrature.
 CLOSED_FORM_CODES = (RELU, ERF, IDENTITY)
 
-from ._config import (  # noqa: E402  (tunables live in the config module; reasons there)
+from ntksolve._config import (  # noqa: E402  (tunables live in the config module; reasons there)
     GH_PAIR_WEIGHT_CUTOFF as _GH_PAIR_WEIGHT_CUTOFF,
     GH_ORDER_BASE as _ORDER_BASE,
     GH_ORDER_PER_VARIANCE as _ORDER_PER_VARIANCE,

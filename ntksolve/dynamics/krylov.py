@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ._config import (  # noqa: E402  (tunables live in the config module, with their reasons)
+from ntksolve._config import (  # noqa: E402  (tunables live in the config module, with their reasons)
     LANCZOS_CHECK_EVERY,
     LANCZOS_BREAKDOWN_FACTOR,
 )

@@ -115,7 +115,7 @@ def save(est, path):
         arrays["times"] = est.times_
         arrays["diag_regs"] = est.diag_regs_
         arrays["mse_path"] = est.mse_path_
-    from . import __version__
+    from ntksolve import __version__
 
     meta = {"format": FORMAT, "version": VERSION, "ntksolve_version": __version__,
             "class": type(est).__name__, "params": params, "attrs": attrs, "unsaved_params": unsaved,
@@ -155,7 +155,7 @@ def load(path):
         The file is not an ntksolve model (not an ``.npz`` archive, no ``__ntksolve__`` entry,
         another format) or was written by a newer format version.
     """
-    from . import estimators
+    from ntksolve.sklearn import estimators
 
     path = os.fspath(path)
     try:
@@ -199,7 +199,7 @@ def load(path):
 
 def _restore(est, arrays, attrs):
     """Set the fitted attributes and rebuild the solver (kernel and decomposition) from ``arrays``."""
-    from ._validation import check_dtype
+    from ntksolve._validation import check_dtype
 
     est._dtype = check_dtype(est.dtype)
     est.n_features_in_ = int(attrs["n_features_in_"])

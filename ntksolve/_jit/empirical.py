@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ._jit_activations import RELU, act, dact
+from ntksolve._jit.activations import RELU, act, dact
 
 
 @njit(cache=True)

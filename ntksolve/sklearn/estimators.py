@@ -34,11 +34,13 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from . import dynamics as _dynamics
-from ._validation import check_dtype
-from .gp_kernels import analytic_diagonals
-from .kernels import analytic_kernels, empirical_ntk
-from .network import ACTIVATIONS, MLP, PARAMETERIZATIONS
+from ntksolve import dynamics as _dynamics
+from ntksolve.dynamics import mse as _mse
+from ntksolve._extras import require
+from ntksolve._validation import check_dtype
+from ntksolve.sklearn.gp_kernels import analytic_diagonals
+from ntksolve.kernels import analytic_kernels, empirical_ntk
+from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
 
 __all__ = ["NTKRegressor", "NTKClassifier", "NTKRegressorCV"]
 
@@ -140,8 +142,8 @@ class _NTKBase(BaseEstimator):
         _check_choice(self.kernel, "kernel", KERNELS)
         _check_choice(self.activation, "activation", ACTIVATIONS)
         _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
-        _check_choice(self.dynamics, "dynamics", _dynamics.DYNAMICS)
-        _check_choice(self.method, "method", _dynamics.METHODS)
+        _check_choice(self.dynamics, "dynamics", _mse.DYNAMICS)
+        _check_choice(self.method, "method", _mse.METHODS)
         if self.kernel == "analytic" and self.parameterization != "ntk":
             raise ValueError(
                 "kernel='analytic' (infinite width) is defined for parameterization='ntk' only: in "
@@ -225,10 +227,9 @@ class _NTKBase(BaseEstimator):
             self.tiled_ = None
             self._build_predictor(self._kernel(X), self.diag_reg)
             return
-        from .kernels import _distributed
-
+        tiles = require("ntksolve.dask", "dask", "chunks=... (kernel tiles on Dask)")
         with self._solver_warnings():
-            self.tiled_ = _distributed().fit_tiled(
+            self.tiled_ = tiles.fit_tiled(
                 self.network_, X, self.y_train_.astype(np.float64), params=self.params_,
                 t=self._time_at_predict(), learning_rate=self.learning_rate, diag_reg=self.diag_reg,
                 dynamics=self.dynamics, fx_train_0=self.fx_train_0_, chunks=chunks,
@@ -330,7 +331,7 @@ class _NTKBase(BaseEstimator):
         path : str or os.PathLike
             Destination (conventionally ending in ``.npz``; written exactly as given).
         """
-        from ._persistence import save
+        from ntksolve.sklearn.persistence import save
 
         save(self, path)
 

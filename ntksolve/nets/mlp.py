@@ -18,9 +18,9 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from . import _jit_empirical as _jit
-from ._jit_activations import ACTIVATION_CODES
-from ._validation import check_dtype, check_inputs
+from ntksolve._jit import empirical as _jit
+from ntksolve._jit.activations import ACTIVATION_CODES
+from ntksolve._validation import check_dtype, check_inputs
 
 ACTIVATIONS: Tuple[str, ...] = tuple(ACTIVATION_CODES)
 PARAMETERIZATIONS: Tuple[str, ...] = ("ntk", "standard")

@@ -16,18 +16,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _config
-from . import _jit_analytic
-from . import _jit_empirical as _jit
-from ._validation import check_inputs, check_memory, fmt_bytes
-from .network import MLP, forward
-
-
-class Kernels(NamedTuple):
-    """The infinite-width kernels of a network, each of shape ``(N1, N2)``."""
-
-    nngp: np.ndarray
-    ntk: np.ndarray
+from ntksolve import _config
+from ntksolve._jit import empirical as _jit
+from ntksolve._validation import check_inputs, check_memory, fmt_bytes
+from ntksolve.nets.mlp import MLP, forward
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,20 +151,7 @@ def _resolve_block_size(block_size, net, d, itemsize, n_rows) -> int:
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def _distributed():
-    """The optional tiled backend, imported only when asked for."""
-    try:
-        from . import distributed
-    except ImportError as exc:  # dask, distributed or zarr missing
-        raise ImportError(
-            f"chunks=... computes the kernel as tiles on Dask, which is not installed ({exc}); "
-            "install the extra with: pip install 'ntksolve[dask]'"
-        ) from exc
-    return distributed
-
-
-def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None,
-                  chunks=None):
+def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None):
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
     Computed layer by layer from activations and backpropagated deltas (``CONVENTIONS.md``),
@@ -192,15 +171,11 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     block_size : int, optional
         Rows of inputs whose activations and deltas are held at once. ``None`` holds all of them
         unless that would exceed ``_config.EMPIRICAL_BLOCK_BYTES``. Tiled and untiled results agree
-        to rounding (about 1e-15 relative).
-    chunks : int or tuple, optional
-        Return a lazy ``dask.array`` of tiles instead (``ntksolve[dask]``): a positive int (tile
-        edge) or per-axis sizes summing to the data's length; each tile is computed by this same
-        function, with any Dask scheduler (see :mod:`ntksolve.distributed`).
-
+        to rounding (about 1e-15 relative). For kernels beyond memory, :func:`ntksolve.dask.empirical_ntk`
+        computes the same kernel as Dask tiles.
     Returns
     -------
-    theta : ndarray (or dask.array with ``chunks``), shape (N1, N2) or (N1, N2, k, k)
+    theta : ndarray, shape (N1, N2) or (N1, N2, k, k)
 
     Raises
     ------
@@ -210,8 +185,6 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
         The output would not fit in memory (raised before any work).
     """
     net = _check_net(net)
-    if chunks is not None:
-        return _distributed().empirical_ntk(net, params, X1, X2, chunks=chunks, trace=trace)
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
     N1 = X1.shape[0]
     N2 = N1 if symmetric else X2.shape[0]
@@ -326,48 +299,4 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     return J
 
 
-def analytic_kernels(net: MLP, X1, X2=None, *, chunks=None) -> Kernels:
-    """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
-
-    Closed forms for relu, erf and identity; two-dimensional Gauss-Hermite quadrature for the other
-    activations. Numba over pairs of points, all layers of one pair carried in registers:
-    ``O(N1 N2 (d + L))`` for the closed forms.
-
-    Parameters
-    ----------
-    net : MLP
-        Its widths are ignored (infinite); depth, activation, weight_std, bias_std are used.
-    X1 : array_like, shape (N1, d)
-    X2 : array_like, shape (N2, d), optional (defaults to ``X1``)
-    chunks : int or tuple, optional
-        Return lazy ``dask.array`` tiles instead (``ntksolve[dask]``), as in :func:`empirical_ntk`.
-
-    Returns
-    -------
-    Kernels
-        Named pair ``(nngp, ntk)``, each of shape (N1, N2), float64 (times ``I_k`` over outputs).
-    """
-    net = _check_net(net)
-    if net.parameterization != "ntk":
-        raise ValueError(
-            "analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
-            "the infinite-width NTK grows without bound with width. Use MLP(..., parameterization='ntk'), "
-            "or empirical_ntk for a finite standard-parameterised network"
-        )
-    if chunks is not None:
-        return _distributed().analytic_kernels(net, X1, X2, chunks=chunks)
-
-    X1 = check_inputs(X1, name="X1")
-    symmetric = X2 is None
-    if not symmetric:
-        X2 = check_inputs(X2, name="X2", n_features=X1.shape[1])
-    N2 = X1.shape[0] if symmetric else X2.shape[0]
-    check_memory((2, X1.shape[0], N2), np.float64, what="pair of analytic kernels (NNGP and NTK)",
-                 hint="use fewer inputs or the tiled Dask path (ntksolve[dask])")
-    nngp, ntk = _jit_analytic.analytic_pair_kernels(
-        X1, X1 if symmetric else X2, net.depth, net.activation_code, net.weight_std, net.bias_std, symmetric
-    )
-    return Kernels(nngp=nngp, ntk=ntk)
-
-
-__all__ = ["Kernels", "empirical_ntk", "empirical_nngp", "jacobian", "analytic_kernels", "fmt_bytes"]
+__all__ = ["empirical_ntk", "empirical_nngp", "jacobian"]

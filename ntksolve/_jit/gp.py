@@ -40,8 +40,8 @@ import math
 import numpy as np
 from numba import njit
 
-from ._jit_activations import ERF, IDENTITY, RELU
-from ._jit_analytic import _erf_expectations, _relu_expectations, run_in_threads
+from ntksolve._jit.activations import ERF, IDENTITY, RELU
+from ntksolve._jit.analytic import _erf_expectations, _relu_expectations, run_in_threads
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_4PI = 1.0 / (4.0 * math.pi)
