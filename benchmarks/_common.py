@@ -40,7 +40,7 @@ def _timed(fn):
 
 
 def peer_python(name: str):
-    """Path to a peer's python (built by shared/peers/make-venvs.sh), or None."""
+    """Path to a peer's python (built by ``benchmarks/make_peers.sh``), or None."""
     path = os.path.join(PEERS_DIR, name, "bin", "python")
     return path if os.path.exists(os.path.join(PEERS_DIR, name, ".ok")) and os.path.exists(path) else None
 
