@@ -138,7 +138,7 @@ def _resolve_block_size(block_size, net, d, itemsize, n_rows) -> int:
 def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None):
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
-    Computed layer by layer from activations and backpropagated deltas (``CONVENTIONS.md``),
+    Computed layer by layer from activations and backpropagated deltas (``docs/conventions.md``),
     never forming the ``N x P`` Jacobian: per layer two Gram matrices (SYRK when ``X2`` is ``None``)
     and one fused elementwise combine.
 

@@ -95,6 +95,7 @@ class MLP:
         self.bias_std = self.layers[-1].bias_std
         self.parameterization = parameterization
         self.n_outputs = k
+        self._scales = {}
 
     # -- description -------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -146,8 +147,13 @@ class MLP:
 
     def scales(self, n_features: int) -> Tuple[LayerScales, ...]:
         """Every layer's :class:`~ntksolve.nets.layers.LayerScales` (forward, gradient, training)."""
-        w = self.widths(n_features)
-        return tuple(layer.scales(n_in) for layer, n_in in zip(self.layers, w))
+        # Kept per input width: every forward and backward pass asks, and a training step at
+        # small sizes is a few tens of microseconds.
+        cached = self._scales.get(n_features)
+        if cached is None:
+            w = self.widths(n_features)
+            cached = self._scales[n_features] = tuple(layer.scales(n_in) for layer, n_in in zip(self.layers, w))
+        return cached
 
     def layer_scales(self, n_features: int) -> Tuple[Tuple[float, float], ...]:
         """Per layer ``(weight_scale, bias_scale) = (sigma_w/sqrt(n_{l-1}), sigma_b)`` of the forward pass."""
