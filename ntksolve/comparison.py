@@ -357,7 +357,7 @@ def compare(
         raise ValueError(f"random_state must be None or a non-negative int, got {random_state!r}")
     record_at = default_record_steps(int(steps), int(n_records))
 
-    analytic = parameterization == "ntk"
+    analytic = MLP((1,), parameterization=parameterization).supports_analytic
     settings = {
         "n_train": int(X.shape[0]), "n_test": int(X_test.shape[0]), "n_features": int(d), "n_outputs": int(k),
         "widths": ws, "depth": int(depth), "activation": activation, "weight_std": float(weight_std),

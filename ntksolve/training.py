@@ -1,32 +1,32 @@
 """Real full-batch gradient descent on a network, beside which the closed forms are judged.
 
-The loss and the step are those of ``CONVENTIONS.md``::
+The loss and the step are those of ``docs/conventions.md``::
 
     L(theta)      = 1/(2Nk) sum_i ||f(x_i) - y_i||^2
     theta_{s+1}   = theta_s - eta grad L(theta_s)
 
-Backpropagation carries the residual ``r = (f - y) / (Nk)`` (one ``(N, k)`` array), not the
-``k`` per-output deltas the kernel needs: with ``g^l = dL/dz^l``::
+The network's one backward pass (:func:`ntksolve.nets.backward`) carries the residual
+``r = (f - y) / (Nk)`` (one ``(N, k)`` seed), not the ``k`` per-output deltas the kernel needs:
+with ``g^l = dL/dz^l``::
 
     g^{L+1} = r
     g^l     = ws_{l+1} (g^{l+1} W^{l+1}) * phi'(z^l)
-    dL/dW^l = ws_l (g^l)^T h^{l-1}        dL/db^l = bs_l sum_i g^l_i          (NTK parameterisation)
+    W^l    <- W^l - eta alpha_l (g^l)^T h^{l-1}        b^l <- b^l - eta beta_l sum_i g^l_i
 
-with ``(ws_l, bs_l)`` the layer's scales ``(sigma_w/sqrt(n_{l-1}), sigma_b)``. Every product is one
-BLAS GEMM (numpy's), so one step costs two GEMMs per layer plus one elementwise pass and one
-in-place update.
+with ``(alpha_l, beta_l)`` the layer's :attr:`~ntksolve.nets.layers.LayerScales.stored_step`.
+Every product is one BLAS GEMM (numpy's), so one step costs two GEMMs per layer plus one
+elementwise pass and one in-place update.
 
-Standard parameterisation trains ``W~ = ws W`` and ``b~ = bs b``, whose gradients are
-``(g^l)^T h^{l-1}`` and ``sum_i g^l_i``. We keep the storage convention of :class:`~ntksolve.MLP`
-(``W`` standard-normal-scaled, the forward pass multiplies by ``ws``) and step the stored
-variables by the chain rule: ``W <- W - (eta / ws) (g^l)^T h^{l-1}``, ``b <- b - (eta / bs) sum_i g``.
-This is exactly gradient descent on ``(W~, b~)`` (the Jacobian of :func:`~ntksolve.jacobian` in
-standard parameterisation is taken with respect to them). With ``bias_std = 0`` the stored ``b``
-cannot carry the trained ``b~`` (which leaves 0 at the first step), so training then runs on the
-same network with ``bias_std = 1``: in standard parameterisation ``bias_std`` only sets the
-initial draw (``b~ = 0`` either way at the start), never the gradient or the NTK, so the two
-networks train identically. :attr:`TrainingResult.net` is that network, and
-``result.net.apply(result.params, X)`` evaluates the trained model in every case.
+In NTK parameterisation the stored ``W, b`` are trained and ``(alpha, beta) = (ws, bs)``. Standard
+parameterisation trains ``W~ = ws W`` and ``b~ = bs b``, whose gradients are ``(g^l)^T h^{l-1}`` and
+``sum_i g^l_i``; we keep the storage convention of :class:`~ntksolve.MLP` (``W`` standard-normal-
+scaled, the forward pass multiplies by ``ws``) and step the stored variables by the chain rule,
+``(alpha, beta) = (1/ws, 1/bs)``. This is exactly gradient descent on ``(W~, b~)`` (the Jacobian of
+:func:`~ntksolve.jacobian` in standard parameterisation is taken with respect to them). Where the
+stored ``b`` cannot carry the trained ``b~`` (``bias_std = 0``), training runs on
+:meth:`MLP.trainable() <ntksolve.MLP.trainable>`, which trains identically;
+:attr:`TrainingResult.net` is that network, and ``result.net.apply(result.params, X)`` evaluates the
+trained model in every case.
 """
 from __future__ import annotations
 
@@ -37,10 +37,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_inputs
 from ntksolve.dynamics.mse import critical_learning_rate
 from ntksolve.kernels.empirical import empirical_ntk
+from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
 
 from ntksolve._config import (  # tunables live in the config module, with their reasons
@@ -160,20 +160,7 @@ def _check_steps(steps, record_at):
 # ---------------------------------------------------------------------------------------------
 # the step
 # ---------------------------------------------------------------------------------------------
-def _update_factors(net: MLP, d: int):
-    """Per layer ``(alpha_l, beta_l)``: ``W^l -= eta alpha_l g^T h``, ``b^l -= eta beta_l sum g``.
-
-    NTK parameterisation: the stored variables are trained, ``alpha = ws``, ``beta = bs``.
-    Standard: ``W~ = ws W`` is trained, so the stored ``W`` moves by ``1/ws`` times its step
-    (``alpha = 1/ws``), and likewise ``beta = 1/bs`` (``bs > 0`` guaranteed by the caller).
-    """
-    scales = net.layer_scales(d)
-    if net.parameterization == "ntk":
-        return [(ws, bs) for ws, bs in scales]
-    return [(1.0 / ws, 1.0 / bs) for ws, bs in scales]
-
-
-def _gd_step(net, params, hs, dphis, r, scales, factors, eta) -> None:
+def _gd_step(net, params, hs, dphis, r, stored_steps, eta) -> None:
     """One gradient step in place, from the forward pass's ``hs``/``dphis`` and residual ``r``.
 
     Parameters
@@ -182,28 +169,22 @@ def _gd_step(net, params, hs, dphis, r, scales, factors, eta) -> None:
     hs : list ``[h^0, ..., h^L]``, each (N, n_l)
     dphis : list ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l)
     r : (N, k) array, ``(f - y) / (Nk)`` = ``g^{L+1}``
+    stored_steps : per layer ``(alpha_l, beta_l)``, the layers' ``LayerScales.stored_step``
     """
-    g = r
     dt = r.dtype.type
-    for l in range(net.depth + 1, 0, -1):  # layer l = L+1 ... 1; params[l-1]
+    # backward() computes g^{l-1} from W^l before it hands over g^l, so W^l may move right away.
+    for l, g in backward(net, params, dphis, r[:, None, :]):
         W, b = params[l - 1]
-        h = hs[l - 1]
-        # delta for the layer below first: it needs W^l before the update
-        if l > 1:
-            g_below = np.dot(g, W)  # (N, n_{l-1})
-            N, n = g_below.shape
-            _jit.scale_by_deriv(g_below.reshape(N, 1, n), dphis[l - 2], dt(scales[l - 1][0]))
-        alpha, beta = factors[l - 1]
+        g = g.reshape(g.shape[0], g.shape[2])  # (N, n_l): one seed per input
+        alpha, beta = stored_steps[l - 1]
         # numpy's BLAS with one (n_l, n_{l-1}) temporary, not scipy's in-place GEMM: scipy ships
         # a second OpenBLAS whose idle threads spin against numpy's on every alternation
         # (measured: a step at N=512, width 2048, depth 2 took 290 ms that way, 1.5x numpy's).
-        step = np.dot(g.T, h)
+        step = np.dot(g.T, hs[l - 1])
         step *= dt(eta * alpha)
         W -= step
         if beta != 0.0:
             b -= dt(eta * beta) * g.sum(axis=0)
-        if l > 1:
-            g = g_below
 
 
 def _loss(f: np.ndarray, y: np.ndarray) -> float:
@@ -296,11 +277,7 @@ def train_network(
     if on_divergence not in ("raise", "return"):
         raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
 
-    train_net = net
-    if net.parameterization == "standard" and net.bias_std == 0.0:
-        cfg = net.get_config()
-        cfg["bias_std"] = 1.0
-        train_net = MLP(**cfg)
+    train_net = net.trainable()
     # Working copies in the storage convention of train_net (b~ = 0 is b = 0 there).
     work = []
     for W, b in params:
@@ -308,8 +285,7 @@ def train_network(
         bc = np.zeros_like(np.asarray(b, dtype=dt)) if train_net is not net else np.array(b, dtype=dt, copy=True)
         work.append((Wc, bc))
 
-    scales = train_net.layer_scales(d)
-    factors = _update_factors(train_net, d)
+    stored_steps = [s.stored_step for s in train_net.scales(d)]
     T = rec.size
     M = X_test.shape[0] if X_test is not None else 0
     fx_train = np.empty((T, N, k), dtype=dt)
@@ -380,7 +356,7 @@ def train_network(
         if s == steps:
             break
         r *= dt.type(1.0 / r.size)  # g^{L+1} = (f - y) / (Nk)
-        _gd_step(train_net, work, hs, dphis, r, scales, factors, eta)
+        _gd_step(train_net, work, hs, dphis, r, stored_steps, eta)
         s_done = s + 1
     if not diverged:
         wall += time.perf_counter() - t_start

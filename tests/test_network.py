@@ -95,3 +95,48 @@ def test_bad_inputs_to_apply():
         net.apply(p[:1], np.ones((1, 3)))
     with pytest.raises(ValueError, match="n_features must be a positive int"):
         net.init(0)
+
+
+def test_config_roundtrip_and_layers():
+    net = MLP((6, 4), activation="erf", weight_std=1.5, bias_std=0.2, parameterization="standard", n_outputs=3)
+    again = MLP(**net.get_config())
+    assert again == net and hash(again) == hash(net) and again != MLP((6, 4))
+    assert [layer.width for layer in net.layers] == [6, 4, 3] and net.widths(5) == (5, 6, 4, 3)
+    assert net.phi.name == "erf" and net.n_params(5) == 6 * 5 + 6 + 4 * 6 + 4 + 3 * 4 + 3
+    np.testing.assert_allclose([s[0] for s in net.layer_scales(5)], 1.5 / np.sqrt([5, 6, 4]), rtol=1e-15)
+
+
+def _fd_bias_derivative(net, params, X, l, j, eps=1e-6):
+    """Central difference of f(X) (N, k) in the stored bias b^l_j: bias_std * delta^l_j(x_i)."""
+    up = [(W, b.copy()) for W, b in params]
+    down = [(W, b.copy()) for W, b in params]
+    up[l - 1][1][j] += eps
+    down[l - 1][1][j] -= eps
+    return (ref_forward(up, X, net.activation, net.weight_std, net.bias_std)
+            - ref_forward(down, X, net.activation, net.weight_std, net.bias_std)) / (2 * eps)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf", "softplus", "gelu"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_backward_equals_finite_differences(activation, k):
+    # Independent reference: perturbing the bias b^l_j moves z^l_j(x_i) by bias_std * eps for every
+    # input at once, so a central difference of the outputs gives every delta^l_a(x_i)_j.
+    from ntksolve.nets import backward, forward
+
+    net = MLP((6, 5, 4), activation=activation, weight_std=1.3, bias_std=0.7, n_outputs=k)
+    params = net.init(3, random_state=2)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(5, 3))
+    r = rng.normal(size=(5, k))
+    _, _, dphis = forward(net, params, X, keep=True)
+    by_identity = dict(backward(net, params, dphis))
+    # the identity seed spelled out takes the general (GEMM) path: the same deltas
+    by_eye = dict(backward(net, params, dphis, np.tile(np.eye(k), (5, 1, 1))))
+    by_residual = dict(backward(net, params, dphis, r[:, None, :]))
+    assert sorted(by_identity) == [1, 2, 3, 4] and by_identity[4] is None
+    for l in range(1, net.depth + 1):
+        fd = np.stack([_fd_bias_derivative(net, params, X, l, j) for j in range(net.layers[l - 1].width)],
+                      axis=-1) / net.bias_std  # (N, k, n_l)
+        np.testing.assert_allclose(by_identity[l], fd, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(by_eye[l], fd, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(by_residual[l][:, 0], np.einsum("ia,iaj->ij", r, fd), rtol=1e-6, atol=1e-8)

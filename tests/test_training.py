@@ -8,6 +8,8 @@ import ntksolve
 from ntksolve import MLP, jacobian, empirical_ntk
 from ntksolve.training import TrainingDivergedError, train_network
 
+from reference import PHI
+
 
 def _data(N=6, d=4, k=1, seed=0):
     rng = np.random.default_rng(seed)
@@ -22,12 +24,42 @@ def _trained_flat(net, params):
     return net.flatten_params([(ws * W, bs * b) for (W, b), (ws, bs) in zip(params, scales)])
 
 
+def _loss_of_trained(net, theta, X, y):
+    """The conventions' loss as a function of the trained parameters, written out directly:
+    ``z = (sigma_w/sqrt(n)) W h + sigma_b b`` (NTK) or ``z = W~ h + b~`` (standard)."""
+    h, pos = X, 0
+    widths = net.widths(X.shape[1])
+    for l in range(1, len(widths)):
+        n_out, n_in = widths[l], widths[l - 1]
+        W = theta[pos : pos + n_out * n_in].reshape(n_out, n_in)
+        b = theta[pos + n_out * n_in : pos + n_out * (n_in + 1)]
+        pos += n_out * (n_in + 1)
+        if net.parameterization == "ntk":
+            z = net.weight_std / np.sqrt(n_in) * h @ W.T + net.bias_std * b
+        else:
+            z = h @ W.T + b
+        h = z if l == len(widths) - 1 else PHI[net.activation](z)
+    return 0.5 * np.mean((h - y) ** 2)
+
+
+def _fd_gradient(net, theta, X, y, eps=1e-6):
+    """Central differences of :func:`_loss_of_trained`, (P,)."""
+    grad = np.empty_like(theta)
+    for p in range(theta.size):
+        up, down = theta.copy(), theta.copy()
+        up[p] += eps
+        down[p] -= eps
+        grad[p] = (_loss_of_trained(net, up, X, y) - _loss_of_trained(net, down, X, y)) / (2 * eps)
+    return grad
+
+
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 @pytest.mark.parametrize("bias_std", [0.0, 0.4])
 @pytest.mark.parametrize("k", [1, 3])
 def test_one_step_equals_explicit_jacobian_step(parameterization, bias_std, k):
-    # Independent reference: Delta theta = -eta J^T r / (Nk) in the trained parameterisation,
-    # then the outputs of the network with the moved parameters.
+    # Independent references: Delta theta = -eta J^T r / (Nk) in the trained parameterisation,
+    # then the outputs of the network with the moved parameters; and, independent of the backward
+    # pass altogether, -eta times the loss gradient by central differences.
     net = MLP((7, 5), activation="erf", weight_std=1.3, bias_std=bias_std,
               parameterization=parameterization, n_outputs=k)
     X, y = _data(k=k)
@@ -36,11 +68,16 @@ def test_one_step_equals_explicit_jacobian_step(parameterization, bias_std, k):
     res = train_network(net, params, X, y, learning_rate=eta, steps=1, record_at=[0, 1], track_kernel=False)
     J = jacobian(net, params, X).reshape(X.shape[0] * k, -1)
     r = (net.apply(params, X) - y).ravel() / (X.shape[0] * k)
-    theta1 = _trained_flat(net, params) - eta * J.T @ r
+    theta0 = _trained_flat(net, params)
+    theta1 = theta0 - eta * J.T @ r
     # evaluate the moved network through its own (trained-parameterisation) flat vector
     moved = _trained_flat(res.net, res.params)
     np.testing.assert_allclose(moved, theta1, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(res.fx_train[1], res.net.apply(res.params, X), rtol=1e-12, atol=1e-13)
+    grad = _fd_gradient(net, theta0, X, y)
+    np.testing.assert_allclose(J.T @ r, grad, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(moved - theta0, -eta * grad, rtol=1e-6, atol=1e-10)
+    assert np.abs(moved - theta0).max() > 1e-3  # it did move
 
 
 def test_params_not_modified_and_result_evaluates():

@@ -3,7 +3,7 @@
 Private. The matrix products (forward ``h W^T``, backward ``delta W``, and the Gram matrices) go to
 BLAS; these kernels do everything around them in one pass over memory each: bias, activation and
 its derivative in the forward pass; the derivative product in the backward pass; and the
-layer-wise NTK sum ``Theta += G_delta * (c * G_h + beta)`` (CONVENTIONS.md, "The empirical NTK").
+layer-wise NTK sum ``Theta += G_delta * (c * G_h + beta)`` (``docs/conventions.md``).
 
 The kernels are deliberately serial. They sit between BLAS calls, and OpenBLAS's worker threads
 busy-wait for a while after each call: a ``parallel=True`` kernel then fights them for the two

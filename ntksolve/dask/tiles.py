@@ -253,7 +253,7 @@ class KernelSpec:
         self.kernel = kernel
         self.analytic = params is None
         if self.analytic:
-            if net.parameterization != "ntk":
+            if not net.supports_analytic:
                 # the same message as the in-memory function, raised before any task is built
                 _kernels.analytic_kernels(net, np.zeros((1, 1)))
             self.params = None

@@ -39,7 +39,7 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
         Named pair ``(nngp, ntk)``, each of shape (N1, N2), float64 (times ``I_k`` over outputs).
     """
     net = _check_net(net)
-    if net.parameterization != "ntk":
+    if not net.supports_analytic:
         raise ValueError(
             "analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
             "the infinite-width NTK grows without bound with width. Use MLP(..., parameterization='ntk'), "

@@ -1,13 +1,14 @@
-"""Kernels of a network: the empirical NTK (finite width), the explicit Jacobian, and the analytic
-infinite-width NNGP and NTK.
+"""Kernels of a network at finite width: the empirical NTK and NNGP, and the explicit Jacobian.
 
 This module validates, guards memory, tiles, and hands the arithmetic to BLAS and to the numba
-kernels in ``_jit_empirical`` / ``_jit_analytic``. The formulas are those of ``CONVENTIONS.md``::
+kernels in ``_jit.empirical``; the forward and backward passes are the network's own
+(:mod:`ntksolve.nets`). The formula is that of ``docs/conventions.md``::
 
-    Theta_ab(x, x') = sum_{l=1}^{L+1} <delta^l_a(x), delta^l_b(x')> * (c_l <h^{l-1}(x), h^{l-1}(x')> + beta)
+    Theta_ab(x, x') = sum_{l=1}^{L+1} <delta^l_a(x), delta^l_b(x')> * (c_l <h^{l-1}(x), h^{l-1}(x')> + beta_l)
 
-with ``c_l = sigma_w^2 / n_{l-1}``, ``beta = sigma_b^2`` (NTK parameterisation) or ``c_l = beta = 1``
-(standard). The ``N x P`` Jacobian is never formed by :func:`empirical_ntk`.
+with ``(c_l, beta_l)`` the layer's :attr:`~ntksolve.nets.layers.LayerScales.ntk_coefficients`:
+``(sigma_w^2 / n_{l-1}, sigma_b^2)`` in NTK parameterisation, ``(1, 1)`` in standard. The ``N x P``
+Jacobian is never formed by :func:`empirical_ntk`.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_inputs, check_memory, fmt_bytes
+from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
 
 
@@ -41,14 +43,6 @@ def _prepare_inputs(net, params, X1, X2):
     return X1, X2, d, dt, symmetric
 
 
-def _layer_coefficients(net: MLP, d: int):
-    """Per layer ``(c_l, beta)`` multiplying the input Gram and added to it (see module doc)."""
-    widths = net.widths(d)
-    if net.parameterization == "standard":
-        return [(1.0, 1.0) for _ in range(net.depth + 1)]
-    return [(net.weight_std**2 / widths[l], net.bias_std**2) for l in range(net.depth + 1)]
-
-
 def _features(net: MLP, params, X: np.ndarray):
     """Forward and backward pass over a block of inputs.
 
@@ -60,20 +54,10 @@ def _features(net: MLP, params, X: np.ndarray):
         (``delta^{L+1}`` is the identity and is never stored)
     """
     f, hs, dphis = forward(net, params, X, keep=True)
-    L, k, B = net.depth, net.n_outputs, X.shape[0]
-    scales = net.layer_scales(X.shape[1])
-    deltas = [None] * L
-    if L:
-        dt = X.dtype.type
-        # delta^L[i, a, :] = ws W^{L+1}[a, :] phi'(z^L(x_i))
-        delta = np.multiply(dphis[L - 1][:, None, :], (dt(scales[L][0]) * params[L][0])[None, :, :])
-        deltas[L - 1] = delta
-        for l in range(L - 1, 0, -1):
-            W_next = params[l][0]  # W^{l+1}, (n_{l+1}, n_l)
-            g = np.dot(delta.reshape(B * k, -1), W_next).reshape(B, k, W_next.shape[1])
-            _jit.scale_by_deriv(g, dphis[l - 1], dt(scales[l][0]))
-            delta = g
-            deltas[l - 1] = g
+    deltas = [None] * net.depth
+    for l, delta in backward(net, params, dphis):
+        if l <= net.depth:
+            deltas[l - 1] = delta
     return f, hs, deltas
 
 
@@ -154,7 +138,7 @@ def _resolve_block_size(block_size, net, d, itemsize, n_rows) -> int:
 def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None):
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
-    Computed layer by layer from activations and backpropagated deltas (``CONVENTIONS.md``),
+    Computed layer by layer from activations and backpropagated deltas (``docs/conventions.md``),
     never forming the ``N x P`` Jacobian: per layer two Gram matrices (SYRK when ``X2`` is ``None``)
     and one fused elementwise combine.
 
@@ -195,7 +179,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
                  else "use fewer inputs or the tiled Dask path (ntksolve[dask])")
     bs = _resolve_block_size(block_size, net, d, dt.itemsize, max(N1, N2))
     theta = np.zeros(shape, dtype=dt)
-    coefs = _layer_coefficients(net, d)
+    coefs = net.ntk_coefficients(d)
 
     starts1 = list(range(0, N1, bs))
     if symmetric:
@@ -247,15 +231,14 @@ def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
     N2 = X1.shape[0] if symmetric else X2.shape[0]
     check_memory((X1.shape[0], N2), dt, what="empirical NNGP")
-    n_L = net.widths(d)[-2]
-    c = net.weight_std**2 / n_L
+    readout = net.scales(d)[-1]  # the forward scales: f_0 is the same in every parameterisation
     h1 = forward(net, params, X1, keep=True)[1][-1]
     if symmetric:
         K = np.dot(h1, h1.T)
     else:
         K = np.dot(h1, forward(net, params, X2, keep=True)[1][-1].T)
-    K *= c
-    K += net.bias_std**2
+    K *= readout.weight**2
+    K += readout.bias**2
     return K
 
 
@@ -282,8 +265,7 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     N, k, P = X.shape[0], net.n_outputs, net.n_params(d)
     check_memory((N, k, P), dt, what="Jacobian", hint="use empirical_ntk, which never forms it")
     _, hs, deltas = _features(net, params, X)
-    scales = net.layer_scales(d)
-    standard = net.parameterization == "standard"
+    scales = net.scales(d)
     J = np.empty((N, k, P), dtype=dt)
     pos = 0
     eye = np.broadcast_to(np.eye(k, dtype=dt)[None], (N, k, k))
@@ -291,7 +273,7 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
         h = hs[l - 1]
         delta = eye if l == net.depth + 1 else deltas[l - 1]
         n_out, n_in = delta.shape[2], h.shape[1]
-        ws, bs = (1.0, 1.0) if standard else scales[l - 1]
+        ws, bs = scales[l - 1].grad_weight, scales[l - 1].grad_bias
         J[:, :, pos : pos + n_out * n_in] = (ws * delta[:, :, :, None] * h[:, None, None, :]).reshape(N, k, -1)
         pos += n_out * n_in
         J[:, :, pos : pos + n_out] = bs * delta

@@ -1,4 +1,6 @@
 """The network spec: layers, initialisation, the forward pass and the one backward pass."""
-from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS, forward
+from ntksolve.nets.backprop import backward
+from ntksolve.nets.layers import ACTIVATIONS, PARAMETERIZATIONS, Activation, Dense, LayerScales
+from ntksolve.nets.mlp import MLP, forward
 
-__all__ = ["MLP", "ACTIVATIONS", "PARAMETERIZATIONS", "forward"]
+__all__ = ["MLP", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETERIZATIONS", "forward", "backward"]

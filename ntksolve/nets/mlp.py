@@ -9,7 +9,11 @@ NTK parameterisation (the default)::
 
 with every entry of ``W^l`` and ``b^l`` drawn i.i.d. N(0, 1). In standard parameterisation the same
 function is computed, but the trained parameters are the scaled ``W~ = (sigma_w/sqrt(n)) W`` and
-``b~ = sigma_b b``, which changes the gradient and so the NTK (see ``CONVENTIONS.md``).
+``b~ = sigma_b b``, which changes the gradient and so the NTK (``docs/conventions.md``).
+
+An :class:`MLP` is ``L + 1`` :class:`~ntksolve.nets.layers.Dense` layers with an
+:class:`~ntksolve.nets.layers.Activation` after each hidden one; every per-layer number (forward,
+gradient and training scales) comes from those layer descriptions.
 """
 from __future__ import annotations
 
@@ -19,23 +23,10 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from ntksolve._jit import empirical as _jit
-from ntksolve._jit.activations import ACTIVATION_CODES
 from ntksolve._validation import check_dtype, check_inputs
-
-ACTIVATIONS: Tuple[str, ...] = tuple(ACTIVATION_CODES)
-PARAMETERIZATIONS: Tuple[str, ...] = ("ntk", "standard")
+from ntksolve.nets.layers import ACTIVATIONS, PARAMETERIZATIONS, Activation, Dense, LayerScales, check_width
 
 Params = List[Tuple[np.ndarray, np.ndarray]]
-
-
-def _check_nonneg_float(value, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (positive and value == 0):
-        need = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be a finite {need} number, got {value!r}")
-    return value
 
 
 class MLP:
@@ -55,6 +46,13 @@ class MLP:
     parameterization : {"ntk", "standard"}, default "ntk"
     n_outputs : int, default 1
         ``k``, the number of outputs.
+
+    Attributes
+    ----------
+    layers : tuple of Dense
+        The ``L + 1`` dense layers, ``layers[l - 1]`` computing ``z^l``; the last is the readout.
+    phi : Activation
+        The activation applied after every hidden layer.
 
     Examples
     --------
@@ -86,23 +84,18 @@ class MLP:
                 raise ValueError(
                     f"hidden_layer_sizes must contain positive ints (layer widths), got {sizes!r}"
                 )
-        if activation not in ACTIVATION_CODES:
-            raise ValueError(
-                f"unknown activation {activation!r}; valid activations are {', '.join(ACTIVATIONS)}"
-            )
-        if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(
-                f"unknown parameterization {parameterization!r}; valid values are "
-                f"{', '.join(PARAMETERIZATIONS)}"
-            )
-        if isinstance(n_outputs, bool) or not isinstance(n_outputs, numbers.Integral) or n_outputs <= 0:
-            raise ValueError(f"n_outputs must be a positive int, got {n_outputs!r}")
+        self.phi = Activation(activation)
+        k = check_width(n_outputs, "n_outputs")
+        self.layers: Tuple[Dense, ...] = tuple(
+            Dense(n, weight_std, bias_std, parameterization) for n in sizes + (k,)
+        )
         self.hidden_layer_sizes = tuple(int(n) for n in sizes)
         self.activation = activation
-        self.weight_std = _check_nonneg_float(weight_std, "weight_std", positive=True)
-        self.bias_std = _check_nonneg_float(bias_std, "bias_std", positive=False)
+        self.weight_std = self.layers[-1].weight_std
+        self.bias_std = self.layers[-1].bias_std
         self.parameterization = parameterization
-        self.n_outputs = int(n_outputs)
+        self.n_outputs = k
+        self._scales = {}
 
     # -- description -------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -116,7 +109,8 @@ class MLP:
         return isinstance(other, MLP) and self.get_config() == other.get_config()
 
     def __hash__(self) -> int:
-        return hash(tuple(sorted(self.get_config().items())))
+        # the config holds a list (JSON has no tuples), so hash its values with the sizes as a tuple
+        return hash(tuple(tuple(v) if isinstance(v, list) else v for v in self.get_config().values()))
 
     def get_config(self) -> dict:
         """The constructor arguments as a JSON-serialisable dict (``MLP(**cfg)`` rebuilds it)."""
@@ -136,21 +130,54 @@ class MLP:
 
     @property
     def activation_code(self) -> int:
-        return ACTIVATION_CODES[self.activation]
+        return self.phi.code
+
+    @property
+    def supports_analytic(self) -> bool:
+        """Whether the infinite-width (analytic) kernels exist: NTK parameterisation only."""
+        return all(layer.has_infinite_width_limit for layer in self.layers)
 
     def widths(self, n_features: int) -> Tuple[int, ...]:
         """``(n_0, n_1, ..., n_L, k)`` with ``n_0 = n_features``."""
-        return (int(n_features),) + self.hidden_layer_sizes + (self.n_outputs,)
+        return (int(n_features),) + tuple(layer.width for layer in self.layers)
 
     def n_params(self, n_features: int) -> int:
         """``P``, the number of trainable parameters (weights and biases of every layer)."""
-        w = self.widths(n_features)
-        return int(sum(w[l + 1] * w[l] + w[l + 1] for l in range(len(w) - 1)))
+        return int(sum(np.prod(Ws) + bs[0] for Ws, bs in self._param_shapes(n_features)))
+
+    def scales(self, n_features: int) -> Tuple[LayerScales, ...]:
+        """Every layer's :class:`~ntksolve.nets.layers.LayerScales` (forward, gradient, training)."""
+        # Kept per input width: every forward and backward pass asks, and a training step at
+        # small sizes is a few tens of microseconds.
+        cached = self._scales.get(n_features)
+        if cached is None:
+            w = self.widths(n_features)
+            cached = self._scales[n_features] = tuple(layer.scales(n_in) for layer, n_in in zip(self.layers, w))
+        return cached
 
     def layer_scales(self, n_features: int) -> Tuple[Tuple[float, float], ...]:
         """Per layer ``(weight_scale, bias_scale) = (sigma_w/sqrt(n_{l-1}), sigma_b)`` of the forward pass."""
+        return tuple((s.weight, s.bias) for s in self.scales(n_features))
+
+    def ntk_coefficients(self, n_features: int) -> Tuple[Tuple[float, float], ...]:
+        """Per layer ``(c_l, beta_l)`` of the NTK's term ``<delta^l, delta^l'> (c_l <h^{l-1}, h^{l-1}'> + beta_l)``."""
+        return tuple(s.ntk_coefficients for s in self.scales(n_features))
+
+    def trainable(self) -> "MLP":
+        """This network, or one that trains identically and whose stored parameters carry the trained ones.
+
+        In standard parameterisation with ``bias_std = 0`` the trained bias ``b~ = 0 * b`` cannot
+        live in the stored ``b``. There ``bias_std`` only sets the initial draw (``b~ = 0`` at the
+        start either way), never the gradient or the NTK, so the network with ``bias_std = 1`` and
+        ``b = 0`` computes and trains exactly the same function.
+        """
+        if all(layer.stores_trained_bias for layer in self.layers):
+            return self
+        return MLP(**{**self.get_config(), "bias_std": 1.0})
+
+    def _param_shapes(self, n_features: int):
         w = self.widths(n_features)
-        return tuple((self.weight_std / np.sqrt(w[l]), self.bias_std) for l in range(len(w) - 1))
+        return [layer.param_shapes(n_in) for layer, n_in in zip(self.layers, w)]
 
     # -- parameters --------------------------------------------------------------------------
     def init(self, n_features: int, random_state=None, dtype=np.float64) -> Params:
@@ -168,23 +195,19 @@ class MLP:
         params : list of (W, b)
             One pair per layer ``l = 1 ... L+1``; ``W`` of shape ``(n_l, n_{l-1})``, ``b`` of shape ``(n_l,)``.
         """
-        if isinstance(n_features, bool) or not isinstance(n_features, numbers.Integral) or n_features <= 0:
-            raise ValueError(f"n_features must be a positive int, got {n_features!r}")
+        check_width(n_features, "n_features")
         dt = check_dtype(dtype)
         rng = _as_generator(random_state)
-        w = self.widths(n_features)
-        params = []
-        for l in range(len(w) - 1):
-            W = rng.standard_normal((w[l + 1], w[l])).astype(dt, copy=False)
-            b = rng.standard_normal(w[l + 1]).astype(dt, copy=False)
-            params.append((W, b))
-        return params
+        return [
+            (rng.standard_normal(Ws).astype(dt, copy=False), rng.standard_normal(bs).astype(dt, copy=False))
+            for Ws, bs in self._param_shapes(n_features)
+        ]
 
     def check_params(self, params, n_features: int | None = None) -> Tuple[int, np.dtype]:
         """Validate a parameter list against this network; return ``(n_features, dtype)``."""
-        if not isinstance(params, (list, tuple)) or len(params) != self.depth + 1:
+        if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
             raise ValueError(
-                f"params must be a list of {self.depth + 1} (W, b) pairs for this network "
+                f"params must be a list of {len(self.layers)} (W, b) pairs for this network "
                 f"(one per layer), got {type(params).__name__} of length "
                 f"{len(params) if hasattr(params, '__len__') else '?'}; create them with net.init(...)"
             )
@@ -197,18 +220,16 @@ class MLP:
                 f"X has {n_features} features, but the network's parameters expect {d} "
                 f"(W^1 has shape {W1.shape})"
             )
-        w = self.widths(d)
         dt = W1.dtype
         if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise ValueError(f"parameters must be float64 or float32, got {dt}")
-        for l, pair in enumerate(params):
+        for l, (pair, (Ws, bs)) in enumerate(zip(params, self._param_shapes(d))):
             if len(pair) != 2:
                 raise ValueError(f"params[{l}] must be a (W, b) pair")
             W, b = np.asarray(pair[0]), np.asarray(pair[1])
-            if W.shape != (w[l + 1], w[l]) or b.shape != (w[l + 1],):
+            if W.shape != Ws or b.shape != bs:
                 raise ValueError(
-                    f"layer {l + 1}: expected W of shape {(w[l + 1], w[l])} and b of shape "
-                    f"{(w[l + 1],)}, got {W.shape} and {b.shape}"
+                    f"layer {l + 1}: expected W of shape {Ws} and b of shape {bs}, got {W.shape} and {b.shape}"
                 )
             if W.dtype != dt or b.dtype != dt:
                 raise ValueError(f"all parameters must share one dtype ({dt}); layer {l + 1} differs")
@@ -224,17 +245,16 @@ class MLP:
 
     def unflatten_params(self, theta: np.ndarray, n_features: int) -> Params:
         """Inverse of :meth:`flatten_params`."""
-        w = self.widths(n_features)
         theta = np.asarray(theta)
         if theta.shape != (self.n_params(n_features),):
             raise ValueError(f"theta must have shape ({self.n_params(n_features)},), got {theta.shape}")
         out, pos = [], 0
-        for l in range(len(w) - 1):
-            nw = w[l + 1] * w[l]
-            W = theta[pos : pos + nw].reshape(w[l + 1], w[l]).copy()
+        for Ws, bs in self._param_shapes(n_features):
+            nw = Ws[0] * Ws[1]
+            W = theta[pos : pos + nw].reshape(Ws).copy()
             pos += nw
-            b = theta[pos : pos + w[l + 1]].copy()
-            pos += w[l + 1]
+            b = theta[pos : pos + bs[0]].copy()
+            pos += bs[0]
             out.append((W, b))
         return out
 
@@ -276,30 +296,31 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
     hs : list of ndarray
         ``[h^0 = X, h^1, ..., h^L]`` (only when ``keep``; else empty).
     dphis : list of ndarray
-        ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l) (only when ``keep``).
+        ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l) (only when ``keep``); what
+        :func:`~ntksolve.nets.backprop.backward` takes.
     """
-    code = net.activation_code
-    scales = net.layer_scales(X.shape[1])
+    code = net.phi.code
+    scales = net.scales(X.shape[1])
     h = X
     hs, dphis = ([X], []) if keep else ([], [])
     L = net.depth
     for l in range(L):
         W, b = params[l]
-        ws, bs = scales[l]
+        s = scales[l]
         pre = np.dot(h, W.T)  # BLAS GEMM; W.T is a transposed view, no copy
         h_new = np.empty_like(pre)
         # phi'(z) overwrites the pre-activation it is computed from (each entry is read before it
         # is written): one fresh N x n array fewer per layer, and fresh arrays cost page faults.
         dphi = pre if keep else h_new  # not written when keep is False
-        _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new, dphi, keep)
+        _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, h_new, dphi, keep)
         if keep:
             dphis.append(dphi)
         h = h_new
         if keep:
             hs.append(h)
     W, b = params[L]
-    ws, bs = scales[L]
+    s = scales[L]
     f = np.dot(h, W.T)
-    f *= ws
-    f += bs * b
+    f *= s.weight
+    f += s.bias * b
     return f, hs, dphis

@@ -144,7 +144,7 @@ class _NTKBase(BaseEstimator):
         _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
         _check_choice(self.dynamics, "dynamics", _mse.DYNAMICS)
         _check_choice(self.method, "method", _mse.METHODS)
-        if self.kernel == "analytic" and self.parameterization != "ntk":
+        if self.kernel == "analytic" and not MLP((1,), parameterization=self.parameterization).supports_analytic:
             raise ValueError(
                 "kernel='analytic' (infinite width) is defined for parameterization='ntk' only: in "
                 "standard parameterisation the infinite-width NTK grows without bound; use "
