@@ -24,7 +24,7 @@ GH_PAIR_WEIGHT_CUTOFF = 1e-22
 GH_ORDER_BASE = 16
 GH_ORDER_PER_VARIANCE = 40
 GH_ORDER_PER_VARIANCE_TANH = 85
-#: Beyond this order (variances above 7.6) the rule is capped and a warning says it may be inexact;
+#: Beyond this order (variances above 7.6) the rule is capped, and larger variances are refused;
 #: numpy's hermegauss overflows to NaN weights from about 400 nodes.
 GH_ORDER_MAX = 320
 

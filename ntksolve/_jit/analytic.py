@@ -940,10 +940,9 @@ def _adaptive_order(max_variance, code=ERF):
     return int(min(_ORDER_MAX, _ORDER_BASE + math.ceil(slope * max(max_variance, 1.0))))
 
 
-def _check_variances(variances, X, code, weight_std, limit=None):
+def _check_variances(variances, X, code, weight_std):
     """ValueError, naming the scale and the fix, if a variance leaves the accepted range."""
-    if limit is None:
-        limit = _MAX_VARIANCE_BOUNDED if code in BOUNDED_CODES else _MAX_VARIANCE
+    limit = _MAX_VARIANCE_BOUNDED if code in BOUNDED_CODES else _MAX_VARIANCE
     ok = variances <= limit  # False for inf and NaN too
     if ok.all():
         return
