@@ -24,9 +24,26 @@ GH_PAIR_WEIGHT_CUTOFF = 1e-22
 GH_ORDER_BASE = 16
 GH_ORDER_PER_VARIANCE = 40
 GH_ORDER_PER_VARIANCE_TANH = 85
-#: Beyond this order (variances above 7.6) the rule is capped and a warning says it may be inexact;
+#: Beyond this order (variances above 7.6) the rule is capped, and larger variances are refused;
 #: numpy's hermegauss overflows to NaN weights from about 400 nodes.
 GH_ORDER_MAX = 320
+
+#: Nodes of the Gauss rule of the Kolmogorov distribution through which tanh, sigmoid and softplus
+#: are scale mixtures of Gaussian closed forms (``ntksolve._jit.analytic``). Worst error of the
+#: layer maps against a 56-node rule, over variances 1e-6 ... 1e8 and all correlations: 16 nodes
+#: 7e-10, 20 nodes 2e-11, 24 nodes 7e-13; independent of the variance, so no adaptive order.
+LOGISTIC_MIXTURE_NODES = 24
+
+#: Largest pre-activation variance ``Sigma^l(x, x)`` (any layer, any point) the analytic kernels
+#: accept; larger ones raise a ValueError before any pair is computed. Products of two variances
+#: must stay finite in float64 (1.8e308), with room for the layer maps' other factors.
+ANALYTIC_MAX_VARIANCE = 1e150
+#: The same for the bounded activations (erf, tanh, sigmoid), whose NTK at a nearly parallel pair
+#: hangs on the determinant ``s11 s22 - s12^2 ~ s``: rounding the covariances perturbs it by about
+#: ``eps s^2``, a relative error of ``eps s`` in the NTK (measured against 60-digit arithmetic on
+#: pairs differing in one coordinate by 1e-15 ... 1e-3 relative, d = 3 and 32, depth 2, erf: worst
+#: 5e-9 at s = 1e7, 3e-8 at 1e8, 5e-6 at 1e10, 4e-2 at 1e14). This bound keeps it below 1e-8.
+ANALYTIC_MAX_VARIANCE_BOUNDED = 1e7
 
 #: Default number of input rows per block of activations/deltas in the empirical NTK when the whole
 #: set of activations would exceed this many bytes.

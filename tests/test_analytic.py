@@ -255,3 +255,262 @@ def test_analytic_diag_is_the_full_diagonal():
         for a, d in zip(full, diag):
             assert d.shape == (50,)
             assert np.array_equal(np.diag(a), d)
+
+
+# ---------------------------------------------------------------------------------------------
+# identical inputs: exactly the diagonal, on every path
+# ---------------------------------------------------------------------------------------------
+
+_ALL = list(ACTIVATION_CODES)
+
+
+def _points_with_copies(n=12, d=3, seed=21):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    X[5] = X[3]  # a duplicated row
+    X[8] = X[3]  # ... twice
+    X[9] = np.where(X[1] == 0.0, -0.0, X[1])
+    X[10] = 0.0
+    X[11] = -0.0  # equal to X[10] in value; every product treats them alike
+    Y = rng.standard_normal((4, d))
+    Y[0] = X[2]  # a test point equal to a training point
+    Y[2] = X[3]
+    return X, Y
+
+
+def _assert_identical_pairs_exact(code, depth, sw, sb, **kw):
+    X, Y = _points_with_copies()
+    diag = ja.analytic_diag(X, depth, code, sw, sb, **kw)
+    sym = ja.analytic_pair_kernels(X, X, depth, code, sw, sb, True, **kw)
+    cross = ja.analytic_pair_kernels(X, X.copy(), depth, code, sw, sb, False, **kw)
+    test = ja.analytic_pair_kernels(Y, X, depth, code, sw, sb, False, **kw)
+    for K, C, T, dg in zip(sym, cross, test, diag):
+        assert np.all(np.diag(K) == dg) and np.all(np.diag(C) == dg)
+        for i, j in ((3, 5), (5, 8), (3, 8), (10, 11)):
+            assert K[i, j] == dg[i] and K[j, i] == dg[i] and C[i, j] == dg[i] and C[j, i] == dg[j]
+        assert T[0, 2] == dg[2] == K[2, 2] and T[2, 3] == T[2, 5] == T[2, 8] == dg[3]
+
+
+@pytest.mark.parametrize("activation", _ALL)
+def test_identical_inputs_give_exactly_the_diagonal(activation):
+    # the reference for identical points is the per-point recursion; the pair formula must agree to
+    # the bit, whether the points are on the diagonal, duplicated, copied or in a second array
+    _assert_identical_pairs_exact(ACTIVATION_CODES[activation], 4, 1.4, 0.3)
+
+
+@pytest.mark.parametrize("activation", ["erf", "tanh", "gelu"])
+def test_identical_inputs_exact_with_gauss_hermite(activation):
+    _assert_identical_pairs_exact(ACTIVATION_CODES[activation], 2, 0.7, 0.2, force_quadrature=True)
+
+
+def test_relu_deep_duplicates_were_off_now_exact():
+    # before: the general formula at a rounded angle, ~1e-9 relative off the diagonal at depth 3
+    # and growing with depth
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 5))
+    X[5] = X[3]
+    for depth in (3, 20):
+        nngp, ntk = ja.analytic_pair_kernels(X, X, depth, RELU, 1.4, 0.1, True)
+        s, t = _relu_diag_by_hand(X, depth, 1.4, 0.1)
+        assert ntk[3, 5] == ntk[3, 3] and nngp[3, 5] == nngp[3, 3]
+        np.testing.assert_allclose(np.diag(ntk), t, rtol=1e-13)
+
+
+def test_chaotic_erf_depth_20_stays_a_kernel_and_fits():
+    # weight_std = 8: nearby correlations are driven apart at every layer, so the old mismatch of a
+    # duplicated row (general formula vs the point's own recursion) grew to 30% and made the kernel
+    # indefinite. The exact diagonal keeps it positive semidefinite; the fit must go through.
+    from ntksolve import MLP, analytic_kernels
+    from ntksolve.sklearn.estimators import NTKRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4))
+    X[7] = X[2]
+    X[19] = X[2]
+    y = np.sin(X[:, 0]) + X[:, 1]
+    net = MLP((1,) * 20, "erf", 8.0, 0.5)
+    pair = analytic_kernels(net, X)
+    cross = analytic_kernels(net, X, X.copy())
+    for K, C in zip(pair, cross):
+        assert K[2, 7] == K[2, 2] == K[7, 19] and np.all(np.diag(C) == np.diag(K))
+        eig = np.linalg.eigvalsh(K)
+        assert eig[0] >= -1e-12 * eig[-1]
+    model = NTKRegressor(hidden_layer_sizes=(8,) * 20, activation="erf", weight_std=8.0, bias_std=0.5,
+                         diag_reg=0.0).fit(X, y)
+    pred = model.predict(X)
+    # t = inf without ridge interpolates (the duplicates carry the same target, so the zero mode
+    # they add is consistent): the training targets come back
+    np.testing.assert_allclose(pred, y, rtol=0, atol=1e-10)
+
+
+def test_dask_tiles_identical_rows_exact():
+    dask = pytest.importorskip("dask")
+    from ntksolve import MLP
+    from ntksolve.dask import analytic_kernels as tiled
+
+    X, _ = _points_with_copies()
+    net = MLP((1, 1, 1), "tanh", 1.3, 0.2)
+    diag = ja.analytic_diag(X, 3, ACTIVATION_CODES["tanh"], 1.3, 0.2)
+    with dask.config.set(scheduler="sync"):
+        pair = tiled(net, X, chunks=4)  # rows 3, 5, 8 in three different tiles
+        nngp, ntk = dask.compute(pair.nngp, pair.ntk)
+    for K, dg in zip((nngp, ntk), diag):
+        assert np.all(np.diag(K) == dg)
+        assert K[3, 5] == K[5, 8] == K[8, 3] == dg[3] and K[10, 11] == dg[10]
+
+
+# ---------------------------------------------------------------------------------------------
+# extreme inputs: computed within the accepted range, refused beyond it
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", _ALL)
+@pytest.mark.parametrize("magnitude", [1e78, 1e154, 1e300])
+def test_overflowing_inputs_are_refused(activation, magnitude):
+    # before: NaN (relu, erf at 1e78), OverflowError (quadrature at 1e154)
+    X = np.random.default_rng(0).standard_normal((4, 3)) * magnitude
+    with pytest.raises(ValueError, match="Standardise the features"):
+        ja.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, True)
+    with pytest.raises(ValueError, match="Standardise the features"):
+        ja.analytic_diag(X, 2, ACTIVATION_CODES[activation], 1.0, 0.1)
+    with pytest.raises(ValueError, match="Standardise the features"):
+        ja.analytic_pair_kernels(X[:1] / magnitude, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, False)
+
+
+def test_overflowing_inputs_refused_by_gauss_hermite_and_public_api():
+    from ntksolve import MLP, analytic_kernels
+
+    X = np.full((3, 2), 1e154)
+    with pytest.raises(ValueError, match="Standardise the features"):
+        ja.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.1, True, force_quadrature=True)
+    with pytest.raises(ValueError, match=r"relu kernel: row 0 has entries up to 1e\+154"):
+        analytic_kernels(MLP((4,), "relu"), X)
+
+
+def test_variance_growing_with_depth_is_refused():
+    # relu with sigma_w^2 / 2 = 50 per layer: 50^100 overflows long before the output
+    X = np.random.default_rng(0).standard_normal((3, 2))
+    with pytest.raises(ValueError, match="lower weight_std"):
+        ja.analytic_pair_kernels(X, X, 100, RELU, 10.0, 0.0, True)
+
+
+def test_relu_at_large_accepted_scale_is_exactly_homogeneous():
+    # without bias the relu kernels are positively homogeneous of degree 2, and a power of two
+    # scales every operation exactly: K(a x, a y) = a^2 K(x, y) to the bit, near the top of the range
+    rng = np.random.default_rng(1)
+    X1, X2 = rng.standard_normal((6, 3)), rng.standard_normal((5, 3))
+    X2[1] = X1[0]
+    a = 2.0 ** 230  # variances ~ 1e138
+    for sym in (True, False):
+        Y = X1 if sym else X2
+        small = ja.analytic_pair_kernels(X1, Y, 3, RELU, 1.3, 0.0, sym)
+        big = ja.analytic_pair_kernels(X1 * a, Y * a, 3, RELU, 1.3, 0.0, sym)
+        for s, b in zip(small, big):
+            assert np.all(np.isfinite(b))
+            assert np.array_equal(b, s * a * a)
+
+
+def _erf_ntk_exact_det(x, y, sw, sb):
+    """Depth-1 erf NTK with the determinant of the first-layer covariance in exact rationals.
+
+    Everything else is well conditioned, so double precision suffices for it.
+    """
+    from fractions import Fraction
+
+    d = x.size
+    a, b = Fraction(sw) ** 2 / d, Fraction(sb) ** 2
+    fx, fy = [Fraction(float(v)) for v in x], [Fraction(float(v)) for v in y]
+    s11 = a * sum(v * v for v in fx) + b
+    s22 = a * sum(v * v for v in fy) + b
+    s12 = a * sum(u * v for u, v in zip(fx, fy)) + b
+    D = float(1 + 2 * (s11 + s22) + 4 * (s11 * s22 - s12 * s12))
+    A = float((1 + 2 * s11) * (1 + 2 * s22))
+    e_phi = 2 / np.pi * np.arcsin(float(2 * s12) / np.sqrt(A))
+    return sw**2 * e_phi + sb**2 + sw**2 * 4 / np.pi / np.sqrt(D) * float(s12)
+
+
+def test_erf_at_the_accepted_scale_is_accurate_and_beyond_is_refused():
+    # before: identical rows of magnitude 1e7 were 1.6% apart, as (1 + 2s)^2 - 4 s^2 cancelled
+    # (the code claimed it did not). Now identical rows are exact, nearly parallel ones are good to
+    # eps * s (1e-9 here), and variances where that exceeds 1e-8 are refused.
+    rng = np.random.default_rng(3)
+    limit = ja._MAX_VARIANCE_BOUNDED
+    X = rng.standard_normal((6, 3))
+    X *= np.sqrt(0.9 * limit * 3) / np.linalg.norm(X, axis=1, keepdims=True)  # first-layer s = 0.9 limit
+    X[1] = X[0]
+    X[2] = X[0] * (1 + 1e-9)
+    X[3] = X[0]
+    X[3, 1] *= 1 + 1e-6
+    nngp, ntk = ja.analytic_pair_kernels(X, X, 1, ERF, 1.0, 0.1, True)
+    assert ntk[0, 1] == ntk[0, 0] and nngp[0, 1] == nngp[0, 0]
+    for j in (2, 3, 4):
+        want = _erf_ntk_exact_det(X[0], X[j], 1.0, 0.1)
+        assert abs(ntk[0, j] - want) <= 1e-8 * abs(want), (j, ntk[0, j], want)
+    with pytest.raises(ValueError, match="above 1e\\+07"):
+        ja.analytic_pair_kernels(X * 1.1, X * 1.1, 1, ERF, 1.0, 0.1, True)
+    with pytest.raises(ValueError, match="Standardise"):
+        ja.analytic_diag(X, 1, ACTIVATION_CODES["tanh"], 1.1, 0.0)
+
+
+def test_gauss_hermite_beyond_its_capped_order_is_refused():
+    # the adaptive rule (on request only) reaches 1e-8 up to a variance of 3.6 for tanh
+    X = np.full((2, 1), 3.0)
+    with pytest.raises(ValueError, match="Gauss-Hermite rule"):
+        ja.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES["tanh"], 1.0, 0.0, True, force_quadrature=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the logistic family (Kolmogorov scale mixture) and gelu: accurate at every scale
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kolmogorov_rule_reproduces_the_logistic_function():
+    from scipy import special
+
+    v, w = ja.logistic_mixture_rule(ACTIVATION_CODES["sigmoid"])  # v = 4 K^2
+    k = np.sqrt(v) / 2
+    assert abs(w.sum() - 1) <= 1e-15
+    assert abs(w @ k - np.sqrt(np.pi / 2) * np.log(2)) <= 1e-14  # E[K] of the Kolmogorov law
+    assert abs(w @ k**2 - np.pi**2 / 12) <= 1e-14  # E[K^2]
+    x = np.linspace(-40, 40, 2001)
+    mix = special.ndtr(x[:, None] / (2 * k[None, :])) @ w  # sigmoid(x) = E[Phi(x / 2K)]
+    # pointwise 4e-12; averaged over a Gaussian pre-activation (the layer maps) it shrinks further
+    assert np.max(np.abs(mix - special.expit(x))) <= 1e-11
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softplus", "gelu"])
+def test_default_maps_match_dense_gauss_hermite_at_unit_scale(activation):
+    # a second method where the dense rule is exact to ~1e-13: variances <= 0.6
+    rng = np.random.default_rng(9)
+    X1, X2 = rng.standard_normal((4, 3)) * 0.5, rng.standard_normal((3, 3)) * 0.5
+    X2[0] = -X1[1]
+    code = ACTIVATION_CODES[activation]
+    got = ja.analytic_pair_kernels(X1, X2, 2, code, 1.1, 0.3, False)
+    ref = reference_kernels(X1, X2, 2, activation, 1.1, 0.3, quadrature=True, order=160)
+    for a, b in zip(got, ref):
+        assert _rel_err(a, b) <= 1e-11
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu", "softplus"])
+def test_large_feature_scale_accurate_psd_and_symmetric(activation):
+    # features of std 10: variances ~ 100-300, where the old Gauss-Hermite rule (capped at 320
+    # nodes) lost up to 1e-2, the kernel went indefinite (tanh: min/max eigenvalue -2e-2) and the
+    # cross kernel differed from the symmetric one by 1e-4
+    from reference_analytic import nested_quad_expectations
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((40, 5)) * 10.0
+    code = ACTIVATION_CODES[activation]
+    sym = ja.analytic_pair_kernels(X, X, 1, code, 1.0, 0.1, True)
+    cross = ja.analytic_pair_kernels(X, X.copy(), 1, code, 1.0, 0.1, False)
+    for K, C in zip(sym, cross):
+        eig = np.linalg.eigvalsh(K)
+        assert eig[0] >= -1e-13 * eig[-1]
+        assert _rel_err(C, K) <= 1e-13
+    # depth 1: each entry is sw^2 E[phi phi] + sb^2 of the first-layer covariances, by nested quad
+    s = X @ X.T / 5 + 0.01
+    for i, j in ((0, 1), (2, 2)):
+        e_phi, e_dphi = nested_quad_expectations(activation, s[i, i], s[j, j], s[i, j])
+        scale = max(1.0, abs(s[i, j]))
+        assert abs(sym[0][i, j] - (e_phi + 0.01)) <= 1e-11 * scale
+        assert abs(sym[1][i, j] - (e_phi + 0.01 + e_dphi * s[i, j])) <= 1e-11 * scale

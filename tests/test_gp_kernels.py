@@ -48,6 +48,32 @@ def test_exact_gradient_matches_finite_differences(Kern, activation, depth, poin
     assert np.all(np.abs(grad - fd).max(axis=(0, 1)) <= 1e-6 * scale)
 
 
+@pytest.mark.parametrize("activation", ["relu", "erf", "identity"])
+def test_gradient_kernel_values_are_the_analytic_kernels_bit_for_bit(activation, points):
+    # one implementation of the values: the gradient path reproduces analytic_kernels exactly, and
+    # the duplicated row (points[7] = points[3]) gets exactly the diagonal value and gradient
+    for Kern, which in ((NTKKernel, "ntk"), (NNGPKernel, "nngp")):
+        kernel = Kern(weight_std=1.3, bias_std=0.4, depth=3, activation=activation)
+        K, grad = kernel(points, eval_gradient=True)
+        pair = ntksolve.analytic_kernels(ntksolve.MLP((1,) * 3, activation, 1.3, 0.4), points)
+        assert np.array_equal(K, getattr(pair, which))
+        assert np.array_equal(np.diag(K), kernel.diag(points))
+        assert K[3, 7] == K[3, 3] == K[7, 7]
+        assert np.array_equal(grad[3, 7], grad[3, 3]) and np.array_equal(grad[7, 3], grad[7, 7])
+
+
+def test_analytic_diagonals_lives_with_the_analytic_kernels(points):
+    from ntksolve.kernels.analytic import analytic_diagonals
+
+    pair = ntksolve.analytic_kernels(ntksolve.MLP((1, 1), "gelu", 1.2, 0.3), points, points.copy())
+    nngp_diag, ntk_diag = analytic_diagonals(points, 2, "gelu", 1.2, 0.3)
+    assert np.array_equal(nngp_diag, np.diag(pair.nngp)) and np.array_equal(ntk_diag, np.diag(pair.ntk))
+    with pytest.raises(ValueError, match="depth must be a non-negative int"):
+        analytic_diagonals(points, -1, "relu", 1.0, 0.0)
+    with pytest.raises(ValueError, match="weight_std"):
+        analytic_diagonals(points, 1, "relu", -1.0, 0.0)
+
+
 def test_finite_difference_fallback_for_quadrature_activations(points):
     kernel = NTKKernel(weight_std=0.9, bias_std=0.3, depth=2, activation="tanh")
     _, grad = kernel(points, eval_gradient=True)

@@ -1,6 +1,7 @@
-"""The analytic infinite-width NNGP and NTK of a network's architecture."""
+"""The analytic infinite-width NNGP and NTK of a network's architecture, and their diagonals."""
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -8,7 +9,8 @@ import numpy as np
 from ntksolve._jit import analytic as _jit_analytic
 from ntksolve._validation import check_inputs, check_memory
 from ntksolve.kernels.empirical import _check_net
-from ntksolve.nets.mlp import MLP
+from ntksolve._jit.activations import ACTIVATION_CODES
+from ntksolve.nets.mlp import ACTIVATIONS, MLP
 
 
 class Kernels(NamedTuple):
@@ -18,13 +20,23 @@ class Kernels(NamedTuple):
     ntk: np.ndarray
 
 
+def _check_architecture(depth, activation):
+    """ValueError unless ``depth`` is a non-negative int and ``activation`` a known name."""
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
+        raise ValueError(f"depth must be a non-negative int (the number of hidden layers), got {depth!r}")
+    if activation not in ACTIVATION_CODES:
+        raise ValueError(f"unknown activation {activation!r}; valid activations are {', '.join(ACTIVATIONS)}")
+
 
 def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
 
-    Closed forms for relu, erf and identity; two-dimensional Gauss-Hermite quadrature for the other
-    activations. Numba over pairs of points, all layers of one pair carried in registers:
-    ``O(N1 N2 (d + L))`` for the closed forms.
+    Closed forms for relu, erf, gelu and identity; for tanh, sigmoid and softplus the closed forms
+    of a scale mixture over the Kolmogorov distribution (a fixed 24-node rule, about 1e-12 at any
+    scale). Numba over blocks of pairs, ``O(N1 N2 (d + L))`` (``O(N1 N2 (d + 576 L))`` for the
+    mixture). Identical rows, in ``X1`` and ``X2`` or across them, get exactly the diagonal value
+    ``K(x, x)`` (:func:`analytic_diagonals`), so that a duplicated point or a test point equal to a
+    training point keeps the kernel positive semidefinite.
 
     Parameters
     ----------
@@ -37,6 +49,13 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     -------
     Kernels
         Named pair ``(nngp, ntk)``, each of shape (N1, N2), float64 (times ``I_k`` over outputs).
+
+    Raises
+    ------
+    ValueError
+        Standard parameterisation; or inputs so large that a pre-activation variance
+        ``Sigma^l(x, x)`` exceeds 1e150 (1e7 for erf, tanh, sigmoid, whose NTK would lose accuracy
+        at nearly parallel pairs): standardise the features.
     """
     net = _check_net(net)
     if not net.supports_analytic:
@@ -59,4 +78,34 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     return Kernels(nngp=nngp, ntk=ntk)
 
 
-__all__ = ["Kernels", "analytic_kernels"]
+def analytic_diagonals(X, depth, activation, weight_std, bias_std):
+    """Diagonals of the infinite-width NNGP and NTK, ``K(x_i, x_i)``, in ``O(N (d + L))``.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, d)
+    depth : int
+        Number of hidden layers ``L``.
+    activation : str
+        One of ``ntksolve.ACTIVATIONS``.
+    weight_std, bias_std : float
+        ``sigma_w > 0``, ``sigma_b >= 0``.
+
+    Returns
+    -------
+    nngp_diag, ntk_diag : ndarray, shape (N,)
+        Bit-identical to the diagonals of :func:`analytic_kernels` of ``X`` (with itself or with
+        any array holding the same rows).
+
+    Raises
+    ------
+    ValueError
+        As :func:`analytic_kernels`.
+    """
+    _check_architecture(depth, activation)
+    net = MLP((1,) * int(depth), activation, weight_std, bias_std)  # validates the two stds
+    X = check_inputs(X)
+    return _jit_analytic.analytic_diag(X, net.depth, net.activation_code, net.weight_std, net.bias_std)
+
+
+__all__ = ["Kernels", "analytic_kernels", "analytic_diagonals"]

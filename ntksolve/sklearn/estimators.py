@@ -38,7 +38,7 @@ from ntksolve import dynamics as _dynamics
 from ntksolve.dynamics import mse as _mse
 from ntksolve._extras import require
 from ntksolve._validation import check_dtype
-from ntksolve.sklearn.gp_kernels import analytic_diagonals
+from ntksolve.kernels.analytic import analytic_diagonals
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
 

@@ -11,55 +11,24 @@ Hyperparameters, in log space as scikit-learn's optimisers expect: ``bias_std`` 
 (the number of hidden layers) and ``activation`` are fixed parameters of the architecture.
 
 Gradients (``eval_gradient=True``) are exact for relu, erf and identity: the layer recursion is
-differentiated in closed form (``ntksolve._jit_gp`` holds the derivation). For the activations
-computed by quadrature (tanh, sigmoid, gelu, softplus) the gradient is a central finite
+differentiated in closed form (``ntksolve._jit.gp`` holds the derivation). For the other
+activations (tanh, sigmoid, gelu, softplus) the gradient is a central finite
 difference in log space with step ``_FD_STEP``; it is accurate to about 1e-8 relative, ample for
 an optimiser, but it costs four extra kernel evaluations.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
-from ntksolve._validation import check_inputs
-from ntksolve.nets.mlp import ACTIVATIONS, MLP
 from ntksolve._jit.activations import ACTIVATION_CODES
+from ntksolve._validation import check_inputs
+from ntksolve.kernels.analytic import _check_architecture, analytic_diagonals, analytic_kernels
+from ntksolve.nets.mlp import MLP
 
 #: Central-difference step in log hyperparameter space, for activations without a closed-form
 #: gradient. Truncation error ~ h^2 = 1e-8 relative; rounding ~ eps / h = 2e-12.
 _FD_STEP = 1e-4
-
-
-def _check_architecture(depth, activation):
-    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
-        raise ValueError(f"depth must be a non-negative int (the number of hidden layers), got {depth!r}")
-    if activation not in ACTIVATION_CODES:
-        raise ValueError(f"unknown activation {activation!r}; valid activations are {', '.join(ACTIVATIONS)}")
-
-
-def analytic_diagonals(X, depth, activation, weight_std, bias_std):
-    """Diagonals of the infinite-width NNGP and NTK, ``O(N (d + L))``.
-
-    Parameters
-    ----------
-    X : array_like, shape (N, d)
-    depth : int
-    activation : str
-    weight_std, bias_std : float
-
-    Returns
-    -------
-    nngp_diag, ntk_diag : ndarray, shape (N,)
-        Bit-identical to the diagonals of :func:`ntksolve.analytic_kernels` of ``X`` with itself.
-    """
-    from ntksolve._jit import analytic as _jit_analytic
-
-    _check_architecture(depth, activation)
-    X = check_inputs(X)
-    return _jit_analytic.analytic_diag(X, int(depth), ACTIVATION_CODES[activation],
-                                       float(weight_std), float(bias_std))
 
 
 class _InfiniteWidthKernel(Kernel):
@@ -100,8 +69,6 @@ class _InfiniteWidthKernel(Kernel):
         return MLP((1,) * int(self.depth), self.activation, self.weight_std, self.bias_std)
 
     def _values(self, X, Y):
-        from ntksolve.kernels import analytic_kernels
-
         pair = analytic_kernels(self._net(), X, Y)
         return pair.ntk if self._ntk else pair.nngp
 
@@ -176,7 +143,7 @@ class _InfiniteWidthKernel(Kernel):
 class NTKKernel(_InfiniteWidthKernel):
     """The infinite-width neural tangent kernel of a fully connected network, as a GP kernel.
 
-    ``Theta^{L+1}(x, x')`` of ``CONVENTIONS.md`` (NTK parameterisation): the kernel that wide
+    ``Theta^{L+1}(x, x')`` of ``docs/conventions.md`` (NTK parameterisation): the kernel that wide
     networks of this architecture train with, and whose kernel regression is the trained network
     at ``t = inf``. Not stationary.
 
@@ -207,7 +174,7 @@ class NTKKernel(_InfiniteWidthKernel):
 class NNGPKernel(_InfiniteWidthKernel):
     """The infinite-width NNGP kernel (the covariance of ``f_0``) of a fully connected network.
 
-    ``Sigma^{L+1}(x, x')`` of ``CONVENTIONS.md``: Bayesian inference with this kernel is the
+    ``Sigma^{L+1}(x, x')`` of ``docs/conventions.md``: Bayesian inference with this kernel is the
     infinitely wide Bayesian network (Lee et al. 2018). Same parameters as :class:`NTKKernel`.
 
     Parameters
@@ -222,4 +189,4 @@ class NNGPKernel(_InfiniteWidthKernel):
     _ntk = False
 
 
-__all__ = ["NTKKernel", "NNGPKernel", "analytic_diagonals"]
+__all__ = ["NTKKernel", "NNGPKernel"]
