@@ -169,11 +169,12 @@ def check_choice(value, name: str, valid):
 def as_real_array(a, name: str) -> np.ndarray:
     """``np.asarray(a)`` if it is a real numeric (or boolean) array; TypeError otherwise."""
     arr = np.asarray(a)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
+    kind = arr.dtype.kind
+    if kind in "fiub":  # float, signed, unsigned, bool
+        return arr
+    if kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    return arr
+    raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
 
 
 def check_finite(arr, name: str, what: str = "the kernel and targets must be finite") -> None:
