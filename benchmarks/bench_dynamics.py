@@ -15,14 +15,20 @@ against the same solver at a 100× tighter tolerance; eigh is not run there but 
 Timings: warm-up call excluded, median of ``--repeats``. Peers: neural-tangents'
 ``predict.gradient_descent_mse`` only if ``/tmp/ntk-peers/nt/bin/python`` exists (subprocess).
 
+``--against ROOT``: instead, the eigh path and the krylov path of this checkout side by side with
+another checkout of ntksolve (e.g. the main branch), each in its own subprocess on the same
+seeded kernel, alternating rounds; prints the medians and the ratios new / old.
+
 Usage::
 
     python benchmarks/bench_dynamics.py            # N = 1024, 4096 and the N = 20000 krylov run
     python benchmarks/bench_dynamics.py --quick    # N = 512, 1024, big = 3000, one repeat
+    python benchmarks/bench_dynamics.py --against /path/to/other/checkout --n 2048 --repeats 5
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +39,7 @@ import numpy as np
 import scipy.linalg
 
 import ntksolve
-from ntksolve.dynamics import gradient_descent_mse
+from ntksolve.dynamics import Krylov, gradient_descent_mse
 
 NT_PYTHON = "/tmp/ntk-peers/nt/bin/python"
 N_TEST = 256
@@ -216,7 +222,7 @@ def bench_big(n, t_bare_ref, n_ref, rng):
     results = {}
     for tol in (1e-8, 1e-10):
         t0 = time.perf_counter()
-        pred = gradient_descent_mse(K, y, method="krylov", tol=tol)
+        pred = gradient_descent_mse(K, y, method=Krylov(tol=tol))
         out = pred(ts, f0, fs0, Ks)
         results[tol] = (time.perf_counter() - t0, out, pred.krylov_info["iterations"][0])
         print(f"  krylov tol={tol:g}: {results[tol][0]:.1f} s, Krylov dimension {results[tol][2]}")
@@ -229,6 +235,62 @@ def bench_big(n, t_bare_ref, n_ref, rng):
           f"{t_bare_ref:.2f} s at N = {n_ref} (this run); krylov is {est / t_a:.0f}x faster than that")
 
 
+_SIDE_CODE = """
+import json, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+import ntksolve
+from ntksolve.dynamics import gradient_descent_mse
+assert ntksolve.__file__.startswith({root!r}), ntksolve.__file__
+rng = np.random.default_rng(0)
+n, m, depth = {n}, {m}, {depth}
+X = rng.standard_normal((n + m, {d}))
+d = X.shape[1]
+s12 = X @ X.T / d
+s11 = np.sum(X * X, 1) / d
+ntk = s12.copy()
+for _ in range(depth):  # the analytic ReLU NTK (arc-cosine closed form), as the numpy fallback above
+    prod = np.outer(s11, s11)
+    ang = np.arctan2(np.sqrt(np.maximum(prod - s12**2, 0)), s12)
+    np.fill_diagonal(ang, 0.0)
+    e = np.sqrt(prod) * (np.sin(ang) + (np.pi - ang) * np.cos(ang)) / (2 * np.pi)
+    ntk = e + (np.pi - ang) / (2 * np.pi) * ntk
+    s12, s11 = e, s11 / 2
+K = np.ascontiguousarray((ntk[:n, :n] + ntk[:n, :n].T) / 2)
+Ks = np.ascontiguousarray(ntk[n:, :n])
+y = rng.standard_normal(n)
+f0, fs0 = np.zeros(n), np.zeros(m)
+ts = np.logspace(-2, 3, {T})
+out = {{}}
+for method in ("eigh", "krylov"):
+    run = lambda: gradient_descent_mse(K, y, method=method)(ts, f0, fs0, Ks)
+    run()
+    t0 = time.perf_counter(); run(); out[method] = time.perf_counter() - t0
+print(json.dumps(out))
+"""
+
+
+def side_by_side(sizes, n_times, repeats, other_root):
+    """Median seconds of the eigh and krylov paths here and in ``other_root``; ratios new / old."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    roots = {"new": here, "old": os.path.abspath(other_root)}
+    for n in sizes:
+        times = {(k, meth): [] for k in roots for meth in ("eigh", "krylov")}
+        for _ in range(repeats):
+            for key, root in roots.items():
+                code = _SIDE_CODE.format(root=root, n=n, m=N_TEST, depth=DEPTH, d=D_IN, T=n_times)
+                res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+                if res.returncode != 0:
+                    raise RuntimeError(f"{key} ({root}) failed:\n{res.stderr[-2000:]}")
+                for meth, sec in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                    times[(key, meth)].append(sec)
+        print(f"\nN = {n}, {n_times} times, {N_TEST} test points: median of {repeats} alternating rounds")
+        print(f"  {'path':<8} {'new s':>9} {'old s':>9} {'new/old':>8}")
+        for meth in ("eigh", "krylov"):
+            a, b = np.median(times[("new", meth)]), np.median(times[("old", meth)])
+            print(f"  {meth:<8} {a:9.3f} {b:9.3f} {a / b:8.2f}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, nargs="+", default=None, help="train sizes (default 1024 4096)")
@@ -236,7 +298,10 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (median), default 3 (1 if --quick)")
     p.add_argument("--big", type=int, default=None, help="krylov-only size (default 20000; 0 skips)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    p.add_argument("--against", default=None, help="another ntksolve checkout to time side by side")
     args = p.parse_args(argv)
+    if args.against:
+        return side_by_side(args.n or [2048], args.times, args.repeats or 5, args.against)
     sizes = args.n or ([512, 1024] if args.quick else [1024, 4096])
     repeats = args.repeats or (1 if args.quick else 3)
     big = args.big if args.big is not None else (3000 if args.quick else 20000)

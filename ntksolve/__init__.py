@@ -6,7 +6,9 @@ scikit-learn faces and the comparison tools are imported on first access):
 - :class:`MLP` -- the fully connected network of the conventions.
 - :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
 - :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
-  :func:`mse_loss` -- closed-form training dynamics.
+  :func:`mse_loss` -- closed-form training dynamics; :class:`GradientFlow`, :class:`GradientDescent`
+  (training rules), :class:`Eigh`, :class:`Expm`, :class:`Krylov`, :class:`ConjugateGradient`,
+  :class:`Auto` (solvers), :class:`DenseKernel` (a kernel as an operator).
 - :class:`NTKRegressor`, :class:`NTKClassifier`, :class:`NTKRegressorCV`, :class:`NTKKernel`,
   :class:`NNGPKernel`, :func:`load` -- scikit-learn estimators and GP kernels.
 - :func:`train_network`, :func:`compare` -- real gradient descent beside the prediction.
@@ -25,6 +27,14 @@ from ntksolve.dynamics import (
     critical_learning_rate,
     mse_loss,
     DivergenceWarning,
+    GradientFlow,
+    GradientDescent,
+    Eigh,
+    Expm,
+    Krylov,
+    ConjugateGradient,
+    Auto,
+    DenseKernel,
 )
 
 # Attributes resolved on first access (PEP 562): scikit-learn alone takes longer to import than
@@ -70,5 +80,13 @@ __all__ = [
     "critical_learning_rate",
     "mse_loss",
     "DivergenceWarning",
+    "GradientFlow",
+    "GradientDescent",
+    "Eigh",
+    "Expm",
+    "Krylov",
+    "ConjugateGradient",
+    "Auto",
+    "DenseKernel",
     *_LAZY,
 ]

@@ -49,7 +49,7 @@ ANALYTIC_MAX_VARIANCE_BOUNDED = 1e7
 #: set of activations would exceed this many bytes.
 EMPIRICAL_BLOCK_BYTES = 2 * 1024**3
 
-# --- closed-form dynamics (dynamics.py) ---------------------------------------------------------
+# --- closed-form dynamics (ntksolve.dynamics) ------------------------------------------------------
 
 #: LAPACK driver of the symmetric eigendecomposition. Measured 2026-11-29 at N = 2048, 2 cores, float64:
 #: evd 0.89 s, evr 4.0 s, ev 8.2 s, numpy.linalg.eigh 0.89 s (it also calls syevd).
@@ -67,7 +67,10 @@ SYMMETRY_RTOL_SQRT_EPS = 1.0
 #: Tile side of the symmetry check: two 256 × 256 float64 tiles (1 MiB) stay in L2/L3 cache.
 SYMMETRY_TILE = 256
 
-#: Cost model of ``method="auto"`` (seconds), fitted 2026-11-29 on this 2-core machine, float64:
+#: Cost model of ``method="auto"`` (seconds; ``ntksolve.dynamics.solvers.auto_method``), priced with
+#: the actual sizes of each prediction call (times, test points, target columns). The constants are
+#: machine rates, so they only need the right order of magnitude: they move the crossover between
+#: eigh and krylov, not the answer. Fitted 2026-11-29 on a 2-core machine, float64:
 #: ``scipy.linalg.eigh(driver="evd")`` 0.885 s at N = 2048 → 1.03e-10 · N³;
 #: ``Θ @ x`` 12 ms at N = 4096 (memory-bound, 8 bytes per entry at 11 GB/s) → 7.2e-10 · N²;
 #: ``Θ @ X`` with 256 columns 0.225 s at N = 4096 → 38 GFlop/s → 2.6e-11 s per flop.
@@ -80,12 +83,11 @@ AUTO_LANCZOS_STEP_OVERHEAD = 4e-5
 #: 24 at N = 1024 and 4096 for 50 times up to 1e3 steps at η = 1; 80–90 at N = 3000 with times up to
 #: 1e6 and ``t = ∞`` (kernel regression, conjugate gradients). 100 prices the harder case.
 AUTO_KRYLOV_ITERATIONS = 100
-#: The cost model does not know the times before ``predict``; it prices a trajectory of this many.
-AUTO_ASSUMED_TIMES = 50
-#: Below this size the decomposition is always cheap enough: eigh (which also caches across calls).
+#: Below this size the decomposition is always cheap enough (tens of ms): eigh, decided at
+#: construction (the decomposition is then cached across calls).
 AUTO_MIN_KRYLOV_SIZE = 512
 
-# --- Lanczos (_krylov.py) ------------------------------------------------------------------------
+# --- Lanczos (dynamics/krylov.py) ----------------------------------------------------------------
 
 #: Iterations between two a-posteriori convergence checks. Each check eigendecomposes the small
 #: ``m × m`` tridiagonal matrix (``O(m²)``); checking every 8 steps keeps that below 5 % of the
@@ -98,7 +100,7 @@ LANCZOS_CHECK_EVERY = 8
 #: ``√N ε ‖Θ‖``; 100·√N leaves a margin.
 LANCZOS_BREAKDOWN_FACTOR = 100.0
 
-# --- tiled kernels and solvers (distributed.py) -----------------------------------------------------
+# --- tiled kernels and product-only solvers (dask/, dynamics/cg.py, dynamics/nystrom.py) ----------
 
 #: Seconds to wait for a scheduler given by address before a ConnectionError. A healthy scheduler
 #: answers in milliseconds on a LAN; a few seconds covers a busy one without leaving a user with a
@@ -112,8 +114,8 @@ CONNECT_TIMEOUT_S = 5.0
 #: on smooth data.
 DEFAULT_LANDMARKS = 2000
 
-#: Default relative residual of the CG solve for ``t = inf``: predictions carry about this relative
-#: error, far below what a float32-stored kernel or the data itself justify.
+#: Default relative residual of the CG solve for ``t = inf`` (``ConjugateGradient``): predictions
+#: carry about this relative error, far below what a float32-stored kernel or the data itself justify.
 DEFAULT_CG_TOL = 1e-6
 
 #: Fraction of the cluster's memory (sum of the workers' limits, or the memory available now for a

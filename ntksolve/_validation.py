@@ -4,6 +4,7 @@ Jitted code never sees raw user input: the public wrappers call these first.
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 import numpy as np
@@ -109,3 +110,86 @@ def check_memory(shape, dtype, *, what: str = "kernel", hint: str = "") -> None:
 def fmt_bytes(n: float) -> str:
     """Human-readable byte count, e.g. ``'1.5 GiB'``."""
     return _fmt_bytes(n)
+
+
+# --- scalars, choices and arrays shared by the solvers -------------------------------------------
+#
+# One implementation each: ``TypeError`` for a wrong type, ``ValueError`` for a wrong value, the
+# message naming the argument, what was given and what is accepted.
+
+
+def check_real_scalar(value, name: str, *, low: float = -np.inf, strict: bool = False,
+                      allow_inf: bool = False) -> float:
+    """A real number (not a bool) ``> low`` (``strict``) or ``>= low``, finite unless ``allow_inf``.
+
+    Returns
+    -------
+    float
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    v = float(value)
+    if np.isnan(v) or (np.isinf(v) and not (allow_inf and v > 0)):
+        raise ValueError(f"{name} must be a finite number{' (or np.inf)' if allow_inf else ''}, got {value!r}")
+    if (v <= low) if strict else (v < low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+    return v
+
+
+def check_learning_rate(value, name: str = "learning_rate") -> float:
+    """``η``: a positive finite real number."""
+    return check_real_scalar(value, name, low=0.0, strict=True)
+
+
+def check_diag_reg(value, name: str = "diag_reg") -> float:
+    """The relative ridge: a non-negative finite real number."""
+    return check_real_scalar(value, name, low=0.0)
+
+
+def check_positive_int(value, name: str, *, allow_none: bool = False):
+    """A positive integer (not a bool), or None when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_choice(value, name: str, valid):
+    """``value`` if it is one of the strings ``valid``; TypeError for a non-string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, valid))}, got {value!r}")
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid values: {', '.join(map(repr, valid))}")
+    return value
+
+
+def as_real_array(a, name: str) -> np.ndarray:
+    """``np.asarray(a)`` if it is a real numeric (or boolean) array; TypeError otherwise."""
+    arr = np.asarray(a)
+    kind = arr.dtype.kind
+    if kind in "fiub":  # float, signed, unsigned, bool
+        return arr
+    if kind == "c":
+        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+
+
+def check_finite(arr, name: str, what: str = "the kernel and targets must be finite") -> None:
+    """ValueError naming how many entries of ``arr`` are NaN or infinite."""
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} contains NaN or infinity ({bad} entries); {what}")
+
+
+def ridge_shift(diag_reg: float, diagonal) -> float:
+    """The absolute ridge ``diag_reg · mean(diag Θ)`` that a relative ``diag_reg`` adds to ``Θ``.
+
+    Relative to the kernel's mean diagonal, so that one ``diag_reg`` means the same thing for
+    kernels of any scale; 0 exactly when ``diag_reg`` is 0 (no pass over the diagonal).
+    """
+    if not diag_reg:
+        return 0.0
+    return float(diag_reg) * float(np.mean(diagonal))

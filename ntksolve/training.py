@@ -38,7 +38,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ntksolve._validation import check_inputs
-from ntksolve.dynamics.mse import critical_learning_rate
+from ntksolve.dynamics.mse import critical_learning_rate, mse_loss
 from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
@@ -188,8 +188,7 @@ def _gd_step(net, params, hs, dphis, r, stored_steps, eta) -> None:
 
 
 def _loss(f: np.ndarray, y: np.ndarray) -> float:
-    d = f - y
-    return float(0.5 * np.vdot(d, d) / d.size)
+    return mse_loss(f, y)
 
 
 def _critical_rate(net, params, X) -> float:
@@ -317,7 +316,7 @@ def train_network(
     for s in range(steps + 1):
         f, hs, dphis = forward(train_net, work, X, keep=(s < steps))
         r = f - y
-        loss = float(0.5 * np.vdot(r, r) / r.size)
+        loss = mse_loss(f, y)
         if loss_scale is None:
             loss_scale = max(loss, 0.5 * float(np.vdot(y, y)) / y.size, np.finfo(dt).tiny)
         if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * loss_scale:

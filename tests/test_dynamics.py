@@ -12,7 +12,7 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 
-from ntksolve.dynamics.mse import _auto_method
+from ntksolve.dynamics.solvers import Krylov, auto_method
 from ntksolve.dynamics import (
     DivergenceWarning,
     critical_learning_rate,
@@ -367,9 +367,9 @@ def test_mse_loss_and_predictor_loss(problem):
 
 
 def test_auto_cost_model_choices():
-    assert _auto_method(4096, 1, 50, True) == "krylov"  # the case
-    assert _auto_method(4096, 1024, 50, True) == "eigh"  # many columns: one decomposition serves all
-    assert _auto_method(100, 1, 50, True) == "eigh"
+    assert auto_method(4096, 1, 50, 256) == "krylov"  # one column, 50 times, 256 test points
+    assert auto_method(4096, 1024, 50, 256) == "eigh"  # many columns: one decomposition serves all
+    assert auto_method(100, 1, 50, 256) == "eigh"
     K, _ = jacobian_kernels(20, 0, 30)
     assert gradient_descent_mse(K, np.zeros(20)).method == "eigh"
 
@@ -515,7 +515,7 @@ def test_krylov_warns_when_max_iter_stops_it_early(problem):
 
     K, Ks, y, f0, fs0 = problem
     with pytest.warns(KrylovConvergenceWarning, match="max_iter=3"):
-        gradient_descent_mse(K, y, method="krylov", max_iter=3)(100.0, f0)
+        gradient_descent_mse(K, y, method=Krylov(max_iter=3))(100.0, f0)
     with pytest.raises(ValueError, match="'ntk', 'nngp'"):
         gradient_descent_mse_ensemble(K, K, y)(1.0, Ks, Ks, posterior="bayes")
 

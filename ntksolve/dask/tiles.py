@@ -68,7 +68,8 @@ from ntksolve._jit.tiles import symmetric_tile_products, tile_products
 from ntksolve.dynamics.cg import preconditioned_cg
 from ntksolve.dynamics.krylov import lanczos_function_products
 from ntksolve._config import KRYLOV_TOL
-from ntksolve.dynamics.spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
+from ntksolve.dynamics.rules import resolve_rule
+from ntksolve.dynamics.spectral import null_mask as _null_mask
 from ntksolve.dynamics.nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
 from ntksolve._validation import check_dtype, check_inputs, fmt_bytes
 from ntksolve.nets.mlp import MLP
@@ -1301,7 +1302,7 @@ def solve_tiled(
             info["preconditioner_seconds"] = time.perf_counter() - tp
         info["n_landmarks"] = m
         coef, cg = preconditioned_cg(A, r, precond, tol=DEFAULT_CG_TOL if tol is None else tol,
-                                     maxiter=1000 if maxiter is None else maxiter)
+                                     max_iter=1000 if maxiter is None else maxiter)
         if not cg["converged"]:
             warnings.warn(
                 f"conjugate gradients did not reach tol within {cg['iterations']} iterations (relative "
@@ -1318,7 +1319,7 @@ def solve_tiled(
 
         def coefficient_fn(theta):
             null = _null_mask(theta, N, operator.dtype, "the tiled train kernel")
-            g, h = _mode_coefficients(theta, null, ts, lr_over_size, dynamics)
+            g, h = resolve_rule(dynamics, learning_rate).mode_coefficients(theta, null, ts, N * k)
             return np.vstack([g, h])
 
         eps = np.finfo(operator.dtype).eps

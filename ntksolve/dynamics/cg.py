@@ -1,7 +1,8 @@
 """Conjugate gradients on an operator known only through its products.
 
-Private: :mod:`ntksolve.dask` builds a symmetric kernel ``A = Theta + mu I`` out of tiles
-and hands these functions a ``matvec`` callable. Nothing here knows about Dask.
+Private: the ``ConjugateGradient`` solver of :mod:`ntksolve.dynamics.solvers` hands it the
+products of the regularised kernel ``A = Theta + mu I`` (in memory, or tiled on a cluster). Nothing
+here knows about Dask.
 
 - :func:`preconditioned_cg`: conjugate gradients (Hestenes & Stiefel 1952) with a preconditioner,
   for ``t = inf`` kernel regression, one independent recurrence per right-hand side column, all
@@ -11,7 +12,7 @@ and hands these functions a ``matvec`` callable. Nothing here knows about Dask.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def preconditioned_cg(
     precond: Optional[Callable[[np.ndarray], np.ndarray]] = None,
     *,
     tol: float = 1e-6,
-    maxiter: int = 1000,
+    max_iter: int = 1000,
     callback: Optional[Callable[[int, np.ndarray], None]] = None,
 ) -> Tuple[np.ndarray, KrylovInfo]:
     """Solve ``A X = B`` for a symmetric positive definite ``A`` given by products, column by column.
@@ -48,7 +49,8 @@ def preconditioned_cg(
         ``R (N, r) -> M^{-1} R``, ``M`` symmetric positive definite and ``M ~ A``.
     tol : float
         Relative residual per column.
-    maxiter : int
+    max_iter : int
+        Products with ``A`` at most.
     callback : callable, optional
         ``callback(iteration, relative_residuals)`` after every iteration.
 
@@ -57,7 +59,16 @@ def preconditioned_cg(
     X : ndarray, shape (N, r), float64
     info : KrylovInfo
         ``iterations`` (products with ``A``, not counting the final residual check),
-        ``converged`` (bool), ``residuals`` (true relative residual per column, shape (r,)).
+        ``converged`` (bool), ``residuals`` (true relative residual per column, shape (r,)),
+        ``AX`` (the product ``A X`` of the final check, shape (N, r): ``f_inf = f_0 + A X``).
+
+    Notes
+    -----
+    On a positive *semi*definite ``A`` with ``B`` in its range, the iterates stay in the Krylov
+    space of ``B``, inside the range, so from ``X = 0`` they converge to the minimum-norm solution
+    ``A⁺ B`` (with a preconditioner, if it maps the null space of ``A`` into itself). A column whose
+    direction has non-positive curvature ``pᵀAp ≤ 0`` at rounding level (a singular ``A`` solved to
+    its last digits) stops there; clearly negative curvature is an error.
     """
     B = np.asarray(B, dtype=np.float64)
     if B.ndim != 2:
@@ -73,20 +84,28 @@ def preconditioned_cg(
     active = bnorm > 0
     it = 0
     rel = np.linalg.norm(R, axis=0) / bnorm_safe
-    while np.any(active & (rel > tol)) and it < maxiter:
+    eps = np.finfo(np.float64).eps
+    anorm = 0.0  # largest Rayleigh quotient seen: a lower bound of ||A||, the scale of "rounding"
+    while np.any(active & (rel > tol)) and it < max_iter:
         live = active & (rel > tol)
         AP = matvec(P)
         it += 1
         pAp = np.einsum("ij,ij->j", P, AP)
-        if np.any(live & (pAp <= 0)):
+        pp = np.einsum("ij,ij->j", P, P)
+        anorm = max(anorm, float(np.max(np.where(live & (pp > 0), pAp / np.where(pp > 0, pp, 1.0), 0.0))))
+        flat = live & (pAp <= 0)
+        if np.any(flat & (pAp < -np.sqrt(eps) * anorm * pp)):
             raise np.linalg.LinAlgError(
-                "conjugate gradients met a direction of non-positive curvature: the regularised kernel "
-                "Theta + diag_reg * mean(diag Theta) * I is not positive definite (increase diag_reg)"
+                "conjugate gradients met a direction of negative curvature: the regularised kernel "
+                "Theta + diag_reg * mean(diag Theta) * I is not positive semidefinite (increase diag_reg)"
             )
+        if np.any(flat):  # rounding-level curvature: this column is solved as far as it can be
+            active = active & ~flat
+            live = live & ~flat
         alpha = np.where(live, rz / np.where(pAp > 0, pAp, 1.0), 0.0)
         X += alpha * P
         R -= alpha * AP
-        rel = np.linalg.norm(R, axis=0) / bnorm_safe
+        rel = np.where(live, np.linalg.norm(R, axis=0) / bnorm_safe, rel)
         if callback is not None:
             callback(it, rel.copy())
         live = active & (rel > tol)
@@ -97,9 +116,10 @@ def preconditioned_cg(
         beta = np.where(live, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
         rz = rz_new
         P = Z + beta * P
-    true_rel = np.linalg.norm(B - matvec(X), axis=0) / bnorm_safe
-    info = KrylovInfo(iterations=it, converged=bool(np.all(rel <= tol)), residuals=true_rel)
+    AX = matvec(X)
+    true_rel = np.linalg.norm(B - AX, axis=0) / bnorm_safe
+    info = KrylovInfo(iterations=it, converged=bool(np.all(rel <= tol)), residuals=true_rel, AX=AX)
     return X, info
 
 
-__all__ = ["preconditioned_cg", "symmetric_tile_products", "tile_products", "KrylovInfo"]
+__all__ = ["preconditioned_cg", "KrylovInfo"]

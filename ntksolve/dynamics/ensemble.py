@@ -2,19 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
-from ntksolve._config import EIGH_DRIVER
-from ntksolve.dynamics.mse import (
-    _as_real_array,
-    _check_diag_reg,
-    _check_finite,
-    _check_learning_rate,
-    _check_times,
-    _check_train_kernel,
-    _pick,
-)
-from ntksolve.dynamics.spectral import mode_coefficients as _mode_coefficients, null_mask as _null_mask
+from ntksolve._validation import as_real_array, check_choice, check_diag_reg, check_finite, ridge_shift
+from ntksolve.dynamics.operator import check_train_kernel
+from ntksolve.dynamics.rules import GradientFlow
+from ntksolve.dynamics.spectral import regularised_eigh
 
 POSTERIORS = ("ntk", "nngp")
 
@@ -32,25 +24,26 @@ class EnsemblePredictor:
     """
 
     def __init__(self, nngp_train_train, ntk_train_train, y_train, learning_rate=1.0, *, diag_reg=0.0):
-        self.learning_rate = _check_learning_rate(learning_rate)
-        self.diag_reg = _check_diag_reg(diag_reg)
-        K, fk = _check_train_kernel(nngp_train_train, "nngp_train_train")
-        Th, ft = _check_train_kernel(ntk_train_train, "ntk_train_train")
+        self.rule = GradientFlow(learning_rate)
+        self.learning_rate = self.rule.learning_rate
+        self.diag_reg = check_diag_reg(diag_reg)
+        K, fk = check_train_kernel(nngp_train_train, "nngp_train_train")
+        Th, ft = check_train_kernel(ntk_train_train, "ntk_train_train")
         if fk is not None or ft is not None:
             raise ValueError("the ensemble takes traced (N, N) infinite-width kernels (they are diagonal over outputs)")
         if K.shape != Th.shape:
             raise ValueError(f"nngp_train_train {K.shape} and ntk_train_train {Th.shape} must have the same shape")
         N = K.shape[0]
-        y = _as_real_array(y_train, "y_train")
+        y = as_real_array(y_train, "y_train")
         if y.ndim not in (1, 2) or y.shape[0] != N:
             raise ValueError(f"y_train must have shape (N,) or (N, k) with N = {N}, got {y.shape}")
         y = np.asarray(y, dtype=np.float64)
-        _check_finite(y, "y_train")
+        check_finite(y, "y_train")
         self.n_train, self.n_outputs = N, (1 if y.ndim == 1 else y.shape[1])
         self._y_shape = y.shape
         self._Y = y.reshape(N, -1)
         self._K = np.asarray(K, dtype=np.float64)
-        self._lr_over_size = self.learning_rate / y.size
+        self._size = y.size
         self._lam, self._V, self._null = _regularised_eigh(Th, self.diag_reg, "ntk_train_train")
         self._G = None  # Vᵀ K V, for the covariance
         self._nngp = None
@@ -86,7 +79,7 @@ class EnsemblePredictor:
         cov : ndarray, shape (M, M), with a leading ``T`` for an array ``t`` (only with ``compute_cov``)
             Symmetric; the same for every output column.
         """
-        _pick("posterior", posterior, POSTERIORS)
+        check_choice(posterior, "posterior", POSTERIORS)
         N = self.n_train
         Ks = self._check_cross(nngp_test_train, "nngp_test_train")
         M = Ks.shape[0]
@@ -94,11 +87,11 @@ class EnsemblePredictor:
         if compute_cov:
             if nngp_test_test is None:
                 raise ValueError("compute_cov=True needs nngp_test_test, the (M, M) NNGP kernel of the test inputs")
-            Kss = _as_real_array(nngp_test_test, "nngp_test_test")
+            Kss = as_real_array(nngp_test_test, "nngp_test_test")
             if Kss.shape != (M, M):
                 raise ValueError(f"nngp_test_test must have shape {(M, M)}, got {Kss.shape}")
             Kss = np.asarray(Kss, dtype=np.float64)
-            _check_finite(Kss, "nngp_test_test")
+            check_finite(Kss, "nngp_test_test")
         if posterior == "nngp":
             if t is not None and not (np.ndim(t) == 0 and np.isinf(t)):
                 raise ValueError("posterior='nngp' is the t = inf Bayesian posterior; pass t=np.inf (or None)")
@@ -116,10 +109,10 @@ class EnsemblePredictor:
         Th = self._check_cross(ntk_test_train, "ntk_test_train")
         if Th.shape != Ks.shape:
             raise ValueError(f"ntk_test_train {Th.shape} and nngp_test_train {Ks.shape} must have the same shape")
-        ts, scalar = _check_times(t, "continuous")
+        ts, scalar = self.rule.check_times(t)
         T = ts.size
         V = self._V
-        _, h = _mode_coefficients(self._lam, self._null, ts, self._lr_over_size, "continuous")
+        _, h = self.rule.mode_coefficients(self._lam, self._null, ts, self._size)
         B = Th @ V  # (M, N)
         P = V.T @ self._Y  # (N, c)
         c = P.shape[1]
@@ -138,21 +131,17 @@ class EnsemblePredictor:
         return (mean[0], cov[0]) if scalar else (mean, cov)
 
     def _check_cross(self, k, name):
-        K = _as_real_array(k, name)
+        K = as_real_array(k, name)
         if K.ndim != 2 or K.shape[1] != self.n_train:
             raise ValueError(f"{name} must have shape (M, {self.n_train}) (test × train, traced), got {K.shape}")
         K = np.asarray(K, dtype=np.float64)
-        _check_finite(K, name)
+        check_finite(K, name)
         return K
 
 
 def _regularised_eigh(A, diag_reg, what):
-    n = A.shape[0]
-    work = np.array(A, dtype=np.float64, order="F")
-    if diag_reg:
-        work.flat[:: n + 1] += diag_reg * float(np.mean(np.diagonal(A)))
-    lam, V = scipy.linalg.eigh(work, driver=EIGH_DRIVER, overwrite_a=True, check_finite=False)
-    return lam, V, _null_mask(lam, n, np.float64, what)
+    """``(lam, V, null)`` of ``A + diag_reg · mean(diag A) · I`` in float64."""
+    return regularised_eigh(A, ridge_shift(diag_reg, np.diagonal(A)), np.float64, what)
 
 
 def _psd_safe(cov):

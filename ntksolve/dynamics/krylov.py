@@ -2,14 +2,14 @@
 
 The closed-form dynamics need, for a symmetric positive semidefinite kernel ``Θ`` and a residual
 ``r = y - f_0``, the vectors ``g_s(Θ) r`` and ``h_s(Θ) r`` for many times ``s`` (see
-``dynamics.py``); ``g_s(λ) = 1 - e^{-λ s}`` and ``h_s(λ) = g_s(λ) / λ`` are entire functions of
+:mod:`ntksolve.dynamics.rules`); ``g_s(λ) = 1 - e^{-λ s}`` and ``h_s(λ) = g_s(λ) / λ`` are entire functions of
 ``λ``. The Lanczos process (Saad 1992, "Analysis of some Krylov subspace approximations to the
 matrix exponential operator", SIAM J. Numer. Anal. 29; Hochbruck & Lubich 1997, "On Krylov
 subspace approximations to the matrix exponential operator", SIAM J. Numer. Anal. 34) builds an
 orthonormal basis ``Q_m`` of ``span{r, Θr, ..., Θ^{m-1} r}`` and the tridiagonal
 ``T_m = Q_mᵀ Θ Q_m``; then
 
-    f(Θ) r ≈ ‖r‖ Q_m f(T_m) e_1 = ‖r‖ Q_m S f(θ) Sᵀ e_1        (T_m = S diag(θ) Sᵀ)
+    f(Θ) r ≈ ‖r‖ Q_m f(T_m) e_1 = ‖r‖ Q_m S f(ρ) Sᵀ e_1        (T_m = S diag(ρ) Sᵀ, ρ the Ritz values)
 
 for *every* function ``f`` at once: the ``m`` products with ``Θ`` are shared, and each extra
 function (each extra time) costs ``O(N m)``. For ``f(λ) = 1/λ`` this is conjugate gradients in
@@ -20,7 +20,7 @@ Several starting vectors run as independent Lanczos processes in lockstep, so th
 products with ``Θ`` form one matrix-matrix product (bandwidth-bound ``Θ`` is read once per step
 for all columns instead of once per column).
 
-Nothing here validates input: ``dynamics.py`` does.
+Nothing here validates input: :mod:`ntksolve.dynamics.predictor` does.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from ntksolve._config import (  # noqa: E402  (tunables live in the config module, with their reasons)
+from ntksolve._config import (  # tunables live in the config module, with their reasons
     LANCZOS_CHECK_EVERY,
     LANCZOS_BREAKDOWN_FACTOR,
 )
@@ -52,7 +52,7 @@ def lanczos_function_products(matmat, R, coefficient_fn, *, tol, max_iter=None, 
     R : ndarray, shape (n, c)
         Starting vectors (one Lanczos process each).
     coefficient_fn : callable
-        ``coefficient_fn(theta)`` maps Ritz values ``theta`` of shape ``(m,)`` to the values of all
+        ``coefficient_fn(ritz)`` maps Ritz values ``ritz`` of shape ``(m,)`` to the values of all
         functions at them, shape ``(F, m)``.
     tol : float
         Stop a column when every function's coefficient vector changed by at most ``tol`` times its
@@ -98,17 +98,17 @@ def lanczos_function_products(matmat, R, coefficient_fn, *, tol, max_iter=None, 
     results = [None] * c
 
     def coefficients(j, m):
-        """``‖r‖ S f(θ) Sᵀ e_1`` for the leading ``m × m`` block of column j's ``T``: shape (m, F)."""
+        """``‖r‖ S f(ρ) Sᵀ e_1`` for the leading ``m × m`` block of column j's ``T``: shape (m, F)."""
         nonlocal ritz_max, ritz_min
         a = np.asarray(alphas[j][:m], dtype=np.float64)
         b = np.asarray(betas[j][: m - 1], dtype=np.float64)
         if m == 1:
-            theta, S = a.copy(), np.ones((1, 1))
+            ritz, S = a.copy(), np.ones((1, 1))
         else:
-            theta, S = scipy.linalg.eigh_tridiagonal(a, b, check_finite=False)
-        ritz_max = max(ritz_max, float(theta[-1]))
-        ritz_min = min(ritz_min, float(theta[0]))
-        F = np.asarray(coefficient_fn(theta), dtype=np.float64)  # (F, m)
+            ritz, S = scipy.linalg.eigh_tridiagonal(a, b, check_finite=False)
+        ritz_max = max(ritz_max, float(ritz[-1]))
+        ritz_min = min(ritz_min, float(ritz[0]))
+        F = np.asarray(coefficient_fn(ritz), dtype=np.float64)  # (F, m)
         return (beta0[j] * S) @ (F.T * S[0, :, None])
 
     for j in range(c):

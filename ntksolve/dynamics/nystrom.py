@@ -1,6 +1,7 @@
 """Nyström preconditioner for ``Theta + mu I``, from ``m`` columns of the kernel.
 
-Private, used by :mod:`ntksolve.distributed` for the ``t = inf`` conjugate gradients. The idea is
+Used by the ``ConjugateGradient`` solver (:mod:`ntksolve.dynamics.solvers`) for ``t = inf``, in
+memory or on a tiled kernel (whose operator builds the same preconditioner on its workers). The idea is
 Falkon's (Rudi, Carratino & Rosasco 2017, "FALKON: An optimal large scale kernel method") and
 EigenPro's (Ma & Belkin 2017, "Diving into the shallows"): the kernel's top eigenspace, which makes
 ``Theta + mu I`` ill-conditioned, is captured by a Nyström approximation from ``m`` landmark
@@ -35,8 +36,13 @@ meet in one place.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 from scipy.linalg import cholesky, eigh, get_blas_funcs, solve_triangular
+
+from ntksolve._config import DEFAULT_LANDMARKS
 
 #: Singular values of ``B`` below this fraction of the largest are dropped (see module docstring):
 #: ``U = B V / Sigma`` amplifies the rounding of ``B^T B`` (``eps Sigma_max^2``) by
@@ -133,7 +139,7 @@ class NystromPreconditioner:
         The ridge, ``> 0``.
 
     See :meth:`from_columns` for the construction from ``K_nm`` in one process;
-    :mod:`ntksolve.distributed` runs the same steps (:func:`nystrom_block` per row block on the
+    :mod:`ntksolve.dask` runs the same steps (:func:`nystrom_block` per row block on the
     workers, :func:`nystrom_eig` once) and calls this constructor.
     """
 
@@ -168,4 +174,58 @@ class NystromPreconditioner:
         return out
 
 
-__all__ = ["NystromPreconditioner", "nystrom_block", "nystrom_cholesky", "nystrom_eig", "nystrom_shift"]
+@dataclass(frozen=True)
+class Nystrom:
+    """How to build a :class:`NystromPreconditioner` for a kernel operator: the recipe, not the arrays.
+
+    Give it to ``ConjugateGradient(preconditioner=Nystrom(...))``; the solver builds it for the
+    kernel and ridge it solves with.
+
+    Parameters
+    ----------
+    n_landmarks : int, optional
+        Landmarks drawn uniformly without replacement (Falkon's choice); default
+        ``min(N, DEFAULT_LANDMARKS)``.
+    random_state : int, default 0
+        Seeds the draw.
+    """
+
+    n_landmarks: Optional[int] = None
+    random_state: int = 0
+
+    def __post_init__(self):
+        from ntksolve._validation import check_positive_int
+
+        object.__setattr__(self, "n_landmarks", check_positive_int(self.n_landmarks, "n_landmarks", allow_none=True))
+
+    def build(self, kernel, shift):
+        """The preconditioner of ``kernel`` (whose products include the ridge ``shift``).
+
+        ``kernel`` is a ``DenseKernel`` (columns read from its array), or an operator whose
+        unshifted ``base`` has ``nystrom(landmarks, mu)`` (built where the tiles are) or
+        ``columns(index)``; otherwise the columns are one product with landmark indicator vectors.
+        Without a ridge the preconditioner's ``mu`` is the kernel's rounding scale
+        ``N ε mean(diag)``.
+        """
+        n = kernel.shape[0]
+        m = min(n, DEFAULT_LANDMARKS if self.n_landmarks is None else self.n_landmarks)
+        rng = np.random.default_rng(self.random_state)
+        landmarks = np.sort(rng.choice(n, size=m, replace=False))
+        mu = float(shift)
+        if mu <= 0:
+            mu = float(np.mean(kernel.diagonal())) * n * np.finfo(np.float64).eps
+        base = getattr(kernel, "base", None)
+        if base is not None and hasattr(base, "nystrom"):
+            return base.nystrom(landmarks, mu)
+        if hasattr(kernel, "array"):
+            k_nm = np.array(kernel.array[:, landmarks], dtype=np.float64)
+        elif base is not None and hasattr(base, "columns"):
+            k_nm = np.array(base.columns(landmarks), dtype=np.float64)
+        else:
+            E = np.zeros((n, m))
+            E[landmarks, np.arange(m)] = 1.0
+            k_nm = np.asarray(kernel.matmat(E), dtype=np.float64) - float(shift) * E
+        return NystromPreconditioner.from_columns(k_nm, landmarks, mu)
+
+
+__all__ = ["Nystrom", "NystromPreconditioner", "nystrom_block", "nystrom_cholesky", "nystrom_eig", "nystrom_shift"]

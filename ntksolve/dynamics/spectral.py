@@ -1,17 +1,36 @@
-"""Coefficients of the closed-form MSE dynamics, mode by mode (``CONVENTIONS.md``, "Training, and
-its closed form"): which eigen- or Ritz values are exact zeros, and the train and test coefficients
-``1 - e^{-lambda s}`` and ``(1 - e^{-lambda s}) / lambda`` (continuous) or their discrete twins.
+"""The spectrum of a regularised kernel: its symmetric eigendecomposition and its exact-zero modes.
 
-Private, below both :mod:`ntksolve.dynamics` (in-memory eigh / Krylov) and
-:mod:`ntksolve.distributed` (tiled Krylov), so both evaluate the same numbers.
+Shared by the in-memory predictor, the ensemble, and the Ritz values of the Lanczos path, so that
+every solver drops the same modes: eigenvalues at or below ``n ε λ_max`` (``n`` the size of the
+flattened kernel) are exact zeros, where the closed-form coefficients are 0; singular kernels
+(repeated inputs) then give the limit, and ``t = ∞`` is the pseudo-inverse.
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
+
+from ntksolve._config import EIGH_DRIVER
 
 
 def null_mask(lam, n, dtype, what):
-    """Exact-zero modes ``λ ≤ n ε λ_max``; ValueError for ``λ < −√ε λ_max`` (not a kernel)."""
+    """Exact-zero modes ``λ ≤ n ε λ_max``; ValueError for ``λ < −√ε λ_max`` (not a kernel).
+
+    Parameters
+    ----------
+    lam : ndarray, shape (m,)
+        Eigenvalues or Ritz values.
+    n : int
+        Size of the flattened kernel.
+    dtype : float64 or float32
+        Precision the kernel is held in (sets ``ε``).
+    what : str
+        Name of the kernel in the error message.
+
+    Returns
+    -------
+    null : ndarray of bool, shape (m,)
+    """
     eps = np.finfo(dtype).eps
     lmax = float(np.max(lam)) if lam.size else 0.0
     if lam.size and float(np.min(lam)) < -np.sqrt(eps) * max(lmax, 0.0):
@@ -22,51 +41,49 @@ def null_mask(lam, n, dtype, what):
     return lam <= n * eps * max(lmax, 0.0)
 
 
-def mode_coefficients(lam, null, ts, lr_over_size, dynamics, need_h=True):
-    """Train coefficients ``g_t(λ)`` and test coefficients ``h_t(λ) = g_t(λ)/λ`` (zero on null modes).
+def regularised_eigh(A, shift, dtype, what):
+    """Eigendecomposition of ``A + shift·I`` (LAPACK ``syevd``, one Fortran-ordered work copy).
+
+    ``syevd`` (divide and conquer) is the fastest symmetric driver here (``EIGH_DRIVER`` in
+    :mod:`ntksolve._config`), and ``overwrite_a`` on our own copy avoids LAPACK's second one.
 
     Parameters
     ----------
-    lam : ndarray, shape (m,)
-        Eigenvalues (or Ritz values) of the regularised flattened kernel.
-    null : ndarray of bool, shape (m,)
-    ts : ndarray, shape (T,)
-        Times in steps (``np.inf`` allowed; integers for discrete).
-    lr_over_size : float
-        ``η / (N k)``.
+    A : ndarray, shape (n, n)
+        Symmetric; never written to.
+    shift : float
+        Absolute ridge (see :func:`ntksolve._validation.ridge_shift`).
+    dtype : float64 or float32
+    what : str
+        Name of the kernel in error messages.
 
     Returns
     -------
-    g, h : ndarrays, shape (T, m)  (``h`` None unless ``need_h``)
+    lam : ndarray, shape (n,)
+        Ascending eigenvalues of ``A + shift·I``.
+    V : ndarray, shape (n, n)
+        Orthonormal eigenvectors (columns).
+    null : ndarray of bool, shape (n,)
+        The exact-zero modes (:func:`null_mask`).
     """
-    lam = np.asarray(lam, dtype=np.float64)
-    lam_safe = np.where(null, 1.0, lam)
-    fin = np.isfinite(ts)
-    g = np.empty((ts.size, lam.size))
-    if dynamics == "continuous":
-        s = lr_over_size * ts[fin]
-        g[fin] = -np.expm1(-np.outer(s, lam_safe))  # 1 − e^{−λs} without cancellation
-        g[~fin] = 1.0
-    else:
-        c = lr_over_size * lam_safe  # ηλ/(Nk)
-        if np.any(~fin):
-            live = ~null
-            if np.any(c[live] >= 2.0):
-                raise ValueError(
-                    "discrete gradient descent diverges (η λ_max/(Nk) ≥ 2), so t = inf has no limit; "
-                    "lower learning_rate below critical_learning_rate or ask for finite t"
-                )
-            g[~fin] = 1.0
-        tf = ts[fin][:, None]
-        pos = c < 1.0
-        with np.errstate(over="ignore", invalid="ignore"):
-            # b = 1 − c > 0: 1 − b^t = −expm1(t log1p(−c)); b ≤ 0 (oscillating): the integer power.
-            gp = -np.expm1(tf * np.log1p(-np.where(pos, c, 0.0)))
-            gn = 1.0 - np.power(1.0 - c, tf)
-        g[fin] = np.where(pos, gp, gn)
-    g[:, null] = 0.0
-    if not need_h:
-        return g, None
-    h = g / lam_safe
-    h[:, null] = 0.0
-    return g, h
+    n = A.shape[0]
+    work = np.array(A, dtype=dtype, order="F")
+    if shift:
+        work.flat[:: n + 1] += shift
+    lam, V = scipy.linalg.eigh(work, driver=EIGH_DRIVER, overwrite_a=True, check_finite=False)
+    return lam, V, null_mask(lam, n, dtype, what)
+
+
+def shifted_spectrum(lam, delta, n, dtype, what):
+    """Eigenvalues and null modes of ``A + (shift + delta)·I`` from those of ``A + shift·I``.
+
+    A ridge only moves every eigenvalue by the same amount, so one decomposition serves every
+    ``diag_reg`` (the eigenvectors are the same).
+
+    Returns
+    -------
+    lam : ndarray, shape (n,)
+    null : ndarray of bool, shape (n,)
+    """
+    lam = lam + delta
+    return lam, null_mask(lam, n, dtype, what)

@@ -1,0 +1,371 @@
+"""Training rules: how training moves each mode of the kernel, as small immutable objects.
+
+The linearised network trained on MSE (``docs/conventions.md``, "Training, and its closed form")
+evolves mode by mode in the eigenbasis of the regularised, flattened train kernel ``Θ``. With
+``r = y − f_0`` and ``N k`` target entries, every rule here has the form
+
+    train:  f_t      = f_0   + g_t(Θ) r               g_t(λ) = 1 − p_t(λ)
+    test:   f_t(X*)  = f_0*  + Θ* h_t(Θ) r            h_t(λ) = g_t(λ) / λ
+
+where ``p_t(λ)``, the *residual factor*, is what the rule decides:
+
+- :class:`GradientFlow`: ``p_t(λ) = exp(−η λ t / (N k))`` (continuous time ``t``, in steps);
+- :class:`GradientDescent`: ``p_t(λ) = (1 − η λ / (N k))^t`` (integer ``t``).
+
+The solvers never ask which rule they hold. The eigh path evaluates :meth:`TrainingRule.mode_coefficients`
+at the eigenvalues, the Lanczos path at the Ritz values (it applies any spectral function), and
+the dense reference (``Expm``) asks for :meth:`TrainingRule.dense_propagator`. A new rule is a new
+``residual_factor`` / ``learned_fraction`` (and, if it has one, another critical learning rate):
+nothing in the solvers changes. Modes at or below ``n ε λ_max``
+(:func:`ntksolve.dynamics.spectral.null_mask`) are exact zeros: ``g = h = 0`` there, so ``t = ∞``
+is the pseudo-inverse.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import scipy.linalg
+
+from ntksolve._validation import as_real_array, check_choice, check_learning_rate
+
+__all__ = ["TrainingRule", "GradientFlow", "GradientDescent", "DivergenceWarning", "resolve_rule", "DYNAMICS"]
+
+
+class DivergenceWarning(RuntimeWarning):
+    """The learning rate is above the critical ``2Nk/λ_max``: real gradient descent would diverge."""
+
+
+class TrainingRule:
+    """Base of the training rules: the per-mode math shared by every solver.
+
+    Subclasses are frozen dataclasses with a ``learning_rate`` field; they set ``name`` (the
+    ``dynamics=`` string that builds them) and ``stability_required`` (whether a rate above the
+    critical one is an error rather than a warning), and implement :meth:`residual_factor`, ideally
+    :meth:`learned_fraction` (without cancellation for small ``λ t``) and :meth:`dense_propagator`.
+    """
+
+    name: ClassVar[str] = ""
+    stability_required: ClassVar[bool] = False
+    learning_rate: float
+
+    # -- times -------------------------------------------------------------------------------
+    def check_times(self, t):
+        """Validate the times of a prediction.
+
+        Parameters
+        ----------
+        t : float, array_like of shape (T,), or None
+            Steps since initialisation, ``≥ 0``; ``np.inf`` and ``None`` both mean convergence.
+
+        Returns
+        -------
+        ts : ndarray, shape (T,), float64
+        scalar : bool
+            Whether ``t`` was a scalar (or None).
+        """
+        if t is None:
+            return np.array([np.inf]), True
+        arr = as_real_array(t, "t")
+        if arr.ndim > 1:
+            raise ValueError(f"t must be a scalar or a 1-D array of times, got shape {arr.shape}")
+        ts = np.atleast_1d(arr).astype(np.float64)
+        if np.any(np.isnan(ts)):
+            raise ValueError("t contains NaN; times are numbers of steps ≥ 0 (np.inf allowed)")
+        if np.any(ts < 0):
+            raise ValueError(f"t must be non-negative (steps since initialisation), got min {ts.min():g}")
+        self._check_finite_times(ts[np.isfinite(ts)])
+        return ts, arr.ndim == 0
+
+    def _check_finite_times(self, ts):
+        """Hook for rules whose time is discrete."""
+
+    # -- the per-mode math --------------------------------------------------------------------
+    def residual_factor(self, lam, ts, size):
+        """``p_t(λ)``: the factor by which training multiplies the residual of a mode.
+
+        Parameters
+        ----------
+        lam : ndarray, shape (m,)
+            Eigenvalues (or Ritz values) of the regularised flattened kernel.
+        ts : ndarray, shape (T,)
+            Times in steps (finite).
+        size : int
+            ``N k``, the number of target entries the loss averages over.
+
+        Returns
+        -------
+        p : ndarray, shape (T, m), float64
+        """
+        raise NotImplementedError
+
+    def learned_fraction(self, lam, ts, size):
+        """``g_t(λ) = 1 − p_t(λ)`` on live modes; ``t = ∞`` allowed (the limit, 1, where it exists).
+
+        Subclasses override it to avoid the cancellation of ``1 − p`` when ``λ t`` is small.
+
+        Returns
+        -------
+        g : ndarray, shape (T, m), float64
+        """
+        fin = np.isfinite(ts)
+        g = np.ones((ts.size, np.size(lam)))
+        g[fin] = 1.0 - self.residual_factor(lam, ts[fin], size)
+        return g
+
+    def mode_coefficients(self, lam, null, ts, size, need_test=True):
+        """Train coefficients ``g_t(λ)`` and test coefficients ``h_t(λ) = g_t(λ)/λ``, 0 on null modes.
+
+        ``h`` is computed from the accurate ``g`` (``−expm1``), so small live eigenvalues keep
+        their ``λ → 0`` limit ``h ≈ η t/(N k)`` without cancellation; exact-zero modes get 0
+        (the pseudo-inverse), which the test side never needs (``Θ*`` is orthogonal to them).
+
+        Parameters
+        ----------
+        lam : ndarray, shape (m,)
+        null : ndarray of bool, shape (m,)
+        ts : ndarray, shape (T,)
+            Steps (``np.inf`` allowed).
+        size : int
+            ``N k``.
+        need_test : bool
+            Also return ``h``.
+
+        Returns
+        -------
+        g, h : ndarrays, shape (T, m), float64 (``h`` None unless ``need_test``)
+        """
+        lam = np.asarray(lam, dtype=np.float64)
+        if np.any(null):
+            live = ~null
+            g = np.zeros((ts.size, lam.size))
+            g[:, live] = self.learned_fraction(lam[live], ts, size)
+            if not need_test:
+                return g, None
+            h = np.zeros_like(g)
+            h[:, live] = g[:, live] / lam[live]
+            return g, h
+        g = self.learned_fraction(lam, ts, size)
+        return g, (g / lam if need_test else None)
+
+    def dense_propagator(self, A, t, size):
+        """``(p_t(A), h_t(A))`` as matrices for one finite ``t``: the direct reference (``Expm``).
+
+        Parameters
+        ----------
+        A : ndarray, shape (n, n), float64
+            The regularised flattened kernel.
+        t : float
+        size : int
+
+        Returns
+        -------
+        E, H : ndarrays, shape (n, n)
+            ``f_t = f_0 + (I − E) r``, ``f*_t = f*_0 + Θ* H r``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no dense reference; use method='eigh' or 'krylov'")
+
+    # -- stability ----------------------------------------------------------------------------
+    def critical_learning_rate(self, lmax, size):
+        """The rate above which discrete steps diverge: ``2 N k / λ_max`` (``np.inf`` if ``λ_max ≤ 0``)."""
+        return 2.0 * size / lmax if lmax > 0 else np.inf
+
+    def check_divergence(self, lmax, size, *, allow_divergence=False, stacklevel=2):
+        """The one divergence check of every solver and kernel kind.
+
+        At or above :meth:`critical_learning_rate`: a ValueError for rules whose closed form then
+        grows without bound (``stability_required``) unless ``allow_divergence``, a
+        :class:`DivergenceWarning` otherwise.
+
+        Parameters
+        ----------
+        lmax : float
+            ``λ_max`` of the regularised kernel (exact, or a Lanczos lower bound).
+        size : int
+            ``N k``.
+        allow_divergence : bool
+        stacklevel : int
+            Of the warning, counted from the caller of this method.
+        """
+        crit = self.critical_learning_rate(lmax, size)
+        if self.learning_rate < crit:
+            return
+        msg = (
+            f"learning_rate={self.learning_rate:g} ≥ critical learning rate 2Nk/λ_max = {crit:.6g}: "
+            "real (discrete) gradient descent at this rate diverges"
+        )
+        if self.stability_required and not allow_divergence:
+            raise ValueError(msg + "; lower learning_rate, or pass allow_divergence=True to compute it anyway")
+        tail = (" (allow_divergence=True: computing it anyway)" if self.stability_required
+                else "; gradient flow (dynamics='continuous') still converges")
+        warnings.warn(msg + tail, DivergenceWarning, stacklevel=stacklevel + 1)
+
+
+def _validated_rate(rule):
+    object.__setattr__(rule, "learning_rate", check_learning_rate(rule.learning_rate))
+
+
+@dataclass(frozen=True)
+class GradientFlow(TrainingRule):
+    """Gradient flow: the continuous-time limit of gradient descent, ``ḟ = −η/(Nk) Θ (f − y)``.
+
+    ``p_t(λ) = exp(−η λ t / (N k))``; ``t`` is any time ``≥ 0`` in units of steps. It converges at
+    every learning rate (``η`` only sets the unit of time); above the critical rate it warns,
+    because discrete steps would not.
+
+    Parameters
+    ----------
+    learning_rate : float, default 1.0
+        ``η > 0``.
+    """
+
+    name: ClassVar[str] = "continuous"
+    stability_required: ClassVar[bool] = False
+    learning_rate: float = 1.0
+
+    def __post_init__(self):
+        _validated_rate(self)
+
+    def residual_factor(self, lam, ts, size):
+        return np.exp(-np.outer(self.learning_rate / size * np.asarray(ts, dtype=np.float64), lam))
+
+    def learned_fraction(self, lam, ts, size):
+        fin = np.isfinite(ts)
+        g = np.empty((ts.size, np.size(lam)))
+        s = self.learning_rate / size * ts[fin]
+        g[fin] = -np.expm1(-np.outer(s, lam))  # 1 − e^{−λs} without cancellation
+        g[~fin] = 1.0
+        return g
+
+    def dense_propagator(self, A, t, size):
+        # Van Loan 1978: expm([[−sA, sI], [0, 0]]) = [[e^{−sA}, A⁻¹(I − e^{−sA})], [0, I]], no inverse.
+        n = A.shape[0]
+        s = self.learning_rate / size * t
+        Z = np.zeros((2 * n, 2 * n))
+        Z[:n, :n] = -s * A
+        Z[:n, n:] = s * np.eye(n)
+        E = scipy.linalg.expm(Z)
+        return E[:n, :n], E[:n, n:]
+
+
+@dataclass(frozen=True)
+class GradientDescent(TrainingRule):
+    """Full-batch gradient descent with a constant learning rate: ``f ← f − η/(Nk) Θ (f − y)``.
+
+    ``p_t(λ) = (1 − η λ / (N k))^t`` for integer ``t``; a mode with ``η λ/(Nk) > 1`` flips sign
+    every step, one with ``η λ/(Nk) ≥ 2`` grows: at or above the critical rate ``2 N k / λ_max``
+    the solvers refuse unless ``allow_divergence=True``, and ``t = ∞`` has no limit there.
+
+    Parameters
+    ----------
+    learning_rate : float, default 1.0
+        ``η > 0``.
+
+    Notes
+    -----
+    Where the next variants go (as parameters of this class, not as new solvers), each a change of
+    :meth:`learned_fraction` and :meth:`critical_learning_rate` only, with ``c = η/(Nk)``:
+
+    - ``momentum=β`` (heavy ball): per mode, ``(r_{t+1}, r_t) = M(λ) (r_t, r_{t−1})`` with
+      ``M = [[1 + β − cλ, −β], [1, 0]]`` and ``r_{−1} = r_0``; ``p_t(λ)`` is the first entry of
+      ``M(λ)^t (1, 1)``, a vectorised 2×2 power over the modes. Stable for ``0 < cλ < 2(1 + β)``.
+    - ``nesterov=True``: ``M = [[(1 + β)(1 − cλ), −β(1 − cλ)], [1, 0]]``, stable for
+      ``cλ < 2(1 + β)/(1 + 2β)``.
+    - ``schedule=(η_0, η_1, …)``: ``p_t(λ) = Π_{j<t} (1 − η_j λ/(Nk))``, a cumulative product over
+      steps per mode read at the requested ``t``; the critical check uses ``max η_j``.
+    - ``weight_decay=ω`` (towards the initialisation): ``p`` becomes ``(1 − cλ − ηω)^t`` and the
+      fraction learned ``g_t = cλ/(cλ + ηω) (1 − p_t)``, whose ``h = g/λ`` keeps a finite ``λ → 0``
+      limit; decay towards zero adds an affine term, one more spectral function of ``Θ`` applied to
+      ``J θ_0``, i.e. one more column for the same solvers.
+
+    Minibatches and the cross-entropy loss do not have this per-mode form; they need other
+    predictors, not other rules.
+    """
+
+    name: ClassVar[str] = "discrete"
+    stability_required: ClassVar[bool] = True
+    learning_rate: float = 1.0
+
+    def __post_init__(self):
+        _validated_rate(self)
+
+    def _check_finite_times(self, ts):
+        bad = ts[ts != np.round(ts)]
+        if bad.size:
+            raise ValueError(
+                "discrete dynamics need integer numbers of steps t (or np.inf); got non-integer "
+                f"{bad[:3].tolist()}; use dynamics='continuous' for gradient flow"
+            )
+
+    def residual_factor(self, lam, ts, size):
+        c = self.learning_rate / size * np.asarray(lam, dtype=np.float64)
+        with np.errstate(over="ignore"):
+            return np.power(1.0 - c, np.asarray(ts, dtype=np.float64)[:, None])
+
+    def learned_fraction(self, lam, ts, size):
+        c = self.learning_rate / size * np.asarray(lam, dtype=np.float64)  # ηλ/(Nk)
+        fin = np.isfinite(ts)
+        g = np.empty((ts.size, c.size))
+        if not np.all(fin):
+            if np.any(c >= 2.0):
+                raise ValueError(
+                    "discrete gradient descent diverges (η λ_max/(Nk) ≥ 2), so t = inf has no limit; "
+                    "lower learning_rate below critical_learning_rate or ask for finite t"
+                )
+            g[~fin] = 1.0
+        tf = ts[fin][:, None]
+        pos = c < 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            # b = 1 − c > 0: 1 − b^t = −expm1(t log1p(−c)); b ≤ 0 (oscillating): the integer power.
+            gp = -np.expm1(tf * np.log1p(-np.where(pos, c, 0.0)))
+            gn = 1.0 - np.power(1.0 - c, tf)
+        g[fin] = np.where(pos, gp, gn)
+        return g
+
+    def dense_propagator(self, A, t, size):
+        # [[B, cI], [0, I]]^t = [[B^t, c Σ_{j<t} B^j], [0, I]] with B = I − cA, and c Σ_{j<t} B^j = A⁻¹(I − B^t).
+        n = A.shape[0]
+        c = self.learning_rate / size
+        eye = np.eye(n)
+        Z = np.zeros((2 * n, 2 * n))
+        Z[:n, :n] = eye - c * A
+        Z[:n, n:] = c * eye
+        Z[n:, n:] = eye
+        E = np.linalg.matrix_power(Z, int(t))
+        return E[:n, :n], E[:n, n:]
+
+
+#: The ``dynamics=`` names and the rules they build.
+_RULES = {GradientFlow.name: GradientFlow, GradientDescent.name: GradientDescent}
+DYNAMICS = tuple(_RULES)
+
+
+def resolve_rule(dynamics, learning_rate=None):
+    """The rule object for ``dynamics=`` (a name or a rule) and ``learning_rate=``.
+
+    Parameters
+    ----------
+    dynamics : {"continuous", "discrete"} or TrainingRule
+    learning_rate : float, optional
+        With a name: ``η`` (default 1.0). With a rule: must be None (the rule carries its own).
+
+    Returns
+    -------
+    rule : TrainingRule
+    """
+    if isinstance(dynamics, TrainingRule):
+        if learning_rate is not None:
+            raise TypeError(
+                f"dynamics={dynamics!r} carries its own learning rate; pass learning_rate=None (or leave "
+                f"it out) and put the rate in the rule, e.g. {type(dynamics).__name__}(learning_rate={learning_rate!r})"
+            )
+        return dynamics
+    if not isinstance(dynamics, str):
+        raise TypeError(
+            f"dynamics must be one of {', '.join(map(repr, DYNAMICS))} or a training rule such as "
+            f"GradientDescent(learning_rate=0.5), got {dynamics!r}"
+        )
+    cls = _RULES[check_choice(dynamics, "dynamics", DYNAMICS)]
+    return cls(1.0 if learning_rate is None else learning_rate)
