@@ -206,6 +206,9 @@ class NTKRegressorCV(_NTKRegressorBase):
         mse = state.array("mse_path", np.float64, (regs.size, ts.size, None))
         if ts.size == 0 or regs.size == 0 or mse.shape[2] == 0 or np.any(np.isnan(mse)) or np.any(mse < 0):
             raise ValueError("times, diag_regs and mse_path must be non-empty, mse_path >= 0 and not NaN")
+        grid_regs, grid_ts = self._check_params()
+        if not np.array_equal(grid_regs, regs) or (grid_ts is not None and not np.array_equal(grid_ts, ts)):
+            raise ValueError("diag_regs_ and times_ must be the grids of the diag_regs and times parameters")
         self.times_, self.diag_regs_, self.mse_path_ = ts, regs, mse
         self._set_search_results()
         if (state.attr("time_", "float") != self.time_ or state.attr("best_score_", "float") != self.best_score_

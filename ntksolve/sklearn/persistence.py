@@ -74,10 +74,12 @@ _MAX_NPY_HEADER = 10000
 #: once this old; those of this machine as soon as their process has gone.
 _STALE_TEMP_SECONDS = 24 * 3600
 
-_META_REQUIRED = ("format", "version", "class", "params", "attrs")
-_META_OPTIONAL = ("ntksolve_version", "unsaved_params", "sequence_params")
+_META_KEYS = ("format", "version", "ntksolve_version", "class", "params", "attrs", "unsaved_params",
+              "sequence_params")
 _SEQUENCES = {"tuple": tuple, "list": list, "ndarray": np.asarray}
 _STORABLE_KINDS = "biufU"
+#: Zip general-purpose flags a member may carry: a trailing data descriptor, UTF-8 names.
+_ALLOWED_FLAGS = 0x0008 | 0x0800
 
 #: Estimator classes by name, filled by the modules that define them (:func:`register`).
 _REGISTRY: dict = {}
@@ -262,7 +264,8 @@ _REQUIRED = object()
 
 #: Errors that a damaged or crafted file may raise from the parsers below them; load turns them
 #: into its documented ValueError.
-_PARSE_ERRORS = (LookupError, TypeError, AttributeError, RecursionError, OverflowError, EOFError,
+#: (An OSError once the file is open is a seek or read the zip directory sent astray.)
+_PARSE_ERRORS = (LookupError, TypeError, AttributeError, RecursionError, OverflowError, EOFError, OSError,
                  zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError)
 
 
@@ -314,6 +317,8 @@ class StateReader:
         info = self._members.get(f"{name}.npy")
         if info is None:
             raise ValueError(f"the file has no {name!r} array")
+        if info.flag_bits & ~_ALLOWED_FLAGS:
+            raise ValueError(f"the {name!r} member has zip flags {info.flag_bits:#x} (encrypted or patched data)")
         if info.compress_type != zipfile.ZIP_STORED:
             raise ValueError(f"the {name!r} array is compressed; ntksolve writes and reads stored members only")
         if info.file_size != info.compress_size or info.header_offset + info.compress_size > self._file_size:
@@ -458,8 +463,8 @@ def _load(zf, size, scheduler, max_bytes):
                          f"{VERSION}: upgrade ntksolve to load it")
     if type(version) is not int or version != VERSION:
         raise ValueError(f"unsupported format version {version!r} (this ntksolve reads version {VERSION})")
-    missing = [key for key in _META_REQUIRED if key not in meta]
-    unknown = sorted(set(meta) - set(_META_REQUIRED) - set(_META_OPTIONAL))
+    missing = [key for key in _META_KEYS if key not in meta]
+    unknown = sorted(set(meta) - set(_META_KEYS))
     if missing or unknown:
         raise ValueError(f"the {MARKER!r} entry lacks {missing} or has unknown entries {unknown}")
     cls = _REGISTRY.get(meta["class"]) if isinstance(meta["class"], str) else None
@@ -480,8 +485,8 @@ def _params(cls, meta, scheduler):
     """The constructor arguments the file gives, checked against ``cls``'s parameters."""
     names = set(cls._get_param_names())
     params = meta["params"]
-    unsaved = meta.get("unsaved_params", [])
-    sequences = meta.get("sequence_params", {})
+    unsaved = meta["unsaved_params"]
+    sequences = meta["sequence_params"]
     if not isinstance(params, dict) or not isinstance(unsaved, list) or not isinstance(sequences, dict):
         raise ValueError("params and sequence_params must be JSON objects, unsaved_params a list")
     params = {name: value for name, value in params.items() if name != "scheduler"}  # never obeyed
