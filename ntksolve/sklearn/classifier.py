@@ -7,13 +7,14 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
-from ntksolve.sklearn.base import MODEL_PARAMETERS, SHARED_PARAMETERS, _document, _NTKBase, register
+from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, document
+from ntksolve.sklearn.base import _NTKBase, register
 
 __all__ = ["NTKClassifier"]
 
 
 @register
-@_document(MODEL_PARAMETERS, SHARED_PARAMETERS)
+@document(MODEL_PARAMETERS, SHARED_PARAMETERS)
 class NTKClassifier(ClassifierMixin, _NTKBase):
     """A wide network trained by gradient descent on MSE to one-hot targets, as a classifier.
 

@@ -8,20 +8,11 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import check_cv
 
-from ntksolve.sklearn.base import (
-    SHARED_PARAMETERS,
-    _check_real,
-    _document,
-    _keyword_init,
-    _standardisation,
-    register,
-)
+from ntksolve.sklearn._params import CV_PARAMETERS, SHARED_PARAMETERS, document, keyword_init
+from ntksolve.sklearn.base import _check_real, _standardisation, register
 from ntksolve.sklearn.regressor import _NTKRegressorBase
 
 __all__ = ["NTKRegressorCV"]
-
-#: Default ``diag_regs`` grid of :class:`NTKRegressorCV` (fractions of the mean diagonal).
-DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 
 #: The automatic ``times`` grid of :class:`NTKRegressorCV`: ``_AUTO_TIME_POINTS`` times log-spaced
 #: between ``10**_AUTO_TIME_DECADES[0]`` and ``10**_AUTO_TIME_DECADES[1]`` in units of
@@ -32,24 +23,9 @@ DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 _AUTO_TIME_POINTS = 49
 _AUTO_TIME_DECADES = (-1.0, 7.0)
 
-#: The parameters of the search, before the shared ones.
-CV_PARAMETERS = (
-    ("times", None, """
-times : array_like of shape (T,) or None, default None
-    Candidate times (steps; ``np.inf`` allowed). None: 49 log-spaced times spanning the
-    kernel's spectrum (in units of ``k / (learning_rate * mean(diag Theta))`` steps, from
-    ``1e-1`` to ``1e7``; rounded up to whole steps for discrete dynamics) plus ``np.inf``."""),
-    ("diag_regs", DEFAULT_DIAG_REGS, """
-diag_regs : array_like of shape (R,), default (0, 1e-3, 1e-2, 1e-1, 1)
-    Candidate ridges (each costs one decomposition per fold)."""),
-    ("cv", 5, """
-cv : int, cross-validation generator or iterable, default 5
-    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; ``KFold`` for an int)."""),
-)
-
 
 @register
-@_document(CV_PARAMETERS, SHARED_PARAMETERS)
+@document(CV_PARAMETERS, SHARED_PARAMETERS)
 class NTKRegressorCV(_NTKRegressorBase):
     """:class:`NTKRegressor` that chooses ``time`` and ``diag_reg`` by K-fold cross-validation.
 
@@ -88,7 +64,7 @@ class NTKRegressorCV(_NTKRegressorBase):
         As :class:`NTKRegressor`, for the refitted model.
     """
 
-    __init__ = _keyword_init(CV_PARAMETERS, SHARED_PARAMETERS)
+    __init__ = keyword_init(CV_PARAMETERS, SHARED_PARAMETERS)
 
     _tiled_capable = False
     chunks = None  # the search needs the whole kernel in memory

@@ -20,13 +20,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ntksolve.kernels import analytic_kernels
 from ntksolve.sklearn import _solve
-from ntksolve.sklearn.base import (
-    MODEL_PARAMETERS,
-    SHARED_PARAMETERS,
-    _document,
-    _NTKBase,
-    register,
-)
+from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, document
+from ntksolve.sklearn.base import _NTKBase, register
 from ntksolve.sklearn.gp_kernels import analytic_diagonals
 
 __all__ = ["NTKRegressor"]
@@ -163,7 +158,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
 
 
 @register
-@_document(MODEL_PARAMETERS, SHARED_PARAMETERS)
+@document(MODEL_PARAMETERS, SHARED_PARAMETERS)
 class NTKRegressor(_NTKRegressorBase):
     """A wide network trained by gradient descent on MSE, predicted from its neural tangent kernel.
 
