@@ -15,6 +15,11 @@ Run: ``python benchmarks/bench_estimators.py`` (a few minutes on two shared core
 (b) Speed: fit on 5000 points (analytic kernel, 10 features) and predict a 100-time trajectory
     on 1000 test points; and :class:`NTKRegressorCV` with 50 times against 1 time (the extra
     times should cost next to nothing).
+
+(c) ``predict(X, return_std=True)`` on 2000 test points of a 1500-point model, against the way it
+    was computed before (the test-train kernels once for the mean and again for the variance, and
+    a full ``(512, 512)`` ensemble covariance per block of test points for its diagonal). Run
+    alone with ``python benchmarks/bench_estimators.py std``.
 """
 from __future__ import annotations
 
@@ -27,7 +32,9 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
-from ntksolve import NTKClassifier, NTKRegressor, NTKRegressorCV
+import sys
+
+from ntksolve import NTKClassifier, NTKRegressor, NTKRegressorCV, analytic_kernels
 
 DIAG_REGS = np.concatenate([[0.0], np.logspace(-4, 1, 11)])
 RBF_GRID = {"alpha": np.logspace(-4, 1, 11), "gamma": np.logspace(-4, 0, 5)}
@@ -83,8 +90,37 @@ def speed_rows():
     return t_fit, t_pred, reg.predictor_.method, t_one, t_fifty, t_single
 
 
+def _std_before(reg, X, block=512):
+    """``predict(X, return_std=True)`` as it was computed before (same numbers, more work)."""
+    mean = reg.predict(X)
+    ensemble = reg._ensemble()
+    var = np.empty(X.shape[0])
+    for i in range(0, X.shape[0], block):
+        Xb = X[i : i + block]
+        cross = analytic_kernels(reg.network_, Xb, reg.X_train_)
+        _, cov = ensemble(reg.time, cross.nngp, cross.ntk, analytic_kernels(reg.network_, Xb).nngp, compute_cov=True)
+        var[i : i + block] = np.diagonal(cov)
+    return mean, np.sqrt(np.maximum(var, 0.0)) * reg._y_train_std[0]
+
+
+def std_rows():
+    X, y = make_friedman1(n_samples=3500, n_features=10, noise=0.5, random_state=0)
+    reg = NTKRegressor(hidden_layer_sizes=(512, 512), time=100.0, diag_reg=1e-3).fit(X[:1500], y[:1500])
+    Xt = X[1500:]
+    reg.predict(Xt[:10], return_std=True)  # the ensemble's decomposition, shared by both
+    (m_old, s_old), t_old = _timed(lambda: _std_before(reg, Xt))
+    (m_new, s_new), t_new = _timed(lambda: reg.predict(Xt, return_std=True))
+    assert np.array_equal(m_old, m_new) and np.allclose(s_old, s_new, rtol=1e-9)
+    return t_old, t_new
+
+
 def main():
     warnings.simplefilter("ignore")
+    if sys.argv[1:] == ["std"]:
+        t_old, t_new = std_rows()
+        print(f"(c) return_std on 2000 test points, N = 1500: before {t_old:.2f} s, now {t_new:.2f} s "
+              f"(ratio {t_old / t_new:.2f})")
+        return
     rows, (acc, t_clf) = accuracy_rows()
     print("(a) test R^2 at t = inf, hyperparameters chosen by 5-fold CV on the training part")
     print(f"{'data set':<22}{'NTK R^2':>9}{'RBF KRR R^2':>13}{'diff':>8}{'NTK s':>8}{'RBF s':>8}  chosen")
@@ -97,6 +133,9 @@ def main():
     print(f"100-time trajectory on 1000 test points:       {t_pred:.2f} s")
     print(f"NTKRegressorCV on 1000 points, 5 folds: 1 time {t_one:.2f} s, 50 times {t_fifty:.2f} s "
           f"(ratio {t_fifty / t_one:.2f}); one NTKRegressor fit {t_single:.2f} s")
+    t_old, t_new = std_rows()
+    print(f"\n(c) return_std on 2000 test points, N = 1500: before {t_old:.2f} s, now {t_new:.2f} s "
+          f"(ratio {t_old / t_new:.2f})")
 
 
 if __name__ == "__main__":

@@ -40,9 +40,9 @@ from ntksolve.dynamics import (
 # Attributes resolved on first access (PEP 562): scikit-learn alone takes longer to import than
 # the whole core, and a user computing kernels should not pay for it.
 _LAZY = {
-    "NTKRegressor": "sklearn.estimators",
-    "NTKClassifier": "sklearn.estimators",
-    "NTKRegressorCV": "sklearn.estimators",
+    "NTKRegressor": "sklearn.regressor",
+    "NTKClassifier": "sklearn.classifier",
+    "NTKRegressorCV": "sklearn.cv",
     "NTKKernel": "sklearn.gp_kernels",
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",

@@ -352,3 +352,95 @@ def test_classifier_one_class_and_regression_target(toy):
 def test_clone_keeps_plain_params():
     est = NTKRegressor(hidden_layer_sizes=(8, 8), time=5.0, dtype="float32")
     assert clone(est).get_params() == est.get_params()
+
+
+# -- one parameter set, keyword-only ---------------------------------------------------------------
+def test_parameters_are_keyword_only_and_shared():
+    import inspect
+
+    from ntksolve.sklearn._params import CV_PARAMETERS, MODEL_PARAMETERS, SHARED_PARAMETERS
+
+    shared = {name: default for name, default, _ in SHARED_PARAMETERS}
+    for Est, own in ((NTKRegressor, MODEL_PARAMETERS), (NTKClassifier, MODEL_PARAMETERS), (NTKRegressorCV, CV_PARAMETERS)):
+        sig = inspect.signature(Est)
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
+        expected = {**{name: default for name, default, _ in own}, **shared}
+        assert {name: p.default for name, p in sig.parameters.items()} == expected
+        assert Est().get_params() == expected
+        for name in expected:  # every parameter documented, once
+            assert Est.__doc__.count(f"\n    {name} : ") == 1, (Est.__name__, name)
+        with pytest.raises(TypeError, match="keyword arguments only"):
+            Est((512,))
+        with pytest.raises(TypeError, match="unexpected keyword argument 'widths'"):
+            Est(widths=(8,))
+
+
+def test_methods_are_keyword_only_after_the_data(toy):
+    X, Y, Xt, _ = toy
+    reg = NTKRegressor(hidden_layer_sizes=(4,)).fit(X, Y[:, 0])
+    with pytest.raises(TypeError):
+        reg.predict(Xt, True)
+    np.testing.assert_array_equal(reg.predict_trajectory(Xt, [1.0])[0], reg.set_params(time=1.0).predict(Xt))
+
+
+# -- return_std: each kernel once, the diagonal only ---------------------------------------------
+def test_ensemble_variance_is_the_covariance_diagonal(toy):
+    from ntksolve.sklearn import _solve
+
+    X, Y, Xt, _ = toy
+    net = ntksolve.MLP((2,), "erf", 1.3, 0.2)
+    tr, cross = ntksolve.analytic_kernels(net, X), ntksolve.analytic_kernels(net, Xt, X)
+    test = ntksolve.analytic_kernels(net, Xt)
+    ens = ntksolve.gradient_descent_mse_ensemble(tr.nngp, tr.ntk, Y, 0.7, diag_reg=1e-3)
+    for t in (0.0, 3.0, 100.0, np.inf):
+        _, cov = ens(t, cross.nngp, cross.ntk, test.nngp, compute_cov=True)
+        var = _solve.ensemble_variance(ens, t, cross.nngp, cross.ntk, np.diagonal(test.nngp).copy())
+        np.testing.assert_allclose(var, np.diagonal(cov), rtol=1e-10, atol=1e-14)
+    # the analytic diagonal recursion gives the test-test diagonal bit for bit
+    from ntksolve.sklearn.gp_kernels import analytic_diagonals
+
+    np.testing.assert_array_equal(analytic_diagonals(Xt, 1, "erf", 1.3, 0.2)[0], np.diagonal(test.nngp))
+
+
+def test_return_std_computes_each_kernel_once(toy, monkeypatch):
+    from ntksolve.sklearn import regressor
+
+    X, Y, Xt, _ = toy
+    reg = NTKRegressor(hidden_layer_sizes=(1, 1), time=20.0, diag_reg=1e-2).fit(X, Y)
+    reg.predict(Xt, return_std=True)  # builds the ensemble's decomposition once
+    calls = []
+    real = regressor.analytic_kernels
+    monkeypatch.setattr(regressor, "analytic_kernels", lambda net, A, B=None: calls.append(
+        (A.shape[0], None if B is None else B.shape[0])) or real(net, A, B))
+    monkeypatch.setattr(reg, "_kernel", lambda *a: pytest.fail("the test-train NTK was computed again"))
+    mean, std = reg.predict(Xt, return_std=True)
+    assert calls == [(10, 30)]  # one test-train pair; no (M, M) test kernel
+    monkeypatch.undo()
+    np.testing.assert_array_equal(mean, reg.predict(Xt))
+    _, cov = reg.predict(Xt, return_cov=True)
+    np.testing.assert_allclose(std, np.sqrt(np.einsum("iik->ik", cov)), rtol=1e-9)
+
+
+# -- chunks=: one capability check ----------------------------------------------------------------
+def test_tiled_fit_refuses_what_it_cannot_answer(toy):
+    pytest.importorskip("dask")
+    X, Y, Xt, _ = toy
+    y = Y[:, 0]
+    reg = NTKRegressor(hidden_layer_sizes=(4,), time=30.0, chunks=16, scheduler="sync").fit(X, y)
+    mem = NTKRegressor(hidden_layer_sizes=(4,), time=30.0).fit(X, y)
+    np.testing.assert_allclose(reg.predict(Xt), mem.predict(Xt), rtol=1e-6)
+    refused = [
+        lambda: reg.predict_trajectory(Xt, [30.0]),
+        lambda: next(reg.staged_predict(Xt, [30.0])),
+        lambda: reg.loss_curve([30.0]),
+        lambda: reg.predict(Xt, return_std=True),
+        lambda: reg.predict(Xt, return_cov=True),
+        lambda: reg.set_params(time=10.0).predict(Xt),
+    ]
+    clf = NTKClassifier(hidden_layer_sizes=(4,), chunks=16, scheduler="sync").fit(X, y > 2)
+    refused += [lambda: clf.decision_trajectory(Xt, [np.inf]), lambda: next(clf.staged_predict(Xt, [np.inf])),
+                lambda: clf.loss_curve([1.0])]
+    for call in refused:
+        with pytest.raises(ValueError, match="needs the in-memory solver.*Refit with chunks=None"):
+            call()
+    np.testing.assert_array_equal(clf.predict(Xt), NTKClassifier(hidden_layer_sizes=(4,)).fit(X, y > 2).predict(Xt))

@@ -1,0 +1,151 @@
+"""The estimators' parameters, declared once, with their documentation (private).
+
+Every estimator's keyword-only ``__init__`` and the Parameters section of its docstring are made
+from these tables, so the estimators cannot disagree on a name, a default or its meaning.
+"""
+from __future__ import annotations
+
+import inspect
+import textwrap
+
+import numpy as np
+
+#: Default ``diag_regs`` grid of :class:`NTKRegressorCV` (fractions of the mean diagonal).
+DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
+
+#: ``(name, default, numpydoc entry)`` of the parameters every estimator takes.
+SHARED_PARAMETERS = (
+    ("hidden_layer_sizes", (512,), """
+hidden_layer_sizes : tuple of int, default (512,)
+    Hidden widths. The analytic kernel uses only their number (the depth ``L``)."""),
+    ("activation", "relu", """
+activation : str, default "relu"
+    One of ``ntksolve.ACTIVATIONS``."""),
+    ("weight_std", 1.0, """
+weight_std : float, default 1.0
+    ``sigma_w > 0``."""),
+    ("bias_std", 0.1, """
+bias_std : float, default 0.1
+    ``sigma_b >= 0``. Positive by default: without biases a ReLU network's kernel depends only
+    on angles and norms through the origin, which fits data poorly."""),
+    ("parameterization", "ntk", """
+parameterization : {"ntk", "standard"}, default "ntk"
+    ``"standard"`` requires ``kernel="empirical"``."""),
+    ("kernel", "analytic", """
+kernel : {"analytic", "empirical"}, default "analytic"
+    ``"analytic"``: the infinitely wide network (deterministic; predictions are the trained
+    ensemble's mean, ``f_0 = 0``). ``"empirical"``: one network of these widths initialised
+    with ``random_state``; its NTK at initialisation and its ``f_0`` make the prediction. With
+    several outputs the traced kernel (mean over outputs) is used, exact at infinite width."""),
+    ("learning_rate", 1.0, """
+learning_rate : float, default 1.0
+    ``eta``. With ``dynamics="continuous"`` it only sets the unit of time (``eta * t``)."""),
+    ("dynamics", "continuous", """
+dynamics : {"continuous", "discrete"}, default "continuous"
+    Gradient flow, or exact discrete steps (integer times; a learning rate above the
+    critical ``2Nk / lambda_max`` is then an error in ``fit``)."""),
+    ("method", "auto", """
+method : {"auto", "eigh", "expm", "krylov"}, default "auto"
+    The solver's method (:func:`ntksolve.dynamics.gradient_descent_mse`)."""),
+    ("normalize_y", True, """
+normalize_y : bool, default True
+    Train on standardised targets (per output), as ``GaussianProcessRegressor`` does, so that
+    an uncentred target does not fight the zero-mean network at initialisation; outputs and
+    standard deviations are returned on the original scale."""),
+    ("random_state", None, """
+random_state : int, RandomState instance or None, default None
+    Seeds the empirical network's initialisation (unused by the analytic kernel)."""),
+    ("dtype", "float64", """
+dtype : {"float64", "float32"}, default "float64"
+    Precision of the kernels and of the solver."""),
+    ("block_size", None, """
+block_size : int, optional
+    Rows per block of the empirical NTK (memory control); see :func:`ntksolve.empirical_ntk`."""),
+)
+
+#: Parameters of one trained model (:class:`NTKRegressor`, :class:`NTKClassifier`), before the shared ones.
+MODEL_PARAMETERS = (
+    ("time", np.inf, """
+time : float, default np.inf
+    Steps of gradient descent at which ``predict`` answers; ``np.inf`` is convergence (kernel
+    regression). It may be changed after ``fit`` without refitting (not with ``chunks``). The
+    loss is a mean over all ``N k`` target entries, so with ``k`` outputs every mode moves
+    ``k`` times slower per step than with one."""),
+    ("diag_reg", 0.1, """
+diag_reg : float, default 0.1
+    Ridge ``diag_reg * mean(diag Theta)`` added to the train kernel; 0 is the unregularised
+    network (which interpolates at ``t = inf``). Tune it (or ``time``) with
+    :class:`NTKRegressorCV`."""),
+    ("chunks", None, """
+chunks : int or tuple, optional
+    Beyond one machine's memory (``pip install 'ntksolve[dask]'``): the train kernel is never
+    formed; its tiles (this edge, or per-axis sizes) are computed on Dask and the model is
+    solved at ``time`` by Nystrom-preconditioned conjugate gradients (``t = inf``) or Lanczos
+    (finite ``t``), test predictions streamed tile by tile. The model then answers ``predict``,
+    ``score`` (and ``decision_function``) at the fitted ``time`` only; trajectories, staged
+    predictions, ``loss_curve`` and ``return_std``/``return_cov`` need ``chunks=None`` and
+    raise a ``ValueError`` saying so. See :func:`ntksolve.dask.fit_tiled`."""),
+    ("scheduler", None, """
+scheduler : str, dask.distributed.Client or None, default None
+    With ``chunks``: ``None`` (the current Dask client, else threads), ``"threads"``,
+    ``"processes"``, ``"sync"``, a client, or a scheduler address such as ``"tcp://host:8786"``:
+    moving from a laptop to a cluster changes this one argument. A saved model never holds
+    it: pass it to :func:`ntksolve.load`."""),
+)
+
+#: The parameters of the search, before the shared ones.
+CV_PARAMETERS = (
+    ("times", None, """
+times : array_like of shape (T,) or None, default None
+    Candidate times (steps; ``np.inf`` allowed). None: 49 log-spaced times spanning the
+    kernel's spectrum (in units of ``k / (learning_rate * mean(diag Theta))`` steps, from
+    ``1e-1`` to ``1e7``; rounded up to whole steps for discrete dynamics) plus ``np.inf``."""),
+    ("diag_regs", DEFAULT_DIAG_REGS, """
+diag_regs : array_like of shape (R,), default (0, 1e-3, 1e-2, 1e-1, 1)
+    Candidate ridges (each costs one decomposition per fold)."""),
+    ("cv", 5, """
+cv : int, cross-validation generator or iterable, default 5
+    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; ``KFold`` for an int)."""),
+)
+
+
+def keyword_init(*tables):
+    """``__init__(self, *, name=default, ...)`` over the parameter tables, storing each value as given.
+
+    Written out once here rather than in every class, scikit-learn still sees explicit
+    keyword-only parameters: it reads them from the signature (``__signature__``), and so do
+    ``help`` and ``inspect``. A positional argument or an unknown name is a ``TypeError``.
+    """
+    defaults = {name: default for table in tables for name, default, _ in table}
+    signature = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d) for name, d in defaults.items()]
+    )
+
+    def __init__(self, *args, **params):
+        if args:
+            raise TypeError(f"{type(self).__name__}() takes keyword arguments only, got {len(args)} positional: "
+                            f"name them, e.g. {type(self).__name__}({next(iter(defaults))}=...)")
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {unknown[0]!r}")
+        for name, default in defaults.items():
+            setattr(self, name, params.get(name, default))
+
+    __init__.__signature__ = signature
+    __init__.__doc__ = "Store the parameters unchanged (scikit-learn's rule); ``fit`` validates them."
+    return __init__
+
+
+def document(*tables):
+    """Class decorator: replace the line ``{parameters}`` of the docstring by the tables' entries."""
+    entries = "".join(textwrap.indent(doc, "    ") for table in tables for _, _, doc in table).lstrip("\n")
+
+    def decorate(cls):
+        marker = "    {parameters}\n"
+        if marker not in (cls.__doc__ or ""):
+            raise AssertionError(f"{cls.__name__}'s docstring lacks the {marker.strip()} line")
+        cls.__doc__ = cls.__doc__.replace(marker, entries + "\n")
+        return cls
+
+    return decorate
