@@ -104,8 +104,10 @@ times : array_like of shape (T,) or None, default None
 diag_regs : array_like of shape (R,), default (0, 1e-3, 1e-2, 1e-1, 1)
     Candidate ridges (each costs one decomposition per fold)."""),
     ("cv", 5, """
-cv : int, cross-validation generator or iterable, default 5
-    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; ``KFold`` for an int)."""),
+cv : int, cross-validation generator, iterable or "loo", default 5
+    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; ``KFold`` for an int), or
+    ``"loo"``: exact leave-one-out of converged training (``t = inf``) from one decomposition of
+    all the data."""),
 )
 
 

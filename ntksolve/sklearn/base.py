@@ -149,11 +149,17 @@ class _NTKBase(BaseEstimator):
             self.params_ = None
         self.fx_train_0_ = self._f0(X)
 
-    def _solver(self, K, y, diag_reg):
-        """The in-memory solver of these parameters on the train kernel ``K`` and targets ``y``."""
+    def _solver(self, K, y, diag_reg, *, shared=False):
+        """The in-memory solver of these parameters on the train kernel ``K`` and targets ``y``.
+
+        ``shared``: the decomposition will serve several ridges (:meth:`MSEPredictor.with_diag_reg`),
+        so ``method="auto"`` takes the eigendecomposition, which they share, over Krylov, which
+        they would each repeat.
+        """
+        method = "eigh" if shared and isinstance(self.method, str) and self.method == "auto" else self.method
         with self._solver_warnings():
             return _solve.mse_predictor(K, y, learning_rate=self.learning_rate, diag_reg=diag_reg,
-                                        dynamics=self.dynamics, method=self.method)
+                                        dynamics=self.dynamics, method=method)
 
     def _build_predictor(self, K, diag_reg):
         self.predictor_ = self._solver(K, self.y_train_, diag_reg)

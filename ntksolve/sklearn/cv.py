@@ -1,7 +1,8 @@
 """:class:`NTKRegressorCV`: ``time`` (early stopping, without any training) and ``diag_reg`` by K-fold CV.
 
-One decomposition per fold and ``diag_reg``, as :class:`~sklearn.linear_model.RidgeCV` picks its
-``alpha``.
+One decomposition per fold serves every ``diag_reg`` (a relative ridge only shifts the eigenvalues)
+and every time; ``cv="loo"`` is the exact leave-one-out of converged training from one
+decomposition of all the data, as :class:`~sklearn.linear_model.RidgeCV` picks its ``alpha``.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ class NTKRegressorCV(_NTKRegressorBase):
     """:class:`NTKRegressor` that chooses ``time`` and ``diag_reg`` by K-fold cross-validation.
 
     The kernel of all the data is computed once and sliced per fold; each fold's train kernel is
-    decomposed once per ``diag_reg`` (the solver's ``eigh``), after which every time of the grid
-    costs two matrix products: a grid of 50 times costs about one fit. This is early stopping
+    decomposed once, and every ``diag_reg`` shifts its eigenvalues, after which every time of the grid
+    costs two matrix products: a grid of 50 times and 5 ridges costs about one fit per fold. This is early stopping
     chosen by validation error, without any training, the way :class:`~sklearn.linear_model.RidgeCV`
     chooses ``alpha``. The score is the mean squared error on the original scale (averaged over
     outputs); the winner is refitted on all the data (reusing the kernel). The kernel of all the
@@ -114,27 +115,62 @@ class NTKRegressorCV(_NTKRegressorBase):
         K = self._kernel(X)
         f0 = self.fx_train_0_
         if ts is None:
-            ts = self._auto_times(K, Y.shape[1])
-        splits = list(check_cv(self.cv).split(X, y))
-        mse = np.empty((regs.size, ts.size, len(splits)))
-        for f, (tr, te) in enumerate(splits):
-            Ytr = Y[tr]
-            mean, std = _standardisation(Ytr, self.normalize_y)
-            Ytr_n = ((Ytr - mean) / std).astype(self._dtype)
-            K_tr = K[np.ix_(tr, tr)]
-            K_te = K[np.ix_(te, tr)]
-            for r, reg in enumerate(regs):
-                pred = self._solver(K_tr, Ytr_n, reg)
-                with self._solver_warnings():
-                    _, out = pred(ts, f0[tr], f0[te], K_te)  # (T, M, k): all times from one decomposition
-                err = out * std + mean - Y[te]
-                mse[r, :, f] = np.mean(err * err, axis=(1, 2))
+            ts = np.array([np.inf]) if isinstance(self.cv, str) and self.cv == "loo" else self._auto_times(K, Y.shape[1])
+        if isinstance(self.cv, str) and self.cv == "loo":
+            mse = self._loo_path(K, Y, f0, regs, ts)
+        else:
+            mse = self._kfold_path(K, X, y, Y, f0, regs, ts)
         self.times_ = ts
         self.diag_regs_ = regs
         self.mse_path_ = mse
         self._set_search_results()
         self._build_predictor(K, float(regs[self._best[0]]))
         return self
+
+    def _kfold_path(self, K, X, y, Y, f0, regs, ts):
+        """Validation MSE ``(R, T, folds)``: one decomposition per fold serves every ridge and time."""
+        splits = list(check_cv(self.cv).split(X, y))
+        mse = np.empty((regs.size, ts.size, len(splits)))
+        for f, (tr, te) in enumerate(splits):
+            Ytr = Y[tr]
+            mean, std = _standardisation(Ytr, self.normalize_y)
+            Ytr_n = ((Ytr - mean) / std).astype(self._dtype)
+            K_te = K[np.ix_(te, tr)]
+            base = self._solver(K[np.ix_(tr, tr)], Ytr_n, regs[0], shared=regs.size > 1)
+            for r, reg in enumerate(regs):
+                # a relative ridge only shifts the eigenvalues: no second decomposition
+                pred = base if r == 0 else base.with_diag_reg(reg)
+                with self._solver_warnings():
+                    _, out = pred(ts, f0[tr], f0[te], K_te)  # (T, M, k): all times at once
+                err = out * std + mean - Y[te]
+                mse[r, :, f] = np.mean(err * err, axis=(1, 2))
+        return mse
+
+    def _loo_path(self, K, Y, f0, regs, ts):
+        """Exact leave-one-out MSE ``(R, 1, N)`` of converged kernel regression, one decomposition.
+
+        Each point's residual when the model is refitted without it is ``[G r]_i / G_ii`` with
+        ``G = (Θ + μI)⁻¹``. The targets are standardised once on all the data (a refit without one
+        point would shift their mean by ``O(1/N)``; ``normalize_y=False`` makes the score exact). A
+        ridge whose kernel is singular has no leave-one-out answer and scores ``inf``.
+        """
+        if ts.size != 1 or not np.isinf(ts[0]):
+            raise ValueError("cv='loo' is the exact leave-one-out of converged training (t = inf): "
+                             "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times")
+        mean, std = _standardisation(Y, self.normalize_y)
+        Yn = ((Y - mean) / std).astype(self._dtype)
+        base = self._solver(K, Yn, regs[0], shared=True)
+        mse = np.empty((regs.size, 1, Y.shape[0]))
+        for r, reg in enumerate(regs):
+            pred = base if r == 0 else base.with_diag_reg(reg)
+            try:
+                res = pred.loo_residuals(f0)
+            except ValueError:  # a singular kernel at this ridge
+                mse[r, 0] = np.inf
+                continue
+            res = np.asarray(res).reshape(Y.shape[0], -1) * std
+            mse[r, 0] = np.mean(res * res, axis=1)
+        return mse
 
     def _set_search_results(self):
         """``time_``, ``best_score_``, ``cv_results_`` from ``times_``, ``diag_regs_``, ``mse_path_``."""
