@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ import ntksolve  # noqa: E402
 import ntksolve.dask as D  # noqa: E402
 from ntksolve.dask.lock import lock_path, read_lock  # noqa: E402
 from ntksolve.dask.runner import _Runner  # noqa: E402
-from ntksolve.dask.store import _open_layout, _tile_states  # noqa: E402
+from ntksolve.dask.checksums import _tile_states  # noqa: E402
+from ntksolve.dask.store import _open_layout  # noqa: E402
 
 NET = ntksolve.MLP((512, 512), activation="relu", bias_std=0.1)
 
@@ -223,7 +225,7 @@ def test_lock_of_another_host_is_refused_and_of_a_dead_pid_broken(tmp_path):
     # a pid of this host that has exited (a child, reaped) holds nothing
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     with open(lock_path(path), "w") as fh:
-        json.dump({"pid": int(dead.stdout), "host": os.uname().nodename, "time": 0.0, "token": "t"}, fh)
+        json.dump({"pid": int(dead.stdout), "host": socket.gethostname(), "time": 0.0, "token": "t"}, fh)
     res = D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="sync")
     assert res.n_computed == 3 and read_lock(path) is None
 
@@ -329,3 +331,14 @@ def test_operator_reads_are_verified(stored):
         D.TiledKernelOperator(spec, X, chunks=100, store=path, scheduler="threads")  # held: checked once
     assert sorted(exc.value.tiles) == [(0, 1), (2, 2)]
     assert "cannot be read" in str(exc.value)
+
+
+def test_store_of_the_unchecked_format_is_refused(stored):
+    """A store of the first format (a side list of finished tiles, no checksums) cannot be verified."""
+    X, path, _ = stored
+    group = zarr.open_group(str(path), mode="r+")
+    record = dict(group.attrs)["ntksolve_kernel"]
+    group.attrs["ntksolve_kernel"] = dict(record, format=1)
+    for call in (lambda: D.open_kernel(path), lambda: D.store_kernel(D.KernelSpec(NET), X, path, chunks=100)):
+        with pytest.raises(ValueError, match="has format 1.*cannot be verified. Delete it"):
+            call()

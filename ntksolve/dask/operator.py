@@ -16,10 +16,11 @@ from ntksolve._config import TILE_MEMORY_FRACTION
 from ntksolve._extras import require
 from ntksolve._jit.tiles import symmetric_tile_products, tile_products
 from ntksolve._validation import check_dtype, fmt_bytes
+from ntksolve.dask.checksums import StoreVerificationError, _failure, _read_verified, _tile_states
 from ntksolve.dask.chunks import _offsets, resolve_chunks
 from ntksolve.dask.runner import _limit_task_threads, _Runner
 from ntksolve.dask.spec import KernelSpec, _kernel_tile
-from ntksolve.dask.store import StoreVerificationError, _failure, _read_verified, _sync_store, _tile_states
+from ntksolve.dask.store import _sync_store
 from ntksolve.dynamics.nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
 
 delayed = require("dask", "dask", "ntksolve.dask (kernel tiles on Dask)").delayed
