@@ -45,6 +45,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import best_time  # noqa: E402
+
 
 def _peak_rss_bytes() -> int:
     """Peak resident set of the calling process (Linux reports KiB)."""
@@ -145,15 +148,6 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
     return out
 
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def store_overhead(args) -> int:
     """Checksummed store against plain Zarr on the same tiles: write, verified read, rerun."""
     import shutil
@@ -179,20 +173,20 @@ def store_overhead(args) -> int:
             D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks, dtype=np.float32,
                            scheduler="threads")
 
-        plain_write(), ours_write()  # numba and the file system warm
-        rows = [("write kernel [s]", _best(plain_write, args.repeat), _best(ours_write, args.repeat))]
+        rows = [("write kernel [s]", best_time(plain_write, repeat=args.repeat),
+                 best_time(ours_write, repeat=args.repeat))]
         plain = da.from_zarr(os.path.join(root, "plain.zarr"))
         ours = D.open_kernel(os.path.join(root, "ours.zarr"))
-        rows.append(("read whole kernel [s]", _best(lambda: plain.sum().compute(scheduler="threads"), args.repeat),
-                     _best(lambda: ours.sum().compute(scheduler="threads"), args.repeat)))
-        rerun = _best(lambda: D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks,
-                                             dtype=np.float32, scheduler="threads"), args.repeat)
+        rows.append(("read whole kernel [s]", best_time(lambda: plain.sum().compute(scheduler="threads"), repeat=args.repeat),
+                     best_time(lambda: ours.sum().compute(scheduler="threads"), repeat=args.repeat)))
+        rerun = best_time(lambda: D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks,
+                                                 dtype=np.float32, scheduler="threads"), repeat=args.repeat)
         rows.append(("rerun (verify, compute none) [s]", rows[1][1], rerun))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n_tiles = len(lazy.chunks[0]) * (len(lazy.chunks[0]) + 1) // 2
     print(f"bench_scale --store: N={args.n}, tile {args.chunks} ({n_tiles} upper tiles), float32, threads, "
-          f"best of {args.repeat}; cpu_count={os.cpu_count()}")
+          f"median of {args.repeat}; cpu_count={os.cpu_count()}")
     print("".ljust(34) + "plain zarr".rjust(12) + "checksummed".rjust(13) + "ratio".rjust(9))
     for label, a, b in rows:
         print(label.ljust(34) + f"{a:.3f}".rjust(12) + f"{b:.3f}".rjust(13) + f"{b / a:.2f}x".rjust(9))
@@ -236,7 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--worker-memory", default="auto", help="memory_limit per worker (Dask syntax)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", action="store_true", help="measure the kernel store's checksums instead")
-    p.add_argument("--repeat", type=int, default=3, help="--store: best of this many runs")
+    p.add_argument("--repeat", type=int, default=3, help="--store: median of this many runs")
     args = p.parse_args(argv)
     if args.store:
         return store_overhead(args)
