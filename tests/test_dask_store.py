@@ -342,3 +342,25 @@ def test_store_of_the_unchecked_format_is_refused(stored):
     for call in (lambda: D.open_kernel(path), lambda: D.store_kernel(D.KernelSpec(NET), X, path, chunks=100)):
         with pytest.raises(ValueError, match="has format 1.*cannot be verified. Delete it"):
             call()
+
+
+def test_rectangular_full_empirical_store_is_checked_too(tmp_path):
+    """``K(X1, X2)`` with its ``(k, k)`` output axes: chunks (i, j, 0, 0), every one checksummed."""
+    net = ntksolve.MLP((32,), activation="erf", bias_std=0.2, n_outputs=2)
+    X1, _ = _data(70, seed=5)
+    X2, _ = _data(45, seed=6)
+    params = net.init(6, random_state=0)
+    spec = D.KernelSpec(net, params, trace=False)
+    path = tmp_path / "full.zarr"
+    res = D.store_kernel(spec, X1, path, X2=X2, chunks=30, scheduler="sync")
+    assert (res.n_tiles, res.n_computed) == (6, 6)  # 3 row blocks (30, 30, 10) x 2 (30, 15)
+    ref = ntksolve.empirical_ntk(net, params, X1, X2, trace=False)
+    assert res.kernel.shape == (70, 45, 2, 2)
+    assert _rel(D.open_kernel(path, verify=True).compute(scheduler="sync"), ref) <= 1e-13
+    os.remove(path / "kernel" / "c" / "2" / "1" / "0" / "0")
+    with pytest.raises(D.StoreVerificationError, match=r"1 of 6 tiles.*\(2, 1\)") as exc:
+        D.store_kernel(spec, X1, path, X2=X2, chunks=30, scheduler="sync")
+    assert exc.value.tiles == ((2, 1),)
+    res = D.store_kernel(spec, X1, path, X2=X2, chunks=30, scheduler="sync", repair=True)
+    assert res.repaired == ((2, 1),)
+    assert _rel(res.kernel.compute(scheduler="sync"), ref) <= 1e-13

@@ -187,8 +187,9 @@ class TiledKernelOperator:
     Raises
     ------
     StoreVerificationError
-        ``store`` holds tiles that fail their checksums (named; ``store_kernel(..., repair=True)``
-        recomputes them).
+        ``store`` holds tiles that fail their checksums (all named; ``store_kernel(...,
+        repair=True)`` recomputes them). With ``in_memory=False`` the tiles are first read at the
+        first product, which raises instead, naming the tile it read.
 
     Examples
     --------

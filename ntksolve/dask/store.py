@@ -87,7 +87,7 @@ def _identity(spec: KernelSpec, X1, X2, rows, cols, dtype) -> dict:
     return parts
 
 
-def _open_group(path: str, identity: dict, description: dict, layout: _Layout):
+def _open_group(path: str, identity: dict, description: dict):
     """The store's group for this kernel, created with its identity if new; refuse any other."""
     zarr = _zarr()
     record = {"format": _FORMAT, "identity": identity, "description": description}
@@ -174,7 +174,7 @@ def _sync_store(spec: KernelSpec, X1, X2, path, rows, cols, dtype, runner: _Runn
     layout = _layout_of(path, identity, spec.tile_extra_shape)
     symmetric = X2 is None
     with WriterLock(path) as lock:
-        group = _open_group(path, identity, spec.describe(), layout)
+        group = _open_group(path, identity, spec.describe())
         states = _tile_states(layout, runner, read=verify)
         if states.failed and not repair:
             raise _failure(path, states.failed, len(layout.tiles()),
