@@ -118,11 +118,6 @@ class _Runner:
             self.client = scheduler
         self.description = f"client {self.client.scheduler.address}" if self.client is not None else self.local
 
-    @property
-    def scheduler(self):
-        """What to hand another :class:`_Runner` to run on the same scheduler (without owning it)."""
-        return self.client if self.client is not None else self.local
-
     def _local_context(self):
         if self.local in ("threads", "threading"):
             from threadpoolctl import threadpool_limits
