@@ -23,10 +23,17 @@ and, on the last cluster shape, the same solve at a 100x tighter tolerance on th
 the relative difference of the held-out predictions. Then a side-by-side table with the ratio
 one-worker / two-workers.
 
+``--store`` instead measures what the Zarr store's checksums cost, side by side with plain Zarr on
+the same tiles (threaded scheduler, float32): writing the kernel with ``store_kernel`` (sha256 of
+every chunk, the lock, the identity checks) against ``dask.array.to_zarr`` of the same tiled kernel;
+reading it back verified (``open_kernel``) against ``dask.array.from_zarr``; and the full
+verification a rerun of ``store_kernel`` does before it computes nothing.
+
 Usage::
 
     nohup python benchmarks/bench_scale.py > /tmp/bench_scale.log 2>&1 &    # N = 50 000
     python benchmarks/bench_scale.py --n 4000 --n-test 1000 --chunks 1024     # a quick check
+    python benchmarks/bench_scale.py --store --n 8192 --chunks 2048           # checksum overhead
 """
 from __future__ import annotations
 
@@ -37,6 +44,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import best_time  # noqa: E402
 
 
 def _peak_rss_bytes() -> int:
@@ -117,14 +127,14 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
             out["residual"] = float(np.max(info["residuals"]))
             out["solve_cores"] = (_workers_cpu(client) - cpu1) / info["solve_seconds"]
             tp = time.perf_counter()
-            pred = op.cross_matmat(Xte, coef)[:, 0]
+            pred = op.cross(Xte).matmat(coef)[:, 0]
             out["predict_s"] = time.perf_counter() - tp
             out["r2"] = r2(yte, pred)
             out["total_s"] = time.perf_counter() - t0
             if tight:
                 coef_t, _, info_t = D.solve_tiled(op, ytr, diag_reg=args.diag_reg, tol=args.tol / 100,
                                                   n_landmarks=args.landmarks, random_state=0)
-                pred_t = op.cross_matmat(Xte, coef_t)[:, 0]
+                pred_t = op.cross(Xte).matmat(coef_t)[:, 0]
                 out["tight_iterations"] = info_t["iterations"]
                 out["tight_rel_diff"] = float(np.linalg.norm(pred - pred_t) / np.linalg.norm(pred_t))
                 out["tight_r2"] = r2(yte, pred_t)
@@ -136,6 +146,52 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
         client.close()
         cluster.close()
     return out
+
+
+def store_overhead(args) -> int:
+    """Checksummed store against plain Zarr on the same tiles: write, verified read, rerun."""
+    import shutil
+    import tempfile
+
+    import dask.array as da
+
+    import ntksolve
+    import ntksolve.dask as D
+
+    X, _, _, _ = make_data(args.n, 0, args.seed)
+    net = ntksolve.MLP((512,) * args.depth, activation="relu", bias_std=args.bias_std)
+    spec = D.KernelSpec(net)
+    root = tempfile.mkdtemp(prefix="bench_store_")
+    lazy = D.analytic_kernels(net, X, chunks=args.chunks).ntk.astype(np.float32)
+    try:
+        def plain_write():
+            shutil.rmtree(os.path.join(root, "plain.zarr"), ignore_errors=True)
+            lazy.to_zarr(os.path.join(root, "plain.zarr"), compute=True)
+
+        def ours_write():
+            shutil.rmtree(os.path.join(root, "ours.zarr"), ignore_errors=True)
+            D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks, dtype=np.float32,
+                           scheduler="threads")
+
+        rows = [("write kernel [s]", best_time(plain_write, repeat=args.repeat),
+                 best_time(ours_write, repeat=args.repeat))]
+        plain = da.from_zarr(os.path.join(root, "plain.zarr"))
+        ours = D.open_kernel(os.path.join(root, "ours.zarr"))
+        rows.append(("read whole kernel [s]", best_time(lambda: plain.sum().compute(scheduler="threads"), repeat=args.repeat),
+                     best_time(lambda: ours.sum().compute(scheduler="threads"), repeat=args.repeat)))
+        rerun = best_time(lambda: D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks,
+                                                 dtype=np.float32, scheduler="threads"), repeat=args.repeat)
+        rows.append(("rerun (verify, compute none) [s]", rows[1][1], rerun))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    n_tiles = len(lazy.chunks[0]) * (len(lazy.chunks[0]) + 1) // 2
+    print(f"bench_scale --store: N={args.n}, tile {args.chunks} ({n_tiles} upper tiles), float32, threads, "
+          f"median of {args.repeat}; cpu_count={os.cpu_count()}")
+    print("".ljust(34) + "plain zarr".rjust(12) + "checksummed".rjust(13) + "ratio".rjust(9))
+    for label, a, b in rows:
+        print(label.ljust(34) + f"{a:.3f}".rjust(12) + f"{b:.3f}".rjust(13) + f"{b / a:.2f}x".rjust(9))
+    print(f"load average at the end: {os.getloadavg()}")
+    return 0
 
 
 ROWS = [
@@ -173,7 +229,11 @@ def main(argv=None) -> int:
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts, one thread each")
     p.add_argument("--worker-memory", default="auto", help="memory_limit per worker (Dask syntax)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", action="store_true", help="measure the kernel store's checksums instead")
+    p.add_argument("--repeat", type=int, default=3, help="--store: median of this many runs")
     args = p.parse_args(argv)
+    if args.store:
+        return store_overhead(args)
     shapes = [int(w) for w in args.workers.split(",")]
     data = make_data(args.n, args.n_test, args.seed)
     print(f"bench_scale: N={args.n} (+{args.n_test} held out), d=10 friedman1, relu depth {args.depth}, "

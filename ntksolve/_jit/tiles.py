@@ -5,7 +5,7 @@ The kernels accumulate with ``fastmath={"reassoc", "contract"}`` and nothing els
 split the float64 dot product into vector lanes (2x faster than without on a 4096 x 4096 float32
 tile), while no flag that changes the handling of NaN, infinities or the precision of the float64
 accumulator is set. The result is a reordered float64 sum, within 1e-15 relative of
-``K.astype(float64) @ v`` (``tests/test_distributed.py::test_tile_products_match_float64_blas``).
+``K.astype(float64) @ v`` (``tests/test_dask_tiles.py::test_tile_products_match_float64_blas``).
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Tiled kernels on Dask, their Zarr store, and the tiled solvers (issue 6).
+"""Tiled kernels on Dask, the tiled operator and the tiled solvers (the Zarr store: test_dask_store.py).
 
 Everything that runs on a cluster uses one ``LocalCluster`` of two worker processes of one thread
 each. The references are independent of the tiled code: the in-memory kernels of
 ``ntksolve.kernels`` and a closed form by ``numpy.linalg.eigh`` written out here from
-``CONVENTIONS.md``.
+``docs/conventions.md``.
 """
 import os
 import signal
@@ -19,7 +19,8 @@ distributed = pytest.importorskip("distributed")
 pytest.importorskip("zarr")
 
 import ntksolve  # noqa: E402
-from ntksolve.dask import tiles as D  # noqa: E402
+import ntksolve.dask as D  # noqa: E402
+from ntksolve.dask.runner import _limit_task_threads, _Runner  # noqa: E402
 from ntksolve._jit.tiles import symmetric_tile_products, tile_products  # noqa: E402
 
 
@@ -104,7 +105,7 @@ def _blas_threads():
 def _probe_threads():
     import numba
 
-    D._limit_task_threads()
+    _limit_task_threads()
     return numba.get_num_threads(), _blas_threads()
 
 
@@ -119,7 +120,7 @@ def test_tasks_do_not_oversubscribe(client):
     numba_threads, blas = client.submit(_probe_threads, pure=False).result()
     assert numba_threads == 1 and all(n == 1 for n in blas)
     # the threaded scheduler: one numba and one BLAS thread per task while it computes
-    with D._Runner("threads") as runner:
+    with _Runner("threads") as runner:
         (numba_threads, blas), = runner.compute([dask.delayed(_probe_threads, pure=False)()])
     assert numba_threads == 1 and all(n == 1 for n in blas)
 
@@ -128,7 +129,7 @@ def test_tasks_do_not_oversubscribe(client):
 # tiled solvers match the eigh closed form
 # ---------------------------------------------------------------------------------------------
 def _eigh_reference(K, Kt, y, *, diag_reg, t, learning_rate=1.0):
-    """CONVENTIONS.md closed form by eigh: (train, test) at time t (continuous), f_0 = 0."""
+    """docs/conventions.md closed form by eigh: (train, test) at time t (continuous), f_0 = 0."""
     N, k = y.shape
     A = K + diag_reg * np.mean(np.diag(K)) * np.eye(N)
     lam, V = np.linalg.eigh(A)
@@ -196,110 +197,16 @@ def test_float32_tiles_are_the_rounded_kernel_applied_exactly(problem):
         V = np.random.default_rng(0).standard_normal((600, 3))
         assert _rel(op.matmat(V), K32 @ V) <= 1e-13
         assert _rel(op.as_linear_operator() @ V[:, 0], K32 @ V[:, 0]) <= 1e-13
-
-
-# ---------------------------------------------------------------------------------------------
-# Zarr: resume after an interruption, refuse a foreign store
-# ---------------------------------------------------------------------------------------------
-class _Interrupt(RuntimeError):
-    pass
-
-
-class _StopAfter:
-    """Test hook: raise after ``k`` tiles (the sync scheduler runs them one at a time, in order)."""
-
-    def __init__(self, k):
-        self.k, self.seen = k, 0
-
-    def __call__(self, i, j):
-        self.seen += 1
-        if self.seen >= self.k:
-            raise _Interrupt(f"simulated interruption after {self.seen} tiles")
-
-
-def test_zarr_store_resumes_and_computes_only_missing_tiles(client, tmp_path):
-    X, _ = _data(900)
-    spec = D.KernelSpec(NET)
-    path = tmp_path / "ntk.zarr"
-    n_tiles = 4 * 5 // 2  # 4 row blocks of 256 (the last 132), upper triangle
-    with pytest.raises(_Interrupt):
-        D.store_kernel(spec, X, path, chunks=256, scheduler="sync", _after_tile=_StopAfter(4))
-    import zarr
-
-    done = np.asarray(zarr.open_array(str(path / "done"), mode="r")[:]).astype(bool)
-    assert int(np.triu(done).sum()) == 4
-    with pytest.raises(ValueError, match="incomplete"):
-        D.open_kernel(path)
-    res = D.store_kernel(spec, X, path, chunks=256, scheduler=client)  # resumed on the cluster
-    assert (res.n_tiles, res.n_computed) == (n_tiles, n_tiles - 4)
-    again = D.store_kernel(spec, X, path, chunks=256, scheduler=client)
-    assert again.n_computed == 0
-    stored = D.open_kernel(path).compute(scheduler="threads")
-    ref = ntksolve.analytic_kernels(NET, X).ntk
-    assert _rel(stored, ref) <= 1e-13
-    # identical to an uninterrupted run
-    fresh = D.store_kernel(spec, X, tmp_path / "fresh.zarr", chunks=256, scheduler="threads")
-    np.testing.assert_array_equal(stored, fresh.kernel.compute(scheduler="threads"))
-    # and the solver reads its tiles from the store: same answer as computing them
-    _, y = _data(900)
-    a = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, store=path, scheduler=client, tol=1e-12)
-    b = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, scheduler=client, tol=1e-12)
-    np.testing.assert_array_equal(a.coef, b.coef)
-
-
-_KILLED_RUN = """
-import os, signal, sys
-import numpy as np
-import ntksolve
-from ntksolve.dask import tiles as D
-
-def die_after_three(i, j, seen=[]):
-    seen.append((i, j))
-    if len(seen) == 3:
-        os.kill(os.getpid(), signal.SIGKILL)   # a hard interruption: no cleanup, no exception
-
-X = np.random.default_rng(0).standard_normal((700, 6))
-net = ntksolve.MLP((512, 512), activation="relu", bias_std=0.1)
-D.store_kernel(D.KernelSpec(net), X, sys.argv[1], chunks=100, scheduler="sync", _after_tile=die_after_three)
-"""
-
-
-def test_zarr_store_resumes_after_the_process_is_killed(tmp_path):
-    import subprocess
-    import sys
-
-    import zarr
-
-    path = tmp_path / "killed.zarr"
-    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(path)], capture_output=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL
-    done = int(np.triu(np.asarray(zarr.open_array(str(path / "done"), mode="r")[:])).sum())
-    assert done == 3
-    X = np.random.default_rng(0).standard_normal((700, 6))
-    res = D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="threads")
-    assert (res.n_tiles, res.n_computed) == (28, 25)
-    assert _rel(res.kernel.compute(scheduler="threads"), ntksolve.analytic_kernels(NET, X).ntk) <= 1e-13
-
-
-def test_zarr_store_refuses_another_kernel(tmp_path):
-    X, _ = _data(300)
-    path = tmp_path / "k.zarr"
-    D.store_kernel(D.KernelSpec(NET), X, path, chunks=128, scheduler="sync")
-    other = ntksolve.MLP((512, 512), activation="relu", bias_std=0.2)
-    with pytest.raises(ValueError, match=r"holds a different kernel \(kernel differ"):
-        D.store_kernel(D.KernelSpec(other), X, path, chunks=128, scheduler="sync")
-    with pytest.raises(ValueError, match=r"X1 differ"):
-        D.store_kernel(D.KernelSpec(NET), X + 1e-9, path, chunks=128, scheduler="sync")
-    with pytest.raises(ValueError, match=r"chunks differ"):
-        D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="sync")
-    with pytest.raises(ValueError, match=r"dtype differ"):
-        D.store_kernel(D.KernelSpec(NET), X, path, chunks=128, dtype=np.float32, scheduler="sync")
-    import zarr
-
-    foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="a")
-    foreign.create_array("data", shape=(3,), dtype="f8")
-    with pytest.raises(ValueError, match="did not write"):
-        D.store_kernel(D.KernelSpec(NET), X, tmp_path / "foreign.zarr", chunks=128, scheduler="sync")
+        # the operator protocol of the solvers: shape, dtype, matmat, diagonal, and the streamed
+        # test-side operator (computed in float64, not stored)
+        assert op.shape == (600, 600) and op.dtype == np.float32
+        np.testing.assert_array_equal(op.diagonal(), np.diag(K32))
+        Xt = problem[2][:150]
+        cross = op.cross(Xt, chunks=64)
+        assert cross.shape == (150, 600) and cross.dtype == np.float64
+        assert _rel(cross.matmat(V), ntksolve.analytic_kernels(NET, Xt, X).ntk @ V) <= 1e-13
+        with pytest.raises(ValueError, match=r"V must have shape \(600,\)"):
+            op.matmat(V[:5])
 
 
 # ---------------------------------------------------------------------------------------------
