@@ -79,10 +79,14 @@ def constant_rate_modes(a, steps, eta, mu, nesterov, null):
             C[:, small] = eta * _partial_sum(tr[small], det[small], disc[small], x[small], s)
             if nesterov:
                 C[:, small] += eta * mu * p_s[:, small]
-    # Left: modes with 1/4 of critical damping <= x < 1/4 that have barely moved (|1 − P| < 1/4),
-    # where (1 − P)/a would lose log10(1/x) digits. That is only the first ~1/√x steps
-    # (1 − P_s grows like x s²), at most a few / (1 − √μ): iterate those exactly.
-    redo = (np.abs(1.0 - P) < 0.25) & ((x >= damp / 4.0) & (x < 0.25) & ~null)[None, :]
+    # Left: modes with 1/4 of critical damping <= x < 1/4 in their first steps, before they have
+    # moved (|1 − P| < 1/4), where (1 − P)/a would lose log10(1/x) digits. 1 − P_s grows like
+    # x s² there, so that is s < 1/√(2x), at most a few / (1 − √μ) steps: iterate those exactly.
+    # (Later returns of an oscillating P close to 1 are near-zeros of C, where the absolute
+    # accuracy ε/a of the formula is the accuracy of the trajectory.)
+    band = (x >= damp / 4.0) & (x < 0.25) & ~null
+    early = s <= 4.0 / np.sqrt(np.where(band, x, 1.0))[None, :]
+    redo = (np.abs(1.0 - P) < 0.25) & band[None, :] & early
     if np.any(redo):
         from ntksolve._jit.modes import momentum_modes
 

@@ -59,20 +59,14 @@ class Schedule:
     ``Schedule(rates)``. Step ``s`` uses ``η_s`` as PyTorch does when ``scheduler.step()`` follows
     each ``optimizer.step()``.
 
-    ============================================== ==================================================
-    ntksolve                                        PyTorch (``torch.optim.lr_scheduler``)
-    ============================================== ==================================================
-    ``Schedule.constant(lr)``                       no scheduler
-    ``Schedule.step(lr, step_size, gamma)``         ``StepLR(opt, step_size, gamma)``
-    ``Schedule.exponential(lr, gamma)``             ``ExponentialLR(opt, gamma)``
-    ``Schedule.cosine(lr, total_steps, min_lr)``    ``CosineAnnealingLR(opt, T_max=total_steps, eta_min=min_lr)``
-    ``Schedule.warmup_cosine(lr, total_steps,       ``SequentialLR(opt, [LinearLR(opt, start_factor,
-    warmup_steps, start_factor, min_lr)``            total_iters=warmup_steps), CosineAnnealingLR(opt,
-                                                     T_max=total_steps - warmup_steps, eta_min=min_lr)],
-                                                     milestones=[warmup_steps])``
-    ``Schedule.warmup_linear(lr, total_steps,       the same with ``LinearLR(opt, 1.0, min_lr / lr,
-    warmup_steps, start_factor, min_lr)``            total_iters=total_steps - warmup_steps)`` as decay
-    ============================================== ==================================================
+    PyTorch equivalents (``torch.optim.lr_scheduler``, ``S``):
+
+    - ``constant(lr)``: no scheduler; ``step(lr, step_size, gamma)``: ``S.StepLR``;
+      ``exponential(lr, gamma)``: ``S.ExponentialLR``;
+    - ``cosine(lr, total_steps, min_lr)``: ``S.CosineAnnealingLR(opt, T_max=total_steps, eta_min=min_lr)``;
+    - ``warmup_cosine(lr, total, warmup, start_factor=f, min_lr=m)``: ``S.SequentialLR(opt,
+      [S.LinearLR(opt, f, total_iters=warmup), S.CosineAnnealingLR(opt, total - warmup, m)], [warmup])``;
+    - ``warmup_linear(...)``: the same with ``S.LinearLR(opt, 1.0, m / lr, total_iters=total - warmup)``.
 
     Past ``total_steps`` the cosine continues as PyTorch's closed form does (it rises again, period
     ``2 T_max``); a linear decay stays at its end value.
