@@ -5,7 +5,7 @@ one target column, ``f_0 = 0``, 256 test points. Timed, interleaved (each repeat
 contender once, medians reported):
 
 ``plain``      ``gradient_descent_mse(K, y, η, dynamics="discrete", method="eigh")`` and its
-               50-step trajectory ``np.unique(np.logspace(0, 4, 50))`` on train and test;
+               50-step trajectory (50 distinct steps from 10 to 10 000) on train and test;
 ``momentum``   the same work for heavy-ball momentum ``μ = 0.9`` at a constant rate: one
                ``scipy.linalg.eigh``, the closed-form factors of :func:`mode_factors` at the same
                50 steps, and the same two products (the solvers' eigh path, written out here);
@@ -60,7 +60,7 @@ def main():
     K, Ks, source = relu_ntk(X, n)
     y = rng.standard_normal(n)
     f0, fs0 = np.zeros(n), np.zeros(N_TEST)
-    steps = np.unique(np.round(np.logspace(0, 4, 50)).astype(np.int64))
+    steps = np.unique(np.round(np.logspace(1, 4, 50)).astype(np.int64))  # 50 distinct steps, 10 … 10 000
     lam_max = scipy.linalg.eigvalsh(K, subset_by_index=[n - 1, n - 1])[0]
     lr_plain = 0.5 * critical_rate(lam_max, size=n)
     lr_mom = 0.5 * critical_rate(lam_max, size=n, momentum=MU)
