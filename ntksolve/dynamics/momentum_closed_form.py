@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ntksolve._jit.modes import momentum_modes
+
 
 def _power(z, e):
     """``z ** e`` for real ``z`` of either sign and integer-valued float ``e``."""
@@ -88,8 +90,6 @@ def constant_rate_modes(a, steps, eta, mu, nesterov, null):
     early = s <= 4.0 / np.sqrt(np.where(band, x, 1.0))[None, :]
     redo = (np.abs(1.0 - P) < 0.25) & band[None, :] & early
     if np.any(redo):
-        from ntksolve._jit.modes import momentum_modes
-
         cols = np.flatnonzero(np.any(redo, axis=0))
         rows = np.flatnonzero(np.any(redo, axis=1))
         sub = np.asarray(steps, dtype=np.int64)[: rows[-1] + 1]

@@ -20,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ntksolve import _config
+from ntksolve._jit.modes import decay_difference, momentum_modes, peak_residual
+from ntksolve.dynamics.momentum_closed_form import constant_rate_modes
 
 __all__ = [
     "Schedule",
@@ -353,8 +355,6 @@ def mode_factors(eigenvalues, steps, *, size, learning_rate, momentum=0.0, neste
     sched = as_schedule(learning_rate)
     a = lam / size
     if sched.is_constant:
-        from ntksolve.dynamics.momentum_closed_form import constant_rate_modes
-
         P, C = constant_rate_modes(a, st, sched.rates(1)[0], mu, nesterov, null)
     else:
         P, C = _scheduled_modes(a, st, sched.rates(int(st[-1])), mu, nesterov, null)
@@ -363,8 +363,6 @@ def mode_factors(eigenvalues, steps, *, size, learning_rate, momentum=0.0, neste
 
 def _scheduled_modes(a, steps, rates, mu, nesterov, null):
     """The jitted recurrences: ``(P, C)``, each (T, n), ``C = (1 − P)/a``."""
-    from ntksolve._jit.modes import momentum_modes
-
     P = np.empty((steps.size, a.size))
     C = np.empty_like(P)
     momentum_modes(np.ascontiguousarray(a), _padded(rates), float(mu), bool(nesterov), steps, null, P, C)
@@ -394,6 +392,11 @@ def weight_decay_mode_factors(eigenvalues, steps, *, size, learning_rate, weight
     Returns
     -------
     WeightDecayFactors
+
+    Notes
+    -----
+    Every schedule, a constant rate included, goes through the jitted recurrences
+    (``O(steps[-1] · n)``): the divided difference in ``image`` has no closed form here.
     """
     lam, st, size, null = _check_modes(eigenvalues, steps, size, null)
     mu, nesterov = _check_momentum(momentum, nesterov)
@@ -403,11 +406,8 @@ def weight_decay_mode_factors(eigenvalues, steps, *, size, learning_rate, weight
     a = lam / size
     P, C = _scheduled_modes(a + w, st, rates, mu, nesterov, null)
     Pw, _ = _scheduled_modes(np.array([w]), st, rates, mu, nesterov, np.zeros(1, dtype=bool))
-    from ntksolve._jit.modes import decay_difference
-
     D = np.empty_like(P)
     decay_difference(np.ascontiguousarray(a), w, rates, mu, nesterov, st, null, D)
-    C[:, null] = 0.0
     return WeightDecayFactors(P, w * C, C / size, D / size, Pw[:, 0])
 
 
@@ -496,8 +496,6 @@ def schedule_stability(eigenvalues, n_steps, *, size, learning_rate, momentum=0.
     mu, nesterov = _check_momentum(momentum, nesterov)
     bound = np.sqrt(_config.DIVERGENCE_FACTOR) if bound is None else _real(bound, "bound", positive=True)
     rates = as_schedule(learning_rate).rates(n)
-    from ntksolve._jit.modes import peak_residual
-
     a = lam / size
     peak = np.empty(a.size)
     at = np.empty(a.size, dtype=np.int64)

@@ -32,7 +32,7 @@ def _check(net, params, X):
     return d, dt, check_inputs(X, n_features=d, dtype=dt)
 
 
-def _layer(net, code, scales, l, h, W, b):
+def _layer(code, scales, l, h, W, b):
     """``h^l`` and ``φ'(z^l)`` of hidden layer ``l`` (0-based) from ``h^{l−1}``."""
     ws, bs = scales[l]
     pre = np.dot(h, W.T)
@@ -97,7 +97,7 @@ def jacobian_vector_product(net: MLP, params, X, v_params) -> np.ndarray:
             dz += cb * db
         if l == net.depth:
             return dz
-        h, dphi = _layer(net, code, scales, l, h, W, b)
+        h, dphi = _layer(code, scales, l, h, W, b)
         dh = dz * dphi
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -131,6 +131,6 @@ def own_parameter_image(net: MLP, params, X) -> np.ndarray:
             dz += bs * b
         if l == net.depth:
             return dz
-        h, dphi = _layer(net, code, scales, l, h, W, b)
+        h, dphi = _layer(code, scales, l, h, W, b)
         dh = dz * dphi
     raise AssertionError("unreachable")  # pragma: no cover
