@@ -1,0 +1,501 @@
+"""Exact function-space recurrences of the linearised network, from the kernel alone.
+
+Where no closed form exists (minibatches, cross-entropy) the linearised network's outputs still
+obey a recurrence that needs only kernel columns: step ``s`` with batch ``b_s`` moves the train and
+test outputs by ``−η_s`` times the momentum combination of
+
+    MSE            G_s = Θ[:, b_s] (f_s − y)[b_s] / (|b_s| k),      G*_s = Θ*[:, b_s] (f_s − y)[b_s] / (|b_s| k)
+    cross-entropy  G_s = Θ[:, b_s] (σ(f_s) − Y)[b_s] / |b_s|,       G*_s likewise with Θ*
+
+(``σ`` the softmax over the ``k`` outputs, or the logistic function for ``k = 1``), plus
+``w (f_s − f_0 + J θ_0)`` with weight decay ``w``. A full ``(N, N, k, k)`` kernel is used as the
+``Nk × Nk`` matrix it is; a traced ``(N, N)`` one as ``Θ ⊗ I_k``. Each step costs
+``O(N |b| k)`` (plus the test side); the momentum buffers follow PyTorch's ``SGD``.
+
+Adaptive rules (Adam, RMSprop, Adagrad, ...) normalise the parameter gradient coordinate by
+coordinate, so their function-space step depends on the parameters, not only on the kernel:
+they have no function-space twin, and asking for one is an error.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple, Optional
+
+import numpy as np
+import scipy.integrate
+from scipy.special import expit, log_softmax, softmax
+
+from ntksolve.dynamics.mse import _as_real_array, _check_finite, _check_train_kernel, _flatten_full, mse_loss
+from ntksolve.dynamics.schedules import _check_momentum, _count, _real, as_schedule
+
+__all__ = [
+    "Trajectory",
+    "sgd_mse",
+    "sgd_cross_entropy",
+    "flow_cross_entropy",
+    "shuffled_batches",
+    "independent_batches",
+]
+
+_ADAPTIVE = ("adam", "adamw", "adamax", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "sparseadam",
+             "rprop", "lbfgs", "adafactor", "lion", "sophia")
+
+
+class Trajectory(NamedTuple):
+    """Outputs and losses at the requested steps (or times).
+
+    steps : ndarray (T,)
+    train : ndarray (T,) + shape of ``fx_train_0``
+    test : ndarray (T,) + shape of ``fx_test_0``, or None
+    train_loss, test_loss : ndarray (T,) (``test_loss`` None without test targets)
+    train_accuracy, test_accuracy : ndarray (T,) for cross-entropy, else None
+    batches : list of index arrays actually used (None for full batches)
+    """
+
+    steps: np.ndarray
+    train: np.ndarray
+    test: Optional[np.ndarray]
+    train_loss: np.ndarray
+    test_loss: Optional[np.ndarray]
+    train_accuracy: Optional[np.ndarray]
+    test_accuracy: Optional[np.ndarray]
+    batches: Optional[list]
+
+
+# --- batches ---------------------------------------------------------------------------------------
+
+
+def _batch_size(batch_size, n_samples):
+    n = _count(n_samples, "n_samples")
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (numbers.Integral, np.integer)):
+        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+    if not 0 < int(batch_size) <= n:
+        raise ValueError(f"batch_size must lie in [1, n_samples = {n}], got {batch_size}")
+    return n, int(batch_size)
+
+
+def shuffled_batches(n_samples, batch_size, n_steps, *, random_state=None, drop_last=False):
+    """The batch order of ``DataLoader(..., batch_size, shuffle=True, drop_last)`` epochs.
+
+    Each epoch is a fresh uniform permutation cut into consecutive batches (the last one shorter
+    unless ``drop_last``). The same structure as PyTorch's ``RandomSampler``, not its random numbers.
+
+    Parameters
+    ----------
+    n_samples, batch_size, n_steps : int
+    random_state : None, int or numpy.random.Generator
+    drop_last : bool, default False
+
+    Returns
+    -------
+    batches : list of ``n_steps`` int64 arrays
+    """
+    n, B = _batch_size(batch_size, n_samples)
+    steps = _count(n_steps, "n_steps", minimum=0)
+    rng = np.random.default_rng(random_state)
+    out = []
+    while len(out) < steps:
+        perm = rng.permutation(n)
+        stop = n - n % B if drop_last else n
+        out.extend(perm[i : i + B] for i in range(0, stop, B))
+    return out[:steps]
+
+
+def independent_batches(n_samples, batch_size, n_steps, *, random_state=None):
+    """Batches drawn independently at every step, each a uniform subset of ``batch_size`` indices.
+
+    Their mean step is the full-batch step, so the mean over such runs is full-batch descent.
+
+    Returns
+    -------
+    batches : list of ``n_steps`` int64 arrays
+    """
+    n, B = _batch_size(batch_size, n_samples)
+    steps = _count(n_steps, "n_steps", minimum=0)
+    rng = np.random.default_rng(random_state)
+    return [rng.choice(n, size=B, replace=False) for _ in range(steps)]
+
+
+def _check_batches(batches, n, n_steps):
+    if batches is None:
+        return None
+    if isinstance(batches, np.ndarray) and batches.ndim == 2:
+        batches = list(batches)
+    if not isinstance(batches, (list, tuple)):
+        raise TypeError("batches must be a list of index arrays (e.g. from shuffled_batches), or None")
+    if len(batches) < n_steps:
+        raise ValueError(f"batches has {len(batches)} entries but {n_steps} steps were asked for; give one per step")
+    out = []
+    for s, b in enumerate(batches[:n_steps]):
+        arr = np.asarray(b)
+        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"batch {s} must be a non-empty 1-D array of integer indices, got {b!r}")
+        if arr.min() < 0 or arr.max() >= n:
+            raise ValueError(f"batch {s} has an index outside [0, {n}) (the training set has {n} points)")
+        out.append(arr.astype(np.int64))
+    return out
+
+
+def _check_optimizer(optimizer):
+    name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", type(optimizer).__name__)
+    key = str(name).lower()
+    if key == "sgd":
+        return
+    if key in _ADAPTIVE:
+        raise ValueError(
+            f"{name} has no function-space twin: it rescales the parameter gradient coordinate by "
+            "coordinate, so the step in function space depends on the parameters, not only on the "
+            "kernel. Use optimizer='sgd' (with momentum, nesterov, weight_decay, a Schedule), or "
+            "train the network itself"
+        )
+    raise ValueError(f"unknown optimizer {name!r}; the function-space rules are 'sgd' (torch.optim.SGD)")
+
+
+# --- the problem in internal layout ------------------------------------------------------------------
+
+
+class _Problem:
+    """Kernels flattened to ``(n, n)`` / ``(m, n)`` and outputs to ``(rows, c)`` columns.
+
+    Traced kernel: ``n = N`` rows, ``c = k`` columns; full kernel: ``n = N k`` rows (index
+    ``(i, a)``), ``c = 1``.
+    """
+
+    def __init__(self, k_train_train, fx_train_0, k_test_train, fx_test_0, images):
+        A, full_k = _check_train_kernel(k_train_train)
+        self.A = np.asarray(A, dtype=np.float64)
+        f0 = _as_real_array(fx_train_0, "fx_train_0")
+        n = self.A.shape[0]
+        if full_k is None:
+            if f0.ndim not in (1, 2) or f0.shape[0] != n:
+                raise ValueError(f"fx_train_0 must have shape (N,) or (N, k) with N = {n}, got {f0.shape}")
+            self.N, self.k = n, (1 if f0.ndim == 1 else f0.shape[1])
+        else:
+            self.N, self.k = n // full_k, full_k
+            if f0.shape not in ((self.N, full_k),) + (((self.N,),) if full_k == 1 else ()):
+                raise ValueError(f"with a full kernel of k = {full_k}, fx_train_0 must have shape "
+                                 f"{(self.N, full_k)}, got {f0.shape}")
+        self.full, self.shape = full_k is not None, f0.shape
+        self.F0 = self.inner(f0, "fx_train_0")
+        self.test = k_test_train is not None or fx_test_0 is not None
+        if self.test:
+            if k_test_train is None or fx_test_0 is None:
+                raise ValueError("test outputs need both k_test_train and fx_test_0")
+            K = _as_real_array(k_test_train, "k_test_train")
+            if self.full:
+                if K.ndim != 4 or K.shape[1:] != (self.N, self.k, self.k):
+                    raise ValueError(f"k_test_train must have shape (M, {self.N}, {self.k}, {self.k}), got {K.shape}")
+                self.M, K = K.shape[0], _flatten_full(K)
+            else:
+                if K.ndim != 2 or K.shape[1] != self.N:
+                    raise ValueError(f"k_test_train must have shape (M, {self.N}), got {K.shape}")
+                self.M = K.shape[0]
+            K = np.asarray(K, dtype=np.float64)
+            _check_finite(K, "k_test_train")
+            self.KtT = np.ascontiguousarray(K.T)  # rows gathered per batch
+            ft0 = _as_real_array(fx_test_0, "fx_test_0")
+            if ft0.shape != (self.M,) + self.shape[1:]:
+                raise ValueError(f"fx_test_0 must have shape {(self.M,) + self.shape[1:]}, got {ft0.shape}")
+            self.test_shape = ft0.shape
+            self.Ft0 = self.inner(ft0, "fx_test_0")
+        img_train, img_test = images
+        self.img = None if img_train is None else self.inner(self._like(img_train, self.shape, "image_train"),
+                                                             "image_train")
+        self.img_t = None
+        if self.test and img_test is not None:
+            self.img_t = self.inner(self._like(img_test, self.test_shape, "image_test"), "image_test")
+
+    @staticmethod
+    def _like(arr, shape, name):
+        arr = _as_real_array(arr, name)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        return arr
+
+    def inner(self, f, name):
+        f = np.asarray(f, dtype=np.float64)
+        _check_finite(f, name)
+        return f.reshape(-1, 1).copy() if self.full else f.reshape(f.shape[0], -1).copy()
+
+    def rows(self, b):
+        """Rows of the internal layout that batch ``b`` of training points covers."""
+        if not self.full:
+            return b
+        return (b[:, None] * self.k + np.arange(self.k)).ravel()
+
+    def per_example(self, F):
+        """Internal ``(rows, c)`` → ``(points, k)``."""
+        return F.reshape(-1, self.k)
+
+
+def _check_steps(steps):
+    st = np.atleast_1d(np.asarray(steps))
+    if st.ndim != 1 or st.size == 0 or not np.issubdtype(st.dtype, np.integer):
+        raise ValueError(f"steps must be a non-empty 1-D array of ints (step counts), got {steps!r}")
+    if np.any(st < 0) or np.any(np.diff(st) < 0):
+        raise ValueError("steps must be non-negative and ascending")
+    return st.astype(np.int64)
+
+
+def _run(prob, residual, steps, learning_rate, momentum, nesterov, weight_decay, batches, normaliser):
+    """Iterate the rule; ``residual(F_rows)`` gives the loss gradient per output before the kernel."""
+    mu, nesterov = _check_momentum(momentum, nesterov)
+    wd = _real(weight_decay, "weight_decay")
+    S = int(steps[-1])
+    rates = as_schedule(learning_rate).rates(S)
+    batches = _check_batches(batches, prob.N, S)
+    if wd > 0 and prob.img is None:
+        raise ValueError("weight decay needs image_train = own_parameter_image(net, params, X_train) "
+                         "(and image_test on the test inputs); it is not defined for an analytic kernel")
+    if wd > 0 and prob.test and prob.img_t is None:
+        raise ValueError("weight decay with test outputs needs image_test = own_parameter_image(net, params, X_test)")
+    F = prob.F0.copy()
+    Ft = prob.Ft0.copy() if prob.test else None
+    U = np.zeros_like(F) if mu else None
+    Ut = np.zeros_like(Ft) if (mu and prob.test) else None
+    out = np.empty((steps.size,) + F.shape)
+    out_t = np.empty((steps.size,) + Ft.shape) if prob.test else None
+    t = 0
+    for s in range(S + 1):
+        while t < steps.size and steps[t] == s:
+            out[t] = F
+            if prob.test:
+                out_t[t] = Ft
+            t += 1
+        if s == S:
+            break
+        if batches is None:
+            E = residual(F) / normaliser(prob.N)
+            G = prob.A @ E
+            Gt = prob.KtT.T @ E if prob.test else None
+        else:
+            b = batches[s]
+            r = prob.rows(b)
+            E = residual(F, b)[r] / normaliser(b.size)
+            G = prob.A[r].T @ E  # the kernel is symmetric: rows instead of strided columns
+            Gt = prob.KtT[r].T @ E if prob.test else None
+        if wd:
+            G += wd * (F - prob.F0 + prob.img)
+            if prob.test:
+                Gt += wd * (Ft - prob.Ft0 + prob.img_t)
+        eta = rates[s]
+        F -= eta * _momentum(G, U, mu, nesterov)
+        if prob.test:
+            Ft -= eta * _momentum(Gt, Ut, mu, nesterov)
+    return out, out_t, batches
+
+
+def _momentum(G, U, mu, nesterov):
+    """PyTorch SGD's direction from the gradient ``G``; updates the buffer ``U`` in place."""
+    if not mu:
+        return G
+    U *= mu
+    U += G
+    return G + mu * U if nesterov else U
+
+
+def sgd_mse(k_train_train, y_train, fx_train_0, steps, *, learning_rate=1.0, momentum=0.0, nesterov=False,
+            weight_decay=0.0, batches=None, k_test_train=None, fx_test_0=None, y_test=None,
+            image_train=None, image_test=None, optimizer="sgd"):
+    """(Minibatch) SGD on MSE ``1/(2Nk) Σ ‖f − y‖²`` of the linearised network, step by step.
+
+    Parameters
+    ----------
+    k_train_train : array_like, shape (N, N) traced or (N, N, k, k) full
+    y_train, fx_train_0 : array_like, shape (N,) or (N, k)
+    steps : array_like of int, shape (T,)
+        Steps to record, ascending (0 is the start).
+    learning_rate : float or Schedule
+    momentum : float in [0, 1); nesterov : bool
+        ``torch.optim.SGD``'s (dampening 0).
+    weight_decay : float, default 0
+        On all parameters, as ``torch.optim.SGD``; needs ``image_train`` (and ``image_test``).
+    batches : list of index arrays, optional
+        The batch of each step (:func:`shuffled_batches`, :func:`independent_batches`); None is full batch.
+    k_test_train : array_like, shape (M, N) or (M, N, k, k), optional
+    fx_test_0, y_test : array_like, shape (M,) or (M, k), optional
+    image_train, image_test : array_like, like ``fx_train_0`` / ``fx_test_0``, optional
+        ``J θ_0`` (:func:`ntksolve.nets.forward_mode.own_parameter_image`).
+    optimizer : str, default "sgd"
+        Only ``"sgd"``; adaptive rules are a ValueError (no function-space twin).
+
+    Returns
+    -------
+    Trajectory
+    """
+    _check_optimizer(optimizer)
+    prob = _Problem(k_train_train, fx_train_0, k_test_train, fx_test_0, (image_train, image_test))
+    Y = prob.inner(_Problem._like(y_train, prob.shape, "y_train"), "y_train")
+    st = _check_steps(steps)
+    k = prob.k
+
+    def residual(F, b=None):
+        return F - Y
+
+    out, out_t, used = _run(prob, residual, st, learning_rate, momentum, nesterov, weight_decay, batches,
+                            lambda B: B * k)
+    train = out.reshape((st.size,) + prob.shape)
+    y = np.asarray(y_train, dtype=np.float64)
+    test = test_loss = None
+    if prob.test:
+        test = out_t.reshape((st.size,) + prob.test_shape)
+        if y_test is not None:
+            test_loss = mse_loss(test, _Problem._like(y_test, prob.test_shape, "y_test"))
+    return Trajectory(st, train, test, np.atleast_1d(mse_loss(train, y)), test_loss, None, None, used)
+
+
+# --- cross-entropy -----------------------------------------------------------------------------------
+
+
+def _targets(targets, n_points, k, name):
+    """One-hot ``(n_points, k)`` (``(n_points, 1)`` of 0/1 for ``k = 1``) and the labels."""
+    t = np.asarray(targets)
+    if t.dtype == object or not (np.issubdtype(t.dtype, np.number) or t.dtype == bool) or np.iscomplexobj(t):
+        raise ValueError(f"{name} must be class labels or one-hot rows, got dtype {t.dtype}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    if k == 1:
+        if t.shape not in ((n_points,), (n_points, 1)) or not np.all((t == 0) | (t == 1)):
+            raise ValueError(f"with one output (binary, BCEWithLogitsLoss) {name} must be 0/1 labels of shape "
+                             f"({n_points},), got shape {t.shape} with values {np.unique(t)[:5]}")
+        lab = t.reshape(-1).astype(np.int64)
+        return lab.astype(np.float64).reshape(-1, 1), lab
+    if t.shape == (n_points,):
+        if np.any(t != np.round(t)) or t.min() < 0 or t.max() >= k:
+            raise ValueError(f"{name} as class labels must be integers in [0, {k}), got values {np.unique(t)[:5]}")
+        lab = t.astype(np.int64)
+        return np.eye(k)[lab], lab
+    if t.shape == (n_points, k):
+        if not np.all((t == 0) | (t == 1)) or not np.all(t.sum(axis=1) == 1):
+            raise ValueError(f"{name} as one-hot rows must hold a single 1 per row and 0 elsewhere")
+        return t.astype(np.float64), np.argmax(t, axis=1)
+    raise ValueError(f"{name} must be labels of shape ({n_points},) or one-hot rows ({n_points}, {k}), "
+                     f"got shape {t.shape}")
+
+
+def _probabilities(Fk):
+    return expit(Fk) if Fk.shape[1] == 1 else softmax(Fk, axis=1)
+
+
+def _ce_metrics(Fk_all, lab):
+    """Mean cross-entropy and accuracy along a trajectory ``(T, points, k)``."""
+    if Fk_all.shape[-1] == 1:
+        f = Fk_all[..., 0]
+        loss = np.mean(np.logaddexp(0.0, f) - lab * f, axis=-1)
+        acc = np.mean((f > 0) == (lab == 1), axis=-1)
+    else:
+        lp = log_softmax(Fk_all, axis=-1)
+        loss = -np.mean(np.take_along_axis(lp, lab[None, :, None], axis=-1)[..., 0], axis=-1)
+        acc = np.mean(np.argmax(Fk_all, axis=-1) == lab, axis=-1)
+    return loss, acc
+
+
+def _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0, targets_test, images=(None, None)):
+    prob = _Problem(k_train_train, fx_train_0, k_test_train, fx_test_0, images)
+    Yk, lab = _targets(targets, prob.N, prob.k, "targets")
+    lab_t = None
+    if targets_test is not None:
+        if not prob.test:
+            raise ValueError("targets_test needs k_test_train and fx_test_0")
+        _, lab_t = _targets(targets_test, prob.M, prob.k, "targets_test")
+    def residual(F, b=None):
+        return (_probabilities(prob.per_example(F)) - Yk).reshape(F.shape)
+
+    return prob, lab, lab_t, residual
+
+
+def _ce_trajectory(prob, st, out, out_t, lab, lab_t, used):
+    Fk = out.reshape(st.size, prob.N, prob.k)
+    loss, acc = _ce_metrics(Fk, lab)
+    test = test_loss = test_acc = None
+    if prob.test:
+        Ftk = out_t.reshape(st.size, prob.M, prob.k)
+        test = Ftk.reshape((st.size,) + prob.test_shape)
+        if lab_t is not None:
+            test_loss, test_acc = _ce_metrics(Ftk, lab_t)
+    return Trajectory(st, Fk.reshape((st.size,) + prob.shape), test, loss, test_loss, acc, test_acc, used)
+
+
+def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, learning_rate=1.0, momentum=0.0,
+                      nesterov=False, weight_decay=0.0, batches=None, k_test_train=None, fx_test_0=None,
+                      targets_test=None, image_train=None, image_test=None, optimizer="sgd"):
+    """(Minibatch) SGD on cross-entropy of the linearised network (logits ``f``), step by step.
+
+    The loss is ``torch.nn.CrossEntropyLoss`` (softmax over the ``k`` outputs, mean over the
+    examples), or ``BCEWithLogitsLoss`` for ``k = 1``: ``f ← f − (η/N) Θ (σ(f) − Y)``.
+
+    Parameters
+    ----------
+    k_train_train : array_like, shape (N, N) traced (used as ``Θ ⊗ I_k``) or (N, N, k, k) full
+    targets : array_like
+        Class labels, ints in ``[0, k)`` of shape (N,), or one-hot rows (N, k); 0/1 labels for ``k = 1``.
+    fx_train_0 : array_like, shape (N, k) (or (N,) for ``k = 1``)
+        Logits at initialisation.
+    steps, learning_rate, momentum, nesterov, weight_decay, batches, image_train, image_test, optimizer
+        As :func:`sgd_mse`.
+    k_test_train, fx_test_0 : optional test kernel and logits
+    targets_test : optional, for the test loss and accuracy
+
+    Returns
+    -------
+    Trajectory
+        With ``train_accuracy`` (and ``test_accuracy``): argmax (``f > 0`` for ``k = 1``) against the labels.
+    """
+    _check_optimizer(optimizer)
+    prob, lab, lab_t, residual = _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0,
+                                              targets_test, (image_train, image_test))
+    st = _check_steps(steps)
+    out, out_t, used = _run(prob, residual, st, learning_rate, momentum, nesterov, weight_decay, batches,
+                            lambda B: B)
+    return _ce_trajectory(prob, st, out, out_t, lab, lab_t, used)
+
+
+def flow_cross_entropy(k_train_train, targets, fx_train_0, times, *, learning_rate=1.0, k_test_train=None,
+                       fx_test_0=None, targets_test=None, rtol=1e-10, atol=1e-12):
+    """Gradient flow ``df/dt = −(η/N) Θ (σ(f) − Y)`` on cross-entropy, by ``scipy.integrate.solve_ivp``.
+
+    The continuous twin of :func:`sgd_cross_entropy` (time ``t`` counts steps). Integrated with
+    DOP853 at the given tolerances; train and test outputs in one system.
+
+    Parameters
+    ----------
+    k_train_train, targets, fx_train_0, k_test_train, fx_test_0, targets_test
+        As :func:`sgd_cross_entropy`.
+    times : array_like, shape (T,)
+        Finite, non-negative, ascending.
+    learning_rate : float
+    rtol, atol : float
+        Passed to ``solve_ivp``.
+
+    Returns
+    -------
+    Trajectory (``steps`` holds the times)
+    """
+    prob, lab, lab_t, residual = _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0,
+                                              targets_test)
+    ts = np.atleast_1d(_as_real_array(times, "times")).astype(np.float64)
+    if ts.ndim != 1 or not np.all(np.isfinite(ts)) or np.any(ts < 0) or np.any(np.diff(ts) < 0):
+        raise ValueError("times must be finite, non-negative and ascending")
+    eta = _real(learning_rate, "learning_rate", positive=True)
+    n = prob.F0.size
+    shape = prob.F0.shape
+    scale = eta / prob.N
+
+    def rhs(_, z):
+        E = residual(z[:n].reshape(shape)) * scale
+        dz = -(prob.A @ E).ravel()
+        if prob.test:
+            dz = np.concatenate([dz, -(prob.KtT.T @ E).ravel()])
+        return dz
+
+    z0 = prob.F0.ravel() if not prob.test else np.concatenate([prob.F0.ravel(), prob.Ft0.ravel()])
+    if ts[-1] == 0.0:
+        Z = np.repeat(z0[:, None], ts.size, axis=1)
+    else:
+        sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), z0, method="DOP853", t_eval=ts, rtol=rtol, atol=atol)
+        if not sol.success:
+            raise RuntimeError(f"solve_ivp failed: {sol.message}")
+        Z = sol.y
+    out = Z[:n].T.reshape((ts.size,) + shape)
+    out_t = Z[n:].T.reshape((ts.size,) + prob.Ft0.shape) if prob.test else None
+    return _ce_trajectory(prob, ts, out, out_t, lab, lab_t, None)
