@@ -125,6 +125,12 @@ _HOOK_ATTRS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 def _check_readable(m, where: str) -> None:
     """Refuse what would make the module compute (or differentiate) other than its class says."""
     cls = type(m).__name__
+    # before the hooks: a lazy module's initialiser is a forward pre-hook
+    if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params():
+        raise ValueError(
+            f"{where} ({cls}) has uninitialised parameters (a lazy module): run one forward pass "
+            "first so that they have shapes"
+        )
     if torch.nn.utils.parametrize.is_parametrized(m):
         raise ValueError(
             f"{where} ({cls}) has parametrizations (e.g. weight_norm or spectral_norm), so its "
@@ -213,18 +219,20 @@ def _read(module) -> _Reading:
             f"the module contains no nn.Linear layer, so it is not an MLP ntksolve can import "
             f"(it supports {_SUPPORTED})"
         )
-    for s in seq[lin_idx[-1] + 1:]:
-        raise ValueError(
-            f"{s[1]} ({type(s[2]).__name__}) follows the last nn.Linear: ntksolve's network ends with "
-            "a Linear layer, so the last layer must be nn.Linear; remove the trailing module and "
-            "apply it to the outputs yourself (CrossEntropyLoss and BCEWithLogitsLoss take logits)"
-        )
-    for s in seq:
+    trailing = ("ntksolve's network ends with a Linear layer, so the last layer must be nn.Linear; "
+                "remove the trailing module and apply it to the outputs yourself (CrossEntropyLoss "
+                "and BCEWithLogitsLoss take logits)")
+    # an unsupported module is the root cause wherever it is; then a supported one out of place
+    for i, s in enumerate(seq):
         if s[0] == "other":
-            what = ("dropout in training mode is random, so the module has no fixed function; "
-                    "call module.eval() to import it without dropout"
-                    if isinstance(s[2], nn.modules.dropout._DropoutNd) else f"ntksolve imports {_SUPPORTED}")
+            if isinstance(s[2], nn.modules.dropout._DropoutNd):
+                what = ("dropout in training mode is random, so the module has no fixed function; "
+                        "call module.eval() to import it without dropout")
+            else:
+                what = trailing if i > lin_idx[-1] else f"ntksolve imports {_SUPPORTED}"
             raise ValueError(f"{s[1]} ({type(s[2]).__name__}) is not supported: {what}")
+    for s in seq[lin_idx[-1] + 1:]:
+        raise ValueError(f"{s[1]} ({type(s[2]).__name__}) follows the last nn.Linear: {trailing}")
     if lin_idx[0] != 0:
         s = seq[0]
         raise ValueError(
