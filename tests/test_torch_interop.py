@@ -27,6 +27,16 @@ from ntksolve.training import TrainingDivergedError, TrainingResult, train_netwo
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # These networks are tiny: one thread is fastest, and a pool of spinning threads is slowest on
+    # a shared machine. Restored afterwards.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 ACTIVATIONS = {  # ntksolve name -> module factory (None: no module between the Linears)
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
