@@ -415,8 +415,3 @@ def to_torch(net: MLP, params):
         if l < net.depth:
             mods.append(_activation_module(net.activation, dtype))
     return nn.Sequential(*mods)
-
-
-def _module_dtype(module) -> np.dtype:
-    """The numpy dtype of a readable module's parameters."""
-    return np.dtype(_FLOAT_DTYPES[_read(module).dtype])

@@ -391,8 +391,11 @@ def train(
             raise TypeError(f"lr_schedule(optimizer) must return a scheduler with step(), got {type(scheduler).__name__}")
     first_lr = float(rates[0]) if (rates is not None and steps) else float(opt.param_groups[0]["lr"])
 
-    Xt = torch.from_numpy(X)
-    Xt_test = None if X_test is None else torch.from_numpy(X_test)
+    device = next(model.parameters()).device  # inputs go where the module is; records come back
+    Xt = torch.from_numpy(X).to(device)
+    Xt_test = None if X_test is None else torch.from_numpy(X_test).to(device)
+    yt = yt.to(device)
+    yt_test = None if yt_test is None else yt_test.to(device)
     T = rec.size
     M = 0 if X_test is None else X_test.shape[0]
     fx_train = np.empty((T, N, k), dtype=dt)
@@ -457,12 +460,12 @@ def train(
                                f"training loss grew to {lv:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
                                f"initial scale {loss_scale:.3g}")
                 break
-            fx_train[i_rec] = f.numpy()
+            fx_train[i_rec] = f.cpu().numpy()
             loss_train[i_rec] = lv
             if Xt_test is not None:
                 with torch.no_grad():
                     ft = model(Xt_test)
-                fx_test[i_rec] = ft.numpy()
+                fx_test[i_rec] = ft.cpu().numpy()
                 if yt_test is not None:
                     loss_test[i_rec] = float(loss(ft, yt_test))
             if track_kernel:
@@ -485,7 +488,7 @@ def train(
         if batch_list is None:
             xb, yb = Xt, yt
         else:
-            idx = torch.from_numpy(batch_list[s])
+            idx = torch.from_numpy(batch_list[s]).to(device)
             xb, yb = Xt[idx], yt[idx]
         opt.zero_grad(set_to_none=True)
         out = loss(model(xb), yb)
