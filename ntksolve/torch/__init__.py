@@ -1,0 +1,38 @@
+"""PyTorch interop (the ``ntksolve[torch]`` extra): import an ``nn.Sequential`` MLP exactly, export
+any ntksolve network back, and train the real module in PyTorch beside the prediction.
+
+- :func:`from_torch` -- ``nn.Sequential`` of ``nn.Linear`` and one element-wise activation ->
+  ``(net, params)``; the empirical NTK of the result is the one PyTorch's autograd defines over
+  the module's own parameters.
+- :func:`to_torch` -- any :class:`~ntksolve.MLP` -> ``nn.Sequential`` computing the same function.
+- :func:`train` -- real training in PyTorch (``torch.optim.SGD`` with momentum, Nesterov, weight
+  decay, schedules, minibatches; ``torch.optim.Adam``), recorded like
+  :func:`ntksolve.train_network`.
+- :func:`learning_rate_from_torch` -- a PyTorch learning rate in ntksolve's units.
+- :class:`DataLoaderBatches` -- the batch order of a seeded ``torch.utils.data.DataLoader``.
+- :class:`Erf` -- the ``erf`` activation as a module (PyTorch has none).
+
+``import ntksolve`` never imports torch; importing this package does, and says which extra to
+install when it is missing.
+"""
+from ntksolve._extras import require
+
+require("torch", "torch", "ntksolve.torch (PyTorch interop)")
+
+from ntksolve.torch.convert import Erf, from_torch, to_torch  # noqa: E402
+from ntksolve.torch.training import (  # noqa: E402
+    DataLoaderBatches,
+    TorchTrainingResult,
+    learning_rate_from_torch,
+    train,
+)
+
+__all__ = [
+    "from_torch",
+    "to_torch",
+    "train",
+    "learning_rate_from_torch",
+    "DataLoaderBatches",
+    "TorchTrainingResult",
+    "Erf",
+]

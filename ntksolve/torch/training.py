@@ -1,0 +1,538 @@
+"""Real training of an imported module in PyTorch, recorded like :func:`ntksolve.train_network`.
+
+:func:`train` runs the user's own optimiser (any ``torch.optim`` optimiser: ``SGD`` with momentum,
+Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss`` or
+``CrossEntropyLoss``, full batch or minibatches, with a per-step rate array or a torch scheduler,
+and records the outputs on the training and test inputs at the requested steps.
+
+Units. ntksolve's loss is ``L = 1/(2Nk) sum_i ||f(x_i) - y_i||^2``; PyTorch's learning rate and
+loss are taken as they are, and :func:`learning_rate_from_torch` maps the rate onto ntksolve's:
+
+================================  ===========================  ============================
+PyTorch loss                      relation to ntksolve's loss  ntksolve's rate for torch's ``eta``
+================================  ===========================  ============================
+``MSELoss(reduction="mean")``     ``2 L``                      ``2 eta``
+``MSELoss(reduction="sum")``      ``2 N k L``                  ``2 N k eta``
+``CrossEntropyLoss()`` (mean)     the cross-entropy rule's     ``eta``
+``CrossEntropyLoss("sum")``       ``N`` times it               ``N eta``
+================================  ===========================  ============================
+
+(``N`` the number of examples the loss averages over: the batch size for minibatches.) The map
+holds for heavy-ball and Nesterov momentum too (``u/2`` is ntksolve's velocity); PyTorch's
+``weight_decay = w`` is ntksolve's ``w * eta / rate`` (``w/2`` for the mean MSE). Adam normalises
+the gradient coordinate-wise and has no function-space twin: it is trained, not predicted.
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+
+from ntksolve._config import DIVERGENCE_FACTOR
+from ntksolve._extras import require
+from ntksolve._validation import check_inputs
+from ntksolve.dynamics.mse import critical_learning_rate
+from ntksolve.kernels.empirical import empirical_ntk
+from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
+from ntksolve.training import TrainingDivergedError, TrainingResult, _check_steps, _check_targets
+
+torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
+nn = torch.nn
+
+__all__ = ["train", "learning_rate_from_torch", "DataLoaderBatches", "TorchTrainingResult"]
+
+
+# ---------------------------------------------------------------------------------------------
+# units
+# ---------------------------------------------------------------------------------------------
+def _loss_kind(loss):
+    """``("mse" | "ce", reduction)`` of a supported loss module, else TypeError/ValueError."""
+    if isinstance(loss, nn.MSELoss) and type(loss).forward is nn.MSELoss.forward:
+        kind = "mse"
+    elif isinstance(loss, nn.CrossEntropyLoss) and type(loss).forward is nn.CrossEntropyLoss.forward:
+        kind = "ce"
+    else:
+        raise TypeError(
+            f"loss must be a torch.nn.MSELoss or torch.nn.CrossEntropyLoss instance, got "
+            f"{type(loss).__name__}"
+        )
+    if loss.reduction not in ("mean", "sum"):
+        raise ValueError(
+            f"loss.reduction must be 'mean' or 'sum' (a scalar loss to train on), got {loss.reduction!r}"
+        )
+    return kind, loss.reduction
+
+
+def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
+    """ntksolve's learning rate equivalent to PyTorch's rate ``lr`` under the loss ``loss``.
+
+    Parameters
+    ----------
+    lr : float or array_like of float
+        PyTorch's rate ``eta`` (a per-step schedule maps entry by entry).
+    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss
+        The loss PyTorch trains on (its ``reduction`` matters).
+    n_samples : int
+        ``N``, the number of examples the loss averages over (the batch size for minibatches).
+    n_outputs : int
+        ``k``.
+
+    Returns
+    -------
+    rate : float or ndarray (the shape of ``lr``)
+        ``2 eta`` (mean MSE), ``2 N k eta`` (summed MSE), ``eta`` (mean cross-entropy, whose
+        function-space gradient ``Theta (softmax(f) - Y) / N`` is the cross-entropy rule's) or
+        ``N eta`` (summed cross-entropy). See the module docstring.
+
+    Raises
+    ------
+    TypeError
+        Another loss.
+    ValueError
+        ``reduction="none"``, a cross-entropy with class weights or label smoothing (its gradient
+        is not the cross-entropy rule's), bad counts or rates.
+    """
+    kind, reduction = _loss_kind(loss)
+    for name, v in (("n_samples", n_samples), ("n_outputs", n_outputs)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if kind == "ce" and (loss.weight is not None or loss.label_smoothing != 0):
+        raise ValueError(
+            "a CrossEntropyLoss with class weights or label smoothing has another gradient than the "
+            "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
+        )
+    arr = np.asarray(lr, dtype=np.float64) if not isinstance(lr, torch.Tensor) else lr.detach().cpu().numpy().astype(np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"lr must be finite and non-negative, got {lr!r}")
+    if kind == "mse":
+        factor = 2.0 if reduction == "mean" else 2.0 * n_samples * n_outputs
+    else:
+        factor = 1.0 if reduction == "mean" else float(n_samples)
+    out = factor * arr
+    return float(out) if out.ndim == 0 else out
+
+
+# ---------------------------------------------------------------------------------------------
+# batches
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataLoaderBatches:
+    """The batch order a seeded ``torch.utils.data.DataLoader`` yields, epoch after epoch.
+
+    Exactly the indices of ``DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+    drop_last=drop_last, generator=torch.Generator().manual_seed(seed))`` over a dataset of ``N``
+    examples, re-iterated once per epoch (``for epoch ...: for xb, yb in loader``), so that a
+    training loop written with such a loader is reproduced step by step.
+
+    Parameters
+    ----------
+    batch_size : int
+    seed : int, default 0
+    shuffle : bool, default True
+    drop_last : bool, default False
+    """
+
+    batch_size: int
+    seed: int = 0
+    shuffle: bool = True
+    drop_last: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
+                or self.batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+
+    def indices(self, n_samples: int, steps: int) -> List[np.ndarray]:
+        """The index arrays of the first ``steps`` batches over ``n_samples`` examples."""
+        if self.drop_last and self.batch_size > n_samples:
+            raise ValueError(
+                f"batch_size={self.batch_size} > {n_samples} examples with drop_last=True: "
+                "the loader yields no batch"
+            )
+        gen = torch.Generator()
+        gen.manual_seed(int(self.seed))
+        # The DataLoader itself, over the indices: its sampler and its per-epoch draw of a base
+        # seed consume the generator exactly as the user's loader over their dataset does.
+        loader = torch.utils.data.DataLoader(range(n_samples), batch_size=self.batch_size,
+                                             shuffle=self.shuffle, drop_last=self.drop_last,
+                                             generator=gen)
+        out: List[np.ndarray] = []
+        while len(out) < steps:
+            for idx in loader:
+                out.append(idx.numpy().astype(np.int64))
+                if len(out) == steps:
+                    break
+        return out
+
+
+def _check_batches(batches, N: int, steps: int):
+    """A list of ``steps`` index arrays (or None for full batch)."""
+    if batches is None:
+        return None
+    if isinstance(batches, DataLoaderBatches):
+        return batches.indices(N, steps)
+    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__len__"):
+        raise TypeError(
+            "batches must be None (full batch), a sequence of index arrays (one per step) or a "
+            f"DataLoaderBatches, got {type(batches).__name__}"
+        )
+    if len(batches) < steps:
+        raise ValueError(f"batches has {len(batches)} index arrays, fewer than steps={steps} (one per step)")
+    out = []
+    for s in range(steps):
+        idx = np.asarray(batches[s])
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"batches[{s}] must be a non-empty 1-D array of integer indices, got {batches[s]!r}")
+        if idx.min() < 0 or idx.max() >= N:
+            raise ValueError(f"batches[{s}] has indices outside [0, {N}) (the training examples)")
+        out.append(idx.astype(np.int64))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# result
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TorchTrainingResult(TrainingResult):
+    """What :func:`train` recorded: the fields of :class:`ntksolve.training.TrainingResult`, in
+    PyTorch's units, and three more.
+
+    Attributes
+    ----------
+    steps, fx_train, fx_test, kernel_change, kernel_kind, wall_time, kernel_time, diverged,
+    message, n_steps_taken
+        As in :class:`~ntksolve.training.TrainingResult` (``fx_*`` the module's outputs: logits
+        for a cross-entropy).
+    loss_train, loss_test : ndarray, shape (T,)
+        The training loss (``loss`` on all training inputs, in PyTorch's units: twice ntksolve's
+        for the mean MSE) at each recorded step; ``loss_test`` on ``(X_test, y_test)``.
+    net, params
+        ``from_torch`` of the trained module: ``net.apply(params, X)`` evaluates it.
+    learning_rate : float
+        PyTorch's rate at the first step (``optimizer.param_groups[0]["lr"]``).
+    critical_learning_rate : float or None
+        MSE only: the PyTorch rate at which full-batch gradient descent on the linearised module
+        diverges, ``2Nk/lambda_max`` of the empirical NTK at initialisation in PyTorch's units.
+    module : torch.nn.Module
+        The trained copy (the caller's module is never modified).
+    batches : list of ndarray or None
+        The index arrays used at each step taken (None: full batch).
+    learning_rates : ndarray, shape (n_steps_taken,)
+        PyTorch's rate (param group 0) used at each step.
+    """
+
+    module: Any = None
+    batches: Optional[list] = None
+    learning_rates: Optional[np.ndarray] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _as_array(a, name):
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return a
+
+
+def _targets(kind, y, n_rows, k, dt, name):
+    """Targets as the tensor the loss expects: (n, k) floats (MSE), class indices or (n, k)
+    probabilities (cross-entropy)."""
+    y = _as_array(y, name)
+    if kind == "mse":
+        return torch.from_numpy(_check_targets(y, n_rows, k, name, dt))
+    arr = np.asarray(y)
+    if arr.ndim == 1:
+        if arr.shape[0] != n_rows:
+            raise ValueError(f"{name} must have {n_rows} class labels, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.integer) or (np.issubdtype(arr.dtype, np.floating)
+                                                           and np.all(arr == np.round(arr)))):
+            raise ValueError(f"{name} must hold integer class indices in [0, {k}) for CrossEntropyLoss")
+        if arr.min() < 0 or arr.max() >= k:
+            raise ValueError(f"{name} has class indices outside [0, {k}) (the module's {k} outputs)")
+        return torch.from_numpy(arr.astype(np.int64))
+    if arr.ndim == 2 and arr.shape == (n_rows, k):
+        return torch.from_numpy(_check_targets(arr, n_rows, k, name, dt))  # class probabilities
+    raise ValueError(
+        f"{name} must be class indices of shape ({n_rows},) or class probabilities of shape "
+        f"({n_rows}, {k}) for CrossEntropyLoss, got shape {arr.shape}"
+    )
+
+
+def train(
+    module,
+    X,
+    y,
+    *,
+    optimizer: Callable,
+    steps: int,
+    loss=None,
+    lr_schedule=None,
+    batches=None,
+    record_at=None,
+    X_test=None,
+    y_test=None,
+    track_kernel: bool = True,
+    on_divergence: str = "raise",
+    callback: Optional[Callable[[int, float], None]] = None,
+) -> TorchTrainingResult:
+    """Train a copy of ``module`` in PyTorch and record its outputs, like :func:`ntksolve.train_network`.
+
+    Parameters
+    ----------
+    module : torch.nn.Sequential
+        A module :func:`~ntksolve.torch.from_torch` imports (checked first); never modified.
+    X : array_like or tensor, shape (N, d)
+    y : array_like or tensor
+        MSE: shape (N,) or (N, k). Cross-entropy: class indices (N,) or probabilities (N, k).
+    optimizer : callable ``parameters -> torch.optim.Optimizer``
+        E.g. ``functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True,
+        weight_decay=1e-4)`` or ``functools.partial(torch.optim.Adam, lr=1e-3)``; called once with
+        the copy's parameters. Its ``step()`` must not need a closure.
+    steps : int
+        Optimiser steps.
+    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss, default ``MSELoss()``
+    lr_schedule : array_like of float, or callable ``optimizer -> scheduler``, optional
+        A per-step rate (length >= ``steps``; it sets every param group's ``lr`` before each
+        step), or a torch scheduler factory (e.g. ``lambda o: torch.optim.lr_scheduler.StepLR(o,
+        10)``), whose ``step()`` is called after every optimiser step.
+    batches : None, sequence of index arrays, or DataLoaderBatches
+        None: full batch. A sequence: step ``s`` uses the examples ``batches[s]`` (at least
+        ``steps`` entries). :class:`DataLoaderBatches`: the order of a seeded DataLoader.
+    record_at : sequence of int, optional
+        Strictly increasing steps in ``[0, steps]``; default ``[0, steps]``.
+    X_test : array_like, shape (M, d), optional
+    y_test : optional (needs ``X_test``), shaped like ``y``
+    track_kernel : bool, default True
+        Record ``||Theta_t - Theta_0||_F / ||Theta_0||_F`` of ntksolve's empirical NTK of the
+        module on ``X`` (traced for ``k = 1``, full otherwise); not counted in ``wall_time``.
+    on_divergence : {"raise", "return"}, default "raise"
+        When a loss becomes non-finite or the training loss exceeds ``DIVERGENCE_FACTOR`` times
+        its scale: raise :class:`~ntksolve.training.TrainingDivergedError` (its ``.result`` holds
+        the finite records) or return with ``diverged=True``.
+    callback : callable ``(step, loss_train) -> None``, optional
+        Called at each recorded step.
+
+    Returns
+    -------
+    TorchTrainingResult
+        ``steps`` (T,), ``fx_train`` (T, N, k), ``fx_test`` (T, M, k) or None, ``loss_train`` (T,),
+        ``loss_test`` (T,) or None, ``kernel_change``, the trained ``module`` and ``net, params``,
+        the ``batches`` and ``learning_rates`` used.
+
+    Notes
+    -----
+    The outputs are recorded with the module in its own mode (it has no active dropout: such a
+    module is refused) and without gradients. ``fx_train[i]`` is the output after ``steps[i]``
+    optimiser steps. To compare with :func:`ntksolve.gradient_descent_mse`, convert the rate with
+    :func:`learning_rate_from_torch`.
+    """
+    reading = _read(module)
+    tdt = reading.dtype
+    dt = np.dtype(_FLOAT_DTYPES[tdt])
+    d, k = reading.n_features, reading.n_outputs
+    if loss is None:
+        loss = nn.MSELoss()
+    kind, reduction = _loss_kind(loss)
+    if kind == "ce" and k < 2:
+        raise ValueError(
+            "CrossEntropyLoss needs k >= 2 outputs (a softmax over one output is constant); the "
+            f"module has {k}"
+        )
+    X = check_inputs(_as_array(X, "X"), name="X", n_features=d, dtype=dt)
+    N = X.shape[0]
+    yt = _targets(kind, y, N, k, dt, "y")
+    if X_test is not None:
+        X_test = check_inputs(_as_array(X_test, "X_test"), name="X_test", n_features=d, dtype=dt)
+        yt_test = None if y_test is None else _targets(kind, y_test, X_test.shape[0], k, dt, "y_test")
+    elif y_test is not None:
+        raise ValueError("y_test was given without X_test")
+    else:
+        yt_test = None
+    steps, rec = _check_steps(steps, record_at)
+    if on_divergence not in ("raise", "return"):
+        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+    batch_list = _check_batches(batches, N, steps)
+    rates = None
+    make_scheduler = None
+    if lr_schedule is not None:
+        if callable(lr_schedule):
+            make_scheduler = lr_schedule
+        else:
+            rates = np.asarray(lr_schedule, dtype=np.float64)
+            if rates.ndim != 1 or rates.shape[0] < steps:
+                raise ValueError(
+                    f"lr_schedule must be a 1-D array of at least steps={steps} rates (one per step) or "
+                    f"a callable optimizer -> scheduler, got shape {rates.shape}"
+                )
+            if not np.all(np.isfinite(rates[:steps])) or np.any(rates[:steps] < 0):
+                raise ValueError("lr_schedule rates must be finite and non-negative")
+    if not callable(optimizer) or isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "optimizer must be a factory called with the parameters of the module's copy, e.g. "
+            "functools.partial(torch.optim.SGD, lr=0.1), not an optimizer instance (which holds the "
+            f"caller's parameters); got {type(optimizer).__name__}"
+        )
+
+    model = copy.deepcopy(module)
+    opt = optimizer(model.parameters())
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"optimizer(parameters) must return a torch.optim.Optimizer, got {type(opt).__name__}")
+    scheduler = None
+    if make_scheduler is not None:
+        scheduler = make_scheduler(opt)
+        if not callable(getattr(scheduler, "step", None)):
+            raise TypeError(f"lr_schedule(optimizer) must return a scheduler with step(), got {type(scheduler).__name__}")
+    first_lr = float(rates[0]) if (rates is not None and steps) else float(opt.param_groups[0]["lr"])
+
+    device = next(model.parameters()).device  # inputs go where the module is; records come back
+    Xt = torch.from_numpy(X).to(device)
+    Xt_test = None if X_test is None else torch.from_numpy(X_test).to(device)
+    yt = yt.to(device)
+    yt_test = None if yt_test is None else yt_test.to(device)
+    T = rec.size
+    M = 0 if X_test is None else X_test.shape[0]
+    fx_train = np.empty((T, N, k), dtype=dt)
+    fx_test = None if X_test is None else np.empty((T, M, k), dtype=dt)
+    loss_train = np.empty(T)
+    loss_test = None if yt_test is None else np.empty(T)
+    kchange = np.empty(T) if track_kernel else None
+    lrs = np.empty(steps)
+    kernel_time = 0.0
+    theta0 = None
+    theta0_norm = 1.0
+    crit = None
+
+    def kernel_now():
+        net_s, params_s = from_torch(model)
+        return empirical_ntk(net_s, params_s, X, trace=(k == 1))
+
+    def torch_critical_rate(theta):
+        ours = float(critical_learning_rate(theta, n_outputs=k))
+        return ours / learning_rate_from_torch(1.0, loss=loss, n_samples=N, n_outputs=k)
+
+    if track_kernel:
+        t0 = time.perf_counter()
+        theta0 = kernel_now()
+        theta0_norm = float(np.linalg.norm(theta0))
+        if kind == "mse":
+            crit = torch_critical_rate(theta0)
+        kernel_time += time.perf_counter() - t0
+
+    with torch.no_grad():
+        f_init = model(Xt)
+        zero_loss = float(loss(torch.zeros_like(f_init), yt))  # the loss of a zero predictor
+        loss_scale = max(float(loss(f_init, yt)), zero_loss, float(np.finfo(dt).tiny))
+
+    diverged, message = False, ""
+    i_rec = 0
+    s_done = 0
+    wall = 0.0
+    t_start = time.perf_counter()
+
+    def stop(s, what):
+        nonlocal crit
+        if crit is None and kind == "mse":
+            crit = torch_critical_rate(empirical_ntk(*from_torch(module), X, trace=(k == 1)))
+        hint = (f" The learning rate {first_lr:.4g} is {first_lr / crit:.3g} times the critical "
+                f"rate {crit:.4g} of full-batch gradient descent on the linearised module (2Nk/lambda_max "
+                f"of its empirical NTK at initialisation, in PyTorch's units); use a smaller one "
+                f"(e.g. {0.5 * crit:.4g})" if crit is not None and np.isfinite(crit) else
+                " Use a smaller learning rate.")
+        return f"training diverged at step {s}: the {what}.{hint}"
+
+    for s in range(steps + 1):
+        out = None
+        if i_rec < T and rec[i_rec] == s:
+            with torch.no_grad():
+                f = model(Xt)
+                lv = float(loss(f, yt))
+            if not np.isfinite(lv) or lv > DIVERGENCE_FACTOR * loss_scale:
+                diverged = True
+                wall += time.perf_counter() - t_start
+                message = stop(s, "training loss became non-finite" if not np.isfinite(lv) else
+                               f"training loss grew to {lv:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
+                               f"initial scale {loss_scale:.3g}")
+                break
+            fx_train[i_rec] = f.cpu().numpy()
+            loss_train[i_rec] = lv
+            if Xt_test is not None:
+                with torch.no_grad():
+                    ft = model(Xt_test)
+                fx_test[i_rec] = ft.cpu().numpy()
+                if yt_test is not None:
+                    loss_test[i_rec] = float(loss(ft, yt_test))
+            if track_kernel:
+                wall += time.perf_counter() - t_start
+                t0 = time.perf_counter()
+                kchange[i_rec] = 0.0 if s == 0 else float(np.linalg.norm(kernel_now() - theta0)) / theta0_norm
+                kernel_time += time.perf_counter() - t0
+                t_start = time.perf_counter()
+            i_rec += 1
+            if callback is not None:
+                wall += time.perf_counter() - t_start
+                callback(s, lv)
+                t_start = time.perf_counter()
+        if s == steps:
+            break
+        if rates is not None:
+            for group in opt.param_groups:
+                group["lr"] = float(rates[s])
+        lrs[s] = float(opt.param_groups[0]["lr"])
+        if batch_list is None:
+            xb, yb = Xt, yt
+        else:
+            idx = torch.from_numpy(batch_list[s]).to(device)
+            xb, yb = Xt[idx], yt[idx]
+        opt.zero_grad(set_to_none=True)
+        out = loss(model(xb), yb)
+        out.backward()
+        bl = float(out.detach())
+        # every full-batch step sees the training loss, as train_network does; a minibatch
+        # loss is only checked for being finite (its scale is the batch's)
+        if not np.isfinite(bl) or (batch_list is None and bl > DIVERGENCE_FACTOR * loss_scale):
+            diverged = True
+            wall += time.perf_counter() - t_start
+            message = stop(s, ("batch loss became non-finite" if not np.isfinite(bl) else
+                               f"training loss grew to {bl:.3g}, over {DIVERGENCE_FACTOR:.0e} times "
+                               f"its initial scale {loss_scale:.3g}"))
+            break
+        opt.step()
+        if scheduler is not None:
+            scheduler.step()
+        s_done = s + 1
+    if not diverged:
+        wall += time.perf_counter() - t_start
+
+    T_done = i_rec
+    net, params = from_torch(model)
+    result = TorchTrainingResult(
+        steps=rec[:T_done].copy(),
+        fx_train=fx_train[:T_done],
+        fx_test=None if fx_test is None else fx_test[:T_done],
+        loss_train=loss_train[:T_done],
+        loss_test=None if loss_test is None else loss_test[:T_done],
+        kernel_change=None if kchange is None else kchange[:T_done],
+        kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"),
+        net=net,
+        params=params,
+        learning_rate=first_lr,
+        wall_time=wall,
+        kernel_time=kernel_time,
+        critical_learning_rate=crit,
+        diverged=diverged,
+        message=message,
+        n_steps_taken=s_done,
+        module=model,
+        batches=None if batch_list is None else batch_list[:s_done],
+        learning_rates=lrs[:s_done].copy(),
+    )
+    if diverged and on_divergence == "raise":
+        raise TrainingDivergedError(message, result)
+    return result
