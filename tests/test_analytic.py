@@ -321,7 +321,7 @@ def test_chaotic_erf_depth_20_stays_a_kernel_and_fits():
     # duplicated row (general formula vs the point's own recursion) grew to 30% and made the kernel
     # indefinite. The exact diagonal keeps it positive semidefinite; the fit must go through.
     from ntksolve import MLP, analytic_kernels
-    from ntksolve.sklearn.estimators import NTKRegressor
+    from ntksolve import NTKRegressor
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((30, 4))

@@ -20,7 +20,8 @@ from ntksolve.dynamics.schedules import (
     schedule_stability,
     weight_decay_mode_factors,
 )
-from ntksolve.dynamics.spectral import mode_coefficients, null_mask
+from ntksolve.dynamics.rules import GradientDescent
+from ntksolve.dynamics.spectral import null_mask
 from ntksolve.dynamics.units import to_ntksolve_learning_rate
 from ntksolve.nets.forward_mode import jacobian_vector_product, own_parameter_image, trained_parameters
 from reference_linearised import Linearised, trained_flat
@@ -198,7 +199,7 @@ def test_plain_constant_rate_is_the_power_of_one_minus_eta_a():
     size, eta, st = 4.0, 1.5, np.array([0, 1, 3, 10, 100])
     x = eta * lam / size
     # the plain-descent coefficients of the existing solvers (expm1/log1p), on the positive modes
-    g, h = mode_coefficients(lam[1:], np.zeros(lam.size - 1, dtype=bool), st.astype(float), eta / size, "discrete")
+    g, h = GradientDescent(eta).mode_coefficients(lam[1:], np.zeros(lam.size - 1, dtype=bool), st.astype(float), size)
     for fac in (mode_factors(lam, st, size=size, learning_rate=eta),
                 mode_factors(lam, st, size=size, learning_rate=Schedule(np.full(100, eta)))):
         np.testing.assert_allclose(fac.residual, (1 - x)[None] ** st[:, None], rtol=1e-13, atol=1e-300)

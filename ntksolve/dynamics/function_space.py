@@ -25,7 +25,9 @@ import numpy as np
 import scipy.integrate
 from scipy.special import expit, log_softmax, softmax
 
-from ntksolve.dynamics.mse import _as_real_array, _check_finite, _check_train_kernel, _flatten_full, mse_loss
+from ntksolve._validation import as_real_array as _as_real_array, check_finite as _check_finite
+from ntksolve.dynamics.loss import mse_loss
+from ntksolve.dynamics.operator import check_train_kernel as _check_train_kernel, flatten_full as _flatten_full
 from ntksolve.dynamics.schedules import _check_momentum, _count, _real, as_schedule
 
 __all__ = [

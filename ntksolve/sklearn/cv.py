@@ -139,8 +139,8 @@ class NTKRegressorCV(_NTKRegressorBase):
             base = self._solver(K[np.ix_(tr, tr)], Ytr_n, regs[0], shared=regs.size > 1)
             for r, reg in enumerate(regs):
                 # a relative ridge only shifts the eigenvalues: no second decomposition
-                pred = base if r == 0 else base.with_diag_reg(reg)
                 with self._solver_warnings():
+                    pred = base if r == 0 else base.with_diag_reg(reg)
                     _, out = pred(ts, f0[tr], f0[te], K_te)  # (T, M, k): all times at once
                 err = out * std + mean - Y[te]
                 mse[r, :, f] = np.mean(err * err, axis=(1, 2))
@@ -162,9 +162,10 @@ class NTKRegressorCV(_NTKRegressorBase):
         base = self._solver(K, Yn, regs[0], shared=True)
         mse = np.empty((regs.size, 1, Y.shape[0]))
         for r, reg in enumerate(regs):
-            pred = base if r == 0 else base.with_diag_reg(reg)
             try:
-                res = pred.loo_residuals(f0)
+                with self._solver_warnings():
+                    pred = base if r == 0 else base.with_diag_reg(reg)
+                    res = pred.loo_residuals(f0)
             except ValueError:  # a singular kernel at this ridge
                 mse[r, 0] = np.inf
                 continue
