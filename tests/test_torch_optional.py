@@ -14,7 +14,7 @@ def _run(code):
 def test_import_ntksolve_does_not_import_torch():
     out = _run(
         "import sys, ntksolve\n"
-        "import ntksolve.sklearn.mlp_import, ntksolve._interop\n"
+        "import ntksolve.sklearn.mlp_import, ntksolve.nets.trained_layers\n"
         "net = ntksolve.MLP((4,)); p = net.init(2, random_state=0)\n"
         "ntksolve.empirical_ntk(net, p, [[1.0, 2.0]])\n"
         "print('torch' in sys.modules)\n"

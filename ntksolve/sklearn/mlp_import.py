@@ -4,7 +4,7 @@ scikit-learn's MLPs compute ``z = h @ coefs_[l] + intercepts_[l]`` and train tho
 standard parameterisation of the conventions, with ``W~ = coefs_[l].T`` (shape ``(n_out, n_in)``)
 and ``b~ = intercepts_[l]``. :func:`from_sklearn` returns the ntksolve network computing the same
 function, ``MLP(..., parameterization="standard", weight_std=1, bias_std=1)`` with
-``W = sqrt(n_in) W~``, ``b = b~`` (:mod:`ntksolve._interop`); its empirical NTK is the one over
+``W = sqrt(n_in) W~``, ``b = b~`` (:mod:`ntksolve.nets.trained_layers`); its empirical NTK is the one over
 scikit-learn's own parameters.
 
 ``net.apply`` gives the output layer *before* the output activation: ``predict`` for a
@@ -37,7 +37,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state
 
-from ntksolve._interop import mlp_from_layers
+from ntksolve.nets.trained_layers import mlp_from_layers
 
 __all__ = ["from_sklearn", "sklearn_initial_network", "learning_rate_from_sklearn"]
 

@@ -6,7 +6,7 @@ the standard parameterisation of the conventions. :func:`from_torch` therefore r
 
     W = sqrt(n_in) * weight        b = bias
 
-a pure rescale (see :mod:`ntksolve._interop`). The network computes the module's function to
+a pure rescale (see :mod:`ntksolve.nets.trained_layers`). The network computes the module's function to
 rounding, and its empirical NTK (:func:`ntksolve.empirical_ntk`) is the one PyTorch's autograd
 defines over the module's own parameters,
 ``Theta_ab(x, x') = sum_p df_a(x)/dp df_b(x')/dp`` summed over every ``weight`` and ``bias`` --
@@ -42,7 +42,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ntksolve._extras import require
-from ntksolve._interop import layers_from_mlp, mlp_from_layers
+from ntksolve.nets.trained_layers import layers_from_mlp, mlp_from_layers
 from ntksolve.nets.mlp import MLP
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
