@@ -227,10 +227,6 @@ def _fraction(text: str) -> float:
     return v
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each option, and the epilog's line breaks kept."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ntksolve.comparison import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
     from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
@@ -252,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Without --data it runs the default sweep on an embedded data set (no download)."
         ),
         epilog=_EPILOG,
-        formatter_class=_HelpFormatter,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="PATH", default=None,

@@ -48,8 +48,9 @@ def _left_out(rows, pred: str) -> str:
                 for r in rows if r["width"] in div}
         lr = {r.get("learning_rate") for r in rows if r["width"] in div}
         rate = ""
-        if len(crit) == 1 and len(lr) == 1 and None not in crit | lr:
-            rate = f": learning rate {lr.pop():.3g} ≥ critical {crit.pop():.3g}"
+        if len(lr) == 1 and None not in crit | lr:
+            rate = (f": learning rate {lr.pop():.3g} ≥ critical {crit.pop():.3g}" if len(crit) == 1 else
+                    f": learning rate {lr.pop():.3g} ≥ their critical rates {min(crit):.3g}–{max(crit):.3g}")
         which = "all widths" if len(div) == len(rows) else "n = " + ", ".join(map(str, div))
         parts.append(f"{pred}-NTK prediction diverges for {which}{rate}; not drawn")
     if real:

@@ -1,5 +1,6 @@
 """compare: the gaps shrink with width, the report is strict JSON, bad cases are reported not NaN."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -354,3 +355,24 @@ def test_memory_estimate_bounds_the_measured_peak(data):
         tracemalloc.stop()
     est = _width_memory(_Sizes(40, 30, 8, 1, 1, 3, False), width)
     assert peak <= est <= 3 * peak
+
+
+def test_interrupt_during_compilation_is_held_then_delivered(data, monkeypatch):
+    # numba's compiler calls back from C, where a KeyboardInterrupt is swallowed: the warm-up holds
+    # Ctrl-C and delivers it when the compilation is done
+    import signal
+
+    import ntksolve.comparison as cmp
+
+    finished = []
+
+    def warm_up(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # give the handler every chance to run inside
+            sum(range(100))
+        finished.append(True)
+
+    monkeypatch.setattr(cmp, "_warm_up", warm_up)
+    rep = compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False)
+    assert finished == [True] and rep.state == "interrupted" and rep.rows == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
