@@ -454,3 +454,20 @@ def test_constant_target_and_complex_npz_refused(tmp_path, capsys):
     assert main(["compare", "--data", str(z), "--out", str(tmp_path / "o2")] + TINY) == 2
     err = capsys.readouterr().err
     assert "complex" in err and "Traceback" not in err
+
+
+def test_out_of_memory_mid_sweep_is_one_line_and_the_report_says_failed(npz, tmp_path, monkeypatch, capsys):
+    real = ntksolve.comparison._one_width
+
+    def second_runs_out(width, *args, **kwargs):
+        if width == 128:
+            raise MemoryError("Unable to allocate 59.6 GiB for an array")
+        return real(width, *args, **kwargs)
+
+    monkeypatch.setattr(ntksolve.comparison, "_one_width", second_runs_out)
+    out = tmp_path / "oom"
+    assert main(["compare", "--data", npz, "--out", str(out), "--quiet"] + TINY) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "out of memory" in err and "59.6 GiB" in err
+    d = json.loads((out / "report.json").read_text())
+    assert d["state"] == "failed" and d["widths_done"] == [16] and "MemoryError" in d["message"]
