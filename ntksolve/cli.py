@@ -1,17 +1,25 @@
 """The ``ntksolve`` command. Its main job, ``ntksolve compare``, trains networks of several widths
 for real beside their NTK predictions and writes a report (``report.json``), figures and a table.
 
-Exit codes: 0 success; 2 bad input (arguments, data, output folder), with a message on stderr and
-no traceback; 130 interrupted by Ctrl-C (the widths finished so far are saved).
-Nothing imports this module; it sits on top of :mod:`ntksolve.comparison` and :mod:`ntksolve.plots`.
+Exit codes: 0 success; 2 bad input (arguments, data, resources, output folder) or an output that
+cannot be written (disk full), with a one-line message on stderr and no traceback; 130
+interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (the widths finished so far are saved).
+``report.json`` is rewritten atomically after every width with its ``state``: ``"running"``
+(a report left so by a process that no longer runs was killed), ``"complete"``,
+``"interrupted"`` or ``"failed"``.
+Nothing imports this module; it sits on top of :mod:`ntksolve.comparison`, :mod:`ntksolve.plots`
+and :mod:`ntksolve.datasets`.
 """
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import os
+import shlex
+import signal
 import sys
 import tempfile
+import threading
 import time
 from typing import List, Optional
 
@@ -19,8 +27,8 @@ import numpy as np
 
 _EXTRA_HINT = "pip install 'ntksolve[cli]'"
 
-#: Default sweep (issue 5): one hidden ReLU layer, widths 64 ... 8192, 300 steps at half the
-#: critical rate of the analytic NTK, on the embedded 256 + 256-point regression. See README.
+#: Default sweep: one hidden ReLU layer, widths 64 ... 8192, 300 steps at half the critical rate of
+#: the analytic NTK, on the embedded 256 + 256-point regression. See README.
 DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
 DEFAULT_DEPTH = 1
 DEFAULT_ACTIVATION = "relu"
@@ -33,6 +41,18 @@ DEFAULT_BIAS_STD = 0.1
 #: loaded 2-core machine (measured), and numba's parallel loops over 256 rows gain nothing either.
 AUTO_SINGLE_THREAD_MAX_N = 1024
 
+#: Exit codes of an interrupted run: 128 + the signal number, as a shell reports a process the
+#: signal ended.
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+_EPILOG = """\
+exit codes: 0 success; 2 bad input or an output that cannot be written (one-line message, no
+traceback); 130 interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM, which is handled like
+Ctrl-C. report.json is rewritten atomically after every width with "state": "running" (a report
+still "running" after the process ended was killed, e.g. by SIGKILL), "complete", "interrupted"
+or "failed", and lists widths_done and widths_pending; settings.command is the exact command,
+shell-quoted, and settings.versions the versions of ntksolve and its libraries."""
+
 
 class UsageError(Exception):
     """Bad input found by the command: reported on stderr with exit code 2."""
@@ -41,97 +61,6 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------
-_MISSING = {"", "nan", "na", "n/a", "null", "none", "?", "-"}
-
-
-def load_csv(path: str, target: Optional[str]):
-    """Read a CSV with a header row; return ``(X (N, d), y (N, 1), feature names, target name)``.
-
-    Every cell must be a number: missing values (empty, NA, NaN, ?) and text are refused with
-    their row and column, never silently dropped or imputed.
-    """
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read --data {path!r}: {exc}") from exc
-    rows = [r for r in rows if any(c.strip() for c in r)]
-    if len(rows) < 2:
-        raise UsageError(f"{path}: need a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    if target is None:
-        target = header[-1]
-    elif target not in header:
-        raise UsageError(f"{path}: no column named {target!r} (--target); the columns are: {', '.join(header)}")
-    if len(header) < 2:
-        raise UsageError(f"{path}: need at least one feature column besides the target {target!r}")
-    data = np.empty((len(rows) - 1, len(header)))
-    missing = []
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise UsageError(f"{path}, line {i}: {len(row)} fields, but the header has {len(header)}")
-        for j, cell in enumerate(row):
-            c = cell.strip()
-            if c.lower() in _MISSING:
-                missing.append((i, header[j]))
-                data[i - 2, j] = np.nan
-                continue
-            try:
-                data[i - 2, j] = float(c)
-            except ValueError:
-                raise UsageError(
-                    f"{path}, line {i}, column {header[j]!r}: {c!r} is not a number (every column must be numeric)"
-                ) from None
-            if not np.isfinite(data[i - 2, j]):
-                missing.append((i, header[j]))
-    if missing:
-        where = ", ".join(f"line {i} column {c!r}" for i, c in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise UsageError(
-            f"{path}: {len(missing)} missing or non-finite value(s) ({where}{more}); remove or impute them first"
-        )
-    jt = header.index(target)
-    feats = [h for j, h in enumerate(header) if j != jt]
-    X = np.delete(data, jt, axis=1)
-    y = data[:, jt : jt + 1]
-    return X, y, feats, target
-
-
-def load_npz(path: str):
-    """Read an ``.npz`` with arrays ``X`` (N, d), ``y`` (N,) or (N, k), optional ``X_test``, ``y_test``."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise UsageError(f"cannot read --data {path!r} as .npz: {exc}") from exc
-    if "X" not in arrays or "y" not in arrays:
-        raise UsageError(f"{path}: an .npz needs arrays named 'X' and 'y' (found: {', '.join(arrays) or 'none'})")
-    if ("X_test" in arrays) != ("y_test" in arrays):
-        raise UsageError(f"{path}: give both X_test and y_test, or neither")
-    out = []
-    for name in ("X", "y", "X_test", "y_test"):
-        a = arrays.get(name)
-        if a is None:
-            out.append(None)
-            continue
-        if not np.issubdtype(a.dtype, np.number):
-            raise UsageError(f"{path}: array {name!r} is not numeric (dtype {a.dtype})")
-        a = np.asarray(a, dtype=np.float64)
-        if name.startswith("y") and a.ndim == 1:
-            a = a[:, None]
-        if a.ndim != 2:
-            raise UsageError(f"{path}: array {name!r} must be 2-D{' (or 1-D)' if name.startswith('y') else ''}, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise UsageError(f"{path}: array {name!r} has {int(np.sum(~np.isfinite(a)))} missing or non-finite values")
-        out.append(a)
-    X, y, Xt, yt = out
-    if X.shape[0] != y.shape[0]:
-        raise UsageError(f"{path}: X has {X.shape[0]} rows but y has {y.shape[0]}")
-    if Xt is not None and (Xt.shape[0] != yt.shape[0] or Xt.shape[1] != X.shape[1] or yt.shape[1] != y.shape[1]):
-        raise UsageError(f"{path}: X_test/y_test shapes {Xt.shape}/{yt.shape} do not match X/y {X.shape}/{y.shape}")
-    return X, y, Xt, yt
-
-
 def _split(X, y, test_size: float, seed: int):
     n = X.shape[0]
     n_test = int(round(test_size * n))
@@ -142,45 +71,62 @@ def _split(X, y, test_size: float, seed: int):
     return X[tr], y[tr], X[te], y[te]
 
 
-def _standardise(X, y, Xt, yt):
-    """Scale features and targets by the training split's mean and standard deviation."""
-    mx, sx = X.mean(0), X.std(0)
-    sx[sx == 0] = 1.0  # a constant column stays constant (0) instead of dividing by zero
-    my, sy = y.mean(0), y.std(0)
-    sy[sy == 0] = 1.0
-    return (X - mx) / sx, (y - my) / sy, (Xt - mx) / sx, (yt - my) / sy
+def _check_unscaled(arrays) -> None:
+    """With --no-standardize, refuse data whose squared norms overflow float64 (the kernels sum
+    ``x_i^2`` over the features, the gaps ``y^2``), before they turn into NaN kernels."""
+    for a, what in arrays:
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = np.einsum("ij,ij->i", a, a)
+        if not np.all(np.isfinite(sq)):
+            raise UsageError(
+                f"with --no-standardize the {what} reach {np.max(np.abs(a)):.3g}: their squares overflow float64 in "
+                "the kernel; drop --no-standardize (scaling is overflow-free) or rescale the data"
+            )
 
 
 def load_data(args):
-    """Return ``(X, y, X_test, y_test, description)`` as float64 arrays."""
-    if args.data is None:
-        from ntksolve.datasets import default_regression
+    """Return ``(X, y, X_test, y_test, description, notes)`` as float64 arrays and a list of notes."""
+    from ntksolve import datasets
 
+    if args.data is None:
         if args.target is not None:
             raise UsageError("--target needs --data (the embedded default data has a single target)")
-        d = default_regression()
-        return d.X_train, d.y_train, d.X_test, d.y_test, d.description
+        d = datasets.default_regression()
+        return d.X_train, d.y_train, d.X_test, d.y_test, d.description, []
     path = args.data
     if not os.path.isfile(path):
         raise UsageError(f"--data {path!r}: no such file")
-    if path.lower().endswith(".npz"):
-        if args.target is not None:
-            raise UsageError("--target applies to CSV files; an .npz names its arrays X and y")
-        X, y, Xt, yt = load_npz(path)
-        desc = f"{path} (npz)"
-    elif path.lower().endswith((".csv", ".txt")):
-        X, y, feats, target = load_csv(path, args.target)
-        Xt = yt = None
-        desc = f"{path}: target {target!r}, features {', '.join(feats)}"
-    else:
-        raise UsageError(f"--data {path!r}: expected a .csv (with a header row) or an .npz file")
-    if Xt is None:
-        X, y, Xt, yt = _split(X, y, args.test_size, args.seed)
-        desc += f"; random {args.test_size:g} test split (seed {args.seed})"
-    if not args.no_standardize:
-        X, y, Xt, yt = _standardise(X, y, Xt, yt)
-        desc += "; standardised by the training split"
-    return X, y, Xt, yt, desc
+    notes = []
+    feats, target = None, "the target"
+    try:
+        if path.lower().endswith(".npz"):
+            if args.target is not None:
+                raise UsageError("--target applies to CSV files; an .npz names its arrays X and y")
+            X, y, Xt, yt = datasets.read_npz(path)
+            desc = f"{path} (npz)"
+        elif path.lower().endswith((".csv", ".tsv", ".txt")):
+            t = datasets.read_csv(path, args.target)
+            X, y, feats, target = t.X, t.y, t.feature_names, t.target
+            Xt = yt = None
+            notes.extend(t.notes)
+            sep = datasets.DELIMITER_NAMES.get(t.delimiter, repr(t.delimiter))
+            desc = (f"{path} ({sep}-separated, {'header row' if t.has_header else 'no header row'}): target "
+                    f"{target!r}, features {', '.join(feats)}")
+            target = f"target column {target!r}"
+        else:
+            raise UsageError(f"--data {path!r}: expected a .csv/.tsv/.txt file or an .npz file")
+        if Xt is None:
+            X, y, Xt, yt = _split(X, y, args.test_size, args.seed)
+            desc += f"; random {args.test_size:g} test split (seed {args.seed})"
+        if args.no_standardize:
+            _check_unscaled(((X, "features"), (y, "targets"), (Xt, "test features"), (yt, "test targets")))
+        else:
+            X, y, Xt, yt, more = datasets.standardise(X, y, Xt, yt, feats, target)
+            notes.extend(more)
+            desc += "; standardised by the training split"
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return X, y, Xt, yt, desc, notes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,6 +228,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ntksolve.comparison import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
     from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
 
     parser = argparse.ArgumentParser(
@@ -300,15 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
             "loss_trajectories.png and gap_vs_width.png to the output folder and prints a table. "
             "Without --data it runs the default sweep on an embedded data set (no download)."
         ),
+        epilog=_EPILOG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="PATH", default=None,
-                   help="a CSV file with a header row (all columns numeric, no missing values) or an .npz "
+                   help="a CSV file (.csv/.tsv/.txt: UTF-8, separated by ',', ';', tab, '|' or spaces, detected; "
+                        "a header row of names, or none; all cells numeric, no missing values) or an .npz "
                         "with arrays X, y and optionally X_test, y_test; default: the embedded regression "
                         "(256 train / 256 test points, 8 features)")
     g.add_argument("--target", metavar="COLUMN", default=None,
-                   help="the CSV column to predict (default: the last column); the others are the features")
+                   help="the CSV column to predict (default: the last column; without a header row the columns "
+                        "are named column1, column2, ...); the others are the features")
     g.add_argument("--test-size", type=_fraction, default=0.25,
                    help="fraction of the rows held out for testing when the data has no test set")
     g.add_argument("--no-standardize", action="store_true",
@@ -316,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "variance (by the training split); the NTK's scale assumes roughly unit-variance inputs")
     g = p.add_argument_group("network")
     g.add_argument("--widths", type=_widths, default=list(DEFAULT_WIDTHS), metavar="N,N,...",
-                   help="comma-separated hidden widths to sweep")
-    g.add_argument("--depth", type=_positive_int, default=DEFAULT_DEPTH, help="number of hidden layers")
+                   help=f"comma-separated hidden widths to sweep (at most {MAX_WIDTH}, and the widest must fit in "
+                        "memory)")
+    g.add_argument("--depth", type=_positive_int, default=DEFAULT_DEPTH,
+                   help=f"number of hidden layers (at most {MAX_DEPTH})")
     g.add_argument("--activation", choices=ACTIVATIONS, default=DEFAULT_ACTIVATION, help="activation function")
     g.add_argument("--weight-std", type=_positive_float, default=1.0, help="sigma_w, the weight scale")
     g.add_argument("--bias-std", type=float, default=DEFAULT_BIAS_STD, help="sigma_b, the bias scale (>= 0)")
@@ -333,12 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "(ntk parameterisation) or of each network's own NTK (standard); must be in (0, 2)")
     g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help="gradient-descent steps")
     g.add_argument("--records", type=_positive_int, default=DEFAULT_RECORDS,
-                   help="number of recorded (log-spaced) steps the gaps average over")
+                   help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
+                        "never more than --steps + 1 distinct ones)")
     g.add_argument("--seed", type=int, default=0, help="random seed (networks and the test split)")
     g.add_argument("--threads", type=_threads, default="auto",
-                   help="BLAS and numba threads: a number, 'all', or 'auto' (1 thread when there are at most "
+                   help="BLAS and numba threads: a number (at most the cores this process may use, "
+                        "os.sched_getaffinity), 'all' (those cores), or 'auto' (1 thread when there are at most "
                         f"{AUTO_SINGLE_THREAD_MAX_N} training points, whose small matrix products lose more to "
-                        "thread synchronisation than they gain; all threads otherwise)")
+                        "thread synchronisation than they gain; all cores otherwise)")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", default=None,
                    help="output folder (default: a new ntksolve-runs/compare-YYYYmmdd-HHMMSS); refused if it "
@@ -361,29 +315,84 @@ def _note(msg: str, quiet: bool) -> None:
         print(f"ntksolve compare: {msg}", file=sys.stderr)
 
 
-def _write_outputs(report, out: str, plots: bool, quiet: bool) -> List[str]:
-    written = []
-    path = os.path.join(out, "report.json")
-    report.write_json(path)
-    written.append(path)
-    if plots and report.rows:
-        try:
-            from ntksolve import plots as _plots
-
-            written.append(_plots.plot_loss_trajectories(report, os.path.join(out, "loss_trajectories.png")))
-            written.append(_plots.plot_gap_vs_width(report, os.path.join(out, "gap_vs_width.png")))
-        except ImportError as exc:
-            print(f"ntksolve compare: warning: figures skipped: {exc}", file=sys.stderr)
-    return written
+def _warn(msg: str) -> None:
+    print(f"ntksolve compare: warning: {msg}", file=sys.stderr)
 
 
-def _set_threads(n: Optional[int]):
-    """Limit BLAS (threadpoolctl, a scikit-learn dependency) and numba threads.
+class _Signalled(KeyboardInterrupt):
+    """Raised by the handlers of :func:`_signals`: stops the sweep as Ctrl-C does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals():
+    """SIGTERM (and SIGINT, unless it is ignored) raise :class:`_Signalled` while the command runs.
+
+    Yields a list that holds the number of the last signal received. The previous handlers come
+    back afterwards (``main`` may run in-process). Off the main thread nothing is installed."""
+    received: List[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        received.append(signum)
+        raise _Signalled(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if sig == signal.SIGINT and old is not signal.default_int_handler:
+            continue  # ignored (a background job) or handled by the embedding program: leave it
+        previous[sig] = old
+        signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _exit_code(received: List[int]) -> int:
+    return EXIT_INTERRUPTED.get(received[-1] if received else signal.SIGINT, 130)
+
+
+def _signal_name(received: List[int]) -> str:
+    if not received or received[-1] == signal.SIGINT:
+        return "Ctrl-C (SIGINT)"
+    return signal.Signals(received[-1]).name
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _resolve_threads(spec, n_train: int):
+    """``(threads, note)``: never more threads than cores (each BLAS thread allocates its own
+    buffers and spins; 127 of them on 2 cores ran 60x slower)."""
+    cores = _cores()
+    if spec == "auto":
+        return (1 if n_train <= AUTO_SINGLE_THREAD_MAX_N else cores), ""
+    if spec == "all":
+        return cores, ""
+    if spec > cores:
+        return cores, (f"--threads {spec} is more than the {cores} core(s) this process may use "
+                       f"(os.sched_getaffinity); using {cores}")
+    return int(spec), ""
+
+
+def _set_threads(n: int):
+    """Limit BLAS (threadpoolctl, a scikit-learn dependency) and numba threads to ``n``.
 
     Returns a function that restores the previous limits (``main`` may run in-process).
     """
-    if n is None:
-        return lambda: None
     import numba
 
     before = numba.get_num_threads()
@@ -394,7 +403,7 @@ def _set_threads(n: Optional[int]):
         limiter = threadpool_limits(limits=n)
     except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
         pass
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
 
     def restore():
         numba.set_num_threads(before)
@@ -404,22 +413,40 @@ def _set_threads(n: Optional[int]):
     return restore
 
 
+def _write(path: str, write) -> str:
+    """Run ``write(path)``; an ``OSError`` (disk full, permissions) becomes a one-line UsageError."""
+    try:
+        write(path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def run_compare(args) -> int:
+    from ntksolve.comparison import check_sweep, default_record_steps
+
     if not 0 < args.lr_fraction < 2:
         raise UsageError(f"--lr-fraction must be in (0, 2), got {args.lr_fraction}")
     if args.bias_std < 0 or not np.isfinite(args.bias_std):
         raise UsageError(f"--bias-std must be a finite number >= 0, got {args.bias_std}")
     if args.records < 2:
         raise UsageError("--records must be at least 2")
-    X, y, Xt, yt, desc = load_data(args)
+    X, y, Xt, yt, desc, notes = load_data(args)
+    try:
+        check_sweep(X.shape[0], Xt.shape[0], X.shape[1], y.shape[1], args.widths, depth=args.depth,
+                    n_records=args.records, parameterization=args.parameterization)
+    except (ValueError, MemoryError) as exc:
+        raise UsageError(str(exc)) from None
+    n_rec = default_record_steps(args.steps, args.records).size
+    if args.records > args.steps + 1:
+        notes.append(f"--records {args.records} gives {n_rec} recorded steps: --steps {args.steps} has no more")
     out = prepare_out_dir(args.out, args.overwrite)
     plots = not args.no_plots
     if plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print(f"ntksolve compare: warning: matplotlib is not installed, so no figures will be written "
-                  f"({_EXTRA_HINT})", file=sys.stderr)
+            _warn(f"matplotlib is not installed, so no figures will be written ({_EXTRA_HINT})")
             plots = False
     progress = not args.quiet
     if progress:
@@ -427,45 +454,67 @@ def run_compare(args) -> int:
             import tqdm  # noqa: F401
         except ImportError:
             _note(f"tqdm is not installed: plain progress lines instead of a bar ({_EXTRA_HINT})", args.quiet)
-    threads = args.threads
-    if threads == "auto":
-        threads = 1 if X.shape[0] <= AUTO_SINGLE_THREAD_MAX_N else None
-    elif threads == "all":
-        threads = None
+    threads, note = _resolve_threads(args.threads, X.shape[0])
+    if note:
+        notes.append(note)
     restore_threads = _set_threads(threads)
     try:
-        return _run(args, X, y, Xt, yt, desc, out, plots, progress)
+        return _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads)
     finally:
         restore_threads()
 
 
-def _run(args, X, y, Xt, yt, desc, out, plots, progress) -> int:
+def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
     from ntksolve.comparison import compare
 
     _note(f"data: {desc}", args.quiet)
+    for n in notes:
+        _note(f"note: {n}", args.quiet)
     _note(f"writing to {out}", args.quiet)
+    report_path = os.path.join(out, "report.json")
+    cli_settings = {
+        "command": shlex.join(["ntksolve", *args._argv]),
+        "argv": list(args._argv),
+        "cwd": os.getcwd(),
+        "data": desc,
+        "data_notes": notes,
+        "threads": threads,
+        "cores_available": _cores(),
+    }
 
-    def save_partial(row, report):
-        # After every width, so that even a hard kill leaves the finished widths on disk.
-        report.write_json(os.path.join(out, "report.json"))
+    def save(report):
+        # Whenever the report changes (start, each width, end): a kill leaves the widths done on
+        # disk, and a report that says it is still running.
+        report.settings.update(cli_settings)
+        _write(report_path, report.write_json)
 
     try:
         report = compare(
             X, y, args.widths, X_test=Xt, y_test=yt, depth=args.depth, activation=args.activation,
             weight_std=args.weight_std, bias_std=args.bias_std, parameterization=args.parameterization,
             learning_rate=args.learning_rate, lr_fraction=args.lr_fraction, steps=args.steps,
-            n_records=args.records, random_state=args.seed, progress=progress, on_width_done=save_partial,
+            n_records=args.records, random_state=args.seed, progress=progress, on_state=save,
         )
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    report.settings["data"] = desc
-    report.settings["command"] = "ntksolve compare " + " ".join(args._argv)
-    try:
-        written = _write_outputs(report, out, plots, args.quiet)
-    except KeyboardInterrupt:
-        report.write_json(os.path.join(out, "report.json"))
-        written = [os.path.join(out, "report.json")]
-        report.interrupted = True
+        raise UsageError(str(exc)) from None
+    except MemoryError as exc:
+        raise UsageError(f"out of memory: {exc or 'an array did not fit'}; the report in {out} says which widths "
+                         "finished; use smaller widths or fewer points") from None
+    received = args._signals
+    if report.interrupted:
+        report.message = f"{report.message} (stopped by {_signal_name(received)})"
+        save(report)
+    written = [report_path]
+    figures_interrupted = False
+    if plots and report.rows:
+        from ntksolve import plots as _plots
+
+        try:
+            for fn, name in ((_plots.plot_loss_trajectories, "loss_trajectories.png"),
+                             (_plots.plot_gap_vs_width, "gap_vs_width.png")):
+                written.append(_write(os.path.join(out, name), lambda p, fn=fn: fn(report, p)))
+        except KeyboardInterrupt:
+            figures_interrupted = True
     if not args.quiet:
         print(report.table())
         print()
@@ -473,13 +522,16 @@ def _run(args, X, y, Xt, yt, desc, out, plots, progress) -> int:
             print(f"wrote {w}")
     else:
         print(out)
-    for r in report.rows:
-        if r.get("diverged"):
-            print(f"ntksolve compare: warning: width {r['width']}: {r['message']}", file=sys.stderr)
+    for line in report.notes():
+        _warn(line)
     if report.interrupted:
-        print(f"ntksolve compare: interrupted; the {len(report.rows)} finished width(s) are saved in {out}",
-              file=sys.stderr)
-        return 130
+        print(f"ntksolve compare: interrupted by {_signal_name(received)}; the {len(report.rows)} finished width(s) "
+              f"are saved in {out} (report state 'interrupted')", file=sys.stderr)
+        return _exit_code(received)
+    if figures_interrupted:
+        print(f"ntksolve compare: interrupted by {_signal_name(received)} while drawing the figures; report.json in "
+              f"{out} is complete", file=sys.stderr)
+        return _exit_code(received)
     return 0
 
 
@@ -492,20 +544,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         Arguments without the program name (default ``sys.argv[1:]``).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)  # exits with code 2 and a usage message on bad arguments
-    if args.command is None:
-        parser.print_help()
-        return 2
-    args._argv = argv
-    try:
-        return run_compare(args)
-    except UsageError as exc:
-        _err(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        print("ntksolve compare: interrupted before any width finished; nothing saved", file=sys.stderr)
-        return 130
+    with _signals() as received:
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)  # exits with code 2 and a usage message on bad arguments
+            if args.command is None:
+                parser.print_help()
+                return 2
+            args._argv = argv
+            args._signals = received
+            return run_compare(args)
+        except UsageError as exc:
+            _err(str(exc))
+            return 2
+        except KeyboardInterrupt:
+            print(f"ntksolve compare: interrupted by {_signal_name(received)} before the sweep started; no width "
+                  "was run", file=sys.stderr)
+            return _exit_code(received)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,7 +2,9 @@
 
 Both functions take a :class:`~ntksolve.comparison.CompareReport` or its ``to_dict()`` (as read back
 from ``report.json``), draw on a private ``Figure`` with the Agg canvas (no pyplot, so no global
-state and no display is touched) and write a PNG.
+state and no display is touched) and write a PNG. A prediction that diverges (or a real run that
+diverged) is not drawn as if it were a result: the figure says which widths it left out and why,
+and a partial report (``state`` not ``"complete"``) says so in the title.
 """
 from __future__ import annotations
 
@@ -28,6 +30,34 @@ def _as_dict(report) -> dict:
     return report.to_dict() if hasattr(report, "to_dict") else report
 
 
+def _state_note(rep) -> str:
+    state = rep.get("state", "complete")
+    if state == "complete":
+        return ""
+    done, pending = rep.get("widths_done", []), rep.get("widths_pending", [])
+    return f"{state}: {len(done)} of {len(done) + len(pending)} widths"
+
+
+def _left_out(rows, pred: str) -> str:
+    """A note naming the widths whose ``pred`` prediction (or real run) is not drawn, or ''."""
+    div = [r["width"] for r in rows if r.get(f"status_{pred}", "ok") not in ("ok", "n/a")]
+    real = [r["width"] for r in rows if r.get("diverged")]
+    parts = []
+    if div:
+        crit = {r.get("critical_learning_rate_analytic") if pred == "analytic" else r.get("critical_learning_rate")
+                for r in rows if r["width"] in div}
+        lr = {r.get("learning_rate") for r in rows if r["width"] in div}
+        rate = ""
+        if len(lr) == 1 and None not in crit | lr:
+            rate = (f": learning rate {lr.pop():.3g} ≥ critical {crit.pop():.3g}" if len(crit) == 1 else
+                    f": learning rate {lr.pop():.3g} ≥ their critical rates {min(crit):.3g}–{max(crit):.3g}")
+        which = "all widths" if len(div) == len(rows) else "n = " + ", ".join(map(str, div))
+        parts.append(f"{pred}-NTK prediction diverges for {which}{rate}; not drawn")
+    if real:
+        parts.append("real training diverged for n = " + ", ".join(map(str, real)))
+    return "\n".join(parts)
+
+
 def _colors(n):
     from matplotlib import colormaps
 
@@ -51,8 +81,17 @@ def plot_loss_trajectories(report, path) -> str:
     -------
     path : str
     """
+    fig = draw_loss_trajectories(report)
+    path = os.fspath(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def draw_loss_trajectories(report):
+    """The figure of :func:`plot_loss_trajectories`, not written (a matplotlib ``Figure``)."""
     rep = _as_dict(report)
     trajs = rep["trajectories"]
+    rows = rep.get("rows", [])
     fig = _figure(11.0, 4.4)
     axes = fig.subplots(1, 2, sharey=False)
     colors = _colors(len(trajs))
@@ -65,7 +104,7 @@ def plot_loss_trajectories(report, path) -> str:
                 ax.plot(steps[: real.size], real, "-", color=c, lw=1.8, label=f"n={tr['width']}")
             for key, style in (("empirical", "--"), ("analytic", ":")):
                 pred = tr.get(f"loss_{split}_{key}")
-                if pred is not None:
+                if pred is not None and tr.get(f"status_{key}", "ok") == "ok":
                     ax.plot(steps, np.asarray(pred, dtype=float), style, color=c, lw=1.2)
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_yscale("log")
@@ -74,9 +113,15 @@ def plot_loss_trajectories(report, path) -> str:
         ax.set_title(f"{split} loss: real (solid), empirical-NTK (dashed), analytic-NTK (dotted)", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2, loc="best")
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    return path
+    notes = [n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic")) if n]
+    if notes:
+        # de-duplicate the real-run line, which both calls add
+        lines = list(dict.fromkeys("\n".join(notes).split("\n")))
+        axes[0].text(0.02, 0.02, "\n".join(lines), transform=axes[0].transAxes, fontsize=7, va="bottom",
+                     color="firebrick", bbox=dict(facecolor="white", alpha=0.8, edgecolor="firebrick"))
+    if _state_note(rep):
+        fig.suptitle(f"partial report ({_state_note(rep)})", color="firebrick", fontsize=10)
+    return fig
 
 
 def plot_gap_vs_width(report, path) -> str:
@@ -92,8 +137,17 @@ def plot_gap_vs_width(report, path) -> str:
     -------
     path : str
     """
+    fig = draw_gap_vs_width(report)
+    path = os.fspath(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def draw_gap_vs_width(report):
+    """The figure of :func:`plot_gap_vs_width`, not written (a matplotlib ``Figure``)."""
     rep = _as_dict(report)
-    rows = [r for r in rep["rows"] if not r.get("diverged")]
+    all_rows = rep["rows"]
+    rows = [r for r in all_rows if not r.get("diverged")]
     fig = _figure(6.4, 4.8)
     ax = fig.subplots()
     series = (
@@ -103,7 +157,8 @@ def plot_gap_vs_width(report, path) -> str:
         ("gap_train_empirical", "train, empirical NTK", "C3", "s", "--"),
     )
     for key, label, color, marker, ls in series:
-        pts = [(r["width"], r.get(key)) for r in rows]
+        pred = key.rsplit("_", 1)[1]
+        pts = [(r["width"], r.get(key)) for r in rows if r.get(f"status_{pred}", "ok") == "ok"]
         pts = [(w, g) for w, g in pts if g is not None and g > 0]
         if not pts:
             continue
@@ -121,10 +176,16 @@ def plot_gap_vs_width(report, path) -> str:
     ax.set_ylabel("gap  RMS(f_real − f_pred) / RMS(y)")
     ax.set_title("real vs predicted outputs (theory: analytic ~ n^-1/2, empirical ~ n^-1)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    return path
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    notes = [n for n in (_left_out(all_rows, "empirical"), _left_out(all_rows, "analytic")) if n]
+    if notes:
+        lines = list(dict.fromkeys("\n".join(notes).split("\n")))
+        ax.text(0.02, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="bottom", color="firebrick",
+                bbox=dict(facecolor="white", alpha=0.8, edgecolor="firebrick"))
+    if _state_note(rep):
+        fig.suptitle(f"partial report ({_state_note(rep)})", color="firebrick", fontsize=10)
+    return fig
 
 
-__all__ = ["plot_loss_trajectories", "plot_gap_vs_width"]
+__all__ = ["plot_loss_trajectories", "plot_gap_vs_width", "draw_loss_trajectories", "draw_gap_vs_width"]

@@ -1,10 +1,11 @@
 """compare: the gaps shrink with width, the report is strict JSON, bad cases are reported not NaN."""
 import json
+import os
 
 import numpy as np
 import pytest
 
-from ntksolve.comparison import SLOPE_KEYS, compare, default_record_steps
+from ntksolve.comparison import GAP_KEYS, SLOPE_KEYS, compare, default_record_steps
 from ntksolve.datasets import default_regression
 
 
@@ -113,3 +114,265 @@ def test_package_attribute_is_the_function_whatever_was_imported_first(data):
     rep = ntksolve.compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2,
                            progress=False)
     assert isinstance(rep, CompareReport)
+
+
+# ---------------------------------------------------------------------------------------------
+# predictions that diverge, per width and per kernel
+# ---------------------------------------------------------------------------------------------
+def _critical_rates(data, widths, seed=0):
+    """2N / lambda_max of the analytic NTK and of each width's network, from an explicit Jacobian."""
+    import ntksolve
+    from ntksolve import MLP, analytic_kernels
+
+    N = data.X_train.shape[0]
+    K = analytic_kernels(MLP((1,), "relu", 1.0, 0.1), data.X_train).ntk
+    crit_an = 2 * N / np.linalg.eigvalsh(K)[-1]
+    crit = {}
+    for w in widths:
+        net = MLP((w,), "relu", 1.0, 0.1)
+        p = net.init(data.X_train.shape[1], random_state=np.random.default_rng(np.random.SeedSequence([seed, w])))
+        J = ntksolve.jacobian(net, p, data.X_train)[:, 0, :]
+        crit[w] = 2 * N / np.linalg.eigvalsh(J @ J.T)[-1]
+    return crit_an, crit
+
+
+@pytest.fixture(scope="module")
+def between_rates(data):
+    """A sweep at a rate between width 16's empirical critical rate and the analytic one."""
+    widths = [16, 256, 2048]
+    crit_an, crit = _critical_rates(data, widths)
+    lr = 0.5 * (crit[16] + crit_an)
+    assert crit[16] < lr < crit_an and crit[256] > lr and crit[2048] > lr  # the case this sweep is about
+    rep = compare(data.X_train, data.y_train, widths, X_test=data.X_test, y_test=data.y_test, learning_rate=lr,
+                  steps=40, n_records=10, progress=False)
+    return rep, lr, crit_an, crit
+
+
+def test_prediction_status_follows_each_kernels_critical_rate(between_rates):
+    rep, lr, crit_an, crit = between_rates
+    for r in rep.rows:
+        assert r["critical_learning_rate"] == pytest.approx(crit[r["width"]], rel=1e-8)
+        assert r["critical_learning_rate_analytic"] == pytest.approx(crit_an, rel=1e-8)
+        assert r["status_empirical"] == ("diverges" if lr >= crit[r["width"]] else "ok")
+        assert r["status_analytic"] == "ok"
+    narrow = rep.rows[0]
+    assert narrow["gap_test_empirical"] is None and narrow["loss_test_final_empirical"] is None
+    assert f"{crit[16]:.4g}" in narrow["message_empirical"] and "critical rate" in narrow["message_empirical"]
+    assert rep.trajectories[0]["loss_test_empirical"] is None  # no curve for the figures either
+    # the empirical slope is fitted to the two widths whose prediction converges, the analytic to all three
+    ws = rep.slope_widths()
+    assert ws["slope_test_empirical"] == [256, 2048]
+    expected = np.polyfit(np.log([256, 2048]), np.log([rep.rows[1]["gap_test_empirical"],
+                                                       rep.rows[2]["gap_test_empirical"]]), 1)[0]
+    assert rep.slopes()["slope_test_empirical"] == pytest.approx(expected, rel=1e-12)
+    if not narrow["diverged"]:
+        assert ws["slope_test_analytic"] == [16, 256, 2048]
+    table = rep.table()
+    assert "diverges" in table and "(2 of 3 widths)" in table and f"{crit[16]:.4g}" in table
+
+
+def test_prediction_above_the_analytic_rate_is_marked_while_real_training_converges():
+    # The default data at learning rate 12: the analytic critical rate is 9.416, the real networks
+    # train (their kernels move), and the closed forms grow to 1e55.
+    d = default_regression()
+    crit_an, crit = _critical_rates(d, [64, 128])
+    assert crit_an == pytest.approx(9.416, abs=1e-3) and all(c < 12 for c in crit.values())
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # as the command runs it at N = 256: small products lose to BLAS threads
+        rep = compare(d.X_train, d.y_train, [64, 128], X_test=d.X_test, y_test=d.y_test, learning_rate=12.0,
+                      steps=300, n_records=12, progress=False)
+    for r in rep.rows:
+        assert not r["diverged"] and r["loss_test_final_real"] < 1.0  # real training is fine
+        assert r["status_analytic"] == r["status_empirical"] == "diverges"
+        assert all(r[key] is None for key in GAP_KEYS)
+        assert f"{crit_an:.4g}" in r["message_analytic"]
+    assert all(v is None for v in rep.slopes().values())
+    text = json.dumps(rep.to_dict(), allow_nan=False)
+    assert "e+5" not in text and "e+1" not in text.replace("e+10", "")  # no 1e55 gaps or 1e111 losses
+    table = rep.table()
+    assert "diverges" in table and "e+" not in table.split("\n\n")[0]
+    # once, not once per width: one analytic kernel serves every width
+    assert table.count("analytic-NTK prediction diverges") == 1
+    # the figures draw no diverging curve and say why
+    pytest.importorskip("matplotlib")
+    from ntksolve.plots import draw_gap_vs_width, draw_loss_trajectories
+
+    fig = draw_loss_trajectories(rep.to_dict())
+    for ax in fig.axes:
+        assert all(np.nanmax(line.get_ydata()) < 10 for line in ax.get_lines())
+    notes = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "analytic-NTK prediction diverges for all widths" in notes and "9.42" in notes
+    fig = draw_gap_vs_width(rep)
+    assert not fig.axes[0].get_lines()  # nothing to draw: every prediction diverges
+    assert "diverges" in " ".join(t.get_text() for t in fig.axes[0].texts)
+
+
+def test_gap_of_huge_but_finite_outputs_is_finite():
+    from ntksolve.comparison import _rel_rmse
+
+    a = np.full((3, 4, 1), 1e200)
+    assert _rel_rmse(a, -a, 1.0) == pytest.approx(2e200)  # sqrt(mean(d^2)) would square to inf
+    assert _rel_rmse(a, a.copy(), 1.0) == 0.0
+    assert _rel_rmse(np.full((1, 2, 1), np.inf), a[:1, :2], 1.0) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# the report's state, timings, progress, environment, limits
+# ---------------------------------------------------------------------------------------------
+def test_report_says_its_state_at_every_save(data, tmp_path):
+    path = tmp_path / "r.json"
+    seen = []
+
+    def save(report):
+        report.write_json(path)
+        d = json.loads(path.read_text())
+        seen.append((d["state"], d["widths_done"], d["widths_pending"], d["interrupted"]))
+
+    compare(data.X_train, data.y_train, [32, 16], X_test=data.X_test, y_test=data.y_test, steps=5, n_records=3,
+            progress=False, on_state=save)
+    assert seen[0] == ("running", [], [16, 32], False)
+    assert ("running", [16], [32], False) in seen  # what a SIGKILL after the first width leaves
+    assert seen[-1] == ("complete", [16, 32], [], False)
+
+    def boom(row, report):
+        raise RuntimeError("disk on fire")
+
+    seen.clear()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        compare(data.X_train, data.y_train, [16, 32], X_test=data.X_test, y_test=data.y_test, steps=5,
+                n_records=3, progress=False, on_width_done=boom, on_state=save)
+    assert seen[-1][0] == "failed" and seen[-1][1] == [16]
+    assert "disk on fire" in json.loads(path.read_text())["message"]
+
+
+def test_one_off_analytic_cost_is_counted_once(data, monkeypatch):
+    # A fake clock: the analytic kernels "take" 1000 s each time they are computed. Each width's
+    # time_predict must not contain them; the sweep total counts them once.
+    import time as _time
+
+    import ntksolve.comparison as cmp
+
+    offset = [0.0]
+    real_clock = _time.perf_counter
+    real_kernels = cmp.analytic_kernels
+    monkeypatch.setattr(_time, "perf_counter", lambda: real_clock() + offset[0])
+
+    def slow_kernels(net, X1, X2=None):
+        if X1.shape[0] > 2:  # not the warm-up
+            offset[0] += 1000.0
+        return real_kernels(net, X1, X2)
+
+    monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
+    rep = compare(data.X_train, data.y_train, [16, 32], X_test=data.X_test, y_test=data.y_test, steps=5,
+                  n_records=3, progress=False)
+    s = rep.settings
+    assert 2000.0 <= s["time_analytic_kernels"] < 2100.0
+    for r in rep.rows:
+        assert r["time_predict_analytic"] < 100.0
+        assert r["speedup"] == pytest.approx(r["time_train"] / r["time_predict"])
+    total_pred = s["time_analytic_kernels"] + sum(r["time_predict"] for r in rep.rows)
+    assert s["speedup_sweep"] == pytest.approx(sum(r["time_train"] for r in rep.rows) / total_pred)
+    assert "made once" in rep.table() and "one-off included" in rep.table()
+
+
+def test_progress_counts_work_not_steps(data, monkeypatch, capsys):
+    import ntksolve.comparison as cmp
+
+    fractions = []
+
+    class Recording(cmp._Progress):
+        def end_width(self):
+            super().end_width()
+            fractions.append(self.done / self.total)
+
+    monkeypatch.setattr(cmp, "_Progress", Recording)
+    compare(data.X_train, data.y_train, [16, 1024], X_test=data.X_test, y_test=data.y_test, steps=20, n_records=4,
+            progress=True)
+    # a width-16 step does 1/64 of the work of a width-1024 step: a bar over steps would say 50%
+    assert fractions[0] < 0.05 and fractions[-1] == pytest.approx(1.0)
+    err = capsys.readouterr().err
+    assert "width 1024 (2/2)" in err and "FLOP" in err
+
+
+def test_work_model_scales_like_the_weights():
+    from ntksolve.comparison import _Sizes, _width_work
+
+    # d = 8, depth 2: per step 6 N (8 n + n^2 + n) flops, from the GEMM shapes of one forward+backward pass
+    s = _Sizes(100, 50, 8, 1, 2, 10, False)
+    for n in (64, 4096):
+        assert _width_work(s, n, 300, 10)[1] == 6 * 100 * (8 * n + n * n + n)
+
+
+def test_environment_is_recorded(sweep):
+    import numba
+    import scipy
+    import sklearn
+
+    import ntksolve
+
+    v = sweep.settings["versions"]
+    assert v["ntksolve"] == ntksolve.__version__ and v["numpy"] == np.__version__
+    assert v["scipy"] == scipy.__version__ and v["numba"] == numba.__version__
+    assert v["scikit-learn"] == sklearn.__version__
+    blas = sweep.settings["blas"]
+    assert any(b.get("internal_api") in ("openblas", "mkl", "blis", "flexiblas", "accelerate") for b in blas)
+    assert all(isinstance(b.get("num_threads"), int) for b in blas)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(widths=[10**9]), ValueError, "MAX_WIDTH"),
+    (dict(depth=101), ValueError, "MAX_DEPTH"),
+    (dict(n_records=5000), ValueError, "MAX_RECORDS"),
+    (dict(widths=[2**19], depth=3), MemoryError, "largest width that fits"),
+])
+def test_resource_limits_before_any_work(data, kwargs, error, match, monkeypatch):
+    import ntksolve.comparison as cmp
+
+    monkeypatch.setattr(cmp, "_warm_up", lambda *a: pytest.fail("work started"))
+    args = dict(X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2,
+                progress=False)
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        compare(**args)
+
+
+def test_memory_estimate_bounds_the_measured_peak(data):
+    # tracemalloc sees numpy's allocations: the estimate must be an upper bound, and not a wild one
+    import tracemalloc
+
+    from ntksolve.comparison import _Sizes, _width_memory
+
+    width = 1024
+    compare(data.X_train, data.y_train, [width], X_test=data.X_test, y_test=data.y_test, steps=3, n_records=3,
+            progress=False)  # compiled and warm: the measured run allocates only arrays
+    tracemalloc.start()
+    try:
+        compare(data.X_train, data.y_train, [width], X_test=data.X_test, y_test=data.y_test, steps=3, n_records=3,
+                progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    est = _width_memory(_Sizes(40, 30, 8, 1, 1, 3, False), width)
+    assert peak <= est <= 3 * peak
+
+
+def test_interrupt_during_compilation_is_held_then_delivered(data, monkeypatch):
+    # numba's compiler calls back from C, where a KeyboardInterrupt is swallowed: the warm-up holds
+    # Ctrl-C and delivers it when the compilation is done
+    import signal
+
+    import ntksolve.comparison as cmp
+
+    finished = []
+
+    def warm_up(*args):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # give the handler every chance to run inside
+            sum(range(100))
+        finished.append(True)
+
+    monkeypatch.setattr(cmp, "_warm_up", warm_up)
+    rep = compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False)
+    assert finished == [True] and rep.state == "interrupted" and rep.rows == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
