@@ -151,7 +151,8 @@ class NTKRegressorCV(_NTKRegressorBase):
 
         Each point's residual when the model is refitted without it is ``[G r]_i / G_ii`` with
         ``G = (Θ + μI)⁻¹``. The targets are standardised once on all the data (a refit without one
-        point would shift their mean by ``O(1/N)``; ``normalize_y=False`` makes the score exact). A
+        point would shift their mean by ``O(1/N)``; ``normalize_y=False`` makes the score exact), and
+        the ridge ``μ = diag_reg · mean(diag Θ)`` is that of all the data. A
         ridge whose kernel is singular has no leave-one-out answer and scores ``inf``.
         """
         if ts.size != 1 or not np.isinf(ts[0]):
@@ -193,7 +194,7 @@ class NTKRegressorCV(_NTKRegressorBase):
             "param_diag_reg": np.repeat(regs, T),
             "param_time": np.tile(ts, R),
             "mean_test_score": mean,
-            "std_test_score": scores.std(axis=1),
+            "std_test_score": _std(scores),
             "rank_test_score": rank,
         }
         for f in range(F):
@@ -228,3 +229,9 @@ class NTKRegressorCV(_NTKRegressorBase):
                 or state.attr("diag_reg_", "float") != float(regs[self._best[0]])):
             raise ValueError("time_, best_score_ and diag_reg_ must be the best entry of mse_path")
         return k
+
+
+def _std(scores):
+    """Per-candidate spread of the fold scores; NaN (no warning) where a score is infinite."""
+    with np.errstate(invalid="ignore"):
+        return scores.std(axis=1)
