@@ -228,7 +228,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ntksolve.comparison import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
+    from ntksolve.sweep_checks import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
     from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
 
     parser = argparse.ArgumentParser(
@@ -423,7 +423,7 @@ def _write(path: str, write) -> str:
 
 
 def run_compare(args) -> int:
-    from ntksolve.comparison import check_sweep, default_record_steps
+    from ntksolve.sweep_checks import check_sweep, default_record_steps
 
     if not 0 < args.lr_fraction < 2:
         raise UsageError(f"--lr-fraction must be in (0, 2), got {args.lr_fraction}")

@@ -1,6 +1,6 @@
 """Figures of a width sweep (:func:`ntksolve.compare`): matplotlib, an optional extra.
 
-Both functions take a :class:`~ntksolve.comparison.CompareReport` or its ``to_dict()`` (as read back
+Both functions take a :class:`~ntksolve.report.CompareReport` or its ``to_dict()`` (as read back
 from ``report.json``), draw on a private ``Figure`` with the Agg canvas (no pyplot, so no global
 state and no display is touched) and write a PNG. A prediction that diverges (or a real run that
 diverged) is not drawn as if it were a result: the figure says which widths it left out and why,

@@ -209,7 +209,7 @@ def test_prediction_above_the_analytic_rate_is_marked_while_real_training_conver
 
 
 def test_gap_of_huge_but_finite_outputs_is_finite():
-    from ntksolve.comparison import _rel_rmse
+    from ntksolve.report import _rel_rmse
 
     a = np.full((3, 4, 1), 1e200)
     assert _rel_rmse(a, -a, 1.0) == pytest.approx(2e200)  # sqrt(mean(d^2)) would square to inf
@@ -296,7 +296,7 @@ def test_progress_counts_work_not_steps(data, monkeypatch, capsys):
 
 
 def test_work_model_scales_like_the_weights():
-    from ntksolve.comparison import _Sizes, _width_work
+    from ntksolve.sweep_checks import _Sizes, _width_work
 
     # d = 8, depth 2: per step 6 N (8 n + n^2 + n) flops, from the GEMM shapes of one forward+backward pass
     s = _Sizes(100, 50, 8, 1, 2, 10, False)
@@ -341,7 +341,7 @@ def test_memory_estimate_bounds_the_measured_peak(data):
     # tracemalloc sees numpy's allocations: the estimate must be an upper bound, and not a wild one
     import tracemalloc
 
-    from ntksolve.comparison import _Sizes, _width_memory
+    from ntksolve.sweep_checks import _Sizes, _width_memory
 
     width = 1024
     compare(data.X_train, data.y_train, [width], X_test=data.X_test, y_test=data.y_test, steps=3, n_records=3,

@@ -20,12 +20,9 @@ from ntksolve._extras import require
 require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 
 from ntksolve.torch.convert import Erf, from_torch, to_torch  # noqa: E402
-from ntksolve.torch.training import (  # noqa: E402
-    DataLoaderBatches,
-    TorchTrainingResult,
-    learning_rate_from_torch,
-    train,
-)
+from ntksolve.torch.batches import DataLoaderBatches  # noqa: E402
+from ntksolve.torch.training import TorchTrainingResult, train  # noqa: E402
+from ntksolve.torch.units import learning_rate_from_torch  # noqa: E402
 
 __all__ = [
     "from_torch",

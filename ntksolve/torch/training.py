@@ -5,30 +5,16 @@ Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss
 ``CrossEntropyLoss``, full batch or minibatches, with a per-step rate array or a torch scheduler,
 and records the outputs on the training and test inputs at the requested steps.
 
-Units. ntksolve's loss is ``L = 1/(2Nk) sum_i ||f(x_i) - y_i||^2``; PyTorch's learning rate and
-loss are taken as they are, and :func:`learning_rate_from_torch` maps the rate onto ntksolve's:
-
-================================  ===========================  ============================
-PyTorch loss                      relation to ntksolve's loss  ntksolve's rate for torch's ``eta``
-================================  ===========================  ============================
-``MSELoss(reduction="mean")``     ``2 L``                      ``2 eta``
-``MSELoss(reduction="sum")``      ``2 N k L``                  ``2 N k eta``
-``CrossEntropyLoss()`` (mean)     the cross-entropy rule's     ``eta``
-``CrossEntropyLoss("sum")``       ``N`` times it               ``N eta``
-================================  ===========================  ============================
-
-(``N`` the number of examples the loss averages over: the batch size for minibatches.) The map
-holds for heavy-ball and Nesterov momentum too (``u/2`` is ntksolve's velocity); PyTorch's
-``weight_decay = w`` is ntksolve's ``w * eta / rate`` (``w/2`` for the mean MSE). Adam normalises
-the gradient coordinate-wise and has no function-space twin: it is trained, not predicted.
+PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learning_rate_from_torch`
+(the table of units is in :mod:`ntksolve.torch.units`); the batch orders are in
+:mod:`ntksolve.torch.batches`.
 """
 from __future__ import annotations
 
 import copy
-import numbers
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -37,162 +23,15 @@ from ntksolve._extras import require
 from ntksolve._validation import check_inputs
 from ntksolve.dynamics.mse import critical_learning_rate
 from ntksolve.kernels.empirical import empirical_ntk
+from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
+from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
 from ntksolve.training import TrainingDivergedError, TrainingResult, _check_steps, _check_targets
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
 
 __all__ = ["train", "learning_rate_from_torch", "DataLoaderBatches", "TorchTrainingResult"]
-
-
-# ---------------------------------------------------------------------------------------------
-# units
-# ---------------------------------------------------------------------------------------------
-def _loss_kind(loss):
-    """``("mse" | "ce", reduction)`` of a supported loss module, else TypeError/ValueError."""
-    if isinstance(loss, nn.MSELoss) and type(loss).forward is nn.MSELoss.forward:
-        kind = "mse"
-    elif isinstance(loss, nn.CrossEntropyLoss) and type(loss).forward is nn.CrossEntropyLoss.forward:
-        kind = "ce"
-    else:
-        raise TypeError(
-            f"loss must be a torch.nn.MSELoss or torch.nn.CrossEntropyLoss instance, got "
-            f"{type(loss).__name__}"
-        )
-    if loss.reduction not in ("mean", "sum"):
-        raise ValueError(
-            f"loss.reduction must be 'mean' or 'sum' (a scalar loss to train on), got {loss.reduction!r}"
-        )
-    return kind, loss.reduction
-
-
-def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
-    """ntksolve's learning rate equivalent to PyTorch's rate ``lr`` under the loss ``loss``.
-
-    Parameters
-    ----------
-    lr : float or array_like of float
-        PyTorch's rate ``eta`` (a per-step schedule maps entry by entry).
-    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss
-        The loss PyTorch trains on (its ``reduction`` matters).
-    n_samples : int
-        ``N``, the number of examples the loss averages over (the batch size for minibatches).
-    n_outputs : int
-        ``k``.
-
-    Returns
-    -------
-    rate : float or ndarray (the shape of ``lr``)
-        ``2 eta`` (mean MSE), ``2 N k eta`` (summed MSE), ``eta`` (mean cross-entropy, whose
-        function-space gradient ``Theta (softmax(f) - Y) / N`` is the cross-entropy rule's) or
-        ``N eta`` (summed cross-entropy). See the module docstring.
-
-    Raises
-    ------
-    TypeError
-        Another loss.
-    ValueError
-        ``reduction="none"``, a cross-entropy with class weights or label smoothing (its gradient
-        is not the cross-entropy rule's), bad counts or rates.
-    """
-    kind, reduction = _loss_kind(loss)
-    for name, v in (("n_samples", n_samples), ("n_outputs", n_outputs)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if kind == "ce" and (loss.weight is not None or loss.label_smoothing != 0):
-        raise ValueError(
-            "a CrossEntropyLoss with class weights or label smoothing has another gradient than the "
-            "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
-        )
-    arr = np.asarray(lr, dtype=np.float64) if not isinstance(lr, torch.Tensor) else lr.detach().cpu().numpy().astype(np.float64)
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"lr must be finite and non-negative, got {lr!r}")
-    if kind == "mse":
-        factor = 2.0 if reduction == "mean" else 2.0 * n_samples * n_outputs
-    else:
-        factor = 1.0 if reduction == "mean" else float(n_samples)
-    out = factor * arr
-    return float(out) if out.ndim == 0 else out
-
-
-# ---------------------------------------------------------------------------------------------
-# batches
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DataLoaderBatches:
-    """The batch order a seeded ``torch.utils.data.DataLoader`` yields, epoch after epoch.
-
-    Exactly the indices of ``DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-    drop_last=drop_last, generator=torch.Generator().manual_seed(seed))`` over a dataset of ``N``
-    examples, re-iterated once per epoch (``for epoch ...: for xb, yb in loader``), so that a
-    training loop written with such a loader is reproduced step by step.
-
-    Parameters
-    ----------
-    batch_size : int
-    seed : int, default 0
-    shuffle : bool, default True
-    drop_last : bool, default False
-    """
-
-    batch_size: int
-    seed: int = 0
-    shuffle: bool = True
-    drop_last: bool = False
-
-    def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
-                or self.batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
-
-    def indices(self, n_samples: int, steps: int) -> List[np.ndarray]:
-        """The index arrays of the first ``steps`` batches over ``n_samples`` examples."""
-        if self.drop_last and self.batch_size > n_samples:
-            raise ValueError(
-                f"batch_size={self.batch_size} > {n_samples} examples with drop_last=True: "
-                "the loader yields no batch"
-            )
-        gen = torch.Generator()
-        gen.manual_seed(int(self.seed))
-        # The DataLoader itself, over the indices: its sampler and its per-epoch draw of a base
-        # seed consume the generator exactly as the user's loader over their dataset does.
-        loader = torch.utils.data.DataLoader(range(n_samples), batch_size=self.batch_size,
-                                             shuffle=self.shuffle, drop_last=self.drop_last,
-                                             generator=gen)
-        out: List[np.ndarray] = []
-        while len(out) < steps:
-            for idx in loader:
-                out.append(idx.numpy().astype(np.int64))
-                if len(out) == steps:
-                    break
-        return out
-
-
-def _check_batches(batches, N: int, steps: int):
-    """A list of ``steps`` index arrays (or None for full batch)."""
-    if batches is None:
-        return None
-    if isinstance(batches, DataLoaderBatches):
-        return batches.indices(N, steps)
-    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__len__"):
-        raise TypeError(
-            "batches must be None (full batch), a sequence of index arrays (one per step) or a "
-            f"DataLoaderBatches, got {type(batches).__name__}"
-        )
-    if len(batches) < steps:
-        raise ValueError(f"batches has {len(batches)} index arrays, fewer than steps={steps} (one per step)")
-    out = []
-    for s in range(steps):
-        idx = np.asarray(batches[s])
-        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"batches[{s}] must be a non-empty 1-D array of integer indices, got {batches[s]!r}")
-        if idx.min() < 0 or idx.max() >= N:
-            raise ValueError(f"batches[{s}] has indices outside [0, {N}) (the training examples)")
-        out.append(idx.astype(np.int64))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

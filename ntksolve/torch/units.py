@@ -1,0 +1,98 @@
+"""PyTorch's learning rates and losses in ntksolve's units.
+
+ntksolve's loss is ``L = 1/(2Nk) sum_i ||f(x_i) - y_i||^2``; PyTorch's learning rate and
+loss are taken as they are, and :func:`learning_rate_from_torch` maps the rate onto ntksolve's:
+
+================================  ===========================  ============================
+PyTorch loss                      relation to ntksolve's loss  ntksolve's rate for torch's ``eta``
+================================  ===========================  ============================
+``MSELoss(reduction="mean")``     ``2 L``                      ``2 eta``
+``MSELoss(reduction="sum")``      ``2 N k L``                  ``2 N k eta``
+``CrossEntropyLoss()`` (mean)     the cross-entropy rule's     ``eta``
+``CrossEntropyLoss("sum")``       ``N`` times it               ``N eta``
+================================  ===========================  ============================
+
+(``N`` the number of examples the loss averages over: the batch size for minibatches.) The map
+holds for heavy-ball and Nesterov momentum too (``u/2`` is ntksolve's velocity); PyTorch's
+``weight_decay = w`` is ntksolve's ``w * eta / rate`` (``w/2`` for the mean MSE). Adam normalises
+the gradient coordinate-wise and has no function-space twin: it is trained, not predicted.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ntksolve._extras import require
+
+torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
+nn = torch.nn
+
+__all__ = ["learning_rate_from_torch"]
+
+
+def _loss_kind(loss):
+    """``("mse" | "ce", reduction)`` of a supported loss module, else TypeError/ValueError."""
+    if isinstance(loss, nn.MSELoss) and type(loss).forward is nn.MSELoss.forward:
+        kind = "mse"
+    elif isinstance(loss, nn.CrossEntropyLoss) and type(loss).forward is nn.CrossEntropyLoss.forward:
+        kind = "ce"
+    else:
+        raise TypeError(
+            f"loss must be a torch.nn.MSELoss or torch.nn.CrossEntropyLoss instance, got "
+            f"{type(loss).__name__}"
+        )
+    if loss.reduction not in ("mean", "sum"):
+        raise ValueError(
+            f"loss.reduction must be 'mean' or 'sum' (a scalar loss to train on), got {loss.reduction!r}"
+        )
+    return kind, loss.reduction
+
+
+def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
+    """ntksolve's learning rate equivalent to PyTorch's rate ``lr`` under the loss ``loss``.
+
+    Parameters
+    ----------
+    lr : float or array_like of float
+        PyTorch's rate ``eta`` (a per-step schedule maps entry by entry).
+    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss
+        The loss PyTorch trains on (its ``reduction`` matters).
+    n_samples : int
+        ``N``, the number of examples the loss averages over (the batch size for minibatches).
+    n_outputs : int
+        ``k``.
+
+    Returns
+    -------
+    rate : float or ndarray (the shape of ``lr``)
+        ``2 eta`` (mean MSE), ``2 N k eta`` (summed MSE), ``eta`` (mean cross-entropy, whose
+        function-space gradient ``Theta (softmax(f) - Y) / N`` is the cross-entropy rule's) or
+        ``N eta`` (summed cross-entropy). See the module docstring.
+
+    Raises
+    ------
+    TypeError
+        Another loss.
+    ValueError
+        ``reduction="none"``, a cross-entropy with class weights or label smoothing (its gradient
+        is not the cross-entropy rule's), bad counts or rates.
+    """
+    kind, reduction = _loss_kind(loss)
+    for name, v in (("n_samples", n_samples), ("n_outputs", n_outputs)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if kind == "ce" and (loss.weight is not None or loss.label_smoothing != 0):
+        raise ValueError(
+            "a CrossEntropyLoss with class weights or label smoothing has another gradient than the "
+            "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
+        )
+    arr = np.asarray(lr, dtype=np.float64) if not isinstance(lr, torch.Tensor) else lr.detach().cpu().numpy().astype(np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"lr must be finite and non-negative, got {lr!r}")
+    if kind == "mse":
+        factor = 2.0 if reduction == "mean" else 2.0 * n_samples * n_outputs
+    else:
+        factor = 1.0 if reduction == "mean" else float(n_samples)
+    out = factor * arr
+    return float(out) if out.ndim == 0 else out
