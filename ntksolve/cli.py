@@ -12,7 +12,6 @@ and :mod:`ntksolve.datasets`.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shlex
@@ -25,34 +24,18 @@ from typing import List, Optional
 
 import numpy as np
 
-_EXTRA_HINT = "pip install 'ntksolve[cli]'"
-
-#: Default sweep: one hidden ReLU layer, widths 64 ... 8192, 300 steps at half the critical rate of
-#: the analytic NTK, on the embedded 256 + 256-point regression. See README.
-DEFAULT_WIDTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192)
-DEFAULT_DEPTH = 1
-DEFAULT_ACTIVATION = "relu"
-DEFAULT_STEPS = 300
-DEFAULT_RECORDS = 30
-DEFAULT_BIAS_STD = 0.1
-
-#: ``--threads auto`` runs single-threaded up to this many training points. At N = 256 one training
-#: step's products (256 x 8 x n) take 0.5 ms on one thread but 26 ms with 2 OpenBLAS threads on a
-#: loaded 2-core machine (measured), and numba's parallel loops over 256 rows gain nothing either.
-AUTO_SINGLE_THREAD_MAX_N = 1024
-
-#: Exit codes of an interrupted run: 128 + the signal number, as a shell reports a process the
-#: signal ended.
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-_EPILOG = """\
-exit codes: 0 success; 2 bad input or an output that cannot be written (one-line message, no
-traceback); 130 interrupted by Ctrl-C (SIGINT); 143 stopped by SIGTERM, which is handled like
-Ctrl-C. report.json is rewritten atomically after every width with "state": "running" (a report
-still "running" after the process ended was killed, e.g. by SIGKILL), "complete", "interrupted"
-or "failed", and lists widths_done and widths_pending; settings.command is the exact command,
-shell-quoted, and settings.versions the versions of ntksolve and its libraries."""
-
+from ntksolve.cli_parser import (  # noqa: F401  (the defaults are part of the command's interface)
+    AUTO_SINGLE_THREAD_MAX_N,
+    DEFAULT_ACTIVATION,
+    DEFAULT_BIAS_STD,
+    DEFAULT_DEPTH,
+    DEFAULT_RECORDS,
+    DEFAULT_STEPS,
+    DEFAULT_WIDTHS,
+    EXIT_INTERRUPTED,
+    _EXTRA_HINT,
+    build_parser,
+)
 
 class UsageError(Exception):
     """Bad input found by the command: reported on stderr with exit code 2."""
@@ -183,128 +166,6 @@ def prepare_out_dir(out: Optional[str], overwrite: bool) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # arguments
-# ---------------------------------------------------------------------------------------------
-def _widths(text: str) -> List[int]:
-    try:
-        ws = [int(w) for w in text.replace(" ", "").split(",") if w]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not ws or any(w <= 0 for w in ws) or len(set(ws)) != len(ws):
-        raise argparse.ArgumentTypeError(f"expected distinct positive integers, got {text!r}")
-    return ws
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return v
-
-
-def _threads(text: str):
-    if text in ("auto", "all"):
-        return text
-    return _positive_int(text)
-
-
-def _fraction(text: str) -> float:
-    v = _positive_float(text)
-    if v >= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text!r}")
-    return v
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ntksolve.sweep_checks import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
-    from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
-
-    parser = argparse.ArgumentParser(
-        prog="ntksolve",
-        description="Predict how a wide neural network trains from its Neural Tangent Kernel, and check it.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser(
-        "compare",
-        help="train networks of several widths for real beside their NTK predictions",
-        description=(
-            "For each width: initialise a network, predict its gradient-descent trajectory from its own "
-            "empirical NTK and from the analytic (infinite-width) NTK, train it for real from the same "
-            "parameters, and report the gap between real and predicted outputs, the final losses, the "
-            "kernel's change and the time of prediction versus training. Writes report.json, "
-            "loss_trajectories.png and gap_vs_width.png to the output folder and prints a table. "
-            "Without --data it runs the default sweep on an embedded data set (no download)."
-        ),
-        epilog=_EPILOG,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", default=None,
-                   help="a CSV file (.csv/.tsv/.txt: UTF-8, separated by ',', ';', tab, '|' or spaces, detected; "
-                        "a header row of names, or none; all cells numeric, no missing values) or an .npz "
-                        "with arrays X, y and optionally X_test, y_test; default: the embedded regression "
-                        "(256 train / 256 test points, 8 features)")
-    g.add_argument("--target", metavar="COLUMN", default=None,
-                   help="the CSV column to predict (default: the last column; without a header row the columns "
-                        "are named column1, column2, ...); the others are the features")
-    g.add_argument("--test-size", type=_fraction, default=0.25,
-                   help="fraction of the rows held out for testing when the data has no test set")
-    g.add_argument("--no-standardize", action="store_true",
-                   help="use the data as is instead of scaling features and targets to zero mean and unit "
-                        "variance (by the training split); the NTK's scale assumes roughly unit-variance inputs")
-    g = p.add_argument_group("network")
-    g.add_argument("--widths", type=_widths, default=list(DEFAULT_WIDTHS), metavar="N,N,...",
-                   help=f"comma-separated hidden widths to sweep (at most {MAX_WIDTH}, and the widest must fit in "
-                        "memory)")
-    g.add_argument("--depth", type=_positive_int, default=DEFAULT_DEPTH,
-                   help=f"number of hidden layers (at most {MAX_DEPTH})")
-    g.add_argument("--activation", choices=ACTIVATIONS, default=DEFAULT_ACTIVATION, help="activation function")
-    g.add_argument("--weight-std", type=_positive_float, default=1.0, help="sigma_w, the weight scale")
-    g.add_argument("--bias-std", type=float, default=DEFAULT_BIAS_STD, help="sigma_b, the bias scale (>= 0)")
-    g.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="ntk",
-                   help="'ntk' (analytic and empirical predictions) or 'standard' (empirical only: its "
-                        "infinite-width NTK does not exist)")
-    g = p.add_argument_group("training")
-    lr = g.add_mutually_exclusive_group()
-    lr.add_argument("--learning-rate", type=_positive_float, default=None, metavar="ETA",
-                    help="absolute learning rate for every width (default: --lr-fraction of the critical rate)")
-    lr.add_argument("--lr-fraction", type=float, default=0.5,
-                    help="learning rate as a fraction of the critical rate 2Nk/lambda_max: of the analytic NTK "
-                         "(ntk parameterisation) or of each network's own NTK (standard); must be in (0, 2)")
-    g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help="gradient-descent steps")
-    g.add_argument("--records", type=_positive_int, default=DEFAULT_RECORDS,
-                   help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
-                        "never more than --steps + 1 distinct ones)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (networks and the test split)")
-    g.add_argument("--threads", type=_threads, default="auto",
-                   help="BLAS and numba threads: a number (at most the cores this process may use, "
-                        "os.sched_getaffinity), 'all' (those cores), or 'auto' (1 thread when there are at most "
-                        f"{AUTO_SINGLE_THREAD_MAX_N} training points, whose small matrix products lose more to "
-                        "thread synchronisation than they gain; all cores otherwise)")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", default=None,
-                   help="output folder (default: a new ntksolve-runs/compare-YYYYmmdd-HHMMSS); refused if it "
-                        "exists and is not empty")
-    g.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out folder")
-    g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    g.add_argument("--quiet", action="store_true", help="no progress bar, notes or table; only the output folder")
-    return parser
-
-
-# ---------------------------------------------------------------------------------------------
-# the command
 # ---------------------------------------------------------------------------------------------
 def _err(msg: str) -> None:
     print(f"ntksolve compare: error: {msg}", file=sys.stderr)
