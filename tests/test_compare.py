@@ -367,7 +367,9 @@ def test_interrupt_during_compilation_is_held_then_delivered(data, monkeypatch):
     finished = []
 
     def warm_up(*args):
-        os.kill(os.getpid(), signal.SIGINT)
+        # raise_signal delivers to this thread before it returns (a kill() of the whole process
+        # may land on a BLAS thread and reach Python's handler only later, under load)
+        signal.raise_signal(signal.SIGINT)
         for _ in range(1000):  # give the handler every chance to run inside
             sum(range(100))
         finished.append(True)
