@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from _common import best_time, peer_python, run_peer  # noqa: E402
 from reference_analytic import reference_kernels  # noqa: E402
 
-from ntksolve._jit import analytic as ja  # noqa: E402
+from ntksolve.kernels import _analytic_rules as kr  # noqa: E402
+from ntksolve.kernels import analytic as ka  # noqa: E402
 from ntksolve._jit.activations import ACTIVATION_CODES  # noqa: E402
 
 NT_REFERENCE_4096 = 1.03  # s, neural-tangents 0.6.x, JAX on CPU, this machine (issue 2)
@@ -35,11 +36,11 @@ D, DEPTH = 32, 3
 _COMPILE_SNIPPET = """
 import time, numpy as np
 t = time.perf_counter()
-from ntksolve._jit import analytic as ja
+from ntksolve.kernels import analytic as ka
 X = np.random.default_rng(0).standard_normal((16, 4))
-ja.analytic_pair_kernels(X, X, 2, 0, 1.0, 0.1, True)       # relu, symmetric
-ja.analytic_pair_kernels(X, X[:3].copy(), 2, 2, 1.0, 0.1, False)  # tanh (quadrature), general
-ja.analytic_diag(X, 2, 0, 1.0, 0.1)
+ka.analytic_pair_kernels(X, X, 2, 0, 1.0, 0.1, True)       # relu, symmetric
+ka.analytic_pair_kernels(X, X[:3].copy(), 2, 2, 1.0, 0.1, False)  # tanh (quadrature), general
+ka.analytic_diag(X, 2, 0, 1.0, 0.1)
 print(time.perf_counter() - t)
 """
 
@@ -85,7 +86,7 @@ def main():
     nt_python = peer_python("nt")
     for n in sizes:
         X = rng.standard_normal((n, D))
-        ours = best_time(lambda: ja.analytic_pair_kernels(X, X, DEPTH, relu, 1.0, 0.1, True))
+        ours = best_time(lambda: ka.analytic_pair_kernels(X, X, DEPTH, relu, 1.0, 0.1, True))
         ref = best_time(lambda: reference_kernels(X, X, DEPTH, "relu", 1.0, 0.1, symmetric=True),
                         repeat=1, warmup=0)
         nt = run_peer(nt_python, _NT_SNIPPET.format(depth=DEPTH, n=n, d=D)) if nt_python else None
@@ -98,8 +99,8 @@ def main():
     n_q = 128 if args.quick else 256
     Xq = rng.standard_normal((n_q, D))
     Xq *= np.sqrt(D) / np.linalg.norm(Xq, axis=1, keepdims=True)
-    order = ja._diag_pieces(Xq, DEPTH, tanh, 1.0, 0.1, True, None)[3]
-    ours_q = best_time(lambda: ja.analytic_pair_kernels(Xq, Xq, DEPTH, tanh, 1.0, 0.1, True), repeat=3)
+    order = kr._diag_pieces(Xq, DEPTH, tanh, 1.0, 0.1, True, None)[3]
+    ours_q = best_time(lambda: ka.analytic_pair_kernels(Xq, Xq, DEPTH, tanh, 1.0, 0.1, True), repeat=3)
     ref_q = None  # a dense numpy rule of that order over all pairs would take minutes; not run
     rows.append((f"tanh N={n_q} (GH order {order})", ours_q, ref_q, None, ""))
 

@@ -29,7 +29,7 @@ GH_ORDER_PER_VARIANCE_TANH = 85
 GH_ORDER_MAX = 320
 
 #: Nodes of the Gauss rule of the Kolmogorov distribution through which tanh, sigmoid and softplus
-#: are scale mixtures of Gaussian closed forms (``ntksolve._jit.analytic``). Worst error of the
+#: are scale mixtures of Gaussian closed forms (``ntksolve._jit.expectations``). Worst error of the
 #: layer maps against a 56-node rule, over variances 1e-6 ... 1e8 and all correlations: 16 nodes
 #: 7e-10, 20 nodes 2e-11, 24 nodes 7e-13; independent of the variance, so no adaptive order.
 LOGISTIC_MIXTURE_NODES = 24

@@ -1,4 +1,4 @@
-"""The analytic (infinite-width) NNGP and NTK kernels of ``ntksolve._jit.analytic``.
+"""The analytic (infinite-width) NNGP and NTK kernels (``ntksolve.kernels.analytic`` and its numba kernels).
 
 Every number is pinned by an independent source: a plain-numpy recursion (tests/reference_analytic.py),
 hand-derived closed forms (identity network; Cho & Saul 2009's arc-cosine kernel), the erf and
@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 
 from ntksolve._jit import analytic as ja
+from ntksolve._jit import expectations as je
+from ntksolve.kernels import _analytic_rules as kr
+from ntksolve.kernels import analytic as ka
 from ntksolve._jit.activations import ACTIVATION_CODES, ERF, IDENTITY, RELU
 
 from reference_analytic import DPHI, PHI, layer_expectations, reference_kernels
@@ -28,9 +31,9 @@ def _outer_factors(code, s11, nodes, weights):
 
 
 def _gh(code, s11, s22, s12, order):
-    nodes, weights, lo, hi = ja.gauss_hermite_rule(order)
+    nodes, weights, lo, hi = kr.gauss_hermite_rule(order)
     wphi, wdphi = _outer_factors(code, s11, nodes, weights)
-    return ja.gauss_hermite_expectations(code, s11, s22, s12, wphi, wdphi, nodes, weights, lo, hi)
+    return je.gauss_hermite_expectations(code, s11, s22, s12, wphi, wdphi, nodes, weights, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,11 +55,11 @@ def test_closed_forms_match_numpy_reference(activation, seed):
     X2[0] = -X1[2] + 1e-3 * rng.standard_normal(3)
     for depth in range(5):
         sw, sb = rng.uniform(0.5, 2.0), rng.uniform(0.0, 1.0) * (depth % 2)
-        nngp, ntk = ja.analytic_pair_kernels(X1, X2, depth, code, sw, sb, False)
+        nngp, ntk = ka.analytic_pair_kernels(X1, X2, depth, code, sw, sb, False)
         ref_nngp, ref_ntk = reference_kernels(X1, X2, depth, activation, sw, sb)
         assert _rel_err(nngp, ref_nngp) <= 1e-12
         assert _rel_err(ntk, ref_ntk) <= 1e-12
-        nngp, ntk = ja.analytic_pair_kernels(X1, X1, depth, code, sw, sb, True)
+        nngp, ntk = ka.analytic_pair_kernels(X1, X1, depth, code, sw, sb, True)
         ref_nngp, ref_ntk = reference_kernels(X1, X1, depth, activation, sw, sb, symmetric=True)
         assert _rel_err(nngp, ref_nngp) <= 1e-12
         assert _rel_err(ntk, ref_ntk) <= 1e-12
@@ -68,7 +71,7 @@ def test_exactly_parallel_pairs():
     X1 = np.array([[1.0, -2.0, 0.5], [0.3, 0.1, -0.7]])
     X2 = np.array([[2.5, -5.0, 1.25], [-0.3, -0.1, 0.7]])
     for activation in ("relu", "erf"):
-        got = ja.analytic_pair_kernels(X1, X2, 3, ACTIVATION_CODES[activation], 1.2, 0.1, False)
+        got = ka.analytic_pair_kernels(X1, X2, 3, ACTIVATION_CODES[activation], 1.2, 0.1, False)
         ref = reference_kernels(X1, X2, 3, activation, 1.2, 0.1)
         for a, b in zip(got, ref):
             assert np.all(np.isfinite(a))
@@ -85,7 +88,7 @@ def test_identity_network_hand_derived():
     g = X1 @ X2.T / 6
     sigma = [sw ** (2 * l) * g + sb**2 * sum(sw ** (2 * k) for k in range(l)) for l in range(1, depth + 2)]
     theta = sum(sw ** (2 * (depth + 1 - l)) * sigma[l - 1] for l in range(1, depth + 2))
-    nngp, ntk = ja.analytic_pair_kernels(X1, X2, depth, IDENTITY, sw, sb, False)
+    nngp, ntk = ka.analytic_pair_kernels(X1, X2, depth, IDENTITY, sw, sb, False)
     np.testing.assert_allclose(nngp, sigma[-1], rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(ntk, theta, rtol=1e-13, atol=1e-13)
 
@@ -100,7 +103,7 @@ def test_relu_one_layer_is_cho_saul_arc_cosine():
     nngp_expected = k1 / 4  # sb = 0
     sigma1 = 0.5  # <x, y> / d
     ntk_expected = nngp_expected + (math.pi - t) / (2 * math.pi) * sigma1
-    nngp, ntk = ja.analytic_pair_kernels(x, y, 1, RELU, 1.0, 0.0, False)
+    nngp, ntk = ka.analytic_pair_kernels(x, y, 1, RELU, 1.0, 0.0, False)
     assert abs(nngp[0, 0] - nngp_expected) <= 1e-15
     assert abs(ntk[0, 0] - ntk_expected) <= 1e-15
     assert abs(nngp_expected - (1 + 3 * math.pi / 4) / (4 * math.pi)) <= 1e-16  # the same, by hand
@@ -112,11 +115,11 @@ def test_vectorised_arctangent_within_two_ulp():
     y = np.abs(rng.standard_normal(20000)) * np.exp(rng.uniform(-30, 30, 20000))
     x[:50], y[:50] = 1.0, np.linspace(0, 1e-7, 50)  # tiny angles: relative accuracy matters
     x[50:100], y[50:100] = -1.0, np.linspace(0, 1e-7, 50)
-    got = np.array([ja._atan2_upper(b, a) for a, b in zip(x, y)])
+    got = np.array([je._atan2_upper(b, a) for a, b in zip(x, y)])
     want = np.arctan2(y, x)
     assert np.max(np.abs(got - want)) <= 2 * np.spacing(np.pi)
     assert np.max(np.abs(got[1:50] - want[1:50]) / want[1:50]) <= 4e-16
-    assert ja._atan2_upper(0.0, 0.0) == 0.0
+    assert je._atan2_upper(0.0, 0.0) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +132,7 @@ _CORRELATIONS = [-1.0, -0.999999, -0.99, -0.5, 0.0, 0.3, 0.9, 0.99999, 1.0]
 @pytest.mark.parametrize("code", [ERF, IDENTITY])
 def test_quadrature_matches_closed_forms_up_to_variance_five(code):
     name = {ERF: "erf", IDENTITY: "identity"}[code]
-    order = ja._adaptive_order(5.0, code)
+    order = kr._adaptive_order(5.0, code)
     worst = 0.0
     for s11 in (0.05, 1.0, 2.5, 5.0):
         for s22 in (0.3, 5.0):
@@ -148,8 +151,8 @@ def test_adaptive_order_holds_erf_to_1e8_in_the_full_recursion():
     X *= math.sqrt(5.0 * 4) / np.linalg.norm(X, axis=1, keepdims=True).max()
     X[1] = 0.999 * X[0]
     X[2] = -X[0]
-    closed = ja.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.0, True)
-    quad = ja.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.0, True, force_quadrature=True)
+    closed = ka.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.0, True)
+    quad = ka.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.0, True, force_quadrature=True)
     for a, b in zip(quad, closed):
         assert np.max(np.abs(a - b)) <= 1e-8
 
@@ -164,7 +167,7 @@ def test_quadrature_matches_monte_carlo(activation):
         z1, z2 = rng.standard_normal(n), rng.standard_normal(n)
         u = math.sqrt(s11) * z1
         v = math.sqrt(s22) * (c * z1 + math.sqrt(1 - c * c) * z2)
-        got = _gh(code, s11, s22, s12, ja._adaptive_order(max(s11, s22), code))
+        got = _gh(code, s11, s22, s12, kr._adaptive_order(max(s11, s22), code))
         for sample, value in zip((PHI[activation](u) * PHI[activation](v),
                                   DPHI[activation](u) * DPHI[activation](v)), got):
             se = sample.std() / math.sqrt(n)
@@ -177,7 +180,7 @@ def test_quadrature_recursion_matches_dense_reference(activation):
     rng = np.random.default_rng(2)
     X1, X2 = rng.standard_normal((3, 4)), rng.standard_normal((2, 4))
     code = ACTIVATION_CODES[activation]
-    nngp, ntk = ja.analytic_pair_kernels(X1, X2, 2, code, 1.1, 0.3, False, quad_order=40)
+    nngp, ntk = ka.analytic_pair_kernels(X1, X2, 2, code, 1.1, 0.3, False, quad_order=40)
     ref = reference_kernels(X1, X2, 2, activation, 1.1, 0.3, quadrature=True, order=40)
     assert _rel_err(nngp, ref[0]) <= 1e-12
     assert _rel_err(ntk, ref[1]) <= 1e-12
@@ -204,7 +207,7 @@ def test_symmetric_relu_exact_symmetry_diagonal_and_psd():
     X = rng.standard_normal((300, 5))
     X[7] = 0.0  # zero variance with sb = 0
     depth, sw, sb = 3, 1.4, 0.0
-    nngp, ntk = ja.analytic_pair_kernels(X, X, depth, RELU, sw, sb, True)
+    nngp, ntk = ka.analytic_pair_kernels(X, X, depth, RELU, sw, sb, True)
     for K in (nngp, ntk):
         assert K.flags.c_contiguous and K.dtype == np.float64
         assert np.array_equal(K, K.T)
@@ -220,11 +223,11 @@ def test_symmetric_relu_exact_symmetry_diagonal_and_psd():
 @pytest.mark.parametrize("code", [RELU, ERF, ACTIVATION_CODES["tanh"]])
 def test_symmetric_equals_general_path_off_the_diagonal(code):
     rng = np.random.default_rng(4)
-    quadrature = code not in ja.CLOSED_FORM_CODES
+    quadrature = code not in je.CLOSED_FORM_CODES
     n = 9 if quadrature else 40
     X = rng.standard_normal((n, 3)) * (0.6 if quadrature else 1.0)  # tanh: variances < 2
-    sym = ja.analytic_pair_kernels(X, X, 2, code, 1.2, 0.4, True)
-    gen = ja.analytic_pair_kernels(X, X.copy(), 2, code, 1.2, 0.4, False)
+    sym = ka.analytic_pair_kernels(X, X, 2, code, 1.2, 0.4, True)
+    gen = ka.analytic_pair_kernels(X, X.copy(), 2, code, 1.2, 0.4, False)
     off = ~np.eye(n, dtype=bool)
     for a, b in zip(sym, gen):
         # closed forms: the same arithmetic. Quadrature: the symmetric path puts the row point of
@@ -232,7 +235,7 @@ def test_symmetric_equals_general_path_off_the_diagonal(code):
         assert _rel_err(a[off], b[off]) <= (2e-8 if quadrature else 1e-14)
         # on the diagonal the general path sees a rounded angle; theta = 0 exactly is the reference
         np.testing.assert_allclose(np.diag(a), np.diag(b), rtol=1e-6)
-    diag = ja.analytic_diag(X, 2, code, 1.2, 0.4)
+    diag = ka.analytic_diag(X, 2, code, 1.2, 0.4)
     for a, d in zip(sym, diag):
         assert np.array_equal(np.diag(a), d)
 
@@ -240,7 +243,7 @@ def test_symmetric_equals_general_path_off_the_diagonal(code):
 def test_zero_input_non_symmetric_is_finite_zero():
     X1 = np.array([[0.0, 0.0], [1.0, -2.0]])
     X2 = np.array([[3.0, 1.0], [0.0, 0.0]])
-    nngp, ntk = ja.analytic_pair_kernels(X1, X2, 2, RELU, 1.0, 0.0, False)
+    nngp, ntk = ka.analytic_pair_kernels(X1, X2, 2, RELU, 1.0, 0.0, False)
     assert np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))
     assert nngp[0].tolist() == [0.0, 0.0] and ntk[0].tolist() == [0.0, 0.0]
     assert nngp[1, 1] == 0.0 and ntk[1, 1] == 0.0
@@ -250,8 +253,8 @@ def test_analytic_diag_is_the_full_diagonal():
     rng = np.random.default_rng(6)
     X = rng.standard_normal((50, 4))
     for code in (RELU, ERF, IDENTITY):
-        full = ja.analytic_pair_kernels(X, X, 3, code, 0.9, 0.2, True)
-        diag = ja.analytic_diag(X, 3, code, 0.9, 0.2)
+        full = ka.analytic_pair_kernels(X, X, 3, code, 0.9, 0.2, True)
+        diag = ka.analytic_diag(X, 3, code, 0.9, 0.2)
         for a, d in zip(full, diag):
             assert d.shape == (50,)
             assert np.array_equal(np.diag(a), d)
@@ -280,10 +283,10 @@ def _points_with_copies(n=12, d=3, seed=21):
 
 def _assert_identical_pairs_exact(code, depth, sw, sb, **kw):
     X, Y = _points_with_copies()
-    diag = ja.analytic_diag(X, depth, code, sw, sb, **kw)
-    sym = ja.analytic_pair_kernels(X, X, depth, code, sw, sb, True, **kw)
-    cross = ja.analytic_pair_kernels(X, X.copy(), depth, code, sw, sb, False, **kw)
-    test = ja.analytic_pair_kernels(Y, X, depth, code, sw, sb, False, **kw)
+    diag = ka.analytic_diag(X, depth, code, sw, sb, **kw)
+    sym = ka.analytic_pair_kernels(X, X, depth, code, sw, sb, True, **kw)
+    cross = ka.analytic_pair_kernels(X, X.copy(), depth, code, sw, sb, False, **kw)
+    test = ka.analytic_pair_kernels(Y, X, depth, code, sw, sb, False, **kw)
     for K, C, T, dg in zip(sym, cross, test, diag):
         assert np.all(np.diag(K) == dg) and np.all(np.diag(C) == dg)
         for i, j in ((3, 5), (5, 8), (3, 8), (10, 11)):
@@ -310,7 +313,7 @@ def test_relu_deep_duplicates_were_off_now_exact():
     X = rng.standard_normal((20, 5))
     X[5] = X[3]
     for depth in (3, 20):
-        nngp, ntk = ja.analytic_pair_kernels(X, X, depth, RELU, 1.4, 0.1, True)
+        nngp, ntk = ka.analytic_pair_kernels(X, X, depth, RELU, 1.4, 0.1, True)
         s, t = _relu_diag_by_hand(X, depth, 1.4, 0.1)
         assert ntk[3, 5] == ntk[3, 3] and nngp[3, 5] == nngp[3, 3]
         np.testing.assert_allclose(np.diag(ntk), t, rtol=1e-13)
@@ -350,7 +353,7 @@ def test_dask_tiles_identical_rows_exact():
 
     X, _ = _points_with_copies()
     net = MLP((1, 1, 1), "tanh", 1.3, 0.2)
-    diag = ja.analytic_diag(X, 3, ACTIVATION_CODES["tanh"], 1.3, 0.2)
+    diag = ka.analytic_diag(X, 3, ACTIVATION_CODES["tanh"], 1.3, 0.2)
     with dask.config.set(scheduler="sync"):
         pair = tiled(net, X, chunks=4)  # rows 3, 5, 8 in three different tiles
         nngp, ntk = dask.compute(pair.nngp, pair.ntk)
@@ -370,11 +373,11 @@ def test_overflowing_inputs_are_refused(activation, magnitude):
     # before: NaN (relu, erf at 1e78), OverflowError (quadrature at 1e154)
     X = np.random.default_rng(0).standard_normal((4, 3)) * magnitude
     with pytest.raises(ValueError, match="Standardise the features"):
-        ja.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, True)
+        ka.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, True)
     with pytest.raises(ValueError, match="Standardise the features"):
-        ja.analytic_diag(X, 2, ACTIVATION_CODES[activation], 1.0, 0.1)
+        ka.analytic_diag(X, 2, ACTIVATION_CODES[activation], 1.0, 0.1)
     with pytest.raises(ValueError, match="Standardise the features"):
-        ja.analytic_pair_kernels(X[:1] / magnitude, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, False)
+        ka.analytic_pair_kernels(X[:1] / magnitude, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, False)
 
 
 def test_overflowing_inputs_refused_by_gauss_hermite_and_public_api():
@@ -382,7 +385,7 @@ def test_overflowing_inputs_refused_by_gauss_hermite_and_public_api():
 
     X = np.full((3, 2), 1e154)
     with pytest.raises(ValueError, match="Standardise the features"):
-        ja.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.1, True, force_quadrature=True)
+        ka.analytic_pair_kernels(X, X, 2, ERF, 1.0, 0.1, True, force_quadrature=True)
     with pytest.raises(ValueError, match=r"relu kernel: row 0 has entries up to 1e\+154"):
         analytic_kernels(MLP((4,), "relu"), X)
 
@@ -391,7 +394,7 @@ def test_variance_growing_with_depth_is_refused():
     # relu with sigma_w^2 / 2 = 50 per layer: 50^100 overflows long before the output
     X = np.random.default_rng(0).standard_normal((3, 2))
     with pytest.raises(ValueError, match="lower weight_std"):
-        ja.analytic_pair_kernels(X, X, 100, RELU, 10.0, 0.0, True)
+        ka.analytic_pair_kernels(X, X, 100, RELU, 10.0, 0.0, True)
 
 
 def test_relu_at_large_accepted_scale_is_exactly_homogeneous():
@@ -403,8 +406,8 @@ def test_relu_at_large_accepted_scale_is_exactly_homogeneous():
     a = 2.0 ** 230  # variances ~ 1e138
     for sym in (True, False):
         Y = X1 if sym else X2
-        small = ja.analytic_pair_kernels(X1, Y, 3, RELU, 1.3, 0.0, sym)
-        big = ja.analytic_pair_kernels(X1 * a, Y * a, 3, RELU, 1.3, 0.0, sym)
+        small = ka.analytic_pair_kernels(X1, Y, 3, RELU, 1.3, 0.0, sym)
+        big = ka.analytic_pair_kernels(X1 * a, Y * a, 3, RELU, 1.3, 0.0, sym)
         for s, b in zip(small, big):
             assert np.all(np.isfinite(b))
             assert np.array_equal(b, s * a * a)
@@ -434,29 +437,29 @@ def test_erf_at_the_accepted_scale_is_accurate_and_beyond_is_refused():
     # (the code claimed it did not). Now identical rows are exact, nearly parallel ones are good to
     # eps * s (1e-9 here), and variances where that exceeds 1e-8 are refused.
     rng = np.random.default_rng(3)
-    limit = ja._MAX_VARIANCE_BOUNDED
+    limit = kr._MAX_VARIANCE_BOUNDED
     X = rng.standard_normal((6, 3))
     X *= np.sqrt(0.9 * limit * 3) / np.linalg.norm(X, axis=1, keepdims=True)  # first-layer s = 0.9 limit
     X[1] = X[0]
     X[2] = X[0] * (1 + 1e-9)
     X[3] = X[0]
     X[3, 1] *= 1 + 1e-6
-    nngp, ntk = ja.analytic_pair_kernels(X, X, 1, ERF, 1.0, 0.1, True)
+    nngp, ntk = ka.analytic_pair_kernels(X, X, 1, ERF, 1.0, 0.1, True)
     assert ntk[0, 1] == ntk[0, 0] and nngp[0, 1] == nngp[0, 0]
     for j in (2, 3, 4):
         want = _erf_ntk_exact_det(X[0], X[j], 1.0, 0.1)
         assert abs(ntk[0, j] - want) <= 1e-8 * abs(want), (j, ntk[0, j], want)
     with pytest.raises(ValueError, match="above 1e\\+07"):
-        ja.analytic_pair_kernels(X * 1.1, X * 1.1, 1, ERF, 1.0, 0.1, True)
+        ka.analytic_pair_kernels(X * 1.1, X * 1.1, 1, ERF, 1.0, 0.1, True)
     with pytest.raises(ValueError, match="Standardise"):
-        ja.analytic_diag(X, 1, ACTIVATION_CODES["tanh"], 1.1, 0.0)
+        ka.analytic_diag(X, 1, ACTIVATION_CODES["tanh"], 1.1, 0.0)
 
 
 def test_gauss_hermite_beyond_its_capped_order_is_refused():
     # the adaptive rule (on request only) reaches 1e-8 up to a variance of 3.6 for tanh
     X = np.full((2, 1), 3.0)
     with pytest.raises(ValueError, match="Gauss-Hermite rule"):
-        ja.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES["tanh"], 1.0, 0.0, True, force_quadrature=True)
+        ka.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES["tanh"], 1.0, 0.0, True, force_quadrature=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +470,7 @@ def test_gauss_hermite_beyond_its_capped_order_is_refused():
 def test_kolmogorov_rule_reproduces_the_logistic_function():
     from scipy import special
 
-    v, w = ja.logistic_mixture_rule(ACTIVATION_CODES["sigmoid"])  # v = 4 K^2
+    v, w = kr.logistic_mixture_rule(ACTIVATION_CODES["sigmoid"])  # v = 4 K^2
     k = np.sqrt(v) / 2
     assert abs(w.sum() - 1) <= 1e-15
     assert abs(w @ k - np.sqrt(np.pi / 2) * np.log(2)) <= 1e-14  # E[K] of the Kolmogorov law
@@ -485,7 +488,7 @@ def test_default_maps_match_dense_gauss_hermite_at_unit_scale(activation):
     X1, X2 = rng.standard_normal((4, 3)) * 0.5, rng.standard_normal((3, 3)) * 0.5
     X2[0] = -X1[1]
     code = ACTIVATION_CODES[activation]
-    got = ja.analytic_pair_kernels(X1, X2, 2, code, 1.1, 0.3, False)
+    got = ka.analytic_pair_kernels(X1, X2, 2, code, 1.1, 0.3, False)
     ref = reference_kernels(X1, X2, 2, activation, 1.1, 0.3, quadrature=True, order=160)
     for a, b in zip(got, ref):
         assert _rel_err(a, b) <= 1e-11
@@ -501,8 +504,8 @@ def test_large_feature_scale_accurate_psd_and_symmetric(activation):
     rng = np.random.default_rng(5)
     X = rng.standard_normal((40, 5)) * 10.0
     code = ACTIVATION_CODES[activation]
-    sym = ja.analytic_pair_kernels(X, X, 1, code, 1.0, 0.1, True)
-    cross = ja.analytic_pair_kernels(X, X.copy(), 1, code, 1.0, 0.1, False)
+    sym = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.1, True)
+    cross = ka.analytic_pair_kernels(X, X.copy(), 1, code, 1.0, 0.1, False)
     for K, C in zip(sym, cross):
         eig = np.linalg.eigvalsh(K)
         assert eig[0] >= -1e-13 * eig[-1]

@@ -2,11 +2,12 @@
 
 Private: :mod:`ntksolve.sklearn.gp_kernels` validates inputs and calls
 :func:`pair_kernel_with_gradient` when scikit-learn asks for ``eval_gradient=True``. Everything but
-the partial derivatives comes from :mod:`ntksolve._jit.analytic`: the input Gram
-(:func:`~ntksolve._jit.analytic.input_gram`), the per-point variances and their range check, the
-layer maps (:func:`~ntksolve._jit.analytic.closed_form_expectations`) and the layer update
-(:func:`~ntksolve._jit.analytic.next_layer`). The values are therefore bit-identical to
-:func:`ntksolve.analytic_kernels`, identical points included.
+the partial derivatives comes from the analytic kernels: the caller passes the input Gram
+(``ntksolve.kernels.analytic.input_gram``) and the per-point variances, range-checked
+(``ntksolve.kernels._analytic_rules._diag_pieces``); the layer maps
+(:func:`~ntksolve._jit.expectations.closed_form_expectations`) and the layer update
+(:func:`~ntksolve._jit.expectations.next_layer`) are the same numba code. The values are therefore
+bit-identical to :func:`ntksolve.analytic_kernels`, identical points included.
 
 Derivation (``docs/conventions.md`` recursion, ``a = sigma_w^2``, ``b = sigma_b^2``)::
 
@@ -45,8 +46,8 @@ import numpy as np
 from numba import njit
 
 from ntksolve._jit.activations import ERF, IDENTITY, RELU
-from ntksolve._jit.analytic import (CLOSED, _diag_pieces, closed_form_expectations, erf_determinant,
-                                    input_gram, next_layer, run_in_threads)
+from ntksolve._jit.analytic import run_in_threads
+from ntksolve._jit.expectations import closed_form_expectations, erf_determinant, next_layer
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_4PI = 1.0 / (4.0 * math.pi)
@@ -177,7 +178,7 @@ def _fill(gram, symmetric, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, 
     Parameters
     ----------
     gram : ndarray, shape (N1, N2)
-        From :func:`ntksolve._jit.analytic.input_gram` (symmetric: upper triangle and diagonal).
+        From :func:`ntksolve.kernels.analytic.input_gram` (symmetric: upper triangle and diagonal).
     symmetric : bool
         Rows compute ``j >= i``; a serial pass mirrors afterwards.
     depth, code : int
@@ -215,14 +216,27 @@ def _mirror(K, grad):
             grad[i, j, 1] = grad[j, i, 1]
 
 
-def pair_kernel_with_gradient(X1, X2, depth, activation_code, weight_std, bias_std, ntk):
-    """The NNGP or NTK between ``X1`` and ``X2`` and its gradient in log hyperparameters.
+def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, activation_code, weight_std,
+                              bias_std, ntk):
+    """The NNGP or NTK between two point sets and its gradient in log hyperparameters.
+
+    The caller (:mod:`ntksolve.sklearn.gp_kernels`) computes the pieces shared with the analytic
+    kernels, so that the values are theirs bit for bit: the per-point variances, range-checked
+    (``ntksolve.kernels._analytic_rules._diag_pieces``, closed-form method), and the input Gram
+    (``ntksolve.kernels.analytic.input_gram``).
 
     Parameters
     ----------
-    X1 : ndarray, shape (N1, d), C-contiguous float64 (validated by the caller)
-    X2 : ndarray, shape (N2, d) or None
-        ``None`` for the symmetric kernel of ``X1`` with itself.
+    gram : ndarray, shape (N1, N2)
+        Input Gram ``X1 X2^T`` (symmetric: upper triangle and diagonal filled).
+    n_features : int
+        ``d``, the number of input features.
+    q1 : ndarray, shape (depth + 1, N1)
+        Per-point variances ``Sigma^{l+1}(x, x)`` of the rows of ``X1``.
+    sq1 : ndarray, shape (N1,)
+        Their squared norms.
+    q2, sq2 : ndarray, shapes (depth + 1, N2) and (N2,), or None
+        The same for ``X2``; ``None`` for the symmetric kernel of ``X1`` with itself.
     depth : int
         ``L``, the number of hidden layers.
     activation_code : int
@@ -241,7 +255,7 @@ def pair_kernel_with_gradient(X1, X2, depth, activation_code, weight_std, bias_s
     Raises
     ------
     ValueError
-        For an activation without closed-form partials, or variances out of the accepted range.
+        For an activation without closed-form partials.
     """
     code = int(activation_code)
     if code not in GRADIENT_CODES:
@@ -249,16 +263,13 @@ def pair_kernel_with_gradient(X1, X2, depth, activation_code, weight_std, bias_s
     depth = int(depth)
     sw2 = float(weight_std) ** 2
     sb2 = float(bias_std) ** 2
-    d = X1.shape[1]
-    symmetric = X2 is None
-    q1, _, sq1, _, _ = _diag_pieces(X1, depth, code, weight_std, bias_std, CLOSED, None)
+    d = int(n_features)
+    symmetric = q2 is None
     dqa1, dqb1 = _point_derivatives(q1, sq1, d, depth, code, sw2)
     if symmetric:
         q2, sq2, dqa2, dqb2 = q1, sq1, dqa1, dqb1
     else:
-        q2, _, sq2, _, _ = _diag_pieces(X2, depth, code, weight_std, bias_std, CLOSED, None)
         dqa2, dqb2 = _point_derivatives(q2, sq2, d, depth, code, sw2)
-    gram = input_gram(X1, X2, sq1, sq2)
     K = np.empty(gram.shape)
     grad = np.empty(gram.shape + (2,))
     run_in_threads(_fill, gram, symmetric, depth, code, sw2 / d, 1.0 / d, sw2, sb2, q1, dqa1, dqb1,

@@ -23,7 +23,8 @@ from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
 from ntksolve._jit.activations import ACTIVATION_CODES
 from ntksolve._validation import check_inputs
-from ntksolve.kernels.analytic import _check_architecture, analytic_diagonals, analytic_kernels
+from ntksolve.kernels._analytic_rules import CLOSED, _diag_pieces
+from ntksolve.kernels.analytic import _check_architecture, analytic_diagonals, analytic_kernels, input_gram
 from ntksolve.nets.mlp import MLP
 
 #: Central-difference step in log hyperparameter space, for activations without a closed-form
@@ -103,7 +104,10 @@ class _InfiniteWidthKernel(Kernel):
         from ntksolve._jit import gp as _jit_gp
 
         if code in _jit_gp.GRADIENT_CODES:
-            K, grad = _jit_gp.pair_kernel_with_gradient(X, None, net.depth, code, net.weight_std,
+            # the analytic kernels' own per-point variances (range-checked) and input Gram
+            q, _, sq, _, _ = _diag_pieces(X, net.depth, code, net.weight_std, net.bias_std, CLOSED, None)
+            K, grad = _jit_gp.pair_kernel_with_gradient(input_gram(X, None, sq, sq), X.shape[1], q, sq,
+                                                        None, None, net.depth, code, net.weight_std,
                                                         net.bias_std, self._ntk)
             return K, grad[:, :, [i for i in range(2) if free[i]]]
         K = self._values(X, None)

@@ -1,0 +1,391 @@
+"""The layer maps of the analytic NNGP/NTK recursion, and its layer update, as numba kernels.
+
+Private: the pair and point kernels of :mod:`ntksolve._jit.analytic` and the gradient kernel of
+:mod:`ntksolve._jit.gp` evaluate every layer through these functions, so that all paths round alike.
+
+A layer maps ``(S11, S22, S12) -> (E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for
+``(u, v) ~ N(0, [[S11, S12], [S12, S22]])``, one implementation per activation:
+
+- relu: the arc-cosine kernels (Cho & Saul 2009); erf: Williams (1997); gelu ``x Phi(x)``:
+  Tsuchida et al. (2021); identity: ``(S12, 1)``. Closed forms, written with
+  ``det = S11 S22 - S12^2`` so that a pair with ``S11 = S22 = S12`` has ``det = 0`` exactly.
+- tanh, sigmoid, softplus: the logistic function is a scale mixture of Gaussian distribution
+  functions, ``sigmoid(x) = E_K[Phi(x / 2K)]`` with ``K`` Kolmogorov-distributed (Andrews & Mallows
+  1974). Hence ``tanh(u) = E[sign(u + K z)]``, ``sigmoid(u) = E[step(u + 2K z)]`` and
+  ``softplus(u) = E[relu(u + 2K z)]`` (``z ~ N(0, 1)``), and each layer map is the sign (arcsine),
+  step or arc-cosine closed form at the covariances raised by ``v = K^2`` (``4 K^2``), averaged over
+  two independent ``K`` with a fixed Gauss rule (``ntksolve.kernels._analytic_rules.logistic_mixture_rule``).
+  The integrand is smooth in ``K`` whatever the variances, so the accuracy (about 1e-12) does not
+  degrade with the scale of the inputs, as a Gauss-Hermite rule in the pre-activations does.
+- Gauss-Hermite quadrature (:func:`gauss_hermite_expectations`) remains as the generic rule, only on
+  request (``force_quadrature`` / ``quad_order``, a second method for the tests).
+
+The closed forms and the mixture loop over the columns of a block, which LLVM vectorises: the
+arctangent is written here as straight-line code (Cephes' rational approximation, at most 2 ulp
+of ``pi``, checked in the tests) instead of a scalar libm call, and nothing else calls libm, so a
+vectorised lane and a scalar call round identically.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from ntksolve._jit.activations import (ERF, GELU, IDENTITY, RELU, SIGMOID, SOFTPLUS, TANH, act,
+                                       dact)
+
+#: Activations whose layer maps are closed forms.
+CLOSED_FORM_CODES = (RELU, ERF, IDENTITY, GELU)
+#: Activations computed as a scale mixture of closed forms over the Kolmogorov distribution.
+LOGISTIC_CODES = (TANH, SIGMOID, SOFTPLUS)
+#: Bounded activations whose NTK is sensitive to the rounding of ``det`` at large variance.
+BOUNDED_CODES = (ERF, TANH, SIGMOID)
+
+_PI = math.pi
+_INV_2PI = 1.0 / (2.0 * math.pi)
+_TWO_OVER_PI = 2.0 / math.pi
+_FOUR_OVER_PI = 4.0 / math.pi
+
+# Cephes ``atan`` (S. Moshier, atan.c): atan(t) = t + t z P(z)/Q(z), z = t^2, |t| <= 0.66, with the
+# reduction atan(a) = pi/4 + atan((a - 1)/(a + 1)) above 0.66. Relative error 1.9e-16 on [-10, 10].
+_ATAN_P0 = -8.750608600031904122785e-1
+_ATAN_P1 = -1.615753718733365076637e1
+_ATAN_P2 = -7.500855792314704667340e1
+_ATAN_P3 = -1.228866684490136173410e2
+_ATAN_P4 = -6.485021904942025371773e1
+_ATAN_Q0 = 2.485846490142306297962e1
+_ATAN_Q1 = 1.650270098316988542046e2
+_ATAN_Q2 = 4.328810604912902668951e2
+_ATAN_Q3 = 4.853903996359136964868e2
+_ATAN_Q4 = 1.945506571482613964425e2
+_ATAN_MOREBITS = 6.123233995736765886130e-17  # pi/4 - fl(pi/4)
+
+
+# ---------------------------------------------------------------------------------------------
+# scalar pieces (inlined into the loops; every layer map has exactly one implementation)
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _atan2_upper(y, x):
+    """``atan2(y, x)`` for ``y >= 0``: the angle in ``[0, pi]``, as branch-free code that vectorises.
+
+    Parameters
+    ----------
+    y : float
+        Non-negative ordinate.
+    x : float
+        Abscissa.
+
+    Returns
+    -------
+    theta : float
+        In ``[0, pi]``; ``atan2(0, 0) = 0`` as in libm. ``error_model="numpy"`` lets ``0/0`` pass
+        (it is selected away) instead of raising, which is what lets LLVM vectorise the loop.
+    """
+    ax = abs(x)
+    big = max(ax, y)
+    small = min(ax, y)
+    a = small / big if big > 0.0 else 0.0  # in [0, 1]
+    reduced = a > 0.66
+    t = (a - 1.0) / (a + 1.0) if reduced else a
+    z = t * t
+    p = (((_ATAN_P0 * z + _ATAN_P1) * z + _ATAN_P2) * z + _ATAN_P3) * z + _ATAN_P4
+    q = ((((z + _ATAN_Q0) * z + _ATAN_Q1) * z + _ATAN_Q2) * z + _ATAN_Q3) * z + _ATAN_Q4
+    r = t + t * (z * p / q)
+    r = 0.25 * _PI + (r + 0.5 * _ATAN_MOREBITS) if reduced else r
+    r = 0.5 * _PI - r if y > ax else r  # atan(y/|x|) = pi/2 - atan(|x|/y)
+    return _PI - r if x < 0.0 else r
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _arcsine_angle(y, x):
+    """``atan2(y, x)`` for ``x > 0``, in ``(-pi/2, pi/2)``: ``arcsin(y / sqrt(x^2 + y^2))``."""
+    angle = _atan2_upper(abs(y), x)
+    return -angle if y < 0.0 else angle
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _relu_expectations(s11, s22, s12):
+    """``(E[relu(u) relu(v)], E[relu'(u) relu'(v)])`` for ``(u, v) ~ N(0, [[s11, s12], [s12, s22]])``.
+
+    The arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009, eq. (6)):
+    ``E[phi phi] = (sqrt(det) + (pi - theta) s12) / (2 pi)`` (the conventions'
+    ``sqrt(s11 s22) (sin theta + (pi - theta) cos theta) / (2 pi)`` with ``sin theta sqrt(s11 s22)``
+    written as ``sqrt(det)``) and ``E[phi' phi'] = (pi - theta) / (2 pi)``, where
+    ``det = s11 s22 - s12^2`` and ``theta = atan2(sqrt(max(det, 0)), s12)`` (never ``arccos`` of a
+    rounded correlation). A zero variance makes both 0 (``relu'(0) = 0``), not ``0/0``. Near
+    ``theta = 0`` the rounding of ``det`` (``eps s^2``) moves ``theta`` by ``sqrt(eps)``: nearly
+    parallel distinct pairs are good to about 1e-8 relative, identical ones are exact.
+
+    Parameters
+    ----------
+    s11, s22 : float
+        Variances, ``>= 0``.
+    s12 : float
+        Covariance.
+
+    Returns
+    -------
+    e_phi, e_dphi : float
+    """
+    prod = s11 * s22
+    root_det = math.sqrt(max(prod - s12 * s12, 0.0))
+    rest = _PI - _atan2_upper(root_det, s12)
+    e_phi = (root_det + rest * s12) * _INV_2PI
+    e_dphi = rest * _INV_2PI if prod > 0.0 else 0.0
+    return e_phi, e_dphi
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def erf_determinant(s11, s22, s12):
+    """``D = (1 + 2 s11)(1 + 2 s22) - 4 s12^2``, written as ``1 + 2 (s11 + s22) + 4 det``.
+
+    The product form cancels catastrophically at large variance (``4 s^2`` against ``1 + 4 s``:
+    1% lost at ``s = 1e14`` for identical points); this one is exact for ``s11 = s22 = s12`` and
+    otherwise off only by the rounding of ``det = s11 s22 - s12^2`` (``eps s11 s22``). ``D >= 1``.
+    """
+    return 1.0 + 2.0 * (s11 + s22) + 4.0 * max(s11 * s22 - s12 * s12, 0.0)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _erf_expectations(s11, s22, s12):
+    """``(E[erf(u) erf(v)], E[erf'(u) erf'(v)])`` in closed form (Williams 1997).
+
+    ``E[phi phi] = (2/pi) arcsin(2 s12 / sqrt(A))`` and ``E[phi' phi'] = (4/pi) / sqrt(A - 4 s12^2)``
+    with ``A = (1 + 2 s11)(1 + 2 s22)``. The arcsine is taken as ``atan2(2 s12, sqrt(D))``,
+    ``D = A - 4 s12^2`` from :func:`erf_determinant`, which shares the square root and vectorises.
+
+    Parameters
+    ----------
+    s11, s22 : float
+        Variances, ``>= 0``.
+    s12 : float
+        Covariance.
+
+    Returns
+    -------
+    e_phi, e_dphi : float
+    """
+    root = math.sqrt(erf_determinant(s11, s22, s12))
+    return _TWO_OVER_PI * _arcsine_angle(2.0 * s12, root), _FOUR_OVER_PI / root
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _gelu_expectations(s11, s22, s12):
+    """``(E[gelu(u) gelu(v)], E[gelu'(u) gelu'(v)])`` for ``gelu(x) = x Phi(x)``, in closed form.
+
+    Tsuchida, Pearce, van der Heide, Roosta & Gallagher (2021), "Avoiding kernel fixed points":
+    with ``P = (1 + s11)(1 + s22)``, ``delta^2 = P - s12^2 = 1 + s11 + s22 + det`` and
+    ``alpha = arcsin(s12 / sqrt(P)) = atan2(s12, delta)``::
+
+        E[phi phi]   = s12 / 4 + (s12 alpha + s12^2 / (P delta) + s11 s22 delta / P) / (2 pi)
+        E[phi' phi'] = 1/4 + alpha / (2 pi) + s12 / (2 pi delta) (1 / delta^2 + (2 + s11 + s22) / P)
+
+    (the second is the derivative of the first in ``s12``, Price's theorem). Written with the
+    ratios ``s / (1 + s)`` so that nothing overflows below the accepted variances.
+
+    Parameters
+    ----------
+    s11, s22 : float
+        Variances, ``>= 0``.
+    s12 : float
+        Covariance.
+
+    Returns
+    -------
+    e_phi, e_dphi : float
+    """
+    p1 = 1.0 + s11
+    p2 = 1.0 + s22
+    delta2 = 1.0 + s11 + s22 + max(s11 * s22 - s12 * s12, 0.0)
+    delta = math.sqrt(delta2)
+    alpha = _arcsine_angle(s12, delta)
+    c = s12 / p1 / p2  # s12 / P
+    e_phi = 0.25 * s12 + (s12 * alpha + s12 * c / delta + (s11 / p1) * (s22 / p2) * delta) * _INV_2PI
+    e_dphi = 0.25 + alpha * _INV_2PI + s12 / delta * (1.0 / delta2 + (2.0 + s11 + s22) / p1 / p2) * _INV_2PI
+    return e_phi, e_dphi
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def closed_form_expectations(code, s11, s22, s12):
+    """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for an activation of :data:`CLOSED_FORM_CODES`.
+
+    The one dispatch the per-point recursion and the gradient kernel use; the pair loops call the
+    same functions, one loop per activation so that each vectorises.
+    """
+    if code == RELU:
+        return _relu_expectations(s11, s22, s12)
+    elif code == ERF:
+        return _erf_expectations(s11, s22, s12)
+    elif code == GELU:
+        return _gelu_expectations(s11, s22, s12)
+    return s12, 1.0  # IDENTITY: E[uv] = Sigma12, E[1 * 1] = 1
+
+
+@njit(cache=True, inline="always")
+def next_layer(sw2, sb2, e_phi, e_dphi, theta):
+    """``Sigma^{l+1} = sw2 E[phi phi] + sb2`` and ``Theta^{l+1} = Sigma^{l+1} + sw2 E[phi' phi'] Theta^l``.
+
+    The one update of every path (pairs, points, gradient kernel), so that they round alike.
+    """
+    s = sw2 * e_phi + sb2
+    return s, s + sw2 * e_dphi * theta
+
+
+# ---------------------------------------------------------------------------------------------
+# the logistic family: a scale mixture of closed forms
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _logistic_term(code, q, s12):
+    """One mixture term: the closed form at covariances raised by ``(v1, v2)``, ``q`` their ``det``.
+
+    tanh and sigmoid: ``(atan2(s12, sqrt(q)), 1 / sqrt(q))`` (the sign / step kernel and the
+    Gaussian-bump kernel of ``phi'``); softplus: the arc-cosine pair ``(sqrt(q) + (pi - theta) s12,
+    pi - theta)`` with ``theta = atan2(sqrt(q), s12)``. Constant factors are applied by
+    :func:`_logistic_finish`.
+    """
+    r = math.sqrt(q)
+    if code == SOFTPLUS:
+        rest = _PI - _atan2_upper(r, s12)
+        return r + rest * s12, rest
+    return _arcsine_angle(s12, r), 1.0 / r
+
+
+@njit(cache=True, inline="always")
+def _logistic_finish(code, f, g):
+    """The constant factors of the mixture sums: ``(E[phi phi], E[phi' phi'])``."""
+    if code == TANH:
+        return _TWO_OVER_PI * f, _TWO_OVER_PI * g
+    elif code == SIGMOID:
+        return 0.25 + f * _INV_2PI, g * _INV_2PI
+    return f * _INV_2PI, g * _INV_2PI  # SOFTPLUS
+
+
+@njit(cache=True, error_model="numpy")
+def logistic_expectations_block(code, s11, s22, s12, n, mix_var, mix_w, e_phi, e_dphi, det):
+    """Layer map of tanh, sigmoid or softplus for ``n`` pairs at once: a mixture of closed forms.
+
+    ``E[phi(u) phi(v)] = sum_ab w_a w_b F(s11 + v_a, s22 + v_b, s12)`` and likewise for ``phi'``,
+    where ``F`` is the sign (tanh), step (sigmoid) or arc-cosine (softplus) kernel and ``v_a`` the
+    rule's mixing variances (module docstring). The determinant of the raised covariance is
+    ``v_a v_b + v_a s22 + v_b s11 + det >= v_a v_b > 0``, a sum of non-negative terms. The column
+    loop is innermost, so it vectorises; the terms are summed in the same ``(a, b)`` order for
+    every pair, so a pair and a point with the same covariances get the same bits.
+
+    Parameters
+    ----------
+    code : int
+        TANH, SIGMOID or SOFTPLUS.
+    s11, s22, s12 : ndarray, shape (>= n,)
+        Variances and covariances of the pairs (the same array thrice for points).
+    n : int
+        Number of pairs.
+    mix_var, mix_w : ndarray, shape (K,)
+        Mixing variances and weights, from :func:`ntksolve.kernels._analytic_rules.logistic_mixture_rule`.
+    e_phi, e_dphi : ndarray, shape (>= n,)
+        Outputs.
+    det : ndarray, shape (>= n,)
+        Scratch.
+    """
+    for j in range(n):
+        det[j] = max(s11[j] * s22[j] - s12[j] * s12[j], 0.0)
+        e_phi[j] = 0.0
+        e_dphi[j] = 0.0
+    k = mix_var.shape[0]
+    for a in range(k):
+        va = mix_var[a]
+        wa = mix_w[a]
+        for b in range(k):
+            vb = mix_var[b]
+            w = wa * mix_w[b]
+            vab = va * vb
+            for j in range(n):
+                f, g = _logistic_term(code, vab + va * s22[j] + vb * s11[j] + det[j], s12[j])
+                e_phi[j] += w * f
+                e_dphi[j] += w * g
+    for j in range(n):
+        e_phi[j], e_dphi[j] = _logistic_finish(code, e_phi[j], e_dphi[j])
+
+
+# ---------------------------------------------------------------------------------------------
+# Gauss-Hermite quadrature (on request only)
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def gauss_hermite_diagonal(code, s, nodes, weights):
+    """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u ~ N(0, s)``: the one-dimensional rule.
+
+    The map of a point, and of a pair whose covariances are all equal (:func:`gauss_hermite_expectations`
+    calls this then), so that both round alike.
+    """
+    sd = math.sqrt(s)
+    e_phi = 0.0
+    e_dphi = 0.0
+    for k in range(nodes.shape[0]):
+        u = sd * nodes[k]
+        f = act(code, u)
+        g = dact(code, u)
+        e_phi += weights[k] * f * f
+        e_dphi += weights[k] * g * g
+    return e_phi, e_dphi
+
+
+@njit(cache=True, error_model="numpy")
+def gauss_hermite_expectations(code, s11, s22, s12, wphi_u, wdphi_u, nodes, weights, lo, hi):
+    """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` by two-dimensional Gauss-Hermite quadrature.
+
+    ``u = sqrt(s11) z1`` and ``v = sqrt(s22) (c z1 + sqrt(1 - c^2) z2)`` with ``z1, z2`` independent
+    standard normals and ``c = s12 / sqrt(s11 s22)``; the outer sum runs over ``z1``, whose factor
+    ``w_k phi(u_k)`` depends on one point only and comes precomputed. Equal covariances
+    (``s11 = s22 = s12``, ``u = v``) take the one-dimensional rule of the point itself.
+
+    Parameters
+    ----------
+    code : int
+        Activation code (``ntksolve._jit.activations.ACTIVATION_CODES``).
+    s11, s22 : float
+        Variances, ``>= 0``.
+    s12 : float
+        Covariance.
+    wphi_u, wdphi_u : ndarray, shape (n,)
+        ``weights[k] * phi(sqrt(s11) nodes[k])`` and the same with ``phi'``.
+    nodes, weights : ndarray, shape (n,)
+        Probabilists' Gauss-Hermite rule, weights normalised to sum 1.
+    lo, hi : ndarray of int64, shape (n,)
+        For outer node ``k`` the inner nodes ``lo[k] <= m < hi[k]`` are those with
+        ``weights[k] weights[m]`` above the cut-off.
+
+    Returns
+    -------
+    e_phi, e_dphi : float
+    """
+    if s12 == s11 and s12 == s22:
+        return gauss_hermite_diagonal(code, s11, nodes, weights)
+    root = math.sqrt(s11 * s22)
+    c = s12 / root if root > 0.0 else 0.0  # a zero variance: u or v is constant, c is irrelevant
+    c = min(max(c, -1.0), 1.0)
+    sd2 = math.sqrt(s22)
+    a = sd2 * c
+    b = sd2 * math.sqrt((1.0 - c) * (1.0 + c))  # (1-c)(1+c), not 1-c^2: no cancellation near |c|=1
+    e_phi = 0.0
+    e_dphi = 0.0
+    for k in range(nodes.shape[0]):
+        base = a * nodes[k]
+        inner_phi = 0.0
+        inner_dphi = 0.0
+        for m in range(lo[k], hi[k]):
+            v = base + b * nodes[m]
+            inner_phi += weights[m] * act(code, v)
+            inner_dphi += weights[m] * dact(code, v)
+        e_phi += wphi_u[k] * inner_phi
+        e_dphi += wdphi_u[k] * inner_dphi
+    return e_phi, e_dphi
+
+
+__all__ = ["closed_form_expectations", "erf_determinant", "next_layer", "logistic_expectations_block",
+           "gauss_hermite_diagonal", "gauss_hermite_expectations", "CLOSED_FORM_CODES",
+           "LOGISTIC_CODES", "BOUNDED_CODES"]

@@ -1,0 +1,257 @@
+"""How the analytic kernels evaluate a layer: the method, its rule, and the accepted variances.
+
+Private, plain Python (nothing here is compiled): :mod:`ntksolve.kernels.analytic` chooses the
+method (:func:`_method`), builds its rule (:func:`gauss_hermite_rule`, :func:`logistic_mixture_rule`)
+and runs the per-point recursion with its range check (:func:`_diag_pieces`) before any pair is
+computed; the layer maps themselves are the numba kernels of :mod:`ntksolve._jit.expectations`.
+
+Gauss-Hermite quadrature is only on request; its order adapts to the variance (``GH_ORDER_*`` in
+``ntksolve._config``), and variances its capped order cannot integrate to 1e-8 are refused.
+
+Accepted range: every variance at most ``ANALYTIC_MAX_VARIANCE`` (products of two stay finite), and
+``ANALYTIC_MAX_VARIANCE_BOUNDED`` for erf, tanh and sigmoid, whose NTK at a nearly parallel pair
+hangs on ``det``, which rounding perturbs by ``eps S^2``; beyond, :func:`_check_variances` raises a
+ValueError naming the scale and the fix.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from ntksolve._config import (  # tunables live in the config module; reasons there
+    ANALYTIC_MAX_VARIANCE as _MAX_VARIANCE,
+    ANALYTIC_MAX_VARIANCE_BOUNDED as _MAX_VARIANCE_BOUNDED,
+    GH_PAIR_WEIGHT_CUTOFF as _GH_PAIR_WEIGHT_CUTOFF,
+    GH_ORDER_BASE as _ORDER_BASE,
+    GH_ORDER_PER_VARIANCE as _ORDER_PER_VARIANCE,
+    GH_ORDER_PER_VARIANCE_TANH as _ORDER_PER_VARIANCE_TANH,
+    GH_ORDER_MAX as _ORDER_MAX,
+    LOGISTIC_MIXTURE_NODES as _MIXTURE_NODES,
+)
+from ntksolve._jit.activations import ACTIVATION_CODES, ERF, TANH
+from ntksolve._jit.analytic import CLOSED, GAUSS_HERMITE, MIXTURE, _diagonal_recursion, _squared_norms
+from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES
+
+_NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _gauss_hermite_rule_cached(order):
+    from numpy.polynomial.hermite_e import hermegauss
+
+    nodes, weights = hermegauss(order)  # weight exp(-z^2 / 2): z is directly a standard normal
+    weights = weights / weights.sum()  # sum is sqrt(2 pi); normalise so the rule is an expectation
+    keep = weights[:, None] * weights[None, :] > _GH_PAIR_WEIGHT_CUTOFF
+    # the weights fall off monotonically from the centre, so each kept range is contiguous
+    lo = np.argmax(keep, axis=1).astype(np.int64)
+    hi = (order - np.argmax(keep[:, ::-1], axis=1)).astype(np.int64)
+    hi[~keep.any(axis=1)] = lo[~keep.any(axis=1)]
+    for arr in (nodes, weights, lo, hi):
+        arr.setflags(write=False)
+    return nodes, weights, lo, hi
+
+
+def gauss_hermite_rule(order):
+    """The probabilists' Gauss-Hermite rule of the quadrature method.
+
+    Parameters
+    ----------
+    order : int
+        Nodes per dimension.
+
+    Returns
+    -------
+    nodes, weights : ndarray, shape (order,)
+        ``E[f(z)] ~ sum_k weights[k] f(nodes[k])`` for ``z ~ N(0, 1)``; weights sum to 1.
+    lo, hi : ndarray of int64, shape (order,)
+        Inner-node ranges of the 2-D rule: pairs ``(k, m)`` with ``lo[k] <= m < hi[k]`` are those
+        whose product weight exceeds the cut-off.
+    """
+    order = int(order)
+    if order < 1:
+        raise ValueError(f"quadrature order must be a positive integer, got {order}")
+    # fresh writable copies: numba compiles read-only arrays as a different type
+    return tuple(a.copy() for a in _gauss_hermite_rule_cached(order))
+
+
+def _kolmogorov_density(k):
+    """Density of the Kolmogorov distribution (the limit law of ``sqrt(n) D_n``), ``k > 0``.
+
+    Two theta-function series, each where it converges fast: ``8 k sum (-1)^{j-1} j^2 e^{-2 j^2 k^2}``
+    for ``k >= 0.6``, and the derivative of ``sqrt(2 pi) / k sum_j e^{-(2j-1)^2 pi^2 / (8 k^2)}`` below.
+    """
+    k = np.asarray(k, dtype=float)
+    out = np.empty_like(k)
+    j = np.arange(1, 41, dtype=float)[:, None]
+    big = k >= 0.6
+    kb = k[big][None, :]
+    out[big] = 8.0 * kb[0] * np.sum((-1.0) ** (j - 1) * j**2 * np.exp(-2.0 * j**2 * kb**2), axis=0)
+    ks = k[~big][None, :]
+    m2 = ((2.0 * j - 1.0) * np.pi) ** 2
+    e = np.exp(-m2 / (8.0 * ks**2))
+    out[~big] = math.sqrt(2.0 * math.pi) * np.sum(e * (m2 / (4.0 * ks**4) - 1.0 / ks**2), axis=0)
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _kolmogorov_rule(n):
+    """The ``n``-node Gauss rule of the Kolmogorov distribution: ``E[f(K)] ~ sum_a w_a f(K_a)``.
+
+    The Stieltjes procedure on a fine discretisation of the density (160 Gauss-Legendre panels
+    of 80 nodes on ``[0.04, 6.5]``; the mass outside is below 1e-30), then Golub-Welsch.
+    """
+    from numpy.polynomial.legendre import leggauss
+    from scipy.linalg import eigh_tridiagonal
+
+    z, w = leggauss(80)
+    edges = np.linspace(0.04, 6.5, 161)
+    half = 0.5 * np.diff(edges)[:, None]
+    x = (half * z[None, :] + 0.5 * (edges[1:] + edges[:-1])[:, None]).ravel()
+    mass = (half * w[None, :]).ravel() * _kolmogorov_density(x)
+    alpha = np.empty(n)
+    beta = np.empty(n)
+    p_prev = np.zeros_like(x)
+    p = np.ones_like(x)
+    norm_prev = 1.0
+    for k in range(n):
+        norm = np.sum(mass * p * p)
+        alpha[k] = np.sum(mass * x * p * p) / norm
+        beta[k] = norm / norm_prev if k > 0 else norm
+        p, p_prev = (x - alpha[k]) * p - (beta[k] if k > 0 else 0.0) * p_prev, p
+        norm_prev = norm
+    nodes, vectors = eigh_tridiagonal(alpha, np.sqrt(beta[1:]))
+    weights = beta[0] * vectors[0] ** 2
+    weights /= weights.sum()
+    for arr in (nodes, weights):
+        arr.setflags(write=False)
+    return nodes, weights
+
+
+def logistic_mixture_rule(code, n_nodes=None):
+    """Mixing variances and weights of the logistic-family layer maps.
+
+    ``sigmoid(x) = E_K[Phi(x / 2K)]`` with ``K`` Kolmogorov-distributed, so tanh mixes sign
+    functions of ``u + K z`` (``v = K^2``) and sigmoid, softplus step and relu functions of
+    ``u + 2K z`` (``v = 4 K^2``).
+
+    Parameters
+    ----------
+    code : int
+        TANH, SIGMOID or SOFTPLUS.
+    n_nodes : int, optional
+        Nodes of the Kolmogorov rule; default ``LOGISTIC_MIXTURE_NODES``.
+
+    Returns
+    -------
+    mix_var, mix_w : ndarray, shape (n_nodes,)
+        ``v_a`` and ``w_a`` (weights summing to 1).
+    """
+    k, w = _kolmogorov_rule(int(n_nodes or _MIXTURE_NODES))
+    v = k * k if int(code) == TANH else 4.0 * k * k
+    return v, w.copy()
+
+
+def _empty_rule():
+    return np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+
+def _method(code, force_quadrature, quad_order):
+    """CLOSED, MIXTURE, or GAUSS_HERMITE when forced (any activation) or an order is given (not for
+    the closed forms, which ignore it)."""
+    if force_quadrature or (quad_order is not None and code not in CLOSED_FORM_CODES):
+        return GAUSS_HERMITE
+    return MIXTURE if code in LOGISTIC_CODES else CLOSED
+
+
+def _order_slope(code):
+    return _ORDER_PER_VARIANCE_TANH if code == TANH else _ORDER_PER_VARIANCE
+
+
+def _adaptive_order(max_variance, code=ERF):
+    """Gauss-Hermite nodes per dimension for variances up to ``max_variance`` (see ``GH_ORDER_BASE``)."""
+    slope = _order_slope(code)
+    return int(min(_ORDER_MAX, _ORDER_BASE + math.ceil(slope * max(max_variance, 1.0))))
+
+
+def _check_variances(variances, X, code, weight_std):
+    """ValueError, naming the scale and the fix, if a variance leaves the accepted range."""
+    limit = _MAX_VARIANCE_BOUNDED if code in BOUNDED_CODES else _MAX_VARIANCE
+    ok = variances <= limit  # False for inf and NaN too
+    if ok.all():
+        return
+    layer, row = (int(v) for v in np.argwhere(~ok)[0])
+    name = _NAMES.get(code, str(code))
+    value = float(variances[layer, row])
+    if layer == 0:
+        raise ValueError(
+            f"inputs too large for the analytic {name} kernel: row {row} has entries up to "
+            f"{np.abs(X[row]).max():.3g} in magnitude, so its first-layer pre-activation variance weight_std^2 |x|^2 / d + bias_std^2 is {value:.3g}, "
+            f"above {limit:.0e}, the largest for which the {name} kernel is accurate in float64. "
+            "Standardise the features (e.g. sklearn.preprocessing.StandardScaler) or lower weight_std"
+        )
+    raise ValueError(
+        f"the pre-activation variance of the analytic {name} kernel grows to {value:.3g} at layer "
+        f"{layer + 1} (row {row}), above {limit:.0e}, the largest for which it is accurate in float64; "
+        f"lower weight_std (now {weight_std:.3g}) or the depth, or standardise the features"
+    )
+
+
+def _diag_pieces(X, depth, code, weight_std, bias_std, method, quad_order):
+    """Per-point recursion, range check, and the rule that goes with the method.
+
+    With Gauss-Hermite and ``quad_order=None`` the order adapts to the largest variance the rule
+    must integrate over (``variances[:depth]``); since those variances themselves come from the
+    rule, the order is raised and the (cheap, 1-D) recursion redone until it suffices. Variances
+    beyond what the capped order integrates to 1e-8 are refused.
+
+    Returns
+    -------
+    variances : ndarray, shape (depth + 1, N)
+    ntk_diag, sq : ndarray, shape (N,)
+    rule : tuple of 4 arrays
+        ``(nodes, weights, lo, hi)``: Gauss-Hermite, mixture (``lo``, ``hi`` empty) or all empty.
+    order : int
+        Gauss-Hermite order, else 0.
+    """
+    sq = _squared_norms(X)
+    d = X.shape[1]
+    sw2 = float(weight_std) ** 2
+    sb2 = float(bias_std) ** 2
+    if method != GAUSS_HERMITE:
+        if method == MIXTURE:
+            mix_var, mix_w = logistic_mixture_rule(code)
+            rule = (mix_var, mix_w, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        else:
+            rule = _empty_rule()
+        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, method, sw2, sb2, rule[0], rule[1])
+        _check_variances(variances, X, code, weight_std)
+        return variances, ntk_diag, sq, rule, 0
+    # first layer checked before it sizes the rule (an infinite variance has no order)
+    _check_variances((sw2 / d * sq + sb2)[None, :], X, code, weight_std)
+    order = int(quad_order) if quad_order is not None else _adaptive_order(sw2 * sq.max() / d + sb2, code)
+    while True:
+        rule = gauss_hermite_rule(order)
+        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, GAUSS_HERMITE, sw2, sb2,
+                                                  rule[0], rule[1])
+        if quad_order is not None or depth == 0:
+            break
+        needed = _adaptive_order(variances[:depth].max(), code)
+        if needed <= order:
+            break
+        order = needed
+    _check_variances(variances, X, code, weight_std)
+    if quad_order is None and depth > 0:
+        limit = (_ORDER_MAX - _ORDER_BASE) / _order_slope(code)
+        if variances[:depth].max() > limit:
+            name = _NAMES.get(code, str(code))
+            raise ValueError(
+                f"pre-activation variances reach {variances[:depth].max():.3g}: the Gauss-Hermite rule, "
+                f"capped at {_ORDER_MAX} nodes per dimension, integrates {name} to 1e-8 only up to "
+                f"{limit:.3g}. Scale the inputs or weight_std down, or use the default method"
+            )
+    return variances, ntk_diag, sq, rule, order
+
+
+__all__ = ["gauss_hermite_rule", "logistic_mixture_rule", "CLOSED", "MIXTURE", "GAUSS_HERMITE"]
