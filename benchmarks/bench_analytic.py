@@ -30,7 +30,6 @@ from ntksolve.kernels import _analytic_rules as kr  # noqa: E402
 from ntksolve.kernels import analytic as ka  # noqa: E402
 from ntksolve._jit.activations import ACTIVATION_CODES  # noqa: E402
 
-NT_REFERENCE_4096 = 1.03  # s, neural-tangents 0.6.x, JAX on CPU, this machine (issue 2)
 D, DEPTH = 32, 3
 
 _COMPILE_SNIPPET = """
@@ -90,10 +89,7 @@ def main():
         ref = best_time(lambda: reference_kernels(X, X, DEPTH, "relu", 1.0, 0.1, symmetric=True),
                         repeat=1, warmup=0)
         nt = run_peer(nt_python, _NT_SNIPPET.format(depth=DEPTH, n=n, d=D)) if nt_python else None
-        if nt is None and n == 4096:
-            nt, nt_note = NT_REFERENCE_4096, "(issue 2 figure)"
-        else:
-            nt_note = "(run now)" if nt is not None else ""
+        nt_note = "(run now)" if nt is not None else "(not built: bash benchmarks/make_peers.sh)"
         rows.append((f"relu N={n}", ours, ref, nt, nt_note))
     # quadrature: inputs on the sphere |x|^2 = d, so every variance is ~1 (adaptive order 101 for tanh)
     n_q = 128 if args.quick else 256

@@ -1,5 +1,5 @@
 """Slow, obviously correct numpy references for the jitted network code (house rule: a reference
-beside every fast kernel). Written from CONVENTIONS.md, independent of ntksolve's own code paths."""
+beside every fast kernel). Written from docs/conventions.md, independent of ntksolve's own code paths."""
 import numpy as np
 from scipy.special import erf, expit, log_expit  # noqa: F401
 from scipy.stats import norm

@@ -1,4 +1,4 @@
-"""Slow, obviously correct reference for ``ntksolve._jit.analytic``: the recursion of CONVENTIONS.md
+"""Slow, obviously correct reference for ``ntksolve._jit.analytic``: the recursion of docs/conventions.md
 written straightforwardly in numpy, one ``N1 x N2`` array per quantity per layer.
 
 Independent of the numba code on purpose: activations from numpy/scipy (not ``_jit.activations``),
