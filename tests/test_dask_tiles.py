@@ -295,6 +295,12 @@ def test_options_travel_with_the_solver_and_are_checked_before_tiles(small, monk
         D.fit_tiled(NET, X, y, chunks=100, method=42)
     with pytest.raises(ValueError, match="diag_reg"):
         D.fit_tiled(NET, X, y, chunks=100, diag_reg=-1.0)
+    # the estimators' method names: the dense-only ones are refused with chunks, naming the alternative
+    from ntksolve.sklearn import _solve
+
+    with pytest.raises(ValueError, match="method='eigh' decomposes.*use method='auto'"):
+        _solve.fit_tiled(NET, X, y, params=None, t=np.inf, learning_rate=1.0, diag_reg=0.1, dynamics="continuous",
+                         fx_train_0=np.zeros_like(y), chunks=100, scheduler="sync", dtype=None, method="eigh")
 
 
 # ---------------------------------------------------------------------------------------------
