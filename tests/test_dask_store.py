@@ -28,6 +28,9 @@ from ntksolve.dask.lock import lock_path, read_lock  # noqa: E402
 from ntksolve.dask.runner import _Runner  # noqa: E402
 from ntksolve.dask.checksums import _tile_states  # noqa: E402
 from ntksolve.dask.store import _open_layout  # noqa: E402
+from ntksolve.dynamics import ConjugateGradient, Nystrom  # noqa: E402
+
+CG12 = ConjugateGradient(tol=1e-12, preconditioner=Nystrom())
 
 NET = ntksolve.MLP((512, 512), activation="relu", bias_std=0.1)
 
@@ -101,8 +104,8 @@ def test_zarr_store_resumes_and_computes_only_missing_tiles(client, tmp_path):
     np.testing.assert_array_equal(stored, fresh.kernel.compute(scheduler="threads"))
     # and the solver reads its tiles from the store: same answer as computing them
     _, y = _data(900)
-    a = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, store=path, scheduler=client, tol=1e-12)
-    b = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, scheduler=client, tol=1e-12)
+    a = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, store=path, scheduler=client, method=CG12)
+    b = D.fit_tiled(NET, X, y, diag_reg=1e-3, chunks=256, scheduler=client, method=CG12)
     np.testing.assert_array_equal(a.coef, b.coef)
 
 

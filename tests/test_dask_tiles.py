@@ -22,6 +22,7 @@ import ntksolve  # noqa: E402
 import ntksolve.dask as D  # noqa: E402
 from ntksolve.dask.runner import _limit_task_threads, _Runner  # noqa: E402
 from ntksolve._jit.tiles import symmetric_tile_products, tile_products  # noqa: E402
+from ntksolve.dynamics import ConjugateGradient, Krylov, Nystrom  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -152,11 +153,15 @@ def problem():
 def test_cg_matches_eigh_at_t_inf(client, problem):
     X, y, Xt, K, Kt = problem
     _, test_ref = _eigh_reference(K, Kt, y, diag_reg=1e-2, t=np.inf)
-    fit = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=700, scheduler=client, tol=1e-10, n_landmarks=300)
+    fit = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=700, scheduler=client,
+                      method=ConjugateGradient(tol=1e-10, preconditioner=Nystrom(300)))
     assert fit.info["method"] == "cg" and fit.info["converged"]
     assert fit.info["residuals"].max() <= 1e-9
     assert _rel(fit.predict(Xt, scheduler=client), test_ref) <= 1e-8
-    np.testing.assert_array_equal(fit.fx_train, y)  # t = inf on the train inputs: the targets
+    # t = inf on the train inputs: the targets. Not bitwise: the operator path returns
+    # f_0 + A x with x the CG solution of A x = r (the dynamics' one formula for any kernel),
+    # which is y to the CG residual, |A x - r| <= 1e-9 |r| per column here.
+    np.testing.assert_allclose(fit.fx_train, y, rtol=0, atol=1e-9 * np.abs(y).max() * np.sqrt(len(y)))
 
 
 def test_lanczos_matches_eigh_at_finite_t(client, problem):
@@ -210,6 +215,95 @@ def test_float32_tiles_are_the_rounded_kernel_applied_exactly(problem):
 
 
 # ---------------------------------------------------------------------------------------------
+# one dynamics: the tiled fit is gradient_descent_mse on the tiled operator
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small():
+    X, y = _data(240, seed=4)
+    Xt, _ = _data(60, seed=5)
+    return X, y, Xt, ntksolve.analytic_kernels(NET, X).ntk, ntksolve.analytic_kernels(NET, Xt, X).ntk
+
+
+@pytest.mark.parametrize("t, dynamics", [(30.0, "continuous"), (np.inf, "continuous"), (40, "discrete"),
+                                         (np.inf, "discrete")])
+def test_tiled_equals_in_memory_dynamics(small, t, dynamics):
+    """The reference is the in-memory eigendecomposition path of ntksolve.dynamics (a second method)."""
+    from ntksolve.dynamics import gradient_descent_mse
+
+    X, y, Xt, K, Kt = small
+    f0 = 0.1 * np.cos(X[:, :2])
+    train_ref, test_ref = gradient_descent_mse(K, y, 3.0, diag_reg=1e-3, dynamics=dynamics, method="eigh")(
+        t, f0, np.zeros((60, 2)), Kt)
+    method = ConjugateGradient(tol=1e-12, preconditioner=Nystrom(100)) if np.isinf(t) else Krylov(tol=1e-12)
+    fit = D.fit_tiled(NET, X, y, t=t, learning_rate=3.0, diag_reg=1e-3, dynamics=dynamics, fx_train_0=f0,
+                      chunks=100, scheduler="threads", method=method)
+    assert fit.info["method"] == ("cg" if np.isinf(t) else "lanczos") and fit.info["converged"]
+    assert _rel(fit.fx_train, train_ref) <= 1e-8
+    assert _rel(fit.predict(Xt, scheduler="threads"), test_ref) <= 1e-8
+
+
+@pytest.mark.parametrize("factor", [2.0, 3.0])
+def test_tiled_discrete_divergence_is_the_in_memory_error(small, factor):
+    """Above the critical rate 2Nk/lambda_max the tiled fit refuses exactly as in memory (before,
+    it returned |f| ~ 1e3 .. 1e34 silently); allow_divergence=True warns and computes the same."""
+    from ntksolve.dynamics import DivergenceWarning, critical_learning_rate, gradient_descent_mse
+
+    X, y, _, K, _ = small
+    lr = factor * critical_learning_rate(K, 2)
+    with pytest.raises(ValueError, match="critical learning rate") as mem:
+        gradient_descent_mse(K, y, lr, dynamics="discrete")
+    with pytest.raises(ValueError, match="critical learning rate") as tiled:
+        D.fit_tiled(NET, X, y, t=50, learning_rate=lr, dynamics="discrete", chunks=100, scheduler="threads")
+    assert str(tiled.value) == str(mem.value)
+    with pytest.warns(DivergenceWarning, match="diverges"):
+        fit = D.fit_tiled(NET, X, y, t=50, learning_rate=lr, dynamics="discrete", chunks=100, scheduler="threads",
+                          allow_divergence=True)
+    with pytest.warns(DivergenceWarning):
+        ref = gradient_descent_mse(K, y, lr, dynamics="discrete", method="eigh", allow_divergence=True)(50, np.zeros_like(y))
+    assert np.abs(ref).max() > 1e10  # it does diverge
+    assert _rel(fit.fx_train, ref) <= 1e-8
+
+
+def test_t_inf_without_ridge_on_duplicated_rows_is_the_pseudo_inverse(small):
+    """diag_reg = 0 and repeated inputs: a singular kernel. In memory eigh gives Theta* Theta^+ r (the
+    minimum-norm interpolant); the tiled fit (default solver: Lanczos, null Ritz values dropped)
+    gives the same within its tolerance, where it used to raise LinAlgError."""
+    from ntksolve.dynamics import gradient_descent_mse
+
+    X, y, Xt, *_ = small
+    Xd = np.concatenate([X[:120], X[:120]])
+    yd = np.random.default_rng(3).standard_normal((240, 2))  # inconsistent targets on the copies
+    K, Kt = ntksolve.analytic_kernels(NET, Xd).ntk, ntksolve.analytic_kernels(NET, Xt, Xd).ntk
+    train_ref, test_ref = gradient_descent_mse(K, yd, method="eigh")(np.inf, np.zeros_like(yd), np.zeros((60, 2)), Kt)
+    fit = D.fit_tiled(NET, Xd, yd, chunks=100, scheduler="threads")
+    assert fit.info["method"] == "lanczos" and fit.info["converged"]
+    assert _rel(fit.fx_train, train_ref) <= 1e-8  # the mean of each pair of copies, not yd
+    assert _rel(fit.fx_train[:120], (yd[:120] + yd[120:]) / 2) <= 1e-8
+    assert _rel(fit.predict(Xt, scheduler="threads"), test_ref) <= 1e-8
+
+
+def test_options_travel_with_the_solver_and_are_checked_before_tiles(small, monkeypatch):
+    X, y, *_ = small
+    monkeypatch.setattr(D.fit, "TiledKernelOperator", lambda *a, **k: pytest.fail("tiles built before the check"))
+    with pytest.raises(TypeError, match="tol"):
+        D.fit_tiled(NET, X, y, chunks=100, tol=1e-8)  # the old loose keyword: now ConjugateGradient(tol=...)
+    with pytest.raises(ValueError, match="integer"):
+        D.fit_tiled(NET, X, y, t=2.5, dynamics="discrete", chunks=100)
+    with pytest.raises(ValueError, match="one time"):
+        D.fit_tiled(NET, X, y, t=[1.0, 2.0], chunks=100)
+    with pytest.raises(TypeError, match="method must be"):
+        D.fit_tiled(NET, X, y, chunks=100, method=42)
+    with pytest.raises(ValueError, match="diag_reg"):
+        D.fit_tiled(NET, X, y, chunks=100, diag_reg=-1.0)
+    # the estimators' method names: the dense-only ones are refused with chunks, naming the alternative
+    from ntksolve.sklearn import _solve
+
+    with pytest.raises(ValueError, match="method='eigh' decomposes.*use method='auto'"):
+        _solve.fit_tiled(NET, X, y, params=None, t=np.inf, learning_rate=1.0, diag_reg=0.1, dynamics="continuous",
+                         fx_train_0=np.zeros_like(y), chunks=100, scheduler="sync", dtype=None, method="eigh")
+
+
+# ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
@@ -253,12 +347,15 @@ def test_unreachable_scheduler_fails_fast_naming_it():
         D.fit_tiled(NET, X, y, chunks=50, scheduler="gpu-please")
 
 
+CG12 = ConjugateGradient(tol=1e-12, preconditioner=Nystrom())
+
+
 def test_scheduler_by_address_gives_the_same_answer(client, problem):
     X, y, Xt, *_ = problem
     X, y = X[:500], y[:500]
-    by_client = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler=client, tol=1e-12)
-    by_address = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler=client.scheduler.address, tol=1e-12)
-    threads = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler="threads", tol=1e-12)
+    by_client = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler=client, method=CG12)
+    by_address = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler=client.scheduler.address, method=CG12)
+    threads = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=200, scheduler="threads", method=CG12)
     np.testing.assert_array_equal(by_client.coef, by_address.coef)
     np.testing.assert_array_equal(by_client.coef, threads.coef)
     np.testing.assert_array_equal(by_address.predict(Xt[:50]), threads.predict(Xt[:50], scheduler="threads"))
@@ -271,8 +368,9 @@ def test_worker_killed_mid_solve_does_not_change_the_answer(client, problem):
     X, y, Xt, *_ = problem
     X, y = X[:1200], y[:1200]
     spec = D.KernelSpec(NET)
+    cg = ConjugateGradient(tol=1e-8, preconditioner=Nystrom(200))
     with D.TiledKernelOperator(spec, X, chunks=400, scheduler=client) as op:
-        undisturbed, _, _ = D.solve_tiled(op, y, diag_reg=1e-2, tol=1e-8, n_landmarks=200)
+        undisturbed, _, _ = D.solve_tiled(op, y, diag_reg=1e-2, method=cg)
     with D.TiledKernelOperator(spec, X, chunks=400, scheduler=client) as op:
         pids = client.run(os.getpid)
         holders = {w for fut in distributed.futures_of(list(op._tiles.values()))
@@ -288,7 +386,7 @@ def test_worker_killed_mid_solve_does_not_change_the_answer(client, problem):
             return matmat(V)
 
         op.matmat = matmat_then_kill
-        disturbed, _, info = D.solve_tiled(op, y, diag_reg=1e-2, tol=1e-8, n_landmarks=200)
+        disturbed, _, info = D.solve_tiled(op, y, diag_reg=1e-2, method=cg)
     assert calls["n"] > 3 and info["converged"]
     np.testing.assert_array_equal(disturbed, undisturbed)
 

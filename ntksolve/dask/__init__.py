@@ -14,8 +14,9 @@ never imports this package.
   repaired on request; one writer at a time (:mod:`~ntksolve.dask.lock`).
 - :mod:`~ntksolve.dask.operator`: :class:`TiledKernelOperator`, the train kernel through its
   products, and the streamed test-side :class:`TiledCrossOperator`.
-- :mod:`~ntksolve.dask.fit`: :func:`fit_tiled` / :func:`solve_tiled` -> :class:`TiledFit`, the
-  training dynamics from those products.
+- :mod:`~ntksolve.dask.fit`: :func:`fit_tiled` / :func:`solve_tiled` -> :class:`TiledFit`:
+  :func:`ntksolve.dynamics.gradient_descent_mse` on the tiled operator (solver options travel
+  with ``method=ConjugateGradient(...)`` or ``Krylov(...)``).
 """
 from ntksolve.dask.chunks import resolve_chunks
 from ntksolve.dask.fit import TiledFit, fit_tiled, solve_tiled

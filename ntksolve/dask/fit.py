@@ -1,51 +1,132 @@
 """Training in closed form from tiled kernel products: :func:`fit_tiled`, :func:`solve_tiled`, :class:`TiledFit`.
 
-The linearised training dynamics of ``docs/conventions.md`` on a :class:`TiledKernelOperator`:
-``t = inf`` (kernel regression) by conjugate gradients (:mod:`ntksolve.dynamics.cg`) with a Nyström
-preconditioner (:mod:`ntksolve.dynamics.nystrom`); finite ``t`` by the Lanczos process of
-:mod:`ntksolve.dynamics.krylov` with the mode coefficients of :mod:`ntksolve.dynamics.spectral`.
-Only the products are tiled; the solvers are the in-memory ones.
+The tiled train kernel (:class:`TiledKernelOperator`) is a kernel operator of
+:mod:`ntksolve.dynamics.operator`, so it trains through the one in-memory entry point,
+:func:`ntksolve.dynamics.gradient_descent_mse`: the same validation, the same divergence check,
+the same solvers and their options (``method=ConjugateGradient(...)`` or ``Krylov(...)``). Only the
+products are tiled; nothing here re-implements the dynamics.
+
+What a tiled fit keeps is the coefficient vector ``h_t(Θ) r`` on the training inputs (so that test
+predictions need only streamed test-side products, and a saved model needs no kernel): the
+predictor computes it in the same solve as the train outputs, as its test side with the identity
+as the "test–train kernel" (:class:`_Coefficients`).
 """
 from __future__ import annotations
 
 import math
 import time
-import warnings
-from typing import Optional, Tuple
 
 import numpy as np
 
-from ntksolve._config import DEFAULT_CG_TOL, DEFAULT_LANDMARKS, KRYLOV_TOL
-from ntksolve.dask.operator import TiledKernelOperator, _stream_cross
+from ntksolve._config import DEFAULT_CG_TOL
+from ntksolve._validation import as_real_array, check_diag_reg, check_finite, ridge_shift
+from ntksolve.dask.operator import TiledCrossOperator, TiledKernelOperator
 from ntksolve.dask.runner import _Runner
 from ntksolve.dask.spec import KernelSpec
-from ntksolve.dynamics.cg import preconditioned_cg
-from ntksolve.dynamics.krylov import lanczos_function_products
+from ntksolve.dynamics import ConjugateGradient, Krylov, Nystrom, gradient_descent_mse
 from ntksolve.dynamics.rules import resolve_rule
-from ntksolve.dynamics.spectral import null_mask as _null_mask
+from ntksolve.dynamics.solvers import resolve_solver
 from ntksolve.nets.mlp import MLP
+
+#: Products at most of the default conjugate-gradient solve (the solver's own default is ``N``):
+#: each product is a pass over every tile of the cluster, so a solve that has not converged in
+#: 1000 preconditioned iterations warns (raise ``diag_reg``, landmarks or ``max_iter``) instead of
+#: running for hours at ``N = 50 000``.
+DEFAULT_CG_MAX_ITER = 1000
+
+#: ``info["method"]`` of a tiled fit, by the name of the solver that ran.
+_INFO_METHOD = {"cg": "cg", "krylov": "lanczos"}
+
+
+def default_method(t, diag_reg=0.0):
+    """The solver a tiled fit uses unless given one.
+
+    ``t = inf`` with a ridge: conjugate gradients with a Nyström preconditioner (one pass over
+    the tiles per iteration, tens of iterations). Otherwise ``Krylov()``: finite times, and
+    ``t = inf`` without a ridge, where the kernel may be singular (duplicated inputs) and the
+    Lanczos form of CG, which drops the null Ritz values, gives the pseudo-inverse answer of the
+    in-memory eigendecomposition (a Nyström preconditioner needs a ridge to be well scaled).
+
+    Parameters
+    ----------
+    t : float
+    diag_reg : float, default 0.0
+
+    Returns
+    -------
+    ConjugateGradient or Krylov
+        ``ConjugateGradient(DEFAULT_CG_TOL, DEFAULT_CG_MAX_ITER, Nystrom())`` (``Nystrom()``:
+        ``min(N, DEFAULT_LANDMARKS)`` landmarks, seed 0), or ``Krylov()``.
+    """
+    if math.isinf(t) and diag_reg > 0:
+        return ConjugateGradient(tol=DEFAULT_CG_TOL, max_iter=DEFAULT_CG_MAX_ITER, preconditioner=Nystrom())
+    return Krylov()
+
+
+class _Instrumented:
+    """The train operator as the solvers see it, counting its products and timing its preconditioner.
+
+    Products are float64 whatever the tiles' storage dtype, so that is the dtype it declares.
+    ``matmat`` is looked up on the operator at each call (a caller may have replaced it).
+    """
+
+    def __init__(self, op):
+        self.op = op
+        self.shape = tuple(op.shape)
+        self.dtype = np.dtype(np.float64)
+        self.products = 0
+        self.preconditioner_seconds = None
+        self.n_landmarks = 0
+
+    def matmat(self, V):
+        self.products += 1
+        return self.op.matmat(V)
+
+    def diagonal(self):
+        return self.op.diagonal()
+
+    def nystrom(self, landmarks, mu):
+        t0 = time.perf_counter()
+        precond = self.op.nystrom(landmarks, mu)
+        self.preconditioner_seconds = time.perf_counter() - t0
+        self.n_landmarks = len(landmarks)
+        return precond
+
+
+class _Coefficients:
+    """The identity as a test–train operator ``(N, N)``: the predictor's test side is then ``h_t(Θ) r``."""
+
+    def __init__(self, n):
+        self.shape = (n, n)
+
+    def matmat(self, V):
+        return V
 
 
 class TiledFit:
     """The trained predictor of :func:`fit_tiled`: coefficients on the training inputs.
 
-    Test predictions are ``fx_test_0 + Theta(X_test, X_train) coef``, streamed tile by tile.
+    Test predictions are ``fx_test_0 + Theta(X_test, X_train) coef``, streamed tile by tile
+    (:class:`TiledCrossOperator`).
 
     Attributes
     ----------
     spec : KernelSpec
     X_train : ndarray, shape (N, d)
     coef : ndarray, shape (N, k), float64
-        ``(Theta + mu I)^{-1} (I - E_t) (y - f_0)`` (``t = inf``: ``(Theta + mu I)^{-1} (y - f_0)``).
+        ``h_t(A) r = A^{-1} (I - E_t) r`` with ``A = Theta + mu I``, ``r = y - f_0`` (``t = inf``:
+        ``A^+ r``).
     fx_train : ndarray, shape (N, k) or (N,)
-        Predictions on the training inputs at time ``t``: ``y + E_t (f_0 - y)``.
+        Predictions on the training inputs at time ``t``: ``f_0 + (I - E_t) r`` (``t = inf``:
+        ``f_0 + A A^+ r``, which is ``y`` to the solver's tolerance for an invertible ``A``).
     t, learning_rate, diag_reg, dynamics, mu
         The problem solved; ``mu = diag_reg * mean(diag Theta)``.
     chunks : int
         Test tile edge used by :meth:`predict`.
     info : dict
-        ``method`` ("cg" or "lanczos"), ``iterations``, ``converged``, residuals or changes,
-        ``setup_seconds`` (tiles), ``solve_seconds``, ``n_landmarks``.
+        ``method`` ("cg" or "lanczos"), ``iterations``, ``converged``, ``products`` (passes over
+        the tiles, the divergence check's included), residuals (CG) or Ritz extremes (Lanczos),
+        ``setup_seconds`` (tiles), ``solve_seconds``, ``preconditioner_seconds``, ``n_landmarks``.
     """
 
     def __init__(self, spec, X_train, coef, fx_train, *, t, learning_rate, diag_reg, dynamics, mu, chunks,
@@ -84,145 +165,107 @@ class TiledFit:
         ndarray, shape (M, k) or (M,) like ``y_train``
         """
         Xt = self.spec.prepare(X_test, "X_test", n_features=self.X_train.shape[1])
+        M, k = Xt.shape[0], self.coef.shape[1]
+        f0 = None
+        if fx_test_0 is not None:  # checked before any tile is computed
+            f0 = as_real_array(fx_test_0, "fx_test_0")
+            if f0.shape not in ((M, k),) + (((M,),) if k == 1 else ()):
+                raise ValueError(f"fx_test_0 must have shape ({M}, {k})" + (f" or ({M},)" if k == 1 else "")
+                                 + f" (outputs at initialisation on X_test), got {f0.shape}")
+            f0 = np.asarray(f0, dtype=np.float64).reshape(M, k)
+            check_finite(f0, "fx_test_0")
         with _Runner(scheduler if scheduler is not None else self.scheduler) as runner:
-            out = _stream_cross(self.spec, Xt, self.X_train, self.coef, chunks or self.chunks, self.chunks, runner)
-        if fx_test_0 is not None:
-            out = out + _as_2d(fx_test_0, "fx_test_0", Xt.shape[0], out.shape[1])
+            cross = TiledCrossOperator(self.spec, Xt, self.X_train, chunks or self.chunks, self.chunks, runner)
+            out = cross.matmat(self.coef)
+        if f0 is not None:
+            out = out + f0
         return out[:, 0] if self._y_ndim == 1 else out
 
 
-def _as_2d(a, name, n, k=None) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim != 2 or a.shape[0] != n or (k is not None and a.shape[1] != k):
-        want = f"({n},)" + (f" or ({n}, {k})" if k is not None else " or (N, k)")
-        raise ValueError(f"{name} must have shape {want}, got {np.shape(a)}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return a
+def _check_one_time(t, rule):
+    """``t`` as a float, validated by the rule; a tiled fit holds one time."""
+    ts, scalar = rule.check_times(t)
+    if not scalar:
+        raise ValueError(
+            f"a tiled fit is solved at one time t (it keeps that time's coefficients), got {np.shape(t)} times; "
+            "fit once per time, or use ntksolve.dynamics.gradient_descent_mse on the TiledKernelOperator "
+            "with method=Krylov() for a trajectory")
+    return float(ts[0])
 
 
 def solve_tiled(
-    operator: TiledKernelOperator,
+    operator,
     y_train,
     *,
     t=np.inf,
-    learning_rate: float = 1.0,
+    learning_rate=None,
     diag_reg: float = 0.0,
-    dynamics: str = "continuous",
+    dynamics="continuous",
     fx_train_0=None,
-    tol: Optional[float] = None,
-    maxiter: Optional[int] = None,
-    n_landmarks: Optional[int] = None,
-    random_state=0,
-) -> Tuple[np.ndarray, np.ndarray, dict]:
+    method=None,
+    allow_divergence: bool = False,
+):
     """The linearised dynamics on a tiled train kernel: ``(coef, fx_train, info)``.
 
-    ``A = Theta + mu I`` with ``mu = diag_reg * mean(diag Theta)`` (``docs/conventions.md``); ``r = y - f_0``.
-    ``t = inf``: ``coef = A^{-1} r`` by conjugate gradients preconditioned with a Nyström
-    approximation from ``n_landmarks`` uniformly drawn training points (Falkon's choice), and
-    ``fx_train = y``. Finite ``t``: ``coef = A^{-1} (I - E_t) r`` and ``fx_train = y - E_t r`` by
-    Lanczos on ``A`` started at ``r``.
+    One call of :func:`ntksolve.dynamics.gradient_descent_mse` on the operator (its validation,
+    divergence check and solvers); ``coef = h_t(A) r`` and ``fx_train = f_0 + g_t(A) r`` with
+    ``A = Theta + mu I``, ``mu = diag_reg * mean(diag Theta)``, ``r = y - f_0``
+    (``docs/conventions.md``), from one solve.
 
     Parameters
     ----------
     operator : TiledKernelOperator
+        Or any kernel operator with ``shape``, ``dtype``, ``matmat``, ``diagonal`` (and ``nystrom``
+        for ``Nystrom`` to build the preconditioner where the tiles are).
     y_train : array_like, shape (N,) or (N, k)
     t : float, default inf
-        Time in steps of gradient descent (continuous: gradient-flow time). Non-negative.
-    learning_rate : float, default 1.0
+        Time in steps of gradient descent (continuous: gradient-flow time). One time.
+    learning_rate : float, optional
+        Default 1.0; leave out when ``dynamics`` is a rule object.
     diag_reg : float, default 0.0
-    dynamics : {"continuous", "discrete"}
+    dynamics : {"continuous", "discrete"} or TrainingRule
     fx_train_0 : array_like, shape like ``y_train``, optional (default 0)
-    tol : float, optional
-        CG relative residual (default ``DEFAULT_CG_TOL``) or Lanczos relative change
-        (default ``ntksolve._config.KRYLOV_TOL``).
-    maxiter : int, optional
-        Products with ``Theta`` at most (default 1000 for CG, N for Lanczos).
-    n_landmarks : int, optional
-        Nyström landmarks (default ``min(N, DEFAULT_LANDMARKS)``); 0 disables the preconditioner.
-    random_state : int or Generator
-        Draws the landmarks.
+    method : ConjugateGradient or Krylov or "krylov", optional
+        Default :func:`default_method` of ``t`` and ``diag_reg``. Options travel with the object, e.g.
+        ``ConjugateGradient(tol=1e-8, preconditioner=Nystrom(500, random_state=1))``.
+    allow_divergence : bool, default False
+        As in :func:`~ntksolve.dynamics.gradient_descent_mse`.
 
     Returns
     -------
     coef : ndarray, shape (N, k)
     fx_train : ndarray, shape (N, k)
     info : dict
+        See :attr:`TiledFit.info`; also ``mu``.
     """
+    rule = resolve_rule(dynamics, learning_rate)
+    t = _check_one_time(t, rule)
+    solver = default_method(t, check_diag_reg(diag_reg)) if method is None else resolve_solver(method)
     N = operator.shape[0]
-    y = _as_2d(y_train, "y_train", N)
-    k = y.shape[1]
-    f0 = np.zeros_like(y) if fx_train_0 is None else _as_2d(fx_train_0, "fx_train_0", N, k)
-    t = float(t)
-    if not t >= 0:
-        raise ValueError(f"t must be a non-negative time (or inf), got {t!r}")
-    if dynamics not in ("continuous", "discrete"):
-        raise ValueError(f"dynamics must be 'continuous' or 'discrete', got {dynamics!r}")
-    if dynamics == "discrete" and math.isfinite(t) and t != int(t):
-        raise ValueError(f"discrete dynamics count whole steps; t must be an integer, got {t!r}")
-    if not (learning_rate > 0 and math.isfinite(learning_rate)):
-        raise ValueError(f"learning_rate must be positive and finite, got {learning_rate!r}")
-    if not (diag_reg >= 0 and math.isfinite(diag_reg)):
-        raise ValueError(f"diag_reg must be a non-negative finite number, got {diag_reg!r}")
-    mu = float(diag_reg) * float(np.mean(operator.diagonal())) if diag_reg else 0.0
-    r = y - f0
-    info: dict = {"setup_seconds": operator.setup_seconds, "mu": mu}
+    kernel = _Instrumented(operator)
     t0 = time.perf_counter()
-
-    def A(V):
-        out = operator.matmat(V)
-        if mu:
-            out += mu * V
-        return out
-
-    if t == 0:
-        coef, fx_train = np.zeros_like(r), f0.copy()
-        info.update(method="none", iterations=0, converged=True)
-    elif math.isinf(t):
-        m = min(N, DEFAULT_LANDMARKS) if n_landmarks is None else int(n_landmarks)
-        precond = None
-        if m > 0:
-            rng = np.random.default_rng(random_state)
-            landmarks = np.sort(rng.choice(N, size=min(m, N), replace=False))
-            tp = time.perf_counter()
-            shift = mu
-            if shift <= 0:  # no ridge: shift by the kernel's scale at the rounding level
-                shift = float(np.mean(operator.diagonal())) * N * np.finfo(operator.dtype).eps
-            precond = operator.nystrom(landmarks, shift)
-            info["preconditioner_seconds"] = time.perf_counter() - tp
-        info["n_landmarks"] = m
-        coef, cg = preconditioned_cg(A, r, precond, tol=DEFAULT_CG_TOL if tol is None else tol,
-                                     max_iter=1000 if maxiter is None else maxiter)
-        if not cg["converged"]:
-            warnings.warn(
-                f"conjugate gradients did not reach tol within {cg['iterations']} iterations (relative "
-                f"residuals {cg['residuals']}); raise maxiter, diag_reg or n_landmarks",
-                RuntimeWarning, stacklevel=2,
-            )
-        fx_train = y.copy()
-        info.update(method="cg", iterations=cg["iterations"], converged=cg["converged"], residuals=cg["residuals"])
-    else:
-        # The Lanczos process and the mode coefficients of the in-memory method="krylov"
-        # (ntksolve.dynamics.krylov, ntksolve.dynamics.spectral): the same dynamics, only the
-        # products are tiled.
-        ts = np.array([t])
-        lr_over_size = learning_rate / (N * k)
-
-        def coefficient_fn(theta):
-            null = _null_mask(theta, N, operator.dtype, "the tiled train kernel")
-            g, h = resolve_rule(dynamics, learning_rate).mode_coefficients(theta, null, ts, N * k)
-            return np.vstack([g, h])
-
-        eps = np.finfo(operator.dtype).eps
-        out, lz = lanczos_function_products(A, r, coefficient_fn, tol=max(KRYLOV_TOL if tol is None else tol, 10 * eps),
-                                            max_iter=maxiter)
-        fx_train = f0 + out[0]  # f_t = f_0 + (1 - E_t) r = y + E_t (f_0 - y)
-        coef = out[1]
-        info.update(method="lanczos", iterations=max(lz["iterations"]), converged=all(lz["converged"]))
-    info["solve_seconds"] = time.perf_counter() - t0
-    return coef, fx_train, info
+    pred = gradient_descent_mse(kernel, y_train, dynamics=rule, diag_reg=diag_reg, method=solver,
+                                allow_divergence=allow_divergence)
+    shape = np.shape(y_train)
+    f0 = np.zeros(shape) if fx_train_0 is None else fx_train_0
+    fx_train, coef = pred.predict(t, f0, np.zeros(shape), _Coefficients(N))
+    k = pred.n_outputs
+    solved = pred.krylov_info or {}
+    info = {"method": _INFO_METHOD.get(pred.method, pred.method),
+            "mu": ridge_shift(pred.diag_reg, operator.diagonal()),
+            "setup_seconds": getattr(operator, "setup_seconds", 0.0)}
+    for key, value in solved.items():
+        if key == "iterations":
+            value = int(np.max(value))
+        elif key == "converged":
+            value = bool(np.all(value))
+        info[key] = value
+    info.update(products=kernel.products, n_landmarks=kernel.n_landmarks,
+                solve_seconds=time.perf_counter() - t0)
+    if kernel.preconditioner_seconds is not None:
+        info["preconditioner_seconds"] = kernel.preconditioner_seconds
+    return (np.asarray(coef, dtype=np.float64).reshape(N, k), np.asarray(fx_train, dtype=np.float64).reshape(N, k),
+            info)
 
 
 def fit_tiled(
@@ -233,19 +276,17 @@ def fit_tiled(
     params=None,
     kernel: str = "ntk",
     t=np.inf,
-    learning_rate: float = 1.0,
+    learning_rate=None,
     diag_reg: float = 0.0,
-    dynamics: str = "continuous",
+    dynamics="continuous",
     fx_train_0=None,
     chunks,
     scheduler=None,
     dtype=None,
     store=None,
     in_memory: bool = True,
-    tol: Optional[float] = None,
-    maxiter: Optional[int] = None,
-    n_landmarks: Optional[int] = None,
-    random_state=0,
+    method=None,
+    allow_divergence: bool = False,
 ) -> TiledFit:
     """Train (in closed form, from kernel products only) on a kernel too large for one machine.
 
@@ -262,8 +303,9 @@ def fit_tiled(
         ``None``: the analytic (infinite-width) kernel; given: the traced empirical NTK at them.
     kernel : {"ntk", "nngp"}
         Analytic only: ``"nngp"`` gives the NNGP posterior mean (Bayesian inference) instead.
-    t, learning_rate, diag_reg, dynamics, fx_train_0, tol, maxiter, n_landmarks, random_state
-        See :func:`solve_tiled`.
+    t, learning_rate, diag_reg, dynamics, fx_train_0, method, allow_divergence
+        See :func:`solve_tiled`; the rule, the time, the ridge and the solver are checked before
+        any tile is computed.
     chunks : int or sequence
         Training inputs per tile edge.
     scheduler : optional
@@ -276,20 +318,28 @@ def fit_tiled(
     Returns
     -------
     TiledFit
+
+    Examples
+    --------
+    >>> fit = fit_tiled(net, X, y, diag_reg=1e-3, chunks=4096,                          # doctest: +SKIP
+    ...                 method=ConjugateGradient(tol=1e-8, preconditioner=Nystrom(4000)))
     """
+    rule = resolve_rule(dynamics, learning_rate)
+    t = _check_one_time(t, rule)
+    diag_reg = check_diag_reg(diag_reg)
+    solver = default_method(t, diag_reg) if method is None else resolve_solver(method)
     spec = KernelSpec(net, params, kernel=kernel, trace=True)
     with TiledKernelOperator(spec, X_train, chunks=chunks, scheduler=scheduler, dtype=dtype, store=store,
                              in_memory=in_memory) as op:
-        coef, fx_train, info = solve_tiled(
-            op, y_train, t=t, learning_rate=learning_rate, diag_reg=diag_reg, dynamics=dynamics,
-            fx_train_0=fx_train_0, tol=tol, maxiter=maxiter, n_landmarks=n_landmarks, random_state=random_state,
-        )
+        coef, fx_train, info = solve_tiled(op, y_train, t=t, dynamics=rule, diag_reg=diag_reg,
+                                           fx_train_0=fx_train_0, method=solver,
+                                           allow_divergence=allow_divergence)
         X = op.X
         edge = op.chunks[0]
     y_ndim = np.ndim(y_train)
-    return TiledFit(spec, X, coef, fx_train[:, 0] if y_ndim == 1 else fx_train, t=float(t),
-                    learning_rate=learning_rate, diag_reg=diag_reg, dynamics=dynamics, mu=info["mu"],
+    return TiledFit(spec, X, coef, fx_train[:, 0] if y_ndim == 1 else fx_train, t=t,
+                    learning_rate=rule.learning_rate, diag_reg=diag_reg, dynamics=rule.name, mu=info["mu"],
                     chunks=edge, info=info, scheduler=scheduler, y_ndim=y_ndim)
 
 
-__all__ = ["TiledFit", "fit_tiled", "solve_tiled"]
+__all__ = ["TiledFit", "default_method", "fit_tiled", "solve_tiled"]

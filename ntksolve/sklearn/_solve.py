@@ -50,11 +50,21 @@ def _tiles():
 
 
 def fit_tiled(network, X, y_train, *, params, t, learning_rate, diag_reg, dynamics, fx_train_0, chunks,
-              scheduler, dtype):
-    """Solve at time ``t`` from kernel tiles on Dask, never forming the train kernel."""
+              scheduler, dtype, method="auto"):
+    """Solve at time ``t`` from kernel tiles on Dask, never forming the train kernel.
+
+    ``method`` is the estimator's: ``"auto"`` is the tiled default (:func:`ntksolve.dask.fit.default_method`),
+    ``"krylov"`` Lanczos at any ``t``; ``"eigh"`` and ``"expm"`` need the kernel in memory and are
+    refused here, before any tile is computed.
+    """
+    if method in ("eigh", "expm"):
+        raise ValueError(
+            f"method={method!r} decomposes the train kernel in memory, which chunks={chunks!r} never forms; "
+            "use method='auto' (conjugate gradients or Lanczos on the tiles) or 'krylov' with chunks, "
+            "or chunks=None")
     return _tiles().fit_tiled(network, X, y_train, params=params, t=t, learning_rate=learning_rate,
                               diag_reg=diag_reg, dynamics=dynamics, fx_train_0=fx_train_0, chunks=chunks,
-                              scheduler=scheduler, dtype=dtype)
+                              scheduler=scheduler, dtype=dtype, method=None if method == "auto" else method)
 
 
 def predict_tiled(fit, X, *, fx_test_0, scheduler):
