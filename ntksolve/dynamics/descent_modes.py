@@ -18,7 +18,24 @@ import numpy as np
 
 from ntksolve.dynamics.schedules import mode_factors, schedule_stability, weight_decay_mode_factors
 
-__all__ = ["descent_factors", "schedule_verdict"]
+__all__ = ["descent_factors", "schedule_verdict", "AffinePart", "unseen_decay", "rule_words", "check_limit"]
+
+
+def rule_words(rule):
+    """How error messages name a descent rule."""
+    words = "Nesterov momentum" if rule.nesterov else ("heavy-ball momentum" if rule.momentum else "gradient descent")
+    return words + (" with weight decay" if rule.weight_decay else "")
+
+
+def check_limit(rule, lam_live, size):
+    """``t = ∞`` needs a convergent rule: a ValueError at or above the critical constant rate."""
+    lmax = float(np.max(lam_live)) if lam_live.size else 0.0
+    crit = rule.critical_learning_rate(lmax, size)
+    if rule.learning_rate >= crit:
+        raise ValueError(
+            f"{rule_words(rule)} diverges at learning_rate={rule.learning_rate:g} (critical {crit:.6g}), "
+            "so t = inf has no limit; lower learning_rate below the critical rate or ask for finite t"
+        )
 
 
 def descent_factors(rule, lam, null, ts, size):
@@ -44,7 +61,7 @@ def descent_factors(rule, lam, null, ts, size):
     fin = np.isfinite(ts)
     live = ~null
     if np.any(~fin):
-        rule._check_limit(lam[live], size)
+        check_limit(rule, lam[live], size)
         hess = lam[live] + w * size  # the Hessian's eigenvalues, in kernel units
         idx = np.ix_(~fin, live)
         g[idx], h[idx] = lam[live] / hess, 1.0 / hess
@@ -81,7 +98,7 @@ def schedule_verdict(rule, lmax, size, eigenvalues, n_steps):
     if not v.diverges:
         return None
     crit = rule.critical_learning_rate(float(np.max(lam)) - rule.weight_decay * size, size)
-    return (f"the schedule {rule.schedule!r} with {rule._rule_words()} diverges within {int(n_steps)} steps: "
+    return (f"the schedule {rule.schedule!r} with {rule_words(rule)} diverges within {int(n_steps)} steps: "
             f"a residual mode grows {v.amplification:.3g}-fold (at step {v.peak_step}), last-step spectral "
             f"radius {v.final_radius:.4g}; the constant-rate critical learning rate is {crit:.6g}")
 

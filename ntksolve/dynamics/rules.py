@@ -33,7 +33,7 @@ import numpy as np
 import scipy.linalg
 
 from ntksolve._validation import as_real_array, check_choice, check_learning_rate, check_real_scalar
-from ntksolve.dynamics.descent_modes import descent_factors, schedule_verdict
+from ntksolve.dynamics.descent_modes import descent_factors, rule_words, schedule_verdict
 from ntksolve.dynamics.schedules import Schedule, check_momentum, critical_rate
 
 __all__ = ["TrainingRule", "GradientFlow", "GradientDescent", "DivergenceWarning", "resolve_rule", "DYNAMICS"]
@@ -321,10 +321,8 @@ class GradientDescent(TrainingRule):
         return f"GradientDescent(learning_rate={self.learning_rate!r}{extra})"
 
     # -- what kind of descent
-    @property
-    def schedule(self):
-        """The :class:`Schedule` of a non-constant rate, else None."""
-        return self.learning_rate if isinstance(self.learning_rate, Schedule) else None
+    schedule = property(lambda self: self.learning_rate if isinstance(self.learning_rate, Schedule) else None,
+                        doc="The :class:`Schedule` of a non-constant rate, else None.")
 
     @property
     def plain(self):
@@ -390,31 +388,13 @@ class GradientDescent(TrainingRule):
         return g, (h if need_test else None)
 
     def affine_coefficients(self, lam, null, ts, size):
-        """Weight decay's coefficients of ``J θ_0``: train ``g_B``, test ``h_B``, unseen decay ``P_s(w)``.
-
-        ``f_t = f_0 + g(Θ) r + g_B(Θ) J θ_0`` and
-        ``f*_t = f*_0 + Θ* [h(Θ) r + h_B(Θ) J θ_0] − (1 − P_t(w)) J* θ_0``.
-
-        Returns
-        -------
-        g_B, h_B : ndarrays, shape (T, m)
-        free : ndarray, shape (T,)
-        """
+        """Weight decay's coefficients ``(g_B, h_B, P_t(w))`` of ``J θ_0`` (:mod:`~ntksolve.dynamics.descent_modes`)."""
         _, _, gB, hB, free = self._factors(np.asarray(lam, dtype=np.float64), null, ts, size)
         return gB, hB, free
 
     def _factors(self, lam, null, ts, size):
         """``(g, h, g_B, h_B, free)`` of the non-plain rules (:func:`~ntksolve.dynamics.descent_modes.descent_factors`)."""
         return descent_factors(self, lam, null, ts, size)
-
-    def _check_limit(self, lam_live, size):
-        lmax = float(np.max(lam_live)) if lam_live.size else 0.0
-        crit = self.critical_learning_rate(lmax, size)
-        if self.learning_rate >= crit:
-            raise ValueError(
-                f"{self._rule_words()} diverges at learning_rate={self.learning_rate:g} (critical {crit:.6g}), "
-                "so t = inf has no limit; lower learning_rate below the critical rate or ask for finite t"
-            )
 
     def dense_propagator(self, A, t, size):
         if not self.plain:
@@ -434,10 +414,6 @@ class GradientDescent(TrainingRule):
         return E[:n, :n], E[:n, n:]
 
     # -- stability
-    def _rule_words(self):
-        words = "Nesterov momentum" if self.nesterov else ("heavy-ball momentum" if self.momentum else "gradient descent")
-        return words + (" with weight decay" if self.weight_decay else "")
-
     def critical_learning_rate(self, lmax, size):
         """The constant rate where the top mode stops converging (:func:`~ntksolve.dynamics.schedules.critical_rate`).
 
@@ -450,10 +426,8 @@ class GradientDescent(TrainingRule):
         return critical_rate(max(float(lmax), 0.0) + self.weight_decay * size, size=size, momentum=self.momentum,
                              nesterov=self.nesterov)
 
-    @property
-    def checks_per_call(self):
-        """A schedule is judged on the steps of each prediction (its verdict depends on how far it runs)."""
-        return self.schedule is not None
+    checks_per_call = property(lambda self: self.schedule is not None,
+                               doc="A schedule is judged on the steps of each prediction (how far it runs).")
 
     def check_divergence(self, lmax, size, *, allow_divergence=False, stacklevel=2, eigenvalues=None, n_steps=None):
         """As :meth:`TrainingRule.check_divergence`; a schedule is judged by
@@ -468,7 +442,7 @@ class GradientDescent(TrainingRule):
                        "real (discrete) gradient descent at this rate diverges")
             else:
                 msg = (f"learning_rate={self.learning_rate:g} ≥ critical learning rate {crit:.6g} of "
-                       f"{self._rule_words()}: real training at this rate diverges")
+                       f"{rule_words(self)}: real training at this rate diverges")
         else:
             if not n_steps:
                 return
