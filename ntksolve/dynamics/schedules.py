@@ -117,6 +117,15 @@ class Schedule:
     def __setattr__(self, name, value):
         raise AttributeError("Schedule is immutable; build a new one")
 
+    def __reduce__(self):  # immutable: pickle by value, copies are the object itself
+        return (_restore, (self._kind, self._args, self._array))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     # -- constructors -----------------------------------------------------------------------------
     @classmethod
     def constant(cls, lr):
@@ -221,6 +230,12 @@ class Schedule:
 
     def __hash__(self) -> int:
         return hash((self._kind, self._args, None if self._array is None else self._array.tobytes()))
+
+
+def _restore(kind, args, array):
+    obj = Schedule.__new__(Schedule)
+    obj._set(kind, args, array)
+    return obj
 
 
 def _min_lr(min_lr, lr):

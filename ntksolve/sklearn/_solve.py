@@ -23,6 +23,7 @@ METHODS = _mse.METHODS
 DivergenceWarning = _dynamics.DivergenceWarning
 Auto = _dynamics.Auto
 resolve_rule = _rules.resolve_rule
+ADAPTIVE = _rules.ADAPTIVE
 resolve_solver = _solvers.resolve_solver
 
 

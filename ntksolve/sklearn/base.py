@@ -118,7 +118,7 @@ class _NTKBase(BaseEstimator):
 
     def _rule(self):
         """The training rule: ``dynamics`` (a name, with ``learning_rate``, default 1.0) or a rule object."""
-        if isinstance(self.dynamics, str):
+        if isinstance(self.dynamics, str) and self.dynamics.strip().lower() not in _solve.ADAPTIVE:
             _check_choice(self.dynamics, "dynamics", _solve.DYNAMICS)
             if self.learning_rate is not None:
                 _check_real(self.learning_rate, "learning_rate", strict=True)
