@@ -1,24 +1,22 @@
-"""Benchmark of the training-rule factors beside plain gradient descent, side by side in one run.
+"""Benchmark of the training rules through the public predictor, beside plain gradient descent.
 
 The analytic ReLU NTK of a 3-hidden-layer MLP (``d = 32`` Gaussian inputs, as ``bench_dynamics``),
-one target column, ``f_0 = 0``, 256 test points. Timed, interleaved (each repeat runs every
-contender once, medians reported):
+one target column, ``f_0 = 0``, 256 test points, 50 distinct steps from 10 to 10 000, rates at
+half the critical ones. Timed, interleaved (each repeat runs every contender once, medians):
 
-``plain``      ``gradient_descent_mse(K, y, η, dynamics="discrete", method="eigh")`` and its
-               50-step trajectory (50 distinct steps from 10 to 10 000) on train and test;
-``momentum``   the same work for heavy-ball momentum ``μ = 0.9`` at a constant rate: one
-               ``scipy.linalg.eigh``, the closed-form factors of :func:`mode_factors` at the same
-               50 steps, and the same two products (the solvers' eigh path, written out here);
-``cosine``     ``Schedule.cosine(η, 10 000)`` with ``μ = 0.9``: the jitted recurrence over all
-               10 000 steps for every mode, and the same products; reported as the time beyond
-               the decomposition (target: at most 2 s at N = 4096).
+``plain``      ``gradient_descent_mse(K, y, dynamics=GradientDescent(η), method="eigh")`` and its
+               50-step trajectory on train and test (today's exact ``(1 − c)^t`` path);
+``momentum``   the same with ``GradientDescent(η, momentum=0.9)`` (closed-form factors);
+``cosine``     ``GradientDescent(Schedule.cosine(η, 10 000), momentum=0.9)``: the jitted recurrence
+               over all 10 000 steps for every mode; reported beyond the decomposition, i.e. the
+               prediction on a predictor already decomposed (target: at most 2 s).
 
-Ratios: momentum / plain (target: at most 1.2). The factors alone are timed too.
+Ratio: momentum / plain (target: at most 1.2).
 
 Usage::
 
     python benchmarks/bench_rules.py               # N = 4096
-    python benchmarks/bench_rules.py --n 1024      # smaller, for a shared machine
+    python benchmarks/bench_rules.py --n 2048      # smaller, for a shared machine
 """
 from __future__ import annotations
 
@@ -33,20 +31,11 @@ import scipy.linalg
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_dynamics import N_TEST, D_IN, interleaved, relu_ntk  # noqa: E402
-from ntksolve.dynamics import gradient_descent_mse  # noqa: E402
-from ntksolve.dynamics.schedules import Schedule, critical_rate, mode_factors  # noqa: E402
-from ntksolve.dynamics.spectral import null_mask  # noqa: E402
+from ntksolve.dynamics import Eigh, GradientDescent, Schedule, gradient_descent_mse  # noqa: E402
+from ntksolve.dynamics.schedules import critical_rate  # noqa: E402
 
 MU = 0.9
 TOTAL = 10_000
-
-
-def assemble(V, factors, R, Ks):
-    """Train and test trajectories from per-mode factors: ``V (gain ⊙ Vᵀr)`` and ``Θ* V (test ⊙ Vᵀr)``."""
-    P = V.T @ R
-    train = V @ (factors.gain.T * P[:, None])
-    test = Ks @ (V @ (factors.test.T * P[:, None]))
-    return train.T, test.T
 
 
 def main():
@@ -67,35 +56,18 @@ def main():
     print(f"N = {n}: kernel from {source}; {steps.size} steps up to {steps[-1]}, {N_TEST} test points, "
           f"momentum {MU}, rates at half the critical ones")
 
-    def decompose():
-        lam, V = scipy.linalg.eigh(K, driver="evd", check_finite=False)
-        lam = np.maximum(lam, 0.0)
-        return lam, V, null_mask(lam, n, np.float64, "K")
+    ts = steps.astype(float)
+    plain_rule = GradientDescent(lr_plain)
+    mom_rule = GradientDescent(lr_mom, momentum=MU)
+    cos_rule = GradientDescent(Schedule.cosine(lr_mom, TOTAL), momentum=MU)
 
-    def plain():
-        return gradient_descent_mse(K, y, lr_plain, dynamics="discrete", method="eigh")(steps.astype(float), f0, fs0, Ks)
+    def run(rule):
+        return gradient_descent_mse(K, y, dynamics=rule, method=Eigh())(ts, f0, fs0, Ks)
 
-    def momentum():
-        lam, V, null = decompose()
-        fac = mode_factors(lam, steps, size=n, learning_rate=lr_mom, momentum=MU, null=null)
-        return assemble(V, fac, y - f0, Ks)
-
-    times = interleaved({"bare eigh": lambda: decompose(), "plain": plain, "momentum": momentum}, args.repeats)
-    lam, V, null = times["bare eigh"][1]
-    cos = Schedule.cosine(lr_mom, TOTAL)
-
-    def cosine_beyond():
-        fac = mode_factors(lam, steps, size=n, learning_rate=cos, momentum=MU, null=null)
-        return assemble(V, fac, y - f0, Ks)
-
-    more = interleaved({
-        "cosine (beyond eigh)": cosine_beyond,
-        "factors: momentum closed form": lambda: mode_factors(lam, steps, size=n, learning_rate=lr_mom, momentum=MU,
-                                                              null=null),
-        "factors: cosine recurrence": lambda: mode_factors(lam, steps, size=n, learning_rate=cos, momentum=MU, null=null),
-        "factors: plain closed form": lambda: mode_factors(lam, steps, size=n, learning_rate=lr_plain, null=null),
-    }, args.repeats)
-    times.update(more)
+    times = interleaved({"bare eigh": lambda: scipy.linalg.eigh(K, driver="evd", check_finite=False),
+                         "plain": lambda: run(plain_rule), "momentum": lambda: run(mom_rule)}, args.repeats)
+    decomposed = gradient_descent_mse(K, y, dynamics=cos_rule, method=Eigh())
+    times.update(interleaved({"cosine (beyond eigh)": lambda: decomposed(ts, f0, fs0, Ks)}, args.repeats))
     bare = times["bare eigh"][0]
     print(f"  {'what':<44} {'seconds':>9} {'/ bare eigh':>12}")
     for name, (t, _) in times.items():
@@ -103,13 +75,12 @@ def main():
     ratio = times["momentum"][0] / times["plain"][0]
     print(f"  momentum / plain: {ratio:.3f} (target <= 1.2)")
     print(f"  cosine {TOTAL} steps beyond the decomposition: {times['cosine (beyond eigh)'][0]:.3f} s (target <= 2 s)")
-    # the same numbers two ways: plain GD through the rule factors equals the plain solver
-    lam_, V_, null_ = times["bare eigh"][1]
-    fac = mode_factors(lam_, steps, size=n, learning_rate=lr_plain, null=null_)
-    tr, te = assemble(V_, fac, y - f0, Ks)
+    # the same numbers two ways: μ = 0 through the schedule recurrence equals the plain path
+    same = GradientDescent(Schedule(np.full(int(steps[-1]), lr_plain)))
+    tr, te = run(same)
     ref_tr, ref_te = times["plain"][1]
     err = max(np.abs(tr - ref_tr).max(), np.abs(te - ref_te).max()) / np.abs(ref_te).max()
-    print(f"  plain through mode_factors vs gradient_descent_mse: {err:.1e} relative")
+    print(f"  plain through the schedule recurrence vs the plain path: {err:.1e} relative")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ scikit-learn faces and the comparison tools are imported on first access):
 - :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
   :func:`mse_loss` -- closed-form training dynamics; :class:`GradientFlow`, :class:`GradientDescent`
   (training rules), :class:`Eigh`, :class:`Expm`, :class:`Krylov`, :class:`ConjugateGradient`,
-  :class:`Auto` (solvers), :class:`DenseKernel` (a kernel as an operator).
+  :class:`Auto` (solvers), :class:`DenseKernel` (a kernel as an operator), :class:`Schedule`
+  (learning-rate schedules), :func:`to_ntksolve_learning_rate`.
+- :func:`sgd_mse`, :func:`sgd_cross_entropy`, :func:`flow_cross_entropy`, :func:`shuffled_batches`,
+  :func:`independent_batches` -- minibatch and cross-entropy training in function space.
 - :class:`NTKRegressor`, :class:`NTKClassifier`, :class:`NTKRegressorCV`, :class:`NTKKernel`,
   :class:`NNGPKernel`, :func:`load` -- scikit-learn estimators and GP kernels.
 - :func:`train_network`, :func:`compare` -- real gradient descent beside the prediction.
@@ -35,6 +38,13 @@ from ntksolve.dynamics import (
     ConjugateGradient,
     Auto,
     DenseKernel,
+    Schedule,
+    to_ntksolve_learning_rate,
+    sgd_mse,
+    sgd_cross_entropy,
+    flow_cross_entropy,
+    shuffled_batches,
+    independent_batches,
 )
 
 # Attributes resolved on first access (PEP 562): scikit-learn alone takes longer to import than
@@ -88,5 +98,12 @@ __all__ = [
     "ConjugateGradient",
     "Auto",
     "DenseKernel",
+    "Schedule",
+    "to_ntksolve_learning_rate",
+    "sgd_mse",
+    "sgd_cross_entropy",
+    "flow_cross_entropy",
+    "shuffled_batches",
+    "independent_batches",
     *_LAZY,
 ]

@@ -20,6 +20,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import ntksolve
 from ntksolve import NTKClassifier, NTKRegressor, NTKRegressorCV
+from ntksolve.dynamics import GradientDescent, GradientFlow, Krylov, Schedule
 
 
 @parametrize_with_checks(
@@ -29,6 +30,8 @@ from ntksolve import NTKClassifier, NTKRegressor, NTKRegressorCV
         NTKClassifier(hidden_layer_sizes=(16, 16)),
         NTKClassifier(kernel="empirical", hidden_layer_sizes=(16,), random_state=0),
         NTKRegressorCV(hidden_layer_sizes=(16,), diag_regs=(1e-2, 1e-1), cv=3),
+        NTKRegressor(hidden_layer_sizes=(16,), dynamics=GradientFlow(0.5), time=30,
+                     method=Krylov(tol=1e-10)),
     ]
 )
 def test_sklearn_contract(estimator, check):
@@ -444,3 +447,63 @@ def test_tiled_fit_refuses_what_it_cannot_answer(toy):
         with pytest.raises(ValueError, match="needs the in-memory solver.*Refit with chunks=None"):
             call()
     np.testing.assert_array_equal(clf.predict(Xt), NTKClassifier(hidden_layer_sizes=(4,)).fit(X, y > 2).predict(Xt))
+
+
+# --- rule and solver objects -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("cosine", [False, True])
+def test_regressor_with_a_momentum_rule_equals_parameter_space_sgd(nesterov, cosine):
+    rng = np.random.default_rng(0)
+    X, Xt = rng.standard_normal((12, 3)), rng.standard_normal((5, 3))
+    y = rng.standard_normal(12)
+    probe = NTKRegressor(kernel="empirical", hidden_layer_sizes=(32,), random_state=1, diag_reg=0.0,
+                         normalize_y=False).fit(X, y)
+    J = ntksolve.jacobian(probe.network_, probe.params_, X).reshape(12, -1)
+    Jt = ntksolve.jacobian(probe.network_, probe.params_, Xt).reshape(5, -1)
+    lr0 = 0.4 * 2 * 12 / np.linalg.eigvalsh(J @ J.T)[-1]
+    lr = Schedule.cosine(lr0, 40, min_lr=0.1 * lr0) if cosine else lr0
+    rule = GradientDescent(lr, momentum=0.9, nesterov=nesterov)
+    est = clone(probe).set_params(dynamics=rule, time=40).fit(X, y)
+    assert est.get_params()["dynamics"] == rule and clone(est).dynamics == rule
+    rates = lr.rates(40) if cosine else np.full(40, lr0)
+    d = np.zeros(J.shape[1])
+    buf = np.zeros_like(d)
+    f0 = probe.network_.apply(probe.params_, X)[:, 0]
+    for s in range(40):  # torch.optim.SGD on the linearised network, written out
+        g = J.T @ ((f0 + J @ d - y) / 12)
+        buf = 0.9 * buf + g
+        d = d - rates[s] * ((g + 0.9 * buf) if nesterov else buf)
+    ref = probe.network_.apply(probe.params_, Xt)[:, 0] + Jt @ d
+    np.testing.assert_allclose(est.predict(Xt), ref, rtol=0, atol=1e-10)
+    kry = clone(est).set_params(method=Krylov(tol=1e-12)).fit(X, y)
+    np.testing.assert_allclose(kry.predict(Xt), ref, rtol=0, atol=1e-8)
+
+
+def test_rule_objects_in_estimators_refuse_what_they_cannot_do(toy):
+    X, Y = toy[0], toy[1][:, 0]
+    with pytest.raises(TypeError, match="carries its own learning rate"):
+        NTKRegressor(dynamics=GradientDescent(0.1), learning_rate=0.1).fit(X, Y)
+    with pytest.raises(ValueError, match="no function-space.*train the network"):
+        NTKRegressor(dynamics="adam").fit(X, Y)
+    with pytest.raises(ValueError, match="weight decay.*J θ_0.*jtheta_train"):
+        NTKRegressor(dynamics=GradientDescent(0.1, weight_decay=1e-3), time=5).fit(X, Y)
+    with pytest.raises(ValueError, match="time = inf has no meaning for a learning-rate schedule"):
+        NTKRegressor(dynamics=GradientDescent(Schedule.cosine(0.1, 10))).fit(X, Y)
+    with pytest.raises(TypeError, match="method must be one of"):
+        NTKRegressor(method=3.0).fit(X, Y)
+
+
+def test_cv_with_a_schedule_searches_whole_steps(toy):
+    X, Y = toy[0], toy[1][:, 0]
+    rule = GradientDescent(Schedule.cosine(0.05, 400), momentum=0.9)
+    cv = NTKRegressorCV(dynamics=rule, diag_regs=(1e-2,), cv=3).fit(X, Y)
+    assert np.isfinite(cv.time_) and cv.time_ == round(cv.time_)
+    grid = NTKRegressorCV(dynamics=rule, times=[10, 100, 400], diag_regs=(1e-2,), cv=3).fit(X, Y)
+    assert grid.time_ in (10, 100, 400)
+    one = NTKRegressor(dynamics=rule, time=grid.time_, diag_reg=1e-2).fit(X, Y)
+    np.testing.assert_allclose(grid.predict(X), one.predict(X), rtol=0, atol=1e-10)
+    flow = NTKRegressor(dynamics=GradientFlow(0.5), time=3.0).fit(X, Y)  # a flow rule object: any time
+    np.testing.assert_allclose(flow.predict(X), NTKRegressor(learning_rate=0.5, time=3.0).fit(X, Y).predict(X),
+                               rtol=0, atol=0)

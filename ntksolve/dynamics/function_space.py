@@ -28,7 +28,9 @@ from scipy.special import expit, log_softmax, softmax
 from ntksolve._validation import as_real_array as _as_real_array, check_finite as _check_finite
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.operator import check_train_kernel as _check_train_kernel, flatten_full as _flatten_full
-from ntksolve.dynamics.schedules import _check_momentum, _count, _real, as_schedule
+from ntksolve.dynamics.rules import ADAPTIVE as _ADAPTIVE
+from ntksolve.dynamics.schedules import _count, _real, as_schedule
+from ntksolve.dynamics.schedules import check_momentum as _check_momentum
 
 __all__ = [
     "Trajectory",
@@ -39,8 +41,6 @@ __all__ = [
     "independent_batches",
 ]
 
-_ADAPTIVE = ("adam", "adamw", "adamax", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "sparseadam",
-             "rprop", "lbfgs", "adafactor", "lion", "sophia")
 
 
 class Trajectory(NamedTuple):

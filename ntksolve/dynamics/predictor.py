@@ -14,6 +14,7 @@ import numpy as np
 
 from ntksolve._config import AUTO_MIN_KRYLOV_SIZE
 from ntksolve._validation import as_real_array, check_diag_reg, check_finite, ridge_shift
+from ntksolve.dynamics.descent_modes import AffinePart, unseen_decay
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.operator import (
     DenseKernel,
@@ -121,13 +122,22 @@ class MSEPredictor:
         self._checked = False
         if p.lmax is None and self.rule.stability_required:
             p.lmax = largest_eigenvalue(p.kernel)
-        if p.lmax is not None:
+        if p.lmax is not None and not self.rule.checks_per_call:
             self._check_divergence(p.lmax, stacklevel=4)
 
     def _check_divergence(self, lmax, stacklevel, exact=True):
         self.rule.check_divergence(lmax, self._problem.size, allow_divergence=self.allow_divergence,
                                    stacklevel=stacklevel + 1)
         self._checked = self._checked or exact
+
+    def _check_schedule(self, ts, stacklevel):
+        """A schedule's verdict over the steps of this call, on every eigenvalue when decomposed."""
+        fin = ts[np.isfinite(ts)]
+        p = self._problem
+        if fin.size and fin.max() > 0:
+            self.rule.check_divergence(p.lmax, p.size, allow_divergence=self.allow_divergence,
+                                       stacklevel=stacklevel + 1, n_steps=int(fin.max()),
+                                       eigenvalues=None if p.eig is None else p.eig[0][~p.eig[2]])
 
     # -- read-only facts
     @property
@@ -242,10 +252,11 @@ class MSEPredictor:
         return F
 
     # -- public
-    def __call__(self, t, fx_train_0, fx_test_0=None, k_test_train=None):
-        return self.predict(t, fx_train_0, fx_test_0, k_test_train)
+    def __call__(self, t, fx_train_0, fx_test_0=None, k_test_train=None, *, jtheta_train=None, jtheta_test=None):
+        return self.predict(t, fx_train_0, fx_test_0, k_test_train, jtheta_train=jtheta_train,
+                            jtheta_test=jtheta_test)
 
-    def predict(self, t, fx_train_0, fx_test_0=None, k_test_train=None):
+    def predict(self, t, fx_train_0, fx_test_0=None, k_test_train=None, *, jtheta_train=None, jtheta_test=None):
         """Train (and test) outputs after ``t`` steps of training.
 
         Parameters
@@ -270,13 +281,25 @@ class MSEPredictor:
         ts, scalar = self.rule.check_times(t)
         F0 = self._check_outputs(fx_train_0, "fx_train_0", self.n_train)
         test = self._check_test(fx_test_0, k_test_train)
+        B, Bt = self._check_jtheta(jtheta_train, jtheta_test, test)
         R = self._Y - F0
         p = self._problem
         solver = self._active
         if solver is None:  # Auto, deciding from this call's sizes
             solver = self.solver.choose(p, ts.size, R.shape[1], 0 if test is None else test[0][1])
         self._last = solver
+        if self.rule.checks_per_call:
+            self._check_schedule(ts, stacklevel=2)
         train, test_out, info = solver.solve(p, ts, R, None if test is None else test[0])
+        if B is not None:  # weight decay: the same solver on J θ_0 with the rule's second function
+            q = copy.copy(p)
+            q.rule = AffinePart(self.rule)
+            tr_b, te_b, info_b = solver.solve(q, ts, B, None if test is None else test[0])
+            train = train + tr_b
+            if test is not None:
+                free = unseen_decay(self.rule, ts, p.size)
+                test_out = test_out + te_b - (1.0 - free)[:, None, None] * Bt[None]
+            info = dict(info, affine=info_b) if info or info_b else info
         if info:
             self.krylov_info = info
         if not self._checked:
@@ -326,6 +349,27 @@ class MSEPredictor:
         return mse_loss(train, y_train), mse_loss(test, y_test)
 
     # -- input checks of predict
+    def _check_jtheta(self, jtheta_train, jtheta_test, test):
+        """``(B, Bt)``: ``J θ_0`` on train and test (internal layout), or ``(None, None)`` without weight decay."""
+        if not self.rule.needs_parameters:
+            if jtheta_train is not None or jtheta_test is not None:
+                raise ValueError(
+                    f"jtheta_train/jtheta_test are used by weight decay only, and {self.rule!r} has none; "
+                    "leave them out (or set weight_decay in GradientDescent)"
+                )
+            return None, None
+        if jtheta_train is None or (test is not None and jtheta_test is None):
+            need = "jtheta_train" + (" and jtheta_test" if test is not None else "")
+            raise ValueError(
+                f"weight decay pulls the parameters towards zero, so the outputs feel the network's own J θ_0 "
+                f"(its Jacobian times its initial parameters), which the kernel does not determine: pass {need} "
+                "(ntksolve.nets.forward_mode.own_parameter_image(net, params, X)); the analytic kernel has no "
+                "parameters, so it has no weight decay"
+            )
+        B = self._check_outputs(jtheta_train, "jtheta_train", self.n_train)
+        Bt = None if test is None else self._check_outputs(jtheta_test, "jtheta_test", test[2])
+        return B, Bt
+
     def _check_outputs(self, f, name, n_points):
         f = as_real_array(f, name)
         want = (n_points,) + tuple(self._y_shape[1:])

@@ -10,7 +10,10 @@ evolves mode by mode in the eigenbasis of the regularised, flattened train kerne
 where ``p_t(λ)``, the *residual factor*, is what the rule decides:
 
 - :class:`GradientFlow`: ``p_t(λ) = exp(−η λ t / (N k))`` (continuous time ``t``, in steps);
-- :class:`GradientDescent`: ``p_t(λ) = (1 − η λ / (N k))^t`` (integer ``t``).
+- :class:`GradientDescent`: ``p_t(λ) = (1 − η λ / (N k))^t`` (integer ``t``); with momentum,
+  Nesterov, a :class:`~ntksolve.dynamics.schedules.Schedule` or weight decay, the factors of
+  :mod:`ntksolve.dynamics.schedules` (weight decay adds a second spectral function, applied to
+  ``J θ_0``: :meth:`GradientDescent.affine_coefficients`).
 
 The solvers never ask which rule they hold. The eigh path evaluates :meth:`TrainingRule.mode_coefficients`
 at the eigenvalues, the Lanczos path at the Ritz values (it applies any spectral function), and
@@ -24,12 +27,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Union
 
 import numpy as np
 import scipy.linalg
 
-from ntksolve._validation import as_real_array, check_choice, check_learning_rate
+from ntksolve._validation import as_real_array, check_choice, check_learning_rate, check_real_scalar
+from ntksolve.dynamics.descent_modes import descent_factors, rule_words, schedule_verdict
+from ntksolve.dynamics.schedules import Schedule, check_momentum, critical_rate
 
 __all__ = ["TrainingRule", "GradientFlow", "GradientDescent", "DivergenceWarning", "resolve_rule", "DYNAMICS"]
 
@@ -49,6 +54,10 @@ class TrainingRule:
 
     name: ClassVar[str] = ""
     stability_required: ClassVar[bool] = False
+    #: Whether predictions need ``J θ_0`` (weight decay: the analytic kernel has no parameters).
+    needs_parameters: ClassVar[bool] = False
+    #: Whether the divergence verdict depends on the steps of each prediction (a schedule).
+    checks_per_call: ClassVar[bool] = False
     learning_rate: float
 
     # -- times -------------------------------------------------------------------------------
@@ -250,46 +259,80 @@ class GradientFlow(TrainingRule):
         return E[:n, :n], E[:n, n:]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GradientDescent(TrainingRule):
-    """Full-batch gradient descent with a constant learning rate: ``f ← f − η/(Nk) Θ (f − y)``.
+    """Full-batch gradient descent as ``torch.optim.SGD`` runs it: ``f ← f − η_s/(Nk) Θ (f − y)`` and its variants.
 
-    ``p_t(λ) = (1 − η λ / (N k))^t`` for integer ``t``; a mode with ``η λ/(Nk) > 1`` flips sign
-    every step, one with ``η λ/(Nk) ≥ 2`` grows: at or above the critical rate ``2 N k / λ_max``
-    the solvers refuse unless ``allow_divergence=True``, and ``t = ∞`` has no limit there.
+    Plain constant descent has ``p_t(λ) = (1 − η λ / (N k))^t`` for integer ``t``; momentum
+    (heavy ball or Nesterov, dampening 0, empty buffer at the start), a learning-rate
+    :class:`~ntksolve.dynamics.schedules.Schedule` and weight decay move every mode by the
+    per-mode factors of :func:`~ntksolve.dynamics.schedules.mode_factors` /
+    :func:`~ntksolve.dynamics.schedules.weight_decay_mode_factors` (``docs/training-rules.md``).
+    At or above the critical rate the solvers refuse unless ``allow_divergence=True``.
 
     Parameters
     ----------
-    learning_rate : float, default 1.0
-        ``η > 0``.
+    learning_rate : float or Schedule, default 1.0
+        ``η > 0``, or the rate of every step (``Schedule.cosine(0.5, 1000)``, any array of rates
+        as ``Schedule(rates)``). This is the one place a schedule goes; a constant schedule is
+        stored as its rate (the two are the same rule).
+    momentum : float in [0, 1), default 0.0
+        ``μ`` of ``torch.optim.SGD``.
+    nesterov : bool, default False
+        Nesterov momentum (needs ``momentum > 0``).
+    weight_decay : float ≥ 0, default 0.0
+        ``w`` of ``torch.optim.SGD`` (``w θ`` added to every parameter's gradient). It pulls the
+        parameters towards zero, so the outputs feel the network's own ``J θ_0``: predictions then
+        need ``jtheta_train`` (and ``jtheta_test``), see :meth:`MSEPredictor.predict`.
 
     Notes
     -----
-    Where the next variants go (as parameters of this class, not as new solvers), each a change of
-    :meth:`learned_fraction` and :meth:`critical_learning_rate` only, with ``c = η/(Nk)``:
-
-    - ``momentum=β`` (heavy ball): per mode, ``(r_{t+1}, r_t) = M(λ) (r_t, r_{t−1})`` with
-      ``M = [[1 + β − cλ, −β], [1, 0]]`` and ``r_{−1} = r_0``; ``p_t(λ)`` is the first entry of
-      ``M(λ)^t (1, 1)``, a vectorised 2×2 power over the modes. Stable for ``0 < cλ < 2(1 + β)``.
-    - ``nesterov=True``: ``M = [[(1 + β)(1 − cλ), −β(1 − cλ)], [1, 0]]``, stable for
-      ``cλ < 2(1 + β)/(1 + 2β)``.
-    - ``schedule=(η_0, η_1, …)``: ``p_t(λ) = Π_{j<t} (1 − η_j λ/(Nk))``, a cumulative product over
-      steps per mode read at the requested ``t``; the critical check uses ``max η_j``.
-    - ``weight_decay=ω`` (towards the initialisation): ``p`` becomes ``(1 − cλ − ηω)^t`` and the
-      fraction learned ``g_t = cλ/(cλ + ηω) (1 − p_t)``, whose ``h = g/λ`` keeps a finite ``λ → 0``
-      limit; decay towards zero adds an affine term, one more spectral function of ``Θ`` applied to
-      ``J θ_0``, i.e. one more column for the same solvers.
-
-    Minibatches and the cross-entropy loss do not have this per-mode form; they need other
-    predictors, not other rules.
+    Times are integer steps. ``t = ∞`` is the converged limit: for a constant rate below the
+    critical one it is kernel regression (with momentum too; with weight decay the ridge limit
+    of the decayed quadratic). A non-constant schedule has no single limit (a decaying one stops
+    short of convergence), so ``t = ∞`` is refused there; an array schedule must give a rate for
+    every step up to the last one requested (it is not extended).
     """
 
     name: ClassVar[str] = "discrete"
     stability_required: ClassVar[bool] = True
-    learning_rate: float = 1.0
+    learning_rate: Union[float, Schedule] = 1.0
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
 
     def __post_init__(self):
-        _validated_rate(self)
+        lr = self.learning_rate
+        if isinstance(lr, Schedule):
+            if lr.is_constant:
+                object.__setattr__(self, "learning_rate", float(lr.rates(1)[0]))
+        elif isinstance(lr, np.ndarray) and lr.ndim == 1:
+            raise TypeError("pass a learning rate per step as learning_rate=Schedule(rates), not as a bare array")
+        else:
+            _validated_rate(self)
+        mu, nesterov = check_momentum(self.momentum, self.nesterov)
+        object.__setattr__(self, "momentum", mu)
+        object.__setattr__(self, "nesterov", nesterov)
+        object.__setattr__(self, "weight_decay", check_real_scalar(self.weight_decay, "weight_decay", low=0.0))
+
+    def __repr__(self):
+        extra = "".join(f", {f}={getattr(self, f)!r}" for f, d in
+                        (("momentum", 0.0), ("nesterov", False), ("weight_decay", 0.0)) if getattr(self, f) != d)
+        return f"GradientDescent(learning_rate={self.learning_rate!r}{extra})"
+
+    # -- what kind of descent
+    schedule = property(lambda self: self.learning_rate if isinstance(self.learning_rate, Schedule) else None,
+                        doc="The :class:`Schedule` of a non-constant rate, else None.")
+
+    @property
+    def plain(self):
+        """Constant rate, no momentum, no weight decay: the exact ``(1 − c)^t`` path."""
+        return self.schedule is None and self.momentum == 0.0 and self.weight_decay == 0.0
+
+    @property
+    def needs_parameters(self):
+        """Weight decay acts on the parameters: predictions need ``J θ_0`` on train and test."""
+        return self.weight_decay > 0.0
 
     def _check_finite_times(self, ts):
         bad = ts[ts != np.round(ts)]
@@ -299,12 +342,26 @@ class GradientDescent(TrainingRule):
                 f"{bad[:3].tolist()}; use dynamics='continuous' for gradient flow"
             )
 
+    def check_times(self, t):
+        ts, scalar = super().check_times(t)
+        if self.schedule is not None and not np.all(np.isfinite(ts)):
+            raise ValueError(
+                f"t = inf has no meaning for the schedule {self.schedule!r}: a schedule has no single converged "
+                "limit (a decaying one stops short of it); ask for finite steps, e.g. the schedule's total steps"
+            )
+        return ts, scalar
+
+    # -- the per-mode math
     def residual_factor(self, lam, ts, size):
-        c = self.learning_rate / size * np.asarray(lam, dtype=np.float64)
-        with np.errstate(over="ignore"):
-            return np.power(1.0 - c, np.asarray(ts, dtype=np.float64)[:, None])
+        if self.plain:
+            c = self.learning_rate / size * np.asarray(lam, dtype=np.float64)
+            with np.errstate(over="ignore"):
+                return np.power(1.0 - c, np.asarray(ts, dtype=np.float64)[:, None])
+        return 1.0 - self._factors(np.asarray(lam, dtype=np.float64), None, ts, size)[0]
 
     def learned_fraction(self, lam, ts, size):
+        if not self.plain:
+            return self._factors(np.asarray(lam, dtype=np.float64), None, ts, size)[0]
         c = self.learning_rate / size * np.asarray(lam, dtype=np.float64)  # ηλ/(Nk)
         fin = np.isfinite(ts)
         g = np.empty((ts.size, c.size))
@@ -324,7 +381,27 @@ class GradientDescent(TrainingRule):
         g[fin] = np.where(pos, gp, gn)
         return g
 
+    def mode_coefficients(self, lam, null, ts, size, need_test=True):
+        if self.plain:
+            return super().mode_coefficients(lam, null, ts, size, need_test)
+        g, h = self._factors(np.asarray(lam, dtype=np.float64), null, ts, size)[:2]
+        return g, (h if need_test else None)
+
+    def affine_coefficients(self, lam, null, ts, size):
+        """Weight decay's coefficients ``(g_B, h_B, P_t(w))`` of ``J θ_0`` (:mod:`~ntksolve.dynamics.descent_modes`)."""
+        _, _, gB, hB, free = self._factors(np.asarray(lam, dtype=np.float64), null, ts, size)
+        return gB, hB, free
+
+    def _factors(self, lam, null, ts, size):
+        """``(g, h, g_B, h_B, free)`` of the non-plain rules (:func:`~ntksolve.dynamics.descent_modes.descent_factors`)."""
+        return descent_factors(self, lam, null, ts, size)
+
     def dense_propagator(self, A, t, size):
+        if not self.plain:
+            raise NotImplementedError(
+                f"the dense reference (method='expm') covers plain constant-rate descent only, not {self!r}; "
+                "use method='eigh' or 'krylov'"
+            )
         # [[B, cI], [0, I]]^t = [[B^t, c Σ_{j<t} B^j], [0, I]] with B = I − cA, and c Σ_{j<t} B^j = A⁻¹(I − B^t).
         n = A.shape[0]
         c = self.learning_rate / size
@@ -336,10 +413,53 @@ class GradientDescent(TrainingRule):
         E = np.linalg.matrix_power(Z, int(t))
         return E[:n, :n], E[:n, n:]
 
+    # -- stability
+    def critical_learning_rate(self, lmax, size):
+        """The constant rate where the top mode stops converging (:func:`~ntksolve.dynamics.schedules.critical_rate`).
+
+        ``2 N k / λ_max`` plain, ``2 (1 + μ) N k / λ_max`` heavy ball, ``2 (1 + μ) N k / ((1 + 2μ) λ_max)``
+        Nesterov; weight decay moves ``λ_max`` to ``λ_max + w N k``. For a schedule it is the bound
+        its constant pieces are held to (the verdict on the schedule is :meth:`check_divergence`'s).
+        """
+        if self.plain:
+            return super().critical_learning_rate(lmax, size)
+        return critical_rate(max(float(lmax), 0.0) + self.weight_decay * size, size=size, momentum=self.momentum,
+                             nesterov=self.nesterov)
+
+    checks_per_call = property(lambda self: self.schedule is not None,
+                               doc="A schedule is judged on the steps of each prediction (how far it runs).")
+
+    def check_divergence(self, lmax, size, *, allow_divergence=False, stacklevel=2, eigenvalues=None, n_steps=None):
+        """As :meth:`TrainingRule.check_divergence`; a schedule is judged by
+        :func:`~ntksolve.dynamics.schedules.schedule_stability` over its first ``n_steps`` steps on
+        ``eigenvalues`` (all of them when known, else ``[λ_max]``); without ``n_steps`` it is not judged."""
+        if self.schedule is None:
+            crit = self.critical_learning_rate(lmax, size)
+            if self.learning_rate < crit:
+                return
+            if self.plain:
+                msg = (f"learning_rate={self.learning_rate:g} ≥ critical learning rate 2Nk/λ_max = {crit:.6g}: "
+                       "real (discrete) gradient descent at this rate diverges")
+            else:
+                msg = (f"learning_rate={self.learning_rate:g} ≥ critical learning rate {crit:.6g} of "
+                       f"{rule_words(self)}: real training at this rate diverges")
+        else:
+            if not n_steps:
+                return
+            msg = schedule_verdict(self, lmax, size, eigenvalues, n_steps)
+            if msg is None:
+                return
+        if not allow_divergence:
+            raise ValueError(msg + "; lower learning_rate, or pass allow_divergence=True to compute it anyway")
+        warnings.warn(msg + " (allow_divergence=True: computing it anyway)", DivergenceWarning, stacklevel=stacklevel + 1)
+
 
 #: The ``dynamics=`` names and the rules they build.
 _RULES = {GradientFlow.name: GradientFlow, GradientDescent.name: GradientDescent}
 DYNAMICS = tuple(_RULES)
+#: Optimisers whose step depends on each parameter's own gradient history: no function-space twin.
+ADAPTIVE = ("adam", "adamw", "adamax", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "sparseadam",
+            "rprop", "lbfgs", "adafactor", "lion", "sophia", "lamb")
 
 
 def resolve_rule(dynamics, learning_rate=None):
@@ -366,6 +486,13 @@ def resolve_rule(dynamics, learning_rate=None):
         raise TypeError(
             f"dynamics must be one of {', '.join(map(repr, DYNAMICS))} or a training rule such as "
             f"GradientDescent(learning_rate=0.5), got {dynamics!r}"
+        )
+    if dynamics.strip().lower() in ADAPTIVE:
+        raise ValueError(
+            f"dynamics={dynamics!r}: adaptive optimisers divide each parameter's step by its own running "
+            "gradient statistics, which the kernel J Jᵀ does not determine, so they have no function-space "
+            "(kernel) twin; train the network itself (ntksolve.train_network, or your own PyTorch loop), or "
+            "predict SGD with GradientDescent(learning_rate, momentum=..., nesterov=...)"
         )
     cls = _RULES[check_choice(dynamics, "dynamics", DYNAMICS)]
     return cls(1.0 if learning_rate is None else learning_rate)

@@ -117,6 +117,15 @@ class Schedule:
     def __setattr__(self, name, value):
         raise AttributeError("Schedule is immutable; build a new one")
 
+    def __reduce__(self):  # immutable: pickle by value, copies are the object itself
+        return (_restore, (self._kind, self._args, self._array))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     # -- constructors -----------------------------------------------------------------------------
     @classmethod
     def constant(cls, lr):
@@ -223,6 +232,12 @@ class Schedule:
         return hash((self._kind, self._args, None if self._array is None else self._array.tobytes()))
 
 
+def _restore(kind, args, array):
+    obj = Schedule.__new__(Schedule)
+    obj._set(kind, args, array)
+    return obj
+
+
 def _min_lr(min_lr, lr):
     low = _real(min_lr, "min_lr")
     if low > lr:
@@ -293,7 +308,8 @@ class WeightDecayFactors(NamedTuple):
     free: np.ndarray
 
 
-def _check_momentum(momentum, nesterov):
+def check_momentum(momentum, nesterov):
+    """``(μ, nesterov)`` validated as ``torch.optim.SGD`` takes them."""
     mu = _real(momentum, "momentum")
     if mu >= 1.0:
         raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}; momentum 1 or more never forgets a gradient")
@@ -351,7 +367,7 @@ def mode_factors(eigenvalues, steps, *, size, learning_rate, momentum=0.0, neste
         ``residual``, ``gain``, ``test``, each (T, n).
     """
     lam, st, size, null = _check_modes(eigenvalues, steps, size, null)
-    mu, nesterov = _check_momentum(momentum, nesterov)
+    mu, nesterov = check_momentum(momentum, nesterov)
     sched = as_schedule(learning_rate)
     a = lam / size
     if sched.is_constant:
@@ -399,7 +415,7 @@ def weight_decay_mode_factors(eigenvalues, steps, *, size, learning_rate, weight
     (``O(steps[-1] · n)``): the divided difference in ``image`` has no closed form here.
     """
     lam, st, size, null = _check_modes(eigenvalues, steps, size, null)
-    mu, nesterov = _check_momentum(momentum, nesterov)
+    mu, nesterov = check_momentum(momentum, nesterov)
     w = _real(weight_decay, "weight_decay", positive=True)
     sched = as_schedule(learning_rate)
     rates = _padded(sched.rates(int(st[-1])))
@@ -435,7 +451,7 @@ def critical_rate(lam_max, *, size, momentum=0.0, nesterov=False) -> float:
     """
     lmax = _real(lam_max, "lam_max")
     size = _real(size, "size", positive=True)
-    mu, nesterov = _check_momentum(momentum, nesterov)
+    mu, nesterov = check_momentum(momentum, nesterov)
     if lmax == 0.0:
         return np.inf
     return 2.0 * (1.0 + mu) * size / (((1.0 + 2.0 * mu) if nesterov else 1.0) * lmax)
@@ -493,7 +509,7 @@ def schedule_stability(eigenvalues, n_steps, *, size, learning_rate, momentum=0.
     """
     lam, _, size, null = _check_modes(eigenvalues, [0], size, null)
     n = _count(n_steps, "n_steps")
-    mu, nesterov = _check_momentum(momentum, nesterov)
+    mu, nesterov = check_momentum(momentum, nesterov)
     bound = np.sqrt(_config.DIVERGENCE_FACTOR) if bound is None else _real(bound, "bound", positive=True)
     rates = as_schedule(learning_rate).rates(n)
     a = lam / size

@@ -37,16 +37,23 @@ kernel : {"analytic", "empirical"}, default "analytic"
     ensemble's mean, ``f_0 = 0``). ``"empirical"``: one network of these widths initialised
     with ``random_state``; its NTK at initialisation and its ``f_0`` make the prediction. With
     several outputs the traced kernel (mean over outputs) is used, exact at infinite width."""),
-    ("learning_rate", 1.0, """
-learning_rate : float, default 1.0
-    ``eta``. With ``dynamics="continuous"`` it only sets the unit of time (``eta * t``)."""),
+    ("learning_rate", None, """
+learning_rate : float or None, default None
+    ``eta`` for a ``dynamics`` name (None: 1.0). With ``dynamics="continuous"`` it only sets the
+    unit of time (``eta * t``). Leave it None with a rule object, which carries its own rate."""),
     ("dynamics", "continuous", """
-dynamics : {"continuous", "discrete"}, default "continuous"
+dynamics : {"continuous", "discrete"} or training rule, default "continuous"
     Gradient flow, or exact discrete steps (integer times; a learning rate above the
-    critical ``2Nk / lambda_max`` is then an error in ``fit``)."""),
+    critical ``2Nk / lambda_max`` is then an error in ``fit``); or a rule object such as
+    ``GradientDescent(0.5, momentum=0.9, nesterov=True)`` or
+    ``GradientDescent(Schedule.cosine(0.5, 1000), momentum=0.9)`` (a schedule needs a finite
+    ``time``). Weight decay needs one finite network's ``J theta_0``: use
+    :func:`ntksolve.gradient_descent_mse` for it. Adaptive optimisers (Adam, ...) have no kernel
+    twin and are refused."""),
     ("method", "auto", """
-method : {"auto", "eigh", "expm", "krylov"}, default "auto"
-    The solver's method (:func:`ntksolve.dynamics.gradient_descent_mse`)."""),
+method : {"auto", "eigh", "expm", "krylov"} or solver, default "auto"
+    The solver (:func:`ntksolve.dynamics.gradient_descent_mse`): a name, or an object such as
+    ``Krylov(tol=1e-10)``."""),
     ("normalize_y", True, """
 normalize_y : bool, default True
     Train on standardised targets (per output), as ``GaussianProcessRegressor`` does, so that

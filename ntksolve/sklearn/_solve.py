@@ -14,21 +14,28 @@ import numpy as np
 from ntksolve import dynamics as _dynamics
 from ntksolve._extras import require
 from ntksolve.dynamics import mse as _mse
+from ntksolve.dynamics import rules as _rules
+from ntksolve.dynamics import solvers as _solvers
 
 #: Values of the estimators' ``dynamics`` and ``method`` parameters.
 DYNAMICS = _mse.DYNAMICS
 METHODS = _mse.METHODS
 DivergenceWarning = _dynamics.DivergenceWarning
+Auto = _dynamics.Auto
+resolve_rule = _rules.resolve_rule
+ADAPTIVE = _rules.ADAPTIVE
+resolve_solver = _solvers.resolve_solver
 
 
 
 # ---------------------------------------------------------------------------------------------
 # in memory
 # ---------------------------------------------------------------------------------------------
-def mse_predictor(k_train_train, y_train, *, learning_rate, diag_reg, dynamics, method):
-    """The closed-form solver of gradient descent on MSE (one decomposition of the kernel)."""
-    return _dynamics.gradient_descent_mse(k_train_train, y_train, learning_rate, diag_reg=diag_reg,
-                                          dynamics=dynamics, method=method)
+def mse_predictor(k_train_train, y_train, *, diag_reg, dynamics, method):
+    """The closed-form solver of gradient descent on MSE (one decomposition of the kernel); ``dynamics``
+    is a rule object (it carries its learning rate), ``method`` a name or a solver."""
+    return _dynamics.gradient_descent_mse(k_train_train, y_train, diag_reg=diag_reg, dynamics=dynamics,
+                                          method=method)
 
 
 def ensemble(nngp_train_train, ntk_train_train, y_train, *, learning_rate, diag_reg):

@@ -46,10 +46,13 @@ def _check_real(value, name, *, lower=0.0, strict=False, allow_inf=False):
     return v
 
 
-def _check_time(value, name, dynamics):
+def _check_time(value, name, rule):
     t = _check_real(value, name, allow_inf=True)
-    if dynamics == "discrete" and np.isfinite(t) and t != round(t):
+    if rule.name == "discrete" and np.isfinite(t) and t != round(t):
         raise ValueError(f"{name} must be a whole number of steps (or np.inf) with dynamics='discrete'; got {value!r}")
+    if t == np.inf and getattr(rule, "schedule", None) is not None:
+        raise ValueError(f"{name} = inf has no meaning for a learning-rate schedule (it has no single converged "
+                         f"limit); set it to a number of steps, e.g. the schedule's total steps; got {value!r}")
     return t
 
 
@@ -81,15 +84,22 @@ class _NTKBase(BaseEstimator):
         _check_choice(self.kernel, "kernel", KERNELS)
         _check_choice(self.activation, "activation", ACTIVATIONS)
         _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
-        _check_choice(self.dynamics, "dynamics", _solve.DYNAMICS)
-        _check_choice(self.method, "method", _solve.METHODS)
+        rule = self._rule()
+        if rule.needs_parameters:
+            raise ValueError(
+                f"dynamics={rule!r}: weight decay pulls the parameters towards zero, so the outputs depend on the "
+                "network's own J θ_0, which the estimators do not pass; use weight_decay=0 here, or "
+                "ntksolve.gradient_descent_mse(...) with jtheta_train/jtheta_test for one finite network"
+            )
+        if isinstance(self.method, str):
+            _check_choice(self.method, "method", _solve.METHODS)
+        _solve.resolve_solver(self.method)  # a solver object, or a TypeError naming what is accepted
         if self.kernel == "analytic" and not MLP((1,), parameterization=self.parameterization).supports_analytic:
             raise ValueError(
                 "kernel='analytic' (infinite width) is defined for parameterization='ntk' only: in "
                 "standard parameterisation the infinite-width NTK grows without bound; use "
                 "kernel='empirical' for a finite standard-parameterised network"
             )
-        _check_real(self.learning_rate, "learning_rate", strict=True)
         if not isinstance(self.normalize_y, (bool, np.bool_)):
             raise ValueError(f"normalize_y must be True or False, got {self.normalize_y!r}")
         if self.block_size is not None and (
@@ -104,7 +114,23 @@ class _NTKBase(BaseEstimator):
         """Every parameter as ``fit`` needs it (also run on a loaded model's parameters)."""
         self._validate_params_ntk()
         _check_real(self.diag_reg, "diag_reg")
-        _check_time(self.time, "time", self.dynamics)
+        _check_time(self.time, "time", self._rule())
+
+    def _rule(self):
+        """The training rule: ``dynamics`` (a name, with ``learning_rate``, default 1.0) or a rule object."""
+        if isinstance(self.dynamics, str) and self.dynamics.strip().lower() not in _solve.ADAPTIVE:
+            _check_choice(self.dynamics, "dynamics", _solve.DYNAMICS)
+            if self.learning_rate is not None:
+                _check_real(self.learning_rate, "learning_rate", strict=True)
+        return _solve.resolve_rule(self.dynamics, self.learning_rate)
+
+    def _plain_rule(self, what):
+        """``(name, η)`` of a constant-rate rule without momentum, for the solvers that take only those."""
+        rule = self._rule()
+        if not (rule.name == "continuous" or rule.plain):
+            raise ValueError(f"{what} supports gradient flow and plain constant-rate descent only, not {rule!r}; "
+                             "use chunks=None (the in-memory solver runs every rule)")
+        return rule.name, rule.learning_rate
 
     # -- pieces ------------------------------------------------------------------------------
     def _network(self, n_outputs):
@@ -117,7 +143,7 @@ class _NTKBase(BaseEstimator):
         rate only rescales time, and the flow converges at any rate (the warning concerns discrete
         steps, which the solver refuses outright when they would diverge)."""
         with warnings.catch_warnings():
-            if self.dynamics == "continuous":
+            if self._rule().name == "continuous":
                 warnings.simplefilter("ignore", _solve.DivergenceWarning)
             yield
 
@@ -156,10 +182,10 @@ class _NTKBase(BaseEstimator):
         so ``method="auto"`` takes the eigendecomposition, which they share, over Krylov, which
         they would each repeat.
         """
-        method = "eigh" if shared and isinstance(self.method, str) and self.method == "auto" else self.method
+        method = _solve.resolve_solver(self.method)
+        method = "eigh" if shared and isinstance(method, _solve.Auto) else method
         with self._solver_warnings():
-            return _solve.mse_predictor(K, y, learning_rate=self.learning_rate, diag_reg=diag_reg,
-                                        dynamics=self.dynamics, method=method)
+            return _solve.mse_predictor(K, y, diag_reg=diag_reg, dynamics=self._rule(), method=method)
 
     def _build_predictor(self, K, diag_reg):
         self.predictor_ = self._solver(K, self.y_train_, diag_reg)
@@ -173,11 +199,12 @@ class _NTKBase(BaseEstimator):
         if self.chunks is None:
             self._build_predictor(self._kernel(X), self.diag_reg)
             return
+        dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         with self._solver_warnings():
             self.tiled_ = _solve.fit_tiled(
                 self.network_, X, self.y_train_.astype(np.float64), params=self.params_,
-                t=self._time_at_predict(), learning_rate=self.learning_rate, diag_reg=self.diag_reg,
-                dynamics=self.dynamics, fx_train_0=self.fx_train_0_, chunks=self.chunks,
+                t=self._time_at_predict(), learning_rate=rate, diag_reg=self.diag_reg,
+                dynamics=dynamics, fx_train_0=self.fx_train_0_, chunks=self.chunks,
                 scheduler=self.scheduler, dtype=self._dtype)
         self.predictor_ = None
         self.diag_reg_ = float(self.diag_reg)
@@ -238,11 +265,11 @@ class _NTKBase(BaseEstimator):
         if arr.ndim != 1:
             raise ValueError(f"times must be a 1-D array of steps (np.inf allowed), got shape {arr.shape}")
         for t in arr:
-            _check_time(t, "times", self.dynamics)
+            _check_time(t, "times", self._rule())
         return arr
 
     def _time_at_predict(self):
-        return _check_time(self.time, "time", self.dynamics)
+        return _check_time(self.time, "time", self._rule())
 
     # -- public methods shared by regressor and classifier ------------------------------------
     def loss_curve(self, times):
@@ -372,21 +399,22 @@ class _NTKBase(BaseEstimator):
             return
         if not self._tiled_capable or self.chunks is None:
             raise ValueError("the file holds a tiled fit, but the estimator's chunks parameter is None")
-        tiled = _check_tiled_attrs(tiled, self.dynamics)
+        tiled = _check_tiled_attrs(tiled, self._rule())
+        dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         coef = state.array("tiled_coef", np.float64, (N, k), finite=True)
         fx = state.array("tiled_fx_train", np.float64, (N, k), finite=True)
-        self.tiled_ = _solve.restore_tiled(network, params, X, tiled, coef, fx, learning_rate=self.learning_rate,
-                                           diag_reg=diag_reg, dynamics=self.dynamics, scheduler=self.scheduler)
+        self.tiled_ = _solve.restore_tiled(network, params, X, tiled, coef, fx, learning_rate=rate,
+                                           diag_reg=diag_reg, dynamics=dynamics, scheduler=self.scheduler)
         self.predictor_ = None
         self.diag_reg_ = diag_reg
         self._ensemble_cache = None
 
 
-def _check_tiled_attrs(tiled, dynamics):
+def _check_tiled_attrs(tiled, rule):
     """The tiled part of a saved state: exactly ``t``, ``mu``, ``chunks``, ``info``, well typed."""
     if set(tiled) != {"t", "mu", "chunks", "info"}:
         raise ValueError(f"the tiled fit's entries must be t, mu, chunks, info; got {sorted(tiled)}")
-    t = _check_time(tiled["t"], "the tiled fit's t", dynamics)
+    t = _check_time(tiled["t"], "the tiled fit's t", rule)
     mu = _check_real(tiled["mu"], "the tiled fit's mu")
     chunks = tiled["chunks"]
     if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:

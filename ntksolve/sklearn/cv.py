@@ -90,11 +90,13 @@ class NTKRegressorCV(_NTKRegressorBase):
         return regs, ts
 
     def _auto_times(self, K, k):
-        unit = k / (float(self.learning_rate) * float(np.mean(np.diagonal(K))))
+        rule = self._rule()
+        rate = rule.schedule.rates(1)[0] if getattr(rule, "schedule", None) is not None else rule.learning_rate
+        unit = k / (float(rate) * float(np.mean(np.diagonal(K))))
         ts = unit * np.logspace(*_AUTO_TIME_DECADES, _AUTO_TIME_POINTS)
-        if self.dynamics == "discrete":
+        if rule.name == "discrete":
             ts = np.unique(np.ceil(ts))
-        return np.concatenate([ts, [np.inf]])
+        return ts if getattr(rule, "schedule", None) is not None else np.concatenate([ts, [np.inf]])
 
     def fit(self, X, y):
         """Cross-validate ``(diag_reg, time)`` on one kernel of all the data, then refit.

@@ -95,7 +95,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             raise NotImplementedError(
                 "return_std/return_cov describe the ensemble of infinitely wide networks; they need "
                 "kernel='analytic' (one empirical network has no ensemble spread to report)")
-        if self.dynamics != "continuous":
+        if self._rule().name != "continuous":
             raise NotImplementedError(
                 "return_std/return_cov are available for dynamics='continuous' (the ensemble solver "
                 "models gradient flow); for discrete steps use the mean, or continuous time eta*t")
@@ -108,7 +108,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             return cached
         pair = analytic_kernels(self.network_, self.X_train_)
         self._ensemble_cache = _solve.ensemble(pair.nngp, pair.ntk, self.y_train_.astype(np.float64),
-                                               learning_rate=self.learning_rate, diag_reg=self.diag_reg_)
+                                               learning_rate=self._rule().learning_rate, diag_reg=self.diag_reg_)
         return self._ensemble_cache
 
     def predict_trajectory(self, X, times):
