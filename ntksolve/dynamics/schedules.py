@@ -171,6 +171,13 @@ class Schedule:
     def kind(self) -> str:
         return self._kind
 
+    @property
+    def total_steps(self):
+        """The steps the schedule was made for (cosine, warm-up kinds, an array), else None."""
+        if self._kind == "array":
+            return int(self._array.size)
+        return int(self._args[1]) if self._kind in ("cosine", "warmup_cosine", "warmup_linear") else None
+
     def rates(self, n_steps) -> np.ndarray:
         """The rates of steps ``0 … n_steps − 1``.
 
