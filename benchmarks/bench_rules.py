@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_dynamics import N_TEST, D_IN, interleaved, relu_ntk  # noqa: E402
 from ntksolve.dynamics import Eigh, GradientDescent, Schedule, gradient_descent_mse  # noqa: E402
-from ntksolve.dynamics.schedules import critical_rate  # noqa: E402
+from ntksolve.dynamics.stability import critical_rate  # noqa: E402
 
 MU = 0.9
 TOTAL = 10_000

@@ -499,7 +499,7 @@ def test_cv_with_a_schedule_searches_whole_steps(toy):
     X, Y = toy[0], toy[1][:, 0]
     rule = GradientDescent(Schedule.cosine(0.05, 400), momentum=0.9)
     cv = NTKRegressorCV(dynamics=rule, diag_regs=(1e-2,), cv=3).fit(X, Y)
-    assert np.isfinite(cv.time_) and cv.time_ == round(cv.time_)
+    assert np.isfinite(cv.time_) and cv.time_ == round(cv.time_) and 1 <= cv.time_ <= 400  # the schedule's horizon
     grid = NTKRegressorCV(dynamics=rule, times=[10, 100, 400], diag_regs=(1e-2,), cv=3).fit(X, Y)
     assert grid.time_ in (10, 100, 400)
     one = NTKRegressor(dynamics=rule, time=grid.time_, diag_reg=1e-2).fit(X, Y)

@@ -15,11 +15,10 @@ from ntksolve.dynamics.momentum_closed_form import constant_rate_modes
 from ntksolve.dynamics.schedules import (
     Schedule,
     _scheduled_modes,
-    critical_rate,
     mode_factors,
-    schedule_stability,
     weight_decay_mode_factors,
 )
+from ntksolve.dynamics.stability import critical_rate, schedule_stability
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.spectral import null_mask
 from ntksolve.dynamics.units import to_ntksolve_learning_rate

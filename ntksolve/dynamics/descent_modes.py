@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntksolve.dynamics.schedules import mode_factors, schedule_stability, weight_decay_mode_factors
+from ntksolve.dynamics.schedules import mode_factors, weight_decay_mode_factors
+from ntksolve.dynamics.stability import schedule_stability
 
 __all__ = ["descent_factors", "schedule_verdict", "AffinePart", "unseen_decay", "rule_words", "check_limit"]
 
@@ -88,7 +89,7 @@ def descent_factors(rule, lam, null, ts, size):
 def schedule_verdict(rule, lmax, size, eigenvalues, n_steps):
     """The divergence message of a scheduled rule over its first ``n_steps`` steps, or None if it is stable.
 
-    Every given mode is iterated (:func:`~ntksolve.dynamics.schedules.schedule_stability`): all
+    Every given mode is iterated (:func:`~ntksolve.dynamics.stability.schedule_stability`): all
     eigenvalues when known, else ``[λ_max]``; weight decay shifts them by ``w N k``.
     """
     lam = np.atleast_1d(np.asarray(lmax if eigenvalues is None else eigenvalues, dtype=np.float64))

@@ -34,7 +34,8 @@ import scipy.linalg
 
 from ntksolve._validation import as_real_array, check_choice, check_learning_rate, check_real_scalar
 from ntksolve.dynamics.descent_modes import descent_factors, rule_words, schedule_verdict
-from ntksolve.dynamics.schedules import Schedule, check_momentum, critical_rate
+from ntksolve.dynamics.schedules import Schedule, check_momentum
+from ntksolve.dynamics.stability import critical_rate
 
 __all__ = ["TrainingRule", "GradientFlow", "GradientDescent", "DivergenceWarning", "resolve_rule", "DYNAMICS"]
 
@@ -415,7 +416,7 @@ class GradientDescent(TrainingRule):
 
     # -- stability
     def critical_learning_rate(self, lmax, size):
-        """The constant rate where the top mode stops converging (:func:`~ntksolve.dynamics.schedules.critical_rate`).
+        """The constant rate where the top mode stops converging (:func:`~ntksolve.dynamics.stability.critical_rate`).
 
         ``2 N k / λ_max`` plain, ``2 (1 + μ) N k / λ_max`` heavy ball, ``2 (1 + μ) N k / ((1 + 2μ) λ_max)``
         Nesterov; weight decay moves ``λ_max`` to ``λ_max + w N k``. For a schedule it is the bound
@@ -431,7 +432,7 @@ class GradientDescent(TrainingRule):
 
     def check_divergence(self, lmax, size, *, allow_divergence=False, stacklevel=2, eigenvalues=None, n_steps=None):
         """As :meth:`TrainingRule.check_divergence`; a schedule is judged by
-        :func:`~ntksolve.dynamics.schedules.schedule_stability` over its first ``n_steps`` steps on
+        :func:`~ntksolve.dynamics.stability.schedule_stability` over its first ``n_steps`` steps on
         ``eigenvalues`` (all of them when known, else ``[λ_max]``); without ``n_steps`` it is not judged."""
         if self.schedule is None:
             crit = self.critical_learning_rate(lmax, size)

@@ -106,7 +106,8 @@ CV_PARAMETERS = (
 times : array_like of shape (T,) or None, default None
     Candidate times (steps; ``np.inf`` allowed). None: 49 log-spaced times spanning the
     kernel's spectrum (in units of ``k / (learning_rate * mean(diag Theta))`` steps, from
-    ``1e-1`` to ``1e7``; rounded up to whole steps for discrete dynamics) plus ``np.inf``."""),
+    ``1e-1`` to ``1e7``; rounded up to whole steps for discrete dynamics) plus ``np.inf``. With a
+    schedule rule: whole steps, geometric from 1 to the schedule's total steps (no ``np.inf``)."""),
     ("diag_regs", DEFAULT_DIAG_REGS, """
 diag_regs : array_like of shape (R,), default (0, 1e-3, 1e-2, 1e-1, 1)
     Candidate ridges (each costs one decomposition per fold)."""),

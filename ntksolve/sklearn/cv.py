@@ -94,9 +94,12 @@ class NTKRegressorCV(_NTKRegressorBase):
         rate = rule.schedule.rates(1)[0] if getattr(rule, "schedule", None) is not None else rule.learning_rate
         unit = k / (float(rate) * float(np.mean(np.diagonal(K))))
         ts = unit * np.logspace(*_AUTO_TIME_DECADES, _AUTO_TIME_POINTS)
+        schedule = getattr(rule, "schedule", None)
+        if schedule is not None and schedule.total_steps is not None:  # a schedule's own horizon, no t = inf
+            return np.unique(np.ceil(np.geomspace(1, schedule.total_steps, _AUTO_TIME_POINTS)))
         if rule.name == "discrete":
             ts = np.unique(np.ceil(ts))
-        return ts if getattr(rule, "schedule", None) is not None else np.concatenate([ts, [np.inf]])
+        return ts if schedule is not None else np.concatenate([ts, [np.inf]])
 
     def fit(self, X, y):
         """Cross-validate ``(diag_reg, time)`` on one kernel of all the data, then refit.
