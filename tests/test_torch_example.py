@@ -35,3 +35,11 @@ def test_docs_example_runs_and_predicts_training(capsys):
     np.testing.assert_array_less(gap[1:], 0.02 * moved[1:])  # prediction within 2% of the move
     printed = capsys.readouterr().out
     assert "of the critical rate" in printed and "step 100" in printed
+
+
+def test_readme_carries_the_same_example():
+    """The README's PyTorch section is the example above, verbatim (so it runs as this test)."""
+    readme = open(os.path.join(os.path.dirname(DOC), os.pardir, "README.md"), encoding="utf-8").read()
+    section = readme[readme.index("## Predict how your PyTorch model trains"):]
+    doc = open(DOC, encoding="utf-8").read()
+    assert re.search(r"```python\n(.*?)```", section, re.S).group(1) == re.search(r"```python\n(.*?)```", doc, re.S).group(1)
