@@ -199,6 +199,15 @@ def _critical_rate(net, params, X) -> float:
 # ---------------------------------------------------------------------------------------------
 # public
 # ---------------------------------------------------------------------------------------------
+
+def recorded(n, steps, fx_train, fx_test, loss_train, loss_test, kernel_change, track_kernel, k):
+    """The fields of a :class:`TrainingResult` from a trainer's record buffers, cut to the ``n``
+    records made (every trainer records into the same buffers)."""
+    cut = lambda a: None if a is None else a[:n]  # noqa: E731
+    return dict(steps=steps[:n].copy(), fx_train=fx_train[:n], fx_test=cut(fx_test), loss_train=loss_train[:n],
+                loss_test=cut(loss_test), kernel_change=cut(kernel_change),
+                kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"))
+
 def train_network(
     net: MLP,
     params,
@@ -362,13 +371,7 @@ def train_network(
 
     T_done = i_rec
     result = TrainingResult(
-        steps=rec[:T_done].copy(),
-        fx_train=fx_train[:T_done],
-        fx_test=None if fx_test is None else fx_test[:T_done],
-        loss_train=loss_train[:T_done],
-        loss_test=None if loss_test is None else loss_test[:T_done],
-        kernel_change=None if kchange is None else kchange[:T_done],
-        kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"),
+        **recorded(T_done, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
         net=train_net,
         params=work,
         learning_rate=eta,

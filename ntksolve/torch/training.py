@@ -26,7 +26,7 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
 from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
-from ntksolve.training import TrainingDivergedError, TrainingResult, _check_steps, _check_targets
+from ntksolve.training import TrainingDivergedError, TrainingResult, _check_steps, _check_targets, recorded
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -352,13 +352,7 @@ def train(
     T_done = i_rec
     net, params = from_torch(model)
     result = TorchTrainingResult(
-        steps=rec[:T_done].copy(),
-        fx_train=fx_train[:T_done],
-        fx_test=None if fx_test is None else fx_test[:T_done],
-        loss_train=loss_train[:T_done],
-        loss_test=None if loss_test is None else loss_test[:T_done],
-        kernel_change=None if kchange is None else kchange[:T_done],
-        kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"),
+        **recorded(T_done, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
         net=net,
         params=params,
         learning_rate=first_lr,
