@@ -118,7 +118,8 @@ def independent_batches(n_samples, batch_size, n_steps, *, random_state=None):
     return [rng.choice(n, size=B, replace=False) for _ in range(steps)]
 
 
-def _check_batches(batches, n, n_steps):
+def check_batches(batches, n, n_steps):
+    """``n_steps`` int64 index arrays into ``n`` points from a batch order (None: full batch)."""
     if batches is None:
         return None
     if isinstance(batches, np.ndarray) and batches.ndim == 2:
@@ -126,7 +127,7 @@ def _check_batches(batches, n, n_steps):
     if not isinstance(batches, (list, tuple)):
         raise TypeError("batches must be a list of index arrays (e.g. from shuffled_batches), or None")
     if len(batches) < n_steps:
-        raise ValueError(f"batches has {len(batches)} entries but {n_steps} steps were asked for; give one per step")
+        raise ValueError(f"batches has {len(batches)} entries but {n_steps} steps were asked for (fewer than steps={n_steps}); give one index array per step")
     out = []
     for s, b in enumerate(batches[:n_steps]):
         arr = np.asarray(b)
@@ -245,7 +246,7 @@ def _run(prob, residual, steps, learning_rate, momentum, nesterov, weight_decay,
     wd = _real(weight_decay, "weight_decay")
     S = int(steps[-1])
     rates = as_schedule(learning_rate).rates(S)
-    batches = _check_batches(batches, prob.N, S)
+    batches = check_batches(batches, prob.N, S)
     if wd > 0 and prob.img is None:
         raise ValueError("weight decay needs image_train = own_parameter_image(net, params, X_train) "
                          "(and image_test on the test inputs); it is not defined for an analytic kernel")

@@ -7,6 +7,8 @@ from typing import List
 
 import numpy as np
 
+from ntksolve.dynamics.function_space import check_batches
+
 from ntksolve._extras import require
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
@@ -67,24 +69,9 @@ class DataLoaderBatches:
 
 
 def _check_batches(batches, N: int, steps: int):
-    """A list of ``steps`` index arrays (or None for full batch)."""
-    if batches is None:
-        return None
+    """A list of ``steps`` index arrays (or None for full batch): a :class:`DataLoaderBatches`
+    draws them; any other order is checked by the function-space twin's own check, so both
+    trainers and the prediction accept exactly the same batch orders."""
     if isinstance(batches, DataLoaderBatches):
         return batches.indices(N, steps)
-    if isinstance(batches, (str, bytes)) or not hasattr(batches, "__len__"):
-        raise TypeError(
-            "batches must be None (full batch), a sequence of index arrays (one per step) or a "
-            f"DataLoaderBatches, got {type(batches).__name__}"
-        )
-    if len(batches) < steps:
-        raise ValueError(f"batches has {len(batches)} index arrays, fewer than steps={steps} (one per step)")
-    out = []
-    for s in range(steps):
-        idx = np.asarray(batches[s])
-        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-            raise ValueError(f"batches[{s}] must be a non-empty 1-D array of integer indices, got {batches[s]!r}")
-        if idx.min() < 0 or idx.max() >= N:
-            raise ValueError(f"batches[{s}] has indices outside [0, {N}) (the training examples)")
-        out.append(idx.astype(np.int64))
-    return out
+    return check_batches(batches, N, steps)
