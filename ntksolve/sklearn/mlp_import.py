@@ -37,6 +37,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state
 
+from ntksolve.dynamics.units import LOSS_CONVENTIONS
 from ntksolve.nets.trained_layers import mlp_from_layers
 
 __all__ = ["from_sklearn", "sklearn_initial_network", "learning_rate_from_sklearn"]
@@ -219,4 +220,4 @@ def learning_rate_from_sklearn(estimator, *, n_outputs=None) -> float:
         n_outputs = estimator.n_outputs_
     if isinstance(n_outputs, bool) or not isinstance(n_outputs, numbers.Integral) or n_outputs <= 0:
         raise ValueError(f"n_outputs must be a positive int, got {n_outputs!r}")
-    return int(n_outputs) * eta
+    return LOSS_CONVENTIONS["sklearn_mlp_regressor"](1, int(n_outputs)) * eta  # the one table of units

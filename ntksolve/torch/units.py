@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from ntksolve._extras import require
+from ntksolve.dynamics.units import LOSS_CONVENTIONS
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -90,9 +91,7 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     arr = np.asarray(lr, dtype=np.float64) if not isinstance(lr, torch.Tensor) else lr.detach().cpu().numpy().astype(np.float64)
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"lr must be finite and non-negative, got {lr!r}")
-    if kind == "mse":
-        factor = 2.0 if reduction == "mean" else 2.0 * n_samples * n_outputs
-    else:
-        factor = 1.0 if reduction == "mean" else float(n_samples)
+    # the one table of other libraries' units
+    factor = LOSS_CONVENTIONS[f"torch_{'mse' if kind == 'mse' else 'cross_entropy'}_{reduction}"](n_samples, n_outputs)
     out = factor * arr
     return float(out) if out.ndim == 0 else out
