@@ -493,3 +493,20 @@ def test_fuzz_structure(fuzz_models, which, part, pick, value, op):
     buf = folder / "edited.npz"
     _write(buf, meta, arrays, compress=compress)
     _loads_as_saved_or_refused(folder, buf.read_bytes(), est, expected, Xt)
+
+
+def test_rule_objects_are_refused_not_silently_reset(tmp_path):
+    """A rule or solver object the format cannot store would come back as the default name and
+    predict something else: save refuses it, naming the alternatives; names round-trip exactly."""
+    from ntksolve.dynamics import GradientDescent, Krylov
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(30, 3)), rng.normal(size=30)
+    for kw in ({"dynamics": GradientDescent(0.5, momentum=0.9)}, {"method": Krylov(tol=1e-10)}):
+        model = ntksolve.NTKRegressor(hidden_layer_sizes=(1,), time=20, **kw).fit(X, y)
+        with pytest.raises(ValueError, match="pickle-free format does not store"):
+            model.save(tmp_path / "m.npz")
+        assert not (tmp_path / "m.npz").exists()
+    model = ntksolve.NTKRegressor(hidden_layer_sizes=(1,), time=20, dynamics="discrete", learning_rate=0.5).fit(X, y)
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_allclose(ntksolve.load(tmp_path / "m.npz").predict(X), model.predict(X), rtol=1e-12, atol=1e-14)

@@ -77,6 +77,9 @@ _STALE_TEMP_SECONDS = 24 * 3600
 _META_KEYS = ("format", "version", "ntksolve_version", "class", "params", "attrs", "unsaved_params",
               "sequence_params")
 _SEQUENCES = {"tuple": tuple, "list": list, "ndarray": np.asarray}
+#: Parameters the fitted model predicts with: one the format cannot store is refused at save (the
+#: others, such as a cross-validation splitter, only shape fitting and are reset on load).
+_PREDICTION_PARAMS = ("dynamics", "method", "learning_rate")
 _STORABLE_KINDS = "biufU"
 #: Zip general-purpose flags a member may carry: a trailing data descriptor, UTF-8 names.
 _ALLOWED_FLAGS = 0x0008 | 0x0800
@@ -148,6 +151,13 @@ def save(est, path):
         try:
             params[name] = _jsonable(value)
         except TypeError:
+            if name in _PREDICTION_PARAMS:
+                # reset to its default on load, it would change the model's predictions: refuse
+                raise ValueError(
+                    f"{name}={value!r} is an object the pickle-free format does not store, and the "
+                    f"loaded model would predict with the default {name} instead; pass {name} by its "
+                    "name (e.g. 'discrete', 'krylov') to save this way, or use pickle/joblib"
+                ) from None
             params[name] = None
             unsaved.append(name)
             sequences.pop(name, None)
