@@ -7,10 +7,9 @@ layer-wise NTK sum ``Theta += G_delta * (c * G_h + beta)`` (``docs/conventions.m
 
 The kernels are deliberately serial. They sit between BLAS calls, and OpenBLAS's worker threads
 busy-wait for a while after each call: a ``parallel=True`` kernel then fights them for the two
-cores. Measured on this 2-core machine (N=256, width 512, depth 3): 0.49 s per NTK with numba's
-OpenMP layer, 0.11 s with ``OMP_WAIT_POLICY=PASSIVE``, 0.032 s serial (plain numpy: 0.025 s); at
-N=1024, width 2048: 1.50 s, 1.25 s and 0.68 s. These passes are memory-bound, so one thread loses
-little, and serial kernels also compile several times faster. Results are bit-identical run to
+cores, an order of magnitude slower per NTK than the serial kernel (the README's threading notes
+give the figures). These passes are memory-bound, so one thread loses little, and serial kernels
+also compile several times faster. Results are bit-identical run to
 run. Nothing is compiled at import time.
 """
 from __future__ import annotations

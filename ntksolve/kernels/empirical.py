@@ -67,7 +67,7 @@ def _gram(A: np.ndarray, B: Optional[np.ndarray], alpha: float = 1.0) -> np.ndar
     numpy's matmul recognises ``A @ A.T`` and calls SYRK (half the FLOPs). We deliberately stay
     on numpy's BLAS rather than calling scipy's SYRK directly: scipy ships a second OpenBLAS
     with its own thread pool, and alternating between the two pools leaves one pool's threads
-    spinning while the other works (measured: 0.74 s instead of 0.6 s per NTK at N=1024).
+    spinning while the other works (about a fifth slower per NTK, measured: see the README).
     """
     G = np.dot(A, A.T if B is None else B.T)
     if alpha != 1.0:
