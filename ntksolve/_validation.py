@@ -11,8 +11,6 @@ import numpy as np
 
 from ntksolve import _config
 
-FLOAT_DTYPES = (np.float64, np.float32)
-
 
 def check_dtype(dtype) -> np.dtype:
     """Return ``np.dtype(dtype)`` if it is float64 or float32, else raise ``ValueError``."""
