@@ -30,6 +30,7 @@ trained model in every case.
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -200,6 +201,52 @@ def _critical_rate(net, params, X) -> float:
 # public
 # ---------------------------------------------------------------------------------------------
 
+
+class Stopwatch:
+    """Wall time of the training alone: spans spent tracking the kernel or in a callback are
+    paused out (both trainers report ``wall_time`` this way)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.stop()
+        try:
+            yield
+        finally:
+            self._start = time.perf_counter()
+
+    def stop(self):
+        self.seconds += time.perf_counter() - self._start
+
+
+class KernelTracker:
+    """The kernel's relative change ``||Theta_s - Theta_0||_F / ||Theta_0||_F`` from its value at
+    initialisation, and the seconds spent computing kernels (``kernel_time``).
+
+    Parameters
+    ----------
+    kernel_now : callable () -> ndarray
+        The empirical NTK of the network's current parameters on the training inputs.
+    """
+
+    def __init__(self, kernel_now):
+        self._kernel_now = kernel_now
+        t0 = time.perf_counter()
+        self.theta0 = kernel_now()
+        self._norm = float(np.linalg.norm(self.theta0))
+        self.seconds = time.perf_counter() - t0
+
+    def change(self, step):
+        if step == 0:
+            return 0.0
+        t0 = time.perf_counter()
+        out = float(np.linalg.norm(self._kernel_now() - self.theta0)) / self._norm
+        self.seconds += time.perf_counter() - t0
+        return out
+
 def recorded(n, steps, fx_train, fx_test, loss_train, loss_test, kernel_change, track_kernel, k):
     """The fields of a :class:`TrainingResult` from a trainer's record buffers, cut to the ``n``
     records made (every trainer records into the same buffers)."""
@@ -301,27 +348,17 @@ def train_network(
     loss_train = np.empty(T)
     loss_test = np.empty(T) if y_test is not None else None
     kchange = np.empty(T) if track_kernel else None
-    kernel_time = 0.0
-    theta0 = None
-    theta0_norm = 1.0
     crit = None
-
-    def kernel_now():
-        return empirical_ntk(train_net, work, X, trace=(k == 1))
-
+    tracker = None
     if track_kernel:
-        t0 = time.perf_counter()
-        theta0 = kernel_now()
-        theta0_norm = float(np.linalg.norm(theta0))
-        crit = float(critical_learning_rate(theta0, n_outputs=k))
-        kernel_time += time.perf_counter() - t0
+        tracker = KernelTracker(lambda: empirical_ntk(train_net, work, X, trace=(k == 1)))
+        crit = float(critical_learning_rate(tracker.theta0, n_outputs=k))
 
     loss_scale = None
     diverged, message = False, ""
     i_rec = 0
-    wall = 0.0
     s_done = 0
-    t_start = time.perf_counter()
+    clock = Stopwatch()
     for s in range(steps + 1):
         f, hs, dphis = forward(train_net, work, X, keep=(s < steps))
         r = f - y
@@ -330,7 +367,7 @@ def train_network(
             loss_scale = max(loss, 0.5 * float(np.vdot(y, y)) / y.size, np.finfo(dt).tiny)
         if not np.isfinite(loss) or loss > DIVERGENCE_FACTOR * loss_scale:
             diverged = True
-            wall += time.perf_counter() - t_start
+            clock.stop()
             if crit is None:
                 crit = _critical_rate(net, params, X)
             what = "became non-finite" if not np.isfinite(loss) else (
@@ -350,24 +387,20 @@ def train_network(
                 fx_test[i_rec] = ft
                 if y_test is not None:
                     loss_test[i_rec] = _loss(ft, y_test)
-            if track_kernel:
-                wall += time.perf_counter() - t_start
-                t0 = time.perf_counter()
-                kchange[i_rec] = 0.0 if s == 0 else float(np.linalg.norm(kernel_now() - theta0)) / theta0_norm
-                kernel_time += time.perf_counter() - t0
-                t_start = time.perf_counter()
+            if tracker is not None:
+                with clock.paused():
+                    kchange[i_rec] = tracker.change(s)
             i_rec += 1
             if callback is not None:
-                wall += time.perf_counter() - t_start
-                callback(s, loss)
-                t_start = time.perf_counter()
+                with clock.paused():
+                    callback(s, loss)
         if s == steps:
             break
         r *= dt.type(1.0 / r.size)  # g^{L+1} = (f - y) / (Nk)
         _gd_step(train_net, work, hs, dphis, r, stored_steps, eta)
         s_done = s + 1
     if not diverged:
-        wall += time.perf_counter() - t_start
+        clock.stop()
 
     T_done = i_rec
     result = TrainingResult(
@@ -375,8 +408,8 @@ def train_network(
         net=train_net,
         params=work,
         learning_rate=eta,
-        wall_time=wall,
-        kernel_time=kernel_time,
+        wall_time=clock.seconds,
+        kernel_time=0.0 if tracker is None else tracker.seconds,
         critical_learning_rate=crit,
         diverged=diverged,
         message=message,

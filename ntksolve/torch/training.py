@@ -26,7 +26,7 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
 from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
-from ntksolve.training import TrainingDivergedError, TrainingResult, _check_steps, _check_targets, recorded
+from ntksolve.training import TrainingDivergedError, TrainingResult, KernelTracker, Stopwatch, _check_steps, _check_targets, recorded
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -243,10 +243,8 @@ def train(
     loss_test = None if yt_test is None else np.empty(T)
     kchange = np.empty(T) if track_kernel else None
     lrs = np.empty(steps)
-    kernel_time = 0.0
-    theta0 = None
-    theta0_norm = 1.0
     crit = None
+    tracker = None
 
     def kernel_now():
         net_s, params_s = from_torch(model)
@@ -257,12 +255,9 @@ def train(
         return ours / learning_rate_from_torch(1.0, loss=loss, n_samples=N, n_outputs=k)
 
     if track_kernel:
-        t0 = time.perf_counter()
-        theta0 = kernel_now()
-        theta0_norm = float(np.linalg.norm(theta0))
+        tracker = KernelTracker(kernel_now)
         if kind == "mse":
-            crit = torch_critical_rate(theta0)
-        kernel_time += time.perf_counter() - t0
+            crit = torch_critical_rate(tracker.theta0)
 
     with torch.no_grad():
         f_init = model(Xt)
@@ -272,8 +267,7 @@ def train(
     diverged, message = False, ""
     i_rec = 0
     s_done = 0
-    wall = 0.0
-    t_start = time.perf_counter()
+    clock = Stopwatch()
 
     def stop(s, what):
         nonlocal crit
@@ -294,7 +288,7 @@ def train(
                 lv = float(loss(f, yt))
             if not np.isfinite(lv) or lv > DIVERGENCE_FACTOR * loss_scale:
                 diverged = True
-                wall += time.perf_counter() - t_start
+                clock.stop()
                 message = stop(s, "training loss became non-finite" if not np.isfinite(lv) else
                                f"training loss grew to {lv:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
                                f"initial scale {loss_scale:.3g}")
@@ -307,17 +301,13 @@ def train(
                 fx_test[i_rec] = ft.cpu().numpy()
                 if yt_test is not None:
                     loss_test[i_rec] = float(loss(ft, yt_test))
-            if track_kernel:
-                wall += time.perf_counter() - t_start
-                t0 = time.perf_counter()
-                kchange[i_rec] = 0.0 if s == 0 else float(np.linalg.norm(kernel_now() - theta0)) / theta0_norm
-                kernel_time += time.perf_counter() - t0
-                t_start = time.perf_counter()
+            if tracker is not None:
+                with clock.paused():
+                    kchange[i_rec] = tracker.change(s)
             i_rec += 1
             if callback is not None:
-                wall += time.perf_counter() - t_start
-                callback(s, lv)
-                t_start = time.perf_counter()
+                with clock.paused():
+                    callback(s, lv)
         if s == steps:
             break
         if rates is not None:
@@ -337,7 +327,7 @@ def train(
         # loss is only checked for being finite (its scale is the batch's)
         if not np.isfinite(bl) or (batch_list is None and bl > DIVERGENCE_FACTOR * loss_scale):
             diverged = True
-            wall += time.perf_counter() - t_start
+            clock.stop()
             message = stop(s, ("batch loss became non-finite" if not np.isfinite(bl) else
                                f"training loss grew to {bl:.3g}, over {DIVERGENCE_FACTOR:.0e} times "
                                f"its initial scale {loss_scale:.3g}"))
@@ -347,7 +337,7 @@ def train(
             scheduler.step()
         s_done = s + 1
     if not diverged:
-        wall += time.perf_counter() - t_start
+        clock.stop()
 
     T_done = i_rec
     net, params = from_torch(model)
@@ -356,8 +346,8 @@ def train(
         net=net,
         params=params,
         learning_rate=first_lr,
-        wall_time=wall,
-        kernel_time=kernel_time,
+        wall_time=clock.seconds,
+        kernel_time=0.0 if tracker is None else tracker.seconds,
         critical_learning_rate=crit,
         diverged=diverged,
         message=message,
