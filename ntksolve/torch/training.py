@@ -12,7 +12,6 @@ PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learnin
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
