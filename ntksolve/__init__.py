@@ -7,7 +7,7 @@ scikit-learn faces and the comparison tools are imported on first access):
 - :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
 - :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
   :func:`mse_loss` -- closed-form training dynamics; :class:`GradientFlow`, :class:`GradientDescent`
-  (training rules), :class:`Eigh`, :class:`Expm`, :class:`Krylov`, :class:`ConjugateGradient`,
+  (training rules), :class:`Adam` (real training only), :class:`Eigh`, :class:`Expm`, :class:`Krylov`, :class:`ConjugateGradient`,
   :class:`Auto` (solvers), :class:`DenseKernel` (a kernel as an operator), :class:`Schedule`
   (learning-rate schedules), :func:`to_ntksolve_learning_rate`.
 - :func:`sgd_mse`, :func:`sgd_cross_entropy`, :func:`flow_cross_entropy`, :func:`shuffled_batches`,
@@ -32,6 +32,7 @@ from ntksolve.dynamics import (
     DivergenceWarning,
     GradientFlow,
     GradientDescent,
+    Adam,
     Eigh,
     Expm,
     Krylov,
@@ -92,6 +93,7 @@ __all__ = [
     "DivergenceWarning",
     "GradientFlow",
     "GradientDescent",
+    "Adam",
     "Eigh",
     "Expm",
     "Krylov",

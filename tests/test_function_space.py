@@ -10,18 +10,27 @@ import numpy as np
 import pytest
 
 from ntksolve.dynamics import gradient_descent_mse
-from ntksolve.dynamics.function_space import (
-    flow_cross_entropy,
-    independent_batches,
-    sgd_cross_entropy,
-    sgd_mse,
-    shuffled_batches,
-)
+from ntksolve.dynamics import function_space
+from ntksolve.dynamics.adaptive import Adam
+from ntksolve.dynamics.function_space import flow_cross_entropy, independent_batches, shuffled_batches
+from ntksolve.dynamics.rules import GradientDescent, GradientFlow
 from ntksolve.dynamics.schedules import Schedule
 from ntksolve.nets.forward_mode import own_parameter_image
 from reference_linearised import Linearised
 
 RULES = [(0.0, False), (0.6, False), (0.6, True)]
+
+
+def _with_rule(twin):
+    """The twin called with torch.optim.SGD's keywords gathered into its GradientDescent rule."""
+    def call(*args, learning_rate=1.0, momentum=0.0, nesterov=False, weight_decay=0.0, **kw):
+        rule = GradientDescent(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        return twin(*args, dynamics=rule, **kw)
+    return call
+
+
+sgd_mse = _with_rule(function_space.sgd_mse)
+sgd_cross_entropy = _with_rule(function_space.sgd_cross_entropy)
 STEPS = np.array([0, 1, 3, 12, 40])
 TORCH_REASON = "needs the torch extra: pip install 'ntksolve[torch]'"
 
@@ -214,9 +223,11 @@ def test_shuffled_batches_are_epochs():
 
 
 @pytest.mark.parametrize("call,exc,match", [
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], optimizer="Adam"), ValueError, "no function-space twin"),
-    (lambda L: sgd_cross_entropy(L.K, L.labels, L.f0, [1], optimizer="rmsprop"), ValueError, "no function-space"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], optimizer="lbfgsx"), ValueError, "unknown optimizer"),
+    (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics=Adam()), ValueError, "no function-space"),
+    (lambda L: function_space.sgd_cross_entropy(L.K, L.labels, L.f0, [1], dynamics=Adam(1e-2)), ValueError,
+     "no function-space"),
+    (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics=GradientFlow(1.0)), TypeError, "flow"),
+    (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics="sgd"), TypeError, "GradientDescent"),
     (lambda L: shuffled_batches(8, 9, 3), ValueError, "batch_size"),
     (lambda L: shuffled_batches(8, 0, 3), ValueError, "batch_size"),
     (lambda L: independent_batches(8, -1, 3), ValueError, "batch_size"),
@@ -226,7 +237,7 @@ def test_shuffled_batches_are_epochs():
     (lambda L: sgd_mse(L.K, L.y, L.f0, [1], weight_decay=0.1), ValueError, "own_parameter_image"),
     (lambda L: sgd_mse(L.K, L.y, L.f0, [1], momentum=1.0), ValueError, r"\[0, 1\)"),
     (lambda L: sgd_mse(L.K, L.y, L.f0, [3, 1]), ValueError, "ascending"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], learning_rate=-1.0), ValueError, "positive"),
+    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], learning_rate=-1.0), ValueError, "must be > 0"),
     (lambda L: sgd_mse(L.K, L.y, L.f0, [5], learning_rate=Schedule([0.1] * 4)), ValueError, "4 rates"),
     (lambda L: sgd_cross_entropy(L.K, L.labels + 2, L.f0, [1]), ValueError, r"integers in \[0, 2\)"),
     (lambda L: sgd_cross_entropy(L.K, L.labels + 0.5, L.f0, [1]), ValueError, "integers"),

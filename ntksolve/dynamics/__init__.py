@@ -10,6 +10,7 @@
 - Function space, where no closed form exists: :func:`sgd_mse` (minibatches), :func:`sgd_cross_entropy`,
   :func:`flow_cross_entropy`, with :func:`shuffled_batches` / :func:`independent_batches` and :class:`Trajectory`.
 """
+from ntksolve.dynamics.adaptive import Adam
 from ntksolve.dynamics.ensemble import EnsemblePredictor, gradient_descent_mse_ensemble
 from ntksolve.dynamics.function_space import (
     Trajectory,
@@ -31,6 +32,7 @@ from ntksolve.dynamics.solvers import Auto, ConjugateGradient, Eigh, Expm, Krylo
 from ntksolve.dynamics.units import to_ntksolve_learning_rate
 
 __all__ = [
+    "Adam",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "critical_learning_rate",

@@ -28,9 +28,9 @@ from scipy.special import expit, log_softmax, softmax
 from ntksolve._validation import as_real_array as _as_real_array, check_finite as _check_finite
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.operator import check_train_kernel as _check_train_kernel, flatten_full as _flatten_full
-from ntksolve.dynamics.rules import ADAPTIVE as _ADAPTIVE
+from ntksolve.dynamics.adaptive import Adam
+from ntksolve.dynamics.rules import GradientDescent, GradientFlow
 from ntksolve.dynamics.schedules import _count, _real, as_schedule
-from ntksolve.dynamics.schedules import check_momentum as _check_momentum
 
 __all__ = [
     "Trajectory",
@@ -139,19 +139,21 @@ def check_batches(batches, n, n_steps):
     return out
 
 
-def _check_optimizer(optimizer):
-    name = optimizer if isinstance(optimizer, str) else getattr(optimizer, "__name__", type(optimizer).__name__)
-    key = str(name).lower()
-    if key == "sgd":
-        return
-    if key in _ADAPTIVE:
-        raise ValueError(
-            f"{name} has no function-space twin: it rescales the parameter gradient coordinate by "
-            "coordinate, so the step in function space depends on the parameters, not only on the "
-            "kernel. Use optimizer='sgd' (with momentum, nesterov, weight_decay, a Schedule), or "
-            "train the network itself"
+def _check_rule(dynamics):
+    """The :class:`GradientDescent` a function-space twin iterates (an adaptive rule is refused)."""
+    if isinstance(dynamics, Adam):
+        raise dynamics.no_twin_error("a function-space twin")
+    if isinstance(dynamics, GradientFlow):
+        raise TypeError(
+            f"dynamics={dynamics!r}: the step-by-step twins iterate GradientDescent(...); for gradient flow use "
+            "gradient_descent_mse (MSE) or flow_cross_entropy (cross-entropy)"
         )
-    raise ValueError(f"unknown optimizer {name!r}; the function-space rules are 'sgd' (torch.optim.SGD)")
+    if not isinstance(dynamics, GradientDescent):
+        raise TypeError(
+            "dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., weight_decay=...) "
+            f"(torch.optim.SGD's rule), got {dynamics!r}"
+        )
+    return dynamics
 
 
 # --- the problem in internal layout ------------------------------------------------------------------
@@ -240,12 +242,11 @@ def _check_steps(steps):
     return st.astype(np.int64)
 
 
-def _run(prob, residual, steps, learning_rate, momentum, nesterov, weight_decay, batches, normaliser):
+def _run(prob, residual, steps, rule, batches, normaliser):
     """Iterate the rule; ``residual(F_rows)`` gives the loss gradient per output before the kernel."""
-    mu, nesterov = _check_momentum(momentum, nesterov)
-    wd = _real(weight_decay, "weight_decay")
+    mu, nesterov, wd = rule.momentum, rule.nesterov, rule.weight_decay
     S = int(steps[-1])
-    rates = as_schedule(learning_rate).rates(S)
+    rates = as_schedule(rule.learning_rate).rates(S)
     batches = check_batches(batches, prob.N, S)
     if wd > 0 and prob.img is None:
         raise ValueError("weight decay needs image_train = own_parameter_image(net, params, X_train) "
@@ -297,9 +298,8 @@ def _momentum(G, U, mu, nesterov):
     return G + mu * U if nesterov else U
 
 
-def sgd_mse(k_train_train, y_train, fx_train_0, steps, *, learning_rate=1.0, momentum=0.0, nesterov=False,
-            weight_decay=0.0, batches=None, k_test_train=None, fx_test_0=None, y_test=None,
-            image_train=None, image_test=None, optimizer="sgd"):
+def sgd_mse(k_train_train, y_train, fx_train_0, steps, *, dynamics, batches=None, k_test_train=None, fx_test_0=None,
+            y_test=None, image_train=None, image_test=None):
     """(Minibatch) SGD on MSE ``1/(2Nk) Σ ‖f − y‖²`` of the linearised network, step by step.
 
     Parameters
@@ -308,25 +308,23 @@ def sgd_mse(k_train_train, y_train, fx_train_0, steps, *, learning_rate=1.0, mom
     y_train, fx_train_0 : array_like, shape (N,) or (N, k)
     steps : array_like of int, shape (T,)
         Steps to record, ascending (0 is the start).
-    learning_rate : float or Schedule
-    momentum : float in [0, 1); nesterov : bool
-        ``torch.optim.SGD``'s (dampening 0).
-    weight_decay : float, default 0
-        On all parameters, as ``torch.optim.SGD``; needs ``image_train`` (and ``image_test``).
+    dynamics : GradientDescent
+        The rule: ``learning_rate`` (a float or a :class:`Schedule`), ``momentum``, ``nesterov`` and
+        ``weight_decay`` as ``torch.optim.SGD``'s (dampening 0). Weight decay acts on all
+        parameters and needs ``image_train`` (and ``image_test``). An :class:`Adam` is a
+        ValueError (no function-space twin).
     batches : list of index arrays, optional
         The batch of each step (:func:`shuffled_batches`, :func:`independent_batches`); None is full batch.
     k_test_train : array_like, shape (M, N) or (M, N, k, k), optional
     fx_test_0, y_test : array_like, shape (M,) or (M, k), optional
     image_train, image_test : array_like, like ``fx_train_0`` / ``fx_test_0``, optional
         ``J θ_0`` (:func:`ntksolve.nets.forward_mode.own_parameter_image`).
-    optimizer : str, default "sgd"
-        Only ``"sgd"``; adaptive rules are a ValueError (no function-space twin).
 
     Returns
     -------
     Trajectory
     """
-    _check_optimizer(optimizer)
+    rule = _check_rule(dynamics)
     prob = _Problem(k_train_train, fx_train_0, k_test_train, fx_test_0, (image_train, image_test))
     Y = prob.inner(_Problem._like(y_train, prob.shape, "y_train"), "y_train")
     st = _check_steps(steps)
@@ -335,8 +333,7 @@ def sgd_mse(k_train_train, y_train, fx_train_0, steps, *, learning_rate=1.0, mom
     def residual(F, b=None):
         return F - Y
 
-    out, out_t, used = _run(prob, residual, st, learning_rate, momentum, nesterov, weight_decay, batches,
-                            lambda B: B * k)
+    out, out_t, used = _run(prob, residual, st, rule, batches, lambda B: B * k)
     train = out.reshape((st.size,) + prob.shape)
     y = np.asarray(y_train, dtype=np.float64)
     test = test_loss = None
@@ -419,9 +416,8 @@ def _ce_trajectory(prob, st, out, out_t, lab, lab_t, used):
     return Trajectory(st, Fk.reshape((st.size,) + prob.shape), test, loss, test_loss, acc, test_acc, used)
 
 
-def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, learning_rate=1.0, momentum=0.0,
-                      nesterov=False, weight_decay=0.0, batches=None, k_test_train=None, fx_test_0=None,
-                      targets_test=None, image_train=None, image_test=None, optimizer="sgd"):
+def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, dynamics, batches=None, k_test_train=None,
+                      fx_test_0=None, targets_test=None, image_train=None, image_test=None):
     """(Minibatch) SGD on cross-entropy of the linearised network (logits ``f``), step by step.
 
     The loss is ``torch.nn.CrossEntropyLoss`` (softmax over the ``k`` outputs, mean over the
@@ -434,7 +430,7 @@ def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, learning_rat
         Class labels, ints in ``[0, k)`` of shape (N,), or one-hot rows (N, k); 0/1 labels for ``k = 1``.
     fx_train_0 : array_like, shape (N, k) (or (N,) for ``k = 1``)
         Logits at initialisation.
-    steps, learning_rate, momentum, nesterov, weight_decay, batches, image_train, image_test, optimizer
+    steps, dynamics, batches, image_train, image_test
         As :func:`sgd_mse`.
     k_test_train, fx_test_0 : optional test kernel and logits
     targets_test : optional, for the test loss and accuracy
@@ -444,12 +440,11 @@ def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, learning_rat
     Trajectory
         With ``train_accuracy`` (and ``test_accuracy``): argmax (``f > 0`` for ``k = 1``) against the labels.
     """
-    _check_optimizer(optimizer)
+    rule = _check_rule(dynamics)
     prob, lab, lab_t, residual = _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0,
                                               targets_test, (image_train, image_test))
     st = _check_steps(steps)
-    out, out_t, used = _run(prob, residual, st, learning_rate, momentum, nesterov, weight_decay, batches,
-                            lambda B: B)
+    out, out_t, used = _run(prob, residual, st, rule, batches, lambda B: B)
     return _ce_trajectory(prob, st, out, out_t, lab, lab_t, used)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import scipy.linalg
 
 from ntksolve._validation import as_real_array, check_choice, check_learning_rate, check_real_scalar
+from ntksolve.dynamics.adaptive import NO_TWIN, Adam
 from ntksolve.dynamics.descent_modes import descent_factors, rule_words, schedule_verdict
 from ntksolve.dynamics.schedules import Schedule, check_momentum
 from ntksolve.dynamics.stability import critical_rate
@@ -469,6 +470,8 @@ def resolve_rule(dynamics, learning_rate=None):
     Parameters
     ----------
     dynamics : {"continuous", "discrete"} or TrainingRule
+        An :class:`~ntksolve.dynamics.adaptive.Adam` (or an adaptive optimiser's name) is a
+        ValueError: it has no function-space twin.
     learning_rate : float, optional
         With a name: ``η`` (default 1.0). With a rule: must be None (the rule carries its own).
 
@@ -476,6 +479,8 @@ def resolve_rule(dynamics, learning_rate=None):
     -------
     rule : TrainingRule
     """
+    if isinstance(dynamics, Adam):
+        raise dynamics.no_twin_error()
     if isinstance(dynamics, TrainingRule):
         if learning_rate is not None:
             raise TypeError(
@@ -490,10 +495,9 @@ def resolve_rule(dynamics, learning_rate=None):
         )
     if dynamics.strip().lower() in ADAPTIVE:
         raise ValueError(
-            f"dynamics={dynamics!r}: adaptive optimisers divide each parameter's step by its own running "
-            "gradient statistics, which the kernel J Jᵀ does not determine, so they have no function-space "
-            "(kernel) twin; train the network itself (ntksolve.train_network, or your own PyTorch loop), or "
-            "predict SGD with GradientDescent(learning_rate, momentum=..., nesterov=...)"
+            f"dynamics={dynamics!r}: {NO_TWIN}; train the network itself (ntksolve.train_network with "
+            "dynamics=Adam(...), or your own PyTorch loop), or predict SGD with GradientDescent(learning_rate, "
+            "momentum=..., nesterov=...)"
         )
     cls = _RULES[check_choice(dynamics, "dynamics", DYNAMICS)]
     return cls(1.0 if learning_rate is None else learning_rate)
