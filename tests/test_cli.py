@@ -471,3 +471,31 @@ def test_out_of_memory_mid_sweep_is_one_line_and_the_report_says_failed(npz, tmp
     assert "Traceback" not in err and "out of memory" in err and "59.6 GiB" in err
     d = json.loads((out / "report.json").read_text())
     assert d["state"] == "failed" and d["widths_done"] == [16] and "MemoryError" in d["message"]
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.2, 0.35, 0.6])
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path, delay):
+    # The console script's first module holds SIGINT while numpy, scipy and numba load; whatever
+    # moment the interrupt lands (during the imports or once the command runs) the exit is 130
+    # with one line, never a traceback and -2.
+    import signal
+    import time
+
+    err = tmp_path / "err.txt"
+    launch = "import sys, _ntksolve_launch; sys.exit(_ntksolve_launch.main())"
+    proc = subprocess.Popen([sys.executable, "-c", launch, "compare", "--out", str(tmp_path / "o"), "--widths",
+                             "64,8192", "--no-plots", "--quiet"], stdout=subprocess.DEVNULL, stderr=open(err, "w"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    if rc == -signal.SIGINT and text == "":
+        return  # landed before the interpreter ran any code: the OS default (a shell shows 130), silent
+    # (from 0.1 s on, the interpreter has started: the interrupt lands in the imports or the command)
+    assert rc == 130, text
+    assert "Traceback" not in text and "interrupted by Ctrl-C (SIGINT)" in text, text
