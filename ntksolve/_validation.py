@@ -64,19 +64,95 @@ def check_inputs(X, *, name: str = "X", n_features: int | None = None, dtype=np.
     return out
 
 
+def _read_int(path):
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) and anything odd read as None
+
+
+def _cgroup_headroom():
+    """Bytes this process's memory cgroup still allows (v2 ``memory.max`` or v1
+    ``memory.limit_in_bytes``, minus what the group uses now), or None without a limit."""
+    try:
+        with open("/proc/self/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    best = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2: limits may sit on any ancestor, so walk up to the root
+            candidates = [("/sys/fs/cgroup" + path.rstrip("/"), "memory.max", "memory.current")]
+            while path not in ("", "/"):
+                path = path.rsplit("/", 1)[0]
+                candidates.append(("/sys/fs/cgroup" + path.rstrip("/"), "memory.max", "memory.current"))
+        elif "memory" in controllers.split(","):
+            candidates = [(root, "memory.limit_in_bytes", "memory.usage_in_bytes")
+                          for root in ("/sys/fs/cgroup/memory" + path.rstrip("/"), "/sys/fs/cgroup/memory")]
+        else:
+            continue
+        for folder, limit_name, usage_name in candidates:
+            limit = _read_int(os.path.join(folder, limit_name))
+            if limit is None or limit >= 1 << 60:  # v1 writes "no limit" as a huge number
+                continue
+            used = _read_int(os.path.join(folder, usage_name)) or 0
+            room = max(limit - used, 0)
+            best = room if best is None else min(best, room)
+    return best
+
+
+def _address_space_headroom():
+    """Bytes left under ``RLIMIT_AS`` (``ulimit -v``), or None without a limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):  # pragma: no cover - non-POSIX
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    size = None
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    size = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return max(soft - (size or 0), 0)
+
+
 def available_memory() -> int:
-    """Bytes of memory available to this process now (Linux ``MemAvailable``, else physical RAM)."""
+    """Bytes of memory this process may still allocate now.
+
+    The least of the machine's ``MemAvailable`` (Linux; else its physical RAM), the headroom of
+    the process's memory cgroup (containers, batch schedulers) and the headroom under its
+    ``RLIMIT_AS`` (``ulimit -v``): a limit below the machine's free memory is the one that bites.
+    """
+    avail = None
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
-        return 1 << 62
+    if avail is None:
+        try:
+            avail = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - exotic platforms
+            avail = 1 << 62
+    for room in (_cgroup_headroom(), _address_space_headroom()):
+        if room is not None:
+            avail = min(avail, room)
+    return avail
 
 
 def _fmt_bytes(n: float) -> str:
@@ -87,18 +163,34 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def check_memory(shape, dtype, *, what: str = "kernel", hint: str = "") -> None:
-    """Raise ``MemoryError`` before allocating an array of ``shape`` that would not fit.
+def check_memory(shape, dtype, *, what: str = "kernel", hint: str = "", copies: float = 1.0) -> None:
+    """Raise ``MemoryError`` before work whose peak would not fit.
 
-    The limit is ``_config.MAX_OUTPUT_MEMORY_FRACTION`` of the memory available now.
+    Parameters
+    ----------
+    shape : tuple of int
+        One array of the work.
+    dtype : numpy dtype
+    what : str
+        Named in the message.
+    hint : str
+        The way out, appended to the message.
+    copies : float, default 1
+        How many such arrays are alive at the work's peak. One array (``copies = 1``) may take
+        ``_config.MAX_OUTPUT_MEMORY_FRACTION`` of the memory available now
+        (:func:`available_memory`, which honours cgroup and ``RLIMIT_AS`` limits); a peak of
+        several arrays may take ``_config.MAX_PEAK_MEMORY_FRACTION`` of it.
     """
-    nbytes = float(np.prod([float(s) for s in shape])) * np.dtype(dtype).itemsize
+    one = float(np.prod([float(s) for s in shape])) * np.dtype(dtype).itemsize
+    nbytes = one * copies
     avail = available_memory()
-    if nbytes > _config.MAX_OUTPUT_MEMORY_FRACTION * avail:
+    fraction = _config.MAX_OUTPUT_MEMORY_FRACTION if copies <= 1 else _config.MAX_PEAK_MEMORY_FRACTION
+    if nbytes > fraction * avail:
+        size = f"{_fmt_bytes(nbytes)}" if copies <= 1 else f"about {_fmt_bytes(nbytes)} at its peak ({copies:g} arrays of {_fmt_bytes(one)})"
         msg = (
             f"the {what} of shape {tuple(int(s) for s in shape)} ({np.dtype(dtype).name}) would take "
-            f"{_fmt_bytes(nbytes)}, but only {_fmt_bytes(avail)} of memory is available "
-            f"(ntksolve allows {_config.MAX_OUTPUT_MEMORY_FRACTION:.0%} of it for one array)"
+            f"{size}, but only {_fmt_bytes(avail)} of memory is available to this process "
+            f"(ntksolve allows {fraction:.0%} of it)"
         )
         if hint:
             msg += f"; {hint}"

@@ -16,7 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ntksolve._validation import check_dtype
+from ntksolve._config import FIT_PEAK_KERNELS
+from ntksolve._validation import check_dtype, check_memory
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
 from ntksolve.sklearn import _solve, persistence
@@ -166,6 +167,7 @@ class _NTKBase(BaseEstimator):
         mean, std = _standardisation(Y, self.normalize_y)
         self._y_train_mean = mean
         self._y_train_std = std
+        self._check_fit_memory(X.shape[0])
         self.X_train_ = X
         self.y_train_ = ((Y - mean) / std).astype(self._dtype)
         self.network_ = self._network(Y.shape[1])
@@ -174,6 +176,18 @@ class _NTKBase(BaseEstimator):
         else:
             self.params_ = None
         self.fx_train_0_ = self._f0(X)
+
+    #: The entry of ``_config.FIT_PEAK_KERNELS`` that sizes this estimator's fit (else its kernel's).
+    _fit_peak = None
+
+    def _check_fit_memory(self, n):
+        """MemoryError before any kernel work if the in-memory fit's peak (several N x N arrays,
+        ``_config.FIT_PEAK_KERNELS``) would not fit in the memory this process may use."""
+        if getattr(self, "chunks", None) is not None:
+            return  # the tiled fit never forms the kernel
+        check_memory((n, n), self._dtype, what=f"in-memory fit of {type(self).__name__} on {n} points",
+                     copies=FIT_PEAK_KERNELS[self._fit_peak or self.kernel],
+                     hint="fit with chunks=... (kernel tiles on Dask: pip install 'ntksolve[dask]'), or on fewer points")
 
     def _solver(self, K, y, diag_reg, *, shared=False):
         """The in-memory solver of these parameters on the train kernel ``K`` and targets ``y``.

@@ -65,6 +65,8 @@ class NTKRegressorCV(_NTKRegressorBase):
         As :class:`NTKRegressor`, for the refitted model.
     """
 
+    _fit_peak = "cv"  # the full kernel plus each fold's kernel and decomposition
+
     __init__ = keyword_init(CV_PARAMETERS, SHARED_PARAMETERS)
 
     _tiled_capable = False
