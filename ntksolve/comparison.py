@@ -476,9 +476,10 @@ def _one_width(width, sw: _Sweep, work, bar):
         bar.advance((step - last[0]) * step_work + record_work)
         last[0] = step
 
-    res = train_network(net, params, sw.X, sw.y, steps=sw.steps, dynamics=rule, loss=sw.loss, batches=batches,
-                        record_at=record_at, X_test=sw.X_test, y_test=sw.y_test, track_kernel=True,
-                        on_divergence="return", callback=tick)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, with its reason
+        res = train_network(net, params, sw.X, sw.y, steps=sw.steps, dynamics=rule, loss=sw.loss, batches=batches,
+                            record_at=record_at, X_test=sw.X_test, y_test=sw.y_test, track_kernel=True,
+                            on_divergence="return", callback=tick)
     if matched:
         if res.diverged:
             emp = pa = not_available("the real run diverged: there is no loss to match")

@@ -131,6 +131,7 @@ class CompareReport:
 
     def table(self) -> str:
         """The per-width results as a fixed-width text table, then the fitted slopes and notes."""
+        ce = self.settings.get("loss_function") == "cross_entropy"
         cols = [
             ("width", "width", "{:d}"),
             ("lr", "learning_rate", "{:.3g}"),
@@ -141,12 +142,19 @@ class CompareReport:
             ("test loss", "loss_test_final_real", "{:.4f}"),
             ("pred emp", "loss_test_final_empirical", "{:.4f}"),
             ("pred ana", "loss_test_final_analytic", "{:.4f}"),
+        ] + ([
+            ("acc real", "accuracy_test_final_real", "{:.3f}"),
+            ("acc emp", "accuracy_test_final_empirical", "{:.3f}"),
+            ("acc ana", "accuracy_test_final_analytic", "{:.3f}"),
+        ] if ce else []) + [
             ("dTheta", "kernel_change_final", "{:.2e}"),
             ("t_pred s", "time_predict", "{:.3f}"),
             ("t_train s", "time_train", "{:.2f}"),
             ("speedup", "speedup", None),
         ]
-        pred_cols = {"empirical": (2, 3, 7), "analytic": (4, 5, 8)}
+        keys = [c[1] for c in cols]
+        pred_cols = {p: [i for i, key in enumerate(keys) if key.endswith("_" + p)] for p in ("empirical", "analytic")}
+        results = slice(keys.index("gap_train_empirical"), keys.index("kernel_change_final") + 1)
         header = [c[0] for c in cols]
         body = []
         for r in self.rows:
@@ -160,7 +168,7 @@ class CompareReport:
                     for i in idx:
                         cells[i] = status
             if r.get("diverged"):
-                cells[2:10] = ["diverged"] + ["-"] * 7
+                cells[results] = ["diverged"] + ["-"] * (results.stop - results.start - 1)
             body.append(cells)
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
@@ -175,6 +183,11 @@ class CompareReport:
         lines.append("log-log slope of gap vs width:  " + "  ".join(parts))
         lines.append("(theory: analytic-kernel gap ~ width^-1/2, empirical-kernel gap ~ width^-1; widths whose "
                      "real run or prediction diverged are left out)")
+        if self.settings.get("twin"):
+            s = self.settings
+            batch = f"batches of {s['batch_size']}" if s.get("batch_size") else "full batch"
+            lines.append(f"training: {s.get('dynamics')}, {s.get('loss_function', 'mse')} loss, {batch}; twin: {s['twin']}"
+                         + ("; gaps on the logits, / RMS(f_real - f_0)" if ce else ""))
         lines.extend(self._timing_notes())
         lines.extend(self.notes())
         if self.state != "complete":
