@@ -286,7 +286,7 @@ def compare(
         an_twin = crit_an = None
         with _signals_held():  # compilation: an interrupt now is delivered when it is done
             _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic,
-                     None if _default_run(run0) else run0)
+                     None if run0.plain else run0)
         if analytic:
             t0 = time.perf_counter()
             an_net = MLP((1,) * depth, activation, weight_std, bias_std, "ntk", k)
@@ -356,13 +356,6 @@ def compare(
     _sweep_totals(report, t_sweep)
     notify()
     return report
-
-
-def _default_run(run) -> bool:
-    """Plain full-batch descent on MSE at a fraction of the critical rate, or at a given rate: what
-    the sweep always did (its settings, warm-up and work estimate stay as they were)."""
-    return (isinstance(run.rule, GradientDescent) and run.rule.plain and run.loss == "mse"
-            and run.batch_size is None)
 
 
 @contextlib.contextmanager

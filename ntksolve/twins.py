@@ -75,6 +75,12 @@ class Run(NamedTuple):
     n_outputs: int
 
     @property
+    def plain(self) -> bool:
+        """Plain full-batch descent on MSE: what the sweep did before rules existed."""
+        return isinstance(self.rule, GradientDescent) and self.rule.plain and self.loss == "mse" \
+            and self.batch_size is None
+
+    @property
     def kind(self) -> str:
         if isinstance(self.rule, Adam):
             return MATCHED_FLOW
@@ -236,16 +242,13 @@ class Twin:
     def _recurrence(self, f0, f0_test, batches, images):
         run = self.run
         img = {} if images is None else dict(image_train=images[0], image_test=images[1])
-        with np.errstate(all="ignore"):
-            try:
-                if run.loss == "mse":
-                    tr = sgd_mse(self.k_train, run.y, f0, run.record_at, dynamics=run.rule, batches=batches,
-                                 k_test_train=self.k_test, fx_test_0=f0_test, y_test=run.y_test, **img)
-                else:
-                    tr = sgd_cross_entropy(self.k_train, run.y, f0, run.record_at, dynamics=run.rule, batches=batches,
-                                           k_test_train=self.k_test, fx_test_0=f0_test, targets_test=run.y_test, **img)
-            except FloatingPointError:  # pragma: no cover - errstate ignores; kept for safety
-                return Prediction("non-finite", f"the {self.what} prediction overflowed")
+        with np.errstate(all="ignore"):  # a diverging twin is reported by _growth, not warned about
+            if run.loss == "mse":
+                tr = sgd_mse(self.k_train, run.y, f0, run.record_at, dynamics=run.rule, batches=batches,
+                             k_test_train=self.k_test, fx_test_0=f0_test, y_test=run.y_test, **img)
+            else:
+                tr = sgd_cross_entropy(self.k_train, run.y, f0, run.record_at, dynamics=run.rule, batches=batches,
+                                       k_test_train=self.k_test, fx_test_0=f0_test, targets_test=run.y_test, **img)
         status, msg = self._growth(tr.train_loss, tr.train, tr.test)
         if status != "ok":
             return Prediction(status, msg)

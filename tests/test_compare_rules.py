@@ -58,8 +58,9 @@ def _by_hand(data, width, rule, *, y=None, y_test=None, loss="mse", batch_size=N
     X, Xt = data.X_train, data.X_test
     batches = None if batch_size is None else _batches(width, batch_size)
     record = default_record_steps(STEPS, RECORDS)
-    real = train_network(net, params, X, y, steps=STEPS, dynamics=rule, loss=loss, batches=batches, record_at=record,
-                         X_test=Xt, y_test=y_test, track_kernel=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        real = train_network(net, params, X, y, steps=STEPS, dynamics=rule, loss=loss, batches=batches,
+                             record_at=record, X_test=Xt, y_test=y_test, track_kernel=False, on_divergence="return")
     f0, f0t = net.apply(params, X), net.apply(params, Xt)
     if kernel == "empirical":
         K, Kt = empirical_ntk(net, params, X, trace=k == 1), empirical_ntk(net, params, Xt, X, trace=k == 1)
@@ -69,13 +70,14 @@ def _by_hand(data, width, rule, *, y=None, y_test=None, loss="mse", batch_size=N
     img = {}
     if isinstance(rule, GradientDescent) and rule.weight_decay:
         img = dict(image_train=own_parameter_image(net, params, X), image_test=own_parameter_image(net, params, Xt))
-    if loss == "mse":
-        twin = sgd_mse(K, y, f0, record, dynamics=rule, batches=batches, k_test_train=Kt, fx_test_0=f0t, y_test=y_test,
-                       **img)
-    else:
-        twin = sgd_cross_entropy(K, y, f0, record, dynamics=rule, batches=batches, k_test_train=Kt, fx_test_0=f0t,
-                                 targets_test=y_test, **img)
+    with np.errstate(all="ignore"):  # a diverging twin is what one test is about
+        twin = (sgd_mse if loss == "mse" else _ce)(K, y, f0, record, dynamics=rule, batches=batches, k_test_train=Kt,
+                                                   fx_test_0=f0t, y_test=y_test, **img)
     return real, twin, f0, f0t
+
+
+def _ce(K, y, f0, record, *, y_test, **kw):
+    return sgd_cross_entropy(K, y, f0, record, targets_test=y_test, **kw)
 
 
 def _rms(a):
@@ -233,3 +235,17 @@ def test_bad_training_arguments(data, kwargs, error, match, monkeypatch):
     monkeypatch.setattr(cmp, "_warm_up", lambda *a: pytest.fail("work started"))
     with pytest.raises(error, match=match):
         _sweep(data, **kwargs)
+
+
+def test_a_diverging_recurrence_is_reported_not_drawn(data):
+    rule = GradientDescent(9.0, momentum=0.9)  # batches of 4 at nearly the full-batch critical rate
+    rep = _sweep(data, dynamics=rule, batch_size=4)
+    for i, r in enumerate(rep.rows):
+        _, twin, _, _ = _by_hand(data, r["width"], rule, batch_size=4)
+        grew = np.max(twin.train_loss) > 1e6 * twin.train_loss[0] or not np.all(np.isfinite(twin.train_loss))
+        assert (r["status_empirical"] == "diverges") == grew
+        if grew:
+            assert "grew to" in r["message_empirical"] or "non-finite" in r["message_empirical"]
+            assert r["gap_test_empirical"] is None and rep.trajectories[i].get("loss_train_empirical") is None
+    assert any(r["status_empirical"] == "diverges" for r in rep.rows)
+    json.dumps(rep.to_dict(), allow_nan=False)
