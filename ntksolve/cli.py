@@ -35,6 +35,7 @@ from ntksolve.cli_parser import (  # noqa: F401  (the defaults are part of the c
     EXIT_INTERRUPTED,
     _EXTRA_HINT,
     build_parser,
+    training_rule,
 )
 
 class UsageError(Exception):
@@ -67,13 +68,56 @@ def _check_unscaled(arrays) -> None:
             )
 
 
+def _class_rows(y, yt, path):
+    """One-hot rows of the class labels 0, 1, ..., K-1 in a file's target column (``--loss cross_entropy``)."""
+    labels = np.concatenate([y[:, 0], yt[:, 0]])
+    if y.shape[1] != 1 or np.any(labels != np.round(labels)) or np.any(labels < 0):
+        raise UsageError(f"--loss cross_entropy needs class labels 0, 1, ..., K-1 in the target column, but {path} "
+                         "holds other numbers (a regression data set?): use --loss mse for it, or --data digits")
+    k = int(labels.max()) + 1
+    if k < 2:
+        raise UsageError(f"--loss cross_entropy needs at least two classes; {path} has one")
+    eye = np.eye(k)
+    return eye[y[:, 0].astype(np.int64)], eye[yt[:, 0].astype(np.int64)], k
+
+
+def _load_digits(args):
+    from ntksolve.digits import load_digits_split
+
+    spec = args.data.split(":")
+    n_rows = None
+    if len(spec) > 2 or (len(spec) == 2 and not spec[1].isdigit()):
+        raise UsageError(f"--data {args.data!r}: spelled digits or digits:N (N images, a stratified subsample)")
+    if len(spec) == 2:
+        n_rows = int(spec[1])
+    if args.target is not None:
+        raise UsageError("--target applies to CSV files; the digits' target is their class")
+    try:
+        d = load_digits_split(args.test_size, args.seed, n_rows, standardize=not args.no_standardize)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    y, yt = d.targets(args.loss)
+    desc = d.description + ("; targets: class labels" if args.loss == "cross_entropy" else
+                            "; targets: centred one-hot rows (0.9 for the class, -0.1 elsewhere)")
+    return d.X_train, y, d.X_test, yt, desc, list(d.notes)
+
+
 def load_data(args):
-    """Return ``(X, y, X_test, y_test, description, notes)`` as float64 arrays and a list of notes."""
+    """Return ``(X, y, X_test, y_test, description, notes)`` as float64 arrays and a list of notes.
+
+    With ``--loss cross_entropy`` the targets are one-hot rows of the classes (refused, with the
+    reason, for a regression target)."""
     from ntksolve import datasets
 
+    ce = getattr(args, "loss", "mse") == "cross_entropy"
+    if args.data is not None and (args.data == "digits" or args.data.startswith("digits:")):
+        return _load_digits(args)
     if args.data is None:
         if args.target is not None:
             raise UsageError("--target needs --data (the embedded default data has a single target)")
+        if ce:
+            raise UsageError("--loss cross_entropy needs class labels, and the embedded default data is a regression: "
+                             "use --data digits (or a file whose target column holds class labels)")
         d = datasets.default_regression()
         return d.X_train, d.y_train, d.X_test, d.y_test, d.description, []
     path = args.data
@@ -101,12 +145,17 @@ def load_data(args):
         if Xt is None:
             X, y, Xt, yt = _split(X, y, args.test_size, args.seed)
             desc += f"; random {args.test_size:g} test split (seed {args.seed})"
+        if ce:
+            y, yt, k = _class_rows(y, yt, path)
+            desc += f"; {k} classes"
         if args.no_standardize:
             _check_unscaled(((X, "features"), (y, "targets"), (Xt, "test features"), (yt, "test targets")))
         else:
-            X, y, Xt, yt, more = datasets.standardise(X, y, Xt, yt, feats, target)
+            X, y_std, Xt, yt_std, more = datasets.standardise(X, y, Xt, yt, feats, target)
+            if not ce:  # class labels stay labels
+                y, yt = y_std, yt_std
             notes.extend(more)
-            desc += "; standardised by the training split"
+            desc += "; standardised by the training split" if not ce else "; features standardised by the training split"
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return X, y, Xt, yt, desc, notes
@@ -286,13 +335,17 @@ def _write(path: str, write) -> str:
 def run_compare(args) -> int:
     from ntksolve.sweep_checks import check_sweep, default_record_steps
 
-    if not 0 < args.lr_fraction < 2:
-        raise UsageError(f"--lr-fraction must be in (0, 2), got {args.lr_fraction}")
+    try:
+        args._rule, args._lr_fraction = training_rule(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.bias_std < 0 or not np.isfinite(args.bias_std):
         raise UsageError(f"--bias-std must be a finite number >= 0, got {args.bias_std}")
     if args.records < 2:
         raise UsageError("--records must be at least 2")
     X, y, Xt, yt, desc, notes = load_data(args)
+    if args.batch_size is not None and args.batch_size > X.shape[0]:
+        raise UsageError(f"--batch-size {args.batch_size} is more than the {X.shape[0]} training points")
     try:
         check_sweep(X.shape[0], Xt.shape[0], X.shape[1], y.shape[1], args.widths, depth=args.depth,
                     n_records=args.records, parameterization=args.parameterization)
@@ -353,8 +406,8 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
         report = compare(
             X, y, args.widths, X_test=Xt, y_test=yt, depth=args.depth, activation=args.activation,
             weight_std=args.weight_std, bias_std=args.bias_std, parameterization=args.parameterization,
-            learning_rate=args.learning_rate, lr_fraction=args.lr_fraction, steps=args.steps,
-            n_records=args.records, random_state=args.seed, progress=progress, on_state=save,
+            dynamics=args._rule, lr_fraction=args._lr_fraction, loss=args.loss, batch_size=args.batch_size,
+            steps=args.steps, n_records=args.records, random_state=args.seed, progress=progress, on_state=save,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -371,8 +424,11 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
         from ntksolve import plots as _plots
 
         try:
-            for fn, name in ((_plots.plot_loss_trajectories, "loss_trajectories.png"),
-                             (_plots.plot_gap_vs_width, "gap_vs_width.png")):
+            figures = [(_plots.plot_loss_trajectories, "loss_trajectories.png"),
+                       (_plots.plot_gap_vs_width, "gap_vs_width.png")]
+            if args.loss == "cross_entropy":
+                figures.insert(1, (_plots.plot_accuracy_trajectories, "accuracy_trajectories.png"))
+            for fn, name in figures:
                 written.append(_write(os.path.join(out, name), lambda p, fn=fn: fn(report, p)))
         except KeyboardInterrupt:
             figures_interrupted = True

@@ -79,6 +79,86 @@ def _fraction(text: str) -> float:
     return v
 
 
+#: ``--schedule`` spellings: the kind and the names of its numbers after the colons (the peak rate is
+#: --learning-rate or the --lr-fraction of the critical rate; the total steps are --steps).
+SCHEDULES = {"constant": (), "cosine": (), "step": ("STEP_SIZE", "GAMMA"), "exponential": ("GAMMA",),
+             "warmup_cosine": ("WARMUP",), "warmup_linear": ("WARMUP",)}
+_SCHEDULE_HELP = "constant, cosine, step:STEP_SIZE:GAMMA, exponential:GAMMA, warmup_cosine:WARMUP, warmup_linear:WARMUP"
+
+
+def _schedule(text: str):
+    """``(kind, numbers)`` of a ``--schedule`` spelling, e.g. ``step:100:0.5`` -> ``("step", (100, 0.5))``."""
+    kind, *parts = text.strip().split(":")
+    if kind not in SCHEDULES:
+        raise argparse.ArgumentTypeError(f"unknown schedule {kind!r}; one of: {_SCHEDULE_HELP}")
+    names = SCHEDULES[kind]
+    if len(parts) != len(names):
+        want = ":".join((kind,) + names)
+        raise argparse.ArgumentTypeError(f"--schedule {text!r}: {kind} is spelled {want}")
+    values = []
+    for name, part in zip(names, parts):
+        try:
+            v = int(part) if name in ("STEP_SIZE", "WARMUP") else float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--schedule {text!r}: {name} must be a number, got {part!r}") from None
+        if (name == "STEP_SIZE" and v < 1) or (name == "WARMUP" and v < 0) or (name == "GAMMA" and not 0 < v < np.inf):
+            raise argparse.ArgumentTypeError(f"--schedule {text!r}: {name} must be "
+                                             + ("a positive integer" if name == "STEP_SIZE" else
+                                                "a non-negative integer" if name == "WARMUP" else "positive"))
+        values.append(v)
+    return kind, tuple(values)
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def training_rule(args):
+    """``(rule, lr_fraction)`` of the command's training options (``ValueError`` naming the options).
+
+    SGD: ``GradientDescent(rate or Schedule, momentum, nesterov, weight_decay)``, its peak rate
+    ``--learning-rate`` or, with ``--lr-fraction`` (default 0.5), a placeholder of 1 that
+    :func:`ntksolve.compare` scales to that fraction of the rule's critical rate. Adam:
+    ``Adam(--learning-rate or 1e-3, weight_decay)``; it has no critical rate, momentum or schedule.
+    """
+    from ntksolve.dynamics import Adam, GradientDescent, Schedule
+
+    if args.optimizer == "adam":
+        given = [opt for opt, bad in (("--momentum", args.momentum), ("--nesterov", args.nesterov),
+                                      ("--lr-fraction", args.lr_fraction is not None),
+                                      ("--schedule", args.schedule[0] != "constant")) if bad]
+        if given:
+            raise ValueError(f"--optimizer adam does not take {', '.join(given)}: Adam keeps its own per-parameter "
+                             "step sizes (betas 0.9, 0.999) and has no critical learning rate; give its rate with "
+                             "--learning-rate (default 1e-3)")
+        return Adam(args.learning_rate or 1e-3, weight_decay=args.weight_decay), None
+    if not 0 <= args.momentum < 1:
+        raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
+    if args.nesterov and args.momentum == 0:
+        raise ValueError("--nesterov needs --momentum > 0 (Nesterov momentum with no momentum is plain descent)")
+    fraction = None if args.learning_rate is not None else (0.5 if args.lr_fraction is None else args.lr_fraction)
+    if fraction is not None and not 0 < fraction < 2:
+        raise ValueError(f"--lr-fraction must be in (0, 2), got {fraction}")
+    peak = 1.0 if fraction is not None else args.learning_rate
+    kind, nums = args.schedule
+    make = {"constant": lambda: peak, "cosine": lambda: Schedule.cosine(peak, args.steps),
+            "step": lambda: Schedule.step(peak, *nums), "exponential": lambda: Schedule.exponential(peak, *nums),
+            "warmup_cosine": lambda: Schedule.warmup_cosine(peak, args.steps, *nums),
+            "warmup_linear": lambda: Schedule.warmup_linear(peak, args.steps, *nums)}[kind]
+    try:
+        rate = make()
+    except ValueError as exc:
+        raise ValueError(f"--schedule {kind}: {exc} (the total steps are --steps {args.steps})") from None
+    rule = GradientDescent(rate, momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay)
+    return rule, fraction
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ntksolve.sweep_checks import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
     from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
@@ -106,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", metavar="PATH", default=None,
                    help="a CSV file (.csv/.tsv/.txt: UTF-8, separated by ',', ';', tab, '|' or spaces, detected; "
                         "a header row of names, or none; all cells numeric, no missing values) or an .npz "
-                        "with arrays X, y and optionally X_test, y_test; default: the embedded regression "
-                        "(256 train / 256 test points, 8 features)")
+                        "with arrays X, y and optionally X_test, y_test; or 'digits' (scikit-learn's bundled 8x8 "
+                        "handwritten digits, 1797 images of 10 classes, no download), 'digits:N' for a stratified "
+                        "N of them; default: the embedded regression (256 train / 256 test points, 8 features)")
     g.add_argument("--target", metavar="COLUMN", default=None,
                    help="the CSV column to predict (default: the last column; without a header row the columns "
                         "are named column1, column2, ...); the others are the features")
@@ -132,10 +213,28 @@ def build_parser() -> argparse.ArgumentParser:
     lr = g.add_mutually_exclusive_group()
     lr.add_argument("--learning-rate", type=_positive_float, default=None, metavar="ETA",
                     help="absolute learning rate for every width (default: --lr-fraction of the critical rate)")
-    lr.add_argument("--lr-fraction", type=float, default=0.5,
-                    help="learning rate as a fraction of the critical rate 2Nk/lambda_max: of the analytic NTK "
-                         "(ntk parameterisation) or of each network's own NTK (standard); must be in (0, 2)")
-    g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help="gradient-descent steps")
+    lr.add_argument("--lr-fraction", type=float, default=None,
+                    help="learning rate as a fraction of the rule's critical rate (2Nk/lambda_max plain, "
+                         "2(1+mu)Nk/lambda_max with momentum, lambda_max + w Nk with weight decay; a schedule's "
+                         "peak): of the analytic NTK (ntk parameterisation) or of each network's own NTK "
+                         "(standard); must be in (0, 2); default 0.5 (SGD only)")
+    g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help="optimiser steps")
+    g.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="torch.optim.SGD's rule (its twin on each kernel is exact) or Adam (no kernel twin: the "
+                        "report compares it with the loss-matched gradient flow, docs/training-rules.md)")
+    g.add_argument("--momentum", type=float, default=0.0, metavar="MU", help="SGD momentum, in [0, 1)")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")
+    g.add_argument("--weight-decay", type=_nonneg_float, default=0.0, metavar="W",
+                   help="weight decay on all parameters (PyTorch's); no analytic-NTK twin (it needs J theta_0)")
+    g.add_argument("--schedule", type=_schedule, default=("constant", ()), metavar="SPEC",
+                   help=f"SGD learning-rate schedule over --steps: {_SCHEDULE_HELP} (default constant); its peak is "
+                        "the learning rate")
+    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                   help="minibatches of B training points, epoch-wise shuffled (one seeded order per width, shared "
+                        "by the real run and its twins; default: full batch)")
+    g.add_argument("--loss", choices=("mse", "cross_entropy"), default="mse",
+                   help="mean squared error, or cross-entropy over the classes (needs class labels: --data digits, "
+                        "or a file whose target column holds labels 0, 1, ..., K-1)")
     g.add_argument("--records", type=_positive_int, default=DEFAULT_RECORDS,
                    help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
                         "never more than --steps + 1 distinct ones)")

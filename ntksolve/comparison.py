@@ -1,27 +1,34 @@
-"""Width sweeps: really trained networks beside their closed-form predictions.
+"""Width sweeps: really trained networks beside their linear predictions.
 
 For each width :func:`compare` initialises one network and
 
-1. predicts its trajectory from its **own empirical NTK** at initialisation (discrete closed form,
-   ``docs/conventions.md``; the full ``N x N x k x k`` kernel when ``k > 1``), which is the exact
-   twin of gradient descent on the network linearised at initialisation: the gap to real training
-   is the linearisation error alone, expected to fall like ``1/width``;
+1. predicts its trajectory from its **own empirical NTK** at initialisation (the full
+   ``N x N x k x k`` kernel when ``k > 1``) by the exact twin of its training rule on the network
+   linearised at initialisation (:mod:`ntksolve.twins`: the closed form for gradient descent on
+   full-batch MSE, momentum, schedules and weight decay included; the function-space recurrence for
+   minibatches and cross-entropy): the gap to real training is the linearisation error alone,
+   expected to fall like ``1/width``;
 2. predicts it from the **analytic (infinite-width) NTK**, started from the network's own ``f_0``
-   (NTK parameterisation only): the gap adds the kernel's fluctuation at initialisation, expected
-   to fall like ``width^{-1/2}``;
-3. trains it for real from the same parameters (:func:`~ntksolve.train_network`).
+   (NTK parameterisation only; not with weight decay, which needs ``J theta_0``): the gap adds the
+   kernel's fluctuation at initialisation, expected to fall like ``width^{-1/2}``;
+3. trains it for real from the same parameters and the same batch order
+   (:func:`~ntksolve.train_network`).
 
-The gap is the relative RMSE over the recorded steps and points, ``RMS(f_real - f_pred) / RMS(y)``,
-on the training and the test inputs; the slope of each gap against width is the least-squares fit
-of ``log gap`` on ``log width``.
+Adam has no kernel twin: its "predictions" are the loss-matched gradient flow of
+:mod:`ntksolve.twins`, the closest linear path, and their gaps say how far Adam's path is from it.
 
-A prediction at a learning rate at or above its kernel's critical rate ``2Nk / lambda_max`` grows
-without bound (the linearised network diverges) even where the real network, whose kernel moves,
-still trains: such a prediction is marked ``"diverges"`` (``status_empirical`` /
-``status_analytic`` of a row, with a message naming the critical rate), and its gaps are ``None``
-and left out of the slopes. The report records its own state (``"running"`` while the sweep runs,
-then ``"complete"``, ``"interrupted"`` or ``"failed"``), so a report written part-way always says
-that it is partial.
+The gap is the relative RMSE over the recorded steps and points, ``RMS(f_real - f_pred) / RMS(y)``
+(for cross-entropy on the logits, over ``RMS(f_real - f_0)``), on the training and the test
+inputs; the slope of each gap against width is the least-squares fit of ``log gap`` on
+``log width``.
+
+A prediction at a learning rate at or above its kernel's critical rate ``2Nk / lambda_max`` (the
+rule's own, with momentum or weight decay) grows without bound (the linearised network diverges)
+even where the real network, whose kernel moves, still trains: such a prediction is marked
+``"diverges"`` (``status_empirical`` / ``status_analytic`` of a row, with a message naming the
+critical rate), and its gaps are ``None`` and left out of the slopes. The report records its own
+state (``"running"`` while the sweep runs, then ``"complete"``, ``"interrupted"`` or ``"failed"``),
+so a report written part-way always says that it is partial.
 """
 from __future__ import annotations
 
@@ -36,15 +43,19 @@ from typing import Callable, List, NamedTuple, Optional, Sequence
 import numpy as np
 
 from ntksolve._validation import check_inputs
-from ntksolve.dynamics import DivergenceWarning, critical_learning_rate, gradient_descent_mse, mse_loss
+from ntksolve.dynamics import Adam, GradientDescent, critical_learning_rate, shuffled_batches
+from ntksolve.dynamics.descent_modes import rule_words
 from ntksolve.kernels import analytic_kernels, empirical_ntk
+from ntksolve.nets.forward_mode import own_parameter_image
 from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
 from ntksolve.progress import _Progress
-from ntksolve.report import (GAP_KEYS, SLOPE_KEYS, STATES, CompareReport, _jsonable, _prediction_status,
-                             _rel_rmse, _sweep_totals, environment)
-from ntksolve.sweep_checks import (MAX_DEPTH, MAX_RECORDS, MAX_WIDTH, _Sizes, _targets, _width_work, check_sweep,
-                                   default_record_steps)
+from ntksolve.report import (GAP_KEYS, LOSS_WORDS, SLOPE_KEYS, STATES, CompareReport, _jsonable, _record_results,
+                             _sweep_totals, environment)
+from ntksolve.sweep_checks import (MAX_DEPTH, MAX_RECORDS, MAX_WIDTH, _class_labels, _Sizes, _targets, _twin_work,
+                                   _width_work, check_sweep, check_training, default_record_steps)
 from ntksolve.training import train_network
+from ntksolve.twins import (CLOSED_FORM, MATCHED_FLOW, Prediction, Run, Twin, critical_rate, describe,
+                            not_available, peak_rate, rule_at_fraction)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,7 +65,7 @@ class _Sweep(NamedTuple):
     """Everything every width shares."""
 
     X: np.ndarray
-    y: np.ndarray
+    y: np.ndarray  # MSE targets (N, k), or class labels (N,) for cross-entropy
     X_test: np.ndarray
     y_test: np.ndarray
     depth: int
@@ -63,13 +74,14 @@ class _Sweep(NamedTuple):
     bias_std: float
     parameterization: str
     k: int
-    learning_rate: Optional[float]
-    lr_fraction: float
+    rule: object  # the sweep's GradientDescent or Adam (with a fraction: its rate is a shape)
+    fraction: Optional[float]  # set per width from each network's own critical rate, or None
+    loss: str
+    batch_size: Optional[int]
     steps: int
     record_at: np.ndarray
     seed: int
-    an_pred: object
-    an_k_test: Optional[np.ndarray]
+    an_twin: object  # a Twin, a Prediction saying why there is none, or None (standard parameterisation)
     crit_an: Optional[float]
     rms_train: float
     rms_test: float
@@ -89,7 +101,10 @@ def compare(
     bias_std: float = 0.1,
     parameterization: str = "ntk",
     learning_rate: Optional[float] = None,
-    lr_fraction: float = 0.5,
+    lr_fraction: Optional[float] = None,
+    dynamics=None,
+    loss: str = "mse",
+    batch_size: Optional[int] = None,
     steps: int = 300,
     n_records: int = 30,
     random_state=0,
@@ -103,13 +118,15 @@ def compare(
     ----------
     X : array_like, shape (N, d)
         Training inputs.
-    y : array_like, shape (N,) or (N, k)
-        Training targets; ``k`` sets the number of outputs.
+    y : array_like
+        MSE: targets of shape (N,) or (N, k); ``k`` sets the number of outputs. Cross-entropy:
+        class labels (N,) (``k`` = the number of classes, softmax), one-hot rows (N, k), or a 0/1
+        column (N, 1) (``k = 1``, the logistic loss).
     widths : sequence of int
         Hidden widths to sweep (every hidden layer of a network has the same width), at most
         :data:`MAX_WIDTH`.
     X_test : array_like, shape (M, d)
-    y_test : array_like, shape (M,) or (M, k)
+    y_test : array_like, shape (M,) or (M, k), of the same kind as ``y``
     depth : int, default 1
         Number of hidden layers ``L``, at most :data:`MAX_DEPTH`.
     activation : str, default "relu"
@@ -118,14 +135,27 @@ def compare(
         In standard parameterisation there is no analytic kernel: only the empirical prediction
         is made, and the analytic gaps and slopes are ``None`` (``status_analytic = "n/a"``).
     learning_rate : float, optional
-        Absolute learning rate for every width. Default: ``lr_fraction`` times the critical rate
-        ``2Nk / lambda_max``, of the analytic NTK in NTK parameterisation (one rate for all
-        widths), of each network's own empirical NTK in standard parameterisation (whose NTK
-        grows with width).
-    lr_fraction : float, default 0.5
-        In ``(0, 2)``; used when ``learning_rate`` is None.
+        Absolute rate of plain gradient descent for every width (without ``dynamics``).
+    lr_fraction : float in (0, 2), optional
+        The rate as this fraction of the rule's critical rate (``2Nk/lambda_max`` plain, the
+        momentum / weight-decay one of :meth:`GradientDescent.critical_learning_rate` otherwise):
+        of the analytic NTK in NTK parameterisation (one rate for all widths), of each network's
+        own empirical NTK in standard parameterisation. A schedule keeps its shape and is scaled
+        so that its peak is that rate. Default 0.5 when neither ``learning_rate`` nor ``dynamics``
+        is given; with ``dynamics`` and no ``lr_fraction`` the rule's own rate is used as is.
+    dynamics : GradientDescent or Adam, optional
+        The rule of the real runs (``torch.optim.SGD``'s momentum, Nesterov, weight decay, a
+        :class:`~ntksolve.dynamics.Schedule` as its learning rate; or ``torch.optim.Adam``).
+        Default: plain gradient descent. Its twin on each kernel is chosen by
+        :mod:`ntksolve.twins` (closed form, function-space recurrence, or for Adam, which has none,
+        the loss-matched gradient flow).
+    loss : {"mse", "cross_entropy"}, default "mse"
+    batch_size : int, optional
+        Minibatches of this size: each width draws one epoch-wise shuffled order
+        (:func:`~ntksolve.dynamics.shuffled_batches`, seed ``SeedSequence([seed, width, 1])``),
+        used by the real run and by both twins. Default: full batch.
     steps : int, default 300
-        Gradient steps per network.
+        Optimiser steps per network.
     n_records : int, default 30
         About this many recorded steps, log-spaced from 0 to ``steps``
         (:func:`default_record_steps`; at most ``steps + 1`` distinct ones, at most
@@ -155,18 +185,26 @@ def compare(
 
     Raises
     ------
+    TypeError
+        ``dynamics`` not a GradientDescent or an Adam, or given with ``learning_rate``.
     ValueError
-        Bad arguments, or widths, depth or records beyond the limits (:func:`check_sweep`).
+        Bad arguments (cross-entropy targets that are not labels, ``lr_fraction`` with Adam or with
+        ``learning_rate``, ``batch_size`` outside ``[1, N]``), or widths, depth or records beyond
+        the limits (:func:`check_sweep`).
     MemoryError
         The widest network would not fit in memory (:func:`check_sweep`), before any work.
 
     Notes
     -----
-    A prediction whose learning rate is at or above its kernel's critical rate diverges: its row
-    has ``status_empirical`` / ``status_analytic = "diverges"`` and a message naming the critical
-    rate, and its gaps and final losses are ``None``; its real network may still train.
+    A prediction whose rule diverges on its kernel (at or above the critical rate, a schedule
+    that grows a mode, a recurrence whose loss grows a millionfold) has ``status_empirical`` /
+    ``status_analytic = "diverges"`` and a message saying why, and its gaps and final losses are
+    ``None``; its real network may still train. Weight decay has no analytic twin
+    (``status_analytic = "n/a"`` with the reason).
 
-    Times per width: ``time_train`` is gradient descent alone (the kernel tracking for
+    Cross-entropy rows add the accuracies and ``accuracy_test_diff_*`` (predicted minus real, last step).
+
+    Times per width: ``time_train`` is the real run alone (the kernel tracking for
     ``kernel_change`` is excluded and reported as ``time_kernel_tracking``).
     ``time_predict_empirical`` is the network's two empirical NTKs, their decomposition, ``f_0`` and
     the trajectory; ``time_predict_analytic`` is that width's own share of the analytic prediction
@@ -179,29 +217,28 @@ def compare(
     X = check_inputs(X, name="X")
     d = X.shape[1]
     X_test = check_inputs(X_test, name="X_test", n_features=d)
-    y = _targets(y, X.shape[0], "y")
-    k = y.shape[1]
-    y_test = _targets(y_test, X_test.shape[0], "y_test", k)
+    rule, fraction = check_training(dynamics, learning_rate, lr_fraction, loss, batch_size, X.shape[0], steps)
+    if loss == "mse":
+        y = _targets(y, X.shape[0], "y")
+        k = y.shape[1]
+        y_test = _targets(y_test, X_test.shape[0], "y_test", k)
+    else:
+        y, y_test, k = _class_labels(y, y_test, X.shape[0], X_test.shape[0])
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
-                                      or not np.isfinite(learning_rate) or learning_rate <= 0):
-        raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")
-    if isinstance(lr_fraction, bool) or not isinstance(lr_fraction, numbers.Real) or not 0 < lr_fraction < 2:
-        raise ValueError(f"lr_fraction must be in (0, 2) (a fraction of the critical learning rate), got {lr_fraction!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
     ws = check_sweep(X.shape[0], X_test.shape[0], d, k, widths, depth=depth, n_records=n_records,
                      parameterization=parameterization)
     depth = int(depth)
-    rms_train = float(np.sqrt(np.mean(y**2)))
-    rms_test = float(np.sqrt(np.mean(y_test**2)))
-    for rms, what in ((rms_train, "training"), (rms_test, "test")):
-        if rms == 0:
-            raise ValueError(f"the {what} targets are all zero: the relative gap RMS(f_real - f_pred) / RMS(y) is "
-                             "undefined")
+    rms_train = rms_test = None
+    if loss == "mse":
+        rms_train = float(np.sqrt(np.mean(y**2)))
+        rms_test = float(np.sqrt(np.mean(y_test**2)))
+        for rms, what in ((rms_train, "training"), (rms_test, "test")):
+            if rms == 0:
+                raise ValueError(f"the {what} targets are all zero: the relative gap RMS(f_real - f_pred) / RMS(y) "
+                                 "is undefined")
     # Build one network now so that bad activation / std values fail before any work.
     MLP((ws[0],) * depth, activation, weight_std, bias_std, parameterization, k)
     if random_state is None:
@@ -212,20 +249,30 @@ def compare(
     else:
         raise ValueError(f"random_state must be None or a non-negative int, got {random_state!r}")
     record_at = default_record_steps(int(steps), int(n_records))
+    N, size = int(X.shape[0]), int(X.shape[0]) * int(k)
 
     analytic = MLP((1,), parameterization=parameterization).supports_analytic
     settings = {
-        "n_train": int(X.shape[0]), "n_test": int(X_test.shape[0]), "n_features": int(d), "n_outputs": int(k),
+        "n_train": N, "n_test": int(X_test.shape[0]), "n_features": int(d), "n_outputs": int(k),
         "widths": ws, "depth": depth, "activation": activation, "weight_std": float(weight_std),
         "bias_std": float(bias_std), "parameterization": parameterization, "steps": int(steps),
         "n_records": int(record_at.size), "record_at": record_at.tolist(), "random_state": seed, "dtype": "float64",
-        "loss": "1/(2Nk) sum ||f - y||^2", "gap": "RMS over recorded steps and points of f_real - f_pred, / RMS(y)",
+        "loss": LOSS_WORDS[loss],
+        "gap": "RMS over recorded steps and points of f_real - f_pred, / RMS(y)" if loss == "mse" else
+               "RMS over recorded steps and points of the logits f_real - f_pred, / RMS(f_real - f_0)",
         "empirical_kernel": "traced" if k == 1 else "full",
     }
+    run0 = Run(rule, loss, batch_size, record_at, y, y_test, k)
+    settings.update(loss_function=loss, batch_size=batch_size, twin=describe(run0),
+                    batches=None if batch_size is None else
+                    "epoch-wise shuffled (shuffled_batches), one order per width from SeedSequence([seed, width, 1]), "
+                    "shared by the real run and both twins")
     settings.update(environment())
     report = CompareReport(settings=settings)
-    sizes = _Sizes(int(X.shape[0]), int(X_test.shape[0]), int(d), int(k), depth, int(record_at.size), k > 1, analytic)
+    sizes = _Sizes(N, int(X_test.shape[0]), int(d), int(k), depth, int(record_at.size), k > 1, analytic)
     works = [_width_work(sizes, w, int(steps), int(record_at.size)) for w in ws]
+    if run0.kind != CLOSED_FORM:
+        works = [(p + _twin_work(sizes, int(steps), batch_size, analytic), s, r) for p, s, r in works]
     bar = None
     t_sweep = time.perf_counter()
 
@@ -235,35 +282,46 @@ def compare(
 
     try:
         notify()
-        # The analytic prediction is shared by every width: its kernels and decomposition are made once.
-        an_pred = an_k_test = crit_an = None
+        # The analytic twin is shared by every width: its kernels and decomposition are made once.
+        an_twin = crit_an = None
         with _signals_held():  # compilation: an interrupt now is delivered when it is done
-            _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic)
+            _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic,
+                     None if run0.plain else run0)
         if analytic:
             t0 = time.perf_counter()
             an_net = MLP((1,) * depth, activation, weight_std, bias_std, "ntk", k)
             kern = analytic_kernels(an_net, X)
             an_k_test = analytic_kernels(an_net, X_test, X).ntk
-            crit_an = float(critical_learning_rate(kern.ntk, n_outputs=k))
-            lr_shared = float(learning_rate) if learning_rate is not None else lr_fraction * crit_an
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DivergenceWarning)
-                an_pred = gradient_descent_mse(kern.ntk, y, lr_shared, dynamics="discrete", method="eigh",
-                                               allow_divergence=True)
+            crit_plain = float(critical_learning_rate(kern.ntk, n_outputs=k))
+            if fraction is not None:  # one rate for every width, from the analytic kernel
+                rule, crit_an = rule_at_fraction(rule, fraction, crit_plain, size, int(steps))
+            else:
+                crit_an = critical_rate(rule, crit_plain, size)
+            run = run0._replace(rule=rule)
+            if isinstance(rule, GradientDescent) and rule.needs_parameters:
+                an_twin = not_available(
+                    "no analytic-NTK prediction: weight decay pulls the parameters towards zero, so the outputs feel "
+                    "the network's own J theta_0, which the analytic (infinite-width) NTK does not have")
+            else:
+                an_twin = Twin(run, kern.ntk, an_k_test, what="analytic-NTK",
+                               kernel_words="the analytic (infinite-width) NTK", plain_crit=crit_plain)
             settings["critical_learning_rate_analytic"] = crit_an
             settings["time_analytic_kernels"] = time.perf_counter() - t0
-        settings["learning_rate"] = float(learning_rate) if learning_rate is not None else (
-            an_pred.learning_rate if analytic else None)
+        per_width = fraction is not None and not analytic
+        settings["learning_rate"] = None if per_width else peak_rate(rule, int(steps))
+        of = "" if isinstance(rule, Adam) or rule.plain else f" ({rule_words(rule)}" + (
+            ", the schedule's peak)" if rule.schedule is not None else ")")
         settings["learning_rate_rule"] = (
-            "absolute (given)" if learning_rate is not None else
-            f"{lr_fraction} x critical rate of the analytic NTK" if analytic else
-            f"{lr_fraction} x critical rate of each network's empirical NTK")
-        settings["lr_fraction"] = float(lr_fraction) if learning_rate is None else None
+            "absolute (given)" if fraction is None else
+            f"{fraction} x critical rate of the analytic NTK{of}" if analytic else
+            f"{fraction} x critical rate of each network's empirical NTK{of}")
+        settings["lr_fraction"] = fraction
+        settings["dynamics"] = repr(rule) + (" (its rate set per width)" if per_width else "")
         notify()
 
         sweep = _Sweep(X, y, X_test, y_test, depth, activation, float(weight_std), float(bias_std), parameterization,
-                       k, learning_rate, float(lr_fraction), int(steps), record_at, seed, an_pred, an_k_test, crit_an,
-                       rms_train, rms_test, sizes)
+                       k, rule, fraction if per_width else None, loss, batch_size, int(steps), record_at, seed,
+                       an_twin, crit_an, rms_train, rms_test, sizes)
         bar = _Progress(progress, [p + int(steps) * s + record_at.size * r for p, s, r in works], ws)
         for i, width in enumerate(ws):
             bar.start_width(i)
@@ -333,29 +391,42 @@ def _signals_held():
             signal.raise_signal(pending[0])  # its own handler now runs (KeyboardInterrupt, or the default)
 
 
-def _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic) -> None:
+def _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic, run=None) -> None:
     """Run every jitted path once on two points, so that numba's one-time compilation (or cache
-    load, about 0.5 s) is charged to no width's prediction or training time."""
+    load, about 0.5 s) is charged to no width's prediction or training time. ``run``: also the
+    sweep's own rule, loss and batches (momentum and weight-decay factors, ``J theta_0``)."""
     net = MLP((2,) * depth, activation, weight_std, bias_std, parameterization, k)
     p = net.init(X.shape[1], random_state=0)
     Xs = X[:2]
     empirical_ntk(net, p, Xs, trace=k == 1)
-    empirical_ntk(net, p, Xs, Xs, trace=k == 1)
+    k2 = empirical_ntk(net, p, Xs, Xs, trace=k == 1)
     train_network(net, p, Xs, np.zeros((2, k)), learning_rate=1e-3, steps=1, X_test=Xs, track_kernel=False)
     if analytic:
         analytic_kernels(net, Xs)
         analytic_kernels(net, Xs, Xs)
+    if run is None or isinstance(run.rule, Adam):  # Adam's twin is numpy and scipy only
+        return
+    small = run._replace(record_at=np.arange(3), y=run.y[:2], y_test=run.y[:2],
+                         batch_size=None if run.batch_size is None else 1)
+    images = None
+    if run.rule.needs_parameters:
+        images = (own_parameter_image(net, p, Xs),) * 2
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        f0 = net.apply(p, Xs)
+        Twin(small, k2, k2, what="", kernel_words="", plain_crit=1.0).predict(
+            f0, f0, batches=None if run.batch_size is None else [np.array([0]), np.array([1])], images=images)
 
 
 def _one_width(width, sw: _Sweep, work, bar):
     predict_work, step_work, record_work = work
-    k = sw.k
+    k, N = sw.k, sw.X.shape[0]
     net = MLP((width,) * sw.depth, sw.activation, sw.weight_std, sw.bias_std, sw.parameterization, k)
     params = net.init(sw.X.shape[1], random_state=np.random.default_rng(np.random.SeedSequence([sw.seed, width])))
     full = k > 1
     record_at = sw.record_at
 
-    # -- the empirical prediction: own NTK at init, discrete closed form (exact twin of GD on f_lin)
+    # -- the empirical twin: own NTK at init (for GD on MSE the exact closed form of f_lin)
     t0 = time.perf_counter()
     f0 = net.apply(params, sw.X)
     f0_test = net.apply(params, sw.X_test)
@@ -363,51 +434,63 @@ def _one_width(width, sw: _Sweep, work, bar):
     t0 = time.perf_counter()
     k_tt = empirical_ntk(net, params, sw.X, trace=not full)
     k_st = empirical_ntk(net, params, sw.X_test, sw.X, trace=not full)
-    crit_emp = float(critical_learning_rate(k_tt, n_outputs=k))
-    if sw.learning_rate is not None:
-        lr = float(sw.learning_rate)
-    elif sw.an_pred is not None:
-        lr = sw.an_pred.learning_rate
+    crit_plain = float(critical_learning_rate(k_tt, n_outputs=k))
+    rule = sw.rule
+    if sw.fraction is not None:  # standard parameterisation: each network's own critical rate
+        rule, crit_emp = rule_at_fraction(rule, sw.fraction, crit_plain, N * k, sw.steps)
     else:
-        lr = sw.lr_fraction * crit_emp
-    # Above the critical rate the closed form grows geometrically: compute it quietly, then mark it.
-    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore", DivergenceWarning)
-        emp = gradient_descent_mse(k_tt, sw.y, lr, dynamics="discrete", method="eigh", allow_divergence=True)
-        fe_train, fe_test = emp(record_at, f0, f0_test, k_st)
+        crit_emp = critical_rate(rule, crit_plain, N * k)
+    run = Run(rule, sw.loss, sw.batch_size, record_at, sw.y, sw.y_test, k)
+    images = None
+    if isinstance(rule, GradientDescent) and rule.needs_parameters:
+        images = (own_parameter_image(net, params, sw.X), own_parameter_image(net, params, sw.X_test))
+    batches = None
+    if sw.batch_size is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([sw.seed, width, 1]))
+        batches = shuffled_batches(N, sw.batch_size, sw.steps, random_state=rng)
+    twin = Twin(run, k_tt, k_st, what="empirical-NTK", kernel_words="its empirical NTK", plain_crit=crit_plain)
+    matched = run.kind == MATCHED_FLOW  # Adam: the twin follows the real run's loss, so it comes after
+    emp = None if matched else twin.predict(f0, f0_test, batches=batches, images=images)
     t_emp = time.perf_counter() - t0 + t_f0
-    status_emp, msg_emp = _prediction_status("empirical-NTK", lr, crit_emp, "its empirical NTK",
-                                             fe_train, fe_test)
 
-    # -- the analytic prediction from the network's own f_0 (its kernels were made once for the sweep)
-    fa_train = fa_test = None
-    t_an = None
-    status_an, msg_an = "n/a", ""
-    if sw.an_pred is not None:
+    # -- the analytic twin from the network's own f_0 (its kernels were made once for the sweep)
+    an, t_an = sw.an_twin, None
+    pa = an if isinstance(an, Prediction) else not_available("")
+    if isinstance(an, Twin) and not matched:
         t0 = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):
-            fa_train, fa_test = sw.an_pred(record_at, f0, f0_test, sw.an_k_test)
+        pa = an.predict(f0, f0_test, batches=batches)
         t_an = time.perf_counter() - t0 + t_f0
-        status_an, msg_an = _prediction_status("analytic-NTK", lr, sw.crit_an, "the analytic (infinite-width) NTK",
-                                               fa_train, fa_test)
     bar.advance(predict_work)
 
-    # -- real training from the same parameters
+    # -- real training from the same parameters (and the same batches)
     last = [0]
 
     def tick(step, loss):
         bar.advance((step - last[0]) * step_work + record_work)
         last[0] = step
 
-    res = train_network(net, params, sw.X, sw.y, learning_rate=lr, steps=sw.steps, record_at=record_at,
-                        X_test=sw.X_test, y_test=sw.y_test, track_kernel=True, on_divergence="return", callback=tick)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, with its reason
+        res = train_network(net, params, sw.X, sw.y, steps=sw.steps, dynamics=rule, loss=sw.loss, batches=batches,
+                            record_at=record_at, X_test=sw.X_test, y_test=sw.y_test, track_kernel=True,
+                            on_divergence="return", callback=tick)
+    if matched:
+        if res.diverged:
+            emp = pa = not_available("the real run diverged: there is no loss to match")
+        else:
+            t0 = time.perf_counter()
+            emp = twin.predict(f0, f0_test, real_loss=res.loss_train)
+            t_emp += time.perf_counter() - t0
+            if isinstance(an, Twin):
+                t0 = time.perf_counter()
+                pa = an.predict(f0, f0_test, real_loss=res.loss_train)
+                t_an = time.perf_counter() - t0 + t_f0
 
     row = {
-        "width": width, "n_params": net.n_params(sw.X.shape[1]), "learning_rate": lr,
+        "width": width, "n_params": net.n_params(sw.X.shape[1]), "learning_rate": peak_rate(rule, sw.steps),
         "critical_learning_rate": crit_emp, "critical_learning_rate_analytic": sw.crit_an,
         "diverged": bool(res.diverged), "message": res.message,
-        "status_empirical": status_emp, "message_empirical": msg_emp,
-        "status_analytic": status_an, "message_analytic": msg_an,
+        "status_empirical": emp.status, "message_empirical": emp.message,
+        "status_analytic": pa.status, "message_analytic": pa.message,
         "time_train": res.wall_time, "time_kernel_tracking": res.kernel_time,
         "time_predict_empirical": t_emp, "time_predict_analytic": t_an,
     }
@@ -415,38 +498,13 @@ def _one_width(width, sw: _Sweep, work, bar):
     row["time_predict"] = t_pred
     row["speedup"] = res.wall_time / t_pred if not res.diverged else None
     row["speedup_empirical"] = res.wall_time / t_emp if not res.diverged else None
-    traj = {"width": width, "steps": record_at.tolist(), "status_empirical": status_emp, "status_analytic": status_an}
-    final_keys = ("loss_train_final_real", "loss_test_final_real", "loss_train_final_empirical",
-                  "loss_test_final_empirical", "loss_train_final_analytic", "loss_test_final_analytic",
-                  "test_loss_rel_error_empirical", "test_loss_rel_error_analytic")
-    if res.diverged:
-        for key in GAP_KEYS + final_keys + ("kernel_change_final", "kernel_change_max"):
-            row[key] = None
-        traj["steps"] = res.steps.tolist()
-        traj["loss_train_real"] = res.loss_train.tolist()
-        traj["loss_test_real"] = res.loss_test.tolist()
-        return row, _jsonable(traj)
-
-    row["loss_train_final_real"] = float(res.loss_train[-1])
-    row["loss_test_final_real"] = float(res.loss_test[-1])
-    traj.update(loss_train_real=res.loss_train, loss_test_real=res.loss_test, kernel_change=res.kernel_change)
-    for pred, status, f_tr, f_te in (("empirical", status_emp, fe_train, fe_test),
-                                     ("analytic", status_an, fa_train, fa_test)):
-        if status != "ok":
-            for key in (f"gap_train_{pred}", f"gap_test_{pred}", f"loss_train_final_{pred}",
-                        f"loss_test_final_{pred}", f"test_loss_rel_error_{pred}"):
-                row[key] = None
-            traj[f"loss_train_{pred}"] = traj[f"loss_test_{pred}"] = None
-            continue
-        l_tr, l_te = mse_loss(f_tr, sw.y), mse_loss(f_te, sw.y_test)
-        row[f"gap_train_{pred}"] = _rel_rmse(res.fx_train, f_tr, sw.rms_train)
-        row[f"gap_test_{pred}"] = _rel_rmse(res.fx_test, f_te, sw.rms_test)
-        row[f"loss_train_final_{pred}"] = float(l_tr[-1])
-        row[f"loss_test_final_{pred}"] = float(l_te[-1])
-        row[f"test_loss_rel_error_{pred}"] = abs(float(l_te[-1]) / float(res.loss_test[-1]) - 1.0)
-        traj[f"loss_train_{pred}"], traj[f"loss_test_{pred}"] = l_tr, l_te
-    row["kernel_change_final"] = float(res.kernel_change[-1])
-    row["kernel_change_max"] = float(np.max(res.kernel_change))
+    traj = {"width": width, "steps": record_at.tolist(), "status_empirical": emp.status, "status_analytic": pa.status}
+    if sw.loss == "cross_entropy":  # the gap on logits, relative to how far the real logits moved
+        scales = (float(np.sqrt(np.mean((res.fx_train - f0) ** 2))) or 1.0,
+                  float(np.sqrt(np.mean((res.fx_test - f0_test) ** 2))) or 1.0) if not res.diverged else None
+    else:
+        scales = (sw.rms_train, sw.rms_test)
+    _record_results(row, traj, res, {"empirical": emp, "analytic": pa}, scales, sw.loss == "cross_entropy")
     return row, _jsonable(traj)
 
 

@@ -87,30 +87,38 @@ def plot_loss_trajectories(report, path) -> str:
     return path
 
 
-def draw_loss_trajectories(report):
-    """The figure of :func:`plot_loss_trajectories`, not written (a matplotlib ``Figure``)."""
+def draw_loss_trajectories(report, quantity: str = "loss"):
+    """The figure of :func:`plot_loss_trajectories` (or, ``quantity="accuracy"``, of
+    :func:`plot_accuracy_trajectories`), not written (a matplotlib ``Figure``)."""
     rep = _as_dict(report)
     trajs = rep["trajectories"]
     rows = rep.get("rows", [])
+    settings = rep.get("settings", {})
     fig = _figure(11.0, 4.4)
     axes = fig.subplots(1, 2, sharey=False)
     colors = _colors(len(trajs))
+    ce = settings.get("loss_function") == "cross_entropy"
+    unit = ("accuracy" if quantity == "accuracy" else
+            "loss  mean cross-entropy" if ce else "loss  1/(2Nk) Σ‖f−y‖²")
+    twin = "loss-matched flow on the " if str(settings.get("dynamics", "")).startswith("Adam") else ""
     for ax, split in zip(axes, ("train", "test")):
         for c, tr in zip(colors, trajs):
             steps = np.asarray(tr["steps"], dtype=float)
-            real = tr.get(f"loss_{split}_real")
+            real = tr.get(f"{quantity}_{split}_real")
             if real is not None:
                 real = np.asarray(real, dtype=float)
                 ax.plot(steps[: real.size], real, "-", color=c, lw=1.8, label=f"n={tr['width']}")
             for key, style in (("empirical", "--"), ("analytic", ":")):
-                pred = tr.get(f"loss_{split}_{key}")
+                pred = tr.get(f"{quantity}_{split}_{key}")
                 if pred is not None and tr.get(f"status_{key}", "ok") == "ok":
                     ax.plot(steps, np.asarray(pred, dtype=float), style, color=c, lw=1.2)
         ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_yscale("log")
-        ax.set_xlabel("gradient-descent step")
-        ax.set_ylabel(f"{split} loss  1/(2Nk) Σ‖f−y‖²")
-        ax.set_title(f"{split} loss: real (solid), empirical-NTK (dashed), analytic-NTK (dotted)", fontsize=9)
+        if quantity == "loss":
+            ax.set_yscale("log")
+        ax.set_xlabel("optimiser step" if settings.get("twin") else "gradient-descent step")
+        ax.set_ylabel(f"{split} {unit}")
+        ax.set_title(f"{split} {quantity}: real (solid), {twin}empirical-NTK (dashed), analytic-NTK (dotted)",
+                     fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2, loc="best")
     notes = [n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic")) if n]
@@ -122,6 +130,26 @@ def draw_loss_trajectories(report):
     if _state_note(rep):
         fig.suptitle(f"partial report ({_state_note(rep)})", color="firebrick", fontsize=10)
     return fig
+
+
+def plot_accuracy_trajectories(report, path) -> str:
+    """Real versus predicted train and test accuracy along training (cross-entropy sweeps), one
+    colour per width, styled as :func:`plot_loss_trajectories`.
+
+    Parameters
+    ----------
+    report : CompareReport or dict
+    path : str or path-like
+        PNG file to write.
+
+    Returns
+    -------
+    path : str
+    """
+    fig = draw_loss_trajectories(report, "accuracy")
+    path = os.fspath(path)
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def plot_gap_vs_width(report, path) -> str:
@@ -173,7 +201,8 @@ def draw_gap_vs_width(report):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("hidden width n")
-    ax.set_ylabel("gap  RMS(f_real − f_pred) / RMS(y)")
+    ce = rep.get("settings", {}).get("loss_function") == "cross_entropy"
+    ax.set_ylabel("gap  RMS(f_real − f_pred) / " + ("RMS(f_real − f_0), logits" if ce else "RMS(y)"))
     ax.set_title("real vs predicted outputs (theory: analytic ~ n^-1/2, empirical ~ n^-1)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -188,4 +217,4 @@ def draw_gap_vs_width(report):
     return fig
 
 
-__all__ = ["plot_loss_trajectories", "plot_gap_vs_width", "draw_loss_trajectories", "draw_gap_vs_width"]
+__all__ = ["plot_loss_trajectories", "plot_accuracy_trajectories", "plot_gap_vs_width", "draw_loss_trajectories", "draw_gap_vs_width"]

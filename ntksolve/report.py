@@ -24,6 +24,12 @@ import numpy as np
 #: The gap keys of a row, in table order: (prediction, split).
 GAP_KEYS = ("gap_train_empirical", "gap_test_empirical", "gap_train_analytic", "gap_test_analytic")
 SLOPE_KEYS = ("slope_train_empirical", "slope_test_empirical", "slope_train_analytic", "slope_test_analytic")
+#: The extra keys of a cross-entropy row: accuracies at the last step, predicted minus real.
+CE_KEYS = ("accuracy_train_final_real", "accuracy_test_final_real", "accuracy_test_final_empirical",
+           "accuracy_test_final_analytic", "accuracy_test_diff_empirical", "accuracy_test_diff_analytic")
+#: ``settings["loss"]``: the loss every trajectory reports.
+LOSS_WORDS = {"mse": "1/(2Nk) sum ||f - y||^2",
+              "cross_entropy": "mean over the examples of -log softmax(f)_label (k = 1: the logistic loss)"}
 #: The states of a report, in the order a sweep passes through them.
 STATES = ("running", "complete", "interrupted", "failed")
 
@@ -125,6 +131,7 @@ class CompareReport:
 
     def table(self) -> str:
         """The per-width results as a fixed-width text table, then the fitted slopes and notes."""
+        ce = self.settings.get("loss_function") == "cross_entropy"
         cols = [
             ("width", "width", "{:d}"),
             ("lr", "learning_rate", "{:.3g}"),
@@ -135,12 +142,19 @@ class CompareReport:
             ("test loss", "loss_test_final_real", "{:.4f}"),
             ("pred emp", "loss_test_final_empirical", "{:.4f}"),
             ("pred ana", "loss_test_final_analytic", "{:.4f}"),
+        ] + ([
+            ("acc real", "accuracy_test_final_real", "{:.3f}"),
+            ("acc emp", "accuracy_test_final_empirical", "{:.3f}"),
+            ("acc ana", "accuracy_test_final_analytic", "{:.3f}"),
+        ] if ce else []) + [
             ("dTheta", "kernel_change_final", "{:.2e}"),
             ("t_pred s", "time_predict", "{:.3f}"),
             ("t_train s", "time_train", "{:.2f}"),
             ("speedup", "speedup", None),
         ]
-        pred_cols = {"empirical": (2, 3, 7), "analytic": (4, 5, 8)}
+        keys = [c[1] for c in cols]
+        pred_cols = {p: [i for i, key in enumerate(keys) if key.endswith("_" + p)] for p in ("empirical", "analytic")}
+        results = slice(keys.index("gap_train_empirical"), keys.index("kernel_change_final") + 1)
         header = [c[0] for c in cols]
         body = []
         for r in self.rows:
@@ -154,7 +168,7 @@ class CompareReport:
                     for i in idx:
                         cells[i] = status
             if r.get("diverged"):
-                cells[2:10] = ["diverged"] + ["-"] * 7
+                cells[results] = ["diverged"] + ["-"] * (results.stop - results.start - 1)
             body.append(cells)
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
         lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
@@ -169,6 +183,11 @@ class CompareReport:
         lines.append("log-log slope of gap vs width:  " + "  ".join(parts))
         lines.append("(theory: analytic-kernel gap ~ width^-1/2, empirical-kernel gap ~ width^-1; widths whose "
                      "real run or prediction diverged are left out)")
+        if self.settings.get("twin"):
+            s = self.settings
+            batch = f"batches of {s['batch_size']}" if s.get("batch_size") else "full batch"
+            lines.append(f"training: {s.get('dynamics')}, {s.get('loss_function', 'mse')} loss, {batch}; twin: {s['twin']}"
+                         + ("; gaps on the logits, / RMS(f_real - f_0)" if ce else ""))
         lines.extend(self._timing_notes())
         lines.extend(self.notes())
         if self.state != "complete":
@@ -291,6 +310,54 @@ def _prediction_status(what: str, lr: float, crit: float, kernel: str, *outputs)
         return "non-finite", (f"the {what} prediction has non-finite values (its kernel overflowed: are the inputs "
                               "standardised?); its gaps are left out")
     return "ok", ""
+
+
+def _record_results(row: dict, traj: dict, res, predictions: dict, scales, ce: bool) -> None:
+    """Fill a width's row and trajectory from its real run ``res`` (a TrainingResult) and its
+    ``predictions`` (``{"empirical": Prediction, "analytic": Prediction}`` of :mod:`ntksolve.twins`).
+
+    ``scales`` are the gaps' denominators on train and test (``RMS(y)``, or for cross-entropy
+    ``RMS(f_real - f_0)``). A diverged real run or a prediction that is not ``"ok"`` leaves
+    ``None``, never NaN."""
+    final_keys = ("loss_train_final_real", "loss_test_final_real", "loss_train_final_empirical",
+                  "loss_test_final_empirical", "loss_train_final_analytic", "loss_test_final_analytic",
+                  "test_loss_rel_error_empirical", "test_loss_rel_error_analytic") + (CE_KEYS if ce else ())
+    if res.diverged:
+        for key in GAP_KEYS + final_keys + ("kernel_change_final", "kernel_change_max"):
+            row[key] = None
+        traj["steps"] = res.steps.tolist()
+        traj["loss_train_real"] = res.loss_train.tolist()
+        traj["loss_test_real"] = res.loss_test.tolist()
+        return
+    row["loss_train_final_real"] = float(res.loss_train[-1])
+    row["loss_test_final_real"] = float(res.loss_test[-1])
+    traj.update(loss_train_real=res.loss_train, loss_test_real=res.loss_test, kernel_change=res.kernel_change)
+    if ce:
+        row["accuracy_train_final_real"] = float(res.accuracy_train[-1])
+        row["accuracy_test_final_real"] = float(res.accuracy_test[-1])
+        traj.update(accuracy_train_real=res.accuracy_train, accuracy_test_real=res.accuracy_test)
+    for pred, P in predictions.items():
+        if P.status != "ok":
+            for key in (f"gap_train_{pred}", f"gap_test_{pred}", f"loss_train_final_{pred}",
+                        f"loss_test_final_{pred}", f"test_loss_rel_error_{pred}") + (
+                            (f"accuracy_test_final_{pred}", f"accuracy_test_diff_{pred}") if ce else ()):
+                row[key] = None
+            traj[f"loss_train_{pred}"] = traj[f"loss_test_{pred}"] = None
+            continue
+        row[f"gap_train_{pred}"] = _rel_rmse(res.fx_train, P.train, scales[0])
+        row[f"gap_test_{pred}"] = _rel_rmse(res.fx_test, P.test, scales[1])
+        row[f"loss_train_final_{pred}"] = float(P.loss_train[-1])
+        row[f"loss_test_final_{pred}"] = float(P.loss_test[-1])
+        row[f"test_loss_rel_error_{pred}"] = abs(float(P.loss_test[-1]) / float(res.loss_test[-1]) - 1.0)
+        traj[f"loss_train_{pred}"], traj[f"loss_test_{pred}"] = P.loss_train, P.loss_test
+        if ce:
+            row[f"accuracy_test_final_{pred}"] = float(P.accuracy_test[-1])
+            row[f"accuracy_test_diff_{pred}"] = float(P.accuracy_test[-1]) - float(res.accuracy_test[-1])
+            traj[f"accuracy_train_{pred}"], traj[f"accuracy_test_{pred}"] = P.accuracy_train, P.accuracy_test
+        if P.flow_time is not None:
+            traj[f"flow_time_{pred}"] = P.flow_time
+    row["kernel_change_final"] = float(res.kernel_change[-1])
+    row["kernel_change_max"] = float(np.max(res.kernel_change))
 
 
 def _sweep_totals(report: CompareReport, t_sweep: float) -> None:

@@ -108,6 +108,15 @@ def _width_work(s: _Sizes, width: int, steps: int, n_records: int):
     return predict, step, record
 
 
+def _twin_work(s: _Sizes, steps: int, batch_size, analytic: bool) -> float:
+    """Floating-point operations of the step-by-step twins of one width (recurrences: each step
+    multiplies the residual of the batch by the kernel's columns, train and test)."""
+    b = s.n_train if batch_size is None else int(batch_size)
+    kk = s.n_outputs**2 if s.full else s.n_outputs
+    per_step = 2.0 * (s.n_train + s.n_test) * b * kk
+    return steps * per_step * (1.0 + (s.n_outputs / kk if analytic else 0.0))
+
+
 def _width_memory(s: _Sizes, width: int) -> float:
     """Bytes one width needs at its peak (float64), an upper estimate.
 
@@ -204,4 +213,87 @@ def _targets(y, n_rows, name, k=None) -> np.ndarray:
     return arr
 
 
-__all__ = ["check_sweep", "default_record_steps", "MAX_WIDTH", "MAX_DEPTH", "MAX_RECORDS"]
+def _class_labels(y, y_test, n_rows, n_test):
+    """Cross-entropy targets: ``(labels (N,), labels_test (M,), k)``.
+
+    Integer labels of shape (N,) give ``k`` = the number of classes (softmax, ``k >= 2``); one-hot
+    rows (N, k) give their ``k``; a 0/1 column (N, 1) gives ``k = 1`` (the logistic loss)."""
+    out = []
+    for t, rows, name in ((y, n_rows, "y"), (y_test, n_test, "y_test")):
+        a = np.asarray(t)
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+            raise ValueError(f"{name} must be class labels or one-hot rows, got dtype {a.dtype}")
+        if a.shape[:1] != (rows,) or a.ndim not in (1, 2):
+            raise ValueError(f"{name} must have shape ({rows},) (labels) or ({rows}, k) (one-hot), got {a.shape}")
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)) or np.any(a < 0):
+            raise ValueError(
+                f"loss='cross_entropy' needs class labels 0, 1, ..., K-1 (or one-hot rows), but {name} holds other "
+                "real numbers: is this a regression data set? Use loss='mse' for it")
+        if a.ndim == 2 and a.shape[1] > 1 and not (np.all(a <= 1) and np.all(a.sum(axis=1) == 1)):
+            raise ValueError(f"{name} as one-hot rows must hold a single 1 per row and 0 elsewhere")
+        out.append(a)
+    (a, b) = out
+    if a.ndim != b.ndim or (a.ndim == 2 and a.shape[1] != b.shape[1]):
+        raise ValueError(f"y and y_test must be targets of the same kind, got shapes {a.shape} and {b.shape}")
+    if a.ndim == 2 and a.shape[1] == 1:
+        if np.any(a > 1) or np.any(b > 1):
+            raise ValueError("a single target column for cross-entropy must hold 0/1 labels (the logistic loss)")
+        return a[:, 0].astype(np.int64), b[:, 0].astype(np.int64), 1
+    if a.ndim == 2:
+        return np.argmax(a, axis=1), np.argmax(b, axis=1), int(a.shape[1])
+    k = int(max(a.max(), b.max())) + 1
+    if k < 2:
+        raise ValueError("cross-entropy needs at least two classes; the labels are all 0")
+    return a.astype(np.int64), b.astype(np.int64), k
+
+
+def check_training(dynamics, learning_rate, lr_fraction, loss, batch_size, n_train, steps):
+    """The rule and its learning-rate convention, validated before any work.
+
+    Returns
+    -------
+    rule : GradientDescent or Adam
+        The rule of the sweep; with a ``fraction``, its rate is only a shape (rescaled per kernel).
+    fraction : float or None
+        The fraction of the rule's critical rate the rate is set to, or None (the rate is absolute).
+    """
+    from ntksolve.dynamics import Adam, GradientDescent
+
+    if dynamics is not None and not isinstance(dynamics, (GradientDescent, Adam)):
+        raise TypeError("dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., "
+                        f"weight_decay=...) or an Adam(learning_rate, ...), got {dynamics!r}")
+    if dynamics is not None and learning_rate is not None:
+        raise TypeError(f"dynamics={dynamics!r} carries its own learning rate; leave learning_rate out (or pass "
+                        "lr_fraction to set the rule's rate to a fraction of its critical rate)")
+    if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
+                                      or not np.isfinite(learning_rate) or learning_rate <= 0):
+        raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")
+    if lr_fraction is not None:
+        if isinstance(lr_fraction, bool) or not isinstance(lr_fraction, numbers.Real) or not 0 < lr_fraction < 2:
+            raise ValueError(f"lr_fraction must be in (0, 2) (a fraction of the critical learning rate), got "
+                             f"{lr_fraction!r}")
+        if learning_rate is not None:
+            raise ValueError("give learning_rate (absolute) or lr_fraction (of the critical rate), not both")
+        if isinstance(dynamics, Adam):
+            raise ValueError(f"{dynamics!r} has no critical learning rate (its steps do not scale with the kernel), "
+                             "so lr_fraction does not apply; give the rate in Adam(learning_rate=...)")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if loss not in ("mse", "cross_entropy"):
+        raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+            raise TypeError(f"batch_size must be an int or None (full batch), got {batch_size!r}")
+        if not 0 < batch_size <= n_train:
+            raise ValueError(f"batch_size must lie in [1, N = {n_train}] (the training points), got {batch_size}")
+    if dynamics is None:
+        rule = GradientDescent(1.0 if learning_rate is None else learning_rate)
+        fraction = (0.5 if lr_fraction is None else float(lr_fraction)) if learning_rate is None else None
+    else:
+        rule, fraction = dynamics, (None if lr_fraction is None else float(lr_fraction))
+    if isinstance(rule, GradientDescent) and rule.schedule is not None:
+        rule.schedule.rates(int(steps))  # an array schedule shorter than the run: refused now
+    return rule, fraction
+
+
+__all__ = ["check_training", "check_sweep", "default_record_steps", "MAX_WIDTH", "MAX_DEPTH", "MAX_RECORDS"]

@@ -1,0 +1,141 @@
+"""``ntksolve compare``'s training options and ``--data digits``: what they build, what they refuse."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+from ntksolve.cli import main
+from ntksolve.cli_parser import build_parser, training_rule
+from ntksolve.dynamics import Adam, GradientDescent, Schedule
+
+TINY = ["--widths", "16,32", "--steps", "10", "--records", "4", "--threads", "1", "--no-plots", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3))
+    path = tmp_path_factory.mktemp("data") / "r.npz"
+    np.savez(path, X=X, y=np.sin(X[:, 0]) + X[:, 1] * X[:, 2])
+    return str(path)
+
+
+def _rule(*argv):
+    return training_rule(build_parser().parse_args(["compare", *argv]))
+
+
+@pytest.mark.parametrize("argv, rule, fraction", [
+    ([], GradientDescent(1.0), 0.5),
+    (["--learning-rate", "0.3", "--momentum", "0.9", "--schedule", "step:10:0.5"],
+     GradientDescent(Schedule.step(0.3, 10, 0.5), momentum=0.9), None),
+    (["--momentum", "0.5", "--nesterov", "--schedule", "cosine", "--steps", "40", "--lr-fraction", "0.2"],
+     GradientDescent(Schedule.cosine(1.0, 40), momentum=0.5, nesterov=True), 0.2),
+    (["--schedule", "warmup_cosine:5", "--steps", "50", "--weight-decay", "0.01"],
+     GradientDescent(Schedule.warmup_cosine(1.0, 50, 5), weight_decay=0.01), 0.5),
+    (["--schedule", "exponential:0.99", "--learning-rate", "2"], GradientDescent(Schedule.exponential(2.0, 0.99)), None),
+    (["--optimizer", "adam"], Adam(1e-3), None),
+    (["--optimizer", "adam", "--learning-rate", "0.01", "--weight-decay", "0.1"], Adam(0.01, weight_decay=0.1), None),
+])
+def test_options_build_the_rule(argv, rule, fraction):
+    assert _rule(*argv) == (rule, fraction)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--schedule", "cosin"], "unknown schedule 'cosin'"),
+    (["--schedule", "step:10"], "step is spelled step:STEP_SIZE:GAMMA"),
+    (["--schedule", "step:0:0.5"], "STEP_SIZE must be a positive integer"),
+    (["--schedule", "exponential:fast"], "GAMMA must be a number"),
+    (["--weight-decay", "-1"], "expected a finite number >= 0"),
+    (["--batch-size", "0"], "expected a positive integer"),
+    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--loss", "hinge"], "invalid choice"),
+])
+def test_bad_spellings_are_usage_errors(argv, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["compare", *argv])
+    assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--nesterov"], "--nesterov needs --momentum > 0"),
+    (["--momentum", "1"], r"--momentum must be in \[0, 1\)"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "does not take --momentum"),
+    (["--optimizer", "adam", "--lr-fraction", "0.5"], "does not take --lr-fraction"),
+    (["--optimizer", "adam", "--schedule", "cosine"], "does not take --schedule"),
+    (["--lr-fraction", "2.5"], r"--lr-fraction must be in \(0, 2\)"),
+    (["--schedule", "warmup_linear:20"], "warmup_steps=20 must be below total_steps=10"),
+    (["--batch-size", "500"], "--batch-size 500 is more than the 22 training points"),
+    (["--loss", "cross_entropy"], "regression"),
+])
+def test_bad_combinations_refused_before_any_work(npz, tmp_path, capsys, argv, match):
+    out = tmp_path / "never"
+    assert main(["compare", "--data", npz, "--out", str(out), *TINY, *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.search(match, err) and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cross_entropy_on_the_default_regression_is_refused(tmp_path, capsys):
+    assert main(["compare", "--loss", "cross_entropy", "--out", str(tmp_path / "x"), *TINY]) == 2
+    assert "embedded default data is a regression" in capsys.readouterr().err
+
+
+def test_sgd_options_reach_the_report(npz, tmp_path):
+    out = tmp_path / "run"
+    assert main(["compare", "--data", npz, "--out", str(out), *TINY, "--momentum", "0.9", "--schedule", "cosine",
+                 "--batch-size", "8", "--lr-fraction", "0.1"]) == 0
+    s = json.loads((out / "report.json").read_text())["settings"]
+    assert "momentum=0.9" in s["dynamics"] and "Schedule.cosine" in s["dynamics"] and s["batch_size"] == 8
+    assert s["lr_fraction"] == 0.1 and "sgd_mse" in s["twin"]
+    # the schedule's peak is 0.1 of heavy ball's critical rate 2(1 + mu)Nk/lambda_max of the analytic NTK
+    assert s["learning_rate"] == pytest.approx(0.1 * s["critical_learning_rate_analytic"], rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# --data digits
+# ---------------------------------------------------------------------------------------------
+def test_digits_split_is_stratified_standardised_and_centred():
+    from sklearn.datasets import load_digits
+
+    from ntksolve.digits import load_digits_split
+
+    d = load_digits_split(test_size=0.25, random_state=4)
+    assert d.X_train.shape == (1348, 64) and d.X_test.shape == (449, 64)
+    _, y = load_digits(return_X_y=True)
+    share = np.bincount(y) / y.size
+    assert np.all(np.abs(np.bincount(d.labels_test, minlength=10) - 449 * share) <= 1)  # stratified
+    live = d.X_train.std(axis=0) > 0
+    np.testing.assert_allclose(d.X_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(d.X_train.std(axis=0)[live], 1, rtol=1e-12)
+    assert np.all(d.X_train[:, ~live] == 0) and any("pixel 0" in n for n in d.notes)  # the blank corner
+    y_mse, _ = d.targets("mse")
+    np.testing.assert_allclose(y_mse.sum(axis=1), 0, atol=1e-14)
+    assert np.all(y_mse[np.arange(1348), d.labels_train] == pytest.approx(0.9))
+    y_ce, _ = d.targets("cross_entropy")
+    assert np.array_equal(np.argmax(y_ce, axis=1), d.labels_train)
+    small = load_digits_split(random_state=4, n_rows=200)
+    assert small.X_train.shape[0] + small.X_test.shape[0] == 200 and set(small.labels_test) == set(range(10))
+
+
+def test_digits_cross_entropy_sweep_runs_with_its_figures(tmp_path, capsys):
+    out = tmp_path / "digits"
+    assert main(["compare", "--data", "digits:120", "--loss", "cross_entropy", "--widths", "16,32", "--steps", "8",
+                 "--records", "4", "--threads", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "acc real" in printed and "accuracy_trajectories.png" in printed
+    d = json.loads((out / "report.json").read_text())
+    assert d["settings"]["n_outputs"] == 10 and d["settings"]["loss_function"] == "cross_entropy"
+    assert d["settings"]["n_train"] == 90 and "stratified" in d["settings"]["data"]
+    for r in d["rows"]:
+        assert 0 <= r["accuracy_test_final_real"] <= 1 and r["status_empirical"] == "ok"
+        assert isinstance(r["gap_test_empirical"], float)
+    for png in ("loss_trajectories.png", "accuracy_trajectories.png", "gap_vs_width.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("spec, match", [("digits:5", "between 20 and 1797"), ("digits:many", "spelled digits")])
+def test_digits_bad_spec(tmp_path, capsys, spec, match):
+    assert main(["compare", "--data", spec, "--out", str(tmp_path / "x"), *TINY]) == 2
+    assert match in capsys.readouterr().err
