@@ -16,53 +16,23 @@ import numpy as np
 
 from ntksolve._extras import require
 from ntksolve._validation import check_choice, check_inputs
-from ntksolve.dynamics.adaptive import Adam
-from ntksolve.dynamics.function_space import _ce_metrics, _targets as _class_targets, check_batches
-from ntksolve.dynamics.loss import mse_loss
-from ntksolve.dynamics.mse import critical_learning_rate
-from ntksolve.dynamics.rules import GradientDescent, GradientFlow, TrainingRule
+from ntksolve.dynamics.function_space import _targets as _class_targets, check_batches
+from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.schedules import as_schedule
 from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.mlp import MLP
+from ntksolve.optimizers import training_rule
 from ntksolve.torch.convert import to_torch
 from ntksolve.torch.rules import module_scales, torch_optimizer
 from ntksolve.torch.training import _run
 from ntksolve.torch.units import learning_rate_from_torch
 from ntksolve.training import (TrainingDivergedError, TrainingResult, _check_steps, _check_targets,
-                               recorded)
+                               _divergence_hint, _measure, _rule_critical_rate, recorded)
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
 
 __all__ = ["train_network_torch"]
-
-
-def _rule(learning_rate, dynamics):
-    """Exactly one of ``learning_rate`` (plain descent) and ``dynamics`` (a GradientDescent or an Adam)."""
-    if (learning_rate is None) == (dynamics is None):
-        raise TypeError("pass exactly one of learning_rate=eta (plain gradient descent) and dynamics="
-                        "GradientDescent(...) or Adam(...)" + ("" if dynamics is None else
-                                                               f"; dynamics={dynamics!r} carries its own rate"))
-    if dynamics is None:
-        if isinstance(learning_rate, (TrainingRule, Adam)):
-            raise TypeError(f"pass the rule {learning_rate!r} as dynamics=, not as learning_rate=")
-        return GradientDescent(learning_rate)
-    if isinstance(dynamics, GradientFlow):
-        raise TypeError(f"dynamics={dynamics!r}: real training takes discrete steps; use "
-                        "GradientDescent(learning_rate=...) (a small rate follows the flow)")
-    if not isinstance(dynamics, (GradientDescent, Adam)):
-        raise TypeError("dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., "
-                        f"weight_decay=...) or an Adam(learning_rate, ...), got {dynamics!r}")
-    return dynamics
-
-
-def _critical_rate(rule, theta, k):
-    """The rule's full-batch critical rate on the empirical NTK ``theta`` (``2Nk/lambda_max`` plain)."""
-    plain = float(critical_learning_rate(theta, n_outputs=k))
-    if rule.plain:
-        return plain
-    size = theta.shape[0] * k
-    return float(rule.critical_learning_rate(2.0 * size / plain if 0.0 < plain < np.inf else 0.0, size))
 
 
 def _stored(module, train_net, scales, free, d):
@@ -135,7 +105,7 @@ def train_network_torch(
     The parameters live in PyTorch as ``p = s θ`` (see :mod:`ntksolve.torch.rules`); in NTK
     parameterisation every tensor has its own learning rate.
     """
-    rule = _rule(learning_rate, dynamics)
+    rule = training_rule(learning_rate, dynamics)
     if not isinstance(net, MLP):
         raise ValueError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
     kind = check_choice(loss, "loss", ("mse", "cross_entropy"))
@@ -183,28 +153,21 @@ def train_network_torch(
     def now():
         return _stored(module, train_net, scales, free, d)
 
-    def hint(crit):
-        if crit is None or not np.isfinite(crit):
-            return "; use a smaller learning rate"
-        eta = float(np.max(rates)) if rates.size else first_rate
-        return (f". The learning rate {eta:.4g} is {eta / crit:.3g} times the full-batch critical learning rate "
-                f"{crit:.4g} of this rule on the network's empirical NTK at initialisation; use a smaller one "
-                f"(e.g. {0.5 * crit:.4g})")
-
     run = _run(module, opt, scheduler, None, torch_loss, X, yt, X_test, yt_test, rec, steps, batch_list, k,
                kernel_now=(lambda: empirical_ntk(train_net, now(), X, trace=(k == 1))) if track_kernel else None,
                initial_kernel=lambda: empirical_ntk(train_net, work, X, trace=(k == 1)),
-               critical_rate=(lambda theta: _critical_rate(rule, theta, k)) if with_crit else None,
-               hint=hint, loss_units=c, callback=callback)
+               critical_rate=(lambda theta: _rule_critical_rate(rule, theta, k)) if with_crit else None,
+               hint=lambda crit: _divergence_hint(rule, rates, crit, batch_list), loss_units=c, callback=callback)
     n = run.n_recorded
-    # the recorded losses in ntksolve's own terms, from the recorded outputs
-    if kind == "mse":
-        loss_train = np.atleast_1d(mse_loss(run.fx_train[:n], Y)) if n else np.empty(0)
-        loss_test = None if Y_test is None else (np.atleast_1d(mse_loss(run.fx_test[:n], Y_test)) if n
-                                                 else np.empty(0))
-    else:
-        loss_train = _ce_metrics(run.fx_train[:n], lab)[0]
-        loss_test = None if lab_test is None else _ce_metrics(run.fx_test[:n], lab_test)[0]
+    # the recorded losses (and accuracies) in ntksolve's own terms, from the recorded outputs
+    target = Y if kind == "mse" else lab
+    target_test = (Y_test if kind == "mse" else lab_test) if y_test is not None else None
+    train_m = [_measure(kind, f, target) for f in run.fx_train[:n]]
+    test_m = None if target_test is None else [_measure(kind, f, target_test) for f in run.fx_test[:n]]
+    loss_train = np.array([m[0] for m in train_m])
+    loss_test = None if test_m is None else np.array([m[0] for m in test_m])
+    acc_train = None if kind == "mse" else np.array([m[1] for m in train_m])
+    acc_test = None if (kind == "mse" or test_m is None) else np.array([m[1] for m in test_m])
     result = TrainingResult(
         **recorded(n, rec, run.fx_train, run.fx_test, loss_train, loss_test, run.kernel_change, track_kernel, k),
         net=train_net,
@@ -216,6 +179,10 @@ def train_network_torch(
         diverged=run.diverged,
         message=run.message,
         n_steps_taken=run.n_steps_taken,
+        accuracy_train=acc_train,
+        accuracy_test=acc_test,
+        loss=kind,
+        dynamics=rule,
     )
     if run.diverged and on_divergence == "raise":
         raise TrainingDivergedError(run.message, result)
