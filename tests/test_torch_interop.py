@@ -485,6 +485,33 @@ def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step():
     assert res.critical_learning_rate is None
 
 
+def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
+    # one output, BCEWithLogitsLoss: theta_1 = theta_0 - eta J^T (sigmoid(f_0) - y) / N
+    model = _sequential((6,), nn.Tanh, 1, seed=6, bias=(False, True))
+    X, _ = _data(N=7)
+    y = np.array([0, 1, 1, 0, 1, 0, 0])
+    eta = 0.7
+    res = train(model, X, y, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
+                steps=1, track_kernel=False)
+    net, params = from_torch(model)
+    f0 = net.apply(params, X)[:, 0]
+    G = (1 / (1 + np.exp(-f0)) - y)[:, None] / 7
+    theta1 = _flat_torch(model) - eta * np.einsum("iaP,ia->P", jacobian(net, params, X), G)
+    np.testing.assert_allclose(_flat_torch(res.module), theta1, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(res.loss_train[0], np.mean(np.logaddexp(0, f0) - y * f0), rtol=1e-13)
+    assert learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(), n_samples=7, n_outputs=1) == 0.3
+    assert learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(reduction="sum"), n_samples=7,
+                                    n_outputs=1) == pytest.approx(2.1)
+    with pytest.raises(ValueError, match="pos_weight"):
+        learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(pos_weight=torch.ones(1)), n_samples=7, n_outputs=1)
+    with pytest.raises(ValueError, match="BCEWithLogitsLoss here is the cross-entropy of one output"):
+        train(_sequential((6,), nn.Tanh, 2), X, y, loss=nn.BCEWithLogitsLoss(),
+              optimizer=functools.partial(torch.optim.SGD, lr=eta), steps=1)
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        train(model, X, y + 1, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
+              steps=1)
+
+
 def test_train_adam_first_step_is_the_sign_step():
     # Adam's first step moves each parameter by -lr g / (|g| + eps) (bias-corrected moments g, g^2)
     model = _sequential((5,), nn.Sigmoid, 2, seed=6)

@@ -1,9 +1,10 @@
 """Real training of an imported module in PyTorch, recorded like :func:`ntksolve.train_network`.
 
 :func:`train` runs the user's own optimiser (any ``torch.optim`` optimiser: ``SGD`` with momentum,
-Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss`` or
-``CrossEntropyLoss``, full batch or minibatches, with a per-step rate array or a torch scheduler,
-and records the outputs on the training and test inputs at the requested steps.
+Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss``,
+``CrossEntropyLoss`` or ``BCEWithLogitsLoss``, full batch or minibatches, with a per-step rate
+array or a torch scheduler, and records the outputs on the training and test inputs at the
+requested steps. Its loop (:func:`_run`) also runs :func:`~ntksolve.torch.train_network_torch`.
 
 PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learning_rate_from_torch`
 (the table of units is in :mod:`ntksolve.torch.units`); the batch orders are in
@@ -133,14 +134,16 @@ def train(
         A module :func:`~ntksolve.torch.from_torch` imports (checked first); never modified.
     X : array_like or tensor, shape (N, d)
     y : array_like or tensor
-        MSE: shape (N,) or (N, k). Cross-entropy: class indices (N,) or probabilities (N, k).
+        MSE: shape (N,) or (N, k). Cross-entropy: class indices (N,) or probabilities (N, k);
+        ``BCEWithLogitsLoss``: 0/1 labels (or probabilities) of shape (N,) or (N, 1).
     optimizer : callable ``parameters -> torch.optim.Optimizer``
         E.g. ``functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True,
         weight_decay=1e-4)`` or ``functools.partial(torch.optim.Adam, lr=1e-3)``; called once with
         the copy's parameters. Its ``step()`` must not need a closure.
     steps : int
         Optimiser steps.
-    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss, default ``MSELoss()``
+    loss : torch.nn.MSELoss, torch.nn.CrossEntropyLoss or torch.nn.BCEWithLogitsLoss, default ``MSELoss()``
+        ``BCEWithLogitsLoss`` for a module of one output (the cross-entropy of the logistic function).
     lr_schedule : array_like of float, or callable ``optimizer -> scheduler``, optional
         A per-step rate (length >= ``steps``; it sets every param group's ``lr`` before each
         step), or a torch scheduler factory (e.g. ``lambda o: torch.optim.lr_scheduler.StepLR(o,
