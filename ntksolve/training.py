@@ -235,6 +235,7 @@ def recorded(n, steps, fx_train, fx_test, loss_train, loss_test, kernel_change, 
                 loss_test=cut(loss_test), kernel_change=cut(kernel_change),
                 kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"))
 
+
 def _measure(kind, f, target):
     """``(loss, accuracy)`` of outputs ``f`` (n, k): the conventions' MSE (accuracy None), or the
     mean cross-entropy and accuracy against the labels ``target``."""

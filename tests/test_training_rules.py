@@ -245,3 +245,30 @@ def test_bad_input_is_refused_before_training(kwargs, error, match):
     with pytest.raises(error, match=match):
         train_network(net, net.init(4, random_state=0), **args)
     assert calls == []  # no step was recorded, hence none taken
+
+
+@pytest.mark.parametrize("rule", [GradientDescent(0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+                                  Adam(1e-2, weight_decay=1e-2, decoupled=True)])
+def test_float32_follows_float64(rule):
+    net = MLP((16,), n_outputs=3, bias_std=0.2, parameterization="standard")
+    X, _ = _data(N=10)
+    y = _labels(10, 3)
+    batches = shuffled_batches(10, 4, 20, random_state=0)
+    runs = [train_network(net, net.init(3, random_state=0, dtype=dt), X, y, dynamics=rule, loss="cross_entropy",
+                          steps=20, batches=batches, track_kernel=False) for dt in (np.float64, np.float32)]
+    assert runs[1].fx_train.dtype == np.float32 and runs[1].params[0][0].dtype == np.float32
+    assert np.abs(runs[0].fx_train[-1] - runs[0].fx_train[0]).max() > 0.1
+    np.testing.assert_allclose(runs[1].fx_train, runs[0].fx_train, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(dynamics=Adam(100.0)),
+                                    dict(learning_rate=1e6, loss="cross_entropy")])
+def test_adam_and_cross_entropy_divergence_suggest_a_smaller_rate(kwargs):
+    # One step of Adam moves every parameter by about its rate (100 here), so the outputs grow
+    # by orders of magnitude beyond the factor 1e6 on the loss; likewise the huge CE step.
+    net = MLP((16,))
+    X, y = _data(N=8)
+    y = (y[:, 0] > 0).astype(int) if kwargs.get("loss") else y
+    res = train_network(net, net.init(3, random_state=0), X, y, steps=50, on_divergence="return", **kwargs)
+    assert res.diverged and res.n_steps_taken == 1 and res.steps.tolist() == [0]
+    assert res.message.endswith("use a smaller learning rate") and res.critical_learning_rate is None
