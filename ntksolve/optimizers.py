@@ -88,7 +88,7 @@ class SGD(ParameterOptimizer):
                 b -= dt(self.eta * beta) * g.sum(axis=0)
             return
         G *= dt(alpha)
-        gb = dt(beta) * g.sum(axis=0)
+        gb = dt(beta) * _bias_gradient(g, b)
         if self.wd:
             np.multiply(W, dt(self.wd), out=S)
             G += S
@@ -137,7 +137,7 @@ class AdamOptimizer(ParameterOptimizer):
         np.dot(g.T, h, out=G)
         G *= dt(s.grad_weight)
         self._apply(W, G, S, s.trained_weight, *self.moments[i][:2])
-        gb = dt(s.grad_bias) * g.sum(axis=0)
+        gb = dt(s.grad_bias) * _bias_gradient(g, b)
         self._apply(b, gb, np.empty_like(b), s.trained_bias, *self.moments[i][2:])
 
     def _apply(self, p, d, S, t, m, v):
@@ -163,6 +163,11 @@ class AdamOptimizer(ParameterOptimizer):
         np.divide(m, S, out=S)
         S *= dt(self._step_size / t)
         p -= S
+
+
+def _bias_gradient(g, b):
+    """``sum_i g_i`` of a layer, or nothing (shape ``(0,)``) for a layer without a bias."""
+    return g.sum(axis=0) if b.size else np.zeros_like(b)
 
 
 def training_rule(learning_rate, dynamics):

@@ -19,7 +19,9 @@ def forward(params, X, activation, weight_std, bias_std):
     """Plain forward pass of the conventions' MLP. Returns f (N, k)."""
     h = np.asarray(X, dtype=np.float64)
     for l, (W, b) in enumerate(params):
-        z = (weight_std / np.sqrt(h.shape[1])) * h @ W.T + bias_std * b
+        z = (weight_std / np.sqrt(h.shape[1])) * h @ W.T
+        if b.size:  # a layer without a bias stores b of shape (0,)
+            z = z + bias_std * b
         h = z if l == len(params) - 1 else PHI[activation](z)
     return h
 

@@ -48,16 +48,17 @@ ACTIVATIONS = {  # ntksolve name -> module factory (None: no module between the 
 }
 
 
-def _sequential(widths, act, k, d=3, seed=0, dtype=F64):
-    """Linear, act, ..., Linear with PyTorch's own initialisation."""
+def _sequential(widths, act, k, d=3, seed=0, dtype=F64, bias=True):
+    """Linear, act, ..., Linear with PyTorch's own initialisation; ``bias`` one flag or one per Linear."""
     torch.manual_seed(seed)
+    flags = [bias] * (len(widths) + 1) if isinstance(bias, bool) else list(bias)
     mods, n = [], d
-    for w in widths:
-        mods.append(nn.Linear(n, w))
+    for w, has in zip(widths, flags):
+        mods.append(nn.Linear(n, w, bias=has))
         if act is not None:
             mods.append(act())
         n = w
-    mods.append(nn.Linear(n, k))
+    mods.append(nn.Linear(n, k, bias=flags[-1]))
     return nn.Sequential(*mods).to(dtype)
 
 
@@ -111,6 +112,45 @@ def test_ntk_equals_torch_func(activation, depth, k):
     traced = empirical_ntk(net, params, X)
     np.testing.assert_allclose(traced, np.einsum("ijaa->ij", ref) / k, rtol=0, atol=1e-10 * scale)
     np.testing.assert_allclose(net.apply(params, X), _outputs(model, X), rtol=0, atol=1e-13)
+
+
+#: Linears without biases: none at all, and mixed (first, last, or alternate layers without one)
+BIAS_PATTERNS = {
+    1: [False, (False, True), (True, False)],
+    2: [False, (True, False, True), (False, True, False)],
+    3: [False, (False, False, True, True), (True, True, True, False)],
+}
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("depth, bias", [(d, b) for d, bs in BIAS_PATTERNS.items() for b in bs])
+def test_bias_free_ntk_equals_torch_func(depth, bias, k):
+    # torch.func differentiates over the module's own parameters, which has no bias tensor where
+    # bias=False: the imported network must have none either (no zero bias that trains).
+    model = _sequential((7, 6, 5)[:depth], nn.Tanh, k, seed=depth, bias=bias)
+    net, params = from_torch(model)
+    flags = [bias] * (depth + 1) if isinstance(bias, bool) else list(bias)
+    assert [layer.bias for layer in net.layers] == flags
+    assert net.n_params(3) == sum(p.numel() for p in model.parameters())
+    assert all(b.shape == ((W.shape[0],) if has else (0,)) for (W, b), has in zip(params, flags))
+    X, _ = _data(N=5)
+    ref = _torch_func_ntk(model, X)
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(empirical_ntk(net, params, X, trace=False), ref, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(empirical_ntk(net, params, X), np.einsum("ijaa->ij", ref) / k, rtol=0,
+                               atol=1e-10 * scale)
+    np.testing.assert_allclose(net.apply(params, X), _outputs(model, X), rtol=0, atol=1e-13)
+    # the Jacobian's columns are the module's parameters, in its own order
+    Jt = torch.func.jacrev(lambda p: functional_call(model, p, (torch.from_numpy(X),)))(
+        {n: p.detach() for n, p in model.named_parameters()})
+    Jt = torch.cat([Jt[n].flatten(2) for n, _ in model.named_parameters()], dim=2).numpy()
+    np.testing.assert_allclose(jacobian(net, params, X), Jt, rtol=0, atol=1e-12 * np.abs(Jt).max())
+    # and back: Linear(bias=False) where the network has no bias, the same module to rounding
+    back = to_torch(net, params)
+    assert [lin.bias is None for lin in back if isinstance(lin, nn.Linear)] == [not f for f in flags]
+    for a, b in zip(back.parameters(), model.parameters()):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(_outputs(back, X), _outputs(model, X), rtol=0, atol=1e-12)
 
 
 def test_cross_kernel_equals_torch_func():
@@ -339,6 +379,26 @@ def test_train_full_batch_sgd_equals_train_network(k):
     np.testing.assert_array_equal(_flat_torch(model), before)  # the caller's module is untouched
 
 
+@pytest.mark.parametrize("bias", [False, (False, True, False)])
+def test_bias_free_train_network_equals_torch_sgd(bias):
+    # ntksolve's gradient descent on the imported bias-free network against torch.optim.SGD on
+    # the module itself: the same run, and no bias appears where the module has none.
+    model = _sequential((9, 7), nn.Tanh, 2, seed=4, bias=bias)
+    X, y = _data(N=6, k=2)
+    lr, steps = 0.2, 10
+    net, params = from_torch(model)
+    ref = train_network(net, params, X, y, learning_rate=learning_rate_from_torch(lr, loss=nn.MSELoss(),
+                        n_samples=6, n_outputs=2), steps=steps, track_kernel=False)
+    m = functools.partial(torch.optim.SGD, lr=lr)
+    res = train(model, X, y, optimizer=m, steps=steps, track_kernel=False)
+    np.testing.assert_allclose(ref.fx_train, res.fx_train, rtol=0, atol=1e-12)
+    assert np.abs(res.fx_train[-1] - res.fx_train[0]).max() > 0.05  # it trained
+    for (W, b), (V, c) in zip(ref.params, from_torch(res.module)[1]):
+        assert b.shape == c.shape
+        np.testing.assert_allclose(W, V, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(b, c, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_train_momentum_weight_decay_schedule_minibatches_equal_hand_written_rule(nesterov):
     # Reference: PyTorch's documented SGD rule written out by hand (u = mu u + g + w p;
@@ -423,6 +483,33 @@ def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step():
     ce = -np.mean(np.log(p[np.arange(7), labels]))
     np.testing.assert_allclose(res.loss_train[0], ce, rtol=1e-13)
     assert res.critical_learning_rate is None
+
+
+def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
+    # one output, BCEWithLogitsLoss: theta_1 = theta_0 - eta J^T (sigmoid(f_0) - y) / N
+    model = _sequential((6,), nn.Tanh, 1, seed=6, bias=(False, True))
+    X, _ = _data(N=7)
+    y = np.array([0, 1, 1, 0, 1, 0, 0])
+    eta = 0.7
+    res = train(model, X, y, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
+                steps=1, track_kernel=False)
+    net, params = from_torch(model)
+    f0 = net.apply(params, X)[:, 0]
+    G = (1 / (1 + np.exp(-f0)) - y)[:, None] / 7
+    theta1 = _flat_torch(model) - eta * np.einsum("iaP,ia->P", jacobian(net, params, X), G)
+    np.testing.assert_allclose(_flat_torch(res.module), theta1, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(res.loss_train[0], np.mean(np.logaddexp(0, f0) - y * f0), rtol=1e-13)
+    assert learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(), n_samples=7, n_outputs=1) == 0.3
+    assert learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(reduction="sum"), n_samples=7,
+                                    n_outputs=1) == pytest.approx(2.1)
+    with pytest.raises(ValueError, match="pos_weight"):
+        learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(pos_weight=torch.ones(1)), n_samples=7, n_outputs=1)
+    with pytest.raises(ValueError, match="BCEWithLogitsLoss here is the cross-entropy of one output"):
+        train(_sequential((6,), nn.Tanh, 2), X, y, loss=nn.BCEWithLogitsLoss(),
+              optimizer=functools.partial(torch.optim.SGD, lr=eta), steps=1)
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        train(model, X, y + 1, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
+              steps=1)
 
 
 def test_train_adam_first_step_is_the_sign_step():
@@ -511,7 +598,6 @@ def _lin(i, o, **kw):
      r"module\[3\] \(Tanh\) differs from the first hidden activation, module\[1\] \(ReLU\)"),
     (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 4), _lin(4, 1)), r"no activation: identity\) differs"),
     (nn.Sequential(nn.ReLU(), nn.Identity()), r"no nn.Linear"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 1, bias=False)), r"module\[2\] has no bias \(bias=False\)"),
     (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(5, 1)), r"module\[2\] \(Linear\) has in_features=5.*module\[0\].*out_features=4"),
     (nn.Sequential(_lin(3, 4), nn.ReLU(), _Seq(_lin(4, 1))), r"module\[2\] \(_Seq\) overrides Sequential.forward"),
     (nn.Sequential(nn.Linear(3, 4, dtype=torch.float16), nn.ReLU(), nn.Linear(4, 1, dtype=torch.float16)),

@@ -238,7 +238,8 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     Parameters
     ----------
     net : MLP
-        Its widths are ignored (infinite); depth, activation, weight_std, bias_std are used.
+        Its widths are ignored (infinite); depth, activation, weight_std, bias_std are used
+        (``bias_std`` as 0 for a network without biases; biases in some layers only are refused).
     X1 : array_like, shape (N1, d)
     X2 : array_like, shape (N2, d), optional (defaults to ``X1``)
 
@@ -270,9 +271,22 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     check_memory((2, X1.shape[0], N2), np.float64, what="pair of analytic kernels (NNGP and NTK)",
                  hint="use fewer inputs or the tiled Dask path (ntksolve[dask])")
     nngp, ntk = analytic_pair_kernels(
-        X1, X1 if symmetric else X2, net.depth, net.activation_code, net.weight_std, net.bias_std, symmetric
+        X1, X1 if symmetric else X2, net.depth, net.activation_code, net.weight_std, _bias_std(net), symmetric
     )
     return Kernels(nngp=nngp, ntk=ntk)
+
+
+def _bias_std(net: MLP) -> float:
+    """The one ``sigma_b`` of every layer's forward pass (0 for a layer without a bias, which is the
+    layer with ``sigma_b = 0`` at infinite width too)."""
+    stds = {layer.forward_bias_std for layer in net.layers}
+    if len(stds) > 1:
+        raise ValueError(
+            f"the analytic kernels take one sigma_b for every layer, but this network has biases in some "
+            f"layers only (bias={net.bias!r}, bias_std={net.bias_std:g}); use bias=True or bias=False "
+            "for all layers, or empirical_ntk for this finite network"
+        )
+    return stds.pop()
 
 
 def analytic_diagonals(X, depth, activation, weight_std, bias_std):

@@ -7,7 +7,8 @@ kernels in ``_jit.empirical``; the forward and backward passes are the network's
     Theta_ab(x, x') = sum_{l=1}^{L+1} <delta^l_a(x), delta^l_b(x')> * (c_l <h^{l-1}(x), h^{l-1}(x')> + beta_l)
 
 with ``(c_l, beta_l)`` the layer's :attr:`~ntksolve.nets.layers.LayerScales.ntk_coefficients`:
-``(sigma_w^2 / n_{l-1}, sigma_b^2)`` in NTK parameterisation, ``(1, 1)`` in standard. The ``N x P``
+``(sigma_w^2 / n_{l-1}, sigma_b^2)`` in NTK parameterisation, ``(1, 1)`` in standard, ``beta_l = 0``
+for a layer without a bias. The ``N x P``
 Jacobian is never formed by :func:`empirical_ntk`.
 """
 from __future__ import annotations
@@ -246,8 +247,8 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     """The explicit Jacobian ``df_a(x_i)/d theta_p``, for checking and small problems.
 
     Parameters are ordered layer by layer, ``W^l`` row-major (``n_l x n_{l-1}``) then ``b^l``
-    (:meth:`MLP.flatten_params`). In standard parameterisation the derivatives are with respect to
-    the trained, scaled parameters ``W~ = (sigma_w/sqrt(n)) W`` and ``b~ = sigma_b b``.
+    (:meth:`MLP.flatten_params`; a layer without a bias has no ``b^l``). In standard
+    parameterisation the derivatives are with respect to the trained, scaled parameters ``W~ = (sigma_w/sqrt(n)) W`` and ``b~ = sigma_b b``.
 
     Parameters
     ----------
@@ -276,8 +277,9 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
         ws, bs = scales[l - 1].grad_weight, scales[l - 1].grad_bias
         J[:, :, pos : pos + n_out * n_in] = (ws * delta[:, :, :, None] * h[:, None, None, :]).reshape(N, k, -1)
         pos += n_out * n_in
-        J[:, :, pos : pos + n_out] = bs * delta
-        pos += n_out
+        if net.layers[l - 1].bias:  # a layer without a bias has no columns here
+            J[:, :, pos : pos + n_out] = bs * delta
+            pos += n_out
     return J
 
 

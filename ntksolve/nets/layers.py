@@ -2,8 +2,10 @@
 
 A :class:`Dense` layer of width ``n`` maps ``h`` (width ``n_in``) to ``z = ws W h + bs b`` with
 ``ws = sigma_w / sqrt(n_in)``, ``bs = sigma_b`` and every entry of the stored ``W`` (``n x n_in``)
-and ``b`` (``n``) drawn i.i.d. N(0, 1). Its *parameterisation* says which variables gradient descent
-trains, and this module is the one place that decides it (see ``docs/conventions.md``):
+and ``b`` (``n``) drawn i.i.d. N(0, 1). A layer built with ``bias=False`` has no ``b`` at all
+(``z = ws W h``; its stored ``b`` is an empty array of shape ``(0,)``): nothing to train, nothing in
+the parameter count, the NTK or the Jacobian. Its *parameterisation* says which variables gradient
+descent trains, and this module is the one place that decides it (see ``docs/conventions.md``):
 
 - ``"ntk"``: the stored ``W`` and ``b``. ``dz/dW = ws delta h^T``, ``dz/db = bs delta``.
 - ``"standard"``: the scaled ``W~ = ws W`` and ``b~ = bs b``. ``dz/dW~ = delta h^T``, ``dz/db~ = delta``.
@@ -51,6 +53,9 @@ class LayerScales(NamedTuple):
         ``dz/db_trained = grad_bias delta``.
     trained_weight, trained_bias : float
         The trained parameters in units of the stored ones: ``W_trained = trained_weight * W``.
+
+    A layer without a bias has ``bias = grad_bias = 0`` (and ``trained_bias = 1``: there is
+    nothing to carry).
     """
 
     weight: float
@@ -72,7 +77,8 @@ class LayerScales(NamedTuple):
         ``G_W = sum_i g_i h_i^T`` and ``G_b = sum_i g_i`` (``g = dL/dz``).
 
         ``W_trained = t W`` moves by ``-eta grad_weight G_W``, so ``W`` moves by ``1/t`` of that.
-        Needs ``trained_bias != 0`` (see :attr:`Dense.stores_trained_bias`).
+        Needs ``trained_bias != 0`` (see :attr:`Dense.stores_trained_bias`); ``beta = 0`` for a
+        layer without a bias.
         """
         return self.grad_weight / self.trained_weight, self.grad_bias / self.trained_bias
 
@@ -129,12 +135,15 @@ class Dense:
         ``sigma_b >= 0``.
     parameterization : {"ntk", "standard"}
         Which variables are trained (module docstring).
+    bias : bool, default True
+        Whether the layer has a bias. Without one (``False``, PyTorch's ``bias=False``) the layer
+        computes ``z = ws W h``, its ``b`` has shape ``(0,)`` and ``bias_std`` is not used.
     """
 
-    __slots__ = ("width", "weight_std", "bias_std", "parameterization", "_kind")
+    __slots__ = ("width", "weight_std", "bias_std", "parameterization", "bias", "_kind")
 
     def __init__(self, width: int, weight_std: float = 1.0, bias_std: float = 0.0,
-                 parameterization: str = "ntk") -> None:
+                 parameterization: str = "ntk", *, bias: bool = True) -> None:
         if parameterization not in _PARAMETERIZATIONS:
             raise ValueError(
                 f"unknown parameterization {parameterization!r}; valid values are {', '.join(PARAMETERIZATIONS)}"
@@ -143,11 +152,14 @@ class Dense:
         self.weight_std = _check_std(weight_std, "weight_std", positive=True)
         self.bias_std = _check_std(bias_std, "bias_std", positive=False)
         self.parameterization = parameterization
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False (whether the layer has a bias), got {bias!r}")
+        self.bias = bool(bias)
         self._kind = _PARAMETERIZATIONS[parameterization]
 
     def __repr__(self) -> str:
         return (f"Dense({self.width}, weight_std={self.weight_std}, bias_std={self.bias_std}, "
-                f"parameterization={self.parameterization!r})")
+                f"parameterization={self.parameterization!r}{'' if self.bias else ', bias=False'})")
 
     @property
     def has_infinite_width_limit(self) -> bool:
@@ -156,18 +168,26 @@ class Dense:
 
     @property
     def stores_trained_bias(self) -> bool:
-        """Whether the stored ``b`` can carry the trained bias (not so for ``b~ = 0 * b``)."""
-        return not self._kind.trains_scaled or self.bias_std > 0.0
+        """Whether the stored ``b`` can carry the trained bias (not so for ``b~ = 0 * b``; a layer
+        without a bias has none to carry)."""
+        return not self.bias or not self._kind.trains_scaled or self.bias_std > 0.0
+
+    @property
+    def forward_bias_std(self) -> float:
+        """The ``sigma_b`` of the forward pass: ``bias_std``, or 0 without a bias (the analytic
+        kernels' ``sigma_b``: a layer without a bias is the layer with ``sigma_b = 0`` there)."""
+        return self.bias_std if self.bias else 0.0
 
     def param_shapes(self, n_in: int) -> Tuple[Tuple[int, int], Tuple[int]]:
-        """``(W.shape, b.shape) = ((width, n_in), (width,))``."""
-        return (self.width, n_in), (self.width,)
+        """``(W.shape, b.shape) = ((width, n_in), (width,))``; ``b.shape = (0,)`` without a bias."""
+        return (self.width, n_in), ((self.width if self.bias else 0),)
 
     def scales(self, n_in: int) -> LayerScales:
         """The layer's :class:`LayerScales` for inputs of width ``n_in``."""
-        ws, bs = self.weight_std / math.sqrt(n_in), self.bias_std
+        ws, bs = self.weight_std / math.sqrt(n_in), self.forward_bias_std
         if self._kind.trains_scaled:
-            return LayerScales(ws, bs, 1.0, 1.0, ws, bs)
+            # without a bias nothing is trained there: no gradient, and 1 for "nothing to carry"
+            return LayerScales(ws, bs, 1.0, 1.0, ws, bs) if self.bias else LayerScales(ws, 0.0, 1.0, 0.0, ws, 1.0)
         return LayerScales(ws, bs, ws, bs, 1.0, 1.0)
 
 

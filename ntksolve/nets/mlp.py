@@ -46,6 +46,11 @@ class MLP:
     parameterization : {"ntk", "standard"}, default "ntk"
     n_outputs : int, default 1
         ``k``, the number of outputs.
+    bias : bool or sequence of bool, default True
+        Whether the layers have biases: one flag for all, or one per layer (``L + 1`` flags, the
+        readout last). A layer without a bias has no ``b`` (its entry in ``params`` is an empty
+        array of shape ``(0,)``): it is not trained and counts in no kernel, Jacobian or
+        parameter count. An MLP without any bias has the analytic kernels of ``bias_std = 0``.
 
     Attributes
     ----------
@@ -70,6 +75,7 @@ class MLP:
         bias_std: float = 0.0,
         parameterization: str = "ntk",
         n_outputs: int = 1,
+        bias=True,
     ) -> None:
         if isinstance(hidden_layer_sizes, numbers.Integral):
             hidden_layer_sizes = (hidden_layer_sizes,)
@@ -86,8 +92,9 @@ class MLP:
                 )
         self.phi = Activation(activation)
         k = check_width(n_outputs, "n_outputs")
+        flags = _bias_flags(bias, len(sizes) + 1)
         self.layers: Tuple[Dense, ...] = tuple(
-            Dense(n, weight_std, bias_std, parameterization) for n in sizes + (k,)
+            Dense(n, weight_std, bias_std, parameterization, bias=has) for n, has in zip(sizes + (k,), flags)
         )
         self.hidden_layer_sizes = tuple(int(n) for n in sizes)
         self.activation = activation
@@ -95,6 +102,8 @@ class MLP:
         self.bias_std = self.layers[-1].bias_std
         self.parameterization = parameterization
         self.n_outputs = k
+        #: ``True``/``False`` when every layer agrees, else the per-layer flags (as given)
+        self.bias = flags[0] if len(set(flags)) == 1 else flags
         self._scales = {}
 
     # -- description -------------------------------------------------------------------------
@@ -102,7 +111,8 @@ class MLP:
         return (
             f"MLP(hidden_layer_sizes={self.hidden_layer_sizes}, activation={self.activation!r}, "
             f"weight_std={self.weight_std}, bias_std={self.bias_std}, "
-            f"parameterization={self.parameterization!r}, n_outputs={self.n_outputs})"
+            f"parameterization={self.parameterization!r}, n_outputs={self.n_outputs}"
+            f"{'' if self.bias is True else f', bias={self.bias!r}'})"
         )
 
     def __eq__(self, other) -> bool:
@@ -113,8 +123,11 @@ class MLP:
         return hash(tuple(tuple(v) if isinstance(v, list) else v for v in self.get_config().values()))
 
     def get_config(self) -> dict:
-        """The constructor arguments as a JSON-serialisable dict (``MLP(**cfg)`` rebuilds it)."""
-        return {
+        """The constructor arguments as a JSON-serialisable dict (``MLP(**cfg)`` rebuilds it).
+
+        ``"bias"`` is there only when some layer has no bias (so that a network with biases
+        everywhere has the config, and the hash, it always had)."""
+        cfg = {
             "hidden_layer_sizes": list(self.hidden_layer_sizes),
             "activation": self.activation,
             "weight_std": self.weight_std,
@@ -122,6 +135,9 @@ class MLP:
             "parameterization": self.parameterization,
             "n_outputs": self.n_outputs,
         }
+        if self.bias is not True:
+            cfg["bias"] = self.bias if self.bias is False else list(self.bias)
+        return cfg
 
     @property
     def depth(self) -> int:
@@ -142,7 +158,7 @@ class MLP:
         return (int(n_features),) + tuple(layer.width for layer in self.layers)
 
     def n_params(self, n_features: int) -> int:
-        """``P``, the number of trainable parameters (weights and biases of every layer)."""
+        """``P``, the number of trainable parameters (weights, and the biases of the layers that have one)."""
         return int(sum(np.prod(Ws) + bs[0] for Ws, bs in self._param_shapes(n_features)))
 
     def scales(self, n_features: int) -> Tuple[LayerScales, ...]:
@@ -276,6 +292,24 @@ class MLP:
         return forward(self, params, X, keep=False)[0]
 
 
+def _bias_flags(bias, n_layers: int) -> Tuple[bool, ...]:
+    """One bias flag per layer from ``bias`` (one bool, or ``n_layers`` of them)."""
+    if isinstance(bias, (bool, np.bool_)):
+        return (bool(bias),) * n_layers
+    try:
+        flags = tuple(bias)
+    except TypeError:
+        raise TypeError(f"bias must be True, False or one bool per layer ({n_layers}), got {bias!r}") from None
+    if not all(isinstance(f, (bool, np.bool_)) for f in flags):
+        raise TypeError(f"bias must be True, False or one bool per layer ({n_layers}), got {bias!r}")
+    if len(flags) != n_layers:
+        raise ValueError(
+            f"bias has {len(flags)} flags but the network has {n_layers} layers (the hidden ones and "
+            f"the readout); give one per layer, or a single True/False for all"
+        )
+    return tuple(bool(f) for f in flags)
+
+
 def _as_generator(random_state) -> np.random.Generator:
     """Accept None, an int seed, a Generator or a legacy RandomState (as scikit-learn passes)."""
     if isinstance(random_state, np.random.Generator):
@@ -285,6 +319,12 @@ def _as_generator(random_state) -> np.random.Generator:
     if random_state is None or isinstance(random_state, (numbers.Integral, np.integer)):
         return np.random.default_rng(random_state)
     raise ValueError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+def layer_bias(layer: Dense, b: np.ndarray, dtype) -> np.ndarray:
+    """The ``b`` a hidden layer's jitted pass reads: ``b``, or zeros for a layer without a bias
+    (its bias scale is 0, and the kernel reads ``width`` entries)."""
+    return b if layer.bias else np.zeros(layer.width, dtype=dtype)
 
 
 def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
@@ -312,6 +352,7 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
         # phi'(z) overwrites the pre-activation it is computed from (each entry is read before it
         # is written): one fresh N x n array fewer per layer, and fresh arrays cost page faults.
         dphi = pre if keep else h_new  # not written when keep is False
+        b = layer_bias(net.layers[l], b, pre.dtype)
         _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, h_new, dphi, keep)
         if keep:
             dphis.append(dphi)
@@ -322,5 +363,6 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
     s = scales[L]
     f = np.dot(h, W.T)
     f *= s.weight
-    f += s.bias * b
+    if net.layers[L].bias:
+        f += s.bias * b
     return f, hs, dphis

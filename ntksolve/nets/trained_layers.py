@@ -44,32 +44,20 @@ def mlp_from_layers(layers: Sequence[Layer], activation: str) -> Tuple[MLP, list
     Returns
     -------
     net : MLP
-        ``parameterization="standard"``, ``weight_std = bias_std = 1``.
+        ``parameterization="standard"``, ``weight_std = bias_std = 1``; ``bias`` the layers' flags
+        (a layer without a bias has none in the network either).
     params : list of (W, b)
-        Fresh C-contiguous arrays (never views of the inputs): ``W = sqrt(n_in) W~``, ``b = b~``.
-
-    Raises
-    ------
-    ValueError
-        A bias-free layer (ntksolve's MLP has a bias in every layer).
+        Fresh C-contiguous arrays (never views of the inputs): ``W = sqrt(n_in) W~``, ``b = b~``
+        (of shape ``(0,)`` for a layer without a bias).
     """
-    for _, bias, where in layers:
-        # ntksolve's MLP gives every layer a bias; a bias-free layer would need sigma_b = 0 for
-        # that layer alone. This is the one place to lift the restriction.
-        if bias is None:
-            raise ValueError(
-                f"{where} has no bias (bias=False): ntksolve's MLP has a bias in every layer, so "
-                "bias-free layers cannot be imported yet; give the layer a bias initialised to 0 "
-                "(e.g. nn.Linear(..., bias=True) with bias.zero_()) if a zero bias that trains "
-                "is acceptable -- its NTK then has the extra bias term"
-            )
     params: list = []
     for weight, bias, _ in layers:
         n_out, n_in = weight.shape
         dt = weight.dtype
         W = np.empty((n_out, n_in), dtype=dt)  # C order whatever the layout of ``weight``
         np.multiply(weight, dt.type(np.sqrt(n_in)), out=W)
-        params.append((W, np.array(bias, dtype=dt, order="C", copy=True)))
+        b = np.zeros(0, dtype=dt) if bias is None else np.array(bias, dtype=dt, order="C", copy=True)
+        params.append((W, b))
     net = MLP(
         hidden_layer_sizes=tuple(int(w.shape[0]) for w, _, _ in layers[:-1]),
         activation=activation,
@@ -77,6 +65,7 @@ def mlp_from_layers(layers: Sequence[Layer], activation: str) -> Tuple[MLP, list
         bias_std=1.0,
         parameterization="standard",
         n_outputs=int(layers[-1][0].shape[0]),
+        bias=tuple(bias is not None for _, bias, _ in layers),
     )
     return net, params
 
@@ -90,12 +79,13 @@ def layers_from_mlp(net: MLP, params) -> List[Tuple[np.ndarray, np.ndarray]]:
 
     Returns
     -------
-    layers : list of (weight (n_l, n_{l-1}), bias (n_l,)), fresh arrays in the parameters' dtype
+    layers : list of (weight (n_l, n_{l-1}), bias (n_l,) or None)
+        Fresh arrays in the parameters' dtype; ``bias`` None for a layer without a bias.
     """
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
     d, dt = net.check_params(params)
     out = []
-    for (W, b), (ws, bs) in zip(params, net.layer_scales(d)):
-        out.append((np.multiply(W, dt.type(ws), order="C"), np.multiply(b, dt.type(bs))))
+    for layer, (W, b), (ws, bs) in zip(net.layers, params, net.layer_scales(d)):
+        out.append((np.multiply(W, dt.type(ws), order="C"), np.multiply(b, dt.type(bs)) if layer.bias else None))
     return out

@@ -68,6 +68,16 @@ dtype : {"float64", "float32"}, default "float64"
     ("block_size", None, """
 block_size : int, optional
     Rows per block of the empirical NTK (memory control); see :func:`ntksolve.empirical_ntk`."""),
+    ("network", None, """
+network : torch.nn.Sequential, MLPRegressor, MLPClassifier or None, default None
+    Your own network, to predict its training: a PyTorch ``nn.Sequential`` that
+    :func:`ntksolve.torch.from_torch` imports, or a scikit-learn MLP (fitted: its weights; not
+    fitted: those its ``fit`` would start from). Its own NTK at its own parameters and its own
+    outputs ``f_0`` make the prediction (``kernel="empirical"`` of that network);
+    ``hidden_layer_sizes``, ``activation``, ``weight_std``, ``bias_std``, ``parameterization``,
+    ``kernel``, ``random_state`` and ``normalize_y`` are then not used (the network computes
+    its outputs on the targets' own scale). ``clone`` deep-copies a PyTorch module and gives an unfitted copy of a
+    scikit-learn MLP (scikit-learn's rule for estimator parameters). Not saved by ``save``."""),
 )
 
 #: Parameters of one trained model (:class:`NTKRegressor`, :class:`NTKClassifier`), before the shared ones.

@@ -20,7 +20,7 @@ from ntksolve._config import FIT_PEAK_KERNELS
 from ntksolve._validation import check_dtype, check_memory
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
-from ntksolve.sklearn import _solve, persistence
+from ntksolve.sklearn import _network, _solve, persistence
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
 
 KERNELS = ("analytic", "empirical")
@@ -82,9 +82,12 @@ class _NTKBase(BaseEstimator):
     # -- validation ------------------------------------------------------------------------
     def _validate_params_ntk(self):
         """Check the shared parameters; raise ValueError naming the valid values. Returns the dtype."""
-        _check_choice(self.kernel, "kernel", KERNELS)
-        _check_choice(self.activation, "activation", ACTIVATIONS)
-        _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
+        _network.check_network(self.network)  # a TypeError naming what is accepted
+        imported = self.network is not None  # it replaces the architecture and kernel parameters
+        if not imported:
+            _check_choice(self.kernel, "kernel", KERNELS)
+            _check_choice(self.activation, "activation", ACTIVATIONS)
+            _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
         rule = self._rule()
         if rule.needs_parameters:
             raise ValueError(
@@ -95,7 +98,7 @@ class _NTKBase(BaseEstimator):
         if isinstance(self.method, str):
             _check_choice(self.method, "method", _solve.METHODS)
         _solve.resolve_solver(self.method)  # a solver object, or a TypeError naming what is accepted
-        if self.kernel == "analytic" and not MLP((1,), parameterization=self.parameterization).supports_analytic:
+        if self._kernel_kind() == "analytic" and not MLP((1,), parameterization=self.parameterization).supports_analytic:
             raise ValueError(
                 "kernel='analytic' (infinite width) is defined for parameterization='ntk' only: in "
                 "standard parameterisation the infinite-width NTK grows without bound; use "
@@ -108,7 +111,8 @@ class _NTKBase(BaseEstimator):
         ):
             raise ValueError(f"block_size must be None or a positive int, got {self.block_size!r}")
         dt = check_dtype(self.dtype)
-        self._network(1)  # MLP validates widths and the two standard deviations with clear messages
+        if not imported:
+            self._network(1)  # MLP validates widths and the two standard deviations with clear messages
         return dt
 
     def _check_params(self):
@@ -134,6 +138,10 @@ class _NTKBase(BaseEstimator):
         return rule.name, rule.learning_rate
 
     # -- pieces ------------------------------------------------------------------------------
+    def _kernel_kind(self):
+        """``"analytic"`` or ``"empirical"``: ``kernel``, or the empirical NTK of a given ``network``."""
+        return "empirical" if self.network is not None else self.kernel
+
     def _network(self, n_outputs):
         return MLP(self.hidden_layer_sizes, self.activation, self.weight_std, self.bias_std,
                    self.parameterization, n_outputs)
@@ -150,31 +158,39 @@ class _NTKBase(BaseEstimator):
 
     def _kernel(self, X1, X2=None):
         """Traced NTK between validated inputs, in the fitted dtype, shape (N1, N2)."""
-        if self.kernel == "analytic":
+        if self._kernel_kind() == "analytic":
             return analytic_kernels(self.network_, X1, X2).ntk.astype(self._dtype, copy=False)
         return empirical_ntk(self.network_, self.params_, X1, X2, trace=True, block_size=self.block_size)
 
     def _f0(self, X):
         """Outputs at initialisation, shape (N, k): 0 for the infinite ensemble (its mean)."""
-        if self.kernel == "analytic":
+        if self._kernel_kind() == "analytic":
             return np.zeros((X.shape[0], self.network_.n_outputs), dtype=self._dtype)
         return self.network_.apply(self.params_, X)
+
+    def _normalizes_y(self):
+        """Whether the targets are standardised: ``normalize_y``, except for a given ``network``,
+        whose outputs ``f_0`` are on the targets' own scale (its training is predicted as it is)."""
+        return bool(self.normalize_y) and self.network is None
 
     def _set_training_state(self, X, Y):
         """Store what prediction needs (no kernel yet): data, scaling, network, f_0."""
         self._dtype = check_dtype(self.dtype)
         Y = np.asarray(Y, dtype=np.float64)
-        mean, std = _standardisation(Y, self.normalize_y)
+        mean, std = _standardisation(Y, self._normalizes_y())
         self._y_train_mean = mean
         self._y_train_std = std
         self._check_fit_memory(X.shape[0])
         self.X_train_ = X
         self.y_train_ = ((Y - mean) / std).astype(self._dtype)
-        self.network_ = self._network(Y.shape[1])
-        if self.kernel == "empirical":
-            self.params_ = self.network_.init(X.shape[1], self.random_state, self._dtype)
+        if self.network is not None:
+            self.network_, self.params_ = _network.read_network(self.network, X, Y, self._dtype)
         else:
-            self.params_ = None
+            self.network_ = self._network(Y.shape[1])
+            if self.kernel == "empirical":
+                self.params_ = self.network_.init(X.shape[1], self.random_state, self._dtype)
+            else:
+                self.params_ = None
         self.fx_train_0_ = self._f0(X)
 
     #: The entry of ``_config.FIT_PEAK_KERNELS`` that sizes this estimator's fit (else its kernel's).
@@ -334,6 +350,11 @@ class _NTKBase(BaseEstimator):
         is not either (``_set_state`` recomputes it); a tiled fit's coefficients are.
         """
         check_is_fitted(self)
+        if self.network is not None:
+            raise ValueError(
+                f"network={type(self.network).__name__}: the pickle-free format stores ntksolve's own networks only, "
+                "not a PyTorch or scikit-learn object; save the estimator with pickle/joblib (or torch.save the "
+                "module and refit)")
         attrs = {"n_features_in_": int(self.n_features_in_), "diag_reg_": float(self.diag_reg_)}
         arrays = {
             "X_train": self.X_train_,

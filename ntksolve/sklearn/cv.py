@@ -140,7 +140,7 @@ class NTKRegressorCV(_NTKRegressorBase):
         mse = np.empty((regs.size, ts.size, len(splits)))
         for f, (tr, te) in enumerate(splits):
             Ytr = Y[tr]
-            mean, std = _standardisation(Ytr, self.normalize_y)
+            mean, std = _standardisation(Ytr, self._normalizes_y())
             Ytr_n = ((Ytr - mean) / std).astype(self._dtype)
             K_te = K[np.ix_(te, tr)]
             base = self._solver(K[np.ix_(tr, tr)], Ytr_n, regs[0], shared=regs.size > 1)
@@ -165,7 +165,7 @@ class NTKRegressorCV(_NTKRegressorBase):
         if ts.size != 1 or not np.isinf(ts[0]):
             raise ValueError("cv='loo' is the exact leave-one-out of converged training (t = inf): "
                              "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times")
-        mean, std = _standardisation(Y, self.normalize_y)
+        mean, std = _standardisation(Y, self._normalizes_y())
         Yn = ((Y - mean) / std).astype(self._dtype)
         base = self._solver(K, Yn, regs[0], shared=True)
         mse = np.empty((regs.size, 1, Y.shape[0]))

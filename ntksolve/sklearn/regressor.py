@@ -91,7 +91,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
     def _check_ensemble(self):
         """Refuse return_std/return_cov where there is no ensemble to describe, before any work."""
         self._require_in_memory("return_std/return_cov")
-        if self.kernel != "analytic":
+        if self._kernel_kind() != "analytic":
             raise NotImplementedError(
                 "return_std/return_cov describe the ensemble of infinitely wide networks; they need "
                 "kernel='analytic' (one empirical network has no ensemble spread to report)")

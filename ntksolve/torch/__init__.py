@@ -8,6 +8,8 @@ any ntksolve network back, and train the real module in PyTorch beside the predi
 - :func:`train` -- real training in PyTorch (``torch.optim.SGD`` with momentum, Nesterov, weight
   decay, schedules, minibatches; ``torch.optim.Adam``), recorded like
   :func:`ntksolve.train_network`.
+- :func:`train_network_torch` -- :func:`ntksolve.train_network`'s interface and units (an ntksolve
+  network, a rule object, ntksolve's loss), run in PyTorch on :func:`to_torch` of the network.
 - :func:`learning_rate_from_torch` -- a PyTorch learning rate in ntksolve's units.
 - :class:`DataLoaderBatches` -- the batch order of a seeded ``torch.utils.data.DataLoader``.
 - :class:`Erf` -- the ``erf`` activation as a module (PyTorch has none).
@@ -22,12 +24,14 @@ require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 from ntksolve.torch.convert import Erf, from_torch, to_torch  # noqa: E402
 from ntksolve.torch.batches import DataLoaderBatches  # noqa: E402
 from ntksolve.torch.training import TorchTrainingResult, train  # noqa: E402
+from ntksolve.torch.trainer import train_network_torch  # noqa: E402
 from ntksolve.torch.units import learning_rate_from_torch  # noqa: E402
 
 __all__ = [
     "from_torch",
     "to_torch",
     "train",
+    "train_network_torch",
     "learning_rate_from_torch",
     "DataLoaderBatches",
     "TorchTrainingResult",

@@ -15,7 +15,8 @@ the kernel is evaluated at the parameters the module holds.
 
 What is imported, and what is refused (never approximated):
 
-- ``nn.Linear`` layers (with a bias; bias-free layers are not supported yet), chained.
+- ``nn.Linear`` layers, chained, with or without a bias (``bias=False``: the ntksolve layer has
+  no bias either, so nothing of it is trained or enters the NTK); any mix of the two.
 - between consecutive Linears, at most one element-wise activation, the same one everywhere
   (ntksolve's MLP has one activation): ``ReLU``, ``Tanh``, ``Sigmoid``, ``GELU``
   (``approximate="none"``), ``Softplus`` (``beta=1``, ``threshold >= 20``, see below),
@@ -315,17 +316,17 @@ def from_torch(module):
     Parameters
     ----------
     module : torch.nn.Sequential (nested allowed) or torch.nn.Linear
-        ``nn.Linear`` layers with biases, separated by one shared element-wise activation (see
+        ``nn.Linear`` layers (with or without biases), separated by one shared element-wise activation (see
         the module docstring), parameters float32 or float64 on any device. Not modified.
 
     Returns
     -------
     net : MLP
         ``MLP(widths, activation, weight_std=1, bias_std=1, parameterization="standard",
-        n_outputs=k)``.
+        n_outputs=k, bias=...)``, ``bias`` the Linears' flags (``True`` when all have one).
     params : list of (W, b)
         Fresh arrays in the module's dtype: ``W = sqrt(n_in) * weight``, ``b = bias`` per layer
-        (shapes ``(n_out, n_in)`` and ``(n_out,)``).
+        (shapes ``(n_out, n_in)`` and ``(n_out,)``; ``(0,)`` for a Linear with ``bias=False``).
 
     Notes
     -----
@@ -342,7 +343,7 @@ def from_torch(module):
         ``module`` is not an ``nn.Sequential`` or ``nn.Linear``.
     ValueError
         A module that cannot be imported exactly, named by position and class (see the module
-        docstring); no Linear layer; bias-free layers; half precision.
+        docstring); no Linear layer; half precision.
 
     Examples
     --------
@@ -390,7 +391,8 @@ def to_torch(net: MLP, params):
     Returns
     -------
     module : torch.nn.Sequential
-        ``Linear, act, Linear, ..., Linear``; activation modules ``ReLU``, ``Tanh``, ``Sigmoid``,
+        ``Linear, act, Linear, ..., Linear`` (``bias=False`` for a layer of ``net`` without a
+        bias); activation modules ``ReLU``, ``Tanh``, ``Sigmoid``,
         ``GELU()``, ``Softplus(threshold=20 or 40)`` (float32 / float64, see the module docstring),
         :class:`Erf`, or ``Identity``. Building it does not draw from torch's random generator.
 
@@ -408,9 +410,10 @@ def to_torch(net: MLP, params):
         n_out, n_in = weight.shape
         # Built on the meta device so that no initialisation runs (nor draws from torch's RNG);
         # both parameters are then replaced by tensors owning the fresh arrays.
-        lin = nn.Linear(n_in, n_out, device="meta", dtype=dtype)
+        lin = nn.Linear(n_in, n_out, bias=bias is not None, device="meta", dtype=dtype)
         lin.weight = nn.Parameter(torch.from_numpy(weight))
-        lin.bias = nn.Parameter(torch.from_numpy(bias))
+        if bias is not None:
+            lin.bias = nn.Parameter(torch.from_numpy(bias))
         mods.append(lin)
         if l < net.depth:
             mods.append(_activation_module(net.activation, dtype))

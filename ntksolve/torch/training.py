@@ -1,9 +1,10 @@
 """Real training of an imported module in PyTorch, recorded like :func:`ntksolve.train_network`.
 
 :func:`train` runs the user's own optimiser (any ``torch.optim`` optimiser: ``SGD`` with momentum,
-Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss`` or
-``CrossEntropyLoss``, full batch or minibatches, with a per-step rate array or a torch scheduler,
-and records the outputs on the training and test inputs at the requested steps.
+Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss``,
+``CrossEntropyLoss`` or ``BCEWithLogitsLoss``, full batch or minibatches, with a per-step rate
+array or a torch scheduler, and records the outputs on the training and test inputs at the
+requested steps. Its loop (:func:`_run`) also runs :func:`~ntksolve.torch.train_network_torch`.
 
 PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learning_rate_from_torch`
 (the table of units is in :mod:`ntksolve.torch.units`); the batch orders are in
@@ -85,6 +86,11 @@ def _targets(kind, y, n_rows, k, dt, name):
     y = _as_array(y, name)
     if kind == "mse":
         return torch.from_numpy(_check_targets(y, n_rows, k, name, dt))
+    if kind == "bce":
+        arr = _check_targets(y, n_rows, 1, name, dt)
+        if not np.all((arr >= 0) & (arr <= 1)):
+            raise ValueError(f"{name} must hold probabilities in [0, 1] (0/1 labels) for BCEWithLogitsLoss")
+        return torch.from_numpy(arr)
     arr = np.asarray(y)
     if arr.ndim == 1:
         if arr.shape[0] != n_rows:
@@ -128,14 +134,16 @@ def train(
         A module :func:`~ntksolve.torch.from_torch` imports (checked first); never modified.
     X : array_like or tensor, shape (N, d)
     y : array_like or tensor
-        MSE: shape (N,) or (N, k). Cross-entropy: class indices (N,) or probabilities (N, k).
+        MSE: shape (N,) or (N, k). Cross-entropy: class indices (N,) or probabilities (N, k);
+        ``BCEWithLogitsLoss``: 0/1 labels (or probabilities) of shape (N,) or (N, 1).
     optimizer : callable ``parameters -> torch.optim.Optimizer``
         E.g. ``functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, nesterov=True,
         weight_decay=1e-4)`` or ``functools.partial(torch.optim.Adam, lr=1e-3)``; called once with
         the copy's parameters. Its ``step()`` must not need a closure.
     steps : int
         Optimiser steps.
-    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss, default ``MSELoss()``
+    loss : torch.nn.MSELoss, torch.nn.CrossEntropyLoss or torch.nn.BCEWithLogitsLoss, default ``MSELoss()``
+        ``BCEWithLogitsLoss`` for a module of one output (the cross-entropy of the logistic function).
     lr_schedule : array_like of float, or callable ``optimizer -> scheduler``, optional
         A per-step rate (length >= ``steps``; it sets every param group's ``lr`` before each
         step), or a torch scheduler factory (e.g. ``lambda o: torch.optim.lr_scheduler.StepLR(o,
@@ -177,12 +185,15 @@ def train(
     d, k = reading.n_features, reading.n_outputs
     if loss is None:
         loss = nn.MSELoss()
-    kind, reduction = _loss_kind(loss)
+    kind, _ = _loss_kind(loss)
     if kind == "ce" and k < 2:
         raise ValueError(
             "CrossEntropyLoss needs k >= 2 outputs (a softmax over one output is constant); the "
-            f"module has {k}"
+            f"module has {k}: use BCEWithLogitsLoss for one output"
         )
+    if kind == "bce" and k != 1:
+        raise ValueError(f"BCEWithLogitsLoss here is the cross-entropy of one output; the module has {k} "
+                         "(use CrossEntropyLoss for several classes)")
     X = check_inputs(_as_array(X, "X"), name="X", n_features=d, dtype=dt)
     N = X.shape[0]
     yt = _targets(kind, y, N, k, dt, "y")
@@ -229,6 +240,83 @@ def train(
             raise TypeError(f"lr_schedule(optimizer) must return a scheduler with step(), got {type(scheduler).__name__}")
     first_lr = float(rates[0]) if (rates is not None and steps) else float(opt.param_groups[0]["lr"])
 
+    def kernel_now():
+        net_s, params_s = from_torch(model)
+        return empirical_ntk(net_s, params_s, X, trace=(k == 1))
+
+    per_torch = None if kind != "mse" else learning_rate_from_torch(1.0, loss=loss, n_samples=N, n_outputs=k)
+
+    def critical_rate(theta):
+        """Full-batch descent's critical rate on the module's NTK, in PyTorch's units."""
+        return float(critical_learning_rate(theta, n_outputs=k)) / per_torch
+
+    def hint(crit):
+        if crit is None or not np.isfinite(crit):
+            return ". Use a smaller learning rate."
+        return (f". The learning rate {first_lr:.4g} is {first_lr / crit:.3g} times the critical "
+                f"rate {crit:.4g} of full-batch gradient descent on the linearised module (2Nk/lambda_max "
+                f"of its empirical NTK at initialisation, in PyTorch's units); use a smaller one "
+                f"(e.g. {0.5 * crit:.4g})")
+
+    run = _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps, batch_list, k,
+               kernel_now=kernel_now if track_kernel else None, initial_kernel=lambda: empirical_ntk(
+                   *from_torch(module), X, trace=(k == 1)), critical_rate=critical_rate if kind == "mse" else None, hint=hint,
+               loss_units=1.0, callback=callback)
+    net, params = from_torch(model)
+    result = TorchTrainingResult(
+        **recorded(run.n_recorded, rec, run.fx_train, run.fx_test, run.loss_train, run.loss_test,
+                   run.kernel_change, track_kernel, k),
+        net=net,
+        params=params,
+        learning_rate=first_lr,
+        wall_time=run.wall_time,
+        kernel_time=run.kernel_time,
+        critical_learning_rate=run.critical_learning_rate,
+        diverged=run.diverged,
+        message=run.message,
+        n_steps_taken=run.n_steps_taken,
+        module=model,
+        batches=None if batch_list is None else batch_list[:run.n_steps_taken],
+        learning_rates=run.learning_rates,
+    )
+    if run.diverged and on_divergence == "raise":
+        raise TrainingDivergedError(run.message, result)
+    return result
+
+
+@dataclass
+class _Run:
+    """What :func:`_run` recorded (buffers of ``T`` records, the first ``n_recorded`` filled)."""
+
+    fx_train: np.ndarray
+    fx_test: Optional[np.ndarray]
+    loss_train: np.ndarray
+    loss_test: Optional[np.ndarray]
+    kernel_change: Optional[np.ndarray]
+    learning_rates: np.ndarray
+    n_recorded: int = 0
+    n_steps_taken: int = 0
+    diverged: bool = False
+    message: str = ""
+    wall_time: float = 0.0
+    kernel_time: float = 0.0
+    critical_learning_rate: Optional[float] = None
+
+
+def _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps, batch_list, k, *,
+         kernel_now, initial_kernel, critical_rate, hint, loss_units, callback) -> _Run:
+    """The training loop of :func:`train` (and of :func:`~ntksolve.torch.trainer.train_network_torch`)
+    on the module copy ``model`` with its optimiser ``opt``, validated inputs and targets.
+
+    ``kernel_now()`` is the tracked kernel (None: not tracked), ``initial_kernel()`` the kernel at
+    initialisation when it is needed only for a divergence message; ``critical_rate(theta)`` turns
+    it into the critical rate the message quotes (``critical_rate`` None: there is none),
+    ``hint(crit)`` into the message's
+    advice; ``loss_units`` divides PyTorch's loss values in messages and in what ``callback`` sees
+    (they are recorded as PyTorch computes them).
+    """
+    dt = X.dtype
+    N = X.shape[0]
     device = next(model.parameters()).device  # inputs go where the module is; records come back
     Xt = torch.from_numpy(X).to(device)
     Xt_test = None if X_test is None else torch.from_numpy(X_test).to(device)
@@ -236,83 +324,64 @@ def train(
     yt_test = None if yt_test is None else yt_test.to(device)
     T = rec.size
     M = 0 if X_test is None else X_test.shape[0]
-    fx_train = np.empty((T, N, k), dtype=dt)
-    fx_test = None if X_test is None else np.empty((T, M, k), dtype=dt)
-    loss_train = np.empty(T)
-    loss_test = None if yt_test is None else np.empty(T)
-    kchange = np.empty(T) if track_kernel else None
-    lrs = np.empty(steps)
-    crit = None
+    run = _Run(fx_train=np.empty((T, N, k), dtype=dt),
+               fx_test=None if X_test is None else np.empty((T, M, k), dtype=dt),
+               loss_train=np.empty(T), loss_test=None if yt_test is None else np.empty(T),
+               kernel_change=None if kernel_now is None else np.empty(T), learning_rates=np.empty(steps))
     tracker = None
-
-    def kernel_now():
-        net_s, params_s = from_torch(model)
-        return empirical_ntk(net_s, params_s, X, trace=(k == 1))
-
-    def torch_critical_rate(theta):
-        ours = float(critical_learning_rate(theta, n_outputs=k))
-        return ours / learning_rate_from_torch(1.0, loss=loss, n_samples=N, n_outputs=k)
-
-    if track_kernel:
+    if kernel_now is not None:
         tracker = KernelTracker(kernel_now)
-        if kind == "mse":
-            crit = torch_critical_rate(tracker.theta0)
+        if critical_rate is not None:
+            run.critical_learning_rate = critical_rate(tracker.theta0)
 
     with torch.no_grad():
         f_init = model(Xt)
         zero_loss = float(loss(torch.zeros_like(f_init), yt))  # the loss of a zero predictor
         loss_scale = max(float(loss(f_init, yt)), zero_loss, float(np.finfo(dt).tiny))
 
-    diverged, message = False, ""
     i_rec = 0
-    s_done = 0
     clock = Stopwatch()
 
     def stop(s, what):
-        nonlocal crit
-        if crit is None and kind == "mse":
-            crit = torch_critical_rate(empirical_ntk(*from_torch(module), X, trace=(k == 1)))
-        hint = (f" The learning rate {first_lr:.4g} is {first_lr / crit:.3g} times the critical "
-                f"rate {crit:.4g} of full-batch gradient descent on the linearised module (2Nk/lambda_max "
-                f"of its empirical NTK at initialisation, in PyTorch's units); use a smaller one "
-                f"(e.g. {0.5 * crit:.4g})" if crit is not None and np.isfinite(crit) else
-                " Use a smaller learning rate.")
-        return f"training diverged at step {s}: the {what}.{hint}"
+        if run.critical_learning_rate is None and critical_rate is not None:
+            run.critical_learning_rate = critical_rate(initial_kernel())
+        run.diverged = True
+        run.message = f"training diverged at step {s}: the {what}{hint(run.critical_learning_rate)}"
+
+    def grew(value):
+        return (f"training loss grew to {value / loss_units:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
+                f"initial scale {loss_scale / loss_units:.3g}")
 
     for s in range(steps + 1):
-        out = None
         if i_rec < T and rec[i_rec] == s:
             with torch.no_grad():
                 f = model(Xt)
                 lv = float(loss(f, yt))
             if not np.isfinite(lv) or lv > DIVERGENCE_FACTOR * loss_scale:
-                diverged = True
                 clock.stop()
-                message = stop(s, "training loss became non-finite" if not np.isfinite(lv) else
-                               f"training loss grew to {lv:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
-                               f"initial scale {loss_scale:.3g}")
+                stop(s, "training loss became non-finite" if not np.isfinite(lv) else grew(lv))
                 break
-            fx_train[i_rec] = f.cpu().numpy()
-            loss_train[i_rec] = lv
+            run.fx_train[i_rec] = f.cpu().numpy()
+            run.loss_train[i_rec] = lv
             if Xt_test is not None:
                 with torch.no_grad():
                     ft = model(Xt_test)
-                fx_test[i_rec] = ft.cpu().numpy()
+                run.fx_test[i_rec] = ft.cpu().numpy()
                 if yt_test is not None:
-                    loss_test[i_rec] = float(loss(ft, yt_test))
+                    run.loss_test[i_rec] = float(loss(ft, yt_test))
             if tracker is not None:
                 with clock.paused():
-                    kchange[i_rec] = tracker.change(s)
+                    run.kernel_change[i_rec] = tracker.change(s)
             i_rec += 1
             if callback is not None:
                 with clock.paused():
-                    callback(s, lv)
+                    callback(s, lv / loss_units)
         if s == steps:
             break
         if rates is not None:
             for group in opt.param_groups:
                 group["lr"] = float(rates[s])
-        lrs[s] = float(opt.param_groups[0]["lr"])
+        run.learning_rates[s] = float(opt.param_groups[0]["lr"])
         if batch_list is None:
             xb, yb = Xt, yt
         else:
@@ -325,36 +394,18 @@ def train(
         # every full-batch step sees the training loss, as train_network does; a minibatch
         # loss is only checked for being finite (its scale is the batch's)
         if not np.isfinite(bl) or (batch_list is None and bl > DIVERGENCE_FACTOR * loss_scale):
-            diverged = True
             clock.stop()
-            message = stop(s, ("batch loss became non-finite" if not np.isfinite(bl) else
-                               f"training loss grew to {bl:.3g}, over {DIVERGENCE_FACTOR:.0e} times "
-                               f"its initial scale {loss_scale:.3g}"))
+            stop(s, "batch loss became non-finite" if not np.isfinite(bl) else grew(bl))
             break
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        s_done = s + 1
-    if not diverged:
+        run.n_steps_taken = s + 1
+    if not run.diverged:
         clock.stop()
+    run.n_recorded = i_rec
+    run.wall_time = clock.seconds
+    run.kernel_time = 0.0 if tracker is None else tracker.seconds
+    run.learning_rates = run.learning_rates[:run.n_steps_taken].copy()
+    return run
 
-    T_done = i_rec
-    net, params = from_torch(model)
-    result = TorchTrainingResult(
-        **recorded(T_done, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
-        net=net,
-        params=params,
-        learning_rate=first_lr,
-        wall_time=clock.seconds,
-        kernel_time=0.0 if tracker is None else tracker.seconds,
-        critical_learning_rate=crit,
-        diverged=diverged,
-        message=message,
-        n_steps_taken=s_done,
-        module=model,
-        batches=None if batch_list is None else batch_list[:s_done],
-        learning_rates=lrs[:s_done].copy(),
-    )
-    if diverged and on_divergence == "raise":
-        raise TrainingDivergedError(message, result)
-    return result

@@ -10,6 +10,8 @@ PyTorch loss                      relation to ntksolve's loss  ntksolve's rate f
 ``MSELoss(reduction="sum")``      ``2 N k L``                  ``2 N k eta``
 ``CrossEntropyLoss()`` (mean)     the cross-entropy rule's     ``eta``
 ``CrossEntropyLoss("sum")``       ``N`` times it               ``N eta``
+``BCEWithLogitsLoss()`` (mean)    the rule's for ``k = 1``     ``eta``
+``BCEWithLogitsLoss("sum")``      ``N`` times it               ``N eta``
 ================================  ===========================  ============================
 
 (``N`` the number of examples the loss averages over: the batch size for minibatches.) The map
@@ -33,15 +35,19 @@ __all__ = ["learning_rate_from_torch"]
 
 
 def _loss_kind(loss):
-    """``("mse" | "ce", reduction)`` of a supported loss module, else TypeError/ValueError."""
+    """``("mse" | "ce" | "bce", reduction)`` of a supported loss module, else TypeError/ValueError.
+
+    ``"bce"`` is ``BCEWithLogitsLoss``: the cross-entropy of one output (the logistic function)."""
     if isinstance(loss, nn.MSELoss) and type(loss).forward is nn.MSELoss.forward:
         kind = "mse"
     elif isinstance(loss, nn.CrossEntropyLoss) and type(loss).forward is nn.CrossEntropyLoss.forward:
         kind = "ce"
+    elif isinstance(loss, nn.BCEWithLogitsLoss) and type(loss).forward is nn.BCEWithLogitsLoss.forward:
+        kind = "bce"
     else:
         raise TypeError(
-            f"loss must be a torch.nn.MSELoss or torch.nn.CrossEntropyLoss instance, got "
-            f"{type(loss).__name__}"
+            f"loss must be a torch.nn.MSELoss or torch.nn.CrossEntropyLoss instance (or a "
+            f"torch.nn.BCEWithLogitsLoss for one output), got {type(loss).__name__}"
         )
     if loss.reduction not in ("mean", "sum"):
         raise ValueError(
@@ -57,7 +63,7 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     ----------
     lr : float or array_like of float
         PyTorch's rate ``eta`` (a per-step schedule maps entry by entry).
-    loss : torch.nn.MSELoss or torch.nn.CrossEntropyLoss
+    loss : torch.nn.MSELoss, torch.nn.CrossEntropyLoss or torch.nn.BCEWithLogitsLoss
         The loss PyTorch trains on (its ``reduction`` matters).
     n_samples : int
         ``N``, the number of examples the loss averages over (the batch size for minibatches).
@@ -68,16 +74,17 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     -------
     rate : float or ndarray (the shape of ``lr``)
         ``2 eta`` (mean MSE), ``2 N k eta`` (summed MSE), ``eta`` (mean cross-entropy, whose
-        function-space gradient ``Theta (softmax(f) - Y) / N`` is the cross-entropy rule's) or
-        ``N eta`` (summed cross-entropy). See the module docstring.
+        function-space gradient ``Theta (softmax(f) - Y) / N`` is the cross-entropy rule's; the
+        logistic function for ``BCEWithLogitsLoss``) or ``N eta`` (summed). See the module docstring.
 
     Raises
     ------
     TypeError
         Another loss.
     ValueError
-        ``reduction="none"``, a cross-entropy with class weights or label smoothing (its gradient
-        is not the cross-entropy rule's), bad counts or rates.
+        ``reduction="none"``, a cross-entropy with class weights or label smoothing, a
+        ``BCEWithLogitsLoss`` with ``weight`` or ``pos_weight`` (their gradients are not the
+        cross-entropy rule's), bad counts or rates.
     """
     kind, reduction = _loss_kind(loss)
     for name, v in (("n_samples", n_samples), ("n_outputs", n_outputs)):
@@ -87,6 +94,11 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
         raise ValueError(
             "a CrossEntropyLoss with class weights or label smoothing has another gradient than the "
             "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
+        )
+    if kind == "bce" and (loss.weight is not None or loss.pos_weight is not None):
+        raise ValueError(
+            "a BCEWithLogitsLoss with weight or pos_weight has another gradient than the cross-entropy "
+            "rule's Theta (sigmoid(f) - y) / N; no learning rate maps it"
         )
     arr = np.asarray(lr, dtype=np.float64) if not isinstance(lr, torch.Tensor) else lr.detach().cpu().numpy().astype(np.float64)
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
