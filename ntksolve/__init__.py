@@ -14,7 +14,8 @@ scikit-learn faces and the comparison tools are imported on first access):
   :func:`independent_batches` -- minibatch and cross-entropy training in function space.
 - :class:`NTKRegressor`, :class:`NTKClassifier`, :class:`NTKRegressorCV`, :class:`NTKKernel`,
   :class:`NNGPKernel`, :func:`load` -- scikit-learn estimators and GP kernels.
-- :func:`train_network`, :func:`compare` -- real gradient descent beside the prediction.
+- :func:`train_network`, :func:`compare` -- real training beside the prediction;
+  :func:`linearisation_check` -- whether the linear prediction of a run will hold, before it.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ _LAZY = {
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",
     "train_network": "training",
+    "linearisation_check": "linearisation",
+    "LinearisationWarning": "linearisation",
     "TrainingResult": "training",
     "TrainingDivergedError": "training",
     "compare": "comparison",
