@@ -32,6 +32,10 @@ from ntksolve.dynamics import GradientDescent, GradientFlow, Krylov, Schedule
         NTKRegressorCV(hidden_layer_sizes=(16,), diag_regs=(1e-2, 1e-1), cv=3),
         NTKRegressor(hidden_layer_sizes=(16,), dynamics=GradientFlow(0.5), time=30,
                      method=Krylov(tol=1e-10)),
+        NTKClassifier(loss="log_loss", hidden_layer_sizes=(16,), dynamics="discrete", learning_rate=5.0, time=50),
+        NTKClassifier(loss="log_loss", kernel="empirical", hidden_layer_sizes=(16,), random_state=0, time=40,
+                      dynamics=GradientDescent(Schedule.cosine(2.0, 40), momentum=0.9, weight_decay=1e-3),
+                      batch_size=16),
     ]
 )
 def test_sklearn_contract(estimator, check):

@@ -97,8 +97,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
 
     __init__ = keyword_init(CLASSIFIER_PARAMETERS, MODEL_PARAMETERS, SHARED_PARAMETERS)
 
-    #: Files written before these parameters existed load with their defaults (what they meant).
-    _parameters_added_later = ("loss", "batch_size")
+    #: Parameters newer than the classifier's first files, which meant these defaults (persistence).
+    _parameters_added_later = {name: default for name, default, _ in CLASSIFIER_PARAMETERS}
 
     # -- parameters ---------------------------------------------------------------------------
     def _check_params(self):
