@@ -105,6 +105,8 @@ def test_log_loss_flow_is_the_small_rate_limit_of_steps(blobs):
     np.testing.assert_array_equal(flow.classes_, clf_classes)
     P = flow.predict_proba(Xt)
     np.testing.assert_allclose(P, softmax(by_hand.test[0], axis=-1), rtol=0, atol=1e-8)
+    both = flow.predict_proba(np.vstack([Xt, X]))  # more test than training points: through coefficients
+    np.testing.assert_allclose(both[: len(Xt)], P, rtol=0, atol=1e-8)
     errors = []
     for m in (4, 8, 16):
         steps = NTKClassifier(loss="log_loss", dynamics="discrete", learning_rate=eta / m, time=int(m * t)).fit(X, y)
@@ -138,9 +140,13 @@ def test_one_recurrence_per_call(blobs, monkeypatch):
     clf.predict_proba_trajectory(Xt, np.arange(0, 41, 5))
     assert len(runs) == 1 and runs[0].tolist() == list(range(0, 41, 5))
     list(clf.staged_predict(Xt, [10, 20, 40]))
-    clf.predict(Xt)
-    clf.predict_proba(X)  # the same times as predict: no second run
+    direct = clf.predict_proba(Xt)  # fewer test than training points: carried through the run itself
     assert len(runs) == 3
+    clf.predict(X)  # as many test points as training points: coefficients, kept for the next calls
+    kept = clf.predict_proba(Xt)
+    clf.loss_curve([40])
+    assert len(runs) == 4
+    np.testing.assert_allclose(kept, direct, rtol=0, atol=1e-13)  # the two paths agree
 
 
 # -- weight decay in the empirical estimators -------------------------------------------------------
