@@ -32,6 +32,10 @@ from ntksolve.dynamics import GradientDescent, GradientFlow, Krylov, Schedule
         NTKRegressorCV(hidden_layer_sizes=(16,), diag_regs=(1e-2, 1e-1), cv=3),
         NTKRegressor(hidden_layer_sizes=(16,), dynamics=GradientFlow(0.5), time=30,
                      method=Krylov(tol=1e-10)),
+        NTKClassifier(loss="log_loss", hidden_layer_sizes=(16,), dynamics="discrete", learning_rate=5.0, time=50),
+        NTKClassifier(loss="log_loss", kernel="empirical", hidden_layer_sizes=(16,), random_state=0, time=40,
+                      dynamics=GradientDescent(Schedule.cosine(2.0, 40), momentum=0.9, weight_decay=1e-3),
+                      batch_size=16),
     ]
 )
 def test_sklearn_contract(estimator, check):
@@ -361,10 +365,11 @@ def test_clone_keeps_plain_params():
 def test_parameters_are_keyword_only_and_shared():
     import inspect
 
-    from ntksolve.sklearn._params import CV_PARAMETERS, MODEL_PARAMETERS, SHARED_PARAMETERS
+    from ntksolve.sklearn._params import CLASSIFIER_PARAMETERS, CV_PARAMETERS, MODEL_PARAMETERS, SHARED_PARAMETERS
 
     shared = {name: default for name, default, _ in SHARED_PARAMETERS}
-    for Est, own in ((NTKRegressor, MODEL_PARAMETERS), (NTKClassifier, MODEL_PARAMETERS), (NTKRegressorCV, CV_PARAMETERS)):
+    for Est, own in ((NTKRegressor, MODEL_PARAMETERS), (NTKClassifier, CLASSIFIER_PARAMETERS + MODEL_PARAMETERS),
+                     (NTKRegressorCV, CV_PARAMETERS)):
         sig = inspect.signature(Est)
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
         expected = {**{name: default for name, default, _ in own}, **shared}

@@ -47,9 +47,11 @@ dynamics : {"continuous", "discrete"} or training rule, default "continuous"
     critical ``2Nk / lambda_max`` is then an error in ``fit``); or a rule object such as
     ``GradientDescent(0.5, momentum=0.9, nesterov=True)`` or
     ``GradientDescent(Schedule.cosine(0.5, 1000), momentum=0.9)`` (a schedule needs a finite
-    ``time``). Weight decay needs one finite network's ``J theta_0``: use
-    :func:`ntksolve.gradient_descent_mse` for it. Adaptive optimisers (Adam, ...) have no kernel
-    twin and are refused."""),
+    ``time``). Weight decay (``GradientDescent(..., weight_decay=w)``) needs one finite
+    network's ``J theta_0``: ``kernel="empirical"`` supplies its own
+    (:func:`ntksolve.nets.forward_mode.own_parameter_image`); the analytic kernel has no
+    parameters and refuses it. ``chunks`` takes gradient flow and plain constant-rate descent
+    only. Adaptive optimisers (Adam, ...) have no kernel twin and are refused."""),
     ("method", "auto", """
 method : {"auto", "eigh", "expm", "krylov"} or solver, default "auto"
     The solver (:func:`ntksolve.dynamics.gradient_descent_mse`): a name, or an object such as
@@ -61,7 +63,8 @@ normalize_y : bool, default True
     standard deviations are returned on the original scale."""),
     ("random_state", None, """
 random_state : int, RandomState instance or None, default None
-    Seeds the empirical network's initialisation (unused by the analytic kernel)."""),
+    Seeds the empirical network's initialisation, and the batch order of
+    ``NTKClassifier(batch_size=...)``; otherwise unused."""),
     ("dtype", "float64", """
 dtype : {"float64", "float32"}, default "float64"
     Precision of the kernels and of the solver."""),
@@ -87,11 +90,13 @@ time : float, default np.inf
     Steps of gradient descent at which ``predict`` answers; ``np.inf`` is convergence (kernel
     regression). It may be changed after ``fit`` without refitting (not with ``chunks``). The
     loss is a mean over all ``N k`` target entries, so with ``k`` outputs every mode moves
-    ``k`` times slower per step than with one."""),
+    ``k`` times slower per step than with one. ``NTKClassifier(loss="log_loss")`` needs a
+    finite time: cross-entropy has no converged limit (its logits grow without bound)."""),
     ("diag_reg", 0.1, """
 diag_reg : float, default 0.1
-    Ridge ``diag_reg * mean(diag Theta)`` added to the train kernel; 0 is the unregularised
-    network (which interpolates at ``t = inf``). Tune it (or ``time``) with
+    Ridge ``diag_reg * mean(diag Theta)`` added to the train kernel that training evolves (for
+    either loss; the test kernel is not shifted); 0 is the unregularised network (which
+    interpolates at ``t = inf``). Tune it (or ``time``) with
     :class:`NTKRegressorCV`."""),
     ("chunks", None, """
 chunks : int or tuple, optional
@@ -108,6 +113,23 @@ scheduler : str, dask.distributed.Client or None, default None
     ``"processes"``, ``"sync"``, a client, or a scheduler address such as ``"tcp://host:8786"``:
     moving from a laptop to a cluster changes this one argument. A saved model never holds
     it: pass it to :func:`ntksolve.load`."""),
+)
+
+#: Parameters of :class:`NTKClassifier` alone, before the model's and the shared ones.
+CLASSIFIER_PARAMETERS = (
+    ("loss", "squared_error", """
+loss : {"squared_error", "log_loss"}, default "squared_error"
+    The loss the network is trained on (scikit-learn's names, as in ``SGDClassifier``).
+    ``"squared_error"``: the MSE of the conventions on the ``+-1`` codes, in closed form (any
+    ``time``, ``np.inf`` included). ``"log_loss"``: softmax cross-entropy on the logits, as
+    ``torch.nn.CrossEntropyLoss`` (``BCEWithLogitsLoss`` on one logit for two classes), run
+    step by step in function space from the logits at initialisation; it needs a finite
+    ``time`` and gives :meth:`predict_proba`. ``normalize_y`` is unused with it."""),
+    ("batch_size", None, """
+batch_size : int or None, default None
+    ``loss="log_loss"`` with discrete steps only: minibatches of this size, in the epochs of a
+    shuffling ``DataLoader`` (a fresh permutation of the training set per epoch, the last batch
+    shorter) seeded by ``random_state``; None, or a size of at least ``N``, is full batch."""),
 )
 
 #: The parameters of the search, before the shared ones.

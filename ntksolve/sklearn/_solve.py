@@ -2,8 +2,9 @@
 
 Everything the scikit-learn faces ask of the solvers goes through the few functions here, so
 that a change of the solvers' signatures is adapted in this one module: the in-memory predictor
-of gradient descent on MSE, the trained infinite ensemble and the diagonal of its covariance,
-and the tiled fit (``chunks=``) with what of it a saved model holds.
+of gradient descent on MSE, the trajectory of training on cross-entropy
+(:class:`CrossEntropyPredictor`), the trained infinite ensemble and the diagonal of its
+covariance, and the tiled fit (``chunks=``) with what of it a saved model holds.
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import numpy as np
 
 from ntksolve import dynamics as _dynamics
 from ntksolve._extras import require
+from ntksolve._validation import ridge_shift
+from ntksolve.dynamics import function_space as _fs
+from ntksolve.dynamics import loss as _loss
 from ntksolve.dynamics import mse as _mse
 from ntksolve.dynamics import rules as _rules
 from ntksolve.dynamics import solvers as _solvers
@@ -25,7 +29,7 @@ Auto = _dynamics.Auto
 resolve_rule = _rules.resolve_rule
 ADAPTIVE = _rules.ADAPTIVE
 resolve_solver = _solvers.resolve_solver
-
+mse_loss = _loss.mse_loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,6 +40,134 @@ def mse_predictor(k_train_train, y_train, *, diag_reg, dynamics, method):
     is a rule object (it carries its learning rate), ``method`` a name or a solver."""
     return _dynamics.gradient_descent_mse(k_train_train, y_train, diag_reg=diag_reg, dynamics=dynamics,
                                           method=method)
+
+
+class CrossEntropyPredictor:
+    """The linearised network trained on softmax cross-entropy, at any finite times (private).
+
+    Holds the regularised train kernel ``Θ + μI`` (traced, used as ``Θ ⊗ I_k``), the targets, the
+    rule and the batch order. Each call runs the function-space recurrence
+    (:func:`~ntksolve.dynamics.function_space.sgd_cross_entropy`) or the gradient flow
+    (:func:`~ntksolve.dynamics.function_space.flow_cross_entropy`) once, up to the last time asked
+    for, recording every requested time on the way.
+
+    The test side of every step is linear in ``Θ*`` (and, with weight decay ``w``, in
+    ``J* θ_0``): ``f*_t = f*_0 + Θ* X_t + c_t J* θ_0``, where ``X_t`` is the test side of the same
+    run with the identity as test–train kernel (``N`` rows: "test points" that see one training
+    point each) and ``c_t`` that of one more row with kernel 0 and ``J θ_0 = 1``. So the run costs
+    ``O(S N² k)`` for ``S`` steps whatever the number of test points, and the test inputs then cost
+    one product ``Θ* X_t`` per recorded time. The last run's coefficients are kept, so asking
+    for the same times again (``predict`` after ``predict_proba``) does not run it again. Fewer
+    test points than training points (and no kept run) ride along the run directly instead, at
+    ``O(S M N k)``, which is then less.
+
+    Parameters
+    ----------
+    k_train_train : ndarray, shape (N, N)
+    targets : ndarray, shape (N, k)
+        One-hot rows (``k >= 2``), or 0/1 in one column (``k = 1``, ``BCEWithLogitsLoss``).
+    diag_reg : float
+        Relative ridge added to the train kernel the recurrence evolves (as for MSE).
+    rule : GradientFlow or GradientDescent
+    batch_size : int, optional
+        Minibatches of the epochs of a shuffling data loader (:func:`shuffled_batches`); a size
+        of at least ``N`` is full batch, as ``DataLoader`` gives it.
+    batch_seed : int, optional
+        Seeds the batch order (the same for every call: a longer run extends a shorter one).
+    """
+
+    def __init__(self, k_train_train, targets, *, diag_reg, rule, batch_size=None, batch_seed=None):
+        K = np.asarray(k_train_train, dtype=np.float64)
+        N = K.shape[0]
+        self.kernel = K + ridge_shift(diag_reg, np.diagonal(K)) * np.eye(N)
+        self.targets = _check_one_hot(targets)
+        self.rule = rule
+        self.flow = rule.name == "continuous"
+        self.batch_size = None if batch_size is None or batch_size >= N else int(batch_size)
+        self.batch_seed = batch_seed
+        self.n_train, self.n_outputs = N, self.targets.shape[1]
+        self._last = None
+
+    def _run(self, ts, fx_train_0, jtheta_train, k_test_train=None, fx_test_0=None, jtheta_test=None):
+        """One run of the recurrence (or the flow) to ``ts[-1]``, sorted unique: a ``Trajectory``."""
+        N, k = self.n_train, self.n_outputs
+        f0 = np.asarray(fx_train_0, dtype=np.float64).reshape(N, k)
+        test = {} if k_test_train is None else {"k_test_train": k_test_train, "fx_test_0": fx_test_0}
+        if self.flow:
+            return _fs.flow_cross_entropy(self.kernel, self.targets, f0, ts, learning_rate=self.rule.learning_rate,
+                                          **test)
+        steps = np.rint(ts).astype(np.int64)
+        batches = None
+        if self.batch_size is not None and steps[-1] > 0:
+            batches = _fs.shuffled_batches(N, self.batch_size, int(steps[-1]), random_state=self.batch_seed)
+        if jtheta_train is not None:
+            test["image_train"] = np.asarray(jtheta_train, dtype=np.float64).reshape(N, k)
+            if k_test_train is not None:
+                test["image_test"] = jtheta_test
+        return _fs.sgd_cross_entropy(self.kernel, self.targets, f0, steps, dynamics=self.rule, batches=batches,
+                                     **test)
+
+    def _cached(self, ts, fx_train_0, jtheta_train):
+        """The key of this train-side run, and its coefficients if the last call computed them."""
+        key = (ts.tobytes(), np.asarray(fx_train_0).tobytes(),
+               None if jtheta_train is None else np.asarray(jtheta_train).tobytes())
+        return key, (self._last[1] if self._last is not None and self._last[0] == key else None)
+
+    def _coefficients(self, ts, fx_train_0, jtheta_train):
+        """``(train, X, c, loss)`` at the sorted unique times ``ts``: ``(T, N, k)``, ``(T, N, k)``,
+        ``(T, k)`` or None, ``(T,)``."""
+        key, out = self._cached(ts, fx_train_0, jtheta_train)
+        if out is not None:
+            return out
+        N, k = self.n_train, self.n_outputs
+        decay = jtheta_train is not None
+        probe = np.vstack([np.eye(N), np.zeros((1, N))]) if decay else np.eye(N)
+        unit = np.zeros((probe.shape[0], k))
+        if decay:
+            unit[N] = 1.0
+        traj = self._run(ts, fx_train_0, jtheta_train, probe, np.zeros_like(unit), unit)
+        test = traj.test.reshape(ts.size, -1, k)
+        out = (traj.train.reshape(ts.size, N, k), test[:, :N], test[:, N] if decay else None, traj.train_loss)
+        self._last = (key, out)
+        return out
+
+    def __call__(self, ts, fx_train_0, fx_test_0=None, k_test_train=None, *, jtheta_train=None, jtheta_test=None):
+        """Train logits ``(T, N, k)`` and, with test inputs, test logits ``(T, M, k)`` at ``ts``.
+
+        ``ts``: finite times (whole steps for discrete rules), in any order, repeats allowed.
+        Arguments as :meth:`ntksolve.dynamics.MSEPredictor.predict` (``jtheta_*`` with weight decay).
+        """
+        uts, inverse = np.unique(np.asarray(ts, dtype=np.float64).reshape(-1), return_inverse=True)
+        shape = (uts.size, self.n_train, self.n_outputs)
+        _, out = self._cached(uts, fx_train_0, jtheta_train)
+        if out is None and (k_test_train is None or np.shape(k_test_train)[0] < self.n_train):
+            traj = self._run(uts, fx_train_0, jtheta_train, k_test_train, fx_test_0, jtheta_test)
+            train = traj.train.reshape(shape)[inverse]
+            return train if k_test_train is None else (train, traj.test.reshape(uts.size, -1, shape[2])[inverse])
+        train, X, c, _ = self._coefficients(uts, fx_train_0, jtheta_train)
+        train = train[inverse]
+        if k_test_train is None:
+            return train
+        Ks = np.asarray(k_test_train, dtype=np.float64)
+        test = np.asarray(fx_test_0, dtype=np.float64)[None] + np.matmul(Ks, X[inverse])
+        if c is not None:
+            test += c[inverse][:, None, :] * np.asarray(jtheta_test, dtype=np.float64)[None]
+        return train, test
+
+    def loss(self, ts, fx_train_0, *, jtheta_train=None):
+        """Mean training cross-entropy ``(T,)`` at ``ts`` (``torch.nn.CrossEntropyLoss``'s)."""
+        uts, inverse = np.unique(np.asarray(ts, dtype=np.float64).reshape(-1), return_inverse=True)
+        _, out = self._cached(uts, fx_train_0, jtheta_train)
+        return (out[3] if out is not None else self._run(uts, fx_train_0, jtheta_train).train_loss)[inverse]
+
+
+def _check_one_hot(targets):
+    """The targets as float64 ``(N, k)``: one-hot rows, or one column of 0/1; else ValueError."""
+    Y = np.asarray(targets, dtype=np.float64)
+    if Y.ndim != 2 or Y.shape[1] < 1 or not np.all((Y == 0) | (Y == 1)) or (
+            Y.shape[1] > 1 and not np.all(Y.sum(axis=1) == 1)):
+        raise ValueError("cross-entropy targets must be one-hot rows (N, k), or 0/1 in one column (N, 1)")
+    return Y
 
 
 def ensemble(nngp_train_train, ntk_train_train, y_train, *, learning_rate, diag_reg):

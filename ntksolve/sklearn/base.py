@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ntksolve._config import FIT_PEAK_KERNELS
 from ntksolve._validation import check_dtype, check_memory
 from ntksolve.kernels import analytic_kernels, empirical_ntk
+from ntksolve.nets.forward_mode import own_parameter_image
 from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
 from ntksolve.sklearn import _network, _solve, persistence
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
@@ -89,12 +90,15 @@ class _NTKBase(BaseEstimator):
             _check_choice(self.activation, "activation", ACTIVATIONS)
             _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
         rule = self._rule()
-        if rule.needs_parameters:
+        if rule.needs_parameters and self._kernel_kind() != "empirical":
             raise ValueError(
                 f"dynamics={rule!r}: weight decay pulls the parameters towards zero, so the outputs depend on the "
-                "network's own J θ_0, which the estimators do not pass; use weight_decay=0 here, or "
-                "ntksolve.gradient_descent_mse(...) with jtheta_train/jtheta_test for one finite network"
+                f"network's own J θ_0, and kernel={self.kernel!r} (infinite width) has no parameters; use "
+                "kernel='empirical' (its network supplies J θ_0), weight_decay=0, or "
+                "ntksolve.gradient_descent_mse(...) with jtheta_train/jtheta_test for a network of your own"
             )
+        if getattr(self, "chunks", None) is not None:  # refused before any tile, or any network, is made
+            self._plain_rule("chunks=... (the tiled solve)")
         if isinstance(self.method, str):
             _check_choice(self.method, "method", _solve.METHODS)
         _solve.resolve_solver(self.method)  # a solver object, or a TypeError naming what is accepted
@@ -119,7 +123,11 @@ class _NTKBase(BaseEstimator):
         """Every parameter as ``fit`` needs it (also run on a loaded model's parameters)."""
         self._validate_params_ntk()
         _check_real(self.diag_reg, "diag_reg")
-        _check_time(self.time, "time", self._rule())
+        self._time(self.time, "time")
+
+    def _time(self, value, name):
+        """One time, checked against the rule (the classifier adds its loss's condition)."""
+        return _check_time(value, name, self._rule())
 
     def _rule(self):
         """The training rule: ``dynamics`` (a name, with ``learning_rate``, default 1.0) or a rule object."""
@@ -168,16 +176,33 @@ class _NTKBase(BaseEstimator):
             return np.zeros((X.shape[0], self.network_.n_outputs), dtype=self._dtype)
         return self.network_.apply(self.params_, X)
 
-    def _normalizes_y(self):
-        """Whether the targets are standardised: ``normalize_y``, except for a given ``network``,
-        whose outputs ``f_0`` are on the targets' own scale (its training is predicted as it is)."""
-        return bool(self.normalize_y) and self.network is None
+    def _normalizes_y(self, normalize=None):
+        """Whether the targets are standardised: ``normalize`` (default ``normalize_y``), except for a
+        given ``network``, whose outputs ``f_0`` are on the targets' own scale (its training is
+        predicted as it is)."""
+        return bool(self.normalize_y if normalize is None else normalize) and self.network is None
 
-    def _set_training_state(self, X, Y):
-        """Store what prediction needs (no kernel yet): data, scaling, network, f_0."""
+    def _jtheta(self, X):
+        """``J θ_0`` of the empirical network on validated inputs, shape (N, k) (weight decay's term)."""
+        return own_parameter_image(self.network_, self.params_, X.astype(self._dtype, copy=False))
+
+    def _decay_arguments(self, X=None):
+        """The predictor's ``jtheta_train`` (and, for test inputs ``X``, ``jtheta_test``) under weight
+        decay; nothing without it."""
+        if not self._rule().needs_parameters:
+            return {}
+        out = {"jtheta_train": self._jtheta(self.X_train_)}
+        if X is not None:
+            out["jtheta_test"] = self._jtheta(X)
+        return out
+
+    def _set_training_state(self, X, Y, normalize=None):
+        """Store what prediction needs (no kernel yet): data, scaling, network, f_0.
+
+        ``normalize``: standardise the targets (default ``self.normalize_y``)."""
         self._dtype = check_dtype(self.dtype)
         Y = np.asarray(Y, dtype=np.float64)
-        mean, std = _standardisation(Y, self._normalizes_y())
+        mean, std = _standardisation(Y, self._normalizes_y(normalize))
         self._y_train_mean = mean
         self._y_train_std = std
         self._check_fit_memory(X.shape[0])
@@ -202,7 +227,8 @@ class _NTKBase(BaseEstimator):
         if getattr(self, "chunks", None) is not None:
             return  # the tiled fit never forms the kernel
         check_memory((n, n), self._dtype, what=f"in-memory fit of {type(self).__name__} on {n} points",
-                     copies=FIT_PEAK_KERNELS[self._fit_peak or self.kernel],
+                     copies=FIT_PEAK_KERNELS[self._fit_peak or ("log_loss" if getattr(self, "loss", None) == "log_loss"
+                                                                   else self._kernel_kind())],
                      hint="fit with chunks=... (kernel tiles on Dask: pip install 'ntksolve[dask]'), or on fewer points")
 
     def _solver(self, K, y, diag_reg, *, shared=False):
@@ -270,7 +296,7 @@ class _NTKBase(BaseEstimator):
             return np.repeat(out.astype(self._dtype, copy=False)[None], ts.size, axis=0)
         Ks = self._kernel(X, self.X_train_) if k_test_train is None else k_test_train
         with self._solver_warnings():
-            _, out = self.predictor_(ts, self.fx_train_0_, self._f0(X), Ks)
+            _, out = self.predictor_(ts, self.fx_train_0_, self._f0(X), Ks, **self._decay_arguments(X))
         return out
 
     def _staged_outputs(self, X, times):
@@ -282,9 +308,10 @@ class _NTKBase(BaseEstimator):
         ts = self._check_times(times)
         Ks = self._kernel(X, self.X_train_)
         f0 = self._f0(X)
+        decay = self._decay_arguments(X)
         for t in ts:
             with self._solver_warnings():
-                _, out = self.predictor_(np.array([t]), self.fx_train_0_, f0, Ks)
+                _, out = self.predictor_(np.array([t]), self.fx_train_0_, f0, Ks, **decay)
             yield out
 
     def _unscale(self, F):
@@ -295,11 +322,11 @@ class _NTKBase(BaseEstimator):
         if arr.ndim != 1:
             raise ValueError(f"times must be a 1-D array of steps (np.inf allowed), got shape {arr.shape}")
         for t in arr:
-            _check_time(t, "times", self._rule())
+            self._time(t, "times")
         return arr
 
     def _time_at_predict(self):
-        return _check_time(self.time, "time", self._rule())
+        return self._time(self.time, "time")
 
     # -- public methods shared by regressor and classifier ------------------------------------
     def loss_curve(self, times):
@@ -307,7 +334,8 @@ class _NTKBase(BaseEstimator):
 
         Measured on the scale the network is trained on: the standardised targets when
         ``normalize_y=True`` (so 0.5 at ``t = 0`` for the analytic kernel), the original ones
-        otherwise; for the classifier, on the ``+-1`` codes. With ``diag_reg > 0`` the ridge is part
+        otherwise; for the classifier, on the ``+-1`` codes, and with ``loss="log_loss"`` the
+        mean cross-entropy it trains on (``torch.nn.CrossEntropyLoss``'s). With ``diag_reg > 0`` the ridge is part
         of the train kernel the solver evolves (neural-tangents' convention), so the training loss
         still tends to 0 as ``t -> inf``; the ridge shows in the test predictions.
 
@@ -323,8 +351,13 @@ class _NTKBase(BaseEstimator):
         check_is_fitted(self)
         self._require_in_memory("loss_curve")
         ts = self._check_times(times)
+        return self._train_loss(ts)
+
+    def _train_loss(self, ts):
+        """The training loss ``(T,)`` at validated times (the MSE; the classifier adds its own)."""
         with self._solver_warnings():
-            return np.atleast_1d(self.predictor_.loss(ts, self.fx_train_0_))
+            train = self.predictor_(ts, self.fx_train_0_, **self._decay_arguments())
+        return np.atleast_1d(_solve.mse_loss(train, self.y_train_))
 
     def save(self, path):
         """Save the fitted estimator to ``path`` in ntksolve's pickle-free ``.npz`` format.

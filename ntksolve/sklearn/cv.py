@@ -138,17 +138,19 @@ class NTKRegressorCV(_NTKRegressorBase):
         """Validation MSE ``(R, T, folds)``: one decomposition per fold serves every ridge and time."""
         splits = list(check_cv(self.cv).split(X, y))
         mse = np.empty((regs.size, ts.size, len(splits)))
+        image = self._jtheta(X) if self._rule().needs_parameters else None  # weight decay's J θ_0, sliced per fold
         for f, (tr, te) in enumerate(splits):
             Ytr = Y[tr]
             mean, std = _standardisation(Ytr, self._normalizes_y())
             Ytr_n = ((Ytr - mean) / std).astype(self._dtype)
             K_te = K[np.ix_(te, tr)]
             base = self._solver(K[np.ix_(tr, tr)], Ytr_n, regs[0], shared=regs.size > 1)
+            decay = {} if image is None else {"jtheta_train": image[tr], "jtheta_test": image[te]}
             for r, reg in enumerate(regs):
                 # a relative ridge only shifts the eigenvalues: no second decomposition
                 with self._solver_warnings():
                     pred = base if r == 0 else base.with_diag_reg(reg)
-                    _, out = pred(ts, f0[tr], f0[te], K_te)  # (T, M, k): all times at once
+                    _, out = pred(ts, f0[tr], f0[te], K_te, **decay)  # (T, M, k): all times at once
                 err = out * std + mean - Y[te]
                 mse[r, :, f] = np.mean(err * err, axis=(1, 2))
         return mse
@@ -165,6 +167,10 @@ class NTKRegressorCV(_NTKRegressorBase):
         if ts.size != 1 or not np.isinf(ts[0]):
             raise ValueError("cv='loo' is the exact leave-one-out of converged training (t = inf): "
                              "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times")
+        rule = self._rule()
+        if not (rule.name == "continuous" or (rule.schedule is None and not rule.needs_parameters)):
+            raise ValueError(f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
+                             f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)")
         mean, std = _standardisation(Y, self._normalizes_y())
         Yn = ((Y - mean) / std).astype(self._dtype)
         base = self._solver(K, Yn, regs[0], shared=True)
