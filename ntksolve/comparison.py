@@ -38,7 +38,8 @@ import numpy as np
 from ntksolve._validation import check_inputs
 from ntksolve.dynamics import DivergenceWarning, critical_learning_rate, gradient_descent_mse, mse_loss
 from ntksolve.kernels import analytic_kernels, empirical_ntk
-from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
+from ntksolve.nets.layers import check_activation
+from ntksolve.nets.mlp import MLP, PARAMETERIZATIONS
 from ntksolve.progress import _Progress
 from ntksolve.report import (GAP_KEYS, SLOPE_KEYS, STATES, CompareReport, _jsonable, _prediction_status,
                              _rel_rmse, _sweep_totals, environment)
@@ -184,8 +185,7 @@ def compare(
     y_test = _targets(y_test, X_test.shape[0], "y_test", k)
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    check_activation(activation)
     if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
                                       or not np.isfinite(learning_rate) or learning_rate <= 0):
         raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")

@@ -15,7 +15,9 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy import integrate, special
 
-PHI = {
+from reference import _ByName, _piecewise_linear
+
+PHI = _ByName({
     "relu": lambda x: np.maximum(x, 0.0),
     "erf": special.erf,
     "tanh": np.tanh,
@@ -23,8 +25,13 @@ PHI = {
     "sigmoid": special.expit,
     "gelu": lambda x: x * special.ndtr(x),
     "softplus": lambda x: np.logaddexp(0.0, x),
-}
-DPHI = {
+    "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
+    "abs": np.abs,
+    "sin": np.sin,
+    "cos": np.cos,
+    "gaussian": lambda x: np.exp(-0.5 * x * x),
+}, 0)
+DPHI = _ByName({
     "relu": lambda x: (x > 0).astype(float),
     "erf": lambda x: 2.0 / np.sqrt(np.pi) * np.exp(-x * x),
     "tanh": lambda x: 1.0 / np.cosh(x) ** 2,
@@ -32,7 +39,12 @@ DPHI = {
     "sigmoid": lambda x: special.expit(x) * special.expit(-x),
     "gelu": lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi),
     "softplus": special.expit,
-}
+    "leaky_relu": _piecewise_linear(0.01, 1.0)[1],
+    "abs": _piecewise_linear(-1.0, 1.0)[1],
+    "sin": np.cos,
+    "cos": lambda x: -np.sin(x),
+    "gaussian": lambda x: -x * np.exp(-0.5 * x * x),
+}, 1)
 
 
 def layer_expectations(activation, s11, s22, s12, quadrature=False, order=64):

@@ -32,12 +32,12 @@ def _check(net, params, X):
     return d, dt, check_inputs(X, n_features=d, dtype=dt)
 
 
-def _layer(code, scales, l, h, W, b):
+def _layer(phi, scales, l, h, W, b):
     """``h^l`` and ``φ'(z^l)`` of hidden layer ``l`` (0-based) from ``h^{l−1}``."""
     ws, bs = scales[l]
     pre = np.dot(h, W.T)
     h_new = np.empty_like(pre)
-    _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), code, h_new, pre, True)
+    _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), phi.code, phi.params, h_new, pre, True)
     return h_new, pre  # pre now holds φ'(z)
 
 
@@ -83,7 +83,7 @@ def jacobian_vector_product(net: MLP, params, X, v_params) -> np.ndarray:
         raise ValueError(f"v_params must be shaped like params: {exc}") from None
     scales = net.layer_scales(d)
     coef = [(1.0, 1.0)] * len(scales) if net.parameterization == "standard" else scales
-    code = net.activation_code
+    phi = net.phi
     h, dh = X, None
     for l in range(net.depth + 1):
         (W, b), (dW, db) = params[l], v_params[l]
@@ -97,7 +97,7 @@ def jacobian_vector_product(net: MLP, params, X, v_params) -> np.ndarray:
             dz += cb * db
         if l == net.depth:
             return dz
-        h, dphi = _layer(code, scales, l, h, W, b)
+        h, dphi = _layer(phi, scales, l, h, W, b)
         dh = dz * dphi
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -120,7 +120,7 @@ def own_parameter_image(net: MLP, params, X) -> np.ndarray:
     """
     d, dt, X = _check(net, params, X)
     scales = net.layer_scales(d)
-    code = net.activation_code
+    phi = net.phi
     h, dh = X, np.zeros_like(X)
     for l in range(net.depth + 1):
         W, b = params[l]
@@ -131,6 +131,6 @@ def own_parameter_image(net: MLP, params, X) -> np.ndarray:
             dz += bs * b
         if l == net.depth:
             return dz
-        h, dphi = _layer(code, scales, l, h, W, b)
+        h, dphi = _layer(phi, scales, l, h, W, b)
         dh = dz * dphi
     raise AssertionError("unreachable")  # pragma: no cover

@@ -38,7 +38,9 @@ class MLP:
         Hidden widths ``(n_1, ..., n_L)``; may be empty (a linear model). Each must be positive.
     activation : str, default "relu"
         One of ``ACTIVATIONS``: relu, erf, tanh, identity, sigmoid, gelu (exact ``x Phi(x)``),
-        softplus.
+        softplus, leaky_relu, abs, sin, cos, gaussian (``exp(-x^2/2)``); or one with arguments,
+        ``"leaky_relu(slope)"``, ``"abrelu(a, b)"`` (``a min(x, 0) + b max(x, 0)``),
+        ``"monomial(n)"`` (``x^n``, ``1 <= n <= 8``); see :class:`~ntksolve.nets.layers.Activation`.
     weight_std : float, default 1.0
         ``sigma_w > 0``.
     bias_std : float, default 0.0
@@ -90,7 +92,7 @@ class MLP:
             Dense(n, weight_std, bias_std, parameterization) for n in sizes + (k,)
         )
         self.hidden_layer_sizes = tuple(int(n) for n in sizes)
-        self.activation = activation
+        self.activation = self.phi.name  # canonical spelling: "leaky_relu( 0.2 )" -> "leaky_relu(0.2)"
         self.weight_std = self.layers[-1].weight_std
         self.bias_std = self.layers[-1].bias_std
         self.parameterization = parameterization
@@ -131,6 +133,11 @@ class MLP:
     @property
     def activation_code(self) -> int:
         return self.phi.code
+
+    @property
+    def activation_params(self) -> Tuple[float, float]:
+        """The activation's parameters as the jitted kernels take them (:class:`Activation`)."""
+        return self.phi.params
 
     @property
     def supports_analytic(self) -> bool:
@@ -299,7 +306,7 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
         ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l) (only when ``keep``); what
         :func:`~ntksolve.nets.backprop.backward` takes.
     """
-    code = net.phi.code
+    code, prm = net.phi.code, net.phi.params
     scales = net.scales(X.shape[1])
     h = X
     hs, dphis = ([X], []) if keep else ([], [])
@@ -312,7 +319,7 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
         # phi'(z) overwrites the pre-activation it is computed from (each entry is read before it
         # is written): one fresh N x n array fewer per layer, and fresh arrays cost page faults.
         dphi = pre if keep else h_new  # not written when keep is False
-        _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, h_new, dphi, keep)
+        _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, prm, h_new, dphi, keep)
         if keep:
             dphis.append(dphi)
         h = h_new

@@ -18,7 +18,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ntksolve._validation import check_dtype
 from ntksolve.kernels import analytic_kernels, empirical_ntk
-from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
+from ntksolve.nets.layers import check_activation
+from ntksolve.nets.mlp import MLP, PARAMETERIZATIONS
 from ntksolve.sklearn import _solve, persistence
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
 
@@ -82,7 +83,7 @@ class _NTKBase(BaseEstimator):
     def _validate_params_ntk(self):
         """Check the shared parameters; raise ValueError naming the valid values. Returns the dtype."""
         _check_choice(self.kernel, "kernel", KERNELS)
-        _check_choice(self.activation, "activation", ACTIVATIONS)
+        check_activation(self.activation)
         _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
         rule = self._rule()
         if rule.needs_parameters:
