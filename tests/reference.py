@@ -13,9 +13,18 @@ def _piecewise_linear(a, b):
             lambda z: np.where(np.asarray(z) > 0, b, a) * np.ones_like(z))
 
 
+def _power(z, n):
+    """``z^n`` by repeated multiplication (numpy's general float power is slow for the big arrays
+    of the quadrature references)."""
+    z = np.asarray(z, dtype=float)
+    out = np.ones_like(z)
+    for _ in range(n):
+        out = out * z
+    return out
+
+
 def _monomial(n):
-    return (lambda z: np.asarray(z, dtype=float) ** n,
-            lambda z: n * np.asarray(z, dtype=float) ** (n - 1))
+    return lambda z: _power(z, n), lambda z: n * _power(z, n - 1)
 
 
 def activation_pair(spelling):
@@ -32,6 +41,18 @@ def activation_pair(spelling):
     if name == "monomial":
         return _monomial(int(args[0]))
     raise KeyError(spelling)
+
+
+def piecewise_linear_slopes(spelling):
+    """``(a, b)`` of ``a min(z, 0) + b max(z, 0)`` for the piecewise-linear spellings, else None."""
+    fixed = {"relu": (0.0, 1.0), "identity": (1.0, 1.0), "leaky_relu": (0.01, 1.0), "abs": (-1.0, 1.0)}
+    if spelling in fixed:
+        return fixed[spelling]
+    m = re.fullmatch(r"(leaky_relu|abrelu)\((.*)\)", spelling.replace(" ", ""))
+    if m is None:
+        return None
+    args = [float(a) for a in m.group(2).split(",")]
+    return (args[0], 1.0) if m.group(1) == "leaky_relu" else (args[0], args[1])
 
 
 class _ByName(dict):
