@@ -7,6 +7,10 @@ from scipy.special import erf, expit, log_expit  # noqa: F401
 from scipy.stats import norm
 
 
+#: Activations spelled with arguments that the tests looping over ``ntksolve.ACTIVATIONS`` add.
+WITH_ARGUMENTS = ["leaky_relu(0.2)", "abrelu(-0.3, 1.5)", "monomial(2)", "monomial(3)"]
+
+
 def _piecewise_linear(a, b):
     """``a min(z, 0) + b max(z, 0)`` and its derivative (``a`` at 0, as the conventions say)."""
     return (lambda z: a * np.minimum(z, 0.0) + b * np.maximum(z, 0.0),

@@ -308,9 +308,15 @@ def test_identical_inputs_give_exactly_the_diagonal(activation):
     _assert_identical_pairs_exact(activation, 4, 1.4, 0.3)
 
 
-@pytest.mark.parametrize("activation", ["erf", "tanh", "gelu"])
+@pytest.mark.parametrize("activation", ["erf", "tanh", "gelu", "sin", "gaussian", "monomial(2)"])
 def test_identical_inputs_exact_with_gauss_hermite(activation):
-    _assert_identical_pairs_exact(ACTIVATION_CODES[activation], 2, 0.7, 0.2, force_quadrature=True)
+    _assert_identical_pairs_exact(activation, 2, 0.7, 0.2, force_quadrature=True)
+
+
+@pytest.mark.parametrize("degree", range(2, 9))
+def test_identical_inputs_exact_for_every_monomial(degree):
+    # the variances of x^n grow like s^n per layer: a small weight scale keeps them in range
+    _assert_identical_pairs_exact(f"monomial({degree})", 3, 0.3, 0.3)
 
 
 def test_relu_deep_duplicates_were_off_now_exact():
