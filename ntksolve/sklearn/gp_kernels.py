@@ -13,8 +13,9 @@ Hyperparameters, in log space as scikit-learn's optimisers expect: ``bias_std`` 
 Gradients (``eval_gradient=True``) are exact for relu, erf, identity, abrelu (leaky relu, abs),
 sin, cos, gaussian and the monomials: the layer recursion is differentiated in closed form
 (``ntksolve._jit.gp`` holds the derivation). For the other activations (tanh, sigmoid, gelu,
-softplus) the gradient is a central finite difference in log space with step ``_FD_STEP``; it is accurate to about 1e-8 relative, ample for
-an optimiser, but it costs four extra kernel evaluations.
+softplus) the gradient is a central finite difference in log space with step ``_FD_STEP``; it
+is accurate to about 1e-8 relative, ample for an optimiser, but it costs four extra kernel
+evaluations.
 """
 from __future__ import annotations
 
