@@ -48,7 +48,6 @@ ACTIVATIONS = {  # ntksolve name -> module factory (None: no module between the 
     "identity": None,
     "leaky_relu": nn.LeakyReLU,
     "leaky_relu(0.2)": functools.partial(nn.LeakyReLU, 0.2),
-    "leaky_relu(-1.0)": functools.partial(nn.LeakyReLU, -1.0),  # |x|
 }
 
 
