@@ -23,6 +23,7 @@ import importlib
 
 __version__ = "0.1.0"
 
+from ntksolve.nets.layers import PARAMETRIC_ACTIVATIONS
 from ntksolve.nets.mlp import MLP, ACTIVATIONS, PARAMETERIZATIONS
 from ntksolve.kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
 from ntksolve.dynamics import (
@@ -83,6 +84,7 @@ def __dir__():
 __all__ = [
     "MLP",
     "ACTIVATIONS",
+    "PARAMETRIC_ACTIVATIONS",
     "PARAMETERIZATIONS",
     "empirical_ntk",
     "empirical_nngp",

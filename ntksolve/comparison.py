@@ -47,7 +47,8 @@ from ntksolve.dynamics import Adam, GradientDescent, critical_learning_rate, shu
 from ntksolve.dynamics.descent_modes import rule_words
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.forward_mode import own_parameter_image
-from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
+from ntksolve.nets.layers import check_activation
+from ntksolve.nets.mlp import MLP, PARAMETERIZATIONS
 from ntksolve.progress import _Progress
 from ntksolve.report import (GAP_KEYS, LOSS_WORDS, SLOPE_KEYS, STATES, CompareReport, _jsonable, _record_results,
                              _sweep_totals, environment)
@@ -226,8 +227,7 @@ def compare(
         y, y_test, k = _class_labels(y, y_test, X.shape[0], X_test.shape[0])
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    check_activation(activation)
     ws = check_sweep(X.shape[0], X_test.shape[0], d, k, widths, depth=depth, n_records=n_records,
                      parameterization=parameterization)
     depth = int(depth)

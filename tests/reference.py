@@ -1,10 +1,77 @@
 """Slow, obviously correct numpy references for the jitted network code (house rule: a reference
 beside every fast kernel). Written from docs/conventions.md, independent of ntksolve's own code paths."""
+import re
+
 import numpy as np
 from scipy.special import erf, expit, log_expit  # noqa: F401
 from scipy.stats import norm
 
-PHI = {
+
+#: Activations spelled with arguments that the tests looping over ``ntksolve.ACTIVATIONS`` add.
+WITH_ARGUMENTS = ["leaky_relu(0.2)", "abrelu(-0.3, 1.5)", "monomial(2)", "monomial(3)"]
+
+
+def _piecewise_linear(a, b):
+    """``a min(z, 0) + b max(z, 0)`` and its derivative (``a`` at 0, as the conventions say)."""
+    return (lambda z: a * np.minimum(z, 0.0) + b * np.maximum(z, 0.0),
+            lambda z: np.where(np.asarray(z) > 0, b, a) * np.ones_like(z))
+
+
+def _power(z, n):
+    """``z^n`` by repeated multiplication (numpy's general float power is slow for the big arrays
+    of the quadrature references)."""
+    z = np.asarray(z, dtype=float)
+    out = np.ones_like(z)
+    for _ in range(n):
+        out = out * z
+    return out
+
+
+def _monomial(n):
+    return lambda z: _power(z, n), lambda z: n * _power(z, n - 1)
+
+
+def activation_pair(spelling):
+    """``(phi, phi')`` of an activation spelled with arguments, parsed here from the documented
+    grammar (``leaky_relu(s)``, ``abrelu(a, b)``, ``monomial(n)``), not by ntksolve."""
+    m = re.fullmatch(r"(\w+)\((.*)\)", spelling.replace(" ", ""))
+    if m is None:
+        raise KeyError(spelling)
+    name, args = m.group(1), [float(a) for a in m.group(2).split(",")]
+    if name == "leaky_relu":
+        return _piecewise_linear(args[0], 1.0)
+    if name == "abrelu":
+        return _piecewise_linear(args[0], args[1])
+    if name == "monomial":
+        return _monomial(int(args[0]))
+    raise KeyError(spelling)
+
+
+def piecewise_linear_slopes(spelling):
+    """``(a, b)`` of ``a min(z, 0) + b max(z, 0)`` for the piecewise-linear spellings, else None."""
+    fixed = {"relu": (0.0, 1.0), "identity": (1.0, 1.0), "leaky_relu": (0.01, 1.0), "abs": (-1.0, 1.0)}
+    if spelling in fixed:
+        return fixed[spelling]
+    m = re.fullmatch(r"(leaky_relu|abrelu)\((.*)\)", spelling.replace(" ", ""))
+    if m is None:
+        return None
+    args = [float(a) for a in m.group(2).split(",")]
+    return (args[0], 1.0) if m.group(1) == "leaky_relu" else (args[0], args[1])
+
+
+class _ByName(dict):
+    """The plain names listed; any spelling with arguments parsed on first use."""
+
+    def __init__(self, entries, which):
+        super().__init__(entries)
+        self._which = which
+
+    def __missing__(self, key):
+        self[key] = activation_pair(key)[self._which]
+        return self[key]
+
+
+PHI = _ByName({
     "relu": lambda z: np.maximum(z, 0.0),
     "erf": erf,
     "tanh": np.tanh,
@@ -12,7 +79,12 @@ PHI = {
     "sigmoid": expit,
     "gelu": lambda z: z * norm.cdf(z),
     "softplus": lambda z: np.logaddexp(0.0, z),
-}
+    "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
+    "abs": np.abs,
+    "sin": np.sin,
+    "cos": np.cos,
+    "gaussian": lambda z: np.exp(-0.5 * np.square(z)),
+}, 0)
 
 
 def forward(params, X, activation, weight_std, bias_std):

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+import ntksolve
 from ntksolve._jit import analytic as ja
 from ntksolve._jit import expectations as je
 from ntksolve.kernels import _analytic_rules as kr
@@ -24,16 +25,20 @@ def _rel_err(a, b):
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
 
 
-def _outer_factors(code, s11, nodes, weights):
+def _outer_factors(phi, s11, nodes, weights):
     """``w_k phi(sqrt(s11) z_k)`` and ``w_k phi'(...)``, through the module's own per-point helper."""
-    wphi, wdphi = ja._weighted_activations_at_nodes(np.array([[s11], [s11]]), 1, code, nodes, weights)
+    wphi, wdphi = ja._weighted_activations_at_nodes(np.array([[s11], [s11]]), 1, phi.code, phi.params,
+                                                    nodes, weights)
     return wphi[0, 0], wdphi[0, 0]
 
 
 def _gh(code, s11, s22, s12, order):
+    """The module's 2-D Gauss-Hermite layer map; ``code`` an activation code or an Activation."""
+    phi = kr.as_activation(code)
     nodes, weights, lo, hi = kr.gauss_hermite_rule(order)
-    wphi, wdphi = _outer_factors(code, s11, nodes, weights)
-    return je.gauss_hermite_expectations(code, s11, s22, s12, wphi, wdphi, nodes, weights, lo, hi)
+    wphi, wdphi = _outer_factors(phi, s11, nodes, weights)
+    return je.gauss_hermite_expectations(phi.code, phi.params, s11, s22, s12, wphi, wdphi, nodes, weights,
+                                         lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +269,9 @@ def test_analytic_diag_is_the_full_diagonal():
 # identical inputs: exactly the diagonal, on every path
 # ---------------------------------------------------------------------------------------------
 
-_ALL = list(ACTIVATION_CODES)
+#: every activation: the plain names, and spellings with arguments whose variances stay moderate
+#: at the weight scales below (the growing monomials have tests of their own)
+_ALL = list(ntksolve.ACTIVATIONS) + ["leaky_relu(0.2)", "abrelu(-0.3, 1.5)", "monomial(1)"]
 
 
 def _points_with_copies(n=12, d=3, seed=21):
@@ -298,12 +305,18 @@ def _assert_identical_pairs_exact(code, depth, sw, sb, **kw):
 def test_identical_inputs_give_exactly_the_diagonal(activation):
     # the reference for identical points is the per-point recursion; the pair formula must agree to
     # the bit, whether the points are on the diagonal, duplicated, copied or in a second array
-    _assert_identical_pairs_exact(ACTIVATION_CODES[activation], 4, 1.4, 0.3)
+    _assert_identical_pairs_exact(activation, 4, 1.4, 0.3)
 
 
-@pytest.mark.parametrize("activation", ["erf", "tanh", "gelu"])
+@pytest.mark.parametrize("activation", ["erf", "tanh", "gelu", "sin", "gaussian", "monomial(2)"])
 def test_identical_inputs_exact_with_gauss_hermite(activation):
-    _assert_identical_pairs_exact(ACTIVATION_CODES[activation], 2, 0.7, 0.2, force_quadrature=True)
+    _assert_identical_pairs_exact(activation, 2, 0.7, 0.2, force_quadrature=True)
+
+
+@pytest.mark.parametrize("degree", range(2, 9))
+def test_identical_inputs_exact_for_every_monomial(degree):
+    # the variances of x^n grow like s^n per layer: a small weight scale keeps them in range
+    _assert_identical_pairs_exact(f"monomial({degree})", 3, 0.3, 0.3)
 
 
 def test_relu_deep_duplicates_were_off_now_exact():
@@ -367,17 +380,17 @@ def test_dask_tiles_identical_rows_exact():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", _ALL)
+@pytest.mark.parametrize("activation", _ALL + ["monomial(4)"])
 @pytest.mark.parametrize("magnitude", [1e78, 1e154, 1e300])
 def test_overflowing_inputs_are_refused(activation, magnitude):
     # before: NaN (relu, erf at 1e78), OverflowError (quadrature at 1e154)
     X = np.random.default_rng(0).standard_normal((4, 3)) * magnitude
     with pytest.raises(ValueError, match="Standardise the features"):
-        ka.analytic_pair_kernels(X, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, True)
+        ka.analytic_pair_kernels(X, X, 2, activation, 1.0, 0.1, True)
     with pytest.raises(ValueError, match="Standardise the features"):
-        ka.analytic_diag(X, 2, ACTIVATION_CODES[activation], 1.0, 0.1)
+        ka.analytic_diag(X, 2, activation, 1.0, 0.1)
     with pytest.raises(ValueError, match="Standardise the features"):
-        ka.analytic_pair_kernels(X[:1] / magnitude, X, 2, ACTIVATION_CODES[activation], 1.0, 0.1, False)
+        ka.analytic_pair_kernels(X[:1] / magnitude, X, 2, activation, 1.0, 0.1, False)
 
 
 def test_overflowing_inputs_refused_by_gauss_hermite_and_public_api():

@@ -6,7 +6,7 @@ import pytest
 import ntksolve
 from ntksolve import MLP, empirical_ntk, empirical_nngp, jacobian
 
-from reference import fd_jacobian
+from reference import WITH_ARGUMENTS, fd_jacobian
 
 
 def _rel(a, b):
@@ -17,7 +17,7 @@ def _data(N=7, d=5, seed=1):
     return np.random.default_rng(seed).normal(size=(N, d))
 
 
-@pytest.mark.parametrize("activation", ntksolve.ACTIVATIONS)
+@pytest.mark.parametrize("activation", list(ntksolve.ACTIVATIONS) + WITH_ARGUMENTS)
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_ntk_equals_JJt(activation, parameterization, k):
@@ -34,7 +34,8 @@ def test_ntk_equals_JJt(activation, parameterization, k):
     assert _rel(empirical_ntk(net, p, X, X2), np.einsum("ijaa->ij", cross) / k) < 1e-12
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "gelu", "softplus"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu", "softplus", "leaky_relu(0.2)", "abs",
+                                        "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian", "monomial(3)"])
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_jacobian_equals_finite_differences(activation, parameterization):
     net = MLP((5, 4), activation=activation, weight_std=1.2, bias_std=0.5,

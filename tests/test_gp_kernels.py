@@ -35,8 +35,13 @@ def _fd_gradient(kernel, X, h=1e-5):
     return np.stack(cols, axis=-1)
 
 
+#: exact gradients: the closed-form partials of ntksolve._jit.gp
+EXACT = ["relu", "erf", "identity", "leaky_relu(0.2)", "abs", "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian",
+         "monomial(2)", "monomial(3)"]
+
+
 @pytest.mark.parametrize("Kern", [NTKKernel, NNGPKernel])
-@pytest.mark.parametrize("activation", ["relu", "erf", "identity"])
+@pytest.mark.parametrize("activation", EXACT)
 @pytest.mark.parametrize("depth", [0, 1, 3])
 def test_exact_gradient_matches_finite_differences(Kern, activation, depth, points):
     kernel = Kern(weight_std=1.3, bias_std=0.4, depth=depth, activation=activation)
@@ -48,7 +53,7 @@ def test_exact_gradient_matches_finite_differences(Kern, activation, depth, poin
     assert np.all(np.abs(grad - fd).max(axis=(0, 1)) <= 1e-6 * scale)
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "identity"])
+@pytest.mark.parametrize("activation", EXACT)
 def test_gradient_kernel_values_are_the_analytic_kernels_bit_for_bit(activation, points):
     # one implementation of the values: the gradient path reproduces analytic_kernels exactly, and
     # the duplicated row (points[7] = points[3]) gets exactly the diagonal value and gradient

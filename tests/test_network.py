@@ -5,10 +5,10 @@ import pytest
 import ntksolve
 from ntksolve import MLP
 
-from reference import forward as ref_forward
+from reference import WITH_ARGUMENTS, forward as ref_forward
 
 
-@pytest.mark.parametrize("activation", ntksolve.ACTIVATIONS)
+@pytest.mark.parametrize("activation", list(ntksolve.ACTIVATIONS) + WITH_ARGUMENTS)
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_apply_matches_numpy_reference(activation, parameterization):
     net = MLP((9, 7), activation=activation, weight_std=1.3, bias_std=0.4,
@@ -116,7 +116,8 @@ def _fd_bias_derivative(net, params, X, l, j, eps=1e-6):
             - ref_forward(down, X, net.activation, net.weight_std, net.bias_std)) / (2 * eps)
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "softplus", "gelu"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "softplus", "gelu", "leaky_relu(0.2)", "sin",
+                                        "gaussian"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_backward_equals_finite_differences(activation, k):
     # Independent reference: perturbing the bias b^l_j moves z^l_j(x_i) by bias_std * eps for every

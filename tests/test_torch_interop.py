@@ -3,6 +3,7 @@ module's own parameters; round trips reproduce outputs; the closed-form linearis
 PyTorch training a torch.func-linearised copy; train() equals independent references (ntksolve's
 own gradient descent, hand-written update rules, closed-form first steps); bad input is refused."""
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -45,6 +46,8 @@ ACTIVATIONS = {  # ntksolve name -> module factory (None: no module between the 
     "softplus": nn.Softplus,
     "erf": Erf,
     "identity": None,
+    "leaky_relu": nn.LeakyReLU,
+    "leaky_relu(0.2)": functools.partial(nn.LeakyReLU, 0.2),
 }
 
 
@@ -234,7 +237,8 @@ def test_round_trip_reproduces_the_module(activation):
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
-@pytest.mark.parametrize("activation", ["erf", "relu", "softplus", "identity"])
+@pytest.mark.parametrize("activation", ["erf", "relu", "softplus", "identity", "leaky_relu(0.2)", "abs",
+                                        "abrelu(-0.5, 1.0)"])
 def test_to_torch_computes_any_network(parameterization, activation):
     net = MLP((6, 4), activation=activation, weight_std=1.7, bias_std=0.4,
               parameterization=parameterization, n_outputs=3)
@@ -249,6 +253,13 @@ def test_to_torch_computes_any_network(parameterization, activation):
     ref = _torch_func_ntk(module, X)
     np.testing.assert_allclose(empirical_ntk(std, params, X, trace=False), ref, rtol=0,
                                atol=1e-10 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("activation", ["sin", "gaussian", "monomial(2)", "abrelu(-0.5, 2.0)"])
+def test_to_torch_refuses_activations_without_a_module(activation):
+    net = MLP((4,), activation)
+    with pytest.raises(ValueError, match=re.escape(f"activation '{activation}' has no PyTorch module")):
+        to_torch(net, net.init(3, random_state=0))
 
 
 def test_to_torch_does_not_draw_from_torch_rng():
@@ -582,7 +593,7 @@ def _lin(i, o, **kw):
 
 @pytest.mark.parametrize("module, match", [
     (nn.Sequential(_lin(3, 4), nn.BatchNorm1d(4, dtype=F64), _lin(4, 1)), r"module\[1\] \(BatchNorm1d\) is not supported"),
-    (nn.Sequential(_lin(3, 4), nn.LeakyReLU(), _lin(4, 1)), r"module\[1\] \(LeakyReLU\) is not supported"),
+    (nn.Sequential(_lin(3, 4), nn.SiLU(), _lin(4, 1)), r"module\[1\] \(SiLU\) is not supported"),
     (nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Sequential(_lin(4, 4), nn.ELU()), _lin(4, 1)),
      r"module\[2\]\[1\] \(ELU\) is not supported"),
     (nn.Sequential(_lin(3, 4), nn.Dropout(0.5), _lin(4, 1)), r"module\[1\] \(Dropout\).*module.eval\(\)"),

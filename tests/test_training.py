@@ -171,3 +171,22 @@ def test_bad_inputs(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         train_network(net, net.init(4, random_state=0), **args)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu(0.2)", "abs", "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian",
+                                        "monomial(2)", "monomial(3)"])
+def test_new_activations_first_step_is_the_gradient_and_the_loss_falls(activation):
+    # the step against central differences of the loss written out with numpy's activation
+    # (tests/reference.py); then half the critical rate for 50 steps must lower the loss
+    net = MLP((7, 5), activation=activation, weight_std=0.7 if "monomial" in activation else 1.1, bias_std=0.3)
+    X, y = _data()
+    params = net.init(4, random_state=1)
+    theta0 = _trained_flat(net, params)
+    crit = float(ntksolve.dynamics.critical_learning_rate(empirical_ntk(net, params, X)))
+    eta = 0.2 * crit
+    res = train_network(net, params, X, y, learning_rate=eta, steps=1, track_kernel=False)
+    grad = _fd_gradient(net, theta0, X, y)
+    np.testing.assert_allclose(_trained_flat(res.net, res.params) - theta0, -eta * grad, rtol=1e-6, atol=1e-10)
+    assert np.abs(grad).max() > 1e-3  # a real step
+    run = train_network(net, params, X, y, learning_rate=0.5 * crit, steps=50, track_kernel=False)
+    assert run.loss_train[-1] < 0.8 * run.loss_train[0], run.loss_train

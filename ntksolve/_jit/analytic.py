@@ -42,7 +42,11 @@ import numpy as np
 import numba
 from numba import njit
 
-from ntksolve._jit.activations import ERF, GELU, RELU, act, dact
+from ntksolve._jit.activations import (ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN, act,
+                                       dact)
+from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations,
+                                           gaussian_expectations, monomial_expectations,
+                                           sin_expectations)
 from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _relu_expectations,
                                         closed_form_expectations, gauss_hermite_diagonal,
                                         gauss_hermite_expectations, logistic_expectations_block,
@@ -91,7 +95,7 @@ def _squared_norms(X):
 
 
 @njit(cache=True, error_model="numpy")
-def _diagonal_recursion(sq_norms, n_features, depth, code, method, sw2, sb2, nodes, weights):
+def _diagonal_recursion(sq_norms, n_features, depth, code, prm, method, sw2, sb2, nodes, weights):
     """The recursion for a point paired with itself (``S11 = S22 = S12``), ``O(N L)``.
 
     Each layer is the pairs' own map at equal covariances (:func:`closed_form_expectations`,
@@ -108,6 +112,8 @@ def _diagonal_recursion(sq_norms, n_features, depth, code, method, sw2, sb2, nod
         ``L``, the number of hidden layers.
     code : int
         Activation code.
+    prm : (float, float)
+        Its parameters (``ntksolve._jit.activations``).
     method : int
         CLOSED, MIXTURE or GAUSS_HERMITE.
     sw2, sb2 : float
@@ -151,9 +157,9 @@ def _diagonal_recursion(sq_norms, n_features, depth, code, method, sw2, sb2, nod
         t = s
         for l in range(depth):
             if method == GAUSS_HERMITE:
-                e_phi, e_dphi = gauss_hermite_diagonal(code, s, nodes, weights)
+                e_phi, e_dphi = gauss_hermite_diagonal(code, prm, s, nodes, weights)
             else:
-                e_phi, e_dphi = closed_form_expectations(code, s, s, s)
+                e_phi, e_dphi = closed_form_expectations(code, prm, s, s, s)
             s, t = next_layer(sw2, sb2, e_phi, e_dphi, t)
             variances[l + 1, i] = s
         ntk_diag[i] = t
@@ -161,7 +167,7 @@ def _diagonal_recursion(sq_norms, n_features, depth, code, method, sw2, sb2, nod
 
 
 @njit(cache=True, error_model="numpy")
-def _weighted_activations_at_nodes(variances, depth, code, nodes, weights):
+def _weighted_activations_at_nodes(variances, depth, code, prm, nodes, weights):
     """``w_k phi(sqrt(Sigma^l(x_i, x_i)) z_k)`` and ``w_k phi'(...)``: the per-point outer factors.
 
     Parameters
@@ -169,6 +175,7 @@ def _weighted_activations_at_nodes(variances, depth, code, nodes, weights):
     variances : ndarray, shape (depth + 1, N)
     depth : int
     code : int
+    prm : (float, float)
     nodes, weights : ndarray, shape (n,)
 
     Returns
@@ -184,8 +191,8 @@ def _weighted_activations_at_nodes(variances, depth, code, nodes, weights):
             sd = math.sqrt(variances[l, i])
             for k in range(n):
                 u = sd * nodes[k]
-                wphi[l, i, k] = weights[k] * act(code, u)
-                wdphi[l, i, k] = weights[k] * dact(code, u)
+                wphi[l, i, k] = weights[k] * act(code, prm, u)
+                wdphi[l, i, k] = weights[k] * dact(code, prm, u)
     return wphi, wdphi
 
 
@@ -195,7 +202,7 @@ def _weighted_activations_at_nodes(variances, depth, code, nodes, weights):
 
 
 @njit(cache=True, error_model="numpy")
-def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, method,
+def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
                wphi1, wdphi1, nodes, weights, lo, hi):
     """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
 
@@ -215,6 +222,8 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, m
     scale, sw2, sb2 : float
         ``sigma_w^2 / d``, ``sigma_w^2``, ``sigma_b^2``.
     depth, code, method : int
+    prm : (float, float)
+        The activation's parameters.
     wphi1, wdphi1 : ndarray, shape (depth, N1, n)
         Outer Gauss-Hermite factors of the row points (shape ``(0, 0, 0)`` for the other methods).
     nodes, weights : ndarray, shape (n,)
@@ -237,7 +246,7 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, m
             t = t_blk[j]
             for l in range(depth):
                 e_phi, e_dphi = gauss_hermite_expectations(
-                    code, var1[l, i], var2[l, j0 + j], s12, wphi1[l, i], wdphi1[l, i], nodes, weights,
+                    code, prm, var1[l, i], var2[l, j0 + j], s12, wphi1[l, i], wdphi1[l, i], nodes, weights,
                     lo, hi,
                 )
                 s12, t = next_layer(sw2, sb2, e_phi, e_dphi, t)
@@ -271,13 +280,33 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, m
             for j in range(n):
                 e_phi, e_dphi = _gelu_expectations(s11, v2[j], k_blk[j])
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
+        elif code == ABRELU:
+            for j in range(n):
+                e_phi, e_dphi = abrelu_expectations(prm, s11, v2[j], k_blk[j])
+                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
+        elif code == SIN:
+            for j in range(n):
+                e_phi, e_dphi = sin_expectations(s11, v2[j], k_blk[j])
+                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
+        elif code == COS:
+            for j in range(n):
+                e_phi, e_dphi = cos_expectations(s11, v2[j], k_blk[j])
+                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
+        elif code == GAUSSIAN:
+            for j in range(n):
+                e_phi, e_dphi = gaussian_expectations(s11, v2[j], k_blk[j])
+                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
+        elif code == MONOMIAL:
+            for j in range(n):
+                e_phi, e_dphi = monomial_expectations(prm, s11, v2[j], k_blk[j])
+                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
         else:  # IDENTITY
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, k_blk[j], 1.0, t_blk[j])
 
 
 @njit(cache=True)
-def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, method,
+def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, method,
          wphi1, wdphi1, nodes, weights, lo, hi):
     """Row ``i`` from column ``j_start`` to the end, a cache-sized block of columns at a time.
 
@@ -288,11 +317,11 @@ def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, method
     n2 = nngp.shape[1]
     for j0 in range(j_start, n2, _COLUMN_BLOCK):
         _row_block(nngp, ntk, i, j0, min(j0 + _COLUMN_BLOCK, n2), var1, var2, scale, sw2, sb2,
-                   depth, code, method, wphi1, wdphi1, nodes, weights, lo, hi)
+                   depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi)
 
 
 @njit(cache=True, nogil=True)
-def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
+def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm,
                method, symmetric, wphi1, wdphi1, nodes, weights, lo, hi, start, step):
     """Turn the Gram in ``nngp`` into the NNGP and NTK, in place, for rows ``start::step``.
 
@@ -314,7 +343,9 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
     ntk_diag : ndarray, shape (N1,)
         Diagonal NTK (used when ``symmetric``).
     scale, sw2, sb2 : float
-    depth, code, method : int
+    depth, code : int
+    prm : (float, float)
+    method : int
     symmetric : bool
     wphi1, wdphi1 : ndarray, shape (depth, N1, n) or (0, 0, 0)
     nodes, weights : ndarray, shape (n,)
@@ -325,15 +356,15 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
     n1 = nngp.shape[0]
     if not symmetric:
         for i in range(start, n1, step):
-            _row(nngp, ntk, i, 0, var1, var2, scale, sw2, sb2, depth, code, method,
+            _row(nngp, ntk, i, 0, var1, var2, scale, sw2, sb2, depth, code, prm, method,
                  wphi1, wdphi1, nodes, weights, lo, hi)
         return
     for p in range(start, (n1 + 1) // 2, step):
-        _upper_row(nngp, ntk, p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, method,
+        _upper_row(nngp, ntk, p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
                    wphi1, wdphi1, nodes, weights, lo, hi)
         if n1 - 1 - p != p:
             _upper_row(nngp, ntk, n1 - 1 - p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
-                       method, wphi1, wdphi1, nodes, weights, lo, hi)
+                       prm, method, wphi1, wdphi1, nodes, weights, lo, hi)
 
 
 @njit(cache=True, nogil=True)
@@ -366,7 +397,7 @@ def run_in_threads(kernel, *args):
 
 
 @njit(cache=True)
-def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, method,
+def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
                wphi1, wdphi1, nodes, weights, lo, hi):
     """Symmetric case, row ``i``: the diagonal from the per-point recursion, then ``j > i``.
 
@@ -376,7 +407,7 @@ def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
     """
     nngp[i, i] = var1[depth, i]
     ntk[i, i] = ntk_diag[i]
-    _row(nngp, ntk, i, i + 1, var1, var2, scale, sw2, sb2, depth, code, method,
+    _row(nngp, ntk, i, i + 1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
          wphi1, wdphi1, nodes, weights, lo, hi)
 
 

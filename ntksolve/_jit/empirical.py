@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from numba import njit
 
-from ntksolve._jit.activations import RELU, act, dact
+from ntksolve._jit.activations import ABRELU, RELU, act, dact
 
 
 @njit(cache=True)
-def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
+def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
     """``h = phi(ws * pre + bs * b)`` row by row, and ``dphi = phi'(z)`` when ``want_deriv``.
 
     Parameters
@@ -29,6 +29,7 @@ def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
     b : (n,) array
     ws, bs : scalars, weight and bias scale of the layer
     code : int, activation code
+    prm : (float, float), the activation's parameters (``ntksolve._jit.activations``)
     h : (N, n) output array
     dphi : (N, n) output array; may be ``pre`` itself (each entry is read before it is written),
         and is not touched when ``want_deriv`` is False
@@ -37,6 +38,7 @@ def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
     N, n = pre.shape
     # The activation and the derivative flag are chosen once per row, not per element: with
     # the branch in the inner loop LLVM neither unswitches nor vectorises it (7x slower for relu).
+    neg, pos_slope = prm
     for i in range(N):
         if code == RELU:
             if want_deriv:
@@ -49,14 +51,25 @@ def bias_act(pre, b, ws, bs, code, h, dphi, want_deriv):
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
                     h[i, j] = z if z > 0.0 else 0.0
+        elif code == ABRELU:  # leaky relu, abs: vectorised like relu
+            if want_deriv:
+                for j in range(n):
+                    z = ws * pre[i, j] + bs * b[j]
+                    pos = z > 0.0
+                    h[i, j] = pos_slope * z if pos else neg * z
+                    dphi[i, j] = pos_slope if pos else neg
+            else:
+                for j in range(n):
+                    z = ws * pre[i, j] + bs * b[j]
+                    h[i, j] = pos_slope * z if z > 0.0 else neg * z
         elif want_deriv:
             for j in range(n):
                 z = ws * pre[i, j] + bs * b[j]
-                h[i, j] = act(code, z)
-                dphi[i, j] = dact(code, z)
+                h[i, j] = act(code, prm, z)
+                dphi[i, j] = dact(code, prm, z)
         else:
             for j in range(n):
-                h[i, j] = act(code, ws * pre[i, j] + bs * b[j])
+                h[i, j] = act(code, prm, ws * pre[i, j] + bs * b[j])
 
 
 @njit(cache=True)

@@ -9,6 +9,8 @@ A layer maps ``(S11, S22, S12) -> (E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for
 - relu: the arc-cosine kernels (Cho & Saul 2009); erf: Williams (1997); gelu ``x Phi(x)``:
   Tsuchida et al. (2021); identity: ``(S12, 1)``. Closed forms, written with
   ``det = S11 S22 - S12^2`` so that a pair with ``S11 = S22 = S12`` has ``det = 0`` exactly.
+- abrelu (leaky relu, abs), sin, cos, the Gaussian ``exp(-x^2/2)`` and the monomials ``x^n``:
+  closed forms of :mod:`ntksolve._jit.elementary_maps` (derived in ``docs/conventions.md``).
 - tanh, sigmoid, softplus: the logistic function is a scale mixture of Gaussian distribution
   functions, ``sigmoid(x) = E_K[Phi(x / 2K)]`` with ``K`` Kolmogorov-distributed (Andrews & Mallows
   1974). Hence ``tanh(u) = E[sign(u + K z)]``, ``sigmoid(u) = E[step(u + 2K z)]`` and
@@ -21,9 +23,9 @@ A layer maps ``(S11, S22, S12) -> (E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for
   request (``force_quadrature`` / ``quad_order``, a second method for the tests).
 
 The closed forms and the mixture loop over the columns of a block, which LLVM vectorises: the
-arctangent is written here as straight-line code (Cephes' rational approximation, at most 2 ulp
-of ``pi``, checked in the tests) instead of a scalar libm call, and nothing else calls libm, so a
-vectorised lane and a scalar call round identically.
+arctangent and the exponential are straight-line code (:mod:`ntksolve._jit.scalar_math`, checked in
+the tests) instead of scalar libm calls, and nothing else calls libm, so a vectorised lane and a
+scalar call round identically.
 """
 from __future__ import annotations
 
@@ -31,11 +33,16 @@ import math
 
 from numba import njit
 
-from ntksolve._jit.activations import (ERF, GELU, IDENTITY, RELU, SIGMOID, SOFTPLUS, TANH, act,
-                                       dact)
+from ntksolve._jit.activations import (ABRELU, COS, ERF, GAUSSIAN, GELU, IDENTITY, MONOMIAL, RELU,
+                                       SIGMOID, SIN, SOFTPLUS, TANH, act, dact)
+from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations,
+                                           gaussian_expectations, monomial_expectations,
+                                           sin_expectations)
+from ntksolve._jit.scalar_math import arcsine_angle as _arcsine_angle
+from ntksolve._jit.scalar_math import atan2_upper as _atan2_upper
 
 #: Activations whose layer maps are closed forms.
-CLOSED_FORM_CODES = (RELU, ERF, IDENTITY, GELU)
+CLOSED_FORM_CODES = (RELU, ERF, IDENTITY, GELU, ABRELU, SIN, COS, GAUSSIAN, MONOMIAL)
 #: Activations computed as a scale mixture of closed forms over the Kolmogorov distribution.
 LOGISTIC_CODES = (TANH, SIGMOID, SOFTPLUS)
 #: Bounded activations whose NTK is sensitive to the rounding of ``det`` at large variance.
@@ -46,63 +53,10 @@ _INV_2PI = 1.0 / (2.0 * math.pi)
 _TWO_OVER_PI = 2.0 / math.pi
 _FOUR_OVER_PI = 4.0 / math.pi
 
-# Cephes ``atan`` (S. Moshier, atan.c): atan(t) = t + t z P(z)/Q(z), z = t^2, |t| <= 0.66, with the
-# reduction atan(a) = pi/4 + atan((a - 1)/(a + 1)) above 0.66. Relative error 1.9e-16 on [-10, 10].
-_ATAN_P0 = -8.750608600031904122785e-1
-_ATAN_P1 = -1.615753718733365076637e1
-_ATAN_P2 = -7.500855792314704667340e1
-_ATAN_P3 = -1.228866684490136173410e2
-_ATAN_P4 = -6.485021904942025371773e1
-_ATAN_Q0 = 2.485846490142306297962e1
-_ATAN_Q1 = 1.650270098316988542046e2
-_ATAN_Q2 = 4.328810604912902668951e2
-_ATAN_Q3 = 4.853903996359136964868e2
-_ATAN_Q4 = 1.945506571482613964425e2
-_ATAN_MOREBITS = 6.123233995736765886130e-17  # pi/4 - fl(pi/4)
-
 
 # ---------------------------------------------------------------------------------------------
 # scalar pieces (inlined into the loops; every layer map has exactly one implementation)
 # ---------------------------------------------------------------------------------------------
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _atan2_upper(y, x):
-    """``atan2(y, x)`` for ``y >= 0``: the angle in ``[0, pi]``, as branch-free code that vectorises.
-
-    Parameters
-    ----------
-    y : float
-        Non-negative ordinate.
-    x : float
-        Abscissa.
-
-    Returns
-    -------
-    theta : float
-        In ``[0, pi]``; ``atan2(0, 0) = 0`` as in libm. ``error_model="numpy"`` lets ``0/0`` pass
-        (it is selected away) instead of raising, which is what lets LLVM vectorise the loop.
-    """
-    ax = abs(x)
-    big = max(ax, y)
-    small = min(ax, y)
-    a = small / big if big > 0.0 else 0.0  # in [0, 1]
-    reduced = a > 0.66
-    t = (a - 1.0) / (a + 1.0) if reduced else a
-    z = t * t
-    p = (((_ATAN_P0 * z + _ATAN_P1) * z + _ATAN_P2) * z + _ATAN_P3) * z + _ATAN_P4
-    q = ((((z + _ATAN_Q0) * z + _ATAN_Q1) * z + _ATAN_Q2) * z + _ATAN_Q3) * z + _ATAN_Q4
-    r = t + t * (z * p / q)
-    r = 0.25 * _PI + (r + 0.5 * _ATAN_MOREBITS) if reduced else r
-    r = 0.5 * _PI - r if y > ax else r  # atan(y/|x|) = pi/2 - atan(|x|/y)
-    return _PI - r if x < 0.0 else r
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _arcsine_angle(y, x):
-    """``atan2(y, x)`` for ``x > 0``, in ``(-pi/2, pi/2)``: ``arcsin(y / sqrt(x^2 + y^2))``."""
-    angle = _atan2_upper(abs(y), x)
-    return -angle if y < 0.0 else angle
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -208,11 +162,12 @@ def _gelu_expectations(s11, s22, s12):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def closed_form_expectations(code, s11, s22, s12):
+def closed_form_expectations(code, prm, s11, s22, s12):
     """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for an activation of :data:`CLOSED_FORM_CODES`.
 
     The one dispatch the per-point recursion and the gradient kernel use; the pair loops call the
-    same functions, one loop per activation so that each vectorises.
+    same functions, one loop per activation so that each vectorises. ``prm``: the activation's
+    parameters (``ntksolve._jit.activations``).
     """
     if code == RELU:
         return _relu_expectations(s11, s22, s12)
@@ -220,6 +175,16 @@ def closed_form_expectations(code, s11, s22, s12):
         return _erf_expectations(s11, s22, s12)
     elif code == GELU:
         return _gelu_expectations(s11, s22, s12)
+    elif code == ABRELU:
+        return abrelu_expectations(prm, s11, s22, s12)
+    elif code == SIN:
+        return sin_expectations(s11, s22, s12)
+    elif code == COS:
+        return cos_expectations(s11, s22, s12)
+    elif code == GAUSSIAN:
+        return gaussian_expectations(s11, s22, s12)
+    elif code == MONOMIAL:
+        return monomial_expectations(prm, s11, s22, s12)
     return s12, 1.0  # IDENTITY: E[uv] = Sigma12, E[1 * 1] = 1
 
 
@@ -316,7 +281,7 @@ def logistic_expectations_block(code, s11, s22, s12, n, mix_var, mix_w, e_phi, e
 
 
 @njit(cache=True, error_model="numpy")
-def gauss_hermite_diagonal(code, s, nodes, weights):
+def gauss_hermite_diagonal(code, prm, s, nodes, weights):
     """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u ~ N(0, s)``: the one-dimensional rule.
 
     The map of a point, and of a pair whose covariances are all equal (:func:`gauss_hermite_expectations`
@@ -327,15 +292,15 @@ def gauss_hermite_diagonal(code, s, nodes, weights):
     e_dphi = 0.0
     for k in range(nodes.shape[0]):
         u = sd * nodes[k]
-        f = act(code, u)
-        g = dact(code, u)
+        f = act(code, prm, u)
+        g = dact(code, prm, u)
         e_phi += weights[k] * f * f
         e_dphi += weights[k] * g * g
     return e_phi, e_dphi
 
 
 @njit(cache=True, error_model="numpy")
-def gauss_hermite_expectations(code, s11, s22, s12, wphi_u, wdphi_u, nodes, weights, lo, hi):
+def gauss_hermite_expectations(code, prm, s11, s22, s12, wphi_u, wdphi_u, nodes, weights, lo, hi):
     """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` by two-dimensional Gauss-Hermite quadrature.
 
     ``u = sqrt(s11) z1`` and ``v = sqrt(s22) (c z1 + sqrt(1 - c^2) z2)`` with ``z1, z2`` independent
@@ -347,6 +312,8 @@ def gauss_hermite_expectations(code, s11, s22, s12, wphi_u, wdphi_u, nodes, weig
     ----------
     code : int
         Activation code (``ntksolve._jit.activations.ACTIVATION_CODES``).
+    prm : (float, float)
+        Its parameters.
     s11, s22 : float
         Variances, ``>= 0``.
     s12 : float
@@ -364,7 +331,7 @@ def gauss_hermite_expectations(code, s11, s22, s12, wphi_u, wdphi_u, nodes, weig
     e_phi, e_dphi : float
     """
     if s12 == s11 and s12 == s22:
-        return gauss_hermite_diagonal(code, s11, nodes, weights)
+        return gauss_hermite_diagonal(code, prm, s11, nodes, weights)
     root = math.sqrt(s11 * s22)
     c = s12 / root if root > 0.0 else 0.0  # a zero variance: u or v is constant, c is irrelevant
     c = min(max(c, -1.0), 1.0)
@@ -379,8 +346,8 @@ def gauss_hermite_expectations(code, s11, s22, s12, wphi_u, wdphi_u, nodes, weig
         inner_dphi = 0.0
         for m in range(lo[k], hi[k]):
             v = base + b * nodes[m]
-            inner_phi += weights[m] * act(code, v)
-            inner_dphi += weights[m] * dact(code, v)
+            inner_phi += weights[m] * act(code, prm, v)
+            inner_dphi += weights[m] * dact(code, prm, v)
         e_phi += wphi_u[k] * inner_phi
         e_dphi += wdphi_u[k] * inner_dphi
     return e_phi, e_dphi

@@ -33,6 +33,15 @@ F_22) dS`` along it) and carry their own derivatives. Partial derivatives of the
 - erf, ``A = (1+2S11)(1+2S22)``, ``D = A - 4 S12^2 >= 1``: ``F_11 = -(4/pi) S12 / (sqrt(D)(1+2S11))``,
   ``G_12 = (16/pi) S12 / D^{3/2}``, ``G_11 = -(4/pi)(1+2S22) / D^{3/2}``.
 - identity: ``F_12 = 1``, every other partial 0.
+- abrelu ``(a, b)``: ``(a - b)^2`` times the ReLU partials (``F - (a^2 + b^2) s12 / 2`` and
+  ``G - (a^2 + b^2) / 2`` are ``(a - b)^2`` times ReLU's ``F - s12 / 2`` and ``G - 1 / 2``).
+- sin (cos), ``m = (S11 + S22)/2``: ``F = e^{-m} sinh S12`` (``cosh``), ``G`` the other one;
+  ``F_11 = -F/2``, ``G_11 = -G/2``, ``G_12 = F`` (and 1 <-> 2).
+- gaussian, ``D = (1+S11)(1+S22) - S12^2``: ``F_11 = -(1+S22) / (2 D^{3/2})``,
+  ``G_12 = D^{-3/2} + 3 S12^2 D^{-5/2}``, ``G_11 = -3 S12 (1+S22) / (2 D^{5/2})``.
+- monomial ``x^n``, ``M_k = E[u^k v^k]``: ``F = M_n``, ``G = n^2 M_{n-1}``,
+  ``F_11 = S22 dM_n/dP`` (``P = S11 S22``), ``G_11 = n^2 S22 dM_{n-1}/dP``,
+  ``G_12 = n^2 (n-1)^2 M_{n-2}`` (Price again).
 
 The chain rule to log space: ``d/dlog sigma_w = 2a d/da`` and ``d/dlog sigma_b = 2b d/db``.
 Gradient columns are ordered as scikit-learn orders hyperparameters (by name): ``bias_std``,
@@ -45,9 +54,11 @@ import math
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import ERF, IDENTITY, RELU
+from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, IDENTITY, MONOMIAL, RELU, SIN
 from ntksolve._jit.analytic import run_in_threads
+from ntksolve._jit.elementary_maps import gaussian_determinant, monomial_moment
 from ntksolve._jit.expectations import closed_form_expectations, erf_determinant, next_layer
+from ntksolve._jit.scalar_math import exp_sinh_cosh
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
 _INV_4PI = 1.0 / (4.0 * math.pi)
@@ -55,17 +66,62 @@ _FOUR_OVER_PI = 4.0 / math.pi
 _SIXTEEN_OVER_PI = 16.0 / math.pi
 
 #: Codes with closed-form partial derivatives here; others fall back to finite differences.
-GRADIENT_CODES = (RELU, ERF, IDENTITY)
+GRADIENT_CODES = (RELU, ERF, IDENTITY, ABRELU, SIN, COS, GAUSSIAN, MONOMIAL)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _partials(code, s11, s22, s12):
+def _relu_partials(s11, s22, s12):
+    """ReLU's ``(F11, F22, G11, G12, G22)``."""
+    prod = s11 * s22
+    if prod <= 0.0:
+        # a zero variance: relu(u) = 0 a.s. and relu'(0) = 0, so F = G = 0 nearby along b > 0
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    r = math.sqrt(max(prod - s12 * s12, 0.0))
+    if r > 0.0:
+        return (r * _INV_4PI / s11, r * _INV_4PI / s22, -s12 * _INV_4PI / (s11 * r), _INV_2PI / r,
+                -s12 * _INV_4PI / (s22 * r))
+    return 0.0, 0.0, 0.0, 0.0, 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _elementary_partials(code, prm, s11, s22, s12):
+    """``(F11, F22, G11, G12, G22)`` of abrelu, sin, cos, gaussian and the monomials."""
+    if code == ABRELU:
+        a, b = prm
+        w = (a - b) * (a - b)
+        f11, f22, g11, g12, g22 = _relu_partials(s11, s22, s12)
+        return w * f11, w * f22, w * g11, w * g12, w * g22
+    if code == SIN or code == COS:
+        sh, ch = exp_sinh_cosh(0.5 * (s11 + s22), s12)
+        f, g = (sh, ch) if code == SIN else (ch, sh)
+        return -0.5 * f, -0.5 * f, -0.5 * g, f, -0.5 * g
+    if code == GAUSSIAN:
+        dd = gaussian_determinant(s11, s22, s12)
+        d32 = 1.0 / (dd * math.sqrt(dd))
+        d52 = d32 / dd
+        return (-0.5 * (1.0 + s22) * d32, -0.5 * (1.0 + s11) * d32, -1.5 * s12 * (1.0 + s22) * d52,
+                d32 + 3.0 * s12 * s12 * d52, -1.5 * s12 * (1.0 + s11) * d52)
+    # MONOMIAL
+    n = int(prm[0])
+    _, df = monomial_moment(n, s11, s22, s12)
+    _, dg = monomial_moment(n - 1, s11, s22, s12)
+    g12 = 0.0
+    if n >= 2:
+        g12 = (n * (n - 1)) ** 2 * monomial_moment(n - 2, s11, s22, s12)[0]
+    n2 = n * n
+    return s22 * df, s11 * df, n2 * s22 * dg, g12, n2 * s11 * dg
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _partials(code, prm, s11, s22, s12):
     """The partials ``F_11, F_22, G_11, G_12, G_22`` for one pair (``F_12 = G``, Price's theorem).
 
     Parameters
     ----------
     code : int
-        Activation code (relu, erf or identity).
+        Activation code (one of :data:`GRADIENT_CODES`).
+    prm : (float, float)
+        Its parameters.
     s11, s22 : float
         Variances ``>= 0``.
     s12 : float
@@ -77,15 +133,7 @@ def _partials(code, s11, s22, s12):
         ``(F11, F22, G11, G12, G22)``.
     """
     if code == RELU:
-        prod = s11 * s22
-        if prod <= 0.0:
-            # a zero variance: relu(u) = 0 a.s. and relu'(0) = 0, so F = G = 0 nearby along b > 0
-            return 0.0, 0.0, 0.0, 0.0, 0.0
-        r = math.sqrt(max(prod - s12 * s12, 0.0))
-        if r > 0.0:
-            return (r * _INV_4PI / s11, r * _INV_4PI / s22, -s12 * _INV_4PI / (s11 * r), _INV_2PI / r,
-                    -s12 * _INV_4PI / (s22 * r))
-        return 0.0, 0.0, 0.0, 0.0, 0.0
+        return _relu_partials(s11, s22, s12)
     elif code == ERF:
         p1 = 1.0 + 2.0 * s11
         p2 = 1.0 + 2.0 * s22
@@ -94,11 +142,13 @@ def _partials(code, s11, s22, s12):
         d32 = dd * root
         return (-_FOUR_OVER_PI * s12 / (root * p1), -_FOUR_OVER_PI * s12 / (root * p2),
                 -_FOUR_OVER_PI * p2 / d32, _SIXTEEN_OVER_PI * s12 / d32, -_FOUR_OVER_PI * p1 / d32)
-    return 0.0, 0.0, 0.0, 0.0, 0.0  # IDENTITY
+    elif code == IDENTITY:
+        return 0.0, 0.0, 0.0, 0.0, 0.0
+    return _elementary_partials(code, prm, s11, s22, s12)
 
 
 @njit(cache=True, error_model="numpy")
-def _point_derivatives(variances, sq_norms, n_features, depth, code, sw2):
+def _point_derivatives(variances, sq_norms, n_features, depth, code, prm, sw2):
     """Derivatives of the per-point variances ``Sigma^{l+1}(x_i, x_i)`` in ``a`` and ``b``.
 
     Parameters
@@ -107,6 +157,7 @@ def _point_derivatives(variances, sq_norms, n_features, depth, code, sw2):
         From the analytic module's per-point recursion.
     sq_norms : ndarray, shape (N,)
     n_features, depth, code : int
+    prm : (float, float)
     sw2 : float
 
     Returns
@@ -123,8 +174,8 @@ def _point_derivatives(variances, sq_norms, n_features, depth, code, sw2):
         dqb[0, i] = sb
         for l in range(depth):
             s = variances[l, i]
-            e_phi, e_dphi = closed_form_expectations(code, s, s, s)
-            f11, f22, _, _, _ = _partials(code, s, s, s)
+            e_phi, e_dphi = closed_form_expectations(code, prm, s, s, s)
+            f11, f22, _, _, _ = _partials(code, prm, s, s, s)
             total = f11 + e_dphi + f22  # dF along S11 = S22 = S12 = s
             sa = e_phi + sw2 * total * sa
             sb = sw2 * total * sb + 1.0
@@ -134,7 +185,7 @@ def _point_derivatives(variances, sq_norms, n_features, depth, code, sw2):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _pair(g, i, j, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk):
+def _pair(g, i, j, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk):
     """Kernel value and its ``(d/da, d/db)`` for the pair ``(i, j)`` whose input Gram entry is ``g``.
 
     The values go through the analytic module's maps and update, in its order of operations.
@@ -152,8 +203,8 @@ def _pair(g, i, j, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2
     for l in range(depth):
         s11 = q1[l, i]
         s22 = q2[l, j]
-        e_phi, e_dphi = closed_form_expectations(code, s11, s22, s)
-        f11, f22, g11, g12, g22 = _partials(code, s11, s22, s)
+        e_phi, e_dphi = closed_form_expectations(code, prm, s11, s22, s)
+        f11, f22, g11, g12, g22 = _partials(code, prm, s11, s22, s)
         fa = f11 * dqa1[l, i] + e_dphi * sa + f22 * dqa2[l, j]
         fb = f11 * dqb1[l, i] + e_dphi * sb + f22 * dqb2[l, j]
         ga = g11 * dqa1[l, i] + g12 * sa + g22 * dqa2[l, j]
@@ -170,7 +221,7 @@ def _pair(g, i, j, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2
 
 
 @njit(cache=True, nogil=True)
-def _fill(gram, symmetric, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk,
+def _fill(gram, symmetric, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk,
           K, grad, start, step):
     """Fill rows ``start::step`` of ``K`` and ``grad`` (each thread of
     :func:`ntksolve._jit.analytic.run_in_threads` writes its own rows).
@@ -182,6 +233,7 @@ def _fill(gram, symmetric, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, 
     symmetric : bool
         Rows compute ``j >= i``; a serial pass mirrors afterwards.
     depth, code : int
+    prm : (float, float)
     scale, inv_d, sw2, sb2 : float
         ``sigma_w^2 / d``, ``1 / d``, ``sigma_w^2``, ``sigma_b^2``.
     q1, dqa1, dqb1, q2, dqa2, dqb2 : ndarray, shape (depth + 1, N1) and (depth + 1, N2)
@@ -198,7 +250,7 @@ def _fill(gram, symmetric, depth, code, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, 
     for i in range(start, n1, step):
         j0 = i if symmetric else 0
         for j in range(j0, n2):
-            v, va, vb = _pair(gram[i, j], i, j, depth, code, scale, inv_d, sw2, sb2,
+            v, va, vb = _pair(gram[i, j], i, j, depth, code, prm, scale, inv_d, sw2, sb2,
                               q1, dqa1, dqb1, q2, dqa2, dqb2, ntk)
             K[i, j] = v
             grad[i, j, 0] = 2.0 * sb2 * vb
@@ -216,7 +268,7 @@ def _mirror(K, grad):
             grad[i, j, 1] = grad[j, i, 1]
 
 
-def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, activation_code, weight_std,
+def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, code, prm, weight_std,
                               bias_std, ntk):
     """The NNGP or NTK between two point sets and its gradient in log hyperparameters.
 
@@ -239,8 +291,10 @@ def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, activat
         The same for ``X2``; ``None`` for the symmetric kernel of ``X1`` with itself.
     depth : int
         ``L``, the number of hidden layers.
-    activation_code : int
+    code : int
         One of :data:`GRADIENT_CODES`.
+    prm : (float, float)
+        The activation's parameters (``Activation.params``).
     weight_std, bias_std : float
     ntk : bool
         The NTK (True) or the NNGP (False).
@@ -257,7 +311,8 @@ def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, activat
     ValueError
         For an activation without closed-form partials.
     """
-    code = int(activation_code)
+    code = int(code)
+    prm = (float(prm[0]), float(prm[1]))
     if code not in GRADIENT_CODES:
         raise ValueError(f"no closed-form gradient for activation code {code}")
     depth = int(depth)
@@ -265,14 +320,14 @@ def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, activat
     sb2 = float(bias_std) ** 2
     d = int(n_features)
     symmetric = q2 is None
-    dqa1, dqb1 = _point_derivatives(q1, sq1, d, depth, code, sw2)
+    dqa1, dqb1 = _point_derivatives(q1, sq1, d, depth, code, prm, sw2)
     if symmetric:
         q2, sq2, dqa2, dqb2 = q1, sq1, dqa1, dqb1
     else:
-        dqa2, dqb2 = _point_derivatives(q2, sq2, d, depth, code, sw2)
+        dqa2, dqb2 = _point_derivatives(q2, sq2, d, depth, code, prm, sw2)
     K = np.empty(gram.shape)
     grad = np.empty(gram.shape + (2,))
-    run_in_threads(_fill, gram, symmetric, depth, code, sw2 / d, 1.0 / d, sw2, sb2, q1, dqa1, dqb1,
+    run_in_threads(_fill, gram, symmetric, depth, code, prm, sw2 / d, 1.0 / d, sw2, sb2, q1, dqa1, dqb1,
                    q2, dqa2, dqb2, bool(ntk), K, grad)
     if symmetric:
         _mirror(K, grad)

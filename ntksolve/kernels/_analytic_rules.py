@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 
@@ -30,11 +31,30 @@ from ntksolve._config import (  # tunables live in the config module; reasons th
     GH_ORDER_MAX as _ORDER_MAX,
     LOGISTIC_MIXTURE_NODES as _MIXTURE_NODES,
 )
-from ntksolve._jit.activations import ACTIVATION_CODES, ERF, TANH
+from ntksolve._jit.activations import ABRELU, ACTIVATION_CODES, ERF, MONOMIAL, TANH
 from ntksolve._jit.analytic import CLOSED, GAUSS_HERMITE, MIXTURE, _diagonal_recursion, _squared_norms
 from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES
+from ntksolve.nets.layers import Activation
 
 _NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
+
+
+def as_activation(activation) -> Activation:
+    """An :class:`~ntksolve.nets.layers.Activation`, from itself, its spelling, or the integer code
+    of an activation without parameters (the drivers' and the tests' shorthand)."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        return Activation(activation)
+    if isinstance(activation, numbers.Integral) and not isinstance(activation, bool):
+        code = int(activation)
+        if code in (ABRELU, MONOMIAL):
+            raise ValueError(f"activation code {code} ({_NAMES[code]}) needs its parameters: pass an "
+                             f"Activation, e.g. Activation('{_NAMES[code]}(...)')")
+        if code not in _NAMES:
+            raise ValueError(f"unknown activation code {code}")
+        return Activation(_NAMES[code])
+    raise TypeError(f"activation must be an Activation, its spelling or an activation code, got {activation!r}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,14 +195,14 @@ def _adaptive_order(max_variance, code=ERF):
     return int(min(_ORDER_MAX, _ORDER_BASE + math.ceil(slope * max(max_variance, 1.0))))
 
 
-def _check_variances(variances, X, code, weight_std):
+def _check_variances(variances, X, phi, weight_std):
     """ValueError, naming the scale and the fix, if a variance leaves the accepted range."""
-    limit = _MAX_VARIANCE_BOUNDED if code in BOUNDED_CODES else _MAX_VARIANCE
+    limit = _MAX_VARIANCE_BOUNDED if phi.code in BOUNDED_CODES else _MAX_VARIANCE
     ok = variances <= limit  # False for inf and NaN too
     if ok.all():
         return
     layer, row = (int(v) for v in np.argwhere(~ok)[0])
-    name = _NAMES.get(code, str(code))
+    name = phi.name
     value = float(variances[layer, row])
     if layer == 0:
         raise ValueError(
@@ -198,13 +218,15 @@ def _check_variances(variances, X, code, weight_std):
     )
 
 
-def _diag_pieces(X, depth, code, weight_std, bias_std, method, quad_order):
+def _diag_pieces(X, depth, phi, weight_std, bias_std, method, quad_order):
     """Per-point recursion, range check, and the rule that goes with the method.
 
     With Gauss-Hermite and ``quad_order=None`` the order adapts to the largest variance the rule
     must integrate over (``variances[:depth]``); since those variances themselves come from the
     rule, the order is raised and the (cheap, 1-D) recursion redone until it suffices. Variances
     beyond what the capped order integrates to 1e-8 are refused.
+
+    ``phi`` is the :class:`~ntksolve.nets.layers.Activation`.
 
     Returns
     -------
@@ -217,6 +239,7 @@ def _diag_pieces(X, depth, code, weight_std, bias_std, method, quad_order):
     """
     sq = _squared_norms(X)
     d = X.shape[1]
+    code, prm = phi.code, phi.params
     sw2 = float(weight_std) ** 2
     sb2 = float(bias_std) ** 2
     if method != GAUSS_HERMITE:
@@ -225,15 +248,16 @@ def _diag_pieces(X, depth, code, weight_std, bias_std, method, quad_order):
             rule = (mix_var, mix_w, np.zeros(0, np.int64), np.zeros(0, np.int64))
         else:
             rule = _empty_rule()
-        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, method, sw2, sb2, rule[0], rule[1])
-        _check_variances(variances, X, code, weight_std)
+        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, prm, method, sw2, sb2, rule[0],
+                                                  rule[1])
+        _check_variances(variances, X, phi, weight_std)
         return variances, ntk_diag, sq, rule, 0
     # first layer checked before it sizes the rule (an infinite variance has no order)
-    _check_variances((sw2 / d * sq + sb2)[None, :], X, code, weight_std)
+    _check_variances((sw2 / d * sq + sb2)[None, :], X, phi, weight_std)
     order = int(quad_order) if quad_order is not None else _adaptive_order(sw2 * sq.max() / d + sb2, code)
     while True:
         rule = gauss_hermite_rule(order)
-        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, GAUSS_HERMITE, sw2, sb2,
+        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, prm, GAUSS_HERMITE, sw2, sb2,
                                                   rule[0], rule[1])
         if quad_order is not None or depth == 0:
             break
@@ -241,11 +265,11 @@ def _diag_pieces(X, depth, code, weight_std, bias_std, method, quad_order):
         if needed <= order:
             break
         order = needed
-    _check_variances(variances, X, code, weight_std)
+    _check_variances(variances, X, phi, weight_std)
     if quad_order is None and depth > 0:
         limit = (_ORDER_MAX - _ORDER_BASE) / _order_slope(code)
         if variances[:depth].max() > limit:
-            name = _NAMES.get(code, str(code))
+            name = phi.name
             raise ValueError(
                 f"pre-activation variances reach {variances[:depth].max():.3g}: the Gauss-Hermite rule, "
                 f"capped at {_ORDER_MAX} nodes per dimension, integrates {name} to 1e-8 only up to "
@@ -254,4 +278,4 @@ def _diag_pieces(X, depth, code, weight_std, bias_std, method, quad_order):
     return variances, ntk_diag, sq, rule, order
 
 
-__all__ = ["gauss_hermite_rule", "logistic_mixture_rule", "CLOSED", "MIXTURE", "GAUSS_HERMITE"]
+__all__ = ["as_activation", "gauss_hermite_rule", "logistic_mixture_rule", "CLOSED", "MIXTURE", "GAUSS_HERMITE"]

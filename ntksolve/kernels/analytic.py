@@ -17,10 +17,10 @@ from scipy.linalg.blas import dsyrk as _dsyrk
 from ntksolve._jit.analytic import (GAUSS_HERMITE, _mirror_rows, _pair_rows,
                                     _weighted_activations_at_nodes, run_in_threads)
 from ntksolve._validation import check_inputs, check_memory
-from ntksolve.kernels._analytic_rules import _diag_pieces, _method
+from ntksolve.kernels._analytic_rules import _diag_pieces, _method, as_activation
 from ntksolve.kernels.empirical import _check_net
-from ntksolve._jit.activations import ACTIVATION_CODES
-from ntksolve.nets.mlp import ACTIVATIONS, MLP
+from ntksolve.nets.layers import Activation
+from ntksolve.nets.mlp import MLP
 
 
 class Kernels(NamedTuple):
@@ -30,12 +30,12 @@ class Kernels(NamedTuple):
     ntk: np.ndarray
 
 
-def _check_architecture(depth, activation):
-    """ValueError unless ``depth`` is a non-negative int and ``activation`` a known name."""
+def _check_architecture(depth, activation) -> Activation:
+    """The :class:`~ntksolve.nets.layers.Activation` of the spelling ``activation``; ValueError
+    unless ``depth`` is a non-negative int and ``activation`` a valid spelling."""
     if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
         raise ValueError(f"depth must be a non-negative int (the number of hidden layers), got {depth!r}")
-    if activation not in ACTIVATION_CODES:
-        raise ValueError(f"unknown activation {activation!r}; valid activations are {', '.join(ACTIVATIONS)}")
+    return Activation(activation)
 
 
 def _identical_row_groups(X1, sq1, X2=None, sq2=None):
@@ -122,7 +122,7 @@ def input_gram(X1, X2, sq1, sq2):
     return gram
 
 
-def analytic_diag(X, depth, activation_code, weight_std, bias_std, force_quadrature=False,
+def analytic_diag(X, depth, activation, weight_std, bias_std, force_quadrature=False,
                   quad_order=None):
     """Diagonals ``K(x_i, x_i)`` and ``Theta(x_i, x_i)`` of the NNGP and NTK, in ``O(N (d + L))``.
 
@@ -134,8 +134,9 @@ def analytic_diag(X, depth, activation_code, weight_std, bias_std, force_quadrat
     X : ndarray, shape (N, d), C-contiguous float64 (validated by the caller)
     depth : int
         ``L``, number of hidden layers (``>= 0``).
-    activation_code : int
-        ``ntksolve._jit.activations.ACTIVATION_CODES[name]``.
+    activation : Activation, str or int
+        The activation (:class:`~ntksolve.nets.layers.Activation`), its spelling, or the integer
+        code ``ntksolve._jit.activations.ACTIVATION_CODES[name]`` of one without parameters.
     weight_std, bias_std : float
         ``sigma_w``, ``sigma_b``.
     force_quadrature : bool
@@ -152,14 +153,14 @@ def analytic_diag(X, depth, activation_code, weight_std, bias_std, force_quadrat
     ValueError
         If a variance leaves the accepted range (:mod:`ntksolve.kernels._analytic_rules`).
     """
-    code = int(activation_code)
-    method = _method(code, force_quadrature, quad_order)
-    variances, ntk_diag, _, _, _ = _diag_pieces(X, int(depth), code, weight_std, bias_std, method,
+    phi = as_activation(activation)
+    method = _method(phi.code, force_quadrature, quad_order)
+    variances, ntk_diag, _, _, _ = _diag_pieces(X, int(depth), phi, weight_std, bias_std, method,
                                                 quad_order)
     return variances[int(depth)].copy(), ntk_diag
 
 
-def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, symmetric,
+def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symmetric,
                           quad_order=None, force_quadrature=False):
     """The infinite-width NNGP ``Sigma^{L+1}(X1, X2)`` and NTK ``Theta^{L+1}(X1, X2)``.
 
@@ -170,9 +171,10 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
         ``X1`` itself when ``symmetric``.
     depth : int
         ``L``, number of hidden layers (``>= 0``).
-    activation_code : int
-        ``ntksolve._jit.activations.ACTIVATION_CODES[name]``. Closed forms for relu, erf, gelu and
-        identity; the Kolmogorov scale mixture for tanh, sigmoid and softplus.
+    activation : Activation, str or int
+        As in :func:`analytic_diag`. Closed forms for relu, erf, gelu, identity, abrelu (leaky
+        relu, abs), sin, cos, gaussian and the monomials; the Kolmogorov scale mixture for tanh,
+        sigmoid and softplus.
     weight_std, bias_std : float
         ``sigma_w``, ``sigma_b``.
     symmetric : bool
@@ -197,7 +199,8 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
         If a variance leaves the accepted range (:mod:`ntksolve.kernels._analytic_rules`), before any pair is computed.
     """
     depth = int(depth)
-    code = int(activation_code)
+    phi = as_activation(activation)
+    code, prm = phi.code, phi.params
     method = _method(code, force_quadrature, quad_order)
     sw2 = float(weight_std) ** 2
     sb2 = float(bias_std) ** 2
@@ -205,21 +208,21 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
     order = quad_order
     if method == GAUSS_HERMITE and not symmetric and order is None:
         # one rule for both sets of points: the order the larger of their variances needs
-        order = max(_diag_pieces(X, depth, code, weight_std, bias_std, method, None)[4] for X in (X1, X2))
-    var1, ntk_diag, sq1, rule, _ = _diag_pieces(X1, depth, code, weight_std, bias_std, method, order)
+        order = max(_diag_pieces(X, depth, phi, weight_std, bias_std, method, None)[4] for X in (X1, X2))
+    var1, ntk_diag, sq1, rule, _ = _diag_pieces(X1, depth, phi, weight_std, bias_std, method, order)
     if symmetric:
         var2, sq2 = var1, sq1
     else:
-        var2, _, sq2, _, _ = _diag_pieces(X2, depth, code, weight_std, bias_std, method, order)
+        var2, _, sq2, _, _ = _diag_pieces(X2, depth, phi, weight_std, bias_std, method, order)
     nodes, weights, lo, hi = rule
     if method == GAUSS_HERMITE:
-        wphi1, wdphi1 = _weighted_activations_at_nodes(var1, depth, code, nodes, weights)
+        wphi1, wdphi1 = _weighted_activations_at_nodes(var1, depth, code, prm, nodes, weights)
     else:
         wphi1 = wdphi1 = np.zeros((0, 0, 0))
     nngp = input_gram(X1, None if symmetric else X2, sq1, sq2)
     ntk = np.empty_like(nngp)
     run_in_threads(_pair_rows, nngp, ntk, var1, var2, ntk_diag, sw2 / n_features, sw2, sb2, depth, code,
-                   method, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi)
+                   prm, method, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi)
     if symmetric:
         run_in_threads(_mirror_rows, nngp, ntk)
     return nngp, ntk
@@ -228,7 +231,8 @@ def analytic_pair_kernels(X1, X2, depth, activation_code, weight_std, bias_std, 
 def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
 
-    Closed forms for relu, erf, gelu and identity; for tanh, sigmoid and softplus the closed forms
+    Closed forms for relu, erf, gelu, identity, abrelu (leaky relu, abs), sin, cos, gaussian and
+    the monomials (``docs/conventions.md``); for tanh, sigmoid and softplus the closed forms
     of a scale mixture over the Kolmogorov distribution (a fixed 24-node rule, about 1e-12 at any
     scale). Numba over blocks of pairs, ``O(N1 N2 (d + L))`` (``O(N1 N2 (d + 576 L))`` for the
     mixture). Identical rows, in ``X1`` and ``X2`` or across them, get exactly the diagonal value
@@ -271,7 +275,7 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     check_memory((2, X1.shape[0], N2), np.float64, what="pair of analytic kernels (NNGP and NTK)",
                  hint="use fewer inputs or the tiled Dask path (ntksolve[dask])")
     nngp, ntk = analytic_pair_kernels(
-        X1, X1 if symmetric else X2, net.depth, net.activation_code, net.weight_std, _bias_std(net), symmetric
+        X1, X1 if symmetric else X2, net.depth, net.phi, net.weight_std, _bias_std(net), symmetric
     )
     return Kernels(nngp=nngp, ntk=ntk)
 
@@ -298,7 +302,8 @@ def analytic_diagonals(X, depth, activation, weight_std, bias_std):
     depth : int
         Number of hidden layers ``L``.
     activation : str
-        One of ``ntksolve.ACTIVATIONS``.
+        One of ``ntksolve.ACTIVATIONS`` or a spelling with arguments
+        (:class:`~ntksolve.nets.layers.Activation`).
     weight_std, bias_std : float
         ``sigma_w > 0``, ``sigma_b >= 0``.
 
@@ -316,7 +321,7 @@ def analytic_diagonals(X, depth, activation, weight_std, bias_std):
     _check_architecture(depth, activation)
     net = MLP((1,) * int(depth), activation, weight_std, bias_std)  # validates the two stds
     X = check_inputs(X)
-    return analytic_diag(X, net.depth, net.activation_code, net.weight_std, net.bias_std)
+    return analytic_diag(X, net.depth, net.phi, net.weight_std, net.bias_std)
 
 
 __all__ = ["Kernels", "analytic_kernels", "analytic_diagonals"]

@@ -1,6 +1,8 @@
 """The network spec: layers, initialisation, the forward pass and the one backward pass."""
 from ntksolve.nets.backprop import backward
-from ntksolve.nets.layers import ACTIVATIONS, PARAMETERIZATIONS, Activation, Dense, LayerScales
+from ntksolve.nets.layers import (ACTIVATIONS, PARAMETERIZATIONS, PARAMETRIC_ACTIVATIONS, Activation, Dense,
+                                  LayerScales)
 from ntksolve.nets.mlp import MLP, forward
 
-__all__ = ["MLP", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETERIZATIONS", "forward", "backward"]
+__all__ = ["MLP", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "PARAMETERIZATIONS",
+           "forward", "backward"]

@@ -32,13 +32,13 @@ def _check(net, params, X):
     return d, dt, check_inputs(X, n_features=d, dtype=dt)
 
 
-def _layer(net, scales, l, h, W, b):
+def _layer(net, phi, scales, l, h, W, b):
     """``h^l`` and ``φ'(z^l)`` of hidden layer ``l`` (0-based) from ``h^{l−1}``."""
     ws, bs = scales[l]
     pre = np.dot(h, W.T)
     h_new = np.empty_like(pre)
     b = layer_bias(net.layers[l], b, pre.dtype)
-    _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), net.activation_code, h_new, pre, True)
+    _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), phi.code, phi.params, h_new, pre, True)
     return h_new, pre  # pre now holds φ'(z)
 
 
@@ -85,6 +85,7 @@ def jacobian_vector_product(net: MLP, params, X, v_params) -> np.ndarray:
     scales = net.layer_scales(d)
     # the factors through which the trained parameters enter: the gradient scales (0 without a bias)
     coef = [(s.grad_weight, s.grad_bias) for s in net.scales(d)]
+    phi = net.phi
     h, dh = X, None
     for l in range(net.depth + 1):
         (W, b), (dW, db) = params[l], v_params[l]
@@ -98,7 +99,7 @@ def jacobian_vector_product(net: MLP, params, X, v_params) -> np.ndarray:
             dz += cb * db
         if l == net.depth:
             return dz
-        h, dphi = _layer(net, scales, l, h, W, b)
+        h, dphi = _layer(net, phi, scales, l, h, W, b)
         dh = dz * dphi
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -121,6 +122,7 @@ def own_parameter_image(net: MLP, params, X) -> np.ndarray:
     """
     d, dt, X = _check(net, params, X)
     scales = net.layer_scales(d)
+    phi = net.phi
     h, dh = X, np.zeros_like(X)
     for l in range(net.depth + 1):
         W, b = params[l]
@@ -131,6 +133,6 @@ def own_parameter_image(net: MLP, params, X) -> np.ndarray:
             dz += bs * b
         if l == net.depth:
             return dz
-        h, dphi = _layer(net, scales, l, h, W, b)
+        h, dphi = _layer(net, phi, scales, l, h, W, b)
         dh = dz * dphi
     raise AssertionError("unreachable")  # pragma: no cover

@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from ntksolve._jit.activations import ACTIVATION_CODES
+from ntksolve._jit.activations import ACTIVATION_CODES, NO_PARAMS
 
-ACTIVATIONS: Tuple[str, ...] = tuple(ACTIVATION_CODES)
+#: The activations named without arguments (``leaky_relu`` has negative slope 0.01, as PyTorch's).
+ACTIVATIONS: Tuple[str, ...] = ("relu", "erf", "tanh", "identity", "sigmoid", "gelu", "softplus",
+                                "leaky_relu", "abs", "sin", "cos", "gaussian")
+#: The spellings with arguments (:class:`Activation`).
+PARAMETRIC_ACTIVATIONS: Tuple[str, ...] = ("leaky_relu(slope)", "abrelu(a, b)", "monomial(n)")
+#: Largest degree ``n`` of ``monomial(n)``.
+MAX_MONOMIAL_DEGREE = 8
+_LEAKY_DEFAULT = 0.01
+_SPELLING = re.compile(r"([a-z_]+)\s*(?:\((.*)\))?", re.S)
 
 
 class _Parameterization(NamedTuple):
@@ -100,26 +109,125 @@ def check_width(n, what: str) -> int:
     return int(n)
 
 
+def _real_argument(text: str, spelling: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"activation {spelling!r}: {text.strip()!r} is not a finite number")
+    return value
+
+
 class Activation:
-    """The element-wise activation ``h = phi(z)``, one of :data:`ACTIVATIONS`.
+    """The element-wise activation ``h = phi(z)``, named by its spelling.
 
     Parameters
     ----------
+    spelling : str
+        One of :data:`ACTIVATIONS` -- relu, erf, tanh, identity, sigmoid, gelu (exact
+        ``x Phi(x)``), softplus, leaky_relu (negative slope 0.01), abs, sin, cos, gaussian
+        (``exp(-x^2 / 2)``) -- or one with arguments:
+
+        - ``"leaky_relu(slope)"``: ``max(x, 0) + slope min(x, 0)``;
+        - ``"abrelu(a, b)"``: ``a min(x, 0) + b max(x, 0)`` (leaky relu is ``(slope, 1)``, abs is
+          ``(-1, 1)``, relu ``(0, 1)``); ``a`` and ``b`` finite, not both zero;
+        - ``"monomial(n)"``: ``x^n``, ``n`` an integer from 1 to :data:`MAX_MONOMIAL_DEGREE`.
+
+        At the kink, ``phi'(0) = a`` (``0`` for relu, ``slope`` for leaky relu).
+
+    Attributes
+    ----------
     name : str
-        relu, erf, tanh, identity, sigmoid, gelu (exact ``x Phi(x)``) or softplus.
+        The canonical spelling (``"leaky_relu(0.2)"``, ``"monomial(3)"``; arguments equal to the
+        default dropped): what networks report and serialise.
+    family : str
+        ``name`` without its arguments; ``abs`` and ``leaky_relu`` are of family ``abrelu``.
+    code : int
+        The integer the jitted kernels dispatch on.
+    params : (float, float)
+        The parameters the jitted kernels take: ``(a, b)`` of abrelu, ``(n, 0)`` of monomial,
+        ``(0, 0)`` otherwise.
+
+    Examples
+    --------
+    >>> Activation("leaky_relu(0.2)").params
+    (0.2, 1.0)
+    >>> Activation("abs").family, Activation("monomial( 3 )").name
+    ('abrelu', 'monomial(3)')
     """
 
-    __slots__ = ("name", "code")
+    __slots__ = ("name", "family", "code", "params")
 
-    def __init__(self, name: str) -> None:
-        if name not in ACTIVATION_CODES:
-            raise ValueError(f"unknown activation {name!r}; valid activations are {', '.join(ACTIVATIONS)}")
+    def __init__(self, spelling: str) -> None:
+        if not isinstance(spelling, str):
+            raise TypeError(f"activation must be a string such as 'relu' or 'leaky_relu(0.2)', got "
+                            f"{type(spelling).__name__} {spelling!r}")
+        match = _SPELLING.fullmatch(spelling.strip())
+        head = match.group(1) if match else None
+        # None: no parentheses; "()" is a list of one empty argument, refused by _arity
+        args = None if match is None or match.group(2) is None else match.group(2).split(",")
+        known = head in ACTIVATIONS or head in ("abrelu", "monomial")
+        if not known:
+            raise ValueError(
+                f"unknown activation {spelling!r}; valid activations are {', '.join(ACTIVATIONS)}, "
+                f"and with arguments {', '.join(PARAMETRIC_ACTIVATIONS)}"
+            )
+        family, params, name = head, NO_PARAMS, head
+        if head == "leaky_relu":
+            self._arity(spelling, args, (0, 1), "leaky_relu(slope), e.g. 'leaky_relu(0.2)'")
+            slope = _real_argument(args[0], spelling) if args else _LEAKY_DEFAULT
+            family, params = "abrelu", (slope, 1.0)
+            name = "leaky_relu" if slope == _LEAKY_DEFAULT else f"leaky_relu({slope!r})"
+        elif head == "abrelu":
+            self._arity(spelling, args, (2,), "abrelu(a, b), e.g. 'abrelu(-0.5, 1.0)'")
+            a, b = (_real_argument(t, spelling) for t in args)
+            if a == 0.0 and b == 0.0:
+                raise ValueError(f"activation {spelling!r} is zero everywhere; give a or b a nonzero value")
+            params, name = (a, b), f"abrelu({a!r}, {b!r})"
+        elif head == "monomial":
+            self._arity(spelling, args, (1,), "monomial(n), e.g. 'monomial(3)'")
+            text = args[0].strip()
+            if not text.isdigit() or not 1 <= int(text) <= MAX_MONOMIAL_DEGREE:
+                raise ValueError(f"activation {spelling!r}: the degree must be an integer from 1 to "
+                                 f"{MAX_MONOMIAL_DEGREE}, got {text!r}")
+            params, name = (float(int(text)), 0.0), f"monomial({int(text)})"
+        else:
+            self._arity(spelling, args, (0,), repr(head))
+            if head == "abs":
+                family, params = "abrelu", (-1.0, 1.0)
         self.name = name
-        #: the integer the jitted kernels dispatch on
-        self.code = ACTIVATION_CODES[name]
+        self.family = family
+        self.code = ACTIVATION_CODES[family]
+        self.params = params
+
+    @staticmethod
+    def _arity(spelling, args, allowed, usage):
+        n = 0 if args is None else len(args)
+        if n not in allowed or (args is not None and not all(a.strip() for a in args)):
+            raise ValueError(f"activation {spelling!r} takes {' or '.join(map(str, allowed))} "
+                             f"argument(s): write {usage}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Activation) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
+
+
+def check_activation(value, name: str = "activation") -> Activation:
+    """``Activation(value)``, or a ValueError naming ``name``, the valid spellings and what is wrong."""
+    if isinstance(value, str):
+        try:
+            return Activation(value)
+        except ValueError as exc:
+            if not str(exc).startswith("unknown activation"):
+                raise ValueError(f"{name}={value!r}: {exc}") from None
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, ACTIVATIONS))}, or one with "
+                     f"arguments: {', '.join(map(repr, PARAMETRIC_ACTIVATIONS))}; got {value!r}")
 
 
 class Dense:
@@ -191,4 +299,5 @@ class Dense:
         return LayerScales(ws, bs, ws, bs, 1.0, 1.0)
 
 
-__all__ = ["ACTIVATIONS", "PARAMETERIZATIONS", "Activation", "Dense", "LayerScales", "check_width"]
+__all__ = ["ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "MAX_MONOMIAL_DEGREE", "PARAMETERIZATIONS", "Activation",
+           "Dense", "LayerScales", "check_activation", "check_width"]

@@ -38,7 +38,9 @@ class MLP:
         Hidden widths ``(n_1, ..., n_L)``; may be empty (a linear model). Each must be positive.
     activation : str, default "relu"
         One of ``ACTIVATIONS``: relu, erf, tanh, identity, sigmoid, gelu (exact ``x Phi(x)``),
-        softplus.
+        softplus, leaky_relu, abs, sin, cos, gaussian (``exp(-x^2/2)``); or one with arguments,
+        ``"leaky_relu(slope)"``, ``"abrelu(a, b)"`` (``a min(x, 0) + b max(x, 0)``),
+        ``"monomial(n)"`` (``x^n``, ``1 <= n <= 8``); see :class:`~ntksolve.nets.layers.Activation`.
     weight_std : float, default 1.0
         ``sigma_w > 0``.
     bias_std : float, default 0.0
@@ -97,7 +99,7 @@ class MLP:
             Dense(n, weight_std, bias_std, parameterization, bias=has) for n, has in zip(sizes + (k,), flags)
         )
         self.hidden_layer_sizes = tuple(int(n) for n in sizes)
-        self.activation = activation
+        self.activation = self.phi.name  # canonical spelling: "leaky_relu( 0.2 )" -> "leaky_relu(0.2)"
         self.weight_std = self.layers[-1].weight_std
         self.bias_std = self.layers[-1].bias_std
         self.parameterization = parameterization
@@ -147,6 +149,11 @@ class MLP:
     @property
     def activation_code(self) -> int:
         return self.phi.code
+
+    @property
+    def activation_params(self) -> Tuple[float, float]:
+        """The activation's parameters as the jitted kernels take them (:class:`Activation`)."""
+        return self.phi.params
 
     @property
     def supports_analytic(self) -> bool:
@@ -339,7 +346,7 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
         ``[phi'(z^1), ..., phi'(z^L)]``, each (N, n_l) (only when ``keep``); what
         :func:`~ntksolve.nets.backprop.backward` takes.
     """
-    code = net.phi.code
+    code, prm = net.phi.code, net.phi.params
     scales = net.scales(X.shape[1])
     h = X
     hs, dphis = ([X], []) if keep else ([], [])
@@ -353,7 +360,7 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
         # is written): one fresh N x n array fewer per layer, and fresh arrays cost page faults.
         dphi = pre if keep else h_new  # not written when keep is False
         b = layer_bias(net.layers[l], b, pre.dtype)
-        _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, h_new, dphi, keep)
+        _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, prm, h_new, dphi, keep)
         if keep:
             dphis.append(dphi)
         h = h_new

@@ -20,7 +20,8 @@ hidden_layer_sizes : tuple of int, default (512,)
     Hidden widths. The analytic kernel uses only their number (the depth ``L``)."""),
     ("activation", "relu", """
 activation : str, default "relu"
-    One of ``ntksolve.ACTIVATIONS``."""),
+    One of ``ntksolve.ACTIVATIONS``, or one with arguments: ``"leaky_relu(slope)"``,
+    ``"abrelu(a, b)"``, ``"monomial(n)"``."""),
     ("weight_std", 1.0, """
 weight_std : float, default 1.0
     ``sigma_w > 0``."""),

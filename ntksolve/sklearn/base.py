@@ -20,7 +20,8 @@ from ntksolve._config import FIT_PEAK_KERNELS
 from ntksolve._validation import check_dtype, check_memory
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.forward_mode import own_parameter_image
-from ntksolve.nets.mlp import ACTIVATIONS, MLP, PARAMETERIZATIONS
+from ntksolve.nets.layers import check_activation
+from ntksolve.nets.mlp import MLP, PARAMETERIZATIONS
 from ntksolve.sklearn import _network, _solve, persistence
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
 
@@ -87,7 +88,7 @@ class _NTKBase(BaseEstimator):
         imported = self.network is not None  # it replaces the architecture and kernel parameters
         if not imported:
             _check_choice(self.kernel, "kernel", KERNELS)
-            _check_choice(self.activation, "activation", ACTIVATIONS)
+            check_activation(self.activation)
             _check_choice(self.parameterization, "parameterization", PARAMETERIZATIONS)
         rule = self._rule()
         if rule.needs_parameters and self._kernel_kind() != "empirical":

@@ -10,18 +10,18 @@ Hyperparameters, in log space as scikit-learn's optimisers expect: ``bias_std`` 
 (``theta = [log bias_std, log weight_std]``, the alphabetical order scikit-learn uses). ``depth``
 (the number of hidden layers) and ``activation`` are fixed parameters of the architecture.
 
-Gradients (``eval_gradient=True``) are exact for relu, erf and identity: the layer recursion is
-differentiated in closed form (``ntksolve._jit.gp`` holds the derivation). For the other
-activations (tanh, sigmoid, gelu, softplus) the gradient is a central finite
-difference in log space with step ``_FD_STEP``; it is accurate to about 1e-8 relative, ample for
-an optimiser, but it costs four extra kernel evaluations.
+Gradients (``eval_gradient=True``) are exact for relu, erf, identity, abrelu (leaky relu, abs),
+sin, cos, gaussian and the monomials: the layer recursion is differentiated in closed form
+(``ntksolve._jit.gp`` holds the derivation). For the other activations (tanh, sigmoid, gelu,
+softplus) the gradient is a central finite difference in log space with step ``_FD_STEP``; it
+is accurate to about 1e-8 relative, ample for an optimiser, but it costs four extra kernel
+evaluations.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
 
-from ntksolve._jit.activations import ACTIVATION_CODES
 from ntksolve._validation import check_inputs
 from ntksolve.kernels._analytic_rules import CLOSED, _diag_pieces
 from ntksolve.kernels.analytic import _check_architecture, analytic_diagonals, analytic_kernels, input_gram
@@ -100,15 +100,15 @@ class _InfiniteWidthKernel(Kernel):
             raise ValueError("Gradient can only be evaluated when Y is None.")
         net = self._net()
         free = [not self.hyperparameter_bias_std.fixed, not self.hyperparameter_weight_std.fixed]
-        code = ACTIVATION_CODES[self.activation]
+        phi = net.phi
         from ntksolve._jit import gp as _jit_gp
 
-        if code in _jit_gp.GRADIENT_CODES:
+        if phi.code in _jit_gp.GRADIENT_CODES:
             # the analytic kernels' own per-point variances (range-checked) and input Gram
-            q, _, sq, _, _ = _diag_pieces(X, net.depth, code, net.weight_std, net.bias_std, CLOSED, None)
+            q, _, sq, _, _ = _diag_pieces(X, net.depth, phi, net.weight_std, net.bias_std, CLOSED, None)
             K, grad = _jit_gp.pair_kernel_with_gradient(input_gram(X, None, sq, sq), X.shape[1], q, sq,
-                                                        None, None, net.depth, code, net.weight_std,
-                                                        net.bias_std, self._ntk)
+                                                        None, None, net.depth, phi.code, phi.params,
+                                                        net.weight_std, net.bias_std, self._ntk)
             return K, grad[:, :, [i for i in range(2) if free[i]]]
         K = self._values(X, None)
         cols = []
@@ -160,8 +160,10 @@ class NTKKernel(_InfiniteWidthKernel):
     depth : int, default 1
         Number of hidden layers ``L`` (fixed).
     activation : str, default "relu"
-        One of ``ntksolve.ACTIVATIONS`` (fixed). Exact gradients for relu, erf, identity; the
-        others use finite differences (module docstring).
+        One of ``ntksolve.ACTIVATIONS`` or a spelling with arguments such as
+        ``"leaky_relu(0.2)"``, ``"monomial(3)"`` (fixed; :class:`~ntksolve.nets.layers.Activation`).
+        Exact gradients except for tanh, sigmoid, gelu and softplus, which use finite differences
+        (module docstring).
     weight_std_bounds, bias_std_bounds : pair of float or "fixed"
         Bounds of the hyperparameters for optimisers; "fixed" keeps one out of ``theta``.
 

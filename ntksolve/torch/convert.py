@@ -43,6 +43,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ntksolve._extras import require
+from ntksolve.nets.layers import Activation
 from ntksolve.nets.trained_layers import layers_from_mlp, mlp_from_layers
 from ntksolve.nets.mlp import MLP
 
@@ -76,6 +77,8 @@ def _activation_name(m) -> Optional[str]:
     """ntksolve's name for an element-wise activation module, or None if ``m`` is not one."""
     if _plain(m, nn.ReLU):
         return "relu"
+    if _plain(m, nn.LeakyReLU):
+        return Activation(f"leaky_relu({float(m.negative_slope)!r})").name
     if _plain(m, nn.Tanh):
         return "tanh"
     if _plain(m, nn.Sigmoid):
@@ -183,7 +186,7 @@ class _Reading(NamedTuple):
     n_outputs: int
 
 
-_SUPPORTED = ("nn.Linear, the element-wise activations ReLU, Tanh, Sigmoid, GELU (approximate='none'), "
+_SUPPORTED = ("nn.Linear, the element-wise activations ReLU, LeakyReLU, Tanh, Sigmoid, GELU (approximate='none'), "
               "Softplus (beta=1), ntksolve.torch.Erf, and the no-ops Identity and Dropout in eval mode "
               "(or p=0), in nested nn.Sequential containers")
 
@@ -360,6 +363,10 @@ def from_torch(module):
 
 
 def _activation_module(name: str, dtype):
+    """The PyTorch module computing ntksolve's activation ``name``, or a ValueError if there is none."""
+    phi = Activation(name)
+    if phi.family == "abrelu" and phi.params[1] == 1.0:  # leaky relu, and abs = LeakyReLU(-1)
+        return nn.LeakyReLU(negative_slope=phi.params[0])
     if name == "relu":
         return nn.ReLU()
     if name == "tanh":
@@ -374,7 +381,10 @@ def _activation_module(name: str, dtype):
         return Erf()
     if name == "identity":
         return nn.Identity()
-    raise ValueError(f"activation {name!r} has no PyTorch module")  # pragma: no cover - all covered
+    raise ValueError(
+        f"activation {name!r} has no PyTorch module, so to_torch cannot write the network: it writes "
+        "ReLU, LeakyReLU (leaky_relu, abs, abrelu(a, 1)), Tanh, Sigmoid, GELU, Softplus, Erf and Identity"
+    )
 
 
 def to_torch(net: MLP, params):
@@ -392,9 +402,16 @@ def to_torch(net: MLP, params):
     -------
     module : torch.nn.Sequential
         ``Linear, act, Linear, ..., Linear`` (``bias=False`` for a layer of ``net`` without a
-        bias); activation modules ``ReLU``, ``Tanh``, ``Sigmoid``,
+        bias); activation modules ``ReLU``, ``LeakyReLU`` (``leaky_relu``, ``abs`` as
+        ``LeakyReLU(-1)``, ``abrelu(a, 1)``), ``Tanh``, ``Sigmoid``,
         ``GELU()``, ``Softplus(threshold=20 or 40)`` (float32 / float64, see the module docstring),
         :class:`Erf`, or ``Identity``. Building it does not draw from torch's random generator.
+
+    Raises
+    ------
+    ValueError
+        For an activation PyTorch has no module for (sin, cos, gaussian, the monomials,
+        ``abrelu(a, b)`` with ``b != 1``).
 
     Notes
     -----
@@ -405,6 +422,8 @@ def to_torch(net: MLP, params):
     """
     layers = layers_from_mlp(net, params)
     dtype = torch.float64 if layers[0][0].dtype == np.float64 else torch.float32
+    if net.depth:
+        _activation_module(net.activation, dtype)  # a ValueError before any tensor is made
     mods = []
     for l, (weight, bias) in enumerate(layers):
         n_out, n_in = weight.shape
