@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _activation(text: str) -> str:
+    """An activation spelling, with arguments if it takes them (``leaky_relu(0.2)``, ``monomial(3)``)."""
+    from ntksolve.nets.layers import check_activation
+
+    try:
+        return check_activation(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _threads(text: str):
     if text in ("auto", "all"):
         return text
@@ -203,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "memory)")
     g.add_argument("--depth", type=_positive_int, default=DEFAULT_DEPTH,
                    help=f"number of hidden layers (at most {MAX_DEPTH})")
-    g.add_argument("--activation", choices=ACTIVATIONS, default=DEFAULT_ACTIVATION, help="activation function")
+    g.add_argument("--activation", type=_activation, default=DEFAULT_ACTIVATION, metavar="NAME",
+                   help=f"activation function: {', '.join(ACTIVATIONS)}, or leaky_relu(SLOPE), abrelu(A,B), "
+                        "monomial(N)")
     g.add_argument("--weight-std", type=_positive_float, default=1.0, help="sigma_w, the weight scale")
     g.add_argument("--bias-std", type=float, default=DEFAULT_BIAS_STD, help="sigma_b, the bias scale (>= 0)")
     g.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="ntk",

@@ -139,3 +139,19 @@ def test_digits_cross_entropy_sweep_runs_with_its_figures(tmp_path, capsys):
 def test_digits_bad_spec(tmp_path, capsys, spec, match):
     assert main(["compare", "--data", spec, "--out", str(tmp_path / "x"), *TINY]) == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,name", [("leaky_relu( 0.2 )", "leaky_relu(0.2)"), ("monomial(3)", "monomial(3)"),
+                                       ("abs", "abs"), ("relu", "relu")])
+def test_activation_with_arguments_is_parsed(text, name):
+    from ntksolve.cli_parser import build_parser
+
+    assert build_parser().parse_args(["compare", "--activation", text]).activation == name
+
+
+def test_unknown_activation_is_a_usage_error(capsys):
+    from ntksolve.cli_parser import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["compare", "--activation", "swish"])
+    assert exc.value.code == 2 and "leaky_relu(slope)" in capsys.readouterr().err
