@@ -6,6 +6,7 @@ implementation of every step), and the width scaling of the linearisation error 
 twin's gap falls with width; the measured slope is pinned).
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,20 @@ TORCH_HINT = "needs the torch extra: pip install 'ntksolve[torch]'"
 TINY = ["--widths", "16,32", "--steps", "10", "--records", "4", "--threads", "1", "--no-plots", "--quiet"]
 ROW_KEYS = ("gap_train_empirical", "gap_test_empirical", "gap_train_analytic", "gap_test_analytic",
             "loss_train_final_real", "loss_test_final_real")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread, as ``ntksolve compare --threads 1`` sets: on a loaded 2-core machine
+    two spinning intra-op threads make each small step many times slower."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +75,35 @@ def test_torch_trainer_gives_the_numpy_trainers_rows(data, parameterization, dyn
 
     assert got.settings["trainer_framework"] == f"torch {torch.__version__}"
     assert got.settings["trainer_function"] == "ntksolve.torch.train_network_torch"
+
+
+@pytest.mark.parametrize("dynamics, batch_size", [
+    (None, None), (GradientDescent(1.0, momentum=0.9), None), (GradientDescent(1.0, momentum=0.8, nesterov=True), None),
+    (GradientDescent(1.0, momentum=0.5), 8)], ids=["gd", "momentum", "nesterov", "minibatch"])
+def test_sklearn_trainer_gives_the_numpy_trainers_rows(data, dynamics, batch_size):
+    kw = dict(parameterization="standard", dynamics=dynamics, lr_fraction=None if dynamics is None else 0.4,
+              batch_size=batch_size)
+    ref, got = _sweep(data, **kw), _sweep(data, trainer="sklearn", **kw)
+    _same_rows(ref, got)
+    import sklearn
+
+    assert got.settings["trainer"] == "sklearn"
+    assert got.settings["trainer_framework"] == f"scikit-learn {sklearn.__version__}"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(), r"standard parameterisation only.*--parameterization standard"),
+    (dict(parameterization="standard", dynamics=GradientDescent(0.1, weight_decay=1e-4)),
+     r"weight_decay=0.0001 has no exact scikit-learn counterpart: its alpha is an L2 penalty"),
+    (dict(parameterization="standard", dynamics=GradientDescent(Schedule.cosine(0.1, 40))), "no learning-rate schedule"),
+    (dict(parameterization="standard", dynamics=Adam(1e-3)), "scikit-learn's adam is not torch.optim.Adam"),
+    (dict(parameterization="standard", activation="erf"), "has no 'erf' activation"),
+])
+def test_sklearn_trainer_refusals_before_any_work(data, kw, match):
+    seen = []
+    with pytest.raises(ValueError, match=match):
+        _sweep(data, trainer="sklearn", on_state=seen.append, **kw)
+    assert seen == []
 
 
 def test_unknown_trainer_is_refused(data):
@@ -101,6 +145,7 @@ def test_torch_trainer_without_torch_names_the_extra():
 
 @pytest.mark.parametrize("argv, match", [
     (["--trainer", "jax"], "invalid choice: 'jax'"),
+    (["--trainer", "sklearn", "--schedule", "nope"], "unknown schedule"),
 ])
 def test_bad_trainer_spelling(argv, match, capsys):
     from ntksolve.cli_parser import build_parser
@@ -108,6 +153,22 @@ def test_bad_trainer_spelling(argv, match, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["compare", *argv])
     assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--trainer", "sklearn", "--parameterization", "ntk"],
+     r"^ntksolve compare: error: --trainer sklearn: .*standard parameterisation only.*--parameterization standard\)$"),
+    (["--trainer", "sklearn", "--parameterization", "standard", "--weight-decay", "1e-4"],
+     r"--trainer sklearn: weight_decay=0.0001 has no exact scikit-learn counterpart"),
+    (["--trainer", "sklearn", "--parameterization", "standard", "--optimizer", "adam"], "is not torch.optim.Adam"),
+])
+def test_cli_sklearn_refusals(tmp_path, capsys, argv, match):
+    out = tmp_path / "never"
+    assert main(["compare", "--out", str(out), *TINY, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert re.search(match, err), err
+    assert not out.exists()
 
 
 def test_cli_trainer_torch_records_it(tmp_path):
