@@ -299,7 +299,7 @@ def _resolve_threads(spec, n_train: int):
 
 
 def _set_threads(n: int):
-    """Limit BLAS (threadpoolctl, a scikit-learn dependency) and numba threads to ``n``.
+    """Limit BLAS (threadpoolctl, a scikit-learn dependency), numba and (if imported) torch threads to ``n``.
 
     Returns a function that restores the previous limits (``main`` may run in-process).
     """
@@ -314,9 +314,15 @@ def _set_threads(n: int):
     except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
         pass
     numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    torch = sys.modules.get("torch")  # imported only for --trainer torch; its own thread pool
+    torch_before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(n)
 
     def restore():
         numba.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(torch_before)
         if limiter is not None:
             limiter.restore_original_limits()
 
@@ -332,6 +338,19 @@ def _write(path: str, write) -> str:
     return path
 
 
+def _trainer(args):
+    """The sweep's trainer, refused before any data is read when it cannot run (not installed, or
+    unable to train these networks by this rule exactly)."""
+    from ntksolve.nets.mlp import MLP
+    from ntksolve.sweep_trainers import sweep_trainer
+
+    try:
+        net = MLP((1,), args.activation, args.weight_std, args.bias_std, args.parameterization)
+        return sweep_trainer(args.trainer, net, args._rule, loss=args.loss)
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"--trainer {args.trainer}: {exc}") from None
+
+
 def run_compare(args) -> int:
     from ntksolve.sweep_checks import check_sweep, default_record_steps
 
@@ -343,6 +362,7 @@ def run_compare(args) -> int:
         raise UsageError(f"--bias-std must be a finite number >= 0, got {args.bias_std}")
     if args.records < 2:
         raise UsageError("--records must be at least 2")
+    args._trainer = _trainer(args)
     X, y, Xt, yt, desc, notes = load_data(args)
     if args.batch_size is not None and args.batch_size > X.shape[0]:
         raise UsageError(f"--batch-size {args.batch_size} is more than the {X.shape[0]} training points")
@@ -408,6 +428,7 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
             weight_std=args.weight_std, bias_std=args.bias_std, parameterization=args.parameterization,
             dynamics=args._rule, lr_fraction=args._lr_fraction, loss=args.loss, batch_size=args.batch_size,
             steps=args.steps, n_records=args.records, random_state=args.seed, progress=progress, on_state=save,
+            trainer=args._trainer,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

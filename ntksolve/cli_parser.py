@@ -172,6 +172,7 @@ def training_rule(args):
 def build_parser() -> argparse.ArgumentParser:
     from ntksolve.sweep_checks import MAX_DEPTH, MAX_RECORDS, MAX_WIDTH
     from ntksolve.nets.mlp import ACTIVATIONS, PARAMETERIZATIONS
+    from ntksolve.sweep_trainers import TRAINERS
 
     parser = argparse.ArgumentParser(
         prog="ntksolve",
@@ -247,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--loss", choices=("mse", "cross_entropy"), default="mse",
                    help="mean squared error, or cross-entropy over the classes (needs class labels: --data digits, "
                         "or a file whose target column holds labels 0, 1, ..., K-1)")
+    g.add_argument("--trainer", choices=TRAINERS, default="numpy",
+                   help="what trains the real networks: ntksolve's own numpy trainer, PyTorch's optimisers "
+                        "(torch.optim on the exported module; needs pip install 'ntksolve[torch]'), or "
+                        "scikit-learn's MLPRegressor/MLPClassifier stepped by partial_fit (--parameterization "
+                        "standard, SGD at a constant rate with momentum/Nesterov only); the predictions are the same")
     g.add_argument("--records", type=_positive_int, default=DEFAULT_RECORDS,
                    help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
                         "never more than --steps + 1 distinct ones)")

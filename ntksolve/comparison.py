@@ -12,7 +12,7 @@ For each width :func:`compare` initialises one network and
    (NTK parameterisation only; not with weight decay, which needs ``J theta_0``): the gap adds the
    kernel's fluctuation at initialisation, expected to fall like ``width^{-1/2}``;
 3. trains it for real from the same parameters and the same batch order
-   (:func:`~ntksolve.train_network`).
+   (``trainer``: :func:`~ntksolve.train_network`, or PyTorch's or scikit-learn's optimisers).
 
 Adam has no kernel twin: its "predictions" are the loss-matched gradient flow of
 :mod:`ntksolve.twins`, the closest linear path, and their gaps say how far Adam's path is from it.
@@ -54,6 +54,7 @@ from ntksolve.report import (GAP_KEYS, LOSS_WORDS, SLOPE_KEYS, STATES, CompareRe
                              _sweep_totals, environment)
 from ntksolve.sweep_checks import (MAX_DEPTH, MAX_RECORDS, MAX_WIDTH, _class_labels, _Sizes, _targets, _twin_work,
                                    _width_work, check_sweep, check_training, default_record_steps)
+from ntksolve.sweep_trainers import sweep_trainer
 from ntksolve.training import train_network
 from ntksolve.twins import (CLOSED_FORM, MATCHED_FLOW, Prediction, Run, Twin, critical_rate, describe,
                             not_available, peak_rate, rule_at_fraction)
@@ -87,6 +88,7 @@ class _Sweep(NamedTuple):
     rms_train: float
     rms_test: float
     sizes: _Sizes
+    trainer: object  # the SweepTrainer of the real runs
 
 
 def compare(
@@ -112,6 +114,7 @@ def compare(
     progress: bool = True,
     on_width_done: Optional[Callable[[dict, CompareReport], None]] = None,
     on_state: Optional[Callable[[CompareReport], None]] = None,
+    trainer="numpy",
 ) -> CompareReport:
     """Train networks of several widths for real beside their NTK predictions.
 
@@ -175,6 +178,8 @@ def compare(
         (for saving it: see :meth:`CompareReport.write_json`). If it raises, the sweep stops
         with ``state = "failed"`` (it is called once more, its errors then ignored) and the error
         propagates.
+    trainer : {"numpy", "torch", "sklearn"} or callable, default "numpy"
+        What trains the real networks (:mod:`ntksolve.sweep_trainers`); in ``settings["trainer"]``.
 
     Returns
     -------
@@ -190,8 +195,10 @@ def compare(
         ``dynamics`` not a GradientDescent or an Adam, or given with ``learning_rate``.
     ValueError
         Bad arguments (cross-entropy targets that are not labels, ``lr_fraction`` with Adam or with
-        ``learning_rate``, ``batch_size`` outside ``[1, N]``), or widths, depth or records beyond
-        the limits (:func:`check_sweep`).
+        ``learning_rate``, ``batch_size`` outside ``[1, N]``), widths, depth or records beyond
+        the limits (:func:`check_sweep`), or a run the ``trainer`` cannot do exactly.
+    ImportError
+        ``trainer``'s framework is not installed (naming the extra).
     MemoryError
         The widest network would not fit in memory (:func:`check_sweep`), before any work.
 
@@ -239,8 +246,8 @@ def compare(
             if rms == 0:
                 raise ValueError(f"the {what} targets are all zero: the relative gap RMS(f_real - f_pred) / RMS(y) "
                                  "is undefined")
-    # Build one network now so that bad activation / std values fail before any work.
-    MLP((ws[0],) * depth, activation, weight_std, bias_std, parameterization, k)
+    net0 = MLP((ws[0],) * depth, activation, weight_std, bias_std, parameterization, k)  # bad values fail now
+    trainer = sweep_trainer(trainer, net0, rule, loss=loss, n_outputs=k)
     if random_state is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
     elif isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool) \
@@ -267,7 +274,7 @@ def compare(
                     batches=None if batch_size is None else
                     "epoch-wise shuffled (shuffled_batches), one order per width from SeedSequence([seed, width, 1]), "
                     "shared by the real run and both twins")
-    settings.update(environment())
+    settings.update(trainer.settings(), **environment())
     report = CompareReport(settings=settings)
     sizes = _Sizes(N, int(X_test.shape[0]), int(d), int(k), depth, int(record_at.size), k > 1, analytic)
     works = [_width_work(sizes, w, int(steps), int(record_at.size)) for w in ws]
@@ -286,7 +293,7 @@ def compare(
         an_twin = crit_an = None
         with _signals_held():  # compilation: an interrupt now is delivered when it is done
             _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic,
-                     None if run0.plain else run0)
+                     None if run0.plain else run0, trainer.train)
         if analytic:
             t0 = time.perf_counter()
             an_net = MLP((1,) * depth, activation, weight_std, bias_std, "ntk", k)
@@ -321,7 +328,7 @@ def compare(
 
         sweep = _Sweep(X, y, X_test, y_test, depth, activation, float(weight_std), float(bias_std), parameterization,
                        k, rule, fraction if per_width else None, loss, batch_size, int(steps), record_at, seed,
-                       an_twin, crit_an, rms_train, rms_test, sizes)
+                       an_twin, crit_an, rms_train, rms_test, sizes, trainer)
         bar = _Progress(progress, [p + int(steps) * s + record_at.size * r for p, s, r in works], ws)
         for i, width in enumerate(ws):
             bar.start_width(i)
@@ -391,16 +398,17 @@ def _signals_held():
             signal.raise_signal(pending[0])  # its own handler now runs (KeyboardInterrupt, or the default)
 
 
-def _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic, run=None) -> None:
+def _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic, run, train) -> None:
     """Run every jitted path once on two points, so that numba's one-time compilation (or cache
-    load, about 0.5 s) is charged to no width's prediction or training time. ``run``: also the
-    sweep's own rule, loss and batches (momentum and weight-decay factors, ``J theta_0``)."""
+    load, about 0.5 s) is charged to no width's prediction or training time (``train``: the sweep's
+    trainer too). ``run``: the sweep's own rule, loss and batches (momentum, weight decay, ``J theta_0``)."""
     net = MLP((2,) * depth, activation, weight_std, bias_std, parameterization, k)
     p = net.init(X.shape[1], random_state=0)
     Xs = X[:2]
     empirical_ntk(net, p, Xs, trace=k == 1)
     k2 = empirical_ntk(net, p, Xs, Xs, trace=k == 1)
-    train_network(net, p, Xs, np.zeros((2, k)), learning_rate=1e-3, steps=1, X_test=Xs, track_kernel=False)
+    for fn in {train_network, train}:
+        fn(net, p, Xs, np.zeros((2, k)), learning_rate=1e-3, steps=1, X_test=Xs, track_kernel=False)
     if analytic:
         analytic_kernels(net, Xs)
         analytic_kernels(net, Xs, Xs)
@@ -470,7 +478,7 @@ def _one_width(width, sw: _Sweep, work, bar):
         last[0] = step
 
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, with its reason
-        res = train_network(net, params, sw.X, sw.y, steps=sw.steps, dynamics=rule, loss=sw.loss, batches=batches,
+        res = sw.trainer.train(net, params, sw.X, sw.y, steps=sw.steps, dynamics=rule, loss=sw.loss, batches=batches,
                             record_at=record_at, X_test=sw.X_test, y_test=sw.y_test, track_kernel=True,
                             on_divergence="return", callback=tick)
     if matched:

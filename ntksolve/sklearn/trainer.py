@@ -1,0 +1,323 @@
+"""Real training by scikit-learn's own ``MLPRegressor`` / ``MLPClassifier``, with the interface and
+the units of :func:`ntksolve.train_network`.
+
+:func:`train_network_sklearn` starts an estimator from ntksolve's parameters and steps it with
+``partial_fit``, one optimiser step per call (the whole training set with ``batch_size = N``, or
+``partial_fit(X[b], y[b])`` with ``batch_size = |b|``), so that scikit-learn's own forward pass,
+backpropagation and ``SGDOptimizer`` do the training. The estimator is
+
+``MLPRegressor(solver="sgd", alpha=0, learning_rate="constant", shuffle=False, momentum=mu,
+nesterovs_momentum=nesterov, learning_rate_init=eta / k, ...)``
+
+(``MLPClassifier`` for cross-entropy). The mapping, exactly:
+
+- **Parameters.** scikit-learn computes ``z = h @ coefs_[l] + intercepts_[l]`` and trains those
+  arrays: the standard parameterisation's ``W~ = ws W`` and ``b~ = bs b``, so ``coefs_[l] =
+  (ws W).T`` and ``intercepts_[l] = bs b`` (:func:`~ntksolve.sklearn.mlp_import.from_sklearn` is
+  the inverse). An initialising ``partial_fit`` on the first rows builds the arrays; they are then
+  overwritten and the optimiser's state (its velocities) dropped, so the first real step starts
+  from ntksolve's parameters with zero velocity.
+- **Rate.** ``squared_error`` reports ntksolve's loss ``1/(2Nk) Σ‖f − y‖²`` but steps along the
+  gradient of ``1/(2N) Σ‖f − y‖²``: ``learning_rate_init = η / k``
+  (:func:`~ntksolve.sklearn.mlp_import.learning_rate_from_sklearn` is the inverse). Its log loss
+  over the logits has gradient ``(p − Y) / N``, the cross-entropy rule's: ``learning_rate_init = η``.
+- **Momentum.** ``SGDOptimizer`` takes ``u ← μ u − η g; θ ← θ + u`` (Nesterov: ``θ ← θ + μ u − η g``
+  with the new ``u``), from ``u = 0``. With ``u = −η b`` this is PyTorch's heavy ball
+  ``b ← μ b + g; θ ← θ − η b`` (Nesterov ``θ ← θ − η (g + μ b)``) at a constant rate, step for step.
+
+Refused, before any work, because scikit-learn cannot do them exactly: NTK parameterisation (its
+per-layer gradient factors are per-layer learning rates), layers without a bias (scikit-learn
+always trains intercepts), activations other than identity, logistic, tanh and relu, schedules
+(``invscaling`` and ``adaptive`` are not ntksolve's schedules, and the rate is fixed per estimator),
+weight decay (``alpha`` adds ``alpha/(2N) ‖W‖²`` on the weights only, per batch size; PyTorch's
+weight decay acts on every parameter), Adam (``AdamOptimizer`` folds the bias correction into the
+rate and adds ``epsilon`` to the uncorrected ``sqrt(v)``, i.e. PyTorch's ``eps`` times
+``sqrt(1 − beta2^t)``), and a softmax over two outputs (scikit-learn has one logistic output for two
+classes: use a 0/1 column, ``k = 1``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+from ntksolve._config import DIVERGENCE_FACTOR
+from ntksolve._validation import check_choice, check_inputs
+from ntksolve.dynamics.function_space import _targets as _class_targets, check_batches
+from ntksolve.dynamics.rules import GradientDescent
+from ntksolve.dynamics.units import LOSS_CONVENTIONS
+from ntksolve.kernels.empirical import empirical_ntk
+from ntksolve.nets.mlp import MLP
+from ntksolve.optimizers import training_rule
+from ntksolve.sklearn.mlp_import import ACTIVATION_NAMES, from_sklearn
+from ntksolve.training import (KernelTracker, Stopwatch, TrainingDivergedError, TrainingResult, _check_steps,
+                               _check_targets, _divergence_hint, _measure, _rule_critical_rate, recorded)
+
+__all__ = ["train_network_sklearn", "check_sklearn_run"]
+
+#: ntksolve's activation -> scikit-learn's.
+SKLEARN_ACTIVATIONS = {v: k for k, v in ACTIVATION_NAMES.items()}
+_STANDARD = "use parameterization='standard' (ntksolve compare --parameterization standard)"
+
+
+def check_sklearn_run(net, rule, *, loss: str = "mse", n_outputs: Optional[int] = None) -> None:
+    """Refuse what scikit-learn's MLP cannot train exactly (see the module docstring), before any work.
+
+    Parameters
+    ----------
+    net : MLP
+    rule : GradientDescent, Adam or other
+    loss : {"mse", "cross_entropy"}
+    n_outputs : int, optional
+        ``k`` (default ``net.n_outputs``).
+
+    Raises
+    ------
+    TypeError
+        ``net`` not an MLP, ``rule`` not a GradientDescent or an Adam.
+    ValueError
+        The reason scikit-learn cannot run it, and what to change.
+    """
+    from ntksolve.dynamics.adaptive import Adam
+
+    if not isinstance(net, MLP):
+        raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    if net.parameterization != "standard":
+        raise ValueError(f"scikit-learn's MLP trains in standard parameterisation only: NTK parameterisation scales "
+                         f"each layer's gradient by its own factor, a per-layer learning rate that its single "
+                         f"learning_rate_init cannot express; {_STANDARD}")
+    if not all(layer.bias for layer in net.layers):
+        raise ValueError("scikit-learn's MLP always trains an intercept in every layer, so a network with bias=False "
+                         "layers cannot be trained by it; use bias=True (bias_std=0 starts the biases at zero)")
+    if net.activation not in SKLEARN_ACTIVATIONS:
+        raise ValueError(f"scikit-learn's MLP has no {net.activation!r} activation; use one of "
+                         f"{', '.join(SKLEARN_ACTIVATIONS)}")
+    if isinstance(rule, Adam):
+        raise ValueError("scikit-learn's adam is not torch.optim.Adam: it folds the bias correction into the rate "
+                         "and adds epsilon to the uncorrected sqrt(v) (PyTorch's eps times sqrt(1 - beta2^t)), so it "
+                         "cannot reproduce ntksolve's Adam exactly; use trainer 'numpy' or 'torch' for Adam")
+    if not isinstance(rule, GradientDescent):
+        raise TypeError(f"scikit-learn trains by GradientDescent (solver='sgd'), got {rule!r}")
+    if rule.schedule is not None:
+        raise ValueError(f"scikit-learn's MLP has no learning-rate schedule like {rule.schedule!r} (its 'invscaling' "
+                         "and 'adaptive' rates are other rules); use a constant rate, or trainer 'numpy' or 'torch'")
+    if rule.weight_decay > 0:
+        raise ValueError(f"weight_decay={rule.weight_decay} has no exact scikit-learn counterpart: its alpha is an "
+                         "L2 penalty alpha/(2N) ||W||^2 on the weights only (not the intercepts), while ntksolve's "
+                         "(PyTorch's) weight decay acts on every parameter; use trainer 'numpy' or 'torch'")
+    check_choice(loss, "loss", ("mse", "cross_entropy"))
+    k = net.n_outputs if n_outputs is None else int(n_outputs)
+    if loss == "cross_entropy" and k == 2:
+        raise ValueError("scikit-learn's MLPClassifier gives two classes one logistic output, not a softmax over "
+                         "two: use a 0/1 column of labels (k = 1, the logistic loss), or trainer 'numpy' or 'torch'")
+
+
+def _to_sklearn(est, train_net, params, d):
+    """Write ``params`` (``train_net``'s storage convention) into ``coefs_`` / ``intercepts_``."""
+    est.coefs_ = [np.ascontiguousarray((ws * W).T) for (W, _), (ws, _) in zip(params, train_net.layer_scales(d))]
+    est.intercepts_ = [np.array(bs * b) for (_, b), (_, bs) in zip(params, train_net.layer_scales(d))]
+
+
+def _from_sklearn(est, train_net, d):
+    """``coefs_`` / ``intercepts_`` as ``(W, b)`` in ``train_net``'s storage convention."""
+    return [(np.ascontiguousarray(c.T) / ws, np.array(i) / bs)
+            for c, i, (ws, bs) in zip(est.coefs_, est.intercepts_, train_net.layer_scales(d))]
+
+
+def _grew(value, scale) -> str:
+    """Why a loss means divergence (train_network's criterion), or ``""``."""
+    if not np.isfinite(value):
+        return "loss became non-finite"
+    if value > DIVERGENCE_FACTOR * scale:
+        return f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {scale:.3g}"
+    return ""
+
+
+def train_network_sklearn(
+    net: MLP,
+    params,
+    X,
+    y,
+    *,
+    steps: int,
+    learning_rate=None,
+    dynamics=None,
+    loss: str = "mse",
+    batches=None,
+    record_at=None,
+    X_test=None,
+    y_test=None,
+    track_kernel: bool = True,
+    on_divergence: str = "raise",
+    callback: Optional[Callable[[int, float], None]] = None,
+) -> TrainingResult:
+    """:func:`ntksolve.train_network`, run by scikit-learn's MLP: the same arguments, result and units.
+
+    Parameters
+    ----------
+    net, params, X, y, steps, learning_rate, dynamics, loss, batches, record_at, X_test, y_test,
+    track_kernel, on_divergence, callback
+        As :func:`ntksolve.train_network`, within what :func:`check_sklearn_run` accepts: standard
+        parameterisation with biases; a constant-rate :class:`~ntksolve.dynamics.rules.GradientDescent`
+        (momentum and Nesterov allowed); ``"mse"`` (``MLPRegressor``) or ``"cross_entropy"``
+        (``MLPClassifier``: ``k >= 3`` classes, or 0/1 labels with ``k = 1``).
+
+    Returns
+    -------
+    TrainingResult
+        As :func:`ntksolve.train_network` returns it. The recorded outputs are the regressor's
+        ``predict`` (the classifier's logits, through :func:`~ntksolve.sklearn.mlp_import.from_sklearn`);
+        ``kernel_change`` is of the empirical NTK of ``from_sklearn(estimator)`` (the NTK over
+        scikit-learn's own parameters, which is ``net``'s in standard parameterisation).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`ntksolve.train_network`, or what scikit-learn cannot train exactly
+        (:func:`check_sklearn_run`), before the first step.
+    TrainingDivergedError
+        The loss diverged and ``on_divergence="raise"``.
+    """
+    rule = training_rule(learning_rate, dynamics)
+    kind = check_choice(loss, "loss", ("mse", "cross_entropy"))
+    check_sklearn_run(net, rule, loss=kind)
+    d, dt = net.check_params(params)
+    if dt != np.float64:
+        raise ValueError(f"scikit-learn's MLP trains float64 here; got parameters of dtype {np.dtype(dt)}")
+    X = check_inputs(X, name="X", n_features=d, dtype=dt)
+    N, k = X.shape[0], net.n_outputs
+    if X_test is not None:
+        X_test = check_inputs(X_test, name="X_test", n_features=d, dtype=dt)
+    elif y_test is not None:
+        raise ValueError("y_test was given without X_test")
+    if kind == "mse":
+        Y = target = _check_targets(y, N, k, "y", dt)
+        fit_y = Y[:, 0] if k == 1 else Y
+        target_test = None if y_test is None else _check_targets(y_test, X_test.shape[0], k, "y_test", dt)
+        rate_init = 1.0 / LOSS_CONVENTIONS["sklearn_mlp_regressor"](N, k)  # its step / ours, per unit rate
+    else:
+        _, target = _class_targets(y, N, k, "y")
+        fit_y = target
+        target_test = None if y_test is None else _class_targets(y_test, X_test.shape[0], k, "y_test")[1]
+        rate_init = 1.0
+    steps, rec = _check_steps(steps, record_at)
+    batch_list = check_batches(batches, N, steps)
+    if on_divergence not in ("raise", "return"):
+        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+    eta = float(rule.learning_rate)
+    with_crit = kind == "mse"
+
+    train_net = net.trainable()
+    work = [(np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
+            for W, b in params]
+    common = dict(hidden_layer_sizes=train_net.hidden_layer_sizes, activation=SKLEARN_ACTIVATIONS[train_net.activation],
+                  solver="sgd", alpha=0.0, batch_size=N, learning_rate="constant", learning_rate_init=eta * rate_init,
+                  momentum=rule.momentum, nesterovs_momentum=rule.nesterov, shuffle=False, max_iter=1, tol=0.0,
+                  n_iter_no_change=2**31 - 1, random_state=0)
+    classes = None
+    if kind == "mse":
+        est = MLPRegressor(**common)
+    else:
+        est = MLPClassifier(**common)
+        classes = np.arange(max(k, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # builds coefs_ and intercepts_ (one step, then overwritten) and the label binariser
+        est.partial_fit(X, fit_y, **({} if classes is None else {"classes": classes}))
+    _to_sklearn(est, train_net, work, d)
+    del est._optimizer  # a fresh SGDOptimizer (zero velocities) over the new arrays at the next call
+    est.n_iter_ = est.t_ = 0
+    est.loss_curve_ = []
+
+    def outputs(Z):
+        if kind == "mse":
+            return est.predict(Z).reshape(Z.shape[0], k)
+        sk_net, sk_params = from_sklearn(est)
+        return sk_net.apply(sk_params, Z)
+
+    T = rec.size
+    M = X_test.shape[0] if X_test is not None else 0
+    fx_train = np.empty((T, N, k), dtype=dt)
+    fx_test = np.empty((T, M, k), dtype=dt) if X_test is not None else None
+    loss_train, loss_test = np.empty(T), np.empty(T) if target_test is not None else None
+    acc_train = np.empty(T) if kind != "mse" else None
+    acc_test = np.empty(T) if (kind != "mse" and target_test is not None) else None
+    kchange = np.empty(T) if track_kernel else None
+    tracker = crit = None
+    if track_kernel:
+        tracker = KernelTracker(lambda: empirical_ntk(*from_sklearn(est), X, trace=(k == 1)))
+        if with_crit:
+            crit = _rule_critical_rate(rule, tracker.theta0, k)
+    rates = np.full(steps, eta)
+    loss_scale, diverged, message, i_rec, s_done = None, False, "", 0, 0
+    clock = Stopwatch()
+
+    def stop(s, what):
+        nonlocal crit, diverged, message
+        diverged = True
+        clock.stop()
+        if crit is None and with_crit:
+            crit = _rule_critical_rate(rule, empirical_ntk(net, params, X, trace=(k == 1)), k)
+        message = f"training diverged at step {s}: the {what}{_divergence_hint(rule, rates, crit, batch_list)}"
+
+    for s in range(steps + 1):
+        recording = i_rec < T and rec[i_rec] == s
+        if recording or s == 0:
+            f = outputs(X)
+            value, acc = _measure(kind, f, target)
+            if loss_scale is None:  # the loss of a zero predictor, as train_network
+                zero = (0.5 * float(np.vdot(target, target)) / target.size if kind == "mse"
+                        else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0])
+                loss_scale = max(value, zero, np.finfo(dt).tiny)
+            if _grew(value, loss_scale):
+                stop(s, _grew(value, loss_scale))
+                break
+        if recording:
+            fx_train[i_rec], loss_train[i_rec] = f, value
+            if acc_train is not None:
+                acc_train[i_rec] = acc
+            if X_test is not None:
+                ft = fx_test[i_rec] = outputs(X_test)
+                if target_test is not None:
+                    loss_test[i_rec], a = _measure(kind, ft, target_test)
+                    if acc_test is not None:
+                        acc_test[i_rec] = a
+            if tracker is not None:
+                with clock.paused():
+                    kchange[i_rec] = tracker.change(s)
+            i_rec += 1
+            if callback is not None:
+                with clock.paused():
+                    callback(s, value)
+        if s == steps:
+            break
+        if batch_list is None:
+            est.partial_fit(X, fit_y)
+        else:
+            b = batch_list[s]
+            est.batch_size = len(b)
+            est.partial_fit(X[b], fit_y[b])
+        s_done = s + 1
+        # est.loss_ is the loss of step s's batch before its update (the whole set in full batch)
+        why = _grew(est.loss_, loss_scale) if batch_list is None else \
+            ("" if np.isfinite(est.loss_) else "batch loss became non-finite")
+        if why:
+            stop(s, why)
+            break
+    if not diverged:
+        clock.stop()
+
+    result = TrainingResult(
+        **recorded(i_rec, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
+        net=train_net, params=_from_sklearn(est, train_net, d), learning_rate=eta, wall_time=clock.seconds,
+        kernel_time=0.0 if tracker is None else tracker.seconds, critical_learning_rate=crit, diverged=diverged,
+        message=message, n_steps_taken=s_done,
+        accuracy_train=None if acc_train is None else acc_train[:i_rec],
+        accuracy_test=None if acc_test is None else acc_test[:i_rec], loss=kind, dynamics=rule,
+    )
+    if diverged and on_divergence == "raise":
+        raise TrainingDivergedError(message, result)
+    return result
