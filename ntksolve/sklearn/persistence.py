@@ -505,7 +505,8 @@ def _params(cls, meta, scheduler):
         raise ValueError(f"params has names a {cls.__name__} does not take: {unknown}")
     if not all(isinstance(name, str) and name in params for name in unsaved):
         raise ValueError(f"unsaved_params must name saved parameters, got {unsaved!r}")
-    missing = sorted(names - set(params) - {"scheduler"})
+    # a parameter added after a file was written takes its default, which is what the file meant
+    missing = sorted(names - set(params) - {"scheduler"} - set(getattr(cls, "_params_files_may_lack", ())))
     if missing:
         raise ValueError(f"params lacks {missing}")
     for name, kind in sequences.items():
