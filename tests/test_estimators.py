@@ -361,10 +361,11 @@ def test_clone_keeps_plain_params():
 def test_parameters_are_keyword_only_and_shared():
     import inspect
 
-    from ntksolve.sklearn._params import CV_PARAMETERS, MODEL_PARAMETERS, SHARED_PARAMETERS
+    from ntksolve.sklearn._params import CV_PARAMETERS, MODEL_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS
 
     shared = {name: default for name, default, _ in SHARED_PARAMETERS}
-    for Est, own in ((NTKRegressor, MODEL_PARAMETERS), (NTKClassifier, MODEL_PARAMETERS), (NTKRegressorCV, CV_PARAMETERS)):
+    for Est, own in ((NTKRegressor, MODEL_PARAMETERS + REGRESSOR_PARAMETERS), (NTKClassifier, MODEL_PARAMETERS),
+                     (NTKRegressorCV, CV_PARAMETERS + REGRESSOR_PARAMETERS)):
         sig = inspect.signature(Est)
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
         expected = {**{name: default for name, default, _ in own}, **shared}

@@ -38,6 +38,7 @@ scheduler always comes from the caller. Anything else is refused with a ``ValueE
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import numbers
@@ -143,9 +144,12 @@ def save(est, path):
     """
     attrs, arrays = est._get_state()
     params, unsaved, sequences = {}, [], {}
+    defaults = {name: p.default for name, p in inspect.signature(type(est)).parameters.items()}
     for name, value in est.get_params(deep=False).items():
         if name == "scheduler":
             continue  # where to compute is the caller's business: never stored, never obeyed
+        if name in getattr(est, "_params_files_may_lack", ()) and isinstance(value, str) and value == defaults[name]:
+            continue  # at its default: the file is the one a writer from before the parameter made
         if isinstance(value, (tuple, list, np.ndarray)):
             sequences[name] = type(value).__name__ if type(value) in (tuple, list) else "ndarray"
         try:
