@@ -7,6 +7,8 @@ scikit-learn's ``GaussianProcessRegressor`` (Cholesky, its own optimiser) on the
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -273,7 +275,6 @@ def test_save_load_round_trips_the_noise_model(two_output_empirical, gp_draw, tm
     # a file holding a noise model loads into the uncertainty it was saved with only
     with np.load(tmp_path / "m0.npz", allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    import json
     meta = json.loads(str(arrays["__ntksolve__"][()]))
     meta["params"]["uncertainty"] = "ensemble"
     np.savez(tmp_path / "bad.npz", **{**arrays, "__ntksolve__": np.array(json.dumps(meta))})
@@ -282,7 +283,17 @@ def test_save_load_round_trips_the_noise_model(two_output_empirical, gp_draw, tm
     np.savez(tmp_path / "neg.npz", **{**arrays, "noise_variance": np.array([-1.0])})
     with pytest.raises(ValueError, match="noise_variance > 0"):
         ntksolve.load(tmp_path / "neg.npz")
-    # a file written before the parameter existed loads with its default
+    # a file written before the parameter existed loads with its default; at its default it is not written
+    assert NTKRegressor._params_files_may_lack == {"uncertainty": NTKRegressor().uncertainty}
+    g.set_params(uncertainty="ensemble").save(tmp_path / "ens.npz")
+    g.set_params(uncertainty="predictive")
+    with np.load(tmp_path / "ens.npz", allow_pickle=False) as npz:
+        assert "uncertainty" not in json.loads(str(npz["__ntksolve__"][()]))["params"]
+        assert "amplitude" not in npz.files
+    # uncertainty set to "predictive" after an ensemble fit: the loaded model fits its noise model as fit would
+    ens = NTKRegressor(hidden_layer_sizes=(512,), normalize_y=False).fit(X_g[:300], gp_draw[5][:300])
+    ens.set_params(uncertainty="predictive").save(tmp_path / "late.npz")
+    assert ntksolve.load(tmp_path / "late.npz").noise_variance_ == g.noise_variance_
     del meta["params"]["uncertainty"]
     old = {k: v for k, v in arrays.items() if k not in ("amplitude", "noise_variance")}
     np.savez(tmp_path / "old.npz", **{**old, "__ntksolve__": np.array(json.dumps(meta))})

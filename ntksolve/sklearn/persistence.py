@@ -38,7 +38,6 @@ scheduler always comes from the caller. Anything else is refused with a ``ValueE
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import numbers
@@ -144,12 +143,9 @@ def save(est, path):
     """
     attrs, arrays = est._get_state()
     params, unsaved, sequences = {}, [], {}
-    defaults = {name: p.default for name, p in inspect.signature(type(est)).parameters.items()}
     for name, value in est.get_params(deep=False).items():
-        if name == "scheduler":
-            continue  # where to compute is the caller's business: never stored, never obeyed
-        if name in getattr(est, "_params_files_may_lack", ()) and isinstance(value, str) and value == defaults[name]:
-            continue  # at its default: the file is the one a writer from before the parameter made
+        if name == "scheduler" or (isinstance(value, str) and getattr(est, "_params_files_may_lack", {}).get(name) == value):
+            continue  # where to compute is the caller's: never stored, never obeyed; a later parameter at its default
         if isinstance(value, (tuple, list, np.ndarray)):
             sequences[name] = type(value).__name__ if type(value) in (tuple, list) else "ndarray"
         try:
@@ -509,8 +505,7 @@ def _params(cls, meta, scheduler):
         raise ValueError(f"params has names a {cls.__name__} does not take: {unknown}")
     if not all(isinstance(name, str) and name in params for name in unsaved):
         raise ValueError(f"unsaved_params must name saved parameters, got {unsaved!r}")
-    # a parameter added after a file was written takes its default, which is what the file meant
-    missing = sorted(names - set(params) - {"scheduler"} - set(getattr(cls, "_params_files_may_lack", ())))
+    missing = sorted(names - set(params) - {"scheduler"} - set(getattr(cls, "_params_files_may_lack", {})))
     if missing:
         raise ValueError(f"params lacks {missing}")
     for name, kind in sequences.items():

@@ -43,8 +43,10 @@ _DIAGONAL_BLOCK = 64
 class _NTKRegressorBase(RegressorMixin, _NTKBase):
     """Prediction methods shared by :class:`NTKRegressor` and :class:`NTKRegressorCV` (not public)."""
 
-    #: Saved files written before ``uncertainty`` existed load with its default.
-    _params_files_may_lack = ("uncertainty",)
+    #: Parameters added after the file format, with their defaults: ``save`` leaves out one at its
+    #: default (the file is then the one an older writer made), ``load`` gives the default to a
+    #: file without it.
+    _params_files_may_lack = {"uncertainty": "ensemble"}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -306,7 +308,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
     def _state_extras(self, attrs, arrays):
         attrs["y_ndim"] = int(self._y_ndim)
 
-        if getattr(self, "_gp", None) is not None:  # the noise model (uncertainty="predictive"), per output
+        if self.uncertainty == "predictive" and getattr(self, "_gp", None) is not None:  # the noise model, per output
             arrays["amplitude"] = np.atleast_1d(np.asarray(self.amplitude_, dtype=np.float64))
             arrays["noise_variance"] = np.atleast_1d(np.asarray(self.noise_variance_, dtype=np.float64))
 
@@ -317,14 +319,15 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         self._y_ndim = y_ndim
         self._clear_noise_model()
         saved = state.has("amplitude") or state.has("noise_variance")
-        if self.uncertainty == "predictive":
+        # without them (uncertainty set to "predictive" after fit), loading fits them as fit would
+        if self.uncertainty == "predictive" and saved:
             a = state.array("amplitude", np.float64, (None,), finite=True)
             s2 = state.array("noise_variance", np.float64, (None,), finite=True)
             if np.any(a < 0) or np.any(s2 < 0) or np.any((s2 == 0) & (a != 0)):
                 raise ValueError("amplitude must be >= 0 and noise_variance > 0 (both 0 only for a target "
                                  f"fitted exactly); got {a.tolist()} and {s2.tolist()}")
             self._restored_noise = (a, s2)  # used by _build_predictor, instead of maximising again
-        elif saved:
+        elif saved and self.uncertainty != "predictive":
             raise ValueError("the file holds a predictive noise model, but the estimator's uncertainty is "
                              f"{self.uncertainty!r}")
         return 1 if y_ndim == 1 else None
