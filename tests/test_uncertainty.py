@@ -284,7 +284,7 @@ def test_save_load_round_trips_the_noise_model(two_output_empirical, gp_draw, tm
     with pytest.raises(ValueError, match="noise_variance > 0"):
         ntksolve.load(tmp_path / "neg.npz")
     # a file written before the parameter existed loads with its default; at its default it is not written
-    assert NTKRegressor._params_files_may_lack == {"uncertainty": NTKRegressor().uncertainty}
+    assert NTKRegressor._parameters_added_later == {"uncertainty": NTKRegressor().uncertainty}
     g.set_params(uncertainty="ensemble").save(tmp_path / "ens.npz")
     g.set_params(uncertainty="predictive")
     with np.load(tmp_path / "ens.npz", allow_pickle=False) as npz:

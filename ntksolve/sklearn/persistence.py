@@ -8,7 +8,7 @@ compressed), read without pickle, so loading a file never executes code. Members
 
         {"format": "ntksolve-estimator", "version": 1, "ntksolve_version": "...",
          "class": "NTKRegressor" | "NTKClassifier" | "NTKRegressorCV",
-         "params": {...constructor parameters, the scheduler excepted...},
+         "params": {...constructor parameters, but the scheduler and later ones at their defaults...},
          "attrs": {...scalar fitted attributes: n_features_in_, diag_reg_, y_ndim, time_, tiled, ...},
          "unsaved_params": [...names of parameters that were not plain values and were reset...],
          "sequence_params": {name: "tuple" | "list" | "ndarray"}}  (JSON has lists only)
@@ -143,9 +143,10 @@ def save(est, path):
     """
     attrs, arrays = est._get_state()
     params, unsaved, sequences = {}, [], {}
+    later = getattr(type(est), "_parameters_added_later", {})  # {name: default}: absent from older files
     for name, value in est.get_params(deep=False).items():
-        if name == "scheduler" or (isinstance(value, str) and getattr(est, "_params_files_may_lack", {}).get(name) == value):
-            continue  # where to compute is the caller's: never stored, never obeyed; a later parameter at its default
+        if name == "scheduler" or (name in later and (value is later[name] or str(value) == later[name])):
+            continue  # the scheduler is the caller's business; a later parameter at its default goes unsaid
         if isinstance(value, (tuple, list, np.ndarray)):
             sequences[name] = type(value).__name__ if type(value) in (tuple, list) else "ndarray"
         try:
@@ -505,7 +506,7 @@ def _params(cls, meta, scheduler):
         raise ValueError(f"params has names a {cls.__name__} does not take: {unknown}")
     if not all(isinstance(name, str) and name in params for name in unsaved):
         raise ValueError(f"unsaved_params must name saved parameters, got {unsaved!r}")
-    missing = sorted(names - set(params) - {"scheduler"} - set(getattr(cls, "_params_files_may_lack", {})))
+    missing = sorted(names - set(params) - {"scheduler"} - set(getattr(cls, "_parameters_added_later", ())))
     if missing:
         raise ValueError(f"params lacks {missing}")
     for name, kind in sequences.items():

@@ -43,10 +43,9 @@ _DIAGONAL_BLOCK = 64
 class _NTKRegressorBase(RegressorMixin, _NTKBase):
     """Prediction methods shared by :class:`NTKRegressor` and :class:`NTKRegressorCV` (not public)."""
 
-    #: Parameters added after the file format, with their defaults: ``save`` leaves out one at its
-    #: default (the file is then the one an older writer made), ``load`` gives the default to a
-    #: file without it.
-    _params_files_may_lack = {"uncertainty": "ensemble"}
+    #: Absent from files written before them: ``load`` gives them their defaults, ``save`` leaves
+    #: them out at their defaults.
+    _parameters_added_later = {name: default for name, default, _ in REGRESSOR_PARAMETERS}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -149,11 +148,8 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         return self._gp
 
     def _kernel_diagonal(self, X):
-        """``diag Θ(X, X)`` of validated inputs, shape (M,), as :meth:`_kernel` would give it."""
-        if self.kernel == "analytic":
-            net = self.network_
-            _, ntk = analytic_diagonals(X, net.depth, net.activation, net.weight_std, net.bias_std)
-            return ntk.astype(self._dtype, copy=False)
+        """``diag Θ(X, X)`` of validated inputs, shape (M,): the diagonals of :meth:`_kernel` on
+        blocks of rows (whatever the kernel; a block costs ``_DIAGONAL_BLOCK`` times the diagonal)."""
         return np.concatenate([np.diagonal(self._kernel(X[i:i + _DIAGONAL_BLOCK]))
                                for i in range(0, X.shape[0], _DIAGONAL_BLOCK)])
 
