@@ -372,6 +372,7 @@ def test_parameters_are_keyword_only_and_shared():
                      (NTKRegressorCV, CV_PARAMETERS)):
         sig = inspect.signature(Est)
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
+        own = own if Est is NTKClassifier else own + ntksolve.sklearn._params.REGRESSOR_PARAMETERS  # regressors'
         expected = {**{name: default for name, default, _ in own}, **shared}
         assert {name: p.default for name, p in sig.parameters.items()} == expected
         assert Est().get_params() == expected

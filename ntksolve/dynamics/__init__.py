@@ -5,6 +5,8 @@
   :class:`Expm`, :class:`Krylov`, :class:`ConjugateGradient`, :class:`Auto`).
 - Kernels as arrays or as operators (:class:`KernelOperator` protocol, :class:`DenseKernel`).
 - :func:`gradient_descent_mse_ensemble` → :class:`EnsemblePredictor`.
+- :class:`KernelGP` (from :meth:`MSEPredictor.kernel_gp`): the targets as a Gaussian process on the
+  decomposed kernel, amplitude and noise by maximum marginal likelihood.
 - :class:`Schedule` (learning-rate schedules, given as ``GradientDescent(learning_rate=Schedule...)``),
   :func:`to_ntksolve_learning_rate` (other libraries' rates in ours).
 - Function space, where no closed form exists: :func:`sgd_mse` (minibatches), :func:`sgd_cross_entropy`,
@@ -12,6 +14,7 @@
 """
 from ntksolve.dynamics.adaptive import Adam
 from ntksolve.dynamics.ensemble import EnsemblePredictor, gradient_descent_mse_ensemble
+from ntksolve.dynamics.kernel_gp import KernelGP
 from ntksolve.dynamics.function_space import (
     Trajectory,
     flow_cross_entropy,
@@ -39,6 +42,7 @@ __all__ = [
     "mse_loss",
     "MSEPredictor",
     "EnsemblePredictor",
+    "KernelGP",
     "DivergenceWarning",
     "KrylovConvergenceWarning",
     "TrainingRule",

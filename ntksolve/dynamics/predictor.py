@@ -15,6 +15,7 @@ import numpy as np
 from ntksolve._config import AUTO_MIN_KRYLOV_SIZE
 from ntksolve._validation import as_real_array, check_diag_reg, check_finite, ridge_shift
 from ntksolve.dynamics.descent_modes import AffinePart, unseen_decay
+from ntksolve.dynamics.kernel_gp import KernelGP
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.operator import (
     DenseKernel,
@@ -237,6 +238,34 @@ class MSEPredictor:
             G = (Vr * h) @ Vr.transpose(0, 2, 1)  # (N, k, k) diagonal blocks of the inverse
             out = np.linalg.solve(G, alpha.reshape(N, k, 1)).reshape(-1, 1)
         return self._to_user(out[None].astype(self._dtype, copy=False), self.n_train)[0]
+
+    def kernel_gp(self, fx_train_0):
+        """The targets as the Gaussian process ``y - f_0 ~ N(0, a Θ + σ² I)`` on this decomposition.
+
+        ``Θ`` is the unregularised kernel (the eigenvalues less the ridge), the eigenvectors are
+        the solver's own: the model costs one ``O(N² k)`` projection of the residuals, no second
+        decomposition (a predictor that has not decomposed yet, ``Krylov``/``Expm``/large ``Auto``,
+        decomposes once here). See :class:`~ntksolve.dynamics.kernel_gp.KernelGP`.
+
+        Parameters
+        ----------
+        fx_train_0 : array_like, shape like ``y_train``
+            The prior mean (outputs at initialisation).
+
+        Returns
+        -------
+        KernelGP
+        """
+        p = self._problem
+        if not p.dense:
+            raise TypeError("kernel_gp needs the kernel as an array (it uses its eigendecomposition)")
+        if self._full:
+            raise ValueError("kernel_gp takes a traced (N, N) kernel (one amplitude and noise per output "
+                             "column); trace the full kernel over outputs first")
+        lam, V, _ = p.decompose()
+        theta = np.asarray(lam, dtype=np.float64) - p.kernel.shift
+        R = self._Y - self._check_outputs(fx_train_0, "fx_train_0", self.n_train)
+        return KernelGP(theta, V, R)
 
     # -- layout: internal (n, c) columns; traced: (N, k); full: (N k, 1) with index (i, a)
     def _to_internal(self, f):

@@ -152,6 +152,23 @@ cv : int, cross-validation generator, iterable or "loo", default 5
 )
 
 
+#: Parameters of the regressors (:class:`NTKRegressor`, :class:`NTKRegressorCV`), before the shared ones.
+REGRESSOR_PARAMETERS = (
+    ("uncertainty", "ensemble", """
+uncertainty : {"ensemble", "predictive"}, default "ensemble"
+    What ``predict(X, return_std=True)`` (and ``return_cov``) describes. ``"ensemble"``: the
+    spread of the trained infinite ensemble (infinitely wide networks from random
+    initialisations, each trained for ``time`` steps; ``kernel="analytic"`` and
+    ``dynamics="continuous"`` only). It has no observation noise: it is not an interval for new
+    targets, and on held-out data it covers far fewer of them than its nominal level.
+    ``"predictive"``: ``fit`` also fits the Gaussian process ``y ~ N(f_0, a Theta + sigma^2 I)`` on
+    the train NTK by maximum marginal likelihood (``amplitude_``, ``noise_variance_``), and
+    ``return_std`` is the root mean squared error of ``predict``'s output for a new observation
+    under it, noise included, as ``GaussianProcessRegressor``'s with a ``WhiteKernel``: intervals
+    for new targets, for any kernel and dynamics (not with ``chunks``)."""),
+)
+
+
 def keyword_init(*tables):
     """``__init__(self, *, name=default, ...)`` over the parameter tables, storing each value as given.
 

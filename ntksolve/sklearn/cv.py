@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import check_cv
 
-from ntksolve.sklearn._params import CV_PARAMETERS, SHARED_PARAMETERS, document, keyword_init
+from ntksolve.sklearn._params import CV_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS, document, keyword_init
 from ntksolve.sklearn.base import _check_real, _standardisation, register
 from ntksolve.sklearn.regressor import _NTKRegressorBase
 
@@ -26,7 +26,7 @@ _AUTO_TIME_DECADES = (-1.0, 7.0)
 
 
 @register
-@document(CV_PARAMETERS, SHARED_PARAMETERS)
+@document(CV_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS)
 class NTKRegressorCV(_NTKRegressorBase):
     """:class:`NTKRegressor` that chooses ``time`` and ``diag_reg`` by K-fold cross-validation.
 
@@ -63,11 +63,14 @@ class NTKRegressorCV(_NTKRegressorBase):
         ``-min`` mean validation MSE.
     X_train_, y_train_, network_, params_, fx_train_0_, predictor_, n_features_in_
         As :class:`NTKRegressor`, for the refitted model.
+    amplitude_, noise_variance_, log_marginal_likelihood_value_
+        As :class:`NTKRegressor` (``uncertainty="predictive"``), fitted on the refitted model's
+        decomposition.
     """
 
     _fit_peak = "cv"  # the full kernel plus each fold's kernel and decomposition
 
-    __init__ = keyword_init(CV_PARAMETERS, SHARED_PARAMETERS)
+    __init__ = keyword_init(CV_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS)
 
     _tiled_capable = False
     chunks = None  # the search needs the whole kernel in memory
