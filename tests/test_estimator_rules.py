@@ -205,7 +205,7 @@ def test_cv_chooses_the_stopping_step_of_a_schedule_as_refits_do():
     "params, error, match",
     [
         ({"loss": "log_loss"}, ValueError, "time = inf has no meaning for loss='log_loss'.*time=1000"),
-        ({"loss": "cross_entropy", "time": 5}, ValueError, "'log_loss', scikit-learn's name"),
+        ({"loss": "softmax", "time": 5}, ValueError, "'log_loss', scikit-learn's name"),
         ({"loss": "hinge", "time": 5}, ValueError, "loss must be one of 'squared_error', 'log_loss'"),
         ({"loss": "log_loss", "time": 5, "dynamics": Adam()}, ValueError, "no function-space.*Train the network"),
         ({"loss": "log_loss", "time": 5, "dynamics": "adam"}, ValueError, "no function-space"),
@@ -284,3 +284,12 @@ def test_log_loss_models_round_trip(blobs, tmp_path):
     assert "loss" not in meta["params"] and "batch_size" not in meta["params"]
     np.testing.assert_array_equal(ntksolve.load(tmp_path / "old.npz").decision_function(Xt),
                                   NTKClassifier().fit(X, y).decision_function(Xt))
+
+
+def test_cross_entropy_is_log_loss_under_ntksolves_own_name(blobs):
+    from ntksolve import NTKClassifier
+
+    X, labels = blobs[0], blobs[1]
+    a = NTKClassifier(loss="log_loss", learning_rate=2.0, time=40).fit(X, labels)
+    b = NTKClassifier(loss="cross_entropy", learning_rate=2.0, time=40).fit(X, labels)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))

@@ -119,10 +119,11 @@ scheduler : str, dask.distributed.Client or None, default None
 #: Parameters of :class:`NTKClassifier` alone, before the model's and the shared ones.
 CLASSIFIER_PARAMETERS = (
     ("loss", "squared_error", """
-loss : {"squared_error", "log_loss"}, default "squared_error"
+loss : {"squared_error", "log_loss", "cross_entropy"}, default "squared_error"
     The loss the network is trained on (scikit-learn's names, as in ``SGDClassifier``).
     ``"squared_error"``: the MSE of the conventions on the ``+-1`` codes, in closed form (any
-    ``time``, ``np.inf`` included). ``"log_loss"``: softmax cross-entropy on the logits, as
+    ``time``, ``np.inf`` included). ``"log_loss"`` (scikit-learn's name) or ``"cross_entropy"``
+    (the name ``train_network`` and ``compare`` use; the same loss): softmax cross-entropy on the logits, as
     ``torch.nn.CrossEntropyLoss`` (``BCEWithLogitsLoss`` on one logit for two classes), run
     step by step in function space from the logits at initialisation; it needs a finite
     ``time`` and gives :meth:`predict_proba`. ``normalize_y`` is unused with it."""),

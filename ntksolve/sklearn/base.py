@@ -228,7 +228,7 @@ class _NTKBase(BaseEstimator):
         if getattr(self, "chunks", None) is not None:
             return  # the tiled fit never forms the kernel
         check_memory((n, n), self._dtype, what=f"in-memory fit of {type(self).__name__} on {n} points",
-                     copies=FIT_PEAK_KERNELS[self._fit_peak or ("log_loss" if getattr(self, "loss", None) == "log_loss"
+                     copies=FIT_PEAK_KERNELS[self._fit_peak or ("log_loss" if getattr(self, "loss", None) in ("log_loss", "cross_entropy")
                                                                    else self._kernel_kind())],
                      hint="fit with chunks=... (kernel tiles on Dask: pip install 'ntksolve[dask]'), or on fewer points")
 

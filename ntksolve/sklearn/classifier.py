@@ -19,12 +19,14 @@ from ntksolve.sklearn.base import _check_choice, _NTKBase, register
 __all__ = ["NTKClassifier"]
 
 #: Values of ``loss``, scikit-learn's names (``SGDClassifier``): MSE on the codes, softmax cross-entropy.
-LOSSES = ("squared_error", "log_loss")
+LOSSES = ("squared_error", "log_loss", "cross_entropy")
+#: Softmax cross-entropy: scikit-learn's name, and the one the rest of ntksolve uses (train_network, compare).
+CROSS_ENTROPY = ("log_loss", "cross_entropy")
 
 
 def _has_probabilities(est):
     """``predict_proba`` and its kin exist for ``loss="log_loss"`` only (an AttributeError otherwise)."""
-    if est.loss != "log_loss":
+    if est.loss not in CROSS_ENTROPY:
         raise AttributeError(
             f"predict_proba needs loss='log_loss': the outputs of a network trained on squared error "
             f"(loss={est.loss!r}) are not probabilities; use decision_function, or CalibratedClassifierCV on it")
@@ -102,18 +104,18 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
 
     # -- parameters ---------------------------------------------------------------------------
     def _check_params(self):
-        if self.loss in ("cross_entropy", "log", "logistic", "softmax"):
+        if self.loss in ("log", "logistic", "softmax"):
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {self.loss!r} "
-                             "(softmax cross-entropy is 'log_loss', scikit-learn's name)")
+                             "(softmax cross-entropy is 'log_loss', scikit-learn's name, or 'cross_entropy')")
         _check_choice(self.loss, "loss", LOSSES)
         bs = self.batch_size
         if bs is not None:
             if isinstance(bs, (bool, np.bool_)) or not isinstance(bs, numbers.Integral) or bs < 1:
                 raise ValueError(f"batch_size must be None or a positive int, got {bs!r}")
-            if self.loss != "log_loss":
+            if self.loss not in CROSS_ENTROPY:
                 raise ValueError("batch_size needs loss='log_loss' (the squared loss is solved in closed form, "
                                  "full batch); use batch_size=None, or ntksolve.sgd_mse for minibatch MSE")
-        if self.loss == "log_loss":
+        if self.loss in CROSS_ENTROPY:
             if self.chunks is not None:
                 raise ValueError(f"chunks={self.chunks!r} solves the squared loss in closed form from kernel tiles; "
                                  "loss='log_loss' runs step by step on the train kernel in memory: use chunks=None")
@@ -124,7 +126,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
 
     def _time(self, value, name):
         t = super()._time(value, name)
-        if t == np.inf and self.loss == "log_loss":
+        if t == np.inf and self.loss in CROSS_ENTROPY:
             raise ValueError(
                 f"{name} = inf has no meaning for loss='log_loss': cross-entropy has no converged limit (on "
                 "separable data, which a positive-definite kernel makes of every training set, the logits "
@@ -152,7 +154,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         kind = type_of_target(y)
         if kind not in ("binary", "multiclass"):
             raise ValueError(f"NTKClassifier supports binary and multiclass targets, got {kind!r}")
-        ce = self.loss == "log_loss"
+        ce = self.loss in CROSS_ENTROPY
         binarizer = LabelBinarizer(neg_label=0 if ce else -1, pos_label=1)
         Y = binarizer.fit_transform(y)
         self.classes_ = binarizer.classes_
@@ -167,7 +169,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         return self
 
     def _build_predictor(self, K, diag_reg):
-        if self.loss != "log_loss":
+        if self.loss not in CROSS_ENTROPY:
             super()._build_predictor(K, diag_reg)
             return
         if not (np.all(self._y_train_mean == 0) and np.all(self._y_train_std == 1)):
@@ -180,12 +182,12 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         self._ensemble_cache = None
 
     def _train_loss(self, ts):
-        if self.loss != "log_loss":
+        if self.loss not in CROSS_ENTROPY:
             return super()._train_loss(ts)
         return self.predictor_.loss(ts, self.fx_train_0_, **self._decay_arguments())
 
     def _staged_outputs(self, X, times):
-        if self.loss != "log_loss":
+        if self.loss not in CROSS_ENTROPY:
             yield from super()._staged_outputs(X, times)
             return
         check_is_fitted(self)
@@ -357,7 +359,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def _state_extras(self, attrs, arrays):
         arrays["classes"] = self.classes_
         attrs["classes_object"] = bool(np.asarray(self.classes_).dtype == object)
-        if self.loss == "log_loss" and self.batch_size is not None:
+        if self.loss in CROSS_ENTROPY and self.batch_size is not None:
             attrs["batch_seed"] = int(self._batch_seed)
 
     def _restore_extras(self, state):
@@ -371,6 +373,6 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         if as_object and classes.dtype.kind != "U":
             raise ValueError("classes_object is for string labels only")
         self.classes_ = classes.astype(object) if as_object else classes
-        minibatch = self.loss == "log_loss" and self.batch_size is not None
+        minibatch = self.loss in CROSS_ENTROPY and self.batch_size is not None
         self._batch_seed = state.attr("batch_seed", "int", lower=0) if minibatch else None
         return 1 if classes.size == 2 else classes.size
