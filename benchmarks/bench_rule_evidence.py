@@ -89,7 +89,12 @@ def main():
     import matplotlib.pyplot as plt
 
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(2.1 * n, 2.4), sharey=True, constrained_layout=True)
+    cols = 4
+    rows_ = -(-n // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(2.6 * cols, 2.3 * rows_), sharey=True, constrained_layout=True)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.axis("off")
     for ax, (name, ws, gaps, _, slope, _, _, rep) in zip(axes, results):
         w = np.array([r["width"] for r in rep.rows], dtype=float)
         g = np.array([np.nan if r.get("gap_test_empirical") is None else r["gap_test_empirical"] for r in rep.rows])
@@ -101,8 +106,11 @@ def main():
         ax.loglog(w, ref, ":", color="0.5", label="∝ 1/width")
         ax.set_title(f"{name}\nslope {slope:+.2f}", fontsize=8)
         ax.set_xlabel("width", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("test gap, real vs predicted", fontsize=8)
+        ax.set_xticks(w, [str(int(v)) for v in w], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.tick_params(labelsize=6)
+    for r in range(rows_):
+        axes[r * cols].set_ylabel("test gap, real vs predicted", fontsize=8)
     axes[0].legend(fontsize=6, loc="lower left")
     os.makedirs(os.path.dirname(args.figure) or ".", exist_ok=True)
     fig.savefig(args.figure, dpi=130)
