@@ -74,6 +74,34 @@ def bench_step(repeats):
               f"{fl / best / 1e9:>10.2f} {fl / ref_best / 1e9:>9.2f} {ref_best / best:>5.2f}x")
 
 
+def bench_rules(repeats):
+    """A step of each rule beside plain descent (same network, full batch; minibatch SGD per example)."""
+    from ntksolve.dynamics import Adam, GradientDescent, shuffled_batches
+
+    N, d, width, depth, steps = 512, 32, 2048, 2, 10
+    net = MLP((width,) * depth, activation="relu", bias_std=0.1)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((N, d)), rng.standard_normal((N, 1))
+    p = net.init(d, random_state=0)
+    labels = (y[:, 0] > 0).astype(int)
+    runs = {
+        "plain": dict(learning_rate=0.1),
+        "nesterov + wd": dict(dynamics=GradientDescent(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)),
+        "adam": dict(dynamics=Adam(1e-3)),
+        "adamw + CE": dict(dynamics=Adam(1e-3, weight_decay=1e-2, decoupled=True), loss="cross_entropy"),
+        "sgd, batches of 128": dict(learning_rate=0.1, batches=shuffled_batches(N, 128, steps, random_state=0)),
+    }
+    print(f"\none step per rule, N={N}, width {width}, depth {depth} (ratio to plain full-batch descent)")
+    best = dict.fromkeys(runs, np.inf)
+    for _ in range(repeats):  # interleaved, so that a busy machine slows every rule alike
+        for name, kw in runs.items():
+            target = labels if kw.get("loss") == "cross_entropy" else y
+            r = train_network(net, p, X, target, steps=steps, record_at=[0], track_kernel=False, **kw)
+            best[name] = min(best[name], r.wall_time / steps)
+    for name, t in best.items():
+        print(f"{name:>22} {1e3 * t:>9.2f} ms {t / best['plain']:>6.2f}x")
+
+
 def bench_sweep(quick):
     from ntksolve.cli import DEFAULT_ACTIVATION, DEFAULT_BIAS_STD, DEFAULT_DEPTH, DEFAULT_RECORDS, DEFAULT_STEPS, \
         DEFAULT_WIDTHS
@@ -110,5 +138,6 @@ if __name__ == "__main__":
         threadpool_limits(a.threads)
         numba.set_num_threads(a.threads)
     bench_step(2 if a.quick else 3)
+    bench_rules(2 if a.quick else 3)
     if not a.no_sweep:
         bench_sweep(a.quick)
