@@ -197,7 +197,7 @@ class _Problem:
                 self.M = K.shape[0]
             K = np.asarray(K, dtype=np.float64)
             _check_finite(K, "k_test_train")
-            self.KtT = np.ascontiguousarray(K.T)  # rows gathered per batch
+            self.Kt = np.ascontiguousarray(K)  # applied at the recorded steps only
             ft0 = _as_real_array(fx_test_0, "fx_test_0")
             if ft0.shape != (self.M,) + self.shape[1:]:
                 raise ValueError(f"fx_test_0 must have shape {(self.M,) + self.shape[1:]}, got {ft0.shape}")
@@ -243,7 +243,14 @@ def _check_steps(steps):
 
 
 def _run(prob, residual, steps, rule, batches, normaliser):
-    """Iterate the rule; ``residual(F_rows)`` gives the loss gradient per output before the kernel."""
+    """Iterate the rule; ``residual(F_rows)`` gives the loss gradient per output before the kernel.
+
+    Only the train side is stepped through the kernel. The test outputs are linear in what drives
+    them, so ``f*_s = f*_0 + Θ* C_s + α_s J*θ_0`` with ``C_s`` in the train layout and a scalar
+    ``α_s`` that follow the same rule driven by ``E_s + w C_s`` and ``w (α_s + 1)`` (``E_s`` the
+    pre-kernel residual of step ``s``, ``w`` the weight decay): the test kernel is applied at the
+    recorded steps only, never per step.
+    """
     mu, nesterov, wd = rule.momentum, rule.nesterov, rule.weight_decay
     S = int(steps[-1])
     rates = as_schedule(rule.learning_rate).rates(S)
@@ -254,38 +261,49 @@ def _run(prob, residual, steps, rule, batches, normaliser):
     if wd > 0 and prob.test and prob.img_t is None:
         raise ValueError("weight decay with test outputs needs image_test = own_parameter_image(net, params, X_test)")
     F = prob.F0.copy()
-    Ft = prob.Ft0.copy() if prob.test else None
     U = np.zeros_like(F) if mu else None
-    Ut = np.zeros_like(Ft) if (mu and prob.test) else None
     out = np.empty((steps.size,) + F.shape)
-    out_t = np.empty((steps.size,) + Ft.shape) if prob.test else None
+    if prob.test:
+        C = np.zeros_like(F)
+        Uc = np.zeros_like(F) if mu else None
+        alpha = u_alpha = 0.0
+        out_t = np.empty((steps.size,) + prob.Ft0.shape)
+    else:
+        out_t = None
     t = 0
     for s in range(S + 1):
         while t < steps.size and steps[t] == s:
             out[t] = F
             if prob.test:
-                out_t[t] = Ft
+                np.matmul(prob.Kt, C, out=out_t[t])
+                out_t[t] += prob.Ft0
+                if alpha:
+                    out_t[t] += alpha * prob.img_t
             t += 1
         if s == S:
             break
+        eta = rates[s]
         if batches is None:
             E = residual(F) / normaliser(prob.N)
             G = prob.A @ E
-            Gt = prob.KtT.T @ E if prob.test else None
         else:
-            b = batches[s]
-            r = prob.rows(b)
-            E = residual(F, b)[r] / normaliser(b.size)
+            r = prob.rows(batches[s])
+            E = residual(F, batches[s])[r] / normaliser(batches[s].size)
             G = prob.A[r].T @ E  # the kernel is symmetric: rows instead of strided columns
-            Gt = prob.KtT[r].T @ E if prob.test else None
         if wd:
             G += wd * (F - prob.F0 + prob.img)
-            if prob.test:
-                Gt += wd * (Ft - prob.Ft0 + prob.img_t)
-        eta = rates[s]
         F -= eta * _momentum(G, U, mu, nesterov)
         if prob.test:
-            Ft -= eta * _momentum(Gt, Ut, mu, nesterov)
+            if batches is None:
+                D = E + wd * C if wd else E
+            else:
+                D = wd * C if wd else np.zeros_like(C)
+                np.add.at(D, r, E)  # a batch may repeat an index: each occurrence counts, as in A[r].T @ E
+            C -= eta * _momentum(D, Uc, mu, nesterov)
+            if wd:
+                g = wd * (alpha + 1.0)
+                u_alpha = mu * u_alpha + g
+                alpha -= eta * ((g + mu * u_alpha) if nesterov else u_alpha)
     return out, out_t, batches
 
 
@@ -483,7 +501,7 @@ def flow_cross_entropy(k_train_train, targets, fx_train_0, times, *, learning_ra
         E = residual(z[:n].reshape(shape)) * scale
         dz = -(prob.A @ E).ravel()
         if prob.test:
-            dz = np.concatenate([dz, -(prob.KtT.T @ E).ravel()])
+            dz = np.concatenate([dz, -(prob.Kt @ E).ravel()])
         return dz
 
     z0 = prob.F0.ravel() if not prob.test else np.concatenate([prob.F0.ravel(), prob.Ft0.ravel()])
