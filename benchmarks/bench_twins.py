@@ -9,7 +9,8 @@ counts), with the twin's agreement printed beside its speed so that speed never 
    critical rate, shuffled batches of 32 (the same order for both), outputs recorded at 11 steps.
 
    - twin: ``from_torch``; the module's empirical NTK, traced (``k = 1``), train–train and
-     test–train; ``f_0``; ``λ_max`` (for the rate); ``sgd_mse`` over the 2000 batches.
+     test–train (from one kernel of both sets); ``f_0``; ``λ_max`` (for the rate); ``sgd_mse`` over
+     the 2000 batches.
    - real: ``ntksolve.torch.train`` (PyTorch's optimiser), and ``ntksolve.train_network`` once it
      takes ``batches=`` and ``dynamics=``. Target: the twin at least 50 times faster.
 
@@ -65,6 +66,14 @@ def _timed(fn):
     return time.perf_counter() - t, out
 
 
+def _traced_kernels(net, params, X, X_test):
+    """Train–train and test–train traced NTKs from one kernel of both sets: every input's forward and
+    backward pass once (``empirical_ntk(X_test, X)`` would recompute those of ``X``); the same numbers."""
+    n = X.shape[0]
+    both = empirical_ntk(net, params, np.concatenate([X, X_test]))
+    return both[:n, :n].copy(), both[n:, :n].copy()
+
+
 def _gap(real, twin, start):
     """RMS of real − twin over the recorded test outputs, relative to the RMS of the twin's movement."""
     return float(np.sqrt(np.mean((real - twin) ** 2) / np.mean((twin - start) ** 2)))
@@ -99,8 +108,7 @@ def minibatch_mse(n_train, width, steps, depth=2, batch=32, n_test=256):
 
     def predict():
         net, params = from_torch(module)
-        theta = empirical_ntk(net, params, X)
-        theta_test = empirical_ntk(net, params, Xt, X)
+        theta, theta_test = _traced_kernels(net, params, X, Xt)
         f0, f0_test = net.apply(params, X), net.apply(params, Xt)
         rate = 0.3 * critical_learning_rate(theta)
         traj = sgd_mse(theta, y, f0, record, dynamics=GradientDescent(rate), batches=batches,
@@ -174,7 +182,7 @@ def cross_entropy(n_train, n_test, width, steps, full):
           "relative (Frobenius)")
     del traced
     twins["analytic Theta_inf (x) I_k + recurrence"] = (t_ana, traj)
-    t_tr, (_, traj) = _timed(lambda: twin(empirical_ntk(net, params, X), empirical_ntk(net, params, Xt, X), rate))
+    t_tr, (_, traj) = _timed(lambda: twin(*_traced_kernels(net, params, X, Xt), rate))
     twins["traced empirical (x) I_k + recurrence"] = (t_tr, traj)
     if full:
         t_k, (th, ths) = _timed(lambda: (empirical_ntk(net, params, X, trace=False),
