@@ -23,6 +23,27 @@ def best_time(fn, *, repeat: int = 3, warmup: int = 1):
     return float(np.median(times))
 
 
+def interleaved(contenders, repeats):
+    """``{name: (median seconds, last output)}`` of each callable in ``contenders``, run in turn
+    (one warm-up each, then ``repeats`` rounds), so that a change in outside load touches all alike."""
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    outs = {}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: (float(np.median(times[name])), outs[name]) for name in contenders}
+
+
+def interleaved_pair(fa, fb, repeats):
+    """Median seconds of ``fa`` and ``fb`` run alternately (:func:`interleaved`)."""
+    out = interleaved({"a": fa, "b": fb}, repeats)
+    return out["a"][0], out["b"][0]
+
+
 def gemm_rate(dtype=np.float64, n: int = 2048, repeat: int = 5) -> float:
     """The machine's measured GEMM rate in FLOP/s: best of ``repeat`` n x n x n products."""
     rng = np.random.default_rng(0)

@@ -41,6 +41,9 @@ import scipy.linalg
 import ntksolve
 from ntksolve.dynamics import Krylov, gradient_descent_mse
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import interleaved  # noqa: E402
+
 NT_PYTHON = "/tmp/ntk-peers/nt/bin/python"
 N_TEST = 256
 DEPTH = 3
@@ -103,20 +106,6 @@ def timed(fn, repeats, warmup=True):
         out = fn()
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts)), out
-
-
-def interleaved(contenders, repeats):
-    """``{name: (median seconds, last output)}``: one warm-up each, then ``repeats`` rounds."""
-    for fn in contenders.values():
-        fn()
-    times = {name: [] for name in contenders}
-    outs = {}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            outs[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: (float(np.median(times[name])), outs[name]) for name in contenders}
 
 
 def rel(a, b):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import best_time, table  # noqa: E402
+from _common import best_time, interleaved_pair, table  # noqa: E402
 
 import ntksolve  # noqa: E402
 from ntksolve import MLP, empirical_ntk  # noqa: E402
@@ -36,19 +36,6 @@ def torch_func_ntk(torch, model, X):
 
     J = vmap(jacrev(f), (None, 0))(params, X)
     return sum(torch.einsum("Naf,Mbf->NM", j.flatten(2), j.flatten(2)) for j in J.values())
-
-
-def interleaved(fa, fb, repeat):
-    """Median times of ``fa`` and ``fb`` run alternately (after one warm-up each), so that a
-    change in outside load touches both alike."""
-    fa(), fb()
-    ta, tb = [], []
-    for _ in range(repeat):
-        for f, ts in ((fa, ta), (fb, tb)):
-            t = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t)
-    return float(np.median(ta)), float(np.median(tb))
 
 
 def main():
@@ -80,8 +67,8 @@ def main():
     t_import = best_time(lambda: from_torch(model), repeat=max(args.repeat, 5))
     native = MLP((n,) * L)
     p_native = native.init(d, random_state=0)
-    t_imported, t_native = interleaved(lambda: empirical_ntk(net, params, X),
-                                       lambda: empirical_ntk(native, p_native, X), repeat=args.repeat)
+    t_imported, t_native = interleaved_pair(lambda: empirical_ntk(net, params, X),
+                                       lambda: empirical_ntk(native, p_native, X), args.repeat)
 
     P = net.n_params(d)
     jac_gib = N * P * 8 / 2**30

@@ -14,28 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import table  # noqa: E402
+from _common import interleaved_pair, table  # noqa: E402
 
 import ntksolve  # noqa: E402
 from ntksolve import MLP, empirical_ntk, train_network  # noqa: E402
 from ntksolve.dynamics import Adam, GradientDescent  # noqa: E402
-
-
-def interleaved(fa, fb, repeat):
-    """Median times of ``fa`` and ``fb`` run alternately (after one warm-up each)."""
-    fa(), fb()
-    ta, tb = [], []
-    for _ in range(repeat):
-        for f, ts in ((fa, ta), (fb, tb)):
-            t = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t)
-    return float(np.median(ta)), float(np.median(tb))
 
 
 def main():
@@ -62,14 +49,14 @@ def main():
     for name, rule in (("SGD momentum + weight decay", GradientDescent(0.5, momentum=0.9, weight_decay=1e-4)),
                        ("Adam", Adam(1e-3))):
         kw = dict(dynamics=rule, steps=args.steps, track_kernel=False)
-        t_np, t_torch = interleaved(lambda: train_network(net, params, X, y, **kw),
+        t_np, t_torch = interleaved_pair(lambda: train_network(net, params, X, y, **kw),
                                     lambda: train_network_torch(net, params, X, y, **kw), args.repeat)
         rows.append((f"{name}: train_network (numpy)", t_np / args.steps * 1e3, "ms/step", ""))
         rows.append((f"{name}: train_network_torch", t_torch / args.steps * 1e3, "ms/step",
                      f"torch / numpy = {t_torch / t_np:.2f}"))
     free = MLP((n,) * L, "tanh", bias_std=0.1, n_outputs=2, bias=False)
     p_free = [(W, np.zeros(0)) for W, _ in params]
-    t_b, t_f = interleaved(lambda: empirical_ntk(net, params, X), lambda: empirical_ntk(free, p_free, X), args.repeat)
+    t_b, t_f = interleaved_pair(lambda: empirical_ntk(net, params, X), lambda: empirical_ntk(free, p_free, X), args.repeat)
     rows.append(("empirical_ntk, with biases", t_b, "s", ""))
     rows.append(("empirical_ntk, bias=False", t_f, "s", f"without / with = {t_f / t_b:.3f}"))
     print(f"N={N}, {L} hidden tanh layers of {n}, d={d}, two outputs, float64, {args.steps} steps; "
