@@ -1,18 +1,34 @@
 """Figures of a width sweep (:func:`ntksolve.compare`): matplotlib, an optional extra.
 
-Both functions take a :class:`~ntksolve.report.CompareReport` or its ``to_dict()`` (as read back
-from ``report.json``), draw on a private ``Figure`` with the Agg canvas (no pyplot, so no global
-state and no display is touched) and write a PNG. A prediction that diverges (or a real run that
-diverged) is not drawn as if it were a result: the figure says which widths it left out and why,
-and a partial report (``state`` not ``"complete"``) says so in the title.
+Every function takes a :class:`~ntksolve.report.CompareReport` or its ``to_dict()`` (as read back
+from ``report.json``), draws on a private ``Figure`` with the Agg canvas (no pyplot, so no global
+state and no display is touched) and writes a PNG. The figures share one encoding:
+
+- a width has one colour in every figure (:func:`width_colors`: viridis, keyed by ``log2`` width
+  over the sweep's widths);
+- the real network is drawn solid in its width's colour, the empirical-NTK prediction dashed
+  black, the analytic-NTK prediction dotted red.
+
+A prediction that diverges (or a real run that diverged) is not drawn as if it were a result: the
+figure says which widths it left out and why, and a partial report (``state`` not
+``"complete"``) says so in the title. Step 0, where the real run and both predictions start from
+the same ``f_0``, is left off the logarithmic step axis.
 """
 from __future__ import annotations
 
 import os
+from typing import Dict, List, Sequence
 
 import numpy as np
 
 _INSTALL_HINT = "pip install 'ntksolve[cli]'  (or pip install matplotlib)"
+#: How each prediction is drawn in every figure: (colour, line style, name).
+PREDICTION_STYLE = {"empirical": ("black", "--", "empirical-NTK prediction"),
+                    "analytic": ("tab:red", ":", "analytic-NTK prediction")}
+#: The theory slopes of the gap against width, drawn beside the fitted ones.
+THEORY_SLOPES = {"analytic": -0.5, "empirical": -1.0}
+#: At most this many widths get their own panels in the trajectory figure.
+MAX_PANELS = 4
 
 
 def _figure(width_in: float, height_in: float):
@@ -30,12 +46,26 @@ def _as_dict(report) -> dict:
     return report.to_dict() if hasattr(report, "to_dict") else report
 
 
+def _save(fig, path) -> str:
+    path = os.fspath(path)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def _state_note(rep) -> str:
     state = rep.get("state", "complete")
     if state == "complete":
         return ""
     done, pending = rep.get("widths_done", []), rep.get("widths_pending", [])
     return f"{state}: {len(done)} of {len(done) + len(pending)} widths"
+
+
+def _title(fig, text: str, rep) -> None:
+    note = _state_note(rep)
+    if note:
+        fig.suptitle(f"{text}\npartial report ({note})", color="firebrick", fontsize=10)
+    else:
+        fig.suptitle(text, fontsize=10)
 
 
 def _left_out(rows, pred: str) -> str:
@@ -58,18 +88,68 @@ def _left_out(rows, pred: str) -> str:
     return "\n".join(parts)
 
 
-def _colors(n):
+def _notes(ax, rows) -> None:
+    """Write the left-out notes of both predictions (each line once) in a box on ``ax``."""
+    lines = list(dict.fromkeys("\n".join(n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic"))
+                                         if n).split("\n")))
+    lines = [ln for ln in lines if ln]
+    if lines:
+        ax.text(0.02, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="bottom", color="firebrick",
+                bbox=dict(facecolor="white", alpha=0.85, edgecolor="firebrick"))
+
+
+def width_colors(widths: Sequence[int]) -> Dict[int, tuple]:
+    """One RGBA colour per width, the same in every figure of a sweep.
+
+    Viridis (from 0 to 0.85 of its range, the lightest yellows are hard to read on white),
+    linear in ``log2`` width between the smallest and the largest of ``widths``.
+
+    Parameters
+    ----------
+    widths : sequence of int
+        The sweep's widths (``settings["widths"]``, so that a partial report keeps its colours).
+
+    Returns
+    -------
+    dict
+        ``{width: (r, g, b, a)}``.
+    """
     from matplotlib import colormaps
 
     cmap = colormaps["viridis"]
-    return [cmap(x) for x in np.linspace(0.0, 0.9, max(n, 1))]
+    ws = sorted({int(w) for w in widths})
+    if not ws:
+        return {}
+    lo, hi = np.log2(ws[0]), np.log2(ws[-1])
+    return {w: cmap(0.85 * ((np.log2(w) - lo) / (hi - lo) if hi > lo else 0.0)) for w in ws}
 
 
+def _sweep_widths(rep) -> List[int]:
+    ws = list(rep.get("settings", {}).get("widths") or [])
+    return sorted({int(w) for w in ws} | {int(r["width"]) for r in rep.get("rows", [])}
+                  | {int(t["width"]) for t in rep.get("trajectories", [])})
+
+
+def chosen_widths(widths: Sequence[int], n: int = MAX_PANELS) -> List[int]:
+    """At most ``n`` of ``widths`` for the trajectory panels: the smallest, the largest and, between,
+    the ones nearest to even steps in ``log`` width (all of them when there are ``n`` or fewer)."""
+    ws = sorted({int(w) for w in widths})
+    if len(ws) <= n:
+        return ws
+    return [ws[int(round(i))] for i in np.linspace(0, len(ws) - 1, n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# trajectories: real versus predicted, one column of panels per chosen width
+# ---------------------------------------------------------------------------------------------
 def plot_loss_trajectories(report, path) -> str:
-    """Real versus predicted train and test loss along training, one colour per width.
+    """Real versus predicted train and test loss along training, for a few widths side by side.
 
-    Solid: the real network; dashed: predicted from its own empirical NTK; dotted: from the
-    analytic NTK. Log-log axes (step 0 sits at the left edge of a symmetric-log axis).
+    One column per chosen width (:func:`chosen_widths`: at most :data:`MAX_PANELS`, smallest to
+    largest), train loss above and test loss below, on shared axes so that the columns compare:
+    the real network solid in its width's colour, the empirical-NTK prediction dashed, the
+    analytic-NTK one dotted, and the gap between the real run and the empirical prediction shaded.
+    Log-log axes from step 1.
 
     Parameters
     ----------
@@ -81,79 +161,122 @@ def plot_loss_trajectories(report, path) -> str:
     -------
     path : str
     """
-    fig = draw_loss_trajectories(report)
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(draw_loss_trajectories(report), path)
+
+
+def plot_accuracy_trajectories(report, path) -> str:
+    """Real versus predicted train and test accuracy along training (cross-entropy sweeps), laid out
+    as :func:`plot_loss_trajectories` (linear accuracy axis).
+
+    Parameters
+    ----------
+    report : CompareReport or dict
+    path : str or path-like
+        PNG file to write.
+
+    Returns
+    -------
+    path : str
+    """
+    return _save(draw_loss_trajectories(report, "accuracy"), path)
 
 
 def draw_loss_trajectories(report, quantity: str = "loss"):
     """The figure of :func:`plot_loss_trajectories` (or, ``quantity="accuracy"``, of
-    :func:`plot_accuracy_trajectories`), not written (a matplotlib ``Figure``)."""
+    :func:`plot_accuracy_trajectories`), not written (a matplotlib ``Figure``).
+
+    Its axes are ``fig.axes[2 * j]`` (train) and ``fig.axes[2 * j + 1]`` (test) for the ``j``-th
+    chosen width, each labelled ``"n = <width>"`` in its title."""
+    if quantity not in ("loss", "accuracy"):
+        raise ValueError(f"quantity must be 'loss' or 'accuracy', got {quantity!r}")
     rep = _as_dict(report)
-    trajs = rep["trajectories"]
+    trajs = {int(t["width"]): t for t in rep["trajectories"]}
     rows = rep.get("rows", [])
+    by_width = {int(r["width"]): r for r in rows}
     settings = rep.get("settings", {})
-    fig = _figure(11.0, 4.4)
-    axes = fig.subplots(1, 2, sharey=False)
-    colors = _colors(len(trajs))
+    colours = width_colors(_sweep_widths(rep))
+    shown = chosen_widths(list(trajs))
+    ncol = max(len(shown), 1)
+    fig = _figure(max(3.0 * ncol, 6.0) + 0.6, 5.8)
+    grid = fig.subplots(2, ncol, sharex=True, sharey="row", squeeze=False)
     ce = settings.get("loss_function") == "cross_entropy"
     unit = ("accuracy" if quantity == "accuracy" else
-            "loss  mean cross-entropy" if ce else "loss  1/(2Nk) Σ‖f−y‖²")
-    twin = "loss-matched flow on the " if str(settings.get("dynamics", "")).startswith("Adam") else ""
-    for ax, split in zip(axes, ("train", "test")):
-        for c, tr in zip(colors, trajs):
-            steps = np.asarray(tr["steps"], dtype=float)
+            "loss, mean cross-entropy" if ce else "loss  1/(2Nk) Σ‖f−y‖²")
+    adam = str(settings.get("dynamics", "")).startswith("Adam")
+    for j, width in enumerate(shown):
+        tr, row = trajs[width], by_width.get(width, {})
+        c = colours.get(width, "C0")
+        steps = np.asarray(tr["steps"], dtype=float)
+        for i, split in enumerate(("train", "test")):
+            ax = grid[i, j]
+            keep = steps > 0  # step 0 (the shared f_0) has no place on a log axis
             real = tr.get(f"{quantity}_{split}_real")
             if real is not None:
                 real = np.asarray(real, dtype=float)
-                ax.plot(steps[: real.size], real, "-", color=c, lw=1.8, label=f"n={tr['width']}")
-            for key, style in (("empirical", "--"), ("analytic", ":")):
-                pred = tr.get(f"{quantity}_{split}_{key}")
-                if pred is not None and tr.get(f"status_{key}", "ok") == "ok":
-                    ax.plot(steps, np.asarray(pred, dtype=float), style, color=c, lw=1.2)
-        ax.set_xscale("symlog", linthresh=1.0)
-        if quantity == "loss":
-            ax.set_yscale("log")
-        ax.set_xlabel("optimiser step" if settings.get("twin") else "gradient-descent step")
-        ax.set_ylabel(f"{split} {unit}")
-        ax.set_title(f"{split} {quantity}: real (solid), {twin}empirical-NTK (dashed), analytic-NTK (dotted)",
-                     fontsize=9)
-        ax.grid(True, which="major", alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2, loc="best")
-    notes = [n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic")) if n]
-    if notes:
-        # de-duplicate the real-run line, which both calls add
-        lines = list(dict.fromkeys("\n".join(notes).split("\n")))
-        axes[0].text(0.02, 0.02, "\n".join(lines), transform=axes[0].transAxes, fontsize=7, va="bottom",
-                     color="firebrick", bbox=dict(facecolor="white", alpha=0.8, edgecolor="firebrick"))
-    if _state_note(rep):
-        fig.suptitle(f"partial report ({_state_note(rep)})", color="firebrick", fontsize=10)
+                m = keep[: real.size]
+                ax.plot(steps[: real.size][m], real[m], "-", color=c, lw=2.2, label="real network")
+            for pred in ("empirical", "analytic"):
+                curve = tr.get(f"{quantity}_{split}_{pred}")
+                if curve is None or tr.get(f"status_{pred}", "ok") != "ok":
+                    continue
+                curve = np.asarray(curve, dtype=float)
+                colour, ls, name = PREDICTION_STYLE[pred]
+                ax.plot(steps[keep], curve[keep], ls, color=colour, lw=1.3, label=name)
+                if pred == "empirical" and real is not None and real.size == steps.size and not row.get("diverged"):
+                    ax.fill_between(steps[keep], real[keep], curve[keep], color=c, alpha=0.3, lw=0,
+                                    label="gap")
+            gaps = [f"{p[:3]} {row[f'gap_{split}_{p}']:.1e}" for p in ("empirical", "analytic")
+                    if row.get(f"gap_{split}_{p}") is not None]
+            if gaps:
+                ax.text(0.97, 0.97, "gap " + ", ".join(gaps), transform=ax.transAxes, ha="right", va="top",
+                        fontsize=7, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none"))
+            ax.set_xscale("log")
+            if quantity == "loss":
+                ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            if i == 0:
+                ax.set_title(f"n = {width}", color=c, fontsize=10, fontweight="bold")
+            else:
+                ax.set_xlabel("optimiser step" if settings.get("twin") else "gradient-descent step")
+            if j == 0:
+                ax.set_ylabel(f"{split} {unit}", fontsize=9)
+    handles = _trajectory_legend(grid, adam)
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    _notes(grid[0, 0], rows)
+    n_all = len(trajs)
+    which = "" if len(shown) == n_all else f" ({len(shown)} of the {n_all} widths; gap_vs_width.png has all)"
+    _title(fig, f"real training vs its NTK predictions as width grows{which}; "
+                f"gap = RMS(f_real − f_pred) / " + ("RMS(f_real − f_0)" if ce else "RMS(y)") + " over the run",
+           rep)
     return fig
 
 
-def plot_accuracy_trajectories(report, path) -> str:
-    """Real versus predicted train and test accuracy along training (cross-entropy sweeps), one
-    colour per width, styled as :func:`plot_loss_trajectories`.
+def _trajectory_legend(grid, adam: bool):
+    """Legend handles for what the panels draw (in neutral grey where the colour is the width's)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    Parameters
-    ----------
-    report : CompareReport or dict
-    path : str or path-like
-        PNG file to write.
-
-    Returns
-    -------
-    path : str
-    """
-    fig = draw_loss_trajectories(report, "accuracy")
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    return path
+    drawn = {lab for ax in grid.ravel() for lab in ax.get_legend_handles_labels()[1]}
+    flow = "loss-matched flow on the " if adam else ""
+    out = []
+    if "real network" in drawn:
+        out.append(Line2D([], [], color="0.45", lw=2.2, label="real network (colour: its width)"))
+    for pred in ("empirical", "analytic"):
+        colour, ls, name = PREDICTION_STYLE[pred]
+        if name in drawn:
+            out.append(Line2D([], [], color=colour, ls=ls, lw=1.3, label=flow + name if flow else name))
+    if "gap" in drawn:
+        out.append(Patch(facecolor="0.45", alpha=0.3, label="shaded: real − empirical-NTK prediction"))
+    return out
 
 
+# ---------------------------------------------------------------------------------------------
+# gap against width, with the theory slopes; the kernel's change against width
+# ---------------------------------------------------------------------------------------------
 def plot_gap_vs_width(report, path) -> str:
-    """Gap between real and predicted outputs against width, log-log, with least-squares fits.
+    """Gap between real and predicted outputs against width, log-log, with least-squares fits and
+    the theory slopes; beside it, the kernel's relative change during training against width.
 
     Parameters
     ----------
@@ -165,56 +288,86 @@ def plot_gap_vs_width(report, path) -> str:
     -------
     path : str
     """
-    fig = draw_gap_vs_width(report)
-    path = os.fspath(path)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(draw_gap_vs_width(report), path)
+
+
+def _fit(w: np.ndarray, g: np.ndarray):
+    """``(slope, value at the geometric-mean width)`` of the least-squares line of log g on log w."""
+    slope, icpt = np.polyfit(np.log(w), np.log(g), 1)
+    centre = float(np.exp(np.mean(np.log(w))))
+    return float(slope), centre, float(np.exp(icpt) * centre**slope)
 
 
 def draw_gap_vs_width(report):
-    """The figure of :func:`plot_gap_vs_width`, not written (a matplotlib ``Figure``)."""
+    """The figure of :func:`plot_gap_vs_width`, not written (a matplotlib ``Figure``).
+
+    ``fig.axes[0]``: the gaps (markers), their fitted lines (labelled with the slope) and the
+    theory lines ``n^-1/2`` (analytic) and ``n^-1`` (empirical), each through its prediction's
+    test-gap fit at the geometric-mean width (labelled ``"theory ..."``). ``fig.axes[1]``: the
+    final relative kernel change ``‖Θ_T − Θ_0‖ / ‖Θ_0‖`` per width, in the width colours, with
+    its fitted slope."""
     rep = _as_dict(report)
     all_rows = rep["rows"]
     rows = [r for r in all_rows if not r.get("diverged")]
-    fig = _figure(6.4, 4.8)
-    ax = fig.subplots()
-    series = (
-        ("gap_test_analytic", "test, analytic NTK", "C0", "o", "-"),
-        ("gap_train_analytic", "train, analytic NTK", "C0", "s", "--"),
-        ("gap_test_empirical", "test, empirical NTK", "C3", "o", "-"),
-        ("gap_train_empirical", "train, empirical NTK", "C3", "s", "--"),
-    )
-    for key, label, color, marker, ls in series:
-        pred = key.rsplit("_", 1)[1]
-        pts = [(r["width"], r.get(key)) for r in rows if r.get(f"status_{pred}", "ok") == "ok"]
-        pts = [(w, g) for w, g in pts if g is not None and g > 0]
-        if not pts:
-            continue
-        w = np.array([p[0] for p in pts], dtype=float)
-        g = np.array([p[1] for p in pts], dtype=float)
-        if w.size >= 2:
-            slope, icpt = np.polyfit(np.log(w), np.log(g), 1)
-            grid = np.geomspace(w.min(), w.max(), 50)
-            ax.plot(grid, np.exp(icpt) * grid**slope, ls, color=color, lw=1.0, alpha=0.8)
-            label = f"{label}: slope {slope:+.2f}"
-        ax.plot(w, g, marker, color=color, mfc="none" if "train" in key else color, label=label)
+    fig = _figure(11.0, 4.6)
+    ax, axk = fig.subplots(1, 2, sharex=True)
+    colours = width_colors(_sweep_widths(rep))
+    for pred in ("analytic", "empirical"):
+        colour, _, name = PREDICTION_STYLE[pred]
+        for split, marker, ls in (("test", "o", "-"), ("train", "s", "--")):
+            key = f"gap_{split}_{pred}"
+            pts = [(r["width"], r.get(key)) for r in rows if r.get(f"status_{pred}", "ok") == "ok"]
+            pts = [(w, g) for w, g in pts if g is not None and g > 0]
+            if not pts:
+                continue
+            w = np.array([p[0] for p in pts], dtype=float)
+            g = np.array([p[1] for p in pts], dtype=float)
+            label = f"{split}, {name[:-11]}"
+            if w.size >= 2:
+                slope, centre, at = _fit(w, g)
+                grid = np.geomspace(w.min(), w.max(), 50)
+                ax.plot(grid, at * (grid / centre) ** slope, ls, color=colour, lw=1.0, alpha=0.8)
+                label += f": fitted slope {slope:+.2f}"
+                if split == "test":
+                    th = THEORY_SLOPES[pred]
+                    wide = np.geomspace(w.min() / 1.3, w.max() * 1.3, 50)
+                    power = "-1/2" if th == -0.5 else "-1"
+                    ax.plot(wide, at * (wide / centre) ** th, "-", color=colour, lw=5, alpha=0.18,
+                            solid_capstyle="butt", label=f"theory, {pred}: $\\propto n^{{{power}}}$ (slope {th:+.1f})")
+                    ax.text(wide[-1], at * (wide[-1] / centre) ** th, f" $n^{{{power}}}$", color=colour,
+                            fontsize=8, va="center", ha="left", alpha=0.8)
+            ax.plot(w, g, marker, color=colour, mfc="none" if split == "train" else colour, label=label, ms=6)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("hidden width n")
     ce = rep.get("settings", {}).get("loss_function") == "cross_entropy"
     ax.set_ylabel("gap  RMS(f_real − f_pred) / " + ("RMS(f_real − f_0), logits" if ce else "RMS(y)"))
-    ax.set_title("real vs predicted outputs (theory: analytic ~ n^-1/2, empirical ~ n^-1)", fontsize=9)
+    ax.set_title("gap vs width; pale bands: the theory slopes, through each test-gap fit", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    notes = [n for n in (_left_out(all_rows, "empirical"), _left_out(all_rows, "analytic")) if n]
-    if notes:
-        lines = list(dict.fromkeys("\n".join(notes).split("\n")))
-        ax.text(0.02, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="bottom", color="firebrick",
-                bbox=dict(facecolor="white", alpha=0.8, edgecolor="firebrick"))
-    if _state_note(rep):
-        fig.suptitle(f"partial report ({_state_note(rep)})", color="firebrick", fontsize=10)
+        ax.legend(fontsize=7, loc="upper right")
+    _notes(ax, all_rows)
+    # the kernel's change: why the gap shrinks
+    pts = [(int(r["width"]), r.get("kernel_change_final")) for r in rows]
+    pts = [(w, v) for w, v in pts if v is not None and v > 0]
+    for w, v in pts:
+        axk.plot([w], [v], "o", color=colours.get(w, "C0"), ms=8, mec="black", mew=0.5)
+    if len(pts) >= 2:
+        w = np.array([p[0] for p in pts], dtype=float)
+        v = np.array([p[1] for p in pts], dtype=float)
+        slope, centre, at = _fit(w, v)
+        grid = np.geomspace(w.min(), w.max(), 50)
+        axk.plot(grid, at * (grid / centre) ** slope, "-", color="0.4", lw=1.0, label=f"fitted slope {slope:+.2f}")
+        axk.legend(fontsize=8, loc="upper right")
+    axk.set_xscale("log", base=2)
+    axk.set_yscale("log")
+    axk.set_xlabel("hidden width n")
+    axk.set_ylabel("kernel change  ‖Θ_T − Θ_0‖ / ‖Θ_0‖")
+    axk.set_title("how far each network's NTK moves during training", fontsize=9)
+    axk.grid(True, which="both", alpha=0.3)
+    _title(fig, "real training vs its NTK predictions, and the kernel's change, against width", rep)
     return fig
 
 
-__all__ = ["plot_loss_trajectories", "plot_accuracy_trajectories", "plot_gap_vs_width", "draw_loss_trajectories", "draw_gap_vs_width"]
+__all__ = ["plot_loss_trajectories", "plot_accuracy_trajectories", "plot_gap_vs_width", "draw_loss_trajectories",
+           "draw_gap_vs_width", "width_colors", "chosen_widths", "PREDICTION_STYLE", "THEORY_SLOPES", "MAX_PANELS"]
