@@ -17,6 +17,7 @@ the same ``f_0``, is left off the logarithmic step axis.
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -60,12 +61,19 @@ def _state_note(rep) -> str:
     return f"{state}: {len(done)} of {len(done) + len(pending)} widths"
 
 
+def _wrap(text: str, inches: float, points: float) -> str:
+    """``text`` wrapped to about ``inches`` of a line at ``points`` type (a character is ~0.55 em)."""
+    chars = max(int(inches * 72.0 / (0.55 * points)), 20)
+    return "\n".join(textwrap.fill(part, chars) for part in text.split("\n"))
+
+
 def _title(fig, text: str, rep) -> None:
     note = _state_note(rep)
+    inches = fig.get_figwidth() - 0.3
     if note:
-        fig.suptitle(f"{text}\npartial report ({note})", color="firebrick", fontsize=10)
+        fig.suptitle(_wrap(f"{text}\npartial report ({note})", inches, 10), color="firebrick", fontsize=10)
     else:
-        fig.suptitle(text, fontsize=10)
+        fig.suptitle(_wrap(text, inches, 10), fontsize=10)
 
 
 def _left_out(rows, pred: str) -> str:
@@ -88,14 +96,22 @@ def _left_out(rows, pred: str) -> str:
     return "\n".join(parts)
 
 
-def _notes(ax, rows) -> None:
-    """Write the left-out notes of both predictions (each line once) in a box on ``ax``."""
+def _notes(ax, rows, across: bool = False) -> None:
+    """Write the left-out notes of both predictions (each line once) in a box on ``ax``, wrapped to
+    its width or (``across``) to the rest of the figure's."""
     lines = list(dict.fromkeys("\n".join(n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic"))
                                          if n).split("\n")))
     lines = [ln for ln in lines if ln]
     if lines:
-        ax.text(0.02, 0.02, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="bottom", color="firebrick",
-                bbox=dict(facecolor="white", alpha=0.85, edgecolor="firebrick"))
+        # out of the layout (a long note must not squeeze the panels), wrapped to the figure
+        fig = ax.get_figure()
+        box = ax.get_position()
+        inches = fig.get_figwidth() * ((1.0 - box.x0) if across else box.width) - 0.3
+        note = ax.text(0.02, 0.02, _wrap("\n".join(lines), inches, 7), transform=ax.transAxes, fontsize=7,
+                       va="bottom", color="firebrick", zorder=5,
+                       bbox=dict(facecolor="white", alpha=0.85, edgecolor="firebrick"))
+        note.set_in_layout(False)
+        ax.set_zorder(3)  # the note may run over the next panels: draw this panel after them
 
 
 def width_colors(widths: Sequence[int]) -> Dict[int, tuple]:
@@ -185,8 +201,8 @@ def draw_loss_trajectories(report, quantity: str = "loss"):
     """The figure of :func:`plot_loss_trajectories` (or, ``quantity="accuracy"``, of
     :func:`plot_accuracy_trajectories`), not written (a matplotlib ``Figure``).
 
-    Its axes are ``fig.axes[2 * j]`` (train) and ``fig.axes[2 * j + 1]`` (test) for the ``j``-th
-    chosen width, each labelled ``"n = <width>"`` in its title."""
+    Its axes are ``fig.axes[j]`` (train, titled ``"n = <width>"``) and ``fig.axes[m + j]`` (test)
+    for the ``j``-th of the ``m`` chosen widths."""
     if quantity not in ("loss", "accuracy"):
         raise ValueError(f"quantity must be 'loss' or 'accuracy', got {quantity!r}")
     rep = _as_dict(report)
@@ -243,7 +259,7 @@ def draw_loss_trajectories(report, quantity: str = "loss"):
     handles = _trajectory_legend(grid, adam)
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
-    _notes(grid[0, 0], rows)
+    _notes(grid[0, 0], rows, across=True)
     n_all = len(trajs)
     which = "" if len(shown) == n_all else f" ({len(shown)} of the {n_all} widths; gap_vs_width.png has all)"
     _title(fig, f"real training vs its NTK predictions as width grows{which}; "
