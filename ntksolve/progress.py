@@ -110,7 +110,7 @@ class _Progress:
             left = self.remaining_s()
             tail = "" if self._i + 1 >= len(self.widths) or left != left else f", about {left:.0f} s left"
             print(f"{self._desc(self._i)} done in {time.perf_counter() - self._t_width:.1f} s; sweep "
-                  f"{self.done / self.total if self.total else 1.0:.0%} of the estimated work{tail}",
+                  f"{self.done / self.total if self.total else 1.0:.1%} of the estimated work{tail}",
                   file=self.stream, flush=True)
 
     def close(self) -> None:
