@@ -169,7 +169,7 @@ def compare(
         result does not depend on which other widths are swept. ``None`` draws fresh entropy,
         recorded in ``settings["random_state"]`` to reproduce the run.
     progress : bool, default True
-        Progress bars on stderr in estimated work (tqdm; plain lines if it is not installed).
+        Progress on stderr in estimated work (:mod:`ntksolve.progress`: tqdm bars on a terminal).
     on_width_done : callable ``(row, report) -> None``, optional
         Called after each width (it may raise ``KeyboardInterrupt``).
     on_state : callable ``(report) -> None``, optional
