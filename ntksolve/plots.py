@@ -258,7 +258,9 @@ def draw_loss_trajectories(report, quantity: str = "loss"):
                 ax.set_ylabel(f"{split} {unit}", fontsize=9)
     handles = _trajectory_legend(grid, adam)
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+        wide = fig.get_figwidth() >= 12.0  # room for the whole legend on one line
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if wide else 2, fontsize=8,
+                   frameon=False)
     _notes(grid[0, 0], rows, across=True)
     n_all = len(trajs)
     which = "" if len(shown) == n_all else f" ({len(shown)} of the {n_all} widths; gap_vs_width.png has all)"
@@ -274,14 +276,14 @@ def _trajectory_legend(grid, adam: bool):
     from matplotlib.patches import Patch
 
     drawn = {lab for ax in grid.ravel() for lab in ax.get_legend_handles_labels()[1]}
-    flow = "loss-matched flow on the " if adam else ""
     out = []
     if "real network" in drawn:
         out.append(Line2D([], [], color="0.45", lw=2.2, label="real network (colour: its width)"))
     for pred in ("empirical", "analytic"):
         colour, ls, name = PREDICTION_STYLE[pred]
         if name in drawn:
-            out.append(Line2D([], [], color=colour, ls=ls, lw=1.3, label=flow + name if flow else name))
+            label = f"{name[:-11]}: its loss-matched flow" if adam else name  # Adam has no kernel twin
+            out.append(Line2D([], [], color=colour, ls=ls, lw=1.3, label=label))
     if "gap" in drawn:
         out.append(Patch(facecolor="0.45", alpha=0.3, label="shaded: real − empirical-NTK prediction"))
     return out
