@@ -40,9 +40,9 @@ class _Progress:
 
     On a terminal (or in a Jupyter notebook) with tqdm: one bar over the sweep (its description
     names the width running, its ETA is the work left over the work per second so far) and one
-    bar for the running width, each redrawn at most every :data:`REFRESH_S` seconds. Without a terminal (a log file, a pipe) or
-    without tqdm: one plain line when each width starts and one when it ends (with the time left,
-    estimated the same way), no redrawn bars. Disabled: nothing."""
+    bar for the running width, each redrawn at most every :data:`REFRESH_S` seconds. Without a
+    terminal (a log file, a pipe) or without tqdm: one plain line when each width starts and one
+    when it ends (with the time left, estimated the same way), no redrawn bars. Disabled: nothing."""
 
     def __init__(self, enabled: bool, works: Sequence[float], widths: Sequence[int], stream=None):
         self.enabled = enabled
