@@ -56,6 +56,7 @@ _LAZY = {
     "NTKRegressor": "sklearn.regressor",
     "NTKClassifier": "sklearn.classifier",
     "NTKRegressorCV": "sklearn.cv",
+    "AnalyticWidthWarning": "sklearn.base",
     "NTKKernel": "sklearn.gp_kernels",
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",

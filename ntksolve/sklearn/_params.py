@@ -17,7 +17,13 @@ DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 SHARED_PARAMETERS = (
     ("hidden_layer_sizes", (512,), """
 hidden_layer_sizes : tuple of int, default (512,)
-    Hidden widths. The analytic kernel uses only their number (the depth ``L``)."""),
+    Hidden widths, as ``MLPRegressor``'s. ``kernel="empirical"`` builds a network of these widths;
+    ``kernel="analytic"`` (infinite width) uses only their number, the depth ``L``, and warns
+    (:class:`~ntksolve.sklearn.AnalyticWidthWarning`, once per ``fit``) when a width other than
+    the default 512 is given, since ``(1, 1)`` then predicts what ``(512, 512)`` does. One
+    parameter for both kernels, rather than a separate ``depth``, keeps one network's description
+    in one place: moving between the kernels changes ``kernel`` alone, and nothing is rewritten
+    in ``__init__``."""),
     ("activation", "relu", """
 activation : str, default "relu"
     One of ``ntksolve.ACTIVATIONS``, or one with arguments: ``"leaky_relu(slope)"``,

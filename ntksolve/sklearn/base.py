@@ -27,6 +27,36 @@ from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keywor
 
 KERNELS = ("analytic", "empirical")
 
+#: The width of the default ``hidden_layer_sizes``: the one width the analytic kernel never warns about.
+DEFAULT_WIDTH = 512
+
+
+class AnalyticWidthWarning(UserWarning):
+    """``kernel="analytic"`` was given hidden widths it does not use.
+
+    The analytic kernel is the infinitely wide network: of ``hidden_layer_sizes`` it uses only the
+    number of hidden layers (the depth), so ``(1, 1)`` predicts exactly what ``(512, 512)`` does.
+    Issued once per ``fit`` when a width other than the default 512 is given with the analytic
+    kernel. Use ``kernel="empirical"`` for a network of those widths, or state the depth alone with
+    the default width, e.g. ``hidden_layer_sizes=(512, 512)``, which does not warn.
+    """
+
+
+def _warn_unused_widths(est):
+    """:class:`AnalyticWidthWarning` if the analytic kernel was given widths other than the default."""
+    if est._kernel_kind() != "analytic":
+        return
+    widths = tuple(int(w) for w in est.hidden_layer_sizes)
+    if all(w == DEFAULT_WIDTH for w in widths):
+        return
+    depth = len(widths)
+    warnings.warn(
+        f"kernel='analytic' is the infinitely wide network: it uses only the depth of hidden_layer_sizes="
+        f"{est.hidden_layer_sizes!r} ({depth} hidden layer{'s' if depth != 1 else ''}), not its widths, so it "
+        f"predicts what {(DEFAULT_WIDTH,) * depth!r} does. For a network of these widths use kernel='empirical'; "
+        f"to give the depth alone, use the default width, hidden_layer_sizes={(DEFAULT_WIDTH,) * depth!r}, "
+        "which does not warn", AnalyticWidthWarning, stacklevel=4)
+
 
 # ---------------------------------------------------------------------------------------------
 # parameter validation (in fit and in load, never in __init__)
@@ -200,7 +230,9 @@ class _NTKBase(BaseEstimator):
     def _set_training_state(self, X, Y, normalize=None):
         """Store what prediction needs (no kernel yet): data, scaling, network, f_0.
 
-        ``normalize``: standardise the targets (default ``self.normalize_y``)."""
+        ``normalize``: standardise the targets (default ``self.normalize_y``). Every ``fit`` calls it
+        once, so that is where :class:`AnalyticWidthWarning` is issued (``load`` does not warn)."""
+        _warn_unused_widths(self)
         self._dtype = check_dtype(self.dtype)
         Y = np.asarray(Y, dtype=np.float64)
         mean, std = _standardisation(Y, self._normalizes_y(normalize))
@@ -250,11 +282,24 @@ class _NTKBase(BaseEstimator):
         self.diag_reg_ = float(diag_reg)
         self._ensemble_cache = None  # built on the first return_std/return_cov, then reused
 
+    def _solve_at_time(self):
+        """``fit``'s last step, after :meth:`_build_predictor` (once the caller's kernel is released):
+        solve at ``time`` (the decomposition, or the Krylov solve or the cross-entropy run, happens
+        here), keeping the coefficients that make every later prediction at that time one
+        test–train product (:func:`_solve.coefficients`); a solver's error surfaces in ``fit``,
+        not at the first ``predict``."""
+        t = self._time_at_predict()
+        with self._solver_warnings():
+            coef, decay = _solve.coefficients(self.predictor_, t, self.fx_train_0_,
+                                              **self._decay_arguments())
+        self._fitted_at = (t, coef, decay)
+
     def _fit_solver(self, X):
         """Decompose the train kernel in memory; or, with ``chunks``, solve at ``self.time`` from
         kernel tiles on Dask (:func:`ntksolve.dask.fit_tiled`), never forming the kernel."""
         if self.chunks is None:
             self._build_predictor(self._kernel(X), self.diag_reg)
+            self._solve_at_time()
             return
         dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         with self._solver_warnings():
@@ -264,6 +309,7 @@ class _NTKBase(BaseEstimator):
                 dynamics=dynamics, fx_train_0=self.fx_train_0_, chunks=self.chunks,
                 scheduler=self.scheduler, dtype=self._dtype)
         self.predictor_ = None
+        self._fitted_at = None
         self.diag_reg_ = float(self.diag_reg)
         self._ensemble_cache = None
 
@@ -296,6 +342,12 @@ class _NTKBase(BaseEstimator):
             out = _solve.predict_tiled(tiled, X, fx_test_0=self._f0(X), scheduler=self.scheduler)
             return np.repeat(out.astype(self._dtype, copy=False)[None], ts.size, axis=0)
         Ks = self._kernel(X, self.X_train_) if k_test_train is None else k_test_train
+        fitted = getattr(self, "_fitted_at", None)
+        if fitted is not None and np.all(ts == fitted[0]):  # fit's time: one product with its coefficients
+            out = self._f0(X) + Ks @ fitted[1]
+            if fitted[2] is not None:
+                out = out + fitted[2] * self._jtheta(X)
+            return np.repeat(out[None], ts.size, axis=0)
         with self._solver_warnings():
             _, out = self.predictor_(ts, self.fx_train_0_, self._f0(X), Ks, **self._decay_arguments(X))
         return out
@@ -465,6 +517,7 @@ class _NTKBase(BaseEstimator):
         if tiled is None:
             state.charge(N * N * dt.itemsize, f"the ({N}, {N}) train kernel that loading recomputes")
             self._build_predictor(self._kernel(X), diag_reg)
+            self._solve_at_time()
             return
         if not self._tiled_capable or self.chunks is None:
             raise ValueError("the file holds a tiled fit, but the estimator's chunks parameter is None")
@@ -475,6 +528,7 @@ class _NTKBase(BaseEstimator):
         self.tiled_ = _solve.restore_tiled(network, params, X, tiled, coef, fx, learning_rate=rate,
                                            diag_reg=diag_reg, dynamics=dynamics, scheduler=self.scheduler)
         self.predictor_ = None
+        self._fitted_at = None
         self.diag_reg_ = diag_reg
         self._ensemble_cache = None
 

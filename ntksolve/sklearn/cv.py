@@ -135,6 +135,8 @@ class NTKRegressorCV(_NTKRegressorBase):
         self.mse_path_ = mse
         self._set_search_results()
         self._build_predictor(K, float(regs[self._best[0]]))
+        del K
+        self._solve_at_time()
         return self
 
     def _kfold_path(self, K, X, y, Y, f0, regs, ts):
