@@ -10,7 +10,7 @@ import textwrap
 
 import numpy as np
 
-#: Default ``diag_regs`` grid of :class:`NTKRegressorCV` (fractions of the mean diagonal).
+#: Default ``diag_regs`` grid of the searches (fractions of the mean diagonal).
 DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 
 #: ``(name, default, numpydoc entry)`` of the parameters every estimator takes.
@@ -147,17 +147,44 @@ times : array_like of shape (T,) or None, default None
     Candidate times (steps; ``np.inf`` allowed). None: 49 log-spaced times spanning the
     kernel's spectrum (in units of ``k / (learning_rate * mean(diag Theta))`` steps, from
     ``1e-1`` to ``1e7``; rounded up to whole steps for discrete dynamics) plus ``np.inf``. With a
-    schedule rule: whole steps, geometric from 1 to the schedule's total steps (no ``np.inf``)."""),
+    schedule rule: whole steps, geometric from 1 to the schedule's total steps (no ``np.inf``).
+    ``NTKClassifierCV(loss="log_loss")``, which has no converged limit and pays for every step:
+    25 times from ``1e-1`` to ``1e3`` in the same units, no ``np.inf``."""),
     ("diag_regs", DEFAULT_DIAG_REGS, """
 diag_regs : array_like of shape (R,), default (0, 1e-3, 1e-2, 1e-1, 1)
     Candidate ridges (each costs one decomposition per fold)."""),
     ("cv", 5, """
 cv : int, cross-validation generator, iterable or "loo", default 5
-    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; ``KFold`` for an int), or
-    ``"loo"``: exact leave-one-out of converged training (``t = inf``) from one decomposition of
-    all the data."""),
+    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; for an int, ``KFold`` for a
+    regressor and ``StratifiedKFold`` for a classifier), or ``"loo"``: exact leave-one-out of
+    converged training on the squared loss (``t = inf``) from one decomposition of all the data
+    (not with ``chunks`` or ``loss="log_loss"``)."""),
 )
 
+
+#: The tiled search's parameters (:class:`NTKRegressorCV`, :class:`NTKClassifierCV`), before the shared ones.
+SEARCH_TILED_PARAMETERS = (
+    ("chunks", None, """
+chunks : int or tuple, optional
+    Beyond one machine's memory (``pip install 'ntksolve[dask]'``): no kernel is formed. Each
+    fold's train kernel is computed as tiles (this edge, or per-axis sizes) on Dask; each ridge is
+    one Lanczos solve on them serving every time of the grid, and one streamed pass over the
+    held-out tiles scores them all; the winner is refitted as the estimator with ``chunks``
+    (``predict``, ``score`` at ``time_`` only). Refused up front, each naming the alternative:
+    ``cv="loo"``, ``method`` other than ``"auto"``/``"krylov"``, rules with momentum, schedules
+    or weight decay, ``uncertainty="predictive"``, ``loss="log_loss"``."""),
+    next(entry for entry in MODEL_PARAMETERS if entry[0] == "scheduler"),
+)
+
+#: Parameters of :class:`NTKClassifierCV` alone.
+CLASSIFIER_CV_PARAMETERS = (
+    ("scoring", "accuracy", """
+scoring : {"accuracy", "log_loss"}, default "accuracy"
+    The held-out score that chooses ``(diag_reg, time)``: the fraction classified correctly, or
+    (``loss="log_loss"`` only: it needs probabilities) the mean cross-entropy of
+    :func:`sklearn.metrics.log_loss`, negated so that higher is better (scikit-learn's
+    ``"neg_log_loss"``). Ties go to the first ridge of ``diag_regs``, then the earliest time."""),
+)
 
 #: Parameters of the regressors (:class:`NTKRegressor`, :class:`NTKRegressorCV`), before the shared ones.
 REGRESSOR_PARAMETERS = (

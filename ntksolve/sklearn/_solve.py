@@ -26,6 +26,7 @@ DYNAMICS = _mse.DYNAMICS
 METHODS = _mse.METHODS
 DivergenceWarning = _dynamics.DivergenceWarning
 Auto = _dynamics.Auto
+Krylov = _dynamics.Krylov
 resolve_rule = _rules.resolve_rule
 ADAPTIVE = _rules.ADAPTIVE
 resolve_solver = _solvers.resolve_solver
@@ -297,3 +298,13 @@ def restore_tiled(network, params, X_train, attrs, coef, fx_train, *, learning_r
     return tiles.TiledFit(spec, X, coef, fx_train, t=attrs["t"], learning_rate=learning_rate, diag_reg=diag_reg,
                           dynamics=dynamics, mu=attrs["mu"], chunks=attrs["chunks"], info=dict(attrs["info"]),
                           scheduler=scheduler, y_ndim=2)
+
+
+def validation_path_tiled(network, X_train, y_train, X_valid, *, params, times, diag_regs, learning_rate, dynamics,
+                          fx_train_0, fx_valid_0, chunks, scheduler, dtype):
+    """Held-out outputs ``(R, T, M, k)`` of one fold at every ridge and time, from kernel tiles
+    (:func:`ntksolve.dask.fit.validation_path_tiled`)."""
+    return _tiles().fit.validation_path_tiled(
+        network, X_train, y_train, X_valid, params=params, times=times, diag_regs=diag_regs,
+        learning_rate=learning_rate, dynamics=dynamics, fx_train_0=fx_train_0, fx_valid_0=fx_valid_0,
+        chunks=chunks, scheduler=scheduler, dtype=dtype)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -26,6 +28,9 @@ from ntksolve.sklearn import _network, _solve, persistence
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
 
 KERNELS = ("analytic", "empirical")
+
+#: Rows per block of the kernel whose diagonal gives ``diag Θ(X, X)`` (:meth:`_NTKBase._kernel_diagonal`).
+_DIAGONAL_BLOCK = 64
 
 #: The width of the default ``hidden_layer_sizes``: the one width the analytic kernel never warns about.
 DEFAULT_WIDTH = 512
@@ -55,7 +60,16 @@ def _warn_unused_widths(est):
         f"{est.hidden_layer_sizes!r} ({depth} hidden layer{'s' if depth != 1 else ''}), not its widths, so it "
         f"predicts what {(DEFAULT_WIDTH,) * depth!r} does. For a network of these widths use kernel='empirical'; "
         f"to give the depth alone, use the default width, hidden_layer_sizes={(DEFAULT_WIDTH,) * depth!r}, "
-        "which does not warn", AnalyticWidthWarning, stacklevel=4)
+        "which does not warn", AnalyticWidthWarning, stacklevel=_caller_level())
+
+
+def _caller_level():
+    """The ``stacklevel`` of the first frame outside ntksolve, for a warning issued by its caller."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,24 +308,30 @@ class _NTKBase(BaseEstimator):
                                               **self._decay_arguments())
         self._fitted_at = (t, coef, decay)
 
-    def _fit_solver(self, X):
-        """Decompose the train kernel in memory; or, with ``chunks``, solve at ``self.time`` from
-        kernel tiles on Dask (:func:`ntksolve.dask.fit_tiled`), never forming the kernel."""
+    def _fit_solver(self, X, diag_reg):
+        """Decompose the train kernel in memory and solve at ``time``; or, with ``chunks``, solve at
+        ``time`` from kernel tiles on Dask (:func:`ntksolve.dask.fit_tiled`), never forming the kernel."""
         if self.chunks is None:
-            self._build_predictor(self._kernel(X), self.diag_reg)
+            self._build_predictor(self._kernel(X), diag_reg)
             self._solve_at_time()
             return
         dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         with self._solver_warnings():
             self.tiled_ = _solve.fit_tiled(
                 self.network_, X, self.y_train_.astype(np.float64), params=self.params_,
-                t=self._time_at_predict(), learning_rate=rate, diag_reg=self.diag_reg,
+                t=self._time_at_predict(), learning_rate=rate, diag_reg=diag_reg,
                 dynamics=dynamics, fx_train_0=self.fx_train_0_, chunks=self.chunks,
                 scheduler=self.scheduler, dtype=self._dtype)
         self.predictor_ = None
         self._fitted_at = None
-        self.diag_reg_ = float(self.diag_reg)
+        self.diag_reg_ = float(diag_reg)
         self._ensemble_cache = None
+
+    def _kernel_diagonal(self, X):
+        """``diag Θ(X, X)`` of validated inputs, shape (M,): the diagonals of :meth:`_kernel` on
+        blocks of rows (whatever the kernel; a block costs ``_DIAGONAL_BLOCK`` times the diagonal)."""
+        return np.concatenate([np.diagonal(self._kernel(X[i:i + _DIAGONAL_BLOCK]))
+                               for i in range(0, X.shape[0], _DIAGONAL_BLOCK)])
 
     def _require_in_memory(self, what):
         """The one check of what a tiled fit cannot answer; called before any work is done."""

@@ -36,9 +36,6 @@ UNCERTAINTIES = ("ensemble", "predictive")
 #: The fitted attributes of ``uncertainty="predictive"``.
 _NOISE_ATTRIBUTES = ("amplitude_", "noise_variance_", "log_marginal_likelihood_value_")
 
-#: Test rows per empirical-kernel block whose diagonal gives ``diag Θ(X*, X*)``.
-_DIAGONAL_BLOCK = 64
-
 
 class _NTKRegressorBase(RegressorMixin, _NTKBase):
     """Prediction methods shared by :class:`NTKRegressor` and :class:`NTKRegressorCV` (not public)."""
@@ -146,12 +143,6 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
                 f"{type(self).__name__} was fitted without it (or uncertainty was changed after fit): "
                 "set uncertainty='predictive' and fit again")
         return self._gp
-
-    def _kernel_diagonal(self, X):
-        """``diag Θ(X, X)`` of validated inputs, shape (M,): the diagonals of :meth:`_kernel` on
-        blocks of rows (whatever the kernel; a block costs ``_DIAGONAL_BLOCK`` times the diagonal)."""
-        return np.concatenate([np.diagonal(self._kernel(X[i:i + _DIAGONAL_BLOCK]))
-                               for i in range(0, X.shape[0], _DIAGONAL_BLOCK)])
 
     def _predictive(self, X, return_cov):
         """``predict``'s output with the root mean squared error (or the error covariance) of a new
@@ -406,5 +397,5 @@ class NTKRegressor(_NTKRegressorBase):
         self._check_params()
         X, _, Y = self._fit_targets(X, y)
         self._set_training_state(X, Y)
-        self._fit_solver(X)
+        self._fit_solver(X, self.diag_reg)
         return self
