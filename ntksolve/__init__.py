@@ -58,7 +58,7 @@ _LAZY = {
     "NTKClassifier": "sklearn.classifier",
     "NTKRegressorCV": "sklearn.cv",
     "NTKClassifierCV": "sklearn.cv_classifier",
-    "AnalyticWidthWarning": "sklearn.base",
+    "AnalyticWidthWarning": "sklearn",
     "NTKKernel": "sklearn.gp_kernels",
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",

@@ -1,5 +1,5 @@
 """scikit-learn faces: estimators, Gaussian-process kernels, and their persistence."""
-from ntksolve.sklearn.base import AnalyticWidthWarning
+from ntksolve.sklearn._checks import AnalyticWidthWarning
 from ntksolve.sklearn.classifier import NTKClassifier
 from ntksolve.sklearn.cv import NTKRegressorCV
 from ntksolve.sklearn.cv_classifier import NTKClassifierCV
