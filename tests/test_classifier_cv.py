@@ -165,3 +165,14 @@ def test_exports():
 
     assert ntksolve.NTKClassifierCV is sk.NTKClassifierCV is NTKClassifierCV
     assert "NTKClassifierCV" in ntksolve.__all__ and "NTKClassifierCV" in sk.__all__
+
+
+def test_cross_entropy_automatic_grid_is_finite_and_in_the_kernels_units(three_classes):
+    X, y = three_classes
+    cv = NTKClassifierCV(loss="log_loss", diag_regs=(0.1,), cv=2, learning_rate=2.0).fit(X, y)
+    K = ntksolve.analytic_kernels(ntksolve.MLP((1,), "relu", 1.0, 0.1), X).ntk
+    unit = 3 / (2.0 * np.mean(np.diag(K)))  # k / (learning_rate * mean diag Θ) steps
+    np.testing.assert_allclose(cv.times_, unit * np.logspace(-1, 3, 25), rtol=1e-12)
+    squared = NTKClassifierCV(diag_regs=(0.1,), cv=2, learning_rate=2.0).fit(X, y)
+    assert squared.times_[-1] == np.inf and squared.times_.size == 50
+    np.testing.assert_allclose(squared.times_[:-1], unit * np.logspace(-1, 7, 49), rtol=1e-12)

@@ -95,7 +95,10 @@ MODEL_PARAMETERS = (
     ("time", np.inf, """
 time : float, default np.inf
     Steps of gradient descent at which ``predict`` answers; ``np.inf`` is convergence (kernel
-    regression). It may be changed after ``fit`` without refitting (not with ``chunks``). The
+    regression). ``fit`` solves at it, as scikit-learn's kernel models do their work in ``fit``:
+    ``predict`` then forms the test kernel and applies the stored solution. It may be changed
+    after ``fit`` without refitting (not with ``chunks``): the stored decomposition then answers
+    the new time (with ``method="auto"`` on a large kernel, which chose Krylov, by a new solve). The
     loss is a mean over all ``N k`` target entries, so with ``k`` outputs every mode moves
     ``k`` times slower per step than with one. ``NTKClassifier(loss="log_loss")`` needs a
     finite time: cross-entropy has no converged limit (its logits grow without bound)."""),

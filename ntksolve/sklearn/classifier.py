@@ -69,9 +69,10 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     analytic NTK, or the empirical network's traced NTK (exact for two classes, one logit; with
     more classes the mean over outputs, exact at infinite width). ``time`` must be finite; the
     learning rate is in ``torch.nn.CrossEntropyLoss``'s units. ``dynamics="continuous"`` is
-    gradient flow, integrated by ``scipy.integrate.solve_ivp``. One fit computes the train
-    kernel; each prediction runs the recurrence once to the last time it asks for (``O(S N^2 k)``
-    for ``S`` steps), then one test–train product per recorded time.
+    gradient flow, integrated by ``scipy.integrate.solve_ivp``. ``fit`` computes the train
+    kernel and runs the recurrence to ``time`` (``O(S N^2 k)`` for ``S`` steps), keeping the
+    coefficients that make each prediction at ``time`` one test–train product; a trajectory runs
+    it once more, to the last time it asks for.
 
     All parameters are keyword-only.
 
@@ -139,7 +140,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, X, y):
-        """Compute the train kernel (and, for the squared loss, its decomposition).
+        """Compute the train kernel and solve at ``time``: the decomposition (squared loss) or the run
+        of the recurrence (cross-entropy), so that errors of the solve surface here.
 
         Parameters
         ----------

@@ -1,8 +1,9 @@
 """:class:`NTKRegressor`: a wide network trained by gradient descent on MSE, predicted from its NTK.
 
 ``fit`` computes the train-train NTK and hands it to the closed-form solver
-(:func:`ntksolve.dynamics.gradient_descent_mse`), which decomposes it once; ``predict`` then answers
-at ``self.time`` (steps of gradient descent, ``np.inf`` = trained to convergence), and
+(:func:`ntksolve.dynamics.gradient_descent_mse`), which decomposes it once, and solves at
+``self.time`` (steps of gradient descent, ``np.inf`` = trained to convergence); ``predict`` then
+forms the test kernel and applies that solution, and
 ``predict_trajectory`` / ``staged_predict`` answer a whole training run at no extra kernel cost.
 
 ``kernel="analytic"`` is the infinitely wide network: its NTK is deterministic and the output at
@@ -383,7 +384,8 @@ class NTKRegressor(_NTKRegressorBase):
     __init__ = keyword_init(MODEL_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS)
 
     def fit(self, X, y):
-        """Compute the train kernel and its decomposition (nothing per time).
+        """Compute the train kernel, its decomposition and the solution at ``time`` (solver errors
+        surface here, not at the first ``predict``).
 
         Parameters
         ----------
