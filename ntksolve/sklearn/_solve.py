@@ -172,13 +172,20 @@ class CrossEntropyPredictor:
             return out
         N, k = self.n_train, self.n_outputs
         decay = jtheta_train is not None
-        probe = np.vstack([np.eye(N), np.zeros((1, N))]) if decay else np.eye(N)
+        # the flow's step control weighs every state entry by its own size: probe rows of the size of
+        # a whole kernel row's sum (N mean diag) keep X_t's entries as large as a test output's, so
+        # they do not force steps that no prediction needs
+        scale = N * float(np.mean(np.diagonal(self.kernel))) if self.flow else 1.0
+        scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+        probe = scale * np.eye(N)
+        if decay:
+            probe = np.vstack([probe, np.zeros((1, N))])
         unit = np.zeros((probe.shape[0], k))
         if decay:
             unit[N] = 1.0
         traj = self._run(ts, fx_train_0, jtheta_train, probe, np.zeros_like(unit), unit)
         test = traj.test.reshape(ts.size, -1, k)
-        out = (traj.train.reshape(ts.size, N, k), test[:, :N], test[:, N] if decay else None, traj.train_loss)
+        out = (traj.train.reshape(ts.size, N, k), test[:, :N] / scale, test[:, N] if decay else None, traj.train_loss)
         self._last = (key, out)
         return out
 
