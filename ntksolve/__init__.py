@@ -12,7 +12,8 @@ scikit-learn faces and the comparison tools are imported on first access):
   (learning-rate schedules), :func:`to_ntksolve_learning_rate`.
 - :func:`sgd_mse`, :func:`sgd_cross_entropy`, :func:`flow_cross_entropy`, :func:`shuffled_batches`,
   :func:`independent_batches` -- minibatch and cross-entropy training in function space.
-- :class:`NTKRegressor`, :class:`NTKClassifier`, :class:`NTKRegressorCV`, :class:`NTKKernel`,
+- :class:`NTKRegressor`, :class:`NTKClassifier`, :class:`NTKRegressorCV`,
+  :class:`NTKClassifierCV`, :class:`NTKKernel`,
   :class:`NNGPKernel`, :func:`load` -- scikit-learn estimators and GP kernels.
 - :func:`train_network`, :func:`compare` -- real training beside the prediction;
   :func:`linearisation_check` -- whether the linear prediction of a run will hold, before it.
@@ -56,6 +57,8 @@ _LAZY = {
     "NTKRegressor": "sklearn.regressor",
     "NTKClassifier": "sklearn.classifier",
     "NTKRegressorCV": "sklearn.cv",
+    "NTKClassifierCV": "sklearn.cv_classifier",
+    "AnalyticWidthWarning": "sklearn",
     "NTKKernel": "sklearn.gp_kernels",
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",

@@ -133,18 +133,20 @@ def test_one_recurrence_per_call(blobs, monkeypatch):
     from ntksolve.sklearn import _solve
 
     X, y, Xt, _ = blobs
-    clf = NTKClassifier(loss="log_loss", dynamics="discrete", learning_rate=2.0, time=40).fit(X, y)
     runs = []
     real = _solve._fs.sgd_cross_entropy
     monkeypatch.setattr(_solve._fs, "sgd_cross_entropy", lambda *a, **kw: runs.append(a[3]) or real(*a, **kw))
-    clf.predict_proba_trajectory(Xt, np.arange(0, 41, 5))
-    assert len(runs) == 1 and runs[0].tolist() == list(range(0, 41, 5))
-    list(clf.staged_predict(Xt, [10, 20, 40]))
-    direct = clf.predict_proba(Xt)  # fewer test than training points: carried through the run itself
-    assert len(runs) == 3
-    clf.predict(X)  # as many test points as training points: coefficients, kept for the next calls
-    kept = clf.predict_proba(Xt)
+    clf = NTKClassifier(loss="log_loss", dynamics="discrete", learning_rate=2.0, time=40).fit(X, y)
+    assert len(runs) == 1 and runs[0].tolist() == [40]  # fit runs the recurrence to time, once
+    kept = clf.predict_proba(Xt)  # fit's coefficients: no run
+    clf.predict(X)
     clf.loss_curve([40])
+    assert len(runs) == 1
+    clf.predict_proba_trajectory(Xt, np.arange(0, 41, 5))
+    assert len(runs) == 2 and runs[1].tolist() == list(range(0, 41, 5))
+    list(clf.staged_predict(Xt, [10, 20, 40]))
+    assert len(runs) == 3
+    direct = clf.predict_proba_trajectory(Xt, [0, 40])[1]  # fewer test than training points: carried through the run itself
     assert len(runs) == 4
     np.testing.assert_allclose(kept, direct, rtol=0, atol=1e-13)  # the two paths agree
 

@@ -365,14 +365,24 @@ def test_clone_keeps_plain_params():
 def test_parameters_are_keyword_only_and_shared():
     import inspect
 
-    from ntksolve.sklearn._params import CLASSIFIER_PARAMETERS, CV_PARAMETERS, MODEL_PARAMETERS, SHARED_PARAMETERS
+    from ntksolve.sklearn._params import (
+        CLASSIFIER_CV_PARAMETERS,
+        CLASSIFIER_PARAMETERS,
+        CV_PARAMETERS,
+        MODEL_PARAMETERS,
+        SEARCH_TILED_PARAMETERS,
+        SHARED_PARAMETERS,
+    )
 
     shared = {name: default for name, default, _ in SHARED_PARAMETERS}
     for Est, own in ((NTKRegressor, MODEL_PARAMETERS), (NTKClassifier, CLASSIFIER_PARAMETERS + MODEL_PARAMETERS),
-                     (NTKRegressorCV, CV_PARAMETERS)):
+                     (NTKRegressorCV, CV_PARAMETERS + SEARCH_TILED_PARAMETERS),
+                     (ntksolve.NTKClassifierCV,
+                      CV_PARAMETERS + CLASSIFIER_CV_PARAMETERS + CLASSIFIER_PARAMETERS + SEARCH_TILED_PARAMETERS)):
         sig = inspect.signature(Est)
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
-        own = own if Est is NTKClassifier else own + ntksolve.sklearn._params.REGRESSOR_PARAMETERS  # regressors'
+        classifier = Est in (NTKClassifier, ntksolve.NTKClassifierCV)
+        own = own if classifier else own + ntksolve.sklearn._params.REGRESSOR_PARAMETERS  # regressors'
         expected = {**{name: default for name, default, _ in own}, **shared}
         assert {name: p.default for name, p in sig.parameters.items()} == expected
         assert Est().get_params() == expected

@@ -9,7 +9,8 @@ products are tiled; nothing here re-implements the dynamics.
 What a tiled fit keeps is the coefficient vector ``h_t(Θ) r`` on the training inputs (so that test
 predictions need only streamed test-side products, and a saved model needs no kernel): the
 predictor computes it in the same solve as the train outputs, as its test side with the identity
-as the "test–train kernel" (:class:`_Coefficients`).
+as the "test–train kernel" (:class:`_Coefficients`). :func:`validation_path_tiled` does the same
+for every ridge and time of a cross-validation fold.
 """
 from __future__ import annotations
 
@@ -342,4 +343,80 @@ def fit_tiled(
                     chunks=edge, info=info, scheduler=scheduler, y_ndim=y_ndim)
 
 
-__all__ = ["TiledFit", "default_method", "fit_tiled", "solve_tiled"]
+def validation_path_tiled(
+    net: MLP,
+    X_train,
+    y_train,
+    X_valid,
+    *,
+    params=None,
+    times,
+    diag_regs,
+    learning_rate=None,
+    dynamics="continuous",
+    fx_train_0=None,
+    fx_valid_0=None,
+    chunks,
+    scheduler=None,
+    dtype=None,
+    method=None,
+) -> np.ndarray:
+    """Outputs on held-out inputs of training on ``(X_train, y_train)``, at every ridge and time.
+
+    What a cross-validation fold needs, without forming its kernel: the train tiles are computed
+    once; each ridge is one Lanczos solve (:class:`Krylov`, which serves every time of the grid,
+    ``np.inf`` included) of :func:`ntksolve.dynamics.gradient_descent_mse` on them, kept as its
+    coefficients ``h_t(Θ + μI) r`` for every time; then one streamed pass over the validation–train
+    tiles multiplies all of them at once.
+
+    Parameters
+    ----------
+    net, params
+        As :func:`fit_tiled` (``params=None``: the analytic kernel).
+    X_train : array_like, shape (N, d)
+    y_train : array_like, shape (N, k)
+    X_valid : array_like, shape (M, d)
+    times : array_like, shape (T,)
+    diag_regs : array_like, shape (R,)
+    learning_rate, dynamics
+        As :func:`solve_tiled`.
+    fx_train_0 : array_like, shape (N, k), optional (default 0)
+    fx_valid_0 : array_like, shape (M, k), optional (default 0)
+    chunks, scheduler, dtype
+        As :func:`fit_tiled`.
+    method : Krylov, optional
+        Default ``Krylov()``; conjugate gradients answer ``t = inf`` only, so a grid of times
+        takes Lanczos.
+
+    Returns
+    -------
+    ndarray, shape (R, T, M, k)
+    """
+    rule = resolve_rule(dynamics, learning_rate)
+    solver = Krylov() if method is None else resolve_solver(method)
+    if not isinstance(solver, Krylov):
+        raise ValueError(f"a grid of times is solved by Lanczos (method='krylov' or Krylov(...)), not by {solver!r}")
+    ts = np.asarray(times, dtype=np.float64).reshape(-1)
+    regs = [check_diag_reg(r) for r in np.asarray(diag_regs, dtype=np.float64).reshape(-1)]
+    Y = np.asarray(y_train, dtype=np.float64)
+    N, k = Y.shape
+    f0 = np.zeros((N, k)) if fx_train_0 is None else np.asarray(fx_train_0, dtype=np.float64)
+    spec = KernelSpec(net, params, kernel="ntk", trace=True)
+    with TiledKernelOperator(spec, X_train, chunks=chunks, scheduler=scheduler, dtype=dtype) as op:
+        coefs = []
+        for reg in regs:
+            pred = gradient_descent_mse(_Instrumented(op), Y, dynamics=rule, diag_reg=reg, method=solver)
+            _, coef = pred.predict(ts, f0, np.zeros((N, k)), _Coefficients(N))  # (T, N, k)
+            coefs.append(np.asarray(coef, dtype=np.float64).reshape(ts.size, N, k))
+        X = op.X
+        edge = op.chunks[0]
+    C = np.stack(coefs).transpose(2, 0, 1, 3).reshape(N, -1)  # (N, R T k): one pass for every column
+    Xv = spec.prepare(X_valid, "X_valid", n_features=X.shape[1])
+    M = Xv.shape[0]
+    with _Runner(scheduler) as runner:
+        out = TiledCrossOperator(spec, Xv, X, edge, edge, runner).matmat(C)
+    out = np.asarray(out, dtype=np.float64).reshape(M, len(regs), ts.size, k).transpose(1, 2, 0, 3)
+    return out if fx_valid_0 is None else out + np.asarray(fx_valid_0, dtype=np.float64)
+
+
+__all__ = ["TiledFit", "default_method", "fit_tiled", "solve_tiled", "validation_path_tiled"]

@@ -10,14 +10,20 @@ import textwrap
 
 import numpy as np
 
-#: Default ``diag_regs`` grid of :class:`NTKRegressorCV` (fractions of the mean diagonal).
+#: Default ``diag_regs`` grid of the searches (fractions of the mean diagonal).
 DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 
 #: ``(name, default, numpydoc entry)`` of the parameters every estimator takes.
 SHARED_PARAMETERS = (
     ("hidden_layer_sizes", (512,), """
 hidden_layer_sizes : tuple of int, default (512,)
-    Hidden widths. The analytic kernel uses only their number (the depth ``L``)."""),
+    Hidden widths, as ``MLPRegressor``'s. ``kernel="empirical"`` builds a network of these widths;
+    ``kernel="analytic"`` (infinite width) uses only their number, the depth ``L``, and warns
+    (:class:`~ntksolve.sklearn.AnalyticWidthWarning`, once per ``fit``) when a width other than
+    the default 512 is given, since ``(1, 1)`` then predicts what ``(512, 512)`` does. One
+    parameter for both kernels, rather than a separate ``depth``, keeps one network's description
+    in one place: moving between the kernels changes ``kernel`` alone, and nothing is rewritten
+    in ``__init__``."""),
     ("activation", "relu", """
 activation : str, default "relu"
     One of ``ntksolve.ACTIVATIONS``, or one with arguments: ``"leaky_relu(slope)"``,
@@ -89,7 +95,10 @@ MODEL_PARAMETERS = (
     ("time", np.inf, """
 time : float, default np.inf
     Steps of gradient descent at which ``predict`` answers; ``np.inf`` is convergence (kernel
-    regression). It may be changed after ``fit`` without refitting (not with ``chunks``). The
+    regression). ``fit`` solves at it, as scikit-learn's kernel models do their work in ``fit``:
+    ``predict`` then forms the test kernel and applies the stored solution. It may be changed
+    after ``fit`` without refitting (not with ``chunks``): the stored decomposition then answers
+    the new time (with ``method="auto"`` on a large kernel, which chose Krylov, by a new solve). The
     loss is a mean over all ``N k`` target entries, so with ``k`` outputs every mode moves
     ``k`` times slower per step than with one. ``NTKClassifier(loss="log_loss")`` needs a
     finite time: cross-entropy has no converged limit (its logits grow without bound)."""),
@@ -141,17 +150,44 @@ times : array_like of shape (T,) or None, default None
     Candidate times (steps; ``np.inf`` allowed). None: 49 log-spaced times spanning the
     kernel's spectrum (in units of ``k / (learning_rate * mean(diag Theta))`` steps, from
     ``1e-1`` to ``1e7``; rounded up to whole steps for discrete dynamics) plus ``np.inf``. With a
-    schedule rule: whole steps, geometric from 1 to the schedule's total steps (no ``np.inf``)."""),
+    schedule rule: whole steps, geometric from 1 to the schedule's total steps (no ``np.inf``).
+    ``NTKClassifierCV(loss="log_loss")``, which has no converged limit and pays for every step:
+    25 times from ``1e-1`` to ``1e3`` in the same units, no ``np.inf``."""),
     ("diag_regs", DEFAULT_DIAG_REGS, """
 diag_regs : array_like of shape (R,), default (0, 1e-3, 1e-2, 1e-1, 1)
     Candidate ridges (each costs one decomposition per fold)."""),
     ("cv", 5, """
 cv : int, cross-validation generator, iterable or "loo", default 5
-    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; ``KFold`` for an int), or
-    ``"loo"``: exact leave-one-out of converged training (``t = inf``) from one decomposition of
-    all the data."""),
+    As in scikit-learn (:func:`~sklearn.model_selection.check_cv`; for an int, ``KFold`` for a
+    regressor and ``StratifiedKFold`` for a classifier), or ``"loo"``: exact leave-one-out of
+    converged training on the squared loss (``t = inf``) from one decomposition of all the data
+    (not with ``chunks`` or ``loss="log_loss"``)."""),
 )
 
+
+#: The tiled search's parameters (:class:`NTKRegressorCV`, :class:`NTKClassifierCV`), before the shared ones.
+SEARCH_TILED_PARAMETERS = (
+    ("chunks", None, """
+chunks : int or tuple, optional
+    Beyond one machine's memory (``pip install 'ntksolve[dask]'``): no kernel is formed. Each
+    fold's train kernel is computed as tiles (this edge, or per-axis sizes) on Dask; each ridge is
+    one Lanczos solve on them serving every time of the grid, and one streamed pass over the
+    held-out tiles scores them all; the winner is refitted as the estimator with ``chunks``
+    (``predict``, ``score`` at ``time_`` only). Refused up front, each naming the alternative:
+    ``cv="loo"``, ``method`` other than ``"auto"``/``"krylov"``, rules with momentum, schedules
+    or weight decay, ``uncertainty="predictive"``, ``loss="log_loss"``."""),
+    next(entry for entry in MODEL_PARAMETERS if entry[0] == "scheduler"),
+)
+
+#: Parameters of :class:`NTKClassifierCV` alone.
+CLASSIFIER_CV_PARAMETERS = (
+    ("scoring", "accuracy", """
+scoring : {"accuracy", "log_loss"}, default "accuracy"
+    The held-out score that chooses ``(diag_reg, time)``: the fraction classified correctly, or
+    (``loss="log_loss"`` only: it needs probabilities) the mean cross-entropy of
+    :func:`sklearn.metrics.log_loss`, negated so that higher is better (scikit-learn's
+    ``"neg_log_loss"``). Ties go to the first ridge of ``diag_regs``, then the earliest time."""),
+)
 
 #: Parameters of the regressors (:class:`NTKRegressor`, :class:`NTKRegressorCV`), before the shared ones.
 REGRESSOR_PARAMETERS = (

@@ -26,6 +26,7 @@ DYNAMICS = _mse.DYNAMICS
 METHODS = _mse.METHODS
 DivergenceWarning = _dynamics.DivergenceWarning
 Auto = _dynamics.Auto
+Krylov = _dynamics.Krylov
 resolve_rule = _rules.resolve_rule
 ADAPTIVE = _rules.ADAPTIVE
 resolve_solver = _solvers.resolve_solver
@@ -40,6 +41,55 @@ def mse_predictor(k_train_train, y_train, *, diag_reg, dynamics, method):
     is a rule object (it carries its learning rate), ``method`` a name or a solver."""
     return _dynamics.gradient_descent_mse(k_train_train, y_train, diag_reg=diag_reg, dynamics=dynamics,
                                           method=method)
+
+
+class _Probe:
+    """The identity as a test–train operator, with one more row of zeros for weight decay.
+
+    Given as ``k_test_train`` (with ``fx_test_0 = 0`` and, under weight decay, ``jtheta_test`` 1 on
+    the last row only), the predictor's test side is the coefficients of :func:`coefficients`.
+    """
+
+    def __init__(self, n, decay):
+        self.shape = (n + 1 if decay else n, n)
+        self._pad = 1 if decay else 0
+
+    def matmat(self, V):
+        V = np.asarray(V)
+        return np.vstack([V, np.zeros((1, V.shape[1]), dtype=V.dtype)]) if self._pad else V
+
+
+def coefficients(predictor, t, fx_train_0, jtheta_train=None):
+    """What makes a prediction at time ``t`` one product: ``(coef, decay)``, ``(N, k)`` and ``(k,)`` or None.
+
+    Every test output at ``t`` is ``f*_0 + Θ* coef + decay · J* θ_0`` (``decay`` only under weight
+    decay): the test side is linear in the test–train kernel and in ``J* θ_0`` (:class:`_Probe`).
+    ``fit`` computes them once, as scikit-learn's kernel models keep their dual coefficients, so
+    that every call answers from them.
+
+    Parameters
+    ----------
+    predictor : MSEPredictor or CrossEntropyPredictor
+    t : float
+    fx_train_0 : ndarray, shape (N, k)
+    jtheta_train : ndarray, shape (N, k), optional
+        Weight decay's ``J θ_0`` on the training inputs.
+    """
+    if isinstance(predictor, CrossEntropyPredictor):
+        _, X, c, _ = predictor.coefficients(np.array([float(t)]), fx_train_0, jtheta_train)
+        return X[0], (None if c is None else c[0])
+    N, k = np.shape(fx_train_0)
+    decay = jtheta_train is not None
+    rows = N + 1 if decay else N
+    extra = {}
+    if decay:
+        unit = np.zeros((rows, k), dtype=np.asarray(jtheta_train).dtype)
+        unit[N] = 1.0
+        extra = {"jtheta_train": jtheta_train, "jtheta_test": unit}
+    _, out = predictor(np.array([float(t)]), fx_train_0, np.zeros((rows, k), dtype=np.asarray(fx_train_0).dtype),
+                       _Probe(N, decay), **extra)
+    out = out.reshape(1, rows, k)[0]
+    return out[:N], (out[N] if decay else None)
 
 
 class CrossEntropyPredictor:
@@ -59,7 +109,8 @@ class CrossEntropyPredictor:
     one product ``Θ* X_t`` per recorded time. The last run's coefficients are kept, so asking
     for the same times again (``predict`` after ``predict_proba``) does not run it again. Fewer
     test points than training points (and no kept run) ride along the run directly instead, at
-    ``O(S M N k)``, which is then less.
+    ``O(S M N k)``, which is then less. The estimators run it in ``fit``, at their ``time``
+    (:func:`coefficients`).
 
     Parameters
     ----------
@@ -113,7 +164,7 @@ class CrossEntropyPredictor:
                None if jtheta_train is None else np.asarray(jtheta_train).tobytes())
         return key, (self._last[1] if self._last is not None and self._last[0] == key else None)
 
-    def _coefficients(self, ts, fx_train_0, jtheta_train):
+    def coefficients(self, ts, fx_train_0, jtheta_train=None):
         """``(train, X, c, loss)`` at the sorted unique times ``ts``: ``(T, N, k)``, ``(T, N, k)``,
         ``(T, k)`` or None, ``(T,)``."""
         key, out = self._cached(ts, fx_train_0, jtheta_train)
@@ -121,13 +172,20 @@ class CrossEntropyPredictor:
             return out
         N, k = self.n_train, self.n_outputs
         decay = jtheta_train is not None
-        probe = np.vstack([np.eye(N), np.zeros((1, N))]) if decay else np.eye(N)
+        # the flow's step control weighs every state entry by its own size: probe rows of the size of
+        # a whole kernel row's sum (N mean diag) keep X_t's entries as large as a test output's, so
+        # they do not force steps that no prediction needs
+        scale = N * float(np.mean(np.diagonal(self.kernel))) if self.flow else 1.0
+        scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+        probe = scale * np.eye(N)
+        if decay:
+            probe = np.vstack([probe, np.zeros((1, N))])
         unit = np.zeros((probe.shape[0], k))
         if decay:
             unit[N] = 1.0
         traj = self._run(ts, fx_train_0, jtheta_train, probe, np.zeros_like(unit), unit)
         test = traj.test.reshape(ts.size, -1, k)
-        out = (traj.train.reshape(ts.size, N, k), test[:, :N], test[:, N] if decay else None, traj.train_loss)
+        out = (traj.train.reshape(ts.size, N, k), test[:, :N] / scale, test[:, N] if decay else None, traj.train_loss)
         self._last = (key, out)
         return out
 
@@ -144,7 +202,7 @@ class CrossEntropyPredictor:
             traj = self._run(uts, fx_train_0, jtheta_train, k_test_train, fx_test_0, jtheta_test)
             train = traj.train.reshape(shape)[inverse]
             return train if k_test_train is None else (train, traj.test.reshape(uts.size, -1, shape[2])[inverse])
-        train, X, c, _ = self._coefficients(uts, fx_train_0, jtheta_train)
+        train, X, c, _ = self.coefficients(uts, fx_train_0, jtheta_train)
         train = train[inverse]
         if k_test_train is None:
             return train
@@ -247,3 +305,13 @@ def restore_tiled(network, params, X_train, attrs, coef, fx_train, *, learning_r
     return tiles.TiledFit(spec, X, coef, fx_train, t=attrs["t"], learning_rate=learning_rate, diag_reg=diag_reg,
                           dynamics=dynamics, mu=attrs["mu"], chunks=attrs["chunks"], info=dict(attrs["info"]),
                           scheduler=scheduler, y_ndim=2)
+
+
+def validation_path_tiled(network, X_train, y_train, X_valid, *, params, times, diag_regs, learning_rate, dynamics,
+                          fx_train_0, fx_valid_0, chunks, scheduler, dtype):
+    """Held-out outputs ``(R, T, M, k)`` of one fold at every ridge and time, from kernel tiles
+    (:func:`ntksolve.dask.fit.validation_path_tiled`)."""
+    return _tiles().fit.validation_path_tiled(
+        network, X_train, y_train, X_valid, params=params, times=times, diag_regs=diag_regs,
+        learning_rate=learning_rate, dynamics=dynamics, fx_train_0=fx_train_0, fx_valid_0=fx_valid_0,
+        chunks=chunks, scheduler=scheduler, dtype=dtype)

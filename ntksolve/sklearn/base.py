@@ -23,49 +23,20 @@ from ntksolve.nets.forward_mode import own_parameter_image
 from ntksolve.nets.layers import check_activation
 from ntksolve.nets.mlp import MLP, PARAMETERIZATIONS
 from ntksolve.sklearn import _network, _solve, persistence
+from ntksolve.sklearn._checks import (  # the checks, which the estimators import from here too
+    _check_choice,
+    _check_real,
+    _check_time,
+    _standardisation,
+    _warn_unused_widths,
+)
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
 
 KERNELS = ("analytic", "empirical")
 
+#: Rows per block of the kernel whose diagonal gives ``diag Θ(X, X)`` (:meth:`_NTKBase._kernel_diagonal`).
+_DIAGONAL_BLOCK = 64
 
-# ---------------------------------------------------------------------------------------------
-# parameter validation (in fit and in load, never in __init__)
-# ---------------------------------------------------------------------------------------------
-def _check_choice(value, name, valid):
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
-    return value
-
-
-def _check_real(value, name, *, lower=0.0, strict=False, allow_inf=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    ok = (np.isfinite(v) or (allow_inf and v == np.inf)) and (v > lower if strict else v >= lower)
-    if not ok:
-        rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a {'finite ' if not allow_inf else ''}number {rel} {lower:g}"
-                         f"{' (np.inf allowed)' if allow_inf else ''}; got {value!r}")
-    return v
-
-
-def _check_time(value, name, rule):
-    t = _check_real(value, name, allow_inf=True)
-    if rule.name == "discrete" and np.isfinite(t) and t != round(t):
-        raise ValueError(f"{name} must be a whole number of steps (or np.inf) with dynamics='discrete'; got {value!r}")
-    if t == np.inf and getattr(rule, "schedule", None) is not None:
-        raise ValueError(f"{name} = inf has no meaning for a learning-rate schedule (it has no single converged "
-                         f"limit); set it to a number of steps, e.g. the schedule's total steps; got {value!r}")
-    return t
-
-
-def _standardisation(Y, normalize):
-    """Per-output mean and std ``(k,)`` of the targets (0 and 1 without ``normalize``)."""
-    if not normalize:
-        return np.zeros(Y.shape[1]), np.ones(Y.shape[1])
-    mean, std = Y.mean(axis=0), Y.std(axis=0)
-    std[std == 0.0] = 1.0  # a constant target: nothing to scale
-    return mean, std
 
 
 class _NTKBase(BaseEstimator):
@@ -200,7 +171,9 @@ class _NTKBase(BaseEstimator):
     def _set_training_state(self, X, Y, normalize=None):
         """Store what prediction needs (no kernel yet): data, scaling, network, f_0.
 
-        ``normalize``: standardise the targets (default ``self.normalize_y``)."""
+        ``normalize``: standardise the targets (default ``self.normalize_y``). Every ``fit`` calls it
+        once, so that is where :class:`AnalyticWidthWarning` is issued (``load`` does not warn)."""
+        _warn_unused_widths(self)
         self._dtype = check_dtype(self.dtype)
         Y = np.asarray(Y, dtype=np.float64)
         mean, std = _standardisation(Y, self._normalizes_y(normalize))
@@ -250,22 +223,42 @@ class _NTKBase(BaseEstimator):
         self.diag_reg_ = float(diag_reg)
         self._ensemble_cache = None  # built on the first return_std/return_cov, then reused
 
-    def _fit_solver(self, X):
-        """Decompose the train kernel in memory; or, with ``chunks``, solve at ``self.time`` from
-        kernel tiles on Dask (:func:`ntksolve.dask.fit_tiled`), never forming the kernel."""
+    def _solve_at_time(self):
+        """``fit``'s last step, after :meth:`_build_predictor` (once the caller's kernel is released):
+        solve at ``time`` (the decomposition, or the Krylov solve or the cross-entropy run, happens
+        here), keeping the coefficients that make every later prediction at that time one
+        test–train product (:func:`_solve.coefficients`); a solver's error surfaces in ``fit``,
+        not at the first ``predict``."""
+        t = self._time_at_predict()
+        with self._solver_warnings():
+            coef, decay = _solve.coefficients(self.predictor_, t, self.fx_train_0_,
+                                              **self._decay_arguments())
+        self._fitted_at = (t, coef, decay)
+
+    def _fit_solver(self, X, diag_reg):
+        """Decompose the train kernel in memory and solve at ``time``; or, with ``chunks``, solve at
+        ``time`` from kernel tiles on Dask (:func:`ntksolve.dask.fit_tiled`), never forming the kernel."""
         if self.chunks is None:
-            self._build_predictor(self._kernel(X), self.diag_reg)
+            self._build_predictor(self._kernel(X), diag_reg)
+            self._solve_at_time()
             return
         dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         with self._solver_warnings():
             self.tiled_ = _solve.fit_tiled(
                 self.network_, X, self.y_train_.astype(np.float64), params=self.params_,
-                t=self._time_at_predict(), learning_rate=rate, diag_reg=self.diag_reg,
+                t=self._time_at_predict(), learning_rate=rate, diag_reg=diag_reg,
                 dynamics=dynamics, fx_train_0=self.fx_train_0_, chunks=self.chunks,
                 scheduler=self.scheduler, dtype=self._dtype)
         self.predictor_ = None
-        self.diag_reg_ = float(self.diag_reg)
+        self._fitted_at = None
+        self.diag_reg_ = float(diag_reg)
         self._ensemble_cache = None
+
+    def _kernel_diagonal(self, X):
+        """``diag Θ(X, X)`` of validated inputs, shape (M,): the diagonals of :meth:`_kernel` on
+        blocks of rows (whatever the kernel; a block costs ``_DIAGONAL_BLOCK`` times the diagonal)."""
+        return np.concatenate([np.diagonal(self._kernel(X[i:i + _DIAGONAL_BLOCK]))
+                               for i in range(0, X.shape[0], _DIAGONAL_BLOCK)])
 
     def _require_in_memory(self, what):
         """The one check of what a tiled fit cannot answer; called before any work is done."""
@@ -296,6 +289,12 @@ class _NTKBase(BaseEstimator):
             out = _solve.predict_tiled(tiled, X, fx_test_0=self._f0(X), scheduler=self.scheduler)
             return np.repeat(out.astype(self._dtype, copy=False)[None], ts.size, axis=0)
         Ks = self._kernel(X, self.X_train_) if k_test_train is None else k_test_train
+        fitted = getattr(self, "_fitted_at", None)
+        if fitted is not None and np.all(ts == fitted[0]):  # fit's time: one product with its coefficients
+            out = self._f0(X) + Ks @ fitted[1]
+            if fitted[2] is not None:
+                out = out + fitted[2] * self._jtheta(X)
+            return np.repeat(out[None], ts.size, axis=0)
         with self._solver_warnings():
             _, out = self.predictor_(ts, self.fx_train_0_, self._f0(X), Ks, **self._decay_arguments(X))
         return out
@@ -465,6 +464,7 @@ class _NTKBase(BaseEstimator):
         if tiled is None:
             state.charge(N * N * dt.itemsize, f"the ({N}, {N}) train kernel that loading recomputes")
             self._build_predictor(self._kernel(X), diag_reg)
+            self._solve_at_time()
             return
         if not self._tiled_capable or self.chunks is None:
             raise ValueError("the file holds a tiled fit, but the estimator's chunks parameter is None")
@@ -475,6 +475,7 @@ class _NTKBase(BaseEstimator):
         self.tiled_ = _solve.restore_tiled(network, params, X, tiled, coef, fx, learning_rate=rate,
                                            diag_reg=diag_reg, dynamics=dynamics, scheduler=self.scheduler)
         self.predictor_ = None
+        self._fitted_at = None
         self.diag_reg_ = diag_reg
         self._ensemble_cache = None
 

@@ -69,9 +69,10 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     analytic NTK, or the empirical network's traced NTK (exact for two classes, one logit; with
     more classes the mean over outputs, exact at infinite width). ``time`` must be finite; the
     learning rate is in ``torch.nn.CrossEntropyLoss``'s units. ``dynamics="continuous"`` is
-    gradient flow, integrated by ``scipy.integrate.solve_ivp``. One fit computes the train
-    kernel; each prediction runs the recurrence once to the last time it asks for (``O(S N^2 k)``
-    for ``S`` steps), then one test–train product per recorded time.
+    gradient flow, integrated by ``scipy.integrate.solve_ivp``. ``fit`` computes the train
+    kernel and runs the recurrence to ``time`` (``O(S N^2 k)`` for ``S`` steps), keeping the
+    coefficients that make each prediction at ``time`` one test–train product; a trajectory runs
+    it once more, to the last time it asks for.
 
     All parameters are keyword-only.
 
@@ -104,6 +105,11 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
 
     # -- parameters ---------------------------------------------------------------------------
     def _check_params(self):
+        self._check_loss()
+        super()._check_params()
+
+    def _check_loss(self):
+        """The parameters of the loss (``loss``, ``batch_size``) and what they exclude."""
         if self.loss in ("log", "logistic", "softmax"):
             raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {self.loss!r} "
                              "(softmax cross-entropy is 'log_loss', scikit-learn's name, or 'cross_entropy')")
@@ -122,7 +128,6 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
             if bs is not None and self._rule().name == "continuous":
                 raise ValueError("batch_size needs discrete steps (dynamics='discrete' or a GradientDescent rule); "
                                  "gradient flow is full batch")
-        super()._check_params()
 
     def _time(self, value, name):
         t = super()._time(value, name)
@@ -135,7 +140,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, X, y):
-        """Compute the train kernel (and, for the squared loss, its decomposition).
+        """Compute the train kernel and solve at ``time``: the decomposition (squared loss) or the run
+        of the recurrence (cross-entropy), so that errors of the solve surface here.
 
         Parameters
         ----------
@@ -148,25 +154,31 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         self
         """
         self._check_params()
+        X, _, _ = self._fit_labels(X, y)
+        self._fit_solver(X, self.diag_reg)
+        return self
+
+    def _fit_labels(self, X, y):
+        """Validate ``(X, y)``, code the labels and store the training state: ``(X, y, Y)``, ``Y`` the
+        ``(N, k)`` codes (``+-1``, or 0/1 for cross-entropy)."""
         X, y = validate_data(self, X, y, dtype=np.float64)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         kind = type_of_target(y)
         if kind not in ("binary", "multiclass"):
-            raise ValueError(f"NTKClassifier supports binary and multiclass targets, got {kind!r}")
+            raise ValueError(f"{type(self).__name__} supports binary and multiclass targets, got {kind!r}")
         ce = self.loss in CROSS_ENTROPY
         binarizer = LabelBinarizer(neg_label=0 if ce else -1, pos_label=1)
         Y = binarizer.fit_transform(y)
         self.classes_ = binarizer.classes_
         if self.classes_.size < 2:
             raise ValueError(
-                f"NTKClassifier needs samples of at least 2 classes in the data, but it contains only "
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, but it contains only "
                 f"one class: {self.classes_[0]!r}")
         self._batch_seed = _batch_seed(self.random_state) if ce and self.batch_size is not None else None
         # the network's initialisation first, then the batch seed: a RandomState is drawn from in that order
         self._set_training_state(X, Y.astype(np.float64), normalize=False if ce else None)
-        self._fit_solver(X)
-        return self
+        return X, y, Y.astype(np.float64)
 
     def _build_predictor(self, K, diag_reg):
         if self.loss not in CROSS_ENTROPY:

@@ -1,8 +1,9 @@
 """:class:`NTKRegressor`: a wide network trained by gradient descent on MSE, predicted from its NTK.
 
 ``fit`` computes the train-train NTK and hands it to the closed-form solver
-(:func:`ntksolve.dynamics.gradient_descent_mse`), which decomposes it once; ``predict`` then answers
-at ``self.time`` (steps of gradient descent, ``np.inf`` = trained to convergence), and
+(:func:`ntksolve.dynamics.gradient_descent_mse`), which decomposes it once, and solves at
+``self.time`` (steps of gradient descent, ``np.inf`` = trained to convergence); ``predict`` then
+forms the test kernel and applies that solution, and
 ``predict_trajectory`` / ``staged_predict`` answer a whole training run at no extra kernel cost.
 
 ``kernel="analytic"`` is the infinitely wide network: its NTK is deterministic and the output at
@@ -35,9 +36,6 @@ UNCERTAINTIES = ("ensemble", "predictive")
 
 #: The fitted attributes of ``uncertainty="predictive"``.
 _NOISE_ATTRIBUTES = ("amplitude_", "noise_variance_", "log_marginal_likelihood_value_")
-
-#: Test rows per empirical-kernel block whose diagonal gives ``diag Θ(X*, X*)``.
-_DIAGONAL_BLOCK = 64
 
 
 class _NTKRegressorBase(RegressorMixin, _NTKBase):
@@ -146,12 +144,6 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
                 f"{type(self).__name__} was fitted without it (or uncertainty was changed after fit): "
                 "set uncertainty='predictive' and fit again")
         return self._gp
-
-    def _kernel_diagonal(self, X):
-        """``diag Θ(X, X)`` of validated inputs, shape (M,): the diagonals of :meth:`_kernel` on
-        blocks of rows (whatever the kernel; a block costs ``_DIAGONAL_BLOCK`` times the diagonal)."""
-        return np.concatenate([np.diagonal(self._kernel(X[i:i + _DIAGONAL_BLOCK]))
-                               for i in range(0, X.shape[0], _DIAGONAL_BLOCK)])
 
     def _predictive(self, X, return_cov):
         """``predict``'s output with the root mean squared error (or the error covariance) of a new
@@ -392,7 +384,8 @@ class NTKRegressor(_NTKRegressorBase):
     __init__ = keyword_init(MODEL_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS)
 
     def fit(self, X, y):
-        """Compute the train kernel and its decomposition (nothing per time).
+        """Compute the train kernel, its decomposition and the solution at ``time`` (solver errors
+        surface here, not at the first ``predict``).
 
         Parameters
         ----------
@@ -406,5 +399,5 @@ class NTKRegressor(_NTKRegressorBase):
         self._check_params()
         X, _, Y = self._fit_targets(X, y)
         self._set_training_state(X, Y)
-        self._fit_solver(X)
+        self._fit_solver(X, self.diag_reg)
         return self
