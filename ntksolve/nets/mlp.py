@@ -30,7 +30,7 @@ Params = List[Tuple[np.ndarray, np.ndarray]]
 
 
 class MLP:
-    """A fully connected network ``d -> n_1 -> ... -> n_L -> k`` as in the conventions.
+    """A fully connected network ``d -> n_1 -> … -> n_L -> k`` as in the conventions.
 
     Parameters
     ----------
