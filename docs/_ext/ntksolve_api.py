@@ -229,16 +229,31 @@ def _on_missing_reference(app, env, node, contnode):
     obj = _lookup(target, context_modules, node.get("py:class"))
     if obj is _SENTINEL and "." not in target:  # a short name used in an autosummary row
         obj = _unique_short_name(target)
-    if obj is _SENTINEL:
-        return None  # dangling: Sphinx warns
-    home = app._ntksolve_homes.get(id(obj))
-    if home is not None and home != target:
-        domain = env.get_domain("py")
+    domain = env.get_domain("py")
+
+    def resolve(home):
         for role in ("obj", node.get("reftype")):
             resolved = domain.resolve_xref(env, node.get("refdoc"), app.builder, role, home, node, contnode)
             if resolved is not None:
                 return resolved
-    return contnode if isinstance(contnode, nodes.Node) else nodes.literal(target, target)
+        return None
+
+    as_code = contnode if isinstance(contnode, nodes.Node) else nodes.literal(target, target)
+    if obj is _SENTINEL and "." in target:
+        # An instance attribute (set in ``__init__``, listed in the class's docstring) of a class.
+        parent, attr = target.rsplit(".", 1)
+        owner = _lookup(parent, context_modules, node.get("py:class"))
+        if isinstance(owner, type) and attr in (owner.__doc__ or "") + str(getattr(owner, "__annotations__", {})):
+            home = app._ntksolve_homes.get(id(owner))
+            return (resolve(f"{home}.{attr}") if home else None) or as_code
+    if obj is _SENTINEL:
+        return None  # dangling: Sphinx warns
+    home = app._ntksolve_homes.get(id(obj))
+    if home is not None and home != target:
+        resolved = resolve(home)
+        if resolved is not None:
+            return resolved
+    return as_code
 
 
 def _skip_foreign_member(app, what, name, obj, skip, options):
