@@ -49,7 +49,7 @@ print(f"PyTorch lr {lr} = ntksolve rate {rate}; largest test gap {gap.max():.1e}
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
 for i, c in zip(range(3), ["C0", "C1", "C2"]):
-    axes[0].plot(steps, result.fx_test[:, i, 0], c + "-", label=f"test point {i}, PyTorch" if i == 0 else None)
+    axes[0].plot(steps, result.fx_test[:, i, 0], c + "-", label="PyTorch" if i == 0 else None)
     axes[0].plot(steps, pred_test[:, i, 0], "k:", label="predicted" if i == 0 else None)
 axes[0].set(xlabel="SGD step", ylabel="output", title="three test outputs")
 axes[0].legend()
