@@ -1,4 +1,5 @@
 """Sphinx configuration: ``python -m sphinx -W --keep-going docs docs/_build/html``."""
+
 from __future__ import annotations
 
 import os

@@ -23,8 +23,9 @@ X, y = load_digits(return_X_y=True)
 X = X / 16.0  # pixel intensities in [0, 1]
 X_train, X_test, y_train, y_test = train_test_split(X[:800], y[:800], test_size=0.25, random_state=0)
 
-model = ntksolve.NTKClassifier(loss="cross_entropy", learning_rate=50.0, time=200, dynamics="discrete",
-                               hidden_layer_sizes=(512, 512), diag_reg=0.0).fit(X_train, y_train)
+model = ntksolve.NTKClassifier(
+    loss="cross_entropy", learning_rate=50.0, time=200, dynamics="discrete", hidden_layer_sizes=(512, 512), diag_reg=0.0
+).fit(X_train, y_train)
 steps = [0, 1, 2, 5, 10, 20, 50, 100, 200]
 proba = model.predict_proba_trajectory(X_test, steps)  # (9, 200, 10): one recurrence to step 200
 test_loss = [log_loss(y_test, p, labels=model.classes_) for p in proba]

@@ -24,8 +24,11 @@ X, X_test = rng.standard_normal((600, 8)), rng.standard_normal((200, 8))
 y, y_test = np.sin(X[:, 0]) + 0.5 * X[:, 1], np.sin(X_test[:, 0]) + 0.5 * X_test[:, 1]
 net = ntksolve.MLP((512, 512), activation="relu", bias_std=0.1)
 
-with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
-        Client(cluster) as client, tempfile.TemporaryDirectory() as folder:
+with (
+    LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster,
+    Client(cluster) as client,
+    tempfile.TemporaryDirectory() as folder,
+):
     store = Path(folder) / "ntk.zarr"
     result = D.store_kernel(D.KernelSpec(net), X, store, chunks=200, scheduler=client)
     print(f"tiles computed: {result.n_computed}")

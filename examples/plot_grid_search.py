@@ -29,10 +29,14 @@ X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random
 regressors = {
     "NTKRegressor": GridSearchCV(
         make_pipeline(StandardScaler(), ntksolve.NTKRegressor(hidden_layer_sizes=(512, 512))),
-        {"ntkregressor__diag_reg": [1e-2, 1e-1, 1.0], "ntkregressor__time": [10.0, 100.0, np.inf]}, cv=3),
+        {"ntkregressor__diag_reg": [1e-2, 1e-1, 1.0], "ntkregressor__time": [10.0, 100.0, np.inf]},
+        cv=3,
+    ),
     "KernelRidge (RBF)": GridSearchCV(
         make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")),
-        {"kernelridge__alpha": [1e-2, 1e-1, 1.0], "kernelridge__gamma": [0.01, 0.03, 0.1]}, cv=3),
+        {"kernelridge__alpha": [1e-2, 1e-1, 1.0], "kernelridge__gamma": [0.01, 0.03, 0.1]},
+        cv=3,
+    ),
 }
 r2 = {name: search.fit(X_train, y_train).score(X_test, y_test) for name, search in regressors.items()}
 for name, search in regressors.items():
@@ -45,10 +49,9 @@ X, y = load_digits(return_X_y=True)
 X_train, X_test, y_train, y_test = train_test_split(X[:600], y[:600], test_size=0.25, random_state=0)
 classifiers = {
     "NTKClassifier": GridSearchCV(
-        make_pipeline(StandardScaler(), ntksolve.NTKClassifier()),
-        {"ntkclassifier__diag_reg": [1e-3, 1e-2, 1e-1]}, cv=3),
-    "SVC (RBF)": GridSearchCV(
-        make_pipeline(StandardScaler(), SVC()), {"svc__C": [1.0, 10.0, 100.0]}, cv=3),
+        make_pipeline(StandardScaler(), ntksolve.NTKClassifier()), {"ntkclassifier__diag_reg": [1e-3, 1e-2, 1e-1]}, cv=3
+    ),
+    "SVC (RBF)": GridSearchCV(make_pipeline(StandardScaler(), SVC()), {"svc__C": [1.0, 10.0, 100.0]}, cv=3),
 }
 accuracy = {name: search.fit(X_train, y_train).score(X_test, y_test) for name, search in classifiers.items()}
 for name, search in classifiers.items():

@@ -37,20 +37,33 @@ steps = np.arange(0, 151, 5)
 momentum = ntksolve.GradientDescent(learning_rate=0.05 * critical, momentum=0.9)
 predicted = ntksolve.gradient_descent_mse(theta, y, dynamics=momentum)
 _, pred_test = predicted(steps, f0, f0_test, theta_test)
-real = ntksolve.train_network(net, params, X, y, steps=int(steps[-1]), dynamics=momentum,
-                              record_at=steps, X_test=X_test, y_test=y_test)
-print(f"momentum: predicted final test loss {ntksolve.mse_loss(pred_test, y_test)[-1]:.4f}, "
-      f"real {real.loss_test[-1]:.4f}")
+real = ntksolve.train_network(
+    net, params, X, y, steps=int(steps[-1]), dynamics=momentum, record_at=steps, X_test=X_test, y_test=y_test
+)
+print(
+    f"momentum: predicted final test loss {ntksolve.mse_loss(pred_test, y_test)[-1]:.4f}, real {real.loss_test[-1]:.4f}"
+)
 
 # %%
 # Minibatches of 16
 # -----------------
 plain = ntksolve.GradientDescent(learning_rate=0.25 * critical)
 batches = ntksolve.shuffled_batches(len(X), 16, int(steps[-1]), random_state=0)
-twin = ntksolve.sgd_mse(theta, y, f0, steps, dynamics=plain, batches=batches,
-                        k_test_train=theta_test, fx_test_0=f0_test, y_test=y_test)
-real_mb = ntksolve.train_network(net, params, X, y, steps=int(steps[-1]), dynamics=plain, batches=batches,
-                                 record_at=steps, X_test=X_test, y_test=y_test)
+twin = ntksolve.sgd_mse(
+    theta, y, f0, steps, dynamics=plain, batches=batches, k_test_train=theta_test, fx_test_0=f0_test, y_test=y_test
+)
+real_mb = ntksolve.train_network(
+    net,
+    params,
+    X,
+    y,
+    steps=int(steps[-1]),
+    dynamics=plain,
+    batches=batches,
+    record_at=steps,
+    X_test=X_test,
+    y_test=y_test,
+)
 print(f"minibatch: predicted final test loss {twin.test_loss[-1]:.4f}, real {real_mb.loss_test[-1]:.4f}")
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)

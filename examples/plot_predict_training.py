@@ -46,11 +46,14 @@ print(f"learning rate {rate:.3f}; predicted test loss after {steps[-1]} steps: {
 # ----------------------------------
 # ``train_network`` runs real gradient descent on the parameters (the same loss and units) and
 # records the outputs at the same steps, and how far the empirical NTK moved.
-result = ntksolve.train_network(net, params, X, y, steps=int(steps[-1]), learning_rate=rate,
-                                record_at=steps, X_test=X_test, y_test=y_test)
+result = ntksolve.train_network(
+    net, params, X, y, steps=int(steps[-1]), learning_rate=rate, record_at=steps, X_test=X_test, y_test=y_test
+)
 gap = np.sqrt(np.mean((result.fx_test - pred_test) ** 2) / np.mean(y_test**2))
-print(f"real test loss {result.loss_test[-1]:.4f}; test-output gap {gap:.1%} of the targets' RMS; "
-      f"kernel moved {result.kernel_change[-1]:.1%}")
+print(
+    f"real test loss {result.loss_test[-1]:.4f}; test-output gap {gap:.1%} of the targets' RMS; "
+    f"kernel moved {result.kernel_change[-1]:.1%}"
+)
 
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.semilogy(steps, result.loss_train, "C0-", label="train, real")

@@ -21,8 +21,10 @@ from ntksolve.torch import from_torch, learning_rate_from_torch, train
 
 torch.manual_seed(0)
 model = torch.nn.Sequential(
-    torch.nn.Linear(4, 512), torch.nn.Tanh(),
-    torch.nn.Linear(512, 512), torch.nn.Tanh(),
+    torch.nn.Linear(4, 512),
+    torch.nn.Tanh(),
+    torch.nn.Linear(512, 512),
+    torch.nn.Tanh(),
     torch.nn.Linear(512, 1),
 ).double()  # float64, so that the prediction is compared to rounding
 
@@ -41,11 +43,21 @@ rate = learning_rate_from_torch(lr, loss=loss, n_samples=len(X), n_outputs=1)
 predictor = ntksolve.gradient_descent_mse(theta, y, learning_rate=rate, dynamics="discrete")
 _, pred_test = predictor(steps, f0, f0_test, theta_test)
 
-result = train(model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), loss=loss,
-               steps=int(steps[-1]), record_at=steps, X_test=X_test)
+result = train(
+    model,
+    X,
+    y,
+    optimizer=functools.partial(torch.optim.SGD, lr=lr),
+    loss=loss,
+    steps=int(steps[-1]),
+    record_at=steps,
+    X_test=X_test,
+)
 gap = np.abs(result.fx_test - pred_test).max(axis=(1, 2))
-print(f"PyTorch lr {lr} = ntksolve rate {rate}; largest test gap {gap.max():.1e}, "
-      f"NTK moved {result.kernel_change[-1]:.1%}")
+print(
+    f"PyTorch lr {lr} = ntksolve rate {rate}; largest test gap {gap.max():.1e}, "
+    f"NTK moved {result.kernel_change[-1]:.1%}"
+)
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
 for i, c in zip(range(3), ["C0", "C1", "C2"]):

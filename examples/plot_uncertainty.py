@@ -29,8 +29,9 @@ grid = np.linspace(-4, 4, 300)
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
 for ax, uncertainty in zip(axes, ["ensemble", "predictive"]):
-    model = ntksolve.NTKRegressor(hidden_layer_sizes=(512, 512), activation="erf", bias_std=1.0, diag_reg=0.01,
-                                  uncertainty=uncertainty)
+    model = ntksolve.NTKRegressor(
+        hidden_layer_sizes=(512, 512), activation="erf", bias_std=1.0, diag_reg=0.01, uncertainty=uncertainty
+    )
     model.fit(x[:, None], y)
     mean, std = model.predict(grid[:, None], return_std=True)
     m_test, s_test = model.predict(x_test[:, None], return_std=True)

@@ -18,11 +18,22 @@ from ntksolve.datasets import default_regression
 
 data = default_regression(n_train=64, n_test=64, n_features=8)
 widths = [64, 128, 256, 512, 1024, 2048]
-report = ntksolve.compare(data.X_train, data.y_train, widths, X_test=data.X_test, y_test=data.y_test,
-                          steps=100, n_records=10, progress=False, random_state=0)
+report = ntksolve.compare(
+    data.X_train,
+    data.y_train,
+    widths,
+    X_test=data.X_test,
+    y_test=data.y_test,
+    steps=100,
+    n_records=10,
+    progress=False,
+    random_state=0,
+)
 for row in report.rows:
-    print(f"width {row['width']:5d}: test gap, empirical {row['gap_test_empirical']:.2e}, "
-          f"analytic {row['gap_test_analytic']:.2e}")
+    print(
+        f"width {row['width']:5d}: test gap, empirical {row['gap_test_empirical']:.2e}, "
+        f"analytic {row['gap_test_analytic']:.2e}"
+    )
 print({k: round(v, 2) for k, v in report.slopes().items()})
 
 fig, ax = plt.subplots(figsize=(5.5, 3.5))

@@ -12,6 +12,7 @@
 The site itself (``python -m sphinx -W --keep-going docs docs/_build/html``) is built by ``.ci/run``,
 where a dangling reference or a broken example fails.
 """
+
 from __future__ import annotations
 
 import ast
@@ -93,8 +94,17 @@ def test_the_issue_patterns_catch_issue_numbers(text):
     assert any(p.search(text) for p in ISSUE_NUMBERS), text
 
 
-@pytest.mark.parametrize("text", ["colour #1f77b4", "&#123;", "[link](torch.md#scikit-learns-mlps)", "# 1. Import",
-                                  "step 12 of the issue", "shape (N, 1)"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "colour #1f77b4",
+        "&#123;",
+        "[link](torch.md#scikit-learns-mlps)",
+        "# 1. Import",
+        "step 12 of the issue",
+        "shape (N, 1)",
+    ],
+)
 def test_the_issue_patterns_leave_other_text(text):
     assert not any(p.search(text) for p in ISSUE_NUMBERS), text
 
@@ -119,8 +129,10 @@ def _import_or_skip_extra(name):
 def test_every_public_package_is_in_the_reference():
     listed = {name for name, _ in _api().API_MODULES}
     missing = [name for name in _public_packages() if name not in listed]
-    assert not missing, (f"public packages missing from docs/_ext/ntksolve_api.py's API_MODULES: {missing}; "
-                         "add each with one line saying what it holds")
+    assert not missing, (
+        f"public packages missing from docs/_ext/ntksolve_api.py's API_MODULES: {missing}; "
+        "add each with one line saying what it holds"
+    )
 
 
 @pytest.mark.parametrize("module_name", [name for name, _ in _api().API_MODULES])
@@ -139,8 +151,10 @@ def test_every_exposed_object_is_in_all(module_name):
             missing.append(name)
         elif module_name == "ntksolve" and home.startswith("ntksolve."):
             missing.append(name)
-    assert not missing, (f"{module_name} exposes {missing} but its __all__ does not list them, so the API "
-                         "reference would leave them out: add them to __all__ (or make them private)")
+    assert not missing, (
+        f"{module_name} exposes {missing} but its __all__ does not list them, so the API "
+        "reference would leave them out: add them to __all__ (or make them private)"
+    )
 
 
 def test_every_name_of_every_all_is_in_the_generated_reference(tmp_path):

@@ -9,6 +9,7 @@ the first module below that exports it, and the later pages link to that entry.
 ``tests/test_docs.py`` imports this module (no Sphinx needed) to check that every public name is
 in the reference and that every public package is in :data:`API_MODULES`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,13 +18,18 @@ from pathlib import Path
 #: The public modules, in reading order, with one line saying what each holds. The sub-packages
 #: (``ntksolve.nets``, ...) must all be here; ``tests/test_docs.py`` checks it.
 API_MODULES = [
-    ("ntksolve", "The library's front door: networks, kernels, training rules and dynamics, "
-                 "estimators, and real training beside the prediction."),
+    (
+        "ntksolve",
+        "The library's front door: networks, kernels, training rules and dynamics, "
+        "estimators, and real training beside the prediction.",
+    ),
     ("ntksolve.nets", "The network specification: layers, initialisation, forward and backward passes."),
-    ("ntksolve.kernels", "Empirical NTK / NNGP and the Jacobian at finite width; analytic kernels at "
-                         "infinite width."),
-    ("ntksolve.dynamics", "Training rules, learning-rate schedules, closed-form MSE dynamics, function-space "
-                          "twins of minibatch and cross-entropy training, solvers, the trained ensemble."),
+    ("ntksolve.kernels", "Empirical NTK / NNGP and the Jacobian at finite width; analytic kernels at infinite width."),
+    (
+        "ntksolve.dynamics",
+        "Training rules, learning-rate schedules, closed-form MSE dynamics, function-space "
+        "twins of minibatch and cross-entropy training, solvers, the trained ensemble.",
+    ),
     ("ntksolve.sklearn", "scikit-learn estimators and Gaussian-process kernels, and their persistence."),
     ("ntksolve.sklearn.mlp_import", "scikit-learn's ``MLPRegressor`` / ``MLPClassifier`` as ntksolve networks."),
     ("ntksolve.sklearn.trainer", "Training by scikit-learn itself, recorded like :func:`ntksolve.train_network`."),
@@ -148,6 +154,7 @@ def write_api_pages(outdir):
 # internal helper, another library's object) is set as code without a link. A name that imports
 # from nowhere is a dangling reference, and stays a warning (an error under ``-W``).
 
+
 def _import_path(path):
     """The object at dotted ``path``, or ``None``."""
     parts = path.split(".")
@@ -186,8 +193,11 @@ def _unique_short_name(name):
     """The one object called ``name`` in the loaded ``ntksolve`` modules, or the sentinel."""
     import sys
 
-    found = {id(vars(m)[name]): vars(m)[name] for key, m in list(sys.modules.items())
-             if key.startswith("ntksolve") and m is not None and name in vars(m)}
+    found = {
+        id(vars(m)[name]): vars(m)[name]
+        for key, m in list(sys.modules.items())
+        if key.startswith("ntksolve") and m is not None and name in vars(m)
+    }
     return next(iter(found.values())) if len(found) == 1 else _SENTINEL
 
 
