@@ -22,7 +22,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import best_time, gemm_rate, peer_python, run_peer, table  # noqa: E402
 
-import ntksolve  # noqa: E402
 from ntksolve import MLP, empirical_ntk, jacobian  # noqa: E402
 
 D, DEPTH = 32, 3

@@ -1,6 +1,5 @@
 """compare: the gaps shrink with width, the report is strict JSON, bad cases are reported not NaN."""
 import json
-import os
 
 import numpy as np
 import pytest

@@ -5,7 +5,6 @@ recursion of the conventions) so that these tests do not depend on other ntksolv
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest

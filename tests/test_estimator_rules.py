@@ -15,9 +15,8 @@ from sklearn.model_selection import KFold
 
 import ntksolve
 from ntksolve import NTKClassifier, NTKRegressor, NTKRegressorCV
-from ntksolve.dynamics import Adam, GradientDescent, GradientFlow, Schedule
+from ntksolve.dynamics import Adam, GradientDescent, Schedule
 from ntksolve.dynamics.function_space import flow_cross_entropy, sgd_cross_entropy, shuffled_batches
-from ntksolve.nets.forward_mode import own_parameter_image
 from reference_linearised import Linearised
 
 STEPS = np.array([0, 1, 7, 30, 60])

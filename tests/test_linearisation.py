@@ -36,8 +36,10 @@ def test_end_point_kernel_equals_an_explicit_jacobian_construction(data):
     dtheta = np.linalg.lstsq(J, (fS - f0)[:, 0], rcond=None)[0]
     flat, i = [], 0
     for W, b in params:
-        Wn = W + dtheta[i:i + W.size].reshape(W.shape); i += W.size
-        bn = b + dtheta[i:i + b.size].reshape(b.shape); i += b.size
+        Wn = W + dtheta[i:i + W.size].reshape(W.shape)
+        i += W.size
+        bn = b + dtheta[i:i + b.size].reshape(b.shape)
+        i += b.size
         flat.append((Wn, bn))
     K0, KS = empirical_ntk(net, params, X, trace=True), empirical_ntk(net, flat, X, trace=True)
     want = np.linalg.norm(KS - K0) / np.linalg.norm(K0)

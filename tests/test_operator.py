@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import copy
 import pickle
-import warnings
 
 import numpy as np
 import pytest
-import scipy.linalg
 from sklearn.base import clone
 
 import ntksolve
 from ntksolve.dynamics import (
-    Auto,
     ConjugateGradient,
     DenseKernel,
     DivergenceWarning,
-    Eigh,
     Expm,
     GradientDescent,
     GradientFlow,

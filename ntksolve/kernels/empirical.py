@@ -14,13 +14,13 @@ Jacobian is never formed by :func:`empirical_ntk`.
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
-from ntksolve._validation import check_inputs, check_memory, fmt_bytes
+from ntksolve._validation import check_inputs, check_memory
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
 

@@ -24,13 +24,13 @@ import numpy as np
 
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_dtype, check_inputs
-from ntksolve.nets.layers import ACTIVATIONS, PARAMETERIZATIONS, Activation, Dense, LayerScales, check_width
+from ntksolve.nets.layers import ACTIVATIONS, PARAMETERIZATIONS, Activation, Dense, LayerScales, check_width  # noqa: F401 (the first two re-exported)
 
 Params = List[Tuple[np.ndarray, np.ndarray]]
 
 
 class MLP:
-    """A fully connected network ``d -> n_1 -> ... -> n_L -> k`` as in the conventions.
+    """A fully connected network ``d -> n_1 -> … -> n_L -> k`` as in the conventions.
 
     Parameters
     ----------

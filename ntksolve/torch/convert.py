@@ -65,6 +65,7 @@ class Erf(nn.Module):
     writes it for ``activation="erf"`` and :func:`from_torch` reads it."""
 
     def forward(self, x):
+        """``erf(x)``, element-wise."""
         return torch.erf(x)
 
 

@@ -1,0 +1,219 @@
+"""The documentation's invariants that need no Sphinx build.
+
+- Nothing in the package, the README, the docs, the gallery or the benchmarks points outside the
+  repository (a ``shared/`` folder, a top-level ``CONVENTIONS.md``, a ``../`` path), nor names an
+  issue or pull request by number: the repository is read on its own.
+- Every public name is in the API reference: the reference is generated from the public modules'
+  ``__all__`` (``docs/_ext/ntksolve_api.py``), so these tests check that every public package is one
+  of those modules, that every public object a package exposes is in its ``__all__``, and that the
+  generated pages list every name of every ``__all__``.
+- The gallery uses only public API.
+
+The site itself (``python -m sphinx -W --keep-going docs docs/_build/html``) is built by ``.ci/run``,
+where a dangling reference or a broken example fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import pathlib
+import re
+import types
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ntksolve"
+#: What is scanned for references and issue numbers: the package, the README, the docs' sources,
+#: the gallery and the benchmarks (the generated parts of ``docs/`` are the build's, not ours).
+SCANNED = [PACKAGE, ROOT / "README.md", ROOT / "docs", ROOT / "examples", ROOT / "benchmarks"]
+GENERATED = {"_build", "api", "auto_examples", "generated", "__pycache__"}
+TEXT_SUFFIXES = {".py", ".md", ".rst", ".txt", ".toml", ".cfg", ".sh", ".yaml", ".yml", ".html", ".css", ".js"}
+
+#: A place outside the repository, spelt as earlier drafts spelt it.
+OUTSIDE = [
+    (re.compile(r"shared/"), "a shared/ folder outside the repository"),
+    (re.compile(r"CONVENTIONS\.md"), "a CONVENTIONS.md outside docs/ (the page is docs/conventions.md)"),
+    (re.compile(r"\.\./"), "a ../ path, which leaves the folder it is written in"),
+]
+#: An issue or pull request named by number ("issue 12", "issues #3, #4", "#12", "PR 7", "GH-7").
+ISSUE_NUMBERS = [
+    re.compile(r"\b(?:issue|ticket|bug|pull request)s?\s*(?:no\.?\s*)?#?\d+", re.IGNORECASE),
+    re.compile(r"(?<![\w&#/])#\d+\b"),
+    re.compile(r"\b(?:PR|GH)[- ]?#?\d+\b"),
+]
+
+
+def _api():
+    """``docs/_ext/ntksolve_api.py``, imported from its file (it is no package of ours)."""
+    path = ROOT / "docs" / "_ext" / "ntksolve_api.py"
+    spec = importlib.util.spec_from_file_location("ntksolve_api", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _scanned_files():
+    for top in SCANNED:
+        paths = [top] if top.is_file() else sorted(top.rglob("*"))
+        for path in paths:
+            rel = path.relative_to(ROOT)
+            if not path.is_file() or path.suffix not in TEXT_SUFFIXES or GENERATED & set(rel.parts[:-1]):
+                continue
+            if rel.parts[0] == "docs" and path.name == "sg_execution_times.rst":  # the gallery's own
+                continue
+            yield rel, path.read_text(encoding="utf-8", errors="replace")
+
+
+def _findings(patterns):
+    found = []
+    for rel, text in _scanned_files():
+        for number, line in enumerate(text.splitlines(), 1):
+            for pattern, *why in patterns:
+                match = pattern.search(line)
+                if match:
+                    found.append(f"{rel}:{number}: {match.group(0)!r} ({why[0] if why else 'an issue number'})")
+    return found
+
+
+def test_nothing_points_outside_the_repository():
+    found = _findings(OUTSIDE)
+    assert not found, "references outside the repository:\n" + "\n".join(found)
+
+
+def test_no_issue_numbers():
+    found = _findings([(p,) for p in ISSUE_NUMBERS])
+    assert not found, "issue numbers (say what the change does instead):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("text", ["fixed in issue 12", "see #12", "Issues #3", "PR 7", "GH-7", "pull request 4"])
+def test_the_issue_patterns_catch_issue_numbers(text):
+    assert any(p.search(text) for p in ISSUE_NUMBERS), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "colour #1f77b4",
+        "&#123;",
+        "[link](torch.md#scikit-learns-mlps)",
+        "# 1. Import",
+        "step 12 of the issue",
+        "shape (N, 1)",
+    ],
+)
+def test_the_issue_patterns_leave_other_text(text):
+    assert not any(p.search(text) for p in ISSUE_NUMBERS), text
+
+
+def _public_packages():
+    """Every package of ntksolve whose dotted path has no private part."""
+    out = []
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        parts = init.parent.relative_to(ROOT).parts
+        if not any(p.startswith("_") for p in parts):
+            out.append(".".join(parts))
+    return out
+
+
+def _import_or_skip_extra(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # an optional extra (torch, dask) is not installed
+        pytest.skip(f"{name} needs an extra that is not installed: {exc}")
+
+
+def test_every_public_package_is_in_the_reference():
+    listed = {name for name, _ in _api().API_MODULES}
+    missing = [name for name in _public_packages() if name not in listed]
+    assert not missing, (
+        f"public packages missing from docs/_ext/ntksolve_api.py's API_MODULES: {missing}; "
+        "add each with one line saying what it holds"
+    )
+
+
+@pytest.mark.parametrize("module_name", [name for name, _ in _api().API_MODULES])
+def test_every_exposed_object_is_in_all(module_name):
+    """A class or function a public module exposes under a public name is in its ``__all__``."""
+    module = _import_or_skip_extra(module_name)
+    exported = set(module.__all__)
+    missing = []
+    for name, obj in vars(module).items():
+        if name.startswith("_") or name in exported or isinstance(obj, types.ModuleType):
+            continue
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        home = getattr(obj, "__module__", "") or ""
+        if home == module_name or (home.startswith(module_name + ".") and module_name != "ntksolve"):
+            missing.append(name)
+        elif module_name == "ntksolve" and home.startswith("ntksolve."):
+            missing.append(name)
+    assert not missing, (
+        f"{module_name} exposes {missing} but its __all__ does not list them, so the API "
+        "reference would leave them out: add them to __all__ (or make them private)"
+    )
+
+
+def test_every_name_of_every_all_is_in_the_generated_reference(tmp_path):
+    api = _api()
+    for name, _ in api.API_MODULES:
+        _import_or_skip_extra(name)
+    pages = api.write_api_pages(tmp_path)
+    assert (tmp_path / "index.rst").exists()
+    for module_name, _ in api.API_MODULES:
+        text = pages[module_name]
+        assert (tmp_path / f"{module_name}.rst").read_text() == text
+        listed = set(re.findall(r"^   (\w+)$", text, flags=re.M))  # autosummary rows
+        listed |= set(re.findall(rf"^- ``{re.escape(module_name)}\.(\w+)``: :obj:", text, flags=re.M))
+        missing = [n for n in importlib.import_module(module_name).__all__ if n not in listed]
+        assert not missing, f"{module_name}: {missing} missing from the generated API page"
+    # The page of ``ntksolve`` documents MLP itself; ``ntksolve.nets`` links to it (one page per object).
+    assert "   MLP" in pages["ntksolve"]
+    assert "- ``ntksolve.nets.MLP``: :obj:`ntksolve.MLP`" in pages["ntksolve.nets"]
+
+
+def test_the_site_generates_the_reference_from_all():
+    conf = (ROOT / "docs" / "conf.py").read_text(encoding="utf-8")
+    assert "write_api_pages(" in conf and "autosummary_generate = True" in conf
+
+
+def _ntksolve_uses(tree):
+    """The dotted ``ntksolve...`` paths a script imports or reads as attributes."""
+    aliases, uses = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("ntksolve"):
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                    uses.append(a.name)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ntksolve"):
+            uses += [f"{node.module}.{a.name}" for a in node.names]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            uses.append(f"{aliases[node.value.id]}.{node.attr}")
+    return uses
+
+
+def test_the_gallery_uses_only_public_api():
+    public = {name for name, _ in _api().API_MODULES}
+    offending = []
+    examples = sorted((ROOT / "examples").glob("*.py"))
+    assert examples, "the gallery has no examples"
+    for path in examples:
+        for use in _ntksolve_uses(ast.parse(path.read_text(encoding="utf-8"))):
+            module, _, name = use.rpartition(".")
+            if use in public:
+                continue
+            if module not in public:
+                offending.append(f"{path.name}: {use} (not a public module)")
+            else:
+                try:
+                    names = importlib.import_module(module).__all__
+                except ImportError:  # an extra that is not installed: its names cannot be read here
+                    continue
+                if name not in names:
+                    offending.append(f"{path.name}: {use} (not in {module}.__all__)")
+    assert not offending, "the gallery must use public API only:\n" + "\n".join(offending)
