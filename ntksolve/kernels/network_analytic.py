@@ -100,8 +100,8 @@ def network_analytic_kernels(net: Network, X1, X2=None):
 
     Returns
     -------
-    Kernels
-        ``(nngp, ntk)``, float64, times ``I_k`` over the outputs.
+    nngp, ntk : ndarray, shape (N1, N2), float64
+        (times ``I_k`` over the outputs); :func:`ntksolve.analytic_kernels` returns them as ``Kernels``.
 
     Raises
     ------
@@ -109,8 +109,6 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         Standard parameterisation; a layer without an analytic map or in an order that has none
         (the message names it); a variance out of the accurate range.
     """
-    from ntksolve.kernels.analytic import Kernels
-
     net = check_network(net)
     if not net.supports_analytic:
         raise ValueError("analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
@@ -150,7 +148,7 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         raise ValueError(f"the network's output has per-example shape {state.shape}; it must be flat")
     if not (np.all(np.isfinite(state.nngp)) and np.all(np.isfinite(state.ntk))):
         raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the features")
-    return Kernels(nngp=np.ascontiguousarray(state.nngp), ntk=np.ascontiguousarray(state.ntk))
+    return np.ascontiguousarray(state.nngp), np.ascontiguousarray(state.ntk)
 
 
 __all__ = ["network_analytic_kernels", "activation_map"]
