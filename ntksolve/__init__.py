@@ -59,7 +59,7 @@ _LAZY = {
     "NTKKernel": "sklearn.gp_kernels",
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",
-    "train_network": "training",
+    "train_network": "network_training",
     "linearisation_check": "linearisation",
     "LinearisationWarning": "linearisation",
     "TrainingResult": "training",

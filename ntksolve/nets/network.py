@@ -347,8 +347,9 @@ def accepts_network(network_fn, *, with_params: bool = True):
 
     A Network that is an MLP (:meth:`Network.as_mlp`) runs on the MLP's function, with its
     parameters converted (:meth:`Network.params_to_mlp`), so it gets exactly the MLP's numbers and
-    speed; any other Network runs on ``network_fn``. ``convert(result, net)`` of a result that
-    holds an MLP and its parameters is ``network_fn.from_mlp_result`` when it has one.
+    speed; any other Network runs on ``network_fn``. A result that holds the MLP and its parameters
+    (and the ``.result`` of an error) is converted back by ``network_fn.from_mlp_result(result,
+    net)`` when ``network_fn`` has one.
     """
     import functools
 
@@ -362,8 +363,13 @@ def accepts_network(network_fn, *, with_params: bool = True):
                 if with_params:
                     args = _with_mlp_params(args, kwargs)
                     kwargs = {k: v for k, v in kwargs.items() if k != "params"}
-                out = mlp_fn(mlp, *args, **kwargs)
                 back = getattr(network_fn, "from_mlp_result", None)
+                try:
+                    out = mlp_fn(mlp, *args, **kwargs)
+                except Exception as exc:  # an error carrying a partial result (a diverged training)
+                    if back is not None and hasattr(exc, "result"):
+                        exc.result = back(exc.result, net)
+                    raise
                 return out if back is None else back(out, net)
             return network_fn(net, *args, **kwargs)
 
