@@ -51,18 +51,15 @@ def activation_map(phi, state: KernelState) -> KernelState:
     _check_variance(phi, state)
     method = MIXTURE if phi.code in LOGISTIC_CODES else CLOSED
     mix_var, mix_w = logistic_mixture_rule(phi.code) if method == MIXTURE else (_EMPTY, _EMPTY)
-    K = np.empty_like(state.nngp)
-    T = np.empty_like(state.ntk)
-    run_in_threads(activation_rows, state.nngp, state.ntk, K, T, state.var1, state.var2, phi.code, phi.params,
+    run_in_threads(activation_rows, state.nngp, state.ntk, state.var1, state.var2, phi.code, phi.params,
                    method, mix_var, mix_w, state.symmetric)
     var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
     if state.symmetric:
-        run_in_threads(_mirror_rows, K, T)
-        np.fill_diagonal(K, var1)
+        np.fill_diagonal(state.nngp, var1)  # the point's own map (bit-identical to the pair's, made sure)
         var2 = var1
     else:
         var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)
-    return state.replace(nngp=K, ntk=T, var1=var1, var2=var2, gaussian=False)
+    return state.replace(var1=var1, var2=var2, gaussian=False)
 
 
 def _input_state(F1, F2, symmetric) -> KernelState:
@@ -70,16 +67,29 @@ def _input_state(F1, F2, symmetric) -> KernelState:
     A1 = F1.reshape(F1.shape[0], -1)
     A2 = A1 if symmetric else F2.reshape(F2.shape[0], -1)
     d = A1.shape[1]
-    K = np.dot(A1, A2.T) / d
+    K = np.dot(A1, A2.T)
+    K *= 1.0 / d
     var1 = np.einsum("ij,ij->i", A1, A1) / d
     var2 = var1 if symmetric else np.einsum("ij,ij->i", A2, A2) / d
-    if symmetric:
+    if symmetric:  # the maps compute the upper triangle; the driver mirrors it at the end
         np.fill_diagonal(K, var1)
-        K = 0.5 * (K + K.T)  # exactly symmetric
+    else:
+        _identical_rows_exact(K, A1, A2, var1)
     del n
     return KernelState(nngp=K, ntk=np.zeros_like(K), var1=var1, var2=var2, symmetric=symmetric,
                        shape=tuple(F1.shape[1:]), at_input=True, expect=activation_map,
                        inputs=(F1, F1 if symmetric else F2))
+
+
+def _identical_rows_exact(K, A1, A2, var1) -> None:
+    """``K[i, j] = var1[i]`` wherever row ``i`` of ``A1`` equals row ``j`` of ``A2``: the pair then
+    follows the point's own recursion bit for bit (a BLAS dot product need not equal the norm)."""
+    rows2 = {}
+    for j, row in enumerate(np.ascontiguousarray(A2 + 0.0)):
+        rows2.setdefault(row.tobytes(), []).append(j)
+    for i, row in enumerate(np.ascontiguousarray(A1 + 0.0)):
+        for j in rows2.get(row.tobytes(), ()):
+            K[i, j] = var1[i]
 
 
 def _apply_prefix(net, layers, X):
@@ -146,6 +156,8 @@ def network_analytic_kernels(net: Network, X1, X2=None):
             raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
     if len(state.shape) != 1:
         raise ValueError(f"the network's output has per-example shape {state.shape}; it must be flat")
+    if symmetric:
+        run_in_threads(_mirror_rows, state.nngp, state.ntk)
     if not (np.all(np.isfinite(state.nngp)) and np.all(np.isfinite(state.ntk))):
         raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the features")
     return np.ascontiguousarray(state.nngp), np.ascontiguousarray(state.ntk)

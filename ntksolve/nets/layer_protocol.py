@@ -48,7 +48,10 @@ What a layer implements (each method's docstring below gives the shapes):
     flattened order (checks and small problems only).
 ``analytic(state)``
     The layer's map of a :class:`KernelState` (the infinite-width NNGP and NTK); a ValueError naming
-    the layer when it has none (a layer order without a kernel, a state it cannot take).
+    the layer when it has none (a layer order without a kernel, a state it cannot take). A map may
+    overwrite the state's matrices (the driver owns them; a layer that needs its input state again,
+    a residual, copies it first), and of a symmetric state only the upper triangle ``j >= i`` is
+    valid (every map is element-wise over pairs; the driver mirrors once at the end).
 ``get_config()``
     A JSON-serialisable dict with ``"type"`` (the class name) that :func:`layer_from_config`
     rebuilds it from; equality and hashing go through it.

@@ -22,6 +22,8 @@ import numbers
 
 import numpy as np
 
+from ntksolve._jit.analytic import run_in_threads
+from ntksolve._jit.network_analytic import scale_rows
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import LayerScales
 
@@ -157,12 +159,10 @@ class LayerNorm(Layer):
                              f"{state.shape}")
         d1 = 1.0 / np.sqrt(state.var1 + self.eps)
         d2 = d1 if state.symmetric else 1.0 / np.sqrt(state.var2 + self.eps)
-        K = state.nngp * d1[:, None]
-        K *= d2[None, :]
-        T = state.ntk * d1[:, None]
-        T *= d2[None, :]
-        v1 = state.var1 * d1 * d1
-        return state.replace(nngp=K, ntk=T, var1=v1, var2=v1 if state.symmetric else state.var2 * d2 * d2)
+        run_in_threads(scale_rows, state.nngp, state.ntk, d1, d2, state.symmetric)
+        # the pairs' very operations (K * (d1 d2)), so that a point paired with itself stays on its variance
+        v1 = state.var1 * (d1 * d1)
+        return state.replace(var1=v1, var2=v1 if state.symmetric else state.var2 * (d2 * d2))
 
 
 __all__ = ["LayerNorm"]
