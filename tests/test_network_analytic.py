@@ -112,3 +112,12 @@ def test_layers_before_the_first_dense_act_on_the_inputs_exactly():
     a = network_analytic_kernels(Network([LayerNorm(), Dense(6), "relu", Dense(1)]), X)
     b = analytic_kernels(MLP((6,), "relu"), Xn)
     np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-12)
+
+
+def test_duplicated_points_get_the_diagonal_exactly():
+    X = np.random.default_rng(5).standard_normal((6, 4))
+    X[4] = X[1]
+    net = architectures(width=3)["residual"]
+    k = network_analytic_kernels(net, X)
+    assert k.ntk[1, 4] == k.ntk[1, 1] == k.ntk[4, 4] and k.nngp[4, 1] == k.nngp[1, 1]
+    assert np.linalg.eigvalsh(k.ntk).min() > -1e-12

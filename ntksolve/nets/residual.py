@@ -14,7 +14,6 @@ import numbers
 
 import numpy as np
 
-from ntksolve._jit.analytic import run_in_threads
 from ntksolve._jit.network_analytic import add_rows
 from ntksolve.nets.dense_layers import DenseLayer
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, layer_from_config, register_layer
@@ -129,7 +128,7 @@ class Residual(Layer):
         for layer in self.layers:
             inner = layer.analytic(inner)
         s2 = self.scale ** 2
-        run_in_threads(add_rows, state.nngp, state.ntk, inner.nngp, inner.ntk, s2, state.symmetric)
+        state.rows(add_rows, state.nngp, state.ntk, inner.nngp, inner.ntk, s2, state.symmetric)
         var1 = state.var1 + s2 * inner.var1
         return state.replace(var1=var1, var2=var1 if state.symmetric else state.var2 + s2 * inner.var2,
                              at_input=False, inputs=None, gaussian=state.gaussian and inner.gaussian)
