@@ -49,6 +49,7 @@ class DenseLayer(Layer):
 
     has_params = True
     config_type = "Dense"
+    centred_output = True
 
     def __init__(self, spec: Dense) -> None:
         if not isinstance(spec, Dense):

@@ -15,7 +15,6 @@ import numbers
 import numpy as np
 
 from ntksolve._jit.network_analytic import add_rows
-from ntksolve.nets.dense_layers import DenseLayer
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, layer_from_config, register_layer
 from ntksolve.nets.network import as_layer
 
@@ -120,7 +119,7 @@ class Residual(Layer):
 
     def analytic(self, state: KernelState) -> KernelState:
         last = self.layers[-1]
-        if not getattr(last, "centred_output", isinstance(last, DenseLayer)):
+        if not last.centred_output:
             raise ValueError(f"the analytic kernel of a Residual needs its block to end with a Dense (whose output is "
                              f"independent of the skip path at infinite width); this block ends with {last.name}")
         # the maps overwrite their state: the block works on a copy, the skip path keeps the original
