@@ -16,6 +16,7 @@ state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 
 import numba
 import numpy as np
@@ -183,15 +184,20 @@ def network_analytic_kernels(net: Network, X1, X2=None):
     start = _input_state(F1, None if symmetric else F2, symmetric)
     nngp, ntk = start.nngp, start.ntk
     layers = net.layers[first:]
+    pools = {}
 
     def run(box):
         # one cache-sized tile through every layer (the maps are element-wise over pairs), serially
         i0, i1, j0, j1 = box
         diagonal = symmetric and i0 == j0
         v1, v2 = start.var1[i0:i1], start.var2[j0:j1]
-        tile = start.replace(nngp=np.ascontiguousarray(nngp[i0:i1, j0:j1]), ntk=np.zeros((i1 - i0, j1 - j0)),
-                             var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal,
-                             inputs=(F1[i0:i1], F2[j0:j1]), serial=True)
+        pool = pools.setdefault(threading.get_ident(), {})  # this thread's buffers, reused tile to tile
+        tile = start.replace(var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal, inputs=(F1[i0:i1], F2[j0:j1]),
+                             serial=True, pool=pool)
+        K, T = tile.workspace("tile K", nngp[i0:i1, j0:j1]), tile.workspace("tile T", nngp[i0:i1, j0:j1])
+        np.copyto(K, nngp[i0:i1, j0:j1])
+        T.fill(0.0)
+        tile = tile.replace(nngp=K, ntk=T)
         for i, layer in enumerate(layers, start=first):
             try:
                 tile = layer.analytic(tile)

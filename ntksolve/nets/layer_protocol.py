@@ -77,7 +77,7 @@ A layer with parameters also implements nothing else: the network's drivers
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
@@ -113,6 +113,9 @@ class KernelState:
         The per-example shape of the features (a layer that needs a flat input checks it).
     at_input : bool
         No parametrised layer has acted yet: the features are the exact inputs, not Gaussian.
+    pool : dict or None
+        Reusable buffers of the driver's thread (:meth:`workspace`), and ``depth`` the nesting of
+        composite layers (keys of their buffers).
     serial : bool
         The state is one tile of a driver that runs tiles on threads: run row kernels serially
         (:meth:`rows` does).
@@ -138,10 +141,31 @@ class KernelState:
     expect: object = None
     gaussian: bool = False
     serial: bool = False
+    pool: object = None
+    depth: int = 0
     inputs: object = None
 
     def replace(self, **changes) -> "KernelState":
-        return replace(self, **changes)
+        """A copy with ``changes`` (the arrays are shared, not copied)."""
+        # dataclasses.replace re-runs __init__: a tenth of a small tile's time over all its layers
+        unknown = changes.keys() - self.__dataclass_fields__.keys()
+        if unknown:
+            raise TypeError(f"KernelState has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(KernelState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    def workspace(self, key, like: np.ndarray) -> np.ndarray:
+        """A buffer shaped like ``like`` for ``key`` (unique per use at this ``depth``): reused from tile
+        to tile of one thread (fresh pages of a new array cost more than the maps), else new."""
+        if self.pool is None:
+            return np.empty_like(like)
+        k = (key, self.depth, like.shape)
+        buf = self.pool.get(k)
+        if buf is None:
+            buf = self.pool[k] = np.empty_like(like)
+        return buf
 
     def rows(self, kernel, *args) -> None:
         """``kernel(*args, start, step)`` over the rows: on threads (:func:`ntksolve._jit.analytic.run_in_threads`),
