@@ -32,7 +32,7 @@ from ntksolve.kernels.network_empirical import network_empirical_nngp, network_e
 # ---------------------------------------------------------------------------------------------
 def _check_net(net) -> MLP:
     if not isinstance(net, MLP):
-        raise ValueError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+        raise ValueError(f"net must be an ntksolve.MLP (or an ntksolve.Network), got {type(net).__name__}")
     return net
 
 
