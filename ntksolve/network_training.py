@@ -19,6 +19,7 @@ from ntksolve.dynamics.function_space import _targets, check_batches
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.schedules import as_schedule
 from ntksolve.kernels.empirical import empirical_ntk
+from ntksolve.nets.dense_layers import DenseLayer
 from ntksolve.nets.network import Network, accepts_network, backward, forward, prepare_inputs
 from ntksolve.optimizers import parameter_optimizer, training_rule
 from ntksolve.training import (DIVERGENCE_FACTOR, KernelTracker, Stopwatch, TrainingDivergedError, TrainingResult,
@@ -89,9 +90,10 @@ def _train_layers(net: Network, params, X, y, *, steps, learning_rate=None, dyna
 
     train_net = net.trainable()
     work = _copy(params, dt)
-    if train_net is not net:  # b~ = 0 is b = 0 in the trainable network's storage
-        for leaf, pair in zip(train_net.leaves(), _leaf_params(work, train_net.layers, [])):
-            if getattr(leaf, "spec", None) is not None and leaf.spec.bias:
+    if train_net is not net:
+        # a layer whose stored b cannot carry b~ (bias_std = 0) trains as bias_std = 1 with b = 0
+        for leaf, pair in zip(net.leaves(), _leaf_params(work, net.layers, [])):
+            if isinstance(leaf, DenseLayer) and not leaf.spec.stores_trained_bias:
                 pair[1][...] = 0.0
     leaves = _leaf_params(work, train_net.layers, [])
     opt = parameter_optimizer(rule, leaves, _leaf_scales(train_net, shape))

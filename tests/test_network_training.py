@@ -77,3 +77,27 @@ def test_layered_network_training_decreases_the_loss_with_every_rule():
         assert res.kernel_change[-1] > 0
     with pytest.raises(ntksolve.TrainingDivergedError):
         ntksolve.train_network(net, p, X, y, steps=50, learning_rate=1e4, track_kernel=False)
+
+
+def test_standard_parameterisation_without_bias_scale_trains_as_the_trainable_network():
+    """In standard parameterisation a layer with bias_std = 0 has b~ = 0 (trained, from 0); the
+    other layers keep their biases. One step against the Jacobian of the network itself."""
+    net = Network([Dense(5, 1.0, 0.0), "tanh", Dense(5, 1.0, 0.7), "relu", Dense(2, 1.3, 0.0)],
+                  parameterization="standard")
+    X, y = _data(seed=6)
+    p = net.init(3, random_state=7)
+    res = ntksolve.train_network(net, p, X, y, steps=1, learning_rate=0.4, track_kernel=False)
+    np.testing.assert_allclose(res.fx_train[0], net.apply(p, X), rtol=1e-13)
+    J = network_jacobian(net, p, X)  # by the trained parameters (W~, b~)
+    r = (net.apply(p, X) - y) / y.size
+    step = -0.4 * np.einsum("iap,ia->p", J, r)
+
+    def trained(network, params):  # (ws W, bs b) of every Dense, flattened like the Jacobian
+        out = []
+        for leaf, (W, b) in zip(network.leaves(), [q for q in params if q != ()]):
+            s = leaf.scales((W.shape[1],))
+            out += [s.trained_weight * W.ravel(), s.trained_bias * b if leaf.spec.bias_std else 0.0 * b]
+        return np.concatenate(out)
+
+    np.testing.assert_allclose(trained(res.net, res.params) - trained(net, p), step, rtol=1e-10, atol=1e-14)
+    assert res.net != net and res.net.flatten_params(res.params).shape == net.flatten_params(p).shape
