@@ -1,0 +1,193 @@
+"""The layer maps of a network's analytic kernels, in place over whole kernel matrices.
+
+Private: the layers' :meth:`analytic` maps (:mod:`ntksolve.nets`) and
+:mod:`ntksolve.kernels.network_analytic` call these row kernels through
+:func:`ntksolve._jit.analytic.run_in_threads` (``nogil``, rows ``start::step``). Every map is
+element-wise, so in the symmetric case each computes the upper triangle ``j >= i`` only (rows paired
+``(p, N-1-p)`` so that the threads get equal work) and the driver mirrors once at the end.
+
+- :func:`activation_rows`: for every pair, with ``(S11, S22, S12) = (var1[i], var2[j], K[i, j])``,
+  ``K <- E[phi(u) phi(v)]`` and ``T <- E[phi'(u) phi'(v)] T``, with the very layer maps of the MLP's
+  kernels (:mod:`ntksolve._jit.expectations`), one loop per activation so that each vectorises.
+- :func:`dense_rows`: ``K <- sw2 K + sb2``, ``T <- sw2 T + K``.
+- :func:`scale_rows`: ``K <- K d1_i d2_j``, ``T`` alike (a normalisation).
+- :func:`add_rows`: ``K <- K + s2 K'``, ``T <- T + s2 T'`` (a residual sum).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
+from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations, gaussian_expectations,
+                                           monomial_expectations, sin_expectations)
+from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _relu_expectations,
+                                        closed_form_expectations, logistic_expectations_block)
+
+#: How the map is evaluated: closed form, or the logistic scale mixture (as ``ntksolve._jit.analytic``).
+CLOSED, MIXTURE = 0, 1
+
+
+@njit(cache=True, error_model="numpy")
+def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
+    """Row ``i``, columns ``j0:``, of the activation map, in place (see the module docstring)."""
+    ko = K[i, j0:]
+    to = T[i, j0:]
+    t = to
+    v2 = var2[j0:]
+    s11 = var1[i]
+    n = ko.shape[0]
+    if method == MIXTURE:
+        cov = ko.copy()  # the block reads the covariances after it starts writing its output
+        s11_blk = np.full(n, s11)
+        det = np.empty(n)
+        e_dphi = np.empty(n)
+        logistic_expectations_block(code, s11_blk, v2, cov, n, mix_var, mix_w, ko, e_dphi, det)
+        for j in range(n):
+            to[j] = e_dphi[j] * t[j]
+        return
+    s12 = ko
+    if code == RELU:
+        for j in range(n):
+            a, b = _relu_expectations(s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == ERF:
+        for j in range(n):
+            a, b = _erf_expectations(s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == GELU:
+        for j in range(n):
+            a, b = _gelu_expectations(s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == ABRELU:
+        for j in range(n):
+            a, b = abrelu_expectations(prm, s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == SIN:
+        for j in range(n):
+            a, b = sin_expectations(s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == COS:
+        for j in range(n):
+            a, b = cos_expectations(s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == GAUSSIAN:
+        for j in range(n):
+            a, b = gaussian_expectations(s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    elif code == MONOMIAL:
+        for j in range(n):
+            a, b = monomial_expectations(prm, s11, v2[j], s12[j])
+            ko[j] = a
+            to[j] = b * t[j]
+    # IDENTITY: E[uv] = S12, E[1 * 1] = 1: nothing changes
+
+
+@njit(cache=True, nogil=True)
+def activation_rows(K, T, var1, var2, code, prm, method, mix_var, mix_w, symmetric, start, step):
+    """Rows ``start::step`` of the activation map (symmetric: row pairs ``(p, N-1-p)``, ``j >= i``).
+
+    Parameters
+    ----------
+    K, T : ndarray, shape (N1, N2)
+        The covariances ``Sigma12`` and the NTK before the activation; overwritten with
+        ``E[phi phi]`` and ``E[phi' phi'] T``.
+    var1, var2 : ndarray, shapes (N1,), (N2,)
+        The variances ``Sigma(x, x)`` of the row and column points.
+    code, prm, method : the activation and the map's method
+    mix_var, mix_w : ndarray
+        The mixture's rule (empty for closed forms).
+    symmetric : bool
+    start, step : int
+    """
+    n1 = K.shape[0]
+    if not symmetric:
+        for i in range(start, n1, step):
+            _row(K, T, i, 0, var1, var2, code, prm, method, mix_var, mix_w)
+        return
+    for p in range(start, (n1 + 1) // 2, step):
+        _row(K, T, p, p, var1, var2, code, prm, method, mix_var, mix_w)
+        if n1 - 1 - p != p:
+            _row(K, T, n1 - 1 - p, n1 - 1 - p, var1, var2, code, prm, method, mix_var, mix_w)
+
+
+@njit(cache=True)
+def _rows(n1, symmetric, start, step):
+    """``(row, first column)`` of this thread's rows (symmetric: pairs ``(p, N-1-p)``, ``j >= i``)."""
+    out = []
+    if not symmetric:
+        for i in range(start, n1, step):
+            out.append((i, 0))
+        return out
+    for p in range(start, (n1 + 1) // 2, step):
+        out.append((p, p))
+        if n1 - 1 - p != p:
+            out.append((n1 - 1 - p, n1 - 1 - p))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def dense_rows(K, T, sw2, sb2, symmetric, start, step):
+    """``K <- sw2 K + sb2`` and ``T <- sw2 T + K`` (the new ``K``), in place, this thread's rows."""
+    n2 = K.shape[1]
+    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+        k = K[i, j0:]
+        t = T[i, j0:]
+        for j in range(n2 - j0):
+            s = sw2 * k[j] + sb2
+            k[j] = s
+            t[j] = sw2 * t[j] + s
+
+
+@njit(cache=True, nogil=True)
+def scale_rows(K, T, d1, d2, symmetric, start, step):
+    """``K[i, j] *= d1[i] d2[j]`` and ``T`` alike, in place, this thread's rows."""
+    n2 = K.shape[1]
+    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+        k = K[i, j0:]
+        t = T[i, j0:]
+        e = d2[j0:]
+        a = d1[i]
+        for j in range(n2 - j0):
+            f = a * e[j]
+            k[j] *= f
+            t[j] *= f
+
+
+@njit(cache=True, nogil=True)
+def add_rows(K, T, K2, T2, s2, symmetric, start, step):
+    """``K <- K + s2 K2`` and ``T <- T + s2 T2``, in place, this thread's rows."""
+    n2 = K.shape[1]
+    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+        k = K[i, j0:]
+        t = T[i, j0:]
+        k2 = K2[i, j0:]
+        t2 = T2[i, j0:]
+        for j in range(n2 - j0):
+            k[j] += s2 * k2[j]
+            t[j] += s2 * t2[j]
+
+
+@njit(cache=True, error_model="numpy")
+def activation_variances(var, code, prm, method, mix_var, mix_w):
+    """``E[phi(u)^2]`` for ``u ~ N(0, var[i])``: the map of a point (the pairs' map at equal covariances)."""
+    n = var.shape[0]
+    out = np.empty(n)
+    if method == MIXTURE:
+        e_dphi = np.empty(n)
+        det = np.empty(n)
+        logistic_expectations_block(code, var, var, var, n, mix_var, mix_w, out, e_dphi, det)
+        return out
+    for i in range(n):
+        out[i] = closed_form_expectations(code, prm, var[i], var[i], var[i])[0]
+    return out
+
+
+__all__ = ["activation_rows", "activation_variances", "dense_rows", "scale_rows", "add_rows", "CLOSED", "MIXTURE"]

@@ -1,0 +1,227 @@
+"""The analytic (infinite-width) NNGP and NTK of a :class:`~ntksolve.nets.network.Network`.
+
+The kernels are carried through the layers as a :class:`~ntksolve.nets.layer_protocol.KernelState`
+(whole matrices), each layer applying its map (:meth:`~ntksolve.nets.layer_protocol.Layer.analytic`)::
+
+    Dense          K -> sw^2 K + sb^2                 Theta -> sw^2 Theta + (sw^2 K + sb^2)
+    activation     K -> E[phi(u) phi(v)]              Theta -> E[phi'(u) phi'(v)] Theta
+    Residual       K -> K + s^2 K_block(K)            Theta -> Theta + s^2 Theta_block
+    LayerNorm      K -> K / sqrt((K11 + eps)(K22 + eps)), and Theta alike
+
+(neural-tangents' ``stax`` maps; ``(u, v)`` Gaussian with the state's covariances). Layers before
+the first parametrised one act on the inputs themselves, exactly as in the finite network; the
+state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP's path
+(:func:`ntksolve.kernels.analytic.analytic_kernels`).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import numba
+import numpy as np
+from scipy.linalg.blas import dsyrk as _dsyrk
+
+from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
+from ntksolve._jit.analytic import _mirror_rows, run_in_threads
+from ntksolve._jit.expectations import BOUNDED_CODES, LOGISTIC_CODES
+from ntksolve._jit.network_analytic import CLOSED, MIXTURE, activation_rows, activation_variances
+from ntksolve._validation import check_inputs, check_memory
+from ntksolve.kernels._analytic_rules import logistic_mixture_rule
+from ntksolve.nets.layer_protocol import KernelState
+from ntksolve.nets.network import Network, check_network
+
+_EMPTY = np.zeros(0)
+
+#: Edge of the tiles of pairs carried through all the layers at once: two 256 x 256 float64 tiles
+#: (the NNGP and the NTK) and a residual's copies stay in the L2 cache between the layers' passes.
+_TILE = 256
+
+
+def _check_variance(phi, state: KernelState) -> None:
+    limit = ANALYTIC_MAX_VARIANCE_BOUNDED if phi.code in BOUNDED_CODES else ANALYTIC_MAX_VARIANCE
+    top = max(float(state.var1.max()), float(state.var2.max()))
+    if not top <= limit:
+        raise ValueError(f"the pre-activation variance before {phi.name} reaches {top:.3g}, above {limit:.0e}, the "
+                         f"largest for which its analytic kernel is accurate in float64; lower the weight_std "
+                         "values or the depth, or standardise the features")
+
+
+def activation_map(phi, state: KernelState) -> KernelState:
+    """The element-wise activation's map of ``state`` (:mod:`ntksolve._jit.network_analytic`)."""
+    if len(state.shape) != 1:
+        raise ValueError(f"the analytic kernel of {phi.name} is implemented on flat features; got per-example "
+                         f"shape {state.shape}")
+    if not state.gaussian:
+        raise ValueError(f"the analytic kernel of {phi.name} needs mean-zero Gaussian pre-activations (the output "
+                         "of a Dense, a LayerNorm of one, or a sum of such); here its input is not (the inputs "
+                         "themselves, an activation's output, or a residual sum with such a skip path): put a "
+                         "Dense before it")
+    _check_variance(phi, state)
+    method = MIXTURE if phi.code in LOGISTIC_CODES else CLOSED
+    mix_var, mix_w = logistic_mixture_rule(phi.code) if method == MIXTURE else (_EMPTY, _EMPTY)
+    state.rows(activation_rows, state.nngp, state.ntk, state.var1, state.var2, phi.code, phi.params,
+                   method, mix_var, mix_w, state.symmetric)
+    var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
+    if state.symmetric:
+        np.fill_diagonal(state.nngp, var1)  # the point's own map (bit-identical to the pair's, made sure)
+        var2 = var1
+    else:
+        var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)
+    return state.replace(var1=var1, var2=var2, gaussian=False)
+
+
+def _input_state(F1, F2, symmetric) -> KernelState:
+    """The state at the first parametrised layer: ``<x, x'> / d`` of the (exact) features.
+
+    Symmetric: only the upper triangle, by ``dsyrk`` (half the flops), as
+    :func:`ntksolve.kernels.analytic.input_gram` does; identical rows get exactly the point's
+    ``|x|^2 / d``, so that their pair follows the point's recursion bit for bit."""
+    A1 = np.ascontiguousarray(F1.reshape(F1.shape[0], -1), dtype=np.float64)
+    A2 = A1 if symmetric else np.ascontiguousarray(F2.reshape(F2.shape[0], -1), dtype=np.float64)
+    d = A1.shape[1]
+    var1 = np.einsum("ij,ij->i", A1, A1) / d
+    var2 = var1 if symmetric else np.einsum("ij,ij->i", A2, A2) / d
+    K = np.empty((A1.shape[0], A2.shape[0]))
+    if symmetric:
+        # the C-order upper triangle is the lower one of the Fortran view K.T
+        _dsyrk(1.0 / d, A1.T, trans=1, lower=1, c=K.T, overwrite_c=1)
+        np.fill_diagonal(K, var1)
+    else:
+        np.dot(A1, A2.T, out=K)
+        K *= 1.0 / d
+    _identical_rows_exact(K, A1, A2, var1, symmetric)
+    # the NTK is 0 at the input: each tile starts from its own zeros (the whole matrix is only written)
+    return KernelState(nngp=K, ntk=np.empty_like(K), var1=var1, var2=var2, symmetric=symmetric,
+                       shape=tuple(F1.shape[1:]), at_input=True, expect=activation_map,
+                       inputs=(F1, F1 if symmetric else F2))
+
+
+def _identical_rows_exact(K, A1, A2, var1, symmetric) -> None:
+    """``K[i, j] = var1[i]`` wherever row ``i`` of ``A1`` equals row ``j`` of ``A2`` (symmetric: the
+    upper triangle): the pair then follows the point's own recursion bit for bit (a BLAS dot
+    product need not equal the norm). ``+ 0.0`` makes ``-0.0`` and ``0.0`` alike."""
+    rows2 = {}
+    for j, row in enumerate(A2 + 0.0):
+        rows2.setdefault(row.tobytes(), []).append(j)
+    if symmetric and len(rows2) == A2.shape[0]:
+        return  # no duplicates
+    for i, row in enumerate(A1 + 0.0):
+        for j in rows2.get(row.tobytes(), ()):
+            if not symmetric or j >= i:
+                K[i, j] = var1[i]
+
+
+def _on_threads(fn, items) -> None:
+    """``fn(item)`` for every item, on ``numba.get_num_threads()`` Python threads (the tiles' row
+    kernels release the GIL); errors are raised here."""
+    n = numba.get_num_threads()
+    if n <= 1 or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        for fut in [pool.submit(fn, item) for item in items]:
+            fut.result()
+
+
+def _apply_prefix(net, layers, X):
+    h = X
+    for layer in layers:
+        h = layer.forward((), h, False)[0]
+    return h
+
+
+def network_analytic_kernels(net: Network, X1, X2=None):
+    """The infinite-width NNGP and NTK of a network (NTK parameterisation), ``(N1, N2)`` each.
+
+    Parameters
+    ----------
+    net : Network
+    X1 : array_like, shape (N1, *input_shape)
+    X2 : array_like, shape (N2, *input_shape), optional (defaults to ``X1``)
+
+    Returns
+    -------
+    nngp, ntk : ndarray, shape (N1, N2), float64
+        (times ``I_k`` over the outputs); :func:`ntksolve.analytic_kernels` returns them as ``Kernels``.
+
+    Raises
+    ------
+    ValueError
+        Standard parameterisation; a layer without an analytic map or in an order that has none
+        (the message names it); a variance out of the accurate range.
+    """
+    net = check_network(net)
+    if not net.supports_analytic:
+        raise ValueError("analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
+                         "the infinite-width NTK grows without bound with width. Use Network(..., "
+                         "parameterization='ntk'), or empirical_ntk for a finite network")
+    X1 = np.asarray(X1, dtype=np.float64) if not isinstance(X1, np.ndarray) else X1
+    if X1.ndim < 2:
+        raise ValueError(f"X1 must have shape (N, *input_shape), got shape {X1.shape}")
+    shape = X1.shape[1:]
+    net.shapes(shape)
+    X1 = check_inputs(X1.reshape(X1.shape[0], -1), name="X1").reshape(X1.shape)
+    symmetric = X2 is None
+    if not symmetric:
+        X2 = np.asarray(X2)
+        if X2.shape[1:] != shape:
+            raise ValueError(f"X2 has per-example shape {X2.shape[1:]}, but X1 has {shape}")
+        X2 = check_inputs(X2.reshape(X2.shape[0], -1), name="X2").reshape(X2.shape)
+    N2 = X1.shape[0] if symmetric else X2.shape[0]
+    check_memory((4, X1.shape[0], N2), np.float64, what="analytic kernels of a network (NNGP, NTK and the next "
+                 "layer's)", hint="use fewer inputs")
+    first = next(i for i, layer in enumerate(net.layers) if layer.leaves())
+    prefix = net.layers[:first]
+    for i, layer in enumerate(prefix):
+        s = net.shapes(shape)[i]
+        if getattr(layer, "normalizes", False) and s[-1] == 1:
+            raise ValueError(f"layer {i} ({layer.name}) normalises over one input feature, which makes every "
+                             "input 0: the kernels are degenerate. Remove it or give the inputs more features")
+    F1 = _apply_prefix(net, prefix, X1)
+    F2 = F1 if symmetric else _apply_prefix(net, prefix, X2)
+    start = _input_state(F1, None if symmetric else F2, symmetric)
+    nngp, ntk = start.nngp, start.ntk
+    layers = net.layers[first:]
+    pools = {}
+
+    def run(box):
+        # one cache-sized tile through every layer (the maps are element-wise over pairs), serially
+        i0, i1, j0, j1 = box
+        diagonal = symmetric and i0 == j0
+        v1, v2 = start.var1[i0:i1], start.var2[j0:j1]
+        pool = pools.setdefault(threading.get_ident(), {})  # this thread's buffers, reused tile to tile
+        tile = start.replace(var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal, inputs=(F1[i0:i1], F2[j0:j1]),
+                             serial=True, pool=pool)
+        K, T = tile.workspace("tile K", nngp[i0:i1, j0:j1]), tile.workspace("tile T", nngp[i0:i1, j0:j1])
+        np.copyto(K, nngp[i0:i1, j0:j1])
+        T.fill(0.0)
+        tile = tile.replace(nngp=K, ntk=T)
+        for i, layer in enumerate(layers, start=first):
+            try:
+                tile = layer.analytic(tile)
+            except ValueError as exc:
+                raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
+        # a diagonal tile's lower triangle is not computed (the mirror overwrites it)
+        valid = (np.triu(tile.nngp), np.triu(tile.ntk)) if diagonal else (tile.nngp, tile.ntk)
+        if not (np.isfinite(valid[0].sum()) and np.isfinite(valid[1].sum())):
+            raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the "
+                             "features")
+        nngp[i0:i1, j0:j1] = tile.nngp
+        ntk[i0:i1, j0:j1] = tile.ntk
+        return tile.shape
+
+    N1, N2 = nngp.shape
+    boxes = [(i0, min(i0 + _TILE, N1), j0, min(j0 + _TILE, N2))
+             for i0 in range(0, N1, _TILE) for j0 in range(i0 if symmetric else 0, N2, _TILE)]
+    out_shape = run(boxes[0])  # a layer order without a kernel is refused before the other tiles
+    if len(out_shape) != 1:
+        raise ValueError(f"the network's output has per-example shape {out_shape}; it must be flat")
+    _on_threads(run, boxes[1:])
+    if symmetric:
+        run_in_threads(_mirror_rows, nngp, ntk)
+    return nngp, ntk
+
+
+__all__ = ["network_analytic_kernels", "activation_map"]
