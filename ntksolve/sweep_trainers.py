@@ -18,7 +18,7 @@ installed or that cannot train the sweep's networks by the sweep's rule exactly.
 """
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 from typing import Callable, NamedTuple, Optional
 
 from ntksolve.training import train_network
@@ -45,11 +45,10 @@ class SweepTrainer(NamedTuple):
                 "trainer_framework": f"{self.framework} {self.version}" if self.version else self.framework}
 
 
-def _version(dist: str) -> Optional[str]:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - imported, so installed
-        return None
+def _version(module: str) -> Optional[str]:
+    """The imported module's own ``__version__``: it names the build (``2.13.0+cpu``), which the
+    distribution's metadata version may leave out."""
+    return getattr(importlib.import_module(module), "__version__", None)
 
 
 def sweep_trainer(trainer, net, rule, *, loss: str = "mse", n_outputs: Optional[int] = None) -> SweepTrainer:
@@ -108,5 +107,5 @@ def sweep_trainer(trainer, net, rule, *, loss: str = "mse", n_outputs: Optional[
 
         check_sklearn_run(net, rule, loss=loss, n_outputs=n_outputs)
         return SweepTrainer("sklearn", train_network_sklearn, "ntksolve.sklearn.trainer.train_network_sklearn",
-                            "scikit-learn", _version("scikit-learn"))
+                            "scikit-learn", _version("sklearn"))
     raise ValueError(f"unknown trainer {trainer!r}; one of: {', '.join(TRAINERS)}")
