@@ -1,0 +1,242 @@
+"""The layer maps of tanh, sigmoid and softplus as Hermite series in the correlation, jitted.
+
+Private: :mod:`ntksolve._jit.analytic` calls :func:`series_sample_rows` once per layer (the
+per-point samples on the coefficient grid, ``O(N L n_grid)``; the coefficients are one matrix product) and :func:`series_expectations_block` for every block
+of pairs; the rule (grid, Hermite table, tolerances) comes from
+:func:`ntksolve.kernels._analytic_rules.hermite_series_rule`.
+
+With ``u = sqrt(s1) z1``, ``v = sqrt(s2) z2`` and ``corr(z1, z2) = rho = s12 / sqrt(s1 s2)``, Mehler's
+formula gives the dual activation as a power series in ``rho`` whose coefficients factor over the
+two points::
+
+    E[phi(u) phi(v)]   = sum_k A_k(s1) A_k(s2) rho^k,   A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!)
+    E[phi'(u) phi'(v)] = sum_k k A_k(s1) A_k(s2) rho^(k-1) / sqrt(s1 s2)      (Price's theorem)
+
+so a pair costs one Horner pass of ``T`` terms for both maps (tanh is odd and sigmoid is
+``1/2 + `` odd: their series run over odd ``k`` only, in ``rho^2``). The coefficients of a point
+come from a 1-D trapezoidal rule, and the number of terms from the point's own tail bound
+(Parseval, ``sum_k A_k^2 = E[phi^2]`` and ``sum_k k A_k^2 = s E[phi'^2]``)::
+
+    |tail of E[phi phi]| <= sqrt(R1 R2),  R = rho_max^(k_T) (E[phi^2] - sum_{t<T} A_{k_t}^2)
+
+(likewise for ``phi'``), valid for ``|rho| <= rho_max``; ``T`` is raised until ``R`` is below
+``tol`` times the point's ``E[phi^2]`` (``s E[phi'^2]``), so every truncation error is below
+``tol`` relative to ``sqrt(E1 E2)``. Pairs with ``|rho| > rho_max`` (identical points among
+them), and every pair of a point whose variance the rule does not cover, take the Kolmogorov
+mixture (:func:`ntksolve._jit.expectations.logistic_expectations_block`), the map of the
+per-point recursion too, so identical points keep exactly the diagonal value.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from ntksolve._jit.activations import act, dact
+from ntksolve._jit.expectations import logistic_expectations_block
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def series_sample_rows(variances, code, prm, grid, grid_w, s_max, samples, e2, ed2, start, step):
+    """The activation on the coefficient grid, and its Parseval totals, for points ``start::step``.
+
+    The coefficients are then one matrix product, ``A = samples @ psi.T``
+    (:func:`ntksolve.kernels._analytic_rules.series_pieces`).
+
+    Parameters
+    ----------
+    variances : ndarray, shape (N,)
+        One layer's per-point variances ``s``.
+    code : int
+    prm : (float, float)
+    grid, grid_w : ndarray, shape (n_grid,)
+        Trapezoidal nodes ``z_m`` and weights ``h phi_N(z_m)`` (``phi_N`` the normal density).
+    s_max : float
+        Largest variance served; other points (and ``s <= 0``, NaN) get zero samples.
+    samples : ndarray, shape (N, n_grid)
+        Output: ``phi(sqrt(s) z_m)``.
+    e2, ed2 : ndarray, shape (N,)
+        Output: ``E[phi(u)^2]`` and ``s E[phi'(u)^2]`` (``= sum_k A_k^2`` and ``sum_k k A_k^2``).
+    start, step : int
+    """
+    n = variances.shape[0]
+    n_grid = grid.shape[0]
+    for i in range(start, n, step):
+        s = variances[i]
+        out = samples[i]
+        if not (s > 0.0 and s <= s_max):  # NaN-safe: anything else is the mixture's
+            out[:] = 0.0
+            e2[i] = 0.0
+            ed2[i] = 0.0
+            continue
+        sd = math.sqrt(s)
+        acc = 0.0
+        acc_d = 0.0
+        for m in range(n_grid):
+            u = sd * grid[m]
+            fm = act(code, prm, u)
+            gm = sd * dact(code, prm, u)
+            out[m] = fm
+            acc += grid_w[m] * fm * fm
+            acc_d += grid_w[m] * gm * gm
+        e2[i] = acc
+        ed2[i] = acc_d
+
+
+@njit(cache=True, error_model="numpy")
+def series_term_counts(coef, e2, ed2, k_of, stride, const, levels, tol, counts):
+    """Terms each point needs at each correlation level: the first ``T`` whose tail bound
+    (module docstring) is below ``tol`` for both maps.
+
+    Parameters
+    ----------
+    coef : ndarray, shape (N, T_cap)
+        ``A_{k_t}`` of each point.
+    e2, ed2 : ndarray, shape (N,)
+        Parseval totals (:func:`series_sample_rows`); a point with ``e2 == 0`` is not served.
+    k_of : ndarray of int64, shape (T_cap + 1,)
+    stride : int
+    const : float
+    levels : ndarray, shape (n_lev,)
+        Correlation bounds ``rho_max``, ascending.
+    tol : float
+    counts : ndarray of int64, shape (N, n_lev)
+        Output; ``T_cap + 1`` where ``T_cap`` terms do not suffice.
+    """
+    n, t_cap = coef.shape
+    n_lev = levels.shape[0]
+    for i in range(n):
+        for v in range(n_lev):
+            counts[i, v] = t_cap + 1
+        if not (e2[i] > 0.0):
+            continue
+        rest = e2[i] - (const * const if stride == 2 else 0.0)
+        rest_d = ed2[i]
+        v = 0
+        for t in range(t_cap):
+            a2 = coef[i, t] * coef[i, t]
+            rest -= a2
+            rest_d -= k_of[t] * a2
+            k = k_of[t + 1]
+            while v < n_lev and (levels[v] ** k * rest <= tol * e2[i]
+                                 and levels[v] ** (k - 1) * rest_d <= tol * ed2[i]):
+                counts[i, v] = t + 1
+                v += 1
+            if v == n_lev:
+                break
+
+
+@njit(cache=True, error_model="numpy")
+def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i, j0, level_terms, levels,
+                              stride, const, mix_var, mix_w, e_phi, e_dphi, scratch):
+    """Layer map of tanh, sigmoid or softplus for ``n`` pairs of one row point: the Hermite series.
+
+    The block takes the terms of the lowest correlation level above its largest served ``|rho|``.
+    Pairs the series does not serve (``|rho|`` above the highest level with terms, or a point
+    without coefficients, whose ``r`` is NaN) are gathered and take the mixture, the per-point
+    recursion's map.
+
+    Parameters
+    ----------
+    code : int
+    s11 : float
+        The row point's variance.
+    s22, s12 : ndarray, shape (>= n,)
+        Column points' variances and the covariances.
+    n : int
+    r1 : float
+        ``1 / sqrt(s11)`` (NaN: not served).
+    r2 : ndarray, shape (>= n,)
+    coef1, coef2 : ndarray, shapes (depth, T_cap, N1), (depth, T_cap, N2)
+        Coefficients of the row points and the column points (:func:`series_coefficient_rows`).
+    l, i, j0 : int
+        Layer, row point, first column point.
+    level_terms : ndarray of int64, shape (n_lev,)
+        This layer's terms per correlation level (-1: the level is not served).
+    levels : ndarray, shape (n_lev,)
+        The correlation levels, ascending.
+    stride : int
+    const : float
+        ``A_0`` of an odd series.
+    mix_var, mix_w : ndarray, shape (K,)
+        The mixture rule.
+    e_phi, e_dphi : ndarray, shape (>= n,)
+        Outputs.
+    scratch : ndarray, shape (8, >= n)
+    """
+    q = scratch[0]
+    dq = scratch[1]
+    y = scratch[2]
+    rho = scratch[3]
+    r12 = scratch[4]
+    for j in range(n):
+        r = r1 * r2[j]
+        c = s12[j] * r
+        r12[j] = r
+        rho[j] = c
+        y[j] = c * c if stride == 2 else c
+        q[j] = 0.0
+        dq[j] = 0.0
+    rho_max = -1.0
+    for v in range(levels.shape[0]):
+        if level_terms[v] >= 0:
+            rho_max = levels[v]
+    top = 0.0
+    for j in range(n):
+        a = abs(rho[j])
+        if a <= rho_max and a > top:
+            top = a
+    n_terms = 0
+    for v in range(levels.shape[0] - 1, -1, -1):
+        if level_terms[v] >= 0 and levels[v] >= top:
+            n_terms = level_terms[v]
+    # Horner for q(y) and q'(y), two terms a pass: fewer loads and stores of q, dq per term
+    t = n_terms - 1
+    if n_terms % 2 == 1:
+        a = coef1[l, t, i]
+        row = coef2[l, t, j0:j0 + n]
+        for j in range(n):
+            q[j] = a * row[j]
+        t -= 1
+    while t > 0:
+        a = coef1[l, t, i]
+        b = coef1[l, t - 1, i]
+        row_a = coef2[l, t, j0:j0 + n]
+        row_b = coef2[l, t - 1, j0:j0 + n]
+        for j in range(n):
+            yj = y[j]
+            qa = q[j]
+            d = dq[j] * yj + qa
+            qa = qa * yj + a * row_a[j]
+            dq[j] = d * yj + qa
+            q[j] = qa * yj + b * row_b[j]
+        t -= 2
+    if stride == 2:
+        c0 = const * const
+        for j in range(n):
+            e_phi[j] = c0 + rho[j] * q[j]
+            e_dphi[j] = (q[j] + 2.0 * y[j] * dq[j]) * r12[j]
+    else:
+        for j in range(n):
+            e_phi[j] = q[j]
+            e_dphi[j] = dq[j] * r12[j]
+    m = 0
+    for j in range(n):
+        if not (abs(rho[j]) <= rho_max):
+            q[m] = s22[j]
+            dq[m] = s12[j]
+            r12[m] = j  # exact as a float for any block size
+            m += 1
+    if m == 0:
+        return
+    g11 = scratch[5]
+    for j in range(m):
+        g11[j] = s11
+    logistic_expectations_block(code, g11, q, dq, m, mix_var, mix_w, y, rho, scratch[6])
+    for j in range(m):
+        idx = int(r12[j])
+        e_phi[idx] = y[j]
+        e_dphi[idx] = rho[j]
+
+
+__all__ = ["series_sample_rows", "series_expectations_block"]
