@@ -205,7 +205,7 @@ def _weighted_activations_at_nodes(variances, depth, code, prm, nodes, weights):
 
 @njit(cache=True, error_model="numpy")
 def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2):
+               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
     """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
 
     Closed forms and the mixture go layer by layer over the whole block (loops over columns that
@@ -232,6 +232,8 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
         The method's rule (see :func:`_diagonal_recursion`).
     lo, hi : ndarray of int64, shape (n,)
         Gauss-Hermite inner-node ranges (empty for the other methods).
+    work : tuple of 3 ndarrays
+        The series' per-thread scratch, shapes (8, B), (T_cap, B), (2, B) (``B`` the column block).
     ser1, ser2 : tuple
         Series pieces of the row and column points, ``(coef, rinv, level_terms, levels, stride,
         const)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
@@ -261,13 +263,14 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
     if method == SERIES:
         coef1, rinv1, level_terms, levels, stride, const = ser1
         coef2, rinv2 = ser2[0], ser2[1]
-        e_phi_blk = np.empty(n)
-        e_dphi_blk = np.empty(n)
-        scratch = np.empty((8, n))
+        scratch, gathered, outs = work
+        e_phi_blk = outs[0]
+        e_dphi_blk = outs[1]
         for l in range(depth):
             series_expectations_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, rinv1[l, i],
                                       rinv2[l, j0:j1], coef1, coef2, l, i, j0, level_terms[l], levels,
-                                      stride, const, nodes, weights, e_phi_blk, e_dphi_blk, scratch)
+                                      stride, const, nodes, weights, e_phi_blk, e_dphi_blk, scratch,
+                                      gathered)
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
@@ -325,7 +328,7 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
 
 @njit(cache=True)
 def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2):
+         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
     """Row ``i`` from column ``j_start`` to the end, a cache-sized block of columns at a time.
 
     Parameters
@@ -335,7 +338,7 @@ def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, m
     n2 = nngp.shape[1]
     for j0 in range(j_start, n2, _COLUMN_BLOCK):
         _row_block(nngp, ntk, i, j0, min(j0 + _COLUMN_BLOCK, n2), var1, var2, scale, sw2, sb2,
-                   depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+                   depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
 @njit(cache=True, nogil=True)
@@ -374,17 +377,22 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, pr
         This thread's rows (or row pairs): ``start, start + step, ...``.
     """
     n1 = nngp.shape[0]
+    # per-thread scratch of the series (a block's worth), allocated once: a large array per block
+    # would be a fresh mmap and its page faults every time
+    t_cap = ser1[0].shape[1] if method == SERIES else 0
+    rows = _COLUMN_BLOCK if method == SERIES else 0
+    work = (np.empty((8, rows)), np.empty((t_cap, rows)), np.empty((2, rows)))
     if not symmetric:
         for i in range(start, n1, step):
             _row(nngp, ntk, i, 0, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-                 wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+                 wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
         return
     for p in range(start, (n1 + 1) // 2, step):
         _upper_row(nngp, ntk, p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
-                   wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+                   wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
         if n1 - 1 - p != p:
             _upper_row(nngp, ntk, n1 - 1 - p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
-                       prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+                       prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
 @njit(cache=True, nogil=True)
@@ -418,7 +426,7 @@ def run_in_threads(kernel, *args):
 
 @njit(cache=True)
 def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2):
+               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
     """Symmetric case, row ``i``: the diagonal from the per-point recursion, then ``j > i``.
 
     Parameters
@@ -428,7 +436,7 @@ def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
     nngp[i, i] = var1[depth, i]
     ntk[i, i] = ntk_diag[i]
     _row(nngp, ntk, i, i + 1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
 @njit(cache=True)

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import act, dact
+from ntksolve._jit.activations import SIGMOID, TANH, act, dact
 from ntksolve._jit.expectations import logistic_expectations_block
 
 
@@ -75,7 +76,13 @@ def series_sample_rows(variances, code, prm, grid, grid_w, s_max, samples, e2, e
         for m in range(n_grid):
             u = sd * grid[m]
             fm = act(code, prm, u)
-            gm = sd * dact(code, prm, u)
+            # the derivative from the value where it is one (half the transcendental calls)
+            if code == TANH:
+                gm = sd * (1.0 - fm * fm)
+            elif code == SIGMOID:
+                gm = sd * fm * (1.0 - fm)
+            else:
+                gm = sd * dact(code, prm, u)
             out[m] = fm
             acc += grid_w[m] * fm * fm
             acc_d += grid_w[m] * gm * gm
@@ -126,15 +133,60 @@ def series_term_counts(coef, e2, ed2, k_of, stride, const, levels, tol, counts):
                 break
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
+    """``q = sum_t c_t y^t`` and ``dq = q'(y)`` for ``m`` pairs, ``c_t = coef1[l, t, i] rows[t, off + j]``;
+    two terms a pass (fewer loads and stores of ``q``, ``dq`` per term)."""
+    for j in range(m):
+        q[j] = 0.0
+        dq[j] = 0.0
+    t = n_terms - 1
+    if n_terms % 2 == 1:
+        a = coef1[l, t, i]
+        row = rows[t, off:off + m]
+        for j in range(m):
+            q[j] = a * row[j]
+        t -= 1
+    while t > 0:
+        a = coef1[l, t, i]
+        b = coef1[l, t - 1, i]
+        row_a = rows[t, off:off + m]
+        row_b = rows[t - 1, off:off + m]
+        for j in range(m):
+            yj = y[j]
+            qa = q[j]
+            d = dq[j] * yj + qa
+            qa = qa * yj + a * row_a[j]
+            dq[j] = d * yj + qa
+            q[j] = qa * yj + b * row_b[j]
+        t -= 2
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _finish(stride, const, rho, y, q, dq, r12, e_phi, e_dphi, m):
+    """``E[phi phi] = const^2 + rho q(rho^2)`` (odd series) or ``q(rho)``, and the derivative map."""
+    if stride == 2:
+        c0 = const * const
+        for j in range(m):
+            e_phi[j] = c0 + rho[j] * q[j]
+            e_dphi[j] = (q[j] + 2.0 * y[j] * dq[j]) * r12[j]
+    else:
+        for j in range(m):
+            e_phi[j] = q[j]
+            e_dphi[j] = dq[j] * r12[j]
+
+
 @njit(cache=True, error_model="numpy")
 def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i, j0, level_terms, levels,
-                              stride, const, mix_var, mix_w, e_phi, e_dphi, scratch):
+                              stride, const, mix_var, mix_w, e_phi, e_dphi, scratch, gathered):
     """Layer map of tanh, sigmoid or softplus for ``n`` pairs of one row point: the Hermite series.
 
-    The block takes the terms of the lowest correlation level above its largest served ``|rho|``.
-    Pairs the series does not serve (``|rho|`` above the highest level with terms, or a point
-    without coefficients, whose ``r`` is NaN) are gathered and take the mixture, the per-point
-    recursion's map.
+    A pair of correlation ``|rho| <= levels[v]`` needs ``level_terms[v]`` terms. The block picks a
+    base level for all its pairs, the one that minimises the work given how many pairs lie above
+    it; those are gathered (with their coefficients) and summed to the terms of the highest level
+    among them. Pairs the series does not serve (``|rho|`` above the highest served level, or a
+    point without coefficients, whose ``r`` is NaN) are gathered and take the mixture, the
+    per-point recursion's map.
 
     Parameters
     ----------
@@ -148,7 +200,8 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
         ``1 / sqrt(s11)`` (NaN: not served).
     r2 : ndarray, shape (>= n,)
     coef1, coef2 : ndarray, shapes (depth, T_cap, N1), (depth, T_cap, N2)
-        Coefficients of the row points and the column points (:func:`series_coefficient_rows`).
+        Coefficients of the row points and the column points
+        (:func:`ntksolve.kernels._analytic_rules.series_pieces`).
     l, i, j0 : int
         Layer, row point, first column point.
     level_terms : ndarray of int64, shape (n_lev,)
@@ -163,80 +216,108 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
     e_phi, e_dphi : ndarray, shape (>= n,)
         Outputs.
     scratch : ndarray, shape (8, >= n)
+    gathered : ndarray, shape (T_cap, >= n)
+        Scratch for the gathered coefficients.
     """
+    n_lev = levels.shape[0]
     q = scratch[0]
     dq = scratch[1]
     y = scratch[2]
     rho = scratch[3]
     r12 = scratch[4]
+    lev = scratch[5]
+    top = -1
+    for v in range(n_lev):
+        if level_terms[v] >= 0:
+            top = v
+    rho_max = levels[top] if top >= 0 else -1.0
     for j in range(n):
         r = r1 * r2[j]
         c = s12[j] * r
         r12[j] = r
         rho[j] = c
         y[j] = c * c if stride == 2 else c
-        q[j] = 0.0
-        dq[j] = 0.0
-    rho_max = -1.0
-    for v in range(levels.shape[0]):
-        if level_terms[v] >= 0:
-            rho_max = levels[v]
-    top = 0.0
+    # level of each pair (n_lev: the mixture's), and how many pairs each level holds
+    count = np.zeros(n_lev + 1, np.int64)
     for j in range(n):
         a = abs(rho[j])
-        if a <= rho_max and a > top:
-            top = a
-    n_terms = 0
-    for v in range(levels.shape[0] - 1, -1, -1):
-        if level_terms[v] >= 0 and levels[v] >= top:
-            n_terms = level_terms[v]
-    # Horner for q(y) and q'(y), two terms a pass: fewer loads and stores of q, dq per term
-    t = n_terms - 1
-    if n_terms % 2 == 1:
-        a = coef1[l, t, i]
-        row = coef2[l, t, j0:j0 + n]
+        v = n_lev
+        if a <= rho_max:
+            v = 0
+            while levels[v] < a:
+                v += 1
+        lev[j] = v
+        count[v] += 1
+    # base level: n T[base] for every pair, plus the gathered ones at the terms of the highest
+    highest = -1
+    for v in range(top + 1):
+        if count[v] > 0:
+            highest = v
+    base = highest
+    best = n * (level_terms[highest] if highest >= 0 else 0)
+    above = 0
+    for v in range(highest - 1, -1, -1):
+        above += count[v + 1]
+        cost = n * level_terms[v] + 2 * above * level_terms[highest]
+        if cost < best:
+            best = cost
+            base = v
+    n_base = level_terms[base] if base >= 0 else 0
+    _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
+    _finish(stride, const, rho, y, q, dq, r12, e_phi, e_dphi, n)
+    if highest > base:
+        # the pairs above the base level, compacted: (rho, y, r12) into the upper scratch rows
+        g_rho = scratch[6]
+        g_y = scratch[7]
+        m = 0
         for j in range(n):
-            q[j] = a * row[j]
-        t -= 1
-    while t > 0:
-        a = coef1[l, t, i]
-        b = coef1[l, t - 1, i]
-        row_a = coef2[l, t, j0:j0 + n]
-        row_b = coef2[l, t - 1, j0:j0 + n]
-        for j in range(n):
-            yj = y[j]
-            qa = q[j]
-            d = dq[j] * yj + qa
-            qa = qa * yj + a * row_a[j]
-            dq[j] = d * yj + qa
-            q[j] = qa * yj + b * row_b[j]
-        t -= 2
-    if stride == 2:
-        c0 = const * const
-        for j in range(n):
-            e_phi[j] = c0 + rho[j] * q[j]
-            e_dphi[j] = (q[j] + 2.0 * y[j] * dq[j]) * r12[j]
-    else:
-        for j in range(n):
-            e_phi[j] = q[j]
-            e_dphi[j] = dq[j] * r12[j]
+            if lev[j] > base and lev[j] <= top:
+                g_rho[m] = rho[j]
+                g_y[m] = y[j]
+                q[m] = r12[j]
+                dq[m] = j  # exact as a float for any block size
+                m += 1
+        n_high = level_terms[highest]
+        row2 = coef2[l]
+        for t in range(n_high):
+            src = row2[t, j0:j0 + n]
+            dst = gathered[t]
+            for j in range(m):
+                dst[j] = src[int(dq[j])]
+        idx = rho  # rho and r12 of the block are no longer needed: reuse as index and outputs
+        g_r12 = r12
+        for j in range(m):
+            idx[j] = dq[j]
+            g_r12[j] = q[j]
+        _horner(coef1, l, i, gathered, 0, n_high, g_y, q, dq, m)
+        for j in range(m):
+            jj = int(idx[j])
+            if stride == 2:
+                e_phi[jj] = const * const + g_rho[j] * q[j]
+                e_dphi[jj] = (q[j] + 2.0 * g_y[j] * dq[j]) * g_r12[j]
+            else:
+                e_phi[jj] = q[j]
+                e_dphi[jj] = dq[j] * g_r12[j]
+    if count[n_lev] == 0:
+        return
+    # the mixture's pairs
+    g11 = scratch[0]
+    g22 = scratch[1]
+    g12 = scratch[2]
     m = 0
     for j in range(n):
-        if not (abs(rho[j]) <= rho_max):
-            q[m] = s22[j]
-            dq[m] = s12[j]
-            r12[m] = j  # exact as a float for any block size
+        if lev[j] == n_lev:
+            g22[m] = s22[j]
+            g12[m] = s12[j]
+            scratch[3, m] = j
             m += 1
-    if m == 0:
-        return
-    g11 = scratch[5]
     for j in range(m):
         g11[j] = s11
-    logistic_expectations_block(code, g11, q, dq, m, mix_var, mix_w, y, rho, scratch[6])
+    logistic_expectations_block(code, g11, g22, g12, m, mix_var, mix_w, scratch[4], scratch[5], scratch[6])
     for j in range(m):
-        idx = int(r12[j])
-        e_phi[idx] = y[j]
-        e_dphi[idx] = rho[j]
+        jj = int(scratch[3, j])
+        e_phi[jj] = scratch[4, j]
+        e_dphi[jj] = scratch[5, j]
 
 
 __all__ = ["series_sample_rows", "series_expectations_block"]
