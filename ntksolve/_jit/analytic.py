@@ -4,7 +4,8 @@ Private: the drivers of :mod:`ntksolve.kernels.analytic` validate, build the rul
 (:mod:`ntksolve.kernels._analytic_rules`) and call the per-point recursion
 :func:`_diagonal_recursion` and the row kernels :func:`_pair_rows`, :func:`_mirror_rows` through
 :func:`run_in_threads`; the scikit-learn kernels' gradients (:mod:`ntksolve._jit.gp`) share the
-threads driver. The layer maps are those of :mod:`ntksolve._jit.expectations`.
+threads driver. The layer maps are those of :mod:`ntksolve._jit.expectations` (and, for the pairs
+of tanh, sigmoid and softplus, the Hermite series of :mod:`ntksolve._jit.hermite_series`).
 
 The recursion is the one of ``docs/conventions.md`` ("The analytic NTK and NNGP"; Lee et al. 2018
 for the NNGP, Jacot et al. 2018 and Arora et al. 2019, eq. (9)-(10), for the NTK)::

@@ -173,7 +173,8 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
         ``L``, number of hidden layers (``>= 0``).
     activation : Activation, str or int
         As in :func:`analytic_diag`. Closed forms for relu, erf, gelu, identity, abrelu (leaky
-        relu, abs), sin, cos, gaussian and the monomials; the Kolmogorov scale mixture for tanh,
+        relu, abs), sin, cos, gaussian and the monomials; the Hermite series (and the Kolmogorov scale
+        mixture for the pairs it leaves) for tanh,
         sigmoid and softplus.
     weight_std, bias_std : float
         ``sigma_w``, ``sigma_b``.
@@ -240,9 +241,12 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
 
     Closed forms for relu, erf, gelu, identity, abrelu (leaky relu, abs), sin, cos, gaussian and
-    the monomials (``docs/conventions.md``); for tanh, sigmoid and softplus the closed forms
-    of a scale mixture over the Kolmogorov distribution (a fixed 24-node rule, about 1e-12 at any
-    scale). Numba over blocks of pairs, ``O(N1 N2 (d + L))`` (``O(N1 N2 (d + 576 L))`` for the
+    the monomials (``docs/conventions.md``); for tanh, sigmoid and softplus the Hermite series of
+    the layer map in the correlation, with per-point coefficients and a truncation bounded by
+    1e-12 relative, and the closed forms of a scale mixture over the Kolmogorov distribution (a
+    fixed 24-node rule, about 1e-12 at any scale) for pairs beyond its correlation levels and
+    variances above 10. Numba over blocks of pairs, ``O(N1 N2 (d + L))`` (``O(N1 N2 (d + T L))``
+    for the series of ``T`` terms, ``T`` about 10 to 60; 576 closed forms a layer for the
     mixture). Identical rows, in ``X1`` and ``X2`` or across them, get exactly the diagonal value
     ``K(x, x)`` (:func:`analytic_diagonals`), so that a duplicated point or a test point equal to a
     training point keeps the kernel positive semidefinite.
