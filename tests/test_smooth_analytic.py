@@ -125,23 +125,32 @@ def test_identical_points_are_exactly_the_diagonal_beside_served_pairs(activatio
 
 @pytest.mark.parametrize("activation", SERIES)
 def test_series_coefficients_match_an_independent_fine_rule(activation):
-    # A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!) by a trapezoidal rule five times finer and wider
-    grid, grid_w, psi, k_of, stride, const = kr.hermite_series_rule(ACTIVATION_CODES[activation])
+    # A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!) on the full line, five times finer and wider,
+    # against the module's half-grid rule of the activation's odd (tanh, sigmoid) or even part
+    grid, half_w, psi, k_of, even = kr.hermite_series_rule(ACTIVATION_CODES[activation])
     z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
     w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
     he = [w, z * w]
     for k in range(1, int(k_of[-2])):
         he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
-    ref_rows = np.array(he)[k_of[:-1]]
+    he = np.array(he)
     phi = PHI[activation]
     for s in (0.01, 0.7, 3.0, 10.0):
-        got = psi @ phi(math.sqrt(s) * grid)
-        ref = ref_rows @ phi(math.sqrt(s) * z)
+        full = he @ phi(math.sqrt(s) * z)  # every A_k, k = 0 ... k_max
+        x = math.sqrt(s) * grid
+        part = phi(x) - 0.5 * x if even else phi(x) - (0.5 if activation == "sigmoid" else 0.0)
+        got = psi @ part
         # rounding of sums of ~2000 terms, relative to the largest coefficient
-        assert np.max(np.abs(got - ref)) <= 5e-14 * max(1.0, np.max(np.abs(ref)))
-        # Parseval: the coefficients carry all of E[phi^2] (with the constant of an odd series)
-        total = w @ phi(math.sqrt(s) * z) ** 2
-        assert abs(const**2 * (stride == 2) + np.sum(ref**2) - total) <= 1e-6 * total
+        assert np.max(np.abs(got - full[k_of[:-1]])) <= 5e-14 * max(1.0, np.max(np.abs(full)))
+        # the indices the series leaves out are what the parity says: A_1 = sqrt(s)/2 for softplus,
+        # A_0 = 0 or 1/2 for tanh, sigmoid, and zero elsewhere
+        scale = max(1.0, np.max(np.abs(full)))
+        rest = np.delete(full, np.concatenate([[0, 1] if even else [0], k_of[:-1]]))
+        assert np.max(np.abs(rest)) <= 5e-14 * scale
+        if even:
+            assert abs(full[1] - 0.5 * math.sqrt(s)) <= 5e-14 * scale
+        else:
+            assert abs(full[0] - (0.5 if activation == "sigmoid" else 0.0)) <= 5e-14
 
 
 def test_gelu_closed_form_matches_gauss_hermite_at_its_highest_order():

@@ -236,8 +236,8 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
     work : tuple of 3 ndarrays
         The series' per-thread scratch, shapes (8, B), (T_cap, B), (2, B) (``B`` the column block).
     ser1, ser2 : tuple
-        Series pieces of the row and column points, ``(coef, rinv, level_terms, levels, stride,
-        const)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
+        Series pieces of the row and column points, ``(coef, rinv, a0, level_terms, levels,
+        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
     """
     # Slices indexed from 0: with a non-negative loop index numba drops its negative-index
     # wrap-around, and only then does LLVM vectorise the loops below.
@@ -262,16 +262,16 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
             t_blk[j] = t
         return
     if method == SERIES:
-        coef1, rinv1, level_terms, levels, stride, const = ser1
-        coef2, rinv2 = ser2[0], ser2[1]
+        coef1, rinv1, a0_1, level_terms, levels, even = ser1
+        coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
         scratch, gathered, outs = work
         e_phi_blk = outs[0]
         e_dphi_blk = outs[1]
         for l in range(depth):
             series_expectations_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, rinv1[l, i],
-                                      rinv2[l, j0:j1], coef1, coef2, l, i, j0, level_terms[l], levels,
-                                      stride, const, nodes, weights, e_phi_blk, e_dphi_blk, scratch,
-                                      gathered)
+                                      rinv2[l, j0:j1], a0_1[l, i], a0_2[l, j0:j1], coef1, coef2, l, i,
+                                      j0, level_terms[l], levels, even, nodes, weights, e_phi_blk,
+                                      e_dphi_blk, scratch, gathered)
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return

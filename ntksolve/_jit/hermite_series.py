@@ -1,9 +1,10 @@
 """The layer maps of tanh, sigmoid and softplus as Hermite series in the correlation, jitted.
 
-Private: :mod:`ntksolve._jit.analytic` calls :func:`series_sample_rows` once per layer (the
-per-point samples on the coefficient grid, ``O(N L n_grid)``; the coefficients are one matrix product) and :func:`series_expectations_block` for every block
-of pairs; the rule (grid, Hermite table, tolerances) comes from
-:func:`ntksolve.kernels._analytic_rules.hermite_series_rule`.
+Private: :func:`ntksolve.kernels._analytic_rules.series_pieces` calls :func:`series_sample_rows`
+(the per-point samples on the coefficient grid, ``O(N L n_grid)``; the coefficients are then one
+matrix product) and :func:`series_term_counts`; the pair kernels of :mod:`ntksolve._jit.analytic`
+call :func:`series_expectations_block` for every block of pairs. The rule (grid, Hermite table)
+comes from :func:`ntksolve.kernels._analytic_rules.hermite_series_rule`.
 
 With ``u = sqrt(s1) z1``, ``v = sqrt(s2) z2`` and ``corr(z1, z2) = rho = s12 / sqrt(s1 s2)``, Mehler's
 formula gives the dual activation as a power series in ``rho`` whose coefficients factor over the
@@ -12,19 +13,21 @@ two points::
     E[phi(u) phi(v)]   = sum_k A_k(s1) A_k(s2) rho^k,   A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!)
     E[phi'(u) phi'(v)] = sum_k k A_k(s1) A_k(s2) rho^(k-1) / sqrt(s1 s2)      (Price's theorem)
 
-so a pair costs one Horner pass of ``T`` terms for both maps (tanh is odd and sigmoid is
-``1/2 + `` odd: their series run over odd ``k`` only, in ``rho^2``). The coefficients of a point
-come from a 1-D trapezoidal rule, and the number of terms from the point's own tail bound
-(Parseval, ``sum_k A_k^2 = E[phi^2]`` and ``sum_k k A_k^2 = s E[phi'^2]``)::
+so a pair costs one Horner pass in ``y = rho^2`` for both maps. tanh is odd and sigmoid
+``1/2 +`` odd (``A_0 = 0, 1/2``; then odd ``k`` only); softplus is ``x/2 +`` even (``A_1 = sqrt(s)/2``
+exactly, then even ``k`` only), so its series is ``A_0 A_0 + s12/4 + sum_{k even >= 2}``. The
+coefficients of a point come from a trapezoidal rule on the half grid ``z >= 0`` (the parity does
+the other half), and the number of terms from the point's own tail bound (Parseval,
+``sum_k A_k^2 = E[phi^2]`` and ``sum_k k A_k^2 = s E[phi'^2]``)::
 
-    |tail of E[phi phi]| <= sqrt(R1 R2),  R = rho_max^(k_T) (E[phi^2] - sum_{t<T} A_{k_t}^2)
+    |tail of E[phi phi]| <= sqrt(R1 R2),  R = rho_max^(k_T) (E[phi^2] - sum_{k < k_T} A_k^2)
 
 (likewise for ``phi'``), valid for ``|rho| <= rho_max``; ``T`` is raised until ``R`` is below
 ``tol`` times the point's ``E[phi^2]`` (``s E[phi'^2]``), so every truncation error is below
-``tol`` relative to ``sqrt(E1 E2)``. Pairs with ``|rho| > rho_max`` (identical points among
-them), and every pair of a point whose variance the rule does not cover, take the Kolmogorov
-mixture (:func:`ntksolve._jit.expectations.logistic_expectations_block`), the map of the
-per-point recursion too, so identical points keep exactly the diagonal value.
+``tol`` relative to ``sqrt(E1 E2)``. Pairs beyond the highest correlation level served
+(identical points among them), and every pair of a point whose variance the rule does not
+cover, take the Kolmogorov mixture (:func:`ntksolve._jit.expectations.logistic_expectations_block`),
+the map of the per-point recursion too, so identical points keep exactly the diagonal value.
 """
 from __future__ import annotations
 
@@ -33,15 +36,14 @@ import math
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import SIGMOID, TANH, act, dact
+from ntksolve._jit.activations import SIGMOID, SOFTPLUS, TANH, act, dact
 from ntksolve._jit.expectations import logistic_expectations_block
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def series_sample_rows(variances, code, prm, grid, grid_w, s_max, samples, e2, ed2, start, step):
-    """The activation on the coefficient grid, and its Parseval totals, for points ``start::step``.
-
-    The coefficients are then one matrix product, ``A = samples @ psi.T``
+def series_sample_rows(variances, code, prm, grid, half_w, s_max, samples, totals, start, step):
+    """The activation's parity part on the half grid, and its Parseval totals, for points
+    ``start::step``. The coefficients are then one matrix product, ``A = samples @ psi.T``
     (:func:`ntksolve.kernels._analytic_rules.series_pieces`).
 
     Parameters
@@ -49,49 +51,69 @@ def series_sample_rows(variances, code, prm, grid, grid_w, s_max, samples, e2, e
     variances : ndarray, shape (N,)
         One layer's per-point variances ``s``.
     code : int
+        TANH, SIGMOID or SOFTPLUS.
     prm : (float, float)
-    grid, grid_w : ndarray, shape (n_grid,)
-        Trapezoidal nodes ``z_m`` and weights ``h phi_N(z_m)`` (``phi_N`` the normal density).
+    grid, half_w : ndarray, shape (n_half,)
+        Half-grid nodes ``z_m = m h >= 0`` and weights: ``h phi_N(0)`` at 0, ``2 h phi_N(z_m)`` beyond
+        (``phi_N`` the normal density), so that ``sum half_w f`` is the full rule of an even ``f``.
     s_max : float
-        Largest variance served; other points (and ``s <= 0``, NaN) get zero samples.
-    samples : ndarray, shape (N, n_grid)
-        Output: ``phi(sqrt(s) z_m)``.
-    e2, ed2 : ndarray, shape (N,)
-        Output: ``E[phi(u)^2]`` and ``s E[phi'(u)^2]`` (``= sum_k A_k^2`` and ``sum_k k A_k^2``).
+        Largest variance served; other points (and ``s <= 0``, NaN) get zero samples and totals.
+    samples : ndarray, shape (N, n_half)
+        Output: ``phi(sqrt(s) z_m) - A_0`` (tanh, sigmoid: the odd part) or ``phi - sqrt(s) z_m / 2``
+        (softplus: the even part).
+    totals : ndarray, shape (N, 5)
+        Output: ``A_0``, then ``E[phi^2]`` and ``s E[phi'^2]`` less the parts outside the series
+        (``A_0^2``; softplus also ``A_1^2 = s/4`` and ``1 A_1^2``), then the two totals themselves.
     start, step : int
     """
     n = variances.shape[0]
     n_grid = grid.shape[0]
+    odd = code != SOFTPLUS
+    a0 = 0.5 if code == SIGMOID else 0.0
     for i in range(start, n, step):
         s = variances[i]
         out = samples[i]
         if not (s > 0.0 and s <= s_max):  # NaN-safe: anything else is the mixture's
             out[:] = 0.0
-            e2[i] = 0.0
-            ed2[i] = 0.0
+            totals[i, :] = 0.0
             continue
         sd = math.sqrt(s)
+        acc_mean = 0.0
         acc = 0.0
         acc_d = 0.0
         for m in range(n_grid):
-            u = sd * grid[m]
-            fm = act(code, prm, u)
+            x = sd * grid[m]
+            f = act(code, prm, x)
             # the derivative from the value where it is one (half the transcendental calls)
             if code == TANH:
-                gm = sd * (1.0 - fm * fm)
+                part = f
+                g = sd * (1.0 - f * f)
             elif code == SIGMOID:
-                gm = sd * fm * (1.0 - fm)
+                part = f - 0.5
+                g = sd * f * (1.0 - f)
             else:
-                gm = sd * dact(code, prm, u)
-            out[m] = fm
-            acc += grid_w[m] * fm * fm
-            acc_d += grid_w[m] * gm * gm
-        e2[i] = acc
-        ed2[i] = acc_d
+                part = f - 0.5 * x
+                g = sd * (dact(code, prm, x) - 0.5)  # the odd part of softplus' = sigmoid
+            out[m] = part
+            acc_mean += half_w[m] * part
+            acc += half_w[m] * part * part
+            acc_d += half_w[m] * g * g
+        if odd:
+            totals[i, 0] = a0
+            totals[i, 1] = acc
+            totals[i, 2] = acc_d
+            totals[i, 3] = a0 * a0 + acc
+            totals[i, 4] = acc_d
+        else:
+            totals[i, 0] = acc_mean
+            totals[i, 1] = acc - acc_mean * acc_mean
+            totals[i, 2] = acc_d
+            totals[i, 3] = acc + 0.25 * s
+            totals[i, 4] = acc_d + 0.25 * s
 
 
 @njit(cache=True, error_model="numpy")
-def series_term_counts(coef, e2, ed2, k_of, stride, const, levels, tol, counts):
+def series_term_counts(coef, totals, k_of, levels, tol, counts):
     """Terms each point needs at each correlation level: the first ``T`` whose tail bound
     (module docstring) is below ``tol`` for both maps.
 
@@ -99,11 +121,9 @@ def series_term_counts(coef, e2, ed2, k_of, stride, const, levels, tol, counts):
     ----------
     coef : ndarray, shape (N, T_cap)
         ``A_{k_t}`` of each point.
-    e2, ed2 : ndarray, shape (N,)
-        Parseval totals (:func:`series_sample_rows`); a point with ``e2 == 0`` is not served.
+    totals : ndarray, shape (N, 5)
+        From :func:`series_sample_rows`; a point with zero totals is not served.
     k_of : ndarray of int64, shape (T_cap + 1,)
-    stride : int
-    const : float
     levels : ndarray, shape (n_lev,)
         Correlation bounds ``rho_max``, ascending.
     tol : float
@@ -115,19 +135,22 @@ def series_term_counts(coef, e2, ed2, k_of, stride, const, levels, tol, counts):
     for i in range(n):
         for v in range(n_lev):
             counts[i, v] = t_cap + 1
-        if not (e2[i] > 0.0):
+        e2 = totals[i, 3]
+        ed2 = totals[i, 4]
+        if not (e2 > 0.0):
             continue
-        rest = e2[i] - (const * const if stride == 2 else 0.0)
-        rest_d = ed2[i]
+        rest = totals[i, 1]
+        rest_d = totals[i, 2]
         v = 0
-        for t in range(t_cap):
-            a2 = coef[i, t] * coef[i, t]
-            rest -= a2
-            rest_d -= k_of[t] * a2
-            k = k_of[t + 1]
-            while v < n_lev and (levels[v] ** k * rest <= tol * e2[i]
-                                 and levels[v] ** (k - 1) * rest_d <= tol * ed2[i]):
-                counts[i, v] = t + 1
+        for t in range(t_cap + 1):
+            if t > 0:
+                a2 = coef[i, t - 1] * coef[i, t - 1]
+                rest -= a2
+                rest_d -= k_of[t - 1] * a2
+            k = k_of[t]
+            while v < n_lev and (levels[v] ** k * rest <= tol * e2
+                                 and levels[v] ** (k - 1) * rest_d <= tol * ed2):
+                counts[i, v] = t
                 v += 1
             if v == n_lev:
                 break
@@ -163,22 +186,17 @@ def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _finish(stride, const, rho, y, q, dq, r12, e_phi, e_dphi, m):
-    """``E[phi phi] = const^2 + rho q(rho^2)`` (odd series) or ``q(rho)``, and the derivative map."""
-    if stride == 2:
-        c0 = const * const
-        for j in range(m):
-            e_phi[j] = c0 + rho[j] * q[j]
-            e_dphi[j] = (q[j] + 2.0 * y[j] * dq[j]) * r12[j]
-    else:
-        for j in range(m):
-            e_phi[j] = q[j]
-            e_dphi[j] = dq[j] * r12[j]
+def _finish(even, a00, s12, rho, y, q, dq, r12):
+    """One pair's ``(E[phi phi], E[phi' phi'])`` from ``q(y)``, ``q'(y)``: ``A_0 A_0 + rho q`` (odd
+    series) or ``A_0 A_0 + s12 / 4 + y q`` (softplus), and their derivatives in ``s12``."""
+    if even:
+        return a00 + 0.25 * s12 + y * q, 0.25 + 2.0 * rho * (q + y * dq) * r12
+    return a00 + rho * q, (q + 2.0 * y * dq) * r12
 
 
 @njit(cache=True, error_model="numpy")
-def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i, j0, level_terms, levels,
-                              stride, const, mix_var, mix_w, e_phi, e_dphi, scratch, gathered):
+def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, coef2, l, i, j0, level_terms,
+                              levels, even, mix_var, mix_w, e_phi, e_dphi, scratch, gathered):
     """Layer map of tanh, sigmoid or softplus for ``n`` pairs of one row point: the Hermite series.
 
     A pair of correlation ``|rho| <= levels[v]`` needs ``level_terms[v]`` terms. The block picks a
@@ -199,6 +217,10 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
     r1 : float
         ``1 / sqrt(s11)`` (NaN: not served).
     r2 : ndarray, shape (>= n,)
+    a01 : float
+        The row point's ``A_0``.
+    a02 : ndarray, shape (>= n,)
+        The column points' ``A_0``.
     coef1, coef2 : ndarray, shapes (depth, T_cap, N1), (depth, T_cap, N2)
         Coefficients of the row points and the column points
         (:func:`ntksolve.kernels._analytic_rules.series_pieces`).
@@ -208,9 +230,8 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
         This layer's terms per correlation level (-1: the level is not served).
     levels : ndarray, shape (n_lev,)
         The correlation levels, ascending.
-    stride : int
-    const : float
-        ``A_0`` of an odd series.
+    even : bool
+        The softplus series (even ``k``, with the linear term), else the odd one.
     mix_var, mix_w : ndarray, shape (K,)
         The mixture rule.
     e_phi, e_dphi : ndarray, shape (>= n,)
@@ -236,7 +257,7 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
         c = s12[j] * r
         r12[j] = r
         rho[j] = c
-        y[j] = c * c if stride == 2 else c
+        y[j] = c * c
     # level of each pair (n_lev: the mixture's), and how many pairs each level holds
     count = np.zeros(n_lev + 1, np.int64)
     for j in range(n):
@@ -264,7 +285,8 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
             base = v
     n_base = level_terms[base] if base >= 0 else 0
     _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
-    _finish(stride, const, rho, y, q, dq, r12, e_phi, e_dphi, n)
+    for j in range(n):
+        e_phi[j], e_dphi[j] = _finish(even, a01 * a02[j], s12[j], rho[j], y[j], q[j], dq[j], r12[j])
     if highest > base:
         # the pairs above the base level, compacted: (rho, y, r12) into the upper scratch rows
         g_rho = scratch[6]
@@ -292,12 +314,8 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, coef1, coef2, l, i
         _horner(coef1, l, i, gathered, 0, n_high, g_y, q, dq, m)
         for j in range(m):
             jj = int(idx[j])
-            if stride == 2:
-                e_phi[jj] = const * const + g_rho[j] * q[j]
-                e_dphi[jj] = (q[j] + 2.0 * g_y[j] * dq[j]) * g_r12[j]
-            else:
-                e_phi[jj] = q[j]
-                e_dphi[jj] = dq[j] * g_r12[j]
+            e_phi[jj], e_dphi[jj] = _finish(even, a01 * a02[jj], s12[jj], g_rho[j], g_y[j], q[j], dq[j],
+                                            g_r12[j])
     if count[n_lev] == 0:
         return
     # the mixture's pairs

@@ -189,9 +189,9 @@ def logistic_mixture_rule(code, n_nodes=None):
 _SERIES_CORRELATIONS = np.array([0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999])
 SERIES_TOLERANCE = 1e-12
 SERIES_MAX_VARIANCE = 10.0
-#: Largest number of series terms (odd ones for tanh and sigmoid); beyond, a point takes the mixture.
-#: Softplus, whose series has every index, keeps more terms: its correlations approach 1 fastest.
-_SERIES_MAX_TERMS = {TANH: 96, SIGMOID: 96, SOFTPLUS: 160}
+#: Largest number of series terms (every other index ``k``, up to 192); beyond, a point takes the
+#: mixture.
+_SERIES_MAX_TERMS = 96
 #: Trapezoidal rule of the coefficients on ``[-13.5, 13.5]``: ``|He_k(z)| phi_N(z) / sqrt(k!)`` is
 #: below ``phi_N(z)^(1/2)`` (Hermite functions are bounded by 1), under 1e-19 outside. The step is
 #: the smaller of ``2 pi tau / 40`` (the rule's error ``exp(-2 pi tau / h)`` for an integrand
@@ -201,31 +201,32 @@ _SERIES_MAX_TERMS = {TANH: 96, SIGMOID: 96, SOFTPLUS: 160}
 #: Nyquist frequency. Measured against a rule of step 0.02 on ``[-16, 16]``: every coefficient
 #: within 1e-15 for variances 0.01 ... 10.
 _SERIES_HALF_WIDTH = 13.5
+#: Points from which the per-point samples are taken on threads.
+_SERIES_THREADED_POINTS = 2048
 _SERIES_STRIP = {TANH: 0.5 * math.pi, SIGMOID: math.pi, SOFTPLUS: math.pi}
 
 
 @functools.lru_cache(maxsize=4)
 def _hermite_series_rule_cached(code):
-    t_cap = _SERIES_MAX_TERMS[code]
-    odd = code in (TANH, SIGMOID)
-    stride = 2 if odd else 1
-    k_of = np.arange(int(odd), int(odd) + stride * (t_cap + 1), stride, dtype=np.int64)
+    t_cap = _SERIES_MAX_TERMS
+    even = code == SOFTPLUS
+    k_of = np.arange(2 if even else 1, 2 * t_cap + 3, 2, dtype=np.int64)[:t_cap + 1]
     tau = _SERIES_STRIP[code] / math.sqrt(SERIES_MAX_VARIANCE)
     h = min(2.0 * math.pi * tau / 40.0, math.pi / (math.sqrt(2.0 * k_of[-2]) + 8.0))
-    n_half = int(math.ceil(_SERIES_HALF_WIDTH / h))
-    grid = h * np.arange(-n_half, n_half + 1, dtype=float)
-    grid_w = h * np.exp(-0.5 * grid * grid) / math.sqrt(2.0 * math.pi)
+    grid = h * np.arange(int(math.ceil(_SERIES_HALF_WIDTH / h)) + 1, dtype=float)
+    dens = h * np.exp(-0.5 * grid * grid) / math.sqrt(2.0 * math.pi)
+    half_w = np.where(grid > 0.0, 2.0 * dens, dens)
     psi = np.empty((t_cap, grid.size))
-    prev, cur = np.zeros_like(grid), grid_w.copy()  # w He_k / sqrt(k!) for k = -1, 0
+    prev, cur = np.zeros_like(grid), half_w.copy()  # w He_k / sqrt(k!) for k = -1, 0
     row = 0
     for k in range(int(k_of[-2]) + 1):
         if k == k_of[row]:
             psi[row] = cur
             row += 1
         prev, cur = cur, (grid * cur - math.sqrt(k) * prev) / math.sqrt(k + 1.0)
-    for arr in (grid, grid_w, psi, k_of):
+    for arr in (grid, half_w, psi, k_of):
         arr.setflags(write=False)
-    return grid, grid_w, psi, k_of, stride, 0.5 if code == SIGMOID else 0.0
+    return grid, half_w, psi, k_of, even
 
 
 def hermite_series_rule(code):
@@ -238,30 +239,30 @@ def hermite_series_rule(code):
 
     Returns
     -------
-    grid, grid_w : ndarray, shape (n_grid,)
-        Trapezoidal nodes and weights of ``E[f(z)]``, ``z ~ N(0, 1)``.
-    psi : ndarray, shape (T_cap, n_grid)
-        ``grid_w He_{k_t}(grid) / sqrt(k_t!)`` for the series' indices.
+    grid, half_w : ndarray, shape (n_half,)
+        The trapezoidal rule's nodes ``z >= 0`` and weights of an even integrand (the normal density
+        times ``h`` at 0, twice that beyond): ``E[f(z)] = sum half_w f`` for an even ``f``.
+    psi : ndarray, shape (T_cap, n_half)
+        ``half_w He_{k_t}(grid) / sqrt(k_t!)``: ``A_{k_t} = psi @ part``, ``part`` the activation's odd
+        part (tanh, sigmoid) or even part (softplus) on the grid.
     k_of : ndarray of int64, shape (T_cap + 1,)
-        ``k_t``: the odd indices for tanh and sigmoid, all for softplus.
-    stride : int
-        2 (odd series) or 1.
-    const : float
-        ``A_0`` of an odd series: 0 (tanh), 1/2 (sigmoid).
+        ``k_t``: odd indices for tanh and sigmoid, even ones from 2 for softplus.
+    even : bool
+        Softplus' series (even ``k``, beside ``A_0`` and the linear term).
     """
-    grid, grid_w, psi, k_of, stride, const = _hermite_series_rule_cached(int(code))
-    return grid.copy(), grid_w.copy(), psi.copy(), k_of.copy(), stride, const
+    grid, half_w, psi, k_of, even = _hermite_series_rule_cached(int(code))
+    return grid.copy(), half_w.copy(), psi.copy(), k_of.copy(), even
 
 
 class SeriesPieces(NamedTuple):
     """Per-point coefficients of the Hermite-series layer maps (arguments of the pair kernels)."""
 
-    coef: np.ndarray  # (depth, T, N)
+    coef: np.ndarray  # (depth, T, N): A_{k_t}
     rinv: np.ndarray  # (depth, N): 1 / sqrt(s), NaN where the mixture serves the point
+    a0: np.ndarray  # (depth, N): A_0 = E[phi(u)]
     level_terms: np.ndarray  # (depth, n_lev) int64: terms per correlation level, -1 if not served
     levels: np.ndarray  # (n_lev,) the correlation levels
-    stride: int
-    const: float
+    even: bool
 
 
 def series_pieces(variance_sets, depth, phi):
@@ -282,42 +283,49 @@ def series_pieces(variance_sets, depth, phi):
     -------
     list of SeriesPieces, one per set
     """
-    grid, grid_w, psi, k_of, stride, const = hermite_series_rule(phi.code)
+    grid, half_w, psi, k_of, even = hermite_series_rule(phi.code)
     levels = _SERIES_CORRELATIONS.copy()
     t_cap = psi.shape[0]
     level_terms = np.full((depth, levels.size), -1, np.int64)
     per_layer = []
     for l in range(depth):
-        coefs, counts = [], []
+        coefs, counts, a0s = [], [], []
         for var in variance_sets:
             n = var.shape[1]
             samples = np.empty((n, grid.size))
-            e2, ed2 = np.empty(n), np.empty(n)
-            run_in_threads(series_sample_rows, np.ascontiguousarray(var[l]), phi.code, phi.params, grid, grid_w,
-                           SERIES_MAX_VARIANCE, samples, e2, ed2)
+            totals = np.empty((n, 5))
+            args = (np.ascontiguousarray(var[l]), phi.code, phi.params, grid, half_w, SERIES_MAX_VARIANCE,
+                    samples, totals)
+            if n >= _SERIES_THREADED_POINTS:
+                run_in_threads(series_sample_rows, *args)
+            else:  # a few milliseconds of work: starting threads would cost more
+                series_sample_rows(*args, 0, 1)
             coef = samples @ psi.T
             count = np.empty((n, levels.size), np.int64)
-            series_term_counts(coef, e2, ed2, k_of, stride, const, levels, SERIES_TOLERANCE, count)
+            series_term_counts(coef, totals, k_of, levels, SERIES_TOLERANCE, count)
             coefs.append(coef)
             counts.append(count)
+            a0s.append(totals[:, 0].copy())
         # a point served by the lowest level must meet every level kept for the layer
-        need = np.stack([np.where((c[:, :1] <= t_cap), c, 0).max(axis=0, initial=0) for c in counts]).max(axis=0)
         met = [c[:, 0] <= t_cap for c in counts]
+        need = np.stack([np.where(m[:, None], c, 0).max(axis=0, initial=0) for c, m in zip(counts, met)]).max(axis=0)
         for v in range(levels.size):
-            if all(((c[m, v] <= t_cap).all()) for c, m in zip(counts, met)) and any(m.any() for m in met):
+            if all((c[m, v] <= t_cap).all() for c, m in zip(counts, met)) and any(m.any() for m in met):
                 level_terms[l, v] = need[v]
-        per_layer.append((coefs, met))
+        per_layer.append((coefs, met, a0s))
     t_max = int(level_terms.max(initial=0))
     pieces = []
     for s, var in enumerate(variance_sets):
         n = var.shape[1]
         coef = np.zeros((depth, t_max, n))
         rinv = np.full((depth, n), np.nan)
-        for l, (coefs, met) in enumerate(per_layer):
+        a0 = np.zeros((depth, n))
+        for l, (coefs, met, a0s) in enumerate(per_layer):
             t_l = int(level_terms[l].max(initial=0))
             coef[l, :t_l] = coefs[s][:, :t_l].T
             rinv[l, met[s]] = 1.0 / np.sqrt(var[l, met[s]])
-        pieces.append(SeriesPieces(coef, rinv, level_terms, levels, stride, const))
+            a0[l] = a0s[s]
+        pieces.append(SeriesPieces(coef, rinv, a0, level_terms, levels, bool(even)))
     return pieces
 
 

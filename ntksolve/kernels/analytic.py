@@ -227,7 +227,8 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
         pieces = series_pieces([var1] if symmetric else [var1, var2], depth, phi)
         ser1, ser2 = tuple(pieces[0]), tuple(pieces[-1])
     else:
-        ser1 = ser2 = (np.zeros((0, 0, 0)), np.zeros((0, 0)), np.zeros((0, 0), np.int64), np.zeros(0), 1, 0.0)
+        ser1 = ser2 = (np.zeros((0, 0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0), np.int64),
+                       np.zeros(0), False)
     nngp = input_gram(X1, None if symmetric else X2, sq1, sq2)
     ntk = np.empty_like(nngp)
     run_in_threads(_pair_rows, nngp, ntk, var1, var2, ntk_diag, sw2 / n_features, sw2, sb2, depth, code,
