@@ -259,16 +259,16 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, c
         rho[j] = c
         y[j] = c * c
     # level of each pair (n_lev: the mixture's), and how many pairs each level holds
+    # (branch-free compares over the levels, which vectorise; NaN fails every compare)
+    for j in range(n):
+        lev[j] = 0.0 if abs(rho[j]) <= rho_max else float(n_lev)
+    for v in range(top):
+        bound = levels[v]
+        for j in range(n):
+            lev[j] += 1.0 if abs(rho[j]) > bound and lev[j] < n_lev else 0.0
     count = np.zeros(n_lev + 1, np.int64)
     for j in range(n):
-        a = abs(rho[j])
-        v = n_lev
-        if a <= rho_max:
-            v = 0
-            while levels[v] < a:
-                v += 1
-        lev[j] = v
-        count[v] += 1
+        count[int(lev[j])] += 1
     # base level: n T[base] for every pair, plus the gathered ones at the terms of the highest
     highest = -1
     for v in range(top + 1):
