@@ -142,16 +142,18 @@ def series_term_counts(coef, totals, k_of, levels, tol, counts):
         rest = totals[i, 1]
         rest_d = totals[i, 2]
         v = 0
+        power = levels[0] ** k_of[0]  # levels[v]^k_t, kept by one product a term (k_t steps by 2)
         for t in range(t_cap + 1):
             if t > 0:
                 a2 = coef[i, t - 1] * coef[i, t - 1]
                 rest -= a2
                 rest_d -= k_of[t - 1] * a2
-            k = k_of[t]
-            while v < n_lev and (levels[v] ** k * rest <= tol * e2
-                                 and levels[v] ** (k - 1) * rest_d <= tol * ed2):
+                power *= levels[v] * levels[v]
+            while v < n_lev and (power * rest <= tol * e2 and power / levels[v] * rest_d <= tol * ed2):
                 counts[i, v] = t
                 v += 1
+                if v < n_lev:
+                    power = levels[v] ** k_of[t]
             if v == n_lev:
                 break
 
@@ -259,16 +261,16 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, c
         rho[j] = c
         y[j] = c * c
     # level of each pair (n_lev: the mixture's), and how many pairs each level holds
-    # (branch-free compares over the levels, which vectorise; NaN fails every compare)
-    for j in range(n):
-        lev[j] = 0.0 if abs(rho[j]) <= rho_max else float(n_lev)
-    for v in range(top):
-        bound = levels[v]
-        for j in range(n):
-            lev[j] += 1.0 if abs(rho[j]) > bound and lev[j] < n_lev else 0.0
     count = np.zeros(n_lev + 1, np.int64)
     for j in range(n):
-        count[int(lev[j])] += 1
+        a = abs(rho[j])
+        v = n_lev
+        if a <= rho_max:
+            v = 0
+            while levels[v] < a:
+                v += 1
+        lev[j] = v
+        count[v] += 1
     # base level: n T[base] for every pair, plus the gathered ones at the terms of the highest
     highest = -1
     for v in range(top + 1):
