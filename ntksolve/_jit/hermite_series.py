@@ -1,8 +1,7 @@
 """The layer maps of tanh, sigmoid and softplus as Hermite series in the correlation, jitted.
 
-Private: :func:`ntksolve.kernels._analytic_rules.series_pieces` calls :func:`series_sample_rows`
-(the per-point samples on the coefficient grid, ``O(N L n_grid)``; the coefficients are then one
-matrix product) and :func:`series_term_counts`; the pair kernels of :mod:`ntksolve._jit.analytic`
+Private: :func:`ntksolve.kernels._analytic_rules.series_pieces` calls :func:`series_coefficient_rows`
+(the per-point coefficients from the half grid, ``O(N L n_grid T)``) and :func:`series_term_counts`; the pair kernels of :mod:`ntksolve._jit.analytic`
 call :func:`series_expectations_block` for every block of pairs. The rule (grid, Hermite table)
 comes from :func:`ntksolve.kernels._analytic_rules.hermite_series_rule`.
 
@@ -41,10 +40,11 @@ from ntksolve._jit.expectations import logistic_expectations_block
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def series_sample_rows(variances, code, prm, grid, half_w, s_max, samples, totals, start, step):
-    """The activation's parity part on the half grid, and its Parseval totals, for points
-    ``start::step``. The coefficients are then one matrix product, ``A = samples @ psi.T``
-    (:func:`ntksolve.kernels._analytic_rules.series_pieces`).
+def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, coef, totals, start, step):
+    """Series coefficients and Parseval totals of points ``start::step``: the activation's parity
+    part on the half grid, then ``A_{k_t} = sum_m psi_t[m, t] part[m]`` (the loop over ``t``
+    innermost, which vectorises; one summation order for every point, so identical points get
+    identical coefficients).
 
     Parameters
     ----------
@@ -56,11 +56,13 @@ def series_sample_rows(variances, code, prm, grid, half_w, s_max, samples, total
     grid, half_w : ndarray, shape (n_half,)
         Half-grid nodes ``z_m = m h >= 0`` and weights: ``h phi_N(0)`` at 0, ``2 h phi_N(z_m)`` beyond
         (``phi_N`` the normal density), so that ``sum half_w f`` is the full rule of an even ``f``.
+    psi_t : ndarray, shape (n_half, T_cap)
+        ``half_w He_{k_t}(z_m) / sqrt(k_t!)`` (:func:`ntksolve.kernels._analytic_rules.hermite_series_rule`).
     s_max : float
-        Largest variance served; other points (and ``s <= 0``, NaN) get zero samples and totals.
-    samples : ndarray, shape (N, n_half)
-        Output: ``phi(sqrt(s) z_m) - A_0`` (tanh, sigmoid: the odd part) or ``phi - sqrt(s) z_m / 2``
-        (softplus: the even part).
+        Largest variance served; other points (and ``s <= 0``, NaN) get zero coefficients and totals.
+    coef : ndarray, shape (N, T_cap)
+        Output: ``A_{k_t}`` of the activation's odd part ``phi(sqrt(s) z) - A_0`` (tanh, sigmoid) or
+        even part ``phi - sqrt(s) z / 2`` (softplus).
     totals : ndarray, shape (N, 5)
         Output: ``A_0``, then ``E[phi^2]`` and ``s E[phi'^2]`` less the parts outside the series
         (``A_0^2``; softplus also ``A_1^2 = s/4`` and ``1 A_1^2``), then the two totals themselves.
@@ -68,13 +70,15 @@ def series_sample_rows(variances, code, prm, grid, half_w, s_max, samples, total
     """
     n = variances.shape[0]
     n_grid = grid.shape[0]
+    t_cap = psi_t.shape[1]
     odd = code != SOFTPLUS
     a0 = 0.5 if code == SIGMOID else 0.0
+    out = np.empty(n_grid)
     for i in range(start, n, step):
         s = variances[i]
-        out = samples[i]
+        row = coef[i]
+        row[:] = 0.0
         if not (s > 0.0 and s <= s_max):  # NaN-safe: anything else is the mixture's
-            out[:] = 0.0
             totals[i, :] = 0.0
             continue
         sd = math.sqrt(s)
@@ -98,6 +102,11 @@ def series_sample_rows(variances, code, prm, grid, half_w, s_max, samples, total
             acc_mean += half_w[m] * part
             acc += half_w[m] * part * part
             acc_d += half_w[m] * g * g
+        for m in range(n_grid):
+            pm = out[m]
+            w_row = psi_t[m]
+            for t in range(t_cap):
+                row[t] += w_row[t] * pm
         if odd:
             totals[i, 0] = a0
             totals[i, 1] = acc
@@ -122,7 +131,7 @@ def series_term_counts(coef, totals, k_of, levels, tol, counts):
     coef : ndarray, shape (N, T_cap)
         ``A_{k_t}`` of each point.
     totals : ndarray, shape (N, 5)
-        From :func:`series_sample_rows`; a point with zero totals is not served.
+        From :func:`series_coefficient_rows`; a point with zero totals is not served.
     k_of : ndarray of int64, shape (T_cap + 1,)
     levels : ndarray, shape (n_lev,)
         Correlation bounds ``rho_max``, ascending.
@@ -340,4 +349,4 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, c
         e_dphi[jj] = scratch[5, j]
 
 
-__all__ = ["series_sample_rows", "series_expectations_block"]
+__all__ = ["series_coefficient_rows", "series_expectations_block"]

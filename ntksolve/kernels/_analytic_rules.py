@@ -36,7 +36,7 @@ from ntksolve._config import (  # tunables live in the config module; reasons th
 from ntksolve._jit.activations import ABRELU, ACTIVATION_CODES, ERF, MONOMIAL, SIGMOID, SOFTPLUS, TANH
 from ntksolve._jit.analytic import (CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion,
                                     _squared_norms, run_in_threads)
-from ntksolve._jit.hermite_series import series_sample_rows, series_term_counts
+from ntksolve._jit.hermite_series import series_coefficient_rows, series_term_counts
 from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES
 from ntksolve.nets.layers import Activation
 
@@ -201,7 +201,7 @@ _SERIES_MAX_TERMS = 96
 #: Nyquist frequency. Measured against a rule of step 0.02 on ``[-16, 16]``: every coefficient
 #: within 1e-15 for variances 0.01 ... 10.
 _SERIES_HALF_WIDTH = 13.5
-#: Points from which the per-point samples are taken on threads.
+#: Points from which the per-point coefficients are computed on threads.
 _SERIES_THREADED_POINTS = 2048
 _SERIES_STRIP = {TANH: 0.5 * math.pi, SIGMOID: math.pi, SOFTPLUS: math.pi}
 
@@ -284,6 +284,7 @@ def series_pieces(variance_sets, depth, phi):
     list of SeriesPieces, one per set
     """
     grid, half_w, psi, k_of, even = hermite_series_rule(phi.code)
+    psi_t = np.ascontiguousarray(psi.T)
     levels = _SERIES_CORRELATIONS.copy()
     t_cap = psi.shape[0]
     level_terms = np.full((depth, levels.size), -1, np.int64)
@@ -292,15 +293,14 @@ def series_pieces(variance_sets, depth, phi):
         coefs, counts, a0s = [], [], []
         for var in variance_sets:
             n = var.shape[1]
-            samples = np.empty((n, grid.size))
+            coef = np.empty((n, t_cap))
             totals = np.empty((n, 5))
-            args = (np.ascontiguousarray(var[l]), phi.code, phi.params, grid, half_w, SERIES_MAX_VARIANCE,
-                    samples, totals)
+            args = (np.ascontiguousarray(var[l]), phi.code, phi.params, grid, half_w, psi_t, SERIES_MAX_VARIANCE,
+                    coef, totals)
             if n >= _SERIES_THREADED_POINTS:
-                run_in_threads(series_sample_rows, *args)
+                run_in_threads(series_coefficient_rows, *args)
             else:  # a few milliseconds of work: starting threads would cost more
-                series_sample_rows(*args, 0, 1)
-            coef = samples @ psi.T
+                series_coefficient_rows(*args, 0, 1)
             count = np.empty((n, levels.size), np.int64)
             series_term_counts(coef, totals, k_of, levels, SERIES_TOLERANCE, count)
             coefs.append(coef)
