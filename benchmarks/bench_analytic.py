@@ -36,7 +36,7 @@ t = time.perf_counter()
 from ntksolve.kernels import analytic as ka
 X = np.random.default_rng(0).standard_normal((16, 4))
 ka.analytic_pair_kernels(X, X, 2, 0, 1.0, 0.1, True)       # relu, symmetric
-ka.analytic_pair_kernels(X, X[:3].copy(), 2, 2, 1.0, 0.1, False)  # tanh (quadrature), general
+ka.analytic_pair_kernels(X, X[:3].copy(), 2, 2, 1.0, 0.1, False)  # tanh (Hermite series), general
 ka.analytic_diag(X, 2, 0, 1.0, 0.1)
 print(time.perf_counter() - t)
 """
@@ -97,7 +97,7 @@ def main():
     gh_q = best_time(lambda: ka.analytic_pair_kernels(Xq, Xq, DEPTH, tanh, 1.0, 0.1, True, force_quadrature=True),
                      repeat=1)
     # the numpy and neural-tangents columns hold Gauss-Hermite quadrature, the method replaced
-    rows.append((f"tanh N={n_q} (scale mixture; numpy column: Gauss-Hermite)", ours_q, gh_q, None, ""))
+    rows.append((f"tanh N={n_q} (Hermite series; numpy column: Gauss-Hermite)", ours_q, gh_q, None, ""))
 
     print(f"\nAnalytic NNGP + NTK together, d={D}, depth {DEPTH}, float64, symmetric; median of 3 warm runs")
     print(f"{'case':<28}{'ntksolve s':>12}{'numpy s':>10}{'x numpy':>9}{'nt s':>8}{'x nt':>7}")

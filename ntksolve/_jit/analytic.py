@@ -4,7 +4,8 @@ Private: the drivers of :mod:`ntksolve.kernels.analytic` validate, build the rul
 (:mod:`ntksolve.kernels._analytic_rules`) and call the per-point recursion
 :func:`_diagonal_recursion` and the row kernels :func:`_pair_rows`, :func:`_mirror_rows` through
 :func:`run_in_threads`; the scikit-learn kernels' gradients (:mod:`ntksolve._jit.gp`) share the
-threads driver. The layer maps are those of :mod:`ntksolve._jit.expectations`.
+threads driver. The layer maps are those of :mod:`ntksolve._jit.expectations` (and, for the pairs
+of tanh, sigmoid and softplus, the Hermite series of :mod:`ntksolve._jit.hermite_series`).
 
 The recursion is the one of ``docs/conventions.md`` ("The analytic NTK and NNGP"; Lee et al. 2018
 for the NNGP, Jacot et al. 2018 and Arora et al. 2019, eq. (9)-(10), for the NTK)::
@@ -51,9 +52,11 @@ from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _
                                         closed_form_expectations, gauss_hermite_diagonal,
                                         gauss_hermite_expectations, logistic_expectations_block,
                                         next_layer)
+from ntksolve._jit.hermite_series import series_expectations_block
 
-#: How a layer map is evaluated (the ``method`` argument of the kernels).
-CLOSED, MIXTURE, GAUSS_HERMITE = 0, 1, 2
+#: How a layer map is evaluated (the ``method`` argument of the kernels). SERIES: the Hermite series
+#: of :mod:`ntksolve._jit.hermite_series` for pairs, the mixture for points and the pairs it leaves.
+CLOSED, MIXTURE, GAUSS_HERMITE, SERIES = 0, 1, 2, 3
 
 #: Columns of one output row transformed together through all layers: the block of both outputs
 #: and the per-layer variances stays in the L1 cache while the inner loops vectorise.
@@ -137,7 +140,7 @@ def _diagonal_recursion(sq_norms, n_features, depth, code, prm, method, sw2, sb2
         s = scale * sq_norms[i] + sb2
         variances[0, i] = s
         ntk_diag[i] = s
-    if method == MIXTURE:
+    if method == MIXTURE or method == SERIES:
         # blocks of points through all layers, the same vectorised map as a block of pairs
         e_phi = np.empty(_COLUMN_BLOCK)
         e_dphi = np.empty(_COLUMN_BLOCK)
@@ -203,7 +206,7 @@ def _weighted_activations_at_nodes(variances, depth, code, prm, nodes, weights):
 
 @njit(cache=True, error_model="numpy")
 def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi):
+               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
     """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
 
     Closed forms and the mixture go layer by layer over the whole block (loops over columns that
@@ -230,6 +233,11 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
         The method's rule (see :func:`_diagonal_recursion`).
     lo, hi : ndarray of int64, shape (n,)
         Gauss-Hermite inner-node ranges (empty for the other methods).
+    work : tuple of 3 ndarrays
+        The series' per-thread scratch, shapes (8, B), (T_cap, B), (2, B) (``B`` the column block).
+    ser1, ser2 : tuple
+        Series pieces of the row and column points, ``(coef, rinv, a0, level_terms, levels,
+        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
     """
     # Slices indexed from 0: with a non-negative loop index numba drops its negative-index
     # wrap-around, and only then does LLVM vectorise the loops below.
@@ -252,6 +260,20 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
                 s12, t = next_layer(sw2, sb2, e_phi, e_dphi, t)
             k_blk[j] = s12
             t_blk[j] = t
+        return
+    if method == SERIES:
+        coef1, rinv1, a0_1, level_terms, levels, even = ser1
+        coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
+        scratch, gathered, outs = work
+        e_phi_blk = outs[0]
+        e_dphi_blk = outs[1]
+        for l in range(depth):
+            series_expectations_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, rinv1[l, i],
+                                      rinv2[l, j0:j1], a0_1[l, i], a0_2[l, j0:j1], coef1, coef2, l, i,
+                                      j0, level_terms[l], levels, even, nodes, weights, e_phi_blk,
+                                      e_dphi_blk, scratch, gathered)
+            for j in range(n):
+                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
     if method == MIXTURE:
         s11_blk = np.empty(n)
@@ -307,7 +329,7 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
 
 @njit(cache=True)
 def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-         wphi1, wdphi1, nodes, weights, lo, hi):
+         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
     """Row ``i`` from column ``j_start`` to the end, a cache-sized block of columns at a time.
 
     Parameters
@@ -317,12 +339,12 @@ def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, m
     n2 = nngp.shape[1]
     for j0 in range(j_start, n2, _COLUMN_BLOCK):
         _row_block(nngp, ntk, i, j0, min(j0 + _COLUMN_BLOCK, n2), var1, var2, scale, sw2, sb2,
-                   depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi)
+                   depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
 @njit(cache=True, nogil=True)
 def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm,
-               method, symmetric, wphi1, wdphi1, nodes, weights, lo, hi, start, step):
+               method, symmetric, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, start, step):
     """Turn the Gram in ``nngp`` into the NNGP and NTK, in place, for rows ``start::step``.
 
     Called by :func:`run_in_threads` with ``step`` threads, each on its own rows (``nogil``, so
@@ -350,21 +372,28 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, pr
     wphi1, wdphi1 : ndarray, shape (depth, N1, n) or (0, 0, 0)
     nodes, weights : ndarray, shape (n,)
     lo, hi : ndarray of int64, shape (n,)
+    ser1, ser2 : tuple
+        Series pieces (:func:`_row_block`).
     start, step : int
         This thread's rows (or row pairs): ``start, start + step, ...``.
     """
     n1 = nngp.shape[0]
+    # per-thread scratch of the series (a block's worth), allocated once: a large array per block
+    # would be a fresh mmap and its page faults every time
+    t_cap = ser1[0].shape[1] if method == SERIES else 0
+    rows = _COLUMN_BLOCK if method == SERIES else 0
+    work = (np.empty((8, rows)), np.empty((t_cap, rows)), np.empty((2, rows)))
     if not symmetric:
         for i in range(start, n1, step):
             _row(nngp, ntk, i, 0, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-                 wphi1, wdphi1, nodes, weights, lo, hi)
+                 wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
         return
     for p in range(start, (n1 + 1) // 2, step):
         _upper_row(nngp, ntk, p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
-                   wphi1, wdphi1, nodes, weights, lo, hi)
+                   wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
         if n1 - 1 - p != p:
             _upper_row(nngp, ntk, n1 - 1 - p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
-                       prm, method, wphi1, wdphi1, nodes, weights, lo, hi)
+                       prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
 @njit(cache=True, nogil=True)
@@ -398,7 +427,7 @@ def run_in_threads(kernel, *args):
 
 @njit(cache=True)
 def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi):
+               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
     """Symmetric case, row ``i``: the diagonal from the per-point recursion, then ``j > i``.
 
     Parameters
@@ -408,7 +437,7 @@ def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
     nngp[i, i] = var1[depth, i]
     ntk[i, i] = ntk_diag[i]
     _row(nngp, ntk, i, i + 1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-         wphi1, wdphi1, nodes, weights, lo, hi)
+         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
 @njit(cache=True)
@@ -440,4 +469,4 @@ def _mirror_tile_row(nngp, ntk, bt):
                 t_dst[a, b] = t_src[b, a]
 
 
-__all__ = ["run_in_threads", "CLOSED", "MIXTURE", "GAUSS_HERMITE"]
+__all__ = ["run_in_threads", "CLOSED", "MIXTURE", "GAUSS_HERMITE", "SERIES"]

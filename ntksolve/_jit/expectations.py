@@ -19,6 +19,8 @@ A layer maps ``(S11, S22, S12) -> (E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for
   two independent ``K`` with a fixed Gauss rule (``ntksolve.kernels._analytic_rules.logistic_mixture_rule``).
   The integrand is smooth in ``K`` whatever the variances, so the accuracy (about 1e-12) does not
   degrade with the scale of the inputs, as a Gauss-Hermite rule in the pre-activations does.
+  The pair kernels use the Hermite series of :mod:`ntksolve._jit.hermite_series` where it serves
+  (most pairs, far cheaper), and this mixture for the other pairs and for every point.
 - Gauss-Hermite quadrature (:func:`gauss_hermite_expectations`) remains as the generic rule, only on
   request (``force_quadrature`` / ``quad_order``, a second method for the tests).
 

@@ -14,10 +14,10 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg.blas import dsyrk as _dsyrk
 
-from ntksolve._jit.analytic import (GAUSS_HERMITE, _mirror_rows, _pair_rows,
+from ntksolve._jit.analytic import (GAUSS_HERMITE, SERIES, _mirror_rows, _pair_rows,
                                     _weighted_activations_at_nodes, run_in_threads)
 from ntksolve._validation import check_inputs, check_memory
-from ntksolve.kernels._analytic_rules import _diag_pieces, _method, as_activation
+from ntksolve.kernels._analytic_rules import _diag_pieces, _method, as_activation, series_pieces
 from ntksolve.kernels.empirical import _check_net
 from ntksolve.nets.layers import Activation
 from ntksolve.nets.mlp import MLP
@@ -163,7 +163,7 @@ def analytic_diag(X, depth, activation, weight_std, bias_std, force_quadrature=F
 
 
 def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symmetric,
-                          quad_order=None, force_quadrature=False):
+                          quad_order=None, force_quadrature=False, series=True):
     """The infinite-width NNGP ``Sigma^{L+1}(X1, X2)`` and NTK ``Theta^{L+1}(X1, X2)``.
 
     Parameters
@@ -175,7 +175,8 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
         ``L``, number of hidden layers (``>= 0``).
     activation : Activation, str or int
         As in :func:`analytic_diag`. Closed forms for relu, erf, gelu, identity, abrelu (leaky
-        relu, abs), sin, cos, gaussian and the monomials; the Kolmogorov scale mixture for tanh,
+        relu, abs), sin, cos, gaussian and the monomials; the Hermite series (and the Kolmogorov scale
+        mixture for the pairs it leaves) for tanh,
         sigmoid and softplus.
     weight_std, bias_std : float
         ``sigma_w``, ``sigma_b``.
@@ -190,6 +191,9 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
         slowly). With ``quad_order=None`` the order adapts to the largest variance,
         ``GH_ORDER_BASE + slope * max(s, 1)`` (slope 40, 85 for tanh), which keeps the rule within
         1e-8; variances beyond the capped order's reach are refused.
+    series : bool
+        tanh, sigmoid, softplus: the Hermite series for pairs it serves (default); ``False``: the
+        Kolmogorov mixture for every pair (for tests).
 
     Returns
     -------
@@ -203,7 +207,7 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
     depth = int(depth)
     phi = as_activation(activation)
     code, prm = phi.code, phi.params
-    method = _method(code, force_quadrature, quad_order)
+    method = _method(code, force_quadrature, quad_order, series)
     sw2 = float(weight_std) ** 2
     sb2 = float(bias_std) ** 2
     n_features = X1.shape[1]
@@ -221,10 +225,16 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
         wphi1, wdphi1 = _weighted_activations_at_nodes(var1, depth, code, prm, nodes, weights)
     else:
         wphi1 = wdphi1 = np.zeros((0, 0, 0))
+    if method == SERIES:
+        pieces = series_pieces([var1] if symmetric else [var1, var2], depth, phi)
+        ser1, ser2 = tuple(pieces[0]), tuple(pieces[-1])
+    else:
+        ser1 = ser2 = (np.zeros((0, 0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0), np.int64),
+                       np.zeros(0), False)
     nngp = input_gram(X1, None if symmetric else X2, sq1, sq2)
     ntk = np.empty_like(nngp)
     run_in_threads(_pair_rows, nngp, ntk, var1, var2, ntk_diag, sw2 / n_features, sw2, sb2, depth, code,
-                   prm, method, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi)
+                   prm, method, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
     if symmetric:
         run_in_threads(_mirror_rows, nngp, ntk)
     return nngp, ntk
@@ -235,9 +245,12 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
 
     Closed forms for relu, erf, gelu, identity, abrelu (leaky relu, abs), sin, cos, gaussian and
-    the monomials (``docs/conventions.md``); for tanh, sigmoid and softplus the closed forms
-    of a scale mixture over the Kolmogorov distribution (a fixed 24-node rule, about 1e-12 at any
-    scale). Numba over blocks of pairs, ``O(N1 N2 (d + L))`` (``O(N1 N2 (d + 576 L))`` for the
+    the monomials (``docs/conventions.md``); for tanh, sigmoid and softplus the Hermite series of
+    the layer map in the correlation, with per-point coefficients and a truncation bounded by
+    1e-12 relative, and the closed forms of a scale mixture over the Kolmogorov distribution (a
+    fixed 24-node rule, about 1e-12 at any scale) for pairs beyond its correlation levels and
+    variances above 10. Numba over blocks of pairs, ``O(N1 N2 (d + L))`` (``O(N1 N2 (d + T L))``
+    for the series of ``T`` terms, ``T`` about 10 to 60; 576 closed forms a layer for the
     mixture). Identical rows, in ``X1`` and ``X2`` or across them, get exactly the diagonal value
     ``K(x, x)`` (:func:`analytic_diagonals`), so that a duplicated point or a test point equal to a
     training point keeps the kernel positive semidefinite.

@@ -1,0 +1,178 @@
+"""The fast analytic kernels of the smooth activations: the Hermite series of tanh, sigmoid and
+softplus (``ntksolve._jit.hermite_series``) and the gelu closed form.
+
+Every number is pinned by a second method: the Kolmogorov scale mixture (closed forms averaged over
+a Gauss rule, variance-independent 7e-13), two-dimensional Gauss-Hermite quadrature at the highest
+order the module offers, adaptive nested quadrature (tests/reference_analytic.py), and an
+independent fine trapezoidal rule for the series coefficients.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ntksolve._jit.activations import ACTIVATION_CODES
+from ntksolve.kernels import _analytic_rules as kr
+from ntksolve.kernels import analytic as ka
+
+from reference_analytic import PHI, nested_quad_expectations
+
+SERIES = ["tanh", "sigmoid", "softplus"]
+#: correlations of the test pairs: both ends, the series' correlation levels and either side of them
+RHOS = np.array([1.0, 0.99999, 0.9995, 0.999, 0.996, 0.99, 0.985, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.75,
+                 0.7, 0.6, 0.5, 0.4, 0.3, 0.1, 0.0, -0.2, -0.5, -0.8, -0.9, -0.95, -0.99, -0.9999, -1.0])
+
+
+def _points(variances, rhos=RHOS):
+    """Points in the plane whose first-layer covariances (``sigma_w = 1``, ``sigma_b = 0``, d = 2)
+    are ``s`` for each variance and ``sqrt(s s') rho`` between angles ``arccos(rho)`` apart."""
+    theta = np.arccos(np.clip(rhos, -1.0, 1.0))
+    r = np.sqrt(2.0 * np.asarray(variances, dtype=float))
+    return np.concatenate([np.stack([ri * np.cos(theta), ri * np.sin(theta)], axis=1) for ri in r])
+
+
+def _err(a, b):
+    return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
+
+
+@pytest.mark.parametrize("activation", SERIES)
+def test_series_layer_maps_match_the_mixture_for_all_correlations_up_to_variance_10(activation):
+    # depth 1: nngp = E[phi phi], ntk = nngp + E[phi' phi'] Sigma^1, for every pair of points with
+    # variances 0.01 ... 10 and correlations -1 ... 1 (diagonals and identical points included)
+    X = _points([0.01, 0.2, 1.0, 2.5, 5.0, 7.5, 10.0])
+    code = ACTIVATION_CODES[activation]
+    fast = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True)
+    mix = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True, series=False)
+    cross = ka.analytic_pair_kernels(X[::3].copy(), X, 1, code, 1.0, 0.0, False)
+    for a, b, c in zip(fast, mix, cross):
+        assert _err(a, b) <= 1e-11
+        assert _err(c, b[::3]) <= 1e-11
+    # the series serves every point in range (the mixture the pairs beyond its correlation levels)
+    var = kr._diag_pieces(X, 1, kr.as_activation(code), 1.0, 0.0, kr.SERIES, None)[0]
+    pieces = kr.series_pieces([var], 1, kr.as_activation(code))[0]
+    assert np.array_equal(np.isfinite(pieces.rinv[0]), var[0] <= kr.SERIES_MAX_VARIANCE)
+    assert (pieces.level_terms[0] > 0).sum() >= 5  # up to |rho| = 0.9 at variance 10 (tanh)
+
+
+@pytest.mark.parametrize("activation", SERIES)
+def test_series_matches_gauss_hermite_at_its_highest_order(activation):
+    # the old 2-D rule at 320 nodes a dimension, within its reach (tanh to 1e-9 up to variance 3)
+    smax = 3.0 if activation == "tanh" else 7.0
+    X = _points([0.05, 1.0, smax], RHOS[::3])
+    code = ACTIVATION_CODES[activation]
+    fast = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True)
+    quad = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True, quad_order=320)
+    for a, b in zip(fast, quad):
+        assert _err(a, b) <= 1e-8
+
+
+@pytest.mark.parametrize("activation", SERIES + ["gelu"])
+def test_maps_at_variance_10_match_nested_quadrature(activation):
+    # adaptive nested integration, ~1e-13, at the top of the range: nearly parallel and anti-parallel
+    X = _points([10.0], np.array([1.0, 0.97]))
+    code = ACTIVATION_CODES[activation]
+    nngp, ntk = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True)
+    for i, j in ((0, 1),):
+        s12 = X[i] @ X[j] / 2.0
+        e_phi, e_dphi = nested_quad_expectations(activation, 10.0, 10.0, s12)
+        assert abs(nngp[i, j] - e_phi) <= 1e-9 * max(1.0, abs(e_phi))
+        assert abs(ntk[i, j] - (e_phi + e_dphi * s12)) <= 1e-9 * max(1.0, abs(e_phi + e_dphi * s12))
+
+
+@pytest.mark.parametrize("activation", SERIES + ["gelu"])
+@pytest.mark.parametrize("depth", [1, 2, 5, 10])
+def test_deep_kernels_match_a_second_method(activation, depth):
+    # random directions, |x|^2 / d from 0.05 to 1.5, and weight scales that keep every variance in (0, 10]
+    rng = np.random.default_rng(depth)
+    X = rng.standard_normal((14, 4))
+    X *= np.sqrt(4.0 * np.linspace(0.05, 1.5, 14))[:, None] / np.linalg.norm(X, axis=1, keepdims=True)
+    X[3] = X[1]  # a duplicate
+    X[4] = X[1] * (1 + 1e-9)  # and a near-duplicate
+    sw, sb = {"tanh": (2.5, 0.3), "sigmoid": (3.0, 0.2), "softplus": (1.2, 0.2), "gelu": (1.3, 0.2)}[activation]
+    code = ACTIVATION_CODES[activation]
+    var = ka.analytic_diag(X, depth, code, sw, sb)[0]
+    assert var.max() <= 10.0
+    fast = ka.analytic_pair_kernels(X, X, depth, code, sw, sb, True)
+    if activation == "gelu":
+        ref = ka.analytic_pair_kernels(X, X, depth, code, sw, sb, True, force_quadrature=True)
+        tol = 1e-8  # the adaptive rule's own accuracy
+    else:
+        ref = ka.analytic_pair_kernels(X, X, depth, code, sw, sb, True, series=False)
+        tol = 1e-10
+    for a, b in zip(fast, ref):
+        assert _err(a, b) <= tol
+
+
+@pytest.mark.parametrize("activation", SERIES)
+def test_identical_points_are_exactly_the_diagonal_beside_served_pairs(activation):
+    # duplicates among points the series serves: their pairs are the per-point recursion's numbers
+    X = _points([0.3, 1.0, 4.0])
+    X = np.concatenate([X, X[[2, 5, 40]], -X[[7]]])
+    code = ACTIVATION_CODES[activation]
+    diag = ka.analytic_diag(X, 3, code, 1.4, 0.3)
+    sym = ka.analytic_pair_kernels(X, X, 3, code, 1.4, 0.3, True)
+    cross = ka.analytic_pair_kernels(X[::-1].copy(), X, 3, code, 1.4, 0.3, False)
+    n = X.shape[0]
+    for K, C, dg in zip(sym, cross, diag):
+        assert np.array_equal(np.diag(K), dg)
+        for i, j in ((2, n - 4), (5, n - 3), (40, n - 2)):
+            assert K[i, j] == K[j, i] == dg[i] == dg[j]
+            assert C[n - 1 - i, j] == C[n - 1 - j, i] == dg[i]
+        assert np.array_equal(np.diag(C[::-1]), dg)
+
+
+@pytest.mark.parametrize("activation", SERIES)
+def test_series_coefficients_match_an_independent_fine_rule(activation):
+    # A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!) on the full line, five times finer and wider,
+    # against the module's half-grid rule of the activation's odd (tanh, sigmoid) or even part
+    grid, half_w, psi, k_of, even = kr.hermite_series_rule(ACTIVATION_CODES[activation])
+    z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
+    w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    he = [w, z * w]
+    for k in range(1, int(k_of[-2])):
+        he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
+    he = np.array(he)
+    phi = PHI[activation]
+    for s in (0.01, 0.7, 3.0, 10.0):
+        full = he @ phi(math.sqrt(s) * z)  # every A_k, k = 0 ... k_max
+        x = math.sqrt(s) * grid
+        part = phi(x) - 0.5 * x if even else phi(x) - (0.5 if activation == "sigmoid" else 0.0)
+        got = psi @ part
+        # rounding of sums of ~2000 terms, relative to the largest coefficient
+        assert np.max(np.abs(got - full[k_of[:-1]])) <= 5e-14 * max(1.0, np.max(np.abs(full)))
+        # the indices the series leaves out are what the parity says: A_1 = sqrt(s)/2 for softplus,
+        # A_0 = 0 or 1/2 for tanh, sigmoid, and zero elsewhere
+        scale = max(1.0, np.max(np.abs(full)))
+        rest = np.delete(full, np.concatenate([[0, 1] if even else [0], k_of[:-1]]))
+        assert np.max(np.abs(rest)) <= 5e-14 * scale
+        if even:
+            assert abs(full[1] - 0.5 * math.sqrt(s)) <= 5e-14 * scale
+        else:
+            assert abs(full[0] - (0.5 if activation == "sigmoid" else 0.0)) <= 5e-14
+
+
+def test_gelu_closed_form_matches_gauss_hermite_at_its_highest_order():
+    X = _points([0.01, 0.5, 2.0, 7.0], RHOS[::2])
+    code = ACTIVATION_CODES["gelu"]
+    closed = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True)
+    quad = ka.analytic_pair_kernels(X, X, 1, code, 1.0, 0.0, True, force_quadrature=True, quad_order=320)
+    for a, b in zip(closed, quad):
+        assert _err(a, b) <= 1e-10
+
+
+def test_gp_kernel_gradients_of_tanh_follow_the_fast_kernel():
+    # the finite-difference gradient of the scikit-learn kernel differentiates the same values
+    from ntksolve.sklearn import NTKKernel
+
+    X = np.random.default_rng(3).standard_normal((9, 3))
+    kernel = NTKKernel(weight_std=1.1, bias_std=0.4, depth=2, activation="tanh")
+    K, grad = kernel(X, eval_gradient=True)
+    code = ACTIVATION_CODES["tanh"]
+    for col, (sw, sb) in enumerate(((1.1, 0.4 * math.exp(1e-5)), (1.1 * math.exp(1e-5), 0.4))):
+        up = ka.analytic_pair_kernels(X, X, 2, code, sw, sb, True, series=False)[1]
+        sw0, sb0 = (1.1, 0.4 * math.exp(-1e-5)) if col == 0 else (1.1 * math.exp(-1e-5), 0.4)
+        down = ka.analytic_pair_kernels(X, X, 2, code, sw0, sb0, True, series=False)[1]
+        assert _err(grad[:, :, col], (up - down) / 2e-5) <= 1e-6
+    assert _err(K, ka.analytic_pair_kernels(X, X, 2, code, 1.1, 0.4, True, series=False)[1]) <= 1e-11
