@@ -3,6 +3,8 @@ from ntksolve.nets.backprop import backward
 from ntksolve.nets.layers import (ACTIVATIONS, PARAMETERIZATIONS, PARAMETRIC_ACTIVATIONS, Activation, Dense,
                                   LayerScales)
 from ntksolve.nets.mlp import MLP, forward
+from ntksolve.nets.layer_protocol import KernelState, Layer
+from ntksolve.nets.network import Network
 
-__all__ = ["MLP", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "PARAMETERIZATIONS",
+__all__ = ["MLP", "Network", "Layer", "KernelState", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "PARAMETERIZATIONS",
            "forward", "backward"]

@@ -1,0 +1,151 @@
+"""Kernels of a :class:`~ntksolve.nets.network.Network` at finite width: empirical NTK, NNGP, Jacobian.
+
+The NTK is the sum over the network's parametrised leaves of their structured terms
+(:meth:`~ntksolve.nets.layer_protocol.Layer.ntk_term`: products of the backpropagated signals and
+the layers' inputs between two blocks of examples), never the ``N x P`` Jacobian; symmetric kernels
+are computed on one triangle of tiles and mirrored, as :func:`ntksolve.kernels.empirical.empirical_ntk`
+does for the MLP. A network that is an MLP (:meth:`Network.as_mlp`) runs on the MLP's path.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Optional
+
+import numpy as np
+
+from ntksolve import _config
+from ntksolve._jit import empirical as _jit
+from ntksolve._validation import check_memory
+from ntksolve.nets.network import Network, backward, check_network, forward, prepare_inputs
+
+
+def _features(net, params, X):
+    f, caches = forward(net, params, X, keep=True)
+    signals = backward(net, params, caches)
+    return [(leaf, p, (cache, g)) for leaf, p, cache, g in signals]
+
+
+def _accumulate(theta, FI, FJ, trace, lower):
+    for n, (leaf, p, I) in enumerate(FI):
+        leaf.ntk_term(p, I, None if FJ is None else FJ[n][2], theta, trace, lower)
+
+
+def _tile_into(theta, box, FI, FJ, trace, lower):
+    I0, I1, J0, J1 = box
+    if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
+        _accumulate(theta, FI, FJ, trace, lower)
+        return
+    buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
+    _accumulate(buf, FI, FJ, trace, lower)
+    theta[I0:I1, J0:J1] = buf
+
+
+def _block_rows(net, shape, k, itemsize, n_rows, block_size):
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size <= 0:
+            raise ValueError(f"block_size must be a positive int (rows of inputs per block) or None, got {block_size!r}")
+        return int(min(block_size, n_rows))
+    # every boundary's features, a derivative and k signals per row: a generous estimate
+    per_row = itemsize * sum((2 + 2 * k) * int(np.prod(s)) for s in net.shapes(shape))
+    return int(max(1, min(n_rows, _config.EMPIRICAL_BLOCK_BYTES // max(per_row, 1))))
+
+
+def network_empirical_ntk(net: Network, params, X1, X2=None, *, trace: bool = True,
+                          block_size: Optional[int] = None) -> np.ndarray:
+    """The empirical NTK of a :class:`~ntksolve.nets.network.Network` (see :func:`ntksolve.empirical_ntk`).
+
+    Parameters
+    ----------
+    net : Network
+    params : list, from ``net.init``
+    X1 : array_like, shape (N1, *input_shape)
+    X2 : array_like, shape (N2, *input_shape), optional (defaults to ``X1``: symmetric)
+    trace : bool, default True
+        The mean over outputs ``(N1, N2)``, or the full kernel ``(N1, N2, k, k)``.
+    block_size : int, optional
+        Rows of inputs whose caches and signals are held at once.
+
+    Returns
+    -------
+    theta : ndarray, shape (N1, N2) or (N1, N2, k, k), in the parameters' dtype
+    """
+    net = check_network(net)
+    X1, dt = prepare_inputs(net, params, X1, "X1")
+    shape = X1.shape[1:]
+    symmetric = X2 is None
+    if not symmetric:
+        X2, _ = prepare_inputs(net, params, X2, "X2", input_shape=shape)
+    N1 = X1.shape[0]
+    N2 = N1 if symmetric else X2.shape[0]
+    k = net.n_outputs(shape)
+    out_shape = (N1, N2) if trace else (N1, N2, k, k)
+    check_memory(out_shape, dt, what="empirical NTK", hint="use trace=True or fewer inputs" if not trace
+                 else "use fewer inputs")
+    bs = _block_rows(net, shape, k, dt.itemsize, max(N1, N2), block_size)
+    theta = np.zeros(out_shape, dtype=dt)
+    starts1 = list(range(0, N1, bs))
+    if symmetric:
+        for I0 in starts1:
+            I1 = min(I0 + bs, N1)
+            FI = _features(net, params, X1[I0:I1])
+            for J0 in starts1:
+                if J0 >= I0:
+                    break
+                J1 = min(J0 + bs, N1)
+                _tile_into(theta, (I0, I1, J0, J1), FI, _features(net, params, X1[J0:J1]), trace, False)
+            _tile_into(theta, (I0, I1, I0, I1), FI, None, trace, True)
+        (_jit.mirror_lower_traced if trace else _jit.mirror_lower_full)(theta)
+        return theta
+    starts2 = list(range(0, N2, bs))
+    F2 = _features(net, params, X2) if len(starts2) == 1 else None
+    for I0 in starts1:
+        I1 = min(I0 + bs, N1)
+        FI = _features(net, params, X1[I0:I1])
+        for J0 in starts2:
+            J1 = min(J0 + bs, N2)
+            FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1])
+            _tile_into(theta, (I0, I1, J0, J1), FI, FJ, trace, False)
+    return theta
+
+
+def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
+    """The readout's input kernel ``ws^2 <h, h'> + bs^2`` of a network ending in a Dense, ``(N1, N2)``."""
+    net = check_network(net)
+    from ntksolve.nets.dense_layers import DenseLayer
+
+    last = net.layers[-1]
+    if not isinstance(last, DenseLayer):
+        raise ValueError(f"the empirical NNGP is the kernel of the readout's inputs, so the network must end "
+                         f"with a Dense layer; it ends with {last.name}")
+    X1, dt = prepare_inputs(net, params, X1, "X1")
+    shape = X1.shape[1:]
+    s = last.scales(net.shapes(shape)[-2])
+
+    def readout_inputs(X):
+        return forward(net, params, X, keep=True)[1][-1]
+
+    h1 = readout_inputs(X1)
+    if X2 is None:
+        K = np.dot(h1, h1.T)
+    else:
+        X2, _ = prepare_inputs(net, params, X2, "X2", input_shape=shape)
+        K = np.dot(h1, readout_inputs(X2).T)
+    K *= s.weight ** 2
+    K += s.bias ** 2
+    return K
+
+
+def network_jacobian(net: Network, params, X) -> np.ndarray:
+    """The explicit Jacobian ``(N, k, P)`` of a network, columns in :meth:`Network.flatten_params` order."""
+    net = check_network(net)
+    X, dt = prepare_inputs(net, params, X)
+    shape = X.shape[1:]
+    N, k, P = X.shape[0], net.n_outputs(shape), net.n_params(shape)
+    check_memory((N, k, P), dt, what="Jacobian", hint="use empirical_ntk, which never forms it")
+    _, caches = forward(net, params, X, keep=True)
+    signals = backward(net, params, caches)
+    cols = [leaf.jacobian(p, cache, g) for leaf, p, cache, g in reversed(signals)]
+    return np.concatenate(cols, axis=2) if len(cols) > 1 else cols[0]
+
+
+__all__ = ["network_empirical_ntk", "network_empirical_nngp", "network_jacobian"]

@@ -1,0 +1,85 @@
+"""Network of Dense and activation layers: kernels against an explicit Jacobian, and the MLP."""
+import numpy as np
+import pytest
+
+from ntksolve import MLP, empirical_ntk, jacobian
+from ntksolve.kernels.network_empirical import network_empirical_nngp, network_empirical_ntk, network_jacobian
+from ntksolve.nets.layers import Activation, Dense
+from ntksolve.nets.network import Network
+
+
+def _fd_jacobian(net, params, X, eps=1e-6):
+    """Central differences of f by the flattened (trained = stored in NTK parameterisation) parameters."""
+    theta = net.flatten_params(params)
+    cols = []
+    for p in range(theta.size):
+        e = np.zeros_like(theta)
+        e[p] = eps
+        fp = net.apply(net.unflatten_params(theta + e, X.shape[1:]), X)
+        fm = net.apply(net.unflatten_params(theta - e, X.shape[1:]), X)
+        cols.append((fp - fm) / (2 * eps))
+    return np.stack(cols, axis=2)
+
+
+PER_LAYER = [Dense(6, 1.5, 0.3), "tanh", Dense(5, 0.7, bias=False), Activation("leaky_relu(0.2)"),
+             Dense(2, 1.1, 0.5)]
+
+
+def test_per_layer_network_jacobian_matches_finite_differences():
+    net = Network(PER_LAYER)
+    X = np.random.default_rng(0).standard_normal((4, 3))
+    params = net.init(3, random_state=1)
+    J = network_jacobian(net, params, X)
+    assert J.shape == (4, 2, net.n_params(3))
+    np.testing.assert_allclose(J, _fd_jacobian(net, params, X), atol=1e-7)
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_per_layer_network_ntk_is_jacobian_gram(parameterization):
+    net = Network(PER_LAYER, parameterization=parameterization)
+    rng = np.random.default_rng(2)
+    X, Z = rng.standard_normal((5, 3)), rng.standard_normal((3, 3))
+    params = net.init(3, random_state=3)
+    JX, JZ = network_jacobian(net, params, X), network_jacobian(net, params, Z)
+    full = np.einsum("iap,jbp->ijab", JX, JX)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), full, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, X), np.einsum("ijaa->ij", full) / 2, atol=1e-11)
+    cross = np.einsum("iap,jbp->ijab", JX, JZ)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, X, Z, trace=False, block_size=2), cross,
+                               atol=1e-11)
+
+
+def test_mlp_as_network_gives_the_mlp_kernels():
+    mlp = MLP((7, 5), "erf", 1.3, 0.2, n_outputs=3, bias=(True, False, True))
+    net = Network.from_mlp(mlp)
+    assert net.as_mlp() == mlp
+    X = np.random.default_rng(4).standard_normal((6, 4))
+    p = mlp.init(4, random_state=0)
+    q = Network.params_from_mlp(p)
+    assert Network.params_to_mlp(q) == [tuple(pair) for pair in p]
+    np.testing.assert_allclose(network_empirical_ntk(net, q, X, trace=False), empirical_ntk(mlp, p, X, trace=False),
+                               rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(network_jacobian(net, q, X), jacobian(mlp, p, X), rtol=1e-14, atol=1e-15)
+    from ntksolve import empirical_nngp
+    np.testing.assert_allclose(network_empirical_nngp(net, q, X), empirical_nngp(mlp, p, X), rtol=1e-14)
+    np.testing.assert_array_equal(net.apply(q, X), mlp.apply(p, X))
+
+
+def test_network_spec_value_semantics_and_errors():
+    net = Network(PER_LAYER)
+    assert Network.from_config(net.get_config()) == net
+    assert hash(Network.from_config(net.get_config())) == hash(net)
+    assert "Dense(5" in repr(net)
+    assert Network(PER_LAYER[:-1] + [Dense(3)]) != net
+    assert Network.from_mlp(MLP((4,), "relu", 1.2, 0.1, "standard")).as_mlp() == MLP((4,), "relu", 1.2, 0.1, "standard")
+    assert Network([Dense(4, 1.0), "relu", Dense(1, 2.0)]).as_mlp() is None
+    with pytest.raises(ValueError, match="Flatten"):
+        net.init((3, 3))
+    with pytest.raises(ValueError, match="no parameters"):
+        Network(["relu"])
+    with pytest.raises(TypeError, match="network layer"):
+        Network([Dense(2), 3])
+    with pytest.raises(ValueError, match="one parameterisation"):
+        Network([Dense(2, parameterization="standard")])
+    with pytest.raises(ValueError, match="per-example shape"):
+        network_empirical_ntk(net, net.init(3), np.ones((2, 4)))
