@@ -212,26 +212,6 @@ def pair_rows(X1, X2, V1, V2, symmetric, kinds, geo, wb, codes, prms, C0, S0, s_
                 ntk[j, i] = t
 
 
-@njit(cache=True, error_model="numpy")
-def dense_activation(nngp, ntk, var1, var2, code, prm):
-    """In place, the activation map of flat features: ``nngp <- E[phi phi]``, ``ntk <- ntk E[phi' phi']``
-    (variances ``var1[i]``, ``var2[j]``)."""
-    for i in range(nngp.shape[0]):
-        for j in range(nngp.shape[1]):
-            e, ed = closed_form_expectations(code, prm, var1[i], var2[j], nngp[i, j])
-            nngp[i, j] = e
-            ntk[i, j] *= ed
-
-
-@njit(cache=True, error_model="numpy")
-def diagonal_activation(var, code, prm):
-    """``E[phi(u)^2]`` for ``u ~ N(0, var[i])``: the variances after an activation."""
-    out = np.empty_like(var)
-    for i in range(var.shape[0]):
-        out[i] = closed_form_expectations(code, prm, var[i], var[i], var[i])[0]
-    return out
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def self_pairs(X, V, kinds, geo, wb, codes, prms, C0, S0, s_max, full, out, start, step):
     """``out[i]``: the prefix's NNGP of every ``step``-th input from ``start`` with itself."""

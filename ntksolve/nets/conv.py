@@ -27,6 +27,8 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from ntksolve._jit import conv as _jit
+from ntksolve.nets.conv_kernel import conv_map
+from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import Dense, LayerScales, check_width
 
 PADDINGS = ("valid", "same")
@@ -70,25 +72,37 @@ def _ints(value, n: int, what: str, *, minimum: int) -> Tuple[int, ...]:
     return tuple(int(v) for v in out)
 
 
-class Conv:
-    """A convolution of ``channels`` outputs over 1-D signals or 2-D images.
+@register_layer
+class Conv(Layer):
+    """A convolution of ``channels`` outputs over 1-D signals or 2-D images (module docstring).
 
     Parameters
     ----------
     channels : int
         Output channels.
     kernel_size : int or tuple of 1 or 2 ints
-        ``k`` or ``(k,)`` for a 1-D convolution, ``(kh, kw)`` for a 2-D one (use :class:`Conv2D`
-        for a square kernel given as one int).
+        ``k`` or ``(k,)`` for a 1-D convolution, ``(kh, kw)`` for a 2-D one (:class:`Conv2D` takes a
+        square kernel as one int).
     stride : int or tuple, default 1
     padding : {"valid", "same"} or int or tuple, default "valid"
         Zeros added on each side of each spatial axis; ``"same"`` keeps the size (stride 1 only;
         an even kernel gets the extra zero at the end, as PyTorch and XLA do).
     weight_std, bias_std, parameterization, bias
-        As for :class:`~ntksolve.nets.layers.Dense` (fan-in ``C_in kh kw``).
+        As for :class:`~ntksolve.nets.layers.Dense` (fan-in ``C_in kh kw``); in a
+        :class:`~ntksolve.nets.network.Network` the network's parameterisation applies.
+
+    Examples
+    --------
+    >>> from ntksolve.nets.network import Network
+    >>> from ntksolve.nets.layers import Dense
+    >>> from ntksolve.nets.pooling import GlobalAvgPool
+    >>> net = Network([Conv2D(16, 3, padding="same"), "relu", GlobalAvgPool(), Dense(10)])
+    >>> net.shapes((8, 8, 1))[-1]
+    (10,)
     """
 
-    __slots__ = ("channels", "kernel_size", "stride", "padding", "ndim", "dense")
+    has_params = True
+    name = "Conv"
 
     def __init__(self, channels: int, kernel_size, stride=1, padding="valid", weight_std: float = 1.0,
                  bias_std: float = 0.0, parameterization: str = "ntk", *, bias: bool = True) -> None:
@@ -113,46 +127,72 @@ class Conv:
         else:
             padding = _ints(padding, ndim, "padding", minimum=0)
         self.padding = padding
-        self.dense = Dense(check_width(channels, "channels"), weight_std, bias_std, parameterization, bias=bias)
-        self.channels = self.dense.width
+        self.spec = Dense(check_width(channels, "channels"), weight_std, bias_std, parameterization, bias=bias)
+        self.channels = self.spec.width
+        self._geo = {}
 
-    # the dense layer's description, shared
-    weight_std = property(lambda self: self.dense.weight_std)
-    bias_std = property(lambda self: self.dense.bias_std)
-    parameterization = property(lambda self: self.dense.parameterization)
-    bias = property(lambda self: self.dense.bias)
-    has_infinite_width_limit = property(lambda self: self.dense.has_infinite_width_limit)
-    stores_trained_bias = property(lambda self: self.dense.stores_trained_bias)
-    forward_bias_std = property(lambda self: self.dense.forward_bias_std)
+    # the dense layer on each patch decides the parameterisation and the scales
+    weight_std = property(lambda self: self.spec.weight_std)
+    bias_std = property(lambda self: self.spec.bias_std)
+    parameterization = property(lambda self: self.spec.parameterization)
+    bias = property(lambda self: self.spec.bias)
+    stores_trained_bias = property(lambda self: self.spec.stores_trained_bias)
+    forward_bias_std = property(lambda self: self.spec.forward_bias_std)
+
+    @property
+    def has_infinite_width_limit(self) -> bool:
+        return self.spec.has_infinite_width_limit
 
     def __repr__(self) -> str:
-        d = self.dense
+        d = self.spec
         ks = self.kernel_size[0] if self.ndim == 1 else self.kernel_size
         return (f"Conv({self.channels}, {ks!r}, stride={self.stride!r}, padding={self.padding!r}, "
                 f"weight_std={d.weight_std}, bias_std={d.bias_std}, parameterization={d.parameterization!r}"
                 f"{'' if d.bias else ', bias=False'})")
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Conv) and repr(other) == repr(self)
-
-    def __hash__(self) -> int:
-        return hash(repr(self))
-
     def get_config(self) -> dict:
-        """The constructor arguments (JSON-serialisable)."""
-        d = self.dense
-        return {"channels": self.channels, "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+        """The constructor arguments (JSON-serialisable), with ``"type": "Conv"``."""
+        d = self.spec
+        return {"type": "Conv", "channels": self.channels, "kernel_size": list(self.kernel_size),
+                "stride": list(self.stride),
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
                 "weight_std": d.weight_std, "bias_std": d.bias_std, "parameterization": d.parameterization,
                 "bias": d.bias}
+
+    @classmethod
+    def from_config(cls, cfg):
+        cfg = dict(cfg)
+        pad = cfg.pop("padding")
+        return cls(cfg.pop("channels"), tuple(cfg.pop("kernel_size")), tuple(cfg.pop("stride")),
+                   pad if isinstance(pad, str) else tuple(pad), **{k: cfg[k] for k in ("weight_std", "bias_std",
+                                                                                      "parameterization")},
+                   bias=cfg.get("bias", True))
+
+    def bind(self, parameterization: str) -> "Conv":
+        if self.parameterization == parameterization:
+            return self
+        if self.parameterization != "ntk":
+            raise ValueError(f"{self!r} asks for parameterization={self.parameterization!r}, but the network's is "
+                             f"{parameterization!r}: a network has one parameterisation; set it on the Network")
+        cfg = self.get_config()
+        cfg["parameterization"] = parameterization
+        return Conv.from_config({k: v for k, v in cfg.items() if k != "type"})
 
     # -- shapes ------------------------------------------------------------------------------
     def geometry(self, in_shape) -> Geometry:
         """The :class:`Geometry` on inputs of shape ``(H, W, C)`` (2-D) or ``(T, C)`` (1-D)."""
         in_shape = tuple(int(s) for s in in_shape)
+        geo = self._geo.get(in_shape)
+        if geo is None:
+            geo = self._geo[in_shape] = self._geometry(in_shape)
+        return geo
+
+    def _geometry(self, in_shape) -> Geometry:
         if len(in_shape) != self.ndim + 1:
-            raise ValueError(f"a {self.ndim}-D convolution takes inputs of shape "
-                             f"{'(H, W, C)' if self.ndim == 2 else '(T, C)'}, got shape {in_shape}")
+            raise ValueError(f"a {self.ndim}-D convolution takes inputs of per-example shape "
+                             f"{'(H, W, C)' if self.ndim == 2 else '(T, C)'}, got {in_shape}"
+                             + ("; reshape flat rows to (N, H, W, C) (or (N, T, C)), channels last"
+                                if len(in_shape) == 1 else ""))
         spatial, C = in_shape[:-1], in_shape[-1]
         geo = []
         for axis, (n, k, s) in enumerate(zip(spatial, self.kernel_size, self.stride)):
@@ -184,53 +224,127 @@ class Conv:
     def param_shapes(self, in_shape):
         """``(W.shape, b.shape)``: ``(channels, C_in, kh, kw)`` (1-D: ``(channels, C_in, k)``) and
         ``(channels,)`` (``(0,)`` without a bias)."""
+        self.geometry(in_shape)
         C = int(in_shape[-1])
         return (self.channels, C) + self.kernel_size, ((self.channels if self.bias else 0),)
 
     def scales(self, in_shape) -> LayerScales:
         """The :class:`~ntksolve.nets.layers.LayerScales` of the dense layer on each patch."""
-        return self.dense.scales(self.geometry(in_shape).fan_in)
+        return self.spec.scales(self.geometry(in_shape).fan_in)
 
     # -- passes ------------------------------------------------------------------------------
-    def patches(self, h: np.ndarray, geo: Geometry) -> np.ndarray:
-        """The patch matrix of a batch ``h`` (``(N,) + in_shape``): ``(N, oh ow, C kh kw)``."""
-        h4 = h.reshape(h.shape[0], geo.H, geo.W, geo.C)
-        out = np.empty((h.shape[0], geo.n_out, geo.fan_in), dtype=h.dtype)
-        _jit.im2col(np.ascontiguousarray(h4), geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out)
-        return out
-
-    def pre_activation(self, W, b, cols: np.ndarray, scales: LayerScales) -> np.ndarray:
-        """``z = ws cols W^T + bs b``, shape ``(N, oh ow, channels)``, from :meth:`patches`."""
-        Wm = W.reshape(W.shape[0], -1)
-        z = np.dot(cols, Wm.T)
-        z *= scales.weight
+    def forward(self, params, x, keep):
+        """``(y, cache)``: ``y`` ``(B, *output_shape)``; the cache holds the patches ``(B, S, F)``."""
+        W, b = params
+        in_shape = x.shape[1:]
+        geo = self.geometry(in_shape)
+        s = self.scales(in_shape)
+        B = x.shape[0]
+        cols = np.empty((B, geo.n_out, geo.fan_in), dtype=x.dtype)
+        _jit.im2col(np.ascontiguousarray(x).reshape(B, geo.H, geo.W, geo.C), geo.kh, geo.kw, geo.sh, geo.sw,
+                    geo.ph, geo.pw, geo.oh, geo.ow, cols)
+        y = np.dot(cols, W.reshape(W.shape[0], -1).T)  # (B, S, channels): one GEMM over every patch
+        y *= s.weight
         if self.bias:
-            z += scales.bias * b
-        return z
+            y += s.bias * b
+        return y.reshape((B,) + self.output_shape(in_shape)), (_ConvCache(cols, in_shape) if keep else None)
 
-    def pull_back(self, W, g: np.ndarray, geo: Geometry, ws: float) -> np.ndarray:
-        """``d/dh`` of ``sum <g, z>`` for seeds ``g`` of shape ``(M, oh ow, channels)``:
-        ``ws`` times the transposed convolution, shape ``(M, H, W, C)``."""
-        cols = np.dot(g, W.reshape(W.shape[0], -1))
-        if ws != 1.0:
-            cols *= ws
-        out = np.empty((g.shape[0], geo.H, geo.W, geo.C), dtype=g.dtype)
+    def backward(self, params, cache, g, signals, want_input=True):
+        signals.append((self, params, cache, g))
+        if not want_input:
+            return None
+        W = params[0]
+        geo = self.geometry(cache.shape)
+        if g is None:
+            g = identity_seed(cache.cols.shape[0], self.output_shape(cache.shape), cache.cols.dtype)
+        B, m = g.shape[:2]
+        cols = np.dot(g.reshape(B * m, geo.n_out, self.channels), W.reshape(W.shape[0], -1))
+        cols *= W.dtype.type(self.scales(cache.shape).weight)
+        out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=cols.dtype)
         _jit.col2im(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out)
-        return out
+        return out.reshape((B, m) + tuple(cache.shape))
 
-    @staticmethod
-    def weight_gradients(g: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """``sum_p g[i, m, p, :] cols[i, p, :]^T`` for seeds ``g`` ``(N, m, oh ow, channels)``:
-        the per-example, per-seed weight gradient before its scale, ``(N, m, channels, C kh kw)``."""
-        N, m, S, Co = g.shape
-        # (N, m Co, S) @ (N, S, F): one batched GEMM per input
-        return np.matmul(g.transpose(0, 1, 3, 2).reshape(N, m * Co, S), cols).reshape(N, m, Co, cols.shape[2])
+    def _signal(self, cache, g):
+        """``g`` as ``(B, m, S, channels)`` (the identity formed if None)."""
+        if g is None:
+            g = identity_seed(cache.cols.shape[0], self.output_shape(cache.shape), cache.cols.dtype)
+        return g.reshape(g.shape[0], g.shape[1], -1, self.channels)
+
+    def _gradients(self, cache, g):
+        """Per example and seed, the weight products ``sum_p g_p P_p^T`` ``(B, m, channels F)`` and the
+        bias products ``sum_p g_p`` ``(B, m, channels)`` (None without a bias); kept on the cache
+        for the tiles that reuse them."""
+        memo = cache.memo
+        if memo is None or memo[0] is not g:
+            g4 = self._signal(cache, g)
+            B, m, S, Co = g4.shape
+            # (B, m Co, S) @ (B, S, F): one batched GEMM
+            GW = np.matmul(g4.transpose(0, 1, 3, 2).reshape(B, m * Co, S), cache.cols).reshape(B, m, -1)
+            Gb = g4.sum(axis=2) if self.bias else None
+            memo = cache.memo = (g, GW, Gb)
+        return memo[1], memo[2]
+
+    def ntk_term(self, params, I, J, theta, trace, lower):
+        """``c <G, G'> + beta <s, s'>`` between two blocks (module docstring of
+        :mod:`ntksolve.nets.conv`), added into ``theta``."""
+        c, beta = self.scales(I[0].shape).ntk_coefficients
+        GI, bI = self._gradients(*I)
+        GJ, bJ = (None, None) if J is None else self._gradients(*J)
+        for coef, A, Bm in ((c, GI, GJ), (beta, bI, bJ)):
+            if A is None or coef == 0.0:
+                continue
+            Bm = A if Bm is None else Bm
+            BI, m, P = A.shape
+            if trace:  # the mean over the m = k outputs of <G_a, G'_a>
+                G = np.dot(A.reshape(BI, m * P), Bm.reshape(Bm.shape[0], m * P).T)
+                G *= coef / m
+                theta += G
+            else:
+                G = np.dot(A.reshape(BI * m, P), Bm.reshape(-1, P).T)
+                G *= coef
+                theta += G.reshape(BI, m, Bm.shape[0], m).transpose(0, 2, 1, 3)
+
+    def products(self, params, cache, g):
+        """``(G_W, G_b)`` shaped like ``(W, b)`` for a seed ``g`` ``(B, 1, *output_shape)``: one GEMM
+        of the signals and patches over every example and position."""
+        W = params[0]
+        F = cache.cols.shape[2]
+        g2 = g.reshape(-1, self.channels)
+        GW = np.dot(g2.T, cache.cols.reshape(-1, F)).reshape(W.shape)
+        return GW, (g2.sum(axis=0) if self.bias else np.zeros(0, dtype=g.dtype))
+
+    def jacobian(self, params, cache, g):
+        s = self.scales(cache.shape)
+        g4 = self._signal(cache, g)
+        B, m = g4.shape[:2]
+        cache.memo = None
+        GW, Gb = self._gradients(cache, g)
+        cols = [s.grad_weight * GW]
+        if self.bias:
+            cols.append(s.grad_bias * Gb)
+        cache.memo = None
+        return np.concatenate(cols, axis=2).reshape(B, m, -1)
+
+    def analytic(self, state: KernelState) -> KernelState:
+        """Records the convolution on the state's spatial covariances (:mod:`ntksolve.nets.conv_kernel`),
+        computed per pair of inputs at the pooling or flatten that ends the convolutions."""
+        return conv_map(self, state)
+
+
+class _ConvCache:
+    """A convolution's cache: the patches ``cols`` ``(B, S, F)``, the per-example input ``shape``,
+    and the gradient products of the last signal seen (:meth:`Conv._gradients`)."""
+
+    __slots__ = ("cols", "shape", "memo")
+
+    def __init__(self, cols, shape):
+        self.cols = cols
+        self.shape = tuple(shape)
+        self.memo = None
 
 
 class Conv1D(Conv):
     """:class:`Conv` over 1-D signals ``(T, C)``: ``kernel_size``, ``stride``, ``padding`` are ints."""
-
-    __slots__ = ()
 
     def __init__(self, channels: int, kernel_size: int, stride=1, padding="valid", weight_std: float = 1.0,
                  bias_std: float = 0.0, parameterization: str = "ntk", *, bias: bool = True) -> None:
@@ -241,80 +355,10 @@ class Conv1D(Conv):
 class Conv2D(Conv):
     """:class:`Conv` over images ``(H, W, C)``; an int ``kernel_size`` is a square kernel."""
 
-    __slots__ = ()
-
     def __init__(self, channels: int, kernel_size, stride=1, padding="valid", weight_std: float = 1.0,
                  bias_std: float = 0.0, parameterization: str = "ntk", *, bias: bool = True) -> None:
         super().__init__(channels, _ints(kernel_size, 2, "kernel_size", minimum=1), stride, padding, weight_std,
                          bias_std, parameterization, bias=bias)
 
 
-class GlobalAvgPool:
-    """The mean over every spatial position: ``(..., C) -> (C,)``. No parameters."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "GlobalAvgPool()"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, GlobalAvgPool)
-
-    def __hash__(self) -> int:
-        return hash("GlobalAvgPool")
-
-    def get_config(self) -> dict:
-        return {}
-
-    def output_shape(self, in_shape) -> Tuple[int, ...]:
-        _check_spatial(self, in_shape)
-        return (int(in_shape[-1]),)
-
-    @staticmethod
-    def apply(h: np.ndarray) -> np.ndarray:
-        """``(N, S..., C) -> (N, C)``."""
-        N, C = h.shape[0], h.shape[-1]
-        return h.reshape(N, -1, C).mean(axis=1)
-
-    @staticmethod
-    def pull_back(g: np.ndarray, in_shape) -> np.ndarray:
-        """Seeds ``(M, C)`` to ``(M, S, C)``: each position gets ``1/S`` of its channel's seed."""
-        S = int(np.prod(in_shape[:-1]))
-        out = np.empty((g.shape[0], S, g.shape[1]), dtype=g.dtype)
-        out[...] = (g * (1.0 / S))[:, None, :]
-        return out
-
-
-class Flatten:
-    """Spatial positions and channels as one vector: ``(..., C) -> (S C,)``, row-major (channels
-    fastest). PyTorch's ``nn.Flatten`` on ``NCHW`` orders channels slowest: the import permutes the
-    following ``Linear``'s columns. No parameters."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "Flatten()"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Flatten)
-
-    def __hash__(self) -> int:
-        return hash("Flatten")
-
-    def get_config(self) -> dict:
-        return {}
-
-    def output_shape(self, in_shape) -> Tuple[int, ...]:
-        _check_spatial(self, in_shape)
-        return (int(np.prod(in_shape)),)
-
-
-def _check_spatial(layer, in_shape) -> None:
-    if len(in_shape) < 2:
-        raise ValueError(f"{layer!r} takes spatial inputs (T, C) or (H, W, C), got shape {tuple(in_shape)}; "
-                         f"it belongs after a convolution")
-
-
-SPATIAL_LAYERS = (Conv, GlobalAvgPool, Flatten)
-
-__all__ = ["Conv", "Conv1D", "Conv2D", "GlobalAvgPool", "Flatten", "Geometry", "PADDINGS", "SPATIAL_LAYERS"]
+__all__ = ["Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]
