@@ -157,7 +157,7 @@ class DenseLayer(Layer):
         T = state.ntk * sw2
         T += K
         return state.replace(nngp=K, ntk=T, var1=sw2 * state.var1 + sb2, var2=sw2 * state.var2 + sb2,
-                             shape=(self.spec.width,), at_input=False)
+                             shape=(self.spec.width,), at_input=False, gaussian=True, inputs=None)
 
 
 @register_layer

@@ -99,6 +99,12 @@ class KernelState:
         The per-example shape of the features (a layer that needs a flat input checks it).
     at_input : bool
         No parametrised layer has acted yet: the features are the exact inputs, not Gaussian.
+    gaussian : bool
+        The features are mean-zero Gaussian processes (the output of a Dense, of a normalisation or
+        sum of such): what an activation's and a normalisation's maps need.
+    inputs : (ndarray, ndarray) or None
+        The exact inputs ``(X1, X2)`` ``(N, *shape)`` of the first parametrised layer (while
+        ``at_input``), for layers whose first map needs more than ``<x, x'> / d`` (convolutions).
     expect : callable or None
         ``expect(activation, state) -> state``, the element-wise activation map (Gaussian
         expectations), supplied by the driver that builds the state
@@ -113,6 +119,8 @@ class KernelState:
     shape: Shape
     at_input: bool = False
     expect: object = None
+    gaussian: bool = False
+    inputs: object = None
 
     def replace(self, **changes) -> "KernelState":
         return replace(self, **changes)

@@ -33,9 +33,9 @@ from ntksolve.nets.layers import PARAMETERIZATIONS, Activation, Dense
 from ntksolve.nets.mlp import MLP, _as_generator
 
 
-def as_layer(spec, parameterization: str = "ntk") -> Layer:
+def as_layer(spec, parameterization=None) -> Layer:
     """The protocol layer of ``spec`` (a Layer, a Dense, an Activation or a spelling), bound to
-    ``parameterization``."""
+    ``parameterization`` when one is given."""
     if isinstance(spec, Layer):
         layer = spec
     elif isinstance(spec, Dense):
@@ -45,7 +45,7 @@ def as_layer(spec, parameterization: str = "ntk") -> Layer:
     else:
         raise TypeError(f"a network layer must be a Dense, an activation (e.g. 'relu'), a Residual, a "
                         f"LayerNorm or another ntksolve Layer, got {type(spec).__name__} {spec!r}")
-    return layer.bind(parameterization)
+    return layer if parameterization is None else layer.bind(parameterization)
 
 
 def as_shape(input_shape) -> Tuple[int, ...]:
@@ -321,7 +321,7 @@ class Network:
 def _with_bias_std_one(layer):
     if isinstance(layer, DenseLayer) and not layer.spec.stores_trained_bias:
         s = layer.spec
-        return Dense(s.width, s.weight_std, 1.0, s.parameterization, bias=s.bias)
+        return DenseLayer(Dense(s.width, s.weight_std, 1.0, s.parameterization, bias=s.bias))
     if hasattr(layer, "map_layers"):
         return layer.map_layers(_with_bias_std_one)
     return layer
