@@ -222,11 +222,12 @@ class Conv(Layer):
         return (g.oh, g.ow, self.channels) if self.ndim == 2 else (g.ow, self.channels)
 
     def param_shapes(self, in_shape):
-        """``(W.shape, b.shape)``: ``(channels, C_in, kh, kw)`` (1-D: ``(channels, C_in, k)``) and
-        ``(channels,)`` (``(0,)`` without a bias)."""
-        self.geometry(in_shape)
-        C = int(in_shape[-1])
-        return (self.channels, C) + self.kernel_size, ((self.channels if self.bias else 0),)
+        """``(W.shape, b.shape) = ((channels, C_in kh kw), (channels,))`` (``(0,)`` without a bias).
+
+        ``W`` is the dense layer on each patch: row ``c_out`` lists ``(c_in, dy, dx)`` row-major,
+        PyTorch's ``weight.reshape(channels, -1)`` (the import and export reshape)."""
+        geo = self.geometry(in_shape)
+        return (self.channels, geo.fan_in), ((self.channels if self.bias else 0),)
 
     def scales(self, in_shape) -> LayerScales:
         """The :class:`~ntksolve.nets.layers.LayerScales` of the dense layer on each patch."""
@@ -243,7 +244,7 @@ class Conv(Layer):
         cols = np.empty((B, geo.n_out, geo.fan_in), dtype=x.dtype)
         _jit.im2col(np.ascontiguousarray(x).reshape(B, geo.H, geo.W, geo.C), geo.kh, geo.kw, geo.sh, geo.sw,
                     geo.ph, geo.pw, geo.oh, geo.ow, cols)
-        y = np.dot(cols, W.reshape(W.shape[0], -1).T)  # (B, S, channels): one GEMM over every patch
+        y = np.dot(cols, W.T)  # (B, S, channels): one GEMM over every patch
         y *= s.weight
         if self.bias:
             y += s.bias * b
@@ -258,7 +259,7 @@ class Conv(Layer):
         if g is None:
             g = identity_seed(cache.cols.shape[0], self.output_shape(cache.shape), cache.cols.dtype)
         B, m = g.shape[:2]
-        cols = np.dot(g.reshape(B * m, geo.n_out, self.channels), W.reshape(W.shape[0], -1))
+        cols = np.dot(g.reshape(B * m, geo.n_out, self.channels), W)
         cols *= W.dtype.type(self.scales(cache.shape).weight)
         out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=cols.dtype)
         _jit.col2im(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out)
@@ -307,11 +308,16 @@ class Conv(Layer):
     def products(self, params, cache, g):
         """``(G_W, G_b)`` shaped like ``(W, b)`` for a seed ``g`` ``(B, 1, *output_shape)``: one GEMM
         of the signals and patches over every example and position."""
-        W = params[0]
-        F = cache.cols.shape[2]
-        g2 = g.reshape(-1, self.channels)
-        GW = np.dot(g2.T, cache.cols.reshape(-1, F)).reshape(W.shape)
-        return GW, (g2.sum(axis=0) if self.bias else np.zeros(0, dtype=g.dtype))
+        g2, cols = self._rows(cache, g)
+        return np.dot(g2.T, cols), (g2.sum(axis=0) if self.bias else np.zeros(0, dtype=g.dtype))
+
+    def _rows(self, cache, g):
+        """The layer as a dense layer on ``B S`` rows: signals ``(B S, channels)``, patches ``(B S, F)``."""
+        return g.reshape(-1, self.channels), cache.cols.reshape(-1, cache.cols.shape[2])
+
+    def step(self, opt, i, params, cache, g):
+        """One optimiser step: the dense layer's, on every (example, position) row."""
+        opt.update(i, *self._rows(cache, g))
 
     def jacobian(self, params, cache, g):
         s = self.scales(cache.shape)
