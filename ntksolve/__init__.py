@@ -4,6 +4,9 @@ Public API (importing compiles nothing; numba kernels are jitted lazily on first
 scikit-learn faces and the comparison tools are imported on first access):
 
 - :class:`MLP` -- the fully connected network of the conventions.
+- :class:`Network` -- a sequential network of layers: :class:`Dense` (per-layer settings), the
+  activations (:class:`Activation` or a spelling), :class:`Residual`, :class:`LayerNorm`
+  (``docs/networks.md``); accepted wherever an MLP is.
 - :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
 - :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
   :func:`mse_loss` -- closed-form training dynamics; :class:`GradientFlow`, :class:`GradientDescent`
@@ -25,6 +28,7 @@ __version__ = "0.1.0"
 
 from ntksolve.nets.layers import PARAMETRIC_ACTIVATIONS
 from ntksolve.nets.mlp import MLP, ACTIVATIONS, PARAMETERIZATIONS
+from ntksolve.nets import Activation, Dense, LayerNorm, Network, Residual
 from ntksolve.kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
 from ntksolve.dynamics import (
     gradient_descent_mse,
@@ -59,7 +63,7 @@ _LAZY = {
     "NTKKernel": "sklearn.gp_kernels",
     "NNGPKernel": "sklearn.gp_kernels",
     "load": "sklearn.persistence",
-    "train_network": "training",
+    "train_network": "network_training",
     "linearisation_check": "linearisation",
     "LinearisationWarning": "linearisation",
     "TrainingResult": "training",
@@ -83,6 +87,11 @@ def __dir__():
 
 __all__ = [
     "MLP",
+    "Network",
+    "Dense",
+    "Activation",
+    "Residual",
+    "LayerNorm",
     "ACTIVATIONS",
     "PARAMETRIC_ACTIVATIONS",
     "PARAMETERIZATIONS",

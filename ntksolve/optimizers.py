@@ -63,6 +63,12 @@ class ParameterOptimizer:
         """Move layer ``i``'s ``(W, b)`` from its signal ``g`` (B, n_out) and input ``h`` (B, n_in)."""
         raise NotImplementedError
 
+    def update_products(self, i: int, G_W: np.ndarray, G_b: np.ndarray) -> None:
+        """Move layer ``i``'s ``(W, b)`` from its raw products ``G_W`` (shaped like ``W``) and ``G_b``
+        (like ``b``): what :meth:`update` forms as ``g^T h`` and ``sum_i g_i`` (a layer of another
+        kind, e.g. a normalisation's ``gamma, beta``, forms its own)."""
+        raise NotImplementedError
+
 
 class SGD(ParameterOptimizer):
     """``torch.optim.SGD`` (dampening 0) in stored units; see the module docstring."""
@@ -74,21 +80,31 @@ class SGD(ParameterOptimizer):
         self.momenta = [(np.zeros_like(W), np.zeros_like(b)) for W, b in params] if self.mu else None
 
     def update(self, i, g, h):
-        W, b = self.params[i]
-        alpha, beta = self.steps[i]
-        dt = self.dtype.type
-        G, S = self._buffers(W.shape)
+        G, S = self._buffers(self.params[i][0].shape)
         # numpy's BLAS, not scipy's in-place GEMM: scipy ships a second OpenBLAS whose idle threads
         # spin against numpy's on every alternation (1.5x slower at N=512, width 2048, depth 2).
         np.dot(g.T, h, out=G)
+        self._step(i, G, S, g, None)
+
+    def update_products(self, i, G_W, G_b):
+        G, S = self._buffers(self.params[i][0].shape)
+        G[...] = G_W
+        self._step(i, G, S, None, G_b)
+
+    def _step(self, i, G, S, g, G_b):
+        """The step from the weight product in ``G`` (overwritten) and the bias product ``G_b``
+        (``sum_i g_i``, formed from ``g`` when needed)."""
+        W, b = self.params[i]
+        alpha, beta = self.steps[i]
+        dt = self.dtype.type
         if not (self.mu or self.wd):
             G *= dt(self.eta * alpha)
             W -= G
             if beta != 0.0:
-                b -= dt(self.eta * beta) * g.sum(axis=0)
+                b -= dt(self.eta * beta) * (g.sum(axis=0) if G_b is None else G_b)
             return
         G *= dt(alpha)
-        gb = dt(beta) * _bias_gradient(g, b)
+        gb = dt(beta) * (_bias_gradient(g, b) if G_b is None else G_b)
         if self.wd:
             np.multiply(W, dt(self.wd), out=S)
             G += S
@@ -130,14 +146,22 @@ class AdamOptimizer(ParameterOptimizer):
         self._denominator = (1.0 - b2 ** self.count) ** 0.5
 
     def update(self, i, g, h):
+        G, S = self._buffers(self.params[i][0].shape)
+        np.dot(g.T, h, out=G)
+        self._step(i, G, S, _bias_gradient(g, self.params[i][1]))
+
+    def update_products(self, i, G_W, G_b):
+        G, S = self._buffers(self.params[i][0].shape)
+        G[...] = G_W
+        self._step(i, G, S, np.array(G_b, dtype=self.dtype))
+
+    def _step(self, i, G, S, gb):
         W, b = self.params[i]
         s = self.scales[i]
         dt = self.dtype.type
-        G, S = self._buffers(W.shape)
-        np.dot(g.T, h, out=G)
         G *= dt(s.grad_weight)
         self._apply(W, G, S, s.trained_weight, *self.moments[i][:2])
-        gb = dt(s.grad_bias) * _bias_gradient(g, b)
+        gb = dt(s.grad_bias) * gb
         self._apply(b, gb, np.empty_like(b), s.trained_bias, *self.moments[i][2:])
 
     def _apply(self, p, d, S, t, m, v):

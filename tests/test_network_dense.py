@@ -63,12 +63,18 @@ def test_mlp_as_network_gives_the_mlp_kernels():
     from ntksolve import empirical_nngp
     np.testing.assert_allclose(network_empirical_nngp(net, q, X), empirical_nngp(mlp, p, X), rtol=1e-14)
     np.testing.assert_array_equal(net.apply(q, X), mlp.apply(p, X))
+    # the public functions run an MLP-shaped network on the MLP's own path: the same numbers exactly
+    from ntksolve import empirical_nngp as public_nngp
+    np.testing.assert_array_equal(empirical_ntk(net, q, X, trace=False), empirical_ntk(mlp, p, X, trace=False))
+    np.testing.assert_array_equal(jacobian(net, q, X), jacobian(mlp, p, X))
+    np.testing.assert_array_equal(public_nngp(net, q, X[:2], X), public_nngp(mlp, p, X[:2], X))
 
 
 def test_network_spec_value_semantics_and_errors():
     net = Network(PER_LAYER)
     assert Network.from_config(net.get_config()) == net
     assert hash(Network.from_config(net.get_config())) == hash(net)
+    assert net.n_outputs == 2 and net.output_shape((3,)) == (2,)
     assert "Dense(5" in repr(net)
     assert Network(PER_LAYER[:-1] + [Dense(3)]) != net
     assert Network.from_mlp(MLP((4,), "relu", 1.2, 0.1, "standard")).as_mlp() == MLP((4,), "relu", 1.2, 0.1, "standard")

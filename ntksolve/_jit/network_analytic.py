@@ -1,11 +1,17 @@
-"""The element-wise activation map of a network's analytic kernels, over whole kernel matrices.
+"""The layer maps of a network's analytic kernels, in place over whole kernel matrices.
 
-Private: :mod:`ntksolve.kernels.network_analytic` calls :func:`activation_rows` through
-:func:`ntksolve._jit.analytic.run_in_threads`. For every pair ``(i, j)`` with the covariances
-``(S11, S22, S12) = (var1[i], var2[j], K[i, j])`` it writes ``E[phi(u) phi(v)]`` and
-``E[phi'(u) phi'(v)] * Theta[i, j]``, with the very layer maps of the MLP's kernels
-(:mod:`ntksolve._jit.expectations`), one loop per activation so that each vectorises. Symmetric
-inputs: the upper triangle only (rows paired ``(p, N-1-p)`` to balance the threads), mirrored after.
+Private: the layers' :meth:`analytic` maps (:mod:`ntksolve.nets`) and
+:mod:`ntksolve.kernels.network_analytic` call these row kernels through
+:func:`ntksolve._jit.analytic.run_in_threads` (``nogil``, rows ``start::step``). Every map is
+element-wise, so in the symmetric case each computes the upper triangle ``j >= i`` only (rows paired
+``(p, N-1-p)`` so that the threads get equal work) and the driver mirrors once at the end.
+
+- :func:`activation_rows`: for every pair, with ``(S11, S22, S12) = (var1[i], var2[j], K[i, j])``,
+  ``K <- E[phi(u) phi(v)]`` and ``T <- E[phi'(u) phi'(v)] T``, with the very layer maps of the MLP's
+  kernels (:mod:`ntksolve._jit.expectations`), one loop per activation so that each vectorises.
+- :func:`dense_rows`: ``K <- sw2 K + sb2``, ``T <- sw2 T + K``.
+- :func:`scale_rows`: ``K <- K d1_i d2_j``, ``T`` alike (a normalisation).
+- :func:`add_rows`: ``K <- K + s2 K'``, ``T <- T + s2 T'`` (a residual sum).
 """
 from __future__ import annotations
 
@@ -23,23 +29,24 @@ CLOSED, MIXTURE = 0, 1
 
 
 @njit(cache=True, error_model="numpy")
-def _row(K, T, Kout, Tout, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
-    """Row ``i``, columns ``j0:``, of the map (see the module docstring)."""
-    s12 = K[i, j0:]
-    t = T[i, j0:]
-    ko = Kout[i, j0:]
-    to = Tout[i, j0:]
+def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
+    """Row ``i``, columns ``j0:``, of the activation map, in place (see the module docstring)."""
+    ko = K[i, j0:]
+    to = T[i, j0:]
+    t = to
     v2 = var2[j0:]
     s11 = var1[i]
-    n = s12.shape[0]
+    n = ko.shape[0]
     if method == MIXTURE:
+        cov = ko.copy()  # the block reads the covariances after it starts writing its output
         s11_blk = np.full(n, s11)
         det = np.empty(n)
         e_dphi = np.empty(n)
-        logistic_expectations_block(code, s11_blk, v2, s12, n, mix_var, mix_w, ko, e_dphi, det)
+        logistic_expectations_block(code, s11_blk, v2, cov, n, mix_var, mix_w, ko, e_dphi, det)
         for j in range(n):
             to[j] = e_dphi[j] * t[j]
         return
+    s12 = ko
     if code == RELU:
         for j in range(n):
             a, b = _relu_expectations(s11, v2[j], s12[j])
@@ -80,22 +87,18 @@ def _row(K, T, Kout, Tout, i, j0, var1, var2, code, prm, method, mix_var, mix_w)
             a, b = monomial_expectations(prm, s11, v2[j], s12[j])
             ko[j] = a
             to[j] = b * t[j]
-    else:  # IDENTITY
-        for j in range(n):
-            ko[j] = s12[j]
-            to[j] = t[j]
+    # IDENTITY: E[uv] = S12, E[1 * 1] = 1: nothing changes
 
 
 @njit(cache=True, nogil=True)
-def activation_rows(K, T, Kout, Tout, var1, var2, code, prm, method, mix_var, mix_w, symmetric, start, step):
-    """Rows ``start::step`` of the map (symmetric: row pairs ``(p, N-1-p)``, columns ``j >= i``).
+def activation_rows(K, T, var1, var2, code, prm, method, mix_var, mix_w, symmetric, start, step):
+    """Rows ``start::step`` of the activation map (symmetric: row pairs ``(p, N-1-p)``, ``j >= i``).
 
     Parameters
     ----------
     K, T : ndarray, shape (N1, N2)
-        The covariances ``Sigma12`` and the NTK before the activation (read only).
-    Kout, Tout : ndarray, shape (N1, N2)
-        Outputs ``E[phi phi]`` and ``E[phi' phi'] T`` (symmetric: the upper triangle and diagonal).
+        The covariances ``Sigma12`` and the NTK before the activation; overwritten with
+        ``E[phi phi]`` and ``E[phi' phi'] T``.
     var1, var2 : ndarray, shapes (N1,), (N2,)
         The variances ``Sigma(x, x)`` of the row and column points.
     code, prm, method : the activation and the map's method
@@ -107,12 +110,69 @@ def activation_rows(K, T, Kout, Tout, var1, var2, code, prm, method, mix_var, mi
     n1 = K.shape[0]
     if not symmetric:
         for i in range(start, n1, step):
-            _row(K, T, Kout, Tout, i, 0, var1, var2, code, prm, method, mix_var, mix_w)
+            _row(K, T, i, 0, var1, var2, code, prm, method, mix_var, mix_w)
         return
     for p in range(start, (n1 + 1) // 2, step):
-        _row(K, T, Kout, Tout, p, p, var1, var2, code, prm, method, mix_var, mix_w)
+        _row(K, T, p, p, var1, var2, code, prm, method, mix_var, mix_w)
         if n1 - 1 - p != p:
-            _row(K, T, Kout, Tout, n1 - 1 - p, n1 - 1 - p, var1, var2, code, prm, method, mix_var, mix_w)
+            _row(K, T, n1 - 1 - p, n1 - 1 - p, var1, var2, code, prm, method, mix_var, mix_w)
+
+
+@njit(cache=True)
+def _rows(n1, symmetric, start, step):
+    """``(row, first column)`` of this thread's rows (symmetric: pairs ``(p, N-1-p)``, ``j >= i``)."""
+    out = []
+    if not symmetric:
+        for i in range(start, n1, step):
+            out.append((i, 0))
+        return out
+    for p in range(start, (n1 + 1) // 2, step):
+        out.append((p, p))
+        if n1 - 1 - p != p:
+            out.append((n1 - 1 - p, n1 - 1 - p))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def dense_rows(K, T, sw2, sb2, symmetric, start, step):
+    """``K <- sw2 K + sb2`` and ``T <- sw2 T + K`` (the new ``K``), in place, this thread's rows."""
+    n2 = K.shape[1]
+    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+        k = K[i, j0:]
+        t = T[i, j0:]
+        for j in range(n2 - j0):
+            s = sw2 * k[j] + sb2
+            k[j] = s
+            t[j] = sw2 * t[j] + s
+
+
+@njit(cache=True, nogil=True)
+def scale_rows(K, T, d1, d2, symmetric, start, step):
+    """``K[i, j] *= d1[i] d2[j]`` and ``T`` alike, in place, this thread's rows."""
+    n2 = K.shape[1]
+    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+        k = K[i, j0:]
+        t = T[i, j0:]
+        e = d2[j0:]
+        a = d1[i]
+        for j in range(n2 - j0):
+            f = a * e[j]
+            k[j] *= f
+            t[j] *= f
+
+
+@njit(cache=True, nogil=True)
+def add_rows(K, T, K2, T2, s2, symmetric, start, step):
+    """``K <- K + s2 K2`` and ``T <- T + s2 T2``, in place, this thread's rows."""
+    n2 = K.shape[1]
+    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+        k = K[i, j0:]
+        t = T[i, j0:]
+        k2 = K2[i, j0:]
+        t2 = T2[i, j0:]
+        for j in range(n2 - j0):
+            k[j] += s2 * k2[j]
+            t[j] += s2 * t2[j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -130,4 +190,4 @@ def activation_variances(var, code, prm, method, mix_var, mix_w):
     return out
 
 
-__all__ = ["activation_rows", "activation_variances", "CLOSED", "MIXTURE"]
+__all__ = ["activation_rows", "activation_variances", "dense_rows", "scale_rows", "add_rows", "CLOSED", "MIXTURE"]

@@ -21,6 +21,8 @@ from ntksolve.kernels._analytic_rules import _diag_pieces, _method, as_activatio
 from ntksolve.kernels.empirical import _check_net
 from ntksolve.nets.layers import Activation
 from ntksolve.nets.mlp import MLP
+from ntksolve.nets.network import accepts_network
+from ntksolve.kernels.network_analytic import network_analytic_kernels
 
 
 class Kernels(NamedTuple):
@@ -228,6 +230,7 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
     return nngp, ntk
 
 
+@accepts_network(lambda net, X1, X2=None: Kernels(*network_analytic_kernels(net, X1, X2)), with_params=False)
 def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     """The infinite-width NNGP and NTK of ``net``'s architecture (NTK parameterisation only).
 

@@ -23,6 +23,8 @@ from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_inputs, check_memory, fmt_bytes
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
+from ntksolve.nets.network import accepts_network
+from ntksolve.kernels.network_empirical import network_empirical_nngp, network_empirical_ntk, network_jacobian
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +138,7 @@ def _resolve_block_size(block_size, net, d, itemsize, n_rows) -> int:
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
+@accepts_network(network_empirical_ntk)
 def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None):
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
@@ -211,6 +214,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     return theta
 
 
+@accepts_network(network_empirical_nngp)
 def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     """The readout's input kernel ``sigma_w^2/n_L <h^L(x), h^L(x')> + sigma_b^2``, shape (N1, N2).
 
@@ -243,6 +247,7 @@ def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     return K
 
 
+@accepts_network(network_jacobian)
 def jacobian(net: MLP, params, X) -> np.ndarray:
     """The explicit Jacobian ``df_a(x_i)/d theta_p``, for checking and small problems.
 

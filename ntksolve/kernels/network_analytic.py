@@ -15,7 +15,11 @@ state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP
 """
 from __future__ import annotations
 
+import concurrent.futures
+
+import numba
 import numpy as np
+from scipy.linalg.blas import dsyrk as _dsyrk
 
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
 from ntksolve._jit.analytic import _mirror_rows, run_in_threads
@@ -27,6 +31,10 @@ from ntksolve.nets.layer_protocol import KernelState
 from ntksolve.nets.network import Network, check_network
 
 _EMPTY = np.zeros(0)
+
+#: Edge of the tiles of pairs carried through all the layers at once: two 256 x 256 float64 tiles
+#: (the NNGP and the NTK) and a residual's copies stay in the L2 cache between the layers' passes.
+_TILE = 256
 
 
 def _check_variance(phi, state: KernelState) -> None:
@@ -51,35 +59,68 @@ def activation_map(phi, state: KernelState) -> KernelState:
     _check_variance(phi, state)
     method = MIXTURE if phi.code in LOGISTIC_CODES else CLOSED
     mix_var, mix_w = logistic_mixture_rule(phi.code) if method == MIXTURE else (_EMPTY, _EMPTY)
-    K = np.empty_like(state.nngp)
-    T = np.empty_like(state.ntk)
-    run_in_threads(activation_rows, state.nngp, state.ntk, K, T, state.var1, state.var2, phi.code, phi.params,
+    state.rows(activation_rows, state.nngp, state.ntk, state.var1, state.var2, phi.code, phi.params,
                    method, mix_var, mix_w, state.symmetric)
     var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
     if state.symmetric:
-        run_in_threads(_mirror_rows, K, T)
-        np.fill_diagonal(K, var1)
+        np.fill_diagonal(state.nngp, var1)  # the point's own map (bit-identical to the pair's, made sure)
         var2 = var1
     else:
         var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)
-    return state.replace(nngp=K, ntk=T, var1=var1, var2=var2, gaussian=False)
+    return state.replace(var1=var1, var2=var2, gaussian=False)
 
 
 def _input_state(F1, F2, symmetric) -> KernelState:
-    n = F1.shape[1]
-    A1 = F1.reshape(F1.shape[0], -1)
-    A2 = A1 if symmetric else F2.reshape(F2.shape[0], -1)
+    """The state at the first parametrised layer: ``<x, x'> / d`` of the (exact) features.
+
+    Symmetric: only the upper triangle, by ``dsyrk`` (half the flops), as
+    :func:`ntksolve.kernels.analytic.input_gram` does; identical rows get exactly the point's
+    ``|x|^2 / d``, so that their pair follows the point's recursion bit for bit."""
+    A1 = np.ascontiguousarray(F1.reshape(F1.shape[0], -1), dtype=np.float64)
+    A2 = A1 if symmetric else np.ascontiguousarray(F2.reshape(F2.shape[0], -1), dtype=np.float64)
     d = A1.shape[1]
-    K = np.dot(A1, A2.T) / d
     var1 = np.einsum("ij,ij->i", A1, A1) / d
     var2 = var1 if symmetric else np.einsum("ij,ij->i", A2, A2) / d
+    K = np.empty((A1.shape[0], A2.shape[0]))
     if symmetric:
+        # the C-order upper triangle is the lower one of the Fortran view K.T
+        _dsyrk(1.0 / d, A1.T, trans=1, lower=1, c=K.T, overwrite_c=1)
         np.fill_diagonal(K, var1)
-        K = 0.5 * (K + K.T)  # exactly symmetric
-    del n
+    else:
+        np.dot(A1, A2.T, out=K)
+        K *= 1.0 / d
+    _identical_rows_exact(K, A1, A2, var1, symmetric)
     return KernelState(nngp=K, ntk=np.zeros_like(K), var1=var1, var2=var2, symmetric=symmetric,
                        shape=tuple(F1.shape[1:]), at_input=True, expect=activation_map,
                        inputs=(F1, F1 if symmetric else F2))
+
+
+def _identical_rows_exact(K, A1, A2, var1, symmetric) -> None:
+    """``K[i, j] = var1[i]`` wherever row ``i`` of ``A1`` equals row ``j`` of ``A2`` (symmetric: the
+    upper triangle): the pair then follows the point's own recursion bit for bit (a BLAS dot
+    product need not equal the norm). ``+ 0.0`` makes ``-0.0`` and ``0.0`` alike."""
+    rows2 = {}
+    for j, row in enumerate(A2 + 0.0):
+        rows2.setdefault(row.tobytes(), []).append(j)
+    if symmetric and len(rows2) == A2.shape[0]:
+        return  # no duplicates
+    for i, row in enumerate(A1 + 0.0):
+        for j in rows2.get(row.tobytes(), ()):
+            if not symmetric or j >= i:
+                K[i, j] = var1[i]
+
+
+def _on_threads(fn, items) -> None:
+    """``fn(item)`` for every item, on ``numba.get_num_threads()`` Python threads (the tiles' row
+    kernels release the GIL); errors are raised here."""
+    n = numba.get_num_threads()
+    if n <= 1 or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        for fut in [pool.submit(fn, item) for item in items]:
+            fut.result()
 
 
 def _apply_prefix(net, layers, X):
@@ -100,8 +141,8 @@ def network_analytic_kernels(net: Network, X1, X2=None):
 
     Returns
     -------
-    Kernels
-        ``(nngp, ntk)``, float64, times ``I_k`` over the outputs.
+    nngp, ntk : ndarray, shape (N1, N2), float64
+        (times ``I_k`` over the outputs); :func:`ntksolve.analytic_kernels` returns them as ``Kernels``.
 
     Raises
     ------
@@ -109,8 +150,6 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         Standard parameterisation; a layer without an analytic map or in an order that has none
         (the message names it); a variance out of the accurate range.
     """
-    from ntksolve.kernels.analytic import Kernels
-
     net = check_network(net)
     if not net.supports_analytic:
         raise ValueError("analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
@@ -139,18 +178,41 @@ def network_analytic_kernels(net: Network, X1, X2=None):
             raise ValueError(f"layer {i} ({layer.name}) normalises over one input feature, which makes every "
                              "input 0: the kernels are degenerate. Remove it or give the inputs more features")
     F1 = _apply_prefix(net, prefix, X1)
-    F2 = None if symmetric else _apply_prefix(net, prefix, X2)
-    state = _input_state(F1, F2, symmetric)
-    for i, layer in enumerate(net.layers[first:], start=first):
-        try:
-            state = layer.analytic(state)
-        except ValueError as exc:
-            raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
-    if len(state.shape) != 1:
-        raise ValueError(f"the network's output has per-example shape {state.shape}; it must be flat")
+    F2 = F1 if symmetric else _apply_prefix(net, prefix, X2)
+    start = _input_state(F1, None if symmetric else F2, symmetric)
+    nngp, ntk = start.nngp, start.ntk
+    layers = net.layers[first:]
+
+    def run(box):
+        # one cache-sized tile through every layer (the maps are element-wise over pairs), serially
+        i0, i1, j0, j1 = box
+        diagonal = symmetric and i0 == j0
+        v1, v2 = start.var1[i0:i1], start.var2[j0:j1]
+        tile = start.replace(nngp=np.ascontiguousarray(nngp[i0:i1, j0:j1]), ntk=np.zeros((i1 - i0, j1 - j0)),
+                             var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal,
+                             inputs=(F1[i0:i1], F2[j0:j1]), serial=True)
+        for i, layer in enumerate(layers, start=first):
+            try:
+                tile = layer.analytic(tile)
+            except ValueError as exc:
+                raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
+        nngp[i0:i1, j0:j1] = tile.nngp
+        ntk[i0:i1, j0:j1] = tile.ntk
+        return tile.shape
+
+    N1, N2 = nngp.shape
+    boxes = [(i0, min(i0 + _TILE, N1), j0, min(j0 + _TILE, N2))
+             for i0 in range(0, N1, _TILE) for j0 in range(i0 if symmetric else 0, N2, _TILE)]
+    out_shape = run(boxes[0])  # a layer order without a kernel is refused before the other tiles
+    if len(out_shape) != 1:
+        raise ValueError(f"the network's output has per-example shape {out_shape}; it must be flat")
+    _on_threads(run, boxes[1:])
+    if symmetric:
+        run_in_threads(_mirror_rows, nngp, ntk)
+    state = start.replace(nngp=nngp, ntk=ntk)
     if not (np.all(np.isfinite(state.nngp)) and np.all(np.isfinite(state.ntk))):
         raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the features")
-    return Kernels(nngp=np.ascontiguousarray(state.nngp), ntk=np.ascontiguousarray(state.ntk))
+    return np.ascontiguousarray(state.nngp), np.ascontiguousarray(state.ntk)
 
 
 __all__ = ["network_analytic_kernels", "activation_map"]

@@ -77,7 +77,7 @@ def network_empirical_ntk(net: Network, params, X1, X2=None, *, trace: bool = Tr
         X2, _ = prepare_inputs(net, params, X2, "X2", input_shape=shape)
     N1 = X1.shape[0]
     N2 = N1 if symmetric else X2.shape[0]
-    k = net.n_outputs(shape)
+    k = net.output_shape(shape)[0]
     out_shape = (N1, N2) if trace else (N1, N2, k, k)
     check_memory(out_shape, dt, what="empirical NTK", hint="use trace=True or fewer inputs" if not trace
                  else "use fewer inputs")
@@ -140,7 +140,7 @@ def network_jacobian(net: Network, params, X) -> np.ndarray:
     net = check_network(net)
     X, dt = prepare_inputs(net, params, X)
     shape = X.shape[1:]
-    N, k, P = X.shape[0], net.n_outputs(shape), net.n_params(shape)
+    N, k, P = X.shape[0], net.output_shape(shape)[0], net.n_params(shape)
     check_memory((N, k, P), dt, what="Jacobian", hint="use empirical_ntk, which never forms it")
     _, caches = forward(net, params, X, keep=True)
     signals = backward(net, params, caches)

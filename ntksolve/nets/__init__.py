@@ -5,6 +5,8 @@ from ntksolve.nets.layers import (ACTIVATIONS, PARAMETERIZATIONS, PARAMETRIC_ACT
 from ntksolve.nets.mlp import MLP, forward
 from ntksolve.nets.layer_protocol import KernelState, Layer
 from ntksolve.nets.network import Network
+from ntksolve.nets.normalization import LayerNorm
+from ntksolve.nets.residual import Residual
 
-__all__ = ["MLP", "Network", "Layer", "KernelState", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "PARAMETERIZATIONS",
+__all__ = ["MLP", "Network", "Layer", "KernelState", "LayerNorm", "Residual", "Dense", "Activation", "LayerScales", "ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "PARAMETERIZATIONS",
            "forward", "backward"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ntksolve._jit import empirical as _jit
+from ntksolve._jit.network_analytic import dense_rows
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import Activation, Dense, check_activation
 
@@ -152,11 +153,9 @@ class DenseLayer(Layer):
         if len(state.shape) != 1:
             self.output_shape(state.shape)  # raises the flat-input error
         sw2, sb2 = self.spec.weight_std ** 2, self.spec.forward_bias_std ** 2
-        K = state.nngp * sw2
-        K += sb2
-        T = state.ntk * sw2
-        T += K
-        return state.replace(nngp=K, ntk=T, var1=sw2 * state.var1 + sb2, var2=sw2 * state.var2 + sb2,
+        state.rows(dense_rows, state.nngp, state.ntk, sw2, sb2, state.symmetric)
+        var1 = sw2 * state.var1 + sb2
+        return state.replace(var1=var1, var2=var1 if state.symmetric else sw2 * state.var2 + sb2,
                              shape=(self.spec.width,), at_input=False, gaussian=True, inputs=None)
 
 

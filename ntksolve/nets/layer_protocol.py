@@ -48,7 +48,10 @@ What a layer implements (each method's docstring below gives the shapes):
     flattened order (checks and small problems only).
 ``analytic(state)``
     The layer's map of a :class:`KernelState` (the infinite-width NNGP and NTK); a ValueError naming
-    the layer when it has none (a layer order without a kernel, a state it cannot take).
+    the layer when it has none (a layer order without a kernel, a state it cannot take). A map may
+    overwrite the state's matrices (the driver owns them; a layer that needs its input state again,
+    a residual, copies it first), and of a symmetric state only the upper triangle ``j >= i`` is
+    valid (every map is element-wise over pairs; the driver mirrors once at the end).
 ``get_config()``
     A JSON-serialisable dict with ``"type"`` (the class name) that :func:`layer_from_config`
     rebuilds it from; equality and hashing go through it.
@@ -69,6 +72,8 @@ from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import numpy as np
+
+from ntksolve._jit.analytic import run_in_threads
 
 Shape = Tuple[int, ...]
 
@@ -99,6 +104,9 @@ class KernelState:
         The per-example shape of the features (a layer that needs a flat input checks it).
     at_input : bool
         No parametrised layer has acted yet: the features are the exact inputs, not Gaussian.
+    serial : bool
+        The state is one tile of a driver that runs tiles on threads: run row kernels serially
+        (:meth:`rows` does).
     gaussian : bool
         The features are mean-zero Gaussian processes (the output of a Dense, of a normalisation or
         sum of such): what an activation's and a normalisation's maps need.
@@ -120,10 +128,19 @@ class KernelState:
     at_input: bool = False
     expect: object = None
     gaussian: bool = False
+    serial: bool = False
     inputs: object = None
 
     def replace(self, **changes) -> "KernelState":
         return replace(self, **changes)
+
+    def rows(self, kernel, *args) -> None:
+        """``kernel(*args, start, step)`` over the rows: on threads (:func:`ntksolve._jit.analytic.run_in_threads`),
+        or in one call for a tile (``serial``)."""
+        if self.serial:
+            kernel(*args, 0, 1)
+        else:
+            run_in_threads(kernel, *args)
 
 
 class Layer:

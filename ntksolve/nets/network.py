@@ -160,9 +160,23 @@ class Network:
             cached = self._shapes[shape] = tuple(out)
         return cached
 
-    def n_outputs(self, input_shape) -> int:
-        """``k`` for inputs of per-example ``input_shape``."""
-        return self.shapes(input_shape)[-1][0]
+    def output_shape(self, input_shape) -> Tuple[int, ...]:
+        """The per-example output shape ``(k,)`` for inputs of per-example ``input_shape``."""
+        return self.shapes(input_shape)[-1]
+
+    @property
+    def n_outputs(self) -> int:
+        """``k``: the width of the last Dense (the layers after it keep the shape); a ValueError for
+        a network whose output width depends on its input (use :meth:`output_shape`)."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, DenseLayer):
+                return layer.spec.width
+            try:
+                if layer.output_shape((7, 5, 3)) != (7, 5, 3):
+                    break
+            except ValueError:
+                break
+        raise ValueError("this network's output width depends on its input shape: use net.output_shape(input_shape)")
 
     def leaves(self):
         """The parametrised layers in the flattened order (inside composite layers too)."""
@@ -327,6 +341,58 @@ def _with_bias_std_one(layer):
     return layer
 
 
+def accepts_network(network_fn, *, with_params: bool = True):
+    """Decorator: the one place where a public function of an :class:`~ntksolve.MLP` also takes a
+    :class:`Network` (``fn(net, [params,] ...)``).
+
+    A Network that is an MLP (:meth:`Network.as_mlp`) runs on the MLP's function, with its
+    parameters converted (:meth:`Network.params_to_mlp`), so it gets exactly the MLP's numbers and
+    speed; any other Network runs on ``network_fn``. A result that holds the MLP and its parameters
+    (and the ``.result`` of an error) is converted back by ``network_fn.from_mlp_result(result,
+    net)`` when ``network_fn`` has one.
+    """
+    import functools
+
+    def wrap(mlp_fn):
+        @functools.wraps(mlp_fn)
+        def dispatch(net, *args, **kwargs):
+            if not isinstance(net, Network):
+                return mlp_fn(net, *args, **kwargs)
+            mlp = net.as_mlp()
+            if mlp is not None and (not with_params or _mlp_shaped(args, kwargs)):
+                if with_params:
+                    args = _with_mlp_params(args, kwargs)
+                    kwargs = {k: v for k, v in kwargs.items() if k != "params"}
+                back = getattr(network_fn, "from_mlp_result", None)
+                try:
+                    out = mlp_fn(mlp, *args, **kwargs)
+                except Exception as exc:  # an error carrying a partial result (a diverged training)
+                    if back is not None and hasattr(exc, "result"):
+                        exc.result = back(exc.result, net)
+                    raise
+                return out if back is None else back(out, net)
+            return network_fn(net, *args, **kwargs)
+
+        return dispatch
+
+    return wrap
+
+
+def _params_arg(args, kwargs):
+    return kwargs["params"] if "params" in kwargs else (args[0] if args else None)
+
+
+def _mlp_shaped(args, kwargs) -> bool:
+    params = _params_arg(args, kwargs)
+    return (isinstance(params, (list, tuple)) and len(params) % 2 == 1
+            and all(isinstance(p, tuple) and p == () for p in params[1::2]))
+
+
+def _with_mlp_params(args, kwargs):
+    converted = Network.params_to_mlp(_params_arg(args, kwargs))
+    return (converted,) + tuple(args[1:]) if "params" not in kwargs else (converted,) + tuple(args)
+
+
 def check_network(net) -> Network:
     if not isinstance(net, Network):
         raise TypeError(f"net must be an ntksolve Network, got {type(net).__name__}")
@@ -382,4 +448,4 @@ def backward(net, params, caches, seed: Optional[np.ndarray] = None) -> List[tup
     return signals
 
 
-__all__ = ["Network", "as_layer", "as_shape", "forward", "backward", "check_network", "prepare_inputs"]
+__all__ = ["Network", "accepts_network", "as_layer", "as_shape", "forward", "backward", "check_network", "prepare_inputs"]

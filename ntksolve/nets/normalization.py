@@ -22,6 +22,8 @@ import numbers
 
 import numpy as np
 
+from ntksolve._jit.network_analytic import scale_rows
+from ntksolve._jit.normalization import layer_norm_backward, layer_norm_forward
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import LayerScales
 
@@ -79,14 +81,18 @@ class LayerNorm(Layer):
         return np.ones(n, dtype=dtype), np.zeros(n, dtype=dtype)
 
     def forward(self, params, x, keep):
-        mean = x.mean(axis=-1, keepdims=True)
-        xc = x - mean
-        var = np.einsum("...f,...f->...", xc, xc)[..., None] / x.shape[-1]
-        r = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
-        xhat = xc
-        xhat *= r
-        y = xhat * params[0] + params[1] if self.affine else xhat
-        return y, ((xhat, r) if keep else None)
+        n = x.shape[-1]
+        x2 = np.ascontiguousarray(x).reshape(-1, n)
+        xhat = np.empty_like(x2)
+        r = np.empty(x2.shape[0], dtype=x.dtype)
+        layer_norm_forward(x2, x.dtype.type(self.eps), xhat, r)
+        xhat = xhat.reshape(x.shape)
+        if self.affine:
+            y = xhat * params[0]
+            y += params[1]
+        else:
+            y = xhat
+        return y, ((xhat, r.reshape(x.shape[:-1])) if keep else None)
 
     def backward(self, params, cache, g, signals, want_input=True):
         xhat, r = cache
@@ -97,14 +103,17 @@ class LayerNorm(Layer):
         if g is None:
             g = identity_seed(xhat.shape[0], xhat.shape[1:], xhat.dtype)
         u = g * params[0] if self.affine else g
-        xh = xhat[:, None]
+        B, m = u.shape[:2]
         n = xhat.shape[-1]
-        a = u.mean(axis=-1, keepdims=True)
-        b = np.einsum("...f,...f->...", u, np.broadcast_to(xh, u.shape))[..., None] / n
-        out = u - a
-        out -= xh * b
-        out *= r[:, None]
-        return out
+        P = int(np.prod(xhat.shape[1:-1], dtype=np.int64))  # positions of an image (1 for flat features)
+        # rows (example, position), each with its m signals: (B P, m, n)
+        u3 = np.ascontiguousarray(np.moveaxis(np.reshape(u, (B, m, P, n)), 1, 2)).reshape(B * P, m, n)
+        out = np.empty_like(u3)
+        layer_norm_backward(u3, np.ascontiguousarray(xhat).reshape(B * P, n), np.ascontiguousarray(r).reshape(B * P),
+                            out)
+        if P == 1:
+            return out.reshape((B, m) + xhat.shape[1:])
+        return np.moveaxis(out.reshape(B, P, m, n), 2, 1).reshape((B, m) + xhat.shape[1:])
 
     def _flat(self, cache, g):
         """``(sum_p g xhat, sum_p g)``, each ``(B, m, n)``: the derivatives of ``<g, y>`` by ``gamma``
@@ -157,12 +166,10 @@ class LayerNorm(Layer):
                              f"{state.shape}")
         d1 = 1.0 / np.sqrt(state.var1 + self.eps)
         d2 = d1 if state.symmetric else 1.0 / np.sqrt(state.var2 + self.eps)
-        K = state.nngp * d1[:, None]
-        K *= d2[None, :]
-        T = state.ntk * d1[:, None]
-        T *= d2[None, :]
-        v1 = state.var1 * d1 * d1
-        return state.replace(nngp=K, ntk=T, var1=v1, var2=v1 if state.symmetric else state.var2 * d2 * d2)
+        state.rows(scale_rows, state.nngp, state.ntk, d1, d2, state.symmetric)
+        # the pairs' very operations (K * (d1 d2)), so that a point paired with itself stays on its variance
+        v1 = state.var1 * (d1 * d1)
+        return state.replace(var1=v1, var2=v1 if state.symmetric else state.var2 * (d2 * d2))
 
 
 __all__ = ["LayerNorm"]

@@ -210,7 +210,7 @@ class _NTKBase(BaseEstimator):
         self.X_train_ = X
         self.y_train_ = ((Y - mean) / std).astype(self._dtype)
         if self.network is not None:
-            self.network_, self.params_ = _network.read_network(self.network, X, Y, self._dtype)
+            self.network_, self.params_ = _network.read_network(self.network, X, Y, self._dtype, self.random_state)
         else:
             self.network_ = self._network(Y.shape[1])
             if self.kernel == "empirical":

@@ -13,6 +13,8 @@ any ntksolve network back, and train the real module in PyTorch beside the predi
 - :func:`learning_rate_from_torch` -- a PyTorch learning rate in ntksolve's units.
 - :class:`DataLoaderBatches` -- the batch order of a seeded ``torch.utils.data.DataLoader``.
 - :class:`Erf` -- the ``erf`` activation as a module (PyTorch has none).
+- :class:`Residual` -- ``x + scale * block(x)``, the residual block :func:`from_torch` imports (with
+  ``nn.LayerNorm``, into a :class:`~ntksolve.nets.network.Network`).
 
 ``import ntksolve`` never imports torch; importing this package does, and says which extra to
 install when it is missing.
@@ -21,7 +23,8 @@ from ntksolve._extras import require
 
 require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 
-from ntksolve.torch.convert import Erf, from_torch, to_torch  # noqa: E402
+from ntksolve.torch.convert import Erf  # noqa: E402
+from ntksolve.torch.network_convert import Residual, from_torch, to_torch  # noqa: E402
 from ntksolve.torch.batches import DataLoaderBatches  # noqa: E402
 from ntksolve.torch.training import TorchTrainingResult, train  # noqa: E402
 from ntksolve.torch.trainer import train_network_torch  # noqa: E402
@@ -36,4 +39,5 @@ __all__ = [
     "DataLoaderBatches",
     "TorchTrainingResult",
     "Erf",
+    "Residual",
 ]
