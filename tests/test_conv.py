@@ -41,7 +41,7 @@ def test_conv_jacobian_matches_finite_differences(name):
     X = np.random.default_rng(0).standard_normal((3,) + shape)
     params = net.init(shape, random_state=1)
     J = network_jacobian(net, params, X)
-    assert J.shape == (3, net.n_outputs(shape), net.n_params(shape))
+    assert J.shape == (3, net.output_shape(shape)[0], net.n_params(shape))
     np.testing.assert_allclose(J, _fd_jacobian(net, params, X), atol=2e-8)
 
 

@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from ntksolve.kernels.network_analytic import network_analytic_kernels
+from ntksolve import analytic_kernels as network_analytic_kernels
 from ntksolve.kernels.network_empirical import network_empirical_nngp, network_empirical_ntk
 from ntksolve.nets.conv import Conv, Conv2D
 from ntksolve.nets.layers import Activation, Dense

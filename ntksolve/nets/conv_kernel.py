@@ -26,7 +26,6 @@ import numpy as np
 
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
 from ntksolve._jit import cntk as _jit
-from ntksolve._jit.analytic import run_in_threads
 from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES
 from ntksolve.nets.layer_protocol import KernelState
 from ntksolve.nets.layers import ACTIVATIONS, Activation
@@ -83,7 +82,7 @@ def conv_map(layer, state: KernelState) -> KernelState:
     op = ("conv", (g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow), layer.weight_std ** 2,
           layer.forward_bias_std ** 2)
     return state.replace(nngp=prefix._replace(ops=prefix.ops + (op,)), ntk=None, shape=layer.output_shape(state.shape),
-                         at_input=False, expect=_spatial_activation)
+                         at_input=False, expect=_spatial_activation, gaussian=True)
 
 
 def _spatial_activation(phi: Activation, state: KernelState) -> KernelState:
@@ -92,8 +91,11 @@ def _spatial_activation(phi: Activation, state: KernelState) -> KernelState:
         raise ValueError(f"{phi.name} has no closed-form layer map, which the analytic kernels of convolutions "
                          f"need; use one of {', '.join(_CLOSED)} (or the abrelu and monomial families), or the "
                          f"empirical kernels")
+    if not state.gaussian:
+        raise ValueError(f"{phi.name} follows another activation: its analytic kernel needs Gaussian "
+                         f"pre-activations (a convolution's output); put a Conv before it")
     prefix = state.nngp
-    return state.replace(nngp=prefix._replace(ops=prefix.ops + (("act", phi),)))
+    return state.replace(nngp=prefix._replace(ops=prefix.ops + (("act", phi),)), gaussian=False)
 
 
 def _check_variances(prefix: SpatialPrefix, kinds, codes, V) -> None:
@@ -122,7 +124,7 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
 
     def variances(X):
         V = np.zeros((X.shape[0], kinds.shape[0], s_max))
-        run_in_threads(_jit.variances, X, *args, V)
+        state.rows(_jit.variances, X, *args, V)
         _check_variances(prefix, kinds, codes, V)
         return V
 
@@ -131,17 +133,18 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
     V2 = V1 if state.symmetric else variances(X2)
     N1, N2 = X1.shape[0], X2.shape[0]
     K, T = np.empty((N1, N2)), np.empty((N1, N2))
-    run_in_threads(_jit.pair_rows, X1, X2, V1, V2, state.symmetric, *args, full, K, T)
+    state.rows(_jit.pair_rows, X1, X2, V1, V2, state.symmetric, *args, full, K, T)
 
     def own(X, V):  # each input with itself: the variances of the flat features
         out = np.empty(X.shape[0])
-        run_in_threads(_jit.self_pairs, X, V, *args, full, out)
+        state.rows(_jit.self_pairs, X, V, *args, full, out)
         return out
 
     var1 = np.diagonal(K).copy() if state.symmetric else own(X1, V1)
     var2 = var1 if state.symmetric else own(X2, V2)
+    # pooled or flattened pre-activations are Gaussian; features after an activation are not
     return state.replace(nngp=K, ntk=T, var1=var1, var2=var2, shape=layer.output_shape(state.shape),
-                         at_input=False, expect=prefix.expect, inputs=None)
+                         at_input=False, expect=prefix.expect, inputs=None, gaussian=prefix.ops[-1][0] == "conv")
 
 
 __all__ = ["SpatialPrefix", "conv_map", "pool_map"]
