@@ -173,3 +173,29 @@ def test_torch_import_refuses_what_it_cannot_read():
         conv_from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 1)), (1, 6, 6))
     with pytest.raises(ValueError, match="in_features"):
         conv_from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(5, 1)), (1, 6, 6))
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_train_network_steps_a_cnn_by_its_jacobian(parameterization):
+    """Two steps of full-batch gradient descent on the MSE ``1/(2Nk) sum ||f - y||^2`` equal the
+    steps ``theta -= eta J^T (f - y) / (N k)`` from the explicit Jacobian (in trained units)."""
+    from ntksolve import train_network
+
+    layers, shape = ARCHITECTURES["gap_2d"]
+    net = Network(layers, parameterization=parameterization)
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((6,) + shape), rng.standard_normal((6, 3))
+    params = net.init(shape, random_state=7)
+    eta = 0.3
+    res = train_network(net, params, X, y, steps=2, learning_rate=eta, record_at=[0, 2])
+    # the stored parameters per trained one: W_trained = t W (standard: t = ws)
+    t = np.concatenate([np.concatenate([np.full(np.size(p[0]), s.trained_weight), np.full(np.size(p[1]), s.trained_bias)])
+                        for p, s in ((p, leaf.scales(sh)) for leaf, p, sh in
+                                     ((l, p, sh) for l, p, sh in zip(net.layers, params, net.shapes(shape)) if l.has_params))])
+    theta = net.flatten_params(params)
+    for _ in range(2):
+        cur = net.unflatten_params(theta, shape)
+        J = network_jacobian(net, cur, X)
+        r = (net.apply(cur, X) - y) / y.size
+        theta = theta - eta * np.einsum("iap,ia->p", J, r) / t
+    np.testing.assert_allclose(net.flatten_params(res.params), theta, rtol=0, atol=1e-12)
