@@ -1,4 +1,5 @@
-"""Global average pooling and flattening: from spatial features to the flat features of a dense layer.
+"""Global average pooling and flattening: from spatial features to the flat features of a dense layer;
+and :class:`Reshape`, the other way, for flat inputs that are images.
 
 Both take channels-last features (``(T, C)`` or ``(H, W, C)``, :mod:`ntksolve.nets.conv`) and have
 no parameters. :class:`GlobalAvgPool` is the mean over the ``S`` positions, ``(..., C) -> (C,)``
@@ -93,4 +94,52 @@ class Flatten(_Reshaping):
         return pool_map(self, state, full=False)
 
 
-__all__ = ["GlobalAvgPool", "Flatten"]
+@register_layer
+class Reshape(_Reshaping):
+    """Flat inputs read as spatial ones, row-major: ``(d,) -> shape``, e.g. ``(64,) -> (8, 8, 1)``
+    (channels last). No parameters; as the first layer it lets a convolutional network take the
+    rows of a design matrix ``(N, d)``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The per-example output shape; its product must be the input's size.
+    """
+
+    def __init__(self, shape) -> None:
+        try:
+            shape = tuple(int(s) for s in shape)
+        except TypeError:
+            raise TypeError(f"shape must be a tuple of ints such as (8, 8, 1), got {shape!r}") from None
+        if not shape or min(shape) <= 0:
+            raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
+        self.shape = shape
+
+    def __repr__(self) -> str:
+        return f"Reshape({self.shape!r})"
+
+    def get_config(self) -> dict:
+        return {"type": "Reshape", "shape": list(self.shape)}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(tuple(cfg["shape"]))
+
+    def output_shape(self, in_shape) -> Tuple[int, ...]:
+        if int(np.prod(in_shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"{self!r} needs inputs of {int(np.prod(self.shape))} numbers, got per-example shape "
+                             f"{tuple(in_shape)}")
+        return self.shape
+
+    def forward(self, params, x, keep):
+        B = x.shape[0]
+        return x.reshape((B,) + self.shape), ((tuple(x.shape[1:]), B, x.dtype) if keep else None)
+
+    def backward(self, params, cache, g, signals, want_input=True):
+        if not want_input:
+            return None
+        g = self._seed(cache, g)
+        return g.reshape(g.shape[:2] + tuple(cache[0]))
+
+
+__all__ = ["GlobalAvgPool", "Flatten", "Reshape"]
