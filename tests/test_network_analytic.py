@@ -121,3 +121,10 @@ def test_duplicated_points_get_the_diagonal_exactly():
     k = network_analytic_kernels(net, X)
     assert k.ntk[1, 4] == k.ntk[1, 1] == k.ntk[4, 4] and k.nngp[4, 1] == k.nngp[1, 1]
     assert np.linalg.eigvalsh(k.ntk).min() > -1e-12
+
+
+def test_overflow_is_refused():
+    X = np.random.default_rng(6).standard_normal((300, 3))
+    net = Network([Dense(4, 1e40), "monomial(3)", Dense(4, 1e40), "monomial(3)", Dense(1)])
+    with pytest.raises(ValueError, match="overflow|variance"):
+        network_analytic_kernels(net, X)

@@ -16,6 +16,7 @@ state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 
 import numba
 import numpy as np
@@ -90,7 +91,8 @@ def _input_state(F1, F2, symmetric) -> KernelState:
         np.dot(A1, A2.T, out=K)
         K *= 1.0 / d
     _identical_rows_exact(K, A1, A2, var1, symmetric)
-    return KernelState(nngp=K, ntk=np.zeros_like(K), var1=var1, var2=var2, symmetric=symmetric,
+    # the NTK is 0 at the input: each tile starts from its own zeros (the whole matrix is only written)
+    return KernelState(nngp=K, ntk=np.empty_like(K), var1=var1, var2=var2, symmetric=symmetric,
                        shape=tuple(F1.shape[1:]), at_input=True, expect=activation_map,
                        inputs=(F1, F1 if symmetric else F2))
 
@@ -182,20 +184,30 @@ def network_analytic_kernels(net: Network, X1, X2=None):
     start = _input_state(F1, None if symmetric else F2, symmetric)
     nngp, ntk = start.nngp, start.ntk
     layers = net.layers[first:]
+    pools = {}
 
     def run(box):
         # one cache-sized tile through every layer (the maps are element-wise over pairs), serially
         i0, i1, j0, j1 = box
         diagonal = symmetric and i0 == j0
         v1, v2 = start.var1[i0:i1], start.var2[j0:j1]
-        tile = start.replace(nngp=np.ascontiguousarray(nngp[i0:i1, j0:j1]), ntk=np.zeros((i1 - i0, j1 - j0)),
-                             var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal,
-                             inputs=(F1[i0:i1], F2[j0:j1]), serial=True)
+        pool = pools.setdefault(threading.get_ident(), {})  # this thread's buffers, reused tile to tile
+        tile = start.replace(var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal, inputs=(F1[i0:i1], F2[j0:j1]),
+                             serial=True, pool=pool)
+        K, T = tile.workspace("tile K", nngp[i0:i1, j0:j1]), tile.workspace("tile T", nngp[i0:i1, j0:j1])
+        np.copyto(K, nngp[i0:i1, j0:j1])
+        T.fill(0.0)
+        tile = tile.replace(nngp=K, ntk=T)
         for i, layer in enumerate(layers, start=first):
             try:
                 tile = layer.analytic(tile)
             except ValueError as exc:
                 raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
+        # a diagonal tile's lower triangle is not computed (the mirror overwrites it)
+        valid = (np.triu(tile.nngp), np.triu(tile.ntk)) if diagonal else (tile.nngp, tile.ntk)
+        if not (np.isfinite(valid[0].sum()) and np.isfinite(valid[1].sum())):
+            raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the "
+                             "features")
         nngp[i0:i1, j0:j1] = tile.nngp
         ntk[i0:i1, j0:j1] = tile.ntk
         return tile.shape
@@ -209,10 +221,7 @@ def network_analytic_kernels(net: Network, X1, X2=None):
     _on_threads(run, boxes[1:])
     if symmetric:
         run_in_threads(_mirror_rows, nngp, ntk)
-    state = start.replace(nngp=nngp, ntk=ntk)
-    if not (np.all(np.isfinite(state.nngp)) and np.all(np.isfinite(state.ntk))):
-        raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the features")
-    return np.ascontiguousarray(state.nngp), np.ascontiguousarray(state.ntk)
+    return nngp, ntk
 
 
 __all__ = ["network_analytic_kernels", "activation_map"]

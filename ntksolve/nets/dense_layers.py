@@ -49,6 +49,7 @@ class DenseLayer(Layer):
 
     has_params = True
     config_type = "Dense"
+    centred_output = True
 
     def __init__(self, spec: Dense) -> None:
         if not isinstance(spec, Dense):
@@ -154,8 +155,10 @@ class DenseLayer(Layer):
             self.output_shape(state.shape)  # raises the flat-input error
         sw2, sb2 = self.spec.weight_std ** 2, self.spec.forward_bias_std ** 2
         state.rows(dense_rows, state.nngp, state.ntk, sw2, sb2, state.symmetric)
-        var1 = sw2 * state.var1 + sb2
-        return state.replace(var1=var1, var2=var1 if state.symmetric else sw2 * state.var2 + sb2,
+        with np.errstate(over="ignore"):  # an infinite variance is refused by the next map's check
+            var1 = sw2 * state.var1 + sb2
+            var2 = var1 if state.symmetric else sw2 * state.var2 + sb2
+        return state.replace(var1=var1, var2=var2,
                              shape=(self.spec.width,), at_input=False, gaussian=True, inputs=None)
 
 

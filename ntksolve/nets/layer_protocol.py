@@ -25,13 +25,14 @@ What a layer implements (each method's docstring below gives the shapes):
 ``forward(params, x, keep)``
     ``(y, cache)``: ``y`` of shape ``(B, *output_shape)``; ``cache`` what :meth:`backward` and the
     kernel terms need (only when ``keep``; else None).
-``backward(params, cache, g, signals)``
+``backward(params, cache, g, signals, want_input=True)``
     The signal at the layer's input, ``(B, m, *input_shape)``, from ``g`` at its output
     ``(B, m, *output_shape)``. ``g is None`` is the identity seed (``m = prod(output_shape)``,
     ``g[i, a]`` the ``a``-th unit vector), which a layer may handle without forming it
     (:func:`identity_seed` forms it). A layer never modifies ``g`` in place (another layer may
     hold it). A parametrised leaf appends ``(self, params, cache, g)`` to ``signals`` (a composite
     layer lets its block's leaves append theirs); the network's kernels are sums over those entries.
+    ``want_input=False`` (the lowest parametrised layer): record the signals, return None.
 ``ntk_term(params, I, J, theta, trace, lower)``
     Add the layer's term of the empirical NTK between two blocks of inputs, ``I = (cache, g)`` and
     ``J = (cache, g)`` (``J is None``: the diagonal tile of a symmetric kernel, ``lower`` True, only
@@ -43,6 +44,10 @@ What a layer implements (each method's docstring below gives the shapes):
     ``scales.grad_weight`` / ``grad_bias`` are the gradient of ``sum_i <g_i, y_i>`` (``m = 1``) with
     respect to the trained parameters (a dense layer: ``g^T x`` and ``sum_i g_i``). What real
     training steps on (:mod:`ntksolve.optimizers`).
+``step(opt, i, params, cache, g)``
+    One optimiser step of the leaf (``i`` its index among the network's leaves): the default
+    calls ``opt.update_products(i, *products(...))``; a dense-like layer may call the optimiser's
+    GEMM path ``opt.update(i, g2, x)`` instead.
 ``jacobian(params, cache, g)``
     ``(B, m, P_layer)``: the derivatives of ``sum <g, y>`` by the trained parameters, in the
     flattened order (checks and small problems only).
@@ -51,7 +56,11 @@ What a layer implements (each method's docstring below gives the shapes):
     the layer when it has none (a layer order without a kernel, a state it cannot take). A map may
     overwrite the state's matrices (the driver owns them; a layer that needs its input state again,
     a residual, copies it first), and of a symmetric state only the upper triangle ``j >= i`` is
-    valid (every map is element-wise over pairs; the driver mirrors once at the end).
+    valid (every map is element-wise over pairs; the driver mirrors once at the end). The driver
+    hands a map one cache-sized tile of pairs at a time (``state.serial``): run row kernels through
+    :meth:`KernelState.rows`. A layer whose output is centred and independent of its input at
+    infinite width (a Dense, a convolution) sets ``centred_output = True``: a residual block must
+    end with one.
 ``get_config()``
     A JSON-serialisable dict with ``"type"`` (the class name) that :func:`layer_from_config`
     rebuilds it from; equality and hashing go through it.
@@ -68,7 +77,7 @@ A layer with parameters also implements nothing else: the network's drivers
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
@@ -104,6 +113,9 @@ class KernelState:
         The per-example shape of the features (a layer that needs a flat input checks it).
     at_input : bool
         No parametrised layer has acted yet: the features are the exact inputs, not Gaussian.
+    pool : dict or None
+        Reusable buffers of the driver's thread (:meth:`workspace`), and ``depth`` the nesting of
+        composite layers (keys of their buffers).
     serial : bool
         The state is one tile of a driver that runs tiles on threads: run row kernels serially
         (:meth:`rows` does).
@@ -129,10 +141,31 @@ class KernelState:
     expect: object = None
     gaussian: bool = False
     serial: bool = False
+    pool: object = None
+    depth: int = 0
     inputs: object = None
 
     def replace(self, **changes) -> "KernelState":
-        return replace(self, **changes)
+        """A copy with ``changes`` (the arrays are shared, not copied)."""
+        # dataclasses.replace re-runs __init__: a tenth of a small tile's time over all its layers
+        unknown = changes.keys() - self.__dataclass_fields__.keys()
+        if unknown:
+            raise TypeError(f"KernelState has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(KernelState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
+    def workspace(self, key, like: np.ndarray) -> np.ndarray:
+        """A buffer shaped like ``like`` for ``key`` (unique per use at this ``depth``): reused from tile
+        to tile of one thread (fresh pages of a new array cost more than the maps), else new."""
+        if self.pool is None:
+            return np.empty_like(like)
+        k = (key, self.depth, like.shape)
+        buf = self.pool.get(k)
+        if buf is None:
+            buf = self.pool[k] = np.empty_like(like)
+        return buf
 
     def rows(self, kernel, *args) -> None:
         """``kernel(*args, start, step)`` over the rows: on threads (:func:`ntksolve._jit.analytic.run_in_threads`),
@@ -175,6 +208,8 @@ class Layer:
 
     #: Whether the layer itself has parameters (a pair ``(W, b)``).
     has_params: bool = False
+    #: Whether its output is independent of (and uncorrelated with) its input at infinite width.
+    centred_output: bool = False
 
     def leaves(self):
         """The layers whose parameters this one holds, in the flattened order (itself, or none)."""
@@ -199,8 +234,12 @@ class Layer:
     def forward(self, params, x: np.ndarray, keep: bool):
         raise NotImplementedError
 
-    def backward(self, params, cache, g: Optional[np.ndarray], signals: list):
+    def backward(self, params, cache, g: Optional[np.ndarray], signals: list, want_input: bool = True):
         raise NotImplementedError
+
+    def step(self, opt, i, params, cache, g) -> None:
+        """One optimiser step of this leaf from its signal ``g`` (``(B, 1, *output_shape)``)."""
+        opt.update_products(i, *self.products(params, cache, g))
 
     def ntk_term(self, params, I, J, theta, trace: bool, lower: bool) -> None:
         raise NotImplementedError(f"{self.name} has no parameters and no NTK term")

@@ -146,9 +146,6 @@ class LayerNorm(Layer):
         gx, gg = self._flat(cache, g)
         return gx.sum(axis=(0, 1)), gg.sum(axis=(0, 1))
 
-    def step(self, opt, i, params, cache, g):
-        opt.update_products(i, *self.products(params, cache, g))
-
     def jacobian(self, params, cache, g):
         gx, gg = self._flat(cache, g)
         return np.concatenate([gx, gg], axis=2)

@@ -15,7 +15,6 @@ import numbers
 import numpy as np
 
 from ntksolve._jit.network_analytic import add_rows
-from ntksolve.nets.dense_layers import DenseLayer
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, layer_from_config, register_layer
 from ntksolve.nets.network import as_layer
 
@@ -120,18 +119,22 @@ class Residual(Layer):
 
     def analytic(self, state: KernelState) -> KernelState:
         last = self.layers[-1]
-        if not getattr(last, "centred_output", isinstance(last, DenseLayer)):
+        if not last.centred_output:
             raise ValueError(f"the analytic kernel of a Residual needs its block to end with a Dense (whose output is "
                              f"independent of the skip path at infinite width); this block ends with {last.name}")
         # the maps overwrite their state: the block works on a copy, the skip path keeps the original
-        inner = state.replace(nngp=state.nngp.copy(), ntk=state.ntk.copy())
+        K, T = state.workspace("residual K", state.nngp), state.workspace("residual T", state.ntk)
+        np.copyto(K, state.nngp)
+        np.copyto(T, state.ntk)
+        inner = state.replace(nngp=K, ntk=T, depth=state.depth + 1)
         for layer in self.layers:
             inner = layer.analytic(inner)
         s2 = self.scale ** 2
         state.rows(add_rows, state.nngp, state.ntk, inner.nngp, inner.ntk, s2, state.symmetric)
         var1 = state.var1 + s2 * inner.var1
         return state.replace(var1=var1, var2=var1 if state.symmetric else state.var2 + s2 * inner.var2,
-                             at_input=False, inputs=None, gaussian=state.gaussian and inner.gaussian)
+                             at_input=False, inputs=None, gaussian=state.gaussian and inner.gaussian,
+                             depth=state.depth)
 
 
 __all__ = ["Residual"]
