@@ -39,3 +39,10 @@ def test_cnn_shapes_and_errors():
     X = np.zeros((2, 63))
     with pytest.raises(ValueError, match="64 numbers"):
         net.init(X.shape[1])
+
+
+def test_cli_network_cnn_needs_the_digits(tmp_path, capsys):
+    from ntksolve.cli import main
+
+    assert main(["compare", "--network", "cnn", "--out", str(tmp_path / "o"), "--widths", "4", "--steps", "2"]) == 2
+    assert "--data digits" in capsys.readouterr().err
