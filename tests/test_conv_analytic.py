@@ -94,5 +94,7 @@ def test_cntk_errors_name_the_layer():
         network_analytic_kernels(Network([Conv2D(2, 3), "tanh", GlobalAvgPool(), Dense(1)]), X)
     with pytest.raises(ValueError, match="standard"):
         network_analytic_kernels(Network([Conv2D(2, 3), GlobalAvgPool(), Dense(1)], parameterization="standard"), X)
+    with pytest.raises(ValueError, match="layer 2 .*Gaussian"):
+        network_analytic_kernels(Network([Conv2D(2, 3), "relu", "erf", GlobalAvgPool(), Dense(1)]), X)
     with pytest.raises(ValueError, match="variance"):
         network_analytic_kernels(Network([Conv2D(2, 3, weight_std=1e4), "erf", GlobalAvgPool(), Dense(1)]), X)
