@@ -32,11 +32,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _common import best_time, peer_python, run_peer, table  # noqa: E402
 
 import ntksolve  # noqa: E402
-from ntksolve.kernels.network_analytic import network_analytic_kernels  # noqa: E402
-from ntksolve.kernels.network_empirical import network_empirical_ntk  # noqa: E402
+from ntksolve import Network, analytic_kernels, empirical_ntk  # noqa: E402
 from ntksolve.nets.conv import Conv2D  # noqa: E402
 from ntksolve.nets.layers import Dense  # noqa: E402
-from ntksolve.nets.network import Network  # noqa: E402
 from ntksolve.nets.pooling import GlobalAvgPool  # noqa: E402
 
 SW = 2**0.5
@@ -130,12 +128,12 @@ def main():
 
     net = cnn(2, 10)
     params = net.init(X.shape[1:], random_state=0)
-    ours = best_time(lambda: network_empirical_ntk(net, params, X), repeat=3)
+    ours = best_time(lambda: empirical_ntk(net, params, X), repeat=3)
     peer = run_peer(nt_python, _NT_EMPIRICAL.format(path=path, sw=SW), timeout=3600) if nt_python else None
     rows.append((f"empirical NTK, 2-layer CNN, N={n}", ours, peer, peer / ours if peer else float("nan")))
 
     net3 = cnn(3, 1)
-    ours = best_time(lambda: network_analytic_kernels(net3, X), repeat=1)
+    ours = best_time(lambda: analytic_kernels(net3, X), repeat=1)
     peer = run_peer(nt_python, _NT_ANALYTIC.format(path=path, sw=SW), timeout=7200) if nt_python else None
     rows.append((f"analytic CNTK (pooling), depth 3, N={n}", ours, peer, peer / ours if peer else float("nan")))
     print(table(rows, ["kernel", "ntksolve s", "neural-tangents s", "ratio (nt / ours)"]))
@@ -145,7 +143,7 @@ def main():
     if not args.skip_classifier:
         Xc, yc = digits(600 if args.quick else None)
         t = time.perf_counter()
-        K_cnn = network_analytic_kernels(cnn(2, 1), Xc).ntk
+        K_cnn = analytic_kernels(cnn(2, 1), Xc).ntk
         t_cnn = time.perf_counter() - t
         t = time.perf_counter()
         K_mlp = ntksolve.analytic_kernels(ntksolve.MLP((512, 512), weight_std=SW), Xc.reshape(len(yc), -1)).ntk

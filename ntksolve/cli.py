@@ -355,14 +355,13 @@ def _network(args, X, notes):
     """``compare``'s ``network=`` for ``--network`` (None: the MLP); the CNN is described in ``notes``."""
     if getattr(args, "network", "mlp") == "mlp":
         return None
-    from ntksolve.cnn import DIGITS_SHAPE, sweep_cnn
-
-    if not (args.data or "").startswith("digits") or X.shape[1] != int(np.prod(DIGITS_SHAPE)):
+    if not (args.data or "").startswith("digits") or X.shape[1] != 64:
         raise UsageError("--network cnn convolves the 8x8 digit images: use it with --data digits")
     if args.trainer != "numpy":
         raise UsageError("--network cnn trains with --trainer numpy (the PyTorch and scikit-learn trainers take MLPs)")
     notes.append(f"network: a CNN, the images 8x8 through {args.depth} 3x3 convolution(s) ('same') of WIDTH channels "
                  f"with {args.activation}, global average pooling, a dense readout (the widths are channels)")
+    from ntksolve.cnn import sweep_cnn
     return sweep_cnn
 
 
