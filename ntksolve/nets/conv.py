@@ -244,7 +244,7 @@ class Conv(Layer):
         cols = np.empty((B, geo.n_out, geo.fan_in), dtype=x.dtype)
         _jit.im2col(np.ascontiguousarray(x).reshape(B, geo.H, geo.W, geo.C), geo.kh, geo.kw, geo.sh, geo.sw,
                     geo.ph, geo.pw, geo.oh, geo.ow, cols)
-        y = np.dot(cols, W.T)  # (B, S, channels): one GEMM over every patch
+        y = np.dot(cols.reshape(-1, geo.fan_in), W.T)  # (B S, channels): one 2-D GEMM (numpy's N-D dot is no GEMM)
         y *= s.weight
         if self.bias:
             y += s.bias * b
@@ -259,8 +259,8 @@ class Conv(Layer):
         if g is None:
             g = identity_seed(cache.cols.shape[0], self.output_shape(cache.shape), cache.cols.dtype)
         B, m = g.shape[:2]
-        cols = np.dot(g.reshape(B * m, geo.n_out, self.channels), W)
-        cols *= W.dtype.type(self.scales(cache.shape).weight)
+        ws = W.dtype.type(self.scales(cache.shape).weight)  # folded into the (small) W, not the signals
+        cols = np.dot(g.reshape(B * m * geo.n_out, self.channels), ws * W).reshape(B * m, geo.n_out, geo.fan_in)
         out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=cols.dtype)
         _jit.col2im(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out)
         return out.reshape((B, m) + tuple(cache.shape))
