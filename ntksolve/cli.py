@@ -351,6 +351,20 @@ def _trainer(args):
         raise UsageError(f"--trainer {args.trainer}: {exc}") from None
 
 
+def _network(args, X, notes):
+    """``compare``'s ``network=`` for ``--network`` (None: the MLP); the CNN is described in ``notes``."""
+    if getattr(args, "network", "mlp") == "mlp":
+        return None
+    if not (args.data or "").startswith("digits") or X.shape[1] != 64:
+        raise UsageError("--network cnn convolves the 8x8 digit images: use it with --data digits")
+    if args.trainer != "numpy":
+        raise UsageError("--network cnn trains with --trainer numpy (the PyTorch and scikit-learn trainers take MLPs)")
+    notes.append(f"network: a CNN, the images 8x8 through {args.depth} 3x3 convolution(s) ('same') of WIDTH channels "
+                 f"with {args.activation}, global average pooling, a dense readout (the widths are channels)")
+    from ntksolve.cnn import sweep_cnn
+    return sweep_cnn
+
+
 def run_compare(args) -> int:
     from ntksolve.sweep_checks import check_sweep, default_record_steps
 
@@ -364,6 +378,7 @@ def run_compare(args) -> int:
         raise UsageError("--records must be at least 2")
     args._trainer = _trainer(args)
     X, y, Xt, yt, desc, notes = load_data(args)
+    args._network = _network(args, X, notes)
     if args.batch_size is not None and args.batch_size > X.shape[0]:
         raise UsageError(f"--batch-size {args.batch_size} is more than the {X.shape[0]} training points")
     try:
@@ -428,7 +443,7 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
             weight_std=args.weight_std, bias_std=args.bias_std, parameterization=args.parameterization,
             dynamics=args._rule, lr_fraction=args._lr_fraction, loss=args.loss, batch_size=args.batch_size,
             steps=args.steps, n_records=args.records, random_state=args.seed, progress=progress, on_state=save,
-            trainer=args._trainer,
+            trainer=args._trainer, network=args._network,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

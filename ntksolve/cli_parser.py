@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the data as is instead of scaling features and targets to zero mean and unit "
                         "variance (by the training split); the NTK's scale assumes roughly unit-variance inputs")
     g = p.add_argument_group("network")
+    g.add_argument("--network", choices=("mlp", "cnn"), default="mlp",
+                   help="mlp: the fully connected network; cnn: with --data digits, the 8x8 images through --depth "
+                        "3x3 convolutions of --widths channels, global average pooling and a dense readout")
     g.add_argument("--widths", type=_widths, default=list(DEFAULT_WIDTHS), metavar="N,N,...",
                    help=f"comma-separated hidden widths to sweep (at most {MAX_WIDTH}, and the widest must fit in "
                         "memory)")

@@ -55,7 +55,7 @@ from ntksolve.report import (GAP_KEYS, LOSS_WORDS, SLOPE_KEYS, STATES, CompareRe
 from ntksolve.sweep_checks import (MAX_DEPTH, MAX_RECORDS, MAX_WIDTH, _class_labels, _Sizes, _targets, _twin_work,
                                    _width_work, check_sweep, check_training, default_record_steps)
 from ntksolve.sweep_trainers import sweep_trainer
-from ntksolve.training import train_network
+from ntksolve.network_training import train_network
 from ntksolve.twins import (CLOSED_FORM, MATCHED_FLOW, Prediction, Run, Twin, critical_rate, describe,
                             not_available, peak_rate, rule_at_fraction)
 
@@ -89,6 +89,7 @@ class _Sweep(NamedTuple):
     rms_test: float
     sizes: _Sizes
     trainer: object  # the SweepTrainer of the real runs
+    build: object  # the network of a width from MLP's arguments
 
 
 def compare(
@@ -114,7 +115,7 @@ def compare(
     progress: bool = True,
     on_width_done: Optional[Callable[[dict, CompareReport], None]] = None,
     on_state: Optional[Callable[[CompareReport], None]] = None,
-    trainer="numpy",
+    trainer="numpy", network=None,
 ) -> CompareReport:
     """Train networks of several widths for real beside their NTK predictions.
 
@@ -180,6 +181,8 @@ def compare(
         propagates.
     trainer : {"numpy", "torch", "sklearn"} or callable, default "numpy"
         What trains the real networks (:mod:`ntksolve.sweep_trainers`); in ``settings["trainer"]``.
+    network : callable, optional
+        Each width's network from ``MLP``'s arguments (default :class:`MLP`), e.g. :func:`ntksolve.cnn.sweep_cnn`.
 
     Returns
     -------
@@ -246,7 +249,8 @@ def compare(
             if rms == 0:
                 raise ValueError(f"the {what} targets are all zero: the relative gap RMS(f_real - f_pred) / RMS(y) "
                                  "is undefined")
-    net0 = MLP((ws[0],) * depth, activation, weight_std, bias_std, parameterization, k)  # bad values fail now
+    build = MLP if network is None else network
+    net0 = build((ws[0],) * depth, activation, weight_std, bias_std, parameterization, k)  # bad values fail now
     trainer = sweep_trainer(trainer, net0, rule, loss=loss, n_outputs=k)
     if random_state is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
@@ -292,11 +296,11 @@ def compare(
         # The analytic twin is shared by every width: its kernels and decomposition are made once.
         an_twin = crit_an = None
         with _signals_held():  # compilation: an interrupt now is delivered when it is done
-            _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic,
+            _warm_up(build((2,) * depth, activation, weight_std, bias_std, parameterization, k), k, X, analytic,
                      None if run0.plain else run0, trainer.train)
         if analytic:
             t0 = time.perf_counter()
-            an_net = MLP((1,) * depth, activation, weight_std, bias_std, "ntk", k)
+            an_net = build((1,) * depth, activation, weight_std, bias_std, "ntk", k)
             kern = analytic_kernels(an_net, X)
             an_k_test = analytic_kernels(an_net, X_test, X).ntk
             crit_plain = float(critical_learning_rate(kern.ntk, n_outputs=k))
@@ -328,7 +332,7 @@ def compare(
 
         sweep = _Sweep(X, y, X_test, y_test, depth, activation, float(weight_std), float(bias_std), parameterization,
                        k, rule, fraction if per_width else None, loss, batch_size, int(steps), record_at, seed,
-                       an_twin, crit_an, rms_train, rms_test, sizes, trainer)
+                       an_twin, crit_an, rms_train, rms_test, sizes, trainer, build)
         bar = _Progress(progress, [p + int(steps) * s + record_at.size * r for p, s, r in works], ws)
         for i, width in enumerate(ws):
             bar.start_width(i)
@@ -398,11 +402,10 @@ def _signals_held():
             signal.raise_signal(pending[0])  # its own handler now runs (KeyboardInterrupt, or the default)
 
 
-def _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, analytic, run, train) -> None:
+def _warm_up(net, k, X, analytic, run, train) -> None:
     """Run every jitted path once on two points, so that numba's one-time compilation (or cache
     load, about 0.5 s) is charged to no width's prediction or training time (``train``: the sweep's
     trainer too). ``run``: the sweep's own rule, loss and batches (momentum, weight decay, ``J theta_0``)."""
-    net = MLP((2,) * depth, activation, weight_std, bias_std, parameterization, k)
     p = net.init(X.shape[1], random_state=0)
     Xs = X[:2]
     empirical_ntk(net, p, Xs, trace=k == 1)
@@ -427,12 +430,10 @@ def _warm_up(depth, activation, weight_std, bias_std, parameterization, k, X, an
 
 
 def _one_width(width, sw: _Sweep, work, bar):
-    predict_work, step_work, record_work = work
-    k, N = sw.k, sw.X.shape[0]
-    net = MLP((width,) * sw.depth, sw.activation, sw.weight_std, sw.bias_std, sw.parameterization, k)
+    (predict_work, step_work, record_work), k, N = work, sw.k, sw.X.shape[0]
+    net = sw.build((width,) * sw.depth, sw.activation, sw.weight_std, sw.bias_std, sw.parameterization, k)
     params = net.init(sw.X.shape[1], random_state=np.random.default_rng(np.random.SeedSequence([sw.seed, width])))
-    full = k > 1
-    record_at = sw.record_at
+    full, record_at = k > 1, sw.record_at
 
     # -- the empirical twin: own NTK at init (for GD on MSE the exact closed form of f_lin)
     t0 = time.perf_counter()
@@ -502,8 +503,7 @@ def _one_width(width, sw: _Sweep, work, bar):
         "time_train": res.wall_time, "time_kernel_tracking": res.kernel_time,
         "time_predict_empirical": t_emp, "time_predict_analytic": t_an,
     }
-    t_pred = t_an if t_an is not None else t_emp
-    row["time_predict"] = t_pred
+    row["time_predict"] = t_pred = t_an if t_an is not None else t_emp
     row["speedup"] = res.wall_time / t_pred if not res.diverged else None
     row["speedup_empirical"] = res.wall_time / t_emp if not res.diverged else None
     traj = {"width": width, "steps": record_at.tolist(), "status_empirical": emp.status, "status_analytic": pa.status}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable, NamedTuple, Optional
 
-from ntksolve.training import train_network
+from ntksolve.network_training import train_network
 
 #: The trainers ``compare(trainer=...)`` and ``ntksolve compare --trainer`` accept.
 TRAINERS = ("numpy", "torch", "sklearn")
