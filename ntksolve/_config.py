@@ -60,6 +60,12 @@ ANALYTIC_MAX_VARIANCE_BOUNDED = 1e7
 #: set of activations would exceed this many bytes.
 EMPIRICAL_BLOCK_BYTES = 2 * 1024**3
 
+#: Rows per block row of a symmetric Gram product ``A A^T`` (``ntksolve.kernels.empirical._gram``):
+#: each block row is one GEMM onto the lower triangle and its diagonal block, which wastes
+#: ``GRAM_BLOCK_ROWS / N`` of SYRK's FLOPs but runs at GEMM speed; at most this many rows, numpy's
+#: SYRK. MEASURED-PLACEHOLDER
+GRAM_BLOCK_ROWS = 256
+
 # --- closed-form dynamics (ntksolve.dynamics) ------------------------------------------------------
 
 #: LAPACK driver of the symmetric eigendecomposition. Measured 2026-11-29 at N = 2048, 2 cores, float64:
