@@ -183,7 +183,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
     Computed layer by layer from activations and backpropagated deltas (``docs/conventions.md``),
-    never forming the ``N x P`` Jacobian: per layer two Gram matrices (SYRK when ``X2`` is ``None``)
+    never forming the ``N x P`` Jacobian: per layer two Gram matrices (on one triangle when ``X2`` is ``None``)
     and one fused elementwise combine.
 
     Parameters
