@@ -134,13 +134,14 @@ t = time.perf_counter(); ntk(); print(time.perf_counter() - t)
 """
 
 
-def gram_blocks(N, n, repeats):
-    """Blocked Gram products (GEMM block rows, ``_config.GRAM_BLOCK_ROWS``) against numpy's SYRK
-    (blocking off), interleaved, at each dtype: seconds per NTK and GEMM fraction of each."""
+def gram_blocks(N, n, repeats, block=256):
+    """Blocked Gram products (GEMM block columns of ``block``, ``_config.GRAM_BLOCK_ROWS``) against
+    numpy's SYRK (blocking off, the default), interleaved, at each dtype: seconds per NTK and GEMM
+    fraction of each."""
     X = np.random.default_rng(0).standard_normal((N, D))
     net = MLP((n,) * DEPTH)
     flops = minimal_flops(N, D, n, DEPTH)
-    blocked = _config.GRAM_BLOCK_ROWS
+    default = _config.GRAM_BLOCK_ROWS
     rows = []
     for dt in (np.float64, np.float32):
         p = net.init(D, random_state=0, dtype=dt)
@@ -151,15 +152,16 @@ def gram_blocks(N, n, repeats):
                 try:
                     return empirical_ntk(net, p, X)
                 finally:
-                    _config.GRAM_BLOCK_ROWS = blocked
+                    _config.GRAM_BLOCK_ROWS = default
             return go
 
-        res = interleaved({"blocked": run(blocked), "syrk": run(1 << 62)}, repeats)
+        res = interleaved({"blocked": run(block), "syrk": run(None)}, repeats)
         rate = gemm_rate(dt, repeat=10)
         (tb, kb), (ts, ks) = res["blocked"], res["syrk"]
         rows.append((np.dtype(dt).name, tb, ts, ts / tb, flops / tb / rate, flops / ts / rate,
                      float(np.max(np.abs(kb - ks)) / np.max(np.abs(ks)))))
-    print(f"Gram products at N={N}, width {n}: blocked (GRAM_BLOCK_ROWS={blocked}) against numpy's SYRK\n")
+    print(f"Gram products at N={N}, width {n}: blocked (GRAM_BLOCK_ROWS={block}) against numpy's SYRK "
+          f"(the default is {default})\n")
     print(table(rows, ["dtype", "blocked s", "SYRK s", "SYRK / blocked", "GEMM frac blocked", "GEMM frac SYRK",
                        "rel. difference"]))
     print()
@@ -173,8 +175,9 @@ def main():
                     help="seconds one peer measurement may take (n/a past it)")
     ap.add_argument("--grams-only", action="store_true",
                     help="only the blocked-against-SYRK comparison at N=1024, width 2048")
+    ap.add_argument("--gram-block", type=int, default=256, help="block size of the blocked contender")
     args = ap.parse_args()
-    gram_blocks(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 3))
+    gram_blocks(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 3), block=args.gram_block)
     if args.grams_only:
         return
 

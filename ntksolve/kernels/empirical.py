@@ -67,12 +67,12 @@ def _gram(A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.nda
     """The Gram product ``A B^T``; with ``B=None`` the symmetric ``A A^T`` at half the FLOPs.
 
     The one helper behind every Gram matrix of the empirical kernels (the NTK's per-layer products,
-    traced and full, in every tile, and the NNGP). A symmetric product of more than
-    ``_config.GRAM_BLOCK_ROWS`` rows is computed block row by block row, each block row one GEMM
-    ``G[r0:r1, :r1] = A[r0:r1] A[:r1]^T`` written straight into ``G``: only the lower triangle
-    plus the diagonal blocks' upper halves are computed, a waste of ``block / N`` over SYRK's
-    FLOPs, but all of it at GEMM speed, which OpenBLAS's SYRK does not reach (``_config``
-    gives the figures). Smaller products go to numpy's ``A @ A.T`` (SYRK).
+    traced and full, in every tile, and the NNGP). By default (``_config.GRAM_BLOCK_ROWS = None``)
+    a symmetric product is numpy's ``A @ A.T`` (SYRK), which measured fastest inside the NTK. With a
+    block size set, a product of more rows is computed block column by block column, each one GEMM
+    ``G[c0:, c0:c1] = A[c0:] A[c0:c1]^T`` written straight into ``G``: only the lower triangle plus
+    the diagonal blocks' upper halves are computed, a waste of ``block / N`` over SYRK's FLOPs, at
+    GEMM speed (``_config`` gives the figures).
 
     We stay on numpy's BLAS rather than calling scipy's directly: scipy ships a second OpenBLAS with
     its own thread pool, and alternating between the two pools leaves one pool's threads spinning
@@ -101,14 +101,14 @@ def _gram(A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.nda
         np.matmul(A, B.T, out=out)
         return out
     nb = _config.GRAM_BLOCK_ROWS
-    if N1 <= nb:
+    if nb is None or N1 <= nb:
         np.matmul(A, A.T, out=out)  # numpy recognises A A^T: SYRK, and it fills both triangles
         return out
-    for r0 in range(0, N1, nb):
-        r1 = min(r0 + nb, N1)
-        # for r0 = 0 both operands are the same buffer and numpy calls SYRK on the first diagonal
-        # block; every other block row is one GEMM, its diagonal block included
-        np.matmul(A[r0:r1], A[:r1].T, out=out[r0:r1, :r1])
+    for c0 in range(0, N1, nb):
+        c1 = min(c0 + nb, N1)
+        # one GEMM per block column, its diagonal block included: tall (N - c0 rows), so that both
+        # of OpenBLAS's threads get thick panels (block rows, M = nb, measured slower)
+        np.matmul(A[c0:], A[c0:c1].T, out=out[c0:, c0:c1])
     if not lower:
         _jit.mirror_lower_traced(out)
     return out
