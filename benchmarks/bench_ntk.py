@@ -20,8 +20,9 @@ import textwrap
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import best_time, gemm_rate, peer_python, run_peer, table  # noqa: E402
+from _common import best_time, gemm_rate, interleaved, peer_python, run_peer, table  # noqa: E402
 
+from ntksolve import _config  # noqa: E402
 from ntksolve import MLP, empirical_ntk, jacobian  # noqa: E402
 
 D, DEPTH = 32, 3
@@ -132,13 +133,52 @@ t = time.perf_counter(); ntk(); print(time.perf_counter() - t)
 """
 
 
+def gram_blocks(N, n, repeats, block=256):
+    """Blocked Gram products (GEMM block columns of ``block``, ``_config.GRAM_BLOCK_ROWS``) against
+    numpy's SYRK (blocking off, the default), interleaved, at each dtype: seconds per NTK and GEMM
+    fraction of each."""
+    X = np.random.default_rng(0).standard_normal((N, D))
+    net = MLP((n,) * DEPTH)
+    flops = minimal_flops(N, D, n, DEPTH)
+    default = _config.GRAM_BLOCK_ROWS
+    rows = []
+    for dt in (np.float64, np.float32):
+        p = net.init(D, random_state=0, dtype=dt)
+
+        def run(nb):
+            def go():
+                _config.GRAM_BLOCK_ROWS = nb
+                try:
+                    return empirical_ntk(net, p, X)
+                finally:
+                    _config.GRAM_BLOCK_ROWS = default
+            return go
+
+        res = interleaved({"blocked": run(block), "syrk": run(None)}, repeats)
+        rate = gemm_rate(dt, repeat=10)
+        (tb, kb), (ts, ks) = res["blocked"], res["syrk"]
+        rows.append((np.dtype(dt).name, tb, ts, ts / tb, flops / tb / rate, flops / ts / rate,
+                     float(np.max(np.abs(kb - ks)) / np.max(np.abs(ks)))))
+    print(f"Gram products at N={N}, width {n}: blocked (GRAM_BLOCK_ROWS={block}) against numpy's SYRK "
+          f"(the default is {default})\n")
+    print(table(rows, ["dtype", "blocked s", "SYRK s", "SYRK / blocked", "GEMM frac blocked", "GEMM frac SYRK",
+                       "rel. difference"]))
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=256 only, no peers")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--peer-timeout", type=float, default=240.0,
                     help="seconds one peer measurement may take (n/a past it)")
+    ap.add_argument("--grams-only", action="store_true",
+                    help="only the blocked-against-SYRK comparison at N=1024, width 2048")
+    ap.add_argument("--gram-block", type=int, default=256, help="block size of the blocked contender")
     args = ap.parse_args()
+    gram_blocks(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 3), block=args.gram_block)
+    if args.grams_only:
+        return
 
     Ns = (256,) if args.quick else (256, 1024)
     widths = (512, 2048)

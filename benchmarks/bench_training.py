@@ -1,7 +1,10 @@
 """Time real gradient descent: one step of ``train_network`` against a plain-numpy reference step
 (GFLOP/s side by side), then the default ``ntksolve compare`` sweep's time breakdown per width.
 
-Run: ``python benchmarks/bench_training.py [--quick] [--threads N]``. Prints a table; asserts nothing.
+Run: ``python benchmarks/bench_training.py [--quick] [--threads N] [--torch-only]``. Prints a table;
+asserts nothing. ``--torch-only``: one full-batch step of ``train_network`` against the same step in
+PyTorch on the CPU (same network, same batch, same weights, both libraries limited to the same threads;
+the outputs after the steps are compared), interleaved in one process.
 
 FLOPs per step, with ``N`` inputs and layer sizes ``n_0 ... n_{L+1}``: forward ``2 N n_l n_{l-1}``
 per layer, the weight gradient as much again, and the backpropagated delta as much again for every
@@ -10,9 +13,14 @@ layer but the first: ``(6 sum_l - 2 n_1 n_0) N n_l n_{l-1}``. Elementwise work i
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import interleaved  # noqa: E402
 
 from ntksolve import MLP
 from ntksolve.training import train_network
@@ -102,6 +110,63 @@ def bench_rules(repeats):
         print(f"{name:>22} {1e3 * t:>9.2f} ms {t / best['plain']:>6.2f}x")
 
 
+def bench_torch(repeats, threads, quick, dtype=np.float64):
+    """One full-batch step (forward, backward, update) of ``train_network`` against PyTorch's
+    ``nn.Sequential`` + ``torch.optim.SGD`` on the same network and weights (standard
+    parameterisation: PyTorch's ``nn.Linear`` holds the trained weights ``sigma_w/sqrt(n) W``)."""
+    try:
+        import torch
+    except ImportError:
+        print("\ntorch not installed: no PyTorch comparison")
+        return
+    torch.set_num_threads(threads)
+    N, d, steps = 512, 32, 5
+    grid = [(1024, 1), (2048, 1), (4096, 1), (8192, 1), (1024, 2), (2048, 2)] + ([] if quick else [(4096, 2)])
+    tdt = {np.float64: torch.float64, np.float32: torch.float32}[dtype]
+    print(f"\none full-batch step, N={N}, d={d}, {np.dtype(dtype).name}, {threads} threads each: "
+          f"train_network vs PyTorch (time per step; ratio = torch / ntksolve, >1: ntksolve faster)")
+    print(f"{'width':>6} {'depth':>5} {'ntksolve ms':>11} {'torch ms':>9} {'ratio':>6} {'max |f diff|':>12}")
+    for width, depth in grid:
+        net = MLP((width,) * depth, activation="relu", bias_std=0.1, parameterization="standard")
+        eta = 0.5 / (width * depth)  # well below the critical rate, which falls as 1/width here
+        rng = np.random.default_rng(0)
+        X, y = rng.standard_normal((N, d)).astype(dtype), rng.standard_normal((N, 1)).astype(dtype)
+        p = net.init(d, random_state=0, dtype=dtype)
+        layers = []
+        for (W, b), (ws, bs) in zip(p, net.layer_scales(d)):
+            lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=tdt)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(ws * W))
+                lin.bias.copy_(torch.from_numpy(bs * b))
+            layers += [lin, torch.nn.ReLU()]
+        model = torch.nn.Sequential(*layers[:-1])
+        opt = torch.optim.SGD(model.parameters(), lr=eta)
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+        def ours():
+            return train_network(net, p, X, y, learning_rate=eta, steps=steps, record_at=[steps],
+                                 track_kernel=False)
+
+        def theirs():
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                loss = 0.5 * torch.mean((model(Xt) - yt) ** 2)  # the conventions' MSE
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                return model(Xt)
+
+        diff = float(np.max(np.abs(ours().fx_train[-1] - theirs().numpy())))  # both from the same start
+        walls = []
+        res = interleaved({"ours": lambda: walls.append(ours().wall_time), "torch": theirs}, repeats)
+        # train_network's own clock (steps + 1 forward passes) against the whole torch loop (its
+        # steps and one more forward): the same work
+        t_ours = float(np.median(walls[1:])) / steps  # the first is interleaved's warm-up
+        t_torch = res["torch"][0] / steps
+        print(f"{width:>6} {depth:>5} {1e3 * t_ours:>11.2f} {1e3 * t_torch:>9.2f} {t_torch / t_ours:>5.2f}x "
+              f"{diff:>12.2e}", flush=True)
+
+
 def bench_sweep(quick):
     from ntksolve.cli import DEFAULT_ACTIVATION, DEFAULT_BIAS_STD, DEFAULT_DEPTH, DEFAULT_RECORDS, DEFAULT_STEPS, \
         DEFAULT_WIDTHS
@@ -130,6 +195,8 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="fewer repeats and only the 5 smallest sweep widths")
     ap.add_argument("--threads", type=int, default=None, help="limit BLAS and numba threads")
     ap.add_argument("--no-sweep", action="store_true", help="only the step benchmark")
+    ap.add_argument("--torch-only", action="store_true", help="only the step against PyTorch")
+    ap.add_argument("--float32", action="store_true", help="the PyTorch comparison in float32")
     a = ap.parse_args()
     if a.threads:
         import numba
@@ -137,7 +204,12 @@ if __name__ == "__main__":
 
         threadpool_limits(a.threads)
         numba.set_num_threads(a.threads)
+    if a.torch_only:
+        bench_torch(2 if a.quick else 3, a.threads or os.cpu_count(), a.quick,
+                    np.float32 if a.float32 else np.float64)
+        raise SystemExit
     bench_step(2 if a.quick else 3)
     bench_rules(2 if a.quick else 3)
+    bench_torch(2 if a.quick else 3, a.threads or os.cpu_count(), a.quick, np.float32 if a.float32 else np.float64)
     if not a.no_sweep:
         bench_sweep(a.quick)

@@ -60,6 +60,20 @@ ANALYTIC_MAX_VARIANCE_BOUNDED = 1e7
 #: set of activations would exceed this many bytes.
 EMPIRICAL_BLOCK_BYTES = 2 * 1024**3
 
+#: Columns per block column of a symmetric Gram product (``None``: no blocking) ``A A^T`` (``ntksolve.kernels.empirical._gram``):
+#: each block column is one GEMM onto the lower triangle and its diagonal block, which wastes
+#: ``GRAM_BLOCK_ROWS / N`` of SYRK's FLOPs but runs at GEMM speed; up to this many rows, numpy's SYRK.
+#: Measured 2026-12-01 (2 cores, OpenBLAS 0.3.31, four interleaved rounds of 5, median GFLOP/s of
+#: SYRK's FLOP count), ``A`` of 1024 x 2048 / 2560 x 1024: float64 SYRK 62-78 / 68-71, block columns
+#: of 256 71-73 / 79-85, of 512 64-68 / 78-83; float32 SYRK 117-130 / 141-151, block columns of 256
+#: 134-136 / 160-173, of 512 119-123 / 157-165 (GEMM: 88-104 / 176-208). Block rows (thin GEMMs of
+#: ``nb`` rows) measured 2-10 % slower than block columns, block rows with SYRK diagonal blocks as well.
+#: Inside the whole NTK, though (N = 1024, width 2048, three layers, interleaved, bench_ntk.py
+#: --grams-only), block columns of 256 took 1.07 s against SYRK's 0.60 s in float64 and 0.32 s against
+#: 0.34 s in float32 (and lost in both dtypes while other jobs shared the cores: one BLAS call per block
+#: and each a thread barrier). So the default is ``None``: numpy's SYRK, one call per Gram product.
+GRAM_BLOCK_ROWS = None
+
 # --- closed-form dynamics (ntksolve.dynamics) ------------------------------------------------------
 
 #: LAPACK driver of the symmetric eigendecomposition. Measured 2026-11-29 at N = 2048, 2 cores, float64:

@@ -64,32 +64,76 @@ def _features(net: MLP, params, X: np.ndarray):
     return f, hs, deltas
 
 
-def _gram(A: np.ndarray, B: Optional[np.ndarray], alpha: float = 1.0) -> np.ndarray:
-    """``alpha A B^T``; with ``B=None`` the symmetric ``alpha A A^T``.
+def _gram(A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.ndarray] = None,
+          lower: bool = False) -> np.ndarray:
+    """The Gram product ``A B^T``; with ``B=None`` the symmetric ``A A^T`` at half the FLOPs.
 
-    numpy's matmul recognises ``A @ A.T`` and calls SYRK (half the FLOPs). We deliberately stay
-    on numpy's BLAS rather than calling scipy's SYRK directly: scipy ships a second OpenBLAS
-    with its own thread pool, and alternating between the two pools leaves one pool's threads
-    spinning while the other works (about a fifth slower per NTK, measured: see the README).
+    The one helper behind every Gram matrix of the empirical kernels (the NTK's per-layer products,
+    traced and full, in every tile, and the NNGP). By default (``_config.GRAM_BLOCK_ROWS = None``)
+    a symmetric product is numpy's ``A @ A.T`` (SYRK), which measured fastest inside the NTK. With a
+    block size set, a product of more rows is computed block column by block column, each one GEMM
+    ``G[c0:, c0:c1] = A[c0:] A[c0:c1]^T`` written straight into ``G``: only the lower triangle plus
+    the diagonal blocks' upper halves are computed, a waste of ``block / N`` over SYRK's FLOPs, at
+    GEMM speed (``_config`` gives the figures).
+
+    We stay on numpy's BLAS rather than calling scipy's directly: scipy ships a second OpenBLAS with
+    its own thread pool, and alternating between the two pools leaves one pool's threads spinning
+    while the other works (about a fifth slower per NTK, measured: see the README).
+
+    Parameters
+    ----------
+    A : ndarray, shape (N1, m), C-contiguous
+    B : ndarray, shape (N2, m), optional
+        ``None``: the symmetric Gram of ``A`` (``N2 = N1``).
+    out : ndarray, shape (N1, N2), C-contiguous, of ``A``'s dtype, optional
+        Written in place (a buffer reused across layers saves a fresh, page-faulted array each).
+    lower : bool, default False
+        For ``B=None`` only: the entries above the diagonal may be left unset (the caller reads
+        ``j <= i`` only); ``False`` mirrors them, so that the result is the whole symmetric matrix.
+
+    Returns
+    -------
+    G : ndarray, shape (N1, N2)
     """
-    G = np.dot(A, A.T if B is None else B.T)
-    if alpha != 1.0:
-        G *= alpha
-    return G
+    N1 = A.shape[0]
+    N2 = N1 if B is None else B.shape[0]
+    if out is None:
+        out = np.empty((N1, N2), dtype=A.dtype)
+    if B is not None:
+        np.matmul(A, B.T, out=out)
+        return out
+    nb = _config.GRAM_BLOCK_ROWS
+    if nb is None or N1 <= nb:
+        np.matmul(A, A.T, out=out)  # numpy recognises A A^T: SYRK, and it fills both triangles
+        return out
+    for c0 in range(0, N1, nb):
+        c1 = min(c0 + nb, N1)
+        # one GEMM per block column, its diagonal block included: tall (N - c0 rows), so that both
+        # of OpenBLAS's threads get thick panels (block rows, M = nb, measured slower)
+        np.matmul(A[c0:], A[c0:c1].T, out=out[c0:, c0:c1])
+    if not lower:
+        _jit.mirror_lower_traced(out)
+    return out
 
 
 def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool) -> None:
     """Add every layer's term of the NTK between two blocks of inputs into ``theta``.
 
-    ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True).
+    ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True): its Gram
+    products are then computed on the lower triangle only.
     """
     _, hsI, dsI = FI
     hsJ, dsJ = (None, None) if FJ is None else (FJ[1], FJ[2])
     L, k = net.depth, net.n_outputs
     dt = theta.dtype.type
+    BI = hsI[0].shape[0]
+    BJ = BI if FJ is None else hsJ[0].shape[0]
+    # two Gram buffers reused by every layer: fresh arrays of this size are page-faulted anew
+    Gh = np.empty((BI, BJ), dtype=theta.dtype)
+    Gd = Gh if L == 0 else np.empty((BI, BJ) if trace else (BI * k, BJ * k), dtype=theta.dtype)
     for l in range(1, L + 2):
         c, beta = coefs[l - 1]
-        Gh = _gram(hsI[l - 1], None if FJ is None else hsJ[l - 1])
+        _gram(hsI[l - 1], None if FJ is None else hsJ[l - 1], out=Gh, lower=lower)
         if l == L + 1:  # the readout: its delta Gram is the identity
             combine = _jit.combine_traced if trace else _jit.combine_full
             combine(theta, Gh, Gh, dt(c), dt(beta), lower, False)
@@ -97,14 +141,13 @@ def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool) -> Non
         dI = dsI[l - 1]
         dJ = None if FJ is None else dsJ[l - 1]
         if trace:
-            BI = dI.shape[0]
-            Gd = _gram(dI.reshape(BI, -1), None if dJ is None else dJ.reshape(dJ.shape[0], -1), 1.0 / k)
-            _jit.combine_traced(theta, Gd, Gh, dt(c), dt(beta), lower, True)
+            # the mean over outputs: (1/k) <delta_I, delta_J>, the 1/k folded into (c, beta)
+            _gram(dI.reshape(BI, -1), None if dJ is None else dJ.reshape(BJ, -1), out=Gd, lower=lower)
+            _jit.combine_traced(theta, Gd, Gh, dt(c / k), dt(beta / k), lower, True)
         else:
             n = dI.shape[2]
-            Gd = _gram(dI.reshape(-1, n), None if dJ is None else dJ.reshape(-1, n))
+            _gram(dI.reshape(-1, n), None if dJ is None else dJ.reshape(-1, n), out=Gd, lower=lower)
             _jit.combine_full(theta, Gd, Gh, dt(c), dt(beta), lower, True)
-        del Gd, Gh
 
 
 def _tile_into(net, coefs, theta, box, FI, FJ, trace, lower) -> None:
@@ -143,7 +186,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     """The finite-width (empirical) NTK of ``net`` at ``params``.
 
     Computed layer by layer from activations and backpropagated deltas (``docs/conventions.md``),
-    never forming the ``N x P`` Jacobian: per layer two Gram matrices (SYRK when ``X2`` is ``None``)
+    never forming the ``N x P`` Jacobian: per layer two Gram matrices (on one triangle when ``X2`` is ``None``)
     and one fused elementwise combine.
 
     Parameters
@@ -238,10 +281,7 @@ def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     check_memory((X1.shape[0], N2), dt, what="empirical NNGP")
     readout = net.scales(d)[-1]  # the forward scales: f_0 is the same in every parameterisation
     h1 = forward(net, params, X1, keep=True)[1][-1]
-    if symmetric:
-        K = np.dot(h1, h1.T)
-    else:
-        K = np.dot(h1, forward(net, params, X2, keep=True)[1][-1].T)
+    K = _gram(h1, None if symmetric else forward(net, params, X2, keep=True)[1][-1])
     K *= readout.weight**2
     K += readout.bias**2
     return K
