@@ -5,7 +5,9 @@ scikit-learn faces and the comparison tools are imported on first access):
 
 - :class:`MLP` -- the fully connected network of the conventions.
 - :class:`Network` -- a sequential network of layers: :class:`Dense` (per-layer settings), the
-  activations (:class:`Activation` or a spelling), :class:`Residual`, :class:`LayerNorm`
+  activations (:class:`Activation` or a spelling), :class:`Residual`, :class:`LayerNorm`, the
+  convolutions :class:`Conv` (:class:`Conv1D`, :class:`Conv2D`) with :class:`GlobalAvgPool`,
+  :class:`Flatten` and :class:`Reshape`
   (``docs/networks.md``); accepted wherever an MLP is.
 - :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
 - :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
@@ -29,7 +31,8 @@ __version__ = "0.1.0"
 
 from ntksolve.nets.layers import PARAMETRIC_ACTIVATIONS
 from ntksolve.nets.mlp import MLP, ACTIVATIONS, PARAMETERIZATIONS
-from ntksolve.nets import Activation, Dense, LayerNorm, Network, Residual
+from ntksolve.nets import (Activation, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, LayerNorm, Network,
+                           Reshape, Residual)
 from ntksolve.kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
 from ntksolve.dynamics import (
     gradient_descent_mse,
@@ -94,6 +97,12 @@ __all__ = [
     "Dense",
     "Activation",
     "Residual",
+    "Conv",
+    "Conv1D",
+    "Conv2D",
+    "GlobalAvgPool",
+    "Flatten",
+    "Reshape",
     "LayerNorm",
     "ACTIVATIONS",
     "PARAMETRIC_ACTIVATIONS",

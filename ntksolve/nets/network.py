@@ -73,7 +73,7 @@ def _flat_leaves(params, layers):
 
 
 class Network:
-    """A sequential network: ``f = layer_n(... layer_1(x))``.
+    """A sequential network: ``f = layer_n(…(layer_1(x)))``.
 
     Parameters
     ----------

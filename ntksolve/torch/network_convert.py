@@ -66,6 +66,7 @@ class Residual(nn.Module):
         self.scale = float(scale)
 
     def forward(self, x):
+        """``x + scale * block(x)`` for a batch ``x`` of the block's input shape."""
         return x + self.scale * self.block(x)
 
 
