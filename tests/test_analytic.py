@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ntksolve
-from ntksolve._jit import analytic as ja
+from ntksolve._jit import analytic_points as jp
 from ntksolve._jit import expectations as je
 from ntksolve.kernels import _analytic_rules as kr
 from ntksolve.kernels import analytic as ka
@@ -27,7 +27,7 @@ def _rel_err(a, b):
 
 def _outer_factors(phi, s11, nodes, weights):
     """``w_k phi(sqrt(s11) z_k)`` and ``w_k phi'(...)``, through the module's own per-point helper."""
-    wphi, wdphi = ja._weighted_activations_at_nodes(np.array([[s11], [s11]]), 1, phi.code, phi.params,
+    wphi, wdphi = jp._weighted_activations_at_nodes(np.array([[s11], [s11]]), 1, phi.code, phi.params,
                                                     nodes, weights)
     return wphi[0, 0], wdphi[0, 0]
 

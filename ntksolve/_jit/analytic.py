@@ -2,10 +2,9 @@
 
 Private: the drivers of :mod:`ntksolve.kernels.analytic` validate, build the rules
 (:mod:`ntksolve.kernels._analytic_rules`) and call the per-point recursion
-:func:`_diagonal_recursion` and the row kernels :func:`_pair_rows`, :func:`_mirror_rows` through
-:func:`run_in_threads`; the scikit-learn kernels' gradients (:mod:`ntksolve._jit.gp`) share the
-threads driver. The layer maps are those of :mod:`ntksolve._jit.expectations` (and, for the pairs
-of tanh, sigmoid and softplus, the Hermite series of :mod:`ntksolve._jit.hermite_series`).
+(:mod:`ntksolve._jit.analytic_points`) and the row kernels :func:`_pair_rows` and
+:func:`ntksolve._jit.threads._mirror_rows` through :func:`ntksolve._jit.threads.run_in_threads`.
+The layer maps are those of :mod:`ntksolve._jit.expectations` (and, for the pairs of tanh, sigmoid and softplus, the Hermite series of :mod:`ntksolve._jit.hermite_series`).
 
 The recursion is the one of ``docs/conventions.md`` ("The analytic NTK and NNGP"; Lee et al. 2018
 for the NNGP, Jacot et al. 2018 and Arora et al. 2019, eq. (9)-(10), for the NTK)::
@@ -21,7 +20,7 @@ Identical inputs give exactly the diagonal: a point's variances follow the one-d
 recursion (the same maps at ``S11 = S22 = S12``), and every map is the very same code for a pair
 and for a point, so a pair whose covariances are equal at some layer stays equal to the point's
 values from there on, bit for bit. At the first layer ``ntksolve.kernels.analytic.input_gram``
-writes the squared norm (the diagonal's own number, :func:`_squared_norms`) for every pair of
+writes the squared norm (the diagonal's own number, :func:`ntksolve._jit.analytic_points._squared_norms`) for every pair of
 identical rows, which a BLAS dot product need not reproduce to the last bit.
 
 How it is made fast:
@@ -36,167 +35,20 @@ How it is made fast:
 """
 from __future__ import annotations
 
-import concurrent.futures
-import math
-
 import numpy as np
-import numba
 from numba import njit
 
-from ntksolve._jit.activations import (ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN, act,
-                                       dact)
+from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
 from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations,
                                            gaussian_expectations, monomial_expectations,
                                            sin_expectations)
 from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _relu_expectations,
-                                        closed_form_expectations, gauss_hermite_diagonal,
                                         gauss_hermite_expectations, logistic_expectations_block,
                                         next_layer)
 from ntksolve._jit.hermite_series import series_expectations_block
-
-#: How a layer map is evaluated (the ``method`` argument of the kernels). SERIES: the Hermite series
-#: of :mod:`ntksolve._jit.hermite_series` for pairs, the mixture for points and the pairs it leaves.
-CLOSED, MIXTURE, GAUSS_HERMITE, SERIES = 0, 1, 2, 3
-
-#: Columns of one output row transformed together through all layers: the block of both outputs
-#: and the per-layer variances stays in the L1 cache while the inner loops vectorise.
-_COLUMN_BLOCK = 256
-
-#: Tile edge of the blocked copy that mirrors the upper triangle (two 64 x 64 float64 tiles = 64 KiB).
-_MIRROR_TILE = 64
-
-
-# ---------------------------------------------------------------------------------------------
-# the per-point recursion
-# ---------------------------------------------------------------------------------------------
-
-
-@njit(cache=True)
-def _squared_norms(X):
-    """Row norms squared, ``sum_k X[i, k]^2``.
-
-    One fixed summation order, used by every path (and by
-    :func:`ntksolve.kernels.analytic.input_gram` for identical rows), so that identical rows get the
-    same bits wherever they are.
-
-    Parameters
-    ----------
-    X : ndarray, shape (N, d)
-
-    Returns
-    -------
-    sq : ndarray, shape (N,)
-    """
-    n, d = X.shape
-    sq = np.empty(n)
-    for i in range(n):
-        acc = 0.0
-        for k in range(d):
-            acc += X[i, k] * X[i, k]
-        sq[i] = acc
-    return sq
-
-
-@njit(cache=True, error_model="numpy")
-def _diagonal_recursion(sq_norms, n_features, depth, code, prm, method, sw2, sb2, nodes, weights):
-    """The recursion for a point paired with itself (``S11 = S22 = S12``), ``O(N L)``.
-
-    Each layer is the pairs' own map at equal covariances (:func:`closed_form_expectations`,
-    :func:`logistic_expectations_block`, :func:`gauss_hermite_diagonal`) followed by
-    :func:`next_layer`, so a pair of identical points reproduces these numbers exactly.
-
-    Parameters
-    ----------
-    sq_norms : ndarray, shape (N,)
-        ``|x_i|^2``.
-    n_features : int
-        ``d``.
-    depth : int
-        ``L``, the number of hidden layers.
-    code : int
-        Activation code.
-    prm : (float, float)
-        Its parameters (``ntksolve._jit.activations``).
-    method : int
-        CLOSED, MIXTURE or GAUSS_HERMITE.
-    sw2, sb2 : float
-        ``sigma_w^2``, ``sigma_b^2``.
-    nodes, weights : ndarray, shape (n,)
-        The method's rule: Gauss-Hermite nodes and weights, or the mixing variances and weights
-        (empty for closed forms).
-
-    Returns
-    -------
-    variances : ndarray, shape (depth + 1, N)
-        ``variances[l, i] = Sigma^{l+1}(x_i, x_i)``; the last row is the NNGP diagonal.
-    ntk_diag : ndarray, shape (N,)
-        ``Theta^{L+1}(x_i, x_i)``.
-    """
-    n = sq_norms.shape[0]
-    variances = np.empty((depth + 1, n))
-    ntk_diag = np.empty(n)
-    scale = sw2 / n_features
-    for i in range(n):
-        s = scale * sq_norms[i] + sb2
-        variances[0, i] = s
-        ntk_diag[i] = s
-    if method == MIXTURE or method == SERIES:
-        # blocks of points through all layers, the same vectorised map as a block of pairs
-        e_phi = np.empty(_COLUMN_BLOCK)
-        e_dphi = np.empty(_COLUMN_BLOCK)
-        det = np.empty(_COLUMN_BLOCK)
-        for c0 in range(0, n, _COLUMN_BLOCK):
-            m = min(c0 + _COLUMN_BLOCK, n) - c0
-            t = ntk_diag[c0:c0 + m]
-            for l in range(depth):
-                s_l = variances[l, c0:c0 + m]
-                nxt = variances[l + 1, c0:c0 + m]
-                logistic_expectations_block(code, s_l, s_l, s_l, m, nodes, weights, e_phi, e_dphi, det)
-                for j in range(m):
-                    nxt[j], t[j] = next_layer(sw2, sb2, e_phi[j], e_dphi[j], t[j])
-        return variances, ntk_diag
-    for i in range(n):
-        s = variances[0, i]
-        t = s
-        for l in range(depth):
-            if method == GAUSS_HERMITE:
-                e_phi, e_dphi = gauss_hermite_diagonal(code, prm, s, nodes, weights)
-            else:
-                e_phi, e_dphi = closed_form_expectations(code, prm, s, s, s)
-            s, t = next_layer(sw2, sb2, e_phi, e_dphi, t)
-            variances[l + 1, i] = s
-        ntk_diag[i] = t
-    return variances, ntk_diag
-
-
-@njit(cache=True, error_model="numpy")
-def _weighted_activations_at_nodes(variances, depth, code, prm, nodes, weights):
-    """``w_k phi(sqrt(Sigma^l(x_i, x_i)) z_k)`` and ``w_k phi'(...)``: the per-point outer factors.
-
-    Parameters
-    ----------
-    variances : ndarray, shape (depth + 1, N)
-    depth : int
-    code : int
-    prm : (float, float)
-    nodes, weights : ndarray, shape (n,)
-
-    Returns
-    -------
-    wphi, wdphi : ndarray, shape (depth, N, n)
-    """
-    n_points = variances.shape[1]
-    n = nodes.shape[0]
-    wphi = np.empty((depth, n_points, n))
-    wdphi = np.empty((depth, n_points, n))
-    for l in range(depth):
-        for i in range(n_points):
-            sd = math.sqrt(variances[l, i])
-            for k in range(n):
-                u = sd * nodes[k]
-                wphi[l, i, k] = weights[k] * act(code, prm, u)
-                wdphi[l, i, k] = weights[k] * dact(code, prm, u)
-    return wphi, wdphi
+from ntksolve._jit.analytic_points import (_COLUMN_BLOCK, CLOSED, GAUSS_HERMITE,  # noqa: F401  (re-exported)
+                                           MIXTURE, SERIES)
+from ntksolve._jit.threads import run_in_threads  # noqa: F401  (re-exported: its home before the split)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +82,7 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
     wphi1, wdphi1 : ndarray, shape (depth, N1, n)
         Outer Gauss-Hermite factors of the row points (shape ``(0, 0, 0)`` for the other methods).
     nodes, weights : ndarray, shape (n,)
-        The method's rule (see :func:`_diagonal_recursion`).
+        The method's rule (see :func:`ntksolve._jit.analytic_points._diagonal_recursion`).
     lo, hi : ndarray of int64, shape (n,)
         Gauss-Hermite inner-node ranges (empty for the other methods).
     work : tuple of 3 ndarrays
@@ -358,7 +210,7 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, pr
     ----------
     nngp : ndarray, shape (N1, N2)
         On entry the input Gram of :func:`input_gram`; on exit the NNGP ``Sigma^{L+1}``
-        (symmetric case: the upper triangle, mirrored afterwards by :func:`_mirror_rows`).
+        (symmetric case: the upper triangle, mirrored afterwards by :func:`ntksolve._jit.threads._mirror_rows`).
     ntk : ndarray, shape (N1, N2)
         Output, the NTK ``Theta^{L+1}``.
     var1, var2 : ndarray, shapes (depth + 1, N1), (depth + 1, N2)
@@ -396,34 +248,6 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, pr
                        prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
-@njit(cache=True, nogil=True)
-def _mirror_rows(nngp, ntk, start, step):
-    """Mirror the upper triangles onto the lower ones, tile rows ``(q, nt-1-q)`` for ``q`` in
-    ``start::step`` (pairing balances the triangular work).
-
-    Parameters
-    ----------
-    nngp, ntk : ndarray, shape (N, N), modified in place
-    start, step : int
-    """
-    nt = (nngp.shape[0] + _MIRROR_TILE - 1) // _MIRROR_TILE
-    for q in range(start, (nt + 1) // 2, step):
-        _mirror_tile_row(nngp, ntk, q)
-        if nt - 1 - q != q:
-            _mirror_tile_row(nngp, ntk, nt - 1 - q)
-
-
-def run_in_threads(kernel, *args):
-    """``kernel(*args, start, step)`` on ``numba.get_num_threads()`` threads (1: inline), each
-    taking every ``step``-th row. Respects ``numba.set_num_threads`` (the Dask path sets 1)."""
-    n = numba.get_num_threads()
-    if n <= 1:
-        kernel(*args, 0, 1)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
-        for fut in [pool.submit(kernel, *args, s, n) for s in range(n)]:
-            fut.result()
-
 
 @njit(cache=True)
 def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
@@ -440,33 +264,6 @@ def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
          wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
 
 
-@njit(cache=True)
-def _mirror_tile_row(nngp, ntk, bt):
-    """Copy the upper triangle onto the lower one for rows of tile row ``bt``, tile by tile.
-
-    Parameters
-    ----------
-    nngp, ntk : ndarray, shape (N, N)
-        Upper triangle filled; rows ``bt * T <= r < (bt + 1) * T`` get ``[r, c] = [c, r]``, ``c < r``.
-    bt : int
-        Tile row; tiles of edge ``T = _MIRROR_TILE`` keep source and destination in cache.
-    """
-    n = nngp.shape[0]
-    r0 = bt * _MIRROR_TILE
-    r1 = min(r0 + _MIRROR_TILE, n)
-    for c0 in range(0, r1, _MIRROR_TILE):
-        c1 = min(c0 + _MIRROR_TILE, n)
-        # views indexed from 0 (no wrap-around checks); dst[a, b] = nngp[r0 + a, c0 + b]
-        k_dst = nngp[r0:r1, c0:c1]
-        k_src = nngp[c0:c1, r0:r1]
-        t_dst = ntk[r0:r1, c0:c1]
-        t_src = ntk[c0:c1, r0:r1]
-        diagonal_tile = c0 == r0
-        for a in range(r1 - r0):
-            b_end = a if diagonal_tile else c1 - c0
-            for b in range(b_end):
-                k_dst[a, b] = k_src[b, a]
-                t_dst[a, b] = t_src[b, a]
 
 
 __all__ = ["run_in_threads", "CLOSED", "MIXTURE", "GAUSS_HERMITE", "SERIES"]

@@ -55,7 +55,7 @@ import numpy as np
 from numba import njit
 
 from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, IDENTITY, MONOMIAL, RELU, SIN
-from ntksolve._jit.analytic import run_in_threads
+from ntksolve._jit.threads import run_in_threads
 from ntksolve._jit.elementary_maps import gaussian_determinant, monomial_moment
 from ntksolve._jit.expectations import closed_form_expectations, erf_determinant, next_layer
 from ntksolve._jit.scalar_math import exp_sinh_cosh
@@ -224,7 +224,7 @@ def _pair(g, i, j, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2,
 def _fill(gram, symmetric, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk,
           K, grad, start, step):
     """Fill rows ``start::step`` of ``K`` and ``grad`` (each thread of
-    :func:`ntksolve._jit.analytic.run_in_threads` writes its own rows).
+    :func:`ntksolve._jit.threads.run_in_threads` writes its own rows).
 
     Parameters
     ----------

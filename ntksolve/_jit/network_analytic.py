@@ -2,7 +2,7 @@
 
 Private: the layers' :meth:`analytic` maps (:mod:`ntksolve.nets`) and
 :mod:`ntksolve.kernels.network_analytic` call these row kernels through
-:func:`ntksolve._jit.analytic.run_in_threads` (``nogil``, rows ``start::step``). Every map is
+:func:`ntksolve._jit.threads.run_in_threads` (``nogil``, rows ``start::step``). Every map is
 element-wise, so in the symmetric case each computes the upper triangle ``j >= i`` only (rows paired
 ``(p, N-1-p)`` so that the threads get equal work) and the driver mirrors once at the end.
 

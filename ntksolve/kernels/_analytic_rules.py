@@ -34,8 +34,9 @@ from ntksolve._config import (  # tunables live in the config module; reasons th
     LOGISTIC_MIXTURE_NODES as _MIXTURE_NODES,
 )
 from ntksolve._jit.activations import ABRELU, ACTIVATION_CODES, ERF, MONOMIAL, SIGMOID, SOFTPLUS, TANH
-from ntksolve._jit.analytic import (CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion,
-                                    _squared_norms, run_in_threads)
+from ntksolve._jit.analytic_points import (CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion,
+                                           _squared_norms)
+from ntksolve._jit.threads import run_in_threads
 from ntksolve._jit.hermite_series import series_coefficient_rows, series_term_counts
 from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES
 from ntksolve.nets.layers import Activation

@@ -14,8 +14,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg.blas import dsyrk as _dsyrk
 
-from ntksolve._jit.analytic import (GAUSS_HERMITE, SERIES, _mirror_rows, _pair_rows,
-                                    _weighted_activations_at_nodes, run_in_threads)
+from ntksolve._jit.analytic import _pair_rows
+from ntksolve._jit.analytic_points import GAUSS_HERMITE, SERIES, _weighted_activations_at_nodes
+from ntksolve._jit.threads import _mirror_rows, run_in_threads
 from ntksolve._validation import check_inputs, check_memory
 from ntksolve.kernels._analytic_rules import _diag_pieces, _method, as_activation, series_pieces
 from ntksolve.kernels.empirical import _check_net
@@ -92,7 +93,7 @@ def input_gram(X1, X2, sq1, sq2):
     """The input Gram ``X1 X2^T`` by BLAS, exactly ``|x|^2`` wherever the two rows are identical.
 
     A dot product computed by BLAS need not equal the squared norm summed by
-    :func:`ntksolve._jit.analytic._squared_norms` to the last bit; the per-point recursion starts
+    :func:`ntksolve._jit.analytic_points._squared_norms` to the last bit; the per-point recursion starts
     from the latter, so identical rows get it here too, and their pair then follows the point's
     recursion exactly.
 
@@ -103,7 +104,7 @@ def input_gram(X1, X2, sq1, sq2):
         ``None`` for the symmetric Gram of ``X1``: only the upper triangle (C order) and the
         diagonal are filled (``dsyrk``, half the flops; the diagonal is ``sq1``).
     sq1, sq2 : ndarray, shapes (N1,), (N2,)
-        Squared norms from :func:`ntksolve._jit.analytic._squared_norms` (``sq2`` unused when
+        Squared norms from :func:`ntksolve._jit.analytic_points._squared_norms` (``sq2`` unused when
         ``X2`` is None).
 
     Returns

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.linalg.blas import dsyrk as _dsyrk
 
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
-from ntksolve._jit.analytic import _mirror_rows, run_in_threads
+from ntksolve._jit.threads import _mirror_rows, run_in_threads
 from ntksolve._jit.expectations import BOUNDED_CODES, LOGISTIC_CODES
 from ntksolve._jit.network_analytic import CLOSED, MIXTURE, activation_rows, activation_variances
 from ntksolve._validation import check_inputs, check_memory

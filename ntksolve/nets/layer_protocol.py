@@ -82,7 +82,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ntksolve._jit.analytic import run_in_threads
+from ntksolve._jit.threads import run_in_threads
 
 Shape = Tuple[int, ...]
 
@@ -168,7 +168,7 @@ class KernelState:
         return buf
 
     def rows(self, kernel, *args) -> None:
-        """``kernel(*args, start, step)`` over the rows: on threads (:func:`ntksolve._jit.analytic.run_in_threads`),
+        """``kernel(*args, start, step)`` over the rows: on threads (:func:`ntksolve._jit.threads.run_in_threads`),
         or in one call for a tile (``serial``)."""
         if self.serial:
             kernel(*args, 0, 1)
