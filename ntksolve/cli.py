@@ -8,7 +8,7 @@ interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (the widths finished so far are s
 (a report left so by a process that no longer runs was killed), ``"complete"``,
 ``"interrupted"`` or ``"failed"``.
 Nothing imports this module; it sits on top of :mod:`ntksolve.comparison`, :mod:`ntksolve.plots`
-and :mod:`ntksolve.datasets`.
+and :mod:`ntksolve.cli_data` (the data of ``--data``).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ntksolve.cli_data import load_data
 from ntksolve.cli_parser import (  # noqa: F401  (the defaults are part of the command's interface)
     AUTO_SINGLE_THREAD_MAX_N,
     DEFAULT_ACTIVATION,
@@ -36,129 +37,8 @@ from ntksolve.cli_parser import (  # noqa: F401  (the defaults are part of the c
     _EXTRA_HINT,
     build_parser,
     training_rule,
+    UsageError,
 )
-
-class UsageError(Exception):
-    """Bad input found by the command: reported on stderr with exit code 2."""
-
-
-# ---------------------------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------------------------
-def _split(X, y, test_size: float, seed: int):
-    n = X.shape[0]
-    n_test = int(round(test_size * n))
-    if n_test < 1 or n - n_test < 2:
-        raise UsageError(f"--test-size {test_size} leaves {n - n_test} training and {n_test} test rows of {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    te, tr = perm[:n_test], perm[n_test:]
-    return X[tr], y[tr], X[te], y[te]
-
-
-def _check_unscaled(arrays) -> None:
-    """With --no-standardize, refuse data whose squared norms overflow float64 (the kernels sum
-    ``x_i^2`` over the features, the gaps ``y^2``), before they turn into NaN kernels."""
-    for a, what in arrays:
-        with np.errstate(over="ignore", invalid="ignore"):
-            sq = np.einsum("ij,ij->i", a, a)
-        if not np.all(np.isfinite(sq)):
-            raise UsageError(
-                f"with --no-standardize the {what} reach {np.max(np.abs(a)):.3g}: their squares overflow float64 in "
-                "the kernel; drop --no-standardize (scaling is overflow-free) or rescale the data"
-            )
-
-
-def _class_rows(y, yt, path):
-    """One-hot rows of the class labels 0, 1, ..., K-1 in a file's target column (``--loss cross_entropy``)."""
-    labels = np.concatenate([y[:, 0], yt[:, 0]])
-    if y.shape[1] != 1 or np.any(labels != np.round(labels)) or np.any(labels < 0):
-        raise UsageError(f"--loss cross_entropy needs class labels 0, 1, ..., K-1 in the target column, but {path} "
-                         "holds other numbers (a regression data set?): use --loss mse for it, or --data digits")
-    k = int(labels.max()) + 1
-    if k < 2:
-        raise UsageError(f"--loss cross_entropy needs at least two classes; {path} has one")
-    eye = np.eye(k)
-    return eye[y[:, 0].astype(np.int64)], eye[yt[:, 0].astype(np.int64)], k
-
-
-def _load_digits(args):
-    from ntksolve.digits import load_digits_split
-
-    spec = args.data.split(":")
-    n_rows = None
-    if len(spec) > 2 or (len(spec) == 2 and not spec[1].isdigit()):
-        raise UsageError(f"--data {args.data!r}: spelled digits or digits:N (N images, a stratified subsample)")
-    if len(spec) == 2:
-        n_rows = int(spec[1])
-    if args.target is not None:
-        raise UsageError("--target applies to CSV files; the digits' target is their class")
-    try:
-        d = load_digits_split(args.test_size, args.seed, n_rows, standardize=not args.no_standardize)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    y, yt = d.targets(args.loss)
-    desc = d.description + ("; targets: class labels" if args.loss == "cross_entropy" else
-                            "; targets: centred one-hot rows (0.9 for the class, -0.1 elsewhere)")
-    return d.X_train, y, d.X_test, yt, desc, list(d.notes)
-
-
-def load_data(args):
-    """Return ``(X, y, X_test, y_test, description, notes)`` as float64 arrays and a list of notes.
-
-    With ``--loss cross_entropy`` the targets are one-hot rows of the classes (refused, with the
-    reason, for a regression target)."""
-    from ntksolve import datasets
-
-    ce = getattr(args, "loss", "mse") == "cross_entropy"
-    if args.data is not None and (args.data == "digits" or args.data.startswith("digits:")):
-        return _load_digits(args)
-    if args.data is None:
-        if args.target is not None:
-            raise UsageError("--target needs --data (the embedded default data has a single target)")
-        if ce:
-            raise UsageError("--loss cross_entropy needs class labels, and the embedded default data is a regression: "
-                             "use --data digits (or a file whose target column holds class labels)")
-        d = datasets.default_regression()
-        return d.X_train, d.y_train, d.X_test, d.y_test, d.description, []
-    path = args.data
-    if not os.path.isfile(path):
-        raise UsageError(f"--data {path!r}: no such file")
-    notes = []
-    feats, target = None, "the target"
-    try:
-        if path.lower().endswith(".npz"):
-            if args.target is not None:
-                raise UsageError("--target applies to CSV files; an .npz names its arrays X and y")
-            X, y, Xt, yt = datasets.read_npz(path)
-            desc = f"{path} (npz)"
-        elif path.lower().endswith((".csv", ".tsv", ".txt")):
-            t = datasets.read_csv(path, args.target)
-            X, y, feats, target = t.X, t.y, t.feature_names, t.target
-            Xt = yt = None
-            notes.extend(t.notes)
-            sep = datasets.DELIMITER_NAMES.get(t.delimiter, repr(t.delimiter))
-            desc = (f"{path} ({sep}-separated, {'header row' if t.has_header else 'no header row'}): target "
-                    f"{target!r}, features {', '.join(feats)}")
-            target = f"target column {target!r}"
-        else:
-            raise UsageError(f"--data {path!r}: expected a .csv/.tsv/.txt file or an .npz file")
-        if Xt is None:
-            X, y, Xt, yt = _split(X, y, args.test_size, args.seed)
-            desc += f"; random {args.test_size:g} test split (seed {args.seed})"
-        if ce:
-            y, yt, k = _class_rows(y, yt, path)
-            desc += f"; {k} classes"
-        if args.no_standardize:
-            _check_unscaled(((X, "features"), (y, "targets"), (Xt, "test features"), (yt, "test targets")))
-        else:
-            X, y_std, Xt, yt_std, more = datasets.standardise(X, y, Xt, yt, feats, target)
-            if not ce:  # class labels stay labels
-                y, yt = y_std, yt_std
-            notes.extend(more)
-            desc += "; standardised by the training split" if not ce else "; features standardised by the training split"
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return X, y, Xt, yt, desc, notes
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The ``ntksolve`` command line's arguments: the default sweep, argument types, the parser."""
+"""The ``ntksolve`` command line's arguments: the default sweep, argument types, the parser, and the
+:class:`UsageError` bad input becomes."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,11 @@ import signal
 from typing import List
 
 import numpy as np
+
+
+class UsageError(Exception):
+    """Bad input found by the command: reported on stderr with exit code 2."""
+
 
 _EXTRA_HINT = "pip install 'ntksolve[cli]'"
 
