@@ -41,7 +41,8 @@ import numpy as np
 
 from ntksolve._validation import check_choice, check_inputs
 from ntksolve.dynamics.descent_modes import rule_words
-from ntksolve.dynamics.function_space import _ce_metrics, _probabilities, _targets, check_batches
+from ntksolve.dynamics.batches import check_batches
+from ntksolve.dynamics.function_space import _ce_metrics, _probabilities, _targets
 from ntksolve.dynamics.mse import critical_learning_rate, mse_loss
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.schedules import as_schedule

@@ -4,7 +4,9 @@ Private: the drivers of :mod:`ntksolve.kernels.analytic` validate, build the rul
 (:mod:`ntksolve.kernels._analytic_rules`) and call the per-point recursion
 (:mod:`ntksolve._jit.analytic_points`) and the row kernels :func:`_pair_rows` and
 :func:`ntksolve._jit.threads._mirror_rows` through :func:`ntksolve._jit.threads.run_in_threads`.
-The layer maps are those of :mod:`ntksolve._jit.expectations` (and, for the pairs of tanh, sigmoid and softplus, the Hermite series of :mod:`ntksolve._jit.hermite_series`).
+The pair kernel is :mod:`ntksolve._jit.analytic_block`; the layer maps are those of
+:mod:`ntksolve._jit.expectations` (and, for the pairs of tanh, sigmoid and softplus, the Hermite
+series of :mod:`ntksolve._jit.hermite_series`).
 
 The recursion is the one of ``docs/conventions.md`` ("The analytic NTK and NNGP"; Lee et al. 2018
 for the NNGP, Jacot et al. 2018 and Arora et al. 2019, eq. (9)-(10), for the NTK)::
@@ -38,145 +40,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
-from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations,
-                                           gaussian_expectations, monomial_expectations,
-                                           sin_expectations)
-from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _relu_expectations,
-                                        gauss_hermite_expectations, logistic_expectations_block,
-                                        next_layer)
-from ntksolve._jit.hermite_series import series_expectations_block
-from ntksolve._jit.analytic_points import (_COLUMN_BLOCK, CLOSED, GAUSS_HERMITE,  # noqa: F401  (re-exported)
-                                           MIXTURE, SERIES)
-from ntksolve._jit.threads import run_in_threads  # noqa: F401  (re-exported: its home before the split)
-
-
-# ---------------------------------------------------------------------------------------------
-# the pair kernel
-# ---------------------------------------------------------------------------------------------
-
-
-@njit(cache=True, error_model="numpy")
-def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
-    """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
-
-    Closed forms and the mixture go layer by layer over the whole block (loops over columns that
-    vectorise); Gauss-Hermite goes pair by pair, the pair's ``Sigma12`` and ``Theta`` carried
-    through the layers in registers.
-
-    Parameters
-    ----------
-    nngp, ntk : ndarray, shape (N1, N2)
-        Outputs; on entry ``nngp[i, j0:j1]`` is ``<x_i, x'_j>``.
-    i, j0, j1 : int
-        Row and half-open column range.
-    var1 : ndarray, shape (depth + 1, N1)
-    var2 : ndarray, shape (depth + 1, N2)
-        Per-point variances ``Sigma^{l+1}(x, x)`` of the row and column points.
-    scale, sw2, sb2 : float
-        ``sigma_w^2 / d``, ``sigma_w^2``, ``sigma_b^2``.
-    depth, code, method : int
-    prm : (float, float)
-        The activation's parameters.
-    wphi1, wdphi1 : ndarray, shape (depth, N1, n)
-        Outer Gauss-Hermite factors of the row points (shape ``(0, 0, 0)`` for the other methods).
-    nodes, weights : ndarray, shape (n,)
-        The method's rule (see :func:`ntksolve._jit.analytic_points._diagonal_recursion`).
-    lo, hi : ndarray of int64, shape (n,)
-        Gauss-Hermite inner-node ranges (empty for the other methods).
-    work : tuple of 3 ndarrays
-        The series' per-thread scratch, shapes (8, B), (T_cap, B), (2, B) (``B`` the column block).
-    ser1, ser2 : tuple
-        Series pieces of the row and column points, ``(coef, rinv, a0, level_terms, levels,
-        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
-    """
-    # Slices indexed from 0: with a non-negative loop index numba drops its negative-index
-    # wrap-around, and only then does LLVM vectorise the loops below.
-    k_blk = nngp[i, j0:j1]
-    t_blk = ntk[i, j0:j1]
-    n = k_blk.shape[0]
-    for j in range(n):
-        s = scale * k_blk[j] + sb2
-        k_blk[j] = s
-        t_blk[j] = s
-    if method == GAUSS_HERMITE:
-        for j in range(n):
-            s12 = k_blk[j]
-            t = t_blk[j]
-            for l in range(depth):
-                e_phi, e_dphi = gauss_hermite_expectations(
-                    code, prm, var1[l, i], var2[l, j0 + j], s12, wphi1[l, i], wdphi1[l, i], nodes, weights,
-                    lo, hi,
-                )
-                s12, t = next_layer(sw2, sb2, e_phi, e_dphi, t)
-            k_blk[j] = s12
-            t_blk[j] = t
-        return
-    if method == SERIES:
-        coef1, rinv1, a0_1, level_terms, levels, even = ser1
-        coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
-        scratch, gathered, outs = work
-        e_phi_blk = outs[0]
-        e_dphi_blk = outs[1]
-        for l in range(depth):
-            series_expectations_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, rinv1[l, i],
-                                      rinv2[l, j0:j1], a0_1[l, i], a0_2[l, j0:j1], coef1, coef2, l, i,
-                                      j0, level_terms[l], levels, even, nodes, weights, e_phi_blk,
-                                      e_dphi_blk, scratch, gathered)
-            for j in range(n):
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
-        return
-    if method == MIXTURE:
-        s11_blk = np.empty(n)
-        e_phi_blk = np.empty(n)
-        e_dphi_blk = np.empty(n)
-        det_blk = np.empty(n)
-        for l in range(depth):
-            s11_blk[:] = var1[l, i]
-            logistic_expectations_block(code, s11_blk, var2[l, j0:j1], k_blk, n, nodes, weights,
-                                        e_phi_blk, e_dphi_blk, det_blk)
-            for j in range(n):
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
-        return
-    for l in range(depth):
-        s11 = var1[l, i]
-        v2 = var2[l, j0:j1]
-        if code == RELU:
-            for j in range(n):
-                e_phi, e_dphi = _relu_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == ERF:
-            for j in range(n):
-                e_phi, e_dphi = _erf_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == GELU:
-            for j in range(n):
-                e_phi, e_dphi = _gelu_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == ABRELU:
-            for j in range(n):
-                e_phi, e_dphi = abrelu_expectations(prm, s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == SIN:
-            for j in range(n):
-                e_phi, e_dphi = sin_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == COS:
-            for j in range(n):
-                e_phi, e_dphi = cos_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == GAUSSIAN:
-            for j in range(n):
-                e_phi, e_dphi = gaussian_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == MONOMIAL:
-            for j in range(n):
-                e_phi, e_dphi = monomial_expectations(prm, s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        else:  # IDENTITY
-            for j in range(n):
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, k_blk[j], 1.0, t_blk[j])
+from ntksolve._jit.analytic_block import _row_block
+from ntksolve._jit.analytic_points import _COLUMN_BLOCK, CLOSED, GAUSS_HERMITE, MIXTURE, SERIES
+from ntksolve._jit.threads import run_in_threads
 
 
 @njit(cache=True)
@@ -186,7 +52,7 @@ def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, m
 
     Parameters
     ----------
-    As :func:`_row_block`; columns ``j_start <= j < N2``.
+    As :func:`ntksolve._jit.analytic_block._row_block`; columns ``j_start <= j < N2``.
     """
     n2 = nngp.shape[1]
     for j0 in range(j_start, n2, _COLUMN_BLOCK):
@@ -225,7 +91,7 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, pr
     nodes, weights : ndarray, shape (n,)
     lo, hi : ndarray of int64, shape (n,)
     ser1, ser2 : tuple
-        Series pieces (:func:`_row_block`).
+        Series pieces (:func:`ntksolve._jit.analytic_block._row_block`).
     start, step : int
         This thread's rows (or row pairs): ``start, start + step, ...``.
     """

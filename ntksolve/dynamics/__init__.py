@@ -15,14 +15,8 @@
 from ntksolve.dynamics.adaptive import Adam
 from ntksolve.dynamics.ensemble import EnsemblePredictor, gradient_descent_mse_ensemble
 from ntksolve.dynamics.kernel_gp import KernelGP
-from ntksolve.dynamics.function_space import (
-    Trajectory,
-    flow_cross_entropy,
-    independent_batches,
-    sgd_cross_entropy,
-    sgd_mse,
-    shuffled_batches,
-)
+from ntksolve.dynamics.batches import independent_batches, shuffled_batches
+from ntksolve.dynamics.function_space import Trajectory, flow_cross_entropy, sgd_cross_entropy, sgd_mse
 from ntksolve.dynamics.krylov import KrylovConvergenceWarning
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.mse import critical_learning_rate, gradient_descent_mse

@@ -18,7 +18,6 @@ they have no function-space twin, and asking for one is an error.
 """
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -29,8 +28,9 @@ from ntksolve._validation import as_real_array as _as_real_array, check_finite a
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.operator import check_train_kernel as _check_train_kernel, flatten_full as _flatten_full
 from ntksolve.dynamics.adaptive import Adam
+from ntksolve.dynamics.batches import check_batches, independent_batches, shuffled_batches  # noqa: F401  (re-exported)
 from ntksolve.dynamics.rules import GradientDescent, GradientFlow
-from ntksolve.dynamics.schedules import _count, _real, as_schedule
+from ntksolve.dynamics.schedules import _real, as_schedule
 
 __all__ = [
     "Trajectory",
@@ -40,7 +40,6 @@ __all__ = [
     "shuffled_batches",
     "independent_batches",
 ]
-
 
 
 class Trajectory(NamedTuple):
@@ -62,81 +61,6 @@ class Trajectory(NamedTuple):
     train_accuracy: Optional[np.ndarray]
     test_accuracy: Optional[np.ndarray]
     batches: Optional[list]
-
-
-# --- batches ---------------------------------------------------------------------------------------
-
-
-def _batch_size(batch_size, n_samples):
-    n = _count(n_samples, "n_samples")
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (numbers.Integral, np.integer)):
-        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-    if not 0 < int(batch_size) <= n:
-        raise ValueError(f"batch_size must lie in [1, n_samples = {n}], got {batch_size}")
-    return n, int(batch_size)
-
-
-def shuffled_batches(n_samples, batch_size, n_steps, *, random_state=None, drop_last=False):
-    """The batch order of ``DataLoader(..., batch_size, shuffle=True, drop_last)`` epochs.
-
-    Each epoch is a fresh uniform permutation cut into consecutive batches (the last one shorter
-    unless ``drop_last``). The same structure as PyTorch's ``RandomSampler``, not its random numbers.
-
-    Parameters
-    ----------
-    n_samples, batch_size, n_steps : int
-    random_state : None, int or numpy.random.Generator
-    drop_last : bool, default False
-
-    Returns
-    -------
-    batches : list of ``n_steps`` int64 arrays
-    """
-    n, B = _batch_size(batch_size, n_samples)
-    steps = _count(n_steps, "n_steps", minimum=0)
-    rng = np.random.default_rng(random_state)
-    out = []
-    while len(out) < steps:
-        perm = rng.permutation(n)
-        stop = n - n % B if drop_last else n
-        out.extend(perm[i : i + B] for i in range(0, stop, B))
-    return out[:steps]
-
-
-def independent_batches(n_samples, batch_size, n_steps, *, random_state=None):
-    """Batches drawn independently at every step, each a uniform subset of ``batch_size`` indices.
-
-    Their mean step is the full-batch step, so the mean over such runs is full-batch descent.
-
-    Returns
-    -------
-    batches : list of ``n_steps`` int64 arrays
-    """
-    n, B = _batch_size(batch_size, n_samples)
-    steps = _count(n_steps, "n_steps", minimum=0)
-    rng = np.random.default_rng(random_state)
-    return [rng.choice(n, size=B, replace=False) for _ in range(steps)]
-
-
-def check_batches(batches, n, n_steps):
-    """``n_steps`` int64 index arrays into ``n`` points from a batch order (None: full batch)."""
-    if batches is None:
-        return None
-    if isinstance(batches, np.ndarray) and batches.ndim == 2:
-        batches = list(batches)
-    if not isinstance(batches, (list, tuple)):
-        raise TypeError("batches must be a list of index arrays (e.g. from shuffled_batches), or None")
-    if len(batches) < n_steps:
-        raise ValueError(f"batches has {len(batches)} entries but {n_steps} steps were asked for (fewer than steps={n_steps}); give one index array per step")
-    out = []
-    for s, b in enumerate(batches[:n_steps]):
-        arr = np.asarray(b)
-        if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"batch {s} must be a non-empty 1-D array of integer indices, got {b!r}")
-        if arr.min() < 0 or arr.max() >= n:
-            raise ValueError(f"batch {s} has an index outside [0, {n}) (the training set has {n} points)")
-        out.append(arr.astype(np.int64))
-    return out
 
 
 def _check_rule(dynamics):

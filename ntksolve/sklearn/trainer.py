@@ -46,7 +46,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from ntksolve._config import DIVERGENCE_FACTOR
 from ntksolve._validation import check_choice, check_inputs
-from ntksolve.dynamics.function_space import _targets as _class_targets, check_batches
+from ntksolve.dynamics.batches import check_batches
+from ntksolve.dynamics.function_space import _targets as _class_targets
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.units import LOSS_CONVENTIONS
 from ntksolve.kernels.empirical import empirical_ntk

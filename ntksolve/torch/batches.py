@@ -7,7 +7,7 @@ from typing import List
 
 import numpy as np
 
-from ntksolve.dynamics.function_space import check_batches
+from ntksolve.dynamics.batches import check_batches
 
 from ntksolve._extras import require
 

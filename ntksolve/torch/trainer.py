@@ -16,7 +16,8 @@ import numpy as np
 
 from ntksolve._extras import require
 from ntksolve._validation import check_choice, check_inputs
-from ntksolve.dynamics.function_space import _targets as _class_targets, check_batches
+from ntksolve.dynamics.batches import check_batches
+from ntksolve.dynamics.function_space import _targets as _class_targets
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.schedules import as_schedule
 from ntksolve.kernels.empirical import empirical_ntk
