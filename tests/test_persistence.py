@@ -353,11 +353,11 @@ def test_stale_temporary_files_are_removed_on_the_next_save(saved, tmp_path):
     import subprocess
     import sys
 
-    from ntksolve.sklearn import persistence
+    from ntksolve.sklearn import _atomic
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    host = persistence._host_tag()
+    host = _atomic._host_tag()
     dead = tmp_path / f".m.npz.{host}-{gone.pid}.{'a' * 16}.tmp"  # a save killed mid-write
     live = tmp_path / f".m.npz.{host}-{os.getppid()}.{'b' * 16}.tmp"  # one still writing
     foreign = tmp_path / f".m.npz.{'0' * 8}-1.{'c' * 16}.tmp"  # another machine's, recent

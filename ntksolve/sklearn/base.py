@@ -2,9 +2,8 @@
 
 The parameters are declared once, with their documentation, in :mod:`ntksolve.sklearn._params`.
 
-A fitted estimator holds its state in plain attributes; :meth:`_NTKBase._get_state` and
-:meth:`_NTKBase._set_state` say what of it a saved model holds, and are all that
-:mod:`ntksolve.sklearn.persistence` touches.
+A fitted estimator holds its state in plain attributes; what of it a saved model holds, and how
+it is restored, is its base :class:`ntksolve.sklearn._state._FittedState`.
 """
 from __future__ import annotations
 
@@ -31,6 +30,7 @@ from ntksolve.sklearn._checks import (  # the checks, which the estimators impor
     _warn_unused_widths,
 )
 from ntksolve.sklearn._params import MODEL_PARAMETERS, SHARED_PARAMETERS, keyword_init
+from ntksolve.sklearn._state import _FittedState
 
 KERNELS = ("analytic", "empirical")
 
@@ -38,8 +38,7 @@ KERNELS = ("analytic", "empirical")
 _DIAGONAL_BLOCK = 64
 
 
-
-class _NTKBase(BaseEstimator):
+class _NTKBase(_FittedState, BaseEstimator):
     """Parameters, fitting, prediction and state shared by the NTK estimators (not public).
 
     All outputs of the private methods are on the standardised scale the network is trained
@@ -374,126 +373,6 @@ class _NTKBase(BaseEstimator):
             Destination (conventionally ending in ``.npz``; written exactly as given).
         """
         persistence.save(self, path)
-
-    # -- state: what a saved model holds ---------------------------------------------------------
-    def _get_state(self):
-        """The fitted state as ``(attrs, arrays)``: JSON-ready scalars and named ndarrays.
-
-        The parameters are not part of it (``get_params`` gives them); the solver's decomposition
-        is not either (``_set_state`` recomputes it); a tiled fit's coefficients are.
-        """
-        check_is_fitted(self)
-        if self.network is not None:
-            raise ValueError(
-                f"network={type(self.network).__name__}: the pickle-free format stores ntksolve's own networks only, "
-                "not a PyTorch or scikit-learn object; save the estimator with pickle/joblib (or torch.save the "
-                "module and refit)")
-        attrs = {"n_features_in_": int(self.n_features_in_), "diag_reg_": float(self.diag_reg_)}
-        arrays = {
-            "X_train": self.X_train_,
-            "y_train": self.y_train_,
-            "y_train_mean": self._y_train_mean,
-            "y_train_std": self._y_train_std,
-            "fx_train_0": self.fx_train_0_,
-        }
-        if self.params_ is not None:
-            for l, (W, b) in enumerate(self.params_):
-                arrays[f"W{l}"] = W
-                arrays[f"b{l}"] = b
-        if hasattr(self, "feature_names_in_"):
-            arrays["feature_names_in"] = self.feature_names_in_
-        if self.tiled_ is not None:
-            tiled_attrs, tiled_arrays = _solve.tiled_state(self.tiled_)
-            attrs["tiled"] = tiled_attrs
-            arrays.update({f"tiled_{name}": a for name, a in tiled_arrays.items()})
-        self._state_extras(attrs, arrays)
-        return attrs, arrays
-
-    def _state_extras(self, attrs, arrays):
-        """Subclasses add their own fitted state to ``attrs`` and ``arrays`` (in place)."""
-
-    def _restore_extras(self, state):
-        """Subclasses read their own fitted state, before the common part; return the number of
-        target columns it implies (None if it implies none)."""
-        return None
-
-    def _set_state(self, state):
-        """Restore the fitted state from ``state`` (:class:`ntksolve.sklearn.persistence.StateReader`).
-
-        Everything is checked as ``fit`` would have made it (parameters, shapes, dtypes, finite
-        values, positive scales) before the one heavy step, rebuilding the solver: the in-memory
-        decomposition of the train kernel (its bytes charged to the reader's budget first), or the
-        tiled fit from its stored coefficients (no kernel). Raises ValueError.
-        """
-        self._check_params()
-        dt = self._dtype = check_dtype(self.dtype)
-        k_implied = self._restore_extras(state)
-        n = state.attr("n_features_in_", "int", lower=1)
-        X = state.array("X_train", np.float64, (None, n), finite=True)
-        N = X.shape[0]
-        if N < 1:
-            raise ValueError("X_train has no rows")
-        Y = state.array("y_train", dt, (N, k_implied), finite=True)
-        k = Y.shape[1]
-        if k < 1:
-            raise ValueError("y_train has no columns")
-        mean = state.array("y_train_mean", np.float64, (k,), finite=True)
-        std = state.array("y_train_std", np.float64, (k,), finite=True)
-        if not np.all(std > 0):
-            raise ValueError(f"y_train_std must be positive, got {std.tolist()}")
-        if not self.normalize_y and not (np.all(mean == 0) and np.all(std == 1)):
-            raise ValueError("y_train_mean and y_train_std must be 0 and 1 with normalize_y=False")
-        f0 = state.array("fx_train_0", dt, (N, k), finite=True)
-        network = self._network(k)
-        if self.kernel == "empirical":
-            widths = network.widths(n)
-            params = [(state.array(f"W{l}", dt, (widths[l + 1], widths[l]), finite=True),
-                       state.array(f"b{l}", dt, (widths[l + 1],), finite=True)) for l in range(network.depth + 1)]
-        else:
-            params = None
-            if np.any(f0 != 0):
-                raise ValueError("fx_train_0 must be 0 for the analytic kernel (the ensemble's mean output)")
-        if state.has("feature_names_in"):
-            self.feature_names_in_ = state.array("feature_names_in", "U", (n,)).astype(object)
-        diag_reg = state.attr("diag_reg_", "float", lower=0.0)
-        self.n_features_in_ = n
-        self.X_train_, self.y_train_, self.fx_train_0_ = X, Y, f0
-        self._y_train_mean, self._y_train_std = mean, std
-        self.network_, self.params_ = network, params
-        tiled = state.attr("tiled", "dict", default=None)
-        if tiled is None:
-            state.charge(N * N * dt.itemsize, f"the ({N}, {N}) train kernel that loading recomputes")
-            self._build_predictor(self._kernel(X), diag_reg)
-            self._solve_at_time()
-            return
-        if not self._tiled_capable or self.chunks is None:
-            raise ValueError("the file holds a tiled fit, but the estimator's chunks parameter is None")
-        tiled = _check_tiled_attrs(tiled, self._rule())
-        dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
-        coef = state.array("tiled_coef", np.float64, (N, k), finite=True)
-        fx = state.array("tiled_fx_train", np.float64, (N, k), finite=True)
-        self.tiled_ = _solve.restore_tiled(network, params, X, tiled, coef, fx, learning_rate=rate,
-                                           diag_reg=diag_reg, dynamics=dynamics, scheduler=self.scheduler)
-        self.predictor_ = None
-        self._fitted_at = None
-        self.diag_reg_ = diag_reg
-        self._ensemble_cache = None
-
-
-def _check_tiled_attrs(tiled, rule):
-    """The tiled part of a saved state: exactly ``t``, ``mu``, ``chunks``, ``info``, well typed."""
-    if set(tiled) != {"t", "mu", "chunks", "info"}:
-        raise ValueError(f"the tiled fit's entries must be t, mu, chunks, info; got {sorted(tiled)}")
-    t = _check_time(tiled["t"], "the tiled fit's t", rule)
-    mu = _check_real(tiled["mu"], "the tiled fit's mu")
-    chunks = tiled["chunks"]
-    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
-        raise ValueError(f"the tiled fit's chunks must be a positive int, got {chunks!r}")
-    info = tiled["info"]
-    if not isinstance(info, dict) or not all(
-            isinstance(key, str) and (v is None or isinstance(v, (str, bool, int, float))) for key, v in info.items()):
-        raise ValueError("the tiled fit's info must map names to plain scalars")
-    return {"t": t, "mu": mu, "chunks": chunks, "info": info}
 
 
 def register(cls):

@@ -25,7 +25,8 @@ compressed), read without pickle, so loading a file never executes code. Members
     time, ridge and tile edge.
 
 What is saved and restored is each estimator's own state (its ``_get_state`` / ``_set_state``);
-this module writes, reads and checks the container. An in-memory model is restored by
+this module writes (atomically, through :mod:`ntksolve.sklearn._atomic`), reads and checks the
+container. An in-memory model is restored by
 recomputing its train kernel and decomposition from ``X_train`` (deterministic, so predictions
 are identical; the decomposition is as large as the kernel and as quick to recompute as
 ``fit``'s linear algebra); a tiled model from its stored coefficients, without any kernel.
@@ -37,22 +38,18 @@ scheduler always comes from the caller. Anything else is refused with a ``ValueE
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
 import os
-import re
-import secrets
-import socket
 import struct
-import time
 import zipfile
 import zlib
 
 import numpy as np
 
 from ntksolve._validation import fmt_bytes
+from ntksolve.sklearn._atomic import _write_atomic
 
 FORMAT = "ntksolve-estimator"
 VERSION = 1
@@ -69,10 +66,6 @@ _MAX_META_BYTES = 64 * 1024
 
 #: Largest ``.npy`` header read (numpy's own default).
 _MAX_NPY_HEADER = 10000
-
-#: A temporary file of another machine (or of the writer before this one) counts as abandoned
-#: once this old; those of this machine as soon as their process has gone.
-_STALE_TEMP_SECONDS = 24 * 3600
 
 _META_KEYS = ("format", "version", "ntksolve_version", "class", "params", "attrs", "unsaved_params",
               "sequence_params")
@@ -169,103 +162,6 @@ def save(est, path):
             "class": type(est).__name__, "params": params, "attrs": attrs, "unsaved_params": unsaved,
             "sequence_params": sequences}
     _write_atomic(os.fspath(path), {MARKER: np.array(json.dumps(meta)), **members})
-
-
-def _write_atomic(path, members):
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    _remove_stale_temps(directory, base)
-    fd, tmp = _create_temp(directory, base)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **members)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _host_tag():
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-
-
-#: ``.<base>.<host>-<pid>.<random>.tmp``, and the ``mkstemp`` names of the first writer.
-_TEMP_NAME = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)\.[0-9a-f]{16}\.tmp")
-_OLD_TEMP_NAME = re.compile(r"[a-z0-9_]{8}\.tmp")
-
-
-def _create_temp(directory, base):
-    """Open a new hidden temporary file beside ``base`` (mode 0666 less the umask)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{_host_tag()}-{os.getpid()}.{secrets.token_hex(8)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file beside {base!r} in {directory!r}")
-
-
-def _pid_alive(pid):
-    if os.name == "nt":  # os.kill would terminate it: keep such files until they are old
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # alive, another user's
-        return True
-    return True
-
-
-def _remove_stale_temps(directory, base):
-    """Remove the temporary files of ``base`` whose writer is gone (killed during a save)."""
-    prefix = f".{base}."
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    host, now = _host_tag(), time.time()
-    for name in names:
-        if not name.startswith(prefix):
-            continue
-        rest = name[len(prefix):]
-        match = _TEMP_NAME.fullmatch(rest)
-        if match is None and _OLD_TEMP_NAME.fullmatch(rest) is None:
-            continue
-        full = os.path.join(directory, name)
-        try:
-            if match is not None and match["host"] == host:
-                pid = int(match["pid"])
-                stale = pid != os.getpid() and not _pid_alive(pid)
-            else:
-                stale = now - os.lstat(full).st_mtime > _STALE_TEMP_SECONDS
-            if stale:
-                os.unlink(full)
-        except OSError:
-            pass
-
-
-def _fsync_directory(directory):
-    """Make the rename durable (POSIX; Windows cannot open a directory)."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

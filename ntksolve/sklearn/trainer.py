@@ -54,8 +54,9 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.mlp import MLP
 from ntksolve.optimizers import training_rule
 from ntksolve.sklearn.mlp_import import ACTIVATION_NAMES, from_sklearn
-from ntksolve.training import (KernelTracker, Stopwatch, TrainingDivergedError, TrainingResult, _check_steps,
-                               _check_targets, _divergence_hint, _measure, _rule_critical_rate, recorded)
+from ntksolve.training import (TrainingDivergedError, TrainingResult, _check_steps, _check_targets, _divergence_hint,
+                               _measure, _rule_critical_rate)
+from ntksolve.training_records import KernelTracker, Stopwatch, recorded
 
 __all__ = ["train_network_sklearn", "check_sklearn_run"]
 
