@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from ntksolve.cli_parser import UsageError
+from ntksolve.standardisation import standardise
 
 def _split(X, y, test_size: float, seed: int):
     n = X.shape[0]
@@ -118,7 +119,7 @@ def load_data(args):
         if args.no_standardize:
             _check_unscaled(((X, "features"), (y, "targets"), (Xt, "test features"), (yt, "test targets")))
         else:
-            X, y_std, Xt, yt_std, more = datasets.standardise(X, y, Xt, yt, feats, target)
+            X, y_std, Xt, yt_std, more = standardise(X, y, Xt, yt, feats, target)
             if not ce:  # class labels stay labels
                 y, yt = y_std, yt_std
             notes.extend(more)

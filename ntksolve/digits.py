@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ntksolve.datasets import standardise
+from ntksolve.standardisation import standardise
 
 #: Images in the bundled set, and its classes.
 N_DIGITS, N_CLASSES = 1797, 10
