@@ -66,3 +66,32 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
                             if 0 <= xx < W:
                                 out[i, yy, xx, c] += cols[i, row, base + dx]
 
+
+
+@njit(cache=True)
+def col2im_hwc(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    """:func:`col2im` of patches whose entries are ordered ``(dy, dx, c)`` (channels fastest, as
+    ``out``), so that the innermost loop is contiguous on both sides.
+
+    Parameters
+    ----------
+    cols : (M, oh * ow, kh * kw * C) array
+    out : (M, H, W, C) array, overwritten
+    """
+    M, H, W, C = out.shape
+    out[...] = 0.0
+    for i in range(M):
+        for y in range(oh):
+            for x in range(ow):
+                row = y * ow + x
+                for dy in range(kh):
+                    yy = sh * y - ph + dy
+                    if yy < 0 or yy >= H:
+                        continue
+                    for dx in range(kw):
+                        xx = sw * x - pw + dx
+                        if xx < 0 or xx >= W:
+                            continue
+                        base = (dy * kw + dx) * C
+                        for c in range(C):
+                            out[i, yy, xx, c] += cols[i, row, base + c]

@@ -32,6 +32,8 @@ from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, regi
 from ntksolve.nets.layers import Dense, LayerScales, check_width
 
 PADDINGS = ("valid", "same")
+#: Bytes of signal patches formed at once in the backward pass (a cache-sized chunk).
+_CHUNK_BYTES = 1 << 21
 
 
 class Geometry(NamedTuple):
@@ -260,9 +262,19 @@ class Conv(Layer):
             g = identity_seed(cache.cols.shape[0], self.output_shape(cache.shape), cache.cols.dtype)
         B, m = g.shape[:2]
         ws = W.dtype.type(self.scales(cache.shape).weight)  # folded into the (small) W, not the signals
-        cols = np.dot(g.reshape(B * m * geo.n_out, self.channels), ws * W).reshape(B * m, geo.n_out, geo.fan_in)
-        out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=cols.dtype)
-        _jit.col2im(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out)
+        # W's columns reordered (dy, dx, c): the patches of the signal then have the channels fastest,
+        # as the image has, and col2im_hwc's inner loop is contiguous on both sides
+        Wt = np.ascontiguousarray((ws * W).reshape(self.channels, geo.C, geo.kh * geo.kw).transpose(0, 2, 1)
+                                  ).reshape(self.channels, geo.fan_in)
+        g2 = np.ascontiguousarray(g).reshape(B * m, geo.n_out, self.channels)
+        out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=Wt.dtype)
+        # in chunks of rows whose patches stay in cache: the full (B m, S, F) patches are F / C times
+        # the signal, written once and read once from memory otherwise
+        rows = max(1, _CHUNK_BYTES // (geo.n_out * geo.fan_in * Wt.dtype.itemsize))
+        for r0 in range(0, B * m, rows):
+            r1 = min(r0 + rows, B * m)
+            cols = np.dot(g2[r0:r1].reshape(-1, self.channels), Wt).reshape(r1 - r0, geo.n_out, geo.fan_in)
+            _jit.col2im_hwc(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out[r0:r1])
         return out.reshape((B, m) + tuple(cache.shape))
 
     def _signal(self, cache, g):
