@@ -16,13 +16,38 @@ import numpy as np
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_memory
+from ntksolve.nets.conv import ChannelFactors, Conv
+from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
 from ntksolve.nets.network import Network, backward, check_network, forward, prepare_inputs
+from ntksolve.nets.pooling import GlobalAvgPool
 
 
 def _features(net, params, X):
     f, caches = forward(net, params, X, keep=True)
     signals = backward(net, params, caches)
+    _factor_top_conv(net, params, caches, signals)
     return [(leaf, p, (cache, g)) for leaf, p, cache, g in signals]
+
+
+def _factor_top_conv(net, params, caches, signals) -> None:
+    """A network ending ``Conv, [activation,] GlobalAvgPool, Dense``: the identity seed reaches the
+    convolution as ``g[i, a, p, c] = ws W_out[a, c] phi'(z[i, p, c]) / S``; its entry of ``signals``
+    gets those :class:`~ntksolve.nets.conv.ChannelFactors` (exactly the same signal), whose NTK term
+    is ``m`` times cheaper."""
+    layers = net.layers
+    if len(layers) < 3 or not isinstance(layers[-1], DenseLayer) or not isinstance(layers[-2], GlobalAvgPool):
+        return
+    act = isinstance(layers[-3], ActivationLayer)
+    ci = len(layers) - 3 - act
+    if ci < 0 or not isinstance(layers[ci], Conv) or len(signals) < 2 or signals[1][0] is not layers[ci]:
+        return
+    W = params[-1][0]
+    R = W * W.dtype.type(layers[-1].scales(caches[-1].shape[1:]).weight)
+    leaf, p, cache, _ = signals[1]
+    B, S = cache.cols.shape[:2]
+    local = (caches[-3].reshape(B, S, -1) * W.dtype.type(1.0 / S) if act
+             else np.full((B, S, W.shape[1]), 1.0 / S, dtype=W.dtype))
+    signals[1] = (leaf, p, cache, ChannelFactors(R, local))
 
 
 def _accumulate(theta, FI, FJ, trace, lower):
@@ -111,8 +136,6 @@ def network_empirical_ntk(net: Network, params, X1, X2=None, *, trace: bool = Tr
 def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
     """The readout's input kernel ``ws^2 <h, h'> + bs^2`` of a network ending in a Dense, ``(N1, N2)``."""
     net = check_network(net)
-    from ntksolve.nets.dense_layers import DenseLayer
-
     last = net.layers[-1]
     if not isinstance(last, DenseLayer):
         raise ValueError(f"the empirical NNGP is the kernel of the readout's inputs, so the network must end "

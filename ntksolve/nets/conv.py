@@ -286,14 +286,20 @@ class Conv(Layer):
     def _gradients(self, cache, g):
         """Per example and seed, the weight products ``sum_p g_p P_p^T`` ``(B, m, channels F)`` and the
         bias products ``sum_p g_p`` ``(B, m, channels)`` (None without a bias); kept on the cache
-        for the tiles that reuse them."""
+        for the tiles that reuse them. For :class:`ChannelFactors` ``g``, the products of the local
+        factor alone, ``(B, channels, F)`` and ``(B, channels, 1)``: one per example, not ``m``."""
         memo = cache.memo
         if memo is None or memo[0] is not g:
-            g4 = self._signal(cache, g)
-            B, m, S, Co = g4.shape
-            # (B, m Co, S) @ (B, S, F): one batched GEMM
-            GW = np.matmul(g4.transpose(0, 1, 3, 2).reshape(B, m * Co, S), cache.cols).reshape(B, m, -1)
-            Gb = g4.sum(axis=2) if self.bias else None
+            if isinstance(g, ChannelFactors):
+                V = g.local  # (B, S, Co)
+                GW = np.matmul(V.transpose(0, 2, 1), cache.cols)
+                Gb = V.sum(axis=1)[:, :, None] if self.bias else None
+            else:
+                g4 = self._signal(cache, g)
+                B, m, S, Co = g4.shape
+                # (B, m Co, S) @ (B, S, F): one batched GEMM
+                GW = np.matmul(g4.transpose(0, 1, 3, 2).reshape(B, m * Co, S), cache.cols).reshape(B, m, -1)
+                Gb = g4.sum(axis=2) if self.bias else None
             memo = cache.memo = (g, GW, Gb)
         return memo[1], memo[2]
 
@@ -303,8 +309,12 @@ class Conv(Layer):
         c, beta = self.scales(I[0].shape).ntk_coefficients
         GI, bI = self._gradients(*I)
         GJ, bJ = (None, None) if J is None else self._gradients(*J)
+        factors = I[1] if isinstance(I[1], ChannelFactors) else None
         for coef, A, Bm in ((c, GI, GJ), (beta, bI, bJ)):
             if A is None or coef == 0.0:
+                continue
+            if factors is not None:
+                _factored_term(theta, coef, factors.readout, A, Bm, trace)
                 continue
             Bm = A if Bm is None else Bm
             BI, m, P = A.shape
@@ -349,6 +359,43 @@ class Conv(Layer):
         return conv_map(self, state)
 
 
+class ChannelFactors(NamedTuple):
+    """A signal at a convolution's output that factors per channel,
+    ``g[i, a, p, c] = readout[a, c] * local[i, p, c]``: what a readout ``Dense`` after global
+    average pooling (and an element-wise activation) sends back (``readout = ws W_out``,
+    ``local = phi'(z) / S``). The NTK term then needs one gradient per example and channel instead
+    of ``m``: ``<G_a, G'_b> = sum_c readout[a, c] readout[b, c] <H_c, H'_c>``,
+    ``H_c = sum_p local[p, c] P_p``.
+
+    Attributes
+    ----------
+    readout : ndarray, shape (m, channels)
+    local : ndarray, shape (B, S, channels)
+    """
+
+    readout: np.ndarray
+    local: np.ndarray
+
+
+def _factored_term(theta, coef, R, HI, HJ, trace) -> None:
+    """``theta += coef sum_c R[a, c] R[b, c] <HI[i, c], HJ[j, c]>`` (``trace``: the mean over ``a = b``),
+    ``HI`` ``(B_I, channels, F)`` (``HJ`` None: ``HI``)."""
+    m = R.shape[0]
+    if trace:  # sum_a R[a, c]^2 / m folded into both sides: one GEMM over (channel, F)
+        w = np.sqrt((R * R).sum(axis=0) * (coef / m))[None, :, None]
+        AI = (HI * w).reshape(HI.shape[0], -1)
+        theta += np.dot(AI, AI.T if HJ is None else (HJ * w).reshape(HJ.shape[0], -1).T)
+        return
+    HJ = HI if HJ is None else HJ
+    BI, Co, F = HI.shape
+    BJ = HJ.shape[0]
+    # per-channel Grams (Co, B_I, B_J), then one GEMM against the (Co, m m) outer products of R
+    K = np.matmul(HI.transpose(1, 0, 2), HJ.transpose(1, 2, 0)).reshape(Co, BI * BJ)
+    M = (R.T[:, :, None] * R.T[:, None, :]).reshape(Co, m * m)
+    M *= coef
+    theta += np.dot(K.T, M).reshape(BI, BJ, m, m)
+
+
 class _ConvCache:
     """A convolution's cache: the patches ``cols`` ``(B, S, F)``, the per-example input ``shape``,
     and the gradient products of the last signal seen (:meth:`Conv._gradients`)."""
@@ -379,4 +426,4 @@ class Conv2D(Conv):
                          bias_std, parameterization, bias=bias)
 
 
-__all__ = ["Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]
+__all__ = ["ChannelFactors", "Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]
