@@ -278,7 +278,7 @@ class Network:
     def trainable(self) -> "Network":
         """This network, or one that trains identically and whose stored parameters carry the trained
         ones (standard parameterisation with ``bias_std = 0``; see :meth:`MLP.trainable`)."""
-        if all(not isinstance(leaf, DenseLayer) or leaf.spec.stores_trained_bias for leaf in self.leaves()):
+        if all(getattr(leaf, "stores_trained_bias", True) for leaf in self.leaves()):
             return self
         return Network([_with_bias_std_one(layer) for layer in self.layers], parameterization=self.parameterization)
 
@@ -336,6 +336,9 @@ def _with_bias_std_one(layer):
     if isinstance(layer, DenseLayer) and not layer.spec.stores_trained_bias:
         s = layer.spec
         return DenseLayer(Dense(s.width, s.weight_std, 1.0, s.parameterization, bias=s.bias))
+    if layer.has_params and not getattr(layer, "stores_trained_bias", True):
+        # any other leaf with a bias_std (a convolution): the same layer rebuilt with bias_std = 1
+        return layer_from_config({**layer.get_config(), "bias_std": 1.0})
     if hasattr(layer, "map_layers"):
         return layer.map_layers(_with_bias_std_one)
     return layer
