@@ -95,3 +95,30 @@ def test_standard_cnn_without_bias_draw_trains_by_its_jacobian():
         theta = theta - eta * np.einsum("iap,ia->p", J, (tnet.apply(cur, X) - y) / y.size) / t
     assert np.abs(theta - tnet.flatten_params(start)).max() > 1e-3  # the biases and weights moved
     np.testing.assert_allclose(tnet.flatten_params(res.params), theta, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("trace", [True, False])
+def test_block_bound_holds_the_measured_peak(trace, monkeypatch):
+    """With a small block budget the empirical NTK of a CNN tiles its inputs, and what it holds beyond
+    the kernel itself (tracemalloc sees numpy's allocations) stays within that budget; the tiles
+    give the one-block kernel."""
+    from ntksolve import _config
+
+    net = Network([Conv2D(8, 3, padding="same", bias_std=0.3), "relu", Conv2D(8, 3, padding="same"), "relu",
+                   GlobalAvgPool(), Dense(3)])
+    shape = (6, 6, 1)
+    X = np.random.default_rng(7).standard_normal((48,) + shape)
+    params = net.init(shape, random_state=8)
+    ref = network_empirical_ntk(net, params, X, trace=trace)
+    budget = 1 << 20
+    monkeypatch.setattr(_config, "EMPIRICAL_BLOCK_BYTES", budget)
+    rows = network_empirical._block_rows(net, shape, 3, 8, 48, None)
+    assert 1 < rows < 24  # several blocks
+    tracemalloc.start()
+    try:
+        got = network_empirical_ntk(net, params, X, trace=trace)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - got.nbytes <= budget, (peak - got.nbytes, budget)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)

@@ -327,6 +327,13 @@ class Conv(Layer):
                 G *= coef
                 theta += G.reshape(BI, m, Bm.shape[0], m).transpose(0, 2, 1, 3)
 
+    def kernel_row_numbers(self, in_shape, k: int) -> int:
+        """Numbers the empirical NTK holds per input row for this layer beyond its boundaries' features
+        and signals: the patches ``S F``, the ``k`` per-example weight and bias products
+        ``k channels (F + 1)`` (fewer when factored), and one scaled copy of them."""
+        geo = self.geometry(in_shape)
+        return geo.n_out * geo.fan_in + 2 * k * self.channels * (geo.fan_in + 1)
+
     def products(self, params, cache, g):
         """``(G_W, G_b)`` shaped like ``(W, b)`` for a seed ``g`` ``(B, 1, *output_shape)``: one GEMM
         of the signals and patches over every example and position."""
@@ -389,11 +396,15 @@ def _factored_term(theta, coef, R, HI, HJ, trace) -> None:
     HJ = HI if HJ is None else HJ
     BI, Co, F = HI.shape
     BJ = HJ.shape[0]
-    # per-channel Grams (Co, B_I, B_J), then one GEMM against the (Co, m m) outer products of R
-    K = np.matmul(HI.transpose(1, 0, 2), HJ.transpose(1, 2, 0)).reshape(Co, BI * BJ)
     M = (R.T[:, :, None] * R.T[:, None, :]).reshape(Co, m * m)
     M *= coef
-    theta += np.dot(K.T, M).reshape(BI, BJ, m, m)
+    # per-channel Grams (channels, B_I, B_J), then one GEMM against the (channels, m m) outer products
+    # of R; m m channels at a time, so that the Grams take no more memory than theta's tile
+    step = m * m
+    for c0 in range(0, Co, step):
+        c1 = min(c0 + step, Co)
+        K = np.matmul(HI[:, c0:c1].transpose(1, 0, 2), HJ[:, c0:c1].transpose(1, 2, 0)).reshape(c1 - c0, BI * BJ)
+        theta += np.dot(K.T, M[c0:c1]).reshape(BI, BJ, m, m)
 
 
 class _ConvCache:
