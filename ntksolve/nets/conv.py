@@ -33,7 +33,7 @@ from ntksolve.nets.layers import Dense, LayerScales, check_width
 
 PADDINGS = ("valid", "same")
 #: Bytes of signal patches formed at once in the backward pass (a cache-sized chunk).
-_CHUNK_BYTES = 1 << 21
+_CHUNK_BYTES = 1 << 22
 
 
 class Geometry(NamedTuple):
