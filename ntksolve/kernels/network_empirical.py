@@ -70,13 +70,13 @@ def _block_rows(net, shape, k, itemsize, n_rows, block_size):
         if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size <= 0:
             raise ValueError(f"block_size must be a positive int (rows of inputs per block) or None, got {block_size!r}")
         return int(min(block_size, n_rows))
-    # every boundary's features, a derivative and k signals per row, and what a layer keeps beyond
-    # them (a convolution's patches and per-example gradients); two blocks are held at once
+    # every boundary's features, a derivative and k signals per row (for the two blocks of a tile:
+    # generous), and what a layer keeps beyond them (a convolution's patches and per-example products)
     shapes = net.shapes(shape)
     numbers_ = sum((2 + 2 * k) * int(np.prod(s)) for s in shapes)
     numbers_ += sum(layer.kernel_row_numbers(s, k) for layer, s in zip(net.layers, shapes)
                     if hasattr(layer, "kernel_row_numbers"))
-    per_row = 2 * itemsize * numbers_
+    per_row = itemsize * numbers_
     return int(max(1, min(n_rows, _config.EMPIRICAL_BLOCK_BYTES // max(per_row, 1))))
 
 
