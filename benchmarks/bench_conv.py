@@ -2,6 +2,7 @@
 
     python benchmarks/bench_conv.py            # the sizes of the issue (N = 512; long for neural-tangents)
     python benchmarks/bench_conv.py --quick    # N = 128, and the classifier on a subset
+    python benchmarks/bench_conv.py --skip-analytic --skip-classifier --threads 1   # the empirical part, 1 BLAS thread
 
 1. Empirical NTK of a 2-layer CNN (Conv 32 channels 3x3 'same', relu, twice; global average
    pooling; Dense 10), the mean over the 10 outputs, float64, on N digits images: ntksolve's
@@ -118,7 +119,16 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=None, help="images for the kernel timings (default 512; quick 128)")
     ap.add_argument("--skip-classifier", action="store_true")
+    ap.add_argument("--skip-analytic", action="store_true", help="only the empirical NTK (and the classifier)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads for ntksolve (threadpoolctl; neural-tangents keeps its own)")
     args = ap.parse_args()
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; ntksolve BLAS threads: "
+          f"{args.threads or 'default'}")
     n = args.n or (128 if args.quick else 512)
     X, _ = digits(n)
     nt_python = peer_python("nt")
@@ -132,10 +142,11 @@ def main():
     peer = run_peer(nt_python, _NT_EMPIRICAL.format(path=path, sw=SW), timeout=3600) if nt_python else None
     rows.append((f"empirical NTK, 2-layer CNN, N={n}", ours, peer, peer / ours if peer else float("nan")))
 
-    net3 = cnn(3, 1)
-    ours = best_time(lambda: analytic_kernels(net3, X), repeat=1)
-    peer = run_peer(nt_python, _NT_ANALYTIC.format(path=path, sw=SW), timeout=7200) if nt_python else None
-    rows.append((f"analytic CNTK (pooling), depth 3, N={n}", ours, peer, peer / ours if peer else float("nan")))
+    if not args.skip_analytic:
+        net3 = cnn(3, 1)
+        ours = best_time(lambda: analytic_kernels(net3, X), repeat=1)
+        peer = run_peer(nt_python, _NT_ANALYTIC.format(path=path, sw=SW), timeout=7200) if nt_python else None
+        rows.append((f"analytic CNTK (pooling), depth 3, N={n}", ours, peer, peer / ours if peer else float("nan")))
     print(table(rows, ["kernel", "ntksolve s", "neural-tangents s", "ratio (nt / ours)"]))
     if nt_python is None:
         print("neural-tangents not built: bash benchmarks/make_peers.sh")

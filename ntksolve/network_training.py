@@ -19,8 +19,7 @@ from ntksolve.dynamics.function_space import _targets, check_batches
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.schedules import as_schedule
 from ntksolve.kernels.empirical import empirical_ntk
-from ntksolve.nets.dense_layers import DenseLayer
-from ntksolve.nets.network import Network, accepts_network, backward, forward, prepare_inputs
+from ntksolve.nets.network import Network, accepts_network, backward, forward, prepare_inputs, stores_trained_bias
 from ntksolve.optimizers import parameter_optimizer, training_rule
 from ntksolve.training import (DIVERGENCE_FACTOR, KernelTracker, Stopwatch, TrainingDivergedError, TrainingResult,
                                _check_steps, _check_targets, _divergence_hint, _measure, _rule_critical_rate, _seed,
@@ -93,7 +92,7 @@ def _train_layers(net: Network, params, X, y, *, steps, learning_rate=None, dyna
     if train_net is not net:
         # a layer whose stored b cannot carry b~ (bias_std = 0) trains as bias_std = 1 with b = 0
         for leaf, pair in zip(net.leaves(), _leaf_params(work, net.layers, [])):
-            if isinstance(leaf, DenseLayer) and not leaf.spec.stores_trained_bias:
+            if not stores_trained_bias(leaf):
                 pair[1][...] = 0.0
     leaves = _leaf_params(work, train_net.layers, [])
     opt = parameter_optimizer(rule, leaves, _leaf_scales(train_net, shape))

@@ -1,7 +1,7 @@
 """Patches of a convolution and their transpose, as numba kernels.
 
 Private: :mod:`ntksolve.nets.conv` calls these. A 1-D signal is an image of height 1, so both
-dimensionalities share one pair of kernels. Activations are channels-last, ``h[i, y, x, c]``; a
+dimensionalities share these kernels. Activations are channels-last, ``h[i, y, x, c]``; a
 patch row lists its ``C * kh * kw`` entries channel-major, ``(c, dy, dx)``, the order of a weight
 ``W[c_out, c, dy, dx]`` (PyTorch's) read row-major, so a convolution is one GEMM of the patches.
 Entries outside the image are the zero padding.
@@ -41,12 +41,14 @@ def im2col(h, kh, kw, sh, sw, ph, pw, oh, ow, out):
 
 
 @njit(cache=True)
-def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
-    """The transpose of :func:`im2col`: ``out[i, ...] = sum`` of every patch entry at its pixel.
+def col2im_hwc(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    """The transpose of :func:`im2col` for patches whose entries are ordered ``(dy, dx, c)``
+    (channels fastest, as ``out``; the weight's columns reordered to match), so that the innermost
+    loop is contiguous on both sides: ``out[i, ...] = sum`` of every patch entry at its pixel.
 
     Parameters
     ----------
-    cols : (M, oh * ow, C * kh * kw) array (``M`` rows: inputs times seeds)
+    cols : (M, oh * ow, kh * kw * C) array
     out : (M, H, W, C) array, overwritten
     """
     M, H, W, C = out.shape
@@ -55,14 +57,14 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, oh, ow, out):
         for y in range(oh):
             for x in range(ow):
                 row = y * ow + x
-                for c in range(C):
-                    for dy in range(kh):
-                        yy = sh * y - ph + dy
-                        if yy < 0 or yy >= H:
+                for dy in range(kh):
+                    yy = sh * y - ph + dy
+                    if yy < 0 or yy >= H:
+                        continue
+                    for dx in range(kw):
+                        xx = sw * x - pw + dx
+                        if xx < 0 or xx >= W:
                             continue
-                        base = (c * kh + dy) * kw
-                        for dx in range(kw):
-                            xx = sw * x - pw + dx
-                            if 0 <= xx < W:
-                                out[i, yy, xx, c] += cols[i, row, base + dx]
-
+                        base = (dy * kw + dx) * C
+                        for c in range(C):
+                            out[i, yy, xx, c] += cols[i, row, base + c]

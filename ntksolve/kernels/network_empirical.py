@@ -16,13 +16,38 @@ import numpy as np
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_memory
+from ntksolve.nets.conv import ChannelFactors, Conv
+from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
 from ntksolve.nets.network import Network, backward, check_network, forward, prepare_inputs
+from ntksolve.nets.pooling import GlobalAvgPool
 
 
 def _features(net, params, X):
     f, caches = forward(net, params, X, keep=True)
     signals = backward(net, params, caches)
+    _factor_top_conv(net, params, caches, signals)
     return [(leaf, p, (cache, g)) for leaf, p, cache, g in signals]
+
+
+def _factor_top_conv(net, params, caches, signals) -> None:
+    """A network ending ``Conv, [activation,] GlobalAvgPool, Dense``: the identity seed reaches the
+    convolution as ``g[i, a, p, c] = ws W_out[a, c] phi'(z[i, p, c]) / S``; its entry of ``signals``
+    gets those :class:`~ntksolve.nets.conv.ChannelFactors` (exactly the same signal), whose NTK term
+    is ``m`` times cheaper."""
+    layers = net.layers
+    if len(layers) < 3 or not isinstance(layers[-1], DenseLayer) or not isinstance(layers[-2], GlobalAvgPool):
+        return
+    act = isinstance(layers[-3], ActivationLayer)
+    ci = len(layers) - 3 - act
+    if ci < 0 or not isinstance(layers[ci], Conv) or len(signals) < 2 or signals[1][0] is not layers[ci]:
+        return
+    W = params[-1][0]
+    R = W * W.dtype.type(layers[-1].scales(caches[-1].shape[1:]).weight)
+    leaf, p, cache, _ = signals[1]
+    B, S = cache.cols.shape[:2]
+    local = (caches[-3].reshape(B, S, -1) * W.dtype.type(1.0 / S) if act
+             else np.full((B, S, W.shape[1]), 1.0 / S, dtype=W.dtype))
+    signals[1] = (leaf, p, cache, ChannelFactors(R, local))
 
 
 def _accumulate(theta, FI, FJ, trace, lower):
@@ -45,8 +70,13 @@ def _block_rows(net, shape, k, itemsize, n_rows, block_size):
         if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size <= 0:
             raise ValueError(f"block_size must be a positive int (rows of inputs per block) or None, got {block_size!r}")
         return int(min(block_size, n_rows))
-    # every boundary's features, a derivative and k signals per row: a generous estimate
-    per_row = itemsize * sum((2 + 2 * k) * int(np.prod(s)) for s in net.shapes(shape))
+    # every boundary's features, a derivative and k signals per row (for the two blocks of a tile:
+    # generous), and what a layer keeps beyond them (a convolution's patches and per-example products)
+    shapes = net.shapes(shape)
+    numbers_ = sum((2 + 2 * k) * int(np.prod(s)) for s in shapes)
+    numbers_ += sum(layer.kernel_row_numbers(s, k) for layer, s in zip(net.layers, shapes)
+                    if hasattr(layer, "kernel_row_numbers"))
+    per_row = itemsize * numbers_
     return int(max(1, min(n_rows, _config.EMPIRICAL_BLOCK_BYTES // max(per_row, 1))))
 
 
@@ -111,8 +141,6 @@ def network_empirical_ntk(net: Network, params, X1, X2=None, *, trace: bool = Tr
 def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
     """The readout's input kernel ``ws^2 <h, h'> + bs^2`` of a network ending in a Dense, ``(N1, N2)``."""
     net = check_network(net)
-    from ntksolve.nets.dense_layers import DenseLayer
-
     last = net.layers[-1]
     if not isinstance(last, DenseLayer):
         raise ValueError(f"the empirical NNGP is the kernel of the readout's inputs, so the network must end "

@@ -32,6 +32,8 @@ from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, regi
 from ntksolve.nets.layers import Dense, LayerScales, check_width
 
 PADDINGS = ("valid", "same")
+#: Bytes of signal patches formed at once in the backward pass (a cache-sized chunk).
+_CHUNK_BYTES = 1 << 22
 
 
 class Geometry(NamedTuple):
@@ -260,9 +262,19 @@ class Conv(Layer):
             g = identity_seed(cache.cols.shape[0], self.output_shape(cache.shape), cache.cols.dtype)
         B, m = g.shape[:2]
         ws = W.dtype.type(self.scales(cache.shape).weight)  # folded into the (small) W, not the signals
-        cols = np.dot(g.reshape(B * m * geo.n_out, self.channels), ws * W).reshape(B * m, geo.n_out, geo.fan_in)
-        out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=cols.dtype)
-        _jit.col2im(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out)
+        # W's columns reordered (dy, dx, c): the patches of the signal then have the channels fastest,
+        # as the image has, and col2im_hwc's inner loop is contiguous on both sides
+        Wt = np.ascontiguousarray((ws * W).reshape(self.channels, geo.C, geo.kh * geo.kw).transpose(0, 2, 1)
+                                  ).reshape(self.channels, geo.fan_in)
+        g2 = np.ascontiguousarray(g).reshape(B * m, geo.n_out, self.channels)
+        out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=Wt.dtype)
+        # in chunks of rows whose patches stay in cache: the full (B m, S, F) patches are F / C times
+        # the signal, written once and read once from memory otherwise
+        rows = max(1, _CHUNK_BYTES // (geo.n_out * geo.fan_in * Wt.dtype.itemsize))
+        for r0 in range(0, B * m, rows):
+            r1 = min(r0 + rows, B * m)
+            cols = np.dot(g2[r0:r1].reshape(-1, self.channels), Wt).reshape(r1 - r0, geo.n_out, geo.fan_in)
+            _jit.col2im_hwc(cols, geo.kh, geo.kw, geo.sh, geo.sw, geo.ph, geo.pw, geo.oh, geo.ow, out[r0:r1])
         return out.reshape((B, m) + tuple(cache.shape))
 
     def _signal(self, cache, g):
@@ -274,14 +286,20 @@ class Conv(Layer):
     def _gradients(self, cache, g):
         """Per example and seed, the weight products ``sum_p g_p P_p^T`` ``(B, m, channels F)`` and the
         bias products ``sum_p g_p`` ``(B, m, channels)`` (None without a bias); kept on the cache
-        for the tiles that reuse them."""
+        for the tiles that reuse them. For :class:`ChannelFactors` ``g``, the products of the local
+        factor alone, ``(B, channels, F)`` and ``(B, channels, 1)``: one per example, not ``m``."""
         memo = cache.memo
         if memo is None or memo[0] is not g:
-            g4 = self._signal(cache, g)
-            B, m, S, Co = g4.shape
-            # (B, m Co, S) @ (B, S, F): one batched GEMM
-            GW = np.matmul(g4.transpose(0, 1, 3, 2).reshape(B, m * Co, S), cache.cols).reshape(B, m, -1)
-            Gb = g4.sum(axis=2) if self.bias else None
+            if isinstance(g, ChannelFactors):
+                V = g.local  # (B, S, Co)
+                GW = np.matmul(V.transpose(0, 2, 1), cache.cols)
+                Gb = V.sum(axis=1)[:, :, None] if self.bias else None
+            else:
+                g4 = self._signal(cache, g)
+                B, m, S, Co = g4.shape
+                # (B, m Co, S) @ (B, S, F): one batched GEMM
+                GW = np.matmul(g4.transpose(0, 1, 3, 2).reshape(B, m * Co, S), cache.cols).reshape(B, m, -1)
+                Gb = g4.sum(axis=2) if self.bias else None
             memo = cache.memo = (g, GW, Gb)
         return memo[1], memo[2]
 
@@ -291,8 +309,12 @@ class Conv(Layer):
         c, beta = self.scales(I[0].shape).ntk_coefficients
         GI, bI = self._gradients(*I)
         GJ, bJ = (None, None) if J is None else self._gradients(*J)
+        factors = I[1] if isinstance(I[1], ChannelFactors) else None
         for coef, A, Bm in ((c, GI, GJ), (beta, bI, bJ)):
             if A is None or coef == 0.0:
+                continue
+            if factors is not None:
+                _factored_term(theta, coef, factors.readout, A, Bm, trace)
                 continue
             Bm = A if Bm is None else Bm
             BI, m, P = A.shape
@@ -304,6 +326,13 @@ class Conv(Layer):
                 G = np.dot(A.reshape(BI * m, P), Bm.reshape(-1, P).T)
                 G *= coef
                 theta += G.reshape(BI, m, Bm.shape[0], m).transpose(0, 2, 1, 3)
+
+    def kernel_row_numbers(self, in_shape, k: int) -> int:
+        """Numbers the empirical NTK holds per input row for this layer beyond its boundaries' features
+        and signals: the patches ``S F``, the ``k`` per-example weight and bias products
+        ``k channels (F + 1)`` (fewer when factored), and one scaled copy of them."""
+        geo = self.geometry(in_shape)
+        return geo.n_out * geo.fan_in + 2 * k * self.channels * (geo.fan_in + 1)
 
     def products(self, params, cache, g):
         """``(G_W, G_b)`` shaped like ``(W, b)`` for a seed ``g`` ``(B, 1, *output_shape)``: one GEMM
@@ -337,6 +366,47 @@ class Conv(Layer):
         return conv_map(self, state)
 
 
+class ChannelFactors(NamedTuple):
+    """A signal at a convolution's output that factors per channel,
+    ``g[i, a, p, c] = readout[a, c] * local[i, p, c]``: what a readout ``Dense`` after global
+    average pooling (and an element-wise activation) sends back (``readout = ws W_out``,
+    ``local = phi'(z) / S``). The NTK term then needs one gradient per example and channel instead
+    of ``m``: ``<G_a, G'_b> = sum_c readout[a, c] readout[b, c] <H_c, H'_c>``,
+    ``H_c = sum_p local[p, c] P_p``.
+
+    Attributes
+    ----------
+    readout : ndarray, shape (m, channels)
+    local : ndarray, shape (B, S, channels)
+    """
+
+    readout: np.ndarray
+    local: np.ndarray
+
+
+def _factored_term(theta, coef, R, HI, HJ, trace) -> None:
+    """``theta += coef sum_c R[a, c] R[b, c] <HI[i, c], HJ[j, c]>`` (``trace``: the mean over ``a = b``),
+    ``HI`` ``(B_I, channels, F)`` (``HJ`` None: ``HI``)."""
+    m = R.shape[0]
+    if trace:  # sum_a R[a, c]^2 / m folded into both sides: one GEMM over (channel, F)
+        w = np.sqrt((R * R).sum(axis=0) * (coef / m))[None, :, None]
+        AI = (HI * w).reshape(HI.shape[0], -1)
+        theta += np.dot(AI, AI.T if HJ is None else (HJ * w).reshape(HJ.shape[0], -1).T)
+        return
+    HJ = HI if HJ is None else HJ
+    BI, Co, F = HI.shape
+    BJ = HJ.shape[0]
+    M = (R.T[:, :, None] * R.T[:, None, :]).reshape(Co, m * m)
+    M *= coef
+    # per-channel Grams (channels, B_I, B_J), then one GEMM against the (channels, m m) outer products
+    # of R; m m channels at a time, so that the Grams take no more memory than theta's tile
+    step = m * m
+    for c0 in range(0, Co, step):
+        c1 = min(c0 + step, Co)
+        K = np.matmul(HI[:, c0:c1].transpose(1, 0, 2), HJ[:, c0:c1].transpose(1, 2, 0)).reshape(c1 - c0, BI * BJ)
+        theta += np.dot(K.T, M[c0:c1]).reshape(BI, BJ, m, m)
+
+
 class _ConvCache:
     """A convolution's cache: the patches ``cols`` ``(B, S, F)``, the per-example input ``shape``,
     and the gradient products of the last signal seen (:meth:`Conv._gradients`)."""
@@ -367,4 +437,4 @@ class Conv2D(Conv):
                          bias_std, parameterization, bias=bias)
 
 
-__all__ = ["Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]
+__all__ = ["ChannelFactors", "Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]

@@ -278,7 +278,7 @@ class Network:
     def trainable(self) -> "Network":
         """This network, or one that trains identically and whose stored parameters carry the trained
         ones (standard parameterisation with ``bias_std = 0``; see :meth:`MLP.trainable`)."""
-        if all(not isinstance(leaf, DenseLayer) or leaf.spec.stores_trained_bias for leaf in self.leaves()):
+        if all(stores_trained_bias(leaf) for leaf in self.leaves()):
             return self
         return Network([_with_bias_std_one(layer) for layer in self.layers], parameterization=self.parameterization)
 
@@ -332,10 +332,19 @@ class Network:
         return forward(self, params, X, keep=False)[0]
 
 
+def stores_trained_bias(leaf) -> bool:
+    """Whether a parametrised leaf's stored ``b`` carries its trained bias (a Dense's spec, or any leaf's
+    ``stores_trained_bias``, a convolution's; True for a leaf without one)."""
+    return bool(getattr(leaf.spec if isinstance(leaf, DenseLayer) else leaf, "stores_trained_bias", True))
+
+
 def _with_bias_std_one(layer):
     if isinstance(layer, DenseLayer) and not layer.spec.stores_trained_bias:
         s = layer.spec
         return DenseLayer(Dense(s.width, s.weight_std, 1.0, s.parameterization, bias=s.bias))
+    if layer.has_params and not stores_trained_bias(layer):
+        # any other leaf with a bias_std (a convolution): the same layer rebuilt with bias_std = 1
+        return layer_from_config({**layer.get_config(), "bias_std": 1.0})
     if hasattr(layer, "map_layers"):
         return layer.map_layers(_with_bias_std_one)
     return layer
@@ -448,4 +457,5 @@ def backward(net, params, caches, seed: Optional[np.ndarray] = None) -> List[tup
     return signals
 
 
-__all__ = ["Network", "accepts_network", "as_layer", "as_shape", "forward", "backward", "check_network", "prepare_inputs"]
+__all__ = ["Network", "accepts_network", "as_layer", "as_shape", "forward", "backward", "check_network", "prepare_inputs",
+           "stores_trained_bias"]
