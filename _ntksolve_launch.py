@@ -6,6 +6,7 @@ holds both signals from the first line of the program until the command's own ha
 place, so an interrupt while starting exits quietly with the documented status (130 for SIGINT,
 143 for SIGTERM) and a one-line message, and an interrupt later is the command's to handle.
 """
+
 import signal
 import sys
 

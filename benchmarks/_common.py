@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: timing, GEMM rate, peer subprocesses, tables."""
+
 from __future__ import annotations
 
 import os

@@ -18,6 +18,7 @@ tanh, sigmoid and softplus at N = 256 (256 and 128 with ``--quick``), on inputs 
 relative to its largest entry. ``--against`` times relu and erf in a subprocess importing
 ntksolve from PATH (its own numba cache) and prints other / this: about 1 means no slowdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,22 @@ sys.path.insert(0, os.path.join(_HERE, ".."))  # this checkout's ntksolve for th
 
 from _common import peer_python  # noqa: E402
 
-NAMES = ["relu", "erf", "tanh", "sigmoid", "softplus", "gelu", "leaky_relu", "abs", "abrelu(-0.5, 2.0)",
-         "sin", "cos", "gaussian", "monomial(2)", "monomial(4)"]
+NAMES = [
+    "relu",
+    "erf",
+    "tanh",
+    "sigmoid",
+    "softplus",
+    "gelu",
+    "leaky_relu",
+    "abs",
+    "abrelu(-0.5, 2.0)",
+    "sin",
+    "cos",
+    "gaussian",
+    "monomial(2)",
+    "monomial(4)",
+]
 SMOOTH = ["tanh", "sigmoid", "softplus", "gelu"]
 DEPTH, D, SB = 3, 16, 0.1
 NT_DEG = 64
@@ -113,8 +128,7 @@ def _run(root, names, n, rounds):
     code = _SNIPPET.format(bench=_HERE, N=n, ROUNDS=rounds, NAMES=list(names))
     env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
     env.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "ntk-bench-activations"))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
-                         cwd=root)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=root)
     rows = [line.split("\t") for line in out.stdout.splitlines()]
     return {r[0]: (float(r[1]), float(r[2])) for r in rows}
 
@@ -134,8 +148,7 @@ def _against_nt(names, n):
     with tempfile.TemporaryDirectory() as tmp:
         x_path, out_path = os.path.join(tmp, "x.npy"), os.path.join(tmp, "k.npz")
         np.save(x_path, X)
-        code = _NT_SNIPPET.format(x_path=x_path, out_path=out_path, names=list(names), deg=NT_DEG,
-                                  depth=DEPTH, sb=SB)
+        code = _NT_SNIPPET.format(x_path=x_path, out_path=out_path, names=list(names), deg=NT_DEG, depth=DEPTH, sb=SB)
         res = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=3600)
         if res.returncode != 0:
             lines = [ln for ln in res.stderr.splitlines() if "Warning" not in ln and "warn(" not in ln]
@@ -145,8 +158,10 @@ def _against_nt(names, n):
         nt_k = dict(np.load(out_path))
     kind = f"nt's ElementwiseNumerical, deg {NT_DEG}" if names[0] in NUMERICAL else "nt's closed forms"
     print(f"\nagainst neural-tangents, N = {n}, |x|^2 = d, depth {DEPTH} ({kind})")
-    print(f"{'activation':20s} {'ours s':>9s} {'nt s':>9s} {'nt / ours':>10s} {'max diff nngp':>14s} "
-          f"{'max diff ntk':>13s}")
+    print(
+        f"{'activation':20s} {'ours s':>9s} {'nt s':>9s} {'nt / ours':>10s} {'max diff nngp':>14s} "
+        f"{'max diff ntk':>13s}"
+    )
     for name in names:
         sw = 0.5 if name.startswith("monomial") else 1.0
         net = ntksolve.MLP((1,) * DEPTH, name, sw, SB)
@@ -159,8 +174,10 @@ def _against_nt(names, n):
         mine = float(np.median(times))
         theirs = nt_k[name.replace("(", "_").replace(")", "").replace(", ", "_").replace(".", "p")]
         diffs = [np.max(np.abs(a - b)) / np.max(np.abs(b)) for a, b in zip(ours, theirs)]
-        print(f"{name:20s} {mine:9.4f} {nt_times[name]:9.4f} {nt_times[name] / mine:10.1f} {diffs[0]:14.1e} "
-              f"{diffs[1]:13.1e}")
+        print(
+            f"{name:20s} {mine:9.4f} {nt_times[name]:9.4f} {nt_times[name] / mine:10.1f} {diffs[0]:14.1e} "
+            f"{diffs[1]:13.1e}"
+        )
 
 
 def main():

@@ -9,6 +9,7 @@ warm runs. neural-tangents' time at N = 4096, measured on this 2-core machine, i
 is a third of it. Compile time: a tiny call in a fresh process, cold (empty NUMBA_CACHE_DIR) then
 warm (the same directory again).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,9 @@ def compile_times():
         env["NUMBA_CACHE_DIR"] = cache
         out = []
         for _ in range(2):
-            res = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True,
-                                 text=True, check=True)
+            res = subprocess.run(
+                [sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True, text=True, check=True
+            )
             out.append(float(res.stdout.strip().splitlines()[-1]))
     return tuple(out)
 
@@ -84,8 +86,7 @@ def main():
     for n in sizes:
         X = rng.standard_normal((n, D))
         ours = best_time(lambda: ka.analytic_pair_kernels(X, X, DEPTH, relu, 1.0, 0.1, True))
-        ref = best_time(lambda: reference_kernels(X, X, DEPTH, "relu", 1.0, 0.1, symmetric=True),
-                        repeat=1, warmup=0)
+        ref = best_time(lambda: reference_kernels(X, X, DEPTH, "relu", 1.0, 0.1, symmetric=True), repeat=1, warmup=0)
         nt = run_peer(nt_python, _NT_SNIPPET.format(depth=DEPTH, n=n, d=D)) if nt_python else None
         nt_note = "(run now)" if nt is not None else "(not built: bash benchmarks/make_peers.sh)"
         rows.append((f"relu N={n}", ours, ref, nt, nt_note))
@@ -94,8 +95,9 @@ def main():
     Xq = rng.standard_normal((n_q, D))
     Xq *= np.sqrt(D) / np.linalg.norm(Xq, axis=1, keepdims=True)
     ours_q = best_time(lambda: ka.analytic_pair_kernels(Xq, Xq, DEPTH, tanh, 1.0, 0.1, True), repeat=3)
-    gh_q = best_time(lambda: ka.analytic_pair_kernels(Xq, Xq, DEPTH, tanh, 1.0, 0.1, True, force_quadrature=True),
-                     repeat=1)
+    gh_q = best_time(
+        lambda: ka.analytic_pair_kernels(Xq, Xq, DEPTH, tanh, 1.0, 0.1, True, force_quadrature=True), repeat=1
+    )
     # the numpy and neural-tangents columns hold Gauss-Hermite quadrature, the method replaced
     rows.append((f"tanh N={n_q} (Hermite series; numpy column: Gauss-Hermite)", ours_q, gh_q, None, ""))
 

@@ -19,6 +19,7 @@
 neural-tangents runs in its own interpreter (``benchmarks/make_peers.sh``), timed there with the
 same inputs, after one untimed call (the compilation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,9 @@ def cnn(depth, k):
     return stax.serial(*layers, stax.GlobalAvgPool(), stax.Dense(k, W_std=1.0, b_std=None))
 """
 
-_NT_EMPIRICAL = _NT_PREAMBLE + """
+_NT_EMPIRICAL = (
+    _NT_PREAMBLE
+    + """
 init, apply, _ = cnn(2, 10)
 _, params = init(jax.random.PRNGKey(0), X.shape)
 def timed(impl, x):
@@ -72,8 +75,11 @@ best = min(probe, key=probe.get)
 print("implementation", best)
 print(timed(best, X))
 """
+)
 
-_NT_ANALYTIC = _NT_PREAMBLE + """
+_NT_ANALYTIC = (
+    _NT_PREAMBLE
+    + """
 _, _, kernel_fn = cnn(3, 1)
 fn = jax.jit(kernel_fn, static_argnames=("get",))
 if X.shape[0] > 128:
@@ -81,6 +87,7 @@ if X.shape[0] > 128:
 fn(X[:128] if X.shape[0] > 128 else X, None, get="ntk")
 t = time.perf_counter(); k = fn(X, None, get="ntk"); np.asarray(k); print(time.perf_counter() - t)
 """
+)
 
 
 def digits(n=None):
@@ -120,15 +127,21 @@ def main():
     ap.add_argument("--n", type=int, default=None, help="images for the kernel timings (default 512; quick 128)")
     ap.add_argument("--skip-classifier", action="store_true")
     ap.add_argument("--skip-analytic", action="store_true", help="only the empirical NTK (and the classifier)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="BLAS threads for ntksolve (threadpoolctl; neural-tangents keeps its own)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="BLAS threads for ntksolve (threadpoolctl; neural-tangents keeps its own)",
+    )
     args = ap.parse_args()
     if args.threads is not None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(args.threads)
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; ntksolve BLAS threads: "
-          f"{args.threads or 'default'}")
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; ntksolve BLAS threads: "
+        f"{args.threads or 'default'}"
+    )
     n = args.n or (128 if args.quick else 512)
     X, _ = digits(n)
     nt_python = peer_python("nt")
@@ -159,8 +172,10 @@ def main():
         t = time.perf_counter()
         K_mlp = ntksolve.analytic_kernels(ntksolve.MLP((512, 512), weight_std=SW), Xc.reshape(len(yc), -1)).ntk
         t_mlp = time.perf_counter() - t
-        rows = [("CNTK (2 conv, pooling)", cv_accuracy(K_cnn, yc), t_cnn),
-                ("MLP NTK (2 hidden relu)", cv_accuracy(K_mlp, yc), t_mlp)]
+        rows = [
+            ("CNTK (2 conv, pooling)", cv_accuracy(K_cnn, yc), t_cnn),
+            ("MLP NTK (2 hidden relu)", cv_accuracy(K_mlp, yc), t_mlp),
+        ]
         print(f"\ndigits, {len(yc)} images, 5-fold CV, kernel regression (ridge 1e-3 x mean diagonal):")
         print(table(rows, ["kernel", "accuracy", "kernel s"]))
 

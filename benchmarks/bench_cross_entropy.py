@@ -11,6 +11,7 @@ Run: ``python benchmarks/bench_cross_entropy.py`` (under a minute on two shared 
     k_test_train=Ks)``, cost ``O(S (N + M) N k)``), for test sets smaller and larger than the
     training set; and against asking ``predict_proba`` once per time (a run per time).
 """
+
 from __future__ import annotations
 
 import time
@@ -59,8 +60,15 @@ def main():
 
         def by_hand():  # the same test kernel, then the recurrence carrying it
             Ks = clf._kernel(clf._validated_X(Xt), clf.X_train_)
-            sgd_cross_entropy(clf.predictor_.kernel, y[:N], np.zeros((N, 10)), times, dynamics=GradientDescent(20.0),
-                              k_test_train=Ks, fx_test_0=np.zeros((M, 10)))
+            sgd_cross_entropy(
+                clf.predictor_.kernel,
+                y[:N],
+                np.zeros((N, 10)),
+                times,
+                dynamics=GradientDescent(20.0),
+                k_test_train=Ks,
+                fx_test_0=np.zeros((M, 10)),
+            )
 
         def per_time():
             for t in times:
@@ -68,8 +76,10 @@ def main():
                 clf.set_params(time=int(t)).predict_proba(Xt)
 
         a, b, c = _best_of(estimator), _best_of(by_hand), _best_of(per_time)
-        print(f"    M = {M:5d}: estimator {a:.3f}s   by hand {b:.3f}s (x{b / a:.2f})   "
-              f"one call per time {c:.3f}s (x{c / a:.2f})")
+        print(
+            f"    M = {M:5d}: estimator {a:.3f}s   by hand {b:.3f}s (x{b / a:.2f})   "
+            f"one call per time {c:.3f}s (x{c / a:.2f})"
+        )
 
 
 if __name__ == "__main__":

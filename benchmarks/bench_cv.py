@@ -9,6 +9,7 @@ once and shifts the eigenvalues for every ridge. Both use the estimator's defaul
 50 times) on ``make_friedman1``; the script checks they choose the same ``(diag_reg, time)``, and
 times the exact leave-one-out search (``cv="loo"``, ``t = inf``) beside them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,7 @@ def reference_search(X, y, est):
     for tr, te in splits:
         mean, std = Y[tr].mean(axis=0), Y[tr].std(axis=0)
         for r, reg in enumerate(regs):
-            pred = ntksolve.gradient_descent_mse(K[np.ix_(tr, tr)], (Y[tr] - mean) / std, diag_reg=reg,
-                                                 method="eigh")
+            pred = ntksolve.gradient_descent_mse(K[np.ix_(tr, tr)], (Y[tr] - mean) / std, diag_reg=reg, method="eigh")
             _, out = pred(ts, np.zeros((tr.size, 1)), np.zeros((te.size, 1)), K[np.ix_(te, tr)])
             mse[r] += np.mean((out * std + mean - Y[te]) ** 2, axis=(1, 2)) / len(splits)
     return mse
@@ -63,8 +63,10 @@ def main():
     print(f"N = {args.n}, {est.diag_regs_.size} ridges x {est.times_.size} times, 5 folds")
     print(f"one decomposition per (fold, ridge): {t_ref:.2f} s")
     print(f"NTKRegressorCV (one per fold):       {t_cv:.2f} s   ({t_ref / t_cv:.1f}x faster)")
-    print(f"  same choice: {same} (diag_reg {est.diag_reg_:g}, time {est.time_:.4g}); "
-          f"max relative difference of the mean MSE path {gap:.1e}")
+    print(
+        f"  same choice: {same} (diag_reg {est.diag_reg_:g}, time {est.time_:.4g}); "
+        f"max relative difference of the mean MSE path {gap:.1e}"
+    )
     print(f"NTKRegressorCV(cv='loo') at t = inf:  {t_loo:.2f} s   (diag_reg {loo.diag_reg_:g})")
 
 

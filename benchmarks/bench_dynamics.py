@@ -25,6 +25,7 @@ Usage::
     python benchmarks/bench_dynamics.py --quick    # N = 512, 1024, big = 3000, one repeat
     python benchmarks/bench_dynamics.py --against /path/to/other/checkout --n 2048 --repeats 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -121,7 +122,7 @@ def peer_neural_tangents(K, Ks, y, ts, repeats):
 import time, numpy as np, jax
 jax.config.update("jax_enable_x64", True)
 from neural_tangents import predict
-d = np.load({os.path.join(tmp, 'p.npz')!r})
+d = np.load({os.path.join(tmp, "p.npz")!r})
 K, Ks, y, ts = d["K"], d["Ks"], d["y"][:, None], d["ts"]
 def run():
     fn = predict.gradient_descent_mse(K, y, learning_rate=1.0, diag_reg=0.0)
@@ -146,8 +147,10 @@ def bench_size(n, ts, repeats, rng):
     t_kernel = time.perf_counter() - t0
     y = rng.standard_normal(n)
     f0, fs0 = np.zeros(n), np.zeros(N_TEST)
-    print(f"\nN = {n}: kernel from {source} in {t_kernel:.2f} s; {ts.size} times, {N_TEST} test points, "
-          "1 target column, diag_reg = 0")
+    print(
+        f"\nN = {n}: kernel from {source} in {t_kernel:.2f} s; {ts.size} times, {N_TEST} test points, "
+        "1 target column, diag_reg = 0"
+    )
 
     kry = {}
 
@@ -191,8 +194,10 @@ def bench_size(n, ts, repeats, rng):
     print(f"  {'eigh path: decomposition + 50-pt trajectory':<44} {t_eigh:9.3f} {t_eigh / t_bare:12.2f}")
     print(f"  {'krylov path (Krylov dimension %d)' % kry['iters']:<44} {t_kry:9.3f} {t_kry / t_bare:12.2f}")
     if t_expm is not None:
-        print(f"  {'expm path (1 time, x50 extrapolated)':<44} {t_expm:9.3f} {t_expm / t_bare:12.2f}"
-              f"   (vs eigh: {err_expm:.1e} rel)")
+        print(
+            f"  {'expm path (1 time, x50 extrapolated)':<44} {t_expm:9.3f} {t_expm / t_bare:12.2f}"
+            f"   (vs eigh: {err_expm:.1e} rel)"
+        )
     if isinstance(peer, float):
         print(f"  {'neural-tangents predict.gradient_descent_mse':<44} {peer:9.3f} {peer / t_bare:12.2f}")
     else:
@@ -207,8 +212,10 @@ def bench_big(n, t_bare_ref, n_ref, rng):
     X = rng.standard_normal((n + N_TEST, D_IN))
     t0 = time.perf_counter()
     K, Ks, source = relu_ntk(X, n)
-    print(f"\nN = {n}: kernel from {source} in {time.perf_counter() - t0:.1f} s "
-          f"({K.nbytes / 1e9:.1f} GB); times {ts.tolist()} steps, {N_TEST} test points, diag_reg = 0")
+    print(
+        f"\nN = {n}: kernel from {source} in {time.perf_counter() - t0:.1f} s "
+        f"({K.nbytes / 1e9:.1f} GB); times {ts.tolist()} steps, {N_TEST} test points, diag_reg = 0"
+    )
     y = rng.standard_normal(n)
     f0, fs0 = np.zeros(n), np.zeros(N_TEST)
     results = {}
@@ -219,12 +226,15 @@ def bench_big(n, t_bare_ref, n_ref, rng):
         results[tol] = (time.perf_counter() - t0, out, pred.krylov_info["iterations"][0])
         print(f"  krylov tol={tol:g}: {results[tol][0]:.1f} s, Krylov dimension {results[tol][2]}")
     (t_a, a, _), (_, b, _) = results[1e-8], results[1e-10]
-    print(f"  tol 1e-8 vs tol 1e-10 (100x tighter): train {rel(a[0], b[0]):.2e}, test {rel(a[1], b[1]):.2e} "
-          "relative Frobenius;  per time (test): "
-          + ", ".join(f"{rel(a[1][i], b[1][i]):.1e}" for i in range(ts.size)))
+    print(
+        f"  tol 1e-8 vs tol 1e-10 (100x tighter): train {rel(a[0], b[0]):.2e}, test {rel(a[1], b[1]):.2e} "
+        "relative Frobenius;  per time (test): " + ", ".join(f"{rel(a[1][i], b[1][i]):.1e}" for i in range(ts.size))
+    )
     est = t_bare_ref * (n / n_ref) ** 3
-    print(f"  eigh NOT run at this size: a bare eigh would take ~{est:.0f} s, extrapolated as N^3 from "
-          f"{t_bare_ref:.2f} s at N = {n_ref} (this run); krylov is {est / t_a:.0f}x faster than that")
+    print(
+        f"  eigh NOT run at this size: a bare eigh would take ~{est:.0f} s, extrapolated as N^3 from "
+        f"{t_bare_ref:.2f} s at N = {n_ref} (this run); krylov is {est / t_a:.0f}x faster than that"
+    )
 
 
 _SIDE_CODE = """
@@ -299,8 +309,10 @@ def main(argv=None):
     big = args.big if args.big is not None else (3000 if args.quick else 20000)
     ts = np.logspace(-2, 3, args.times)
     rng = np.random.default_rng(0)
-    print(f"bench_dynamics: numpy {np.__version__}, scipy {scipy.__version__}, {os.cpu_count()} CPUs, float64; "
-          f"median of {repeats} after a warm-up")
+    print(
+        f"bench_dynamics: numpy {np.__version__}, scipy {scipy.__version__}, {os.cpu_count()} CPUs, float64; "
+        f"median of {repeats} after a warm-up"
+    )
     t_ref = None
     for n in sizes:
         t_ref = bench_size(n, ts, repeats, rng)

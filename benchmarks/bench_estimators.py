@@ -21,6 +21,7 @@ Run: ``python benchmarks/bench_estimators.py`` (a few minutes on two shared core
     a full ``(512, 512)`` ensemble covariance per block of test points for its diagonal). Run
     alone with ``python benchmarks/bench_estimators.py std``.
 """
+
 from __future__ import annotations
 
 import time
@@ -63,12 +64,23 @@ def accuracy_rows():
     Xd, yd = load_digits(return_X_y=True)
     codes = LabelBinarizer(neg_label=-1, pos_label=1).fit_transform(yd).astype(float)
     for name, (Xtr, Xte, ytr, yte) in (("diabetes", _split(X, y)), ("digits (one-hot R^2)", _split(Xd, codes))):
-        ntk, t_ntk = _timed(lambda: NTKRegressorCV(times=[np.inf], diag_regs=DIAG_REGS, cv=5,
-                                                   hidden_layer_sizes=(512, 512), bias_std=1.0).fit(Xtr, ytr))
+        ntk, t_ntk = _timed(
+            lambda: NTKRegressorCV(
+                times=[np.inf], diag_regs=DIAG_REGS, cv=5, hidden_layer_sizes=(512, 512), bias_std=1.0
+            ).fit(Xtr, ytr)
+        )
         rbf, t_rbf = _timed(lambda: GridSearchCV(KernelRidge(kernel="rbf"), RBF_GRID, cv=5).fit(Xtr, ytr))
         r2_ntk, r2_rbf = ntk.score(Xte, yte), rbf.score(Xte, yte)
-        rows.append((name, r2_ntk, r2_rbf, t_ntk, t_rbf,
-                     f"diag_reg={ntk.diag_reg_:g} | alpha={rbf.best_params_['alpha']:.3g} gamma={rbf.best_params_['gamma']:.3g}"))
+        rows.append(
+            (
+                name,
+                r2_ntk,
+                r2_rbf,
+                t_ntk,
+                t_rbf,
+                f"diag_reg={ntk.diag_reg_:g} | alpha={rbf.best_params_['alpha']:.3g} gamma={rbf.best_params_['gamma']:.3g}",
+            )
+        )
     Xtr, Xte, ytr, yte = _split(Xd, yd)
     clf, t_clf = _timed(lambda: NTKClassifier().fit(Xtr, ytr))
     acc = clf.score(Xte, yte)
@@ -118,8 +130,10 @@ def main():
     warnings.simplefilter("ignore")
     if sys.argv[1:] == ["std"]:
         t_old, t_new = std_rows()
-        print(f"(c) return_std on 2000 test points, N = 1500: before {t_old:.2f} s, now {t_new:.2f} s "
-              f"(ratio {t_old / t_new:.2f})")
+        print(
+            f"(c) return_std on 2000 test points, N = 1500: before {t_old:.2f} s, now {t_new:.2f} s "
+            f"(ratio {t_old / t_new:.2f})"
+        )
         return
     rows, (acc, t_clf) = accuracy_rows()
     print("(a) test R^2 at t = inf, hyperparameters chosen by 5-fold CV on the training part")
@@ -131,11 +145,15 @@ def main():
     print("\n(b) speed, analytic kernel")
     print(f"fit on 5000 points (solver method {method!r}): {t_fit:.2f} s")
     print(f"100-time trajectory on 1000 test points:       {t_pred:.2f} s")
-    print(f"NTKRegressorCV on 1000 points, 5 folds: 1 time {t_one:.2f} s, 50 times {t_fifty:.2f} s "
-          f"(ratio {t_fifty / t_one:.2f}); one NTKRegressor fit {t_single:.2f} s")
+    print(
+        f"NTKRegressorCV on 1000 points, 5 folds: 1 time {t_one:.2f} s, 50 times {t_fifty:.2f} s "
+        f"(ratio {t_fifty / t_one:.2f}); one NTKRegressor fit {t_single:.2f} s"
+    )
     t_old, t_new = std_rows()
-    print(f"\n(c) return_std on 2000 test points, N = 1500: before {t_old:.2f} s, now {t_new:.2f} s "
-          f"(ratio {t_old / t_new:.2f})")
+    print(
+        f"\n(c) return_std on 2000 test points, N = 1500: before {t_old:.2f} s, now {t_new:.2f} s "
+        f"(ratio {t_old / t_new:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ difference from float64 on the same (rounded) parameters and data.
     python benchmarks/bench_float32.py            # N = 1024, width 2048 (kernel), N = 2048 (dynamics)
     python benchmarks/bench_float32.py --quick    # N = 256, width 512
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,25 +44,40 @@ def main():
     net = MLP((n,) * DEPTH, bias_std=0.1)
     p32 = net.init(D, random_state=0, dtype=np.float32)
     p64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in p32]
-    data = {np.float32: (p32, X32, Xt32, y32), np.float64: (p64,) + tuple(v.astype(np.float64) for v in (X32, Xt32, y32))}
+    data = {
+        np.float32: (p32, X32, Xt32, y32),
+        np.float64: (p64,) + tuple(v.astype(np.float64) for v in (X32, Xt32, y32)),
+    }
     rows = []
 
     def side_by_side(name, make):
         res = interleaved({dt: make(dt) for dt in (np.float32, np.float64)}, a.repeat)
         (t32, o32), (t64, o64) = res[np.float32], res[np.float64]
         dts = {np.asarray(o).dtype.name for o in (o32 if isinstance(o32, tuple) else (o32,))}
-        rows.append((name, t64, t32, t64 / t32, _rel(o32, o64) if not isinstance(o32, tuple)
-                     else max(_rel(u, v) for u, v in zip(o32, o64)), "/".join(sorted(dts))))
+        rows.append(
+            (
+                name,
+                t64,
+                t32,
+                t64 / t32,
+                _rel(o32, o64) if not isinstance(o32, tuple) else max(_rel(u, v) for u, v in zip(o32, o64)),
+                "/".join(sorted(dts)),
+            )
+        )
 
-    side_by_side(f"empirical NTK, N = {N}, width {n}, depth {DEPTH}",
-                 lambda dt: lambda: empirical_ntk(net, data[dt][0], data[dt][1]))
+    side_by_side(
+        f"empirical NTK, N = {N}, width {n}, depth {DEPTH}",
+        lambda dt: lambda: empirical_ntk(net, data[dt][0], data[dt][1]),
+    )
     # the closed form on a kernel of Nd points: eigh and the trajectory at 20 times, train and test
     Xd = rng.standard_normal((Nd, D)).astype(np.float32)
     small = MLP((512,) * 2, bias_std=0.1)
     q32 = small.init(D, random_state=1, dtype=np.float32)
     q64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in q32]
-    kern = {dt: (empirical_ntk(small, q, Xd.astype(dt)), empirical_ntk(small, q, Xd[:256].astype(dt) + 0.1, Xd.astype(dt)))
-            for dt, q in ((np.float32, q32), (np.float64, q64))}
+    kern = {
+        dt: (empirical_ntk(small, q, Xd.astype(dt)), empirical_ntk(small, q, Xd[:256].astype(dt) + 0.1, Xd.astype(dt)))
+        for dt, q in ((np.float32, q32), (np.float64, q64))
+    }
     yd = np.cos(Xd[:, :2]).astype(np.float32)
     ts = np.geomspace(1, 1e4, 20)
 
@@ -71,16 +87,44 @@ def main():
         return lambda: gradient_descent_mse(K, yd.astype(dt), 1.0, diag_reg=1e-3, method="eigh")(ts, f0, ft0, Ks)
 
     side_by_side(f"gradient_descent_mse (eigh), N = {Nd}, 20 times", dynamics)
-    side_by_side(f"NTKRegressor(kernel='empirical') fit + predict, N = {N}, width {n}",
-                 lambda dt: lambda: NTKRegressor(hidden_layer_sizes=(n,) * DEPTH, kernel="empirical", random_state=0,
-                                                 dtype=np.dtype(dt).name, time=100.0)
-                 .fit(data[dt][1], data[dt][3]).predict(data[dt][2]))
-    side_by_side(f"train_network, 10 full-batch steps, N = {N}, width {n}",
-                 lambda dt: lambda: train_network(net, data[dt][0], data[dt][1], data[dt][3], learning_rate=0.5,
-                                                  steps=10, record_at=[10], track_kernel=False).fx_train)
+    side_by_side(
+        f"NTKRegressor(kernel='empirical') fit + predict, N = {N}, width {n}",
+        lambda dt: (
+            lambda: (
+                NTKRegressor(
+                    hidden_layer_sizes=(n,) * DEPTH,
+                    kernel="empirical",
+                    random_state=0,
+                    dtype=np.dtype(dt).name,
+                    time=100.0,
+                )
+                .fit(data[dt][1], data[dt][3])
+                .predict(data[dt][2])
+            )
+        ),
+    )
+    side_by_side(
+        f"train_network, 10 full-batch steps, N = {N}, width {n}",
+        lambda dt: (
+            lambda: (
+                train_network(
+                    net,
+                    data[dt][0],
+                    data[dt][1],
+                    data[dt][3],
+                    learning_rate=0.5,
+                    steps=10,
+                    record_at=[10],
+                    track_kernel=False,
+                ).fx_train
+            )
+        ),
+    )
     print(table(rows, ["stage", "float64 s", "float32 s", "speedup", "rel. difference", "float32 run's dtypes"]))
-    print("\n(the estimator returns float64 predictions in either dtype, its documented output; the kernel and "
-          "the solve inside run in the dtype given)")
+    print(
+        "\n(the estimator returns float64 predictions in either dtype, its documented output; the kernel and "
+        "the solve inside run in the dtype given)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Targets: the imported kernel >= 10x faster than torch.func, within 1.1x of the n
 then one einsum per parameter, as in PyTorch's NTK tutorial) holds the whole ``N x P`` Jacobian;
 past ``--torch-mem`` GiB it is reported as out of memory instead of run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def main():
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--d", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--torch-mem", type=float, default=8.0,
-                    help="GiB the torch.func Jacobian may take (skipped beyond)")
+    ap.add_argument(
+        "--torch-mem", type=float, default=8.0, help="GiB the torch.func Jacobian may take (skipped beyond)"
+    )
     args = ap.parse_args()
     from ntksolve._extras import require
 
@@ -67,8 +69,9 @@ def main():
     t_import = best_time(lambda: from_torch(model), repeat=max(args.repeat, 5))
     native = MLP((n,) * L)
     p_native = native.init(d, random_state=0)
-    t_imported, t_native = interleaved_pair(lambda: empirical_ntk(net, params, X),
-                                       lambda: empirical_ntk(native, p_native, X), args.repeat)
+    t_imported, t_native = interleaved_pair(
+        lambda: empirical_ntk(net, params, X), lambda: empirical_ntk(native, p_native, X), args.repeat
+    )
 
     P = net.n_params(d)
     jac_gib = N * P * 8 / 2**30
@@ -85,15 +88,27 @@ def main():
     else:
         torch_note = f"out of memory (its Jacobian alone: {jac_gib:.1f} GiB > --torch-mem {args.torch_mem:g})"
 
-    print(f"N={N}, {L} hidden ReLU layers of {n}, d={d}, one output, float64, P={P}; "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), ntksolve {ntksolve.__version__}\n")
+    print(
+        f"N={N}, {L} hidden ReLU layers of {n}, d={d}, one output, float64, P={P}; "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), ntksolve {ntksolve.__version__}\n"
+    )
     rows = [
         ("from_torch (import), first call", t_import_first * 1e3, "ms", ""),
         ("from_torch (import), warm", t_import * 1e3, "ms", "target < 50 ms"),
         ("empirical_ntk, imported", t_imported, "s", ""),
-        ("empirical_ntk, native MLP", t_native, "s", f"imported / native = {t_imported / t_native:.3f} (target <= 1.1)"),
-        ("torch.func vmap(jacrev) + einsum", t_torch, "s",
-         torch_note or f"torch.func / imported = {t_torch / t_imported:.1f}x (target >= 10x); max rel. diff {err:.1e}"),
+        (
+            "empirical_ntk, native MLP",
+            t_native,
+            "s",
+            f"imported / native = {t_imported / t_native:.3f} (target <= 1.1)",
+        ),
+        (
+            "torch.func vmap(jacrev) + einsum",
+            t_torch,
+            "s",
+            torch_note
+            or f"torch.func / imported = {t_torch / t_imported:.1f}x (target >= 10x); max rel. diff {err:.1e}",
+        ),
     ]
     print(table(rows, ["what", "time", "unit", "ratio"]))
 

@@ -16,6 +16,7 @@ Each is timed interleaved with the MLP (``_common.interleaved``); the ratios are
 (the issue's bound: residual and layer-norm at most 1.3x the MLP). Analytic kernels at N = 1024 and
 4096 (the widths are infinite there).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,21 +64,20 @@ def main():
             for name, net in nets.items():
                 p = net.init(D, random_state=0)
                 # network_empirical_ntk: the layer-by-layer path even for the MLP-shaped network
-                contenders[name] = (lambda net=net, p=p: network_empirical_ntk(net, p, X))
+                contenders[name] = lambda net=net, p=p: network_empirical_ntk(net, p, X)
             res = interleaved(contenders, args.repeats)
             t0 = res["mlp"][0]
             rows.append(("empirical NTK", N, n, t0) + tuple(res[k][0] / t0 for k in nets))
-    for N in ((1024,) if args.quick else (1024, 4096)):
+    for N in (1024,) if args.quick else (1024, 4096):
         X = np.random.default_rng(0).standard_normal((N, D))
         mlp, nets = networks(8)
         contenders = {"mlp": lambda: analytic_kernels(mlp, X)}
         for name, net in nets.items():
-            contenders[name] = (lambda net=net: network_analytic_kernels(net, X))
+            contenders[name] = lambda net=net: network_analytic_kernels(net, X)
         res = interleaved(contenders, args.repeats)
         t0 = res["mlp"][0]
         rows.append(("analytic", N, "inf", t0) + tuple(res[k][0] / t0 for k in nets))
-    print(table(rows, ["kernel", "N", "width", "MLP s", "residual / MLP", "layer_norm / MLP",
-                       "MLP as Network / MLP"]))
+    print(table(rows, ["kernel", "N", "width", "MLP s", "residual / MLP", "layer_norm / MLP", "MLP as Network / MLP"]))
     print(f"load: {os.getloadavg()[0]:.2f} (1-minute average)")
 
 

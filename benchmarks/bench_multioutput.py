@@ -10,6 +10,7 @@ inputs, never the Jacobian. neural-tangents is run in its own interpreter (JAX, 
 jitted, warm-up excluded, median of 3) with each implementation and both ``vmap_axes`` choices;
 the fastest is the peer. Prints a markdown table and the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,11 @@ print(sorted(ts)[1])
 """
 
 #: (implementation, vmap_axes): every way neural-tangents 0.6.5 computes an empirical NTK
-NT_VARIANTS = [(impl, vmap) for impl in ("STRUCTURED_DERIVATIVES", "NTK_VECTOR_PRODUCTS", "AUTO",
-                                         "JACOBIAN_CONTRACTION") for vmap in (0, None)]
+NT_VARIANTS = [
+    (impl, vmap)
+    for impl in ("STRUCTURED_DERIVATIVES", "NTK_VECTOR_PRODUCTS", "AUTO", "JACOBIAN_CONTRACTION")
+    for vmap in (0, None)
+]
 
 
 def full_kernel_flops(N, d, n, L, k):
@@ -88,12 +92,16 @@ def main():
             rows.append((f"nt {impl.lower()} vmap_axes={vmap}", t, float("nan"), t / best[np.float64]))
             if t == t:
                 nt_best = t if nt_best != nt_best else min(nt_best, t)
-    print(f"full empirical NTK, N = {N}, width {n}, depth {DEPTH}, d = {D}, k = {k}: "
-          f"{flops / 1e9:.1f} GFLOP minimal; GEMM rate {rate / 1e9:.1f} GFLOP/s float64\n")
+    print(
+        f"full empirical NTK, N = {N}, width {n}, depth {DEPTH}, d = {D}, k = {k}: "
+        f"{flops / 1e9:.1f} GFLOP minimal; GEMM rate {rate / 1e9:.1f} GFLOP/s float64\n"
+    )
     print(table(rows, ["implementation", "seconds", "GEMM frac", "time / ntksolve float64"]))
     if nt_best == nt_best:
-        print(f"\nntksolve float64 is {nt_best / best[np.float64]:.2f}x faster than neural-tangents' fastest "
-              f"({nt_best:.3f} s against {best[np.float64]:.3f} s)")
+        print(
+            f"\nntksolve float64 is {nt_best / best[np.float64]:.2f}x faster than neural-tangents' fastest "
+            f"({nt_best:.3f} s against {best[np.float64]:.3f} s)"
+        )
 
 
 if __name__ == "__main__":

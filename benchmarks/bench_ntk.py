@@ -8,6 +8,7 @@ Prints a markdown table. "GEMM frac" is (minimal FLOPs / time) / (measured GEMM 
 minimal FLOPs = forward + backward + Gram products using symmetry (about 47 GFLOP at N=1024,
 width 2048, depth 3, one output).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -152,17 +153,41 @@ def gram_blocks(N, n, repeats, block=256):
                     return empirical_ntk(net, p, X)
                 finally:
                     _config.GRAM_BLOCK_ROWS = default
+
             return go
 
         res = interleaved({"blocked": run(block), "syrk": run(None)}, repeats)
         rate = gemm_rate(dt, repeat=10)
         (tb, kb), (ts, ks) = res["blocked"], res["syrk"]
-        rows.append((np.dtype(dt).name, tb, ts, ts / tb, flops / tb / rate, flops / ts / rate,
-                     float(np.max(np.abs(kb - ks)) / np.max(np.abs(ks)))))
-    print(f"Gram products at N={N}, width {n}: blocked (GRAM_BLOCK_ROWS={block}) against numpy's SYRK "
-          f"(the default is {default})\n")
-    print(table(rows, ["dtype", "blocked s", "SYRK s", "SYRK / blocked", "GEMM frac blocked", "GEMM frac SYRK",
-                       "rel. difference"]))
+        rows.append(
+            (
+                np.dtype(dt).name,
+                tb,
+                ts,
+                ts / tb,
+                flops / tb / rate,
+                flops / ts / rate,
+                float(np.max(np.abs(kb - ks)) / np.max(np.abs(ks))),
+            )
+        )
+    print(
+        f"Gram products at N={N}, width {n}: blocked (GRAM_BLOCK_ROWS={block}) against numpy's SYRK "
+        f"(the default is {default})\n"
+    )
+    print(
+        table(
+            rows,
+            [
+                "dtype",
+                "blocked s",
+                "SYRK s",
+                "SYRK / blocked",
+                "GEMM frac blocked",
+                "GEMM frac SYRK",
+                "rel. difference",
+            ],
+        )
+    )
     print()
 
 
@@ -170,10 +195,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=256 only, no peers")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--peer-timeout", type=float, default=240.0,
-                    help="seconds one peer measurement may take (n/a past it)")
-    ap.add_argument("--grams-only", action="store_true",
-                    help="only the blocked-against-SYRK comparison at N=1024, width 2048")
+    ap.add_argument(
+        "--peer-timeout", type=float, default=240.0, help="seconds one peer measurement may take (n/a past it)"
+    )
+    ap.add_argument(
+        "--grams-only", action="store_true", help="only the blocked-against-SYRK comparison at N=1024, width 2048"
+    )
     ap.add_argument("--gram-block", type=int, default=256, help="block size of the blocked contender")
     args = ap.parse_args()
     gram_blocks(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 3), block=args.gram_block)
@@ -201,41 +228,85 @@ def main():
                     t_np = best_time(lambda: numpy_layerwise(net, p, X), repeat=args.repeat)
                     P = net.n_params(D)
                     if N * P * 8 <= 3e9:  # the explicit Jacobian where memory allows
+
                         def jjt():
                             J = jacobian(net, p, X)[:, 0]
                             return J @ J.T
+
                         t_jac = best_time(jjt, repeat=1, warmup=0)
                     if nt_py and not args.quick:
                         for impl in NT_IMPLS:
                             if impl == "JACOBIAN_CONTRACTION" and N * P * 8 > 3e9:
                                 continue  # its Jacobian alone would not fit, like ours above
-                            t_nt[impl] = run_peer(nt_py, NT_CODE.format(N=N, n=n, impl=f"nt.NtkImplementation.{impl}"),
-                                                  timeout=args.peer_timeout) or float("nan")
+                            t_nt[impl] = run_peer(
+                                nt_py,
+                                NT_CODE.format(N=N, n=n, impl=f"nt.NtkImplementation.{impl}"),
+                                timeout=args.peer_timeout,
+                            ) or float("nan")
                     if torch_py and not args.quick and n == 512:
-                        t_torch = run_peer(torch_py, TORCH_CODE.format(N=N, n=n),
-                                           timeout=args.peer_timeout) or float("nan")
-                rows.append((N, n, np.dtype(dt).name, t, flops / 1e9, flops / t, t_np, t_np / t, t_jac,
-                             t_jac / t, *[t_nt[i] for i in NT_IMPLS], t_torch))
+                        t_torch = run_peer(torch_py, TORCH_CODE.format(N=N, n=n), timeout=args.peer_timeout) or float(
+                            "nan"
+                        )
+                rows.append(
+                    (
+                        N,
+                        n,
+                        np.dtype(dt).name,
+                        t,
+                        flops / 1e9,
+                        flops / t,
+                        t_np,
+                        t_np / t,
+                        t_jac,
+                        t_jac / t,
+                        *[t_nt[i] for i in NT_IMPLS],
+                        t_torch,
+                    )
+                )
     for dt in rates:
         rates[dt] = max(rates[dt], gemm_rate(dt, repeat=10))
-    print(f"measured GEMM rate: float64 {rates[np.float64] / 1e9:.1f} GFLOP/s, "
-          f"float32 {rates[np.float32] / 1e9:.1f} GFLOP/s (2048^3 product, best of 10, before and after)\n")
+    print(
+        f"measured GEMM rate: float64 {rates[np.float64] / 1e9:.1f} GFLOP/s, "
+        f"float32 {rates[np.float32] / 1e9:.1f} GFLOP/s (2048^3 product, best of 10, before and after)\n"
+    )
     rows = [r[:5] + (r[5] / rates[np.dtype(r[2]).type],) + r[6:] for r in rows]
-    print(table(rows, ["N", "width", "dtype", "ntksolve s", "GFLOP", "GEMM frac", "numpy layerwise s",
-                       "x numpy", "explicit J s", "x explicit", "nt jac-contraction s",
-                       "nt ntk-vector-products s", "nt structured s", "torch.func s"]))
+    print(
+        table(
+            rows,
+            [
+                "N",
+                "width",
+                "dtype",
+                "ntksolve s",
+                "GFLOP",
+                "GEMM frac",
+                "numpy layerwise s",
+                "x numpy",
+                "explicit J s",
+                "x explicit",
+                "nt jac-contraction s",
+                "nt ntk-vector-products s",
+                "nt structured s",
+                "torch.func s",
+            ],
+        )
+    )
     print()
     N = Ns[-1]
     peak, base = peak_rss_subprocess(N, 2048, "float64")
     P = MLP((2048,) * DEPTH).n_params(D)
     act_bytes = 8 * N * 2048 * DEPTH * 4
-    print(f"peak RSS at N={N}, width 2048, float64: {peak / 2**20:.0f} MiB (process before the call "
-          f"{base / 2**20:.0f} MiB; activations+derivatives+deltas ~{act_bytes / 2**20:.0f} MiB; "
-          f"the Jacobian alone would be {N * P * 8 / 2**30:.1f} GiB)")
+    print(
+        f"peak RSS at N={N}, width 2048, float64: {peak / 2**20:.0f} MiB (process before the call "
+        f"{base / 2**20:.0f} MiB; activations+derivatives+deltas ~{act_bytes / 2**20:.0f} MiB; "
+        f"the Jacobian alone would be {N * P * 8 / 2**30:.1f} GiB)"
+    )
     (imp_c, first_c), (imp_w, first_w) = compile_times()
-    print(f"import ntksolve: {imp_c:.2f} s cold, {imp_w:.2f} s warm; first calls of all kernels "
-          f"(empirical traced/full/cross + analytic, 3 activations): {first_c:.1f} s with a cold numba "
-          f"cache, {first_w:.1f} s with a warm one")
+    print(
+        f"import ntksolve: {imp_c:.2f} s cold, {imp_w:.2f} s warm; first calls of all kernels "
+        f"(empirical traced/full/cross + analytic, 3 activations): {first_c:.1f} s with a cold numba "
+        f"cache, {first_w:.1f} s with a warm one"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ It also draws ``docs/figures/rules_gap_vs_width.png``, one panel per rule.
     PYTHONPATH=. python benchmarks/bench_rule_evidence.py            # widths 256..4096, as in the README
     PYTHONPATH=. python benchmarks/bench_rule_evidence.py --quick    # widths 64..512
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,19 @@ def main():
             X, Xt = dig.X_train, dig.X_test
             y, yt = dig.labels_train, dig.labels_test
         t0 = time.perf_counter()
-        rep = compare(X, y, widths, X_test=Xt, y_test=yt, loss=loss, batch_size=batch, lr_fraction=frac,
-                      steps=args.steps, progress=False, **kw)
+        rep = compare(
+            X,
+            y,
+            widths,
+            X_test=Xt,
+            y_test=yt,
+            loss=loss,
+            batch_size=batch,
+            lr_fraction=frac,
+            steps=args.steps,
+            progress=False,
+            **kw,
+        )
         wall = time.perf_counter() - t0
         rows = rep.rows
         gaps = [r.get("gap_test_empirical") for r in rows]
@@ -71,17 +83,24 @@ def main():
         results.append((name, widths, gaps, rep.slopes()["slope_test_analytic"], slope, last, wall, rep))
         t_train = sum(r["time_train"] for r in rows)
         t_pred = sum(r["time_predict_empirical"] for r in rows)
-        print(f"{name:24s} gap@{widths[-1]} {last.get('gap_test_empirical'):.3g}  final test loss rel. err. "
-              f"{last.get('test_loss_rel_error_empirical'):.3%}  slope {slope:+.2f}  "
-              f"kernel change {last.get('kernel_change_final'):.3g}  train {t_train:.1f} s  predict {t_pred:.2f} s  "
-              f"(sweep {wall:.0f} s)", flush=True)
+        print(
+            f"{name:24s} gap@{widths[-1]} {last.get('gap_test_empirical'):.3g}  final test loss rel. err. "
+            f"{last.get('test_loss_rel_error_empirical'):.3%}  slope {slope:+.2f}  "
+            f"kernel change {last.get('kernel_change_final'):.3g}  train {t_train:.1f} s  predict {t_pred:.2f} s  "
+            f"(sweep {wall:.0f} s)",
+            flush=True,
+        )
 
-    print("\n| rule | test gap at width %d | final test loss, predicted vs real | slope of the gap | kernel change |"
-          % widths[-1])
+    print(
+        "\n| rule | test gap at width %d | final test loss, predicted vs real | slope of the gap | kernel change |"
+        % widths[-1]
+    )
     print("|---|---|---|---|---|")
     for name, _, _, _, slope, last, _, _ in results:
-        print(f"| {name} | {last['gap_test_empirical']:.2e} | {last['test_loss_rel_error_empirical']:.2%} | "
-              f"{slope:+.2f} | {last['kernel_change_final']:.2%} |")
+        print(
+            f"| {name} | {last['gap_test_empirical']:.2e} | {last['test_loss_rel_error_empirical']:.2%} | "
+            f"{slope:+.2f} | {last['kernel_change_final']:.2%} |"
+        )
 
     import matplotlib
 

@@ -18,6 +18,7 @@ Usage::
     python benchmarks/bench_rules.py               # N = 4096
     python benchmarks/bench_rules.py --n 2048      # smaller, for a shared machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def main():
     lam_max = scipy.linalg.eigvalsh(K, subset_by_index=[n - 1, n - 1])[0]
     lr_plain = 0.5 * critical_rate(lam_max, size=n)
     lr_mom = 0.5 * critical_rate(lam_max, size=n, momentum=MU)
-    print(f"N = {n}: kernel from {source}; {steps.size} steps up to {steps[-1]}, {N_TEST} test points, "
-          f"momentum {MU}, rates at half the critical ones")
+    print(
+        f"N = {n}: kernel from {source}; {steps.size} steps up to {steps[-1]}, {N_TEST} test points, "
+        f"momentum {MU}, rates at half the critical ones"
+    )
 
     ts = steps.astype(float)
     plain_rule = GradientDescent(lr_plain)
@@ -63,8 +66,14 @@ def main():
     def run(rule):
         return gradient_descent_mse(K, y, dynamics=rule, method=Eigh())(ts, f0, fs0, Ks)
 
-    times = interleaved({"bare eigh": lambda: scipy.linalg.eigh(K, driver="evd", check_finite=False),
-                         "plain": lambda: run(plain_rule), "momentum": lambda: run(mom_rule)}, args.repeats)
+    times = interleaved(
+        {
+            "bare eigh": lambda: scipy.linalg.eigh(K, driver="evd", check_finite=False),
+            "plain": lambda: run(plain_rule),
+            "momentum": lambda: run(mom_rule),
+        },
+        args.repeats,
+    )
     decomposed = gradient_descent_mse(K, y, dynamics=cos_rule, method=Eigh())
     times.update(interleaved({"cosine (beyond eigh)": lambda: decomposed(ts, f0, fs0, Ks)}, args.repeats))
     bare = times["bare eigh"][0]

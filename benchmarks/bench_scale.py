@@ -35,6 +35,7 @@ Usage::
     python benchmarks/bench_scale.py --n 4000 --n-test 1000 --chunks 1024     # a quick check
     python benchmarks/bench_scale.py --store --n 8192 --chunks 2048           # checksum overhead
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,7 @@ def _cg(tol: float, landmarks: int):
     from ntksolve.dask.fit import DEFAULT_CG_MAX_ITER
     from ntksolve.dynamics import ConjugateGradient, Nystrom
 
-    return ConjugateGradient(tol=tol, max_iter=DEFAULT_CG_MAX_ITER,
-                             preconditioner=Nystrom(landmarks, random_state=0))
+    return ConjugateGradient(tol=tol, max_iter=DEFAULT_CG_MAX_ITER, preconditioner=Nystrom(landmarks, random_state=0))
 
 
 def run_shape(n_workers: int, data, args, tight: bool) -> dict:
@@ -108,9 +108,14 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
     import ntksolve.dask as D
 
     Xtr, Xte, ytr, yte = data
-    cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=40,
-                                       memory_limit=args.worker_memory)
+    cluster = distributed.LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        silence_logs=40,
+        memory_limit=args.worker_memory,
+    )
     client = distributed.Client(cluster, set_as_default=False)
     out = {"workers": f"{n_workers} x 1 thread"}
     try:
@@ -140,8 +145,9 @@ def run_shape(n_workers: int, data, args, tight: bool) -> dict:
             out["r2"] = r2(yte, pred)
             out["total_s"] = time.perf_counter() - t0
             if tight:
-                coef_t, _, info_t = D.solve_tiled(op, ytr, diag_reg=args.diag_reg,
-                                                  method=_cg(args.tol / 100, args.landmarks))
+                coef_t, _, info_t = D.solve_tiled(
+                    op, ytr, diag_reg=args.diag_reg, method=_cg(args.tol / 100, args.landmarks)
+                )
                 pred_t = op.cross(Xte).matmat(coef_t)[:, 0]
                 out["tight_iterations"] = info_t["iterations"]
                 out["tight_rel_diff"] = float(np.linalg.norm(pred - pred_t) / np.linalg.norm(pred_t))
@@ -172,29 +178,43 @@ def store_overhead(args) -> int:
     root = tempfile.mkdtemp(prefix="bench_store_")
     lazy = D.analytic_kernels(net, X, chunks=args.chunks).ntk.astype(np.float32)
     try:
+
         def plain_write():
             shutil.rmtree(os.path.join(root, "plain.zarr"), ignore_errors=True)
             lazy.to_zarr(os.path.join(root, "plain.zarr"), compute=True)
 
         def ours_write():
             shutil.rmtree(os.path.join(root, "ours.zarr"), ignore_errors=True)
-            D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks, dtype=np.float32,
-                           scheduler="threads")
+            D.store_kernel(
+                spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks, dtype=np.float32, scheduler="threads"
+            )
 
-        rows = [("write kernel [s]", best_time(plain_write, repeat=args.repeat),
-                 best_time(ours_write, repeat=args.repeat))]
+        rows = [
+            ("write kernel [s]", best_time(plain_write, repeat=args.repeat), best_time(ours_write, repeat=args.repeat))
+        ]
         plain = da.from_zarr(os.path.join(root, "plain.zarr"))
         ours = D.open_kernel(os.path.join(root, "ours.zarr"))
-        rows.append(("read whole kernel [s]", best_time(lambda: plain.sum().compute(scheduler="threads"), repeat=args.repeat),
-                     best_time(lambda: ours.sum().compute(scheduler="threads"), repeat=args.repeat)))
-        rerun = best_time(lambda: D.store_kernel(spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks,
-                                                 dtype=np.float32, scheduler="threads"), repeat=args.repeat)
+        rows.append(
+            (
+                "read whole kernel [s]",
+                best_time(lambda: plain.sum().compute(scheduler="threads"), repeat=args.repeat),
+                best_time(lambda: ours.sum().compute(scheduler="threads"), repeat=args.repeat),
+            )
+        )
+        rerun = best_time(
+            lambda: D.store_kernel(
+                spec, X, os.path.join(root, "ours.zarr"), chunks=args.chunks, dtype=np.float32, scheduler="threads"
+            ),
+            repeat=args.repeat,
+        )
         rows.append(("rerun (verify, compute none) [s]", rows[1][1], rerun))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     n_tiles = len(lazy.chunks[0]) * (len(lazy.chunks[0]) + 1) // 2
-    print(f"bench_scale --store: N={args.n}, tile {args.chunks} ({n_tiles} upper tiles), float32, threads, "
-          f"median of {args.repeat}; cpu_count={os.cpu_count()}")
+    print(
+        f"bench_scale --store: N={args.n}, tile {args.chunks} ({n_tiles} upper tiles), float32, threads, "
+        f"median of {args.repeat}; cpu_count={os.cpu_count()}"
+    )
     print("".ljust(34) + "plain zarr".rjust(12) + "checksummed".rjust(13) + "ratio".rjust(9))
     for label, a, b in rows:
         print(label.ljust(34) + f"{a:.3f}".rjust(12) + f"{b:.3f}".rjust(13) + f"{b / a:.2f}x".rjust(9))
@@ -244,9 +264,12 @@ def main(argv=None) -> int:
         return store_overhead(args)
     shapes = [int(w) for w in args.workers.split(",")]
     data = make_data(args.n, args.n_test, args.seed)
-    print(f"bench_scale: N={args.n} (+{args.n_test} held out), d=10 friedman1, relu depth {args.depth}, "
-          f"bias_std={args.bias_std}, diag_reg={args.diag_reg}, tile {args.chunks}, float32 tiles, "
-          f"{args.landmarks} landmarks, tol={args.tol:g}; cpu_count={os.cpu_count()}", flush=True)
+    print(
+        f"bench_scale: N={args.n} (+{args.n_test} held out), d=10 friedman1, relu depth {args.depth}, "
+        f"bias_std={args.bias_std}, diag_reg={args.diag_reg}, tile {args.chunks}, float32 tiles, "
+        f"{args.landmarks} landmarks, tol={args.tol:g}; cpu_count={os.cpu_count()}",
+        flush=True,
+    )
     results = []
     for k, w in enumerate(shapes):
         t = time.perf_counter()
@@ -255,8 +278,11 @@ def main(argv=None) -> int:
         print(f"  {res['workers']}: done in {time.perf_counter() - t:.0f} s: {res}", flush=True)
     width = 32
     print()
-    print("".ljust(width) + "".join(r["workers"].rjust(18) for r in results)
-          + ("ratio".rjust(10) if len(results) == 2 else ""))
+    print(
+        "".ljust(width)
+        + "".join(r["workers"].rjust(18) for r in results)
+        + ("ratio".rjust(10) if len(results) == 2 else "")
+    )
     for label, key, fmt in ROWS:
         vals = [r.get(key) for r in results]
         if all(v is None for v in vals):
@@ -268,7 +294,9 @@ def main(argv=None) -> int:
         print(label.ljust(width) + cells + ratio)
     print(f"load average at the end: {os.getloadavg()}")
     if len(results) == 2:
-        print(f"\nspeed-up of two 1-thread workers over one (total): {results[0]['total_s'] / results[1]['total_s']:.2f}x")
+        print(
+            f"\nspeed-up of two 1-thread workers over one (total): {results[0]['total_s'] / results[1]['total_s']:.2f}x"
+        )
     return 0
 
 

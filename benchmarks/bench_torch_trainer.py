@@ -9,6 +9,7 @@ heavy-ball SGD with weight decay, and Adam), run alternately; and the empirical 
 beside the same network without biases (``bias=False``: one term fewer per layer, otherwise the
 same passes). Kernel tracking is off: only the training is timed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,21 +47,36 @@ def main():
     net = MLP((n,) * L, "tanh", bias_std=0.1, n_outputs=2)
     params = net.init(d, random_state=0)
     rows = []
-    for name, rule in (("SGD momentum + weight decay", GradientDescent(0.5, momentum=0.9, weight_decay=1e-4)),
-                       ("Adam", Adam(1e-3))):
+    for name, rule in (
+        ("SGD momentum + weight decay", GradientDescent(0.5, momentum=0.9, weight_decay=1e-4)),
+        ("Adam", Adam(1e-3)),
+    ):
         kw = dict(dynamics=rule, steps=args.steps, track_kernel=False)
-        t_np, t_torch = interleaved_pair(lambda: train_network(net, params, X, y, **kw),
-                                    lambda: train_network_torch(net, params, X, y, **kw), args.repeat)
+        t_np, t_torch = interleaved_pair(
+            lambda: train_network(net, params, X, y, **kw),
+            lambda: train_network_torch(net, params, X, y, **kw),
+            args.repeat,
+        )
         rows.append((f"{name}: train_network (numpy)", t_np / args.steps * 1e3, "ms/step", ""))
-        rows.append((f"{name}: train_network_torch", t_torch / args.steps * 1e3, "ms/step",
-                     f"torch / numpy = {t_torch / t_np:.2f}"))
+        rows.append(
+            (
+                f"{name}: train_network_torch",
+                t_torch / args.steps * 1e3,
+                "ms/step",
+                f"torch / numpy = {t_torch / t_np:.2f}",
+            )
+        )
     free = MLP((n,) * L, "tanh", bias_std=0.1, n_outputs=2, bias=False)
     p_free = [(W, np.zeros(0)) for W, _ in params]
-    t_b, t_f = interleaved_pair(lambda: empirical_ntk(net, params, X), lambda: empirical_ntk(free, p_free, X), args.repeat)
+    t_b, t_f = interleaved_pair(
+        lambda: empirical_ntk(net, params, X), lambda: empirical_ntk(free, p_free, X), args.repeat
+    )
     rows.append(("empirical_ntk, with biases", t_b, "s", ""))
     rows.append(("empirical_ntk, bias=False", t_f, "s", f"without / with = {t_f / t_b:.3f}"))
-    print(f"N={N}, {L} hidden tanh layers of {n}, d={d}, two outputs, float64, {args.steps} steps; "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), ntksolve {ntksolve.__version__}\n")
+    print(
+        f"N={N}, {L} hidden tanh layers of {n}, d={d}, two outputs, float64, {args.steps} steps; "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), ntksolve {ntksolve.__version__}\n"
+    )
     print(table(rows, ["what", "time", "unit", "ratio"]))
 
 

@@ -10,6 +10,7 @@ and ``"torch"`` in NTK parameterisation (the default sweep), then ``"numpy"``, `
 (``time_train``: the real run alone, kernel tracking excluded) and the ratio of each trainer's sweep
 total to numpy's. The rows themselves agree to rounding (tests/test_compare_trainers.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,11 +49,24 @@ def main():
     times = {}
     with threadpool_limits(limits=args.threads):
         for par, trainer in runs:
-            rep = compare(d.X_train, d.y_train, widths, X_test=d.X_test, y_test=d.y_test, parameterization=par,
-                          steps=steps, random_state=0, progress=False, trainer=trainer)
+            rep = compare(
+                d.X_train,
+                d.y_train,
+                widths,
+                X_test=d.X_test,
+                y_test=d.y_test,
+                parameterization=par,
+                steps=steps,
+                random_state=0,
+                progress=False,
+                trainer=trainer,
+            )
             times[par, trainer] = [r["time_train"] for r in rep.rows]
-            print(f"{par:8s} {trainer:7s} sweep trains in {sum(times[par, trainer]):.2f} s "
-                  f"({rep.settings['trainer_framework']})", flush=True)
+            print(
+                f"{par:8s} {trainer:7s} sweep trains in {sum(times[par, trainer]):.2f} s "
+                f"({rep.settings['trainer_framework']})",
+                flush=True,
+            )
     rows = []
     for i, w in enumerate(widths):
         row = [w]
@@ -60,9 +74,13 @@ def main():
             t, t0 = times[par, trainer][i], times[par, "numpy"][i]
             row.append(f"{t:.3f}" + ("" if trainer == "numpy" else f" ({t / t0:.2f}x)"))
         rows.append(row)
-    rows.append(["total"] + [f"{sum(times[k]):.2f}" + ("" if k[1] == "numpy" else
-                                                       f" ({sum(times[k]) / sum(times[k[0], 'numpy']):.2f}x)")
-                             for k in runs])
+    rows.append(
+        ["total"]
+        + [
+            f"{sum(times[k]):.2f}" + ("" if k[1] == "numpy" else f" ({sum(times[k]) / sum(times[k[0], 'numpy']):.2f}x)")
+            for k in runs
+        ]
+    )
     print(table(rows, ["width"] + [f"{t} {p}" for p, t in runs]))
 
 

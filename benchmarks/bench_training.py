@@ -10,6 +10,7 @@ FLOPs per step, with ``N`` inputs and layer sizes ``n_0 ... n_{L+1}``: forward `
 per layer, the weight gradient as much again, and the backpropagated delta as much again for every
 layer but the first: ``(6 sum_l - 2 n_1 n_0) N n_l n_{l-1}``. Elementwise work is not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ def flops_per_step(widths, N):
 
 def bench_step(repeats):
     print("one gradient step: train_network (numba + numpy BLAS) vs numpy reference")
-    print(f"{'N':>5} {'d':>4} {'width':>6} {'depth':>5} {'ours ms':>9} {'ref ms':>9} {'ours GF/s':>10} "
-          f"{'ref GF/s':>9} {'ratio':>6}")
+    print(
+        f"{'N':>5} {'d':>4} {'width':>6} {'depth':>5} {'ours ms':>9} {'ref ms':>9} {'ours GF/s':>10} "
+        f"{'ref GF/s':>9} {'ratio':>6}"
+    )
     for N, d, width, depth in [(256, 8, 1024, 1), (256, 8, 8192, 1), (256, 32, 1024, 2), (512, 32, 2048, 2)]:
         net = MLP((width,) * depth, activation="relu", bias_std=0.1)
         rng = np.random.default_rng(0)
@@ -78,8 +81,10 @@ def bench_step(repeats):
                 q = reference_step(net, q, X, y, 0.1)
             ref_best = min(ref_best, (time.perf_counter() - t0) / steps)
         fl = flops_per_step(net.widths(d), N)
-        print(f"{N:>5} {d:>4} {width:>6} {depth:>5} {1e3 * best:>9.2f} {1e3 * ref_best:>9.2f} "
-              f"{fl / best / 1e9:>10.2f} {fl / ref_best / 1e9:>9.2f} {ref_best / best:>5.2f}x")
+        print(
+            f"{N:>5} {d:>4} {width:>6} {depth:>5} {1e3 * best:>9.2f} {1e3 * ref_best:>9.2f} "
+            f"{fl / best / 1e9:>10.2f} {fl / ref_best / 1e9:>9.2f} {ref_best / best:>5.2f}x"
+        )
 
 
 def bench_rules(repeats):
@@ -123,8 +128,10 @@ def bench_torch(repeats, threads, quick, dtype=np.float64):
     N, d, steps = 512, 32, 5
     grid = [(1024, 1), (2048, 1), (4096, 1), (8192, 1), (1024, 2), (2048, 2)] + ([] if quick else [(4096, 2)])
     tdt = {np.float64: torch.float64, np.float32: torch.float32}[dtype]
-    print(f"\none full-batch step, N={N}, d={d}, {np.dtype(dtype).name}, {threads} threads each: "
-          f"train_network vs PyTorch (time per step; ratio = torch / ntksolve, >1: ntksolve faster)")
+    print(
+        f"\none full-batch step, N={N}, d={d}, {np.dtype(dtype).name}, {threads} threads each: "
+        f"train_network vs PyTorch (time per step; ratio = torch / ntksolve, >1: ntksolve faster)"
+    )
     print(f"{'width':>6} {'depth':>5} {'ntksolve ms':>11} {'torch ms':>9} {'ratio':>6} {'max |f diff|':>12}")
     for width, depth in grid:
         net = MLP((width,) * depth, activation="relu", bias_std=0.1, parameterization="standard")
@@ -144,8 +151,7 @@ def bench_torch(repeats, threads, quick, dtype=np.float64):
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
 
         def ours():
-            return train_network(net, p, X, y, learning_rate=eta, steps=steps, record_at=[steps],
-                                 track_kernel=False)
+            return train_network(net, p, X, y, learning_rate=eta, steps=steps, record_at=[steps], track_kernel=False)
 
         def theirs():
             for _ in range(steps):
@@ -163,31 +169,56 @@ def bench_torch(repeats, threads, quick, dtype=np.float64):
         # steps and one more forward): the same work
         t_ours = float(np.median(walls[1:])) / steps  # the first is interleaved's warm-up
         t_torch = res["torch"][0] / steps
-        print(f"{width:>6} {depth:>5} {1e3 * t_ours:>11.2f} {1e3 * t_torch:>9.2f} {t_torch / t_ours:>5.2f}x "
-              f"{diff:>12.2e}", flush=True)
+        print(
+            f"{width:>6} {depth:>5} {1e3 * t_ours:>11.2f} {1e3 * t_torch:>9.2f} {t_torch / t_ours:>5.2f}x "
+            f"{diff:>12.2e}",
+            flush=True,
+        )
 
 
 def bench_sweep(quick):
-    from ntksolve.cli import DEFAULT_ACTIVATION, DEFAULT_BIAS_STD, DEFAULT_DEPTH, DEFAULT_RECORDS, DEFAULT_STEPS, \
-        DEFAULT_WIDTHS
+    from ntksolve.cli import (
+        DEFAULT_ACTIVATION,
+        DEFAULT_BIAS_STD,
+        DEFAULT_DEPTH,
+        DEFAULT_RECORDS,
+        DEFAULT_STEPS,
+        DEFAULT_WIDTHS,
+    )
     from ntksolve.comparison import compare
     from ntksolve.datasets import default_regression
 
     widths = DEFAULT_WIDTHS[:5] if quick else DEFAULT_WIDTHS
     d = default_regression()
     t0 = time.perf_counter()
-    rep = compare(d.X_train, d.y_train, list(widths), X_test=d.X_test, y_test=d.y_test, depth=DEFAULT_DEPTH,
-                  activation=DEFAULT_ACTIVATION, bias_std=DEFAULT_BIAS_STD, steps=DEFAULT_STEPS,
-                  n_records=DEFAULT_RECORDS, progress=False)
+    rep = compare(
+        d.X_train,
+        d.y_train,
+        list(widths),
+        X_test=d.X_test,
+        y_test=d.y_test,
+        depth=DEFAULT_DEPTH,
+        activation=DEFAULT_ACTIVATION,
+        bias_std=DEFAULT_BIAS_STD,
+        steps=DEFAULT_STEPS,
+        n_records=DEFAULT_RECORDS,
+        progress=False,
+    )
     total = time.perf_counter() - t0
-    print(f"\ndefault compare sweep{' (quick: first 5 widths)' if quick else ''}: {total:.1f} s in all; "
-          f"analytic kernels + decomposition {rep.settings['time_analytic_kernels']:.3f} s (once)")
-    print(f"{'width':>6} {'predict ana s':>13} {'predict emp s':>13} {'train s':>8} {'kernel track s':>14} "
-          f"{'speedup ana':>11} {'speedup emp':>11}")
+    print(
+        f"\ndefault compare sweep{' (quick: first 5 widths)' if quick else ''}: {total:.1f} s in all; "
+        f"analytic kernels + decomposition {rep.settings['time_analytic_kernels']:.3f} s (once)"
+    )
+    print(
+        f"{'width':>6} {'predict ana s':>13} {'predict emp s':>13} {'train s':>8} {'kernel track s':>14} "
+        f"{'speedup ana':>11} {'speedup emp':>11}"
+    )
     for r in rep.rows:
-        print(f"{r['width']:>6} {r['time_predict_analytic']:>13.3f} {r['time_predict_empirical']:>13.3f} "
-              f"{r['time_train']:>8.2f} {r['time_kernel_tracking']:>14.2f} {r['speedup']:>10.0f}x "
-              f"{r['speedup_empirical']:>10.1f}x")
+        print(
+            f"{r['width']:>6} {r['time_predict_analytic']:>13.3f} {r['time_predict_empirical']:>13.3f} "
+            f"{r['time_train']:>8.2f} {r['time_kernel_tracking']:>14.2f} {r['speedup']:>10.0f}x "
+            f"{r['speedup_empirical']:>10.1f}x"
+        )
 
 
 if __name__ == "__main__":
@@ -205,8 +236,7 @@ if __name__ == "__main__":
         threadpool_limits(a.threads)
         numba.set_num_threads(a.threads)
     if a.torch_only:
-        bench_torch(2 if a.quick else 3, a.threads or os.cpu_count(), a.quick,
-                    np.float32 if a.float32 else np.float64)
+        bench_torch(2 if a.quick else 3, a.threads or os.cpu_count(), a.quick, np.float32 if a.float32 else np.float64)
         raise SystemExit
     bench_step(2 if a.quick else 3)
     bench_rules(2 if a.quick else 3)

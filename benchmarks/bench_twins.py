@@ -37,6 +37,7 @@ Usage::
     python benchmarks/bench_twins.py --no-full  # skip the full Nk x Nk kernel
     python benchmarks/bench_twins.py --threads 1  # one thread for torch, BLAS and numba
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,32 +104,67 @@ def minibatch_mse(n_train, width, steps, depth=2, batch=32, n_test=256):
     batches = shuffled_batches(n_train, batch, steps, random_state=0)
     record = np.linspace(0, steps, 11).astype(np.int64)
     loss = nn.MSELoss()
-    print(f"\n1. minibatch MSE: N = {n_train} (+{n_test} test), d = {X.shape[1]}, {depth} hidden ReLU layers of "
-          f"{width}, PyTorch init, float64; {steps} steps, batches of {batch}; outputs at {record.size} steps")
+    print(
+        f"\n1. minibatch MSE: N = {n_train} (+{n_test} test), d = {X.shape[1]}, {depth} hidden ReLU layers of "
+        f"{width}, PyTorch init, float64; {steps} steps, batches of {batch}; outputs at {record.size} steps"
+    )
 
     def predict():
         net, params = from_torch(module)
         theta, theta_test = _traced_kernels(net, params, X, Xt)
         f0, f0_test = net.apply(params, X), net.apply(params, Xt)
         rate = 0.3 * critical_learning_rate(theta)
-        traj = sgd_mse(theta, y, f0, record, dynamics=GradientDescent(rate), batches=batches,
-                       k_test_train=theta_test, fx_test_0=f0_test)
+        traj = sgd_mse(
+            theta,
+            y,
+            f0,
+            record,
+            dynamics=GradientDescent(rate),
+            batches=batches,
+            k_test_train=theta_test,
+            fx_test_0=f0_test,
+        )
         return rate, f0_test, traj
 
     t_pred, (rate, f0_test, traj) = _timed(predict)
     lr = rate / learning_rate_from_torch(1.0, loss=loss, n_samples=batch, n_outputs=1)
-    t_torch, real = _timed(lambda: train(module, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), loss=loss,
-                                         steps=steps, batches=batches, record_at=record, X_test=Xt,
-                                         track_kernel=False))
+    t_torch, real = _timed(
+        lambda: train(
+            module,
+            X,
+            y,
+            optimizer=functools.partial(torch.optim.SGD, lr=lr),
+            loss=loss,
+            steps=steps,
+            batches=batches,
+            record_at=record,
+            X_test=Xt,
+            track_kernel=False,
+        )
+    )
     twin_loss = float(np.mean((traj.test[-1] - yt) ** 2))
     real_loss = float(np.mean((real.fx_test[-1] - yt) ** 2))
-    print(f"  test MSE {float(np.mean((f0_test - yt) ** 2)):.4f} -> real {real_loss:.4f}, twin {twin_loss:.4f} "
-          f"({abs(real_loss / twin_loss - 1):.1e} apart); output gap {_gap(real.fx_test, traj.test, f0_test):.1e}")
+    print(
+        f"  test MSE {float(np.mean((f0_test - yt) ** 2)):.4f} -> real {real_loss:.4f}, twin {twin_loss:.4f} "
+        f"({abs(real_loss / twin_loss - 1):.1e} apart); output gap {_gap(real.fx_test, traj.test, f0_test):.1e}"
+    )
     trainers = {f"ntksolve.torch.train (torch, {torch.get_num_threads()} threads)": t_torch}
     if _takes("batches", "dynamics"):
         net, params = from_torch(module)
-        t_own, own = _timed(lambda: train_network(net, params, X, y, steps=steps, dynamics=GradientDescent(rate),
-                                                  batches=batches, record_at=record, X_test=Xt, track_kernel=False))
+        t_own, own = _timed(
+            lambda: train_network(
+                net,
+                params,
+                X,
+                y,
+                steps=steps,
+                dynamics=GradientDescent(rate),
+                batches=batches,
+                record_at=record,
+                X_test=Xt,
+                track_kernel=False,
+            )
+        )
         trainers["ntksolve.train_network"] = t_own
         print(f"  train_network: test MSE {float(np.mean((own.fx_test[-1] - yt) ** 2)):.4f}")
     else:
@@ -150,27 +186,37 @@ def _digits(n_train, n_test):
 
 def _sp_limit(width, d, X1, X2=None):
     """``Θ∞`` of the standard-parameterised network of width ``width`` (``σ_w = 1``, ``σ_b² = 1/d``)."""
-    K, T = analytic_kernels(MLP((width,), "relu", weight_std=1.0, bias_std=d ** -0.5), X1, X2)
+    K, T = analytic_kernels(MLP((width,), "relu", weight_std=1.0, bias_std=d**-0.5), X1, X2)
     return width * (K - 1.0 / d) + 1.0 + d * (T - K)
 
 
 def cross_entropy(n_train, n_test, width, steps, full):
     X, y, Xt, yt = _digits(n_train, n_test)
     k, d = 10, X.shape[1]
-    net = MLP((width,), "relu", weight_std=1.0, bias_std=d ** -0.5, parameterization="standard", n_outputs=k)
+    net = MLP((width,), "relu", weight_std=1.0, bias_std=d**-0.5, parameterization="standard", n_outputs=k)
     params = net.init(d, random_state=0)
     module = to_torch(net, params)
     record = np.linspace(0, steps, 11).astype(np.int64)
     loss = nn.CrossEntropyLoss()
     f0, f0_test = net.apply(params, X), net.apply(params, Xt)
-    print(f"\n2. full-batch cross-entropy: digits, N = {n_train} (+{n_test} test), d = {d}, k = {k}, one hidden "
-          f"ReLU layer of {width} (ntksolve init, standard parameterisation), float64; {steps} steps")
+    print(
+        f"\n2. full-batch cross-entropy: digits, N = {n_train} (+{n_test} test), d = {d}, k = {k}, one hidden "
+        f"ReLU layer of {width} (ntksolve init, standard parameterisation), float64; {steps} steps"
+    )
 
     def twin(kernel, kernel_test, rate=None):
         if rate is None:  # cross-entropy's step is (η/N) Θ (softmax(f) − Y): 2N/λ_max bounds it (curvature ≤ 1/2)
             rate = 0.5 * critical_learning_rate(kernel)
-        traj = sgd_cross_entropy(kernel, y, f0, record, dynamics=GradientDescent(rate), k_test_train=kernel_test,
-                                 fx_test_0=f0_test, targets_test=yt)
+        traj = sgd_cross_entropy(
+            kernel,
+            y,
+            f0,
+            record,
+            dynamics=GradientDescent(rate),
+            k_test_train=kernel_test,
+            fx_test_0=f0_test,
+            targets_test=yt,
+        )
         return rate, traj
 
     # every twin and the real network run at the rate the analytic kernel gives, so that the real
@@ -178,36 +224,72 @@ def cross_entropy(n_train, n_test, width, steps, full):
     twins = {}
     t_ana, (rate, traj) = _timed(lambda: twin(_sp_limit(width, d, X), _sp_limit(width, d, Xt, X)))
     traced = empirical_ntk(net, params, X)
-    print(f"  Theta_inf against the traced empirical kernel: {np.linalg.norm(_sp_limit(width, d, X) - traced) / np.linalg.norm(traced):.1e} "
-          "relative (Frobenius)")
+    print(
+        f"  Theta_inf against the traced empirical kernel: {np.linalg.norm(_sp_limit(width, d, X) - traced) / np.linalg.norm(traced):.1e} "
+        "relative (Frobenius)"
+    )
     del traced
     twins["analytic Theta_inf (x) I_k + recurrence"] = (t_ana, traj)
     t_tr, (_, traj) = _timed(lambda: twin(*_traced_kernels(net, params, X, Xt), rate))
     twins["traced empirical (x) I_k + recurrence"] = (t_tr, traj)
     if full:
-        t_k, (th, ths) = _timed(lambda: (empirical_ntk(net, params, X, trace=False),
-                                         empirical_ntk(net, params, Xt, X, trace=False)))
+        t_k, (th, ths) = _timed(
+            lambda: (empirical_ntk(net, params, X, trace=False), empirical_ntk(net, params, Xt, X, trace=False))
+        )
         t_r, (_, traj) = _timed(lambda: twin(th, ths, rate))
         del th, ths
         twins[f"full empirical {n_train * k}^2 ({t_k:.0f} s) + recurrence ({t_r:.0f} s)"] = (t_k + t_r, traj)
     lr = rate / learning_rate_from_torch(1.0, loss=loss, n_samples=n_train, n_outputs=k)
-    t_torch, real = _timed(lambda: train(module, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), loss=loss,
-                                         steps=steps, record_at=record, X_test=Xt, y_test=yt, track_kernel=False))
+    t_torch, real = _timed(
+        lambda: train(
+            module,
+            X,
+            y,
+            optimizer=functools.partial(torch.optim.SGD, lr=lr),
+            loss=loss,
+            steps=steps,
+            record_at=record,
+            X_test=Xt,
+            y_test=yt,
+            track_kernel=False,
+        )
+    )
     acc = float(np.mean(np.argmax(real.fx_test[-1], axis=1) == yt))
     print(f"  real: test cross-entropy {real.loss_test[0]:.3f} -> {real.loss_test[-1]:.4f}, accuracy {acc:.3f}")
     trainers = {f"ntksolve.torch.train (torch, {torch.get_num_threads()} threads)": t_torch}
     if _takes("loss", "dynamics"):
-        t_own, own = _timed(lambda: train_network(net, params, X, y, steps=steps, dynamics=GradientDescent(rate),
-                                                  loss="cross_entropy", record_at=record, X_test=Xt, y_test=yt,
-                                                  track_kernel=False))
+        t_own, own = _timed(
+            lambda: train_network(
+                net,
+                params,
+                X,
+                y,
+                steps=steps,
+                dynamics=GradientDescent(rate),
+                loss="cross_entropy",
+                record_at=record,
+                X_test=Xt,
+                y_test=yt,
+                track_kernel=False,
+            )
+        )
         trainers["ntksolve.train_network"] = t_own
         print(f"  train_network: test cross-entropy {own.loss_test[-1]:.4f}")
     else:
         print("  ntksolve.train_network does not take loss='cross_entropy' yet: not timed")
     print("  each twin: final test cross-entropy (apart from the real one), accuracy, output gap")
-    _table({name: (t, f"{traj.test_loss[-1]:.4f} ({abs(real.loss_test[-1] / traj.test_loss[-1] - 1):.1e}), "
-                      f"{traj.test_accuracy[-1]:.3f}, {_gap(real.fx_test, traj.test, f0_test):.1e}")
-            for name, (t, traj) in twins.items()}, trainers, 20)
+    _table(
+        {
+            name: (
+                t,
+                f"{traj.test_loss[-1]:.4f} ({abs(real.loss_test[-1] / traj.test_loss[-1] - 1):.1e}), "
+                f"{traj.test_accuracy[-1]:.3f}, {_gap(real.fx_test, traj.test, f0_test):.1e}",
+            )
+            for name, (t, traj) in twins.items()
+        },
+        trainers,
+        20,
+    )
 
 
 def _warm_up():

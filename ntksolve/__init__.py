@@ -23,6 +23,7 @@ scikit-learn faces and the comparison tools are imported on first access):
 - :func:`train_network`, :func:`compare` -- real training beside the prediction;
   :func:`linearisation_check` -- whether the linear prediction of a run will hold, before it.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,8 +32,19 @@ __version__ = "0.1.0"
 
 from ntksolve.nets.layers import PARAMETRIC_ACTIVATIONS
 from ntksolve.nets.mlp import MLP, ACTIVATIONS, PARAMETERIZATIONS
-from ntksolve.nets import (Activation, Conv, Conv1D, Conv2D, Dense, Flatten, GlobalAvgPool, LayerNorm, Network,
-                           Reshape, Residual)
+from ntksolve.nets import (
+    Activation,
+    Conv,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    Network,
+    Reshape,
+    Residual,
+)
 from ntksolve.kernels import empirical_ntk, empirical_nngp, jacobian, analytic_kernels, Kernels
 from ntksolve.dynamics import (
     gradient_descent_mse,

@@ -2,6 +2,7 @@
 
 Each value carries the reason for its size.
 """
+
 from __future__ import annotations
 
 #: Largest fraction of the machine's available memory a single output array may take before we

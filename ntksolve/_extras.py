@@ -1,4 +1,5 @@
 """Optional extras: import one where it is used, or say which extra to install."""
+
 from __future__ import annotations
 
 import importlib

@@ -2,6 +2,7 @@
 
 Jitted code never sees raw user input: the public wrappers call these first.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -93,8 +94,10 @@ def _cgroup_headroom():
                 path = path.rsplit("/", 1)[0]
                 candidates.append(("/sys/fs/cgroup" + path.rstrip("/"), "memory.max", "memory.current"))
         elif "memory" in controllers.split(","):
-            candidates = [(root, "memory.limit_in_bytes", "memory.usage_in_bytes")
-                          for root in ("/sys/fs/cgroup/memory" + path.rstrip("/"), "/sys/fs/cgroup/memory")]
+            candidates = [
+                (root, "memory.limit_in_bytes", "memory.usage_in_bytes")
+                for root in ("/sys/fs/cgroup/memory" + path.rstrip("/"), "/sys/fs/cgroup/memory")
+            ]
         else:
             continue
         for folder, limit_name, usage_name in candidates:
@@ -186,7 +189,11 @@ def check_memory(shape, dtype, *, what: str = "kernel", hint: str = "", copies: 
     avail = available_memory()
     fraction = _config.MAX_OUTPUT_MEMORY_FRACTION if copies <= 1 else _config.MAX_PEAK_MEMORY_FRACTION
     if nbytes > fraction * avail:
-        size = f"{_fmt_bytes(nbytes)}" if copies <= 1 else f"about {_fmt_bytes(nbytes)} at its peak ({copies:g} arrays of {_fmt_bytes(one)})"
+        size = (
+            f"{_fmt_bytes(nbytes)}"
+            if copies <= 1
+            else f"about {_fmt_bytes(nbytes)} at its peak ({copies:g} arrays of {_fmt_bytes(one)})"
+        )
         msg = (
             f"the {what} of shape {tuple(int(s) for s in shape)} ({np.dtype(dtype).name}) would take "
             f"{size}, but only {_fmt_bytes(avail)} of memory is available to this process "
@@ -208,8 +215,9 @@ def fmt_bytes(n: float) -> str:
 # message naming the argument, what was given and what is accepted.
 
 
-def check_real_scalar(value, name: str, *, low: float = -np.inf, strict: bool = False,
-                      allow_inf: bool = False) -> float:
+def check_real_scalar(
+    value, name: str, *, low: float = -np.inf, strict: bool = False, allow_inf: bool = False
+) -> float:
     """A real number (not a bool) ``> low`` (``strict``) or ``>= low``, finite unless ``allow_inf``.
 
     Returns

@@ -10,6 +10,7 @@ interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (the widths finished so far are s
 Nothing imports this module; it sits on top of :mod:`ntksolve.comparison`, :mod:`ntksolve.plots`
 and :mod:`ntksolve.cli_data` (the data of ``--data``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -173,8 +174,10 @@ def _resolve_threads(spec, n_train: int):
     if spec == "all":
         return cores, ""
     if spec > cores:
-        return cores, (f"--threads {spec} is more than the {cores} core(s) this process may use "
-                       f"(os.sched_getaffinity); using {cores}")
+        return cores, (
+            f"--threads {spec} is more than the {cores} core(s) this process may use "
+            f"(os.sched_getaffinity); using {cores}"
+        )
     return int(spec), ""
 
 
@@ -239,9 +242,12 @@ def _network(args, X, notes):
         raise UsageError("--network cnn convolves the 8x8 digit images: use it with --data digits")
     if args.trainer != "numpy":
         raise UsageError("--network cnn trains with --trainer numpy (the PyTorch and scikit-learn trainers take MLPs)")
-    notes.append(f"network: a CNN, the images 8x8 through {args.depth} 3x3 convolution(s) ('same') of WIDTH channels "
-                 f"with {args.activation}, global average pooling, a dense readout (the widths are channels)")
+    notes.append(
+        f"network: a CNN, the images 8x8 through {args.depth} 3x3 convolution(s) ('same') of WIDTH channels "
+        f"with {args.activation}, global average pooling, a dense readout (the widths are channels)"
+    )
     from ntksolve.cnn import sweep_cnn
+
     return sweep_cnn
 
 
@@ -262,8 +268,16 @@ def run_compare(args) -> int:
     if args.batch_size is not None and args.batch_size > X.shape[0]:
         raise UsageError(f"--batch-size {args.batch_size} is more than the {X.shape[0]} training points")
     try:
-        check_sweep(X.shape[0], Xt.shape[0], X.shape[1], y.shape[1], args.widths, depth=args.depth,
-                    n_records=args.records, parameterization=args.parameterization)
+        check_sweep(
+            X.shape[0],
+            Xt.shape[0],
+            X.shape[1],
+            y.shape[1],
+            args.widths,
+            depth=args.depth,
+            n_records=args.records,
+            parameterization=args.parameterization,
+        )
     except (ValueError, MemoryError) as exc:
         raise UsageError(str(exc)) from None
     n_rec = default_record_steps(args.steps, args.records).size
@@ -319,17 +333,35 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
 
     try:
         report = compare(
-            X, y, args.widths, X_test=Xt, y_test=yt, depth=args.depth, activation=args.activation,
-            weight_std=args.weight_std, bias_std=args.bias_std, parameterization=args.parameterization,
-            dynamics=args._rule, lr_fraction=args._lr_fraction, loss=args.loss, batch_size=args.batch_size,
-            steps=args.steps, n_records=args.records, random_state=args.seed, progress=progress, on_state=save,
-            trainer=args._trainer, network=args._network,
+            X,
+            y,
+            args.widths,
+            X_test=Xt,
+            y_test=yt,
+            depth=args.depth,
+            activation=args.activation,
+            weight_std=args.weight_std,
+            bias_std=args.bias_std,
+            parameterization=args.parameterization,
+            dynamics=args._rule,
+            lr_fraction=args._lr_fraction,
+            loss=args.loss,
+            batch_size=args.batch_size,
+            steps=args.steps,
+            n_records=args.records,
+            random_state=args.seed,
+            progress=progress,
+            on_state=save,
+            trainer=args._trainer,
+            network=args._network,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     except MemoryError as exc:
-        raise UsageError(f"out of memory: {exc or 'an array did not fit'}; the report in {out} says which widths "
-                         "finished; use smaller widths or fewer points") from None
+        raise UsageError(
+            f"out of memory: {exc or 'an array did not fit'}; the report in {out} says which widths "
+            "finished; use smaller widths or fewer points"
+        ) from None
     received = args._signals
     if report.interrupted:
         report.message = f"{report.message} (stopped by {_signal_name(received)})"
@@ -340,8 +372,10 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
         from ntksolve import plots as _plots
 
         try:
-            figures = [(_plots.plot_loss_trajectories, "loss_trajectories.png"),
-                       (_plots.plot_gap_vs_width, "gap_vs_width.png")]
+            figures = [
+                (_plots.plot_loss_trajectories, "loss_trajectories.png"),
+                (_plots.plot_gap_vs_width, "gap_vs_width.png"),
+            ]
             if args.loss == "cross_entropy":
                 figures.insert(1, (_plots.plot_accuracy_trajectories, "accuracy_trajectories.png"))
             for fn, name in figures:
@@ -358,12 +392,18 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
     for line in report.notes():
         _warn(line)
     if report.interrupted:
-        print(f"ntksolve compare: interrupted by {_signal_name(received)}; the {len(report.rows)} finished width(s) "
-              f"are saved in {out} (report state 'interrupted')", file=sys.stderr)
+        print(
+            f"ntksolve compare: interrupted by {_signal_name(received)}; the {len(report.rows)} finished width(s) "
+            f"are saved in {out} (report state 'interrupted')",
+            file=sys.stderr,
+        )
         return _exit_code(received)
     if figures_interrupted:
-        print(f"ntksolve compare: interrupted by {_signal_name(received)} while drawing the figures; report.json in "
-              f"{out} is complete", file=sys.stderr)
+        print(
+            f"ntksolve compare: interrupted by {_signal_name(received)} while drawing the figures; report.json in "
+            f"{out} is complete",
+            file=sys.stderr,
+        )
         return _exit_code(received)
     return 0
 
@@ -391,8 +431,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             _err(str(exc))
             return 2
         except KeyboardInterrupt:
-            print(f"ntksolve compare: interrupted by {_signal_name(received)} before the sweep started; no width "
-                  "was run", file=sys.stderr)
+            print(
+                f"ntksolve compare: interrupted by {_signal_name(received)} before the sweep started; no width was run",
+                file=sys.stderr,
+            )
             return _exit_code(received)
 
 

@@ -4,6 +4,7 @@
 Bad data is a :class:`ntksolve.cli_parser.UsageError` naming the problem and the fix, raised
 before any kernel or network is built.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ import numpy as np
 
 from ntksolve.cli_parser import UsageError
 from ntksolve.standardisation import standardise
+
 
 def _split(X, y, test_size: float, seed: int):
     n = X.shape[0]
@@ -40,8 +42,10 @@ def _class_rows(y, yt, path):
     """One-hot rows of the class labels 0, 1, ..., K-1 in a file's target column (``--loss cross_entropy``)."""
     labels = np.concatenate([y[:, 0], yt[:, 0]])
     if y.shape[1] != 1 or np.any(labels != np.round(labels)) or np.any(labels < 0):
-        raise UsageError(f"--loss cross_entropy needs class labels 0, 1, ..., K-1 in the target column, but {path} "
-                         "holds other numbers (a regression data set?): use --loss mse for it, or --data digits")
+        raise UsageError(
+            f"--loss cross_entropy needs class labels 0, 1, ..., K-1 in the target column, but {path} "
+            "holds other numbers (a regression data set?): use --loss mse for it, or --data digits"
+        )
     k = int(labels.max()) + 1
     if k < 2:
         raise UsageError(f"--loss cross_entropy needs at least two classes; {path} has one")
@@ -65,8 +69,11 @@ def _load_digits(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     y, yt = d.targets(args.loss)
-    desc = d.description + ("; targets: class labels" if args.loss == "cross_entropy" else
-                            "; targets: centred one-hot rows (0.9 for the class, -0.1 elsewhere)")
+    desc = d.description + (
+        "; targets: class labels"
+        if args.loss == "cross_entropy"
+        else "; targets: centred one-hot rows (0.9 for the class, -0.1 elsewhere)"
+    )
     return d.X_train, y, d.X_test, yt, desc, list(d.notes)
 
 
@@ -84,8 +91,10 @@ def load_data(args):
         if args.target is not None:
             raise UsageError("--target needs --data (the embedded default data has a single target)")
         if ce:
-            raise UsageError("--loss cross_entropy needs class labels, and the embedded default data is a regression: "
-                             "use --data digits (or a file whose target column holds class labels)")
+            raise UsageError(
+                "--loss cross_entropy needs class labels, and the embedded default data is a regression: "
+                "use --data digits (or a file whose target column holds class labels)"
+            )
         d = datasets.default_regression()
         return d.X_train, d.y_train, d.X_test, d.y_test, d.description, []
     path = args.data
@@ -105,8 +114,10 @@ def load_data(args):
             Xt = yt = None
             notes.extend(t.notes)
             sep = datasets.DELIMITER_NAMES.get(t.delimiter, repr(t.delimiter))
-            desc = (f"{path} ({sep}-separated, {'header row' if t.has_header else 'no header row'}): target "
-                    f"{target!r}, features {', '.join(feats)}")
+            desc = (
+                f"{path} ({sep}-separated, {'header row' if t.has_header else 'no header row'}): target "
+                f"{target!r}, features {', '.join(feats)}"
+            )
             target = f"target column {target!r}"
         else:
             raise UsageError(f"--data {path!r}: expected a .csv/.tsv/.txt file or an .npz file")
@@ -123,7 +134,9 @@ def load_data(args):
             if not ce:  # class labels stay labels
                 y, yt = y_std, yt_std
             notes.extend(more)
-            desc += "; standardised by the training split" if not ce else "; features standardised by the training split"
+            desc += (
+                "; standardised by the training split" if not ce else "; features standardised by the training split"
+            )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return X, y, Xt, yt, desc, notes

@@ -1,5 +1,6 @@
 """The ``ntksolve`` command line's arguments: the default sweep, argument types, the parser, and the
 :class:`UsageError` bad input becomes."""
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,14 @@ def _fraction(text: str) -> float:
 
 #: ``--schedule`` spellings: the kind and the names of its numbers after the colons (the peak rate is
 #: --learning-rate or the --lr-fraction of the critical rate; the total steps are --steps).
-SCHEDULES = {"constant": (), "cosine": (), "step": ("STEP_SIZE", "GAMMA"), "exponential": ("GAMMA",),
-             "warmup_cosine": ("WARMUP",), "warmup_linear": ("WARMUP",)}
+SCHEDULES = {
+    "constant": (),
+    "cosine": (),
+    "step": ("STEP_SIZE", "GAMMA"),
+    "exponential": ("GAMMA",),
+    "warmup_cosine": ("WARMUP",),
+    "warmup_linear": ("WARMUP",),
+}
 _SCHEDULE_HELP = "constant, cosine, step:STEP_SIZE:GAMMA, exponential:GAMMA, warmup_cosine:WARMUP, warmup_linear:WARMUP"
 
 
@@ -118,9 +125,16 @@ def _schedule(text: str):
         except ValueError:
             raise argparse.ArgumentTypeError(f"--schedule {text!r}: {name} must be a number, got {part!r}") from None
         if (name == "STEP_SIZE" and v < 1) or (name == "WARMUP" and v < 0) or (name == "GAMMA" and not 0 < v < np.inf):
-            raise argparse.ArgumentTypeError(f"--schedule {text!r}: {name} must be "
-                                             + ("a positive integer" if name == "STEP_SIZE" else
-                                                "a non-negative integer" if name == "WARMUP" else "positive"))
+            raise argparse.ArgumentTypeError(
+                f"--schedule {text!r}: {name} must be "
+                + (
+                    "a positive integer"
+                    if name == "STEP_SIZE"
+                    else "a non-negative integer"
+                    if name == "WARMUP"
+                    else "positive"
+                )
+            )
         values.append(v)
     return kind, tuple(values)
 
@@ -146,13 +160,22 @@ def training_rule(args):
     from ntksolve.dynamics import Adam, GradientDescent, Schedule
 
     if args.optimizer == "adam":
-        given = [opt for opt, bad in (("--momentum", args.momentum), ("--nesterov", args.nesterov),
-                                      ("--lr-fraction", args.lr_fraction is not None),
-                                      ("--schedule", args.schedule[0] != "constant")) if bad]
+        given = [
+            opt
+            for opt, bad in (
+                ("--momentum", args.momentum),
+                ("--nesterov", args.nesterov),
+                ("--lr-fraction", args.lr_fraction is not None),
+                ("--schedule", args.schedule[0] != "constant"),
+            )
+            if bad
+        ]
         if given:
-            raise ValueError(f"--optimizer adam does not take {', '.join(given)}: Adam keeps its own per-parameter "
-                             "step sizes (betas 0.9, 0.999) and has no critical learning rate; give its rate with "
-                             "--learning-rate (default 1e-3)")
+            raise ValueError(
+                f"--optimizer adam does not take {', '.join(given)}: Adam keeps its own per-parameter "
+                "step sizes (betas 0.9, 0.999) and has no critical learning rate; give its rate with "
+                "--learning-rate (default 1e-3)"
+            )
         return Adam(args.learning_rate or 1e-3, weight_decay=args.weight_decay), None
     if not 0 <= args.momentum < 1:
         raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
@@ -163,10 +186,14 @@ def training_rule(args):
         raise ValueError(f"--lr-fraction must be in (0, 2), got {fraction}")
     peak = 1.0 if fraction is not None else args.learning_rate
     kind, nums = args.schedule
-    make = {"constant": lambda: peak, "cosine": lambda: Schedule.cosine(peak, args.steps),
-            "step": lambda: Schedule.step(peak, *nums), "exponential": lambda: Schedule.exponential(peak, *nums),
-            "warmup_cosine": lambda: Schedule.warmup_cosine(peak, args.steps, *nums),
-            "warmup_linear": lambda: Schedule.warmup_linear(peak, args.steps, *nums)}[kind]
+    make = {
+        "constant": lambda: peak,
+        "cosine": lambda: Schedule.cosine(peak, args.steps),
+        "step": lambda: Schedule.step(peak, *nums),
+        "exponential": lambda: Schedule.exponential(peak, *nums),
+        "warmup_cosine": lambda: Schedule.warmup_cosine(peak, args.steps, *nums),
+        "warmup_linear": lambda: Schedule.warmup_linear(peak, args.steps, *nums),
+    }[kind]
     try:
         rate = make()
     except ValueError as exc:
@@ -200,81 +227,161 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", default=None,
-                   help="a CSV file (.csv/.tsv/.txt: UTF-8, separated by ',', ';', tab, '|' or spaces, detected; "
-                        "a header row of names, or none; all cells numeric, no missing values) or an .npz "
-                        "with arrays X, y and optionally X_test, y_test; or 'digits' (scikit-learn's bundled 8x8 "
-                        "handwritten digits, 1797 images of 10 classes, no download), 'digits:N' for a stratified "
-                        "N of them; default: the embedded regression (256 train / 256 test points, 8 features)")
-    g.add_argument("--target", metavar="COLUMN", default=None,
-                   help="the CSV column to predict (default: the last column; without a header row the columns "
-                        "are named column1, column2, ...); the others are the features")
-    g.add_argument("--test-size", type=_fraction, default=0.25,
-                   help="fraction of the rows held out for testing when the data has no test set")
-    g.add_argument("--no-standardize", action="store_true",
-                   help="use the data as is instead of scaling features and targets to zero mean and unit "
-                        "variance (by the training split); the NTK's scale assumes roughly unit-variance inputs")
+    g.add_argument(
+        "--data",
+        metavar="PATH",
+        default=None,
+        help="a CSV file (.csv/.tsv/.txt: UTF-8, separated by ',', ';', tab, '|' or spaces, detected; "
+        "a header row of names, or none; all cells numeric, no missing values) or an .npz "
+        "with arrays X, y and optionally X_test, y_test; or 'digits' (scikit-learn's bundled 8x8 "
+        "handwritten digits, 1797 images of 10 classes, no download), 'digits:N' for a stratified "
+        "N of them; default: the embedded regression (256 train / 256 test points, 8 features)",
+    )
+    g.add_argument(
+        "--target",
+        metavar="COLUMN",
+        default=None,
+        help="the CSV column to predict (default: the last column; without a header row the columns "
+        "are named column1, column2, ...); the others are the features",
+    )
+    g.add_argument(
+        "--test-size",
+        type=_fraction,
+        default=0.25,
+        help="fraction of the rows held out for testing when the data has no test set",
+    )
+    g.add_argument(
+        "--no-standardize",
+        action="store_true",
+        help="use the data as is instead of scaling features and targets to zero mean and unit "
+        "variance (by the training split); the NTK's scale assumes roughly unit-variance inputs",
+    )
     g = p.add_argument_group("network")
-    g.add_argument("--network", choices=("mlp", "cnn"), default="mlp",
-                   help="mlp: the fully connected network; cnn: with --data digits, the 8x8 images through --depth "
-                        "3x3 convolutions of --widths channels, global average pooling and a dense readout")
-    g.add_argument("--widths", type=_widths, default=list(DEFAULT_WIDTHS), metavar="N,N,...",
-                   help=f"comma-separated hidden widths to sweep (at most {MAX_WIDTH}, and the widest must fit in "
-                        "memory)")
-    g.add_argument("--depth", type=_positive_int, default=DEFAULT_DEPTH,
-                   help=f"number of hidden layers (at most {MAX_DEPTH})")
-    g.add_argument("--activation", type=_activation, default=DEFAULT_ACTIVATION, metavar="NAME",
-                   help=f"activation function: {', '.join(ACTIVATIONS)}, or leaky_relu(SLOPE), abrelu(A,B), "
-                        "monomial(N)")
+    g.add_argument(
+        "--network",
+        choices=("mlp", "cnn"),
+        default="mlp",
+        help="mlp: the fully connected network; cnn: with --data digits, the 8x8 images through --depth "
+        "3x3 convolutions of --widths channels, global average pooling and a dense readout",
+    )
+    g.add_argument(
+        "--widths",
+        type=_widths,
+        default=list(DEFAULT_WIDTHS),
+        metavar="N,N,...",
+        help=f"comma-separated hidden widths to sweep (at most {MAX_WIDTH}, and the widest must fit in memory)",
+    )
+    g.add_argument(
+        "--depth", type=_positive_int, default=DEFAULT_DEPTH, help=f"number of hidden layers (at most {MAX_DEPTH})"
+    )
+    g.add_argument(
+        "--activation",
+        type=_activation,
+        default=DEFAULT_ACTIVATION,
+        metavar="NAME",
+        help=f"activation function: {', '.join(ACTIVATIONS)}, or leaky_relu(SLOPE), abrelu(A,B), monomial(N)",
+    )
     g.add_argument("--weight-std", type=_positive_float, default=1.0, help="sigma_w, the weight scale")
     g.add_argument("--bias-std", type=float, default=DEFAULT_BIAS_STD, help="sigma_b, the bias scale (>= 0)")
-    g.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="ntk",
-                   help="'ntk' (analytic and empirical predictions) or 'standard' (empirical only: its "
-                        "infinite-width NTK does not exist)")
+    g.add_argument(
+        "--parameterization",
+        choices=PARAMETERIZATIONS,
+        default="ntk",
+        help="'ntk' (analytic and empirical predictions) or 'standard' (empirical only: its "
+        "infinite-width NTK does not exist)",
+    )
     g = p.add_argument_group("training")
     lr = g.add_mutually_exclusive_group()
-    lr.add_argument("--learning-rate", type=_positive_float, default=None, metavar="ETA",
-                    help="absolute learning rate for every width (default: --lr-fraction of the critical rate)")
-    lr.add_argument("--lr-fraction", type=float, default=None,
-                    help="learning rate as a fraction of the rule's critical rate (2Nk/lambda_max plain, "
-                         "2(1+mu)Nk/lambda_max with momentum, lambda_max + w Nk with weight decay; a schedule's "
-                         "peak): of the analytic NTK (ntk parameterisation) or of each network's own NTK "
-                         "(standard); must be in (0, 2); default 0.5 (SGD only)")
+    lr.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=None,
+        metavar="ETA",
+        help="absolute learning rate for every width (default: --lr-fraction of the critical rate)",
+    )
+    lr.add_argument(
+        "--lr-fraction",
+        type=float,
+        default=None,
+        help="learning rate as a fraction of the rule's critical rate (2Nk/lambda_max plain, "
+        "2(1+mu)Nk/lambda_max with momentum, lambda_max + w Nk with weight decay; a schedule's "
+        "peak): of the analytic NTK (ntk parameterisation) or of each network's own NTK "
+        "(standard); must be in (0, 2); default 0.5 (SGD only)",
+    )
     g.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS, help="optimiser steps")
-    g.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
-                   help="torch.optim.SGD's rule (its twin on each kernel is exact) or Adam (no kernel twin: the "
-                        "report compares it with the loss-matched gradient flow, docs/training-rules.md)")
+    g.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help="torch.optim.SGD's rule (its twin on each kernel is exact) or Adam (no kernel twin: the "
+        "report compares it with the loss-matched gradient flow, docs/training-rules.md)",
+    )
     g.add_argument("--momentum", type=float, default=0.0, metavar="MU", help="SGD momentum, in [0, 1)")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (needs --momentum > 0)")
-    g.add_argument("--weight-decay", type=_nonneg_float, default=0.0, metavar="W",
-                   help="weight decay on all parameters (PyTorch's); no analytic-NTK twin (it needs J theta_0)")
-    g.add_argument("--schedule", type=_schedule, default=("constant", ()), metavar="SPEC",
-                   help=f"SGD learning-rate schedule over --steps: {_SCHEDULE_HELP} (default constant); its peak is "
-                        "the learning rate")
-    g.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
-                   help="minibatches of B training points, epoch-wise shuffled (one seeded order per width, shared "
-                        "by the real run and its twins; default: full batch)")
-    g.add_argument("--loss", choices=("mse", "cross_entropy"), default="mse",
-                   help="mean squared error, or cross-entropy over the classes (needs class labels: --data digits, "
-                        "or a file whose target column holds labels 0, 1, ..., K-1)")
-    g.add_argument("--trainer", choices=TRAINERS, default="numpy",
-                   help="what trains the real networks: ntksolve's own numpy trainer, PyTorch's optimisers "
-                        "(torch.optim on the exported module; needs pip install 'ntksolve[torch]'), or "
-                        "scikit-learn's MLPRegressor/MLPClassifier stepped by partial_fit (--parameterization "
-                        "standard, SGD at a constant rate with momentum/Nesterov only); the predictions are the same")
-    g.add_argument("--records", type=_positive_int, default=DEFAULT_RECORDS,
-                   help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
-                        "never more than --steps + 1 distinct ones)")
+    g.add_argument(
+        "--weight-decay",
+        type=_nonneg_float,
+        default=0.0,
+        metavar="W",
+        help="weight decay on all parameters (PyTorch's); no analytic-NTK twin (it needs J theta_0)",
+    )
+    g.add_argument(
+        "--schedule",
+        type=_schedule,
+        default=("constant", ()),
+        metavar="SPEC",
+        help=f"SGD learning-rate schedule over --steps: {_SCHEDULE_HELP} (default constant); its peak is "
+        "the learning rate",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="minibatches of B training points, epoch-wise shuffled (one seeded order per width, shared "
+        "by the real run and its twins; default: full batch)",
+    )
+    g.add_argument(
+        "--loss",
+        choices=("mse", "cross_entropy"),
+        default="mse",
+        help="mean squared error, or cross-entropy over the classes (needs class labels: --data digits, "
+        "or a file whose target column holds labels 0, 1, ..., K-1)",
+    )
+    g.add_argument(
+        "--trainer",
+        choices=TRAINERS,
+        default="numpy",
+        help="what trains the real networks: ntksolve's own numpy trainer, PyTorch's optimisers "
+        "(torch.optim on the exported module; needs pip install 'ntksolve[torch]'), or "
+        "scikit-learn's MLPRegressor/MLPClassifier stepped by partial_fit (--parameterization "
+        "standard, SGD at a constant rate with momentum/Nesterov only); the predictions are the same",
+    )
+    g.add_argument(
+        "--records",
+        type=_positive_int,
+        default=DEFAULT_RECORDS,
+        help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
+        "never more than --steps + 1 distinct ones)",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed (networks and the test split)")
-    g.add_argument("--threads", type=_threads, default="auto",
-                   help="BLAS and numba threads: a number (at most the cores this process may use, "
-                        "os.sched_getaffinity), 'all' (those cores), or 'auto' (1 thread when there are at most "
-                        f"{AUTO_SINGLE_THREAD_MAX_N} training points, whose small matrix products lose more to "
-                        "thread synchronisation than they gain; all cores otherwise)")
+    g.add_argument(
+        "--threads",
+        type=_threads,
+        default="auto",
+        help="BLAS and numba threads: a number (at most the cores this process may use, "
+        "os.sched_getaffinity), 'all' (those cores), or 'auto' (1 thread when there are at most "
+        f"{AUTO_SINGLE_THREAD_MAX_N} training points, whose small matrix products lose more to "
+        "thread synchronisation than they gain; all cores otherwise)",
+    )
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", default=None,
-                   help="output folder (default: a new ntksolve-runs/compare-YYYYmmdd-HHMMSS); refused if it "
-                        "exists and is not empty")
+    g.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="output folder (default: a new ntksolve-runs/compare-YYYYmmdd-HHMMSS); refused if it "
+        "exists and is not empty",
+    )
     g.add_argument("--overwrite", action="store_true", help="write into an existing non-empty --out folder")
     g.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     g.add_argument("--quiet", action="store_true", help="no progress bar, notes or table; only the output folder")

@@ -7,6 +7,7 @@ activation, global average pooling and a dense readout. Its analytic NTK is the 
 :mod:`ntksolve.nets.conv_kernel`, its empirical NTK the structured one of
 :class:`~ntksolve.nets.conv.Conv`, and it trains by :func:`ntksolve.train_network`.
 """
+
 from __future__ import annotations
 
 from ntksolve.nets.conv import Conv2D
@@ -18,8 +19,16 @@ from ntksolve.nets.pooling import GlobalAvgPool, Reshape
 DIGITS_SHAPE = (8, 8, 1)
 
 
-def digits_cnn(channels: int, *, depth: int = 2, activation: str = "relu", weight_std: float = 1.0,
-               bias_std: float = 0.1, parameterization: str = "ntk", n_outputs: int = 10) -> Network:
+def digits_cnn(
+    channels: int,
+    *,
+    depth: int = 2,
+    activation: str = "relu",
+    weight_std: float = 1.0,
+    bias_std: float = 0.1,
+    parameterization: str = "ntk",
+    n_outputs: int = 10,
+) -> Network:
     """The CNN ``Reshape(8, 8, 1) -> [Conv2D(channels, 3, 'same'), phi] x depth -> GlobalAvgPool -> Dense``.
 
     Parameters
@@ -47,18 +56,24 @@ def digits_cnn(channels: int, *, depth: int = 2, activation: str = "relu", weigh
     return Network(layers, parameterization=parameterization)
 
 
-
-
-def sweep_cnn(hidden_layer_sizes, activation="relu", weight_std=1.0, bias_std=0.1, parameterization="ntk",
-              n_outputs=10) -> Network:
+def sweep_cnn(
+    hidden_layer_sizes, activation="relu", weight_std=1.0, bias_std=0.1, parameterization="ntk", n_outputs=10
+) -> Network:
     """:func:`digits_cnn` from :class:`~ntksolve.MLP`'s arguments, as :func:`ntksolve.compare` builds a width's
     network (its ``network=``): ``depth = len(hidden_layer_sizes)`` convolutions of
     ``hidden_layer_sizes[0]`` channels."""
     sizes = tuple(hidden_layer_sizes)
     if not sizes or len(set(sizes)) != 1:
         raise ValueError(f"a sweep's CNN has one channel count for every convolution, got {sizes!r}")
-    return digits_cnn(int(sizes[0]), depth=len(sizes), activation=activation, weight_std=weight_std,
-                      bias_std=bias_std, parameterization=parameterization, n_outputs=n_outputs)
+    return digits_cnn(
+        int(sizes[0]),
+        depth=len(sizes),
+        activation=activation,
+        weight_std=weight_std,
+        bias_std=bias_std,
+        parameterization=parameterization,
+        n_outputs=n_outputs,
+    )
 
 
 __all__ = ["digits_cnn", "sweep_cnn", "DIGITS_SHAPE"]

@@ -30,6 +30,7 @@ critical rate), and its gaps are ``None`` and left out of the slopes. The report
 state (``"running"`` while the sweep runs, then ``"complete"``, ``"interrupted"`` or ``"failed"``),
 so a report written part-way always says that it is partial.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,12 +50,22 @@ from ntksolve.nets.layers import check_activation
 from ntksolve.nets.mlp import MLP, PARAMETERIZATIONS
 from ntksolve.progress import _Progress
 from ntksolve.report import GAP_KEYS, LOSS_WORDS, SLOPE_KEYS, STATES, CompareReport, _sweep_totals, environment
-from ntksolve.sweep_checks import (MAX_DEPTH, MAX_RECORDS, MAX_WIDTH, _class_labels, _Sizes, _targets, _twin_work,
-                                   _width_work, check_sweep, check_training, default_record_steps)
+from ntksolve.sweep_checks import (
+    MAX_DEPTH,
+    MAX_RECORDS,
+    MAX_WIDTH,
+    _class_labels,
+    _Sizes,
+    _targets,
+    _twin_work,
+    _width_work,
+    check_sweep,
+    check_training,
+    default_record_steps,
+)
 from ntksolve.sweep_trainers import sweep_trainer
 from ntksolve.sweep_width import _one_width, _Sweep, _warm_up
-from ntksolve.twins import (CLOSED_FORM, Run, Twin, critical_rate, describe,
-                            not_available, peak_rate, rule_at_fraction)
+from ntksolve.twins import CLOSED_FORM, Run, Twin, critical_rate, describe, not_available, peak_rate, rule_at_fraction
 
 
 def compare(
@@ -80,7 +91,8 @@ def compare(
     progress: bool = True,
     on_width_done: Optional[Callable[[dict, CompareReport], None]] = None,
     on_state: Optional[Callable[[CompareReport], None]] = None,
-    trainer="numpy", network=None,
+    trainer="numpy",
+    network=None,
 ) -> CompareReport:
     """Train networks of several widths for real beside their NTK predictions.
 
@@ -203,8 +215,9 @@ def compare(
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
     check_activation(activation)
-    ws = check_sweep(X.shape[0], X_test.shape[0], d, k, widths, depth=depth, n_records=n_records,
-                     parameterization=parameterization)
+    ws = check_sweep(
+        X.shape[0], X_test.shape[0], d, k, widths, depth=depth, n_records=n_records, parameterization=parameterization
+    )
     depth = int(depth)
     rms_train = rms_test = None
     if loss == "mse":
@@ -212,15 +225,19 @@ def compare(
         rms_test = float(np.sqrt(np.mean(y_test**2)))
         for rms, what in ((rms_train, "training"), (rms_test, "test")):
             if rms == 0:
-                raise ValueError(f"the {what} targets are all zero: the relative gap RMS(f_real - f_pred) / RMS(y) "
-                                 "is undefined")
+                raise ValueError(
+                    f"the {what} targets are all zero: the relative gap RMS(f_real - f_pred) / RMS(y) is undefined"
+                )
     build = MLP if network is None else network
     net0 = build((ws[0],) * depth, activation, weight_std, bias_std, parameterization, k)  # bad values fail now
     trainer = sweep_trainer(trainer, net0, rule, loss=loss, n_outputs=k)
     if random_state is None:
         seed = int(np.random.SeedSequence().entropy % (2**63))
-    elif isinstance(random_state, (numbers.Integral, np.integer)) and not isinstance(random_state, bool) \
-            and random_state >= 0:
+    elif (
+        isinstance(random_state, (numbers.Integral, np.integer))
+        and not isinstance(random_state, bool)
+        and random_state >= 0
+    ):
         seed = int(random_state)
     else:
         raise ValueError(f"random_state must be None or a non-negative int, got {random_state!r}")
@@ -229,20 +246,37 @@ def compare(
 
     analytic = MLP((1,), parameterization=parameterization).supports_analytic
     settings = {
-        "n_train": N, "n_test": int(X_test.shape[0]), "n_features": int(d), "n_outputs": int(k),
-        "widths": ws, "depth": depth, "activation": activation, "weight_std": float(weight_std),
-        "bias_std": float(bias_std), "parameterization": parameterization, "steps": int(steps),
-        "n_records": int(record_at.size), "record_at": record_at.tolist(), "random_state": seed, "dtype": "float64",
+        "n_train": N,
+        "n_test": int(X_test.shape[0]),
+        "n_features": int(d),
+        "n_outputs": int(k),
+        "widths": ws,
+        "depth": depth,
+        "activation": activation,
+        "weight_std": float(weight_std),
+        "bias_std": float(bias_std),
+        "parameterization": parameterization,
+        "steps": int(steps),
+        "n_records": int(record_at.size),
+        "record_at": record_at.tolist(),
+        "random_state": seed,
+        "dtype": "float64",
         "loss": LOSS_WORDS[loss],
-        "gap": "RMS over recorded steps and points of f_real - f_pred, / RMS(y)" if loss == "mse" else
-               "RMS over recorded steps and points of the logits f_real - f_pred, / RMS(f_real - f_0)",
+        "gap": "RMS over recorded steps and points of f_real - f_pred, / RMS(y)"
+        if loss == "mse"
+        else "RMS over recorded steps and points of the logits f_real - f_pred, / RMS(f_real - f_0)",
         "empirical_kernel": "traced" if k == 1 else "full",
     }
     run0 = Run(rule, loss, batch_size, record_at, y, y_test, k)
-    settings.update(loss_function=loss, batch_size=batch_size, twin=describe(run0),
-                    batches=None if batch_size is None else
-                    "epoch-wise shuffled (shuffled_batches), one order per width from SeedSequence([seed, width, 1]), "
-                    "shared by the real run and both twins")
+    settings.update(
+        loss_function=loss,
+        batch_size=batch_size,
+        twin=describe(run0),
+        batches=None
+        if batch_size is None
+        else "epoch-wise shuffled (shuffled_batches), one order per width from SeedSequence([seed, width, 1]), "
+        "shared by the real run and both twins",
+    )
     settings.update(trainer.settings(), **environment())
     report = CompareReport(settings=settings)
     sizes = _Sizes(N, int(X_test.shape[0]), int(d), int(k), depth, int(record_at.size), k > 1, analytic)
@@ -261,8 +295,14 @@ def compare(
         # The analytic twin is shared by every width: its kernels and decomposition are made once.
         an_twin = crit_an = None
         with _signals_held():  # compilation: an interrupt now is delivered when it is done
-            _warm_up(build((2,) * depth, activation, weight_std, bias_std, parameterization, k), k, X, analytic,
-                     None if run0.plain else run0, trainer.train)
+            _warm_up(
+                build((2,) * depth, activation, weight_std, bias_std, parameterization, k),
+                k,
+                X,
+                analytic,
+                None if run0.plain else run0,
+                trainer.train,
+            )
         if analytic:
             t0 = time.perf_counter()
             an_net = build((1,) * depth, activation, weight_std, bias_std, "ntk", k)
@@ -277,27 +317,63 @@ def compare(
             if isinstance(rule, GradientDescent) and rule.needs_parameters:
                 an_twin = not_available(
                     "no analytic-NTK prediction: weight decay pulls the parameters towards zero, so the outputs feel "
-                    "the network's own J theta_0, which the analytic (infinite-width) NTK does not have")
+                    "the network's own J theta_0, which the analytic (infinite-width) NTK does not have"
+                )
             else:
-                an_twin = Twin(run, kern.ntk, an_k_test, what="analytic-NTK",
-                               kernel_words="the analytic (infinite-width) NTK", plain_crit=crit_plain)
+                an_twin = Twin(
+                    run,
+                    kern.ntk,
+                    an_k_test,
+                    what="analytic-NTK",
+                    kernel_words="the analytic (infinite-width) NTK",
+                    plain_crit=crit_plain,
+                )
             settings["critical_learning_rate_analytic"] = crit_an
             settings["time_analytic_kernels"] = time.perf_counter() - t0
         per_width = fraction is not None and not analytic
         settings["learning_rate"] = None if per_width else peak_rate(rule, int(steps))
-        of = "" if isinstance(rule, Adam) or rule.plain else f" ({rule_words(rule)}" + (
-            ", the schedule's peak)" if rule.schedule is not None else ")")
+        of = (
+            ""
+            if isinstance(rule, Adam) or rule.plain
+            else f" ({rule_words(rule)}" + (", the schedule's peak)" if rule.schedule is not None else ")")
+        )
         settings["learning_rate_rule"] = (
-            "absolute (given)" if fraction is None else
-            f"{fraction} x critical rate of the analytic NTK{of}" if analytic else
-            f"{fraction} x critical rate of each network's empirical NTK{of}")
+            "absolute (given)"
+            if fraction is None
+            else f"{fraction} x critical rate of the analytic NTK{of}"
+            if analytic
+            else f"{fraction} x critical rate of each network's empirical NTK{of}"
+        )
         settings["lr_fraction"] = fraction
         settings["dynamics"] = repr(rule) + (" (its rate set per width)" if per_width else "")
         notify()
 
-        sweep = _Sweep(X, y, X_test, y_test, depth, activation, float(weight_std), float(bias_std), parameterization,
-                       k, rule, fraction if per_width else None, loss, batch_size, int(steps), record_at, seed,
-                       an_twin, crit_an, rms_train, rms_test, sizes, trainer, build)
+        sweep = _Sweep(
+            X,
+            y,
+            X_test,
+            y_test,
+            depth,
+            activation,
+            float(weight_std),
+            float(bias_std),
+            parameterization,
+            k,
+            rule,
+            fraction if per_width else None,
+            loss,
+            batch_size,
+            int(steps),
+            record_at,
+            seed,
+            an_twin,
+            crit_an,
+            rms_train,
+            rms_test,
+            sizes,
+            trainer,
+            build,
+        )
         bar = _Progress(progress, [p + int(steps) * s + record_at.size * r for p, s, r in works], ws)
         for i, width in enumerate(ws):
             bar.start_width(i)
@@ -311,8 +387,7 @@ def compare(
             notify()
     except KeyboardInterrupt:
         report.state = "interrupted"
-        report.message = (f"interrupted after {len(report.rows)} of {len(ws)} widths; the finished widths are "
-                          "complete")
+        report.message = f"interrupted after {len(report.rows)} of {len(ws)} widths; the finished widths are complete"
     except BaseException as exc:
         report.state = "failed"
         report.message = f"failed after {len(report.rows)} of {len(ws)} widths: {type(exc).__name__}: {exc}"
@@ -367,7 +442,16 @@ def _signals_held():
             signal.raise_signal(pending[0])  # its own handler now runs (KeyboardInterrupt, or the default)
 
 
-
-
-__all__ = ["compare", "check_sweep", "environment", "CompareReport", "default_record_steps", "GAP_KEYS",
-           "SLOPE_KEYS", "STATES", "MAX_WIDTH", "MAX_DEPTH", "MAX_RECORDS"]
+__all__ = [
+    "compare",
+    "check_sweep",
+    "environment",
+    "CompareReport",
+    "default_record_steps",
+    "GAP_KEYS",
+    "SLOPE_KEYS",
+    "STATES",
+    "MAX_WIDTH",
+    "MAX_DEPTH",
+    "MAX_RECORDS",
+]

@@ -15,6 +15,7 @@ The readers (:func:`read_csv`, :func:`read_npz`) and :func:`standardise` (from
 :mod:`ntksolve.standardisation`, re-exported here) raise ``ValueError``
 with the file, line and column of what they refuse; nothing is dropped, imputed or cast silently.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,9 @@ class RegressionData(NamedTuple):
     description: str
 
 
-def default_regression(n_train: int = 256, n_test: int = 256, n_features: int = 8, noise_std: float = 0.0,
-                       random_state: int = 0) -> RegressionData:
+def default_regression(
+    n_train: int = 256, n_test: int = 256, n_features: int = 8, noise_std: float = 0.0, random_state: int = 0
+) -> RegressionData:
     """The default data set of ``ntksolve compare`` (see the module docstring).
 
     Parameters
@@ -67,9 +69,11 @@ def default_regression(n_train: int = 256, n_test: int = 256, n_features: int = 
         y = y + noise_std * rng.standard_normal(n)
     mu, sd = y[:n_train].mean(), y[:n_train].std()
     y = ((y - mu) / sd)[:, None]
-    desc = (f"generated smooth regression, d={n_features}: y = sin(2<w1,x>) + 0.5 cos(<w2,x>) <w1,x>"
-            f"{f' + {noise_std} noise' if noise_std else ''}, x ~ N(0, I); targets standardised; "
-            f"{n_train} train / {n_test} test points (seed {random_state})")
+    desc = (
+        f"generated smooth regression, d={n_features}: y = sin(2<w1,x>) + 0.5 cos(<w2,x>) <w1,x>"
+        f"{f' + {noise_std} noise' if noise_std else ''}, x ~ N(0, I); targets standardised; "
+        f"{n_train} train / {n_test} test points (seed {random_state})"
+    )
     return RegressionData(X[:n_train], y[:n_train], X[n_train:], y[n_train:], desc)
 
 
@@ -172,6 +176,7 @@ def _sniff(path: str, text: str) -> csv.Dialect:
         first = next((ln for ln in sample.splitlines() if ln.strip()), "")
         count, delim = max((first.count(c), c) for c in DELIMITERS.replace(" ", ""))
         if count:
+
             class _First(csv.excel):
                 delimiter = delim
 
@@ -226,8 +231,10 @@ def _decide_header(path: str, first: List[str], delimiter: str) -> bool:
 def _number_hint(cell: str, delimiter: str) -> str:
     c = cell.strip()
     if delimiter != "," and "," in c and _is_number(c.replace(",", ".", 1)):
-        return ("; it looks like a decimal comma: ntksolve reads '.' as the decimal point, so convert the file "
-                "(e.g. save it from the spreadsheet with '.' decimals)")
+        return (
+            "; it looks like a decimal comma: ntksolve reads '.' as the decimal point, so convert the file "
+            "(e.g. save it from the spreadsheet with '.' decimals)"
+        )
     if delimiter == "," and ";" in c:
         return "; the file may be ';'-separated with decimal commas: convert the decimal commas to points"
     if c.startswith(("$", "€", "£")) or c.endswith("%"):
@@ -268,8 +275,15 @@ def _parse_pandas(path, dialect, skip_lines, n_rows, n_cols) -> Optional[np.ndar
     return the same numbers."""
     import pandas as pd
 
-    kw = dict(header=None, skiprows=skip_lines, dtype=np.float64, na_filter=False, encoding="utf-8-sig",
-              skip_blank_lines=True, engine="c")
+    kw = dict(
+        header=None,
+        skiprows=skip_lines,
+        dtype=np.float64,
+        na_filter=False,
+        encoding="utf-8-sig",
+        skip_blank_lines=True,
+        engine="c",
+    )
     if int(pd.__version__.split(".")[0]) < 3:
         # pandas < 3 parses with its own fast xstrtod, off by an ulp at times; 3.x deprecates the
         # option, its default agreeing with float() (measured on 200000 random 18-24 digit values)
@@ -277,8 +291,12 @@ def _parse_pandas(path, dialect, skip_lines, n_rows, n_cols) -> Optional[np.ndar
     if dialect.delimiter == " ":
         kw["sep"] = r"\s+"
     else:
-        kw.update(sep=dialect.delimiter, quotechar=dialect.quotechar or '"',
-                  skipinitialspace=bool(dialect.skipinitialspace), doublequote=True)
+        kw.update(
+            sep=dialect.delimiter,
+            quotechar=dialect.quotechar or '"',
+            skipinitialspace=bool(dialect.skipinitialspace),
+            doublequote=True,
+        )
     try:
         arr = pd.read_csv(path, **kw).to_numpy(dtype=np.float64)
     except Exception:  # noqa: BLE001 - any refusal: the stdlib path decides and explains
@@ -421,8 +439,9 @@ def read_npz(path):
         if name.startswith("y") and a.ndim == 1:
             a = a[:, None]
         if a.ndim != 2:
-            raise ValueError(f"{path}: array {name!r} must be 2-D{' (or 1-D)' if name.startswith('y') else ''}, "
-                             f"got shape {a.shape}")
+            raise ValueError(
+                f"{path}: array {name!r} must be 2-D{' (or 1-D)' if name.startswith('y') else ''}, got shape {a.shape}"
+            )
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{path}: array {name!r} has {int(np.sum(~np.isfinite(a)))} missing or non-finite values")
         out.append(a)

@@ -10,6 +10,7 @@ Targets: class labels for cross-entropy; for MSE the **centred one-hot** rows ``
 (``0.9`` for the class, ``-0.1`` elsewhere): each row sums to zero, as the outputs of a network at
 initialisation do on average, so training fits the class signal rather than a shared offset.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -42,8 +43,9 @@ class DigitsData(NamedTuple):
         return eye[self.labels_train] - 1.0 / N_CLASSES, eye[self.labels_test] - 1.0 / N_CLASSES
 
 
-def load_digits_split(test_size: float = 0.25, random_state: int = 0, n_rows: Optional[int] = None,
-                      standardize: bool = True) -> DigitsData:
+def load_digits_split(
+    test_size: float = 0.25, random_state: int = 0, n_rows: Optional[int] = None, standardize: bool = True
+) -> DigitsData:
     """The bundled digits, split into stratified train and test sets.
 
     Parameters
@@ -66,25 +68,39 @@ def load_digits_split(test_size: float = 0.25, random_state: int = 0, n_rows: Op
 
     n = N_DIGITS if n_rows is None else int(n_rows)
     if not 2 * N_CLASSES <= n <= N_DIGITS:
-        raise ValueError(f"digits:{n_rows}: the bundled set has {N_DIGITS} images of {N_CLASSES} classes; use "
-                         f"between {2 * N_CLASSES} and {N_DIGITS} of them")
+        raise ValueError(
+            f"digits:{n_rows}: the bundled set has {N_DIGITS} images of {N_CLASSES} classes; use "
+            f"between {2 * N_CLASSES} and {N_DIGITS} of them"
+        )
     n_test = int(round(test_size * n))
     if not N_CLASSES <= n_test <= n - N_CLASSES:
-        raise ValueError(f"--test-size {test_size} leaves {n - n_test} training and {n_test} test images of {n}: a "
-                         f"stratified split needs at least {N_CLASSES} (one per class) on each side")
+        raise ValueError(
+            f"--test-size {test_size} leaves {n - n_test} training and {n_test} test images of {n}: a "
+            f"stratified split needs at least {N_CLASSES} (one per class) on each side"
+        )
     X, y = load_digits(return_X_y=True)
     X = X.astype(np.float64)
-    Xtr, Xte, ytr, yte = train_test_split(X, y, train_size=n - n_test, test_size=n_test, stratify=y,
-                                          random_state=random_state)
+    Xtr, Xte, ytr, yte = train_test_split(
+        X, y, train_size=n - n_test, test_size=n_test, stratify=y, random_state=random_state
+    )
     notes = []
-    desc = (f"scikit-learn's bundled digits (8x8 images, 10 classes): {n - n_test} train / {n_test} test images, "
-            f"stratified split (seed {random_state})")
+    desc = (
+        f"scikit-learn's bundled digits (8x8 images, 10 classes): {n - n_test} train / {n_test} test images, "
+        f"stratified split (seed {random_state})"
+    )
     if standardize:
-        Xtr, _, Xte, _, notes = standardise(Xtr, ytr[:, None].astype(np.float64), Xte, yte[:, None].astype(np.float64),
-                                            [f"pixel {j}" for j in range(X.shape[1])], "the digit label")
+        Xtr, _, Xte, _, notes = standardise(
+            Xtr,
+            ytr[:, None].astype(np.float64),
+            Xte,
+            yte[:, None].astype(np.float64),
+            [f"pixel {j}" for j in range(X.shape[1])],
+            "the digit label",
+        )
         desc += "; features standardised by the training split"
-    return DigitsData(np.ascontiguousarray(Xtr), np.ascontiguousarray(Xte), ytr.astype(np.int64), yte.astype(np.int64),
-                      desc, notes)
+    return DigitsData(
+        np.ascontiguousarray(Xtr), np.ascontiguousarray(Xte), ytr.astype(np.int64), yte.astype(np.int64), desc, notes
+    )
 
 
 __all__ = ["load_digits_split", "DigitsData", "N_DIGITS", "N_CLASSES"]

@@ -22,6 +22,7 @@ flags runs whose real kernel change reaches about 5–13%. Weight decay's pull t
 in the end point (it is outside the Jacobian's row span), and Adam has no linear prediction to
 check: it is refused.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -72,8 +73,11 @@ class LinearisationCheck(NamedTuple):
 def _row_span_coefficients(K, df):
     """``a`` with ``Θ a = df`` in ``Θ``'s range, shaped like ``df``, and ``||Jᵀ a||² = aᵀ Θ a``."""
     n = df.size
-    A = K.reshape(n, n) if K.ndim == 2 and df.shape[1] == 1 else (
-        np.kron(K, np.eye(df.shape[1])) if K.ndim == 2 else K.transpose(0, 2, 1, 3).reshape(n, n))
+    A = (
+        K.reshape(n, n)
+        if K.ndim == 2 and df.shape[1] == 1
+        else (np.kron(K, np.eye(df.shape[1])) if K.ndim == 2 else K.transpose(0, 2, 1, 3).reshape(n, n))
+    )
     lam, V = np.linalg.eigh(A)
     keep = lam > 1e-10 * max(float(lam[-1]), np.finfo(float).tiny)
     c = V[:, keep].T @ df.reshape(n)
@@ -81,8 +85,20 @@ def _row_span_coefficients(K, df):
     return a.reshape(df.shape), float(np.sqrt(np.sum(c * c / lam[keep])))
 
 
-def linearisation_check(net: MLP, params, X, y, *, steps: int, learning_rate=None, dynamics=None, loss: str = "mse",
-                        batches=None, threshold: float = DEFAULT_THRESHOLD, warn: bool = True) -> LinearisationCheck:
+def linearisation_check(
+    net: MLP,
+    params,
+    X,
+    y,
+    *,
+    steps: int,
+    learning_rate=None,
+    dynamics=None,
+    loss: str = "mse",
+    batches=None,
+    threshold: float = DEFAULT_THRESHOLD,
+    warn: bool = True,
+) -> LinearisationCheck:
     """How far the NTK has moved where the linear prediction of a run ends, before the run.
 
     Parameters
@@ -142,8 +158,14 @@ def linearisation_check(net: MLP, params, X, y, *, steps: int, learning_rate=Non
     K = empirical_ntk(net, params, X, trace=(k == 1))
     f0 = net.apply(params, X).astype(np.float64)
     run = Run(rule, loss, None if batch_list is None else len(batch_list[0]), np.array([0, steps]), yt, yt[:1], k)
-    twin = Twin(run, K, K[:1], what="linearised", kernel_words="its empirical NTK",
-                plain_crit=float(critical_learning_rate(K, n_outputs=k)))
+    twin = Twin(
+        run,
+        K,
+        K[:1],
+        what="linearised",
+        kernel_words="its empirical NTK",
+        plain_crit=float(critical_learning_rate(K, n_outputs=k)),
+    )
     images = None
     if isinstance(rule, GradientDescent) and rule.weight_decay > 0:
         img = own_parameter_image(net, params, X)
@@ -158,18 +180,31 @@ def linearisation_check(net: MLP, params, X, y, *, steps: int, learning_rate=Non
     a, distance = _row_span_coefficients(K, pred.train[-1] - f0)
     # One plain step at rate 1 on MSE towards targets f_0 + Nk a moves θ by exactly Jᵀ a, in
     # whatever parameterisation the network stores (the trainer's gradient is Jᵀ (f − y)/(Nk)).
-    moved = train_network(net, params, X, f0 + (N * k) * a, learning_rate=1.0, steps=1, record_at=[0, 1],
-                          track_kernel=True, on_divergence="return")
+    moved = train_network(
+        net,
+        params,
+        X,
+        f0 + (N * k) * a,
+        learning_rate=1.0,
+        steps=1,
+        record_at=[0, 1],
+        track_kernel=True,
+        on_divergence="return",
+    )
     change = float(moved.kernel_change[-1])
     holds = bool(change <= threshold)
-    msg = (f"where its linear prediction ends after {steps} steps (parameters moved by {distance:.3g}), the "
-           f"network's NTK differs from the one at initialisation by {change:.1%}")
+    msg = (
+        f"where its linear prediction ends after {steps} steps (parameters moved by {distance:.3g}), the "
+        f"network's NTK differs from the one at initialisation by {change:.1%}"
+    )
     if holds:
         msg += f", within {threshold:.0%}: the linear prediction is self-consistent"
     else:
-        msg += (f", above {threshold:.0%}: the real kernel will move at least about as much, and the prediction "
-                "from the kernel at initialisation is unreliable for this run; use a wider network, a smaller "
-                "learning rate or fewer steps, or NTK parameterisation")
+        msg += (
+            f", above {threshold:.0%}: the real kernel will move at least about as much, and the prediction "
+            "from the kernel at initialisation is unreliable for this run; use a wider network, a smaller "
+            "learning rate or fewer steps, or NTK parameterisation"
+        )
         if warn:
             warnings.warn(msg, LinearisationWarning, stacklevel=2)
     return LinearisationCheck(change, distance, float(threshold), holds, msg)

@@ -10,6 +10,7 @@ normalisation's own) by the same optimisers (:mod:`ntksolve.optimizers`: every r
 records, divergence and the result are those of :func:`ntksolve.training.train_network`, whose
 docstring documents the arguments.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,9 +22,20 @@ from ntksolve.dynamics.schedules import as_schedule
 from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.network import Network, accepts_network, backward, forward, prepare_inputs, stores_trained_bias
 from ntksolve.optimizers import parameter_optimizer, training_rule
-from ntksolve.training import (DIVERGENCE_FACTOR, KernelTracker, Stopwatch, TrainingDivergedError, TrainingResult,
-                               _check_steps, _check_targets, _divergence_hint, _measure, _rule_critical_rate, _seed,
-                               recorded)
+from ntksolve.training import (
+    DIVERGENCE_FACTOR,
+    KernelTracker,
+    Stopwatch,
+    TrainingDivergedError,
+    TrainingResult,
+    _check_steps,
+    _check_targets,
+    _divergence_hint,
+    _measure,
+    _rule_critical_rate,
+    _seed,
+    recorded,
+)
 from ntksolve.training import train_network as _train_mlp
 
 
@@ -60,9 +72,24 @@ def _leaf_inputs(layers, shapes):
     return out
 
 
-def _train_layers(net: Network, params, X, y, *, steps, learning_rate=None, dynamics=None, loss="mse",
-                  batches=None, record_at=None, X_test=None, y_test=None, track_kernel=True,
-                  on_divergence="raise", callback=None) -> TrainingResult:
+def _train_layers(
+    net: Network,
+    params,
+    X,
+    y,
+    *,
+    steps,
+    learning_rate=None,
+    dynamics=None,
+    loss="mse",
+    batches=None,
+    record_at=None,
+    X_test=None,
+    y_test=None,
+    track_kernel=True,
+    on_divergence="raise",
+    callback=None,
+) -> TrainingResult:
     rule = training_rule(learning_rate, dynamics)
     kind = check_choice(loss, "loss", ("mse", "cross_entropy"))
     X, dt = prepare_inputs(net, params, X)
@@ -131,12 +158,19 @@ def _train_layers(net: Network, params, X, y, *, steps, learning_rate=None, dyna
             f, caches = forward(train_net, work, X, keep=(batch_list is None and s < steps))
             value, acc = _measure(kind, f, target)
             if loss_scale is None:
-                zero = (0.5 * float(np.vdot(target, target)) / target.size if kind == "mse"
-                        else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0])
+                zero = (
+                    0.5 * float(np.vdot(target, target)) / target.size
+                    if kind == "mse"
+                    else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
+                )
                 loss_scale = max(value, zero, np.finfo(dt).tiny)
             if not np.isfinite(value) or value > DIVERGENCE_FACTOR * loss_scale:
-                stop(s, "loss became non-finite" if not np.isfinite(value) else
-                     f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}")
+                stop(
+                    s,
+                    "loss became non-finite"
+                    if not np.isfinite(value)
+                    else f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}",
+                )
                 break
         if recording:
             fx_train[i_rec] = f
@@ -177,10 +211,19 @@ def _train_layers(net: Network, params, X, y, *, steps, learning_rate=None, dyna
 
     result = TrainingResult(
         **recorded(i_rec, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
-        net=train_net, params=work, learning_rate=first_rate, wall_time=clock.seconds,
-        kernel_time=0.0 if tracker is None else tracker.seconds, critical_learning_rate=crit, diverged=diverged,
-        message=message, n_steps_taken=s_done, accuracy_train=None if acc_train is None else acc_train[:i_rec],
-        accuracy_test=None if acc_test is None else acc_test[:i_rec], loss=kind, dynamics=rule,
+        net=train_net,
+        params=work,
+        learning_rate=first_rate,
+        wall_time=clock.seconds,
+        kernel_time=0.0 if tracker is None else tracker.seconds,
+        critical_learning_rate=crit,
+        diverged=diverged,
+        message=message,
+        n_steps_taken=s_done,
+        accuracy_train=None if acc_train is None else acc_train[:i_rec],
+        accuracy_test=None if acc_test is None else acc_test[:i_rec],
+        loss=kind,
+        dynamics=rule,
     )
     if diverged and on_divergence == "raise":
         raise TrainingDivergedError(message, result)

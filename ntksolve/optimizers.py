@@ -22,6 +22,7 @@ With the layer's :class:`~ntksolve.nets.layers.LayerScales` (``c`` = ``grad_weig
 Buffers (momentum, moments) are allocated once; each step writes into two shared scratch arrays
 of the largest layer's size, so a step allocates nothing parameter-sized.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -142,8 +143,8 @@ class AdamOptimizer(ParameterOptimizer):
         super().start_step(eta)
         self.count += 1
         b1, b2 = self.rule.betas
-        self._step_size = self.eta / (1.0 - b1 ** self.count)
-        self._denominator = (1.0 - b2 ** self.count) ** 0.5
+        self._step_size = self.eta / (1.0 - b1**self.count)
+        self._denominator = (1.0 - b2**self.count) ** 0.5
 
     def update(self, i, g, h):
         G, S = self._buffers(self.params[i][0].shape)
@@ -199,21 +200,29 @@ def training_rule(learning_rate, dynamics):
     GradientDescent (``learning_rate=eta`` is ``GradientDescent(eta)``) or an Adam (TypeError otherwise)."""
     if (learning_rate is None) == (dynamics is None):
         if dynamics is None:
-            raise TypeError("train_network needs a training rule: learning_rate=eta (plain gradient descent) or "
-                            "dynamics=GradientDescent(eta, momentum=..., nesterov=..., weight_decay=...) or Adam(eta)")
-        raise TypeError(f"pass learning_rate= or dynamics=, not both: dynamics={dynamics!r} carries its own rate; "
-                        f"put it there, e.g. GradientDescent(learning_rate={learning_rate!r}, ...)")
+            raise TypeError(
+                "train_network needs a training rule: learning_rate=eta (plain gradient descent) or "
+                "dynamics=GradientDescent(eta, momentum=..., nesterov=..., weight_decay=...) or Adam(eta)"
+            )
+        raise TypeError(
+            f"pass learning_rate= or dynamics=, not both: dynamics={dynamics!r} carries its own rate; "
+            f"put it there, e.g. GradientDescent(learning_rate={learning_rate!r}, ...)"
+        )
     if dynamics is None:
         if isinstance(learning_rate, (TrainingRule, Adam)):
             raise TypeError(f"pass the rule {learning_rate!r} as dynamics=, not as learning_rate=")
         return GradientDescent(learning_rate)
     if isinstance(dynamics, GradientFlow):
-        raise TypeError(f"dynamics={dynamics!r}: real training takes discrete steps, and gradient flow is their "
-                        "continuous-time limit; train with dynamics=GradientDescent(learning_rate=...) (a small "
-                        "rate follows the flow)")
+        raise TypeError(
+            f"dynamics={dynamics!r}: real training takes discrete steps, and gradient flow is their "
+            "continuous-time limit; train with dynamics=GradientDescent(learning_rate=...) (a small "
+            "rate follows the flow)"
+        )
     if not isinstance(dynamics, (GradientDescent, Adam)):
-        raise TypeError("dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., "
-                        f"weight_decay=...) or an Adam(learning_rate, ...), got {dynamics!r}")
+        raise TypeError(
+            "dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., "
+            f"weight_decay=...) or an Adam(learning_rate, ...), got {dynamics!r}"
+        )
     return dynamics
 
 

@@ -14,6 +14,7 @@ figure says which widths it left out and why, and a partial report (``state`` no
 ``"complete"``) says so in the title. Step 0, where the real run and both predictions start from
 the same ``f_0``, is left off the logarithmic step axis.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,10 @@ import numpy as np
 
 _INSTALL_HINT = "pip install 'ntksolve[cli]'  (or pip install matplotlib)"
 #: How each prediction is drawn in every figure: (colour, line style, name).
-PREDICTION_STYLE = {"empirical": ("black", "--", "empirical-NTK prediction"),
-                    "analytic": ("tab:red", ":", "analytic-NTK prediction")}
+PREDICTION_STYLE = {
+    "empirical": ("black", "--", "empirical-NTK prediction"),
+    "analytic": ("tab:red", ":", "analytic-NTK prediction"),
+}
 #: The theory slopes of the gap against width, drawn beside the fitted ones.
 THEORY_SLOPES = {"analytic": -0.5, "empirical": -1.0}
 #: At most this many widths get their own panels in the trajectory figure.
@@ -82,13 +85,19 @@ def _left_out(rows, pred: str) -> str:
     real = [r["width"] for r in rows if r.get("diverged")]
     parts = []
     if div:
-        crit = {r.get("critical_learning_rate_analytic") if pred == "analytic" else r.get("critical_learning_rate")
-                for r in rows if r["width"] in div}
+        crit = {
+            r.get("critical_learning_rate_analytic") if pred == "analytic" else r.get("critical_learning_rate")
+            for r in rows
+            if r["width"] in div
+        }
         lr = {r.get("learning_rate") for r in rows if r["width"] in div}
         rate = ""
         if len(lr) == 1 and None not in crit | lr:
-            rate = (f": learning rate {lr.pop():.3g} ≥ critical {crit.pop():.3g}" if len(crit) == 1 else
-                    f": learning rate {lr.pop():.3g} ≥ their critical rates {min(crit):.3g}–{max(crit):.3g}")
+            rate = (
+                f": learning rate {lr.pop():.3g} ≥ critical {crit.pop():.3g}"
+                if len(crit) == 1
+                else f": learning rate {lr.pop():.3g} ≥ their critical rates {min(crit):.3g}–{max(crit):.3g}"
+            )
         which = "all widths" if len(div) == len(rows) else "n = " + ", ".join(map(str, div))
         parts.append(f"{pred}-NTK prediction diverges for {which}{rate}; not drawn")
     if real:
@@ -99,17 +108,28 @@ def _left_out(rows, pred: str) -> str:
 def _notes(ax, rows, across: bool = False) -> None:
     """Write the left-out notes of both predictions (each line once) in a box on ``ax``, wrapped to
     its width or (``across``) to the rest of the figure's."""
-    lines = list(dict.fromkeys("\n".join(n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic"))
-                                         if n).split("\n")))
+    lines = list(
+        dict.fromkeys(
+            "\n".join(n for n in (_left_out(rows, "empirical"), _left_out(rows, "analytic")) if n).split("\n")
+        )
+    )
     lines = [ln for ln in lines if ln]
     if lines:
         # out of the layout (a long note must not squeeze the panels), wrapped to the figure
         fig = ax.get_figure()
         box = ax.get_position()
         inches = fig.get_figwidth() * ((1.0 - box.x0) if across else box.width) - 0.3
-        note = ax.text(0.02, 0.02, _wrap("\n".join(lines), inches, 7), transform=ax.transAxes, fontsize=7,
-                       va="bottom", color="firebrick", zorder=5,
-                       bbox=dict(facecolor="white", alpha=0.85, edgecolor="firebrick"))
+        note = ax.text(
+            0.02,
+            0.02,
+            _wrap("\n".join(lines), inches, 7),
+            transform=ax.transAxes,
+            fontsize=7,
+            va="bottom",
+            color="firebrick",
+            zorder=5,
+            bbox=dict(facecolor="white", alpha=0.85, edgecolor="firebrick"),
+        )
         note.set_in_layout(False)
         ax.set_zorder(3)  # the note may run over the next panels: draw this panel after them
 
@@ -142,8 +162,11 @@ def width_colors(widths: Sequence[int]) -> Dict[int, tuple]:
 
 def _sweep_widths(rep) -> List[int]:
     ws = list(rep.get("settings", {}).get("widths") or [])
-    return sorted({int(w) for w in ws} | {int(r["width"]) for r in rep.get("rows", [])}
-                  | {int(t["width"]) for t in rep.get("trajectories", [])})
+    return sorted(
+        {int(w) for w in ws}
+        | {int(r["width"]) for r in rep.get("rows", [])}
+        | {int(t["width"]) for t in rep.get("trajectories", [])}
+    )
 
 
 def chosen_widths(widths: Sequence[int], n: int = MAX_PANELS) -> List[int]:
@@ -216,8 +239,7 @@ def draw_loss_trajectories(report, quantity: str = "loss"):
     fig = _figure(max(3.0 * ncol, 6.0) + 0.6, 5.8)
     grid = fig.subplots(2, ncol, sharex=True, sharey="row", squeeze=False)
     ce = settings.get("loss_function") == "cross_entropy"
-    unit = ("accuracy" if quantity == "accuracy" else
-            "loss, mean cross-entropy" if ce else "loss  1/(2Nk) Σ‖f−y‖²")
+    unit = "accuracy" if quantity == "accuracy" else "loss, mean cross-entropy" if ce else "loss  1/(2Nk) Σ‖f−y‖²"
     adam = str(settings.get("dynamics", "")).startswith("Adam")
     for j, width in enumerate(shown):
         tr, row = trajs[width], by_width.get(width, {})
@@ -239,13 +261,23 @@ def draw_loss_trajectories(report, quantity: str = "loss"):
                 colour, ls, name = PREDICTION_STYLE[pred]
                 ax.plot(steps[keep], curve[keep], ls, color=colour, lw=1.3, label=name)
                 if pred == "empirical" and real is not None and real.size == steps.size and not row.get("diverged"):
-                    ax.fill_between(steps[keep], real[keep], curve[keep], color=c, alpha=0.3, lw=0,
-                                    label="gap")
-            gaps = [f"{p[:3]} {row[f'gap_{split}_{p}']:.1e}" for p in ("empirical", "analytic")
-                    if row.get(f"gap_{split}_{p}") is not None]
+                    ax.fill_between(steps[keep], real[keep], curve[keep], color=c, alpha=0.3, lw=0, label="gap")
+            gaps = [
+                f"{p[:3]} {row[f'gap_{split}_{p}']:.1e}"
+                for p in ("empirical", "analytic")
+                if row.get(f"gap_{split}_{p}") is not None
+            ]
             if gaps:
-                ax.text(0.97, 0.97, "gap " + ", ".join(gaps), transform=ax.transAxes, ha="right", va="top",
-                        fontsize=7, bbox=dict(facecolor="white", alpha=0.7, edgecolor="none"))
+                ax.text(
+                    0.97,
+                    0.97,
+                    "gap " + ", ".join(gaps),
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="top",
+                    fontsize=7,
+                    bbox=dict(facecolor="white", alpha=0.7, edgecolor="none"),
+                )
             ax.set_xscale("log")
             if quantity == "loss":
                 ax.set_yscale("log")
@@ -259,14 +291,18 @@ def draw_loss_trajectories(report, quantity: str = "loss"):
     handles = _trajectory_legend(grid, adam)
     if handles:
         wide = fig.get_figwidth() >= 12.0  # room for the whole legend on one line
-        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if wide else 2, fontsize=8,
-                   frameon=False)
+        fig.legend(
+            handles=handles, loc="outside lower center", ncol=len(handles) if wide else 2, fontsize=8, frameon=False
+        )
     _notes(grid[0, 0], rows, across=True)
     n_all = len(trajs)
     which = "" if len(shown) == n_all else f" ({len(shown)} of the {n_all} widths; gap_vs_width.png has all)"
-    _title(fig, f"real training vs its NTK predictions as width grows{which}; "
-                f"gap = RMS(f_real − f_pred) / " + ("RMS(f_real − f_0)" if ce else "RMS(y)") + " over the run",
-           rep)
+    _title(
+        fig,
+        f"real training vs its NTK predictions as width grows{which}; "
+        f"gap = RMS(f_real − f_pred) / " + ("RMS(f_real − f_0)" if ce else "RMS(y)") + " over the run",
+        rep,
+    )
     return fig
 
 
@@ -350,10 +386,26 @@ def draw_gap_vs_width(report):
                     th = THEORY_SLOPES[pred]
                     wide = np.geomspace(w.min() / 1.3, w.max() * 1.3, 50)
                     power = "-1/2" if th == -0.5 else "-1"
-                    ax.plot(wide, at * (wide / centre) ** th, "-", color=colour, lw=5, alpha=0.18,
-                            solid_capstyle="butt", label=f"theory, {pred}: $\\propto n^{{{power}}}$ (slope {th:+.1f})")
-                    ax.text(wide[-1], at * (wide[-1] / centre) ** th, f" $n^{{{power}}}$", color=colour,
-                            fontsize=8, va="center", ha="left", alpha=0.8)
+                    ax.plot(
+                        wide,
+                        at * (wide / centre) ** th,
+                        "-",
+                        color=colour,
+                        lw=5,
+                        alpha=0.18,
+                        solid_capstyle="butt",
+                        label=f"theory, {pred}: $\\propto n^{{{power}}}$ (slope {th:+.1f})",
+                    )
+                    ax.text(
+                        wide[-1],
+                        at * (wide[-1] / centre) ** th,
+                        f" $n^{{{power}}}$",
+                        color=colour,
+                        fontsize=8,
+                        va="center",
+                        ha="left",
+                        alpha=0.8,
+                    )
             ax.plot(w, g, marker, color=colour, mfc="none" if split == "train" else colour, label=label, ms=6)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -387,5 +439,15 @@ def draw_gap_vs_width(report):
     return fig
 
 
-__all__ = ["plot_loss_trajectories", "plot_accuracy_trajectories", "plot_gap_vs_width", "draw_loss_trajectories",
-           "draw_gap_vs_width", "width_colors", "chosen_widths", "PREDICTION_STYLE", "THEORY_SLOPES", "MAX_PANELS"]
+__all__ = [
+    "plot_loss_trajectories",
+    "plot_accuracy_trajectories",
+    "plot_gap_vs_width",
+    "draw_loss_trajectories",
+    "draw_gap_vs_width",
+    "width_colors",
+    "chosen_widths",
+    "PREDICTION_STYLE",
+    "THEORY_SLOPES",
+    "MAX_PANELS",
+]

@@ -1,4 +1,5 @@
 """Progress of a width sweep, in estimated work rather than steps."""
+
 from __future__ import annotations
 
 import sys
@@ -62,8 +63,17 @@ class _Progress:
         except ImportError:
             return
         self._tqdm = tqdm
-        self.bar = tqdm(total=self.total, unit="FLOP", unit_scale=True, desc="sweep (estimated work)",
-                        file=self.stream, dynamic_ncols=True, position=0, mininterval=REFRESH_S, smoothing=0.1)
+        self.bar = tqdm(
+            total=self.total,
+            unit="FLOP",
+            unit_scale=True,
+            desc="sweep (estimated work)",
+            file=self.stream,
+            dynamic_ncols=True,
+            position=0,
+            mininterval=REFRESH_S,
+            smoothing=0.1,
+        )
 
     def _desc(self, i: int) -> str:
         return f"width {self.widths[i]} ({i + 1}/{len(self.widths)})"
@@ -75,13 +85,24 @@ class _Progress:
             return
         if self.bar is not None:
             self.bar.set_description(f"sweep: {self._desc(i)}", refresh=False)
-            self.inner = self._tqdm(total=self.works[i], unit="FLOP", unit_scale=True, desc=self._desc(i),
-                                    file=self.stream, dynamic_ncols=True, position=1, leave=False,
-                                    mininterval=REFRESH_S)
+            self.inner = self._tqdm(
+                total=self.works[i],
+                unit="FLOP",
+                unit_scale=True,
+                desc=self._desc(i),
+                file=self.stream,
+                dynamic_ncols=True,
+                position=1,
+                leave=False,
+                mininterval=REFRESH_S,
+            )
         else:
             share = self.works[i] / self.total if self.total else 0.0
-            print(f"{self._desc(i)}: {share:.1%} of the sweep's estimated work ({_flops(self.works[i])})",
-                  file=self.stream, flush=True)
+            print(
+                f"{self._desc(i)}: {share:.1%} of the sweep's estimated work ({_flops(self.works[i])})",
+                file=self.stream,
+                flush=True,
+            )
 
     def advance(self, work: float) -> None:
         work = max(float(work), 0.0)
@@ -109,9 +130,12 @@ class _Progress:
         if self.enabled and self.bar is None and self._i >= 0:
             left = self.remaining_s()
             tail = "" if self._i + 1 >= len(self.widths) or left != left else f", about {left:.0f} s left"
-            print(f"{self._desc(self._i)} done in {time.perf_counter() - self._t_width:.1f} s; sweep "
-                  f"{self.done / self.total if self.total else 1.0:.1%} of the estimated work{tail}",
-                  file=self.stream, flush=True)
+            print(
+                f"{self._desc(self._i)} done in {time.perf_counter() - self._t_width:.1f} s; sweep "
+                f"{self.done / self.total if self.total else 1.0:.1%} of the estimated work{tail}",
+                file=self.stream,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.inner is not None:

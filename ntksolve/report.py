@@ -7,6 +7,7 @@ own state (``"running"`` while the sweep runs, then ``"complete"``, ``"interrupt
 ``"failed"``), so a report written part-way always says that it is partial, and the versions of
 the libraries and the BLAS it ran with (:func:`environment`).
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -25,11 +26,19 @@ import numpy as np
 GAP_KEYS = ("gap_train_empirical", "gap_test_empirical", "gap_train_analytic", "gap_test_analytic")
 SLOPE_KEYS = ("slope_train_empirical", "slope_test_empirical", "slope_train_analytic", "slope_test_analytic")
 #: The extra keys of a cross-entropy row: accuracies at the last step, predicted minus real.
-CE_KEYS = ("accuracy_train_final_real", "accuracy_test_final_real", "accuracy_test_final_empirical",
-           "accuracy_test_final_analytic", "accuracy_test_diff_empirical", "accuracy_test_diff_analytic")
+CE_KEYS = (
+    "accuracy_train_final_real",
+    "accuracy_test_final_real",
+    "accuracy_test_final_empirical",
+    "accuracy_test_final_analytic",
+    "accuracy_test_diff_empirical",
+    "accuracy_test_diff_analytic",
+)
 #: ``settings["loss"]``: the loss every trajectory reports.
-LOSS_WORDS = {"mse": "1/(2Nk) sum ||f - y||^2",
-              "cross_entropy": "mean over the examples of -log softmax(f)_label (k = 1: the logistic loss)"}
+LOSS_WORDS = {
+    "mse": "1/(2Nk) sum ||f - y||^2",
+    "cross_entropy": "mean over the examples of -log softmax(f)_label (k = 1: the logistic loss)",
+}
 #: The states of a report, in the order a sweep passes through them.
 STATES = ("running", "complete", "interrupted", "failed")
 
@@ -132,26 +141,34 @@ class CompareReport:
     def table(self) -> str:
         """The per-width results as a fixed-width text table, then the fitted slopes and notes."""
         ce = self.settings.get("loss_function") == "cross_entropy"
-        cols = [
-            ("width", "width", "{:d}"),
-            ("lr", "learning_rate", "{:.3g}"),
-            ("gap tr emp", "gap_train_empirical", "{:.2e}"),
-            ("gap te emp", "gap_test_empirical", "{:.2e}"),
-            ("gap tr ana", "gap_train_analytic", "{:.2e}"),
-            ("gap te ana", "gap_test_analytic", "{:.2e}"),
-            ("test loss", "loss_test_final_real", "{:.4f}"),
-            ("pred emp", "loss_test_final_empirical", "{:.4f}"),
-            ("pred ana", "loss_test_final_analytic", "{:.4f}"),
-        ] + ([
-            ("acc real", "accuracy_test_final_real", "{:.3f}"),
-            ("acc emp", "accuracy_test_final_empirical", "{:.3f}"),
-            ("acc ana", "accuracy_test_final_analytic", "{:.3f}"),
-        ] if ce else []) + [
-            ("dTheta", "kernel_change_final", "{:.2e}"),
-            ("t_pred s", "time_predict", "{:.3f}"),
-            ("t_train s", "time_train", "{:.2f}"),
-            ("speedup*", "speedup", None),
-        ]
+        cols = (
+            [
+                ("width", "width", "{:d}"),
+                ("lr", "learning_rate", "{:.3g}"),
+                ("gap tr emp", "gap_train_empirical", "{:.2e}"),
+                ("gap te emp", "gap_test_empirical", "{:.2e}"),
+                ("gap tr ana", "gap_train_analytic", "{:.2e}"),
+                ("gap te ana", "gap_test_analytic", "{:.2e}"),
+                ("test loss", "loss_test_final_real", "{:.4f}"),
+                ("pred emp", "loss_test_final_empirical", "{:.4f}"),
+                ("pred ana", "loss_test_final_analytic", "{:.4f}"),
+            ]
+            + (
+                [
+                    ("acc real", "accuracy_test_final_real", "{:.3f}"),
+                    ("acc emp", "accuracy_test_final_empirical", "{:.3f}"),
+                    ("acc ana", "accuracy_test_final_analytic", "{:.3f}"),
+                ]
+                if ce
+                else []
+            )
+            + [
+                ("dTheta", "kernel_change_final", "{:.2e}"),
+                ("t_pred s", "time_predict", "{:.3f}"),
+                ("t_train s", "time_train", "{:.2f}"),
+                ("speedup*", "speedup", None),
+            ]
+        )
         keys = [c[1] for c in cols]
         pred_cols = {p: [i for i, key in enumerate(keys) if key.endswith("_" + p)] for p in ("empirical", "analytic")}
         results = slice(keys.index("gap_train_empirical"), keys.index("kernel_change_final") + 1)
@@ -181,18 +198,24 @@ class CompareReport:
             used = "" if len(ws) == n_rows else f" ({len(ws)} of {n_rows} widths)"
             parts.append(f"{k[6:]} {_fmt_opt(v, '{:+.3f}')}{used}")
         lines.append("log-log slope of gap vs width:  " + "  ".join(parts))
-        lines.append("(theory: analytic-kernel gap ~ width^-1/2, empirical-kernel gap ~ width^-1; widths whose "
-                     "real run or prediction diverged are left out)")
+        lines.append(
+            "(theory: analytic-kernel gap ~ width^-1/2, empirical-kernel gap ~ width^-1; widths whose "
+            "real run or prediction diverged are left out)"
+        )
         if self.settings.get("twin"):
             s = self.settings
             batch = f"batches of {s['batch_size']}" if s.get("batch_size") else "full batch"
-            lines.append(f"training: {s.get('dynamics')}, {s.get('loss_function', 'mse')} loss, {batch}; twin: {s['twin']}"
-                         + ("; gaps on the logits, / RMS(f_real - f_0)" if ce else ""))
+            lines.append(
+                f"training: {s.get('dynamics')}, {s.get('loss_function', 'mse')} loss, {batch}; twin: {s['twin']}"
+                + ("; gaps on the logits, / RMS(f_real - f_0)" if ce else "")
+            )
         lines.extend(self._timing_notes())
         lines.extend(self.notes())
         if self.state != "complete":
-            lines.append(f"{self.state}: only the widths above finished"
-                         + (f" ({', '.join(map(str, self.widths_pending))} not run)" if self.widths_pending else ""))
+            lines.append(
+                f"{self.state}: only the widths above finished"
+                + (f" ({', '.join(map(str, self.widths_pending))} not run)" if self.widths_pending else "")
+            )
         return "\n".join(lines)
 
     def _timing_notes(self) -> List[str]:
@@ -200,17 +223,23 @@ class CompareReport:
         s = self.settings
         one_off = s.get("time_analytic_kernels")
         analytic = any(r.get("time_predict_analytic") is not None for r in self.rows)
-        out = ["* speedup = t_train / t_pred of that width; t_pred is its own prediction cost ("
-               + ("analytic NTK: its f_0 and trajectory)" if analytic else "its empirical NTKs and trajectory)")]
+        out = [
+            "* speedup = t_train / t_pred of that width; t_pred is its own prediction cost ("
+            + ("analytic NTK: its f_0 and trajectory)" if analytic else "its empirical NTKs and trajectory)")
+        ]
         if one_off is not None:
-            out.append(f"  the analytic kernels and their decomposition, made once and shared by all widths, took "
-                       f"{one_off:.3f} s: they are in no width's t_pred, and counted once, in the whole sweep below")
+            out.append(
+                f"  the analytic kernels and their decomposition, made once and shared by all widths, took "
+                f"{one_off:.3f} s: they are in no width's t_pred, and counted once, in the whole sweep below"
+            )
         done = [r for r in self.rows if r.get("time_predict") is not None]
         if done:
             t_train = sum(r["time_train"] for r in done)
             t_pred = sum(r["time_predict"] for r in done) + (one_off or 0.0)
-            out.append(f"whole sweep: training {t_train:.2f} s, predicting {t_pred:.3f} s"
-                       f"{' (one-off included)' if one_off is not None else ''}: {_fmt_speedup(t_train / t_pred)}")
+            out.append(
+                f"whole sweep: training {t_train:.2f} s, predicting {t_pred:.3f} s"
+                f"{' (one-off included)' if one_off is not None else ''}: {_fmt_speedup(t_train / t_pred)}"
+            )
         return out
 
     def notes(self) -> List[str]:
@@ -249,8 +278,7 @@ def _prediction_of(gap_key: str) -> str:
 def _loglog_slope(rows, key):
     """``(slope, widths used)``: rows whose real run diverged or whose prediction is not ok are left out."""
     pred = _prediction_of(key)
-    pts = [(r["width"], r.get(key)) for r in rows
-           if not r.get("diverged") and r.get(f"status_{pred}", "ok") == "ok"]
+    pts = [(r["width"], r.get(key)) for r in rows if not r.get("diverged") and r.get(f"status_{pred}", "ok") == "ok"]
     pts = [(w, g) for w, g in pts if g is not None and np.isfinite(g) and g > 0]
     ws = [int(w) for w, _ in pts]
     if len(set(ws)) < 2:
@@ -309,8 +337,10 @@ def _prediction_status(what: str, lr: float, crit: float, kernel: str, *outputs)
     with np.errstate(invalid="ignore"):
         finite = all(o is None or bool(np.all(np.isfinite(o))) for o in outputs)
     if not finite:
-        return "non-finite", (f"the {what} prediction has non-finite values (its kernel overflowed: are the inputs "
-                              "standardised?); its gaps are left out")
+        return "non-finite", (
+            f"the {what} prediction has non-finite values (its kernel overflowed: are the inputs "
+            "standardised?); its gaps are left out"
+        )
     return "ok", ""
 
 
@@ -321,9 +351,16 @@ def _record_results(row: dict, traj: dict, res, predictions: dict, scales, ce: b
     ``scales`` are the gaps' denominators on train and test (``RMS(y)``, or for cross-entropy
     ``RMS(f_real - f_0)``). A diverged real run or a prediction that is not ``"ok"`` leaves
     ``None``, never NaN."""
-    final_keys = ("loss_train_final_real", "loss_test_final_real", "loss_train_final_empirical",
-                  "loss_test_final_empirical", "loss_train_final_analytic", "loss_test_final_analytic",
-                  "test_loss_rel_error_empirical", "test_loss_rel_error_analytic") + (CE_KEYS if ce else ())
+    final_keys = (
+        "loss_train_final_real",
+        "loss_test_final_real",
+        "loss_train_final_empirical",
+        "loss_test_final_empirical",
+        "loss_train_final_analytic",
+        "loss_test_final_analytic",
+        "test_loss_rel_error_empirical",
+        "test_loss_rel_error_analytic",
+    ) + (CE_KEYS if ce else ())
     if res.diverged:
         for key in GAP_KEYS + final_keys + ("kernel_change_final", "kernel_change_max"):
             row[key] = None
@@ -340,9 +377,13 @@ def _record_results(row: dict, traj: dict, res, predictions: dict, scales, ce: b
         traj.update(accuracy_train_real=res.accuracy_train, accuracy_test_real=res.accuracy_test)
     for pred, P in predictions.items():
         if P.status != "ok":
-            for key in (f"gap_train_{pred}", f"gap_test_{pred}", f"loss_train_final_{pred}",
-                        f"loss_test_final_{pred}", f"test_loss_rel_error_{pred}") + (
-                            (f"accuracy_test_final_{pred}", f"accuracy_test_diff_{pred}") if ce else ()):
+            for key in (
+                f"gap_train_{pred}",
+                f"gap_test_{pred}",
+                f"loss_train_final_{pred}",
+                f"loss_test_final_{pred}",
+                f"test_loss_rel_error_{pred}",
+            ) + ((f"accuracy_test_final_{pred}", f"accuracy_test_diff_{pred}") if ce else ()):
                 row[key] = None
             traj[f"loss_train_{pred}"] = traj[f"loss_test_{pred}"] = None
             continue
@@ -394,8 +435,13 @@ def environment() -> dict:
 
     import ntksolve
 
-    versions = {"ntksolve": ntksolve.__version__, "python": platform.python_version(), "numpy": np.__version__,
-                "scipy": scipy.__version__, "numba": numba.__version__}
+    versions = {
+        "ntksolve": ntksolve.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+    }
     for dist in ("scikit-learn", "threadpoolctl"):
         try:  # the distribution's metadata: importing scikit-learn itself would take longer than the report
             versions[dist] = importlib.metadata.version(dist)

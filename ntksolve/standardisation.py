@@ -4,6 +4,7 @@ overflow-free for values anywhere in the float64 range (:func:`standardise`).
 The command line's files (:mod:`ntksolve.cli_data`) and the digits (:mod:`ntksolve.digits`) are
 scaled this way; :mod:`ntksolve.datasets` re-exports :func:`standardise`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,6 +57,8 @@ def standardise(X, y, X_test, y_test, feature_names=None, target_name="the targe
     out[2][:, constx] = 0.0
     for a, what in zip(out[2:], ("test features", "test targets")):
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"the {what} overflow after standardising by the training split: some test values are "
-                             "beyond 1e300 times the training spread; rescale the data")
+            raise ValueError(
+                f"the {what} overflow after standardising by the training split: some test values are "
+                "beyond 1e300 times the training spread; rescale the data"
+            )
     return (*out, notes)

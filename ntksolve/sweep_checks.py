@@ -4,6 +4,7 @@
 a widest network that would not fit in memory; the work estimate (floating-point operations per
 width) drives the progress display.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -62,8 +63,10 @@ def _check_records(n_records) -> int:
     if isinstance(n_records, bool) or not isinstance(n_records, numbers.Integral) or n_records < 2:
         raise ValueError(f"n_records must be an int >= 2, got {n_records!r}")
     if n_records > MAX_RECORDS:
-        raise ValueError(f"n_records {n_records} is above the limit of {MAX_RECORDS} recorded steps (MAX_RECORDS): "
-                         "each record computes the network's NTK once more")
+        raise ValueError(
+            f"n_records {n_records} is above the limit of {MAX_RECORDS} recorded steps (MAX_RECORDS): "
+            "each record computes the network's NTK once more"
+        )
     return int(n_records)
 
 
@@ -100,9 +103,13 @@ def _width_work(s: _Sizes, width: int, steps: int, n_records: int):
     the decomposition and the trajectories. Only the proportions matter (the progress bar)."""
     nk = s.n_train * (s.n_outputs if s.full else 1)
     Pw = _weights(s, width)
-    predict = (_kernel_flops(s, width, s.n_train, s.n_train) + _kernel_flops(s, width, s.n_test, s.n_train)
-               + 4.0 * nk**3 + 4.0 * n_records * (s.n_train + s.n_test) * s.n_train * s.n_outputs
-               + 2.0 * (s.n_train + s.n_test) * Pw)
+    predict = (
+        _kernel_flops(s, width, s.n_train, s.n_train)
+        + _kernel_flops(s, width, s.n_test, s.n_train)
+        + 4.0 * nk**3
+        + 4.0 * n_records * (s.n_train + s.n_test) * s.n_train * s.n_outputs
+        + 2.0 * (s.n_train + s.n_test) * Pw
+    )
     step = 6.0 * s.n_train * Pw
     record = 2.0 * s.n_test * Pw + _kernel_flops(s, width, s.n_train, s.n_train)
     return predict, step, record
@@ -130,13 +137,28 @@ def _width_memory(s: _Sizes, width: int) -> float:
     nk, mk = (N * k, M * k) if s.full else (N, M)
     P = _weights(s, width) + s.depth * width + k
     shared = 4.0 * N * N + M * N if s.analytic else 0.0
-    floats = (4.0 * P + 4.0 * (N + M) * width * s.depth + 4.0 * nk * nk + float(mk) * nk + shared
-              + 6.0 * s.n_records * (N + M) * k)
+    floats = (
+        4.0 * P
+        + 4.0 * (N + M) * width * s.depth
+        + 4.0 * nk * nk
+        + float(mk) * nk
+        + shared
+        + 6.0 * s.n_records * (N + M) * k
+    )
     return 8.0 * floats
 
 
-def check_sweep(n_train: int, n_test: int, n_features: int, n_outputs: int, widths, *, depth: int = 1,
-                n_records: int = 30, parameterization: str = "ntk") -> List[int]:
+def check_sweep(
+    n_train: int,
+    n_test: int,
+    n_features: int,
+    n_outputs: int,
+    widths,
+    *,
+    depth: int = 1,
+    n_records: int = 30,
+    parameterization: str = "ntk",
+) -> List[int]:
     """Refuse, before any work, a sweep whose widths, depth or records are beyond the limits, or
     whose widest network would not fit in memory.
 
@@ -166,8 +188,9 @@ def check_sweep(n_train: int, n_test: int, n_features: int, n_outputs: int, widt
     T = _check_records(n_records)
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
-    s = _Sizes(int(n_train), int(n_test), int(n_features), int(n_outputs), L, T, int(n_outputs) > 1,
-               parameterization == "ntk")
+    s = _Sizes(
+        int(n_train), int(n_test), int(n_features), int(n_outputs), L, T, int(n_outputs) > 1, parameterization == "ntk"
+    )
     avail = available_memory()
     limit = MAX_OUTPUT_MEMORY_FRACTION * avail
     need = _width_memory(s, ws[-1])
@@ -176,8 +199,11 @@ def check_sweep(n_train: int, n_test: int, n_features: int, n_outputs: int, widt
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if _width_memory(s, mid) <= limit else (lo, mid)
-        fits = f"; the largest width that fits is about {lo}" if lo >= 1 else \
-            "; no width fits: use fewer training or test points"
+        fits = (
+            f"; the largest width that fits is about {lo}"
+            if lo >= 1
+            else "; no width fits: use fewer training or test points"
+        )
         raise MemoryError(
             f"width {ws[-1]} (depth {L}, {n_train} train / {n_test} test points, {n_records} records) needs about "
             f"{fmt_bytes(need)} of memory, but only {fmt_bytes(avail)} is available and a sweep may use "
@@ -228,7 +254,8 @@ def _class_labels(y, y_test, n_rows, n_test):
         if not np.all(np.isfinite(a)) or np.any(a != np.round(a)) or np.any(a < 0):
             raise ValueError(
                 f"loss='cross_entropy' needs class labels 0, 1, ..., K-1 (or one-hot rows), but {name} holds other "
-                "real numbers: is this a regression data set? Use loss='mse' for it")
+                "real numbers: is this a regression data set? Use loss='mse' for it"
+            )
         if a.ndim == 2 and a.shape[1] > 1 and not (np.all(a <= 1) and np.all(a.sum(axis=1) == 1)):
             raise ValueError(f"{name} as one-hot rows must hold a single 1 per row and 0 elsewhere")
         out.append(a)
@@ -260,23 +287,34 @@ def check_training(dynamics, learning_rate, lr_fraction, loss, batch_size, n_tra
     from ntksolve.dynamics import Adam, GradientDescent
 
     if dynamics is not None and not isinstance(dynamics, (GradientDescent, Adam)):
-        raise TypeError("dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., "
-                        f"weight_decay=...) or an Adam(learning_rate, ...), got {dynamics!r}")
+        raise TypeError(
+            "dynamics must be a GradientDescent(learning_rate, momentum=..., nesterov=..., "
+            f"weight_decay=...) or an Adam(learning_rate, ...), got {dynamics!r}"
+        )
     if dynamics is not None and learning_rate is not None:
-        raise TypeError(f"dynamics={dynamics!r} carries its own learning rate; leave learning_rate out (or pass "
-                        "lr_fraction to set the rule's rate to a fraction of its critical rate)")
-    if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
-                                      or not np.isfinite(learning_rate) or learning_rate <= 0):
+        raise TypeError(
+            f"dynamics={dynamics!r} carries its own learning rate; leave learning_rate out (or pass "
+            "lr_fraction to set the rule's rate to a fraction of its critical rate)"
+        )
+    if learning_rate is not None and (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, numbers.Real)
+        or not np.isfinite(learning_rate)
+        or learning_rate <= 0
+    ):
         raise ValueError(f"learning_rate must be a finite positive number, got {learning_rate!r}")
     if lr_fraction is not None:
         if isinstance(lr_fraction, bool) or not isinstance(lr_fraction, numbers.Real) or not 0 < lr_fraction < 2:
-            raise ValueError(f"lr_fraction must be in (0, 2) (a fraction of the critical learning rate), got "
-                             f"{lr_fraction!r}")
+            raise ValueError(
+                f"lr_fraction must be in (0, 2) (a fraction of the critical learning rate), got {lr_fraction!r}"
+            )
         if learning_rate is not None:
             raise ValueError("give learning_rate (absolute) or lr_fraction (of the critical rate), not both")
         if isinstance(dynamics, Adam):
-            raise ValueError(f"{dynamics!r} has no critical learning rate (its steps do not scale with the kernel), "
-                             "so lr_fraction does not apply; give the rate in Adam(learning_rate=...)")
+            raise ValueError(
+                f"{dynamics!r} has no critical learning rate (its steps do not scale with the kernel), "
+                "so lr_fraction does not apply; give the rate in Adam(learning_rate=...)"
+            )
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if loss not in ("mse", "cross_entropy"):

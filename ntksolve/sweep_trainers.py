@@ -16,6 +16,7 @@ done by code nobody here wrote:
 :func:`sweep_trainer` resolves the name and refuses, before any work, a trainer that is not
 installed or that cannot train the sweep's networks by the sweep's rule exactly.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,8 +42,11 @@ class SweepTrainer(NamedTuple):
 
     def settings(self) -> dict:
         """What the report records about the trainer (``settings["trainer"]`` ...)."""
-        return {"trainer": self.name, "trainer_function": self.function,
-                "trainer_framework": f"{self.framework} {self.version}" if self.version else self.framework}
+        return {
+            "trainer": self.name,
+            "trainer_function": self.function,
+            "trainer_framework": f"{self.framework} {self.version}" if self.version else self.framework,
+        }
 
 
 def _version(module: str) -> Optional[str]:
@@ -88,8 +92,9 @@ def sweep_trainer(trainer, net, rule, *, loss: str = "mse", n_outputs: Optional[
             name = getattr(trainer, "__qualname__", type(trainer).__name__)
             module = getattr(trainer, "__module__", None) or ""
             return SweepTrainer(name, trainer, f"{module}.{name}".lstrip("."), "custom", None)
-        raise TypeError(f"trainer must be one of {TRAINERS} or a function with train_network's signature, "
-                        f"got {trainer!r}")
+        raise TypeError(
+            f"trainer must be one of {TRAINERS} or a function with train_network's signature, got {trainer!r}"
+        )
     if trainer == "numpy":
         import numpy
 
@@ -100,12 +105,18 @@ def sweep_trainer(trainer, net, rule, *, loss: str = "mse", n_outputs: Optional[
         require("torch", "torch", "compare(trainer='torch') (training in PyTorch)")
         from ntksolve.torch.trainer import train_network_torch
 
-        return SweepTrainer("torch", train_network_torch, "ntksolve.torch.train_network_torch", "torch",
-                            _version("torch"))
+        return SweepTrainer(
+            "torch", train_network_torch, "ntksolve.torch.train_network_torch", "torch", _version("torch")
+        )
     if trainer == "sklearn":
         from ntksolve.sklearn.trainer import check_sklearn_run, train_network_sklearn
 
         check_sklearn_run(net, rule, loss=loss, n_outputs=n_outputs)
-        return SweepTrainer("sklearn", train_network_sklearn, "ntksolve.sklearn.trainer.train_network_sklearn",
-                            "scikit-learn", _version("sklearn"))
+        return SweepTrainer(
+            "sklearn",
+            train_network_sklearn,
+            "ntksolve.sklearn.trainer.train_network_sklearn",
+            "scikit-learn",
+            _version("sklearn"),
+        )
     raise ValueError(f"unknown trainer {trainer!r}; one of: {', '.join(TRAINERS)}")

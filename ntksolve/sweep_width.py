@@ -5,6 +5,7 @@ analytic twins, its real training from the same parameters and batches, and its 
 row and trajectory; :func:`_warm_up` runs every jitted path once before the first width, so no
 width is charged numba's compilation.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,7 +20,17 @@ from ntksolve.nets.forward_mode import own_parameter_image
 from ntksolve.network_training import train_network
 from ntksolve.report import _jsonable, _record_results
 from ntksolve.sweep_checks import _Sizes
-from ntksolve.twins import MATCHED_FLOW, Prediction, Run, Twin, critical_rate, not_available, peak_rate, rule_at_fraction
+from ntksolve.twins import (
+    MATCHED_FLOW,
+    Prediction,
+    Run,
+    Twin,
+    critical_rate,
+    not_available,
+    peak_rate,
+    rule_at_fraction,
+)
+
 
 class _Sweep(NamedTuple):
     """Everything every width shares."""
@@ -65,8 +76,9 @@ def _warm_up(net, k, X, analytic, run, train) -> None:
         analytic_kernels(net, Xs, Xs)
     if run is None or isinstance(run.rule, Adam):  # Adam's twin is numpy and scipy only
         return
-    small = run._replace(record_at=np.arange(3), y=run.y[:2], y_test=run.y[:2],
-                         batch_size=None if run.batch_size is None else 1)
+    small = run._replace(
+        record_at=np.arange(3), y=run.y[:2], y_test=run.y[:2], batch_size=None if run.batch_size is None else 1
+    )
     images = None
     if run.rule.needs_parameters:
         images = (own_parameter_image(net, p, Xs),) * 2
@@ -74,7 +86,8 @@ def _warm_up(net, k, X, analytic, run, train) -> None:
         warnings.simplefilter("ignore")
         f0 = net.apply(p, Xs)
         Twin(small, k2, k2, what="", kernel_words="", plain_crit=1.0).predict(
-            f0, f0, batches=None if run.batch_size is None else [np.array([0]), np.array([1])], images=images)
+            f0, f0, batches=None if run.batch_size is None else [np.array([0]), np.array([1])], images=images
+        )
 
 
 def _one_width(width, sw: _Sweep, work, bar):
@@ -127,9 +140,22 @@ def _one_width(width, sw: _Sweep, work, bar):
         last[0] = step
 
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, with its reason
-        res = sw.trainer.train(net, params, sw.X, sw.y, steps=sw.steps, dynamics=rule, loss=sw.loss, batches=batches,
-                            record_at=record_at, X_test=sw.X_test, y_test=sw.y_test, track_kernel=True,
-                            on_divergence="return", callback=tick)
+        res = sw.trainer.train(
+            net,
+            params,
+            sw.X,
+            sw.y,
+            steps=sw.steps,
+            dynamics=rule,
+            loss=sw.loss,
+            batches=batches,
+            record_at=record_at,
+            X_test=sw.X_test,
+            y_test=sw.y_test,
+            track_kernel=True,
+            on_divergence="return",
+            callback=tick,
+        )
     if matched:
         if res.diverged:
             emp = pa = not_available("the real run diverged: there is no loss to match")
@@ -143,21 +169,35 @@ def _one_width(width, sw: _Sweep, work, bar):
                 t_an = time.perf_counter() - t0 + t_f0
 
     row = {
-        "width": width, "n_params": net.n_params(sw.X.shape[1]), "learning_rate": peak_rate(rule, sw.steps),
-        "critical_learning_rate": crit_emp, "critical_learning_rate_analytic": sw.crit_an,
-        "diverged": bool(res.diverged), "message": res.message,
-        "status_empirical": emp.status, "message_empirical": emp.message,
-        "status_analytic": pa.status, "message_analytic": pa.message,
-        "time_train": res.wall_time, "time_kernel_tracking": res.kernel_time,
-        "time_predict_empirical": t_emp, "time_predict_analytic": t_an,
+        "width": width,
+        "n_params": net.n_params(sw.X.shape[1]),
+        "learning_rate": peak_rate(rule, sw.steps),
+        "critical_learning_rate": crit_emp,
+        "critical_learning_rate_analytic": sw.crit_an,
+        "diverged": bool(res.diverged),
+        "message": res.message,
+        "status_empirical": emp.status,
+        "message_empirical": emp.message,
+        "status_analytic": pa.status,
+        "message_analytic": pa.message,
+        "time_train": res.wall_time,
+        "time_kernel_tracking": res.kernel_time,
+        "time_predict_empirical": t_emp,
+        "time_predict_analytic": t_an,
     }
     row["time_predict"] = t_pred = t_an if t_an is not None else t_emp
     row["speedup"] = res.wall_time / t_pred if not res.diverged else None
     row["speedup_empirical"] = res.wall_time / t_emp if not res.diverged else None
     traj = {"width": width, "steps": record_at.tolist(), "status_empirical": emp.status, "status_analytic": pa.status}
     if sw.loss == "cross_entropy":  # the gap on logits, relative to how far the real logits moved
-        scales = (float(np.sqrt(np.mean((res.fx_train - f0) ** 2))) or 1.0,
-                  float(np.sqrt(np.mean((res.fx_test - f0_test) ** 2))) or 1.0) if not res.diverged else None
+        scales = (
+            (
+                float(np.sqrt(np.mean((res.fx_train - f0) ** 2))) or 1.0,
+                float(np.sqrt(np.mean((res.fx_test - f0_test) ** 2))) or 1.0,
+            )
+            if not res.diverged
+            else None
+        )
     else:
         scales = (sw.rms_train, sw.rms_test)
     _record_results(row, traj, res, {"empirical": emp, "analytic": pa}, scales, sw.loss == "cross_entropy")

@@ -29,6 +29,7 @@ carry the trained ``b~`` (``bias_std = 0``), training runs on :meth:`MLP.trainab
 <ntksolve.MLP.trainable>`, which trains identically; :attr:`TrainingResult.net` is that network,
 and ``result.net.apply(result.params, X)`` evaluates the trained model in every case.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -219,15 +220,19 @@ def _divergence_hint(rule, rates, crit, batches):
         return "; use a smaller learning rate"
     if isinstance(rule, GradientDescent) and rule.plain and batches is None:
         eta = float(rates[0])
-        return (f". The learning rate {eta:.4g} is {eta / crit:.3g} times the critical learning rate "
-                f"2Nk/lambda_max = {crit:.4g} of this network's empirical NTK at initialisation; use a "
-                f"learning rate below it (e.g. {0.5 * crit:.4g})")
+        return (
+            f". The learning rate {eta:.4g} is {eta / crit:.3g} times the critical learning rate "
+            f"2Nk/lambda_max = {crit:.4g} of this network's empirical NTK at initialisation; use a "
+            f"learning rate below it (e.g. {0.5 * crit:.4g})"
+        )
     eta = float(np.max(rates)) if rates.size else float(rule.learning_rate)
     which = "peak learning rate" if rule.schedule is not None else "learning rate"
     where = "full-batch " if batches is not None else ""
-    return (f". The {which} {eta:.4g} is {eta / crit:.3g} times the {where}critical learning rate {crit:.4g} of "
-            f"{rule_words(rule)} on this network's empirical NTK at initialisation; use a smaller one "
-            f"(e.g. {0.5 * crit:.4g})")
+    return (
+        f". The {which} {eta:.4g} is {eta / crit:.3g} times the {where}critical learning rate {crit:.4g} of "
+        f"{rule_words(rule)} on this network's empirical NTK at initialisation; use a smaller one "
+        f"(e.g. {0.5 * crit:.4g})"
+    )
 
 
 def train_network(
@@ -386,12 +391,19 @@ def train_network(
             value, acc = _measure(kind, f, target)
             if loss_scale is None:
                 # the loss of a zero predictor: 0.5 mean(y^2) for MSE, log k (log 2) for cross-entropy
-                zero = (0.5 * float(np.vdot(target, target)) / target.size if kind == "mse"
-                        else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0])
+                zero = (
+                    0.5 * float(np.vdot(target, target)) / target.size
+                    if kind == "mse"
+                    else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
+                )
                 loss_scale = max(value, zero, np.finfo(dt).tiny)
             if not np.isfinite(value) or value > DIVERGENCE_FACTOR * loss_scale:
-                stop(s, "loss became non-finite" if not np.isfinite(value) else
-                     f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}")
+                stop(
+                    s,
+                    "loss became non-finite"
+                    if not np.isfinite(value)
+                    else f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}",
+                )
                 break
         if recording:
             fx_train[i_rec] = f

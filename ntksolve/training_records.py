@@ -7,6 +7,7 @@ The numpy trainers (:mod:`ntksolve.training`, :mod:`ntksolve.network_training`) 
 (:mod:`ntksolve.sklearn.trainer`) share these, so their ``wall_time``, ``kernel_time`` and
 ``kernel_change`` mean the same thing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,6 +68,12 @@ def recorded(n, steps, fx_train, fx_test, loss_train, loss_test, kernel_change, 
     """The fields of a :class:`TrainingResult` from a trainer's record buffers, cut to the ``n``
     records made (every trainer records into the same buffers)."""
     cut = lambda a: None if a is None else a[:n]  # noqa: E731
-    return dict(steps=steps[:n].copy(), fx_train=fx_train[:n], fx_test=cut(fx_test), loss_train=loss_train[:n],
-                loss_test=cut(loss_test), kernel_change=cut(kernel_change),
-                kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"))
+    return dict(
+        steps=steps[:n].copy(),
+        fx_train=fx_train[:n],
+        fx_test=cut(fx_test),
+        loss_train=loss_train[:n],
+        loss_test=cut(loss_test),
+        kernel_change=cut(kernel_change),
+        kernel_kind=None if not track_kernel else ("traced" if k == 1 else "full"),
+    )

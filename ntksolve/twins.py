@@ -28,6 +28,7 @@ train and test) and the test loss then say whether Adam moves the function along
 at another speed, or somewhere else. A real loss above the start is matched at ``τ = 0``; one
 below what the flow reaches is matched at the flow's end (its limit for MSE), and a note says so.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,16 @@ import numpy as np
 import scipy.optimize
 
 from ntksolve._config import DIVERGENCE_FACTOR
-from ntksolve.dynamics import (Adam, DivergenceWarning, GradientDescent, flow_cross_entropy, gradient_descent_mse,
-                               mse_loss, sgd_cross_entropy, sgd_mse)
+from ntksolve.dynamics import (
+    Adam,
+    DivergenceWarning,
+    GradientDescent,
+    flow_cross_entropy,
+    gradient_descent_mse,
+    mse_loss,
+    sgd_cross_entropy,
+    sgd_mse,
+)
 from ntksolve.dynamics.descent_modes import rule_words
 from ntksolve.report import _prediction_status
 
@@ -51,8 +60,19 @@ LOSSES = ("mse", "cross_entropy")
 #: of the order of one time constant, so each factor of 8 costs 8 times more).
 MAX_FLOW_TIME = 4096.0
 
-__all__ = ["Run", "Twin", "Prediction", "not_available", "critical_rate", "rule_at_fraction", "describe",
-           "CLOSED_FORM", "RECURRENCE", "MATCHED_FLOW", "LOSSES"]
+__all__ = [
+    "Run",
+    "Twin",
+    "Prediction",
+    "not_available",
+    "critical_rate",
+    "rule_at_fraction",
+    "describe",
+    "CLOSED_FORM",
+    "RECURRENCE",
+    "MATCHED_FLOW",
+    "LOSSES",
+]
 
 
 class Run(NamedTuple):
@@ -77,8 +97,12 @@ class Run(NamedTuple):
     @property
     def plain(self) -> bool:
         """Plain full-batch descent on MSE: what the sweep did before rules existed."""
-        return isinstance(self.rule, GradientDescent) and self.rule.plain and self.loss == "mse" \
+        return (
+            isinstance(self.rule, GradientDescent)
+            and self.rule.plain
+            and self.loss == "mse"
             and self.batch_size is None
+        )
 
     @property
     def kind(self) -> str:
@@ -115,15 +139,21 @@ def describe(run: Run) -> str:
     """The twin of ``run``, in words (``settings["twin"]``)."""
     kind = run.kind
     if kind == CLOSED_FORM:
-        return (f"closed form of {rule_words(run.rule)} on MSE (gradient_descent_mse, eigh): the exact twin of the "
-                "network linearised at initialisation")
+        return (
+            f"closed form of {rule_words(run.rule)} on MSE (gradient_descent_mse, eigh): the exact twin of the "
+            "network linearised at initialisation"
+        )
     if kind == RECURRENCE:
         fn = "sgd_mse" if run.loss == "mse" else "sgd_cross_entropy"
         batches = "the real run's batch order" if run.batch_size else "full batches"
-        return (f"function-space recurrence {fn} of {rule_words(run.rule)} with {batches}: the exact twin of the "
-                "network linearised at initialisation")
-    return ("none exists for Adam; reported: the loss-matched gradient flow on each kernel (each recorded step read "
-            "at the flow time whose training loss equals the real run's), the closest linear path")
+        return (
+            f"function-space recurrence {fn} of {rule_words(run.rule)} with {batches}: the exact twin of the "
+            "network linearised at initialisation"
+        )
+    return (
+        "none exists for Adam; reported: the loss-matched gradient flow on each kernel (each recorded step read "
+        "at the flow time whose training loss equals the real run's), the closest linear path"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,8 +220,9 @@ class Twin:
             with warnings.catch_warnings(record=True) as caught, np.errstate(over="ignore", invalid="ignore"):
                 warnings.simplefilter("always", DivergenceWarning)
                 if kind == CLOSED_FORM:
-                    self._pred = gradient_descent_mse(k_train, run.y, dynamics=run.rule, method="eigh",
-                                                      allow_divergence=True)
+                    self._pred = gradient_descent_mse(
+                        k_train, run.y, dynamics=run.rule, method="eigh", allow_divergence=True
+                    )
                 else:  # gradient flow at rate 1: its time is tau; it converges at every rate
                     self._pred = gradient_descent_mse(k_train, run.y, 1.0, dynamics="continuous", method="eigh")
             self._warned = [str(w.message) for w in caught if issubclass(w.category, DivergenceWarning)]
@@ -214,8 +245,11 @@ class Twin:
             return self._closed_form(f0, f0_test, images)
         if kind == RECURRENCE:
             return self._recurrence(f0, f0_test, batches, images)
-        return self._matched_mse(f0, f0_test, real_loss) if self.run.loss == "mse" else \
-            self._matched_ce(f0, f0_test, real_loss)
+        return (
+            self._matched_mse(f0, f0_test, real_loss)
+            if self.run.loss == "mse"
+            else self._matched_ce(f0, f0_test, real_loss)
+        )
 
     # -- gradient descent on MSE, full batch: the closed form
     def _closed_form(self, f0, f0_test, images):
@@ -226,12 +260,18 @@ class Twin:
             ft, fte = self._pred(run.record_at, f0, f0_test, self.k_test, **jt)
         warned = self._warned + [str(w.message) for w in caught if issubclass(w.category, DivergenceWarning)]
         if run.rule.plain:
-            status, msg = _prediction_status(self.what, run.rule.learning_rate, self.plain_crit, self.kernel_words,
-                                             ft, fte)
+            status, msg = _prediction_status(
+                self.what, run.rule.learning_rate, self.plain_crit, self.kernel_words, ft, fte
+            )
         elif warned:
-            status, msg = "diverges", (f"the {self.what} prediction diverges: {warned[0].split(' (allow_divergence')[0]}"
-                                       f" on {self.kernel_words}; left out of the gaps and slopes (the real network, "
-                                       "whose kernel moves, may still train)")
+            status, msg = (
+                "diverges",
+                (
+                    f"the {self.what} prediction diverges: {warned[0].split(' (allow_divergence')[0]}"
+                    f" on {self.kernel_words}; left out of the gaps and slopes (the real network, "
+                    "whose kernel moves, may still train)"
+                ),
+            )
         else:
             status, msg = _prediction_status(self.what, 0.0, 1.0, self.kernel_words, ft, fte)
         if status != "ok":
@@ -244,16 +284,35 @@ class Twin:
         img = {} if images is None else dict(image_train=images[0], image_test=images[1])
         with np.errstate(all="ignore"):  # a diverging twin is reported by _growth, not warned about
             if run.loss == "mse":
-                tr = sgd_mse(self.k_train, run.y, f0, run.record_at, dynamics=run.rule, batches=batches,
-                             k_test_train=self.k_test, fx_test_0=f0_test, y_test=run.y_test, **img)
+                tr = sgd_mse(
+                    self.k_train,
+                    run.y,
+                    f0,
+                    run.record_at,
+                    dynamics=run.rule,
+                    batches=batches,
+                    k_test_train=self.k_test,
+                    fx_test_0=f0_test,
+                    y_test=run.y_test,
+                    **img,
+                )
             else:
-                tr = sgd_cross_entropy(self.k_train, run.y, f0, run.record_at, dynamics=run.rule, batches=batches,
-                                       k_test_train=self.k_test, fx_test_0=f0_test, targets_test=run.y_test, **img)
+                tr = sgd_cross_entropy(
+                    self.k_train,
+                    run.y,
+                    f0,
+                    run.record_at,
+                    dynamics=run.rule,
+                    batches=batches,
+                    k_test_train=self.k_test,
+                    fx_test_0=f0_test,
+                    targets_test=run.y_test,
+                    **img,
+                )
         status, msg = self._growth(tr.train_loss, tr.train, tr.test)
         if status != "ok":
             return Prediction(status, msg)
-        return Prediction("ok", "", tr.train, tr.test, tr.train_loss, tr.test_loss, tr.train_accuracy,
-                          tr.test_accuracy)
+        return Prediction("ok", "", tr.train, tr.test, tr.train_loss, tr.test_loss, tr.train_accuracy, tr.test_accuracy)
 
     def _growth(self, loss, *outputs):
         """Diverged when the twin's training loss grows past ``DIVERGENCE_FACTOR`` times its start
@@ -263,12 +322,17 @@ class Twin:
             grew = finite and float(np.max(loss)) > DIVERGENCE_FACTOR * max(float(loss[0]), np.finfo(float).tiny)
         if finite and not grew:
             return "ok", ""
-        what = "became non-finite" if not finite else \
-            f"grew to {float(np.max(loss)):.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial {float(loss[0]):.3g}"
+        what = (
+            "became non-finite"
+            if not finite
+            else f"grew to {float(np.max(loss)):.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial {float(loss[0]):.3g}"
+        )
         rate = peak_rate(self.run.rule, int(self.run.record_at[-1]))
-        return "diverges", (f"the {self.what} prediction diverges: the training loss of the network linearised on "
-                            f"{self.kernel_words} {what} at learning rate {rate:.4g}; left out of the gaps and slopes "
-                            "(the real network, whose kernel moves, may still train; lower the learning rate)")
+        return "diverges", (
+            f"the {self.what} prediction diverges: the training loss of the network linearised on "
+            f"{self.kernel_words} {what} at learning rate {rate:.4g}; left out of the gaps and slopes "
+            "(the real network, whose kernel moves, may still train; lower the learning rate)"
+        )
 
     # -- Adam: the loss-matched gradient flow
     def _matched_mse(self, f0, f0_test, real_loss):
@@ -291,11 +355,15 @@ class Twin:
                     hi *= 4.0
                 taus[i] = scipy.optimize.brentq(lambda t: loss_at(t) - target, 0.0, hi, xtol=1e-12 * hi, rtol=1e-12)
         ft, fte = p(taus, f0, f0_test, self.k_test)
-        note = "" if not below else (
-            f"{below} recorded step(s) of Adam reach a training loss below the limit of gradient flow on "
-            f"{self.kernel_words} (kernel regression, {limit:.4g}): they are compared with that limit")
-        return Prediction("ok", note, ft, fte, mse_loss(ft, self.run.y), mse_loss(fte, self.run.y_test),
-                          flow_time=taus)
+        note = (
+            ""
+            if not below
+            else (
+                f"{below} recorded step(s) of Adam reach a training loss below the limit of gradient flow on "
+                f"{self.kernel_words} (kernel regression, {limit:.4g}): they are compared with that limit"
+            )
+        )
+        return Prediction("ok", note, ft, fte, mse_loss(ft, self.run.y), mse_loss(fte, self.run.y_test), flow_time=taus)
 
     def _matched_ce(self, f0, f0_test, real_loss):
         run = self.run
@@ -321,11 +389,26 @@ class Twin:
                 w = (L[j - 1] - target) / (L[j - 1] - L[j])
                 taus[i] = grid[j - 1] + w * (grid[j] - grid[j - 1])
         uniq, back = np.unique(taus, return_inverse=True)
-        tr = flow_cross_entropy(self.k_train, run.y, f0, uniq, k_test_train=self.k_test, fx_test_0=f0_test,
-                                targets_test=run.y_test)
-        note = "" if not beyond else (
-            f"{beyond} recorded step(s) of Adam reach a training loss below what gradient flow on {self.kernel_words} "
-            f"reaches by tau = {grid[-1]:.4g} ({L[-1]:.4g}): they are compared with the flow there")
+        tr = flow_cross_entropy(
+            self.k_train, run.y, f0, uniq, k_test_train=self.k_test, fx_test_0=f0_test, targets_test=run.y_test
+        )
+        note = (
+            ""
+            if not beyond
+            else (
+                f"{beyond} recorded step(s) of Adam reach a training loss below what gradient flow on {self.kernel_words} "
+                f"reaches by tau = {grid[-1]:.4g} ({L[-1]:.4g}): they are compared with the flow there"
+            )
+        )
         pick = lambda a: None if a is None else np.asarray(a)[back]  # noqa: E731
-        return Prediction("ok", note, pick(tr.train), pick(tr.test), pick(tr.train_loss), pick(tr.test_loss),
-                          pick(tr.train_accuracy), pick(tr.test_accuracy), taus)
+        return Prediction(
+            "ok",
+            note,
+            pick(tr.train),
+            pick(tr.test),
+            pick(tr.train_loss),
+            pick(tr.test_loss),
+            pick(tr.train_accuracy),
+            pick(tr.test_accuracy),
+            taus,
+        )

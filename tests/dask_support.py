@@ -1,5 +1,6 @@
 """What the Dask tests share: one two-process ``LocalCluster`` per test module, a relative error,
 and a small regression problem."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,9 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                       silence_logs=40)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+    )
     c = distributed.Client(cluster, set_as_default=False)
     try:
         yield c

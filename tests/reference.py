@@ -1,5 +1,6 @@
 """Slow, obviously correct numpy references for the jitted network code (house rule: a reference
 beside every fast kernel). Written from docs/conventions.md, independent of ntksolve's own code paths."""
+
 import re
 
 import numpy as np
@@ -13,8 +14,10 @@ WITH_ARGUMENTS = ["leaky_relu(0.2)", "abrelu(-0.3, 1.5)", "monomial(2)", "monomi
 
 def _piecewise_linear(a, b):
     """``a min(z, 0) + b max(z, 0)`` and its derivative (``a`` at 0, as the conventions say)."""
-    return (lambda z: a * np.minimum(z, 0.0) + b * np.maximum(z, 0.0),
-            lambda z: np.where(np.asarray(z) > 0, b, a) * np.ones_like(z))
+    return (
+        lambda z: a * np.minimum(z, 0.0) + b * np.maximum(z, 0.0),
+        lambda z: np.where(np.asarray(z) > 0, b, a) * np.ones_like(z),
+    )
 
 
 def _power(z, n):
@@ -71,20 +74,23 @@ class _ByName(dict):
         return self[key]
 
 
-PHI = _ByName({
-    "relu": lambda z: np.maximum(z, 0.0),
-    "erf": erf,
-    "tanh": np.tanh,
-    "identity": lambda z: z,
-    "sigmoid": expit,
-    "gelu": lambda z: z * norm.cdf(z),
-    "softplus": lambda z: np.logaddexp(0.0, z),
-    "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
-    "abs": np.abs,
-    "sin": np.sin,
-    "cos": np.cos,
-    "gaussian": lambda z: np.exp(-0.5 * np.square(z)),
-}, 0)
+PHI = _ByName(
+    {
+        "relu": lambda z: np.maximum(z, 0.0),
+        "erf": erf,
+        "tanh": np.tanh,
+        "identity": lambda z: z,
+        "sigmoid": expit,
+        "gelu": lambda z: z * norm.cdf(z),
+        "softplus": lambda z: np.logaddexp(0.0, z),
+        "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
+        "abs": np.abs,
+        "sin": np.sin,
+        "cos": np.cos,
+        "gaussian": lambda z: np.exp(-0.5 * np.square(z)),
+    },
+    0,
+)
 
 
 def forward(params, X, activation, weight_std, bias_std):

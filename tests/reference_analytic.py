@@ -7,6 +7,7 @@ the quadrature as a dense tensor-product rule over all node pairs (no pruning), 
 variances where no fixed rule resolves the activations, adaptive nested integration by
 ``scipy.integrate.quad`` (:func:`nested_quad_expectations`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,34 +19,40 @@ from scipy import integrate, special
 
 from reference import _ByName, _piecewise_linear, piecewise_linear_slopes
 
-PHI = _ByName({
-    "relu": lambda x: np.maximum(x, 0.0),
-    "erf": special.erf,
-    "tanh": np.tanh,
-    "identity": lambda x: x,
-    "sigmoid": special.expit,
-    "gelu": lambda x: x * special.ndtr(x),
-    "softplus": lambda x: np.logaddexp(0.0, x),
-    "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
-    "abs": np.abs,
-    "sin": np.sin,
-    "cos": np.cos,
-    "gaussian": lambda x: np.exp(-0.5 * x * x),
-}, 0)
-DPHI = _ByName({
-    "relu": lambda x: (x > 0).astype(float),
-    "erf": lambda x: 2.0 / np.sqrt(np.pi) * np.exp(-x * x),
-    "tanh": lambda x: 1.0 / np.cosh(x) ** 2,
-    "identity": lambda x: np.ones_like(x),
-    "sigmoid": lambda x: special.expit(x) * special.expit(-x),
-    "gelu": lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi),
-    "softplus": special.expit,
-    "leaky_relu": _piecewise_linear(0.01, 1.0)[1],
-    "abs": _piecewise_linear(-1.0, 1.0)[1],
-    "sin": np.cos,
-    "cos": lambda x: -np.sin(x),
-    "gaussian": lambda x: -x * np.exp(-0.5 * x * x),
-}, 1)
+PHI = _ByName(
+    {
+        "relu": lambda x: np.maximum(x, 0.0),
+        "erf": special.erf,
+        "tanh": np.tanh,
+        "identity": lambda x: x,
+        "sigmoid": special.expit,
+        "gelu": lambda x: x * special.ndtr(x),
+        "softplus": lambda x: np.logaddexp(0.0, x),
+        "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
+        "abs": np.abs,
+        "sin": np.sin,
+        "cos": np.cos,
+        "gaussian": lambda x: np.exp(-0.5 * x * x),
+    },
+    0,
+)
+DPHI = _ByName(
+    {
+        "relu": lambda x: (x > 0).astype(float),
+        "erf": lambda x: 2.0 / np.sqrt(np.pi) * np.exp(-x * x),
+        "tanh": lambda x: 1.0 / np.cosh(x) ** 2,
+        "identity": lambda x: np.ones_like(x),
+        "sigmoid": lambda x: special.expit(x) * special.expit(-x),
+        "gelu": lambda x: special.ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi),
+        "softplus": special.expit,
+        "leaky_relu": _piecewise_linear(0.01, 1.0)[1],
+        "abs": _piecewise_linear(-1.0, 1.0)[1],
+        "sin": np.cos,
+        "cos": lambda x: -np.sin(x),
+        "gaussian": lambda x: -x * np.exp(-0.5 * x * x),
+    },
+    1,
+)
 
 
 @functools.lru_cache(maxsize=8)
@@ -117,10 +124,25 @@ def nested_quad_expectations(activation, s11, s22, s12):
             if b < 1e-12 * sd2:
                 return float(g(m))
             kink = [-m / b] if abs(m / b) < 12.0 else None
-            return integrate.quad(lambda z2: float(g(m + b * z2)) * gauss(z2), -12.0, 12.0, points=kink,
-                                  limit=400, epsabs=1e-15, epsrel=1e-13)[0]
-        return integrate.quad(lambda z1: float(f(sd1 * z1)) * inner(z1) * gauss(z1), -12.0, 12.0,
-                              points=[0.0], limit=400, epsabs=1e-15, epsrel=1e-13)[0]
+            return integrate.quad(
+                lambda z2: float(g(m + b * z2)) * gauss(z2),
+                -12.0,
+                12.0,
+                points=kink,
+                limit=400,
+                epsabs=1e-15,
+                epsrel=1e-13,
+            )[0]
+
+        return integrate.quad(
+            lambda z1: float(f(sd1 * z1)) * inner(z1) * gauss(z1),
+            -12.0,
+            12.0,
+            points=[0.0],
+            limit=400,
+            epsabs=1e-15,
+            epsrel=1e-13,
+        )[0]
 
     with warnings.catch_warnings():
         # quad reports roundoff when the tolerance asked for sits at the double-precision floor
@@ -157,14 +179,14 @@ def conditional_expectations(slopes, s11, s22, s12):
     for k, f in ((0, phi), (1, dphi)):
         total = 0.0
         for lo, hi in ((-40.0, 0.0), (0.0, 40.0)):
-            total += integrate.quad(lambda z: f(sd1 * z) * conditional(sd1 * z)[k] * gauss(z), lo, hi,
-                                    limit=400, epsabs=1e-15, epsrel=1e-13)[0]
+            total += integrate.quad(
+                lambda z: f(sd1 * z) * conditional(sd1 * z)[k] * gauss(z), lo, hi, limit=400, epsabs=1e-15, epsrel=1e-13
+            )[0]
         out.append(total)
     return tuple(out)
 
 
-def reference_kernels(X1, X2, depth, activation, weight_std, bias_std, symmetric=False,
-                      quadrature=False, order=64):
+def reference_kernels(X1, X2, depth, activation, weight_std, bias_std, symmetric=False, quadrature=False, order=64):
     """NNGP and NTK, ``(N1, N2)`` each, layer by layer on full arrays.
 
     ``symmetric`` applies the conventions' rule that a point paired with itself has ``theta = 0``:

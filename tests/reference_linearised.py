@@ -4,6 +4,7 @@
 parameters; the optimiser steps ``θ`` exactly as ``torch.optim.SGD`` does (dampening 0), written
 out here in numpy, independent of the function-space code under test.
 """
+
 import numpy as np
 from scipy.special import expit, softmax
 
@@ -15,18 +16,21 @@ def trained_flat(net, params):
     if net.parameterization == "ntk":
         return net.flatten_params(params)
     d = params[0][0].shape[1]
-    return np.concatenate([np.concatenate([ws * W.ravel(), bs * b]) for (W, b), (ws, bs)
-                           in zip(params, net.layer_scales(d))])
+    return np.concatenate(
+        [np.concatenate([ws * W.ravel(), bs * b]) for (W, b), (ws, bs) in zip(params, net.layer_scales(d))]
+    )
 
 
 class Linearised:
     """A small finite network, its Jacobians and kernels on train and test inputs."""
 
-    def __init__(self, *, k=2, n_train=7, n_test=4, width=12, parameterization="ntk", activation="erf",
-                 duplicate=True, seed=0):
+    def __init__(
+        self, *, k=2, n_train=7, n_test=4, width=12, parameterization="ntk", activation="erf", duplicate=True, seed=0
+    ):
         rng = np.random.default_rng(seed)
-        self.net = ntksolve.MLP((width,), activation=activation, bias_std=0.2, parameterization=parameterization,
-                                n_outputs=k)
+        self.net = ntksolve.MLP(
+            (width,), activation=activation, bias_std=0.2, parameterization=parameterization, n_outputs=k
+        )
         self.params = self.net.init(3, random_state=seed)
         X = rng.standard_normal((n_train, 3))
         if duplicate:

@@ -6,6 +6,7 @@ integration, and for the kinked ones adaptive quadrature of the exact conditiona
 the recursion against the numpy reference to depth 10; the lane-identical exponential against
 libm; wide networks against the analytic kernel; the estimators and persistence with a spelling.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,14 @@ from ntksolve.kernels import analytic as ka
 from ntksolve.nets.layers import Activation
 
 from reference import piecewise_linear_slopes
-from reference_analytic import (DPHI, PHI, conditional_expectations, layer_expectations,
-                                nested_quad_expectations, reference_kernels)
+from reference_analytic import (
+    DPHI,
+    PHI,
+    conditional_expectations,
+    layer_expectations,
+    nested_quad_expectations,
+    reference_kernels,
+)
 
 KINKED = ["leaky_relu", "leaky_relu(0.2)", "abs", "abrelu(-0.3, 1.5)", "abrelu(2.0, -0.5)"]
 SMOOTH = ["sin", "cos", "gaussian", "monomial(1)", "monomial(2)", "monomial(3)", "monomial(4)"]
@@ -39,17 +46,20 @@ def _map(spelling, s11, s22, s12):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spelling, name, family, params", [
-    ("leaky_relu", "leaky_relu", "abrelu", (0.01, 1.0)),
-    ("leaky_relu(0.01)", "leaky_relu", "abrelu", (0.01, 1.0)),
-    ("leaky_relu( 0.2 )", "leaky_relu(0.2)", "abrelu", (0.2, 1.0)),
-    ("abs", "abs", "abrelu", (-1.0, 1.0)),
-    ("abrelu(-1, 2)", "abrelu(-1.0, 2.0)", "abrelu", (-1.0, 2.0)),
-    ("monomial(3)", "monomial(3)", "monomial", (3.0, 0.0)),
-    ("sin", "sin", "sin", (0.0, 0.0)),
-    ("gaussian", "gaussian", "gaussian", (0.0, 0.0)),
-    ("relu", "relu", "relu", (0.0, 0.0)),
-])
+@pytest.mark.parametrize(
+    "spelling, name, family, params",
+    [
+        ("leaky_relu", "leaky_relu", "abrelu", (0.01, 1.0)),
+        ("leaky_relu(0.01)", "leaky_relu", "abrelu", (0.01, 1.0)),
+        ("leaky_relu( 0.2 )", "leaky_relu(0.2)", "abrelu", (0.2, 1.0)),
+        ("abs", "abs", "abrelu", (-1.0, 1.0)),
+        ("abrelu(-1, 2)", "abrelu(-1.0, 2.0)", "abrelu", (-1.0, 2.0)),
+        ("monomial(3)", "monomial(3)", "monomial", (3.0, 0.0)),
+        ("sin", "sin", "sin", (0.0, 0.0)),
+        ("gaussian", "gaussian", "gaussian", (0.0, 0.0)),
+        ("relu", "relu", "relu", (0.0, 0.0)),
+    ],
+)
 def test_spellings(spelling, name, family, params):
     phi = Activation(spelling)
     assert (phi.name, phi.family, phi.params) == (name, family, params)
@@ -58,21 +68,24 @@ def test_spellings(spelling, name, family, params):
     assert net.activation == name and MLP(**net.get_config()) == net
 
 
-@pytest.mark.parametrize("spelling, match", [
-    ("abrelu", "takes 2 argument"),
-    ("abrelu(1)", "takes 2 argument"),
-    ("abrelu(0, 0)", "zero everywhere"),
-    ("monomial", "takes 1 argument"),
-    ("monomial(9)", "integer from 1 to 8"),
-    ("monomial(0)", "integer from 1 to 8"),
-    ("monomial(2.0)", "integer from 1 to 8"),
-    ("leaky_relu(inf)", "not a finite number"),
-    ("leaky_relu(x)", "not a finite number"),
-    ("leaky_relu()", "takes 0 or 1 argument"),
-    ("sin(1)", "takes 0 argument"),
-    ("swish", "valid activations are relu"),
-    ("Sin", "valid activations are relu"),
-])
+@pytest.mark.parametrize(
+    "spelling, match",
+    [
+        ("abrelu", "takes 2 argument"),
+        ("abrelu(1)", "takes 2 argument"),
+        ("abrelu(0, 0)", "zero everywhere"),
+        ("monomial", "takes 1 argument"),
+        ("monomial(9)", "integer from 1 to 8"),
+        ("monomial(0)", "integer from 1 to 8"),
+        ("monomial(2.0)", "integer from 1 to 8"),
+        ("leaky_relu(inf)", "not a finite number"),
+        ("leaky_relu(x)", "not a finite number"),
+        ("leaky_relu()", "takes 0 or 1 argument"),
+        ("sin(1)", "takes 0 argument"),
+        ("swish", "valid activations are relu"),
+        ("Sin", "valid activations are relu"),
+    ],
+)
 def test_bad_spellings_are_refused(spelling, match):
     with pytest.raises(ValueError, match=match):
         Activation(spelling)
@@ -85,10 +98,14 @@ def test_bad_spellings_are_refused(spelling, match):
 def test_the_empirical_forward_pass_computes_the_spelled_function():
     # one hidden layer of width 1, W = b = 1 (weight scale 1/sqrt(1)): f(x) = phi(x + 1) + 1
     z = np.linspace(-3, 3, 13)[:, None]
-    for spelling, phi in (("leaky_relu(0.2)", lambda t: np.where(t > 0, t, 0.2 * t)),
-                          ("abrelu(-0.5, 2)", lambda t: np.where(t > 0, 2 * t, -0.5 * t)),
-                          ("abs", np.abs), ("monomial(3)", lambda t: t**3), ("sin", np.sin),
-                          ("gaussian", lambda t: np.exp(-t * t / 2))):
+    for spelling, phi in (
+        ("leaky_relu(0.2)", lambda t: np.where(t > 0, t, 0.2 * t)),
+        ("abrelu(-0.5, 2)", lambda t: np.where(t > 0, 2 * t, -0.5 * t)),
+        ("abs", np.abs),
+        ("monomial(3)", lambda t: t**3),
+        ("sin", np.sin),
+        ("gaussian", lambda t: np.exp(-t * t / 2)),
+    ):
         net = MLP((1,), spelling, bias_std=1.0)
         params = [(np.ones((1, 1)), np.ones(1)), (np.ones((1, 1)), np.ones(1))]
         np.testing.assert_allclose(net.apply(params, z)[:, 0], phi(z[:, 0] + 1) + 1, rtol=1e-15, atol=1e-15)
@@ -101,8 +118,13 @@ def test_the_empirical_forward_pass_computes_the_spelled_function():
 
 def test_arithmetic_exp_within_two_ulp_of_libm():
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.uniform(-745, 709.7, 20000), rng.uniform(-1, 1, 5000),
-                        [0.0, -0.0, 1e-300, -1e-17, 709.7, -708.4, -745.1, 0.5 * math.log(2)]])
+    x = np.concatenate(
+        [
+            rng.uniform(-745, 709.7, 20000),
+            rng.uniform(-1, 1, 5000),
+            [0.0, -0.0, 1e-300, -1e-17, 709.7, -708.4, -745.1, 0.5 * math.log(2)],
+        ]
+    )
     got = np.array([sm.exp(v) for v in x])
     want = np.exp(x)
     normal = want >= np.finfo(float).tiny
@@ -145,8 +167,7 @@ def test_layer_maps_match_monte_carlo(spelling, normals):
         u = math.sqrt(s11) * z1
         v = math.sqrt(s22) * (rho * z1 + math.sqrt(1 - rho * rho) * z2)
         got = _map(spelling, s11, s22, rho * math.sqrt(s11 * s22))
-        for sample, value in zip((PHI[spelling](u) * PHI[spelling](v),
-                                  DPHI[spelling](u) * DPHI[spelling](v)), got):
+        for sample, value in zip((PHI[spelling](u) * PHI[spelling](v), DPHI[spelling](u) * DPHI[spelling](v)), got):
             se = sample.std() / math.sqrt(_MC_N)
             assert abs(sample.mean() - value) <= 5 * se + 1e-15, (spelling, s11, s22, rho, sample.mean(), value, se)
 
@@ -213,8 +234,9 @@ def test_smooth_maps_match_dense_gauss_hermite_to_1e8(spelling):
 def test_closed_forms_at_hand_checked_points():
     # Isserlis: E[u^4 v^4] = 9 s11^2 s22^2 + 72 s11 s22 c^2 + 24 c^4; E[u^3 v^3] = 9 s11 s22 c + 6 c^3
     s11, s22, c = 1.5, 0.8, -0.6
-    assert _map("monomial(4)", s11, s22, c)[0] == pytest.approx(9 * (s11 * s22) ** 2 + 72 * s11 * s22 * c**2 + 24 * c**4,
-                                                              rel=1e-15)
+    assert _map("monomial(4)", s11, s22, c)[0] == pytest.approx(
+        9 * (s11 * s22) ** 2 + 72 * s11 * s22 * c**2 + 24 * c**4, rel=1e-15
+    )
     assert _map("monomial(4)", s11, s22, c)[1] == pytest.approx(16 * (9 * s11 * s22 * c + 6 * c**3), rel=1e-15)
     assert _map("monomial(2)", s11, s22, c) == pytest.approx((s11 * s22 + 2 * c * c, 4 * c), rel=1e-15)
     # u = v: E[sin^2 u] = (1 - e^{-2s}) / 2, E[cos^2 u] = (1 + e^{-2s}) / 2; E[|u|^2] = s
@@ -224,8 +246,7 @@ def test_closed_forms_at_hand_checked_points():
         assert _map("cos", s, s, s) == pytest.approx(((1 + e) / 2, (1 - e) / 2), rel=1e-15)
         assert _map("abs", s, s, s) == pytest.approx((s, 1.0), rel=1e-15)
         # E[exp(-u^2)] = 1 / sqrt(1 + 2s); E[u^2 exp(-u^2)] = s / (1 + 2s)^{3/2}
-        assert _map("gaussian", s, s, s) == pytest.approx((1 / math.sqrt(1 + 2 * s), s / (1 + 2 * s) ** 1.5),
-                                                          rel=1e-15)
+        assert _map("gaussian", s, s, s) == pytest.approx((1 / math.sqrt(1 + 2 * s), s / (1 + 2 * s) ** 1.5), rel=1e-15)
     # independent pre-activations: E[|u| |v|] = (2/pi) sqrt(s11 s22), E[sign u sign v] = 0
     assert _map("abs", 2.0, 3.0, 0.0) == pytest.approx((2 / math.pi * math.sqrt(6.0), 0.0), abs=1e-15)
 
@@ -236,10 +257,17 @@ def test_closed_forms_at_hand_checked_points():
 
 #: (weight_std, bias_std, input scale): variances that neither vanish nor blow up over 10 layers
 _SCALES = {
-    "leaky_relu": (1.4, 0.3, 1.0), "leaky_relu(0.2)": (1.35, 0.3, 1.0), "abs": (1.0, 0.3, 1.0),
-    "abrelu(-0.3, 1.5)": (0.9, 0.3, 1.0), "abrelu(2.0, -0.5)": (0.65, 0.3, 1.0),
-    "sin": (1.6, 0.3, 1.5), "cos": (1.3, 0.3, 1.5), "gaussian": (1.5, 0.3, 0.8),
-    "monomial(1)": (1.05, 0.3, 1.0), "monomial(2)": (0.5, 0.3, 1.0), "monomial(3)": (0.4, 0.4, 0.5),
+    "leaky_relu": (1.4, 0.3, 1.0),
+    "leaky_relu(0.2)": (1.35, 0.3, 1.0),
+    "abs": (1.0, 0.3, 1.0),
+    "abrelu(-0.3, 1.5)": (0.9, 0.3, 1.0),
+    "abrelu(2.0, -0.5)": (0.65, 0.3, 1.0),
+    "sin": (1.6, 0.3, 1.5),
+    "cos": (1.3, 0.3, 1.5),
+    "gaussian": (1.5, 0.3, 0.8),
+    "monomial(1)": (1.05, 0.3, 1.0),
+    "monomial(2)": (0.5, 0.3, 1.0),
+    "monomial(3)": (0.4, 0.4, 0.5),
     "monomial(4)": (0.25, 0.45, 0.6),
 }
 
@@ -254,10 +282,19 @@ def test_recursion_matches_numpy_reference_to_depth_10(spelling):
     X2[0] = -X1[2] + 1e-3 * rng.standard_normal(3)  # nearly antiparallel
     quadrature = spelling in SMOOTH
     for depth in range(1, 11):
-        for X2_, sym in ((X2, False), (X1, True))[:2 if depth in (1, 4, 10) else 1]:
+        for X2_, sym in ((X2, False), (X1, True))[: 2 if depth in (1, 4, 10) else 1]:
             got = ka.analytic_pair_kernels(X1, X2_, depth, spelling, sw, sb, sym)
-            ref = reference_kernels(X1, X2_, depth, spelling, sw, sb, symmetric=sym, quadrature=quadrature,
-                                    order=160 if spelling == "gaussian" else 100)
+            ref = reference_kernels(
+                X1,
+                X2_,
+                depth,
+                spelling,
+                sw,
+                sb,
+                symmetric=sym,
+                quadrature=quadrature,
+                order=160 if spelling == "gaussian" else 100,
+            )
             for g, r in zip(got, ref):
                 assert np.max(np.abs(g - r)) <= 1e-10 * np.max(np.abs(r)), (spelling, depth, sym)
 
@@ -287,7 +324,9 @@ def test_wide_networks_approach_the_analytic_ntk(spelling):
 
     def err(width, seed):
         net = MLP((width,), spelling, sw, sb)
-        return np.linalg.norm(empirical_ntk(net, net.init(3, random_state=seed), X) - analytic) / np.linalg.norm(analytic)
+        return np.linalg.norm(empirical_ntk(net, net.init(3, random_state=seed), X) - analytic) / np.linalg.norm(
+            analytic
+        )
 
     narrow = np.mean([err(256, s) for s in range(4)])
     wide = np.mean([err(4096, s) for s in range(4)])
@@ -306,8 +345,7 @@ def test_estimator_with_a_spelling_fits_clones_and_saves(tmp_path):
     rng = np.random.default_rng(0)
     X, y, Xt = rng.standard_normal((20, 3)), rng.standard_normal(20), rng.standard_normal((5, 3))
     for spelling in ("leaky_relu(0.2)", "monomial(2)"):
-        est = ntksolve.NTKRegressor(hidden_layer_sizes=(8, 8), activation=spelling, time=np.inf,
-                                    diag_reg=0.0).fit(X, y)
+        est = ntksolve.NTKRegressor(hidden_layer_sizes=(8, 8), activation=spelling, time=np.inf, diag_reg=0.0).fit(X, y)
         # t = inf without ridge: kernel regression with the spelled network's analytic NTK
         K = ntksolve.analytic_kernels(MLP((1, 1), spelling, 1.0, 0.1), X).ntk
         Kt = ntksolve.analytic_kernels(MLP((1, 1), spelling, 1.0, 0.1), Xt, X).ntk

@@ -4,6 +4,7 @@ Every number is pinned by an independent source: a plain-numpy recursion (tests/
 hand-derived closed forms (identity network; Cho & Saul 2009's arc-cosine kernel), the erf and
 identity closed forms for the quadrature, and Monte Carlo for the activations without one.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,7 @@ def _rel_err(a, b):
 
 def _outer_factors(phi, s11, nodes, weights):
     """``w_k phi(sqrt(s11) z_k)`` and ``w_k phi'(...)``, through the module's own per-point helper."""
-    wphi, wdphi = jp._weighted_activations_at_nodes(np.array([[s11], [s11]]), 1, phi.code, phi.params,
-                                                    nodes, weights)
+    wphi, wdphi = jp._weighted_activations_at_nodes(np.array([[s11], [s11]]), 1, phi.code, phi.params, nodes, weights)
     return wphi[0, 0], wdphi[0, 0]
 
 
@@ -37,8 +37,7 @@ def _gh(code, s11, s22, s12, order):
     phi = kr.as_activation(code)
     nodes, weights, lo, hi = kr.gauss_hermite_rule(order)
     wphi, wdphi = _outer_factors(phi, s11, nodes, weights)
-    return je.gauss_hermite_expectations(phi.code, phi.params, s11, s22, s12, wphi, wdphi, nodes, weights,
-                                         lo, hi)
+    return je.gauss_hermite_expectations(phi.code, phi.params, s11, s22, s12, wphi, wdphi, nodes, weights, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,8 +172,9 @@ def test_quadrature_matches_monte_carlo(activation):
         u = math.sqrt(s11) * z1
         v = math.sqrt(s22) * (c * z1 + math.sqrt(1 - c * c) * z2)
         got = _gh(code, s11, s22, s12, kr._adaptive_order(max(s11, s22), code))
-        for sample, value in zip((PHI[activation](u) * PHI[activation](v),
-                                  DPHI[activation](u) * DPHI[activation](v)), got):
+        for sample, value in zip(
+            (PHI[activation](u) * PHI[activation](v), DPHI[activation](u) * DPHI[activation](v)), got
+        ):
             se = sample.std() / math.sqrt(n)
             assert abs(sample.mean() - value) <= 5 * se, (activation, sample.mean(), value, se)
 
@@ -351,8 +351,9 @@ def test_chaotic_erf_depth_20_stays_a_kernel_and_fits():
         assert K[2, 7] == K[2, 2] == K[7, 19] and np.all(np.diag(C) == np.diag(K))
         eig = np.linalg.eigvalsh(K)
         assert eig[0] >= -1e-12 * eig[-1]
-    model = NTKRegressor(hidden_layer_sizes=(8,) * 20, activation="erf", weight_std=8.0, bias_std=0.5,
-                         diag_reg=0.0).fit(X, y)
+    model = NTKRegressor(
+        hidden_layer_sizes=(8,) * 20, activation="erf", weight_std=8.0, bias_std=0.5, diag_reg=0.0
+    ).fit(X, y)
     pred = model.predict(X)
     # t = inf without ridge interpolates (the duplicates carry the same target, so the zero mode
     # they add is consistent): the training targets come back
@@ -416,7 +417,7 @@ def test_relu_at_large_accepted_scale_is_exactly_homogeneous():
     rng = np.random.default_rng(1)
     X1, X2 = rng.standard_normal((6, 3)), rng.standard_normal((5, 3))
     X2[1] = X1[0]
-    a = 2.0 ** 230  # variances ~ 1e138
+    a = 2.0**230  # variances ~ 1e138
     for sym in (True, False):
         Y = X1 if sym else X2
         small = ka.analytic_pair_kernels(X1, Y, 3, RELU, 1.3, 0.0, sym)

@@ -7,6 +7,7 @@ fails on any import, at module level or inside a function, that points upwards, 
 cycle, on any module of the package missing from the picture, and on oversized modules, so the
 picture cannot go stale.
 """
+
 from __future__ import annotations
 
 import ast
@@ -129,7 +130,7 @@ def test_no_import_cycles():
             if t == "ntksolve" or m == "ntksolve":
                 continue
             if state.get(t) == 1:
-                cycles.append(" -> ".join(stack[stack.index(t):] + [t]))
+                cycles.append(" -> ".join(stack[stack.index(t) :] + [t]))
             elif t not in state:
                 visit(t)
         stack.pop()

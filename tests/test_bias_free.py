@@ -6,6 +6,7 @@ forward-mode ``J v`` and ``J θ_0`` against the explicit Jacobian, the analytic 
 network with ``bias_std = 0``, real training against hand-written gradient descent on the explicit
 Jacobian.
 """
+
 import numpy as np
 import pytest
 
@@ -19,8 +20,15 @@ PATTERNS = [False, (False, True, False), (True, False, True), (True, True, False
 
 
 def _net(bias, parameterization="ntk", k=2, activation="tanh"):
-    return MLP((6, 5), activation=activation, weight_std=1.3, bias_std=0.4, parameterization=parameterization,
-               n_outputs=k, bias=bias)
+    return MLP(
+        (6, 5),
+        activation=activation,
+        weight_std=1.3,
+        bias_std=0.4,
+        parameterization=parameterization,
+        n_outputs=k,
+        bias=bias,
+    )
 
 
 def _flags(bias):
@@ -80,12 +88,14 @@ def test_forward_jacobian_and_ntk_against_references(bias, parameterization):
     np.testing.assert_allclose(empirical_ntk(net, params, X, trace=False), full, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(empirical_ntk(net, params, X), np.einsum("ijaa->ij", full) / 2, rtol=1e-12, atol=1e-12)
     # tiled the same as untiled, cross kernel the same as a block of the joint one
-    np.testing.assert_allclose(empirical_ntk(net, params, X, block_size=3), empirical_ntk(net, params, X),
-                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(
+        empirical_ntk(net, params, X, block_size=3), empirical_ntk(net, params, X), rtol=1e-13, atol=1e-13
+    )
     X2 = _X(N=3, seed=5)
     J2 = jacobian(net, params, X2)
-    np.testing.assert_allclose(empirical_ntk(net, params, X2, X, trace=False), np.einsum("iap,jbp->ijab", J2, J),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        empirical_ntk(net, params, X2, X, trace=False), np.einsum("iap,jbp->ijab", J2, J), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
@@ -96,8 +106,9 @@ def test_forward_mode_against_the_explicit_jacobian(bias, parameterization):
     X = _X()
     J = jacobian(net, params, X)
     v = net.init(3, random_state=4)
-    np.testing.assert_allclose(jacobian_vector_product(net, params, X, v), J @ net.flatten_params(v),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        jacobian_vector_product(net, params, X, v), J @ net.flatten_params(v), rtol=1e-12, atol=1e-12
+    )
     theta = net.flatten_params(trained_parameters(net, params))
     np.testing.assert_allclose(own_parameter_image(net, params, X), J @ theta, rtol=1e-12, atol=1e-12)
 
@@ -112,8 +123,9 @@ def test_ntk_parameterisation_without_bias_is_bias_std_zero():
     pf = [(W, np.zeros(0)) for W, _ in pz]
     X = _X(N=6)
     np.testing.assert_allclose(free.apply(pf, X), zero.apply(pz, X), rtol=1e-14, atol=1e-14)
-    np.testing.assert_allclose(empirical_ntk(free, pf, X, trace=False), empirical_ntk(zero, pz, X, trace=False),
-                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(
+        empirical_ntk(free, pf, X, trace=False), empirical_ntk(zero, pz, X, trace=False), rtol=1e-13, atol=1e-13
+    )
     np.testing.assert_allclose(empirical_nngp(free, pf, X), empirical_nngp(zero, pz, X), rtol=1e-13)
     a, b = analytic_kernels(free, X), analytic_kernels(zero, X)
     np.testing.assert_array_equal(a.ntk, b.ntk)
@@ -127,8 +139,9 @@ def test_analytic_kernels_refuse_biases_in_some_layers_only():
     with pytest.raises(ValueError, match="biases in some layers only"):
         analytic_kernels(MLP((4,), bias_std=0.3, bias=(True, False)), X)
     # with bias_std = 0 every layer has sigma_b = 0 anyway
-    np.testing.assert_array_equal(analytic_kernels(MLP((4,), bias=(True, False)), X).ntk,
-                                  analytic_kernels(MLP((4,)), X).ntk)
+    np.testing.assert_array_equal(
+        analytic_kernels(MLP((4,), bias=(True, False)), X).ntk, analytic_kernels(MLP((4,)), X).ntk
+    )
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
@@ -151,9 +164,9 @@ def test_training_moves_only_the_existing_parameters(bias, parameterization):
         # back to the stored convention: divide by the trained scale of each entry
         out, pos = [], 0
         for (W, b), s in zip(cur, scales):
-            W = trained[pos:pos + W.size].reshape(W.shape) / s.trained_weight
+            W = trained[pos : pos + W.size].reshape(W.shape) / s.trained_weight
             pos += W.size
-            b = trained[pos:pos + b.size] / s.trained_bias
+            b = trained[pos : pos + b.size] / s.trained_bias
             pos += b.size
             out.append((W, b))
         cur = out

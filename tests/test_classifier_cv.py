@@ -1,5 +1,6 @@
 """NTKClassifierCV: every fold's score is that of an explicit NTKClassifier refit on the fold's other
 points, its choice is the best of those refits, and it behaves as a scikit-learn classifier."""
+
 from __future__ import annotations
 
 import pickle
@@ -21,8 +22,15 @@ from ntksolve.dynamics import GradientDescent
 @parametrize_with_checks(
     [
         NTKClassifierCV(diag_regs=(1e-2, 1e-1), cv=3),
-        NTKClassifierCV(loss="log_loss", dynamics="discrete", learning_rate=5.0, times=[10, 30], diag_regs=(0.1,),
-                        cv=3, scoring="log_loss"),
+        NTKClassifierCV(
+            loss="log_loss",
+            dynamics="discrete",
+            learning_rate=5.0,
+            times=[10, 30],
+            diag_regs=(0.1,),
+            cv=3,
+            scoring="log_loss",
+        ),
     ]
 )
 def test_sklearn_contract(estimator, check):
@@ -64,11 +72,14 @@ def _first_best(scores):
     return np.unravel_index(np.argmax(mean), mean.shape)
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"normalize_y": False, "kernel": "empirical", "hidden_layer_sizes": (24,), "random_state": 0},
-    {"dynamics": "discrete", "learning_rate": 1.0},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"normalize_y": False, "kernel": "empirical", "hidden_layer_sizes": (24,), "random_state": 0},
+        {"dynamics": "discrete", "learning_rate": 1.0},
+    ],
+)
 def test_squared_loss_scores_equal_explicit_refits(three_classes, params):
     X, y = three_classes
     regs, ts = (0.0, 1e-2, 1.0), [1.0, 10.0, 100.0, np.inf]
@@ -85,12 +96,19 @@ def test_squared_loss_scores_equal_explicit_refits(three_classes, params):
     assert cv.cv_results_["mean_test_score"].shape == (len(regs) * len(ts),)
 
 
-@pytest.mark.parametrize("params", [
-    {"dynamics": "discrete", "learning_rate": 3.0},
-    {"dynamics": GradientDescent(2.0, momentum=0.5), "batch_size": 10, "random_state": 3},
-    {"dynamics": GradientDescent(1.0, weight_decay=0.02), "kernel": "empirical", "hidden_layer_sizes": (16,),
-     "random_state": 1},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"dynamics": "discrete", "learning_rate": 3.0},
+        {"dynamics": GradientDescent(2.0, momentum=0.5), "batch_size": 10, "random_state": 3},
+        {
+            "dynamics": GradientDescent(1.0, weight_decay=0.02),
+            "kernel": "empirical",
+            "hidden_layer_sizes": (16,),
+            "random_state": 1,
+        },
+    ],
+)
 def test_cross_entropy_log_loss_scores_equal_explicit_refits(three_classes, params):
     X, y = three_classes
     regs, ts = (1e-2, 0.3), [3, 15, 40]
@@ -116,22 +134,28 @@ def test_leave_one_out_is_refitting_without_each_point(three_classes):
     X, y = three_classes
     cv = NTKClassifierCV(cv="loo", diag_regs=(0.0,), normalize_y=False).fit(X, y)
     assert cv.scores_path_.shape == (1, 1, y.size) and cv.time_ == np.inf
-    expected = [NTKClassifier(diag_reg=0.0, normalize_y=False).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i:i + 1])[0]
-                == y[i] for i in range(y.size)]
+    expected = [
+        NTKClassifier(diag_reg=0.0, normalize_y=False).fit(np.delete(X, i, 0), np.delete(y, i)).predict(X[i : i + 1])[0]
+        == y[i]
+        for i in range(y.size)
+    ]
     np.testing.assert_array_equal(cv.scores_path_[0, 0], np.array(expected, dtype=float))
     assert 0 < cv.best_score_ < 1
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"scoring": "log_loss"}, "scoring='log_loss' scores probabilities"),
-    ({"scoring": "roc_auc"}, "scoring must be one of"),
-    ({"loss": "log_loss", "cv": "loo", "times": [5.0]}, "cv='loo' is the exact leave-one-out"),
-    ({"loss": "log_loss", "times": [5.0, np.inf]}, "no converged limit"),
-    ({"loss": "log_loss", "chunks": 16, "times": [5.0]}, "chunks=16"),
-    ({"chunks": 16, "cv": "loo"}, "cv='loo' reads every leave-one-out"),
-    ({"chunks": 16, "method": "eigh"}, "method='eigh' cannot"),
-    ({"chunks": 16, "dynamics": GradientDescent(0.5, momentum=0.9)}, "use chunks=None"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"scoring": "log_loss"}, "scoring='log_loss' scores probabilities"),
+        ({"scoring": "roc_auc"}, "scoring must be one of"),
+        ({"loss": "log_loss", "cv": "loo", "times": [5.0]}, "cv='loo' is the exact leave-one-out"),
+        ({"loss": "log_loss", "times": [5.0, np.inf]}, "no converged limit"),
+        ({"loss": "log_loss", "chunks": 16, "times": [5.0]}, "chunks=16"),
+        ({"chunks": 16, "cv": "loo"}, "cv='loo' reads every leave-one-out"),
+        ({"chunks": 16, "method": "eigh"}, "method='eigh' cannot"),
+        ({"chunks": 16, "dynamics": GradientDescent(0.5, momentum=0.9)}, "use chunks=None"),
+    ],
+)
 def test_refusals_before_any_kernel(three_classes, params, match, monkeypatch):
     X, y = three_classes
     from ntksolve.sklearn import base

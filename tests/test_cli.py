@@ -1,4 +1,5 @@
 """The ``ntksolve compare`` command end to end, and its refusals of bad input."""
+
 import json
 import os
 import subprocess
@@ -41,9 +42,19 @@ def _check_outputs(out, n_rows):
         assert key in d
     assert len(d["rows"]) == n_rows
     for row in d["rows"]:
-        for key in ("width", "gap_train_empirical", "gap_test_empirical", "gap_train_analytic",
-                    "gap_test_analytic", "loss_test_final_real", "loss_test_final_empirical",
-                    "kernel_change_final", "time_train", "time_predict", "speedup"):
+        for key in (
+            "width",
+            "gap_train_empirical",
+            "gap_test_empirical",
+            "gap_train_analytic",
+            "gap_test_analytic",
+            "loss_test_final_real",
+            "loss_test_final_empirical",
+            "kernel_change_final",
+            "time_train",
+            "time_predict",
+            "speedup",
+        ):
             assert key in row
     return d
 
@@ -70,12 +81,17 @@ def test_console_script_and_module(csv_path, tmp_path):
     out = tmp_path / "sub"
     exe = os.path.join(os.path.dirname(sys.executable), "ntksolve")
     cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "ntksolve"]
-    r = subprocess.run(cmd + ["compare", "--data", str(csv_path), "--target", "target", "--out", str(out),
-                              "--no-plots"] + TINY, capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        cmd + ["compare", "--data", str(csv_path), "--target", "target", "--out", str(out), "--no-plots"] + TINY,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr
     _check_outputs(out, 2)
-    r = subprocess.run([sys.executable, "-m", "ntksolve", "compare", "--help"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ntksolve", "compare", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0 and "--learning-rate" in r.stdout and "--target" in r.stdout
 
 
@@ -114,8 +130,27 @@ def test_unwritable_or_file_out_is_refused(npz, tmp_path, capsys):
 
 def test_diverging_rate_reported_without_nan(npz, tmp_path, capsys):
     out = tmp_path / "div"
-    assert main(["compare", "--data", npz, "--out", str(out), "--learning-rate", "1000", "--no-plots",
-                 "--widths", "16,32", "--steps", "100", "--records", "4"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                npz,
+                "--out",
+                str(out),
+                "--learning-rate",
+                "1000",
+                "--no-plots",
+                "--widths",
+                "16,32",
+                "--steps",
+                "100",
+                "--records",
+                "4",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "diverged" in captured.out and "critical learning rate" in captured.err
     assert "nan" not in captured.out.lower()
@@ -135,8 +170,10 @@ def test_ctrl_c_saves_finished_widths(npz, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ntksolve.comparison, "_one_width", interrupted_second)
     out = tmp_path / "int"
-    assert main(["compare", "--data", npz, "--out", str(out), "--widths", "16,32,64", "--steps", "5",
-                 "--records", "3"]) == 130
+    assert (
+        main(["compare", "--data", npz, "--out", str(out), "--widths", "16,32,64", "--steps", "5", "--records", "3"])
+        == 130
+    )
     d = json.loads((out / "report.json").read_text())
     assert d["interrupted"] is True and [r["width"] for r in d["rows"]] == [16]
     assert "interrupted" in capsys.readouterr().err
@@ -154,15 +191,33 @@ def test_prediction_above_critical_rate_is_flagged_not_printed(tmp_path, capsys)
     d = default_regression()
     crit = 2 * d.X_train.shape[0] / np.linalg.eigvalsh(analytic_kernels(MLP((1,), bias_std=0.1), d.X_train).ntk)[-1]
     out = tmp_path / "lr12"
-    assert main(["compare", "--out", str(out), "--learning-rate", "12", "--widths", "64,128", "--steps", "300",
-                 "--records", "12", "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--out",
+                str(out),
+                "--learning-rate",
+                "12",
+                "--widths",
+                "64,128",
+                "--steps",
+                "300",
+                "--records",
+                "12",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     table = captured.out.split("\n\n")[0]
     assert "diverges" in table and "e+" not in table and "0000000" not in table
     assert f"critical rate 2Nk/lambda_max = {crit:.4g}" in captured.err and "warning" in captured.err
     rep = json.loads((out / "report.json").read_text())
-    assert all(r["status_analytic"] == "diverges" and r["gap_test_analytic"] is None and not r["diverged"]
-               for r in rep["rows"])
+    assert all(
+        r["status_analytic"] == "diverges" and r["gap_test_analytic"] is None and not r["diverged"] for r in rep["rows"]
+    )
     assert rep["slope_test_analytic"] is None and rep["slope_widths"]["slope_test_analytic"] == []
 
 
@@ -180,8 +235,26 @@ def test_report_on_disk_says_running_until_the_end(npz, tmp_path, monkeypatch):
         return real(width, *args, **kwargs)
 
     monkeypatch.setattr(ntksolve.comparison, "_one_width", peek)
-    assert main(["compare", "--data", npz, "--out", str(out), "--widths", "16,32", "--steps", "5", "--records", "3",
-                 "--no-plots", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                npz,
+                "--out",
+                str(out),
+                "--widths",
+                "16,32",
+                "--steps",
+                "5",
+                "--records",
+                "3",
+                "--no-plots",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     first, second = on_disk
     assert (first["state"], first["widths_done"], first["widths_pending"]) == ("running", [], [16, 32])
     assert (second["state"], second["widths_done"], second["widths_pending"]) == ("running", [16], [32])
@@ -193,9 +266,12 @@ def test_report_on_disk_says_running_until_the_end(npz, tmp_path, monkeypatch):
 def _popen_compare(args, stderr_path):
     import signal
 
-    return subprocess.Popen([sys.executable, "-m", "ntksolve", "compare"] + args, stdout=subprocess.DEVNULL,
-                            stderr=open(stderr_path, "w"),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "ntksolve", "compare"] + args,
+        stdout=subprocess.DEVNULL,
+        stderr=open(stderr_path, "w"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_report(path, done, proc, timeout=120):
@@ -287,8 +363,22 @@ def test_command_is_recorded_rerunnable_with_versions_and_capped_threads(npz, tm
 
     cores = len(os.sched_getaffinity(0))
     out = tmp_path / "a b"  # a space: the command must be shell-quoted
-    args = ["compare", "--data", npz, "--out", str(out), "--no-plots", "--widths", "16,128", "--steps", "10",
-            "--records", "5", "--threads", "4096"]
+    args = [
+        "compare",
+        "--data",
+        npz,
+        "--out",
+        str(out),
+        "--no-plots",
+        "--widths",
+        "16,128",
+        "--steps",
+        "10",
+        "--records",
+        "5",
+        "--threads",
+        "4096",
+    ]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert f"--threads 4096 is more than the {cores} core(s)" in err
@@ -308,12 +398,15 @@ def test_command_is_recorded_rerunnable_with_versions_and_capped_threads(npz, tm
 # ---------------------------------------------------------------------------------------------
 # resource limits
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("extra, match", [
-    (["--widths", "2000000"], "limit of 1048576 hidden units"),
-    (["--depth", "101"], "limit of 100 hidden layers"),
-    (["--records", "5000"], "limit of 1000 recorded steps"),
-    (["--widths", "500000", "--depth", "3"], "of memory"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--widths", "2000000"], "limit of 1048576 hidden units"),
+        (["--depth", "101"], "limit of 100 hidden layers"),
+        (["--records", "5000"], "limit of 1000 recorded steps"),
+        (["--widths", "500000", "--depth", "3"], "of memory"),
+    ],
+)
 def test_resource_limits_refused_up_front(npz, tmp_path, capsys, extra, match):
     out = tmp_path / "never"
     assert main(["compare", "--data", npz, "--out", str(out), "--steps", "5"] + extra) == 2
@@ -369,15 +462,18 @@ def test_csv_dialects_and_bom_read_like_plain_csv(tmp_path, sep):
     np.testing.assert_array_equal(t.X, data[:, 1:])
 
 
-@pytest.mark.parametrize("text, match", [
-    ("a;b;c\n1,5;2,5;3\n4;5;6\n", "decimal comma"),
-    ("x,1,y\n1,2,3\n", "mixes names and numbers"),
-    (",a,b\n0,1,2\n1,3,4\n", "no name in the header"),
-    ("a,b,a\n1,2,3\n", "repeated column name"),
-    ("a,b\n1,2\n3,4,5\n", "line 3: 3 fields"),
-    ("5\n6\n7\n", "cannot tell how the columns are separated"),
-    ("a,b\n1,2\n3,1e400\n", "non-finite"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a;b;c\n1,5;2,5;3\n4;5;6\n", "decimal comma"),
+        ("x,1,y\n1,2,3\n", "mixes names and numbers"),
+        (",a,b\n0,1,2\n1,3,4\n", "no name in the header"),
+        ("a,b,a\n1,2,3\n", "repeated column name"),
+        ("a,b\n1,2\n3,4,5\n", "line 3: 3 fields"),
+        ("5\n6\n7\n", "cannot tell how the columns are separated"),
+        ("a,b\n1,2\n3,1e400\n", "non-finite"),
+    ],
+)
 def test_unreadable_csv_refused_with_reason(tmp_path, capsys, text, match):
     p = _csv(tmp_path, "bad.csv", text)
     assert main(["compare", "--data", str(p), "--out", str(tmp_path / "o")] + TINY) == 2
@@ -430,8 +526,9 @@ def test_huge_values_standardise_without_overflow(tmp_path, capsys):
 
     data = _rows(12)
     p1 = _csv(tmp_path, "unit.csv", "a,b,c,t\n" + "\n".join(",".join(repr(float(v)) for v in r) for r in data) + "\n")
-    p2 = _csv(tmp_path, "huge.csv", "a,b,c,t\n" + "\n".join(",".join(repr(float(v) * 1e300) for v in r) for r in data)
-              + "\n")
+    p2 = _csv(
+        tmp_path, "huge.csv", "a,b,c,t\n" + "\n".join(",".join(repr(float(v) * 1e300) for v in r) for r in data) + "\n"
+    )
     small, huge = load_data(_args(p1)), load_data(_args(p2))
     for a, b in zip(small[:4], huge[:4]):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)  # the same data, scaled: the same inputs
@@ -483,9 +580,23 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path, delay):
 
     err = tmp_path / "err.txt"
     launch = "import sys, _ntksolve_launch; sys.exit(_ntksolve_launch.main())"
-    proc = subprocess.Popen([sys.executable, "-c", launch, "compare", "--out", str(tmp_path / "o"), "--widths",
-                             "64,8192", "--no-plots", "--quiet"], stdout=subprocess.DEVNULL, stderr=open(err, "w"),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            launch,
+            "compare",
+            "--out",
+            str(tmp_path / "o"),
+            "--widths",
+            "64,8192",
+            "--no-plots",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(err, "w"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)

@@ -1,4 +1,5 @@
 """``ntksolve compare``'s training options and ``--data digits``: what they build, what they refuse."""
+
 import json
 import re
 
@@ -25,49 +26,75 @@ def _rule(*argv):
     return training_rule(build_parser().parse_args(["compare", *argv]))
 
 
-@pytest.mark.parametrize("argv, rule, fraction", [
-    ([], GradientDescent(1.0), 0.5),
-    (["--learning-rate", "0.3", "--momentum", "0.9", "--schedule", "step:10:0.5"],
-     GradientDescent(Schedule.step(0.3, 10, 0.5), momentum=0.9), None),
-    (["--momentum", "0.5", "--nesterov", "--schedule", "cosine", "--steps", "40", "--lr-fraction", "0.2"],
-     GradientDescent(Schedule.cosine(1.0, 40), momentum=0.5, nesterov=True), 0.2),
-    (["--schedule", "warmup_cosine:5", "--steps", "50", "--weight-decay", "0.01"],
-     GradientDescent(Schedule.warmup_cosine(1.0, 50, 5), weight_decay=0.01), 0.5),
-    (["--schedule", "exponential:0.99", "--learning-rate", "2"], GradientDescent(Schedule.exponential(2.0, 0.99)), None),
-    (["--optimizer", "adam"], Adam(1e-3), None),
-    (["--optimizer", "adam", "--learning-rate", "0.01", "--weight-decay", "0.1"], Adam(0.01, weight_decay=0.1), None),
-])
+@pytest.mark.parametrize(
+    "argv, rule, fraction",
+    [
+        ([], GradientDescent(1.0), 0.5),
+        (
+            ["--learning-rate", "0.3", "--momentum", "0.9", "--schedule", "step:10:0.5"],
+            GradientDescent(Schedule.step(0.3, 10, 0.5), momentum=0.9),
+            None,
+        ),
+        (
+            ["--momentum", "0.5", "--nesterov", "--schedule", "cosine", "--steps", "40", "--lr-fraction", "0.2"],
+            GradientDescent(Schedule.cosine(1.0, 40), momentum=0.5, nesterov=True),
+            0.2,
+        ),
+        (
+            ["--schedule", "warmup_cosine:5", "--steps", "50", "--weight-decay", "0.01"],
+            GradientDescent(Schedule.warmup_cosine(1.0, 50, 5), weight_decay=0.01),
+            0.5,
+        ),
+        (
+            ["--schedule", "exponential:0.99", "--learning-rate", "2"],
+            GradientDescent(Schedule.exponential(2.0, 0.99)),
+            None,
+        ),
+        (["--optimizer", "adam"], Adam(1e-3), None),
+        (
+            ["--optimizer", "adam", "--learning-rate", "0.01", "--weight-decay", "0.1"],
+            Adam(0.01, weight_decay=0.1),
+            None,
+        ),
+    ],
+)
 def test_options_build_the_rule(argv, rule, fraction):
     assert _rule(*argv) == (rule, fraction)
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--schedule", "cosin"], "unknown schedule 'cosin'"),
-    (["--schedule", "step:10"], "step is spelled step:STEP_SIZE:GAMMA"),
-    (["--schedule", "step:0:0.5"], "STEP_SIZE must be a positive integer"),
-    (["--schedule", "exponential:fast"], "GAMMA must be a number"),
-    (["--weight-decay", "-1"], "expected a finite number >= 0"),
-    (["--batch-size", "0"], "expected a positive integer"),
-    (["--optimizer", "rmsprop"], "invalid choice"),
-    (["--loss", "hinge"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--schedule", "cosin"], "unknown schedule 'cosin'"),
+        (["--schedule", "step:10"], "step is spelled step:STEP_SIZE:GAMMA"),
+        (["--schedule", "step:0:0.5"], "STEP_SIZE must be a positive integer"),
+        (["--schedule", "exponential:fast"], "GAMMA must be a number"),
+        (["--weight-decay", "-1"], "expected a finite number >= 0"),
+        (["--batch-size", "0"], "expected a positive integer"),
+        (["--optimizer", "rmsprop"], "invalid choice"),
+        (["--loss", "hinge"], "invalid choice"),
+    ],
+)
 def test_bad_spellings_are_usage_errors(argv, match, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["compare", *argv])
     assert exc.value.code == 2 and match in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--nesterov"], "--nesterov needs --momentum > 0"),
-    (["--momentum", "1"], r"--momentum must be in \[0, 1\)"),
-    (["--optimizer", "adam", "--momentum", "0.9"], "does not take --momentum"),
-    (["--optimizer", "adam", "--lr-fraction", "0.5"], "does not take --lr-fraction"),
-    (["--optimizer", "adam", "--schedule", "cosine"], "does not take --schedule"),
-    (["--lr-fraction", "2.5"], r"--lr-fraction must be in \(0, 2\)"),
-    (["--schedule", "warmup_linear:20"], "warmup_steps=20 must be below total_steps=10"),
-    (["--batch-size", "500"], "--batch-size 500 is more than the 22 training points"),
-    (["--loss", "cross_entropy"], "regression"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--nesterov"], "--nesterov needs --momentum > 0"),
+        (["--momentum", "1"], r"--momentum must be in \[0, 1\)"),
+        (["--optimizer", "adam", "--momentum", "0.9"], "does not take --momentum"),
+        (["--optimizer", "adam", "--lr-fraction", "0.5"], "does not take --lr-fraction"),
+        (["--optimizer", "adam", "--schedule", "cosine"], "does not take --schedule"),
+        (["--lr-fraction", "2.5"], r"--lr-fraction must be in \(0, 2\)"),
+        (["--schedule", "warmup_linear:20"], "warmup_steps=20 must be below total_steps=10"),
+        (["--batch-size", "500"], "--batch-size 500 is more than the 22 training points"),
+        (["--loss", "cross_entropy"], "regression"),
+    ],
+)
 def test_bad_combinations_refused_before_any_work(npz, tmp_path, capsys, argv, match):
     out = tmp_path / "never"
     assert main(["compare", "--data", npz, "--out", str(out), *TINY, *argv]) == 2
@@ -84,8 +111,27 @@ def test_cross_entropy_on_the_default_regression_is_refused(tmp_path, capsys):
 
 def test_sgd_options_reach_the_report(npz, tmp_path):
     out = tmp_path / "run"
-    assert main(["compare", "--data", npz, "--out", str(out), *TINY, "--momentum", "0.9", "--schedule", "cosine",
-                 "--batch-size", "8", "--lr-fraction", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                npz,
+                "--out",
+                str(out),
+                *TINY,
+                "--momentum",
+                "0.9",
+                "--schedule",
+                "cosine",
+                "--batch-size",
+                "8",
+                "--lr-fraction",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "report.json").read_text())["settings"]
     assert "momentum=0.9" in s["dynamics"] and "Schedule.cosine" in s["dynamics"] and s["batch_size"] == 8
     assert s["lr_fraction"] == 0.1 and "sgd_mse" in s["twin"]
@@ -121,8 +167,28 @@ def test_digits_split_is_stratified_standardised_and_centred():
 
 def test_digits_cross_entropy_sweep_runs_with_its_figures(tmp_path, capsys):
     out = tmp_path / "digits"
-    assert main(["compare", "--data", "digits:120", "--loss", "cross_entropy", "--widths", "16,32", "--steps", "8",
-                 "--records", "4", "--threads", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                "digits:120",
+                "--loss",
+                "cross_entropy",
+                "--widths",
+                "16,32",
+                "--steps",
+                "8",
+                "--records",
+                "4",
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "acc real" in printed and "accuracy_trajectories.png" in printed
     d = json.loads((out / "report.json").read_text())
@@ -141,8 +207,10 @@ def test_digits_bad_spec(tmp_path, capsys, spec, match):
     assert match in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text,name", [("leaky_relu( 0.2 )", "leaky_relu(0.2)"), ("monomial(3)", "monomial(3)"),
-                                       ("abs", "abs"), ("relu", "relu")])
+@pytest.mark.parametrize(
+    "text,name",
+    [("leaky_relu( 0.2 )", "leaky_relu(0.2)"), ("monomial(3)", "monomial(3)"), ("abs", "abs"), ("relu", "relu")],
+)
 def test_activation_with_arguments_is_parsed(text, name):
     from ntksolve.cli_parser import build_parser
 

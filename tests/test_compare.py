@@ -1,4 +1,5 @@
 """compare: the gaps shrink with width, the report is strict JSON, bad cases are reported not NaN."""
+
 import json
 
 import numpy as np
@@ -15,8 +16,17 @@ def data():
 
 @pytest.fixture(scope="module")
 def sweep(data):
-    return compare(data.X_train, data.y_train, [32, 256, 2048], X_test=data.X_test, y_test=data.y_test,
-                   steps=40, n_records=10, random_state=0, progress=False)
+    return compare(
+        data.X_train,
+        data.y_train,
+        [32, 256, 2048],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=40,
+        n_records=10,
+        random_state=0,
+        progress=False,
+    )
 
 
 def test_gaps_shrink_with_width(sweep):
@@ -37,8 +47,16 @@ def test_report_json(sweep):
     for key in SLOPE_KEYS:
         assert isinstance(d[key], float)
     for row in d["rows"]:
-        for key in ("gap_train_empirical", "gap_test_analytic", "loss_test_final_real", "loss_test_final_empirical",
-                    "kernel_change_final", "time_train", "time_predict", "speedup"):
+        for key in (
+            "gap_train_empirical",
+            "gap_test_analytic",
+            "loss_test_final_real",
+            "loss_test_final_empirical",
+            "kernel_change_final",
+            "time_train",
+            "time_predict",
+            "speedup",
+        ):
             assert isinstance(row[key], float) and np.isfinite(row[key]), key
     assert d["settings"]["record_at"] == default_record_steps(40, 10).tolist()
     assert "width" in sweep.table() and "slope" in sweep.table()
@@ -46,8 +64,17 @@ def test_report_json(sweep):
 
 def test_deterministic_per_width(data, sweep):
     # a width's network depends only on (seed, width), not on which other widths are swept
-    one = compare(data.X_train, data.y_train, [256], X_test=data.X_test, y_test=data.y_test,
-                  steps=40, n_records=10, random_state=0, progress=False)
+    one = compare(
+        data.X_train,
+        data.y_train,
+        [256],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=40,
+        n_records=10,
+        random_state=0,
+        progress=False,
+    )
     assert one.rows[0]["gap_test_analytic"] == sweep.rows[1]["gap_test_analytic"]
     assert one.slopes()["slope_test_analytic"] is None  # one width: no slope, not NaN
 
@@ -55,8 +82,17 @@ def test_deterministic_per_width(data, sweep):
 def test_standard_parameterisation_and_several_outputs(data):
     y2 = np.hstack([data.y_train, -0.5 * data.y_train])
     y2t = np.hstack([data.y_test, -0.5 * data.y_test])
-    rep = compare(data.X_train, y2, [32, 512], X_test=data.X_test, y_test=y2t, parameterization="standard",
-                  steps=20, n_records=6, progress=False)
+    rep = compare(
+        data.X_train,
+        y2,
+        [32, 512],
+        X_test=data.X_test,
+        y_test=y2t,
+        parameterization="standard",
+        steps=20,
+        n_records=6,
+        progress=False,
+    )
     assert rep.settings["empirical_kernel"] == "full"
     for r in rep.rows:
         assert r["gap_test_analytic"] is None and not r["diverged"]
@@ -67,8 +103,17 @@ def test_standard_parameterisation_and_several_outputs(data):
 
 
 def test_diverging_learning_rate_is_reported_without_nan(data):
-    rep = compare(data.X_train, data.y_train, [32, 64], X_test=data.X_test, y_test=data.y_test,
-                  learning_rate=1e3, steps=200, n_records=5, progress=False)
+    rep = compare(
+        data.X_train,
+        data.y_train,
+        [32, 64],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        learning_rate=1e3,
+        steps=200,
+        n_records=5,
+        progress=False,
+    )
     assert all(r["diverged"] for r in rep.rows)
     assert "critical learning rate" in rep.rows[0]["message"]
     text = json.dumps(rep.to_dict(), allow_nan=False)  # raises on NaN/inf
@@ -83,24 +128,37 @@ def test_interrupt_keeps_finished_widths(data):
         seen.append(row["width"])
         raise KeyboardInterrupt
 
-    rep = compare(data.X_train, data.y_train, [16, 32, 64], X_test=data.X_test, y_test=data.y_test,
-                  steps=5, n_records=3, progress=False, on_width_done=stop_after_first)
+    rep = compare(
+        data.X_train,
+        data.y_train,
+        [16, 32, 64],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=5,
+        n_records=3,
+        progress=False,
+        on_width_done=stop_after_first,
+    )
     assert rep.interrupted and seen == [16] and [r["width"] for r in rep.rows] == [16]
     assert rep.to_dict()["interrupted"] is True
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(widths=[]), "empty"),
-    (dict(widths=[8, 8]), "repeat"),
-    (dict(widths=[0]), "positive"),
-    (dict(lr_fraction=2.5), "lr_fraction"),
-    (dict(activation="nope"), "activation"),
-    (dict(steps=0), "steps"),
-    (dict(y_test=np.ones((30, 2))), "y_test"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(widths=[]), "empty"),
+        (dict(widths=[8, 8]), "repeat"),
+        (dict(widths=[0]), "positive"),
+        (dict(lr_fraction=2.5), "lr_fraction"),
+        (dict(activation="nope"), "activation"),
+        (dict(steps=0), "steps"),
+        (dict(y_test=np.ones((30, 2))), "y_test"),
+    ],
+)
 def test_bad_arguments(data, kwargs, match):
-    args = dict(X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2,
-                progress=False)
+    args = dict(
+        X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         compare(**args)
@@ -110,8 +168,9 @@ def test_package_attribute_is_the_function_whatever_was_imported_first(data):
     import ntksolve
     from ntksolve.comparison import CompareReport  # binds ntksolve.comparison, never ntksolve.compare
 
-    rep = ntksolve.compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2,
-                           progress=False)
+    rep = ntksolve.compare(
+        data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False
+    )
     assert isinstance(rep, CompareReport)
 
 
@@ -142,8 +201,17 @@ def between_rates(data):
     crit_an, crit = _critical_rates(data, widths)
     lr = 0.5 * (crit[16] + crit_an)
     assert crit[16] < lr < crit_an and crit[256] > lr and crit[2048] > lr  # the case this sweep is about
-    rep = compare(data.X_train, data.y_train, widths, X_test=data.X_test, y_test=data.y_test, learning_rate=lr,
-                  steps=40, n_records=10, progress=False)
+    rep = compare(
+        data.X_train,
+        data.y_train,
+        widths,
+        X_test=data.X_test,
+        y_test=data.y_test,
+        learning_rate=lr,
+        steps=40,
+        n_records=10,
+        progress=False,
+    )
     return rep, lr, crit_an, crit
 
 
@@ -161,8 +229,9 @@ def test_prediction_status_follows_each_kernels_critical_rate(between_rates):
     # the empirical slope is fitted to the two widths whose prediction converges, the analytic to all three
     ws = rep.slope_widths()
     assert ws["slope_test_empirical"] == [256, 2048]
-    expected = np.polyfit(np.log([256, 2048]), np.log([rep.rows[1]["gap_test_empirical"],
-                                                       rep.rows[2]["gap_test_empirical"]]), 1)[0]
+    expected = np.polyfit(
+        np.log([256, 2048]), np.log([rep.rows[1]["gap_test_empirical"], rep.rows[2]["gap_test_empirical"]]), 1
+    )[0]
     assert rep.slopes()["slope_test_empirical"] == pytest.approx(expected, rel=1e-12)
     if not narrow["diverged"]:
         assert ws["slope_test_analytic"] == [16, 256, 2048]
@@ -179,8 +248,17 @@ def test_prediction_above_the_analytic_rate_is_marked_while_real_training_conver
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # as the command runs it at N = 256: small products lose to BLAS threads
-        rep = compare(d.X_train, d.y_train, [64, 128], X_test=d.X_test, y_test=d.y_test, learning_rate=12.0,
-                      steps=300, n_records=12, progress=False)
+        rep = compare(
+            d.X_train,
+            d.y_train,
+            [64, 128],
+            X_test=d.X_test,
+            y_test=d.y_test,
+            learning_rate=12.0,
+            steps=300,
+            n_records=12,
+            progress=False,
+        )
     for r in rep.rows:
         assert not r["diverged"] and r["loss_test_final_real"] < 1.0  # real training is fine
         assert r["status_analytic"] == r["status_empirical"] == "diverges"
@@ -228,8 +306,17 @@ def test_report_says_its_state_at_every_save(data, tmp_path):
         d = json.loads(path.read_text())
         seen.append((d["state"], d["widths_done"], d["widths_pending"], d["interrupted"]))
 
-    compare(data.X_train, data.y_train, [32, 16], X_test=data.X_test, y_test=data.y_test, steps=5, n_records=3,
-            progress=False, on_state=save)
+    compare(
+        data.X_train,
+        data.y_train,
+        [32, 16],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=5,
+        n_records=3,
+        progress=False,
+        on_state=save,
+    )
     assert seen[0] == ("running", [], [16, 32], False)
     assert ("running", [16], [32], False) in seen  # what a SIGKILL after the first width leaves
     assert seen[-1] == ("complete", [16, 32], [], False)
@@ -239,8 +326,18 @@ def test_report_says_its_state_at_every_save(data, tmp_path):
 
     seen.clear()
     with pytest.raises(RuntimeError, match="disk on fire"):
-        compare(data.X_train, data.y_train, [16, 32], X_test=data.X_test, y_test=data.y_test, steps=5,
-                n_records=3, progress=False, on_width_done=boom, on_state=save)
+        compare(
+            data.X_train,
+            data.y_train,
+            [16, 32],
+            X_test=data.X_test,
+            y_test=data.y_test,
+            steps=5,
+            n_records=3,
+            progress=False,
+            on_width_done=boom,
+            on_state=save,
+        )
     assert seen[-1][0] == "failed" and seen[-1][1] == [16]
     assert "disk on fire" in json.loads(path.read_text())["message"]
 
@@ -263,8 +360,16 @@ def test_one_off_analytic_cost_is_counted_once(data, monkeypatch):
         return real_kernels(net, X1, X2)
 
     monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
-    rep = compare(data.X_train, data.y_train, [16, 32], X_test=data.X_test, y_test=data.y_test, steps=5,
-                  n_records=3, progress=False)
+    rep = compare(
+        data.X_train,
+        data.y_train,
+        [16, 32],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=5,
+        n_records=3,
+        progress=False,
+    )
     s = rep.settings
     assert 2000.0 <= s["time_analytic_kernels"] < 2100.0
     for r in rep.rows:
@@ -286,8 +391,16 @@ def test_progress_counts_work_not_steps(data, monkeypatch, capsys):
             fractions.append(self.done / self.total)
 
     monkeypatch.setattr(cmp, "_Progress", Recording)
-    compare(data.X_train, data.y_train, [16, 1024], X_test=data.X_test, y_test=data.y_test, steps=20, n_records=4,
-            progress=True)
+    compare(
+        data.X_train,
+        data.y_train,
+        [16, 1024],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=20,
+        n_records=4,
+        progress=True,
+    )
     # a width-16 step does 1/64 of the work of a width-1024 step: a bar over steps would say 50%
     assert fractions[0] < 0.05 and fractions[-1] == pytest.approx(1.0)
     err = capsys.readouterr().err
@@ -319,18 +432,22 @@ def test_environment_is_recorded(sweep):
     assert all(isinstance(b.get("num_threads"), int) for b in blas)
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(widths=[10**9]), ValueError, "MAX_WIDTH"),
-    (dict(depth=101), ValueError, "MAX_DEPTH"),
-    (dict(n_records=5000), ValueError, "MAX_RECORDS"),
-    (dict(widths=[2**19], depth=3), MemoryError, "largest width that fits"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(widths=[10**9]), ValueError, "MAX_WIDTH"),
+        (dict(depth=101), ValueError, "MAX_DEPTH"),
+        (dict(n_records=5000), ValueError, "MAX_RECORDS"),
+        (dict(widths=[2**19], depth=3), MemoryError, "largest width that fits"),
+    ],
+)
 def test_resource_limits_before_any_work(data, kwargs, error, match, monkeypatch):
     import ntksolve.comparison as cmp
 
     monkeypatch.setattr(cmp, "_warm_up", lambda *a: pytest.fail("work started"))
-    args = dict(X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2,
-                progress=False)
+    args = dict(
+        X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False
+    )
     args.update(kwargs)
     with pytest.raises(error, match=match):
         compare(**args)
@@ -343,12 +460,28 @@ def test_memory_estimate_bounds_the_measured_peak(data):
     from ntksolve.sweep_checks import _Sizes, _width_memory
 
     width = 1024
-    compare(data.X_train, data.y_train, [width], X_test=data.X_test, y_test=data.y_test, steps=3, n_records=3,
-            progress=False)  # compiled and warm: the measured run allocates only arrays
+    compare(
+        data.X_train,
+        data.y_train,
+        [width],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=3,
+        n_records=3,
+        progress=False,
+    )  # compiled and warm: the measured run allocates only arrays
     tracemalloc.start()
     try:
-        compare(data.X_train, data.y_train, [width], X_test=data.X_test, y_test=data.y_test, steps=3, n_records=3,
-                progress=False)
+        compare(
+            data.X_train,
+            data.y_train,
+            [width],
+            X_test=data.X_test,
+            y_test=data.y_test,
+            steps=3,
+            n_records=3,
+            progress=False,
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

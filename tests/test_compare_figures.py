@@ -1,4 +1,5 @@
 """The sweep's figures answer their question: inspected through their matplotlib objects."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,13 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.colors import to_rgba  # noqa: E402
 
-from ntksolve.plots import (THEORY_SLOPES, chosen_widths, draw_gap_vs_width, draw_loss_trajectories,  # noqa: E402
-                            width_colors)
+from ntksolve.plots import (
+    THEORY_SLOPES,
+    chosen_widths,
+    draw_gap_vs_width,
+    draw_loss_trajectories,  # noqa: E402
+    width_colors,
+)
 
 WIDTHS = [16, 32, 64, 128, 512]
 
@@ -18,8 +24,17 @@ WIDTHS = [16, 32, 64, 128, 512]
 @pytest.fixture(scope="module")
 def rep():
     d = default_regression(n_train=40, n_test=30, random_state=1)
-    return compare(d.X_train, d.y_train, WIDTHS, X_test=d.X_test, y_test=d.y_test, steps=30, n_records=8,
-                   random_state=0, progress=False).to_dict()
+    return compare(
+        d.X_train,
+        d.y_train,
+        WIDTHS,
+        X_test=d.X_test,
+        y_test=d.y_test,
+        steps=30,
+        n_records=8,
+        random_state=0,
+        progress=False,
+    ).to_dict()
 
 
 def _solid(ax):
@@ -54,18 +69,18 @@ def test_trajectory_small_multiples(rep):
             ax = fig.axes[i * len(shown) + j]
             assert ax.get_subplotspec().colspan.start == j and ax.get_subplotspec().rowspan.start == i
             assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-            real, = _solid(ax)
+            (real,) = _solid(ax)
             steps = np.asarray(trajs[w]["steps"], dtype=float)
             # no step 0 on the log axis: it starts at the first recorded step after it
             assert real.get_xdata()[0] == steps[1] > 0
             np.testing.assert_array_equal(real.get_ydata(), trajs[w][f"loss_{split}_real"][1:])
             assert to_rgba(real.get_color()) == colours[w]
-            emp, = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
-            ana, = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+            (emp,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+            (ana,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
             np.testing.assert_array_equal(emp.get_ydata(), trajs[w][f"loss_{split}_empirical"][1:])
             np.testing.assert_array_equal(ana.get_ydata(), trajs[w][f"loss_{split}_analytic"][1:])
             # the shaded gap spans exactly the real curve and the empirical prediction
-            shade, = ax.collections
+            (shade,) = ax.collections
             ys = np.concatenate([p.vertices[:, 1] for p in shade.get_paths()])
             lo = np.minimum(real.get_ydata(), emp.get_ydata())
             hi = np.maximum(real.get_ydata(), emp.get_ydata())
@@ -80,8 +95,12 @@ def test_trajectory_small_multiples(rep):
     assert not fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[len(shown)])
     assert "4 of the 5 widths" in fig._suptitle.get_text()
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["real network (colour: its width)", "empirical-NTK prediction", "analytic-NTK prediction",
-                      "shaded: real − empirical-NTK prediction"]
+    assert labels == [
+        "real network (colour: its width)",
+        "empirical-NTK prediction",
+        "analytic-NTK prediction",
+        "shaded: real − empirical-NTK prediction",
+    ]
 
 
 def test_gap_vs_width_draws_the_theory_slopes(rep):
@@ -104,7 +123,7 @@ def test_gap_vs_width_draws_the_theory_slopes(rep):
         assert th_at_centre == pytest.approx(np.exp(icpt) * centre**slope, rel=1e-9)
         # the fitted line's slope is the report's slope, and says so in its label
         expected = _loglog_slope(rows, f"gap_test_{pred}")[0]
-        marker, = [ln for lab, ln in lines.items() if lab.startswith(f"test, {pred}-NTK")]
+        (marker,) = [ln for lab, ln in lines.items() if lab.startswith(f"test, {pred}-NTK")]
         assert f"fitted slope {expected:+.2f}" in marker.get_label()
         np.testing.assert_array_equal(marker.get_ydata(), g)
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
@@ -114,7 +133,7 @@ def test_gap_vs_width_draws_the_theory_slopes(rep):
     assert [int(p.get_xdata()[0]) for p in pts] == WIDTHS
     for p, r in zip(pts, rows):
         assert p.get_ydata()[0] == r["kernel_change_final"] and to_rgba(p.get_color()) == colours[r["width"]]
-    fit, = [ln for ln in axk.get_lines() if ln.get_marker() != "o"]
+    (fit,) = [ln for ln in axk.get_lines() if ln.get_marker() != "o"]
     kc = np.array([r["kernel_change_final"] for r in rows])
     expected = np.polyfit(np.log(WIDTHS), np.log(kc), 1)[0]
     fx, fy = np.asarray(fit.get_xdata()), np.asarray(fit.get_ydata())
@@ -124,8 +143,14 @@ def test_gap_vs_width_draws_the_theory_slopes(rep):
 
 
 def test_partial_report_and_missing_predictions_are_said(rep):
-    part = dict(rep, state="interrupted", widths_done=WIDTHS[:2], widths_pending=WIDTHS[2:],
-                rows=rep["rows"][:2], trajectories=rep["trajectories"][:2])
+    part = dict(
+        rep,
+        state="interrupted",
+        widths_done=WIDTHS[:2],
+        widths_pending=WIDTHS[2:],
+        rows=rep["rows"][:2],
+        trajectories=rep["trajectories"][:2],
+    )
     for fig in (draw_loss_trajectories(part), draw_gap_vs_width(part)):
         assert "partial report (interrupted: 2 of 5 widths)" in fig._suptitle.get_text()
     # colours stay keyed by the whole sweep's widths
@@ -147,12 +172,22 @@ def test_cross_entropy_accuracy_and_standard_parameterisation():
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
     Xt = rng.standard_normal((20, 4))
     yt = (Xt[:, 0] > 0).astype(int) + (Xt[:, 1] > 0.5)
-    ce = compare(X, y, [16, 64], X_test=Xt, y_test=yt, loss="cross_entropy", steps=10, n_records=4,
-                 progress=False, parameterization="standard")
+    ce = compare(
+        X,
+        y,
+        [16, 64],
+        X_test=Xt,
+        y_test=yt,
+        loss="cross_entropy",
+        steps=10,
+        n_records=4,
+        progress=False,
+        parameterization="standard",
+    )
     fig = draw_loss_trajectories(ce, "accuracy")
     assert len(fig.axes) == 4 and fig.axes[0].get_yscale() == "linear"
     t = ce.trajectories[1]
-    real, = _solid(fig.axes[1])
+    (real,) = _solid(fig.axes[1])
     np.testing.assert_array_equal(real.get_ydata(), t["accuracy_train_real"][1:])
     # standard parameterisation: no analytic curve, no analytic theory line
     assert not [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_linestyle() == ":"]

@@ -1,4 +1,5 @@
 """The sweep's progress display (in work, per width) and its honest speedups (the one-off counted once)."""
+
 import io
 import json
 import re
@@ -53,9 +54,17 @@ def test_totals_are_the_work_of_each_width(data, monkeypatch):
     term = _Terminal()
     made = _recording(monkeypatch, term)
     steps, widths = 12, [16, 256]
-    rep = compare(data.X_train, data.y_train, widths, X_test=data.X_test, y_test=data.y_test, steps=steps,
-                  n_records=4, progress=True)
-    bar, = made
+    rep = compare(
+        data.X_train,
+        data.y_train,
+        widths,
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=steps,
+        n_records=4,
+        progress=True,
+    )
+    (bar,) = made
     n_rec = len(rep.settings["record_at"])
     sizes = _Sizes(40, 30, 8, 1, 1, n_rec, False, True)
     expected = []
@@ -92,8 +101,16 @@ def test_bars_redraw_at_most_a_few_times_a_second():
 def test_no_terminal_plain_lines_and_quiet(data, monkeypatch):
     log = io.StringIO()  # a log file or a pipe: no redrawn bars
     made = _recording(monkeypatch, log)
-    compare(data.X_train, data.y_train, [16, 64, 256], X_test=data.X_test, y_test=data.y_test, steps=8,
-            n_records=3, progress=True)
+    compare(
+        data.X_train,
+        data.y_train,
+        [16, 64, 256],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        steps=8,
+        n_records=3,
+        progress=True,
+    )
     text = log.getvalue()
     assert made[0].bar is None and "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
@@ -105,8 +122,9 @@ def test_no_terminal_plain_lines_and_quiet(data, monkeypatch):
     assert lines[-1].endswith("100.0% of the estimated work")
     quiet = _Terminal()
     made = _recording(monkeypatch, quiet)
-    compare(data.X_train, data.y_train, [16], X_test=data.X_test, y_test=data.y_test, steps=2, n_records=2,
-            progress=False)
+    compare(
+        data.X_train, data.y_train, [16], X_test=data.X_test, y_test=data.y_test, steps=2, n_records=2, progress=False
+    )
     assert quiet.getvalue() == ""
 
 
@@ -114,8 +132,26 @@ def test_cli_quiet_prints_no_progress(tmp_path, capsys):
     from ntksolve.cli import main
 
     out = tmp_path / "q"
-    assert main(["compare", "--widths", "8,16", "--steps", "3", "--records", "2", "--threads", "1", "--no-plots",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--widths",
+                "8,16",
+                "--steps",
+                "3",
+                "--records",
+                "2",
+                "--threads",
+                "1",
+                "--no-plots",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out.strip() == str(out)
 
@@ -139,8 +175,18 @@ def test_speedup_counts_the_one_off_kernels_once_never_0x(data, monkeypatch):
         return real_kernels(net, X1, X2)
 
     monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
-    rep = compare(data.X_train, data.y_train, [16, 32], X_test=data.X_test, y_test=data.y_test, depth=2,
-                  activation="tanh", steps=5, n_records=3, progress=False)
+    rep = compare(
+        data.X_train,
+        data.y_train,
+        [16, 32],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        depth=2,
+        activation="tanh",
+        steps=5,
+        n_records=3,
+        progress=False,
+    )
     d = json.loads(json.dumps(rep.to_dict()))
     s = d["settings"]
     one_off = s["time_analytic_kernels"]
@@ -160,7 +206,7 @@ def test_speedup_counts_the_one_off_kernels_once_never_0x(data, monkeypatch):
     header = table.splitlines()[0].split()
     assert header[-1] == "speedup*"
     assert "* speedup = t_train / t_pred of that width" in table and "counted once" in table
-    sweep_line, = [ln for ln in table.splitlines() if ln.startswith("whole sweep")]
+    (sweep_line,) = [ln for ln in table.splitlines() if ln.startswith("whole sweep")]
     printed = float(re.search(r": ([\d.e+-]+)x$", sweep_line).group(1))
     assert printed == pytest.approx(s["speedup_sweep"], rel=0.05) and printed > 0
 

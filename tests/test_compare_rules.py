@@ -5,6 +5,7 @@ seed: the real run is ``train_network`` called directly (same parameters, same b
 the twin is the function-space recurrence (``sgd_mse`` / ``sgd_cross_entropy``) called directly,
 which for full-batch MSE is a second method beside compare's closed form.
 """
+
 import json
 
 import numpy as np
@@ -13,8 +14,15 @@ import pytest
 from ntksolve import MLP, analytic_kernels, empirical_ntk, train_network
 from ntksolve.comparison import compare, default_record_steps
 from ntksolve.datasets import default_regression
-from ntksolve.dynamics import (Adam, GradientDescent, Schedule, gradient_descent_mse, sgd_cross_entropy, sgd_mse,
-                               shuffled_batches)
+from ntksolve.dynamics import (
+    Adam,
+    GradientDescent,
+    Schedule,
+    gradient_descent_mse,
+    sgd_cross_entropy,
+    sgd_mse,
+    shuffled_batches,
+)
 from ntksolve.nets.forward_mode import own_parameter_image
 
 WIDTHS, STEPS, RECORDS, SEED = [32, 64], 24, 6, 3
@@ -33,9 +41,18 @@ def classes(data):
 
 
 def _sweep(data, y=None, y_test=None, **kw):
-    return compare(data.X_train, data.y_train if y is None else y, WIDTHS, X_test=data.X_test,
-                   y_test=data.y_test if y_test is None else y_test, steps=STEPS, n_records=RECORDS,
-                   random_state=SEED, progress=False, **kw)
+    return compare(
+        data.X_train,
+        data.y_train if y is None else y,
+        WIDTHS,
+        X_test=data.X_test,
+        y_test=data.y_test if y_test is None else y_test,
+        steps=STEPS,
+        n_records=RECORDS,
+        random_state=SEED,
+        progress=False,
+        **kw,
+    )
 
 
 def _network(data, width, k):
@@ -59,8 +76,21 @@ def _by_hand(data, width, rule, *, y=None, y_test=None, loss="mse", batch_size=N
     batches = None if batch_size is None else _batches(width, batch_size)
     record = default_record_steps(STEPS, RECORDS)
     with np.errstate(over="ignore", invalid="ignore"):
-        real = train_network(net, params, X, y, steps=STEPS, dynamics=rule, loss=loss, batches=batches,
-                             record_at=record, X_test=Xt, y_test=y_test, track_kernel=False, on_divergence="return")
+        real = train_network(
+            net,
+            params,
+            X,
+            y,
+            steps=STEPS,
+            dynamics=rule,
+            loss=loss,
+            batches=batches,
+            record_at=record,
+            X_test=Xt,
+            y_test=y_test,
+            track_kernel=False,
+            on_divergence="return",
+        )
     f0, f0t = net.apply(params, X), net.apply(params, Xt)
     if kernel == "empirical":
         K, Kt = empirical_ntk(net, params, X, trace=k == 1), empirical_ntk(net, params, Xt, X, trace=k == 1)
@@ -71,8 +101,9 @@ def _by_hand(data, width, rule, *, y=None, y_test=None, loss="mse", batch_size=N
     if isinstance(rule, GradientDescent) and rule.weight_decay:
         img = dict(image_train=own_parameter_image(net, params, X), image_test=own_parameter_image(net, params, Xt))
     with np.errstate(all="ignore"):  # a diverging twin is what one test is about
-        twin = (sgd_mse if loss == "mse" else _ce)(K, y, f0, record, dynamics=rule, batches=batches, k_test_train=Kt,
-                                                   fx_test_0=f0t, y_test=y_test, **img)
+        twin = (sgd_mse if loss == "mse" else _ce)(
+            K, y, f0, record, dynamics=rule, batches=batches, k_test_train=Kt, fx_test_0=f0t, y_test=y_test, **img
+        )
     return real, twin, f0, f0t
 
 
@@ -104,8 +135,9 @@ def _check_width(rep, i, data, rule, *, tol=1e-9, y=None, y_test=None, loss="mse
         np.testing.assert_allclose(tr["accuracy_test_empirical"], twin.test_accuracy)
         assert row["accuracy_test_diff_empirical"] == pytest.approx(twin.test_accuracy[-1] - real.accuracy_test[-1])
     if analytic:
-        _, an, _, _ = _by_hand(data, width, rule, y=y, y_test=y_test, loss=loss, batch_size=batch_size,
-                               kernel="analytic")
+        _, an, _, _ = _by_hand(
+            data, width, rule, y=y, y_test=y_test, loss=loss, batch_size=batch_size, kernel="analytic"
+        )
         np.testing.assert_allclose(tr["loss_test_analytic"], an.test_loss, rtol=tol)
     return real, twin
 
@@ -153,9 +185,16 @@ def test_minibatches_share_one_order_per_width(data):
         _check_width(rep, i, data, rule, batch_size=8)
     # a wrong order is not what ran: the real loss of another seed's batches differs
     net, params = _network(data, WIDTHS[0], 1)
-    other = train_network(net, params, data.X_train, data.y_train, steps=STEPS, dynamics=rule,
-                          batches=shuffled_batches(32, 8, STEPS, random_state=99),
-                          record_at=default_record_steps(STEPS, RECORDS))
+    other = train_network(
+        net,
+        params,
+        data.X_train,
+        data.y_train,
+        steps=STEPS,
+        dynamics=rule,
+        batches=shuffled_batches(32, 8, STEPS, random_state=99),
+        record_at=default_record_steps(STEPS, RECORDS),
+    )
     assert not np.allclose(other.loss_train[1:], rep.trajectories[0]["loss_train_real"][1:])
 
 
@@ -190,8 +229,17 @@ def test_adam_is_compared_with_the_loss_matched_flow(data):
     for i, w in enumerate(WIDTHS):
         tr = rep.trajectories[i]
         net, params = _network(data, w, 1)
-        real = train_network(net, params, data.X_train, data.y_train, steps=STEPS, dynamics=Adam(0.01),
-                             record_at=default_record_steps(STEPS, RECORDS), X_test=data.X_test, y_test=data.y_test)
+        real = train_network(
+            net,
+            params,
+            data.X_train,
+            data.y_train,
+            steps=STEPS,
+            dynamics=Adam(0.01),
+            record_at=default_record_steps(STEPS, RECORDS),
+            X_test=data.X_test,
+            y_test=data.y_test,
+        )
         np.testing.assert_allclose(tr["loss_train_real"], real.loss_train, rtol=1e-12)
         # the flow's training loss equals the real one at every record (the definition of its time)
         np.testing.assert_allclose(tr["loss_train_empirical"], real.loss_train, rtol=1e-8)
@@ -201,8 +249,9 @@ def test_adam_is_compared_with_the_loss_matched_flow(data):
         f0, f0t = net.apply(params, data.X_train), net.apply(params, data.X_test)
         taus = np.asarray(tr["flow_time_empirical"])
         _, ft = gradient_descent_mse(K, data.y_train, 1.0, dynamics="continuous")(taus, f0, f0t, Kt)
-        np.testing.assert_allclose(tr["loss_test_empirical"], 0.5 * np.mean((ft - data.y_test) ** 2, axis=(1, 2)),
-                                   rtol=1e-8)
+        np.testing.assert_allclose(
+            tr["loss_test_empirical"], 0.5 * np.mean((ft - data.y_test) ** 2, axis=(1, 2)), rtol=1e-8
+        )
         assert taus[0] == 0.0 and np.all(np.diff(taus) >= 0)  # Adam's loss falls here: the flow time grows
         assert rep.rows[i]["status_empirical"] == rep.rows[i]["status_analytic"] == "ok"
 
@@ -218,17 +267,20 @@ def test_adam_cross_entropy_matches_the_loss_within_interpolation(data, classes)
 # ---------------------------------------------------------------------------------------------
 # refusals, before any work
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(dynamics=Adam(1e-3), lr_fraction=0.5), ValueError, "no critical learning rate"),
-    (dict(dynamics=GradientDescent(0.1), learning_rate=0.1), TypeError, "carries its own learning rate"),
-    (dict(learning_rate=0.1, lr_fraction=0.5), ValueError, "not both"),
-    (dict(dynamics="adam"), TypeError, "GradientDescent"),
-    (dict(batch_size=0), ValueError, "batch_size"),
-    (dict(batch_size=33), ValueError, r"\[1, N = 32\]"),
-    (dict(loss="cross_entropy"), ValueError, "regression"),
-    (dict(loss="hinge"), ValueError, "loss"),
-    (dict(dynamics=GradientDescent(Schedule([0.1] * 5))), ValueError, "5 rates"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(dynamics=Adam(1e-3), lr_fraction=0.5), ValueError, "no critical learning rate"),
+        (dict(dynamics=GradientDescent(0.1), learning_rate=0.1), TypeError, "carries its own learning rate"),
+        (dict(learning_rate=0.1, lr_fraction=0.5), ValueError, "not both"),
+        (dict(dynamics="adam"), TypeError, "GradientDescent"),
+        (dict(batch_size=0), ValueError, "batch_size"),
+        (dict(batch_size=33), ValueError, r"\[1, N = 32\]"),
+        (dict(loss="cross_entropy"), ValueError, "regression"),
+        (dict(loss="hinge"), ValueError, "loss"),
+        (dict(dynamics=GradientDescent(Schedule([0.1] * 5))), ValueError, "5 rates"),
+    ],
+)
 def test_bad_training_arguments(data, kwargs, error, match, monkeypatch):
     import ntksolve.comparison as cmp
 

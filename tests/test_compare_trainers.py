@@ -5,6 +5,7 @@ References: the same sweep trained by ntksolve's numpy trainer (a second, indepe
 implementation of every step), and the width scaling of the linearisation error (the empirical
 twin's gap falls with width; the measured slope is pinned).
 """
+
 import os
 import re
 import subprocess
@@ -21,8 +22,14 @@ from ntksolve.dynamics import Adam, GradientDescent, Schedule
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_HINT = "needs the torch extra: pip install 'ntksolve[torch]'"
 TINY = ["--widths", "16,32", "--steps", "10", "--records", "4", "--threads", "1", "--no-plots", "--quiet"]
-ROW_KEYS = ("gap_train_empirical", "gap_test_empirical", "gap_train_analytic", "gap_test_analytic",
-            "loss_train_final_real", "loss_test_final_real")
+ROW_KEYS = (
+    "gap_train_empirical",
+    "gap_test_empirical",
+    "gap_train_analytic",
+    "gap_test_analytic",
+    "loss_train_final_real",
+    "loss_test_final_real",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +53,17 @@ def data():
 
 def _sweep(data, **kw):
     kw.setdefault("steps", 40)
-    return compare(data.X_train, data.y_train, [16, 32], X_test=data.X_test, y_test=data.y_test, n_records=8,
-                   random_state=4, progress=False, **kw)
+    return compare(
+        data.X_train,
+        data.y_train,
+        [16, 32],
+        X_test=data.X_test,
+        y_test=data.y_test,
+        n_records=8,
+        random_state=4,
+        progress=False,
+        **kw,
+    )
 
 
 def _same_rows(a, b, tol=1e-9):
@@ -77,12 +93,23 @@ def test_torch_trainer_gives_the_numpy_trainers_rows(data, parameterization, dyn
     assert got.settings["trainer_function"] == "ntksolve.torch.train_network_torch"
 
 
-@pytest.mark.parametrize("dynamics, batch_size", [
-    (None, None), (GradientDescent(1.0, momentum=0.9), None), (GradientDescent(1.0, momentum=0.8, nesterov=True), None),
-    (GradientDescent(1.0, momentum=0.5), 8)], ids=["gd", "momentum", "nesterov", "minibatch"])
+@pytest.mark.parametrize(
+    "dynamics, batch_size",
+    [
+        (None, None),
+        (GradientDescent(1.0, momentum=0.9), None),
+        (GradientDescent(1.0, momentum=0.8, nesterov=True), None),
+        (GradientDescent(1.0, momentum=0.5), 8),
+    ],
+    ids=["gd", "momentum", "nesterov", "minibatch"],
+)
 def test_sklearn_trainer_gives_the_numpy_trainers_rows(data, dynamics, batch_size):
-    kw = dict(parameterization="standard", dynamics=dynamics, lr_fraction=None if dynamics is None else 0.4,
-              batch_size=batch_size)
+    kw = dict(
+        parameterization="standard",
+        dynamics=dynamics,
+        lr_fraction=None if dynamics is None else 0.4,
+        batch_size=batch_size,
+    )
     ref, got = _sweep(data, **kw), _sweep(data, trainer="sklearn", **kw)
     _same_rows(ref, got)
     import sklearn
@@ -91,14 +118,22 @@ def test_sklearn_trainer_gives_the_numpy_trainers_rows(data, dynamics, batch_siz
     assert got.settings["trainer_framework"] == f"scikit-learn {sklearn.__version__}"
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(), r"standard parameterisation only.*--parameterization standard"),
-    (dict(parameterization="standard", dynamics=GradientDescent(0.1, weight_decay=1e-4)),
-     r"weight_decay=0.0001 has no exact scikit-learn counterpart: its alpha is an L2 penalty"),
-    (dict(parameterization="standard", dynamics=GradientDescent(Schedule.cosine(0.1, 40))), "no learning-rate schedule"),
-    (dict(parameterization="standard", dynamics=Adam(1e-3)), "scikit-learn's adam is not torch.optim.Adam"),
-    (dict(parameterization="standard", activation="erf"), "has no 'erf' activation"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(), r"standard parameterisation only.*--parameterization standard"),
+        (
+            dict(parameterization="standard", dynamics=GradientDescent(0.1, weight_decay=1e-4)),
+            r"weight_decay=0.0001 has no exact scikit-learn counterpart: its alpha is an L2 penalty",
+        ),
+        (
+            dict(parameterization="standard", dynamics=GradientDescent(Schedule.cosine(0.1, 40))),
+            "no learning-rate schedule",
+        ),
+        (dict(parameterization="standard", dynamics=Adam(1e-3)), "scikit-learn's adam is not torch.optim.Adam"),
+        (dict(parameterization="standard", activation="erf"), "has no 'erf' activation"),
+    ],
+)
 def test_sklearn_trainer_refusals_before_any_work(data, kw, match):
     seen = []
     with pytest.raises(ValueError, match=match):
@@ -127,26 +162,31 @@ def test_a_callable_trainer_is_used(data):
 
 
 def test_torch_trainer_without_torch_names_the_extra():
-    code = ("import sys\n"
-            "sys.modules['torch'] = None  # as if torch were not installed\n"
-            "import numpy as np\n"
-            "from ntksolve.comparison import compare\n"
-            "seen = []\n"
-            "X = np.random.default_rng(0).standard_normal((8, 2))\n"
-            "try:\n"
-            "    compare(X, X[:, 0], [4], X_test=X, y_test=X[:, 0], steps=2, progress=False, trainer='torch',\n"
-            "            on_state=seen.append)\n"
-            "except ImportError as exc:\n"
-            "    print(len(seen), exc)\n")
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # as if torch were not installed\n"
+        "import numpy as np\n"
+        "from ntksolve.comparison import compare\n"
+        "seen = []\n"
+        "X = np.random.default_rng(0).standard_normal((8, 2))\n"
+        "try:\n"
+        "    compare(X, X[:, 0], [4], X_test=X, y_test=X[:, 0], steps=2, progress=False, trainer='torch',\n"
+        "            on_state=seen.append)\n"
+        "except ImportError as exc:\n"
+        "    print(len(seen), exc)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("0 ") and "pip install 'ntksolve[torch]'" in out.stdout
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--trainer", "jax"], "invalid choice: 'jax'"),
-    (["--trainer", "sklearn", "--schedule", "nope"], "unknown schedule"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--trainer", "jax"], "invalid choice: 'jax'"),
+        (["--trainer", "sklearn", "--schedule", "nope"], "unknown schedule"),
+    ],
+)
 def test_bad_trainer_spelling(argv, match, capsys):
     from ntksolve.cli_parser import build_parser
 
@@ -155,13 +195,20 @@ def test_bad_trainer_spelling(argv, match, capsys):
     assert exc.value.code == 2 and match in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["--trainer", "sklearn", "--parameterization", "ntk"],
-     r"^ntksolve compare: error: --trainer sklearn: .*standard parameterisation only.*--parameterization standard\)$"),
-    (["--trainer", "sklearn", "--parameterization", "standard", "--weight-decay", "1e-4"],
-     r"--trainer sklearn: weight_decay=0.0001 has no exact scikit-learn counterpart"),
-    (["--trainer", "sklearn", "--parameterization", "standard", "--optimizer", "adam"], "is not torch.optim.Adam"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (
+            ["--trainer", "sklearn", "--parameterization", "ntk"],
+            r"^ntksolve compare: error: --trainer sklearn: .*standard parameterisation only.*--parameterization standard\)$",
+        ),
+        (
+            ["--trainer", "sklearn", "--parameterization", "standard", "--weight-decay", "1e-4"],
+            r"--trainer sklearn: weight_decay=0.0001 has no exact scikit-learn counterpart",
+        ),
+        (["--trainer", "sklearn", "--parameterization", "standard", "--optimizer", "adam"], "is not torch.optim.Adam"),
+    ],
+)
 def test_cli_sklearn_refusals(tmp_path, capsys, argv, match):
     out = tmp_path / "never"
     assert main(["compare", "--out", str(out), *TINY, *argv]) == 2
@@ -191,8 +238,19 @@ def test_torch_trained_gap_falls_with_width():
     pytest.importorskip("torch", reason=TORCH_HINT)
     d = default_regression(n_train=128, n_test=128, random_state=0)
     widths = [128, 512, 2048]
-    rep = compare(d.X_train, d.y_train, widths, X_test=d.X_test, y_test=d.y_test, parameterization="standard",
-                  steps=100, n_records=8, random_state=0, progress=False, trainer="torch")
+    rep = compare(
+        d.X_train,
+        d.y_train,
+        widths,
+        X_test=d.X_test,
+        y_test=d.y_test,
+        parameterization="standard",
+        steps=100,
+        n_records=8,
+        random_state=0,
+        progress=False,
+        trainer="torch",
+    )
     gaps = [r["gap_test_empirical"] for r in rep.rows]
     slope = _slope(widths, gaps)
     print(f"torch-trained gaps {gaps}, slope {slope:.3f}")

@@ -1,5 +1,6 @@
 """Convolutions, global average pooling and flatten: empirical kernels against an explicit Jacobian,
 finite differences and torch.func; PyTorch import; the errors."""
+
 import numpy as np
 import pytest
 
@@ -11,12 +12,22 @@ from ntksolve.nets.pooling import Flatten, GlobalAvgPool
 
 ARCHITECTURES = {
     # padding 'same', a rectangular kernel with a stride and explicit padding, pooling
-    "gap_2d": ([Conv2D(3, 3, padding="same", bias_std=0.3), "tanh",
-                Conv2D(4, (2, 3), stride=(1, 2), padding=(0, 1), bias_std=0.5), "relu", GlobalAvgPool(),
-                Dense(3, bias_std=0.2)], (5, 5, 2)),
+    "gap_2d": (
+        [
+            Conv2D(3, 3, padding="same", bias_std=0.3),
+            "tanh",
+            Conv2D(4, (2, 3), stride=(1, 2), padding=(0, 1), bias_std=0.5),
+            "relu",
+            GlobalAvgPool(),
+            Dense(3, bias_std=0.2),
+        ],
+        (5, 5, 2),
+    ),
     # 1-D, no bias, flatten into a dense tail
-    "flatten_1d": ([Conv1D(3, 3, bias=False), "erf", Flatten(), Dense(4, 1.3), Activation("leaky_relu(0.2)"),
-                    Dense(2)], (7, 2)),
+    "flatten_1d": (
+        [Conv1D(3, 3, bias=False), "erf", Flatten(), Dense(4, 1.3), Activation("leaky_relu(0.2)"), Dense(2)],
+        (7, 2),
+    ),
     # stride 2, a 1x1 convolution, pooling as the output
     "pool_output": ([Conv2D(3, 2, stride=2), "erf", Conv2D(2, 1, bias_std=1.0), GlobalAvgPool()], (4, 4, 1)),
 }
@@ -29,8 +40,13 @@ def _fd_jacobian(net, params, X, eps=1e-6):
         e = np.zeros_like(theta)
         e[p] = eps
         shape = X.shape[1:]
-        cols.append((net.apply(net.unflatten_params(theta + e, shape), X)
-                     - net.apply(net.unflatten_params(theta - e, shape), X)) / (2 * eps))
+        cols.append(
+            (
+                net.apply(net.unflatten_params(theta + e, shape), X)
+                - net.apply(net.unflatten_params(theta - e, shape), X)
+            )
+            / (2 * eps)
+        )
     return np.stack(cols, axis=2)
 
 
@@ -57,10 +73,15 @@ def test_conv_ntk_is_jacobian_gram(name, parameterization):
     full = np.einsum("iap,jbp->ijab", JX, JX)
     k = full.shape[2]
     np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), full, rtol=0, atol=1e-11)
-    np.testing.assert_allclose(network_empirical_ntk(net, params, X, block_size=2),
-                               np.einsum("ijaa->ij", full) / k, rtol=0, atol=1e-11)
-    np.testing.assert_allclose(network_empirical_ntk(net, params, X, Z, trace=False, block_size=2),
-                               np.einsum("iap,jbp->ijab", JX, JZ), rtol=0, atol=1e-11)
+    np.testing.assert_allclose(
+        network_empirical_ntk(net, params, X, block_size=2), np.einsum("ijaa->ij", full) / k, rtol=0, atol=1e-11
+    )
+    np.testing.assert_allclose(
+        network_empirical_ntk(net, params, X, Z, trace=False, block_size=2),
+        np.einsum("iap,jbp->ijab", JX, JZ),
+        rtol=0,
+        atol=1e-11,
+    )
 
 
 def test_conv_float32_and_nngp():
@@ -82,8 +103,7 @@ def test_conv_float32_and_nngp():
 
 
 def test_conv_shapes_and_config():
-    net = Network([Conv2D(6, 3, padding="same"), "relu", Conv2D(8, 2, stride=2), "relu", GlobalAvgPool(),
-                   Dense(10)])
+    net = Network([Conv2D(6, 3, padding="same"), "relu", Conv2D(8, 2, stride=2), "relu", GlobalAvgPool(), Dense(10)])
     assert net.shapes((8, 8, 1)) == ((8, 8, 1), (8, 8, 6), (8, 8, 6), (4, 4, 8), (4, 4, 8), (8,), (10,))
     assert net.n_params((8, 8, 1)) == 6 * 9 + 6 + 8 * 24 + 8 + 10 * 8 + 10
     assert Network.from_config(net.get_config()) == net
@@ -131,11 +151,29 @@ def _torch_modules():
     nn = torch.nn
     torch.manual_seed(0)
     return [
-        (nn.Sequential(nn.Conv2d(2, 3, 3, padding="same"), nn.ReLU(),
-                       nn.Conv2d(3, 4, (2, 3), stride=(1, 2), padding=(0, 1), bias=False), nn.Tanh(),
-                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), (2, 5, 5)),
-        (nn.Sequential(nn.Conv1d(2, 3, 4, padding="same"), nn.GELU(), nn.Flatten(), nn.Linear(21, 4), nn.ReLU(),
-                       nn.Linear(4, 2)), (2, 7)),
+        (
+            nn.Sequential(
+                nn.Conv2d(2, 3, 3, padding="same"),
+                nn.ReLU(),
+                nn.Conv2d(3, 4, (2, 3), stride=(1, 2), padding=(0, 1), bias=False),
+                nn.Tanh(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(4, 3),
+            ),
+            (2, 5, 5),
+        ),
+        (
+            nn.Sequential(
+                nn.Conv1d(2, 3, 4, padding="same"),
+                nn.GELU(),
+                nn.Flatten(),
+                nn.Linear(21, 4),
+                nn.ReLU(),
+                nn.Linear(4, 2),
+            ),
+            (2, 7),
+        ),
         (nn.Sequential(nn.Conv2d(1, 3, 2, stride=2), nn.Sigmoid(), nn.Flatten(), nn.Linear(18, 2)), (1, 4, 6)),
     ]
 
@@ -152,8 +190,9 @@ def test_torch_import_gives_the_module_and_its_autograd_ntk():
         X = to_channels_last(x.numpy())
         ref = m(x).detach().numpy()
         np.testing.assert_allclose(net.apply(params, X), ref, rtol=0, atol=1e-13)
-        np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), _torch_ntk(m, x),
-                                   rtol=0, atol=1e-11)
+        np.testing.assert_allclose(
+            network_empirical_ntk(net, params, X, trace=False), _torch_ntk(m, x), rtol=0, atol=1e-11
+        )
         back = conv_to_torch(net, params, X.shape[1:])
         np.testing.assert_allclose(back(x).detach().numpy(), ref, rtol=0, atol=1e-13)
 
@@ -167,8 +206,9 @@ def test_torch_import_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="dilation"):
         conv_from_torch(nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.Flatten(), nn.Linear(2, 1)), (1, 5, 5))
     with pytest.raises(ValueError, match="global average pooling"):
-        conv_from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 1)),
-                        (1, 6, 6))
+        conv_from_torch(
+            nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 1)), (1, 6, 6)
+        )
     with pytest.raises(ValueError, match="MaxPool2d"):
         conv_from_torch(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 1)), (1, 6, 6))
     with pytest.raises(ValueError, match="in_features"):
@@ -189,9 +229,17 @@ def test_train_network_steps_a_cnn_by_its_jacobian(parameterization):
     eta = 0.3
     res = train_network(net, params, X, y, steps=2, learning_rate=eta, record_at=[0, 2])
     # the stored parameters per trained one: W_trained = t W (standard: t = ws)
-    t = np.concatenate([np.concatenate([np.full(np.size(p[0]), s.trained_weight), np.full(np.size(p[1]), s.trained_bias)])
-                        for p, s in ((p, leaf.scales(sh)) for leaf, p, sh in
-                                     ((l, p, sh) for l, p, sh in zip(net.layers, params, net.shapes(shape)) if l.has_params))])
+    t = np.concatenate(
+        [
+            np.concatenate([np.full(np.size(p[0]), s.trained_weight), np.full(np.size(p[1]), s.trained_bias)])
+            for p, s in (
+                (p, leaf.scales(sh))
+                for leaf, p, sh in (
+                    (l, p, sh) for l, p, sh in zip(net.layers, params, net.shapes(shape)) if l.has_params
+                )
+            )
+        ]
+    )
     theta = net.flatten_params(params)
     for _ in range(2):
         cur = net.unflatten_params(theta, shape)

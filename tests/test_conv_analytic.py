@@ -1,5 +1,6 @@
 """The analytic kernels of convolutional networks (the CNTK): neural-tangents' stax values, Monte Carlo
 of wide networks, the dense kernels, the errors."""
+
 import json
 import pathlib
 
@@ -61,8 +62,16 @@ def test_monte_carlo_mean_of_wide_conv_kernels(pool):
     """The mean of the empirical kernels of wide random CNNs is the analytic kernel within its
     standard error (5 sigma, plus the O(1/channels) bias)."""
     end = GlobalAvgPool() if pool == "gap" else Flatten()
-    net = Network([Conv2D(256, 3, padding="same", weight_std=1.4, bias_std=0.2), "relu",
-                   Conv2D(256, 2, weight_std=1.3), "relu", end, Dense(1, bias_std=0.1)])
+    net = Network(
+        [
+            Conv2D(256, 3, padding="same", weight_std=1.4, bias_std=0.2),
+            "relu",
+            Conv2D(256, 2, weight_std=1.3),
+            "relu",
+            end,
+            Dense(1, bias_std=0.1),
+        ]
+    )
     shape = (4, 4, 1)
     X = np.random.default_rng(0).standard_normal((3,) + shape)
     exact = network_analytic_kernels(net, X)
@@ -80,8 +89,16 @@ def test_monte_carlo_mean_of_wide_conv_kernels(pool):
 def test_one_by_one_conv_on_one_pixel_is_dense():
     """A 1x1 convolution of a 1x1 image is a dense layer: the MLP's kernels."""
     X = np.random.default_rng(1).standard_normal((6, 1, 1, 5))
-    conv = Network([Conv2D(8, 1, weight_std=1.3, bias_std=0.2), "erf", Conv2D(8, 1, weight_std=1.1), "relu",
-                    Flatten(), Dense(1, 0.9, 0.1)])
+    conv = Network(
+        [
+            Conv2D(8, 1, weight_std=1.3, bias_std=0.2),
+            "erf",
+            Conv2D(8, 1, weight_std=1.1),
+            "relu",
+            Flatten(),
+            Dense(1, 0.9, 0.1),
+        ]
+    )
     dense = Network([Dense(8, 1.3, 0.2), "erf", Dense(8, 1.1), "relu", Dense(1, 0.9, 0.1)])
     a, b = network_analytic_kernels(conv, X), network_analytic_kernels(dense, X.reshape(6, 5))
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-13)

@@ -1,4 +1,5 @@
 """compare(network=sweep_cnn): real CNNs on the digits beside their empirical-NTK and CNTK twins."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,19 @@ from ntksolve.digits import load_digits_split
 def cnn_sweep():
     d = load_digits_split(n_rows=60, random_state=0)
     y, yt = d.targets("mse")
-    report = compare(d.X_train, y, [4, 64], X_test=d.X_test, y_test=yt, depth=1, steps=20, n_records=5,
-                     lr_fraction=0.5, network=sweep_cnn, progress=False)
+    report = compare(
+        d.X_train,
+        y,
+        [4, 64],
+        X_test=d.X_test,
+        y_test=yt,
+        depth=1,
+        steps=20,
+        n_records=5,
+        lr_fraction=0.5,
+        network=sweep_cnn,
+        progress=False,
+    )
     return report
 
 

@@ -1,4 +1,5 @@
 """NTKRegressorCV's search against explicit refits: shared decompositions and exact leave-one-out."""
+
 import numpy as np
 import pytest
 from sklearn.model_selection import KFold
@@ -25,15 +26,17 @@ def test_kfold_path_equals_one_solve_per_fold_and_ridge():
     regs = (0.0, 1e-2, 0.3)
     times = np.array([0.5, 7.0, 90.0, np.inf])
     cv = KFold(3, shuffle=True, random_state=1)
-    est = NTKRegressorCV(hidden_layer_sizes=(1, 1), bias_std=0.1, diag_regs=regs, times=times, cv=cv,
-                         normalize_y=False).fit(X, y)
+    est = NTKRegressorCV(
+        hidden_layer_sizes=(1, 1), bias_std=0.1, diag_regs=regs, times=times, cv=cv, normalize_y=False
+    ).fit(X, y)
     K = _ntk(X)
     for f, (tr, te) in enumerate(cv.split(X)):
         for r, reg in enumerate(regs):
             pred = ntksolve.gradient_descent_mse(K[np.ix_(tr, tr)], y[tr], diag_reg=reg, method="eigh")
             _, out = pred(times, np.zeros(tr.size), np.zeros(te.size), K[np.ix_(te, tr)])
-            np.testing.assert_allclose(est.mse_path_[r, :, f], np.mean((out - y[te]) ** 2, axis=1),
-                                       rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(
+                est.mse_path_[r, :, f], np.mean((out - y[te]) ** 2, axis=1), rtol=1e-9, atol=1e-12
+            )
     best = np.unravel_index(np.argmin(est.mse_path_.mean(axis=2)), est.mse_path_.shape[:2])
     assert est.diag_reg_ == regs[best[0]] and est.time_ == times[best[1]]
 
@@ -42,8 +45,7 @@ def test_loo_equals_refits_without_each_point():
     """cv='loo': each residual equals an explicit refit on the other N - 1 points (same ridge mu)."""
     X, y = _data(n=40)
     regs = (1e-3, 1e-1)
-    est = NTKRegressorCV(hidden_layer_sizes=(1, 1), bias_std=0.1, diag_regs=regs, cv="loo",
-                         normalize_y=False).fit(X, y)
+    est = NTKRegressorCV(hidden_layer_sizes=(1, 1), bias_std=0.1, diag_regs=regs, cv="loo", normalize_y=False).fit(X, y)
     K = _ntk(X)
     mu_unit = float(np.mean(np.diagonal(K)))  # the ridge of all the data, as the estimator documents
     assert est.mse_path_.shape == (2, 1, 40)

@@ -1,6 +1,7 @@
 """The searches with ``chunks=``: kernel tiles on Dask give the in-memory search's path, choice and
 refitted predictions (to the Lanczos and conjugate-gradient tolerances). The synchronous scheduler
 keeps them fast; the distributed schedulers run the same tiles (tests/test_dask_tiles.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,11 +15,14 @@ from ntksolve import NTKClassifierCV, NTKRegressorCV  # noqa: E402
 from dask_support import _data, _rel  # noqa: E402
 
 
-@pytest.mark.parametrize("params", [
-    {"times": [0.5, 5.0, 50.0, np.inf], "diag_regs": (1e-3, 1e-1)},
-    {"times": None, "diag_regs": (1e-2,), "kernel": "empirical", "hidden_layer_sizes": (8,), "random_state": 0},
-    {"times": [2.0, 20.0], "diag_regs": (0.0, 1e-1), "dynamics": "discrete", "learning_rate": 0.5},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"times": [0.5, 5.0, 50.0, np.inf], "diag_regs": (1e-3, 1e-1)},
+        {"times": None, "diag_regs": (1e-2,), "kernel": "empirical", "hidden_layer_sizes": (8,), "random_state": 0},
+        {"times": [2.0, 20.0], "diag_regs": (0.0, 1e-1), "dynamics": "discrete", "learning_rate": 0.5},
+    ],
+)
 def test_tiled_regressor_search_is_the_in_memory_search(params):
     X, Y = _data(40)
     memory = NTKRegressorCV(cv=3, **params).fit(X[:32], Y[:32])
@@ -53,12 +57,15 @@ def test_tiled_search_round_trips(tmp_path):
         tiled.predict_trajectory(X[30:], [1.0])
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"cv": "loo"}, "cv='loo' reads every leave-one-out"),
-    ({"uncertainty": "predictive"}, "uncertainty='predictive'"),
-    ({"method": "expm"}, "method='expm' cannot"),
-    ({"dynamics": ntksolve.GradientDescent(0.5, weight_decay=0.1), "kernel": "empirical"}, "use chunks=None"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"cv": "loo"}, "cv='loo' reads every leave-one-out"),
+        ({"uncertainty": "predictive"}, "uncertainty='predictive'"),
+        ({"method": "expm"}, "method='expm' cannot"),
+        ({"dynamics": ntksolve.GradientDescent(0.5, weight_decay=0.1), "kernel": "empirical"}, "use chunks=None"),
+    ],
+)
 def test_tiled_search_refuses_up_front(params, match, monkeypatch):
     from ntksolve.sklearn import _solve
 

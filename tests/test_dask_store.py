@@ -6,6 +6,7 @@ damaged by hand (files deleted, a bit flipped, attributes rewritten) exactly as 
 would, and each damage is shown to change what plain Zarr reads back before the store is shown to
 name it.
 """
+
 import json
 import os
 import shutil
@@ -172,8 +173,11 @@ def test_second_writer_is_refused_while_the_first_writes(tmp_path):
     """Two processes, two data sets, one store: the second is refused (naming the first) while the
     first writes, and by the identity afterwards; the store then holds exactly the first's kernel."""
     path, ready, go = tmp_path / "shared.zarr", tmp_path / "ready", tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDING_WRITER, str(path), str(ready), str(go)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDING_WRITER, str(path), str(ready), str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         t0 = time.monotonic()
         while not ready.exists():

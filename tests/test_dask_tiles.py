@@ -5,6 +5,7 @@ each. The references are independent of the tiled code: the in-memory kernels of
 ``ntksolve.kernels`` and a closed form by ``numpy.linalg.eigh`` written out here from
 ``docs/conventions.md``.
 """
+
 import os
 import signal
 import socket
@@ -102,7 +103,7 @@ def test_tasks_do_not_oversubscribe(client):
     assert numba_threads == 1 and all(n == 1 for n in blas)
     # the threaded scheduler: one numba and one BLAS thread per task while it computes
     with _Runner("threads") as runner:
-        (numba_threads, blas), = runner.compute([dask.delayed(_probe_threads, pure=False)()])
+        ((numba_threads, blas),) = runner.compute([dask.delayed(_probe_threads, pure=False)()])
     assert numba_threads == 1 and all(n == 1 for n in blas)
 
 
@@ -133,8 +134,15 @@ def problem():
 def test_cg_matches_eigh_at_t_inf(client, problem):
     X, y, Xt, K, Kt = problem
     _, test_ref = _eigh_reference(K, Kt, y, diag_reg=1e-2, t=np.inf)
-    fit = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=700, scheduler=client,
-                      method=ConjugateGradient(tol=1e-10, preconditioner=Nystrom(300)))
+    fit = D.fit_tiled(
+        NET,
+        X,
+        y,
+        diag_reg=1e-2,
+        chunks=700,
+        scheduler=client,
+        method=ConjugateGradient(tol=1e-10, preconditioner=Nystrom(300)),
+    )
     assert fit.info["method"] == "cg" and fit.info["converged"]
     assert fit.info["residuals"].max() <= 1e-9
     assert _rel(fit.predict(Xt, scheduler=client), test_ref) <= 1e-8
@@ -167,8 +175,18 @@ def test_solvers_agree_with_dynamics_module_and_f0(problem):
     Kt = ntksolve.empirical_ntk(net, params, Xt, X)
     pred = gradient_descent_mse(K, y, 1.0, diag_reg=1e-3, dynamics="discrete", method="eigh")
     train_ref, test_ref = pred(25, f0, f0t, Kt)
-    fit = D.fit_tiled(net, X, y, params=params, t=25, diag_reg=1e-3, dynamics="discrete", fx_train_0=f0,
-                      chunks=128, scheduler="threads")
+    fit = D.fit_tiled(
+        net,
+        X,
+        y,
+        params=params,
+        t=25,
+        diag_reg=1e-3,
+        dynamics="discrete",
+        fx_train_0=f0,
+        chunks=128,
+        scheduler="threads",
+    )
     assert _rel(fit.fx_train, train_ref) <= 1e-8
     assert _rel(fit.predict(Xt, fx_test_0=f0t, scheduler="threads"), test_ref) <= 1e-8
 
@@ -204,8 +222,9 @@ def small():
     return X, y, Xt, ntksolve.analytic_kernels(NET, X).ntk, ntksolve.analytic_kernels(NET, Xt, X).ntk
 
 
-@pytest.mark.parametrize("t, dynamics", [(30.0, "continuous"), (np.inf, "continuous"), (40, "discrete"),
-                                         (np.inf, "discrete")])
+@pytest.mark.parametrize(
+    "t, dynamics", [(30.0, "continuous"), (np.inf, "continuous"), (40, "discrete"), (np.inf, "discrete")]
+)
 def test_tiled_equals_in_memory_dynamics(small, t, dynamics):
     """The reference is the in-memory eigendecomposition path of ntksolve.dynamics (a second method)."""
     from ntksolve.dynamics import gradient_descent_mse
@@ -213,10 +232,22 @@ def test_tiled_equals_in_memory_dynamics(small, t, dynamics):
     X, y, Xt, K, Kt = small
     f0 = 0.1 * np.cos(X[:, :2])
     train_ref, test_ref = gradient_descent_mse(K, y, 3.0, diag_reg=1e-3, dynamics=dynamics, method="eigh")(
-        t, f0, np.zeros((60, 2)), Kt)
+        t, f0, np.zeros((60, 2)), Kt
+    )
     method = ConjugateGradient(tol=1e-12, preconditioner=Nystrom(100)) if np.isinf(t) else Krylov(tol=1e-12)
-    fit = D.fit_tiled(NET, X, y, t=t, learning_rate=3.0, diag_reg=1e-3, dynamics=dynamics, fx_train_0=f0,
-                      chunks=100, scheduler="threads", method=method)
+    fit = D.fit_tiled(
+        NET,
+        X,
+        y,
+        t=t,
+        learning_rate=3.0,
+        diag_reg=1e-3,
+        dynamics=dynamics,
+        fx_train_0=f0,
+        chunks=100,
+        scheduler="threads",
+        method=method,
+    )
     assert fit.info["method"] == ("cg" if np.isinf(t) else "lanczos") and fit.info["converged"]
     assert _rel(fit.fx_train, train_ref) <= 1e-8
     assert _rel(fit.predict(Xt, scheduler="threads"), test_ref) <= 1e-8
@@ -236,10 +267,21 @@ def test_tiled_discrete_divergence_is_the_in_memory_error(small, factor):
         D.fit_tiled(NET, X, y, t=50, learning_rate=lr, dynamics="discrete", chunks=100, scheduler="threads")
     assert str(tiled.value) == str(mem.value)
     with pytest.warns(DivergenceWarning, match="diverges"):
-        fit = D.fit_tiled(NET, X, y, t=50, learning_rate=lr, dynamics="discrete", chunks=100, scheduler="threads",
-                          allow_divergence=True)
+        fit = D.fit_tiled(
+            NET,
+            X,
+            y,
+            t=50,
+            learning_rate=lr,
+            dynamics="discrete",
+            chunks=100,
+            scheduler="threads",
+            allow_divergence=True,
+        )
     with pytest.warns(DivergenceWarning):
-        ref = gradient_descent_mse(K, y, lr, dynamics="discrete", method="eigh", allow_divergence=True)(50, np.zeros_like(y))
+        ref = gradient_descent_mse(K, y, lr, dynamics="discrete", method="eigh", allow_divergence=True)(
+            50, np.zeros_like(y)
+        )
     assert np.abs(ref).max() > 1e10  # it does diverge
     assert _rel(fit.fx_train, ref) <= 1e-8
 
@@ -279,8 +321,21 @@ def test_options_travel_with_the_solver_and_are_checked_before_tiles(small, monk
     from ntksolve.sklearn import _solve
 
     with pytest.raises(ValueError, match="method='eigh' decomposes.*use method='auto'"):
-        _solve.fit_tiled(NET, X, y, params=None, t=np.inf, learning_rate=1.0, diag_reg=0.1, dynamics="continuous",
-                         fx_train_0=np.zeros_like(y), chunks=100, scheduler="sync", dtype=None, method="eigh")
+        _solve.fit_tiled(
+            NET,
+            X,
+            y,
+            params=None,
+            t=np.inf,
+            learning_rate=1.0,
+            diag_reg=0.1,
+            dynamics="continuous",
+            fx_train_0=np.zeros_like(y),
+            chunks=100,
+            scheduler="sync",
+            dtype=None,
+            method="eigh",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +408,11 @@ def test_worker_killed_mid_solve_does_not_change_the_answer(client, problem):
         undisturbed, _, _ = D.solve_tiled(op, y, diag_reg=1e-2, method=cg)
     with D.TiledKernelOperator(spec, X, chunks=400, scheduler=client) as op:
         pids = client.run(os.getpid)
-        holders = {w for fut in distributed.futures_of(list(op._tiles.values()))
-                   for w in client.who_has([fut]).get(fut.key, ())}
+        holders = {
+            w
+            for fut in distributed.futures_of(list(op._tiles.values()))
+            for w in client.who_has([fut]).get(fut.key, ())
+        }
         victim = sorted(holders)[0]
         calls = {"n": 0}
         matmat = op.matmat
@@ -398,8 +456,9 @@ def test_public_tiled_kernels_take_chunks():
     X = np.random.default_rng(0).normal(size=(11, 3))
     lazy = ntksolve.dask.empirical_ntk(net, p, X, chunks=(4, 7), trace=False)
     assert isinstance(lazy, dask.array.Array)
-    np.testing.assert_allclose(lazy.compute(scheduler="sync"), ntksolve.empirical_ntk(net, p, X, trace=False),
-                               rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(
+        lazy.compute(scheduler="sync"), ntksolve.empirical_ntk(net, p, X, trace=False), rtol=1e-13, atol=1e-15
+    )
     pair = ntksolve.dask.analytic_kernels(net, X, X[:5], chunks=3)
     ref = ntksolve.analytic_kernels(net, X, X[:5])
     np.testing.assert_allclose(pair.ntk.compute(scheduler="sync"), ref.ntk, rtol=1e-13)

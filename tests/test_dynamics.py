@@ -3,6 +3,7 @@
 Kernels are built here in plain numpy (J Jᵀ of random Jacobians, an RBF kernel, the ReLU NNGP/NTK
 recursion of the conventions) so that these tests do not depend on other ntksolve modules.
 """
+
 from __future__ import annotations
 
 
@@ -149,8 +150,7 @@ def test_full_kernel_matches_flattened_reference(method):
             for j in range(M):
                 for b in range(k):
                     Ksf[j * k + b, i * k + a] = Ks4[j, i, b, a]
-    ref_tr, ref_te = reference_trajectory(Kf, Ksf, y.reshape(-1, 1), f0.reshape(-1, 1), fs0.reshape(-1, 1),
-                                          TIMES, 1.3)
+    ref_tr, ref_te = reference_trajectory(Kf, Ksf, y.reshape(-1, 1), f0.reshape(-1, 1), fs0.reshape(-1, 1), TIMES, 1.3)
     tol = 1e-8 if method == "krylov" else 1e-10
     assert tr.shape == (TIMES.size, N, k) and te.shape == (TIMES.size, M, k)
     assert rel(tr, ref_tr.reshape(tr.shape)) < tol and rel(te, ref_te.reshape(te.shape)) < tol
@@ -205,7 +205,8 @@ def test_float32_kernel_tracks_float64():
     ts = np.array([1.0, 30.0, np.inf])
     for method in METHODS:
         lo = gradient_descent_mse(K.astype(np.float32), y.astype(np.float32), method=method)(
-            ts, np.zeros(40, np.float32), np.zeros(6, np.float32), Ks.astype(np.float32))
+            ts, np.zeros(40, np.float32), np.zeros(6, np.float32), Ks.astype(np.float32)
+        )
         hi = gradient_descent_mse(K, y, method=method)(ts, np.zeros(40), np.zeros(6), Ks)
         assert lo[0].dtype == np.float32
         assert rel(lo[0], hi[0]) < 1e-4 and rel(lo[1], hi[1]) < 1e-3
@@ -270,11 +271,12 @@ def test_continuous_equals_ode_solution(problem):
         grad = lr / size * (f - y)
         return np.concatenate([-(K @ grad).ravel(), -(Ks @ grad).ravel()])
 
-    sol = scipy.integrate.solve_ivp(rhs, (0, ts[-1]), np.concatenate([f0.ravel(), fs0.ravel()]), t_eval=ts,
-                                    method="DOP853", rtol=1e-12, atol=1e-13)
+    sol = scipy.integrate.solve_ivp(
+        rhs, (0, ts[-1]), np.concatenate([f0.ravel(), fs0.ravel()]), t_eval=ts, method="DOP853", rtol=1e-12, atol=1e-13
+    )
     tr, te = gradient_descent_mse(K, y, lr)(ts, f0, fs0, Ks)
     assert rel(tr, sol.y[: f0.size].T.reshape(tr.shape)) < 1e-9
-    assert rel(te, sol.y[f0.size:].T.reshape(te.shape)) < 1e-9
+    assert rel(te, sol.y[f0.size :].T.reshape(te.shape)) < 1e-9
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -527,8 +529,10 @@ def test_caller_arrays_are_not_modified_and_read_only_input_works(problem):
     copies = [a.copy() for a in arrays]
     for method in METHODS:
         gradient_descent_mse(arrays[0], arrays[2], diag_reg=0.1, method=method)(
-            np.array([1.0, np.inf]), arrays[3], arrays[4], arrays[1])
+            np.array([1.0, np.inf]), arrays[3], arrays[4], arrays[1]
+        )
     gradient_descent_mse_ensemble(arrays[0], arrays[0], arrays[2], diag_reg=0.1)(
-        1.0, arrays[1], arrays[1], np.eye(9), compute_cov=True)
+        1.0, arrays[1], arrays[1], np.eye(9), compute_cov=True
+    )
     for a, c in zip(arrays, copies):
         np.testing.assert_array_equal(a, c)

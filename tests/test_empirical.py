@@ -1,5 +1,6 @@
 """The empirical NTK against independent numbers: J J^T from the explicit Jacobian, finite
 differences, the analytic infinite-width limit, and its invariants."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,9 @@ def _data(N=7, d=5, seed=1):
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_ntk_equals_JJt(activation, parameterization, k):
-    net = MLP((8, 6), activation=activation, weight_std=1.4, bias_std=0.3,
-              parameterization=parameterization, n_outputs=k)
+    net = MLP(
+        (8, 6), activation=activation, weight_std=1.4, bias_std=0.3, parameterization=parameterization, n_outputs=k
+    )
     p = net.init(5, random_state=2)
     X, X2 = _data(), _data(4, seed=9)
     J, J2 = jacobian(net, p, X), jacobian(net, p, X2)
@@ -34,12 +36,27 @@ def test_ntk_equals_JJt(activation, parameterization, k):
     assert _rel(empirical_ntk(net, p, X, X2), np.einsum("ijaa->ij", cross) / k) < 1e-12
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "gelu", "softplus", "leaky_relu(0.2)", "abs",
-                                        "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian", "monomial(3)"])
+@pytest.mark.parametrize(
+    "activation",
+    [
+        "relu",
+        "erf",
+        "gelu",
+        "softplus",
+        "leaky_relu(0.2)",
+        "abs",
+        "abrelu(-0.3, 1.5)",
+        "sin",
+        "cos",
+        "gaussian",
+        "monomial(3)",
+    ],
+)
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_jacobian_equals_finite_differences(activation, parameterization):
-    net = MLP((5, 4), activation=activation, weight_std=1.2, bias_std=0.5,
-              parameterization=parameterization, n_outputs=2)
+    net = MLP(
+        (5, 4), activation=activation, weight_std=1.2, bias_std=0.5, parameterization=parameterization, n_outputs=2
+    )
     p = net.init(3, random_state=4)
     X = _data(4, 3, seed=5)
     J = jacobian(net, p, X)

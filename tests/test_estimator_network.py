@@ -4,6 +4,7 @@ References: ``gradient_descent_mse`` on the network's own empirical NTK (``from_
 ``from_sklearn`` / ``sklearn_initial_network``) with its own ``f_0``, and at ``t = inf`` the
 kernel-regression closed form ``f*_0 + K* (K + mu I)^-1 (y - f_0)`` solved directly.
 """
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -22,8 +23,9 @@ from ntksolve.torch import from_torch  # noqa: E402
 
 def _module(k=1, bias=True, d=3, seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, 24, bias=bias), nn.Tanh(), nn.Linear(24, 16), nn.Tanh(),
-                         nn.Linear(16, k, bias=bias)).double()
+    return nn.Sequential(
+        nn.Linear(d, 24, bias=bias), nn.Tanh(), nn.Linear(24, 16), nn.Tanh(), nn.Linear(16, k, bias=bias)
+    ).double()
 
 
 def _data(N=20, M=7, d=3, k=1, seed=0):
@@ -45,8 +47,9 @@ def test_regressor_predicts_the_modules_own_training(bias, normalize_y):
     model = _module(bias=bias)
     X, Xs, Y = _data()
     times = [0, 5, 50, 500]
-    est = NTKRegressor(network=model, dynamics="discrete", learning_rate=0.1, diag_reg=0.0,
-                       normalize_y=normalize_y).fit(X, Y[:, 0])
+    est = NTKRegressor(
+        network=model, dynamics="discrete", learning_rate=0.1, diag_reg=0.0, normalize_y=normalize_y
+    ).fit(X, Y[:, 0])
     net, params = from_torch(model)
     assert est.network_ == net and est.n_features_in_ == 3
     ref = _reference(net, params, X, Xs, Y, times, 0.1)
@@ -83,16 +86,18 @@ def test_scikit_learn_mlps_fitted_and_not():
     mlp = MLPRegressor(hidden_layer_sizes=(32,), activation="tanh", solver="sgd", random_state=3)
     est = NTKRegressor(network=mlp, time=30, dynamics="discrete", learning_rate=0.1, diag_reg=0.0).fit(X, y)
     net, params = sklearn_initial_network(mlp, X, y)  # the network mlp.fit would start from
-    np.testing.assert_allclose(est.predict(Xs), _reference(net, params, X, Xs, Y, [30], 0.1)[0, :, 0],
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        est.predict(Xs), _reference(net, params, X, Xs, Y, [30], 0.1)[0, :, 0], rtol=0, atol=1e-10
+    )
     assert not hasattr(mlp, "coefs_")  # not fitted by the estimator
     mlp.set_params(max_iter=5)
     with pytest.warns(Warning):  # the MLP's own convergence warning
         mlp.fit(X, y)
     est.fit(X, y)
     net, params = from_sklearn(mlp)
-    np.testing.assert_allclose(est.predict(Xs), _reference(net, params, X, Xs, Y, [30], 0.1)[0, :, 0],
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        est.predict(Xs), _reference(net, params, X, Xs, Y, [30], 0.1)[0, :, 0], rtol=0, atol=1e-10
+    )
     # a classifier's outputs: one for two classes
     clf_mlp = MLPClassifier(hidden_layer_sizes=(16,), random_state=0)
     labels = (y > np.median(y)).astype(int)
@@ -119,10 +124,12 @@ def test_clone_copies_the_module_and_unfits_a_scikit_learn_mlp():
 def test_cross_validation_uses_the_modules_kernel():
     model = _module(seed=4)
     X, _, Y = _data(N=24, seed=4)
-    cv = NTKRegressorCV(network=model, dynamics="discrete", learning_rate=0.1, times=[0, 10, 100],
-                        diag_regs=[0.0, 0.1], cv=3).fit(X, Y[:, 0])
-    one = NTKRegressor(network=model, dynamics="discrete", learning_rate=0.1, time=cv.time_,
-                       diag_reg=cv.diag_reg_).fit(X, Y[:, 0])
+    cv = NTKRegressorCV(
+        network=model, dynamics="discrete", learning_rate=0.1, times=[0, 10, 100], diag_regs=[0.0, 0.1], cv=3
+    ).fit(X, Y[:, 0])
+    one = NTKRegressor(network=model, dynamics="discrete", learning_rate=0.1, time=cv.time_, diag_reg=cv.diag_reg_).fit(
+        X, Y[:, 0]
+    )
     np.testing.assert_allclose(cv.predict(X), one.predict(X), rtol=0, atol=1e-12)
     # at t = 0 every fold scores the module's own f_0
     f0 = from_torch(model)[0].apply(from_torch(model)[1], X)[:, 0]

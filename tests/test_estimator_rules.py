@@ -5,6 +5,7 @@ kernel (``sgd_cross_entropy``), the explicitly linearised network stepped in par
 (tests/reference_linearised.py), explicit refits per fold and step, and gradient flow as the
 small-rate limit of discrete steps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,15 +43,24 @@ def _analytic(X, Xt):
 def test_log_loss_probabilities_are_sgd_cross_entropy_by_hand(blobs, batch_size):
     X, y, Xt, _ = blobs
     rule = GradientDescent(Schedule.cosine(3.0, 60, min_lr=0.3), momentum=0.9, nesterov=True)
-    clf = NTKClassifier(loss="log_loss", dynamics=rule, time=60, diag_reg=0.05, batch_size=batch_size,
-                        random_state=3).fit(X, y)
+    clf = NTKClassifier(
+        loss="log_loss", dynamics=rule, time=60, diag_reg=0.05, batch_size=batch_size, random_state=3
+    ).fit(X, y)
     assert list(clf.classes_) == ["ant", "bee", "cat"]
     K, Ks = _analytic(X, Xt)
     N = X.shape[0]
     batches = None if batch_size is None else shuffled_batches(N, batch_size, 60, random_state=clf._batch_seed)
     labels = np.searchsorted(["ant", "bee", "cat"], y)
-    ref = sgd_cross_entropy(K + 0.05 * np.mean(np.diag(K)) * np.eye(N), labels, np.zeros((N, 3)), STEPS,
-                            dynamics=rule, batches=batches, k_test_train=Ks, fx_test_0=np.zeros((len(Xt), 3)))
+    ref = sgd_cross_entropy(
+        K + 0.05 * np.mean(np.diag(K)) * np.eye(N),
+        labels,
+        np.zeros((N, 3)),
+        STEPS,
+        dynamics=rule,
+        batches=batches,
+        k_test_train=Ks,
+        fx_test_0=np.zeros((len(Xt), 3)),
+    )
     times = [60, 0, 7, 30, 1, 60]  # any order, repeats: each answered from the one run
     order = [4, 0, 2, 3, 1, 4]
     P = clf.predict_proba_trajectory(Xt, times)
@@ -77,13 +87,24 @@ def test_empirical_log_loss_is_the_linearised_network(parameterization):
     lmax = np.linalg.eigvalsh(lin.K)[-1]
     lr0 = 2.0 * lin.N / lmax
     rule = GradientDescent(Schedule.step(lr0, 20, 0.5), momentum=0.9, weight_decay=0.01)
-    clf = NTKClassifier(loss="log_loss", kernel="empirical", hidden_layer_sizes=(12,), activation="erf", bias_std=0.2,
-                        parameterization=parameterization, random_state=4, dynamics=rule, time=60, diag_reg=0.0,
-                        batch_size=3).fit(lin.X, lin.labels)
+    clf = NTKClassifier(
+        loss="log_loss",
+        kernel="empirical",
+        hidden_layer_sizes=(12,),
+        activation="erf",
+        bias_std=0.2,
+        parameterization=parameterization,
+        random_state=4,
+        dynamics=rule,
+        time=60,
+        diag_reg=0.0,
+        batch_size=3,
+    ).fit(lin.X, lin.labels)
     np.testing.assert_array_equal(clf.params_[0][0], lin.params[0][0])
     batches = shuffled_batches(lin.N, 3, 60, random_state=clf._batch_seed)
-    ref_tr, ref_te = lin.sgd(STEPS, rule.learning_rate.rates(60), momentum=0.9, weight_decay=0.01, batches=batches,
-                             loss="ce")
+    ref_tr, ref_te = lin.sgd(
+        STEPS, rule.learning_rate.rates(60), momentum=0.9, weight_decay=0.01, batches=batches, loss="ce"
+    )
     np.testing.assert_allclose(clf.decision_trajectory(lin.Xt, STEPS), ref_te[..., 0], rtol=0, atol=1e-10)
     np.testing.assert_allclose(clf.decision_trajectory(lin.X, STEPS), ref_tr[..., 0], rtol=0, atol=1e-10)
     P = clf.predict_proba_trajectory(lin.Xt, STEPS)
@@ -99,8 +120,15 @@ def test_log_loss_flow_is_the_small_rate_limit_of_steps(blobs):
     K, Ks = _analytic(X, Xt)
     N = X.shape[0]
     labels = np.searchsorted(clf_classes := np.unique(y), y)
-    by_hand = flow_cross_entropy(K + 0.1 * np.mean(np.diag(K)) * np.eye(N), labels, np.zeros((N, 3)), [t],
-                                 learning_rate=eta, k_test_train=Ks, fx_test_0=np.zeros((len(Xt), 3)))
+    by_hand = flow_cross_entropy(
+        K + 0.1 * np.mean(np.diag(K)) * np.eye(N),
+        labels,
+        np.zeros((N, 3)),
+        [t],
+        learning_rate=eta,
+        k_test_train=Ks,
+        fx_test_0=np.zeros((len(Xt), 3)),
+    )
     np.testing.assert_array_equal(flow.classes_, clf_classes)
     P = flow.predict_proba(Xt)
     np.testing.assert_allclose(P, softmax(by_hand.test[0], axis=-1), rtol=0, atol=1e-8)
@@ -145,7 +173,9 @@ def test_one_recurrence_per_call(blobs, monkeypatch):
     assert len(runs) == 2 and runs[1].tolist() == list(range(0, 41, 5))
     list(clf.staged_predict(Xt, [10, 20, 40]))
     assert len(runs) == 3
-    direct = clf.predict_proba_trajectory(Xt, [0, 40])[1]  # fewer test than training points: carried through the run itself
+    direct = clf.predict_proba_trajectory(Xt, [0, 40])[
+        1
+    ]  # fewer test than training points: carried through the run itself
     assert len(runs) == 4
     np.testing.assert_allclose(kept, direct, rtol=0, atol=1e-13)  # the two paths agree
 
@@ -156,8 +186,17 @@ def test_empirical_regressor_with_weight_decay_is_parameter_space_sgd():
     lmax = np.linalg.eigvalsh(lin.K)[-1]
     lr = 0.5 * 2 * lin.N / lmax
     rule = GradientDescent(lr, momentum=0.5, weight_decay=0.05)
-    reg = NTKRegressor(kernel="empirical", hidden_layer_sizes=(12,), activation="erf", bias_std=0.2, random_state=2,
-                       dynamics=rule, time=60, diag_reg=0.0, normalize_y=False).fit(lin.X, lin.y[:, 0])
+    reg = NTKRegressor(
+        kernel="empirical",
+        hidden_layer_sizes=(12,),
+        activation="erf",
+        bias_std=0.2,
+        random_state=2,
+        dynamics=rule,
+        time=60,
+        diag_reg=0.0,
+        normalize_y=False,
+    ).fit(lin.X, lin.y[:, 0])
     ref_tr, ref_te = lin.sgd(STEPS, np.full(60, lr), momentum=0.5, weight_decay=0.05)
     np.testing.assert_allclose(reg.predict_trajectory(lin.Xt, STEPS), ref_te[..., 0], rtol=0, atol=1e-10)
     np.testing.assert_allclose(reg.predict(lin.Xt), ref_te[-1, :, 0], rtol=0, atol=1e-10)
@@ -172,8 +211,12 @@ def test_empirical_regressor_with_weight_decay_is_parameter_space_sgd():
 def test_cv_with_weight_decay_equals_refits_per_fold():
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((24, 3)), rng.standard_normal(24)
-    kw = dict(kernel="empirical", hidden_layer_sizes=(16,), random_state=0,
-              dynamics=GradientDescent(0.5, momentum=0.9, weight_decay=0.02))
+    kw = dict(
+        kernel="empirical",
+        hidden_layer_sizes=(16,),
+        random_state=0,
+        dynamics=GradientDescent(0.5, momentum=0.9, weight_decay=0.02),
+    )
     cv = NTKRegressorCV(times=[5, 40], diag_regs=(1e-2,), cv=KFold(3), **kw).fit(X, y)
     for f, (tr, te) in enumerate(KFold(3).split(X)):
         for j, t in enumerate((5, 40)):
@@ -210,12 +253,18 @@ def test_cv_chooses_the_stopping_step_of_a_schedule_as_refits_do():
         ({"loss": "hinge", "time": 5}, ValueError, "loss must be one of 'squared_error', 'log_loss'"),
         ({"loss": "log_loss", "time": 5, "dynamics": Adam()}, ValueError, "no function-space.*Train the network"),
         ({"loss": "log_loss", "time": 5, "dynamics": "adam"}, ValueError, "no function-space"),
-        ({"loss": "log_loss", "time": 5, "dynamics": GradientDescent(1.0, weight_decay=0.1)}, ValueError,
-         "weight decay.*kernel='analytic'.*no parameters.*kernel='empirical'"),
+        (
+            {"loss": "log_loss", "time": 5, "dynamics": GradientDescent(1.0, weight_decay=0.1)},
+            ValueError,
+            "weight decay.*kernel='analytic'.*no parameters.*kernel='empirical'",
+        ),
         ({"loss": "log_loss", "time": 2.5, "dynamics": "discrete"}, ValueError, "whole number of steps"),
         ({"loss": "log_loss", "time": 5, "batch_size": 4}, ValueError, "batch_size needs discrete steps"),
-        ({"loss": "log_loss", "time": 5, "batch_size": 0, "dynamics": "discrete"}, ValueError,
-         "batch_size must be None or a positive int"),
+        (
+            {"loss": "log_loss", "time": 5, "batch_size": 0, "dynamics": "discrete"},
+            ValueError,
+            "batch_size must be None or a positive int",
+        ),
         ({"time": 5, "batch_size": 4}, ValueError, "batch_size needs loss='log_loss'"),
         ({"loss": "log_loss", "time": 5, "chunks": 16}, ValueError, "loss='log_loss' runs step by step.*chunks=None"),
     ],
@@ -240,20 +289,29 @@ def test_trajectory_and_probability_refusals(blobs):
     assert "needs loss='log_loss'" in str(err.value.__cause__) and "not probabilities" in str(err.value.__cause__)
 
 
-@pytest.mark.parametrize("rule", [GradientDescent(0.1, momentum=0.9), GradientDescent(Schedule.cosine(0.1, 10)),
-                                  GradientDescent(0.1, weight_decay=1e-3), GradientDescent(0.1, nesterov=True,
-                                                                                           momentum=0.5)])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        GradientDescent(0.1, momentum=0.9),
+        GradientDescent(Schedule.cosine(0.1, 10)),
+        GradientDescent(0.1, weight_decay=1e-3),
+        GradientDescent(0.1, nesterov=True, momentum=0.5),
+    ],
+)
 def test_tiled_path_refuses_rules_it_cannot_run_before_any_tile(blobs, rule, monkeypatch):
     from ntksolve.sklearn import _solve
 
     X, y = blobs[0], blobs[1]
     monkeypatch.setattr(_solve, "fit_tiled", lambda *a, **kw: pytest.fail("tiles were computed"))
-    for est in (NTKRegressor(kernel="empirical", hidden_layer_sizes=(4,), random_state=0, dynamics=rule, time=10,
-                             chunks=16),
-                NTKClassifier(kernel="empirical", hidden_layer_sizes=(4,), random_state=0, dynamics=rule, time=10,
-                              chunks=16)):
-        with pytest.raises(ValueError, match="chunks=... .the tiled solve. supports gradient flow and plain "
-                                             "constant-rate descent only.*chunks=None"):
+    for est in (
+        NTKRegressor(kernel="empirical", hidden_layer_sizes=(4,), random_state=0, dynamics=rule, time=10, chunks=16),
+        NTKClassifier(kernel="empirical", hidden_layer_sizes=(4,), random_state=0, dynamics=rule, time=10, chunks=16),
+    ):
+        with pytest.raises(
+            ValueError,
+            match="chunks=... .the tiled solve. supports gradient flow and plain "
+            "constant-rate descent only.*chunks=None",
+        ):
             est.fit(X, y if isinstance(est, NTKClassifier) else np.arange(len(X), dtype=float))
         assert not hasattr(est, "network_")  # refused before the network was made
 
@@ -264,16 +322,20 @@ def test_log_loss_models_round_trip(blobs, tmp_path):
     import zipfile
 
     X, y, Xt, _ = blobs
-    for est in (NTKClassifier(loss="log_loss", dynamics="discrete", learning_rate=2.0, time=30, batch_size=5,
-                              random_state=1),
-                NTKClassifier(loss="log_loss", kernel="empirical", hidden_layer_sizes=(8,), random_state=2,
-                              learning_rate=2.0, time=3.5)):
+    for est in (
+        NTKClassifier(loss="log_loss", dynamics="discrete", learning_rate=2.0, time=30, batch_size=5, random_state=1),
+        NTKClassifier(
+            loss="log_loss", kernel="empirical", hidden_layer_sizes=(8,), random_state=2, learning_rate=2.0, time=3.5
+        ),
+    ):
         est.fit(X, y)
         est.save(tmp_path / "m.npz")
         back = ntksolve.load(tmp_path / "m.npz")
         assert back.get_params() == est.get_params()
-        np.testing.assert_array_equal(back.predict_proba_trajectory(Xt, [1, 3, 30 if est.batch_size else 3.5]),
-                                      est.predict_proba_trajectory(Xt, [1, 3, 30 if est.batch_size else 3.5]))
+        np.testing.assert_array_equal(
+            back.predict_proba_trajectory(Xt, [1, 3, 30 if est.batch_size else 3.5]),
+            est.predict_proba_trajectory(Xt, [1, 3, 30 if est.batch_size else 3.5]),
+        )
     # a rule object is refused, as for the regressor
     est = NTKClassifier(loss="log_loss", dynamics=GradientDescent(1.0, momentum=0.9), time=5).fit(X, y)
     with pytest.raises(ValueError, match="pickle-free format does not store"):
@@ -283,8 +345,9 @@ def test_log_loss_models_round_trip(blobs, tmp_path):
     with zipfile.ZipFile(tmp_path / "old.npz") as z:
         meta = json.loads(np.load(z.open("__ntksolve__.npy")).item())
     assert "loss" not in meta["params"] and "batch_size" not in meta["params"]
-    np.testing.assert_array_equal(ntksolve.load(tmp_path / "old.npz").decision_function(Xt),
-                                  NTKClassifier().fit(X, y).decision_function(Xt))
+    np.testing.assert_array_equal(
+        ntksolve.load(tmp_path / "old.npz").decision_function(Xt), NTKClassifier().fit(X, y).decision_function(Xt)
+    )
 
 
 def test_cross_entropy_is_log_loss_under_ntksolves_own_name(blobs):

@@ -4,6 +4,7 @@ Each equivalence pins the estimator to something computed another way: kernel ri
 (scikit-learn's ``KernelRidge`` on the precomputed kernel), the closed form of the linearised
 network written out with ``scipy.linalg.expm``, the ensemble covariance written out in numpy.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,12 +31,17 @@ from ntksolve.dynamics import GradientDescent, GradientFlow, Krylov, Schedule
         NTKClassifier(hidden_layer_sizes=(16, 16)),
         NTKClassifier(kernel="empirical", hidden_layer_sizes=(16,), random_state=0),
         NTKRegressorCV(hidden_layer_sizes=(16,), diag_regs=(1e-2, 1e-1), cv=3),
-        NTKRegressor(hidden_layer_sizes=(16,), dynamics=GradientFlow(0.5), time=30,
-                     method=Krylov(tol=1e-10)),
+        NTKRegressor(hidden_layer_sizes=(16,), dynamics=GradientFlow(0.5), time=30, method=Krylov(tol=1e-10)),
         NTKClassifier(loss="log_loss", hidden_layer_sizes=(16,), dynamics="discrete", learning_rate=5.0, time=50),
-        NTKClassifier(loss="log_loss", kernel="empirical", hidden_layer_sizes=(16,), random_state=0, time=40,
-                      dynamics=GradientDescent(Schedule.cosine(2.0, 40), momentum=0.9, weight_decay=1e-3),
-                      batch_size=16),
+        NTKClassifier(
+            loss="log_loss",
+            kernel="empirical",
+            hidden_layer_sizes=(16,),
+            random_state=0,
+            time=40,
+            dynamics=GradientDescent(Schedule.cosine(2.0, 40), momentum=0.9, weight_decay=1e-3),
+            batch_size=16,
+        ),
     ]
 )
 def test_sklearn_contract(estimator, check):
@@ -76,8 +82,17 @@ def test_empirical_regressor_is_linearised_network(toy):
     """f_t(X*) = f_0* + Th* Th^-1 (I - expm(-eta t Th / (Nk))) (y - f_0), written out with expm."""
     X, Y, Xt, _ = toy
     t, lr = 7.0, 0.5
-    reg = NTKRegressor(kernel="empirical", hidden_layer_sizes=(32, 32), activation="erf", time=t,
-                       learning_rate=lr, diag_reg=0.0, normalize_y=False, random_state=3, method="eigh").fit(X, Y)
+    reg = NTKRegressor(
+        kernel="empirical",
+        hidden_layer_sizes=(32, 32),
+        activation="erf",
+        time=t,
+        learning_rate=lr,
+        diag_reg=0.0,
+        normalize_y=False,
+        random_state=3,
+        method="eigh",
+    ).fit(X, Y)
     net = ntksolve.MLP((32, 32), "erf", 1.0, 0.1, n_outputs=2)
     params = net.init(3, random_state=3)  # as MLP.init seeds it
     np.testing.assert_array_equal(reg.params_[0][0], params[0][0])
@@ -102,8 +117,11 @@ def test_return_std_and_cov_are_the_ensemble_formulas(toy):
     t, reg_frac = 20.0, 1e-2
     reg = NTKRegressor(hidden_layer_sizes=(1, 1), time=t, diag_reg=reg_frac, normalize_y=False).fit(X, y)
     net = ntksolve.MLP((1, 1), "relu", 1.0, 0.1)
-    tr, cross, test = ntksolve.analytic_kernels(net, X), ntksolve.analytic_kernels(net, Xt, X), \
-        ntksolve.analytic_kernels(net, Xt)
+    tr, cross, test = (
+        ntksolve.analytic_kernels(net, X),
+        ntksolve.analytic_kernels(net, Xt, X),
+        ntksolve.analytic_kernels(net, Xt),
+    )
     N = X.shape[0]
     Th = tr.ntk + reg_frac * np.mean(np.diag(tr.ntk)) * np.eye(N)
     A = cross.ntk @ np.linalg.solve(Th, np.eye(N) - scipy.linalg.expm(-t / N * Th))
@@ -176,8 +194,9 @@ def test_discrete_dynamics(toy):
     net = ntksolve.MLP((1,), "relu", 1.0, 0.1)
     K = ntksolve.analytic_kernels(net, X).ntk
     lr = 0.5 * ntksolve.critical_learning_rate(K, 2)
-    reg = NTKRegressor(hidden_layer_sizes=(1,), dynamics="discrete", learning_rate=lr, time=5, diag_reg=0.0,
-                       normalize_y=False).fit(X, Y)
+    reg = NTKRegressor(
+        hidden_layer_sizes=(1,), dynamics="discrete", learning_rate=lr, time=5, diag_reg=0.0, normalize_y=False
+    ).fit(X, Y)
     N = X.shape[0]
     B = np.eye(N) - lr / (2 * N) * K
     Ks = ntksolve.analytic_kernels(net, Xt, X).ntk
@@ -236,9 +255,11 @@ def test_pipeline_grid_search_and_cross_val(diabetes):
     pipe = make_pipeline(StandardScaler(), NTKRegressor(diag_reg=1.0))
     scores = cross_val_score(pipe, X, y, cv=KFold(3))
     assert scores.shape == (3,) and np.all(scores > 0.2)
-    search = GridSearchCV(make_pipeline(StandardScaler(), NTKRegressor(diag_reg=0.0)),
-                          {"ntkregressor__time": [10.0, 1000.0, np.inf], "ntkregressor__weight_std": [0.5, 1.5]},
-                          cv=3).fit(X, y)
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), NTKRegressor(diag_reg=0.0)),
+        {"ntkregressor__time": [10.0, 1000.0, np.inf], "ntkregressor__weight_std": [0.5, 1.5]},
+        cv=3,
+    ).fit(X, y)
     # early stopping beats interpolating the noisy targets
     assert search.best_params_["ntkregressor__time"] < np.inf
     assert search.best_score_ > 0.2
@@ -250,8 +271,9 @@ def test_pandas_input(toy):
     df = pd.DataFrame(X, columns=["a", "b", "c"])
     reg = NTKRegressor().fit(df, pd.Series(Y[:, 0]))
     np.testing.assert_array_equal(reg.feature_names_in_, ["a", "b", "c"])
-    np.testing.assert_allclose(reg.predict(pd.DataFrame(Xt, columns=["a", "b", "c"])),
-                               NTKRegressor().fit(X, Y[:, 0]).predict(Xt), rtol=1e-12)
+    np.testing.assert_allclose(
+        reg.predict(pd.DataFrame(Xt, columns=["a", "b", "c"])), NTKRegressor().fit(X, Y[:, 0]).predict(Xt), rtol=1e-12
+    )
     clf = NTKClassifier().fit(df, pd.Series(np.where(Y[:, 1] > -1, "p", "q"), dtype="category"))
     assert set(clf.classes_) == {"p", "q"}
 
@@ -375,10 +397,15 @@ def test_parameters_are_keyword_only_and_shared():
     )
 
     shared = {name: default for name, default, _ in SHARED_PARAMETERS}
-    for Est, own in ((NTKRegressor, MODEL_PARAMETERS), (NTKClassifier, CLASSIFIER_PARAMETERS + MODEL_PARAMETERS),
-                     (NTKRegressorCV, CV_PARAMETERS + SEARCH_TILED_PARAMETERS),
-                     (ntksolve.NTKClassifierCV,
-                      CV_PARAMETERS + CLASSIFIER_CV_PARAMETERS + CLASSIFIER_PARAMETERS + SEARCH_TILED_PARAMETERS)):
+    for Est, own in (
+        (NTKRegressor, MODEL_PARAMETERS),
+        (NTKClassifier, CLASSIFIER_PARAMETERS + MODEL_PARAMETERS),
+        (NTKRegressorCV, CV_PARAMETERS + SEARCH_TILED_PARAMETERS),
+        (
+            ntksolve.NTKClassifierCV,
+            CV_PARAMETERS + CLASSIFIER_CV_PARAMETERS + CLASSIFIER_PARAMETERS + SEARCH_TILED_PARAMETERS,
+        ),
+    ):
         sig = inspect.signature(Est)
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in sig.parameters.values())
         classifier = Est in (NTKClassifier, ntksolve.NTKClassifierCV)
@@ -429,8 +456,11 @@ def test_return_std_computes_each_kernel_once(toy, monkeypatch):
     reg.predict(Xt, return_std=True)  # builds the ensemble's decomposition once
     calls = []
     real = regressor.analytic_kernels
-    monkeypatch.setattr(regressor, "analytic_kernels", lambda net, A, B=None: calls.append(
-        (A.shape[0], None if B is None else B.shape[0])) or real(net, A, B))
+    monkeypatch.setattr(
+        regressor,
+        "analytic_kernels",
+        lambda net, A, B=None: calls.append((A.shape[0], None if B is None else B.shape[0])) or real(net, A, B),
+    )
     monkeypatch.setattr(reg, "_kernel", lambda *a: pytest.fail("the test-train NTK was computed again"))
     mean, std = reg.predict(Xt, return_std=True)
     assert calls == [(10, 30)]  # one test-train pair; no (M, M) test kernel
@@ -457,8 +487,11 @@ def test_tiled_fit_refuses_what_it_cannot_answer(toy):
         lambda: reg.set_params(time=10.0).predict(Xt),
     ]
     clf = NTKClassifier(hidden_layer_sizes=(4,), chunks=16, scheduler="sync").fit(X, y > 2)
-    refused += [lambda: clf.decision_trajectory(Xt, [np.inf]), lambda: next(clf.staged_predict(Xt, [np.inf])),
-                lambda: clf.loss_curve([1.0])]
+    refused += [
+        lambda: clf.decision_trajectory(Xt, [np.inf]),
+        lambda: next(clf.staged_predict(Xt, [np.inf])),
+        lambda: clf.loss_curve([1.0]),
+    ]
     for call in refused:
         with pytest.raises(ValueError, match="needs the in-memory solver.*Refit with chunks=None"):
             call()
@@ -474,8 +507,9 @@ def test_regressor_with_a_momentum_rule_equals_parameter_space_sgd(nesterov, cos
     rng = np.random.default_rng(0)
     X, Xt = rng.standard_normal((12, 3)), rng.standard_normal((5, 3))
     y = rng.standard_normal(12)
-    probe = NTKRegressor(kernel="empirical", hidden_layer_sizes=(32,), random_state=1, diag_reg=0.0,
-                         normalize_y=False).fit(X, y)
+    probe = NTKRegressor(
+        kernel="empirical", hidden_layer_sizes=(32,), random_state=1, diag_reg=0.0, normalize_y=False
+    ).fit(X, y)
     J = ntksolve.jacobian(probe.network_, probe.params_, X).reshape(12, -1)
     Jt = ntksolve.jacobian(probe.network_, probe.params_, Xt).reshape(5, -1)
     lr0 = 0.4 * 2 * 12 / np.linalg.eigvalsh(J @ J.T)[-1]
@@ -521,5 +555,6 @@ def test_cv_with_a_schedule_searches_whole_steps(toy):
     one = NTKRegressor(dynamics=rule, time=grid.time_, diag_reg=1e-2).fit(X, Y)
     np.testing.assert_allclose(grid.predict(X), one.predict(X), rtol=0, atol=1e-10)
     flow = NTKRegressor(dynamics=GradientFlow(0.5), time=3.0).fit(X, Y)  # a flow rule object: any time
-    np.testing.assert_allclose(flow.predict(X), NTKRegressor(learning_rate=0.5, time=3.0).fit(X, Y).predict(X),
-                               rtol=0, atol=0)
+    np.testing.assert_allclose(
+        flow.predict(X), NTKRegressor(learning_rate=0.5, time=3.0).fit(X, Y).predict(X), rtol=0, atol=0
+    )

@@ -5,6 +5,7 @@ The numbers are pinned to the closed form computed here from the kernel (``scipy
 to the predictor's own per-call path, and to parameter-space facts (the infinite-width kernel does
 not depend on the widths).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -31,8 +32,10 @@ def data():
 
 def _no_solver_calls(est, monkeypatch):
     """Make any call of the fitted solver an error: what predict then answers came from fit."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("predict called the solver after fit")
+
     monkeypatch.setattr(est.predictor_, "predict", refuse)
     monkeypatch.setattr(type(est.predictor_), "__call__", lambda self, *a, **kw: refuse())
 
@@ -93,8 +96,9 @@ def test_solver_errors_arise_in_fit(data):
 def test_weight_decay_coefficients_match_the_per_call_path(data):
     X, y, Xt, _ = data
     rule = GradientDescent(0.5, momentum=0.5, weight_decay=0.05)
-    reg = NTKRegressor(kernel="empirical", hidden_layer_sizes=(16,), random_state=1, dynamics=rule,
-                       time=30, diag_reg=0.0).fit(X, y)
+    reg = NTKRegressor(
+        kernel="empirical", hidden_layer_sizes=(16,), random_state=1, dynamics=rule, time=30, diag_reg=0.0
+    ).fit(X, y)
     per_call = reg.predict_trajectory(Xt, [0, 30])[1]  # the predictor with J θ_0 on the test inputs
     np.testing.assert_allclose(reg.predict(Xt), per_call, rtol=1e-10, atol=1e-12)
 
@@ -145,10 +149,13 @@ def test_analytic_kernel_warns_once_per_fit_about_unused_widths(data):
     assert len(rec) == 1
 
 
-@pytest.mark.parametrize("make", [
-    lambda: NTKClassifier(hidden_layer_sizes=(30,)),
-    lambda: NTKRegressorCV(hidden_layer_sizes=(64, 64), diag_regs=(0.1,), cv=3, times=[5.0]),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: NTKClassifier(hidden_layer_sizes=(30,)),
+        lambda: NTKRegressorCV(hidden_layer_sizes=(64, 64), diag_regs=(0.1,), cv=3, times=[5.0]),
+    ],
+)
 def test_every_estimator_warns_once(data, make):
     X, y, _, _ = data
     target = (y > 0).astype(int) if isinstance(make(), NTKClassifier) else y

@@ -5,6 +5,7 @@ The float64 reference runs on exactly the float32 parameters and inputs (widened
 difference is the arithmetic's rounding: about ``eps32 = 6e-8`` per operation, grown by the depth
 and the sums' lengths for the kernels, and by the conditioning of the kernel for the dynamics.
 """
+
 import numpy as np
 import pytest
 
@@ -104,10 +105,19 @@ def test_training_float32(problem):
     """Real gradient descent in float32: parameters and outputs stay float32 and follow float64."""
     net, p32, p64, X, _, y = problem
     r32 = train_network(net, p32, X, y, learning_rate=0.5, steps=40, record_at=[0, 20, 40], track_kernel=False)
-    r64 = train_network(net, p64, X.astype(np.float64), y.astype(np.float64), learning_rate=0.5, steps=40,
-                        record_at=[0, 20, 40], track_kernel=False)
-    assert r32.fx_train.dtype == np.float32 and all(W.dtype == np.float32 and b.dtype == np.float32
-                                                    for W, b in r32.params)
+    r64 = train_network(
+        net,
+        p64,
+        X.astype(np.float64),
+        y.astype(np.float64),
+        learning_rate=0.5,
+        steps=40,
+        record_at=[0, 20, 40],
+        track_kernel=False,
+    )
+    assert r32.fx_train.dtype == np.float32 and all(
+        W.dtype == np.float32 and b.dtype == np.float32 for W, b in r32.params
+    )
     # 40 steps of products of length <= 48: measured 4e-7 (6 eps32)
     assert _rel(r32.fx_train, r64.fx_train) < 50 * EPS32
     np.testing.assert_allclose(r32.loss_train, r64.loss_train, rtol=100 * EPS32)

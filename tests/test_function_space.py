@@ -4,6 +4,7 @@ The reference is SGD in parameter space on an explicitly linearised network
 (``tests/reference_linearised.py``) and ``torch.optim.SGD`` stepping a torch module that computes
 ``f_0 + J (θ − θ_0)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,9 +24,11 @@ RULES = [(0.0, False), (0.6, False), (0.6, True)]
 
 def _with_rule(twin):
     """The twin called with torch.optim.SGD's keywords gathered into its GradientDescent rule."""
+
     def call(*args, learning_rate=1.0, momentum=0.0, nesterov=False, weight_decay=0.0, **kw):
         rule = GradientDescent(learning_rate, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
         return twin(*args, dynamics=rule, **kw)
+
     return call
 
 
@@ -47,10 +50,20 @@ def lr_of(lin, fraction=0.5):
 def run_mse(lin, rates_or_sched, **kw):
     images = {}
     if kw.get("weight_decay"):
-        images = dict(image_train=own_parameter_image(lin.net, lin.params, lin.X),
-                      image_test=own_parameter_image(lin.net, lin.params, lin.Xt))
-    return sgd_mse(lin.full(lin.K, lin.N), lin.y, lin.f0, STEPS, k_test_train=lin.full(lin.Kt, lin.M),
-                   fx_test_0=lin.ft0, **images, **kw)
+        images = dict(
+            image_train=own_parameter_image(lin.net, lin.params, lin.X),
+            image_test=own_parameter_image(lin.net, lin.params, lin.Xt),
+        )
+    return sgd_mse(
+        lin.full(lin.K, lin.N),
+        lin.y,
+        lin.f0,
+        STEPS,
+        k_test_train=lin.full(lin.Kt, lin.M),
+        fx_test_0=lin.ft0,
+        **images,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("mu,nesterov", RULES)
@@ -71,8 +84,9 @@ def test_sgd_mse_full_batch_plain_equals_closed_form(lin):
     # traced kernel of a one-output network: the same as gradient_descent_mse's discrete closed form
     one = Linearised(k=1, n_train=8, seed=3)
     lr = lr_of(one, 0.7)
-    got = sgd_mse(one.K, one.y[:, 0], one.f0[:, 0], STEPS, learning_rate=lr, k_test_train=one.Kt,
-                  fx_test_0=one.ft0[:, 0])
+    got = sgd_mse(
+        one.K, one.y[:, 0], one.f0[:, 0], STEPS, learning_rate=lr, k_test_train=one.Kt, fx_test_0=one.ft0[:, 0]
+    )
     pred = gradient_descent_mse(one.K, one.y[:, 0], lr, dynamics="discrete", method="eigh")
     tr, te = pred(STEPS.astype(float), one.f0[:, 0], one.ft0[:, 0], one.Kt)
     np.testing.assert_allclose(got.train, tr, rtol=0, atol=1e-10)
@@ -90,8 +104,9 @@ def test_traced_kernel_is_kernel_times_identity(lin):
     np.testing.assert_allclose(a.train, b.train, rtol=0, atol=1e-12)
     np.testing.assert_allclose(a.test, b.test, rtol=0, atol=1e-12)
     c = sgd_cross_entropy(K, lin.labels, lin.f0, STEPS, k_test_train=Kt, fx_test_0=lin.ft0, **kw)
-    d = sgd_cross_entropy(kron(K, lin.N), np.eye(lin.k)[lin.labels], lin.f0, STEPS, k_test_train=kron(Kt, lin.M),
-                          fx_test_0=lin.ft0, **kw)
+    d = sgd_cross_entropy(
+        kron(K, lin.N), np.eye(lin.k)[lin.labels], lin.f0, STEPS, k_test_train=kron(Kt, lin.M), fx_test_0=lin.ft0, **kw
+    )
     np.testing.assert_allclose(c.train, d.train, rtol=0, atol=1e-12)
     np.testing.assert_allclose(c.test, d.test, rtol=0, atol=1e-12)
 
@@ -104,11 +119,25 @@ def test_cross_entropy_equals_parameter_space(k, mu, nesterov):
     batches = independent_batches(lin.N, 4, 40, random_state=2)
     img = own_parameter_image(lin.net, lin.params, lin.X)
     img_t = own_parameter_image(lin.net, lin.params, lin.Xt)
-    got = sgd_cross_entropy(lin.full(lin.K, lin.N), lin.labels, lin.f0, STEPS, learning_rate=sched, momentum=mu,
-                            nesterov=nesterov, weight_decay=0.01, batches=batches, k_test_train=lin.full(lin.Kt, lin.M),
-                            fx_test_0=lin.ft0, targets_test=lin.labels_test, image_train=img, image_test=img_t)
-    ref_tr, ref_te = lin.sgd(STEPS, sched.rates(40), momentum=mu, nesterov=nesterov, weight_decay=0.01,
-                             batches=batches, loss="ce")
+    got = sgd_cross_entropy(
+        lin.full(lin.K, lin.N),
+        lin.labels,
+        lin.f0,
+        STEPS,
+        learning_rate=sched,
+        momentum=mu,
+        nesterov=nesterov,
+        weight_decay=0.01,
+        batches=batches,
+        k_test_train=lin.full(lin.Kt, lin.M),
+        fx_test_0=lin.ft0,
+        targets_test=lin.labels_test,
+        image_train=img,
+        image_test=img_t,
+    )
+    ref_tr, ref_te = lin.sgd(
+        STEPS, sched.rates(40), momentum=mu, nesterov=nesterov, weight_decay=0.01, batches=batches, loss="ce"
+    )
     np.testing.assert_allclose(got.train, ref_tr, rtol=0, atol=1e-10)
     np.testing.assert_allclose(got.test, ref_te, rtol=0, atol=1e-10)
     if k == 1:
@@ -163,10 +192,17 @@ def test_function_space_equals_torch_sgd(loss, mu, nesterov):
             torch.nn.BCEWithLogitsLoss()(out[:, 0], torch.tensor(lin.labels, dtype=torch.float64)[b]).backward()
         opt.step()
         sch.step()
-    kw = dict(learning_rate=Schedule.step(lr, 9, 0.7), momentum=mu, nesterov=nesterov, weight_decay=wd,
-              batches=batches, k_test_train=lin.full(lin.Kt, lin.M), fx_test_0=lin.ft0,
-              image_train=own_parameter_image(lin.net, lin.params, lin.X),
-              image_test=own_parameter_image(lin.net, lin.params, lin.Xt))
+    kw = dict(
+        learning_rate=Schedule.step(lr, 9, 0.7),
+        momentum=mu,
+        nesterov=nesterov,
+        weight_decay=wd,
+        batches=batches,
+        k_test_train=lin.full(lin.Kt, lin.M),
+        fx_test_0=lin.ft0,
+        image_train=own_parameter_image(lin.net, lin.params, lin.X),
+        image_test=own_parameter_image(lin.net, lin.params, lin.Xt),
+    )
     if loss == "mse":
         got = sgd_mse(lin.full(lin.K, lin.N), lin.y, lin.f0, STEPS, **kw)
     else:
@@ -183,8 +219,9 @@ def test_cross_entropy_flow_is_the_small_rate_limit(k):
     flow = flow_cross_entropy(lin.full(lin.K, lin.N), lin.labels, lin.f0, [0.0, T / 2, T], **kw)
     errs = []
     for m in (50, 100):
-        disc = sgd_cross_entropy(lin.full(lin.K, lin.N), lin.labels, lin.f0, [0, m * 2, m * 4], learning_rate=1.0 / m,
-                                 **kw)
+        disc = sgd_cross_entropy(
+            lin.full(lin.K, lin.N), lin.labels, lin.f0, [0, m * 2, m * 4], learning_rate=1.0 / m, **kw
+        )
         errs.append(max(np.abs(disc.train - flow.train).max(), np.abs(disc.test - flow.test).max()))
     assert errs[1] < 1e-2 * np.abs(flow.train[-1] - flow.train[0]).max()
     assert 1.8 < errs[0] / errs[1] < 2.2  # first order in the rate
@@ -199,9 +236,22 @@ def test_independent_batches_average_to_full_batch():
     kw = dict(learning_rate=lr, momentum=0.5, k_test_train=lin.Kt, fx_test_0=lin.ft0[:, 0])
     full = sgd_mse(lin.K, lin.y[:, 0], lin.f0[:, 0], steps, **kw)
     rng = np.random.default_rng(11)
-    samples = np.array([np.concatenate([r.train.ravel(), r.test.ravel()]) for r in (
-        sgd_mse(lin.K, lin.y[:, 0], lin.f0[:, 0], steps, batches=independent_batches(10, 5, 4, random_state=rng), **kw)
-        for _ in range(runs))])
+    samples = np.array(
+        [
+            np.concatenate([r.train.ravel(), r.test.ravel()])
+            for r in (
+                sgd_mse(
+                    lin.K,
+                    lin.y[:, 0],
+                    lin.f0[:, 0],
+                    steps,
+                    batches=independent_batches(10, 5, 4, random_state=rng),
+                    **kw,
+                )
+                for _ in range(runs)
+            )
+        ]
+    )
     mean, se = samples.mean(axis=0), samples.std(axis=0, ddof=1) / np.sqrt(runs)
     want = np.concatenate([full.train.ravel(), full.test.ravel()])
     z = np.abs(mean - want) / se
@@ -222,32 +272,38 @@ def test_shuffled_batches_are_epochs():
     assert all(np.array_equal(x, y) for x, y in zip(shuffled_batches(10, 4, 9, random_state=0), b))
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics=Adam()), ValueError, "no function-space"),
-    (lambda L: function_space.sgd_cross_entropy(L.K, L.labels, L.f0, [1], dynamics=Adam(1e-2)), ValueError,
-     "no function-space"),
-    (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics=GradientFlow(1.0)), TypeError, "flow"),
-    (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics="sgd"), TypeError, "GradientDescent"),
-    (lambda L: shuffled_batches(8, 9, 3), ValueError, "batch_size"),
-    (lambda L: shuffled_batches(8, 0, 3), ValueError, "batch_size"),
-    (lambda L: independent_batches(8, -1, 3), ValueError, "batch_size"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [2], batches=[[0, 1]]), ValueError, "1 entries but 2 steps"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], batches=[[0, 8]]), ValueError, r"outside \[0, 8\)"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], batches=[[]]), ValueError, "non-empty"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], weight_decay=0.1), ValueError, "own_parameter_image"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], momentum=1.0), ValueError, r"\[0, 1\)"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [3, 1]), ValueError, "ascending"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [1], learning_rate=-1.0), ValueError, "must be > 0"),
-    (lambda L: sgd_mse(L.K, L.y, L.f0, [5], learning_rate=Schedule([0.1] * 4)), ValueError, "4 rates"),
-    (lambda L: sgd_cross_entropy(L.K, L.labels + 2, L.f0, [1]), ValueError, r"integers in \[0, 2\)"),
-    (lambda L: sgd_cross_entropy(L.K, L.labels + 0.5, L.f0, [1]), ValueError, "integers"),
-    (lambda L: sgd_cross_entropy(L.K, np.full((8, 2), 0.5), L.f0, [1]), ValueError, "single 1 per row"),
-    (lambda L: sgd_cross_entropy(L.K, np.ones((8, 2)), L.f0, [1]), ValueError, "single 1 per row"),
-    (lambda L: sgd_cross_entropy(L.K, L.labels[:5], L.f0, [1]), ValueError, "labels of shape"),
-    (lambda L: sgd_cross_entropy(L.K, ["a"] * 8, L.f0, [1]), ValueError, "class labels or one-hot"),
-    (lambda L: sgd_cross_entropy(L.K, np.full(8, 2), L.f0[:, :1], [1]), ValueError, "0/1 labels"),
-    (lambda L: flow_cross_entropy(L.K, L.labels, L.f0, [2.0, 1.0]), ValueError, "ascending"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics=Adam()), ValueError, "no function-space"),
+        (
+            lambda L: function_space.sgd_cross_entropy(L.K, L.labels, L.f0, [1], dynamics=Adam(1e-2)),
+            ValueError,
+            "no function-space",
+        ),
+        (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics=GradientFlow(1.0)), TypeError, "flow"),
+        (lambda L: function_space.sgd_mse(L.K, L.y, L.f0, [1], dynamics="sgd"), TypeError, "GradientDescent"),
+        (lambda L: shuffled_batches(8, 9, 3), ValueError, "batch_size"),
+        (lambda L: shuffled_batches(8, 0, 3), ValueError, "batch_size"),
+        (lambda L: independent_batches(8, -1, 3), ValueError, "batch_size"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [2], batches=[[0, 1]]), ValueError, "1 entries but 2 steps"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [1], batches=[[0, 8]]), ValueError, r"outside \[0, 8\)"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [1], batches=[[]]), ValueError, "non-empty"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [1], weight_decay=0.1), ValueError, "own_parameter_image"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [1], momentum=1.0), ValueError, r"\[0, 1\)"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [3, 1]), ValueError, "ascending"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [1], learning_rate=-1.0), ValueError, "must be > 0"),
+        (lambda L: sgd_mse(L.K, L.y, L.f0, [5], learning_rate=Schedule([0.1] * 4)), ValueError, "4 rates"),
+        (lambda L: sgd_cross_entropy(L.K, L.labels + 2, L.f0, [1]), ValueError, r"integers in \[0, 2\)"),
+        (lambda L: sgd_cross_entropy(L.K, L.labels + 0.5, L.f0, [1]), ValueError, "integers"),
+        (lambda L: sgd_cross_entropy(L.K, np.full((8, 2), 0.5), L.f0, [1]), ValueError, "single 1 per row"),
+        (lambda L: sgd_cross_entropy(L.K, np.ones((8, 2)), L.f0, [1]), ValueError, "single 1 per row"),
+        (lambda L: sgd_cross_entropy(L.K, L.labels[:5], L.f0, [1]), ValueError, "labels of shape"),
+        (lambda L: sgd_cross_entropy(L.K, ["a"] * 8, L.f0, [1]), ValueError, "class labels or one-hot"),
+        (lambda L: sgd_cross_entropy(L.K, np.full(8, 2), L.f0[:, :1], [1]), ValueError, "0/1 labels"),
+        (lambda L: flow_cross_entropy(L.K, L.labels, L.f0, [2.0, 1.0]), ValueError, "ascending"),
+    ],
+)
 def test_bad_input_is_a_clear_error(call, exc, match):
     L = Linearised(k=2, n_train=8, seed=8)
     L.K = L.K[::2, ::2]  # traced (N, N)

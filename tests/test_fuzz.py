@@ -5,6 +5,7 @@ never a wrong number, a NaN, or an unrelated exception. The example counts are b
 search derandomised) so the suite stays within its time budget; the model-file fuzzing lives in
 ``test_persistence.py``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,17 +17,22 @@ st = hypothesis.strategies
 from ntksolve import MLP, analytic_kernels, empirical_ntk, gradient_descent_mse  # noqa: E402
 from ntksolve.datasets import read_csv  # noqa: E402
 
-FUZZ = hypothesis.settings(max_examples=60, deadline=None, derandomize=True,
-                           suppress_health_check=list(hypothesis.HealthCheck))
+FUZZ = hypothesis.settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(hypothesis.HealthCheck)
+)
 
 _numbers = st.floats(allow_nan=False, allow_infinity=False, width=64).filter(lambda v: abs(v) < 1e300)
 
 
 @FUZZ
 @hypothesis.given(
-    table=st.integers(1, 6).flatmap(lambda n_rows: st.integers(2, 4).flatmap(
-        lambda n_cols: st.lists(st.lists(_numbers, min_size=n_cols, max_size=n_cols), min_size=n_rows,
-                                max_size=n_rows))),
+    table=st.integers(1, 6).flatmap(
+        lambda n_rows: st.integers(2, 4).flatmap(
+            lambda n_cols: st.lists(
+                st.lists(_numbers, min_size=n_cols, max_size=n_cols), min_size=n_rows, max_size=n_rows
+            )
+        )
+    ),
     delimiter=st.sampled_from([",", ";", "\t", "|"]),
     header=st.booleans(),
     bom=st.booleans(),
@@ -67,8 +73,9 @@ _scales = st.sampled_from([1e-150, 1e-20, 1e-3, 1.0, 1e3, 1e20, 1e150])
     seed=st.integers(0, 2**16),
     duplicate=st.booleans(),
 )
-def test_analytic_kernels_are_finite_symmetric_psd_or_refused(activation, depth, weight_std, bias_std, scale, seed,
-                                                              duplicate):
+def test_analytic_kernels_are_finite_symmetric_psd_or_refused(
+    activation, depth, weight_std, bias_std, scale, seed, duplicate
+):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((5, 3)) * scale
     if duplicate:
@@ -90,8 +97,14 @@ def test_analytic_kernels_are_finite_symmetric_psd_or_refused(activation, depth,
 
 
 @FUZZ
-@hypothesis.given(n=st.integers(1, 7), rank=st.integers(0, 7), scale=_scales, seed=st.integers(0, 2**16),
-                  t=st.sampled_from([0.0, 1.0, 10.0, 1e3, np.inf]), dynamics=st.sampled_from(["continuous", "discrete"]))
+@hypothesis.given(
+    n=st.integers(1, 7),
+    rank=st.integers(0, 7),
+    scale=_scales,
+    seed=st.integers(0, 2**16),
+    t=st.sampled_from([0.0, 1.0, 10.0, 1e3, np.inf]),
+    dynamics=st.sampled_from(["continuous", "discrete"]),
+)
 def test_closed_form_on_any_psd_kernel_is_finite_and_exact_at_the_ends(n, rank, scale, seed, t, dynamics):
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((n, min(rank, n)))
@@ -116,12 +129,18 @@ def test_closed_form_on_any_psd_kernel_is_finite_and_exact_at_the_ends(n, rank, 
 
 
 @FUZZ
-@hypothesis.given(activation=st.sampled_from(["relu", "erf", "tanh", "gelu", "softplus"]),
-                  parameterization=st.sampled_from(["ntk", "standard"]), k=st.integers(1, 3),
-                  width=st.integers(1, 9), depth=st.integers(1, 3), scale=st.sampled_from([1e-6, 1.0, 1e3]),
-                  seed=st.integers(0, 2**16))
-def test_empirical_ntk_is_symmetric_psd_and_its_cross_part_agrees(activation, parameterization, k, width, depth,
-                                                                  scale, seed):
+@hypothesis.given(
+    activation=st.sampled_from(["relu", "erf", "tanh", "gelu", "softplus"]),
+    parameterization=st.sampled_from(["ntk", "standard"]),
+    k=st.integers(1, 3),
+    width=st.integers(1, 9),
+    depth=st.integers(1, 3),
+    scale=st.sampled_from([1e-6, 1.0, 1e3]),
+    seed=st.integers(0, 2**16),
+)
+def test_empirical_ntk_is_symmetric_psd_and_its_cross_part_agrees(
+    activation, parameterization, k, width, depth, scale, seed
+):
     net = MLP((width,) * depth, activation, 1.3, 0.2, parameterization, k)
     params = net.init(3, random_state=seed)
     X = np.random.default_rng(seed).standard_normal((4, 3)) * scale
@@ -134,13 +153,22 @@ def test_empirical_ntk_is_symmetric_psd_and_its_cross_part_agrees(activation, pa
     np.testing.assert_allclose(cross, K[: 2 * k], rtol=1e-10, atol=1e-12 * np.abs(K).max())
 
 
-@hypothesis.settings(max_examples=30, deadline=None, derandomize=True,
-                     suppress_health_check=list(hypothesis.HealthCheck))
-@hypothesis.given(n=st.integers(2, 12), d=st.integers(1, 4), x_scale=_scales, y_scale=_scales,
-                  constant_column=st.booleans(), duplicate_rows=st.booleans(), seed=st.integers(0, 2**16),
-                  kernel=st.sampled_from(["analytic", "empirical"]))
-def test_regressor_predicts_finite_numbers_or_refuses_clearly(n, d, x_scale, y_scale, constant_column, duplicate_rows,
-                                                              seed, kernel):
+@hypothesis.settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(hypothesis.HealthCheck)
+)
+@hypothesis.given(
+    n=st.integers(2, 12),
+    d=st.integers(1, 4),
+    x_scale=_scales,
+    y_scale=_scales,
+    constant_column=st.booleans(),
+    duplicate_rows=st.booleans(),
+    seed=st.integers(0, 2**16),
+    kernel=st.sampled_from(["analytic", "empirical"]),
+)
+def test_regressor_predicts_finite_numbers_or_refuses_clearly(
+    n, d, x_scale, y_scale, constant_column, duplicate_rows, seed, kernel
+):
     from ntksolve import NTKRegressor
 
     rng = np.random.default_rng(seed)

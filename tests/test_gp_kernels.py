@@ -1,4 +1,5 @@
 """NTKKernel / NNGPKernel: values, exact gradients against finite differences, scikit-learn plumbing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,19 @@ def _fd_gradient(kernel, X, h=1e-5):
 
 
 #: exact gradients: the closed-form partials of ntksolve._jit.gp
-EXACT = ["relu", "erf", "identity", "leaky_relu(0.2)", "abs", "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian",
-         "monomial(2)", "monomial(3)"]
+EXACT = [
+    "relu",
+    "erf",
+    "identity",
+    "leaky_relu(0.2)",
+    "abs",
+    "abrelu(-0.3, 1.5)",
+    "sin",
+    "cos",
+    "gaussian",
+    "monomial(2)",
+    "monomial(3)",
+]
 
 
 @pytest.mark.parametrize("Kern", [NTKKernel, NNGPKernel])
@@ -171,8 +183,10 @@ def test_gaussian_process_regressor_optimises(regression):
     theta = gpr.kernel_.theta
     _, g = gpr.log_marginal_likelihood(theta, eval_gradient=True)
     h = 1e-6
-    fd = [(gpr.log_marginal_likelihood(theta + h * e) - gpr.log_marginal_likelihood(theta - h * e)) / (2 * h)
-          for e in np.eye(theta.size)]
+    fd = [
+        (gpr.log_marginal_likelihood(theta + h * e) - gpr.log_marginal_likelihood(theta - h * e)) / (2 * h)
+        for e in np.eye(theta.size)
+    ]
     np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-5)
 
 

@@ -4,6 +4,7 @@ The reference is numpy's full GEMM ``A @ B.T`` on a copy of ``A`` (no symmetry u
 kernels the explicit Jacobian ``J J^T``; the block size is shrunk so that small arrays cross many
 block boundaries, at sizes below, at, and above it, odd included.
 """
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The linearisation check: the kernel where the linear prediction ends, against independent runs."""
+
 from __future__ import annotations
 
 import warnings
@@ -36,9 +37,9 @@ def test_end_point_kernel_equals_an_explicit_jacobian_construction(data):
     dtheta = np.linalg.lstsq(J, (fS - f0)[:, 0], rcond=None)[0]
     flat, i = [], 0
     for W, b in params:
-        Wn = W + dtheta[i:i + W.size].reshape(W.shape)
+        Wn = W + dtheta[i : i + W.size].reshape(W.shape)
         i += W.size
-        bn = b + dtheta[i:i + b.size].reshape(b.shape)
+        bn = b + dtheta[i : i + b.size].reshape(b.shape)
         i += b.size
         flat.append((Wn, bn))
     K0, KS = empirical_ntk(net, params, X, trace=True), empirical_ntk(net, flat, X, trace=True)
@@ -48,12 +49,15 @@ def test_end_point_kernel_equals_an_explicit_jacobian_construction(data):
     assert got.holds == (want <= 0.05)
 
 
-@pytest.mark.parametrize("width,parameterization,steps,low,high", [
-    (1024, "ntk", 30, 0.8, 1.5),       # short runs: the end point is where the real run goes
-    (64, "ntk", 30, 0.8, 1.5),
-    (1024, "ntk", 300, 0.3, 1.0),      # long runs: the real path wanders farther (measured 0.37-0.65)
-    (16, "standard", 300, 0.3, 1.0),
-])
+@pytest.mark.parametrize(
+    "width,parameterization,steps,low,high",
+    [
+        (1024, "ntk", 30, 0.8, 1.5),  # short runs: the end point is where the real run goes
+        (64, "ntk", 30, 0.8, 1.5),
+        (1024, "ntk", 300, 0.3, 1.0),  # long runs: the real path wanders farther (measured 0.37-0.65)
+        (16, "standard", 300, 0.3, 1.0),
+    ],
+)
 def test_end_point_change_tracks_the_real_runs_kernel_change(data, width, parameterization, steps, low, high):
     X, y = data
     net = MLP((width,), "relu", 1.0, 0.1, parameterization)
@@ -89,20 +93,41 @@ def test_momentum_minibatches_and_cross_entropy_run(data):
     labels = np.argsort(X[:, :3], axis=1)[:, 0]
     lr = 0.2 * critical_learning_rate(empirical_ntk(net, p, X, trace=False), n_outputs=3)
     batches = shuffled_batches(X.shape[0], 16, 60, random_state=0)
-    c = linearisation_check(net, p, X, labels, steps=60, dynamics=GradientDescent(lr, momentum=0.5),
-                            loss="cross_entropy", batches=batches, warn=False)
-    real = train_network(net, p, X, labels, steps=60, dynamics=GradientDescent(lr, momentum=0.5),
-                         loss="cross_entropy", batches=batches, record_at=[0, 60])
+    c = linearisation_check(
+        net,
+        p,
+        X,
+        labels,
+        steps=60,
+        dynamics=GradientDescent(lr, momentum=0.5),
+        loss="cross_entropy",
+        batches=batches,
+        warn=False,
+    )
+    real = train_network(
+        net,
+        p,
+        X,
+        labels,
+        steps=60,
+        dynamics=GradientDescent(lr, momentum=0.5),
+        loss="cross_entropy",
+        batches=batches,
+        record_at=[0, 60],
+    )
     assert 0.3 <= c.kernel_change / real.kernel_change[-1] <= 1.5
 
 
-@pytest.mark.parametrize("kw,exc,match", [
-    (dict(dynamics=Adam(1e-3)), ValueError, "no function-space"),
-    (dict(), TypeError, "needs a training rule"),
-    (dict(learning_rate=0.1, steps=0), ValueError, "steps must be a positive int"),
-    (dict(learning_rate=0.1, threshold=0.0), ValueError, "threshold"),
-    (dict(learning_rate=0.1, loss="hinge"), ValueError, "loss must be"),
-])
+@pytest.mark.parametrize(
+    "kw,exc,match",
+    [
+        (dict(dynamics=Adam(1e-3)), ValueError, "no function-space"),
+        (dict(), TypeError, "needs a training rule"),
+        (dict(learning_rate=0.1, steps=0), ValueError, "steps must be a positive int"),
+        (dict(learning_rate=0.1, threshold=0.0), ValueError, "threshold"),
+        (dict(learning_rate=0.1, loss="hinge"), ValueError, "loss must be"),
+    ],
+)
 def test_bad_input(data, kw, exc, match):
     X, y = data
     net = MLP((8,))

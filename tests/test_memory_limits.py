@@ -3,6 +3,7 @@
 The peak factors of ``_config.FIT_PEAK_KERNELS`` are checked against the peak resident size that
 a fit really reaches (``ru_maxrss``), measured in a fresh process.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -30,25 +31,38 @@ def _fake_cgroup(tmp_path, monkeypatch, files, self_cgroup):
         if path == "/proc/self/cgroup":
             return real_open(tmp_path / "self_cgroup", *a, **kw)
         if path.startswith("/sys/fs/cgroup"):
-            return real_open(str(root) + path[len("/sys/fs/cgroup"):], *a, **kw)
+            return real_open(str(root) + path[len("/sys/fs/cgroup") :], *a, **kw)
         return real_open(path, *a, **kw)
 
     monkeypatch.setattr("builtins.open", fake_open)
 
 
 def test_cgroup_v2_limit_on_an_ancestor_is_honoured(tmp_path, monkeypatch):
-    _fake_cgroup(tmp_path, monkeypatch, {
-        "job/memory.max": str(3 << 30), "job/memory.current": str(1 << 30),
-        "job/step/memory.max": "max", "job/step/memory.current": str(1 << 29),
-    }, "0::/job/step\n")
+    _fake_cgroup(
+        tmp_path,
+        monkeypatch,
+        {
+            "job/memory.max": str(3 << 30),
+            "job/memory.current": str(1 << 30),
+            "job/step/memory.max": "max",
+            "job/step/memory.current": str(1 << 29),
+        },
+        "0::/job/step\n",
+    )
     assert _validation._cgroup_headroom() == (3 << 30) - (1 << 30)
     assert _validation.available_memory() <= 2 << 30
 
 
 def test_cgroup_v1_limit_and_no_limit(tmp_path, monkeypatch):
-    _fake_cgroup(tmp_path, monkeypatch, {
-        "memory/batch/memory.limit_in_bytes": str(5 << 30), "memory/batch/memory.usage_in_bytes": str(1 << 30),
-    }, "4:memory:/batch\n3:cpu,cpuacct:/batch\n")
+    _fake_cgroup(
+        tmp_path,
+        monkeypatch,
+        {
+            "memory/batch/memory.limit_in_bytes": str(5 << 30),
+            "memory/batch/memory.usage_in_bytes": str(1 << 30),
+        },
+        "4:memory:/batch\n3:cpu,cpuacct:/batch\n",
+    )
     assert _validation._cgroup_headroom() == 4 << 30
 
 
@@ -97,8 +111,12 @@ def test_peak_factors_bound_the_measured_peak(kernel):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((n, 8))
     y = X[:, 0] + 0.1 * rng.standard_normal(n)
-    make = {"analytic": lambda: NTKRegressor(), "empirical": lambda: NTKRegressor(kernel="empirical"),
-            "cv": lambda: NTKRegressorCV(), "log_loss": lambda: NTKClassifier(loss="log_loss", time=20.0)}[kernel]
+    make = {
+        "analytic": lambda: NTKRegressor(),
+        "empirical": lambda: NTKRegressor(kernel="empirical"),
+        "cv": lambda: NTKRegressorCV(),
+        "log_loss": lambda: NTKClassifier(loss="log_loss", time=20.0),
+    }[kernel]
     target = (y > 0).astype(int) + (y > 1) if kernel == "log_loss" else y
     make().fit(X[:20], target[:20])  # compile (or load) the kernels first
     tracemalloc.start()

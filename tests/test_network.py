@@ -1,4 +1,5 @@
 """The MLP: initialisation statistics, forward pass against a plain numpy reference, bad input."""
+
 import numpy as np
 import pytest
 
@@ -11,8 +12,9 @@ from reference import WITH_ARGUMENTS, forward as ref_forward
 @pytest.mark.parametrize("activation", list(ntksolve.ACTIVATIONS) + WITH_ARGUMENTS)
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_apply_matches_numpy_reference(activation, parameterization):
-    net = MLP((9, 7), activation=activation, weight_std=1.3, bias_std=0.4,
-              parameterization=parameterization, n_outputs=3)
+    net = MLP(
+        (9, 7), activation=activation, weight_std=1.3, bias_std=0.4, parameterization=parameterization, n_outputs=3
+    )
     params = net.init(5, random_state=0)
     X = np.random.default_rng(1).normal(size=(11, 5)) * 2
     f = net.apply(params, X)
@@ -112,12 +114,13 @@ def _fd_bias_derivative(net, params, X, l, j, eps=1e-6):
     down = [(W, b.copy()) for W, b in params]
     up[l - 1][1][j] += eps
     down[l - 1][1][j] -= eps
-    return (ref_forward(up, X, net.activation, net.weight_std, net.bias_std)
-            - ref_forward(down, X, net.activation, net.weight_std, net.bias_std)) / (2 * eps)
+    return (
+        ref_forward(up, X, net.activation, net.weight_std, net.bias_std)
+        - ref_forward(down, X, net.activation, net.weight_std, net.bias_std)
+    ) / (2 * eps)
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "softplus", "gelu", "leaky_relu(0.2)", "sin",
-                                        "gaussian"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "softplus", "gelu", "leaky_relu(0.2)", "sin", "gaussian"])
 @pytest.mark.parametrize("k", [1, 3])
 def test_backward_equals_finite_differences(activation, k):
     # Independent reference: perturbing the bias b^l_j moves z^l_j(x_i) by bias_std * eps for every
@@ -136,8 +139,10 @@ def test_backward_equals_finite_differences(activation, k):
     by_residual = dict(backward(net, params, dphis, r[:, None, :]))
     assert sorted(by_identity) == [1, 2, 3, 4] and by_identity[4] is None
     for l in range(1, net.depth + 1):
-        fd = np.stack([_fd_bias_derivative(net, params, X, l, j) for j in range(net.layers[l - 1].width)],
-                      axis=-1) / net.bias_std  # (N, k, n_l)
+        fd = (
+            np.stack([_fd_bias_derivative(net, params, X, l, j) for j in range(net.layers[l - 1].width)], axis=-1)
+            / net.bias_std
+        )  # (N, k, n_l)
         np.testing.assert_allclose(by_identity[l], fd, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(by_eye[l], fd, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(by_residual[l][:, 0], np.einsum("ia,iaj->ij", r, fd), rtol=1e-6, atol=1e-8)

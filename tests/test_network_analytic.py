@@ -1,4 +1,5 @@
 """Analytic kernels of layered networks: neural-tangents' stax values, Monte Carlo, the MLP, errors."""
+
 import os
 
 import numpy as np
@@ -21,15 +22,26 @@ def architectures(width=3):
     n = width
     return {
         "per_layer": Network([Dense(n, 1.5, 0.2), "relu", Dense(n, 0.8, 0.0), "erf", Dense(1, 1.2, 0.1)]),
-        "residual": Network([Dense(n, 1.4, 0.1),
-                             Residual(["relu", Dense(n, 1.3, 0.1), "gelu", Dense(n, 1.1, 0.2)], scale=0.7),
-                             "relu", Dense(1, 1.0, 0.0)]),
-        "layer_norm": Network([Dense(n, 1.2, 0.3), LayerNorm(), "relu", Dense(n, 1.5, 0.1), LayerNorm(), "erf",
-                               Dense(1, 1.0, 0.2)]),
-        "prenorm": Network([Dense(n, 1.0, 0.1),
-                            Residual([LayerNorm(), Dense(n, 1.4, 0.0), Activation("leaky_relu(0.1)"),
-                                      Dense(n, 1.0, 0.05)]),
-                            LayerNorm(), "abs", Dense(1, 1.1, 0.0)]),
+        "residual": Network(
+            [
+                Dense(n, 1.4, 0.1),
+                Residual(["relu", Dense(n, 1.3, 0.1), "gelu", Dense(n, 1.1, 0.2)], scale=0.7),
+                "relu",
+                Dense(1, 1.0, 0.0),
+            ]
+        ),
+        "layer_norm": Network(
+            [Dense(n, 1.2, 0.3), LayerNorm(), "relu", Dense(n, 1.5, 0.1), LayerNorm(), "erf", Dense(1, 1.0, 0.2)]
+        ),
+        "prenorm": Network(
+            [
+                Dense(n, 1.0, 0.1),
+                Residual([LayerNorm(), Dense(n, 1.4, 0.0), Activation("leaky_relu(0.1)"), Dense(n, 1.0, 0.05)]),
+                LayerNorm(),
+                "abs",
+                Dense(1, 1.1, 0.0),
+            ]
+        ),
     }
 
 

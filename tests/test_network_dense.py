@@ -1,4 +1,5 @@
 """Network of Dense and activation layers: kernels against an explicit Jacobian, and the MLP."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,7 @@ def _fd_jacobian(net, params, X, eps=1e-6):
     return np.stack(cols, axis=2)
 
 
-PER_LAYER = [Dense(6, 1.5, 0.3), "tanh", Dense(5, 0.7, bias=False), Activation("leaky_relu(0.2)"),
-             Dense(2, 1.1, 0.5)]
+PER_LAYER = [Dense(6, 1.5, 0.3), "tanh", Dense(5, 0.7, bias=False), Activation("leaky_relu(0.2)"), Dense(2, 1.1, 0.5)]
 
 
 def test_per_layer_network_jacobian_matches_finite_differences():
@@ -45,8 +45,7 @@ def test_per_layer_network_ntk_is_jacobian_gram(parameterization):
     np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), full, rtol=0, atol=1e-11)
     np.testing.assert_allclose(network_empirical_ntk(net, params, X), np.einsum("ijaa->ij", full) / 2, atol=1e-11)
     cross = np.einsum("iap,jbp->ijab", JX, JZ)
-    np.testing.assert_allclose(network_empirical_ntk(net, params, X, Z, trace=False, block_size=2), cross,
-                               atol=1e-11)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, X, Z, trace=False, block_size=2), cross, atol=1e-11)
 
 
 def test_mlp_as_network_gives_the_mlp_kernels():
@@ -57,14 +56,17 @@ def test_mlp_as_network_gives_the_mlp_kernels():
     p = mlp.init(4, random_state=0)
     q = Network.params_from_mlp(p)
     assert Network.params_to_mlp(q) == [tuple(pair) for pair in p]
-    np.testing.assert_allclose(network_empirical_ntk(net, q, X, trace=False), empirical_ntk(mlp, p, X, trace=False),
-                               rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(
+        network_empirical_ntk(net, q, X, trace=False), empirical_ntk(mlp, p, X, trace=False), rtol=1e-14, atol=1e-14
+    )
     np.testing.assert_allclose(network_jacobian(net, q, X), jacobian(mlp, p, X), rtol=1e-14, atol=1e-15)
     from ntksolve import empirical_nngp
+
     np.testing.assert_allclose(network_empirical_nngp(net, q, X), empirical_nngp(mlp, p, X), rtol=1e-14)
     np.testing.assert_array_equal(net.apply(q, X), mlp.apply(p, X))
     # the public functions run an MLP-shaped network on the MLP's own path: the same numbers exactly
     from ntksolve import empirical_nngp as public_nngp
+
     np.testing.assert_array_equal(empirical_ntk(net, q, X, trace=False), empirical_ntk(mlp, p, X, trace=False))
     np.testing.assert_array_equal(jacobian(net, q, X), jacobian(mlp, p, X))
     np.testing.assert_array_equal(public_nngp(net, q, X[:2], X), public_nngp(mlp, p, X[:2], X))

@@ -1,4 +1,5 @@
 """Estimators with network= a layered Network: the closed-form prediction of its empirical NTK."""
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,9 @@ def test_regressor_with_a_network_predicts_its_linearised_training():
     expected = expected[1] if isinstance(expected, tuple) else expected
     np.testing.assert_allclose(est.predict(Z), expected[:, 0], rtol=1e-8, atol=1e-10)
     # a bare Network is drawn from random_state
-    est2 = NTKRegressor(network=NET, random_state=1, time=50.0, learning_rate=0.5, diag_reg=0.0, normalize_y=False).fit(X, y)
+    est2 = NTKRegressor(network=NET, random_state=1, time=50.0, learning_rate=0.5, diag_reg=0.0, normalize_y=False).fit(
+        X, y
+    )
     np.testing.assert_allclose(est2.predict(Z), est.predict(Z), rtol=1e-12)
 
 
@@ -42,8 +45,13 @@ def test_regressor_with_a_torch_module_with_layer_norm_and_a_residual_block():
 
     torch.manual_seed(0)
     nn = torch.nn
-    module = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.ReLU(),
-                           TorchResidual(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8)), nn.Linear(8, 1)).double()
+    module = nn.Sequential(
+        nn.Linear(3, 8),
+        nn.LayerNorm(8),
+        nn.ReLU(),
+        TorchResidual(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8)),
+        nn.Linear(8, 1),
+    ).double()
     rng = np.random.default_rng(2)
     X, y, Z = rng.standard_normal((10, 3)), rng.standard_normal(10), rng.standard_normal((3, 3))
     kw = dict(time=20.0, learning_rate=0.3, diag_reg=0.0, normalize_y=False)
@@ -53,5 +61,6 @@ def test_regressor_with_a_torch_module_with_layer_norm_and_a_residual_block():
     np.testing.assert_array_equal(a.predict(Z), b.predict(Z))
     with torch.no_grad():  # at time 0 the prediction is the module's own output
         f0 = module(torch.from_numpy(Z)).numpy()[:, 0]
-    np.testing.assert_allclose(NTKRegressor(network=module, **{**kw, "time": 0.0}).fit(X, y).predict(Z), f0,
-                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        NTKRegressor(network=module, **{**kw, "time": 0.0}).fit(X, y).predict(Z), f0, rtol=1e-10, atol=1e-12
+    )

@@ -1,4 +1,5 @@
 """PyTorch import/export of layered networks: the module's function and torch.func's NTK, exactly."""
+
 import numpy as np
 import pytest
 
@@ -30,12 +31,22 @@ def modules():
         ln_affine.weight.add_(0.3 * torch.randn(6))
         ln_affine.bias.add_(0.2 * torch.randn(6))
     return {
-        "layernorm_mlp": nn.Sequential(nn.Linear(4, 6), ln_affine, nn.ReLU(), nn.Linear(6, 6, bias=False),
-                                       nn.LayerNorm(6, elementwise_affine=False, eps=1e-3), nn.Tanh(),
-                                       nn.Linear(6, 2)),
-        "resnet": nn.Sequential(nn.Linear(4, 5), Residual(nn.GELU(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5)),
-                                nn.Sequential(Residual(nn.Sequential(nn.LayerNorm(5), nn.Linear(5, 5)), scale=0.3)),
-                                nn.ReLU(), nn.Linear(5, 3)),
+        "layernorm_mlp": nn.Sequential(
+            nn.Linear(4, 6),
+            ln_affine,
+            nn.ReLU(),
+            nn.Linear(6, 6, bias=False),
+            nn.LayerNorm(6, elementwise_affine=False, eps=1e-3),
+            nn.Tanh(),
+            nn.Linear(6, 2),
+        ),
+        "resnet": nn.Sequential(
+            nn.Linear(4, 5),
+            Residual(nn.GELU(), nn.Linear(5, 5), nn.Tanh(), nn.Linear(5, 5)),
+            nn.Sequential(Residual(nn.Sequential(nn.LayerNorm(5), nn.Linear(5, 5)), scale=0.3)),
+            nn.ReLU(),
+            nn.Linear(5, 3),
+        ),
     }
 
 

@@ -1,4 +1,5 @@
 """Real training of layered networks: the MLP's trajectories, and steps against an explicit Jacobian."""
+
 import numpy as np
 import pytest
 
@@ -17,8 +18,9 @@ def _data(N=6, d=3, k=2, seed=0):
     return rng.standard_normal((N, d)), rng.standard_normal((N, k))
 
 
-@pytest.mark.parametrize("rule", [GradientDescent(0.3), GradientDescent(0.2, momentum=0.9, nesterov=True,
-                                                                         weight_decay=0.01), Adam(0.01)])
+@pytest.mark.parametrize(
+    "rule", [GradientDescent(0.3), GradientDescent(0.2, momentum=0.9, nesterov=True, weight_decay=0.01), Adam(0.01)]
+)
 def test_mlp_shaped_network_trains_exactly_as_the_mlp(rule):
     X, y = _data()
     mlp = MLP((8, 8), "tanh", 1.2, 0.1, n_outputs=2)
@@ -36,11 +38,19 @@ def test_mlp_shaped_network_trains_exactly_as_the_mlp(rule):
 
 
 NETS = {
-    "residual_layernorm": Network([Dense(5, 1.3, 0.2), LayerNorm(affine=True), "relu",
-                                   Residual([Dense(5, bias=False), "erf", Dense(5, 0.9, 0.1)], scale=0.5),
-                                   LayerNorm(), Dense(2, 1.1, 0.3)]),
-    "standard": Network([LayerNorm(affine=True), Dense(6), "gelu", Residual(Dense(6)), Dense(2)],
-                        parameterization="standard"),
+    "residual_layernorm": Network(
+        [
+            Dense(5, 1.3, 0.2),
+            LayerNorm(affine=True),
+            "relu",
+            Residual([Dense(5, bias=False), "erf", Dense(5, 0.9, 0.1)], scale=0.5),
+            LayerNorm(),
+            Dense(2, 1.1, 0.3),
+        ]
+    ),
+    "standard": Network(
+        [LayerNorm(affine=True), Dense(6), "gelu", Residual(Dense(6)), Dense(2)], parameterization="standard"
+    ),
 }
 
 
@@ -51,8 +61,9 @@ def test_one_step_is_the_jacobian_gradient(name):
     net = NETS[name]
     X, y = _data(seed=1)
     p = net.init(3, random_state=2)
-    p = net.unflatten_params(net.flatten_params(p) + 0.2 * np.random.default_rng(3).standard_normal(net.n_params(3)),
-                             (3,))
+    p = net.unflatten_params(
+        net.flatten_params(p) + 0.2 * np.random.default_rng(3).standard_normal(net.n_params(3)), (3,)
+    )
     res = ntksolve.train_network(net, p, X, y, steps=1, learning_rate=0.5, track_kernel=False)
     J = network_jacobian(net, p, X)
     r = (net.apply(p, X) - y) / y.size
@@ -62,7 +73,7 @@ def test_one_step_is_the_jacobian_gradient(name):
         np.testing.assert_allclose(theta1 - theta0, step, rtol=1e-10, atol=1e-14)
     else:  # the layer norm's gamma, beta come first and are trained as stored
         n = 3  # the inputs' features
-        np.testing.assert_allclose((theta1 - theta0)[:2 * n], step[:2 * n], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose((theta1 - theta0)[: 2 * n], step[: 2 * n], rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(res.fx_train[0], net.apply(p, X))
     np.testing.assert_allclose(res.fx_train[-1], res.net.apply(res.params, X))
 
@@ -82,8 +93,9 @@ def test_layered_network_training_decreases_the_loss_with_every_rule():
 def test_standard_parameterisation_without_bias_scale_trains_as_the_trainable_network():
     """In standard parameterisation a layer with bias_std = 0 has b~ = 0 (trained, from 0); the
     other layers keep their biases. One step against the Jacobian of the network itself."""
-    net = Network([Dense(5, 1.0, 0.0), "tanh", Dense(5, 1.0, 0.7), "relu", Dense(2, 1.3, 0.0)],
-                  parameterization="standard")
+    net = Network(
+        [Dense(5, 1.0, 0.0), "tanh", Dense(5, 1.0, 0.7), "relu", Dense(2, 1.3, 0.0)], parameterization="standard"
+    )
     X, y = _data(seed=6)
     p = net.init(3, random_state=7)
     res = ntksolve.train_network(net, p, X, y, steps=1, learning_rate=0.4, track_kernel=False)

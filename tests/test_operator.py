@@ -4,6 +4,7 @@ The product-only path (a kernel known by ``matmat``) is held to the dense eigh p
 pure-numpy operator class defined here (no Dask); rules are checked against explicit recurrences;
 leave-one-out against explicit refits without the point.
 """
+
 from __future__ import annotations
 
 import copy
@@ -79,8 +80,13 @@ def singular():
     J = rng.standard_normal((10, 40))
     J = np.vstack([J, J[:4], J[:3]])
     Jt = rng.standard_normal((5, 40))
-    return J @ J.T / 40, Jt @ J.T / 40, rng.standard_normal(17), 0.1 * rng.standard_normal(17), \
-        0.1 * rng.standard_normal(5)
+    return (
+        J @ J.T / 40,
+        Jt @ J.T / 40,
+        rng.standard_normal(17),
+        0.1 * rng.standard_normal(17),
+        0.1 * rng.standard_normal(5),
+    )
 
 
 # --- the operator path against the dense path ----------------------------------------------------------
@@ -142,8 +148,9 @@ def test_one_divergence_check_for_operators(problem):
         with pytest.raises(ValueError, match="allow_divergence"):
             gradient_descent_mse(kernel, y, 3 * crit, dynamics="discrete", method=Krylov())
     with pytest.warns(DivergenceWarning, match="allow_divergence=True"):
-        pred = gradient_descent_mse(op, y, 3 * crit, dynamics="discrete", method=Krylov(tol=1e-13),
-                                    allow_divergence=True)
+        pred = gradient_descent_mse(
+            op, y, 3 * crit, dynamics="discrete", method=Krylov(tol=1e-13), allow_divergence=True
+        )
     f = f0.copy()
     for _ in range(12):  # explicit gradient descent: the top mode grows by |1 - 3·2| = 5 per step
         f = f - 3 * crit / y.size * K @ (f - y)
@@ -200,8 +207,9 @@ def test_rule_factors_equal_explicit_recurrences():
     for t in range(6):  # r ← r − η/(Nk) λ r, mode by mode
         np.testing.assert_allclose(p[t], r, rtol=1e-13, atol=0)
         r = r - lr / size * lam * r
-    np.testing.assert_allclose(GradientFlow(lr).residual_factor(lam, ts, size),
-                               np.exp(-lr / size * np.outer(ts, lam)), rtol=1e-14)
+    np.testing.assert_allclose(
+        GradientFlow(lr).residual_factor(lam, ts, size), np.exp(-lr / size * np.outer(ts, lam)), rtol=1e-14
+    )
     null = lam == 0.0
     for rule in (GradientFlow(lr), GradientDescent(lr)):
         g, h = rule.mode_coefficients(lam, null, ts, size)
@@ -267,8 +275,9 @@ def test_with_diag_reg_shares_the_decomposition(problem, monkeypatch):
     K, Ks, y, f0, fs0 = problem
     ts = np.array([0.0, 3.0, 80.0, np.inf])
     base = gradient_descent_mse(K, y, 0.9, diag_reg=1e-2, method="eigh")
-    refs = {reg: gradient_descent_mse(K, y, 0.9, diag_reg=reg, method="eigh")(ts, f0, fs0, Ks)
-            for reg in (0.0, 1e-3, 0.3)}
+    refs = {
+        reg: gradient_descent_mse(K, y, 0.9, diag_reg=reg, method="eigh")(ts, f0, fs0, Ks) for reg in (0.0, 1e-3, 0.3)
+    }
 
     def no_more(*args, **kwargs):
         raise AssertionError("decomposed again")

@@ -1,4 +1,5 @@
 """Persistence: pickle/joblib and the pickle-free ``save``/``ntksolve.load`` give identical predictions."""
+
 from __future__ import annotations
 
 import io
@@ -168,8 +169,14 @@ def test_tiled_model_reloads_tiled_without_its_kernel(data, tmp_path, monkeypatc
     X, y, labels, Xt = data
     models = [
         NTKRegressor(time=40.0, chunks=8, scheduler="sync").fit(X, y),
-        NTKRegressor(kernel="empirical", hidden_layer_sizes=(8,), random_state=2, dtype="float32",
-                     chunks=[10, 10, 10], scheduler="sync").fit(X, np.stack([y, -y], axis=1)),
+        NTKRegressor(
+            kernel="empirical",
+            hidden_layer_sizes=(8,),
+            random_state=2,
+            dtype="float32",
+            chunks=[10, 10, 10],
+            scheduler="sync",
+        ).fit(X, np.stack([y, -y], axis=1)),
         NTKClassifier(chunks=16, scheduler="sync").fit(X, labels),
     ]
     for i, est in enumerate(models):
@@ -244,11 +251,16 @@ def test_only_known_members_are_read(saved, monkeypatch, data):
         zf.writestr("bomb.npy", b"\0" * (16 << 20))
     opened = []
     real_open = zipfile.ZipFile.open
-    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(
-        getattr(name, "filename", name)) or real_open(self, name, *a, **k))
+    monkeypatch.setattr(
+        zipfile.ZipFile,
+        "open",
+        lambda self, name, *a, **k: opened.append(getattr(name, "filename", name)) or real_open(self, name, *a, **k),
+    )
     loaded = ntksolve.load(saved)
     assert "bomb.npy" not in opened and "X_train.npy" in opened
-    np.testing.assert_array_equal(loaded.predict(data[3]), NTKRegressor(time=50.0).fit(data[0], data[1]).predict(data[3]))
+    np.testing.assert_array_equal(
+        loaded.predict(data[3]), NTKRegressor(time=50.0).fit(data[0], data[1]).predict(data[3])
+    )
 
 
 def test_sizes_are_checked_before_reading(saved, tmp_path):
@@ -268,7 +280,7 @@ def test_sizes_are_checked_before_reading(saved, tmp_path):
         for info in src.infolist():
             body = src.read(info)
             if info.filename == "X_train.npy":
-                body = header + body[len(header):]
+                body = header + body[len(header) :]
             dst.writestr(info.filename, body)
     with pytest.raises(ValueError, match="X_train.*size does not match"):
         ntksolve.load(lying)
@@ -291,8 +303,11 @@ def test_versions_other_than_1_are_refused(saved, version):
 
 def test_inconsistent_state_is_refused(data, tmp_path):
     X, y, labels, _ = data
-    reg, clf, cv = NTKRegressor().fit(X, y), NTKClassifier().fit(X, labels), \
-        NTKRegressorCV(times=[1.0, np.inf], diag_regs=(0.1,), cv=3).fit(X, y)
+    reg, clf, cv = (
+        NTKRegressor().fit(X, y),
+        NTKClassifier().fit(X, labels),
+        NTKRegressorCV(times=[1.0, np.inf], diag_regs=(0.1,), cv=3).fit(X, y),
+    )
 
     def refused(est, edit, match):
         path = tmp_path / "m.npz"
@@ -331,8 +346,13 @@ def test_damaged_files_give_the_documented_error(saved, tmp_path):
             ntksolve.load(path)
     meta, arrays = _members(saved)
     deep = tmp_path / "deep.npz"
-    np.savez(deep, __ntksolve__=np.array('{"format": "ntksolve-estimator", "version": 1, "params": '
-                                         + "[" * 20000 + "]" * 20000 + "}"), **arrays)
+    np.savez(
+        deep,
+        __ntksolve__=np.array(
+            '{"format": "ntksolve-estimator", "version": 1, "params": ' + "[" * 20000 + "]" * 20000 + "}"
+        ),
+        **arrays,
+    )
     with pytest.raises(ValueError):
         ntksolve.load(deep)
 
@@ -385,11 +405,13 @@ def fuzz_models(tmp_path_factory):
     Xt = rng.standard_normal((4, 2))
     folder = tmp_path_factory.mktemp("fuzz")
     out = []
-    for i, est in enumerate([
-        NTKRegressor(hidden_layer_sizes=(4,), time=7.0).fit(X, y),
-        NTKClassifier(kernel="empirical", hidden_layer_sizes=(3,), random_state=0, dtype="float32").fit(X, labels),
-        NTKRegressorCV(hidden_layer_sizes=(2,), times=[1.0, np.inf], diag_regs=(0.0, 0.1), cv=3).fit(X, y > 0),
-    ]):
+    for i, est in enumerate(
+        [
+            NTKRegressor(hidden_layer_sizes=(4,), time=7.0).fit(X, y),
+            NTKClassifier(kernel="empirical", hidden_layer_sizes=(3,), random_state=0, dtype="float32").fit(X, labels),
+            NTKRegressorCV(hidden_layer_sizes=(2,), times=[1.0, np.inf], diag_regs=(0.0, 0.1), cv=3).fit(X, y > 0),
+        ]
+    ):
         path = folder / f"m{i}.npz"
         est.save(path)
         out.append((est, path.read_bytes(), _outputs(est, Xt)))
@@ -413,14 +435,24 @@ def _loads_as_saved_or_refused(folder, blob, est, expected, Xt):
         np.testing.assert_array_equal(a, b)
 
 
-_FUZZ = hypothesis.settings(max_examples=150, deadline=None, derandomize=True,
-                            suppress_health_check=list(hypothesis.HealthCheck))
+_FUZZ = hypothesis.settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(hypothesis.HealthCheck)
+)
 
 
 @_FUZZ
-@hypothesis.given(which=st.integers(0, 2), edits=st.lists(
-    st.tuples(st.sampled_from(["set", "insert", "delete", "truncate"]), st.floats(0, 1, exclude_max=True),
-              st.integers(0, 255)), min_size=1, max_size=3))
+@hypothesis.given(
+    which=st.integers(0, 2),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["set", "insert", "delete", "truncate"]),
+            st.floats(0, 1, exclude_max=True),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
 def test_fuzz_bytes(fuzz_models, which, edits):
     folder, Xt, models = fuzz_models
     est, blob, expected = models[which]
@@ -436,7 +468,7 @@ def test_fuzz_bytes(fuzz_models, which, edits):
         elif op == "delete":
             del data[i]
         else:
-            del data[max(i, 1):]
+            del data[max(i, 1) :]
     _loads_as_saved_or_refused(folder, bytes(data), est, expected, Xt)
 
 
@@ -444,8 +476,13 @@ _BAD_VALUES = [float("nan"), -1, -1.5, "bogus", None, True, [], [[1]], {"a": 1}]
 
 
 @_FUZZ
-@hypothesis.given(which=st.integers(0, 2), part=st.sampled_from(["meta", "params", "attrs", "array", "member"]),
-                  pick=st.integers(0, 10**6), value=st.sampled_from(_BAD_VALUES), op=st.integers(0, 5))
+@hypothesis.given(
+    which=st.integers(0, 2),
+    part=st.sampled_from(["meta", "params", "attrs", "array", "member"]),
+    pick=st.integers(0, 10**6),
+    value=st.sampled_from(_BAD_VALUES),
+    op=st.integers(0, 5),
+)
 def test_fuzz_structure(fuzz_models, which, part, pick, value, op):
     folder, Xt, models = fuzz_models
     est, blob, expected = models[which]
@@ -465,13 +502,37 @@ def test_fuzz_structure(fuzz_models, which, part, pick, value, op):
             table[f"unknown_{pick}"] = value
         else:
             # every bad value is impossible for every entry (where it could be right, use another)
-            fine = {"random_state": (None, -1), "block_size": (None,), "times": (None,), "dtype": (None,), "hidden_layer_sizes": ([],),
-                    "cv": (None,), "unsaved_params": ([],), "sequence_params": ({"a": 1},)}
+            fine = {
+                "random_state": (None, -1),
+                "block_size": (None,),
+                "times": (None,),
+                "dtype": (None,),
+                "hidden_layer_sizes": ([],),
+                "cv": (None,),
+                "unsaved_params": ([],),
+                "sequence_params": ({"a": 1},),
+            }
             hypothesis.assume(value not in fine.get(key, ()))
-            hypothesis.assume(part != "params" or key in ("time", "diag_reg", "learning_rate", "activation",
-                                                          "weight_std", "bias_std", "kernel", "dynamics",
-                                                          "method", "dtype", "normalize_y", "hidden_layer_sizes",
-                                                          "diag_regs", "parameterization"))
+            hypothesis.assume(
+                part != "params"
+                or key
+                in (
+                    "time",
+                    "diag_reg",
+                    "learning_rate",
+                    "activation",
+                    "weight_std",
+                    "bias_std",
+                    "kernel",
+                    "dynamics",
+                    "method",
+                    "dtype",
+                    "normalize_y",
+                    "hidden_layer_sizes",
+                    "diag_regs",
+                    "parameterization",
+                )
+            )
             table[key] = value
     elif part == "array":  # (new values of the right kind make another model: only the CRC-32 tells)
         key = sorted(arrays)[pick % len(arrays)]

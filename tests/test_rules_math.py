@@ -4,6 +4,7 @@ Every closed form and recurrence is checked against an independent computation: 
 SGD on an explicitly linearised network (``tests/reference_linearised.py``), explicit 2×2 matrix
 powers, sums written out by hand, ``torch.optim`` where torch is installed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,14 +89,15 @@ def test_weight_decay_factors_equal_parameter_space_sgd(mu, nesterov, parameteri
     size, wd = lin.N * lin.k, 0.05
     lr = 0.5 * critical_rate(lam[-1], size=size, momentum=mu, nesterov=nesterov)
     sched = Schedule.cosine(lr, 60, min_lr=0.2 * lr)
-    fac = weight_decay_mode_factors(lam, STEPS, size=size, learning_rate=sched, weight_decay=wd, momentum=mu,
-                                    nesterov=nesterov, null=null)
+    fac = weight_decay_mode_factors(
+        lam, STEPS, size=size, learning_rate=sched, weight_decay=wd, momentum=mu, nesterov=nesterov, null=null
+    )
     img = own_parameter_image(lin.net, lin.params, lin.X).ravel()
     img_t = own_parameter_image(lin.net, lin.params, lin.Xt).ravel()
     R0, B = V.T @ (lin.f0 - lin.y).ravel(), V.T @ img
     Q = V.T @ (lin.y - lin.f0).ravel() + B
     train = lin.y.ravel() + (fac.residual * R0 + fac.forcing * (R0 - B)) @ V.T
-    test = (lin.ft0.ravel() - (1 - fac.free)[:, None] * img_t + (fac.test * Q - fac.image * B) @ V.T @ lin.Kt.T)
+    test = lin.ft0.ravel() - (1 - fac.free)[:, None] * img_t + (fac.test * Q - fac.image * B) @ V.T @ lin.Kt.T
     ref_train, ref_test = lin.sgd(STEPS, sched.rates(60), momentum=mu, nesterov=nesterov, weight_decay=wd)
     np.testing.assert_allclose(train.reshape(ref_train.shape), ref_train, rtol=0, atol=1e-10)
     np.testing.assert_allclose(test.reshape(ref_test.shape), ref_test, rtol=0, atol=1e-10)
@@ -107,8 +109,9 @@ def test_mode_factors_equal_torch_sgd(lin, mu, nesterov):
     lam, null = eig(lin)
     size = lin.N * lin.k
     lr = 0.6 * critical_rate(lam[-1], size=size, momentum=mu, nesterov=nesterov)
-    fac = mode_factors(lam, STEPS, size=size, learning_rate=Schedule.cosine(lr, 60), momentum=mu,
-                       nesterov=nesterov, null=null)
+    fac = mode_factors(
+        lam, STEPS, size=size, learning_rate=Schedule.cosine(lr, 60), momentum=mu, nesterov=nesterov, null=null
+    )
     train, test = spectral_prediction(lin, fac)
     J, Jt = torch.tensor(lin.J), torch.tensor(lin.Jt)
     theta0 = torch.tensor(lin.theta0)
@@ -181,8 +184,7 @@ def test_closed_form_equals_matrix_power(mu, nesterov):
     a = np.array([0.0, 1e-3, 0.05, 0.4, 1.1, 2.0])
     P, C = constant_rate_modes(a, st, eta, mu, nesterov, np.zeros(a.size, dtype=bool))
     for i, ai in enumerate(a):
-        M = ([[1 - eta * ai * (1 + mu), -eta * mu**2], [ai, mu]] if nesterov else
-             [[1 - eta * ai, -eta * mu], [ai, mu]])
+        M = [[1 - eta * ai * (1 + mu), -eta * mu**2], [ai, mu]] if nesterov else [[1 - eta * ai, -eta * mu], [ai, mu]]
         # (1 − P)/a by the affine 3×3 lift [[M, g], [0, 1]] (g = (M e1 − e1)/a): valid at a = 0 too
         g = [-eta * (1 + mu), 1.0] if nesterov else [-eta, 1.0]
         A = np.block([[np.array(M), np.array(g)[:, None]], [np.zeros((1, 2)), np.ones((1, 1))]])
@@ -199,8 +201,10 @@ def test_plain_constant_rate_is_the_power_of_one_minus_eta_a():
     x = eta * lam / size
     # the plain-descent coefficients of the existing solvers (expm1/log1p), on the positive modes
     g, h = GradientDescent(eta).mode_coefficients(lam[1:], np.zeros(lam.size - 1, dtype=bool), st.astype(float), size)
-    for fac in (mode_factors(lam, st, size=size, learning_rate=eta),
-                mode_factors(lam, st, size=size, learning_rate=Schedule(np.full(100, eta)))):
+    for fac in (
+        mode_factors(lam, st, size=size, learning_rate=eta),
+        mode_factors(lam, st, size=size, learning_rate=Schedule(np.full(100, eta))),
+    ):
         np.testing.assert_allclose(fac.residual, (1 - x)[None] ** st[:, None], rtol=1e-13, atol=1e-300)
         np.testing.assert_allclose(fac.gain[:, 1:], g, rtol=1e-13, atol=1e-16)
         np.testing.assert_allclose(fac.test[:, 1:], h, rtol=1e-13, atol=1e-16)
@@ -231,8 +235,9 @@ def test_null_modes_are_exact_zeros():
     null = np.array([True, True, False, False])
     for lr, wd in ((Schedule.cosine(0.5, 30), 0.0), (0.5, 0.0), (0.5, 0.1)):
         if wd:
-            fac = weight_decay_mode_factors(lam, [0, 5, 30], size=2.0, learning_rate=lr, weight_decay=wd,
-                                            momentum=0.9, null=null)
+            fac = weight_decay_mode_factors(
+                lam, [0, 5, 30], size=2.0, learning_rate=lr, weight_decay=wd, momentum=0.9, null=null
+            )
             assert np.all(fac.forcing[:, null] == 0) and np.all(fac.image[:, null] == 0)
         else:
             fac = mode_factors(lam, [0, 5, 30], size=2.0, learning_rate=lr, momentum=0.9, null=null)
@@ -245,7 +250,7 @@ def test_null_modes_are_exact_zeros():
 
 
 def radius(eta, a, mu, nesterov):
-    M = ([[1 - eta * a * (1 + mu), -eta * mu**2], [a, mu]] if nesterov else [[1 - eta * a, -eta * mu], [a, mu]])
+    M = [[1 - eta * a * (1 + mu), -eta * mu**2], [a, mu]] if nesterov else [[1 - eta * a, -eta * mu], [a, mu]]
     return np.max(np.abs(np.linalg.eigvals(np.array(M))))
 
 
@@ -291,22 +296,29 @@ def torch_rates(make, n, lr):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("name", ["step", "exponential", "cosine", "cosine_past_end", "warmup_cosine",
-                                  "warmup_linear"])
+@pytest.mark.parametrize("name", ["step", "exponential", "cosine", "cosine_past_end", "warmup_cosine", "warmup_linear"])
 def test_schedules_equal_torch(name):
     lr, n = 0.3, 80
     ours, make = {
         "step": (Schedule.step(lr, 7, 0.5), lambda S, o: S.StepLR(o, 7, 0.5)),
         "exponential": (Schedule.exponential(lr, 0.95), lambda S, o: S.ExponentialLR(o, 0.95)),
         "cosine": (Schedule.cosine(lr, 80, min_lr=0.01), lambda S, o: S.CosineAnnealingLR(o, 80, eta_min=0.01)),
-        "cosine_past_end": (Schedule.cosine(lr, 50, min_lr=0.01),
-                            lambda S, o: S.CosineAnnealingLR(o, 50, eta_min=0.01)),
-        "warmup_cosine": (Schedule.warmup_cosine(lr, 80, 12, start_factor=0.1, min_lr=0.02),
-                          lambda S, o: S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=12),
-                                                          S.CosineAnnealingLR(o, 68, eta_min=0.02)], [12])),
-        "warmup_linear": (Schedule.warmup_linear(lr, 80, 12, start_factor=0.25, min_lr=0.03),
-                          lambda S, o: S.SequentialLR(o, [S.LinearLR(o, 0.25, total_iters=12),
-                                                          S.LinearLR(o, 1.0, 0.1, total_iters=68)], [12])),
+        "cosine_past_end": (
+            Schedule.cosine(lr, 50, min_lr=0.01),
+            lambda S, o: S.CosineAnnealingLR(o, 50, eta_min=0.01),
+        ),
+        "warmup_cosine": (
+            Schedule.warmup_cosine(lr, 80, 12, start_factor=0.1, min_lr=0.02),
+            lambda S, o: S.SequentialLR(
+                o, [S.LinearLR(o, 0.1, total_iters=12), S.CosineAnnealingLR(o, 68, eta_min=0.02)], [12]
+            ),
+        ),
+        "warmup_linear": (
+            Schedule.warmup_linear(lr, 80, 12, start_factor=0.25, min_lr=0.03),
+            lambda S, o: S.SequentialLR(
+                o, [S.LinearLR(o, 0.25, total_iters=12), S.LinearLR(o, 1.0, 0.1, total_iters=68)], [12]
+            ),
+        ),
     }[name]
     np.testing.assert_allclose(ours.rates(n), torch_rates(make, n, lr), rtol=1e-12, atol=1e-15)
 
@@ -314,39 +326,42 @@ def test_schedules_equal_torch(name):
 def test_schedule_values_by_hand():
     np.testing.assert_allclose(Schedule.step(1.0, 2, 0.1).rates(5), [1, 1, 0.1, 0.1, 0.01])
     np.testing.assert_allclose(Schedule.cosine(2.0, 2, min_lr=1.0).rates(3), [2.0, 1.5, 1.0])
-    np.testing.assert_allclose(Schedule.warmup_linear(1.0, 4, 2, start_factor=0.5).rates(5),
-                               [0.5, 0.75, 1.0, 0.5, 0.0])
+    np.testing.assert_allclose(Schedule.warmup_linear(1.0, 4, 2, start_factor=0.5).rates(5), [0.5, 0.75, 1.0, 0.5, 0.0])
     np.testing.assert_allclose(Schedule.constant(0.2).scaled(3).rates(2), [0.6, 0.6])
-    np.testing.assert_allclose(Schedule.cosine(1.0, 4, min_lr=0.5).scaled(2).rates(5),
-                               2 * Schedule.cosine(1.0, 4, min_lr=0.5).rates(5))
+    np.testing.assert_allclose(
+        Schedule.cosine(1.0, 4, min_lr=0.5).scaled(2).rates(5), 2 * Schedule.cosine(1.0, 4, min_lr=0.5).rates(5)
+    )
     s = Schedule([0.1, 0.2])
     assert s.rates(2).tolist() == [0.1, 0.2] and s == Schedule(np.array([0.1, 0.2]))
     with pytest.raises(AttributeError, match="immutable"):
         s.foo = 1
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    (lambda: Schedule([0.1, -0.2]), ValueError, "non-negative"),
-    (lambda: Schedule([0.1, np.nan]), ValueError, "finite"),
-    (lambda: Schedule([0.1, np.inf]), ValueError, "finite"),
-    (lambda: Schedule([]), ValueError, "non-empty"),
-    (lambda: Schedule([[0.1]]), ValueError, "1-D"),
-    (lambda: Schedule(["a"]), TypeError, "numeric"),
-    (lambda: Schedule([0.1, 0.2]).rates(3), ValueError, "2 rates but 3 steps"),
-    (lambda: Schedule.constant(0.0), ValueError, "positive"),
-    (lambda: Schedule.constant(True), TypeError, "real number"),
-    (lambda: Schedule.step(0.1, 0), ValueError, "step_size"),
-    (lambda: Schedule.cosine(0.1, 10, min_lr=0.2), ValueError, "must not exceed"),
-    (lambda: Schedule.warmup_cosine(0.1, 10, 10), ValueError, "below total_steps"),
-    (lambda: Schedule.warmup_cosine(0.1, 10, 2, start_factor=1.5), ValueError, r"\(0, 1\]"),
-    (lambda: mode_factors([1.0], [1], size=1, learning_rate=0.1, momentum=1.0), ValueError, r"\[0, 1\)"),
-    (lambda: mode_factors([1.0], [1], size=1, learning_rate=0.1, momentum=-0.1), ValueError, "non-negative"),
-    (lambda: mode_factors([1.0], [1], size=1, learning_rate=0.1, nesterov=True), ValueError, "Nesterov"),
-    (lambda: mode_factors([1.0], [1], size=1, learning_rate=np.ones(3)), TypeError, "Schedule"),
-    (lambda: mode_factors([1.0], [3, 1], size=1, learning_rate=0.1), ValueError, "ascending"),
-    (lambda: mode_factors([-1.0], [1], size=1, learning_rate=0.1), ValueError, "non-negative"),
-    (lambda: mode_factors([1.0], [5], size=1, learning_rate=Schedule([0.1] * 4)), ValueError, "4 rates"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        (lambda: Schedule([0.1, -0.2]), ValueError, "non-negative"),
+        (lambda: Schedule([0.1, np.nan]), ValueError, "finite"),
+        (lambda: Schedule([0.1, np.inf]), ValueError, "finite"),
+        (lambda: Schedule([]), ValueError, "non-empty"),
+        (lambda: Schedule([[0.1]]), ValueError, "1-D"),
+        (lambda: Schedule(["a"]), TypeError, "numeric"),
+        (lambda: Schedule([0.1, 0.2]).rates(3), ValueError, "2 rates but 3 steps"),
+        (lambda: Schedule.constant(0.0), ValueError, "positive"),
+        (lambda: Schedule.constant(True), TypeError, "real number"),
+        (lambda: Schedule.step(0.1, 0), ValueError, "step_size"),
+        (lambda: Schedule.cosine(0.1, 10, min_lr=0.2), ValueError, "must not exceed"),
+        (lambda: Schedule.warmup_cosine(0.1, 10, 10), ValueError, "below total_steps"),
+        (lambda: Schedule.warmup_cosine(0.1, 10, 2, start_factor=1.5), ValueError, r"\(0, 1\]"),
+        (lambda: mode_factors([1.0], [1], size=1, learning_rate=0.1, momentum=1.0), ValueError, r"\[0, 1\)"),
+        (lambda: mode_factors([1.0], [1], size=1, learning_rate=0.1, momentum=-0.1), ValueError, "non-negative"),
+        (lambda: mode_factors([1.0], [1], size=1, learning_rate=0.1, nesterov=True), ValueError, "Nesterov"),
+        (lambda: mode_factors([1.0], [1], size=1, learning_rate=np.ones(3)), TypeError, "Schedule"),
+        (lambda: mode_factors([1.0], [3, 1], size=1, learning_rate=0.1), ValueError, "ascending"),
+        (lambda: mode_factors([-1.0], [1], size=1, learning_rate=0.1), ValueError, "non-negative"),
+        (lambda: mode_factors([1.0], [5], size=1, learning_rate=Schedule([0.1] * 4)), ValueError, "4 rates"),
+    ],
+)
 def test_bad_input_is_a_clear_error(bad, exc, match):
     with pytest.raises(exc, match=match):
         bad()
@@ -379,8 +394,17 @@ def test_learning_rate_units_against_sklearn_mlp():
 
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((20, 3)), rng.standard_normal((20, 4))
-    m = MLPRegressor(hidden_layer_sizes=(5,), activation="identity", solver="sgd", learning_rate_init=0.01,
-                     momentum=0.0, alpha=0.0, batch_size=20, shuffle=False, random_state=0)
+    m = MLPRegressor(
+        hidden_layer_sizes=(5,),
+        activation="identity",
+        solver="sgd",
+        learning_rate_init=0.01,
+        momentum=0.0,
+        alpha=0.0,
+        batch_size=20,
+        shuffle=False,
+        random_state=0,
+    )
     m.partial_fit(X, Y)
     W1, W2 = [c.copy() for c in m.coefs_]
     b1, b2 = [c.copy() for c in m.intercepts_]
@@ -421,7 +445,8 @@ def test_forward_mode_equals_explicit_jacobian(parameterization, activation):
     np.testing.assert_allclose(own_parameter_image(net, params, X), J @ theta, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(net.flatten_params(trained_parameters(net, params)), theta, rtol=0, atol=0)
     v = net.init(4, random_state=9)
-    np.testing.assert_allclose(jacobian_vector_product(net, params, X, v), J @ net.flatten_params(v),
-                               rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        jacobian_vector_product(net, params, X, v), J @ net.flatten_params(v), rtol=1e-12, atol=1e-13
+    )
     with pytest.raises(ValueError, match="shaped like params"):
         jacobian_vector_product(net, params, X, v[:-1])

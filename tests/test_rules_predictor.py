@@ -3,6 +3,7 @@
 References: the explicitly linearised network stepped in parameter space (tests/reference_linearised.py),
 the eigh path against the Lanczos path, and today's plain-descent path (bit for bit).
 """
+
 import numpy as np
 import pytest
 
@@ -75,8 +76,7 @@ def test_weight_decay_equals_parameter_space_sgd(mu, nesterov, cosine):
     lr = Schedule.cosine(lr0, 60, min_lr=0.2 * lr0) if cosine else lr0
     rule = GradientDescent(lr, momentum=mu, nesterov=nesterov, weight_decay=wd)
     jt, jt_test = own_parameter_image(lin.net, lin.params, lin.X), own_parameter_image(lin.net, lin.params, lin.Xt)
-    ref = lin.sgd(STEPS, lr.rates(60) if cosine else np.full(60, lr0), momentum=mu, nesterov=nesterov,
-                  weight_decay=wd)
+    ref = lin.sgd(STEPS, lr.rates(60) if cosine else np.full(60, lr0), momentum=mu, nesterov=nesterov, weight_decay=wd)
     for method in (Eigh(), Krylov(tol=1e-12)):
         p = gradient_descent_mse(Kf, lin.y, dynamics=rule, method=method)
         train, test = p(STEPS, lin.f0, lin.ft0, Ktf, jtheta_train=jt, jtheta_test=jt_test)
@@ -122,8 +122,9 @@ def test_schedule_limits_and_divergence(lin):
 def test_rule_values_and_bad_input():
     rule = GradientDescent(Schedule.cosine(0.5, 10), momentum=0.9, nesterov=True)
     assert rule == GradientDescent(Schedule.cosine(0.5, 10), momentum=0.9, nesterov=True) != GradientDescent(0.5)
-    assert "momentum=0.9" in repr(rule) and hash(rule) == hash(GradientDescent(Schedule.cosine(0.5, 10), momentum=0.9,
-                                                                               nesterov=True))
+    assert "momentum=0.9" in repr(rule) and hash(rule) == hash(
+        GradientDescent(Schedule.cosine(0.5, 10), momentum=0.9, nesterov=True)
+    )
     with pytest.raises(ValueError, match="momentum"):
         GradientDescent(0.1, momentum=1.0)
     with pytest.raises(ValueError, match="Nesterov"):
@@ -133,7 +134,9 @@ def test_rule_values_and_bad_input():
     with pytest.raises(ValueError, match="weight_decay"):
         GradientDescent(0.1, weight_decay=-1.0)
     with pytest.raises(NotImplementedError, match="expm"):
-        gradient_descent_mse(np.eye(3), np.ones(3), dynamics=GradientDescent(0.1, momentum=0.5), method="expm")(2, np.zeros(3))
+        gradient_descent_mse(np.eye(3), np.ones(3), dynamics=GradientDescent(0.1, momentum=0.5), method="expm")(
+            2, np.zeros(3)
+        )
 
 
 @pytest.mark.parametrize("name", ["adam", "AdamW", "rmsprop"])

@@ -2,6 +2,7 @@
 predicts, their NTK is the one over scikit-learn's own coefficients (finite differences of
 ``predict``), the initial network is bitwise the one ``fit`` draws, and scikit-learn's first SGD
 steps follow the linearised prediction to first order in the learning rate."""
+
 import copy
 import warnings
 
@@ -48,8 +49,11 @@ def _same_params(a, b):
 @pytest.mark.parametrize("k", [1, 3])
 def test_regressor_predict_equals_net_apply(activation, k):
     X, y = _data(k=k)
-    est = _fit(MLPRegressor(hidden_layer_sizes=(8, 6), activation=activation, max_iter=30, random_state=0),
-               X, y[:, 0] if k == 1 else y)
+    est = _fit(
+        MLPRegressor(hidden_layer_sizes=(8, 6), activation=activation, max_iter=30, random_state=0),
+        X,
+        y[:, 0] if k == 1 else y,
+    )
     net, params = from_sklearn(est)
     assert net.parameterization == "standard" and net.n_outputs == k and net.hidden_layer_sizes == (8, 6)
     assert net.activation == {"logistic": "sigmoid"}.get(activation, activation)
@@ -68,9 +72,11 @@ def test_float32_fit_is_imported_in_float32():
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
 def test_classifier_logits_give_predict_proba(kind):
     X, y = _data(k=3)
-    labels = {"binary": (y[:, 0] > 0).astype(int),
-              "multiclass": np.argmax(y, axis=1),
-              "multilabel": (y > 0).astype(int)}[kind]
+    labels = {
+        "binary": (y[:, 0] > 0).astype(int),
+        "multiclass": np.argmax(y, axis=1),
+        "multilabel": (y > 0).astype(int),
+    }[kind]
     est = _fit(MLPClassifier(hidden_layer_sizes=(7,), activation="tanh", max_iter=40, random_state=1), X, labels)
     net, params = from_sklearn(est)
     z = net.apply(params, X)
@@ -119,8 +125,7 @@ def test_ntk_is_the_kernel_over_sklearns_coefficients():
 def _initial_by_fit(est, X, y):
     """What fit draws, read back through scikit-learn's public path: one SGD epoch at a rate so
     small (1e-300) that no coefficient moves by a representable amount."""
-    probe = clone(est).set_params(solver="sgd", learning_rate_init=1e-300, max_iter=1, momentum=0.0,
-                                  warm_start=False)
+    probe = clone(est).set_params(solver="sgd", learning_rate_init=1e-300, max_iter=1, momentum=0.0, warm_start=False)
     return from_sklearn(_fit(probe, X, y))
 
 
@@ -139,9 +144,11 @@ def test_initial_regressor_is_bitwise_what_fit_draws(activation, dtype):
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
 def test_initial_classifier_is_bitwise_what_fit_draws(kind):
     X, y = _data(k=3)
-    labels = {"binary": np.where(y[:, 0] > 0, "yes", "no"),
-              "multiclass": np.argmax(y, axis=1),
-              "multilabel": (y > 0).astype(int)}[kind]
+    labels = {
+        "binary": np.where(y[:, 0] > 0, "yes", "no"),
+        "multiclass": np.argmax(y, axis=1),
+        "multilabel": (y > 0).astype(int),
+    }[kind]
     est = MLPClassifier(hidden_layer_sizes=(7,), activation="logistic", random_state=5)
     net, params = sklearn_initial_network(est, X, labels)
     ref_net, ref_params = _initial_by_fit(est, X, labels)
@@ -189,13 +196,24 @@ def test_sgd_first_steps_follow_the_linearised_prediction_to_first_order():
     X, y = _data(N=N, k=k, seed=1)
     errors, moved = [], []
     for eta in (2e-2, 2e-3):
-        est = MLPRegressor(hidden_layer_sizes=(16,), activation="tanh", solver="sgd", batch_size=N, momentum=0.0,
-                           alpha=0.0, shuffle=False, learning_rate_init=eta, max_iter=steps, random_state=0)
+        est = MLPRegressor(
+            hidden_layer_sizes=(16,),
+            activation="tanh",
+            solver="sgd",
+            batch_size=N,
+            momentum=0.0,
+            alpha=0.0,
+            shuffle=False,
+            learning_rate_init=eta,
+            max_iter=steps,
+            random_state=0,
+        )
         net, params = sklearn_initial_network(est, X, y)
         theta = empirical_ntk(net, params, X, trace=False)
         f0 = net.apply(params, X)
-        pred = gradient_descent_mse(theta, y, learning_rate=learning_rate_from_sklearn(est, n_outputs=k),
-                                    dynamics="discrete")(steps, f0)
+        pred = gradient_descent_mse(
+            theta, y, learning_rate=learning_rate_from_sklearn(est, n_outputs=k), dynamics="discrete"
+        )(steps, f0)
         real = _fit(est, X, y).predict(X)
         assert est.n_iter_ == steps
         errors.append(np.abs(real - pred).max())

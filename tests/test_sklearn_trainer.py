@@ -3,6 +3,7 @@
 Reference: ntksolve's numpy trainer, an independently written implementation of the same rule
 (scikit-learn's forward pass, backpropagation and SGDOptimizer do every step under test).
 """
+
 import numpy as np
 import pytest
 
@@ -10,8 +11,11 @@ from ntksolve import MLP, train_network
 from ntksolve.dynamics import Adam, GradientDescent, Schedule, shuffled_batches
 from ntksolve.sklearn.trainer import train_network_sklearn
 
-RULES = {"gd": GradientDescent(0.3), "momentum": GradientDescent(0.2, momentum=0.9),
-         "nesterov": GradientDescent(0.2, momentum=0.8, nesterov=True)}
+RULES = {
+    "gd": GradientDescent(0.3),
+    "momentum": GradientDescent(0.2, momentum=0.9),
+    "nesterov": GradientDescent(0.2, momentum=0.8, nesterov=True),
+}
 
 
 def _problem(k, activation="tanh", bias_std=0.3, seed=0):
@@ -53,8 +57,15 @@ def test_cross_entropy_equals_train_network(k, minibatch):
     if k == 1:
         lab, lab_t = lab[:, None], lab_t[:, None]
     batches = shuffled_batches(20, 6, 30, random_state=1) if minibatch else None
-    kw = dict(steps=30, dynamics=RULES["momentum"], loss="cross_entropy", batches=batches, record_at=[0, 3, 30],
-              X_test=Xt, y_test=lab_t)
+    kw = dict(
+        steps=30,
+        dynamics=RULES["momentum"],
+        loss="cross_entropy",
+        batches=batches,
+        record_at=[0, 3, 30],
+        X_test=Xt,
+        y_test=lab_t,
+    )
     a, b = train_network(net, p, X, lab, **kw), train_network_sklearn(net, p, X, lab, **kw)
     _same(a, b)
     np.testing.assert_array_equal(b.accuracy_test, a.accuracy_test)
@@ -69,15 +80,20 @@ def test_divergence_is_reported_like_train_network():
     assert "critical learning rate" in b.message and abs(a.n_steps_taken - b.n_steps_taken) <= 1
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: (MLP((5,), parameterization="ntk"), GradientDescent(0.1)),
-     r"standard parameterisation only.*--parameterization standard"),
-    (lambda: (MLP((5,), parameterization="standard", bias=False), GradientDescent(0.1)), "bias=False"),
-    (lambda: (MLP((5,), parameterization="standard"), GradientDescent(0.1, weight_decay=1e-4)), "alpha/\\(2N\\)"),
-    (lambda: (MLP((5,), parameterization="standard"), GradientDescent(Schedule.step(0.1, 5, 0.5))), "schedule"),
-    (lambda: (MLP((5,), parameterization="standard"), Adam(1e-3)), "bias correction"),
-    (lambda: (MLP((5,), "gelu", parameterization="standard"), GradientDescent(0.1)), "no 'gelu' activation"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: (MLP((5,), parameterization="ntk"), GradientDescent(0.1)),
+            r"standard parameterisation only.*--parameterization standard",
+        ),
+        (lambda: (MLP((5,), parameterization="standard", bias=False), GradientDescent(0.1)), "bias=False"),
+        (lambda: (MLP((5,), parameterization="standard"), GradientDescent(0.1, weight_decay=1e-4)), "alpha/\\(2N\\)"),
+        (lambda: (MLP((5,), parameterization="standard"), GradientDescent(Schedule.step(0.1, 5, 0.5))), "schedule"),
+        (lambda: (MLP((5,), parameterization="standard"), Adam(1e-3)), "bias correction"),
+        (lambda: (MLP((5,), "gelu", parameterization="standard"), GradientDescent(0.1)), "no 'gelu' activation"),
+    ],
+)
 def test_refusals(make, match):
     net, rule = make()
     p = net.init(3, random_state=0)
@@ -89,5 +105,12 @@ def test_refusals(make, match):
 def test_two_class_softmax_is_refused():
     net = MLP((5,), parameterization="standard", n_outputs=2)
     with pytest.raises(ValueError, match="one logistic output"):
-        train_network_sklearn(net, net.init(3, random_state=0), np.zeros((4, 3)), np.array([0, 1, 0, 1]), steps=1,
-                              learning_rate=0.1, loss="cross_entropy")
+        train_network_sklearn(
+            net,
+            net.init(3, random_state=0),
+            np.zeros((4, 3)),
+            np.array([0, 1, 0, 1]),
+            steps=1,
+            learning_rate=0.1,
+            loss="cross_entropy",
+        )

@@ -6,6 +6,7 @@ a Gauss rule, variance-independent 7e-13), two-dimensional Gauss-Hermite quadrat
 order the module offers, adaptive nested quadrature (tests/reference_analytic.py), and an
 independent fine trapezoidal rule for the series coefficients.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,39 @@ from reference_analytic import PHI, nested_quad_expectations
 
 SERIES = ["tanh", "sigmoid", "softplus"]
 #: correlations of the test pairs: both ends, the series' correlation levels and either side of them
-RHOS = np.array([1.0, 0.99999, 0.9995, 0.999, 0.996, 0.99, 0.985, 0.97, 0.95, 0.93, 0.9, 0.85, 0.8, 0.75,
-                 0.7, 0.6, 0.5, 0.4, 0.3, 0.1, 0.0, -0.2, -0.5, -0.8, -0.9, -0.95, -0.99, -0.9999, -1.0])
+RHOS = np.array(
+    [
+        1.0,
+        0.99999,
+        0.9995,
+        0.999,
+        0.996,
+        0.99,
+        0.985,
+        0.97,
+        0.95,
+        0.93,
+        0.9,
+        0.85,
+        0.8,
+        0.75,
+        0.7,
+        0.6,
+        0.5,
+        0.4,
+        0.3,
+        0.1,
+        0.0,
+        -0.2,
+        -0.5,
+        -0.8,
+        -0.9,
+        -0.95,
+        -0.99,
+        -0.9999,
+        -1.0,
+    ]
+)
 
 
 def _points(variances, rhos=RHOS):

@@ -1,5 +1,6 @@
 """The example of docs/torch.md, run as written: the closed-form prediction tracks real PyTorch
 training of the same module (two independent computations)."""
+
 import os
 import re
 
@@ -40,6 +41,8 @@ def test_docs_example_runs_and_predicts_training(capsys):
 def test_readme_carries_the_same_example():
     """The README's PyTorch section is the example above, verbatim (so it runs as this test)."""
     readme = open(os.path.join(os.path.dirname(DOC), os.pardir, "README.md"), encoding="utf-8").read()
-    section = readme[readme.index("## Predict how your PyTorch model trains"):]
+    section = readme[readme.index("## Predict how your PyTorch model trains") :]
     doc = open(DOC, encoding="utf-8").read()
-    assert re.search(r"```python\n(.*?)```", section, re.S).group(1) == re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    assert re.search(r"```python\n(.*?)```", section, re.S).group(1) == re.search(
+        r"```python\n(.*?)```", doc, re.S
+    ).group(1)

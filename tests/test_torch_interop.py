@@ -2,6 +2,7 @@
 module's own parameters; round trips reproduce outputs; the closed-form linearised prediction equals
 PyTorch training a torch.func-linearised copy; train() equals independent references (ntksolve's
 own gradient descent, hand-written update rules, closed-form first steps); bad input is refused."""
+
 import functools
 import re
 
@@ -38,6 +39,8 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
 ACTIVATIONS = {  # ntksolve name -> module factory (None: no module between the Linears)
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -140,12 +143,14 @@ def test_bias_free_ntk_equals_torch_func(depth, bias, k):
     ref = _torch_func_ntk(model, X)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(empirical_ntk(net, params, X, trace=False), ref, rtol=0, atol=1e-10 * scale)
-    np.testing.assert_allclose(empirical_ntk(net, params, X), np.einsum("ijaa->ij", ref) / k, rtol=0,
-                               atol=1e-10 * scale)
+    np.testing.assert_allclose(
+        empirical_ntk(net, params, X), np.einsum("ijaa->ij", ref) / k, rtol=0, atol=1e-10 * scale
+    )
     np.testing.assert_allclose(net.apply(params, X), _outputs(model, X), rtol=0, atol=1e-13)
     # the Jacobian's columns are the module's parameters, in its own order
     Jt = torch.func.jacrev(lambda p: functional_call(model, p, (torch.from_numpy(X),)))(
-        {n: p.detach() for n, p in model.named_parameters()})
+        {n: p.detach() for n, p in model.named_parameters()}
+    )
     Jt = torch.cat([Jt[n].flatten(2) for n, _ in model.named_parameters()], dim=2).numpy()
     np.testing.assert_allclose(jacobian(net, params, X), Jt, rtol=0, atol=1e-12 * np.abs(Jt).max())
     # and back: Linear(bias=False) where the network has no bias, the same module to rounding
@@ -162,8 +167,9 @@ def test_cross_kernel_equals_torch_func():
     X1, _ = _data(N=4, seed=1)
     X2, _ = _data(N=6, seed=2)
     ref = _torch_func_ntk(model, X1, X2)
-    np.testing.assert_allclose(empirical_ntk(net, params, X1, X2, trace=False), ref, rtol=0,
-                               atol=1e-10 * np.abs(ref).max())
+    np.testing.assert_allclose(
+        empirical_ntk(net, params, X1, X2, trace=False), ref, rtol=0, atol=1e-10 * np.abs(ref).max()
+    )
 
 
 def test_nested_sequential_and_noops_are_read():
@@ -223,8 +229,9 @@ def test_float32_is_kept():
     net, params = from_torch(model)
     assert params[0][0].dtype == np.float32
     X, _ = _data()
-    np.testing.assert_allclose(net.apply(params, X.astype(np.float32)), _outputs(model, X.astype(np.float32)),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        net.apply(params, X.astype(np.float32)), _outputs(model, X.astype(np.float32)), rtol=0, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
@@ -237,11 +244,13 @@ def test_round_trip_reproduces_the_module(activation):
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
-@pytest.mark.parametrize("activation", ["erf", "relu", "softplus", "identity", "leaky_relu(0.2)", "abs",
-                                        "abrelu(-0.5, 1.0)"])
+@pytest.mark.parametrize(
+    "activation", ["erf", "relu", "softplus", "identity", "leaky_relu(0.2)", "abs", "abrelu(-0.5, 1.0)"]
+)
 def test_to_torch_computes_any_network(parameterization, activation):
-    net = MLP((6, 4), activation=activation, weight_std=1.7, bias_std=0.4,
-              parameterization=parameterization, n_outputs=3)
+    net = MLP(
+        (6, 4), activation=activation, weight_std=1.7, bias_std=0.4, parameterization=parameterization, n_outputs=3
+    )
     params = net.init(3, random_state=0)
     module = to_torch(net, params)
     X, _ = _data(N=6)
@@ -251,8 +260,7 @@ def test_to_torch_computes_any_network(parameterization, activation):
     cfg["parameterization"] = "standard"
     std = MLP(**cfg)
     ref = _torch_func_ntk(module, X)
-    np.testing.assert_allclose(empirical_ntk(std, params, X, trace=False), ref, rtol=0,
-                               atol=1e-10 * np.abs(ref).max())
+    np.testing.assert_allclose(empirical_ntk(std, params, X, trace=False), ref, rtol=0, atol=1e-10 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("activation", ["sin", "gaussian", "monomial(2)", "abrelu(-0.5, 2.0)"])
@@ -370,12 +378,10 @@ def test_train_full_batch_sgd_equals_train_network(k):
     Xs, _ = _data(N=4, seed=9)
     lr, steps, rec = 0.3, 12, [0, 1, 5, 12]
     before = _flat_torch(model).copy()
-    res = train(model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), steps=steps,
-                record_at=rec, X_test=Xs)
+    res = train(model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), steps=steps, record_at=rec, X_test=Xs)
     net, params = from_torch(model)
     rate = learning_rate_from_torch(lr, loss=nn.MSELoss(), n_samples=6, n_outputs=k)
-    ref = train_network(net, params, X, y, learning_rate=rate, steps=steps, record_at=rec, X_test=Xs,
-                        track_kernel=True)
+    ref = train_network(net, params, X, y, learning_rate=rate, steps=steps, record_at=rec, X_test=Xs, track_kernel=True)
     assert isinstance(res, TrainingResult)
     np.testing.assert_array_equal(res.steps, rec)
     assert res.fx_train.shape == (4, 6, k) and res.fx_test.shape == (4, 4, k)
@@ -398,8 +404,15 @@ def test_bias_free_train_network_equals_torch_sgd(bias):
     X, y = _data(N=6, k=2)
     lr, steps = 0.2, 10
     net, params = from_torch(model)
-    ref = train_network(net, params, X, y, learning_rate=learning_rate_from_torch(lr, loss=nn.MSELoss(),
-                        n_samples=6, n_outputs=2), steps=steps, track_kernel=False)
+    ref = train_network(
+        net,
+        params,
+        X,
+        y,
+        learning_rate=learning_rate_from_torch(lr, loss=nn.MSELoss(), n_samples=6, n_outputs=2),
+        steps=steps,
+        track_kernel=False,
+    )
     m = functools.partial(torch.optim.SGD, lr=lr)
     res = train(model, X, y, optimizer=m, steps=steps, track_kernel=False)
     np.testing.assert_allclose(ref.fx_train, res.fx_train, rtol=0, atol=1e-12)
@@ -420,10 +433,17 @@ def test_train_momentum_weight_decay_schedule_minibatches_equal_hand_written_rul
     rates = 0.2 * 0.9 ** np.arange(steps)
     rng = np.random.default_rng(0)
     batches = [rng.choice(10, size=4, replace=False) for _ in range(steps)]
-    res = train(model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=1.0, momentum=mu,
-                                                         nesterov=nesterov, weight_decay=wd),
-                steps=steps, lr_schedule=rates, batches=batches, record_at=list(range(steps + 1)),
-                track_kernel=False)
+    res = train(
+        model,
+        X,
+        y,
+        optimizer=functools.partial(torch.optim.SGD, lr=1.0, momentum=mu, nesterov=nesterov, weight_decay=wd),
+        steps=steps,
+        lr_schedule=rates,
+        batches=batches,
+        record_at=list(range(steps + 1)),
+        track_kernel=False,
+    )
     ref = _sequential((7,), nn.Tanh, 2, seed=4)
     ps = list(ref.parameters())
     u = [torch.zeros_like(p) for p in ps]
@@ -447,8 +467,15 @@ def test_train_torch_scheduler_equals_its_rate_array():
     model = _sequential((5,), nn.ReLU, 1, seed=1)
     X, y = _data(N=6)
     sgd = functools.partial(torch.optim.SGD, lr=0.4, momentum=0.5)
-    a = train(model, X, y, optimizer=sgd, steps=8, track_kernel=False,
-              lr_schedule=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5))
+    a = train(
+        model,
+        X,
+        y,
+        optimizer=sgd,
+        steps=8,
+        track_kernel=False,
+        lr_schedule=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5),
+    )
     expected = 0.4 * 0.5 ** (np.arange(8) // 3)
     np.testing.assert_allclose(a.learning_rates, expected, rtol=1e-15)
     b = train(model, X, y, optimizer=sgd, steps=8, track_kernel=False, lr_schedule=expected)
@@ -468,8 +495,9 @@ def test_dataloader_batches_are_a_dataloaders_order():
     assert all(np.array_equal(g, r) for g, r in zip(got, ref))
     model = _sequential((5,), nn.Tanh, 1)
     X, y = _data(N=N)
-    res = train(model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=0.1), steps=8,
-                batches=order, track_kernel=False)
+    res = train(
+        model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=0.1), steps=8, batches=order, track_kernel=False
+    )
     assert all(np.array_equal(g, r) for g, r in zip(res.batches, ref))
     dropped = DataLoaderBatches(batch_size=B, seed=7, drop_last=True).indices(N, 4)
     assert [len(g) for g in dropped] == [4, 4, 4, 4]
@@ -481,8 +509,15 @@ def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step():
     X, _ = _data(N=7)
     labels = np.array([0, 2, 1, 1, 0, 2, 2])
     eta = 0.7
-    res = train(model, X, labels, loss=nn.CrossEntropyLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
-                steps=1, track_kernel=False)
+    res = train(
+        model,
+        X,
+        labels,
+        loss=nn.CrossEntropyLoss(),
+        optimizer=functools.partial(torch.optim.SGD, lr=eta),
+        steps=1,
+        track_kernel=False,
+    )
     net, params = from_torch(model)
     f0 = net.apply(params, X)
     p = np.exp(f0 - f0.max(axis=1, keepdims=True))
@@ -502,8 +537,15 @@ def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
     X, _ = _data(N=7)
     y = np.array([0, 1, 1, 0, 1, 0, 0])
     eta = 0.7
-    res = train(model, X, y, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
-                steps=1, track_kernel=False)
+    res = train(
+        model,
+        X,
+        y,
+        loss=nn.BCEWithLogitsLoss(),
+        optimizer=functools.partial(torch.optim.SGD, lr=eta),
+        steps=1,
+        track_kernel=False,
+    )
     net, params = from_torch(model)
     f0 = net.apply(params, X)[:, 0]
     G = (1 / (1 + np.exp(-f0)) - y)[:, None] / 7
@@ -511,16 +553,24 @@ def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
     np.testing.assert_allclose(_flat_torch(res.module), theta1, rtol=0, atol=1e-14)
     np.testing.assert_allclose(res.loss_train[0], np.mean(np.logaddexp(0, f0) - y * f0), rtol=1e-13)
     assert learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(), n_samples=7, n_outputs=1) == 0.3
-    assert learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(reduction="sum"), n_samples=7,
-                                    n_outputs=1) == pytest.approx(2.1)
+    assert learning_rate_from_torch(
+        0.3, loss=nn.BCEWithLogitsLoss(reduction="sum"), n_samples=7, n_outputs=1
+    ) == pytest.approx(2.1)
     with pytest.raises(ValueError, match="pos_weight"):
         learning_rate_from_torch(0.3, loss=nn.BCEWithLogitsLoss(pos_weight=torch.ones(1)), n_samples=7, n_outputs=1)
     with pytest.raises(ValueError, match="BCEWithLogitsLoss here is the cross-entropy of one output"):
-        train(_sequential((6,), nn.Tanh, 2), X, y, loss=nn.BCEWithLogitsLoss(),
-              optimizer=functools.partial(torch.optim.SGD, lr=eta), steps=1)
+        train(
+            _sequential((6,), nn.Tanh, 2),
+            X,
+            y,
+            loss=nn.BCEWithLogitsLoss(),
+            optimizer=functools.partial(torch.optim.SGD, lr=eta),
+            steps=1,
+        )
     with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
-        train(model, X, y + 1, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta),
-              steps=1)
+        train(
+            model, X, y + 1, loss=nn.BCEWithLogitsLoss(), optimizer=functools.partial(torch.optim.SGD, lr=eta), steps=1
+        )
 
 
 def test_train_adam_first_step_is_the_sign_step():
@@ -528,13 +578,13 @@ def test_train_adam_first_step_is_the_sign_step():
     model = _sequential((5,), nn.Sigmoid, 2, seed=6)
     X, y = _data(N=6, k=2)
     lr, eps = 0.01, 1e-8
-    res = train(model, X, y, optimizer=functools.partial(torch.optim.Adam, lr=lr, eps=eps), steps=1,
-                track_kernel=False)
+    res = train(model, X, y, optimizer=functools.partial(torch.optim.Adam, lr=lr, eps=eps), steps=1, track_kernel=False)
     net, params = from_torch(model)
     r = 2 * (net.apply(params, X) - y) / y.size  # d MSELoss / d f
     g = np.einsum("iaP,ia->P", jacobian(net, params, X), r)
-    np.testing.assert_allclose(_flat_torch(res.module), _flat_torch(model) - lr * g / (np.abs(g) + eps),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        _flat_torch(res.module), _flat_torch(model) - lr * g / (np.abs(g) + eps), rtol=0, atol=1e-12
+    )
 
 
 def test_train_divergence_is_reported_with_the_critical_rate():
@@ -548,20 +598,30 @@ def test_train_divergence_is_reported_with_the_critical_rate():
     res = info.value.result
     assert res.diverged and res.n_steps_taken < 300
     np.testing.assert_allclose(res.critical_learning_rate, crit_ours / 2, rtol=1e-10)
-    res2 = train(model, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), steps=300,
-                 track_kernel=False, on_divergence="return")
+    res2 = train(
+        model,
+        X,
+        y,
+        optimizer=functools.partial(torch.optim.SGD, lr=lr),
+        steps=300,
+        track_kernel=False,
+        on_divergence="return",
+    )
     assert res2.diverged and np.all(np.isfinite(res2.fx_train))
 
 
 def test_learning_rate_from_torch_units():
     assert learning_rate_from_torch(0.1, loss=nn.MSELoss(), n_samples=10, n_outputs=3) == pytest.approx(0.2)
-    assert learning_rate_from_torch(0.1, loss=nn.MSELoss(reduction="sum"), n_samples=10, n_outputs=3) \
-        == pytest.approx(6.0)
+    assert learning_rate_from_torch(0.1, loss=nn.MSELoss(reduction="sum"), n_samples=10, n_outputs=3) == pytest.approx(
+        6.0
+    )
     assert learning_rate_from_torch(0.1, loss=nn.CrossEntropyLoss(), n_samples=10, n_outputs=3) == pytest.approx(0.1)
-    assert learning_rate_from_torch(0.1, loss=nn.CrossEntropyLoss(reduction="sum"), n_samples=10,
-                                    n_outputs=3) == pytest.approx(1.0)
-    np.testing.assert_allclose(learning_rate_from_torch([0.1, 0.2], loss=nn.MSELoss(), n_samples=4, n_outputs=1),
-                               [0.2, 0.4])
+    assert learning_rate_from_torch(
+        0.1, loss=nn.CrossEntropyLoss(reduction="sum"), n_samples=10, n_outputs=3
+    ) == pytest.approx(1.0)
+    np.testing.assert_allclose(
+        learning_rate_from_torch([0.1, 0.2], loss=nn.MSELoss(), n_samples=4, n_outputs=1), [0.2, 0.4]
+    )
     with pytest.raises(TypeError, match="MSELoss or torch.nn.CrossEntropyLoss"):
         learning_rate_from_torch(0.1, loss=nn.L1Loss(), n_samples=4, n_outputs=1)
     with pytest.raises(ValueError, match="reduction"):
@@ -591,33 +651,62 @@ def _lin(i, o, **kw):
     return nn.Linear(i, o, dtype=F64, **kw)
 
 
-@pytest.mark.parametrize("module, match", [
-    (nn.Sequential(_lin(3, 4), nn.BatchNorm1d(4, dtype=F64), _lin(4, 1)), r"module\[1\] \(BatchNorm1d\) is not supported"),
-    (nn.Sequential(_lin(3, 4), nn.SiLU(), _lin(4, 1)), r"module\[1\] \(SiLU\) is not supported"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Sequential(_lin(4, 4), nn.ELU()), _lin(4, 1)),
-     r"module\[2\]\[1\] \(ELU\) is not supported"),
-    (nn.Sequential(_lin(3, 4), nn.Dropout(0.5), _lin(4, 1)), r"module\[1\] \(Dropout\).*module.eval\(\)"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _Custom()), r"module\[2\] \(_Custom\) is not supported"),
-    (nn.Sequential(_lin(3, 4), nn.GELU(approximate="tanh"), _lin(4, 1)), r"module\[1\] \(GELU\).*approximate='tanh'"),
-    (nn.Sequential(_lin(3, 4), nn.Softplus(beta=2), _lin(4, 1)), r"module\[1\] \(Softplus\) has beta=2"),
-    (nn.Sequential(_lin(3, 4), nn.Softplus(threshold=5), _lin(4, 1)), r"threshold=5"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 2), nn.Softmax(dim=1)), r"module\[3\] \(Softmax\) is not supported.*last layer must be nn.Linear"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 1), nn.Sigmoid()), r"last layer must be nn.Linear"),
-    (nn.Sequential(nn.Tanh(), _lin(3, 4), nn.ReLU(), _lin(4, 1)), r"module\[0\] \(Tanh\) comes before the first"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Tanh(), _lin(4, 1)), r"module\[1\] \(ReLU\) and module\[2\] \(Tanh\).*in a row"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 4), nn.Tanh(), _lin(4, 1)),
-     r"module\[3\] \(Tanh\) differs from the first hidden activation, module\[1\] \(ReLU\)"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 4), _lin(4, 1)), r"no activation: identity\) differs"),
-    (nn.Sequential(nn.ReLU(), nn.Identity()), r"no nn.Linear"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(5, 1)), r"module\[2\] \(Linear\) has in_features=5.*module\[0\].*out_features=4"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), _Seq(_lin(4, 1))), r"module\[2\] \(_Seq\) overrides Sequential.forward"),
-    (nn.Sequential(nn.Linear(3, 4, dtype=torch.float16), nn.ReLU(), nn.Linear(4, 1, dtype=torch.float16)),
-     r"module\[0\].weight is torch.float16.*float32 or float64"),
-    (nn.Sequential(nn.Linear(3, 4, dtype=torch.bfloat16), nn.ReLU(), nn.Linear(4, 1, dtype=torch.bfloat16)),
-     r"torch.bfloat16"),
-    (nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Linear(4, 1)), r"module\[2\].weight is torch.float32 but earlier.*float64"),
-    (nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 1)), r"module\[0\].*uninitialised parameters"),
-])
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        (
+            nn.Sequential(_lin(3, 4), nn.BatchNorm1d(4, dtype=F64), _lin(4, 1)),
+            r"module\[1\] \(BatchNorm1d\) is not supported",
+        ),
+        (nn.Sequential(_lin(3, 4), nn.SiLU(), _lin(4, 1)), r"module\[1\] \(SiLU\) is not supported"),
+        (
+            nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Sequential(_lin(4, 4), nn.ELU()), _lin(4, 1)),
+            r"module\[2\]\[1\] \(ELU\) is not supported",
+        ),
+        (nn.Sequential(_lin(3, 4), nn.Dropout(0.5), _lin(4, 1)), r"module\[1\] \(Dropout\).*module.eval\(\)"),
+        (nn.Sequential(_lin(3, 4), nn.ReLU(), _Custom()), r"module\[2\] \(_Custom\) is not supported"),
+        (
+            nn.Sequential(_lin(3, 4), nn.GELU(approximate="tanh"), _lin(4, 1)),
+            r"module\[1\] \(GELU\).*approximate='tanh'",
+        ),
+        (nn.Sequential(_lin(3, 4), nn.Softplus(beta=2), _lin(4, 1)), r"module\[1\] \(Softplus\) has beta=2"),
+        (nn.Sequential(_lin(3, 4), nn.Softplus(threshold=5), _lin(4, 1)), r"threshold=5"),
+        (
+            nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 2), nn.Softmax(dim=1)),
+            r"module\[3\] \(Softmax\) is not supported.*last layer must be nn.Linear",
+        ),
+        (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 1), nn.Sigmoid()), r"last layer must be nn.Linear"),
+        (nn.Sequential(nn.Tanh(), _lin(3, 4), nn.ReLU(), _lin(4, 1)), r"module\[0\] \(Tanh\) comes before the first"),
+        (
+            nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Tanh(), _lin(4, 1)),
+            r"module\[1\] \(ReLU\) and module\[2\] \(Tanh\).*in a row",
+        ),
+        (
+            nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 4), nn.Tanh(), _lin(4, 1)),
+            r"module\[3\] \(Tanh\) differs from the first hidden activation, module\[1\] \(ReLU\)",
+        ),
+        (nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(4, 4), _lin(4, 1)), r"no activation: identity\) differs"),
+        (nn.Sequential(nn.ReLU(), nn.Identity()), r"no nn.Linear"),
+        (
+            nn.Sequential(_lin(3, 4), nn.ReLU(), _lin(5, 1)),
+            r"module\[2\] \(Linear\) has in_features=5.*module\[0\].*out_features=4",
+        ),
+        (nn.Sequential(_lin(3, 4), nn.ReLU(), _Seq(_lin(4, 1))), r"module\[2\] \(_Seq\) overrides Sequential.forward"),
+        (
+            nn.Sequential(nn.Linear(3, 4, dtype=torch.float16), nn.ReLU(), nn.Linear(4, 1, dtype=torch.float16)),
+            r"module\[0\].weight is torch.float16.*float32 or float64",
+        ),
+        (
+            nn.Sequential(nn.Linear(3, 4, dtype=torch.bfloat16), nn.ReLU(), nn.Linear(4, 1, dtype=torch.bfloat16)),
+            r"torch.bfloat16",
+        ),
+        (
+            nn.Sequential(_lin(3, 4), nn.ReLU(), nn.Linear(4, 1)),
+            r"module\[2\].weight is torch.float32 but earlier.*float64",
+        ),
+        (nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 1)), r"module\[0\].*uninitialised parameters"),
+    ],
+)
 def test_unsupported_modules_are_refused(module, match):
     with pytest.raises(ValueError, match=match):
         from_torch(module)
@@ -645,11 +734,14 @@ class _Double(nn.Module):
         return 2 * w
 
 
-@pytest.mark.parametrize("bad, exc, match", [
-    (np.ones((3, 3)), TypeError, "torch.nn.Module"),
-    (_Custom(), TypeError, r"_Custom.*nn.Sequential"),
-    (nn.Conv1d(1, 1, 3), TypeError, r"Conv1d.*nn.Sequential"),
-])
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (np.ones((3, 3)), TypeError, "torch.nn.Module"),
+        (_Custom(), TypeError, r"_Custom.*nn.Sequential"),
+        (nn.Conv1d(1, 1, 3), TypeError, r"Conv1d.*nn.Sequential"),
+    ],
+)
 def test_non_sequential_modules_are_type_errors(bad, exc, match):
     with pytest.raises(exc, match=match):
         from_torch(bad)
@@ -686,7 +778,8 @@ def test_train_bad_arguments():
     with pytest.raises(ValueError, match="record_at"):
         train(model, X, y, optimizer=sgd, steps=2, record_at=[0, 3])
     with pytest.raises(ValueError, match="k >= 2"):
-        train(_sequential((5,), nn.Tanh, 1), X, np.zeros(5, dtype=int), optimizer=sgd, steps=1,
-              loss=nn.CrossEntropyLoss())
+        train(
+            _sequential((5,), nn.Tanh, 1), X, np.zeros(5, dtype=int), optimizer=sgd, steps=1, loss=nn.CrossEntropyLoss()
+        )
     with pytest.raises(ValueError, match="y_test was given without X_test"):
         train(model, X, y, optimizer=sgd, steps=1, y_test=y)

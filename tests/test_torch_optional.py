@@ -1,5 +1,6 @@
 """torch is an optional extra: ``import ntksolve`` (and the scikit-learn import) never imports it,
 and ``ntksolve.torch`` without it is an ImportError naming the extra. Runs without torch."""
+
 import os
 import subprocess
 import sys

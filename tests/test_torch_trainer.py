@@ -5,6 +5,7 @@ References: a hand-written training loop in PyTorch on the network's own trained
 rules written out from PyTorch's documentation -- independent of the per-tensor mapping under
 test -- and ntksolve's numpy trainer.
 """
+
 import numpy as np
 import pytest
 
@@ -27,8 +28,9 @@ def _one_torch_thread():
 
 
 def _problem(parameterization, k=2, N=8, bias_std=0.3, bias=True, seed=0):
-    net = MLP((9, 7), "tanh", weight_std=1.3, bias_std=bias_std, parameterization=parameterization, n_outputs=k,
-              bias=bias)
+    net = MLP(
+        (9, 7), "tanh", weight_std=1.3, bias_std=bias_std, parameterization=parameterization, n_outputs=k, bias=bias
+    )
     params = net.init(3, random_state=seed)
     rng = np.random.default_rng(seed + 1)
     X = rng.standard_normal((N, 3))
@@ -120,8 +122,9 @@ def test_equals_hand_written_torch_loop(parameterization, rule, loss, k):
     net, params, X, rng = _problem(parameterization, k=k)
     y = rng.standard_normal((8, k)) if loss == "mse" else rng.integers(0, max(k, 2), 8)
     steps = 12
-    res = train_network_torch(net, params, X, y, dynamics=rule, loss=loss, steps=steps,
-                              record_at=np.arange(steps + 1), track_kernel=False)
+    res = train_network_torch(
+        net, params, X, y, dynamics=rule, loss=loss, steps=steps, record_at=np.arange(steps + 1), track_kernel=False
+    )
     outs, stored = _reference(net, params, X, y, rule, loss, steps)
     assert isinstance(res, TrainingResult)
     assert np.abs(outs[-1] - outs[0]).max() > 0.02  # it trained
@@ -138,8 +141,9 @@ def test_minibatches_equal_hand_written_torch_loop(parameterization, rule):
     net, params, X, rng = _problem(parameterization, N=10)
     y = rng.standard_normal((10, 2))
     batches = [rng.choice(10, size=4, replace=False) for _ in range(9)]
-    res = train_network_torch(net, params, X, y, dynamics=rule, steps=9, batches=batches,
-                              record_at=np.arange(10), track_kernel=False)
+    res = train_network_torch(
+        net, params, X, y, dynamics=rule, steps=9, batches=batches, record_at=np.arange(10), track_kernel=False
+    )
     outs, _ = _reference(net, params, X, y, rule, "mse", 9, batches)
     assert np.abs(outs[-1] - outs[0]).max() > 0.02
     np.testing.assert_allclose(res.fx_train, outs, rtol=0, atol=1e-10)
@@ -173,8 +177,12 @@ def test_records_in_ntksolves_units_equal_the_numpy_trainer(parameterization):
     Xs = rng.standard_normal((5, 3))
     ys = rng.standard_normal((5, 2))
     kw = dict(steps=15, record_at=[0, 1, 7, 15], X_test=Xs, y_test=ys)
-    eta = 0.4 * float(2 * 8 * 2 / np.linalg.eigvalsh(empirical_ntk(net, params, X, trace=False).transpose(
-        0, 2, 1, 3).reshape(16, 16))[-1])
+    eta = 0.4 * float(
+        2
+        * 8
+        * 2
+        / np.linalg.eigvalsh(empirical_ntk(net, params, X, trace=False).transpose(0, 2, 1, 3).reshape(16, 16))[-1]
+    )
     ref = train_network(net, params, X, y, learning_rate=eta, **kw)
     res = train_network_torch(net, params, X, y, learning_rate=eta, **kw)
     for name in ("fx_train", "fx_test", "loss_train", "loss_test", "kernel_change"):
@@ -194,11 +202,18 @@ FIELDS = ("fx_train", "fx_test", "loss_train", "loss_test", "accuracy_train", "a
 _LOSSES = [("mse", 2, False), ("mse", 2, True), ("cross_entropy", 3, True), ("cross_entropy", 1, False)]
 NUMPY_CASES = (
     # every rule in both parameterisations, the losses (full batch, minibatches) taken in turn
-    [(dict(bias_std=0.3), par, rule) + _LOSSES[(i + j) % 4] for i, par in enumerate(["ntk", "standard"])
-     for j, rule in enumerate(RULES)]
+    [
+        (dict(bias_std=0.3), par, rule) + _LOSSES[(i + j) % 4]
+        for i, par in enumerate(["ntk", "standard"])
+        for j, rule in enumerate(RULES)
+    ]
     # NTK parameterisation with sigma_b = 0 (biases outside the function), and layers without biases
-    + [(net, par, rule, "mse", 2, True) for net in (dict(bias_std=0.0), dict(bias=(False, True, False)))
-       for par in ("ntk", "standard") for rule in ("momentum+decay", "adamw")]
+    + [
+        (net, par, rule, "mse", 2, True)
+        for net in (dict(bias_std=0.0), dict(bias=(False, True, False)))
+        for par in ("ntk", "standard")
+        for rule in ("momentum+decay", "adamw")
+    ]
 )
 
 
@@ -251,8 +266,9 @@ def test_divergence_is_reported_in_ntksolves_units():
     res = info.value.result
     assert res.diverged and res.n_steps_taken < 200
     np.testing.assert_allclose(res.critical_learning_rate, ref.critical_learning_rate, rtol=1e-10)
-    back = train_network_torch(net, params, X, y, learning_rate=50.0, steps=200, on_divergence="return",
-                               track_kernel=False)
+    back = train_network_torch(
+        net, params, X, y, learning_rate=50.0, steps=200, on_divergence="return", track_kernel=False
+    )
     assert back.diverged and back.message == res.message
 
 

@@ -1,5 +1,6 @@
 """train_network: one step equals the explicit-Jacobian step; tiny rates follow the linearised flow;
 divergence is stopped and reported; inputs are validated and never modified."""
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -60,8 +61,9 @@ def test_one_step_equals_explicit_jacobian_step(parameterization, bias_std, k):
     # Independent references: Delta theta = -eta J^T r / (Nk) in the trained parameterisation,
     # then the outputs of the network with the moved parameters; and, independent of the backward
     # pass altogether, -eta times the loss gradient by central differences.
-    net = MLP((7, 5), activation="erf", weight_std=1.3, bias_std=bias_std,
-              parameterization=parameterization, n_outputs=k)
+    net = MLP(
+        (7, 5), activation="erf", weight_std=1.3, bias_std=bias_std, parameterization=parameterization, n_outputs=k
+    )
     X, y = _data(k=k)
     params = net.init(4, random_state=1)
     eta = 0.3
@@ -108,8 +110,7 @@ def test_tiny_rate_follows_linearised_gradient_flow(k):
     params = net.init(3, random_state=3)
     theta = empirical_ntk(net, params, X, trace=False).transpose(0, 2, 1, 3).reshape(8 * k, 8 * k)
     eta = 2e-3 * 2 * 8 * k / np.linalg.eigvalsh(theta)[-1]
-    res = train_network(net, params, X, y, learning_rate=eta, steps=400, record_at=[0, 200, 400],
-                        track_kernel=False)
+    res = train_network(net, params, X, y, learning_rate=eta, steps=400, record_at=[0, 200, 400], track_kernel=False)
     f0, yv = res.fx_train[0].ravel(), y.ravel()
     B = np.eye(8 * k) - eta * theta / (8 * k)
     for i, t in enumerate([0, 200, 400]):
@@ -143,27 +144,31 @@ def test_divergence_is_stopped_with_the_critical_rate():
     assert res.diverged and np.all(np.isfinite(res.loss_train))
     assert res.critical_learning_rate == pytest.approx(crit, rel=1e-8)
     assert res.steps.tolist() == [0, 1]  # only the records before it diverged
-    ret = train_network(net, params, X, y, learning_rate=5 * crit, steps=2000, on_divergence="return",
-                        track_kernel=False)
+    ret = train_network(
+        net, params, X, y, learning_rate=5 * crit, steps=2000, on_divergence="return", track_kernel=False
+    )
     assert ret.diverged and f"{crit:.4g}" in ret.message
     # just below the critical rate it converges
     ok = train_network(net, params, X, y, learning_rate=0.9 * crit, steps=200, track_kernel=False)
     assert not ok.diverged and ok.loss_train[-1] < ok.loss_train[0]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(record_at=[0, 11]), "within"),
-    (dict(record_at=[3, 1]), "increasing"),
-    (dict(record_at=[0.5]), "integer"),
-    (dict(learning_rate=-1.0), "learning_rate"),
-    (dict(learning_rate=np.nan), "learning_rate"),
-    (dict(steps=-1), "steps"),
-    (dict(y=np.ones((6, 2))), "shape"),
-    (dict(y=np.array([np.nan] * 6)), "NaN"),
-    (dict(X=np.full((6, 4), np.nan)), "NaN"),
-    (dict(X=np.ones((6, 5))), "features"),
-    (dict(y_test=np.ones(3)), "X_test"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(record_at=[0, 11]), "within"),
+        (dict(record_at=[3, 1]), "increasing"),
+        (dict(record_at=[0.5]), "integer"),
+        (dict(learning_rate=-1.0), "learning_rate"),
+        (dict(learning_rate=np.nan), "learning_rate"),
+        (dict(steps=-1), "steps"),
+        (dict(y=np.ones((6, 2))), "shape"),
+        (dict(y=np.array([np.nan] * 6)), "NaN"),
+        (dict(X=np.full((6, 4), np.nan)), "NaN"),
+        (dict(X=np.ones((6, 5))), "features"),
+        (dict(y_test=np.ones(3)), "X_test"),
+    ],
+)
 def test_bad_inputs(kwargs, match):
     net = MLP((5,))
     X, y = _data()
@@ -173,8 +178,10 @@ def test_bad_inputs(kwargs, match):
         train_network(net, net.init(4, random_state=0), **args)
 
 
-@pytest.mark.parametrize("activation", ["leaky_relu(0.2)", "abs", "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian",
-                                        "monomial(2)", "monomial(3)"])
+@pytest.mark.parametrize(
+    "activation",
+    ["leaky_relu(0.2)", "abs", "abrelu(-0.3, 1.5)", "sin", "cos", "gaussian", "monomial(2)", "monomial(3)"],
+)
 def test_new_activations_first_step_is_the_gradient_and_the_loss_falls(activation):
     # the step against central differences of the loss written out with numpy's activation
     # (tests/reference.py); then half the critical rate for 50 steps must lower the loss

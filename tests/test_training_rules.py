@@ -2,6 +2,7 @@
 (SGD with momentum, Nesterov, weight decay, schedules and batches; Adam and AdamW) on the same
 network, losses and batch order give the same outputs; a minibatch step equals the explicit-Jacobian
 step; ``learning_rate=eta`` is ``GradientDescent(eta)`` bit for bit; bad input is refused up front."""
+
 import numpy as np
 import pytest
 from scipy.special import softmax
@@ -40,6 +41,7 @@ def _torch_module(torch, net, params, d):
     stored ``W, b`` by the layer scales in its forward pass."""
     if net.parameterization == "standard":
         from ntksolve.torch import to_torch
+
         return to_torch(net, params)
     act = {"tanh": torch.tanh, "relu": torch.relu}[net.activation]
     scales = net.layer_scales(d)
@@ -64,41 +66,66 @@ RULES = {  # name -> (ntksolve rule, torch optimiser factory, torch scheduler fa
     "sgd_momentum_wd_step_batches": (
         lambda: GradientDescent(Schedule.step(0.05, 5, 0.5), momentum=0.9, weight_decay=1e-2),
         lambda t, p: t.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-2),
-        lambda t, o, steps: t.optim.lr_scheduler.StepLR(o, step_size=5, gamma=0.5), True),
+        lambda t, o, steps: t.optim.lr_scheduler.StepLR(o, step_size=5, gamma=0.5),
+        True,
+    ),
     "nesterov_wd_cosine": (
         lambda: GradientDescent(Schedule.cosine(0.05, 15), momentum=0.9, nesterov=True, weight_decay=1e-2),
         lambda t, p: t.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
-        lambda t, o, steps: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=15), False),
+        lambda t, o, steps: t.optim.lr_scheduler.CosineAnnealingLR(o, T_max=15),
+        False,
+    ),
     "adam_wd_batches": (
         lambda: Adam(0.02, weight_decay=1e-2),
-        lambda t, p: t.optim.Adam(p, lr=0.02, weight_decay=1e-2), None, True),
+        lambda t, p: t.optim.Adam(p, lr=0.02, weight_decay=1e-2),
+        None,
+        True,
+    ),
     "adamw": (
         lambda: Adam(0.02, betas=(0.8, 0.99), weight_decay=1e-2, decoupled=True),
-        lambda t, p: t.optim.AdamW(p, lr=0.02, betas=(0.8, 0.99), weight_decay=1e-2), None, False),
+        lambda t, p: t.optim.AdamW(p, lr=0.02, betas=(0.8, 0.99), weight_decay=1e-2),
+        None,
+        False,
+    ),
 }
 
 
 @pytest.mark.parametrize("rule_name", list(RULES))
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
-@pytest.mark.parametrize("parameterization, bias_std, hidden, activation", [
-    ("ntk", 0.3, (16, 12), "tanh"),
-    ("standard", 0.0, (20,), "relu"),  # bias_std = 0: the trained bias b~ starts at 0 and trains
-])
+@pytest.mark.parametrize(
+    "parameterization, bias_std, hidden, activation",
+    [
+        ("ntk", 0.3, (16, 12), "tanh"),
+        ("standard", 0.0, (20,), "relu"),  # bias_std = 0: the trained bias b~ starts at 0 and trains
+    ],
+)
 @pytest.mark.parametrize("k", [1, 3])
 def test_equals_pytorch_optimiser(rule_name, loss, parameterization, bias_std, hidden, activation, k):
     torch = pytest.importorskip("torch", reason=TORCH_SKIP)
     make_rule, make_opt, make_sched, use_batches = RULES[rule_name]
     N, d, steps, rec = 10, 3, 15, [0, 1, 7, 15]
-    net = MLP(hidden, activation=activation, weight_std=1.2, bias_std=bias_std,
-              parameterization=parameterization, n_outputs=k)
+    net = MLP(
+        hidden, activation=activation, weight_std=1.2, bias_std=bias_std, parameterization=parameterization, n_outputs=k
+    )
     params = net.init(d, random_state=3)
     X, y = _data(N=N, d=d, k=k)
     Xs, _ = _data(N=4, d=d, seed=5)
     if loss == "cross_entropy":
         y = _labels(N, k)
     batches = shuffled_batches(N, 4, steps, random_state=2) if use_batches else None
-    res = train_network(net, params, X, y, steps=steps, dynamics=make_rule(), loss=loss, batches=batches,
-                        record_at=rec, X_test=Xs, track_kernel=False)
+    res = train_network(
+        net,
+        params,
+        X,
+        y,
+        steps=steps,
+        dynamics=make_rule(),
+        loss=loss,
+        batches=batches,
+        record_at=rec,
+        X_test=Xs,
+        track_kernel=False,
+    )
 
     n_threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -175,8 +202,18 @@ def test_cross_entropy_records_loss_and_accuracy():
     X, _ = _data(N=9)
     y = _labels(9, 3)
     onehot = np.eye(3)[y]
-    res = train_network(net, net.init(3, random_state=0), X, onehot, learning_rate=0.5, steps=4,
-                        loss="cross_entropy", X_test=X[:5], y_test=y[:5], track_kernel=False)
+    res = train_network(
+        net,
+        net.init(3, random_state=0),
+        X,
+        onehot,
+        learning_rate=0.5,
+        steps=4,
+        loss="cross_entropy",
+        X_test=X[:5],
+        y_test=y[:5],
+        track_kernel=False,
+    )
     f = res.fx_train
     per_example = np.log(np.exp(f).sum(axis=2)) - np.take_along_axis(f, y[None, :, None], axis=2)[..., 0]
     np.testing.assert_allclose(res.loss_train, per_example.mean(axis=1), rtol=1e-12)
@@ -218,28 +255,45 @@ def test_momentum_divergence_names_its_own_critical_rate():
     assert not ok.diverged and ok.loss_train[-1] < ok.loss_train[0]
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(), TypeError, "learning_rate=eta .* or dynamics="),
-    (dict(learning_rate=0.1, dynamics=GradientDescent(0.1)), TypeError, "not both"),
-    (dict(dynamics=GradientFlow(0.1)), TypeError, "discrete steps"),
-    (dict(dynamics="adam"), TypeError, "GradientDescent"),
-    (dict(learning_rate=GradientDescent(0.1)), TypeError, "as dynamics="),
-    (dict(learning_rate=0.1, loss="hinge"), ValueError, "unknown loss"),
-    (dict(dynamics=GradientDescent(Schedule(np.full(5, 0.1)))), ValueError, "5 rates but 10 steps"),
-    (dict(learning_rate=0.1, batches=[np.array([0, 6])] * 10), ValueError, r"outside \[0, 6\)"),
-    (dict(learning_rate=0.1, batches=[np.array([0, 1])] * 9), ValueError, "fewer than steps"),
-    (dict(learning_rate=0.1, loss="cross_entropy", y=np.linspace(0, 1, 6)), ValueError, "0/1 labels"),
-    (dict(learning_rate=0.1, loss="cross_entropy", net=MLP((5,), n_outputs=3), y=np.full(6, 3)),
-     ValueError, r"integers in \[0, 3\)"),
-    (dict(learning_rate=0.1, loss="cross_entropy", net=MLP((5,), n_outputs=2), y=np.ones((6, 2))),
-     ValueError, "single 1 per row"),
-    (dict(learning_rate=0.1, loss="cross_entropy", X_test=np.ones((2, 4)), y_test=np.array([0, 2])),
-     ValueError, "y_test"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(), TypeError, "learning_rate=eta .* or dynamics="),
+        (dict(learning_rate=0.1, dynamics=GradientDescent(0.1)), TypeError, "not both"),
+        (dict(dynamics=GradientFlow(0.1)), TypeError, "discrete steps"),
+        (dict(dynamics="adam"), TypeError, "GradientDescent"),
+        (dict(learning_rate=GradientDescent(0.1)), TypeError, "as dynamics="),
+        (dict(learning_rate=0.1, loss="hinge"), ValueError, "unknown loss"),
+        (dict(dynamics=GradientDescent(Schedule(np.full(5, 0.1)))), ValueError, "5 rates but 10 steps"),
+        (dict(learning_rate=0.1, batches=[np.array([0, 6])] * 10), ValueError, r"outside \[0, 6\)"),
+        (dict(learning_rate=0.1, batches=[np.array([0, 1])] * 9), ValueError, "fewer than steps"),
+        (dict(learning_rate=0.1, loss="cross_entropy", y=np.linspace(0, 1, 6)), ValueError, "0/1 labels"),
+        (
+            dict(learning_rate=0.1, loss="cross_entropy", net=MLP((5,), n_outputs=3), y=np.full(6, 3)),
+            ValueError,
+            r"integers in \[0, 3\)",
+        ),
+        (
+            dict(learning_rate=0.1, loss="cross_entropy", net=MLP((5,), n_outputs=2), y=np.ones((6, 2))),
+            ValueError,
+            "single 1 per row",
+        ),
+        (
+            dict(learning_rate=0.1, loss="cross_entropy", X_test=np.ones((2, 4)), y_test=np.array([0, 2])),
+            ValueError,
+            "y_test",
+        ),
+    ],
+)
 def test_bad_input_is_refused_before_training(kwargs, error, match):
     calls = []
-    args = dict(net=MLP((5,)), X=_data(N=6, d=4)[0], y=np.array([0, 1, 1, 0, 1, 0]), steps=10,
-                callback=lambda s, v: calls.append(s))
+    args = dict(
+        net=MLP((5,)),
+        X=_data(N=6, d=4)[0],
+        y=np.array([0, 1, 1, 0, 1, 0]),
+        steps=10,
+        callback=lambda s, v: calls.append(s),
+    )
     args.update(kwargs)
     net = args.pop("net")
     with pytest.raises(error, match=match):
@@ -247,22 +301,38 @@ def test_bad_input_is_refused_before_training(kwargs, error, match):
     assert calls == []  # no step was recorded, hence none taken
 
 
-@pytest.mark.parametrize("rule", [GradientDescent(0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
-                                  Adam(1e-2, weight_decay=1e-2, decoupled=True)])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        GradientDescent(0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+        Adam(1e-2, weight_decay=1e-2, decoupled=True),
+    ],
+)
 def test_float32_follows_float64(rule):
     net = MLP((16,), n_outputs=3, bias_std=0.2, parameterization="standard")
     X, _ = _data(N=10)
     y = _labels(10, 3)
     batches = shuffled_batches(10, 4, 20, random_state=0)
-    runs = [train_network(net, net.init(3, random_state=0, dtype=dt), X, y, dynamics=rule, loss="cross_entropy",
-                          steps=20, batches=batches, track_kernel=False) for dt in (np.float64, np.float32)]
+    runs = [
+        train_network(
+            net,
+            net.init(3, random_state=0, dtype=dt),
+            X,
+            y,
+            dynamics=rule,
+            loss="cross_entropy",
+            steps=20,
+            batches=batches,
+            track_kernel=False,
+        )
+        for dt in (np.float64, np.float32)
+    ]
     assert runs[1].fx_train.dtype == np.float32 and runs[1].params[0][0].dtype == np.float32
     assert np.abs(runs[0].fx_train[-1] - runs[0].fx_train[0]).max() > 0.1
     np.testing.assert_allclose(runs[1].fx_train, runs[0].fx_train, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [dict(dynamics=Adam(100.0)),
-                                    dict(learning_rate=1e6, loss="cross_entropy")])
+@pytest.mark.parametrize("kwargs", [dict(dynamics=Adam(100.0)), dict(learning_rate=1e6, loss="cross_entropy")])
 def test_adam_and_cross_entropy_divergence_suggest_a_smaller_rate(kwargs):
     # One step of Adam moves every parameter by about its rate (100 here), so the outputs grow
     # by orders of magnitude beyond the factor 1e6 on the loss; likewise the huge CE step.

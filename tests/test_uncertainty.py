@@ -5,6 +5,7 @@ known Gaussian process (its Fisher information gives the standard errors of the 
 ``scipy.stats.multivariate_normal`` on the dense covariance, finite differences, and
 scikit-learn's ``GaussianProcessRegressor`` (Cholesky, its own optimiser) on the same kernel.
 """
+
 from __future__ import annotations
 
 import json
@@ -124,19 +125,23 @@ def two_output_empirical():
     """An empirical network (``f_0 != 0``) with two outputs of different noise, normalize_y on."""
     rng = np.random.default_rng(2)
     X = rng.standard_normal((60, 3))
-    Y = np.stack([np.sin(X[:, 0]) + 0.3 * rng.standard_normal(60),
-                  10 * X[:, 1] * X[:, 2] + 5 + 2.0 * rng.standard_normal(60)], axis=1)
-    reg = NTKRegressor(kernel="empirical", hidden_layer_sizes=(64,), random_state=0, time=200.0,
-                       uncertainty="predictive").fit(X, Y)
+    Y = np.stack(
+        [np.sin(X[:, 0]) + 0.3 * rng.standard_normal(60), 10 * X[:, 1] * X[:, 2] + 5 + 2.0 * rng.standard_normal(60)],
+        axis=1,
+    )
+    reg = NTKRegressor(
+        kernel="empirical", hidden_layer_sizes=(64,), random_state=0, time=200.0, uncertainty="predictive"
+    ).fit(X, Y)
     theta = ntksolve.empirical_ntk(reg.network_, reg.params_, X)
     return reg, X, Y, theta
 
 
 def _dense_lml(Y, prior_mean, theta, amplitude, noise):
     N = Y.shape[0]
-    return sum(scipy.stats.multivariate_normal.logpdf(Y[:, c], prior_mean[:, c],
-                                                      amplitude[c] * theta + noise[c] * np.eye(N))
-               for c in range(Y.shape[1]))
+    return sum(
+        scipy.stats.multivariate_normal.logpdf(Y[:, c], prior_mean[:, c], amplitude[c] * theta + noise[c] * np.eye(N))
+        for c in range(Y.shape[1])
+    )
 
 
 def test_marginal_likelihood_is_the_dense_density(two_output_empirical, gp_draw):
@@ -148,8 +153,9 @@ def test_marginal_likelihood_is_the_dense_density(two_output_empirical, gp_draw)
         expected = _dense_lml(Y, prior_mean, theta, A, S)
         assert abs(reg.log_marginal_likelihood(A, S) - expected) <= 1e-8 * abs(expected)
     assert reg.log_marginal_likelihood() == reg.log_marginal_likelihood_value_
-    assert abs(reg.log_marginal_likelihood_value_ - _dense_lml(Y, prior_mean, theta, reg.amplitude_,
-                                                               reg.noise_variance_)) <= 1e-8 * abs(reg.log_marginal_likelihood_value_)
+    assert abs(
+        reg.log_marginal_likelihood_value_ - _dense_lml(Y, prior_mean, theta, reg.amplitude_, reg.noise_variance_)
+    ) <= 1e-8 * abs(reg.log_marginal_likelihood_value_)
     # the analytic kernel without normalize_y: the prior mean is 0
     g, theta_g, _, _, X_g, y_g = gp_draw
     expected = _dense_lml(y_g[:300, None], np.zeros((300, 1)), theta_g, [g.amplitude_], [g.noise_variance_])
@@ -159,12 +165,17 @@ def test_marginal_likelihood_is_the_dense_density(two_output_empirical, gp_draw)
 def test_fitted_values_are_a_maximum(two_output_empirical, gp_draw):
     """Central differences in (log a, log s2): gradient ~ 0 at the fit, negative-definite curvature;
     and the same differences are far from 0 away from it (the check can fail)."""
+
     def derivatives(lml, A, S, h=1e-4):
         f = lambda u, v: lml(A * np.exp(u), S * np.exp(v))
         grad = np.array([(f(h, 0) - f(-h, 0)) / (2 * h), (f(0, h) - f(0, -h)) / (2 * h)])
         f0 = f(0, 0)
-        hess = np.array([[(f(h, 0) - 2 * f0 + f(-h, 0)) / h**2, (f(h, h) - f(h, -h) - f(-h, h) + f(-h, -h)) / (4 * h**2)],
-                         [0.0, (f(0, h) - 2 * f0 + f(0, -h)) / h**2]])
+        hess = np.array(
+            [
+                [(f(h, 0) - 2 * f0 + f(-h, 0)) / h**2, (f(h, h) - f(h, -h) - f(-h, h) + f(-h, -h)) / (4 * h**2)],
+                [0.0, (f(0, h) - 2 * f0 + f(0, -h)) / h**2],
+            ]
+        )
         hess[1, 0] = hess[0, 1]
         return grad, hess
 
@@ -172,10 +183,12 @@ def test_fitted_values_are_a_maximum(two_output_empirical, gp_draw):
     g, *_ = gp_draw
     cases = [(g.log_marginal_likelihood, g.amplitude_, g.noise_variance_)]
     for c in range(2):  # each output on its own, the other held at its fit
+
         def one(A, S, c=c):
             a, s = reg.amplitude_.copy(), reg.noise_variance_.copy()
             a[c], s[c] = A, S
             return reg.log_marginal_likelihood(a, s)
+
         cases.append((one, reg.amplitude_[c], reg.noise_variance_[c]))
     for lml, A, S in cases:
         grad, hess = derivatives(lml, A, S)
@@ -192,20 +205,24 @@ def test_same_model_as_sklearn_gaussian_process(gp_draw):
     predictive std (noise included, as GaussianProcessRegressor's with a WhiteKernel)."""
     reg, theta, _, _, X, y = gp_draw
     Xtr, Xte = X[:300], X[300:400]
-    kernel = ConstantKernel(1.5, (1e-3, 1e3)) * NTKKernel(1.0, 0.1, depth=1, weight_std_bounds="fixed",
-                                                          bias_std_bounds="fixed") + WhiteKernel(0.2, (1e-4, 1e2))
+    kernel = ConstantKernel(1.5, (1e-3, 1e3)) * NTKKernel(
+        1.0, 0.1, depth=1, weight_std_bounds="fixed", bias_std_bounds="fixed"
+    ) + WhiteKernel(0.2, (1e-4, 1e2))
     gpr = GaussianProcessRegressor(kernel, normalize_y=False, n_restarts_optimizer=0).fit(Xtr, y[:300])
     np.testing.assert_allclose(gpr.kernel_.k1.k1.constant_value, reg.amplitude_, rtol=1e-3)
     np.testing.assert_allclose(gpr.kernel_.k2.noise_level, reg.noise_variance_, rtol=1e-3)
     assert reg.log_marginal_likelihood_value_ >= gpr.log_marginal_likelihood_value_ - 1e-9
     np.testing.assert_allclose(reg.log_marginal_likelihood_value_, gpr.log_marginal_likelihood_value_, rtol=1e-7)
 
-    fixed = ConstantKernel(reg.amplitude_, "fixed") * NTKKernel(1.0, 0.1, depth=1) + WhiteKernel(reg.noise_variance_, "fixed")
+    fixed = ConstantKernel(reg.amplitude_, "fixed") * NTKKernel(1.0, 0.1, depth=1) + WhiteKernel(
+        reg.noise_variance_, "fixed"
+    )
     exact = GaussianProcessRegressor(fixed, optimizer=None, normalize_y=False).fit(Xtr, y[:300])
     gp_mean, gp_std = exact.predict(Xte, return_std=True)
     ridge = reg.noise_variance_ / reg.amplitude_ / np.mean(np.diag(theta))
-    matched = NTKRegressor(hidden_layer_sizes=(512,), normalize_y=False, diag_reg=ridge,
-                           uncertainty="predictive").fit(Xtr, y[:300])
+    matched = NTKRegressor(hidden_layer_sizes=(512,), normalize_y=False, diag_reg=ridge, uncertainty="predictive").fit(
+        Xtr, y[:300]
+    )
     mean, std = matched.predict(Xte, return_std=True)
     np.testing.assert_allclose(mean, gp_mean, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(std, gp_std, rtol=1e-7)
@@ -215,10 +232,12 @@ def test_same_model_as_sklearn_gaussian_process(gp_draw):
     # the amplitude and noise are those of the kernel, not of the ridge
     np.testing.assert_allclose(matched.amplitude_, reg.amplitude_, rtol=1e-8)
     # an early-stopped network is not the posterior mean: its distance from it adds to the variance
-    early = NTKRegressor(hidden_layer_sizes=(512,), normalize_y=False, time=20.0, uncertainty="predictive").fit(Xtr, y[:300])
+    early = NTKRegressor(hidden_layer_sizes=(512,), normalize_y=False, time=20.0, uncertainty="predictive").fit(
+        Xtr, y[:300]
+    )
     mean_t, std_t = early.predict(Xte, return_std=True)
     assert np.max(np.abs(mean_t - gp_mean)) > 0.1
-    np.testing.assert_allclose(std_t**2, gp_std**2 + (mean_t - gp_mean)**2, rtol=1e-6)
+    np.testing.assert_allclose(std_t**2, gp_std**2 + (mean_t - gp_mean) ** 2, rtol=1e-6)
 
 
 # -- the other estimators and models ---------------------------------------------------------------
@@ -248,7 +267,9 @@ def test_cv_fits_the_noise_model_on_its_refit():
     X, y = load_diabetes(return_X_y=True)
     X, y = X[:150], y[:150]
     cv = NTKRegressorCV(hidden_layer_sizes=(64,), diag_regs=(0.01, 0.1, 1.0), cv=3, uncertainty="predictive").fit(X, y)
-    one = NTKRegressor(hidden_layer_sizes=(64,), diag_reg=cv.diag_reg_, time=cv.time_, uncertainty="predictive").fit(X, y)
+    one = NTKRegressor(hidden_layer_sizes=(64,), diag_reg=cv.diag_reg_, time=cv.time_, uncertainty="predictive").fit(
+        X, y
+    )
     np.testing.assert_allclose([cv.amplitude_, cv.noise_variance_], [one.amplitude_, one.noise_variance_], rtol=1e-8)
     np.testing.assert_allclose(cv.predict(X[:5], return_std=True), one.predict(X[:5], return_std=True), rtol=1e-8)
 

@@ -22,6 +22,7 @@ rate is a fraction of the rule's own critical rate, converted to PyTorch's units
 long enough that the test loss falls to about a third of its initial value: a run where nothing
 moves would pass any comparison. Sizes are kept small for CI (N = 128 regression points, 200 digits).
 """
+
 from __future__ import annotations
 
 import functools
@@ -69,8 +70,9 @@ def _gap(real, twin, start):
 
 def _outputs(train_outputs, test_outputs):
     """Train and test outputs side by side, one row per recorded step."""
-    return np.concatenate([train_outputs.reshape(train_outputs.shape[0], -1),
-                           test_outputs.reshape(test_outputs.shape[0], -1)], axis=1)
+    return np.concatenate(
+        [train_outputs.reshape(train_outputs.shape[0], -1), test_outputs.reshape(test_outputs.shape[0], -1)], axis=1
+    )
 
 
 class _Network:
@@ -122,25 +124,41 @@ def _mse_run(name, width):
     else:
         rule = GradientDescent(rate, momentum=mu)
     batches = shuffled_batches(N_TRAIN, BATCH, STEPS, random_state=0) if name == "minibatch 32" else None
-    real = train(nw.module, X, y, optimizer=functools.partial(torch.optim.SGD, **sgd), loss=loss, steps=STEPS,
-                 record_at=RECORD, X_test=Xt, batches=batches, track_kernel=False, **torch_kw)
+    real = train(
+        nw.module,
+        X,
+        y,
+        optimizer=functools.partial(torch.optim.SGD, **sgd),
+        loss=loss,
+        steps=STEPS,
+        record_at=RECORD,
+        X_test=Xt,
+        batches=batches,
+        track_kernel=False,
+        **torch_kw,
+    )
     if batches is not None:
-        traj = sgd_mse(nw.theta, y, nw.f0, RECORD, dynamics=rule, batches=batches, k_test_train=nw.theta_test,
-                       fx_test_0=nw.f0_test)
+        traj = sgd_mse(
+            nw.theta, y, nw.f0, RECORD, dynamics=rule, batches=batches, k_test_train=nw.theta_test, fx_test_0=nw.f0_test
+        )
         twin, twin_test = traj.train, traj.test
     else:
         kw = {}
         if rule.weight_decay:
-            kw = dict(jtheta_train=own_parameter_image(nw.net, nw.params, X),
-                      jtheta_test=own_parameter_image(nw.net, nw.params, Xt))
+            kw = dict(
+                jtheta_train=own_parameter_image(nw.net, nw.params, X),
+                jtheta_test=own_parameter_image(nw.net, nw.params, Xt),
+            )
         twin, twin_test = gradient_descent_mse(nw.theta, y, dynamics=rule).predict(
-            RECORD, nw.f0, nw.f0_test, nw.theta_test, **kw)
+            RECORD, nw.f0, nw.f0_test, nw.theta_test, **kw
+        )
     return dict(
         gap=_gap(_outputs(real.fx_train, real.fx_test), _outputs(twin, twin_test), nw.start),
         loss_0=float(np.mean((nw.f0_test - yt) ** 2)),
         loss_real=float(np.mean((real.fx_test[-1] - yt) ** 2)),
         loss_twin=float(np.mean((twin_test[-1] - yt) ** 2)),
-        real_test=real.fx_test, twin_test=twin_test,
+        real_test=real.fx_test,
+        twin_test=twin_test,
     )
 
 
@@ -150,7 +168,7 @@ def _digits():
     from sklearn.datasets import load_digits
 
     X, labels = load_digits(return_X_y=True)
-    idx = np.random.default_rng(0).permutation(labels.size)[:CE_TRAIN + CE_TEST]
+    idx = np.random.default_rng(0).permutation(labels.size)[: CE_TRAIN + CE_TEST]
     X, labels = X[idx], labels[idx]
     mean, std = X[:CE_TRAIN].mean(axis=0), X[:CE_TRAIN].std(axis=0)
     std[std == 0] = 1.0
@@ -168,14 +186,36 @@ def _cross_entropy_run(width):
     rate = GradientDescent(1.0).critical_learning_rate(nw.lmax, CE_TRAIN)
     loss = nn.CrossEntropyLoss()
     lr = rate / learning_rate_from_torch(1.0, loss=loss, n_samples=CE_TRAIN, n_outputs=k)
-    real = train(nw.module, X, y, optimizer=functools.partial(torch.optim.SGD, lr=lr), loss=loss, steps=CE_STEPS,
-                 record_at=CE_RECORD, X_test=Xt, y_test=yt, track_kernel=False)
-    twin = sgd_cross_entropy(nw.theta, y, nw.f0, CE_RECORD, dynamics=GradientDescent(rate),
-                             k_test_train=nw.theta_test, fx_test_0=nw.f0_test, targets_test=yt)
+    real = train(
+        nw.module,
+        X,
+        y,
+        optimizer=functools.partial(torch.optim.SGD, lr=lr),
+        loss=loss,
+        steps=CE_STEPS,
+        record_at=CE_RECORD,
+        X_test=Xt,
+        y_test=yt,
+        track_kernel=False,
+    )
+    twin = sgd_cross_entropy(
+        nw.theta,
+        y,
+        nw.f0,
+        CE_RECORD,
+        dynamics=GradientDescent(rate),
+        k_test_train=nw.theta_test,
+        fx_test_0=nw.f0_test,
+        targets_test=yt,
+    )
     # PyTorch's CrossEntropyLoss is the twin's mean cross-entropy: the same units
-    return dict(gap=_gap(_outputs(real.fx_train, real.fx_test), _outputs(twin.train, twin.test), nw.start),
-                loss_0=float(twin.test_loss[0]), loss_real=float(real.loss_test[-1]),
-                loss_twin=float(twin.test_loss[-1]), accuracy_twin=float(twin.test_accuracy[-1]))
+    return dict(
+        gap=_gap(_outputs(real.fx_train, real.fx_test), _outputs(twin.train, twin.test), nw.start),
+        loss_0=float(twin.test_loss[0]),
+        loss_real=float(real.loss_test[-1]),
+        loss_twin=float(twin.test_loss[-1]),
+        accuracy_twin=float(twin.test_accuracy[-1]),
+    )
 
 
 def _run(name, width):

@@ -9,6 +9,7 @@ Every function takes the activation's code and its parameters ``prm``, a pair of
 (``phi(x) = a min(x, 0) + b max(x, 0)``; leaky relu and abs are the cases ``(slope, 1)`` and
 ``(-1, 1)``), ``(n, 0)`` of ``monomial`` (``phi(x) = x^n``), and ``(0, 0)`` for the others.
 """
+
 from __future__ import annotations
 
 import math

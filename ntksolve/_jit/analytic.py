@@ -35,6 +35,7 @@ How it is made fast:
   made. In the symmetric case only the upper triangle is computed, rows paired as ``(i, N-1-i)``
   so that every thread gets the same amount of work, and a blocked copy mirrors it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,30 @@ from ntksolve._jit.threads import run_in_threads
 
 
 @njit(cache=True)
-def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
+def _row(
+    nngp,
+    ntk,
+    i,
+    j_start,
+    var1,
+    var2,
+    scale,
+    sw2,
+    sb2,
+    depth,
+    code,
+    prm,
+    method,
+    wphi1,
+    wdphi1,
+    nodes,
+    weights,
+    lo,
+    hi,
+    ser1,
+    ser2,
+    work,
+):
     """Row ``i`` from column ``j_start`` to the end, a cache-sized block of columns at a time.
 
     Parameters
@@ -56,13 +79,59 @@ def _row(nngp, ntk, i, j_start, var1, var2, scale, sw2, sb2, depth, code, prm, m
     """
     n2 = nngp.shape[1]
     for j0 in range(j_start, n2, _COLUMN_BLOCK):
-        _row_block(nngp, ntk, i, j0, min(j0 + _COLUMN_BLOCK, n2), var1, var2, scale, sw2, sb2,
-                   depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
+        _row_block(
+            nngp,
+            ntk,
+            i,
+            j0,
+            min(j0 + _COLUMN_BLOCK, n2),
+            var1,
+            var2,
+            scale,
+            sw2,
+            sb2,
+            depth,
+            code,
+            prm,
+            method,
+            wphi1,
+            wdphi1,
+            nodes,
+            weights,
+            lo,
+            hi,
+            ser1,
+            ser2,
+            work,
+        )
 
 
 @njit(cache=True, nogil=True)
-def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm,
-               method, symmetric, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, start, step):
+def _pair_rows(
+    nngp,
+    ntk,
+    var1,
+    var2,
+    ntk_diag,
+    scale,
+    sw2,
+    sb2,
+    depth,
+    code,
+    prm,
+    method,
+    symmetric,
+    wphi1,
+    wdphi1,
+    nodes,
+    weights,
+    lo,
+    hi,
+    ser1,
+    ser2,
+    start,
+    step,
+):
     """Turn the Gram in ``nngp`` into the NNGP and NTK, in place, for rows ``start::step``.
 
     Called by :func:`run_in_threads` with ``step`` threads, each on its own rows (``nogil``, so
@@ -103,21 +172,108 @@ def _pair_rows(nngp, ntk, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, pr
     work = (np.empty((8, rows)), np.empty((t_cap, rows)), np.empty((2, rows)))
     if not symmetric:
         for i in range(start, n1, step):
-            _row(nngp, ntk, i, 0, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-                 wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
+            _row(
+                nngp,
+                ntk,
+                i,
+                0,
+                var1,
+                var2,
+                scale,
+                sw2,
+                sb2,
+                depth,
+                code,
+                prm,
+                method,
+                wphi1,
+                wdphi1,
+                nodes,
+                weights,
+                lo,
+                hi,
+                ser1,
+                ser2,
+                work,
+            )
         return
     for p in range(start, (n1 + 1) // 2, step):
-        _upper_row(nngp, ntk, p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
-                   wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
+        _upper_row(
+            nngp,
+            ntk,
+            p,
+            var1,
+            var2,
+            ntk_diag,
+            scale,
+            sw2,
+            sb2,
+            depth,
+            code,
+            prm,
+            method,
+            wphi1,
+            wdphi1,
+            nodes,
+            weights,
+            lo,
+            hi,
+            ser1,
+            ser2,
+            work,
+        )
         if n1 - 1 - p != p:
-            _upper_row(nngp, ntk, n1 - 1 - p, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
-                       prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
-
+            _upper_row(
+                nngp,
+                ntk,
+                n1 - 1 - p,
+                var1,
+                var2,
+                ntk_diag,
+                scale,
+                sw2,
+                sb2,
+                depth,
+                code,
+                prm,
+                method,
+                wphi1,
+                wdphi1,
+                nodes,
+                weights,
+                lo,
+                hi,
+                ser1,
+                ser2,
+                work,
+            )
 
 
 @njit(cache=True)
-def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
+def _upper_row(
+    nngp,
+    ntk,
+    i,
+    var1,
+    var2,
+    ntk_diag,
+    scale,
+    sw2,
+    sb2,
+    depth,
+    code,
+    prm,
+    method,
+    wphi1,
+    wdphi1,
+    nodes,
+    weights,
+    lo,
+    hi,
+    ser1,
+    ser2,
+    work,
+):
     """Symmetric case, row ``i``: the diagonal from the per-point recursion, then ``j > i``.
 
     Parameters
@@ -126,10 +282,30 @@ def _upper_row(nngp, ntk, i, var1, var2, ntk_diag, scale, sw2, sb2, depth, code,
     """
     nngp[i, i] = var1[depth, i]
     ntk[i, i] = ntk_diag[i]
-    _row(nngp, ntk, i, i + 1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-         wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work)
-
-
+    _row(
+        nngp,
+        ntk,
+        i,
+        i + 1,
+        var1,
+        var2,
+        scale,
+        sw2,
+        sb2,
+        depth,
+        code,
+        prm,
+        method,
+        wphi1,
+        wdphi1,
+        nodes,
+        weights,
+        lo,
+        hi,
+        ser1,
+        ser2,
+        work,
+    )
 
 
 __all__ = ["run_in_threads", "CLOSED", "MIXTURE", "GAUSS_HERMITE", "SERIES"]

@@ -6,6 +6,7 @@ at a time (``_COLUMN_BLOCK``). Each layer is the pair map of its activation and 
 form, the logistic scale mixture, Gauss-Hermite, or the Hermite series), then the NNGP/NTK step
 :func:`ntksolve._jit.expectations.next_layer`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,18 +14,50 @@ from numba import njit
 
 from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
 from ntksolve._jit.analytic_points import GAUSS_HERMITE, MIXTURE, SERIES
-from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations,
-                                           gaussian_expectations, monomial_expectations,
-                                           sin_expectations)
-from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _relu_expectations,
-                                        gauss_hermite_expectations, logistic_expectations_block,
-                                        next_layer)
+from ntksolve._jit.elementary_maps import (
+    abrelu_expectations,
+    cos_expectations,
+    gaussian_expectations,
+    monomial_expectations,
+    sin_expectations,
+)
+from ntksolve._jit.expectations import (
+    _erf_expectations,
+    _gelu_expectations,
+    _relu_expectations,
+    gauss_hermite_expectations,
+    logistic_expectations_block,
+    next_layer,
+)
 from ntksolve._jit.hermite_series import series_expectations_block
 
 
 @njit(cache=True, error_model="numpy")
-def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, prm, method,
-               wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2, work):
+def _row_block(
+    nngp,
+    ntk,
+    i,
+    j0,
+    j1,
+    var1,
+    var2,
+    scale,
+    sw2,
+    sb2,
+    depth,
+    code,
+    prm,
+    method,
+    wphi1,
+    wdphi1,
+    nodes,
+    weights,
+    lo,
+    hi,
+    ser1,
+    ser2,
+    work,
+):
     """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
 
     Closed forms and the mixture go layer by layer over the whole block (loops over columns that
@@ -72,8 +105,17 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
             t = t_blk[j]
             for l in range(depth):
                 e_phi, e_dphi = gauss_hermite_expectations(
-                    code, prm, var1[l, i], var2[l, j0 + j], s12, wphi1[l, i], wdphi1[l, i], nodes, weights,
-                    lo, hi,
+                    code,
+                    prm,
+                    var1[l, i],
+                    var2[l, j0 + j],
+                    s12,
+                    wphi1[l, i],
+                    wdphi1[l, i],
+                    nodes,
+                    weights,
+                    lo,
+                    hi,
                 )
                 s12, t = next_layer(sw2, sb2, e_phi, e_dphi, t)
             k_blk[j] = s12
@@ -86,10 +128,31 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
         e_phi_blk = outs[0]
         e_dphi_blk = outs[1]
         for l in range(depth):
-            series_expectations_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, rinv1[l, i],
-                                      rinv2[l, j0:j1], a0_1[l, i], a0_2[l, j0:j1], coef1, coef2, l, i,
-                                      j0, level_terms[l], levels, even, nodes, weights, e_phi_blk,
-                                      e_dphi_blk, scratch, gathered)
+            series_expectations_block(
+                code,
+                var1[l, i],
+                var2[l, j0:j1],
+                k_blk,
+                n,
+                rinv1[l, i],
+                rinv2[l, j0:j1],
+                a0_1[l, i],
+                a0_2[l, j0:j1],
+                coef1,
+                coef2,
+                l,
+                i,
+                j0,
+                level_terms[l],
+                levels,
+                even,
+                nodes,
+                weights,
+                e_phi_blk,
+                e_dphi_blk,
+                scratch,
+                gathered,
+            )
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
@@ -100,8 +163,9 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, scale, sw2, sb2, depth, code, p
         det_blk = np.empty(n)
         for l in range(depth):
             s11_blk[:] = var1[l, i]
-            logistic_expectations_block(code, s11_blk, var2[l, j0:j1], k_blk, n, nodes, weights,
-                                        e_phi_blk, e_dphi_blk, det_blk)
+            logistic_expectations_block(
+                code, s11_blk, var2[l, j0:j1], k_blk, n, nodes, weights, e_phi_blk, e_dphi_blk, det_blk
+            )
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return

@@ -6,6 +6,7 @@ before the pair kernels of :mod:`ntksolve._jit.analytic`, which take the per-poi
 (``O(N L)`` once, so a pair only carries its covariance through the layers). Every map is the very
 code the pairs use, so a pair of identical points reproduces these numbers bit for bit.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,12 @@ import numpy as np
 from numba import njit
 
 from ntksolve._jit.activations import act, dact
-from ntksolve._jit.expectations import (closed_form_expectations, gauss_hermite_diagonal,
-                                        logistic_expectations_block, next_layer)
+from ntksolve._jit.expectations import (
+    closed_form_expectations,
+    gauss_hermite_diagonal,
+    logistic_expectations_block,
+    next_layer,
+)
 
 #: How a layer map is evaluated (the ``method`` argument of the kernels). SERIES: the Hermite series
 #: of :mod:`ntksolve._jit.hermite_series` for pairs, the mixture for points and the pairs it leaves.
@@ -102,10 +107,10 @@ def _diagonal_recursion(sq_norms, n_features, depth, code, prm, method, sw2, sb2
         det = np.empty(_COLUMN_BLOCK)
         for c0 in range(0, n, _COLUMN_BLOCK):
             m = min(c0 + _COLUMN_BLOCK, n) - c0
-            t = ntk_diag[c0:c0 + m]
+            t = ntk_diag[c0 : c0 + m]
             for l in range(depth):
-                s_l = variances[l, c0:c0 + m]
-                nxt = variances[l + 1, c0:c0 + m]
+                s_l = variances[l, c0 : c0 + m]
+                nxt = variances[l + 1, c0 : c0 + m]
                 logistic_expectations_block(code, s_l, s_l, s_l, m, nodes, weights, e_phi, e_dphi, det)
                 for j in range(m):
                     nxt[j], t[j] = next_layer(sw2, sb2, e_phi[j], e_dphi[j], t[j])

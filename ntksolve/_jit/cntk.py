@@ -20,6 +20,7 @@ A convolution maps the diagonal ``p = q`` to itself (the same tap on both sides)
 pooling only the ``S`` diagonal entries are kept per pair; with pooling all ``S^2``. The layer
 maps are those of the dense recursion (:mod:`ntksolve._jit.expectations`), so they round alike.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,8 @@ def _conv_full(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
                 for X in range(lo, hi):
                     r_in = bi + (sw * X - pw + dx) * W - pw + dx + sw * lo
                     # slices indexed from 0, so that numba drops the wrap-around and LLVM vectorises
-                    out = A[bo + X * ow + lo: bo + X * ow + hi]
-                    inp = src[r_in: r_in + sw * (m - 1) + 1: sw]
+                    out = A[bo + X * ow + lo : bo + X * ow + hi]
+                    inp = src[r_in : r_in + sw * (m - 1) + 1 : sw]
                     for e in range(out.shape[0]):
                         out[e] += inp[e]
         # along y: dst[Y, Y', :, :] = sum_dy A[s Y - p + dy, s Y' - p + dy, :, :]
@@ -77,11 +78,11 @@ def _conv_full(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
                     b = sh * Y2 - ph + dy
                     if a < 0 or a >= H or b < 0 or b >= H:
                         continue
-                    out = dst[bo: bo + blk]
-                    inp = A[(a * H + b) * blk: (a * H + b + 1) * blk]
+                    out = dst[bo : bo + blk]
+                    inp = A[(a * H + b) * blk : (a * H + b + 1) * blk]
                     for e in range(out.shape[0]):
                         out[e] += inp[e]
-    kn, tn = Kn[:oh * oh * blk], Tn[:oh * oh * blk]
+    kn, tn = Kn[: oh * oh * blk], Tn[: oh * oh * blk]
     for e in range(kn.shape[0]):
         kv = c * kn[e] + sb2
         kn[e] = kv
@@ -244,8 +245,7 @@ def variances(X, kinds, geo, wb, codes, prms, C0, S0, s_max, out, start, step):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def pair_rows(X1, X2, V1, V2, symmetric, kinds, geo, wb, codes, prms, C0, S0, s_max, full, nngp, ntk,
-              start, step):
+def pair_rows(X1, X2, V1, V2, symmetric, kinds, geo, wb, codes, prms, C0, S0, s_max, full, nngp, ntk, start, step):
     """Rows ``start::step`` of the prefix's ``nngp`` and ``ntk`` ``(N1, N2)``; ``symmetric``:
     ``X2 is X1``, the upper triangle computed and mirrored."""
     bufs = _scratch(s_max * s_max if full else s_max)

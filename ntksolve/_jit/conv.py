@@ -6,6 +6,7 @@ patch row lists its ``C * kh * kw`` entries channel-major, ``(c, dy, dx)``, the 
 ``W[c_out, c, dy, dx]`` (PyTorch's) read row-major, so a convolution is one GEMM of the patches.
 Entries outside the image are the zero padding.
 """
+
 from __future__ import annotations
 
 from numba import njit

@@ -22,6 +22,7 @@ pair ``(u, v)`` to ``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])``; ``docs/convention
 Only arithmetic, ``sqrt`` and the functions of :mod:`ntksolve._jit.scalar_math`, so a pair of
 identical points (``s11 = s22 = s12``) gets the point's own value to the bit on every path.
 """
+
 from __future__ import annotations
 
 import math
@@ -125,5 +126,13 @@ def monomial_expectations(prm, s11, s22, s12):
     return e_phi, n * n * e_prev
 
 
-__all__ = ["abrelu_expectations", "abrelu_angle_terms", "sin_expectations", "cos_expectations",
-           "gaussian_determinant", "gaussian_expectations", "monomial_moment", "monomial_expectations"]
+__all__ = [
+    "abrelu_expectations",
+    "abrelu_angle_terms",
+    "sin_expectations",
+    "cos_expectations",
+    "gaussian_determinant",
+    "gaussian_expectations",
+    "monomial_moment",
+    "monomial_expectations",
+]

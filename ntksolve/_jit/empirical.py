@@ -12,6 +12,7 @@ give the figures). These passes are memory-bound, so one thread loses little, an
 also compile several times faster. Results are bit-identical run to
 run. Nothing is compiled at import time.
 """
+
 from __future__ import annotations
 
 from numba import njit

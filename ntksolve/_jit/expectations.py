@@ -29,17 +29,36 @@ arctangent and the exponential are straight-line code (:mod:`ntksolve._jit.scala
 the tests) instead of scalar libm calls, and nothing else calls libm, so a vectorised lane and a
 scalar call round identically.
 """
+
 from __future__ import annotations
 
 import math
 
 from numba import njit
 
-from ntksolve._jit.activations import (ABRELU, COS, ERF, GAUSSIAN, GELU, IDENTITY, MONOMIAL, RELU,
-                                       SIGMOID, SIN, SOFTPLUS, TANH, act, dact)
-from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations,
-                                           gaussian_expectations, monomial_expectations,
-                                           sin_expectations)
+from ntksolve._jit.activations import (
+    ABRELU,
+    COS,
+    ERF,
+    GAUSSIAN,
+    GELU,
+    IDENTITY,
+    MONOMIAL,
+    RELU,
+    SIGMOID,
+    SIN,
+    SOFTPLUS,
+    TANH,
+    act,
+    dact,
+)
+from ntksolve._jit.elementary_maps import (
+    abrelu_expectations,
+    cos_expectations,
+    gaussian_expectations,
+    monomial_expectations,
+    sin_expectations,
+)
 from ntksolve._jit.scalar_math import arcsine_angle as _arcsine_angle
 from ntksolve._jit.scalar_math import atan2_upper as _atan2_upper
 
@@ -355,6 +374,14 @@ def gauss_hermite_expectations(code, prm, s11, s22, s12, wphi_u, wdphi_u, nodes,
     return e_phi, e_dphi
 
 
-__all__ = ["closed_form_expectations", "erf_determinant", "next_layer", "logistic_expectations_block",
-           "gauss_hermite_diagonal", "gauss_hermite_expectations", "CLOSED_FORM_CODES",
-           "LOGISTIC_CODES", "BOUNDED_CODES"]
+__all__ = [
+    "closed_form_expectations",
+    "erf_determinant",
+    "next_layer",
+    "logistic_expectations_block",
+    "gauss_hermite_diagonal",
+    "gauss_hermite_expectations",
+    "CLOSED_FORM_CODES",
+    "LOGISTIC_CODES",
+    "BOUNDED_CODES",
+]

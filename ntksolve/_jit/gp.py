@@ -47,6 +47,7 @@ The chain rule to log space: ``d/dlog sigma_w = 2a d/da`` and ``d/dlog sigma_b =
 Gradient columns are ordered as scikit-learn orders hyperparameters (by name): ``bias_std``,
 then ``weight_std``.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,8 +79,13 @@ def _relu_partials(s11, s22, s12):
         return 0.0, 0.0, 0.0, 0.0, 0.0
     r = math.sqrt(max(prod - s12 * s12, 0.0))
     if r > 0.0:
-        return (r * _INV_4PI / s11, r * _INV_4PI / s22, -s12 * _INV_4PI / (s11 * r), _INV_2PI / r,
-                -s12 * _INV_4PI / (s22 * r))
+        return (
+            r * _INV_4PI / s11,
+            r * _INV_4PI / s22,
+            -s12 * _INV_4PI / (s11 * r),
+            _INV_2PI / r,
+            -s12 * _INV_4PI / (s22 * r),
+        )
     return 0.0, 0.0, 0.0, 0.0, 0.0
 
 
@@ -99,8 +105,13 @@ def _elementary_partials(code, prm, s11, s22, s12):
         dd = gaussian_determinant(s11, s22, s12)
         d32 = 1.0 / (dd * math.sqrt(dd))
         d52 = d32 / dd
-        return (-0.5 * (1.0 + s22) * d32, -0.5 * (1.0 + s11) * d32, -1.5 * s12 * (1.0 + s22) * d52,
-                d32 + 3.0 * s12 * s12 * d52, -1.5 * s12 * (1.0 + s11) * d52)
+        return (
+            -0.5 * (1.0 + s22) * d32,
+            -0.5 * (1.0 + s11) * d32,
+            -1.5 * s12 * (1.0 + s22) * d52,
+            d32 + 3.0 * s12 * s12 * d52,
+            -1.5 * s12 * (1.0 + s11) * d52,
+        )
     # MONOMIAL
     n = int(prm[0])
     _, df = monomial_moment(n, s11, s22, s12)
@@ -140,8 +151,13 @@ def _partials(code, prm, s11, s22, s12):
         dd = erf_determinant(s11, s22, s12)
         root = math.sqrt(dd)
         d32 = dd * root
-        return (-_FOUR_OVER_PI * s12 / (root * p1), -_FOUR_OVER_PI * s12 / (root * p2),
-                -_FOUR_OVER_PI * p2 / d32, _SIXTEEN_OVER_PI * s12 / d32, -_FOUR_OVER_PI * p1 / d32)
+        return (
+            -_FOUR_OVER_PI * s12 / (root * p1),
+            -_FOUR_OVER_PI * s12 / (root * p2),
+            -_FOUR_OVER_PI * p2 / d32,
+            _SIXTEEN_OVER_PI * s12 / d32,
+            -_FOUR_OVER_PI * p1 / d32,
+        )
     elif code == IDENTITY:
         return 0.0, 0.0, 0.0, 0.0, 0.0
     return _elementary_partials(code, prm, s11, s22, s12)
@@ -221,8 +237,9 @@ def _pair(g, i, j, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2,
 
 
 @njit(cache=True, nogil=True)
-def _fill(gram, symmetric, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk,
-          K, grad, start, step):
+def _fill(
+    gram, symmetric, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk, K, grad, start, step
+):
     """Fill rows ``start::step`` of ``K`` and ``grad`` (each thread of
     :func:`ntksolve._jit.threads.run_in_threads` writes its own rows).
 
@@ -250,8 +267,9 @@ def _fill(gram, symmetric, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, d
     for i in range(start, n1, step):
         j0 = i if symmetric else 0
         for j in range(j0, n2):
-            v, va, vb = _pair(gram[i, j], i, j, depth, code, prm, scale, inv_d, sw2, sb2,
-                              q1, dqa1, dqb1, q2, dqa2, dqb2, ntk)
+            v, va, vb = _pair(
+                gram[i, j], i, j, depth, code, prm, scale, inv_d, sw2, sb2, q1, dqa1, dqb1, q2, dqa2, dqb2, ntk
+            )
             K[i, j] = v
             grad[i, j, 0] = 2.0 * sb2 * vb
             grad[i, j, 1] = 2.0 * sw2 * va
@@ -268,8 +286,7 @@ def _mirror(K, grad):
             grad[i, j, 1] = grad[j, i, 1]
 
 
-def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, code, prm, weight_std,
-                              bias_std, ntk):
+def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, code, prm, weight_std, bias_std, ntk):
     """The NNGP or NTK between two point sets and its gradient in log hyperparameters.
 
     The caller (:mod:`ntksolve.sklearn.gp_kernels`) computes the pieces shared with the analytic
@@ -327,8 +344,27 @@ def pair_kernel_with_gradient(gram, n_features, q1, sq1, q2, sq2, depth, code, p
         dqa2, dqb2 = _point_derivatives(q2, sq2, d, depth, code, prm, sw2)
     K = np.empty(gram.shape)
     grad = np.empty(gram.shape + (2,))
-    run_in_threads(_fill, gram, symmetric, depth, code, prm, sw2 / d, 1.0 / d, sw2, sb2, q1, dqa1, dqb1,
-                   q2, dqa2, dqb2, bool(ntk), K, grad)
+    run_in_threads(
+        _fill,
+        gram,
+        symmetric,
+        depth,
+        code,
+        prm,
+        sw2 / d,
+        1.0 / d,
+        sw2,
+        sb2,
+        q1,
+        dqa1,
+        dqb1,
+        q2,
+        dqa2,
+        dqb2,
+        bool(ntk),
+        K,
+        grad,
+    )
     if symmetric:
         _mirror(K, grad)
     return K, grad

@@ -28,6 +28,7 @@ the other half), and the number of terms from the point's own tail bound (Parsev
 cover, take the Kolmogorov mixture (:func:`ntksolve._jit.expectations.logistic_expectations_block`),
 the map of the per-point recursion too, so identical points keep exactly the diagonal value.
 """
+
 from __future__ import annotations
 
 import math
@@ -177,15 +178,15 @@ def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
     t = n_terms - 1
     if n_terms % 2 == 1:
         a = coef1[l, t, i]
-        row = rows[t, off:off + m]
+        row = rows[t, off : off + m]
         for j in range(m):
             q[j] = a * row[j]
         t -= 1
     while t > 0:
         a = coef1[l, t, i]
         b = coef1[l, t - 1, i]
-        row_a = rows[t, off:off + m]
-        row_b = rows[t - 1, off:off + m]
+        row_a = rows[t, off : off + m]
+        row_b = rows[t - 1, off : off + m]
         for j in range(m):
             yj = y[j]
             qa = q[j]
@@ -206,8 +207,31 @@ def _finish(even, a00, s12, rho, y, q, dq, r12):
 
 
 @njit(cache=True, error_model="numpy")
-def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, coef2, l, i, j0, level_terms,
-                              levels, even, mix_var, mix_w, e_phi, e_dphi, scratch, gathered):
+def series_expectations_block(
+    code,
+    s11,
+    s22,
+    s12,
+    n,
+    r1,
+    r2,
+    a01,
+    a02,
+    coef1,
+    coef2,
+    l,
+    i,
+    j0,
+    level_terms,
+    levels,
+    even,
+    mix_var,
+    mix_w,
+    e_phi,
+    e_dphi,
+    scratch,
+    gathered,
+):
     """Layer map of tanh, sigmoid or softplus for ``n`` pairs of one row point: the Hermite series.
 
     A pair of correlation ``|rho| <= levels[v]`` needs ``level_terms[v]`` terms. The block picks a
@@ -313,7 +337,7 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, c
         n_high = level_terms[highest]
         row2 = coef2[l]
         for t in range(n_high):
-            src = row2[t, j0:j0 + n]
+            src = row2[t, j0 : j0 + n]
             dst = gathered[t]
             for j in range(m):
                 dst[j] = src[int(dq[j])]
@@ -325,8 +349,7 @@ def series_expectations_block(code, s11, s22, s12, n, r1, r2, a01, a02, coef1, c
         _horner(coef1, l, i, gathered, 0, n_high, g_y, q, dq, m)
         for j in range(m):
             jj = int(idx[j])
-            e_phi[jj], e_dphi[jj] = _finish(even, a01 * a02[jj], s12[jj], g_rho[j], g_y[j], q[j], dq[j],
-                                            g_r12[j])
+            e_phi[jj], e_dphi[jj] = _finish(even, a01 * a02[jj], s12[jj], g_rho[j], g_y[j], q[j], dq[j], g_r12[j])
     if count[n_lev] == 0:
         return
     # the mixture's pairs

@@ -22,6 +22,7 @@ mode keeps its relative accuracy.
 
 Every kernel loops mode by mode, all state in registers; ``O(S_max)`` work per mode.
 """
+
 from __future__ import annotations
 
 import math

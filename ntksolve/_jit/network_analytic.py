@@ -13,16 +13,27 @@ element-wise, so in the symmetric case each computes the upper triangle ``j >= i
 - :func:`scale_rows`: ``K <- K d1_i d2_j``, ``T`` alike (a normalisation).
 - :func:`add_rows`: ``K <- K + s2 K'``, ``T <- T + s2 T'`` (a residual sum).
 """
+
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
 from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
-from ntksolve._jit.elementary_maps import (abrelu_expectations, cos_expectations, gaussian_expectations,
-                                           monomial_expectations, sin_expectations)
-from ntksolve._jit.expectations import (_erf_expectations, _gelu_expectations, _relu_expectations,
-                                        closed_form_expectations, logistic_expectations_block)
+from ntksolve._jit.elementary_maps import (
+    abrelu_expectations,
+    cos_expectations,
+    gaussian_expectations,
+    monomial_expectations,
+    sin_expectations,
+)
+from ntksolve._jit.expectations import (
+    _erf_expectations,
+    _gelu_expectations,
+    _relu_expectations,
+    closed_form_expectations,
+    logistic_expectations_block,
+)
 
 #: How the map is evaluated: closed form, or the logistic scale mixture (as ``ntksolve._jit.analytic``).
 CLOSED, MIXTURE = 0, 1

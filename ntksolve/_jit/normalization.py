@@ -3,6 +3,7 @@
 :class:`ntksolve.nets.normalization.LayerNorm` calls them on 2-D views, rows = examples (times
 positions), columns = the normalised features; the formulas are in its module docstring.
 """
+
 from __future__ import annotations
 
 import math

@@ -16,6 +16,7 @@ pair of identical points would then miss the diagonal value by an ulp. These fun
   overflow for ``|c| <= m`` (which a covariance satisfies, ``|c| <= sqrt(q1 q2) <= m``) and
   without cancellation at small ``c``.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,7 +80,6 @@ def arcsine_angle(y, x):
     return -angle if y < 0.0 else angle
 
 
-
 # Cephes ``exp`` (exp.c): e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)) on |r| <= ln(2)/2, after
 # x = k ln 2 + r with ln 2 split in two (C1 exact in 11 bits, so k C1 is exact).
 _EXP_P0 = 1.26177193074810590878e-4
@@ -139,10 +139,38 @@ def exp_sinh_cosh(m, c):
     """
     ac = abs(c)
     c2 = c * c
-    sh = c * (1.0 + c2 / 6.0 * (1.0 + c2 / 20.0 * (1.0 + c2 / 42.0 * (1.0 + c2 / 72.0 * (
-        1.0 + c2 / 110.0 * (1.0 + c2 / 156.0 * (1.0 + c2 / 210.0 * (1.0 + c2 / 272.0))))))))
-    ch = 1.0 + c2 / 2.0 * (1.0 + c2 / 12.0 * (1.0 + c2 / 30.0 * (1.0 + c2 / 56.0 * (1.0 + c2 / 90.0 * (
-        1.0 + c2 / 132.0 * (1.0 + c2 / 182.0 * (1.0 + c2 / 240.0 * (1.0 + c2 / 306.0))))))))
+    sh = c * (
+        1.0
+        + c2
+        / 6.0
+        * (
+            1.0
+            + c2
+            / 20.0
+            * (
+                1.0
+                + c2
+                / 42.0
+                * (1.0 + c2 / 72.0 * (1.0 + c2 / 110.0 * (1.0 + c2 / 156.0 * (1.0 + c2 / 210.0 * (1.0 + c2 / 272.0)))))
+            )
+        )
+    )
+    ch = 1.0 + c2 / 2.0 * (
+        1.0
+        + c2
+        / 12.0
+        * (
+            1.0
+            + c2
+            / 30.0
+            * (
+                1.0
+                + c2
+                / 56.0
+                * (1.0 + c2 / 90.0 * (1.0 + c2 / 132.0 * (1.0 + c2 / 182.0 * (1.0 + c2 / 240.0 * (1.0 + c2 / 306.0)))))
+            )
+        )
+    )
     em = exp(-m)
     big_plus = exp(ac - m)
     big_minus = exp(-ac - m)

@@ -5,6 +5,7 @@ the scikit-learn kernels' gradients (:mod:`ntksolve._jit.gp`) and the network la
 their row kernels through :func:`run_in_threads`; a symmetric case computes the upper triangles
 only, and :func:`_mirror_rows` copies them onto the lower ones, tile by tile.
 """
+
 from __future__ import annotations
 
 import concurrent.futures

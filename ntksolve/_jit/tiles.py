@@ -7,6 +7,7 @@ tile), while no flag that changes the handling of NaN, infinities or the precisi
 accumulator is set. The result is a reordered float64 sum, within 1e-15 relative of
 ``K.astype(float64) @ v`` (``tests/test_dask_tiles.py::test_tile_products_match_float64_blas``).
 """
+
 from __future__ import annotations
 
 from typing import Tuple

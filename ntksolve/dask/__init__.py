@@ -18,6 +18,7 @@ never imports this package.
   :func:`ntksolve.dynamics.gradient_descent_mse` on the tiled operator (solver options travel
   with ``method=ConjugateGradient(...)`` or ``Krylov(...)``).
 """
+
 from ntksolve.dask.chunks import resolve_chunks
 from ntksolve.dask.fit import TiledFit, fit_tiled, solve_tiled
 from ntksolve.dask.lock import StoreLockedError

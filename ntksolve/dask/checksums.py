@@ -8,6 +8,7 @@ verified, never finished (no checksum: an interrupted write) and failing (a chec
 are gone or changed), and every read here raises :class:`StoreVerificationError` naming the tile
 rather than return a number its checksum does not vouch for.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -108,8 +109,15 @@ def _digest(key: bytes, ci: int, cj: int, block: np.ndarray) -> np.ndarray:
 
 def _layout_of(path: str, identity: dict, extra) -> _Layout:
     rows, cols = (tuple(int(s) for s in axis) for axis in json.loads(identity["chunks"]))
-    return _Layout(path, rows, cols, tuple(int(e) for e in extra), identity["dtype"],
-                   identity["X2"] == "symmetric", _identity_key(identity))
+    return _Layout(
+        path,
+        rows,
+        cols,
+        tuple(int(e) for e in extra),
+        identity["dtype"],
+        identity["X2"] == "symmetric",
+        _identity_key(identity),
+    )
 
 
 def _kernel_array_problem(layout: _Layout) -> Optional[str]:
@@ -120,8 +128,10 @@ def _kernel_array_problem(layout: _Layout) -> Optional[str]:
         return f"its kernel array is missing ({type(exc).__name__})"
     want_chunks = (layout.rows[0], layout.cols[0]) + layout.extra
     if tuple(arr.shape) != layout.shape() or tuple(arr.chunks) != want_chunks or arr.dtype != np.dtype(layout.dtype):
-        return (f"its kernel array has shape {tuple(arr.shape)}, chunks {tuple(arr.chunks)} and dtype {arr.dtype}, "
-                f"not the {layout.shape()}, {want_chunks} and {layout.dtype} of its identity")
+        return (
+            f"its kernel array has shape {tuple(arr.shape)}, chunks {tuple(arr.chunks)} and dtype {arr.dtype}, "
+            f"not the {layout.shape()}, {want_chunks} and {layout.dtype} of its identity"
+        )
     return None
 
 
@@ -161,8 +171,10 @@ def _chunk_problem(layout: _Layout, ci: int, cj: int, expected: np.ndarray):
     except Exception as exc:  # a chunk too damaged to decode
         return None, f"chunk {(ci, cj)} cannot be read ({type(exc).__name__}: {exc})"
     if not np.array_equal(_digest(layout.key, ci, cj, block), expected):
-        return None, (f"chunk {(ci, cj)} does not match the checksum written with it (deleted, altered, "
-                      "or written for another kernel)")
+        return None, (
+            f"chunk {(ci, cj)} does not match the checksum written with it (deleted, altered, "
+            "or written for another kernel)"
+        )
     return block, None
 
 
@@ -177,7 +189,10 @@ def _read_verified(layout: _Layout, ci: int, cj: int, expected: np.ndarray) -> n
         tile = _tile_of(layout, ci, cj)
         raise StoreVerificationError(
             f"tile {tile} of the kernel store at {layout.path!r} fails verification: {why}. "
-            "Recompute it with store_kernel(..., repair=True) and the same arguments", layout.path, [tile])
+            "Recompute it with store_kernel(..., repair=True) and the same arguments",
+            layout.path,
+            [tile],
+        )
     return block
 
 
@@ -217,8 +232,10 @@ def _tile_states(layout: _Layout, runner: _Runner, *, read: bool = True) -> _Sta
         else:
             ok.append((i, j))
     if to_read:
-        tasks = [delayed(_check_tile, pure=False)(layout, layout.chunks_of(i, j), [sums[c] for c in layout.chunks_of(i, j)])
-                 for i, j in to_read]
+        tasks = [
+            delayed(_check_tile, pure=False)(layout, layout.chunks_of(i, j), [sums[c] for c in layout.chunks_of(i, j)])
+            for i, j in to_read
+        ]
         for tile, why in zip(to_read, runner.compute(tasks)):
             if why is None:
                 ok.append(tile)
@@ -232,7 +249,10 @@ def _failure(path: str, failed: Dict[Tuple[int, int], str], n_tiles: int, fix: s
     more = f"; and {len(failed) - _LISTED} more" if len(failed) > _LISTED else ""
     return StoreVerificationError(
         f"the kernel store at {path!r} fails verification in {len(failed)} of {n_tiles} tiles (block row, "
-        f"block column): {listed}{more}. {fix}", path, list(failed))
+        f"block column): {listed}{more}. {fix}",
+        path,
+        list(failed),
+    )
 
 
 def _verified_array(layout: _Layout, sums: np.ndarray) -> "da.Array":
@@ -240,8 +260,9 @@ def _verified_array(layout: _Layout, sums: np.ndarray) -> "da.Array":
     name = "ntksolve-store-" + dask.base.tokenize(layout, sums.tobytes())
     nr, nc = layout.grid
     trail = (0,) * len(layout.extra)
-    dsk = {(name, ci, cj, *trail): (_read_verified, layout, ci, cj, sums[ci, cj])
-           for ci in range(nr) for cj in range(nc)}
+    dsk = {
+        (name, ci, cj, *trail): (_read_verified, layout, ci, cj, sums[ci, cj]) for ci in range(nr) for cj in range(nc)
+    }
     chunks = (layout.rows, layout.cols) + tuple((e,) for e in layout.extra)
     return da.Array(dsk, name, chunks=chunks, dtype=np.dtype(layout.dtype))
 

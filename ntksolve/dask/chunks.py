@@ -1,4 +1,5 @@
 """Block sizes of a tiled kernel: :func:`resolve_chunks` and the offsets of the blocks."""
+
 from __future__ import annotations
 
 import numbers
@@ -28,9 +29,7 @@ def _axis_chunks(spec, n: int, what: str) -> Tuple[int, ...]:
     if not sizes or not all(_is_int(s) and s > 0 for s in sizes):
         raise ValueError(f"chunks for {what} must be positive ints, got {sizes!r}")
     if sum(sizes) != n:
-        raise ValueError(
-            f"chunks for {what} must tile its {n} inputs exactly, but {sizes!r} sums to {sum(sizes)}"
-        )
+        raise ValueError(f"chunks for {what} must tile its {n} inputs exactly, but {sizes!r} sums to {sum(sizes)}")
     return tuple(int(s) for s in sizes)
 
 
@@ -72,9 +71,7 @@ def resolve_chunks(chunks, n1: int, n2: Optional[int] = None) -> Tuple[Tuple[int
             rows = _axis_chunks(chunks[0], n1, "the rows")
             cols = _axis_chunks(chunks[1], n2, "the columns")
             if rows != cols:
-                raise ValueError(
-                    f"a symmetric kernel needs the same blocks on both axes, got {rows!r} and {cols!r}"
-                )
+                raise ValueError(f"a symmetric kernel needs the same blocks on both axes, got {rows!r} and {cols!r}")
             return rows, cols
         return _axis_chunks(chunks[0], n1, "X1"), _axis_chunks(chunks[1], n2, "X2")
     rows = _axis_chunks(chunks, n1, "X1" if not symmetric else "X")

@@ -12,6 +12,7 @@ predictor computes it in the same solve as the train outputs, as its test side w
 as the "test–train kernel" (:class:`_Coefficients`). :func:`validation_path_tiled` does the same
 for every ridge and time of a cross-validation fold.
 """
+
 from __future__ import annotations
 
 import math
@@ -130,8 +131,23 @@ class TiledFit:
         ``setup_seconds`` (tiles), ``solve_seconds``, ``preconditioner_seconds``, ``n_landmarks``.
     """
 
-    def __init__(self, spec, X_train, coef, fx_train, *, t, learning_rate, diag_reg, dynamics, mu, chunks,
-                 info, scheduler, y_ndim) -> None:
+    def __init__(
+        self,
+        spec,
+        X_train,
+        coef,
+        fx_train,
+        *,
+        t,
+        learning_rate,
+        diag_reg,
+        dynamics,
+        mu,
+        chunks,
+        info,
+        scheduler,
+        y_ndim,
+    ) -> None:
         self.spec = spec
         self.X_train = X_train
         self.coef = coef
@@ -171,8 +187,11 @@ class TiledFit:
         if fx_test_0 is not None:  # checked before any tile is computed
             f0 = as_real_array(fx_test_0, "fx_test_0")
             if f0.shape not in ((M, k),) + (((M,),) if k == 1 else ()):
-                raise ValueError(f"fx_test_0 must have shape ({M}, {k})" + (f" or ({M},)" if k == 1 else "")
-                                 + f" (outputs at initialisation on X_test), got {f0.shape}")
+                raise ValueError(
+                    f"fx_test_0 must have shape ({M}, {k})"
+                    + (f" or ({M},)" if k == 1 else "")
+                    + f" (outputs at initialisation on X_test), got {f0.shape}"
+                )
             f0 = np.asarray(f0, dtype=np.float64).reshape(M, k)
             check_finite(f0, "fx_test_0")
         with _Runner(scheduler if scheduler is not None else self.scheduler) as runner:
@@ -190,7 +209,8 @@ def _check_one_time(t, rule):
         raise ValueError(
             f"a tiled fit is solved at one time t (it keeps that time's coefficients), got {np.shape(t)} times; "
             "fit once per time, or use ntksolve.dynamics.gradient_descent_mse on the TiledKernelOperator "
-            "with method=Krylov() for a trajectory")
+            "with method=Krylov() for a trajectory"
+        )
     return float(ts[0])
 
 
@@ -245,28 +265,33 @@ def solve_tiled(
     N = operator.shape[0]
     kernel = _Instrumented(operator)
     t0 = time.perf_counter()
-    pred = gradient_descent_mse(kernel, y_train, dynamics=rule, diag_reg=diag_reg, method=solver,
-                                allow_divergence=allow_divergence)
+    pred = gradient_descent_mse(
+        kernel, y_train, dynamics=rule, diag_reg=diag_reg, method=solver, allow_divergence=allow_divergence
+    )
     shape = np.shape(y_train)
     f0 = np.zeros(shape) if fx_train_0 is None else fx_train_0
     fx_train, coef = pred.predict(t, f0, np.zeros(shape), _Coefficients(N))
     k = pred.n_outputs
     solved = pred.krylov_info or {}
-    info = {"method": _INFO_METHOD.get(pred.method, pred.method),
-            "mu": ridge_shift(pred.diag_reg, operator.diagonal()),
-            "setup_seconds": getattr(operator, "setup_seconds", 0.0)}
+    info = {
+        "method": _INFO_METHOD.get(pred.method, pred.method),
+        "mu": ridge_shift(pred.diag_reg, operator.diagonal()),
+        "setup_seconds": getattr(operator, "setup_seconds", 0.0),
+    }
     for key, value in solved.items():
         if key == "iterations":
             value = int(np.max(value))
         elif key == "converged":
             value = bool(np.all(value))
         info[key] = value
-    info.update(products=kernel.products, n_landmarks=kernel.n_landmarks,
-                solve_seconds=time.perf_counter() - t0)
+    info.update(products=kernel.products, n_landmarks=kernel.n_landmarks, solve_seconds=time.perf_counter() - t0)
     if kernel.preconditioner_seconds is not None:
         info["preconditioner_seconds"] = kernel.preconditioner_seconds
-    return (np.asarray(coef, dtype=np.float64).reshape(N, k), np.asarray(fx_train, dtype=np.float64).reshape(N, k),
-            info)
+    return (
+        np.asarray(coef, dtype=np.float64).reshape(N, k),
+        np.asarray(fx_train, dtype=np.float64).reshape(N, k),
+        info,
+    )
 
 
 def fit_tiled(
@@ -330,17 +355,37 @@ def fit_tiled(
     diag_reg = check_diag_reg(diag_reg)
     solver = default_method(t, diag_reg) if method is None else resolve_solver(method)
     spec = KernelSpec(net, params, kernel=kernel, trace=True)
-    with TiledKernelOperator(spec, X_train, chunks=chunks, scheduler=scheduler, dtype=dtype, store=store,
-                             in_memory=in_memory) as op:
-        coef, fx_train, info = solve_tiled(op, y_train, t=t, dynamics=rule, diag_reg=diag_reg,
-                                           fx_train_0=fx_train_0, method=solver,
-                                           allow_divergence=allow_divergence)
+    with TiledKernelOperator(
+        spec, X_train, chunks=chunks, scheduler=scheduler, dtype=dtype, store=store, in_memory=in_memory
+    ) as op:
+        coef, fx_train, info = solve_tiled(
+            op,
+            y_train,
+            t=t,
+            dynamics=rule,
+            diag_reg=diag_reg,
+            fx_train_0=fx_train_0,
+            method=solver,
+            allow_divergence=allow_divergence,
+        )
         X = op.X
         edge = op.chunks[0]
     y_ndim = np.ndim(y_train)
-    return TiledFit(spec, X, coef, fx_train[:, 0] if y_ndim == 1 else fx_train, t=t,
-                    learning_rate=rule.learning_rate, diag_reg=diag_reg, dynamics=rule.name, mu=info["mu"],
-                    chunks=edge, info=info, scheduler=scheduler, y_ndim=y_ndim)
+    return TiledFit(
+        spec,
+        X,
+        coef,
+        fx_train[:, 0] if y_ndim == 1 else fx_train,
+        t=t,
+        learning_rate=rule.learning_rate,
+        diag_reg=diag_reg,
+        dynamics=rule.name,
+        mu=info["mu"],
+        chunks=edge,
+        info=info,
+        scheduler=scheduler,
+        y_ndim=y_ndim,
+    )
 
 
 def validation_path_tiled(

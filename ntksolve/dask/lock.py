@@ -11,6 +11,7 @@ Why a lock and not just the store's identity: two writers that both find a new s
 write their identity, the last one winning, and mix their tiles; with the lock the second is
 refused before it reads or writes anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,13 @@ class WriterLock:
 
     def acquire(self) -> "WriterLock":
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
-                  "time": time.time(), "token": uuid.uuid4().hex}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "start": _process_start(os.getpid()),
+            "time": time.time(),
+            "token": uuid.uuid4().hex,
+        }
         for _ in range(_CLAIM_ATTEMPTS):
             if self._claim(record):
                 self.record = record
@@ -128,8 +134,11 @@ class WriterLock:
             if alive is False:
                 self._break(holder)
                 continue
-            where = "" if alive else (
-                " (on another host, or unreadable: this process cannot tell whether its holder still runs)")
+            where = (
+                ""
+                if alive
+                else (" (on another host, or unreadable: this process cannot tell whether its holder still runs)")
+            )
             raise StoreLockedError(
                 f"the kernel store at {self.store_path!r} is being written by {describe_holder(holder)}{where}; "
                 "one writer at a time keeps its tiles from mixing. Wait for that writer to finish, or, if it "

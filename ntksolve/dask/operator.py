@@ -4,6 +4,7 @@ Both follow the small operator protocol of the solvers in :mod:`ntksolve.dynamic
 ``dtype``, ``matmat(V)`` (float64 whatever the storage dtype), and for the square train kernel
 ``diagonal()``.
 """
+
 from __future__ import annotations
 
 import time
@@ -95,11 +96,11 @@ def _stream_cross(spec, XA, XB, V, chunks_a, chunks_b, runner) -> np.ndarray:
     rows_b, _ = resolve_chunks(chunks_b, XB.shape[0])
     oa, ob = _offsets(rows_a), _offsets(rows_b)
     spec_d = delayed(spec, pure=True)
-    xb = [delayed(XB[ob[j]:ob[j + 1]], pure=True) for j in range(len(rows_b))]
-    vb = [delayed(np.ascontiguousarray(V[ob[j]:ob[j + 1]]), pure=False) for j in range(len(rows_b))]
+    xb = [delayed(XB[ob[j] : ob[j + 1]], pure=True) for j in range(len(rows_b))]
+    vb = [delayed(np.ascontiguousarray(V[ob[j] : ob[j + 1]]), pure=False) for j in range(len(rows_b))]
     sums = []
     for i in range(len(rows_a)):
-        xa = delayed(XA[oa[i]:oa[i + 1]], pure=True)
+        xa = delayed(XA[oa[i] : oa[i + 1]], pure=True)
         parts = [delayed(_cross_products, pure=True)(spec_d, xa, xb[j], vb[j]) for j in range(len(rows_b))]
         sums.append(delayed(_sum_blocks, pure=True)(*parts))
     out = np.concatenate(runner.compute(sums), axis=0)
@@ -197,12 +198,14 @@ class TiledKernelOperator:
     >>> scipy.sparse.linalg.cg(op.as_linear_operator(), y)                                     # doctest: +SKIP
     """
 
-    def __init__(self, spec: KernelSpec, X, *, chunks, scheduler=None, dtype=None, store=None,
-                 in_memory: bool = True) -> None:
+    def __init__(
+        self, spec: KernelSpec, X, *, chunks, scheduler=None, dtype=None, store=None, in_memory: bool = True
+    ) -> None:
         if spec.tile_extra_shape or spec.kernel == "pair":
             raise ValueError(
                 "the tiled solvers need an (N, N) kernel: the analytic 'ntk'/'nngp' or the traced "
-                "empirical NTK (trace=True)")
+                "empirical NTK (trace=True)"
+            )
         self.spec = spec
         self.X = spec.prepare(X, "X")
         N = self.X.shape[0]
@@ -218,20 +221,37 @@ class TiledKernelOperator:
         t0 = time.perf_counter()
         try:
             self._spec_d = delayed(spec, pure=True)
-            self._Xb = [delayed(self.X[self._off[i]:self._off[i + 1]], pure=True) for i in range(nb)]
+            self._Xb = [delayed(self.X[self._off[i] : self._off[i + 1]], pure=True) for i in range(nb)]
             layout = None
             if store is not None:
                 # Only the missing tiles are found without reading; the finished ones are checked by
                 # the reads below (once when held, at every product when streamed).
-                layout, sums, _, _ = _sync_store(spec, self.X, None, store, self.chunks, self.chunks, self.dtype,
-                                                 self._runner, repair=False, verify=False)
-                lazy = {(i, j): delayed(_read_verified, pure=True)(layout, i, j, sums[i, j])
-                        for i in range(nb) for j in range(i, nb)}
+                layout, sums, _, _ = _sync_store(
+                    spec,
+                    self.X,
+                    None,
+                    store,
+                    self.chunks,
+                    self.chunks,
+                    self.dtype,
+                    self._runner,
+                    repair=False,
+                    verify=False,
+                )
+                lazy = {
+                    (i, j): delayed(_read_verified, pure=True)(layout, i, j, sums[i, j])
+                    for i in range(nb)
+                    for j in range(i, nb)
+                }
             else:
                 in_memory = True
-                lazy = {(i, j): delayed(_kernel_tile, pure=True)(self._spec_d, self._Xb[i],
-                                                                 None if i == j else self._Xb[j], self.dtype)
-                        for i in range(nb) for j in range(i, nb)}
+                lazy = {
+                    (i, j): delayed(_kernel_tile, pure=True)(
+                        self._spec_d, self._Xb[i], None if i == j else self._Xb[j], self.dtype
+                    )
+                    for i in range(nb)
+                    for j in range(i, nb)
+                }
             if in_memory:
                 self._tiles = self._hold(lazy, N, layout)
             else:
@@ -249,7 +269,8 @@ class TiledKernelOperator:
             raise MemoryError(
                 f"the kernel's tiles take {fmt_bytes(need)} but the workers may hold {fmt_bytes(limit)} "
                 f"({TILE_MEMORY_FRACTION:.0%} of their memory); add workers, use dtype=float32, or "
-                "store=<zarr path> with in_memory=False to stream tiles from disk")
+                "store=<zarr path> with in_memory=False to stream tiles from disk"
+            )
         keys = list(lazy)
         try:
             held = self._runner.persist([lazy[k] for k in keys])
@@ -258,8 +279,12 @@ class TiledKernelOperator:
                 raise
             # one failing read stopped the persist: name every failing tile, as store_kernel would
             failed = _tile_states(layout, self._runner).failed or dict.fromkeys(exc.tiles, str(exc))
-            raise _failure(layout.path, failed, self.n_tiles, "Recompute exactly these tiles with "
-                           "ntksolve.dask.store_kernel(spec, X, path, chunks=..., repair=True)") from None
+            raise _failure(
+                layout.path,
+                failed,
+                self.n_tiles,
+                "Recompute exactly these tiles with ntksolve.dask.store_kernel(spec, X, path, chunks=..., repair=True)",
+            ) from None
         tiles = dict(zip(keys, held))
         if self._runner.client is not None:
             from distributed import futures_of
@@ -286,7 +311,7 @@ class TiledKernelOperator:
         nb = len(self.chunks)
         # pure=False: fresh keys at every product, so a repeated vector never races the release
         # of the previous product's results on a distributed scheduler ("forgotten" keys)
-        vb = [delayed(np.ascontiguousarray(V[self._off[i]:self._off[i + 1]]), pure=False) for i in range(nb)]
+        vb = [delayed(np.ascontiguousarray(V[self._off[i] : self._off[i + 1]]), pure=False) for i in range(nb)]
         parts: List[list] = [[] for _ in range(nb)]
         for (i, j), t in self._tiles.items():
             if i == j:
@@ -308,7 +333,7 @@ class TiledKernelOperator:
         """
         client = self._runner.client
         nb = len(self.chunks)
-        vb = [np.ascontiguousarray(V[self._off[i]:self._off[i + 1]]) for i in range(nb)]
+        vb = [np.ascontiguousarray(V[self._off[i] : self._off[i + 1]]) for i in range(nb)]
         parts: List[list] = [[] for _ in range(nb)]
         which: List[list] = [[] for _ in range(nb)]
         for (i, j), fut in self._futures.items():
@@ -381,15 +406,20 @@ class TiledKernelOperator:
         N = self.shape[0]
         Xm = self.X[landmarks]
         f64 = np.dtype(np.float64)
-        (k_mm,) = self._runner.compute([delayed(_kernel_tile, pure=True)(self._spec_d, delayed(Xm, pure=True), None, f64)])
+        (k_mm,) = self._runner.compute(
+            [delayed(_kernel_tile, pure=True)(self._spec_d, delayed(Xm, pure=True), None, f64)]
+        )
         nu = nystrom_shift(k_mm, N)
         C = nystrom_cholesky(k_mm, nu)
         Xm_d, C_d = delayed(Xm, pure=True), delayed(C, pure=True)
         blocks = []
         for i in range(len(self.chunks)):
             inside = np.flatnonzero((landmarks >= self._off[i]) & (landmarks < self._off[i + 1]))
-            blocks.append(delayed(_nystrom_block_task, pure=True)(
-                self._spec_d, self._Xb[i], Xm_d, landmarks[inside] - self._off[i], inside, nu, C_d))
+            blocks.append(
+                delayed(_nystrom_block_task, pure=True)(
+                    self._spec_d, self._Xb[i], Xm_d, landmarks[inside] - self._off[i], inside, nu, C_d
+                )
+            )
         blocks = self._runner.persist(blocks)
         (G,) = self._runner.compute([delayed(_nystrom_gram_sum, pure=True)(*blocks)])
         W, lam = nystrom_eig(G, nu)
@@ -402,8 +432,14 @@ class TiledKernelOperator:
         """This operator as a ``scipy.sparse.linalg.LinearOperator`` (float64, symmetric)."""
         from scipy.sparse.linalg import LinearOperator
 
-        return LinearOperator(self.shape, matvec=self.matvec, rmatvec=self.matvec, matmat=self.matmat,
-                              rmatmat=self.matmat, dtype=np.float64)
+        return LinearOperator(
+            self.shape,
+            matvec=self.matvec,
+            rmatvec=self.matvec,
+            matmat=self.matmat,
+            rmatmat=self.matmat,
+            dtype=np.float64,
+        )
 
     # -- lifetime ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -419,8 +455,10 @@ class TiledKernelOperator:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"TiledKernelOperator({self.spec!r}, N={self.shape[0]}, tiles={self.n_tiles} of edge "
-                f"{self.chunks[0]}, {self.dtype.name}, {self._runner.description})")
+        return (
+            f"TiledKernelOperator({self.spec!r}, N={self.shape[0]}, tiles={self.n_tiles} of edge "
+            f"{self.chunks[0]}, {self.dtype.name}, {self._runner.description})"
+        )
 
 
 __all__ = ["TiledCrossOperator", "TiledKernelOperator"]

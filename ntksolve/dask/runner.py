@@ -15,6 +15,7 @@ thread; BLAS limited to one thread for the whole worker process through ``thread
 busy cores per worker, its thread count, never ``T`` tasks each starting a pool as wide as the
 machine. The threaded scheduler's pool gets the same treatment for the duration of a computation.
 """
+
 from __future__ import annotations
 
 import contextlib

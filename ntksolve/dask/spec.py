@@ -7,6 +7,7 @@
   task per tile (the NNGP and the NTK of a tile share one task). A symmetric kernel computes only
   the tiles on and above the diagonal; those below are their transposes.
 """
+
 from __future__ import annotations
 
 import hashlib

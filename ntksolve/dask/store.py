@@ -16,6 +16,7 @@ deleted array, chunks of another kernel) makes :func:`store_kernel` and :func:`o
 :class:`StoreVerificationError` naming it; ``store_kernel(..., repair=True)`` recomputes exactly
 those tiles. One writer at a time holds the store (:mod:`ntksolve.dask.lock`).
 """
+
 from __future__ import annotations
 
 import json
@@ -54,6 +55,8 @@ delayed = dask.delayed
 
 _FORMAT = 2  # 1: a side list of finished tiles, no checksums (refused: its tiles cannot be verified)
 _ATTR = "ntksolve_kernel"
+
+
 class StoreResult(NamedTuple):
     """What :func:`store_kernel` did.
 
@@ -97,7 +100,8 @@ def _open_group(path: str, identity: dict, description: dict):
         if len(list(group.keys())):
             raise ValueError(
                 f"{path!r} is a Zarr group that ntksolve did not write (it has members "
-                f"{sorted(group.keys())[:5]}); refusing to write a kernel into it")
+                f"{sorted(group.keys())[:5]}); refusing to write a kernel into it"
+            )
         group.attrs[_ATTR] = record  # an empty group (created by hand): ours from now on, before any tile
         return group
     _check_format(path, stored)
@@ -107,7 +111,8 @@ def _open_group(path: str, identity: dict, description: dict):
         raise ValueError(
             f"the Zarr store at {path!r} holds a different kernel ({', '.join(differ)} differ: it holds "
             f"{stored.get('description')}); refusing to mix tiles of two kernels. Use another path, or delete "
-            "this store to recompute")
+            "this store to recompute"
+        )
     return group
 
 
@@ -116,18 +121,26 @@ def _check_format(path: str, stored: dict) -> None:
         raise ValueError(
             f"the kernel store at {path!r} has format {stored.get('format')!r}, written by another version of "
             f"ntksolve (this one writes format {_FORMAT}, with a checksum per tile); its tiles cannot be verified. "
-            "Delete it and rerun store_kernel")
+            "Delete it and rerun store_kernel"
+        )
 
 
 def _create_arrays(group, layout: _Layout, *, recreate_kernel: bool) -> None:
     names = set(group.keys())
     if recreate_kernel or _KERNEL not in names:
-        group.create_array(_KERNEL, shape=layout.shape(), chunks=(layout.rows[0], layout.cols[0]) + layout.extra,
-                           dtype=layout.dtype, fill_value=np.nan, overwrite=True)
+        group.create_array(
+            _KERNEL,
+            shape=layout.shape(),
+            chunks=(layout.rows[0], layout.cols[0]) + layout.extra,
+            dtype=layout.dtype,
+            fill_value=np.nan,
+            overwrite=True,
+        )
     shape = layout.grid + (_DIGEST_BYTES,)
     if _SUMS not in names or tuple(group[_SUMS].shape) != shape:  # unusable checksums record nothing
-        group.create_array(_SUMS, shape=shape, chunks=(1, 1, _DIGEST_BYTES), dtype="uint8", fill_value=0,
-                           overwrite=True)
+        group.create_array(
+            _SUMS, shape=shape, chunks=(1, 1, _DIGEST_BYTES), dtype="uint8", fill_value=0, overwrite=True
+        )
 
 
 def _write_tile(spec, XI, XJ, layout: _Layout, i: int, j: int, clear, after_tile) -> int:
@@ -139,8 +152,10 @@ def _write_tile(spec, XI, XJ, layout: _Layout, i: int, j: int, clear, after_tile
     zarr = _zarr()
     found = dict(zarr.open_group(layout.path, mode="r").attrs).get(_ATTR, {}).get("identity")
     if found is None or _identity_key(found) != layout.key:  # the store changed hands since the writer opened it
-        raise ValueError(f"the kernel store at {layout.path!r} no longer holds the kernel this tile belongs to; "
-                         "another writer replaced it. Rerun store_kernel")
+        raise ValueError(
+            f"the kernel store at {layout.path!r} no longer holds the kernel this tile belongs to; "
+            "another writer replaced it. Rerun store_kernel"
+        )
     chunks = layout.chunks_of(i, j)
     sums = zarr.open_array(layout.sums_path, mode="r+")
     for c in clear:
@@ -158,8 +173,9 @@ def _write_tile(spec, XI, XJ, layout: _Layout, i: int, j: int, clear, after_tile
     return 1
 
 
-def _sync_store(spec: KernelSpec, X1, X2, path, rows, cols, dtype, runner: _Runner, *, repair: bool, verify: bool,
-                after_tile=None):
+def _sync_store(
+    spec: KernelSpec, X1, X2, path, rows, cols, dtype, runner: _Runner, *, repair: bool, verify: bool, after_tile=None
+):
     """Bring the store at ``path`` up to date under its writer lock: ``(layout, sums, n_computed, repaired)``.
 
     ``verify=False`` trusts the recorded checksums to say which tiles exist (the caller then reads
@@ -168,7 +184,8 @@ def _sync_store(spec: KernelSpec, X1, X2, path, rows, cols, dtype, runner: _Runn
     if not (_is_regular(rows) and _is_regular(cols)):
         raise ValueError(
             f"a Zarr store needs regular chunks (all equal, the last one possibly smaller), got rows "
-            f"{rows!r} and columns {cols!r}; pass an int")
+            f"{rows!r} and columns {cols!r}; pass an int"
+        )
     path = os.fspath(path)
     identity = _identity(spec, X1, X2, rows, cols, dtype)
     layout = _layout_of(path, identity, spec.tile_extra_shape)
@@ -177,33 +194,49 @@ def _sync_store(spec: KernelSpec, X1, X2, path, rows, cols, dtype, runner: _Runn
         group = _open_group(path, identity, spec.describe())
         states = _tile_states(layout, runner, read=verify)
         if states.failed and not repair:
-            raise _failure(path, states.failed, len(layout.tiles()),
-                           "Rerun store_kernel(..., repair=True) with the same arguments to recompute exactly these tiles")
+            raise _failure(
+                path,
+                states.failed,
+                len(layout.tiles()),
+                "Rerun store_kernel(..., repair=True) with the same arguments to recompute exactly these tiles",
+            )
         todo = states.missing + list(states.failed)
         _create_arrays(group, layout, recreate_kernel=_kernel_array_problem(layout) is not None)
         if todo:
             r_off, c_off = _offsets(rows), _offsets(cols)
             spec_d = delayed(spec, pure=True)
-            XbI = {i: delayed(X1[r_off[i]:r_off[i + 1]], pure=True) for i in {i for i, _ in todo}}
+            XbI = {i: delayed(X1[r_off[i] : r_off[i + 1]], pure=True) for i in {i for i, _ in todo}}
             XbJ = XbI if symmetric else {}
             for j in {j for _, j in todo}:
                 if j not in XbJ:
-                    XbJ[j] = delayed((X1 if symmetric else X2)[c_off[j]:c_off[j + 1]], pure=True)
+                    XbJ[j] = delayed((X1 if symmetric else X2)[c_off[j] : c_off[j + 1]], pure=True)
             recorded = np.any(states.sums != 0, axis=-1)
-            tasks = [delayed(_write_tile, pure=False)(
-                spec_d, XbI[i], None if symmetric and i == j else XbJ[j], layout, i, j,
-                [c for c in layout.chunks_of(i, j) if recorded[c]], after_tile) for i, j in todo]
+            tasks = [
+                delayed(_write_tile, pure=False)(
+                    spec_d,
+                    XbI[i],
+                    None if symmetric and i == j else XbJ[j],
+                    layout,
+                    i,
+                    j,
+                    [c for c in layout.chunks_of(i, j) if recorded[c]],
+                    after_tile,
+                )
+                for i, j in todo
+            ]
             runner.compute(tasks)
         sums, _ = _recorded(layout)
         if not lock.held():
             raise StoreLockedError(
                 f"the writer lock of the kernel store at {path!r} was taken over while this writer held it (now "
-                f"{describe_holder(read_lock(path))}); its tiles may be mixed. Rerun store_kernel to verify them")
+                f"{describe_holder(read_lock(path))}); its tiles may be mixed. Rerun store_kernel to verify them"
+            )
     return layout, sums, len(todo), tuple(states.failed)
 
 
-def store_kernel(spec: KernelSpec, X1, path, *, chunks, X2=None, dtype=None, scheduler=None, repair: bool = False,
-                 _after_tile=None) -> StoreResult:
+def store_kernel(
+    spec: KernelSpec, X1, path, *, chunks, X2=None, dtype=None, scheduler=None, repair: bool = False, _after_tile=None
+) -> StoreResult:
     """Compute a kernel tile by tile into a Zarr store, resuming whatever an earlier run left.
 
     The store (see the module docstring) holds the array ``kernel``, a checksum per chunk, and the
@@ -249,10 +282,16 @@ def store_kernel(spec: KernelSpec, X1, path, *, chunks, X2=None, dtype=None, sch
     rows, cols = resolve_chunks(chunks, X1.shape[0], None if X2 is None else X2.shape[0])
     dtype = spec.dtype if dtype is None else check_dtype(dtype)
     with _Runner(scheduler) as runner:
-        layout, sums, n_computed, repaired = _sync_store(spec, X1, X2, path, rows, cols, dtype, runner, repair=repair,
-                                                         verify=True, after_tile=_after_tile)
-    return StoreResult(kernel=_verified_array(layout, sums), path=layout.path, n_tiles=len(layout.tiles()),
-                       n_computed=n_computed, repaired=repaired)
+        layout, sums, n_computed, repaired = _sync_store(
+            spec, X1, X2, path, rows, cols, dtype, runner, repair=repair, verify=True, after_tile=_after_tile
+        )
+    return StoreResult(
+        kernel=_verified_array(layout, sums),
+        path=layout.path,
+        n_tiles=len(layout.tiles()),
+        n_computed=n_computed,
+        repaired=repaired,
+    )
 
 
 def _open_layout(path: str) -> _Layout:
@@ -312,7 +351,8 @@ def open_kernel(path, *, verify: bool = False, scheduler=None) -> "da.Array":
         raise ValueError(
             f"the kernel store at {path!r} is incomplete ({len(states.ok)} of {n_tiles} tiles; missing "
             f"{states.missing[:_LISTED]}{' ...' if len(states.missing) > _LISTED else ''}){writing}; rerun "
-            "store_kernel with the same arguments to compute the missing ones")
+            "store_kernel with the same arguments to compute the missing ones"
+        )
     return _verified_array(layout, states.sums)
 
 

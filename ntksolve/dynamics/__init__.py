@@ -12,6 +12,7 @@
 - Function space, where no closed form exists: :func:`sgd_mse` (minibatches), :func:`sgd_cross_entropy`,
   :func:`flow_cross_entropy`, with :func:`shuffled_batches` / :func:`independent_batches` and :class:`Trajectory`.
 """
+
 from ntksolve.dynamics.adaptive import Adam
 from ntksolve.dynamics.ensemble import EnsemblePredictor, gradient_descent_mse_ensemble
 from ntksolve.dynamics.kernel_gp import KernelGP

@@ -6,6 +6,7 @@ depend on the parameters' coordinates, not only on the kernel ``J Jᵀ``, so unl
 space: the predictors refuse it with that reason, and only real training
 (:func:`ntksolve.train_network`, :func:`ntksolve.torch.train`) and ``ntksolve compare`` run it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@
 every trainer and twin (:mod:`ntksolve.dynamics.function_space`, the numpy, PyTorch and
 scikit-learn trainers), so all of them accept the same orders with the same errors.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -76,7 +77,9 @@ def check_batches(batches, n, n_steps):
     if not isinstance(batches, (list, tuple)):
         raise TypeError("batches must be a list of index arrays (e.g. from shuffled_batches), or None")
     if len(batches) < n_steps:
-        raise ValueError(f"batches has {len(batches)} entries but {n_steps} steps were asked for (fewer than steps={n_steps}); give one index array per step")
+        raise ValueError(
+            f"batches has {len(batches)} entries but {n_steps} steps were asked for (fewer than steps={n_steps}); give one index array per step"
+        )
     out = []
     for s, b in enumerate(batches[:n_steps]):
         arr = np.asarray(b)

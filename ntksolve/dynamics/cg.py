@@ -10,6 +10,7 @@ here knows about Dask.
   (The finite-``t`` dynamics use the Lanczos process of ``ntksolve.dynamics.krylov``, which takes a
   ``matmat`` callable, so the tiled path shares it with the in-memory ``method="krylov"``.)
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional, Tuple

@@ -12,6 +12,7 @@ where (:class:`~ntksolve.dynamics.schedules.WeightDecayFactors`) ``g = 1 − res
 ``h = test``, ``g_B = −forcing``, ``h_B = test − image``, ``P_t(w) = free``; without weight decay
 ``g = gain``, ``h = test`` of :func:`~ntksolve.dynamics.schedules.mode_factors` and ``b`` is absent.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,9 @@ def descent_factors(rule, lam, null, ts, size):
             gB[idx], hB[idx] = -(w * size) / hess, 1.0 / hess
     if np.any(fin):
         steps, back = np.unique(ts[fin].astype(np.int64), return_inverse=True)
-        kw = dict(size=size, learning_rate=rule.learning_rate, momentum=rule.momentum, nesterov=rule.nesterov,
-                  null=null)
+        kw = dict(
+            size=size, learning_rate=rule.learning_rate, momentum=rule.momentum, nesterov=rule.nesterov, null=null
+        )
         rows = np.flatnonzero(fin)
         if not w:
             fac = mode_factors(lam, steps, **kw)
@@ -94,14 +96,17 @@ def schedule_verdict(rule, lmax, size, eigenvalues, n_steps):
     """
     lam = np.atleast_1d(np.asarray(lmax if eigenvalues is None else eigenvalues, dtype=np.float64))
     lam = np.maximum(lam, 0.0) + rule.weight_decay * size
-    v = schedule_stability(lam, int(n_steps), size=size, learning_rate=rule.schedule, momentum=rule.momentum,
-                           nesterov=rule.nesterov)
+    v = schedule_stability(
+        lam, int(n_steps), size=size, learning_rate=rule.schedule, momentum=rule.momentum, nesterov=rule.nesterov
+    )
     if not v.diverges:
         return None
     crit = rule.critical_learning_rate(float(np.max(lam)) - rule.weight_decay * size, size)
-    return (f"the schedule {rule.schedule!r} with {rule_words(rule)} diverges within {int(n_steps)} steps: "
-            f"a residual mode grows {v.amplification:.3g}-fold (at step {v.peak_step}), last-step spectral "
-            f"radius {v.final_radius:.4g}; the constant-rate critical learning rate is {crit:.6g}")
+    return (
+        f"the schedule {rule.schedule!r} with {rule_words(rule)} diverges within {int(n_steps)} steps: "
+        f"a residual mode grows {v.amplification:.3g}-fold (at step {v.peak_step}), last-step spectral "
+        f"radius {v.final_radius:.4g}; the constant-rate critical learning rate is {crit:.6g}"
+    )
 
 
 class AffinePart:

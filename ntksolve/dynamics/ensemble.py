@@ -1,4 +1,5 @@
 """The trained infinite ensemble: mean and covariance of the linearised network's outputs."""
+
 from __future__ import annotations
 
 import numpy as np

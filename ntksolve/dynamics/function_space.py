@@ -16,6 +16,7 @@ Adaptive rules (Adam, RMSprop, Adagrad, ...) normalise the parameter gradient co
 coordinate, so their function-space step depends on the parameters, not only on the kernel:
 they have no function-space twin, and asking for one is an error.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
@@ -102,8 +103,9 @@ class _Problem:
         else:
             self.N, self.k = n // full_k, full_k
             if f0.shape not in ((self.N, full_k),) + (((self.N,),) if full_k == 1 else ()):
-                raise ValueError(f"with a full kernel of k = {full_k}, fx_train_0 must have shape "
-                                 f"{(self.N, full_k)}, got {f0.shape}")
+                raise ValueError(
+                    f"with a full kernel of k = {full_k}, fx_train_0 must have shape {(self.N, full_k)}, got {f0.shape}"
+                )
         self.full, self.shape = full_k is not None, f0.shape
         self.F0 = self.inner(f0, "fx_train_0")
         self.test = k_test_train is not None or fx_test_0 is not None
@@ -128,8 +130,9 @@ class _Problem:
             self.test_shape = ft0.shape
             self.Ft0 = self.inner(ft0, "fx_test_0")
         img_train, img_test = images
-        self.img = None if img_train is None else self.inner(self._like(img_train, self.shape, "image_train"),
-                                                             "image_train")
+        self.img = (
+            None if img_train is None else self.inner(self._like(img_train, self.shape, "image_train"), "image_train")
+        )
         self.img_t = None
         if self.test and img_test is not None:
             self.img_t = self.inner(self._like(img_test, self.test_shape, "image_test"), "image_test")
@@ -180,8 +183,10 @@ def _run(prob, residual, steps, rule, batches, normaliser):
     rates = as_schedule(rule.learning_rate).rates(S)
     batches = check_batches(batches, prob.N, S)
     if wd > 0 and prob.img is None:
-        raise ValueError("weight decay needs image_train = own_parameter_image(net, params, X_train) "
-                         "(and image_test on the test inputs); it is not defined for an analytic kernel")
+        raise ValueError(
+            "weight decay needs image_train = own_parameter_image(net, params, X_train) "
+            "(and image_test on the test inputs); it is not defined for an analytic kernel"
+        )
     if wd > 0 and prob.test and prob.img_t is None:
         raise ValueError("weight decay with test outputs needs image_test = own_parameter_image(net, params, X_test)")
     F = prob.F0.copy()
@@ -240,8 +245,20 @@ def _momentum(G, U, mu, nesterov):
     return G + mu * U if nesterov else U
 
 
-def sgd_mse(k_train_train, y_train, fx_train_0, steps, *, dynamics, batches=None, k_test_train=None, fx_test_0=None,
-            y_test=None, image_train=None, image_test=None):
+def sgd_mse(
+    k_train_train,
+    y_train,
+    fx_train_0,
+    steps,
+    *,
+    dynamics,
+    batches=None,
+    k_test_train=None,
+    fx_test_0=None,
+    y_test=None,
+    image_train=None,
+    image_test=None,
+):
     """(Minibatch) SGD on MSE ``1/(2Nk) Σ ‖f − y‖²`` of the linearised network, step by step.
 
     Parameters
@@ -298,8 +315,10 @@ def _targets(targets, n_points, k, name):
         raise ValueError(f"{name} contains NaN or infinity")
     if k == 1:
         if t.shape not in ((n_points,), (n_points, 1)) or not np.all((t == 0) | (t == 1)):
-            raise ValueError(f"with one output (binary, BCEWithLogitsLoss) {name} must be 0/1 labels of shape "
-                             f"({n_points},), got shape {t.shape} with values {np.unique(t)[:5]}")
+            raise ValueError(
+                f"with one output (binary, BCEWithLogitsLoss) {name} must be 0/1 labels of shape "
+                f"({n_points},), got shape {t.shape} with values {np.unique(t)[:5]}"
+            )
         lab = t.reshape(-1).astype(np.int64)
         return lab.astype(np.float64).reshape(-1, 1), lab
     if t.shape == (n_points,):
@@ -311,8 +330,9 @@ def _targets(targets, n_points, k, name):
         if not np.all((t == 0) | (t == 1)) or not np.all(t.sum(axis=1) == 1):
             raise ValueError(f"{name} as one-hot rows must hold a single 1 per row and 0 elsewhere")
         return t.astype(np.float64), np.argmax(t, axis=1)
-    raise ValueError(f"{name} must be labels of shape ({n_points},) or one-hot rows ({n_points}, {k}), "
-                     f"got shape {t.shape}")
+    raise ValueError(
+        f"{name} must be labels of shape ({n_points},) or one-hot rows ({n_points}, {k}), got shape {t.shape}"
+    )
 
 
 def _probabilities(Fk):
@@ -340,6 +360,7 @@ def _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0, targe
         if not prob.test:
             raise ValueError("targets_test needs k_test_train and fx_test_0")
         _, lab_t = _targets(targets_test, prob.M, prob.k, "targets_test")
+
     def residual(F, b=None):
         return (_probabilities(prob.per_example(F)) - Yk).reshape(F.shape)
 
@@ -358,8 +379,20 @@ def _ce_trajectory(prob, st, out, out_t, lab, lab_t, used):
     return Trajectory(st, Fk.reshape((st.size,) + prob.shape), test, loss, test_loss, acc, test_acc, used)
 
 
-def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, dynamics, batches=None, k_test_train=None,
-                      fx_test_0=None, targets_test=None, image_train=None, image_test=None):
+def sgd_cross_entropy(
+    k_train_train,
+    targets,
+    fx_train_0,
+    steps,
+    *,
+    dynamics,
+    batches=None,
+    k_test_train=None,
+    fx_test_0=None,
+    targets_test=None,
+    image_train=None,
+    image_test=None,
+):
     """(Minibatch) SGD on cross-entropy of the linearised network (logits ``f``), step by step.
 
     The loss is ``torch.nn.CrossEntropyLoss`` (softmax over the ``k`` outputs, mean over the
@@ -383,15 +416,27 @@ def sgd_cross_entropy(k_train_train, targets, fx_train_0, steps, *, dynamics, ba
         With ``train_accuracy`` (and ``test_accuracy``): argmax (``f > 0`` for ``k = 1``) against the labels.
     """
     rule = _check_rule(dynamics)
-    prob, lab, lab_t, residual = _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0,
-                                              targets_test, (image_train, image_test))
+    prob, lab, lab_t, residual = _ce_setup(
+        k_train_train, targets, fx_train_0, k_test_train, fx_test_0, targets_test, (image_train, image_test)
+    )
     st = _check_steps(steps)
     out, out_t, used = _run(prob, residual, st, rule, batches, lambda B: B)
     return _ce_trajectory(prob, st, out, out_t, lab, lab_t, used)
 
 
-def flow_cross_entropy(k_train_train, targets, fx_train_0, times, *, learning_rate=1.0, k_test_train=None,
-                       fx_test_0=None, targets_test=None, rtol=1e-10, atol=1e-12):
+def flow_cross_entropy(
+    k_train_train,
+    targets,
+    fx_train_0,
+    times,
+    *,
+    learning_rate=1.0,
+    k_test_train=None,
+    fx_test_0=None,
+    targets_test=None,
+    rtol=1e-10,
+    atol=1e-12,
+):
     """Gradient flow ``df/dt = −(η/N) Θ (σ(f) − Y)`` on cross-entropy, by ``scipy.integrate.solve_ivp``.
 
     The continuous twin of :func:`sgd_cross_entropy` (time ``t`` counts steps). Integrated with
@@ -411,8 +456,7 @@ def flow_cross_entropy(k_train_train, targets, fx_train_0, times, *, learning_ra
     -------
     Trajectory (``steps`` holds the times)
     """
-    prob, lab, lab_t, residual = _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0,
-                                              targets_test)
+    prob, lab, lab_t, residual = _ce_setup(k_train_train, targets, fx_train_0, k_test_train, fx_test_0, targets_test)
     ts = np.atleast_1d(_as_real_array(times, "times")).astype(np.float64)
     if ts.ndim != 1 or not np.all(np.isfinite(ts)) or np.any(ts < 0) or np.any(np.diff(ts) < 0):
         raise ValueError("times must be finite, non-negative and ascending")

@@ -19,6 +19,7 @@ Posterior mean and covariance on test inputs, with ``B = Θ(X*, X) V`` and ``w_j
 At ``t = ∞`` the mean is kernel ridge regression with ridge ``ρ``: it is the trained network's
 output exactly when ``ρ`` equals the training ridge ``diag_reg · mean(diag Θ)``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,8 +91,10 @@ class KernelGP:
             if arr.ndim == 0:
                 arr = np.full(self.n_outputs, float(arr))
             if arr.shape != (self.n_outputs,):
-                raise ValueError(f"{name} must be a number or an array of shape ({self.n_outputs},) "
-                                 f"(one per output), got shape {arr.shape}")
+                raise ValueError(
+                    f"{name} must be a number or an array of shape ({self.n_outputs},) "
+                    f"(one per output), got shape {arr.shape}"
+                )
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name} must be finite, got {arr.tolist()}")
             out.append(arr)
@@ -99,8 +102,9 @@ class KernelGP:
         if np.any(a < 0):
             raise ValueError(f"amplitude must be >= 0 (it scales a covariance), got {a.tolist()}")
         if np.any((s2 <= 0) & ~(allow_exact & (a == 0) & (s2 == 0))):
-            raise ValueError(f"noise_variance must be > 0 (a variance; 0 makes the model degenerate), "
-                             f"got {s2.tolist()}")
+            raise ValueError(
+                f"noise_variance must be > 0 (a variance; 0 makes the model degenerate), got {s2.tolist()}"
+            )
         return a, s2
 
     def log_marginal_likelihood(self, amplitude, noise_variance):
@@ -183,8 +187,9 @@ class KernelGP:
                 return root
         if lo == hi:
             return mid
-        best = scipy.optimize.minimize_scalar(profile, bounds=(lo, hi), method="bounded",
-                                              options={"xatol": _RATIO_XATOL})
+        best = scipy.optimize.minimize_scalar(
+            profile, bounds=(lo, hi), method="bounded", options={"xatol": _RATIO_XATOL}
+        )
         return best.x if best.fun <= profile(mid) else mid
 
     # -- the posterior

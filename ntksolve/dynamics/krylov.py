@@ -22,6 +22,7 @@ for all columns instead of once per column).
 
 Nothing here validates input: :mod:`ntksolve.dynamics.predictor` does.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,5 @@
 """The MSE of the conventions, ``1/(2Nk) Σ_i ‖f(x_i) − y_i‖²``: the one implementation."""
+
 from __future__ import annotations
 
 import numpy as np

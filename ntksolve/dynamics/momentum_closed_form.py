@@ -21,6 +21,7 @@ of its critical-damping value the roots are real, positive and apart, and
 ``G(α)`` keeps its accuracy as ``a → 0`` and reaches ``s + 1`` at ``a = 0``); elsewhere ``x`` is not
 small and ``(1 − P_s)/a`` loses nothing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,8 +96,16 @@ def constant_rate_modes(a, steps, eta, mu, nesterov, null):
         sub = np.asarray(steps, dtype=np.int64)[: rows[-1] + 1]
         Pr = np.empty((sub.size, cols.size))
         Cr = np.empty_like(Pr)
-        momentum_modes(np.ascontiguousarray(a[cols]), np.full(max(int(sub[-1]), 1), float(eta)), float(mu),
-                       bool(nesterov), sub, np.zeros(cols.size, dtype=bool), Pr, Cr)
+        momentum_modes(
+            np.ascontiguousarray(a[cols]),
+            np.full(max(int(sub[-1]), 1), float(eta)),
+            float(mu),
+            bool(nesterov),
+            sub,
+            np.zeros(cols.size, dtype=bool),
+            Pr,
+            Cr,
+        )
         P[: sub.size, cols] = Pr
         C[: sub.size, cols] = Cr
     P[:, a == 0] = 1.0  # exact: the mode is not driven

@@ -12,6 +12,7 @@ solver (``method=``, :mod:`ntksolve.dynamics.solvers`) how the matrix functions 
 Eigenvalues at or below ``n ε λ_max`` are exact zeros (``g = h = 0``), so singular kernels give
 the limit and ``t = ∞`` is kernel regression ``Θ* Θ⁺ r``.
 """
+
 from __future__ import annotations
 
 from ntksolve._validation import check_diag_reg, ridge_shift
@@ -41,8 +42,16 @@ __all__ = [
 ]
 
 
-def gradient_descent_mse(k_train_train, y_train, learning_rate=None, *, diag_reg=0.0, dynamics="continuous",
-                         method="auto", allow_divergence=False):
+def gradient_descent_mse(
+    k_train_train,
+    y_train,
+    learning_rate=None,
+    *,
+    diag_reg=0.0,
+    dynamics="continuous",
+    method="auto",
+    allow_divergence=False,
+):
     """Closed-form training on MSE of the network linearised at initialisation.
 
     Parameters
@@ -84,8 +93,15 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=None, *, diag_reg
     Lanczos on the kernel's products), else at the first call (from the eigenvalues, or the
     Lanczos estimate of ``λ_max`` at no extra cost).
     """
-    return MSEPredictor(k_train_train, y_train, learning_rate, diag_reg=diag_reg, dynamics=dynamics,
-                        method=method, allow_divergence=allow_divergence)
+    return MSEPredictor(
+        k_train_train,
+        y_train,
+        learning_rate,
+        diag_reg=diag_reg,
+        dynamics=dynamics,
+        method=method,
+        allow_divergence=allow_divergence,
+    )
 
 
 def critical_learning_rate(k_train_train, n_outputs=None, *, diag_reg=0.0):

@@ -34,6 +34,7 @@ Row blocks: ``B``, ``B^T B`` and ``U = B W`` are sums or products over row block
 ``N m^2`` flops run where the blocks are computed (:func:`nystrom_block`); only ``m x m`` matrices
 meet in one place.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,8 +76,7 @@ def nystrom_cholesky(k_mm: np.ndarray, nu: float) -> np.ndarray:
     return cholesky(k, lower=False, check_finite=False)
 
 
-def nystrom_block(y_block: np.ndarray, landmark_rows: np.ndarray, landmark_cols: np.ndarray, nu: float,
-                  C: np.ndarray):
+def nystrom_block(y_block: np.ndarray, landmark_rows: np.ndarray, landmark_cols: np.ndarray, nu: float, C: np.ndarray):
     """One row block of ``B = (Y + nu S) C^{-1}`` and its Gram ``B_i^T B_i``.
 
     Parameters

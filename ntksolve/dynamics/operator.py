@@ -8,6 +8,7 @@ whose tiles live on a cluster implements it too, and then trains through the sam
 Also here: the checks that turn a user's train kernel into a validated symmetric ``(n, n)`` array
 (:func:`check_train_kernel`), and ``λ_max`` of any operator (:func:`largest_eigenvalue`).
 """
+
 from __future__ import annotations
 
 from typing import Protocol, Tuple, runtime_checkable
@@ -155,8 +156,11 @@ def largest_eigenvalue(kernel):
         return float(top[0]) + kernel.shift
     dtype = np.dtype(kernel.dtype)
     op = scipy.sparse.linalg.LinearOperator(
-        (n, n), matvec=lambda x: kernel.matmat(np.asarray(x, dtype=dtype).reshape(n, 1)).ravel(),
-        matmat=lambda X: kernel.matmat(np.asarray(X, dtype=dtype)), dtype=dtype)
+        (n, n),
+        matvec=lambda x: kernel.matmat(np.asarray(x, dtype=dtype).reshape(n, 1)).ravel(),
+        matmat=lambda X: kernel.matmat(np.asarray(X, dtype=dtype)),
+        dtype=dtype,
+    )
     v0 = np.random.default_rng(0).standard_normal(n).astype(dtype)
     lam = scipy.sparse.linalg.eigsh(op, k=1, which="LA", tol=1e-10, v0=v0, return_eigenvectors=False)
     return float(lam[0])
@@ -199,9 +203,7 @@ def check_train_kernel(k_train_train, name="k_train_train"):
             raise ValueError(f"a full {name} must have shape (N, N, k, k), got shape {arr.shape}")
         full_k = arr.shape[2]
     else:
-        raise ValueError(
-            f"{name} must be a traced kernel (N, N) or a full kernel (N, N, k, k), got shape {arr.shape}"
-        )
+        raise ValueError(f"{name} must be a traced kernel (N, N) or a full kernel (N, N, k, k), got shape {arr.shape}")
     if arr.shape[0] == 0 or (full_k == 0):
         raise ValueError(f"{name} is empty (shape {arr.shape})")
     dtype = float_dtype(arr)

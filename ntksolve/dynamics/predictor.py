@@ -6,6 +6,7 @@ kernel known by its products), runs the one divergence check, and hands each pre
 solver (:mod:`ntksolve.dynamics.solvers`), which asks the training rule
 (:mod:`ntksolve.dynamics.rules`) for the per-mode coefficients.
 """
+
 from __future__ import annotations
 
 import copy
@@ -54,8 +55,17 @@ class MSEPredictor:
         Krylov dimensions and Ritz extremes (or CG iterations) of the latest product-only call.
     """
 
-    def __init__(self, k_train_train, y_train, learning_rate=None, *, diag_reg=0.0, dynamics="continuous",
-                 method="auto", allow_divergence=False):
+    def __init__(
+        self,
+        k_train_train,
+        y_train,
+        learning_rate=None,
+        *,
+        diag_reg=0.0,
+        dynamics="continuous",
+        method="auto",
+        allow_divergence=False,
+    ):
         self.rule = resolve_rule(dynamics, learning_rate)
         self.solver = resolve_solver(method)
         self.diag_reg = check_diag_reg(diag_reg)
@@ -73,7 +83,9 @@ class MSEPredictor:
             n, diag = check_operator(k_train_train)
             full_k, N, k = None, n, self._targets_traced(y, n)
             op_dtype = np.dtype(getattr(k_train_train, "dtype", np.float64))
-            self._dtype = np.dtype(np.float32) if op_dtype == np.float32 and y.dtype == np.float32 else np.dtype(np.float64)
+            self._dtype = (
+                np.dtype(np.float32) if op_dtype == np.float32 and y.dtype == np.float32 else np.dtype(np.float64)
+            )
             kernel = ShiftedOperator(k_train_train, ridge_shift(self.diag_reg, diag))
         else:
             A, full_k = check_train_kernel(k_train_train)
@@ -104,7 +116,9 @@ class MSEPredictor:
     @staticmethod
     def _targets_traced(y, N):
         if y.ndim not in (1, 2) or y.shape[0] != N:
-            raise ValueError(f"y_train must have shape (N,) or (N, k) with N = {N} rows of k_train_train, got {y.shape}")
+            raise ValueError(
+                f"y_train must have shape (N,) or (N, k) with N = {N} rows of k_train_train, got {y.shape}"
+            )
         if y.ndim == 2 and y.shape[1] == 0:
             raise ValueError("y_train has no target columns")
         return 1 if y.ndim == 1 else y.shape[1]
@@ -127,8 +141,9 @@ class MSEPredictor:
             self._check_divergence(p.lmax, stacklevel=4)
 
     def _check_divergence(self, lmax, stacklevel, exact=True):
-        self.rule.check_divergence(lmax, self._problem.size, allow_divergence=self.allow_divergence,
-                                   stacklevel=stacklevel + 1)
+        self.rule.check_divergence(
+            lmax, self._problem.size, allow_divergence=self.allow_divergence, stacklevel=stacklevel + 1
+        )
         self._checked = self._checked or exact
 
     def _check_schedule(self, ts, stacklevel):
@@ -136,9 +151,14 @@ class MSEPredictor:
         fin = ts[np.isfinite(ts)]
         p = self._problem
         if fin.size and fin.max() > 0:
-            self.rule.check_divergence(p.lmax, p.size, allow_divergence=self.allow_divergence,
-                                       stacklevel=stacklevel + 1, n_steps=int(fin.max()),
-                                       eigenvalues=None if p.eig is None else p.eig[0][~p.eig[2]])
+            self.rule.check_divergence(
+                p.lmax,
+                p.size,
+                allow_divergence=self.allow_divergence,
+                stacklevel=stacklevel + 1,
+                n_steps=int(fin.max()),
+                eigenvalues=None if p.eig is None else p.eig[0][~p.eig[2]],
+            )
 
     # -- read-only facts
     @property
@@ -260,8 +280,10 @@ class MSEPredictor:
         if not p.dense:
             raise TypeError("kernel_gp needs the kernel as an array (it uses its eigendecomposition)")
         if self._full:
-            raise ValueError("kernel_gp takes a traced (N, N) kernel (one amplitude and noise per output "
-                             "column); trace the full kernel over outputs first")
+            raise ValueError(
+                "kernel_gp takes a traced (N, N) kernel (one amplitude and noise per output "
+                "column); trace the full kernel over outputs first"
+            )
         lam, V, _ = p.decompose()
         theta = np.asarray(lam, dtype=np.float64) - p.kernel.shift
         R = self._Y - self._check_outputs(fx_train_0, "fx_train_0", self.n_train)
@@ -282,8 +304,7 @@ class MSEPredictor:
 
     # -- public
     def __call__(self, t, fx_train_0, fx_test_0=None, k_test_train=None, *, jtheta_train=None, jtheta_test=None):
-        return self.predict(t, fx_train_0, fx_test_0, k_test_train, jtheta_train=jtheta_train,
-                            jtheta_test=jtheta_test)
+        return self.predict(t, fx_train_0, fx_test_0, k_test_train, jtheta_train=jtheta_train, jtheta_test=jtheta_test)
 
     def predict(self, t, fx_train_0, fx_test_0=None, k_test_train=None, *, jtheta_train=None, jtheta_test=None):
         """Train (and test) outputs after ``t`` steps of training.

@@ -6,6 +6,7 @@ The rules themselves (:class:`~ntksolve.dynamics.rules.GradientFlow`,
 re-exports both names; a rule only decides its residual factor ``p_t(λ)`` (and, if it has one,
 another critical learning rate).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -186,6 +187,9 @@ class TrainingRule:
         )
         if self.stability_required and not allow_divergence:
             raise ValueError(msg + "; lower learning_rate, or pass allow_divergence=True to compute it anyway")
-        tail = (" (allow_divergence=True: computing it anyway)" if self.stability_required
-                else "; gradient flow (dynamics='continuous') still converges")
+        tail = (
+            " (allow_divergence=True: computing it anyway)"
+            if self.stability_required
+            else "; gradient flow (dynamics='continuous') still converges"
+        )
         warnings.warn(msg + tail, DivergenceWarning, stacklevel=stacklevel + 1)

@@ -25,6 +25,7 @@ nothing in the solvers changes. Modes at or below ``n ε λ_max``
 (:func:`ntksolve.dynamics.spectral.null_mask`) are exact zeros: ``g = h = 0`` there, so ``t = ∞``
 is the pseudo-inverse.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -148,13 +149,18 @@ class GradientDescent(TrainingRule):
         object.__setattr__(self, "weight_decay", check_real_scalar(self.weight_decay, "weight_decay", low=0.0))
 
     def __repr__(self):
-        extra = "".join(f", {f}={getattr(self, f)!r}" for f, d in
-                        (("momentum", 0.0), ("nesterov", False), ("weight_decay", 0.0)) if getattr(self, f) != d)
+        extra = "".join(
+            f", {f}={getattr(self, f)!r}"
+            for f, d in (("momentum", 0.0), ("nesterov", False), ("weight_decay", 0.0))
+            if getattr(self, f) != d
+        )
         return f"GradientDescent(learning_rate={self.learning_rate!r}{extra})"
 
     # -- what kind of descent
-    schedule = property(lambda self: self.learning_rate if isinstance(self.learning_rate, Schedule) else None,
-                        doc="The :class:`Schedule` of a non-constant rate, else None.")
+    schedule = property(
+        lambda self: self.learning_rate if isinstance(self.learning_rate, Schedule) else None,
+        doc="The :class:`Schedule` of a non-constant rate, else None.",
+    )
 
     @property
     def plain(self):
@@ -255,11 +261,14 @@ class GradientDescent(TrainingRule):
         """
         if self.plain:
             return super().critical_learning_rate(lmax, size)
-        return critical_rate(max(float(lmax), 0.0) + self.weight_decay * size, size=size, momentum=self.momentum,
-                             nesterov=self.nesterov)
+        return critical_rate(
+            max(float(lmax), 0.0) + self.weight_decay * size, size=size, momentum=self.momentum, nesterov=self.nesterov
+        )
 
-    checks_per_call = property(lambda self: self.schedule is not None,
-                               doc="A schedule is judged on the steps of each prediction (how far it runs).")
+    checks_per_call = property(
+        lambda self: self.schedule is not None,
+        doc="A schedule is judged on the steps of each prediction (how far it runs).",
+    )
 
     def check_divergence(self, lmax, size, *, allow_divergence=False, stacklevel=2, eigenvalues=None, n_steps=None):
         """As :meth:`TrainingRule.check_divergence`; a schedule is judged by
@@ -270,11 +279,15 @@ class GradientDescent(TrainingRule):
             if self.learning_rate < crit:
                 return
             if self.plain:
-                msg = (f"learning_rate={self.learning_rate:g} ≥ critical learning rate 2Nk/λ_max = {crit:.6g}: "
-                       "real (discrete) gradient descent at this rate diverges")
+                msg = (
+                    f"learning_rate={self.learning_rate:g} ≥ critical learning rate 2Nk/λ_max = {crit:.6g}: "
+                    "real (discrete) gradient descent at this rate diverges"
+                )
             else:
-                msg = (f"learning_rate={self.learning_rate:g} ≥ critical learning rate {crit:.6g} of "
-                       f"{rule_words(self)}: real training at this rate diverges")
+                msg = (
+                    f"learning_rate={self.learning_rate:g} ≥ critical learning rate {crit:.6g} of "
+                    f"{rule_words(self)}: real training at this rate diverges"
+                )
         else:
             if not n_steps:
                 return
@@ -283,15 +296,32 @@ class GradientDescent(TrainingRule):
                 return
         if not allow_divergence:
             raise ValueError(msg + "; lower learning_rate, or pass allow_divergence=True to compute it anyway")
-        warnings.warn(msg + " (allow_divergence=True: computing it anyway)", DivergenceWarning, stacklevel=stacklevel + 1)
+        warnings.warn(
+            msg + " (allow_divergence=True: computing it anyway)", DivergenceWarning, stacklevel=stacklevel + 1
+        )
 
 
 #: The ``dynamics=`` names and the rules they build.
 _RULES = {GradientFlow.name: GradientFlow, GradientDescent.name: GradientDescent}
 DYNAMICS = tuple(_RULES)
 #: Optimisers whose step depends on each parameter's own gradient history: no function-space twin.
-ADAPTIVE = ("adam", "adamw", "adamax", "nadam", "radam", "rmsprop", "adagrad", "adadelta", "sparseadam",
-            "rprop", "lbfgs", "adafactor", "lion", "sophia", "lamb")
+ADAPTIVE = (
+    "adam",
+    "adamw",
+    "adamax",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "adagrad",
+    "adadelta",
+    "sparseadam",
+    "rprop",
+    "lbfgs",
+    "adafactor",
+    "lion",
+    "sophia",
+    "lamb",
+)
 
 
 def resolve_rule(dynamics, learning_rate=None):

@@ -12,6 +12,7 @@ train residual by a factor ``P_s(λ)`` after ``s`` steps, and the test outputs b
 :func:`mode_factors` evaluates them: a constant rate by a closed form at any step (no loop over
 steps), any other schedule by one jitted pass over the steps per mode (``O(S_max · n)``).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -84,8 +85,12 @@ class Schedule:
 
     def __init__(self, rates):
         arr = np.asarray(rates)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
-                or np.iscomplexobj(arr) or arr.dtype == bool:
+        if (
+            arr.dtype == object
+            or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool)
+            or np.iscomplexobj(arr)
+            or arr.dtype == bool
+        ):
             raise TypeError(f"rates must be a real numeric array, got dtype {arr.dtype}")
         if arr.ndim != 1 or arr.size == 0:
             raise ValueError(f"rates must be a non-empty 1-D array (one rate per step), got shape {arr.shape}")
@@ -131,8 +136,10 @@ class Schedule:
     @classmethod
     def step(cls, lr, step_size, gamma=0.1):
         """``η_s = lr · gamma^⌊s / step_size⌋`` (``StepLR``)."""
-        return cls._make("step", (_real(lr, "lr", positive=True), _count(step_size, "step_size"),
-                                  _real(gamma, "gamma", positive=True)))
+        return cls._make(
+            "step",
+            (_real(lr, "lr", positive=True), _count(step_size, "step_size"), _real(gamma, "gamma", positive=True)),
+        )
 
     @classmethod
     def exponential(cls, lr, gamma):
@@ -331,8 +338,12 @@ def _check_modes(eigenvalues, steps, size, null):
     if not np.all(np.isfinite(lam)) or np.any(lam < 0):
         raise ValueError("eigenvalues must be finite and non-negative (clip rounding-level negatives first)")
     st = np.asarray(steps)
-    if st.ndim != 1 or st.size == 0 or not np.issubdtype(st.dtype, np.integer) and not (
-            np.issubdtype(st.dtype, np.floating) and np.all(np.isfinite(st)) and np.all(st == np.round(st))):
+    if (
+        st.ndim != 1
+        or st.size == 0
+        or not np.issubdtype(st.dtype, np.integer)
+        and not (np.issubdtype(st.dtype, np.floating) and np.all(np.isfinite(st)) and np.all(st == np.round(st)))
+    ):
         raise ValueError(f"steps must be a non-empty 1-D array of integer step counts, got {steps!r}")
     st = st.astype(np.int64)
     if np.any(st < 0) or np.any(np.diff(st) < 0):
@@ -393,8 +404,9 @@ def _padded(rates):
     return np.ascontiguousarray(rates if rates.size else np.zeros(1), dtype=np.float64)
 
 
-def weight_decay_mode_factors(eigenvalues, steps, *, size, learning_rate, weight_decay, momentum=0.0,
-                              nesterov=False, null=None):
+def weight_decay_mode_factors(
+    eigenvalues, steps, *, size, learning_rate, weight_decay, momentum=0.0, nesterov=False, null=None
+):
     """Per-mode factors of (momentum) SGD with weight decay ``w`` on all parameters (PyTorch's).
 
     The linearised network gives ``G_s = Θ r_s/(Nk) + w (f_s − f_0 + J θ_0)``: in parameter space a

@@ -29,6 +29,7 @@
 Every solver answers ``solve(problem, ts, R, test)`` with the train and test increments; none of
 them knows which training rule it serves (they ask it for coefficients).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -228,8 +229,9 @@ class Krylov(Solver):
             return np.vstack([g, h]) if need_h else g
 
         tol = max(self.tol, 10 * np.finfo(dtype).eps)
-        out, info = lanczos_function_products(problem.kernel.matmat, np.ascontiguousarray(R, dtype=dtype),
-                                              coefficient_fn, tol=tol, max_iter=self.max_iter)
+        out, info = lanczos_function_products(
+            problem.kernel.matmat, np.ascontiguousarray(R, dtype=dtype), coefficient_fn, tol=tol, max_iter=self.max_iter
+        )
         train = out[:T]
         if not need_h:
             return train, None, info
@@ -305,7 +307,8 @@ class ConjugateGradient(Solver):
                 f"conjugate gradients did not reach tol={self.tol:g} within {info['iterations']} products "
                 f"(relative residuals {np.asarray(info['residuals']).tolist()}); raise max_iter, add "
                 "diag_reg or a preconditioner",
-                KrylovConvergenceWarning, stacklevel=5,
+                KrylovConvergenceWarning,
+                stacklevel=5,
             )
 
 
@@ -359,8 +362,11 @@ def auto_method(n, n_columns, n_times, n_test):
     flop = AUTO_SECONDS_PER_FLOP
     test_eigh = (min(2.0 * T * c * n**2, 2.0 * M * n**2) + 2.0 * M * n * T * c) if M else 0.0
     cost_eigh = AUTO_EIGH_SECONDS_PER_N3 * n**3 + (2.0 * T * c * n**2 + test_eigh) * flop
-    step = (AUTO_MATVEC_SECONDS_PER_N2 * n**2 + 2.0 * c * n**2 * flop
-            + c * (4.0 * n * m * flop + AUTO_LANCZOS_STEP_OVERHEAD))
+    step = (
+        AUTO_MATVEC_SECONDS_PER_N2 * n**2
+        + 2.0 * c * n**2 * flop
+        + c * (4.0 * n * m * flop + AUTO_LANCZOS_STEP_OVERHEAD)
+    )
     sides = 2 if M else 1
     cost_krylov = m * step + (sides * 2.0 * n * m * T * c + 2.0 * M * n * T * c) * flop
     return "krylov" if cost_krylov < cost_eigh else "eigh"

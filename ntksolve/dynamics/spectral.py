@@ -5,6 +5,7 @@ every solver drops the same modes: eigenvalues at or below ``n ε λ_max`` (``n`
 flattened kernel) are exact zeros, where the closed-form coefficients are 0; singular kernels
 (repeated inputs) then give the limit, and ``t = ∞`` is the pseudo-inverse.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -2,6 +2,7 @@
 
 The reasoning is in ``docs/training-rules.md`` ("Critical rates and divergence").
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -73,8 +74,9 @@ def _radius(x, mu, nesterov):
     return float(abs(tr) + np.sqrt(disc)) / 2.0
 
 
-def schedule_stability(eigenvalues, n_steps, *, size, learning_rate, momentum=0.0, nesterov=False,
-                       null=None, bound=None) -> Stability:
+def schedule_stability(
+    eigenvalues, n_steps, *, size, learning_rate, momentum=0.0, nesterov=False, null=None, bound=None
+) -> Stability:
     """Judge whether a schedule diverges: iterate every given mode's 2×2 recurrence along it.
 
     Cheap (``O(n_steps · n)``); pass all eigenvalues, or only the top few. Every mode is checked

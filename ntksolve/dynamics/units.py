@@ -20,6 +20,7 @@ mean over all entries (our loss) but differentiates the sum over outputs; its mo
 ``alpha / N`` on the weights only (not the intercepts), which ntksolve's all-parameter weight decay
 does not represent; it initialises Glorot-uniform in standard parameterisation.
 """
+
 from __future__ import annotations
 
 import numbers

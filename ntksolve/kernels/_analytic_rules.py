@@ -14,6 +14,7 @@ Accepted range: every variance at most ``ANALYTIC_MAX_VARIANCE`` (products of tw
 hangs on ``det``, which rounding perturbs by ``eps S^2``; beyond, :func:`_check_variances` raises a
 ValueError naming the scale and the fix.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,7 @@ from ntksolve._config import (  # tunables live in the config module; reasons th
     LOGISTIC_MIXTURE_NODES as _MIXTURE_NODES,
 )
 from ntksolve._jit.activations import ABRELU, ACTIVATION_CODES, ERF, MONOMIAL, SIGMOID, SOFTPLUS, TANH
-from ntksolve._jit.analytic_points import (CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion,
-                                           _squared_norms)
+from ntksolve._jit.analytic_points import CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion, _squared_norms
 from ntksolve._jit.threads import run_in_threads
 from ntksolve._jit.hermite_series import series_coefficient_rows, series_term_counts
 from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES
@@ -54,8 +54,10 @@ def as_activation(activation) -> Activation:
     if isinstance(activation, numbers.Integral) and not isinstance(activation, bool):
         code = int(activation)
         if code in (ABRELU, MONOMIAL):
-            raise ValueError(f"activation code {code} ({_NAMES[code]}) needs its parameters: pass an "
-                             f"Activation, e.g. Activation('{_NAMES[code]}(...)')")
+            raise ValueError(
+                f"activation code {code} ({_NAMES[code]}) needs its parameters: pass an "
+                f"Activation, e.g. Activation('{_NAMES[code]}(...)')"
+            )
         if code not in _NAMES:
             raise ValueError(f"unknown activation code {code}")
         return Activation(_NAMES[code])
@@ -211,7 +213,7 @@ _SERIES_STRIP = {TANH: 0.5 * math.pi, SIGMOID: math.pi, SOFTPLUS: math.pi}
 def _hermite_series_rule_cached(code):
     t_cap = _SERIES_MAX_TERMS
     even = code == SOFTPLUS
-    k_of = np.arange(2 if even else 1, 2 * t_cap + 3, 2, dtype=np.int64)[:t_cap + 1]
+    k_of = np.arange(2 if even else 1, 2 * t_cap + 3, 2, dtype=np.int64)[: t_cap + 1]
     tau = _SERIES_STRIP[code] / math.sqrt(SERIES_MAX_VARIANCE)
     h = min(2.0 * math.pi * tau / 40.0, math.pi / (math.sqrt(2.0 * k_of[-2]) + 8.0))
     grid = h * np.arange(int(math.ceil(_SERIES_HALF_WIDTH / h)) + 1, dtype=float)
@@ -296,8 +298,17 @@ def series_pieces(variance_sets, depth, phi):
             n = var.shape[1]
             coef = np.empty((n, t_cap))
             totals = np.empty((n, 5))
-            args = (np.ascontiguousarray(var[l]), phi.code, phi.params, grid, half_w, psi_t, SERIES_MAX_VARIANCE,
-                    coef, totals)
+            args = (
+                np.ascontiguousarray(var[l]),
+                phi.code,
+                phi.params,
+                grid,
+                half_w,
+                psi_t,
+                SERIES_MAX_VARIANCE,
+                coef,
+                totals,
+            )
             if n >= _SERIES_THREADED_POINTS:
                 run_in_threads(series_coefficient_rows, *args)
             else:  # a few milliseconds of work: starting threads would cost more
@@ -407,8 +418,7 @@ def _diag_pieces(X, depth, phi, weight_std, bias_std, method, quad_order):
             rule = (mix_var, mix_w, np.zeros(0, np.int64), np.zeros(0, np.int64))
         else:
             rule = _empty_rule()
-        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, prm, method, sw2, sb2, rule[0],
-                                                  rule[1])
+        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, prm, method, sw2, sb2, rule[0], rule[1])
         _check_variances(variances, X, phi, weight_std)
         return variances, ntk_diag, sq, rule, 0
     # first layer checked before it sizes the rule (an infinite variance has no order)
@@ -416,8 +426,7 @@ def _diag_pieces(X, depth, phi, weight_std, bias_std, method, quad_order):
     order = int(quad_order) if quad_order is not None else _adaptive_order(sw2 * sq.max() / d + sb2, code)
     while True:
         rule = gauss_hermite_rule(order)
-        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, prm, GAUSS_HERMITE, sw2, sb2,
-                                                  rule[0], rule[1])
+        variances, ntk_diag = _diagonal_recursion(sq, d, depth, code, prm, GAUSS_HERMITE, sw2, sb2, rule[0], rule[1])
         if quad_order is not None or depth == 0:
             break
         needed = _adaptive_order(variances[:depth].max(), code)
@@ -437,5 +446,14 @@ def _diag_pieces(X, depth, phi, weight_std, bias_std, method, quad_order):
     return variances, ntk_diag, sq, rule, order
 
 
-__all__ = ["as_activation", "gauss_hermite_rule", "logistic_mixture_rule", "hermite_series_rule", "series_pieces",
-           "CLOSED", "MIXTURE", "SERIES", "GAUSS_HERMITE"]
+__all__ = [
+    "as_activation",
+    "gauss_hermite_rule",
+    "logistic_mixture_rule",
+    "hermite_series_rule",
+    "series_pieces",
+    "CLOSED",
+    "MIXTURE",
+    "SERIES",
+    "GAUSS_HERMITE",
+]

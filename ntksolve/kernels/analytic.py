@@ -6,6 +6,7 @@
 the input Gram (:func:`input_gram`) and run the numba kernels of :mod:`ntksolve._jit.analytic`
 (recursion and pair rows) and :mod:`ntksolve._jit.expectations` (layer maps) on threads.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -75,7 +76,7 @@ def _identical_row_groups(X1, sq1, X2=None, sq2=None):
         c1 = c2 = cand1
         common = np.flatnonzero(np.bincount(labels) > 1)
     else:
-        g1, g2 = labels[:cand1.size], labels[cand1.size:]
+        g1, g2 = labels[: cand1.size], labels[cand1.size :]
         c1, c2 = cand1, cand2
         common = np.intersect1d(g1, g2)
     if common.size == 0:
@@ -125,8 +126,7 @@ def input_gram(X1, X2, sq1, sq2):
     return gram
 
 
-def analytic_diag(X, depth, activation, weight_std, bias_std, force_quadrature=False,
-                  quad_order=None):
+def analytic_diag(X, depth, activation, weight_std, bias_std, force_quadrature=False, quad_order=None):
     """Diagonals ``K(x_i, x_i)`` and ``Theta(x_i, x_i)`` of the NNGP and NTK, in ``O(N (d + L))``.
 
     The per-point recursion; bit-identical to the diagonal of ``analytic_pair_kernels`` and to
@@ -158,13 +158,13 @@ def analytic_diag(X, depth, activation, weight_std, bias_std, force_quadrature=F
     """
     phi = as_activation(activation)
     method = _method(phi.code, force_quadrature, quad_order)
-    variances, ntk_diag, _, _, _ = _diag_pieces(X, int(depth), phi, weight_std, bias_std, method,
-                                                quad_order)
+    variances, ntk_diag, _, _, _ = _diag_pieces(X, int(depth), phi, weight_std, bias_std, method, quad_order)
     return variances[int(depth)].copy(), ntk_diag
 
 
-def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symmetric,
-                          quad_order=None, force_quadrature=False, series=True):
+def analytic_pair_kernels(
+    X1, X2, depth, activation, weight_std, bias_std, symmetric, quad_order=None, force_quadrature=False, series=True
+):
     """The infinite-width NNGP ``Sigma^{L+1}(X1, X2)`` and NTK ``Theta^{L+1}(X1, X2)``.
 
     Parameters
@@ -230,12 +230,40 @@ def analytic_pair_kernels(X1, X2, depth, activation, weight_std, bias_std, symme
         pieces = series_pieces([var1] if symmetric else [var1, var2], depth, phi)
         ser1, ser2 = tuple(pieces[0]), tuple(pieces[-1])
     else:
-        ser1 = ser2 = (np.zeros((0, 0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0), np.int64),
-                       np.zeros(0), False)
+        ser1 = ser2 = (
+            np.zeros((0, 0, 0)),
+            np.zeros((0, 0)),
+            np.zeros((0, 0)),
+            np.zeros((0, 0), np.int64),
+            np.zeros(0),
+            False,
+        )
     nngp = input_gram(X1, None if symmetric else X2, sq1, sq2)
     ntk = np.empty_like(nngp)
-    run_in_threads(_pair_rows, nngp, ntk, var1, var2, ntk_diag, sw2 / n_features, sw2, sb2, depth, code,
-                   prm, method, bool(symmetric), wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+    run_in_threads(
+        _pair_rows,
+        nngp,
+        ntk,
+        var1,
+        var2,
+        ntk_diag,
+        sw2 / n_features,
+        sw2,
+        sb2,
+        depth,
+        code,
+        prm,
+        method,
+        bool(symmetric),
+        wphi1,
+        wdphi1,
+        nodes,
+        weights,
+        lo,
+        hi,
+        ser1,
+        ser2,
+    )
     if symmetric:
         run_in_threads(_mirror_rows, nngp, ntk)
     return nngp, ntk
@@ -289,8 +317,12 @@ def analytic_kernels(net: MLP, X1, X2=None) -> Kernels:
     if not symmetric:
         X2 = check_inputs(X2, name="X2", n_features=X1.shape[1])
     N2 = X1.shape[0] if symmetric else X2.shape[0]
-    check_memory((2, X1.shape[0], N2), np.float64, what="pair of analytic kernels (NNGP and NTK)",
-                 hint="use fewer inputs or the tiled Dask path (ntksolve[dask])")
+    check_memory(
+        (2, X1.shape[0], N2),
+        np.float64,
+        what="pair of analytic kernels (NNGP and NTK)",
+        hint="use fewer inputs or the tiled Dask path (ntksolve[dask])",
+    )
     nngp, ntk = analytic_pair_kernels(
         X1, X1 if symmetric else X2, net.depth, net.phi, net.weight_std, _bias_std(net), symmetric
     )

@@ -11,6 +11,7 @@ with ``(c_l, beta_l)`` the layer's :attr:`~ntksolve.nets.layers.LayerScales.ntk_
 for a layer without a bias. The ``N x P``
 Jacobian is never formed by :func:`empirical_ntk`.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -64,8 +65,9 @@ def _features(net: MLP, params, X: np.ndarray):
     return f, hs, deltas
 
 
-def _gram(A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.ndarray] = None,
-          lower: bool = False) -> np.ndarray:
+def _gram(
+    A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.ndarray] = None, lower: bool = False
+) -> np.ndarray:
     """The Gram product ``A B^T``; with ``B=None`` the symmetric ``A A^T`` at half the FLOPs.
 
     The one helper behind every Gram matrix of the empirical kernels (the NTK's per-layer products,
@@ -221,9 +223,14 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     N2 = N1 if symmetric else X2.shape[0]
     k = net.n_outputs
     shape = (N1, N2) if trace else (N1, N2, k, k)
-    check_memory(shape, dt, what="empirical NTK",
-                 hint="use trace=True, fewer inputs, or the tiled Dask path (ntksolve[dask])" if not trace
-                 else "use fewer inputs or the tiled Dask path (ntksolve[dask])")
+    check_memory(
+        shape,
+        dt,
+        what="empirical NTK",
+        hint="use trace=True, fewer inputs, or the tiled Dask path (ntksolve[dask])"
+        if not trace
+        else "use fewer inputs or the tiled Dask path (ntksolve[dask])",
+    )
     bs = _resolve_block_size(block_size, net, d, dt.itemsize, max(N1, N2))
     theta = np.zeros(shape, dtype=dt)
     coefs = net.ntk_coefficients(d)

@@ -13,6 +13,7 @@ the first parametrised one act on the inputs themselves, exactly as in the finit
 state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP's path
 (:func:`ntksolve.kernels.analytic.analytic_kernels`).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -42,26 +43,42 @@ def _check_variance(phi, state: KernelState) -> None:
     limit = ANALYTIC_MAX_VARIANCE_BOUNDED if phi.code in BOUNDED_CODES else ANALYTIC_MAX_VARIANCE
     top = max(float(state.var1.max()), float(state.var2.max()))
     if not top <= limit:
-        raise ValueError(f"the pre-activation variance before {phi.name} reaches {top:.3g}, above {limit:.0e}, the "
-                         f"largest for which its analytic kernel is accurate in float64; lower the weight_std "
-                         "values or the depth, or standardise the features")
+        raise ValueError(
+            f"the pre-activation variance before {phi.name} reaches {top:.3g}, above {limit:.0e}, the "
+            f"largest for which its analytic kernel is accurate in float64; lower the weight_std "
+            "values or the depth, or standardise the features"
+        )
 
 
 def activation_map(phi, state: KernelState) -> KernelState:
     """The element-wise activation's map of ``state`` (:mod:`ntksolve._jit.network_analytic`)."""
     if len(state.shape) != 1:
-        raise ValueError(f"the analytic kernel of {phi.name} is implemented on flat features; got per-example "
-                         f"shape {state.shape}")
+        raise ValueError(
+            f"the analytic kernel of {phi.name} is implemented on flat features; got per-example shape {state.shape}"
+        )
     if not state.gaussian:
-        raise ValueError(f"the analytic kernel of {phi.name} needs mean-zero Gaussian pre-activations (the output "
-                         "of a Dense, a LayerNorm of one, or a sum of such); here its input is not (the inputs "
-                         "themselves, an activation's output, or a residual sum with such a skip path): put a "
-                         "Dense before it")
+        raise ValueError(
+            f"the analytic kernel of {phi.name} needs mean-zero Gaussian pre-activations (the output "
+            "of a Dense, a LayerNorm of one, or a sum of such); here its input is not (the inputs "
+            "themselves, an activation's output, or a residual sum with such a skip path): put a "
+            "Dense before it"
+        )
     _check_variance(phi, state)
     method = MIXTURE if phi.code in LOGISTIC_CODES else CLOSED
     mix_var, mix_w = logistic_mixture_rule(phi.code) if method == MIXTURE else (_EMPTY, _EMPTY)
-    state.rows(activation_rows, state.nngp, state.ntk, state.var1, state.var2, phi.code, phi.params,
-                   method, mix_var, mix_w, state.symmetric)
+    state.rows(
+        activation_rows,
+        state.nngp,
+        state.ntk,
+        state.var1,
+        state.var2,
+        phi.code,
+        phi.params,
+        method,
+        mix_var,
+        mix_w,
+        state.symmetric,
+    )
     var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
     if state.symmetric:
         np.fill_diagonal(state.nngp, var1)  # the point's own map (bit-identical to the pair's, made sure)
@@ -92,9 +109,17 @@ def _input_state(F1, F2, symmetric) -> KernelState:
         K *= 1.0 / d
     _identical_rows_exact(K, A1, A2, var1, symmetric)
     # the NTK is 0 at the input: each tile starts from its own zeros (the whole matrix is only written)
-    return KernelState(nngp=K, ntk=np.empty_like(K), var1=var1, var2=var2, symmetric=symmetric,
-                       shape=tuple(F1.shape[1:]), at_input=True, expect=activation_map,
-                       inputs=(F1, F1 if symmetric else F2))
+    return KernelState(
+        nngp=K,
+        ntk=np.empty_like(K),
+        var1=var1,
+        var2=var2,
+        symmetric=symmetric,
+        shape=tuple(F1.shape[1:]),
+        at_input=True,
+        expect=activation_map,
+        inputs=(F1, F1 if symmetric else F2),
+    )
 
 
 def _identical_rows_exact(K, A1, A2, var1, symmetric) -> None:
@@ -154,9 +179,11 @@ def network_analytic_kernels(net: Network, X1, X2=None):
     """
     net = check_network(net)
     if not net.supports_analytic:
-        raise ValueError("analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
-                         "the infinite-width NTK grows without bound with width. Use Network(..., "
-                         "parameterization='ntk'), or empirical_ntk for a finite network")
+        raise ValueError(
+            "analytic kernels are defined in NTK parameterisation only: in standard parameterisation "
+            "the infinite-width NTK grows without bound with width. Use Network(..., "
+            "parameterization='ntk'), or empirical_ntk for a finite network"
+        )
     X1 = np.asarray(X1, dtype=np.float64) if not isinstance(X1, np.ndarray) else X1
     if X1.ndim < 2:
         raise ValueError(f"X1 must have shape (N, *input_shape), got shape {X1.shape}")
@@ -170,15 +197,21 @@ def network_analytic_kernels(net: Network, X1, X2=None):
             raise ValueError(f"X2 has per-example shape {X2.shape[1:]}, but X1 has {shape}")
         X2 = check_inputs(X2.reshape(X2.shape[0], -1), name="X2").reshape(X2.shape)
     N2 = X1.shape[0] if symmetric else X2.shape[0]
-    check_memory((4, X1.shape[0], N2), np.float64, what="analytic kernels of a network (NNGP, NTK and the next "
-                 "layer's)", hint="use fewer inputs")
+    check_memory(
+        (4, X1.shape[0], N2),
+        np.float64,
+        what="analytic kernels of a network (NNGP, NTK and the next layer's)",
+        hint="use fewer inputs",
+    )
     first = next(i for i, layer in enumerate(net.layers) if layer.leaves())
     prefix = net.layers[:first]
     for i, layer in enumerate(prefix):
         s = net.shapes(shape)[i]
         if getattr(layer, "normalizes", False) and s[-1] == 1:
-            raise ValueError(f"layer {i} ({layer.name}) normalises over one input feature, which makes every "
-                             "input 0: the kernels are degenerate. Remove it or give the inputs more features")
+            raise ValueError(
+                f"layer {i} ({layer.name}) normalises over one input feature, which makes every "
+                "input 0: the kernels are degenerate. Remove it or give the inputs more features"
+            )
     F1 = _apply_prefix(net, prefix, X1)
     F2 = F1 if symmetric else _apply_prefix(net, prefix, X2)
     start = _input_state(F1, None if symmetric else F2, symmetric)
@@ -192,8 +225,14 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         diagonal = symmetric and i0 == j0
         v1, v2 = start.var1[i0:i1], start.var2[j0:j1]
         pool = pools.setdefault(threading.get_ident(), {})  # this thread's buffers, reused tile to tile
-        tile = start.replace(var1=v1, var2=v1 if diagonal else v2, symmetric=diagonal, inputs=(F1[i0:i1], F2[j0:j1]),
-                             serial=True, pool=pool)
+        tile = start.replace(
+            var1=v1,
+            var2=v1 if diagonal else v2,
+            symmetric=diagonal,
+            inputs=(F1[i0:i1], F2[j0:j1]),
+            serial=True,
+            pool=pool,
+        )
         K, T = tile.workspace("tile K", nngp[i0:i1, j0:j1]), tile.workspace("tile T", nngp[i0:i1, j0:j1])
         np.copyto(K, nngp[i0:i1, j0:j1])
         T.fill(0.0)
@@ -206,15 +245,17 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         # a diagonal tile's lower triangle is not computed (the mirror overwrites it)
         valid = (np.triu(tile.nngp), np.triu(tile.ntk)) if diagonal else (tile.nngp, tile.ntk)
         if not (np.isfinite(valid[0].sum()) and np.isfinite(valid[1].sum())):
-            raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the "
-                             "features")
+            raise ValueError("the analytic kernels overflowed: lower the weight_std values or standardise the features")
         nngp[i0:i1, j0:j1] = tile.nngp
         ntk[i0:i1, j0:j1] = tile.ntk
         return tile.shape
 
     N1, N2 = nngp.shape
-    boxes = [(i0, min(i0 + _TILE, N1), j0, min(j0 + _TILE, N2))
-             for i0 in range(0, N1, _TILE) for j0 in range(i0 if symmetric else 0, N2, _TILE)]
+    boxes = [
+        (i0, min(i0 + _TILE, N1), j0, min(j0 + _TILE, N2))
+        for i0 in range(0, N1, _TILE)
+        for j0 in range(i0 if symmetric else 0, N2, _TILE)
+    ]
     out_shape = run(boxes[0])  # a layer order without a kernel is refused before the other tiles
     if len(out_shape) != 1:
         raise ValueError(f"the network's output has per-example shape {out_shape}; it must be flat")

@@ -6,6 +6,7 @@ the layers' inputs between two blocks of examples), never the ``N x P`` Jacobian
 are computed on one triangle of tiles and mirrored, as :func:`ntksolve.kernels.empirical.empirical_ntk`
 does for the MLP. A network that is an MLP (:meth:`Network.as_mlp`) runs on the MLP's path.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -16,7 +17,8 @@ import numpy as np
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_memory
-from ntksolve.nets.conv import ChannelFactors, Conv
+from ntksolve.nets.conv import Conv
+from ntksolve.nets.conv_factors import ChannelFactors
 from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
 from ntksolve.nets.network import Network, backward, check_network, forward, prepare_inputs
 from ntksolve.nets.pooling import GlobalAvgPool
@@ -32,7 +34,7 @@ def _features(net, params, X):
 def _factor_top_conv(net, params, caches, signals) -> None:
     """A network ending ``Conv, [activation,] GlobalAvgPool, Dense``: the identity seed reaches the
     convolution as ``g[i, a, p, c] = ws W_out[a, c] phi'(z[i, p, c]) / S``; its entry of ``signals``
-    gets those :class:`~ntksolve.nets.conv.ChannelFactors` (exactly the same signal), whose NTK term
+    gets those :class:`~ntksolve.nets.conv_factors.ChannelFactors` (exactly the same signal), whose NTK term
     is ``m`` times cheaper."""
     layers = net.layers
     if len(layers) < 3 or not isinstance(layers[-1], DenseLayer) or not isinstance(layers[-2], GlobalAvgPool):
@@ -45,8 +47,11 @@ def _factor_top_conv(net, params, caches, signals) -> None:
     R = W * W.dtype.type(layers[-1].scales(caches[-1].shape[1:]).weight)
     leaf, p, cache, _ = signals[1]
     B, S = cache.cols.shape[:2]
-    local = (caches[-3].reshape(B, S, -1) * W.dtype.type(1.0 / S) if act
-             else np.full((B, S, W.shape[1]), 1.0 / S, dtype=W.dtype))
+    local = (
+        caches[-3].reshape(B, S, -1) * W.dtype.type(1.0 / S)
+        if act
+        else np.full((B, S, W.shape[1]), 1.0 / S, dtype=W.dtype)
+    )
     signals[1] = (leaf, p, cache, ChannelFactors(R, local))
 
 
@@ -68,20 +73,24 @@ def _tile_into(theta, box, FI, FJ, trace, lower):
 def _block_rows(net, shape, k, itemsize, n_rows, block_size):
     if block_size is not None:
         if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size <= 0:
-            raise ValueError(f"block_size must be a positive int (rows of inputs per block) or None, got {block_size!r}")
+            raise ValueError(
+                f"block_size must be a positive int (rows of inputs per block) or None, got {block_size!r}"
+            )
         return int(min(block_size, n_rows))
     # every boundary's features, a derivative and k signals per row (for the two blocks of a tile:
     # generous), and what a layer keeps beyond them (a convolution's patches and per-example products)
     shapes = net.shapes(shape)
     numbers_ = sum((2 + 2 * k) * int(np.prod(s)) for s in shapes)
-    numbers_ += sum(layer.kernel_row_numbers(s, k) for layer, s in zip(net.layers, shapes)
-                    if hasattr(layer, "kernel_row_numbers"))
+    numbers_ += sum(
+        layer.kernel_row_numbers(s, k) for layer, s in zip(net.layers, shapes) if hasattr(layer, "kernel_row_numbers")
+    )
     per_row = itemsize * numbers_
     return int(max(1, min(n_rows, _config.EMPIRICAL_BLOCK_BYTES // max(per_row, 1))))
 
 
-def network_empirical_ntk(net: Network, params, X1, X2=None, *, trace: bool = True,
-                          block_size: Optional[int] = None) -> np.ndarray:
+def network_empirical_ntk(
+    net: Network, params, X1, X2=None, *, trace: bool = True, block_size: Optional[int] = None
+) -> np.ndarray:
     """The empirical NTK of a :class:`~ntksolve.nets.network.Network` (see :func:`ntksolve.empirical_ntk`).
 
     Parameters
@@ -109,8 +118,9 @@ def network_empirical_ntk(net: Network, params, X1, X2=None, *, trace: bool = Tr
     N2 = N1 if symmetric else X2.shape[0]
     k = net.output_shape(shape)[0]
     out_shape = (N1, N2) if trace else (N1, N2, k, k)
-    check_memory(out_shape, dt, what="empirical NTK", hint="use trace=True or fewer inputs" if not trace
-                 else "use fewer inputs")
+    check_memory(
+        out_shape, dt, what="empirical NTK", hint="use trace=True or fewer inputs" if not trace else "use fewer inputs"
+    )
     bs = _block_rows(net, shape, k, dt.itemsize, max(N1, N2), block_size)
     theta = np.zeros(out_shape, dtype=dt)
     starts1 = list(range(0, N1, bs))
@@ -143,8 +153,10 @@ def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
     net = check_network(net)
     last = net.layers[-1]
     if not isinstance(last, DenseLayer):
-        raise ValueError(f"the empirical NNGP is the kernel of the readout's inputs, so the network must end "
-                         f"with a Dense layer; it ends with {last.name}")
+        raise ValueError(
+            f"the empirical NNGP is the kernel of the readout's inputs, so the network must end "
+            f"with a Dense layer; it ends with {last.name}"
+        )
     X1, dt = prepare_inputs(net, params, X1, "X1")
     shape = X1.shape[1:]
     s = last.scales(net.shapes(shape)[-2])
@@ -158,8 +170,8 @@ def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
     else:
         X2, _ = prepare_inputs(net, params, X2, "X2", input_shape=shape)
         K = np.dot(h1, readout_inputs(X2).T)
-    K *= s.weight ** 2
-    K += s.bias ** 2
+    K *= s.weight**2
+    K += s.bias**2
     return K
 
 

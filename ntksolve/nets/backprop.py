@@ -12,6 +12,7 @@ products (:class:`~ntksolve.nets.layers.LayerScales`).
 
 Each product is one BLAS GEMM (numpy's) and each derivative one jitted in-place pass.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Optional, Tuple

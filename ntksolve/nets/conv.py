@@ -19,6 +19,7 @@ of that dense layer. The per-example gradient is ``dz/dW_trained = grad_weight s
 Strides must tile the padded input exactly (``(H + 2 p - kh) % stride == 0``): PyTorch drops the
 remainder silently, and we refuse it rather than compute on part of the image.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -27,6 +28,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from ntksolve._jit import conv as _jit
+from ntksolve.nets.conv_factors import ChannelFactors, _factored_term
 from ntksolve.nets.conv_kernel import conv_map
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import Dense, LayerScales, check_width
@@ -68,8 +70,11 @@ def _ints(value, n: int, what: str, *, minimum: int) -> Tuple[int, ...]:
         out = tuple(value)
     except TypeError:
         out = None
-    if (out is None or len(out) != n or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                                            or v < minimum for v in out)):
+    if (
+        out is None
+        or len(out) != n
+        or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum for v in out)
+    ):
         raise ValueError(f"{what} must be an int >= {minimum} or {n} of them (one per spatial axis), got {value!r}")
     return tuple(int(v) for v in out)
 
@@ -106,17 +111,31 @@ class Conv(Layer):
     has_params = True
     name = "Conv"
 
-    def __init__(self, channels: int, kernel_size, stride=1, padding="valid", weight_std: float = 1.0,
-                 bias_std: float = 0.0, parameterization: str = "ntk", *, bias: bool = True) -> None:
-        ks = (kernel_size,) if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool) \
+    def __init__(
+        self,
+        channels: int,
+        kernel_size,
+        stride=1,
+        padding="valid",
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        parameterization: str = "ntk",
+        *,
+        bias: bool = True,
+    ) -> None:
+        ks = (
+            (kernel_size,)
+            if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool)
             else kernel_size
+        )
         try:
             ndim = len(ks)
         except TypeError:
             ndim = 0
         if ndim not in (1, 2):
-            raise ValueError(f"kernel_size must be an int (1-D), or a tuple of 1 or 2 ints (1-D or 2-D), "
-                             f"got {kernel_size!r}")
+            raise ValueError(
+                f"kernel_size must be an int (1-D), or a tuple of 1 or 2 ints (1-D or 2-D), got {kernel_size!r}"
+            )
         self.ndim = ndim
         self.kernel_size = _ints(ks, ndim, "kernel_size", minimum=1)
         self.stride = _ints(stride, ndim, "stride", minimum=1)
@@ -148,34 +167,48 @@ class Conv(Layer):
     def __repr__(self) -> str:
         d = self.spec
         ks = self.kernel_size[0] if self.ndim == 1 else self.kernel_size
-        return (f"Conv({self.channels}, {ks!r}, stride={self.stride!r}, padding={self.padding!r}, "
-                f"weight_std={d.weight_std}, bias_std={d.bias_std}, parameterization={d.parameterization!r}"
-                f"{'' if d.bias else ', bias=False'})")
+        return (
+            f"Conv({self.channels}, {ks!r}, stride={self.stride!r}, padding={self.padding!r}, "
+            f"weight_std={d.weight_std}, bias_std={d.bias_std}, parameterization={d.parameterization!r}"
+            f"{'' if d.bias else ', bias=False'})"
+        )
 
     def get_config(self) -> dict:
         """The constructor arguments (JSON-serialisable), with ``"type": "Conv"``."""
         d = self.spec
-        return {"type": "Conv", "channels": self.channels, "kernel_size": list(self.kernel_size),
-                "stride": list(self.stride),
-                "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
-                "weight_std": d.weight_std, "bias_std": d.bias_std, "parameterization": d.parameterization,
-                "bias": d.bias}
+        return {
+            "type": "Conv",
+            "channels": self.channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": self.padding if isinstance(self.padding, str) else list(self.padding),
+            "weight_std": d.weight_std,
+            "bias_std": d.bias_std,
+            "parameterization": d.parameterization,
+            "bias": d.bias,
+        }
 
     @classmethod
     def from_config(cls, cfg):
         cfg = dict(cfg)
         pad = cfg.pop("padding")
-        return cls(cfg.pop("channels"), tuple(cfg.pop("kernel_size")), tuple(cfg.pop("stride")),
-                   pad if isinstance(pad, str) else tuple(pad), **{k: cfg[k] for k in ("weight_std", "bias_std",
-                                                                                      "parameterization")},
-                   bias=cfg.get("bias", True))
+        return cls(
+            cfg.pop("channels"),
+            tuple(cfg.pop("kernel_size")),
+            tuple(cfg.pop("stride")),
+            pad if isinstance(pad, str) else tuple(pad),
+            **{k: cfg[k] for k in ("weight_std", "bias_std", "parameterization")},
+            bias=cfg.get("bias", True),
+        )
 
     def bind(self, parameterization: str) -> "Conv":
         if self.parameterization == parameterization:
             return self
         if self.parameterization != "ntk":
-            raise ValueError(f"{self!r} asks for parameterization={self.parameterization!r}, but the network's is "
-                             f"{parameterization!r}: a network has one parameterisation; set it on the Network")
+            raise ValueError(
+                f"{self!r} asks for parameterization={self.parameterization!r}, but the network's is "
+                f"{parameterization!r}: a network has one parameterisation; set it on the Network"
+            )
         cfg = self.get_config()
         cfg["parameterization"] = parameterization
         return Conv.from_config({k: v for k, v in cfg.items() if k != "type"})
@@ -191,10 +224,11 @@ class Conv(Layer):
 
     def _geometry(self, in_shape) -> Geometry:
         if len(in_shape) != self.ndim + 1:
-            raise ValueError(f"a {self.ndim}-D convolution takes inputs of per-example shape "
-                             f"{'(H, W, C)' if self.ndim == 2 else '(T, C)'}, got {in_shape}"
-                             + ("; reshape flat rows to (N, H, W, C) (or (N, T, C)), channels last"
-                                if len(in_shape) == 1 else ""))
+            raise ValueError(
+                f"a {self.ndim}-D convolution takes inputs of per-example shape "
+                f"{'(H, W, C)' if self.ndim == 2 else '(T, C)'}, got {in_shape}"
+                + ("; reshape flat rows to (N, H, W, C) (or (N, T, C)), channels last" if len(in_shape) == 1 else "")
+            )
         spatial, C = in_shape[:-1], in_shape[-1]
         geo = []
         for axis, (n, k, s) in enumerate(zip(spatial, self.kernel_size, self.stride)):
@@ -206,13 +240,17 @@ class Conv(Layer):
                 lo = hi = self.padding[axis]
             span = n + lo + hi - k
             if span < 0:
-                raise ValueError(f"{self!r}: the kernel ({k}) is larger than the padded input ({n + lo + hi}) "
-                                 f"along spatial axis {axis}")
+                raise ValueError(
+                    f"{self!r}: the kernel ({k}) is larger than the padded input ({n + lo + hi}) "
+                    f"along spatial axis {axis}"
+                )
             if span % s:
-                raise ValueError(f"{self!r}: stride {s} does not tile the input along spatial axis {axis} "
-                                 f"(size {n}, padded {n + lo + hi}, kernel {k}: {span % s} pixel(s) would be "
-                                 f"dropped); change the padding or the stride so that (size + padding - kernel) "
-                                 f"is a multiple of the stride")
+                raise ValueError(
+                    f"{self!r}: stride {s} does not tile the input along spatial axis {axis} "
+                    f"(size {n}, padded {n + lo + hi}, kernel {k}: {span % s} pixel(s) would be "
+                    f"dropped); change the padding or the stride so that (size + padding - kernel) "
+                    f"is a multiple of the stride"
+                )
             geo.append((k, s, lo, span // s + 1, n))
         if self.ndim == 1:
             geo.insert(0, (1, 1, 0, 1, 1))
@@ -244,8 +282,18 @@ class Conv(Layer):
         s = self.scales(in_shape)
         B = x.shape[0]
         cols = np.empty((B, geo.n_out, geo.fan_in), dtype=x.dtype)
-        _jit.im2col(np.ascontiguousarray(x).reshape(B, geo.H, geo.W, geo.C), geo.kh, geo.kw, geo.sh, geo.sw,
-                    geo.ph, geo.pw, geo.oh, geo.ow, cols)
+        _jit.im2col(
+            np.ascontiguousarray(x).reshape(B, geo.H, geo.W, geo.C),
+            geo.kh,
+            geo.kw,
+            geo.sh,
+            geo.sw,
+            geo.ph,
+            geo.pw,
+            geo.oh,
+            geo.ow,
+            cols,
+        )
         y = np.dot(cols.reshape(-1, geo.fan_in), W.T)  # (B S, channels): one 2-D GEMM (numpy's N-D dot is no GEMM)
         y *= s.weight
         if self.bias:
@@ -264,8 +312,9 @@ class Conv(Layer):
         ws = W.dtype.type(self.scales(cache.shape).weight)  # folded into the (small) W, not the signals
         # W's columns reordered (dy, dx, c): the patches of the signal then have the channels fastest,
         # as the image has, and col2im_hwc's inner loop is contiguous on both sides
-        Wt = np.ascontiguousarray((ws * W).reshape(self.channels, geo.C, geo.kh * geo.kw).transpose(0, 2, 1)
-                                  ).reshape(self.channels, geo.fan_in)
+        Wt = np.ascontiguousarray((ws * W).reshape(self.channels, geo.C, geo.kh * geo.kw).transpose(0, 2, 1)).reshape(
+            self.channels, geo.fan_in
+        )
         g2 = np.ascontiguousarray(g).reshape(B * m, geo.n_out, self.channels)
         out = np.empty((B * m, geo.H, geo.W, geo.C), dtype=Wt.dtype)
         # in chunks of rows whose patches stay in cache: the full (B m, S, F) patches are F / C times
@@ -366,47 +415,6 @@ class Conv(Layer):
         return conv_map(self, state)
 
 
-class ChannelFactors(NamedTuple):
-    """A signal at a convolution's output that factors per channel,
-    ``g[i, a, p, c] = readout[a, c] * local[i, p, c]``: what a readout ``Dense`` after global
-    average pooling (and an element-wise activation) sends back (``readout = ws W_out``,
-    ``local = phi'(z) / S``). The NTK term then needs one gradient per example and channel instead
-    of ``m``: ``<G_a, G'_b> = sum_c readout[a, c] readout[b, c] <H_c, H'_c>``,
-    ``H_c = sum_p local[p, c] P_p``.
-
-    Attributes
-    ----------
-    readout : ndarray, shape (m, channels)
-    local : ndarray, shape (B, S, channels)
-    """
-
-    readout: np.ndarray
-    local: np.ndarray
-
-
-def _factored_term(theta, coef, R, HI, HJ, trace) -> None:
-    """``theta += coef sum_c R[a, c] R[b, c] <HI[i, c], HJ[j, c]>`` (``trace``: the mean over ``a = b``),
-    ``HI`` ``(B_I, channels, F)`` (``HJ`` None: ``HI``)."""
-    m = R.shape[0]
-    if trace:  # sum_a R[a, c]^2 / m folded into both sides: one GEMM over (channel, F)
-        w = np.sqrt((R * R).sum(axis=0) * (coef / m))[None, :, None]
-        AI = (HI * w).reshape(HI.shape[0], -1)
-        theta += np.dot(AI, AI.T if HJ is None else (HJ * w).reshape(HJ.shape[0], -1).T)
-        return
-    HJ = HI if HJ is None else HJ
-    BI, Co, F = HI.shape
-    BJ = HJ.shape[0]
-    M = (R.T[:, :, None] * R.T[:, None, :]).reshape(Co, m * m)
-    M *= coef
-    # per-channel Grams (channels, B_I, B_J), then one GEMM against the (channels, m m) outer products
-    # of R; m m channels at a time, so that the Grams take no more memory than theta's tile
-    step = m * m
-    for c0 in range(0, Co, step):
-        c1 = min(c0 + step, Co)
-        K = np.matmul(HI[:, c0:c1].transpose(1, 0, 2), HJ[:, c0:c1].transpose(1, 2, 0)).reshape(c1 - c0, BI * BJ)
-        theta += np.dot(K.T, M[c0:c1]).reshape(BI, BJ, m, m)
-
-
 class _ConvCache:
     """A convolution's cache: the patches ``cols`` ``(B, S, F)``, the per-example input ``shape``,
     and the gradient products of the last signal seen (:meth:`Conv._gradients`)."""
@@ -422,19 +430,55 @@ class _ConvCache:
 class Conv1D(Conv):
     """:class:`Conv` over 1-D signals ``(T, C)``: ``kernel_size``, ``stride``, ``padding`` are ints."""
 
-    def __init__(self, channels: int, kernel_size: int, stride=1, padding="valid", weight_std: float = 1.0,
-                 bias_std: float = 0.0, parameterization: str = "ntk", *, bias: bool = True) -> None:
-        super().__init__(channels, _ints(kernel_size, 1, "kernel_size", minimum=1), stride, padding, weight_std,
-                         bias_std, parameterization, bias=bias)
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        stride=1,
+        padding="valid",
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        parameterization: str = "ntk",
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            channels,
+            _ints(kernel_size, 1, "kernel_size", minimum=1),
+            stride,
+            padding,
+            weight_std,
+            bias_std,
+            parameterization,
+            bias=bias,
+        )
 
 
 class Conv2D(Conv):
     """:class:`Conv` over images ``(H, W, C)``; an int ``kernel_size`` is a square kernel."""
 
-    def __init__(self, channels: int, kernel_size, stride=1, padding="valid", weight_std: float = 1.0,
-                 bias_std: float = 0.0, parameterization: str = "ntk", *, bias: bool = True) -> None:
-        super().__init__(channels, _ints(kernel_size, 2, "kernel_size", minimum=1), stride, padding, weight_std,
-                         bias_std, parameterization, bias=bias)
+    def __init__(
+        self,
+        channels: int,
+        kernel_size,
+        stride=1,
+        padding="valid",
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        parameterization: str = "ntk",
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(
+            channels,
+            _ints(kernel_size, 2, "kernel_size", minimum=1),
+            stride,
+            padding,
+            weight_std,
+            bias_std,
+            parameterization,
+            bias=bias,
+        )
 
 
 __all__ = ["ChannelFactors", "Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]

@@ -18,6 +18,7 @@ Refused, with the layer named by the driver: an activation without a closed-form
 convolution whose input is neither the network's input nor another convolution's output, and
 variances beyond the accurate range (as for the dense kernels).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Tuple
@@ -71,29 +72,45 @@ def conv_map(layer, state: KernelState) -> KernelState:
     prefix = state.nngp
     if not isinstance(prefix, SpatialPrefix):
         if not (state.at_input and state.inputs is not None and len(state.shape) > 1):
-            raise ValueError(f"a convolution's analytic kernel is computed from the exact inputs or from another "
-                             f"convolution's output; here it follows a layer that produced per-example shape "
-                             f"{state.shape} without them")
+            raise ValueError(
+                f"a convolution's analytic kernel is computed from the exact inputs or from another "
+                f"convolution's output; here it follows a layer that produced per-example shape "
+                f"{state.shape} without them"
+            )
         X1, X2 = state.inputs
         X1 = np.ascontiguousarray(X1, dtype=np.float64).reshape(X1.shape[0], -1)
         X2 = X1 if state.symmetric else np.ascontiguousarray(X2, dtype=np.float64).reshape(X2.shape[0], -1)
         prefix = SpatialPrefix(X1, X2, tuple(state.shape), (), state.expect)
     g = layer.geometry(state.shape)
-    op = ("conv", (g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow), layer.weight_std ** 2,
-          layer.forward_bias_std ** 2)
-    return state.replace(nngp=prefix._replace(ops=prefix.ops + (op,)), ntk=None, shape=layer.output_shape(state.shape),
-                         at_input=False, expect=_spatial_activation, gaussian=True)
+    op = (
+        "conv",
+        (g.H, g.W, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.oh, g.ow),
+        layer.weight_std**2,
+        layer.forward_bias_std**2,
+    )
+    return state.replace(
+        nngp=prefix._replace(ops=prefix.ops + (op,)),
+        ntk=None,
+        shape=layer.output_shape(state.shape),
+        at_input=False,
+        expect=_spatial_activation,
+        gaussian=True,
+    )
 
 
 def _spatial_activation(phi: Activation, state: KernelState) -> KernelState:
     """An activation on pending spatial features: appended to the prefix."""
     if phi.code not in CLOSED_FORM_CODES:
-        raise ValueError(f"{phi.name} has no closed-form layer map, which the analytic kernels of convolutions "
-                         f"need; use one of {', '.join(_CLOSED)} (or the abrelu and monomial families), or the "
-                         f"empirical kernels")
+        raise ValueError(
+            f"{phi.name} has no closed-form layer map, which the analytic kernels of convolutions "
+            f"need; use one of {', '.join(_CLOSED)} (or the abrelu and monomial families), or the "
+            f"empirical kernels"
+        )
     if not state.gaussian:
-        raise ValueError(f"{phi.name} follows another activation: its analytic kernel needs Gaussian "
-                         f"pre-activations (a convolution's output); put a Conv before it")
+        raise ValueError(
+            f"{phi.name} follows another activation: its analytic kernel needs Gaussian "
+            f"pre-activations (a convolution's output); put a Conv before it"
+        )
     prefix = state.nngp
     return state.replace(nngp=prefix._replace(ops=prefix.ops + (("act", phi),)), gaussian=False)
 
@@ -105,17 +122,21 @@ def _check_variances(prefix: SpatialPrefix, kinds, codes, V) -> None:
         limit = ANALYTIC_MAX_VARIANCE_BOUNDED if codes[o] in BOUNDED_CODES else ANALYTIC_MAX_VARIANCE
         top = float(V[:, o].max())
         if not top <= limit:
-            raise ValueError(f"the pre-activation variance before {op[1].name} reaches {top:.3g}, above {limit:.0e}, "
-                             f"the largest for which its analytic kernel is accurate in float64; lower the "
-                             f"weight_std values or the depth, or standardise the inputs")
+            raise ValueError(
+                f"the pre-activation variance before {op[1].name} reaches {top:.3g}, above {limit:.0e}, "
+                f"the largest for which its analytic kernel is accurate in float64; lower the "
+                f"weight_std values or the depth, or standardise the inputs"
+            )
 
 
 def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
     """Compute the pending prefix ending in ``layer`` (pooling: ``full``; flatten: the diagonal)."""
     prefix = state.nngp
     if not isinstance(prefix, SpatialPrefix):
-        raise ValueError(f"{layer.name}'s analytic kernel ends a run of convolutions; here nothing spatial is "
-                         f"pending (per-example shape {state.shape})")
+        raise ValueError(
+            f"{layer.name}'s analytic kernel ends a run of convolutions; here nothing spatial is "
+            f"pending (per-example shape {state.shape})"
+        )
     kinds, geo, wb, codes, prms = prefix.tables()
     C0 = int(prefix.input_shape[-1])
     S0 = int(np.prod(prefix.input_shape[:-1]))
@@ -143,8 +164,17 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
     var1 = np.diagonal(K).copy() if state.symmetric else own(X1, V1)
     var2 = var1 if state.symmetric else own(X2, V2)
     # pooled or flattened pre-activations are Gaussian; features after an activation are not
-    return state.replace(nngp=K, ntk=T, var1=var1, var2=var2, shape=layer.output_shape(state.shape),
-                         at_input=False, expect=prefix.expect, inputs=None, gaussian=prefix.ops[-1][0] == "conv")
+    return state.replace(
+        nngp=K,
+        ntk=T,
+        var1=var1,
+        var2=var2,
+        shape=layer.output_shape(state.shape),
+        at_input=False,
+        expect=prefix.expect,
+        inputs=None,
+        gaussian=prefix.ops[-1][0] == "conv",
+    )
 
 
 __all__ = ["SpatialPrefix", "conv_map", "pool_map"]

@@ -7,6 +7,7 @@ its :attr:`~ntksolve.nets.layers.LayerScales.ntk_coefficients` and ``g`` the sig
 (the identity at the readout, never formed). An activation is element-wise on any shape; its
 backward multiplies by ``phi'(z)``. The numbers are those of :class:`~ntksolve.MLP`'s passes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -79,8 +80,7 @@ class DenseLayer(Layer):
 
     def get_config(self) -> dict:
         s = self.spec
-        return {"type": "Dense", "width": s.width, "weight_std": s.weight_std, "bias_std": s.bias_std,
-                "bias": s.bias}
+        return {"type": "Dense", "width": s.width, "weight_std": s.weight_std, "bias_std": s.bias_std, "bias": s.bias}
 
     @classmethod
     def from_config(cls, cfg):
@@ -88,8 +88,10 @@ class DenseLayer(Layer):
 
     def output_shape(self, input_shape):
         if len(input_shape) != 1:
-            raise ValueError(f"Dense({self.spec.width}) needs a flat input (d,), got per-example shape "
-                             f"{tuple(input_shape)}: put Flatten() (or GlobalAvgPool()) before it")
+            raise ValueError(
+                f"Dense({self.spec.width}) needs a flat input (d,), got per-example shape "
+                f"{tuple(input_shape)}: put Flatten() (or GlobalAvgPool()) before it"
+            )
         return (self.spec.width,)
 
     def param_shapes(self, input_shape):
@@ -127,8 +129,9 @@ class DenseLayer(Layer):
 
     def ntk_term(self, params, I, J, theta, trace, lower):
         c, beta = self.scales(I[0].shape[1:]).ntk_coefficients
-        add_dense_term(theta, c, beta, I[0], I[1], None if J is None else J[0], None if J is None else J[1],
-                       trace, lower)
+        add_dense_term(
+            theta, c, beta, I[0], I[1], None if J is None else J[0], None if J is None else J[1], trace, lower
+        )
 
     def products(self, params, cache, g):
         g2 = g.reshape(g.shape[0], g.shape[-1])
@@ -153,13 +156,12 @@ class DenseLayer(Layer):
     def analytic(self, state: KernelState) -> KernelState:
         if len(state.shape) != 1:
             self.output_shape(state.shape)  # raises the flat-input error
-        sw2, sb2 = self.spec.weight_std ** 2, self.spec.forward_bias_std ** 2
+        sw2, sb2 = self.spec.weight_std**2, self.spec.forward_bias_std**2
         state.rows(dense_rows, state.nngp, state.ntk, sw2, sb2, state.symmetric)
         with np.errstate(over="ignore"):  # an infinite variance is refused by the next map's check
             var1 = sw2 * state.var1 + sb2
             var2 = var1 if state.symmetric else sw2 * state.var2 + sb2
-        return state.replace(var1=var1, var2=var2,
-                             shape=(self.spec.width,), at_input=False, gaussian=True, inputs=None)
+        return state.replace(var1=var1, var2=var2, shape=(self.spec.width,), at_input=False, gaussian=True, inputs=None)
 
 
 @register_layer
@@ -207,8 +209,9 @@ class ActivationLayer(Layer):
 
     def analytic(self, state: KernelState) -> KernelState:
         if state.expect is None:
-            raise ValueError("this kernel state carries no activation maps: build it with "
-                             "ntksolve.kernels.network_analytic")
+            raise ValueError(
+                "this kernel state carries no activation maps: build it with ntksolve.kernels.network_analytic"
+            )
         return state.expect(self.spec, state)
 
 

@@ -14,6 +14,7 @@ from ``dh^0 = 0``, and ``f``'s tangent is ``dz^{L+1}``. Along the parameters the
 one product per layer; the same in both parameterisations, since ``J θ`` is the derivative of
 ``f`` along the ray ``θ → (1 + ε) θ``, which does not depend on how each parameter is scaled.
 """
+
 from __future__ import annotations
 
 import numpy as np

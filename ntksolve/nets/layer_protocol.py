@@ -75,6 +75,7 @@ A composite layer (one holding a block of layers, :class:`~ntksolve.nets.residua
 A layer with parameters also implements nothing else: the network's drivers
 (:mod:`ntksolve.nets.network`, :mod:`ntksolve.kernels.network_empirical`, ...) do the rest.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

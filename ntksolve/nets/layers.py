@@ -15,6 +15,7 @@ so in the NTK and in a gradient step. Everything else asks a layer's :class:`Lay
 numbers: the forward scales, the gradient scales (the Jacobian), their squares (the NTK's per-layer
 coefficients) and the step of the stored variables (real training).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,20 @@ import numpy as np
 from ntksolve._jit.activations import ACTIVATION_CODES, NO_PARAMS
 
 #: The activations named without arguments (``leaky_relu`` has negative slope 0.01, as PyTorch's).
-ACTIVATIONS: Tuple[str, ...] = ("relu", "erf", "tanh", "identity", "sigmoid", "gelu", "softplus",
-                                "leaky_relu", "abs", "sin", "cos", "gaussian")
+ACTIVATIONS: Tuple[str, ...] = (
+    "relu",
+    "erf",
+    "tanh",
+    "identity",
+    "sigmoid",
+    "gelu",
+    "softplus",
+    "leaky_relu",
+    "abs",
+    "sin",
+    "cos",
+    "gaussian",
+)
 #: The spellings with arguments (:class:`Activation`).
 PARAMETRIC_ACTIVATIONS: Tuple[str, ...] = ("leaky_relu(slope)", "abrelu(a, b)", "monomial(n)")
 #: Largest degree ``n`` of ``monomial(n)``.
@@ -161,8 +174,10 @@ class Activation:
 
     def __init__(self, spelling: str) -> None:
         if not isinstance(spelling, str):
-            raise TypeError(f"activation must be a string such as 'relu' or 'leaky_relu(0.2)', got "
-                            f"{type(spelling).__name__} {spelling!r}")
+            raise TypeError(
+                f"activation must be a string such as 'relu' or 'leaky_relu(0.2)', got "
+                f"{type(spelling).__name__} {spelling!r}"
+            )
         match = _SPELLING.fullmatch(spelling.strip())
         head = match.group(1) if match else None
         # None: no parentheses; "()" is a list of one empty argument, refused by _arity
@@ -189,8 +204,10 @@ class Activation:
             self._arity(spelling, args, (1,), "monomial(n), e.g. 'monomial(3)'")
             text = args[0].strip()
             if not text.isdigit() or not 1 <= int(text) <= MAX_MONOMIAL_DEGREE:
-                raise ValueError(f"activation {spelling!r}: the degree must be an integer from 1 to "
-                                 f"{MAX_MONOMIAL_DEGREE}, got {text!r}")
+                raise ValueError(
+                    f"activation {spelling!r}: the degree must be an integer from 1 to "
+                    f"{MAX_MONOMIAL_DEGREE}, got {text!r}"
+                )
             params, name = (float(int(text)), 0.0), f"monomial({int(text)})"
         else:
             self._arity(spelling, args, (0,), repr(head))
@@ -205,8 +222,9 @@ class Activation:
     def _arity(spelling, args, allowed, usage):
         n = 0 if args is None else len(args)
         if n not in allowed or (args is not None and not all(a.strip() for a in args)):
-            raise ValueError(f"activation {spelling!r} takes {' or '.join(map(str, allowed))} "
-                             f"argument(s): write {usage}")
+            raise ValueError(
+                f"activation {spelling!r} takes {' or '.join(map(str, allowed))} argument(s): write {usage}"
+            )
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Activation) and other.name == self.name
@@ -226,8 +244,10 @@ def check_activation(value, name: str = "activation") -> Activation:
         except ValueError as exc:
             if not str(exc).startswith("unknown activation"):
                 raise ValueError(f"{name}={value!r}: {exc}") from None
-    raise ValueError(f"{name} must be one of {', '.join(map(repr, ACTIVATIONS))}, or one with "
-                     f"arguments: {', '.join(map(repr, PARAMETRIC_ACTIVATIONS))}; got {value!r}")
+    raise ValueError(
+        f"{name} must be one of {', '.join(map(repr, ACTIVATIONS))}, or one with "
+        f"arguments: {', '.join(map(repr, PARAMETRIC_ACTIVATIONS))}; got {value!r}"
+    )
 
 
 class Dense:
@@ -250,8 +270,15 @@ class Dense:
 
     __slots__ = ("width", "weight_std", "bias_std", "parameterization", "bias", "_kind")
 
-    def __init__(self, width: int, weight_std: float = 1.0, bias_std: float = 0.0,
-                 parameterization: str = "ntk", *, bias: bool = True) -> None:
+    def __init__(
+        self,
+        width: int,
+        weight_std: float = 1.0,
+        bias_std: float = 0.0,
+        parameterization: str = "ntk",
+        *,
+        bias: bool = True,
+    ) -> None:
         if parameterization not in _PARAMETERIZATIONS:
             raise ValueError(
                 f"unknown parameterization {parameterization!r}; valid values are {', '.join(PARAMETERIZATIONS)}"
@@ -266,8 +293,10 @@ class Dense:
         self._kind = _PARAMETERIZATIONS[parameterization]
 
     def __repr__(self) -> str:
-        return (f"Dense({self.width}, weight_std={self.weight_std}, bias_std={self.bias_std}, "
-                f"parameterization={self.parameterization!r}{'' if self.bias else ', bias=False'})")
+        return (
+            f"Dense({self.width}, weight_std={self.weight_std}, bias_std={self.bias_std}, "
+            f"parameterization={self.parameterization!r}{'' if self.bias else ', bias=False'})"
+        )
 
     @property
     def has_infinite_width_limit(self) -> bool:
@@ -299,5 +328,14 @@ class Dense:
         return LayerScales(ws, bs, ws, bs, 1.0, 1.0)
 
 
-__all__ = ["ACTIVATIONS", "PARAMETRIC_ACTIVATIONS", "MAX_MONOMIAL_DEGREE", "PARAMETERIZATIONS", "Activation",
-           "Dense", "LayerScales", "check_activation", "check_width"]
+__all__ = [
+    "ACTIVATIONS",
+    "PARAMETRIC_ACTIVATIONS",
+    "MAX_MONOMIAL_DEGREE",
+    "PARAMETERIZATIONS",
+    "Activation",
+    "Dense",
+    "LayerScales",
+    "check_activation",
+    "check_width",
+]

@@ -15,6 +15,7 @@ An :class:`MLP` is ``L + 1`` :class:`~ntksolve.nets.layers.Dense` layers with an
 :class:`~ntksolve.nets.layers.Activation` after each hidden one; every per-layer number (forward,
 gradient and training scales) comes from those layer descriptions.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -89,9 +90,7 @@ class MLP:
             ) from exc
         for n in sizes:
             if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-                raise ValueError(
-                    f"hidden_layer_sizes must contain positive ints (layer widths), got {sizes!r}"
-                )
+                raise ValueError(f"hidden_layer_sizes must contain positive ints (layer widths), got {sizes!r}")
         self.phi = Activation(activation)
         k = check_width(n_outputs, "n_outputs")
         flags = _bias_flags(bias, len(sizes) + 1)
@@ -240,8 +239,7 @@ class MLP:
         d = W1.shape[1]
         if n_features is not None and d != n_features:
             raise ValueError(
-                f"X has {n_features} features, but the network's parameters expect {d} "
-                f"(W^1 has shape {W1.shape})"
+                f"X has {n_features} features, but the network's parameters expect {d} (W^1 has shape {W1.shape})"
             )
         dt = W1.dtype
         if dt not in (np.dtype(np.float64), np.dtype(np.float32)):

@@ -19,6 +19,7 @@ Parameters are a list with one entry per layer: ``()`` for a layer without param
 layers' caches; :func:`backward` pulls a seed back and returns, for every parametrised leaf, top
 first, ``(layer, params, cache, g)`` with ``g`` the signal at its output.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -43,8 +44,10 @@ def as_layer(spec, parameterization=None) -> Layer:
     elif isinstance(spec, (Activation, str)):
         layer = ActivationLayer(spec)
     else:
-        raise TypeError(f"a network layer must be a Dense, an activation (e.g. 'relu'), a Residual, a "
-                        f"LayerNorm or another ntksolve Layer, got {type(spec).__name__} {spec!r}")
+        raise TypeError(
+            f"a network layer must be a Dense, an activation (e.g. 'relu'), a Residual, a "
+            f"LayerNorm or another ntksolve Layer, got {type(spec).__name__} {spec!r}"
+        )
     return layer if parameterization is None else layer.bind(parameterization)
 
 
@@ -55,7 +58,9 @@ def as_shape(input_shape) -> Tuple[int, ...]:
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise TypeError(f"input_shape must be an int d or a tuple such as (d,) or (H, W, C), got {input_shape!r}") from None
+        raise TypeError(
+            f"input_shape must be an int d or a tuple such as (d,) or (H, W, C), got {input_shape!r}"
+        ) from None
     if not shape or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
         raise ValueError(f"input_shape must be a non-empty tuple of positive ints, got {input_shape!r}")
     return tuple(int(n) for n in shape)
@@ -101,8 +106,9 @@ class Network:
 
     def __init__(self, layers, *, parameterization: str = "ntk") -> None:
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"unknown parameterization {parameterization!r}; valid values are "
-                             f"{', '.join(PARAMETERIZATIONS)}")
+            raise ValueError(
+                f"unknown parameterization {parameterization!r}; valid values are {', '.join(PARAMETERIZATIONS)}"
+            )
         if isinstance(layers, (str, Layer, Dense, Activation)):
             layers = [layers]
         try:
@@ -114,8 +120,9 @@ class Network:
         self.parameterization = parameterization
         self.layers: Tuple[Layer, ...] = tuple(as_layer(s, parameterization) for s in given)
         if not any(layer.leaves() for layer in self.layers):
-            raise ValueError("this network has no parameters (no Dense or other parametrised layer), so no "
-                             "NTK; add a Dense layer")
+            raise ValueError(
+                "this network has no parameters (no Dense or other parametrised layer), so no NTK; add a Dense layer"
+            )
         self._shapes = {}
 
     # -- description ---------------------------------------------------------------------------
@@ -155,8 +162,10 @@ class Network:
                 except ValueError as exc:
                     raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
             if len(out[-1]) != 1:
-                raise ValueError(f"the network's output must be flat (k,), got per-example shape {out[-1]}: "
-                                 "end it with Flatten()/GlobalAvgPool() and a Dense")
+                raise ValueError(
+                    f"the network's output must be flat (k,), got per-example shape {out[-1]}: "
+                    "end it with Flatten()/GlobalAvgPool() and a Dense"
+                )
             cached = self._shapes[shape] = tuple(out)
         return cached
 
@@ -220,8 +229,10 @@ class Network:
     def check_params(self, params, input_shape) -> np.dtype:
         """Validate ``params`` against the layers at ``input_shape``; return their dtype."""
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
-            raise ValueError(f"params must be a list of {len(self.layers)} entries (one per layer); create them "
-                             f"with net.init(input_shape)")
+            raise ValueError(
+                f"params must be a list of {len(self.layers)} entries (one per layer); create them "
+                f"with net.init(input_shape)"
+            )
         leaves = _flat_leaves(params, self.layers)
         expected = self._leaf_shapes(input_shape)
         if len(leaves) != len(expected):
@@ -233,8 +244,10 @@ class Network:
             for arr, shape in zip(pair, shapes):
                 if not isinstance(arr, np.ndarray) or arr.shape != tuple(shape):
                     got = getattr(arr, "shape", type(arr).__name__)
-                    raise ValueError(f"parametrised layer {i} ({leaf.name}): expected shapes {tuple(shapes)}, got "
-                                     f"{got} (for inputs of per-example shape {as_shape(input_shape)})")
+                    raise ValueError(
+                        f"parametrised layer {i} ({leaf.name}): expected shapes {tuple(shapes)}, got "
+                        f"{got} (for inputs of per-example shape {as_shape(input_shape)})"
+                    )
                 if dt is None:
                     dt = arr.dtype
                     if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
@@ -264,7 +277,7 @@ class Network:
                 if layer.has_params:
                     pair = []
                     for a in p:
-                        pair.append(theta[pos[0]:pos[0] + a.size].reshape(a.shape).copy())
+                        pair.append(theta[pos[0] : pos[0] + a.size].reshape(a.shape).copy())
                         pos[0] += a.size
                     out.append(tuple(pair))
                 elif layer.leaves():
@@ -307,8 +320,15 @@ class Network:
         specs = [l.spec for l in layers[::2]]
         if len({(s.weight_std, s.bias_std) for s in specs}) > 1:
             return None
-        return MLP(tuple(s.width for s in specs[:-1]), acts[0].spec.name if acts else "relu", specs[0].weight_std,
-                   specs[0].bias_std, self.parameterization, specs[-1].width, tuple(s.bias for s in specs))
+        return MLP(
+            tuple(s.width for s in specs[:-1]),
+            acts[0].spec.name if acts else "relu",
+            specs[0].weight_std,
+            specs[0].bias_std,
+            self.parameterization,
+            specs[-1].width,
+            tuple(s.bias for s in specs),
+        )
 
     @staticmethod
     def params_from_mlp(params) -> list:
@@ -393,8 +413,11 @@ def _params_arg(args, kwargs):
 
 def _mlp_shaped(args, kwargs) -> bool:
     params = _params_arg(args, kwargs)
-    return (isinstance(params, (list, tuple)) and len(params) % 2 == 1
-            and all(isinstance(p, tuple) and p == () for p in params[1::2]))
+    return (
+        isinstance(params, (list, tuple))
+        and len(params) % 2 == 1
+        and all(isinstance(p, tuple) and p == () for p in params[1::2])
+    )
 
 
 def _with_mlp_params(args, kwargs):
@@ -457,5 +480,14 @@ def backward(net, params, caches, seed: Optional[np.ndarray] = None) -> List[tup
     return signals
 
 
-__all__ = ["Network", "accepts_network", "as_layer", "as_shape", "forward", "backward", "check_network", "prepare_inputs",
-           "stores_trained_bias"]
+__all__ = [
+    "Network",
+    "accepts_network",
+    "as_layer",
+    "as_shape",
+    "forward",
+    "backward",
+    "check_network",
+    "prepare_inputs",
+    "stores_trained_bias",
+]

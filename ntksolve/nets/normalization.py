@@ -16,6 +16,7 @@ Backward (``xhat = (x - mean) r``, ``r = 1 / sqrt(var + eps)``, ``u = gamma g``)
 The analytic map (neural-tangents'): ``K -> K / sqrt((K11 + eps)(K22 + eps))`` and the NTK alike,
 for the layer's parameter-free form only.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -109,8 +110,9 @@ class LayerNorm(Layer):
         # rows (example, position), each with its m signals: (B P, m, n)
         u3 = np.ascontiguousarray(np.moveaxis(np.reshape(u, (B, m, P, n)), 1, 2)).reshape(B * P, m, n)
         out = np.empty_like(u3)
-        layer_norm_backward(u3, np.ascontiguousarray(xhat).reshape(B * P, n), np.ascontiguousarray(r).reshape(B * P),
-                            out)
+        layer_norm_backward(
+            u3, np.ascontiguousarray(xhat).reshape(B * P, n), np.ascontiguousarray(r).reshape(B * P), out
+        )
         if P == 1:
             return out.reshape((B, m) + xhat.shape[1:])
         return np.moveaxis(out.reshape(B, P, m, n), 2, 1).reshape((B, m) + xhat.shape[1:])
@@ -152,15 +154,20 @@ class LayerNorm(Layer):
 
     def analytic(self, state: KernelState) -> KernelState:
         if self.affine:
-            raise ValueError("LayerNorm(affine=True) has no analytic kernel here (neural-tangents' LayerNorm has no "
-                             "parameters); use LayerNorm() for the analytic kernels")
+            raise ValueError(
+                "LayerNorm(affine=True) has no analytic kernel here (neural-tangents' LayerNorm has no "
+                "parameters); use LayerNorm() for the analytic kernels"
+            )
         if not state.gaussian:
-            raise ValueError("the analytic LayerNorm needs mean-zero Gaussian features (the output of a Dense, or a "
-                             "sum of such); its input here is not (the inputs, an activation's output, or a residual "
-                             "sum with such a skip path): put a Dense before it")
+            raise ValueError(
+                "the analytic LayerNorm needs mean-zero Gaussian features (the output of a Dense, or a "
+                "sum of such); its input here is not (the inputs, an activation's output, or a residual "
+                "sum with such a skip path): put a Dense before it"
+            )
         if len(state.shape) != 1:
-            raise ValueError(f"the analytic LayerNorm is implemented on flat features; got per-example shape "
-                             f"{state.shape}")
+            raise ValueError(
+                f"the analytic LayerNorm is implemented on flat features; got per-example shape {state.shape}"
+            )
         d1 = 1.0 / np.sqrt(state.var1 + self.eps)
         d2 = d1 if state.symmetric else 1.0 / np.sqrt(state.var2 + self.eps)
         state.rows(scale_rows, state.nngp, state.ntk, d1, d2, state.symmetric)

@@ -8,6 +8,7 @@ row-major, channels fastest, ``(..., C) -> (S C,)`` (PyTorch's ``nn.Flatten`` on
 channels slowest: :mod:`ntksolve.torch.conv_import` permutes the next ``Linear``'s columns). In the
 analytic kernels either one ends the convolutions (:mod:`ntksolve.nets.conv_kernel`).
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -20,8 +21,10 @@ from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, regi
 
 def _check_spatial(layer, in_shape) -> None:
     if len(in_shape) < 2:
-        raise ValueError(f"{layer.name} takes spatial features (T, C) or (H, W, C), got per-example shape "
-                         f"{tuple(in_shape)}; it belongs after a convolution")
+        raise ValueError(
+            f"{layer.name} takes spatial features (T, C) or (H, W, C), got per-example shape "
+            f"{tuple(in_shape)}; it belongs after a convolution"
+        )
 
 
 class _Reshaping(Layer):
@@ -127,8 +130,9 @@ class Reshape(_Reshaping):
 
     def output_shape(self, in_shape) -> Tuple[int, ...]:
         if int(np.prod(in_shape)) != int(np.prod(self.shape)):
-            raise ValueError(f"{self!r} needs inputs of {int(np.prod(self.shape))} numbers, got per-example shape "
-                             f"{tuple(in_shape)}")
+            raise ValueError(
+                f"{self!r} needs inputs of {int(np.prod(self.shape))} numbers, got per-example shape {tuple(in_shape)}"
+            )
         return self.shape
 
     def forward(self, params, x, keep):

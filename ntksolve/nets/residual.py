@@ -8,6 +8,7 @@ the two branches are independent at infinite width when the block ends with a la
 is centred and independent of its input's sign (a Dense: zero-mean weights), so
 ``K -> K + s^2 K_block``, ``Theta -> Theta + s^2 Theta_block``; any other last layer is refused there.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -36,8 +37,10 @@ class Residual(Layer):
             block = [block]
         self.layers = tuple(as_layer(b) for b in block)
         if not self.layers or not any(layer.leaves() for layer in self.layers):
-            raise ValueError("a Residual block needs at least one layer with parameters, e.g. "
-                             "Residual([Dense(512), 'relu', Dense(512)])")
+            raise ValueError(
+                "a Residual block needs at least one layer with parameters, e.g. "
+                "Residual([Dense(512), 'relu', Dense(512)])"
+            )
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not np.isfinite(scale):
             raise ValueError(f"scale must be a finite real number, got {scale!r}")
         self.scale = float(scale)
@@ -78,8 +81,10 @@ class Residual(Layer):
     def output_shape(self, input_shape):
         out = self._shapes(input_shape)[-1]
         if out != tuple(input_shape):
-            raise ValueError(f"a residual block must keep the shape of its input: this one maps {tuple(input_shape)} "
-                             f"to {out} (make its last layer as wide as its input)")
+            raise ValueError(
+                f"a residual block must keep the shape of its input: this one maps {tuple(input_shape)} "
+                f"to {out} (make its last layer as wide as its input)"
+            )
         return out
 
     def leaf_shapes(self, input_shape):
@@ -120,8 +125,10 @@ class Residual(Layer):
     def analytic(self, state: KernelState) -> KernelState:
         last = self.layers[-1]
         if not last.centred_output:
-            raise ValueError(f"the analytic kernel of a Residual needs its block to end with a Dense (whose output is "
-                             f"independent of the skip path at infinite width); this block ends with {last.name}")
+            raise ValueError(
+                f"the analytic kernel of a Residual needs its block to end with a Dense (whose output is "
+                f"independent of the skip path at infinite width); this block ends with {last.name}"
+            )
         # the maps overwrite their state: the block works on a copy, the skip path keeps the original
         K, T = state.workspace("residual K", state.nngp), state.workspace("residual T", state.ntk)
         np.copyto(K, state.nngp)
@@ -129,12 +136,17 @@ class Residual(Layer):
         inner = state.replace(nngp=K, ntk=T, depth=state.depth + 1)
         for layer in self.layers:
             inner = layer.analytic(inner)
-        s2 = self.scale ** 2
+        s2 = self.scale**2
         state.rows(add_rows, state.nngp, state.ntk, inner.nngp, inner.ntk, s2, state.symmetric)
         var1 = state.var1 + s2 * inner.var1
-        return state.replace(var1=var1, var2=var1 if state.symmetric else state.var2 + s2 * inner.var2,
-                             at_input=False, inputs=None, gaussian=state.gaussian and inner.gaussian,
-                             depth=state.depth)
+        return state.replace(
+            var1=var1,
+            var2=var1 if state.symmetric else state.var2 + s2 * inner.var2,
+            at_input=False,
+            inputs=None,
+            gaussian=state.gaussian and inner.gaussian,
+            depth=state.depth,
+        )
 
 
 __all__ = ["Residual"]

@@ -16,6 +16,7 @@ Every importer (``ntksolve.torch``, ``ntksolve.sklearn.mlp_import``) goes throug
 :func:`mlp_from_layers`, and every exporter through :func:`layers_from_mlp`, so that a new kind
 of layer is supported in one place.
 """
+
 from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple

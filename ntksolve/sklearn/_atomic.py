@@ -5,6 +5,7 @@ fsynced and renamed over it, so a path never holds a half-written model (private
 killed part-way leaves its temporary file behind; the next save of the same path removes those
 whose writer is gone (this machine: its process ended; another machine: older than a day).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,7 +86,7 @@ def _remove_stale_temps(directory, base):
     for name in names:
         if not name.startswith(prefix):
             continue
-        rest = name[len(prefix):]
+        rest = name[len(prefix) :]
         match = _TEMP_NAME.fullmatch(rest)
         if match is None and _OLD_TEMP_NAME.fullmatch(rest) is None:
             continue

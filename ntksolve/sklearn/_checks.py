@@ -2,6 +2,7 @@
 
 Parameters are validated in ``fit`` and in ``load``, never in ``__init__`` (scikit-learn's rule).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -39,7 +40,10 @@ def _warn_unused_widths(est):
         f"{est.hidden_layer_sizes!r} ({depth} hidden layer{'s' if depth != 1 else ''}), not its widths, so it "
         f"predicts what {(DEFAULT_WIDTH,) * depth!r} does. For a network of these widths use kernel='empirical'; "
         f"to give the depth alone, use the default width, hidden_layer_sizes={(DEFAULT_WIDTH,) * depth!r}, "
-        "which does not warn", AnalyticWidthWarning, stacklevel=_caller_level())
+        "which does not warn",
+        AnalyticWidthWarning,
+        stacklevel=_caller_level(),
+    )
 
 
 def _caller_level():
@@ -67,8 +71,10 @@ def _check_real(value, name, *, lower=0.0, strict=False, allow_inf=False):
     ok = (np.isfinite(v) or (allow_inf and v == np.inf)) and (v > lower if strict else v >= lower)
     if not ok:
         rel = ">" if strict else ">="
-        raise ValueError(f"{name} must be a {'finite ' if not allow_inf else ''}number {rel} {lower:g}"
-                         f"{' (np.inf allowed)' if allow_inf else ''}; got {value!r}")
+        raise ValueError(
+            f"{name} must be a {'finite ' if not allow_inf else ''}number {rel} {lower:g}"
+            f"{' (np.inf allowed)' if allow_inf else ''}; got {value!r}"
+        )
     return v
 
 
@@ -77,8 +83,10 @@ def _check_time(value, name, rule):
     if rule.name == "discrete" and np.isfinite(t) and t != round(t):
         raise ValueError(f"{name} must be a whole number of steps (or np.inf) with dynamics='discrete'; got {value!r}")
     if t == np.inf and getattr(rule, "schedule", None) is not None:
-        raise ValueError(f"{name} = inf has no meaning for a learning-rate schedule (it has no single converged "
-                         f"limit); set it to a number of steps, e.g. the schedule's total steps; got {value!r}")
+        raise ValueError(
+            f"{name} = inf has no meaning for a learning-rate schedule (it has no single converged "
+            f"limit); set it to a number of steps, e.g. the schedule's total steps; got {value!r}"
+        )
     return t
 
 

@@ -8,6 +8,7 @@ blocks), an ntksolve ``Network`` (drawn from the estimator's ``random_state``) o
 :func:`~ntksolve.sklearn.mlp_import.sklearn_initial_network`). PyTorch is never imported here: an
 object can only be a PyTorch module if the caller has imported torch already.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,9 +19,11 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from ntksolve.nets.network import Network
 from ntksolve.sklearn.mlp_import import from_sklearn, sklearn_initial_network
 
-ACCEPTED = ("a PyTorch nn.Sequential of Linear layers and activations, nn.LayerNorm and ntksolve.torch.Residual "
-            "blocks (ntksolve.torch.from_torch), an ntksolve Network or a (Network, params) pair, or a "
-            "scikit-learn MLPRegressor / MLPClassifier, fitted or not")
+ACCEPTED = (
+    "a PyTorch nn.Sequential of Linear layers and activations, nn.LayerNorm and ntksolve.torch.Residual "
+    "blocks (ntksolve.torch.from_torch), an ntksolve Network or a (Network, params) pair, or a "
+    "scikit-learn MLPRegressor / MLPClassifier, fitted or not"
+)
 
 
 def _network_pair(network) -> bool:
@@ -80,8 +83,10 @@ def read_network(network, X, Y, dtype, random_state=None):
         except ValueError as exc:
             raise ValueError(f"network cannot take X's {d} features: {exc}") from None
         if out != k:
-            raise ValueError(f"network has {out} output(s), but the estimator trains {k} target column(s) "
-                             "(a classifier: one for two classes, else one per class)")
+            raise ValueError(
+                f"network has {out} output(s), but the estimator trains {k} target column(s) "
+                "(a classifier: one for two classes, else one per class)"
+            )
         params = net.init(d, random_state, dtype) if params is None else _cast(params, dtype)
         net.check_params(params, (d,))
         return net, params
@@ -93,8 +98,11 @@ def read_network(network, X, Y, dtype, random_state=None):
         net, params = from_sklearn(network)
     else:
         # scikit-learn counts a classifier's outputs from its labels: one for two classes, else one per class
-        labels = Y if isinstance(network, MLPRegressor) else (
-            (Y[:, 0] > 0).astype(int) if Y.shape[1] == 1 else np.argmax(Y, axis=1))
+        labels = (
+            Y
+            if isinstance(network, MLPRegressor)
+            else ((Y[:, 0] > 0).astype(int) if Y.shape[1] == 1 else np.argmax(Y, axis=1))
+        )
         net, params = sklearn_initial_network(network, X, labels)
     if isinstance(net, Network):  # a module with layer norms or residual blocks
         return read_network((net, params), X, Y, dtype)
@@ -102,6 +110,8 @@ def read_network(network, X, Y, dtype, random_state=None):
     if params[0][0].shape[1] != d:
         raise ValueError(f"network takes {params[0][0].shape[1]} input features, but X has {d}")
     if net.n_outputs != k:
-        raise ValueError(f"network has {net.n_outputs} output(s), but the estimator trains {k} target column(s) "
-                         "(a classifier: one for two classes, else one per class)")
+        raise ValueError(
+            f"network has {net.n_outputs} output(s), but the estimator trains {k} target column(s) "
+            "(a classifier: one for two classes, else one per class)"
+        )
     return net, [(W.astype(dtype, copy=False), b.astype(dtype, copy=False)) for W, b in params]

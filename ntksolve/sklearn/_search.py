@@ -5,6 +5,7 @@ time)`` (one decomposition per fold serving every ridge and time in memory; one 
 ridge on kernel tiles with ``chunks``), the table of results, the refit of the winner, and what a
 saved search holds. The estimators add the score of held-out outputs and what they predict.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,13 +72,17 @@ class _GridSearch:
         limits were checked with the shared parameters)."""
         name = type(self).__name__
         if self._loo():
-            raise ValueError(f"cv='loo' reads every leave-one-out residual off the decomposition of the whole kernel, "
-                             f"which chunks={self.chunks!r} never forms; use K-fold (cv=5) with chunks, or chunks=None")
+            raise ValueError(
+                f"cv='loo' reads every leave-one-out residual off the decomposition of the whole kernel, "
+                f"which chunks={self.chunks!r} never forms; use K-fold (cv=5) with chunks, or chunks=None"
+            )
         method = _solve.resolve_solver(self.method)
         if not isinstance(method, (_solve.Auto, _solve.Krylov)):
-            raise ValueError(f"{name}(chunks=...) solves each fold for every time of the grid by Lanczos on the kernel "
-                             f"tiles; method={self.method!r} cannot (eigh and expm need the kernel in memory, conjugate "
-                             "gradients answers t = inf only): use method='auto' or 'krylov', or chunks=None")
+            raise ValueError(
+                f"{name}(chunks=...) solves each fold for every time of the grid by Lanczos on the kernel "
+                f"tiles; method={self.method!r} cannot (eigh and expm need the kernel in memory, conjugate "
+                "gradients answers t = inf only): use method='auto' or 'krylov', or chunks=None"
+            )
 
     # -- grids and folds -------------------------------------------------------------------------
     def _auto_times(self, mean_diag, k):
@@ -88,8 +93,11 @@ class _GridSearch:
             return np.unique(np.ceil(np.geomspace(1, schedule.total_steps, _AUTO_TIME_POINTS)))
         rate = schedule.rates(1)[0] if schedule is not None else rule.learning_rate
         unit = k / (float(rate) * float(mean_diag))
-        points, decades = ((_AUTO_TIME_POINTS_CE, _AUTO_TIME_DECADES_CE) if self._cross_entropy
-                           else (_AUTO_TIME_POINTS, _AUTO_TIME_DECADES))
+        points, decades = (
+            (_AUTO_TIME_POINTS_CE, _AUTO_TIME_DECADES_CE)
+            if self._cross_entropy
+            else (_AUTO_TIME_POINTS, _AUTO_TIME_DECADES)
+        )
         ts = unit * np.logspace(*decades, points)
         if rule.name == "discrete":
             ts = np.unique(np.ceil(ts))
@@ -121,9 +129,21 @@ class _GridSearch:
                 dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
                 with self._solver_warnings():
                     out = _solve.validation_path_tiled(
-                        self.network_, X[tr], Ytr.astype(np.float64), X[te], params=self.params_, times=ts,
-                        diag_regs=regs, learning_rate=rate, dynamics=dynamics, fx_train_0=f0[tr],
-                        fx_valid_0=f0[te], chunks=self.chunks, scheduler=self.scheduler, dtype=self._dtype)
+                        self.network_,
+                        X[tr],
+                        Ytr.astype(np.float64),
+                        X[te],
+                        params=self.params_,
+                        times=ts,
+                        diag_regs=regs,
+                        learning_rate=rate,
+                        dynamics=dynamics,
+                        fx_train_0=f0[tr],
+                        fx_valid_0=f0[te],
+                        chunks=self.chunks,
+                        scheduler=self.scheduler,
+                        dtype=self._dtype,
+                    )
                 yield te, out * std + mean
                 continue
             K_te = K[np.ix_(te, tr)]
@@ -184,8 +204,10 @@ class _GridSearch:
         """
         rule = self._rule()
         if not (rule.name == "continuous" or (rule.schedule is None and not rule.needs_parameters)):
-            raise ValueError(f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
-                             f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)")
+            raise ValueError(
+                f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
+                f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)"
+            )
         Yn, _, std = self._fold_targets(Y)
         base = self._solver(K, Yn, regs[0], shared=True)
         res = np.full((regs.size,) + Y.shape, np.nan)
@@ -201,8 +223,10 @@ class _GridSearch:
     @staticmethod
     def _check_loo_times(ts):
         if ts.size != 1 or not np.isinf(ts[0]):
-            raise ValueError("cv='loo' is the exact leave-one-out of converged training (t = inf): "
-                             "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times")
+            raise ValueError(
+                "cv='loo' is the exact leave-one-out of converged training (t = inf): "
+                "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times"
+            )
 
     # -- results -----------------------------------------------------------------------------------
     def _mean_scores(self):
@@ -251,8 +275,11 @@ class _GridSearch:
         self.times_, self.diag_regs_ = ts, regs
         setattr(self, self._path_name, path)
         self._set_search_results()
-        if (state.attr("time_", "float") != self.time_ or state.attr("best_score_", "float") != self.best_score_
-                or state.attr("diag_reg_", "float") != float(regs[self._best[0]])):
+        if (
+            state.attr("time_", "float") != self.time_
+            or state.attr("best_score_", "float") != self.best_score_
+            or state.attr("diag_reg_", "float") != float(regs[self._best[0]])
+        ):
             raise ValueError(f"time_, best_score_ and diag_reg_ must be the best entry of {name}")
         return k
 

@@ -6,6 +6,7 @@ of gradient descent on MSE, the trajectory of training on cross-entropy
 (:class:`CrossEntropyPredictor`), the trained infinite ensemble and the diagonal of its
 covariance, and the tiled fit (``chunks=``) with what of it a saved model holds.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -39,8 +40,7 @@ mse_loss = _loss.mse_loss
 def mse_predictor(k_train_train, y_train, *, diag_reg, dynamics, method):
     """The closed-form solver of gradient descent on MSE (one decomposition of the kernel); ``dynamics``
     is a rule object (it carries its learning rate), ``method`` a name or a solver."""
-    return _dynamics.gradient_descent_mse(k_train_train, y_train, diag_reg=diag_reg, dynamics=dynamics,
-                                          method=method)
+    return _dynamics.gradient_descent_mse(k_train_train, y_train, diag_reg=diag_reg, dynamics=dynamics, method=method)
 
 
 class _Probe:
@@ -86,8 +86,13 @@ def coefficients(predictor, t, fx_train_0, jtheta_train=None):
         unit = np.zeros((rows, k), dtype=np.asarray(jtheta_train).dtype)
         unit[N] = 1.0
         extra = {"jtheta_train": jtheta_train, "jtheta_test": unit}
-    _, out = predictor(np.array([float(t)]), fx_train_0, np.zeros((rows, k), dtype=np.asarray(fx_train_0).dtype),
-                       _Probe(N, decay), **extra)
+    _, out = predictor(
+        np.array([float(t)]),
+        fx_train_0,
+        np.zeros((rows, k), dtype=np.asarray(fx_train_0).dtype),
+        _Probe(N, decay),
+        **extra,
+    )
     out = out.reshape(1, rows, k)[0]
     return out[:N], (out[N] if decay else None)
 
@@ -145,8 +150,9 @@ class CrossEntropyPredictor:
         f0 = np.asarray(fx_train_0, dtype=np.float64).reshape(N, k)
         test = {} if k_test_train is None else {"k_test_train": k_test_train, "fx_test_0": fx_test_0}
         if self.flow:
-            return _fs.flow_cross_entropy(self.kernel, self.targets, f0, ts, learning_rate=self.rule.learning_rate,
-                                          **test)
+            return _fs.flow_cross_entropy(
+                self.kernel, self.targets, f0, ts, learning_rate=self.rule.learning_rate, **test
+            )
         steps = np.rint(ts).astype(np.int64)
         batches = None
         if self.batch_size is not None and steps[-1] > 0:
@@ -155,13 +161,15 @@ class CrossEntropyPredictor:
             test["image_train"] = np.asarray(jtheta_train, dtype=np.float64).reshape(N, k)
             if k_test_train is not None:
                 test["image_test"] = jtheta_test
-        return _fs.sgd_cross_entropy(self.kernel, self.targets, f0, steps, dynamics=self.rule, batches=batches,
-                                     **test)
+        return _fs.sgd_cross_entropy(self.kernel, self.targets, f0, steps, dynamics=self.rule, batches=batches, **test)
 
     def _cached(self, ts, fx_train_0, jtheta_train):
         """The key of this train-side run, and its coefficients if the last call computed them."""
-        key = (ts.tobytes(), np.asarray(fx_train_0).tobytes(),
-               None if jtheta_train is None else np.asarray(jtheta_train).tobytes())
+        key = (
+            ts.tobytes(),
+            np.asarray(fx_train_0).tobytes(),
+            None if jtheta_train is None else np.asarray(jtheta_train).tobytes(),
+        )
         return key, (self._last[1] if self._last is not None and self._last[0] == key else None)
 
     def coefficients(self, ts, fx_train_0, jtheta_train=None):
@@ -222,16 +230,21 @@ class CrossEntropyPredictor:
 def _check_one_hot(targets):
     """The targets as float64 ``(N, k)``: one-hot rows, or one column of 0/1; else ValueError."""
     Y = np.asarray(targets, dtype=np.float64)
-    if Y.ndim != 2 or Y.shape[1] < 1 or not np.all((Y == 0) | (Y == 1)) or (
-            Y.shape[1] > 1 and not np.all(Y.sum(axis=1) == 1)):
+    if (
+        Y.ndim != 2
+        or Y.shape[1] < 1
+        or not np.all((Y == 0) | (Y == 1))
+        or (Y.shape[1] > 1 and not np.all(Y.sum(axis=1) == 1))
+    ):
         raise ValueError("cross-entropy targets must be one-hot rows (N, k), or 0/1 in one column (N, 1)")
     return Y
 
 
 def ensemble(nngp_train_train, ntk_train_train, y_train, *, learning_rate, diag_reg):
     """The trained infinite ensemble (its own decomposition of the regularised train NTK)."""
-    return _dynamics.gradient_descent_mse_ensemble(nngp_train_train, ntk_train_train, y_train, learning_rate,
-                                                   diag_reg=diag_reg)
+    return _dynamics.gradient_descent_mse_ensemble(
+        nngp_train_train, ntk_train_train, y_train, learning_rate, diag_reg=diag_reg
+    )
 
 
 def ensemble_variance(ens, t, nngp_test_train, ntk_test_train, nngp_test_diag):
@@ -246,8 +259,22 @@ def _tiles():
     return require("ntksolve.dask", "dask", "chunks=... (kernel tiles on Dask)")
 
 
-def fit_tiled(network, X, y_train, *, params, t, learning_rate, diag_reg, dynamics, fx_train_0, chunks,
-              scheduler, dtype, method="auto"):
+def fit_tiled(
+    network,
+    X,
+    y_train,
+    *,
+    params,
+    t,
+    learning_rate,
+    diag_reg,
+    dynamics,
+    fx_train_0,
+    chunks,
+    scheduler,
+    dtype,
+    method="auto",
+):
     """Solve at time ``t`` from kernel tiles on Dask, never forming the train kernel.
 
     ``method`` is the estimator's: ``"auto"`` is the tiled default (:func:`ntksolve.dask.fit.default_method`),
@@ -258,10 +285,23 @@ def fit_tiled(network, X, y_train, *, params, t, learning_rate, diag_reg, dynami
         raise ValueError(
             f"method={method!r} decomposes the train kernel in memory, which chunks={chunks!r} never forms; "
             "use method='auto' (conjugate gradients or Lanczos on the tiles) or 'krylov' with chunks, "
-            "or chunks=None")
-    return _tiles().fit_tiled(network, X, y_train, params=params, t=t, learning_rate=learning_rate,
-                              diag_reg=diag_reg, dynamics=dynamics, fx_train_0=fx_train_0, chunks=chunks,
-                              scheduler=scheduler, dtype=dtype, method=None if method == "auto" else method)
+            "or chunks=None"
+        )
+    return _tiles().fit_tiled(
+        network,
+        X,
+        y_train,
+        params=params,
+        t=t,
+        learning_rate=learning_rate,
+        diag_reg=diag_reg,
+        dynamics=dynamics,
+        fx_train_0=fx_train_0,
+        chunks=chunks,
+        scheduler=scheduler,
+        dtype=dtype,
+        method=None if method == "auto" else method,
+    )
 
 
 def predict_tiled(fit, X, *, fx_test_0, scheduler):
@@ -292,8 +332,7 @@ def _plain(value):
     return value if isinstance(value, str) else None
 
 
-def restore_tiled(network, params, X_train, attrs, coef, fx_train, *, learning_rate, diag_reg, dynamics,
-                  scheduler):
+def restore_tiled(network, params, X_train, attrs, coef, fx_train, *, learning_rate, diag_reg, dynamics, scheduler):
     """Rebuild the tiled fit that :func:`tiled_state` described (no kernel is computed).
 
     ``attrs`` has been checked by the caller: ``t``, ``mu``, ``chunks`` and ``info`` only, of the
@@ -302,16 +341,55 @@ def restore_tiled(network, params, X_train, attrs, coef, fx_train, *, learning_r
     tiles = _tiles()
     spec = tiles.KernelSpec(network, params, kernel="ntk", trace=True)
     X = spec.prepare(X_train, "X_train")  # what fit_tiled's operator held: the same cast of the same inputs
-    return tiles.TiledFit(spec, X, coef, fx_train, t=attrs["t"], learning_rate=learning_rate, diag_reg=diag_reg,
-                          dynamics=dynamics, mu=attrs["mu"], chunks=attrs["chunks"], info=dict(attrs["info"]),
-                          scheduler=scheduler, y_ndim=2)
+    return tiles.TiledFit(
+        spec,
+        X,
+        coef,
+        fx_train,
+        t=attrs["t"],
+        learning_rate=learning_rate,
+        diag_reg=diag_reg,
+        dynamics=dynamics,
+        mu=attrs["mu"],
+        chunks=attrs["chunks"],
+        info=dict(attrs["info"]),
+        scheduler=scheduler,
+        y_ndim=2,
+    )
 
 
-def validation_path_tiled(network, X_train, y_train, X_valid, *, params, times, diag_regs, learning_rate, dynamics,
-                          fx_train_0, fx_valid_0, chunks, scheduler, dtype):
+def validation_path_tiled(
+    network,
+    X_train,
+    y_train,
+    X_valid,
+    *,
+    params,
+    times,
+    diag_regs,
+    learning_rate,
+    dynamics,
+    fx_train_0,
+    fx_valid_0,
+    chunks,
+    scheduler,
+    dtype,
+):
     """Held-out outputs ``(R, T, M, k)`` of one fold at every ridge and time, from kernel tiles
     (:func:`ntksolve.dask.fit.validation_path_tiled`)."""
     return _tiles().fit.validation_path_tiled(
-        network, X_train, y_train, X_valid, params=params, times=times, diag_regs=diag_regs,
-        learning_rate=learning_rate, dynamics=dynamics, fx_train_0=fx_train_0, fx_valid_0=fx_valid_0,
-        chunks=chunks, scheduler=scheduler, dtype=dtype)
+        network,
+        X_train,
+        y_train,
+        X_valid,
+        params=params,
+        times=times,
+        diag_regs=diag_regs,
+        learning_rate=learning_rate,
+        dynamics=dynamics,
+        fx_train_0=fx_train_0,
+        fx_valid_0=fx_valid_0,
+        chunks=chunks,
+        scheduler=scheduler,
+        dtype=dtype,
+    )

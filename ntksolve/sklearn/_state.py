@@ -6,6 +6,7 @@ subclasses add their own fitted extras through :meth:`_FittedState._state_extras
 :meth:`_FittedState._restore_extras`. Restoring checks everything as ``fit`` would have made it
 before the one heavy step (rebuilding the solver).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,8 @@ class _FittedState:
             raise ValueError(
                 f"network={type(self.network).__name__}: the pickle-free format stores ntksolve's own networks only, "
                 "not a PyTorch or scikit-learn object; save the estimator with pickle/joblib (or torch.save the "
-                "module and refit)")
+                "module and refit)"
+            )
         attrs = {"n_features_in_": int(self.n_features_in_), "diag_reg_": float(self.diag_reg_)}
         arrays = {
             "X_train": self.X_train_,
@@ -94,8 +96,13 @@ class _FittedState:
         network = self._network(k)
         if self.kernel == "empirical":
             widths = network.widths(n)
-            params = [(state.array(f"W{l}", dt, (widths[l + 1], widths[l]), finite=True),
-                       state.array(f"b{l}", dt, (widths[l + 1],), finite=True)) for l in range(network.depth + 1)]
+            params = [
+                (
+                    state.array(f"W{l}", dt, (widths[l + 1], widths[l]), finite=True),
+                    state.array(f"b{l}", dt, (widths[l + 1],), finite=True),
+                )
+                for l in range(network.depth + 1)
+            ]
         else:
             params = None
             if np.any(f0 != 0):
@@ -119,8 +126,18 @@ class _FittedState:
         dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         coef = state.array("tiled_coef", np.float64, (N, k), finite=True)
         fx = state.array("tiled_fx_train", np.float64, (N, k), finite=True)
-        self.tiled_ = _solve.restore_tiled(network, params, X, tiled, coef, fx, learning_rate=rate,
-                                           diag_reg=diag_reg, dynamics=dynamics, scheduler=self.scheduler)
+        self.tiled_ = _solve.restore_tiled(
+            network,
+            params,
+            X,
+            tiled,
+            coef,
+            fx,
+            learning_rate=rate,
+            diag_reg=diag_reg,
+            dynamics=dynamics,
+            scheduler=self.scheduler,
+        )
         self.predictor_ = None
         self._fitted_at = None
         self.diag_reg_ = diag_reg
@@ -138,6 +155,7 @@ def _check_tiled_attrs(tiled, rule):
         raise ValueError(f"the tiled fit's chunks must be a positive int, got {chunks!r}")
     info = tiled["info"]
     if not isinstance(info, dict) or not all(
-            isinstance(key, str) and (v is None or isinstance(v, (str, bool, int, float))) for key, v in info.items()):
+        isinstance(key, str) and (v is None or isinstance(v, (str, bool, int, float))) for key, v in info.items()
+    ):
         raise ValueError("the tiled fit's info must map names to plain scalars")
     return {"t": t, "mu": mu, "chunks": chunks, "info": info}

@@ -5,6 +5,7 @@ The parameters are declared once, with their documentation, in :mod:`ntksolve.sk
 A fitted estimator holds its state in plain attributes; what of it a saved model holds, and how
 it is restored, is its base :class:`ntksolve.sklearn._state._FittedState`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,7 +74,10 @@ class _NTKBase(_FittedState, BaseEstimator):
         if isinstance(self.method, str):
             _check_choice(self.method, "method", _solve.METHODS)
         _solve.resolve_solver(self.method)  # a solver object, or a TypeError naming what is accepted
-        if self._kernel_kind() == "analytic" and not MLP((1,), parameterization=self.parameterization).supports_analytic:
+        if (
+            self._kernel_kind() == "analytic"
+            and not MLP((1,), parameterization=self.parameterization).supports_analytic
+        ):
             raise ValueError(
                 "kernel='analytic' (infinite width) is defined for parameterization='ntk' only: in "
                 "standard parameterisation the infinite-width NTK grows without bound; use "
@@ -82,7 +86,9 @@ class _NTKBase(_FittedState, BaseEstimator):
         if not isinstance(self.normalize_y, (bool, np.bool_)):
             raise ValueError(f"normalize_y must be True or False, got {self.normalize_y!r}")
         if self.block_size is not None and (
-            isinstance(self.block_size, bool) or not isinstance(self.block_size, numbers.Integral) or self.block_size <= 0
+            isinstance(self.block_size, bool)
+            or not isinstance(self.block_size, numbers.Integral)
+            or self.block_size <= 0
         ):
             raise ValueError(f"block_size must be None or a positive int, got {self.block_size!r}")
         dt = check_dtype(self.dtype)
@@ -112,8 +118,10 @@ class _NTKBase(_FittedState, BaseEstimator):
         """``(name, η)`` of a constant-rate rule without momentum, for the solvers that take only those."""
         rule = self._rule()
         if not (rule.name == "continuous" or rule.plain):
-            raise ValueError(f"{what} supports gradient flow and plain constant-rate descent only, not {rule!r}; "
-                             "use chunks=None (the in-memory solver runs every rule)")
+            raise ValueError(
+                f"{what} supports gradient flow and plain constant-rate descent only, not {rule!r}; "
+                "use chunks=None (the in-memory solver runs every rule)"
+            )
         return rule.name, rule.learning_rate
 
     # -- pieces ------------------------------------------------------------------------------
@@ -122,8 +130,9 @@ class _NTKBase(_FittedState, BaseEstimator):
         return "empirical" if self.network is not None else self.kernel
 
     def _network(self, n_outputs):
-        return MLP(self.hidden_layer_sizes, self.activation, self.weight_std, self.bias_std,
-                   self.parameterization, n_outputs)
+        return MLP(
+            self.hidden_layer_sizes, self.activation, self.weight_std, self.bias_std, self.parameterization, n_outputs
+        )
 
     @contextlib.contextmanager
     def _solver_warnings(self):
@@ -199,10 +208,16 @@ class _NTKBase(_FittedState, BaseEstimator):
         ``_config.FIT_PEAK_KERNELS``) would not fit in the memory this process may use."""
         if getattr(self, "chunks", None) is not None:
             return  # the tiled fit never forms the kernel
-        check_memory((n, n), self._dtype, what=f"in-memory fit of {type(self).__name__} on {n} points",
-                     copies=FIT_PEAK_KERNELS[self._fit_peak or ("log_loss" if getattr(self, "loss", None) in ("log_loss", "cross_entropy")
-                                                                   else self._kernel_kind())],
-                     hint="fit with chunks=... (kernel tiles on Dask: pip install 'ntksolve[dask]'), or on fewer points")
+        check_memory(
+            (n, n),
+            self._dtype,
+            what=f"in-memory fit of {type(self).__name__} on {n} points",
+            copies=FIT_PEAK_KERNELS[
+                self._fit_peak
+                or ("log_loss" if getattr(self, "loss", None) in ("log_loss", "cross_entropy") else self._kernel_kind())
+            ],
+            hint="fit with chunks=... (kernel tiles on Dask: pip install 'ntksolve[dask]'), or on fewer points",
+        )
 
     def _solver(self, K, y, diag_reg, *, shared=False):
         """The in-memory solver of these parameters on the train kernel ``K`` and targets ``y``.
@@ -230,8 +245,7 @@ class _NTKBase(_FittedState, BaseEstimator):
         not at the first ``predict``."""
         t = self._time_at_predict()
         with self._solver_warnings():
-            coef, decay = _solve.coefficients(self.predictor_, t, self.fx_train_0_,
-                                              **self._decay_arguments())
+            coef, decay = _solve.coefficients(self.predictor_, t, self.fx_train_0_, **self._decay_arguments())
         self._fitted_at = (t, coef, decay)
 
     def _fit_solver(self, X, diag_reg):
@@ -244,10 +258,19 @@ class _NTKBase(_FittedState, BaseEstimator):
         dynamics, rate = self._plain_rule("chunks=... (the tiled solve)")
         with self._solver_warnings():
             self.tiled_ = _solve.fit_tiled(
-                self.network_, X, self.y_train_.astype(np.float64), params=self.params_,
-                t=self._time_at_predict(), learning_rate=rate, diag_reg=diag_reg,
-                dynamics=dynamics, fx_train_0=self.fx_train_0_, chunks=self.chunks,
-                scheduler=self.scheduler, dtype=self._dtype)
+                self.network_,
+                X,
+                self.y_train_.astype(np.float64),
+                params=self.params_,
+                t=self._time_at_predict(),
+                learning_rate=rate,
+                diag_reg=diag_reg,
+                dynamics=dynamics,
+                fx_train_0=self.fx_train_0_,
+                chunks=self.chunks,
+                scheduler=self.scheduler,
+                dtype=self._dtype,
+            )
         self.predictor_ = None
         self._fitted_at = None
         self.diag_reg_ = float(diag_reg)
@@ -256,8 +279,9 @@ class _NTKBase(_FittedState, BaseEstimator):
     def _kernel_diagonal(self, X):
         """``diag Θ(X, X)`` of validated inputs, shape (M,): the diagonals of :meth:`_kernel` on
         blocks of rows (whatever the kernel; a block costs ``_DIAGONAL_BLOCK`` times the diagonal)."""
-        return np.concatenate([np.diagonal(self._kernel(X[i:i + _DIAGONAL_BLOCK]))
-                               for i in range(0, X.shape[0], _DIAGONAL_BLOCK)])
+        return np.concatenate(
+            [np.diagonal(self._kernel(X[i : i + _DIAGONAL_BLOCK])) for i in range(0, X.shape[0], _DIAGONAL_BLOCK)]
+        )
 
     def _require_in_memory(self, what):
         """The one check of what a tiled fit cannot answer; called before any work is done."""
@@ -268,7 +292,8 @@ class _NTKBase(_FittedState, BaseEstimator):
                 f"{what} needs the in-memory solver, but this {type(self).__name__} was fitted with "
                 f"chunks={self.chunks!r}, whose tiled solve holds the model at time={tiled.t:g} only "
                 f"({answers} there). Refit with chunks=None (the train kernel must then fit in memory), "
-                "or refit with chunks and time set to each time you need")
+                "or refit with chunks and time set to each time you need"
+            )
 
     def _validated_X(self, X):
         check_is_fitted(self)
@@ -283,8 +308,9 @@ class _NTKBase(_FittedState, BaseEstimator):
         tiled = self.tiled_
         if tiled is not None:
             if not np.all(ts == tiled.t):
-                self._require_in_memory(f"prediction at times {ts.tolist()} (time was changed after fit, "
-                                        "or a trajectory was asked for)")
+                self._require_in_memory(
+                    f"prediction at times {ts.tolist()} (time was changed after fit, or a trajectory was asked for)"
+                )
             out = _solve.predict_tiled(tiled, X, fx_test_0=self._f0(X), scheduler=self.scheduler)
             return np.repeat(out.astype(self._dtype, copy=False)[None], ts.size, axis=0)
         Ks = self._kernel(X, self.X_train_) if k_test_train is None else k_test_train

@@ -1,5 +1,6 @@
 """:class:`NTKClassifier`: a wide network trained by gradient descent on MSE to ``+-1`` codes, or on
 softmax cross-entropy, predicted from its NTK."""
+
 from __future__ import annotations
 
 import numbers
@@ -29,7 +30,8 @@ def _has_probabilities(est):
     if est.loss not in CROSS_ENTROPY:
         raise AttributeError(
             f"predict_proba needs loss='log_loss': the outputs of a network trained on squared error "
-            f"(loss={est.loss!r}) are not probabilities; use decision_function, or CalibratedClassifierCV on it")
+            f"(loss={est.loss!r}) are not probabilities; use decision_function, or CalibratedClassifierCV on it"
+        )
     return True
 
 
@@ -111,23 +113,31 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def _check_loss(self):
         """The parameters of the loss (``loss``, ``batch_size``) and what they exclude."""
         if self.loss in ("log", "logistic", "softmax"):
-            raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {self.loss!r} "
-                             "(softmax cross-entropy is 'log_loss', scikit-learn's name, or 'cross_entropy')")
+            raise ValueError(
+                f"loss must be one of {', '.join(map(repr, LOSSES))}; got {self.loss!r} "
+                "(softmax cross-entropy is 'log_loss', scikit-learn's name, or 'cross_entropy')"
+            )
         _check_choice(self.loss, "loss", LOSSES)
         bs = self.batch_size
         if bs is not None:
             if isinstance(bs, (bool, np.bool_)) or not isinstance(bs, numbers.Integral) or bs < 1:
                 raise ValueError(f"batch_size must be None or a positive int, got {bs!r}")
             if self.loss not in CROSS_ENTROPY:
-                raise ValueError("batch_size needs loss='log_loss' (the squared loss is solved in closed form, "
-                                 "full batch); use batch_size=None, or ntksolve.sgd_mse for minibatch MSE")
+                raise ValueError(
+                    "batch_size needs loss='log_loss' (the squared loss is solved in closed form, "
+                    "full batch); use batch_size=None, or ntksolve.sgd_mse for minibatch MSE"
+                )
         if self.loss in CROSS_ENTROPY:
             if self.chunks is not None:
-                raise ValueError(f"chunks={self.chunks!r} solves the squared loss in closed form from kernel tiles; "
-                                 "loss='log_loss' runs step by step on the train kernel in memory: use chunks=None")
+                raise ValueError(
+                    f"chunks={self.chunks!r} solves the squared loss in closed form from kernel tiles; "
+                    "loss='log_loss' runs step by step on the train kernel in memory: use chunks=None"
+                )
             if bs is not None and self._rule().name == "continuous":
-                raise ValueError("batch_size needs discrete steps (dynamics='discrete' or a GradientDescent rule); "
-                                 "gradient flow is full batch")
+                raise ValueError(
+                    "batch_size needs discrete steps (dynamics='discrete' or a GradientDescent rule); "
+                    "gradient flow is full batch"
+                )
 
     def _time(self, value, name):
         t = super()._time(value, name)
@@ -135,7 +145,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
             raise ValueError(
                 f"{name} = inf has no meaning for loss='log_loss': cross-entropy has no converged limit (on "
                 "separable data, which a positive-definite kernel makes of every training set, the logits "
-                f"grow without bound); set it to a number of steps, e.g. time=1000; got {value!r}")
+                f"grow without bound); set it to a number of steps, e.g. time=1000; got {value!r}"
+            )
         return t
 
     # -- fitting ------------------------------------------------------------------------------
@@ -174,7 +185,8 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         if self.classes_.size < 2:
             raise ValueError(
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, but it contains only "
-                f"one class: {self.classes_[0]!r}")
+                f"one class: {self.classes_[0]!r}"
+            )
         self._batch_seed = _batch_seed(self.random_state) if ce and self.batch_size is not None else None
         # the network's initialisation first, then the batch seed: a RandomState is drawn from in that order
         self._set_training_state(X, Y.astype(np.float64), normalize=False if ce else None)
@@ -185,10 +197,17 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
             super()._build_predictor(K, diag_reg)
             return
         if not (np.all(self._y_train_mean == 0) and np.all(self._y_train_std == 1)):
-            raise ValueError("with loss='log_loss' the targets are not standardised: y_train_mean and y_train_std "
-                             "must be 0 and 1")
-        self.predictor_ = _solve.CrossEntropyPredictor(K, self.y_train_, diag_reg=diag_reg, rule=self._rule(),
-                                                       batch_size=self.batch_size, batch_seed=self._batch_seed)
+            raise ValueError(
+                "with loss='log_loss' the targets are not standardised: y_train_mean and y_train_std must be 0 and 1"
+            )
+        self.predictor_ = _solve.CrossEntropyPredictor(
+            K,
+            self.y_train_,
+            diag_reg=diag_reg,
+            rule=self._rule(),
+            batch_size=self.batch_size,
+            batch_seed=self._batch_seed,
+        )
         self.tiled_ = None
         self.diag_reg_ = float(diag_reg)
         self._ensemble_cache = None

@@ -4,6 +4,7 @@ One decomposition per fold serves every ``diag_reg`` (a relative ridge only shif
 and every time; ``cv="loo"`` is the exact leave-one-out of converged training from one
 decomposition of all the data, as :class:`~sklearn.linear_model.RidgeCV` picks its ``alpha``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,10 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
     __init__ = keyword_init(CV_PARAMETERS, REGRESSOR_PARAMETERS, SEARCH_TILED_PARAMETERS, SHARED_PARAMETERS)
 
     #: Absent from files written before them: ``load`` gives them their defaults.
-    _parameters_added_later = {**_NTKRegressorBase._parameters_added_later,
-                               **{name: default for name, default, _ in SEARCH_TILED_PARAMETERS}}
+    _parameters_added_later = {
+        **_NTKRegressorBase._parameters_added_later,
+        **{name: default for name, default, _ in SEARCH_TILED_PARAMETERS},
+    }
 
     def fit(self, X, y):
         """Cross-validate ``(diag_reg, time)`` on one kernel of all the data, then refit.

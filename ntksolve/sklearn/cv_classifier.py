@@ -5,6 +5,7 @@ For the squared loss one decomposition per fold serves every ``diag_reg`` and ev
 :class:`NTKRegressorCV`; for cross-entropy, which has no decomposition (its dynamics are nonlinear),
 each ``(fold, diag_reg)`` is one run of the recurrence that records every time of the grid.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,8 +87,9 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
     (100,)
     """
 
-    __init__ = keyword_init(CV_PARAMETERS, CLASSIFIER_CV_PARAMETERS, CLASSIFIER_PARAMETERS, SEARCH_TILED_PARAMETERS,
-                            SHARED_PARAMETERS)
+    __init__ = keyword_init(
+        CV_PARAMETERS, CLASSIFIER_CV_PARAMETERS, CLASSIFIER_PARAMETERS, SEARCH_TILED_PARAMETERS, SHARED_PARAMETERS
+    )
 
     _path_name = "scores_path_"
     _higher_is_better = True
@@ -102,11 +104,15 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
         self._check_loss()
         _check_choice(self.scoring, "scoring", SCORINGS)
         if self.scoring == "log_loss" and not self._cross_entropy:
-            raise ValueError(f"scoring='log_loss' scores probabilities, and a network trained on the squared loss "
-                             f"(loss={self.loss!r}) gives none; use scoring='accuracy', or loss='log_loss'")
+            raise ValueError(
+                f"scoring='log_loss' scores probabilities, and a network trained on the squared loss "
+                f"(loss={self.loss!r}) gives none; use scoring='accuracy', or loss='log_loss'"
+            )
         if self._loo() and self._cross_entropy:
-            raise ValueError("cv='loo' is the exact leave-one-out of converged squared-loss training; cross-entropy "
-                             "has no converged limit and no decomposition to read it from: use K-fold (cv=5)")
+            raise ValueError(
+                "cv='loo' is the exact leave-one-out of converged squared-loss training; cross-entropy "
+                "has no converged limit and no decomposition to read it from: use K-fold (cv=5)"
+            )
         return super()._check_params()
 
     def fit(self, X, y):
@@ -129,8 +135,14 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
 
     def _fold_cross_entropy(self, K_train, Y_train, diag_reg):
         """The cross-entropy trajectory of one fold at one ridge, as :class:`NTKClassifier` makes it."""
-        return _solve.CrossEntropyPredictor(K_train, Y_train, diag_reg=diag_reg, rule=self._rule(),
-                                            batch_size=self.batch_size, batch_seed=self._batch_seed)
+        return _solve.CrossEntropyPredictor(
+            K_train,
+            Y_train,
+            diag_reg=diag_reg,
+            rule=self._rule(),
+            batch_size=self.batch_size,
+            batch_seed=self._batch_seed,
+        )
 
     def _predicted(self, out):
         """Held-out outputs ``(..., M, k)`` -> predicted labels ``(..., M)``."""
@@ -155,7 +167,6 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
         return correct[:, None, :]
 
     def _check_path(self, path):
-        ok = (np.all((path >= 0) & (path <= 1) | (path == -np.inf)) if self.scoring == "accuracy"
-              else np.all(path <= 0))
+        ok = np.all((path >= 0) & (path <= 1) | (path == -np.inf)) if self.scoring == "accuracy" else np.all(path <= 0)
         if np.any(np.isnan(path)) or not ok:
             raise ValueError("scores_path must hold accuracies in [0, 1] (or -inf), or negated log-losses <= 0")

@@ -17,6 +17,7 @@ softplus) the gradient is a central finite difference in log space with step ``_
 is accurate to about 1e-8 relative, ample for an optimiser, but it costs four extra kernel
 evaluations.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,15 @@ class _InfiniteWidthKernel(Kernel):
 
     _ntk = True
 
-    def __init__(self, weight_std=1.0, bias_std=0.1, depth=1, activation="relu",
-                 weight_std_bounds=(1e-2, 1e2), bias_std_bounds=(1e-4, 1e2)):
+    def __init__(
+        self,
+        weight_std=1.0,
+        bias_std=0.1,
+        depth=1,
+        activation="relu",
+        weight_std_bounds=(1e-2, 1e2),
+        bias_std_bounds=(1e-4, 1e2),
+    ):
         self.weight_std = weight_std
         self.bias_std = bias_std
         self.depth = depth
@@ -106,9 +114,20 @@ class _InfiniteWidthKernel(Kernel):
         if phi.code in _jit_gp.GRADIENT_CODES:
             # the analytic kernels' own per-point variances (range-checked) and input Gram
             q, _, sq, _, _ = _diag_pieces(X, net.depth, phi, net.weight_std, net.bias_std, CLOSED, None)
-            K, grad = _jit_gp.pair_kernel_with_gradient(input_gram(X, None, sq, sq), X.shape[1], q, sq,
-                                                        None, None, net.depth, phi.code, phi.params,
-                                                        net.weight_std, net.bias_std, self._ntk)
+            K, grad = _jit_gp.pair_kernel_with_gradient(
+                input_gram(X, None, sq, sq),
+                X.shape[1],
+                q,
+                sq,
+                None,
+                None,
+                net.depth,
+                phi.code,
+                phi.params,
+                net.weight_std,
+                net.bias_std,
+                self._ntk,
+            )
             return K, grad[:, :, [i for i in range(2) if free[i]]]
         K = self._values(X, None)
         cols = []
@@ -140,8 +159,10 @@ class _InfiniteWidthKernel(Kernel):
         return ntk_diag if self._ntk else nngp_diag
 
     def __repr__(self):
-        return (f"{type(self).__name__}(weight_std={self.weight_std:.3g}, bias_std={self.bias_std:.3g}, "
-                f"depth={self.depth}, activation={self.activation!r})")
+        return (
+            f"{type(self).__name__}(weight_std={self.weight_std:.3g}, bias_std={self.bias_std:.3g}, "
+            f"depth={self.depth}, activation={self.activation!r})"
+        )
 
 
 class NTKKernel(_InfiniteWidthKernel):

@@ -26,6 +26,7 @@ exactly as ``fit`` does (Glorot-uniform ``U(-b, b)``, ``b = sqrt(6 / (fan_in + f
 instead of ``6`` for the logistic activation, weights then intercepts layer by layer from
 ``check_random_state(random_state)``), so that its training can be predicted before it runs.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,14 +50,10 @@ ACTIVATION_NAMES = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh
 def _check_estimator(estimator):
     if not isinstance(estimator, (MLPRegressor, MLPClassifier)):
         raise TypeError(
-            "estimator must be a scikit-learn MLPRegressor or MLPClassifier, got "
-            f"{type(estimator).__name__}"
+            f"estimator must be a scikit-learn MLPRegressor or MLPClassifier, got {type(estimator).__name__}"
         )
     if estimator.activation not in ACTIVATION_NAMES:
-        raise ValueError(
-            f"activation={estimator.activation!r} is not one of scikit-learn's "
-            f"{sorted(ACTIVATION_NAMES)}"
-        )
+        raise ValueError(f"activation={estimator.activation!r} is not one of scikit-learn's {sorted(ACTIVATION_NAMES)}")
     return estimator
 
 

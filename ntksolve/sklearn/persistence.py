@@ -36,6 +36,7 @@ A model file is never trusted: only the members the estimator needs are read, ea
 data is; the parameters and the state are checked as ``fit`` would have made them; the
 scheduler always comes from the caller. Anything else is refused with a ``ValueError``.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,8 +68,7 @@ _MAX_META_BYTES = 64 * 1024
 #: Largest ``.npy`` header read (numpy's own default).
 _MAX_NPY_HEADER = 10000
 
-_META_KEYS = ("format", "version", "ntksolve_version", "class", "params", "attrs", "unsaved_params",
-              "sequence_params")
+_META_KEYS = ("format", "version", "ntksolve_version", "class", "params", "attrs", "unsaved_params", "sequence_params")
 _SEQUENCES = {"tuple": tuple, "list": list, "ndarray": np.asarray}
 #: Parameters the fitted model predicts with: one the format cannot store is refused at save (the
 #: others, such as a cross-validation splitter, only shape fitting and are reset on load).
@@ -116,7 +116,8 @@ def _storable(arr, name):
         if not all(isinstance(v, str) for v in arr.ravel().tolist()):
             raise ValueError(
                 f"cannot save {name} of mixed Python objects ({arr.ravel()[:3].tolist()}...) without pickle; "
-                "use pickle/joblib for this model, or labels of one numeric or string type")
+                "use pickle/joblib for this model, or labels of one numeric or string type"
+            )
         arr = arr.astype(str)
     if arr.dtype.kind not in _STORABLE_KINDS:
         raise ValueError(f"cannot save {name} of dtype {arr.dtype} without pickle")
@@ -158,9 +159,16 @@ def save(est, path):
     members = {name: _storable(a, name) for name, a in arrays.items()}
     from ntksolve import __version__
 
-    meta = {"format": FORMAT, "version": VERSION, "ntksolve_version": __version__,
-            "class": type(est).__name__, "params": params, "attrs": attrs, "unsaved_params": unsaved,
-            "sequence_params": sequences}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "ntksolve_version": __version__,
+        "class": type(est).__name__,
+        "params": params,
+        "attrs": attrs,
+        "unsaved_params": unsaved,
+        "sequence_params": sequences,
+    }
     _write_atomic(os.fspath(path), {MARKER: np.array(json.dumps(meta)), **members})
 
 
@@ -172,8 +180,19 @@ _REQUIRED = object()
 #: Errors that a damaged or crafted file may raise from the parsers below them; load turns them
 #: into its documented ValueError.
 #: (An OSError once the file is open is a seek or read the zip directory sent astray.)
-_PARSE_ERRORS = (LookupError, TypeError, AttributeError, RecursionError, OverflowError, EOFError, OSError,
-                 zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError)
+_PARSE_ERRORS = (
+    LookupError,
+    TypeError,
+    AttributeError,
+    RecursionError,
+    OverflowError,
+    EOFError,
+    OSError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    NotImplementedError,
+)
 
 
 class StateReader:
@@ -204,7 +223,8 @@ class StateReader:
             raise ValueError(
                 f"{what} would take {fmt_bytes(nbytes)}, beyond load's max_bytes={self._max_bytes} "
                 f"({fmt_bytes(self._max_bytes)}, counting the model's arrays); pass a larger max_bytes "
-                "(or None) to ntksolve.load if you trust this file and have the memory")
+                "(or None) to ntksolve.load if you trust this file and have the memory"
+            )
 
     def array(self, name, dtype, shape, *, finite=False, max_bytes=None):
         """The array ``name``, checked.
@@ -270,8 +290,10 @@ class StateReader:
         else:
             ok = plain and dt == np.dtype(want)
         if not ok:
-            raise ValueError(f"the {name!r} array has dtype {dt}, expected "
-                             f"{np.dtype(want) if not isinstance(want, str) else 'kind ' + repr(want)}")
+            raise ValueError(
+                f"the {name!r} array has dtype {dt}, expected "
+                f"{np.dtype(want) if not isinstance(want, str) else 'kind ' + repr(want)}"
+            )
 
     def attr(self, name, kind, *, lower=None, default=_REQUIRED):
         """The scalar fitted attribute ``name`` of the JSON, checked.
@@ -328,8 +350,9 @@ def load(path, *, scheduler=None, max_bytes=MAX_BYTES):
     ImportError
         A model fitted with ``chunks`` without the Dask extra installed.
     """
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral)
-                                  or max_bytes <= 0):
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes <= 0
+    ):
         raise ValueError(f"max_bytes must be a positive int or None, got {max_bytes!r}")
     path = os.fspath(path)
     with open(path, "rb") as fh:
@@ -340,15 +363,18 @@ def load(path, *, scheduler=None, max_bytes=MAX_BYTES):
         try:
             zf = zipfile.ZipFile(fh)
         except _PARSE_ERRORS + (ValueError,) as exc:
-            raise ValueError(f"{path!r} is not an ntksolve model file: cannot read it as an .npz archive ({exc})") from exc
+            raise ValueError(
+                f"{path!r} is not an ntksolve model file: cannot read it as an .npz archive ({exc})"
+            ) from exc
         try:
             with zf:
                 return _load(zf, size, scheduler, max_bytes)
         except ValueError as exc:
             raise ValueError(f"cannot load {path!r}: {exc}") from exc
         except _PARSE_ERRORS as exc:
-            raise ValueError(f"cannot load {path!r}: the file is damaged or inconsistent "
-                             f"({type(exc).__name__}: {exc})") from exc
+            raise ValueError(
+                f"cannot load {path!r}: the file is damaged or inconsistent ({type(exc).__name__}: {exc})"
+            ) from exc
 
 
 def _load(zf, size, scheduler, max_bytes):
@@ -366,8 +392,10 @@ def _load(zf, size, scheduler, max_bytes):
         raise ValueError(f"not an ntksolve model file (format {found!r})")
     version = meta.get("version")
     if type(version) is int and version > VERSION:
-        raise ValueError(f"it was written in format version {version}; this ntksolve reads up to version "
-                         f"{VERSION}: upgrade ntksolve to load it")
+        raise ValueError(
+            f"it was written in format version {version}; this ntksolve reads up to version "
+            f"{VERSION}: upgrade ntksolve to load it"
+        )
     if type(version) is not int or version != VERSION:
         raise ValueError(f"unsupported format version {version!r} (this ntksolve reads version {VERSION})")
     missing = [key for key in _META_KEYS if key not in meta]

@@ -16,6 +16,7 @@ chooses by maximum marginal likelihood (:class:`ntksolve.dynamics.kernel_gp.Kern
 its kernel is the NTK at initialisation and its initial outputs ``f_0`` are part of every
 prediction (the linearised network, exact as the width grows).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,7 +70,8 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             raise ValueError(
                 f"uncertainty='predictive' fits its noise model on the eigendecomposition of the train kernel, "
                 f"which chunks={self.chunks!r} never forms; use chunks=None (the kernel must then fit in memory), "
-                "or uncertainty='ensemble' (the tiled fit then answers predict without a standard deviation)")
+                "or uncertainty='ensemble' (the tiled fit then answers predict without a standard deviation)"
+            )
         return dt
 
     def _clear_noise_model(self):
@@ -92,8 +94,10 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         else:
             k = scale.size
             if restored[0].shape != (k,) or restored[1].shape != (k,):
-                raise ValueError(f"amplitude and noise_variance must have shape ({k},), one per output; "
-                                 f"got {restored[0].shape} and {restored[1].shape}")
+                raise ValueError(
+                    f"amplitude and noise_variance must have shape ({k},), one per output; "
+                    f"got {restored[0].shape} and {restored[1].shape}"
+                )
             a, s2 = restored[0] / scale, restored[1] / scale
             exact = (a == 0) & (s2 == 0)
             lml = np.full(k, np.inf)
@@ -142,7 +146,8 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             raise NotFittedError(
                 f"{what} needs the noise model that fit makes with uncertainty='predictive'; this "
                 f"{type(self).__name__} was fitted without it (or uncertainty was changed after fit): "
-                "set uncertainty='predictive' and fit again")
+                "set uncertainty='predictive' and fit again"
+            )
         return self._gp
 
     def _predictive(self, X, return_cov):
@@ -240,12 +245,14 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             raise NotImplementedError(
                 "return_std/return_cov describe the ensemble of infinitely wide networks; they need "
                 "kernel='analytic' (one empirical network has no ensemble spread to report); for intervals "
-                "for new targets from any kernel use uncertainty='predictive'")
+                "for new targets from any kernel use uncertainty='predictive'"
+            )
         if self._rule().name != "continuous":
             raise NotImplementedError(
                 "return_std/return_cov are available for dynamics='continuous' (the ensemble solver "
                 "models gradient flow); for discrete steps use the mean, continuous time eta*t, or "
-                "uncertainty='predictive' (any training rule)")
+                "uncertainty='predictive' (any training rule)"
+            )
 
     def _ensemble(self):
         """The trained infinite ensemble on the training data: one more decomposition, made on
@@ -254,8 +261,13 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         if cached is not None:
             return cached
         pair = analytic_kernels(self.network_, self.X_train_)
-        self._ensemble_cache = _solve.ensemble(pair.nngp, pair.ntk, self.y_train_.astype(np.float64),
-                                               learning_rate=self._rule().learning_rate, diag_reg=self.diag_reg_)
+        self._ensemble_cache = _solve.ensemble(
+            pair.nngp,
+            pair.ntk,
+            self.y_train_.astype(np.float64),
+            learning_rate=self._rule().learning_rate,
+            diag_reg=self.diag_reg_,
+        )
         return self._ensemble_cache
 
     def predict_trajectory(self, X, times):
@@ -312,12 +324,15 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             a = state.array("amplitude", np.float64, (None,), finite=True)
             s2 = state.array("noise_variance", np.float64, (None,), finite=True)
             if np.any(a < 0) or np.any(s2 < 0) or np.any((s2 == 0) & (a != 0)):
-                raise ValueError("amplitude must be >= 0 and noise_variance > 0 (both 0 only for a target "
-                                 f"fitted exactly); got {a.tolist()} and {s2.tolist()}")
+                raise ValueError(
+                    "amplitude must be >= 0 and noise_variance > 0 (both 0 only for a target "
+                    f"fitted exactly); got {a.tolist()} and {s2.tolist()}"
+                )
             self._restored_noise = (a, s2)  # used by _build_predictor, instead of maximising again
         elif saved and self.uncertainty != "predictive":
-            raise ValueError("the file holds a predictive noise model, but the estimator's uncertainty is "
-                             f"{self.uncertainty!r}")
+            raise ValueError(
+                f"the file holds a predictive noise model, but the estimator's uncertainty is {self.uncertainty!r}"
+            )
         return 1 if y_ndim == 1 else None
 
 
@@ -327,8 +342,9 @@ def _per_output(value, name, scale):
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real number or an array of them, got {value!r}")
     if arr.ndim > 1 or (arr.ndim == 1 and arr.shape != scale.shape):
-        raise ValueError(f"{name} must be a number or an array of shape {scale.shape} (one per output), "
-                         f"got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a number or an array of shape {scale.shape} (one per output), got shape {arr.shape}"
+        )
     return arr.astype(np.float64) / scale
 
 

@@ -35,6 +35,7 @@ rate and adds ``epsilon`` to the uncorrected ``sqrt(v)``, i.e. PyTorch's ``eps``
 ``sqrt(1 − beta2^t)``), and a softmax over two outputs (scikit-learn has one logistic output for two
 classes: use a 0/1 column, ``k = 1``).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -54,8 +55,15 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.mlp import MLP
 from ntksolve.optimizers import training_rule
 from ntksolve.sklearn.mlp_import import ACTIVATION_NAMES, from_sklearn
-from ntksolve.training import (TrainingDivergedError, TrainingResult, _check_steps, _check_targets, _divergence_hint,
-                               _measure, _rule_critical_rate)
+from ntksolve.training import (
+    TrainingDivergedError,
+    TrainingResult,
+    _check_steps,
+    _check_targets,
+    _divergence_hint,
+    _measure,
+    _rule_critical_rate,
+)
 from ntksolve.training_records import KernelTracker, Stopwatch, recorded
 
 __all__ = ["train_network_sklearn", "check_sklearn_run"]
@@ -88,33 +96,46 @@ def check_sklearn_run(net, rule, *, loss: str = "mse", n_outputs: Optional[int] 
     if not isinstance(net, MLP):
         raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
     if net.parameterization != "standard":
-        raise ValueError(f"scikit-learn's MLP trains in standard parameterisation only: NTK parameterisation scales "
-                         f"each layer's gradient by its own factor, a per-layer learning rate that its single "
-                         f"learning_rate_init cannot express; {_STANDARD}")
+        raise ValueError(
+            f"scikit-learn's MLP trains in standard parameterisation only: NTK parameterisation scales "
+            f"each layer's gradient by its own factor, a per-layer learning rate that its single "
+            f"learning_rate_init cannot express; {_STANDARD}"
+        )
     if not all(layer.bias for layer in net.layers):
-        raise ValueError("scikit-learn's MLP always trains an intercept in every layer, so a network with bias=False "
-                         "layers cannot be trained by it; use bias=True (bias_std=0 starts the biases at zero)")
+        raise ValueError(
+            "scikit-learn's MLP always trains an intercept in every layer, so a network with bias=False "
+            "layers cannot be trained by it; use bias=True (bias_std=0 starts the biases at zero)"
+        )
     if net.activation not in SKLEARN_ACTIVATIONS:
-        raise ValueError(f"scikit-learn's MLP has no {net.activation!r} activation; use one of "
-                         f"{', '.join(SKLEARN_ACTIVATIONS)}")
+        raise ValueError(
+            f"scikit-learn's MLP has no {net.activation!r} activation; use one of {', '.join(SKLEARN_ACTIVATIONS)}"
+        )
     if isinstance(rule, Adam):
-        raise ValueError("scikit-learn's adam is not torch.optim.Adam: it folds the bias correction into the rate "
-                         "and adds epsilon to the uncorrected sqrt(v) (PyTorch's eps times sqrt(1 - beta2^t)), so it "
-                         "cannot reproduce ntksolve's Adam exactly; use trainer 'numpy' or 'torch' for Adam")
+        raise ValueError(
+            "scikit-learn's adam is not torch.optim.Adam: it folds the bias correction into the rate "
+            "and adds epsilon to the uncorrected sqrt(v) (PyTorch's eps times sqrt(1 - beta2^t)), so it "
+            "cannot reproduce ntksolve's Adam exactly; use trainer 'numpy' or 'torch' for Adam"
+        )
     if not isinstance(rule, GradientDescent):
         raise TypeError(f"scikit-learn trains by GradientDescent (solver='sgd'), got {rule!r}")
     if rule.schedule is not None:
-        raise ValueError(f"scikit-learn's MLP has no learning-rate schedule like {rule.schedule!r} (its 'invscaling' "
-                         "and 'adaptive' rates are other rules); use a constant rate, or trainer 'numpy' or 'torch'")
+        raise ValueError(
+            f"scikit-learn's MLP has no learning-rate schedule like {rule.schedule!r} (its 'invscaling' "
+            "and 'adaptive' rates are other rules); use a constant rate, or trainer 'numpy' or 'torch'"
+        )
     if rule.weight_decay > 0:
-        raise ValueError(f"weight_decay={rule.weight_decay} has no exact scikit-learn counterpart: its alpha is an "
-                         "L2 penalty alpha/(2N) ||W||^2 on the weights only (not the intercepts), while ntksolve's "
-                         "(PyTorch's) weight decay acts on every parameter; use trainer 'numpy' or 'torch'")
+        raise ValueError(
+            f"weight_decay={rule.weight_decay} has no exact scikit-learn counterpart: its alpha is an "
+            "L2 penalty alpha/(2N) ||W||^2 on the weights only (not the intercepts), while ntksolve's "
+            "(PyTorch's) weight decay acts on every parameter; use trainer 'numpy' or 'torch'"
+        )
     check_choice(loss, "loss", ("mse", "cross_entropy"))
     k = net.n_outputs if n_outputs is None else int(n_outputs)
     if loss == "cross_entropy" and k == 2:
-        raise ValueError("scikit-learn's MLPClassifier gives two classes one logistic output, not a softmax over "
-                         "two: use a 0/1 column of labels (k = 1, the logistic loss), or trainer 'numpy' or 'torch'")
+        raise ValueError(
+            "scikit-learn's MLPClassifier gives two classes one logistic output, not a softmax over "
+            "two: use a 0/1 column of labels (k = 1, the logistic loss), or trainer 'numpy' or 'torch'"
+        )
 
 
 def _to_sklearn(est, train_net, params, d):
@@ -125,8 +146,10 @@ def _to_sklearn(est, train_net, params, d):
 
 def _from_sklearn(est, train_net, d):
     """``coefs_`` / ``intercepts_`` as ``(W, b)`` in ``train_net``'s storage convention."""
-    return [(np.ascontiguousarray(c.T) / ws, np.array(i) / bs)
-            for c, i, (ws, bs) in zip(est.coefs_, est.intercepts_, train_net.layer_scales(d))]
+    return [
+        (np.ascontiguousarray(c.T) / ws, np.array(i) / bs)
+        for c, i, (ws, bs) in zip(est.coefs_, est.intercepts_, train_net.layer_scales(d))
+    ]
 
 
 def _grew(value, scale) -> str:
@@ -213,12 +236,25 @@ def train_network_sklearn(
     with_crit = kind == "mse"
 
     train_net = net.trainable()
-    work = [(np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
-            for W, b in params]
-    common = dict(hidden_layer_sizes=train_net.hidden_layer_sizes, activation=SKLEARN_ACTIVATIONS[train_net.activation],
-                  solver="sgd", alpha=0.0, batch_size=N, learning_rate="constant", learning_rate_init=eta * rate_init,
-                  momentum=rule.momentum, nesterovs_momentum=rule.nesterov, shuffle=False, max_iter=1, tol=0.0,
-                  n_iter_no_change=2**31 - 1, random_state=0)
+    work = [
+        (np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt)) for W, b in params
+    ]
+    common = dict(
+        hidden_layer_sizes=train_net.hidden_layer_sizes,
+        activation=SKLEARN_ACTIVATIONS[train_net.activation],
+        solver="sgd",
+        alpha=0.0,
+        batch_size=N,
+        learning_rate="constant",
+        learning_rate_init=eta * rate_init,
+        momentum=rule.momentum,
+        nesterovs_momentum=rule.nesterov,
+        shuffle=False,
+        max_iter=1,
+        tol=0.0,
+        n_iter_no_change=2**31 - 1,
+        random_state=0,
+    )
     classes = None
     if kind == "mse":
         est = MLPRegressor(**common)
@@ -271,8 +307,11 @@ def train_network_sklearn(
             f = outputs(X)
             value, acc = _measure(kind, f, target)
             if loss_scale is None:  # the loss of a zero predictor, as train_network
-                zero = (0.5 * float(np.vdot(target, target)) / target.size if kind == "mse"
-                        else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0])
+                zero = (
+                    0.5 * float(np.vdot(target, target)) / target.size
+                    if kind == "mse"
+                    else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
+                )
                 loss_scale = max(value, zero, np.finfo(dt).tiny)
             if _grew(value, loss_scale):
                 stop(s, _grew(value, loss_scale))
@@ -304,8 +343,11 @@ def train_network_sklearn(
             est.partial_fit(X[b], fit_y[b])
         s_done = s + 1
         # est.loss_ is the loss of step s's batch before its update (the whole set in full batch)
-        why = _grew(est.loss_, loss_scale) if batch_list is None else \
-            ("" if np.isfinite(est.loss_) else "batch loss became non-finite")
+        why = (
+            _grew(est.loss_, loss_scale)
+            if batch_list is None
+            else ("" if np.isfinite(est.loss_) else "batch loss became non-finite")
+        )
         if why:
             stop(s, why)
             break
@@ -314,11 +356,19 @@ def train_network_sklearn(
 
     result = TrainingResult(
         **recorded(i_rec, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
-        net=train_net, params=_from_sklearn(est, train_net, d), learning_rate=eta, wall_time=clock.seconds,
-        kernel_time=0.0 if tracker is None else tracker.seconds, critical_learning_rate=crit, diverged=diverged,
-        message=message, n_steps_taken=s_done,
+        net=train_net,
+        params=_from_sklearn(est, train_net, d),
+        learning_rate=eta,
+        wall_time=clock.seconds,
+        kernel_time=0.0 if tracker is None else tracker.seconds,
+        critical_learning_rate=crit,
+        diverged=diverged,
+        message=message,
+        n_steps_taken=s_done,
         accuracy_train=None if acc_train is None else acc_train[:i_rec],
-        accuracy_test=None if acc_test is None else acc_test[:i_rec], loss=kind, dynamics=rule,
+        accuracy_test=None if acc_test is None else acc_test[:i_rec],
+        loss=kind,
+        dynamics=rule,
     )
     if diverged and on_divergence == "raise":
         raise TrainingDivergedError(message, result)

@@ -19,6 +19,7 @@ any ntksolve network back, and train the real module in PyTorch beside the predi
 ``import ntksolve`` never imports torch; importing this package does, and says which extra to
 install when it is missing.
 """
+
 from ntksolve._extras import require
 
 require("torch", "torch", "ntksolve.torch (PyTorch interop)")

@@ -1,4 +1,5 @@
 """Minibatch orders for :func:`ntksolve.torch.train`: explicit index arrays, or a seeded DataLoader's."""
+
 from __future__ import annotations
 
 import numbers
@@ -39,8 +40,11 @@ class DataLoaderBatches:
     drop_last: bool = False
 
     def __post_init__(self):
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
-                or self.batch_size <= 0:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, numbers.Integral)
+            or self.batch_size <= 0
+        ):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
@@ -49,16 +53,15 @@ class DataLoaderBatches:
         """The index arrays of the first ``steps`` batches over ``n_samples`` examples."""
         if self.drop_last and self.batch_size > n_samples:
             raise ValueError(
-                f"batch_size={self.batch_size} > {n_samples} examples with drop_last=True: "
-                "the loader yields no batch"
+                f"batch_size={self.batch_size} > {n_samples} examples with drop_last=True: the loader yields no batch"
             )
         gen = torch.Generator()
         gen.manual_seed(int(self.seed))
         # The DataLoader itself, over the indices: its sampler and its per-epoch draw of a base
         # seed consume the generator exactly as the user's loader over their dataset does.
-        loader = torch.utils.data.DataLoader(range(n_samples), batch_size=self.batch_size,
-                                             shuffle=self.shuffle, drop_last=self.drop_last,
-                                             generator=gen)
+        loader = torch.utils.data.DataLoader(
+            range(n_samples), batch_size=self.batch_size, shuffle=self.shuffle, drop_last=self.drop_last, generator=gen
+        )
         out: List[np.ndarray] = []
         while len(out) < steps:
             for idx in loader:

@@ -18,6 +18,7 @@ the element-wise activations and no-ops of :func:`ntksolve.torch.from_torch`; ne
 ``nn.Sequential``. Anything else, or a stride that does not tile the input (PyTorch drops the
 remainder), is a ValueError naming the module's position.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,17 @@ from ntksolve.nets.conv import Conv
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
 from ntksolve.nets.pooling import Flatten, GlobalAvgPool
-from ntksolve.torch.convert import (_FLOAT_DTYPES, _activation_module, _activation_name, _check_activation_options,
-                                    _check_no_global_hooks, _is_noop, _leaves, _numpy, _plain)
+from ntksolve.torch.convert import (
+    _FLOAT_DTYPES,
+    _activation_module,
+    _activation_name,
+    _check_activation_options,
+    _check_no_global_hooks,
+    _is_noop,
+    _leaves,
+    _numpy,
+    _plain,
+)
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -49,11 +59,14 @@ def to_channels_last(X) -> np.ndarray:
 def _conv_layer(m, where):
     nd = 2 if isinstance(m, nn.Conv2d) else 1
     if m.groups != 1 or any(d != 1 for d in m.dilation) or m.padding_mode != "zeros":
-        raise ValueError(f"{where} ({type(m).__name__}) has groups={m.groups}, dilation={m.dilation}, "
-                         f"padding_mode={m.padding_mode!r}: ntksolve's Conv has groups=1, dilation=1 and zero padding")
+        raise ValueError(
+            f"{where} ({type(m).__name__}) has groups={m.groups}, dilation={m.dilation}, "
+            f"padding_mode={m.padding_mode!r}: ntksolve's Conv has groups=1, dilation=1 and zero padding"
+        )
     pad = m.padding if isinstance(m.padding, str) else tuple(int(p) for p in m.padding)
-    return Conv(m.out_channels, tuple(m.kernel_size), tuple(m.stride), pad, 1.0, 1.0, "standard",
-                bias=m.bias is not None), nd
+    return Conv(
+        m.out_channels, tuple(m.kernel_size), tuple(m.stride), pad, 1.0, 1.0, "standard", bias=m.bias is not None
+    ), nd
 
 
 def conv_from_torch(module, input_shape):
@@ -75,8 +88,10 @@ def conv_from_torch(module, input_shape):
         ``module(x)`` to rounding.
     """
     if not isinstance(module, nn.Sequential):
-        raise TypeError(f"module must be an nn.Sequential of convolutions, pooling, Flatten, Linear and "
-                        f"activations, got {type(module).__name__}")
+        raise TypeError(
+            f"module must be an nn.Sequential of convolutions, pooling, Flatten, Linear and "
+            f"activations, got {type(module).__name__}"
+        )
     _check_no_global_hooks()
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (2, 3):
@@ -97,8 +112,10 @@ def conv_from_torch(module, input_shape):
         if _plain(m, nn.Conv2d) or _plain(m, nn.Conv1d):
             layer, nd = _conv_layer(m, where)
             if len(cur) != nd + 1 or cur[-1] != m.in_channels:
-                raise ValueError(f"{where} ({type(m).__name__}) takes {m.in_channels} channels in {nd}-D, but its "
-                                 f"input has shape {cur} (channels last)")
+                raise ValueError(
+                    f"{where} ({type(m).__name__}) takes {m.in_channels} channels in {nd}-D, but its "
+                    f"input has shape {cur} (channels last)"
+                )
             try:
                 fan = layer.geometry(cur).fan_in
                 cur = layer.output_shape(cur)
@@ -111,8 +128,10 @@ def conv_from_torch(module, input_shape):
             size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
             nxt = items[i + 1][1] if i + 1 < len(items) else None
             if any(s != 1 for s in size) or not (_plain(nxt, nn.Flatten) and nxt.start_dim == 1 and nxt.end_dim == -1):
-                raise ValueError(f"{where} ({type(m).__name__}) is imported only as global average pooling: "
-                                 f"output_size=1 followed by nn.Flatten()")
+                raise ValueError(
+                    f"{where} ({type(m).__name__}) is imported only as global average pooling: "
+                    f"output_size=1 followed by nn.Flatten()"
+                )
             layers.append(GlobalAvgPool())
             cur = GlobalAvgPool().output_shape(cur)
             i += 1  # the Flatten is part of the pooling
@@ -127,8 +146,10 @@ def conv_from_torch(module, input_shape):
                 cur = (S * C,)
         elif _plain(m, nn.Linear):
             if len(cur) != 1 or cur[0] != m.in_features:
-                raise ValueError(f"{where} (Linear) has in_features={m.in_features} but its input has shape {cur}"
-                                 + ("; put nn.Flatten() before it" if len(cur) > 1 else ""))
+                raise ValueError(
+                    f"{where} (Linear) has in_features={m.in_features} but its input has shape {cur}"
+                    + ("; put nn.Flatten() before it" if len(cur) > 1 else "")
+                )
             W = _numpy(m.weight)
             if permute is not None:
                 W, permute = W[:, permute], None
@@ -139,8 +160,10 @@ def conv_from_torch(module, input_shape):
             _check_activation_options(m, where)
             layers.append(Activation(_activation_name(m)))
         else:
-            raise ValueError(f"{where} ({type(m).__name__}) is not supported: ntksolve imports Conv1d, Conv2d, "
-                             f"AdaptiveAvgPool(1) + Flatten, Flatten, Linear and the element-wise activations")
+            raise ValueError(
+                f"{where} ({type(m).__name__}) is not supported: ntksolve imports Conv1d, Conv2d, "
+                f"AdaptiveAvgPool(1) + Flatten, Flatten, Linear and the element-wise activations"
+            )
         i += 1
     if dtype is None:
         raise ValueError("the module has no parameters (no Conv or Linear), so no NTK")
@@ -176,8 +199,16 @@ def conv_to_torch(net: Network, params, input_shape):
             nd = layer.ndim
             cls = nn.Conv2d if nd == 2 else nn.Conv1d
             pad = layer.padding if isinstance(layer.padding, str) else layer.padding
-            m = cls(s_in[-1], layer.channels, layer.kernel_size, layer.stride, pad, bias=layer.bias, device="meta",
-                    dtype=tdt)
+            m = cls(
+                s_in[-1],
+                layer.channels,
+                layer.kernel_size,
+                layer.stride,
+                pad,
+                bias=layer.bias,
+                device="meta",
+                dtype=tdt,
+            )
             m.weight = nn.Parameter(torch.from_numpy(np.ascontiguousarray(sc.weight * p[0]).reshape(m.weight.shape)))
             if layer.bias:
                 m.bias = nn.Parameter(torch.from_numpy(sc.bias * p[1]))

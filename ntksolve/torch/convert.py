@@ -36,6 +36,7 @@ PyTorch's ``Softplus(threshold=t)`` returns ``z`` itself where ``z > t``, which 
 below float64's), 4e-18 at ``t = 40``. :func:`to_torch` writes ``t = 20`` for float32 and
 ``t = 40`` for float64, where the two agree to rounding.
 """
+
 from __future__ import annotations
 
 from typing import List, NamedTuple, Optional, Tuple
@@ -152,8 +153,12 @@ def _check_readable(m, where: str) -> None:
 
 def _check_no_global_hooks() -> None:
     mod = torch.nn.modules.module
-    for attr in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks"):
+    for attr in (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    ):
         if getattr(mod, attr, None):
             raise ValueError(
                 f"global module hooks ({attr.strip('_').replace('_', ' ')}) are registered; they "
@@ -187,9 +192,11 @@ class _Reading(NamedTuple):
     n_outputs: int
 
 
-_SUPPORTED = ("nn.Linear, the element-wise activations ReLU, LeakyReLU, Tanh, Sigmoid, GELU (approximate='none'), "
-              "Softplus (beta=1), ntksolve.torch.Erf, and the no-ops Identity and Dropout in eval mode "
-              "(or p=0), in nested nn.Sequential containers")
+_SUPPORTED = (
+    "nn.Linear, the element-wise activations ReLU, LeakyReLU, Tanh, Sigmoid, GELU (approximate='none'), "
+    "Softplus (beta=1), ntksolve.torch.Erf, and the no-ops Identity and Dropout in eval mode "
+    "(or p=0), in nested nn.Sequential containers"
+)
 
 
 def _read(module) -> _Reading:
@@ -224,19 +231,23 @@ def _read(module) -> _Reading:
             f"the module contains no nn.Linear layer, so it is not an MLP ntksolve can import "
             f"(it supports {_SUPPORTED})"
         )
-    trailing = ("ntksolve's network ends with a Linear layer, so the last layer must be nn.Linear; "
-                "remove the trailing module and apply it to the outputs yourself (CrossEntropyLoss "
-                "and BCEWithLogitsLoss take logits)")
+    trailing = (
+        "ntksolve's network ends with a Linear layer, so the last layer must be nn.Linear; "
+        "remove the trailing module and apply it to the outputs yourself (CrossEntropyLoss "
+        "and BCEWithLogitsLoss take logits)"
+    )
     # an unsupported module is the root cause wherever it is; then a supported one out of place
     for i, s in enumerate(seq):
         if s[0] == "other":
             if isinstance(s[2], nn.modules.dropout._DropoutNd):
-                what = ("dropout in training mode is random, so the module has no fixed function; "
-                        "call module.eval() to import it without dropout")
+                what = (
+                    "dropout in training mode is random, so the module has no fixed function; "
+                    "call module.eval() to import it without dropout"
+                )
             else:
                 what = trailing if i > lin_idx[-1] else f"ntksolve imports {_SUPPORTED}"
             raise ValueError(f"{s[1]} ({type(s[2]).__name__}) is not supported: {what}")
-    for s in seq[lin_idx[-1] + 1:]:
+    for s in seq[lin_idx[-1] + 1 :]:
         raise ValueError(f"{s[1]} ({type(s[2]).__name__}) follows the last nn.Linear: {trailing}")
     if lin_idx[0] != 0:
         s = seq[0]
@@ -247,7 +258,7 @@ def _read(module) -> _Reading:
     # the hidden activations, one per gap between consecutive Linears
     activation, first_where = None, None
     for a, b in zip(lin_idx[:-1], lin_idx[1:]):
-        gap = seq[a + 1:b]
+        gap = seq[a + 1 : b]
         if len(gap) > 1:
             raise ValueError(
                 f"{gap[0][1]} ({type(gap[0][2]).__name__}) and {gap[1][1]} ({type(gap[1][2]).__name__}) "
@@ -257,8 +268,11 @@ def _read(module) -> _Reading:
         if gap:
             _check_activation_options(gap[0][2], gap[0][1])
         name = gap[0][3] if gap else "identity"
-        where = gap[0][1] + f" ({type(gap[0][2]).__name__})" if gap else \
-            f"the gap between {seq[a][1]} and {seq[b][1]} (no activation: identity)"
+        where = (
+            gap[0][1] + f" ({type(gap[0][2]).__name__})"
+            if gap
+            else f"the gap between {seq[a][1]} and {seq[b][1]} (no activation: identity)"
+        )
         if activation is None:
             activation, first_where = name, where
         elif name != activation:
@@ -305,8 +319,7 @@ def _read(module) -> _Reading:
             "trainable parameters would then omit the frozen ones, but ntksolve's MLP trains every "
             "weight and bias; unfreeze them (module.requires_grad_(True))"
         )
-    return _Reading(linears, activation or "identity", dtype, linears[0][1].in_features,
-                    linears[-1][1].out_features)
+    return _Reading(linears, activation or "identity", dtype, linears[0][1].in_features, linears[-1][1].out_features)
 
 
 def _numpy(t) -> np.ndarray:
@@ -358,8 +371,9 @@ def from_torch(module):
     ((16,), 'tanh', 'standard')
     """
     reading = _read(module)
-    layers = [(_numpy(lin.weight), None if lin.bias is None else _numpy(lin.bias), where)
-              for where, lin in reading.linears]
+    layers = [
+        (_numpy(lin.weight), None if lin.bias is None else _numpy(lin.bias), where) for where, lin in reading.linears
+    ]
     return mlp_from_layers(layers, reading.activation)
 
 

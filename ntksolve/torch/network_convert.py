@@ -23,6 +23,7 @@ The network computes the module's function to rounding, and its empirical NTK is
 autograd defines over the module's parameters (``torch.func`` in the tests). Anything else is a
 ValueError naming the module's position and class.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -35,8 +36,16 @@ from ntksolve.nets.layers import Dense
 from ntksolve.nets.network import Network, accepts_network, check_network
 from ntksolve.nets.normalization import LayerNorm
 from ntksolve.nets.residual import Residual as NetResidual
-from ntksolve.torch.convert import (_FLOAT_DTYPES, _activation_module, _activation_name, _check_activation_options,
-                                    _check_readable, _is_noop, _numpy, _plain)
+from ntksolve.torch.convert import (
+    _FLOAT_DTYPES,
+    _activation_module,
+    _activation_name,
+    _check_activation_options,
+    _check_readable,
+    _is_noop,
+    _numpy,
+    _plain,
+)
 from ntksolve.torch.convert import from_torch as _mlp_from_torch
 from ntksolve.torch.convert import to_torch as _mlp_to_torch
 
@@ -81,8 +90,9 @@ def _read(module, where, out, state):
     cls = type(module).__name__
     if isinstance(module, nn.Sequential):
         if type(module).forward is not nn.Sequential.forward:
-            raise ValueError(f"{where} ({cls}) overrides Sequential.forward, which ntksolve cannot read; use a "
-                             "plain nn.Sequential")
+            raise ValueError(
+                f"{where} ({cls}) overrides Sequential.forward, which ntksolve cannot read; use a plain nn.Sequential"
+            )
         for i, child in enumerate(module):
             _read(child, f"{where}[{i}]", out, state)
         return
@@ -97,16 +107,24 @@ def _read(module, where, out, state):
     if _plain(module, nn.Linear):
         for name, p in module.named_parameters(recurse=False):
             _check_tensor(p, f"{where}.{name}", state)
-        out.append((DenseLayer(Dense(module.out_features, 1.0, 1.0, "standard", bias=module.bias is not None)),
-                    ("linear", module)))
+        out.append(
+            (
+                DenseLayer(Dense(module.out_features, 1.0, 1.0, "standard", bias=module.bias is not None)),
+                ("linear", module),
+            )
+        )
         return
     if _plain(module, nn.LayerNorm):
         if len(module.normalized_shape) != 1:
-            raise ValueError(f"{where} (LayerNorm) normalises over {tuple(module.normalized_shape)}: ntksolve's "
-                             "LayerNorm is over the last axis only; use nn.LayerNorm(n_features)")
+            raise ValueError(
+                f"{where} (LayerNorm) normalises over {tuple(module.normalized_shape)}: ntksolve's "
+                "LayerNorm is over the last axis only; use nn.LayerNorm(n_features)"
+            )
         if module.elementwise_affine and module.bias is None:
-            raise ValueError(f"{where} (LayerNorm) has a weight but no bias (bias=False), which ntksolve's "
-                             "LayerNorm does not represent; use bias=True or elementwise_affine=False")
+            raise ValueError(
+                f"{where} (LayerNorm) has a weight but no bias (bias=False), which ntksolve's "
+                "LayerNorm does not represent; use bias=True or elementwise_affine=False"
+            )
         for name, p in module.named_parameters(recurse=False):
             _check_tensor(p, f"{where}.{name}", state)
         out.append((LayerNorm(eps=float(module.eps), affine=bool(module.elementwise_affine)), ("norm", module)))
@@ -119,21 +137,28 @@ def _read(module, where, out, state):
         return
     if isinstance(module, nn.modules.dropout._DropoutNd):
         raise ValueError(f"{where} ({cls}) is dropout in training mode (random): call module.eval() first")
-    raise ValueError(f"{where} ({cls}) is not supported: ntksolve imports nn.Linear, nn.LayerNorm, "
-                     "ntksolve.torch.Residual, the element-wise activations and the no-ops, in nested nn.Sequential")
+    raise ValueError(
+        f"{where} ({cls}) is not supported: ntksolve imports nn.Linear, nn.LayerNorm, "
+        "ntksolve.torch.Residual, the element-wise activations and the no-ops, in nested nn.Sequential"
+    )
 
 
 def _check_tensor(p, where, state):
     if p.dtype not in _FLOAT_DTYPES:
-        raise ValueError(f"{where} is {p.dtype}: ntksolve computes in float32 or float64; convert with "
-                         "module.double() or module.float()")
+        raise ValueError(
+            f"{where} is {p.dtype}: ntksolve computes in float32 or float64; convert with "
+            "module.double() or module.float()"
+        )
     if state.setdefault("dtype", p.dtype) != p.dtype:
-        raise ValueError(f"{where} is {p.dtype} but earlier parameters are {state['dtype']}: all parameters must "
-                         "share one dtype")
+        raise ValueError(
+            f"{where} is {p.dtype} but earlier parameters are {state['dtype']}: all parameters must share one dtype"
+        )
     state.setdefault("grads", set()).add(bool(p.requires_grad))
     if len(state["grads"]) > 1:
-        raise ValueError("some parameters have requires_grad=False (frozen) and others not; ntksolve trains every "
-                         "parameter: unfreeze them (module.requires_grad_(True))")
+        raise ValueError(
+            "some parameters have requires_grad=False (frozen) and others not; ntksolve trains every "
+            "parameter: unfreeze them (module.requires_grad_(True))"
+        )
 
 
 def _params(entry, n_in):
@@ -242,8 +267,10 @@ def _modules(layers, params, dtype, n):
             inner, _ = _modules(layer.layers, p, dtype, n)
             mods.append(Residual(nn.Sequential(*inner), scale=layer.scale))
         else:
-            raise ValueError(f"to_torch cannot write a {layer.name} layer (it writes Dense, the activations "
-                             "PyTorch has, LayerNorm and Residual)")
+            raise ValueError(
+                f"to_torch cannot write a {layer.name} layer (it writes Dense, the activations "
+                "PyTorch has, LayerNorm and Residual)"
+            )
     return mods, n
 
 

@@ -31,6 +31,7 @@ not enter the function: its gradient in ntksolve is 0, but weight decay still mo
 ``b``. The module's tensor is frozen there (``lr = 0``) and the stored ``b`` trained beside the
 module as a free tensor (``s = 1``) whose gradient is set to zero before every step.
 """
+
 from __future__ import annotations
 
 from typing import List, NamedTuple
@@ -67,8 +68,11 @@ def module_scales(net, n_features: int) -> List[TensorScale]:
 def _group(rule, s: float, c: float) -> dict:
     """The PyTorch settings of one tensor of scale ``s`` at unit learning rate (see the module docstring)."""
     if s == 0.0:
-        return {"lr": 0.0, "weight_decay": 0.0} if isinstance(rule, GradientDescent) else \
-            {"lr": 0.0, "weight_decay": 0.0, "eps": rule.eps}
+        return (
+            {"lr": 0.0, "weight_decay": 0.0}
+            if isinstance(rule, GradientDescent)
+            else {"lr": 0.0, "weight_decay": 0.0, "eps": rule.eps}
+        )
     w = rule.weight_decay
     if isinstance(rule, GradientDescent):
         return {"lr": s * s / c, "weight_decay": c * w / (s * s)}
@@ -108,6 +112,7 @@ def torch_optimizer(rule, tensors, scales, free, c: float, rates: np.ndarray):
     else:  # pragma: no cover - the caller resolved the rule
         raise TypeError(f"no PyTorch optimiser for {rule!r}")
     if free:
+
         def zero_gradients(optimizer, args, kwargs):
             for p in free:  # they do not enter the loss: PyTorch would skip a tensor without a gradient
                 p.grad = torch.zeros_like(p)
@@ -115,6 +120,5 @@ def torch_optimizer(rule, tensors, scales, free, c: float, rates: np.ndarray):
         opt.register_step_pre_hook(zero_gradients)
     last = float(rates[-1]) if rates.size else 0.0
     # LambdaLR asks once more after the last step: the last rate again (never used)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: float(rates[s]) if s < rates.size else last)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: float(rates[s]) if s < rates.size else last)
     return opt, scheduler

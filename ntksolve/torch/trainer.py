@@ -8,6 +8,7 @@ It returns a :class:`~ntksolve.training.TrainingResult` in ntksolve's units (los
 kernel of the network's own parameterisation, parameters in its storage convention), so that the
 two trainers can be swapped and compared number for number.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -27,8 +28,16 @@ from ntksolve.torch.convert import to_torch
 from ntksolve.torch.rules import module_scales, torch_optimizer
 from ntksolve.torch.training import _run
 from ntksolve.torch.units import learning_rate_from_torch
-from ntksolve.training import (TrainingDivergedError, TrainingResult, _check_steps, _check_targets,
-                               _divergence_hint, _measure, _rule_critical_rate, recorded)
+from ntksolve.training import (
+    TrainingDivergedError,
+    TrainingResult,
+    _check_steps,
+    _check_targets,
+    _divergence_hint,
+    _measure,
+    _rule_critical_rate,
+    recorded,
+)
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -142,23 +151,44 @@ def train_network_torch(
 
     train_net = net.trainable()
     # the starting point in train_net's storage convention (b~ = 0 is b = 0 there)
-    work = [(np.array(W, dtype=dt, order="C"),
-             np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt)) for W, b in params]
+    work = [
+        (np.array(W, dtype=dt, order="C"), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
+        for W, b in params
+    ]
     module = to_torch(train_net, work)
     scales = module_scales(train_net, d)
-    free = [torch.from_numpy(work[sc.layer][1].copy()).requires_grad_(True)
-            for sc in scales if sc.name == "bias" and sc.scale == 0.0]
+    free = [
+        torch.from_numpy(work[sc.layer][1].copy()).requires_grad_(True)
+        for sc in scales
+        if sc.name == "bias" and sc.scale == 0.0
+    ]
     c = learning_rate_from_torch(1.0, loss=torch_loss, n_samples=N, n_outputs=k)  # PyTorch's loss / ours
     opt, scheduler = torch_optimizer(rule, list(module.parameters()), scales, free, c, rates)
 
     def now():
         return _stored(module, train_net, scales, free, d)
 
-    run = _run(module, opt, scheduler, None, torch_loss, X, yt, X_test, yt_test, rec, steps, batch_list, k,
-               kernel_now=(lambda: empirical_ntk(train_net, now(), X, trace=(k == 1))) if track_kernel else None,
-               initial_kernel=lambda: empirical_ntk(train_net, work, X, trace=(k == 1)),
-               critical_rate=(lambda theta: _rule_critical_rate(rule, theta, k)) if with_crit else None,
-               hint=lambda crit: _divergence_hint(rule, rates, crit, batch_list), loss_units=c, callback=callback)
+    run = _run(
+        module,
+        opt,
+        scheduler,
+        None,
+        torch_loss,
+        X,
+        yt,
+        X_test,
+        yt_test,
+        rec,
+        steps,
+        batch_list,
+        k,
+        kernel_now=(lambda: empirical_ntk(train_net, now(), X, trace=(k == 1))) if track_kernel else None,
+        initial_kernel=lambda: empirical_ntk(train_net, work, X, trace=(k == 1)),
+        critical_rate=(lambda theta: _rule_critical_rate(rule, theta, k)) if with_crit else None,
+        hint=lambda crit: _divergence_hint(rule, rates, crit, batch_list),
+        loss_units=c,
+        callback=callback,
+    )
     n = run.n_recorded
     # the recorded losses (and accuracies) in ntksolve's own terms, from the recorded outputs
     target = Y if kind == "mse" else lab

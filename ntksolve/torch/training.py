@@ -10,6 +10,7 @@ PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learnin
 (the table of units is in :mod:`ntksolve.torch.units`); the batch orders are in
 :mod:`ntksolve.torch.batches`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,7 +27,15 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
 from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
-from ntksolve.training import TrainingDivergedError, TrainingResult, KernelTracker, Stopwatch, _check_steps, _check_targets, recorded
+from ntksolve.training import (
+    TrainingDivergedError,
+    TrainingResult,
+    KernelTracker,
+    Stopwatch,
+    _check_steps,
+    _check_targets,
+    recorded,
+)
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -95,8 +104,10 @@ def _targets(kind, y, n_rows, k, dt, name):
     if arr.ndim == 1:
         if arr.shape[0] != n_rows:
             raise ValueError(f"{name} must have {n_rows} class labels, got shape {arr.shape}")
-        if not (np.issubdtype(arr.dtype, np.integer) or (np.issubdtype(arr.dtype, np.floating)
-                                                           and np.all(arr == np.round(arr)))):
+        if not (
+            np.issubdtype(arr.dtype, np.integer)
+            or (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))
+        ):
             raise ValueError(f"{name} must hold integer class indices in [0, {k}) for CrossEntropyLoss")
         if arr.min() < 0 or arr.max() >= k:
             raise ValueError(f"{name} has class indices outside [0, {k}) (the module's {k} outputs)")
@@ -192,8 +203,10 @@ def train(
             f"module has {k}: use BCEWithLogitsLoss for one output"
         )
     if kind == "bce" and k != 1:
-        raise ValueError(f"BCEWithLogitsLoss here is the cross-entropy of one output; the module has {k} "
-                         "(use CrossEntropyLoss for several classes)")
+        raise ValueError(
+            f"BCEWithLogitsLoss here is the cross-entropy of one output; the module has {k} "
+            "(use CrossEntropyLoss for several classes)"
+        )
     X = check_inputs(_as_array(X, "X"), name="X", n_features=d, dtype=dt)
     N = X.shape[0]
     yt = _targets(kind, y, N, k, dt, "y")
@@ -237,7 +250,9 @@ def train(
     if make_scheduler is not None:
         scheduler = make_scheduler(opt)
         if not callable(getattr(scheduler, "step", None)):
-            raise TypeError(f"lr_schedule(optimizer) must return a scheduler with step(), got {type(scheduler).__name__}")
+            raise TypeError(
+                f"lr_schedule(optimizer) must return a scheduler with step(), got {type(scheduler).__name__}"
+            )
     first_lr = float(rates[0]) if (rates is not None and steps) else float(opt.param_groups[0]["lr"])
 
     def kernel_now():
@@ -253,19 +268,47 @@ def train(
     def hint(crit):
         if crit is None or not np.isfinite(crit):
             return ". Use a smaller learning rate."
-        return (f". The learning rate {first_lr:.4g} is {first_lr / crit:.3g} times the critical "
-                f"rate {crit:.4g} of full-batch gradient descent on the linearised module (2Nk/lambda_max "
-                f"of its empirical NTK at initialisation, in PyTorch's units); use a smaller one "
-                f"(e.g. {0.5 * crit:.4g})")
+        return (
+            f". The learning rate {first_lr:.4g} is {first_lr / crit:.3g} times the critical "
+            f"rate {crit:.4g} of full-batch gradient descent on the linearised module (2Nk/lambda_max "
+            f"of its empirical NTK at initialisation, in PyTorch's units); use a smaller one "
+            f"(e.g. {0.5 * crit:.4g})"
+        )
 
-    run = _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps, batch_list, k,
-               kernel_now=kernel_now if track_kernel else None, initial_kernel=lambda: empirical_ntk(
-                   *from_torch(module), X, trace=(k == 1)), critical_rate=critical_rate if kind == "mse" else None, hint=hint,
-               loss_units=1.0, callback=callback)
+    run = _run(
+        model,
+        opt,
+        scheduler,
+        rates,
+        loss,
+        X,
+        yt,
+        X_test,
+        yt_test,
+        rec,
+        steps,
+        batch_list,
+        k,
+        kernel_now=kernel_now if track_kernel else None,
+        initial_kernel=lambda: empirical_ntk(*from_torch(module), X, trace=(k == 1)),
+        critical_rate=critical_rate if kind == "mse" else None,
+        hint=hint,
+        loss_units=1.0,
+        callback=callback,
+    )
     net, params = from_torch(model)
     result = TorchTrainingResult(
-        **recorded(run.n_recorded, rec, run.fx_train, run.fx_test, run.loss_train, run.loss_test,
-                   run.kernel_change, track_kernel, k),
+        **recorded(
+            run.n_recorded,
+            rec,
+            run.fx_train,
+            run.fx_test,
+            run.loss_train,
+            run.loss_test,
+            run.kernel_change,
+            track_kernel,
+            k,
+        ),
         net=net,
         params=params,
         learning_rate=first_lr,
@@ -276,7 +319,7 @@ def train(
         message=run.message,
         n_steps_taken=run.n_steps_taken,
         module=model,
-        batches=None if batch_list is None else batch_list[:run.n_steps_taken],
+        batches=None if batch_list is None else batch_list[: run.n_steps_taken],
         learning_rates=run.learning_rates,
     )
     if run.diverged and on_divergence == "raise":
@@ -303,8 +346,28 @@ class _Run:
     critical_learning_rate: Optional[float] = None
 
 
-def _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps, batch_list, k, *,
-         kernel_now, initial_kernel, critical_rate, hint, loss_units, callback) -> _Run:
+def _run(
+    model,
+    opt,
+    scheduler,
+    rates,
+    loss,
+    X,
+    yt,
+    X_test,
+    yt_test,
+    rec,
+    steps,
+    batch_list,
+    k,
+    *,
+    kernel_now,
+    initial_kernel,
+    critical_rate,
+    hint,
+    loss_units,
+    callback,
+) -> _Run:
     """The training loop of :func:`train` (and of :func:`~ntksolve.torch.trainer.train_network_torch`)
     on the module copy ``model`` with its optimiser ``opt``, validated inputs and targets.
 
@@ -324,10 +387,14 @@ def _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps,
     yt_test = None if yt_test is None else yt_test.to(device)
     T = rec.size
     M = 0 if X_test is None else X_test.shape[0]
-    run = _Run(fx_train=np.empty((T, N, k), dtype=dt),
-               fx_test=None if X_test is None else np.empty((T, M, k), dtype=dt),
-               loss_train=np.empty(T), loss_test=None if yt_test is None else np.empty(T),
-               kernel_change=None if kernel_now is None else np.empty(T), learning_rates=np.empty(steps))
+    run = _Run(
+        fx_train=np.empty((T, N, k), dtype=dt),
+        fx_test=None if X_test is None else np.empty((T, M, k), dtype=dt),
+        loss_train=np.empty(T),
+        loss_test=None if yt_test is None else np.empty(T),
+        kernel_change=None if kernel_now is None else np.empty(T),
+        learning_rates=np.empty(steps),
+    )
     tracker = None
     if kernel_now is not None:
         tracker = KernelTracker(kernel_now)
@@ -349,8 +416,10 @@ def _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps,
         run.message = f"training diverged at step {s}: the {what}{hint(run.critical_learning_rate)}"
 
     def grew(value):
-        return (f"training loss grew to {value / loss_units:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
-                f"initial scale {loss_scale / loss_units:.3g}")
+        return (
+            f"training loss grew to {value / loss_units:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
+            f"initial scale {loss_scale / loss_units:.3g}"
+        )
 
     for s in range(steps + 1):
         if i_rec < T and rec[i_rec] == s:
@@ -406,6 +475,5 @@ def _run(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, rec, steps,
     run.n_recorded = i_rec
     run.wall_time = clock.seconds
     run.kernel_time = 0.0 if tracker is None else tracker.seconds
-    run.learning_rates = run.learning_rates[:run.n_steps_taken].copy()
+    run.learning_rates = run.learning_rates[: run.n_steps_taken].copy()
     return run
-

@@ -19,6 +19,7 @@ holds for heavy-ball and Nesterov momentum too (``u/2`` is ntksolve's velocity);
 ``weight_decay = w`` is ntksolve's ``w * eta / rate`` (``w/2`` for the mean MSE). Adam normalises
 the gradient coordinate-wise and has no function-space twin: it is trained, not predicted.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -50,9 +51,7 @@ def _loss_kind(loss):
             f"torch.nn.BCEWithLogitsLoss for one output), got {type(loss).__name__}"
         )
     if loss.reduction not in ("mean", "sum"):
-        raise ValueError(
-            f"loss.reduction must be 'mean' or 'sum' (a scalar loss to train on), got {loss.reduction!r}"
-        )
+        raise ValueError(f"loss.reduction must be 'mean' or 'sum' (a scalar loss to train on), got {loss.reduction!r}")
     return kind, loss.reduction
 
 
@@ -100,7 +99,11 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
             "a BCEWithLogitsLoss with weight or pos_weight has another gradient than the cross-entropy "
             "rule's Theta (sigmoid(f) - y) / N; no learning rate maps it"
         )
-    arr = np.asarray(lr, dtype=np.float64) if not isinstance(lr, torch.Tensor) else lr.detach().cpu().numpy().astype(np.float64)
+    arr = (
+        np.asarray(lr, dtype=np.float64)
+        if not isinstance(lr, torch.Tensor)
+        else lr.detach().cpu().numpy().astype(np.float64)
+    )
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"lr must be finite and non-negative, got {lr!r}")
     # the one table of other libraries' units

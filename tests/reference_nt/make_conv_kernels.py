@@ -9,6 +9,7 @@ Every architecture is described twice in ``ARCHITECTURES``: as the stax layers, 
 ntksolve layers the test builds (``SPEC``, a list of ``(name, kwargs)`` read by the test). Inputs
 are channels last (stax's ``NHWC`` / ``NWC``), as ntksolve's.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,43 +35,94 @@ ARCHITECTURES = {
     # name: (input shape, stax layers, ntksolve spec)
     "gap_relu_same": (
         (5, 5, 2),
-        [conv(8, (3, 3), padding="SAME", W=1.3, b=0.2), stax.Relu(), conv(8, (2, 2), W=1.1, b=0.1), stax.Relu(),
-         stax.GlobalAvgPool(), stax.Dense(1, W_std=1.2, b_std=0.3)],
-        [("conv", dict(channels=8, kernel_size=[3, 3], padding="same", weight_std=1.3, bias_std=0.2)),
-         ("act", "relu"),
-         ("conv", dict(channels=8, kernel_size=[2, 2], weight_std=1.1, bias_std=0.1)), ("act", "relu"),
-         ("gap", None), ("dense", dict(width=1, weight_std=1.2, bias_std=0.3))],
+        [
+            conv(8, (3, 3), padding="SAME", W=1.3, b=0.2),
+            stax.Relu(),
+            conv(8, (2, 2), W=1.1, b=0.1),
+            stax.Relu(),
+            stax.GlobalAvgPool(),
+            stax.Dense(1, W_std=1.2, b_std=0.3),
+        ],
+        [
+            ("conv", dict(channels=8, kernel_size=[3, 3], padding="same", weight_std=1.3, bias_std=0.2)),
+            ("act", "relu"),
+            ("conv", dict(channels=8, kernel_size=[2, 2], weight_std=1.1, bias_std=0.1)),
+            ("act", "relu"),
+            ("gap", None),
+            ("dense", dict(width=1, weight_std=1.2, bias_std=0.3)),
+        ],
     ),
     "flatten_erf_stride": (
         (6, 6, 1),
-        [conv(8, (3, 3), W=1.5, b=None), stax.Erf(), conv(8, (2, 2), strides=(2, 2), W=1.2, b=0.4), stax.Relu(),
-         stax.Flatten(), stax.Dense(16, W_std=1.4, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.0, b_std=0.0)],
-        [("conv", dict(channels=8, kernel_size=[3, 3], weight_std=1.5, bias=False)), ("act", "erf"),
-         ("conv", dict(channels=8, kernel_size=[2, 2], stride=[2, 2], weight_std=1.2, bias_std=0.4)),
-         ("act", "relu"), ("flatten", None), ("dense", dict(width=16, weight_std=1.4, bias_std=0.1)),
-         ("act", "relu"), ("dense", dict(width=1, weight_std=1.0, bias_std=0.0))],
+        [
+            conv(8, (3, 3), W=1.5, b=None),
+            stax.Erf(),
+            conv(8, (2, 2), strides=(2, 2), W=1.2, b=0.4),
+            stax.Relu(),
+            stax.Flatten(),
+            stax.Dense(16, W_std=1.4, b_std=0.1),
+            stax.Relu(),
+            stax.Dense(1, W_std=1.0, b_std=0.0),
+        ],
+        [
+            ("conv", dict(channels=8, kernel_size=[3, 3], weight_std=1.5, bias=False)),
+            ("act", "erf"),
+            ("conv", dict(channels=8, kernel_size=[2, 2], stride=[2, 2], weight_std=1.2, bias_std=0.4)),
+            ("act", "relu"),
+            ("flatten", None),
+            ("dense", dict(width=16, weight_std=1.4, bias_std=0.1)),
+            ("act", "relu"),
+            ("dense", dict(width=1, weight_std=1.0, bias_std=0.0)),
+        ],
     ),
     "conv1d_gap": (
         (7, 3),
-        [conv(8, (3,), padding="SAME", W=1.4, b=0.3, nd=1), stax.LeakyRelu(0.2),
-         conv(8, (2,), W=1.0, b=None, nd=1), stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1, W_std=1.0, b_std=0.5)],
-        [("conv", dict(channels=8, kernel_size=[3], padding="same", weight_std=1.4, bias_std=0.3)),
-         ("act", "leaky_relu(0.2)"), ("conv", dict(channels=8, kernel_size=[2], weight_std=1.0, bias=False)),
-         ("act", "relu"), ("gap", None), ("dense", dict(width=1, weight_std=1.0, bias_std=0.5))],
+        [
+            conv(8, (3,), padding="SAME", W=1.4, b=0.3, nd=1),
+            stax.LeakyRelu(0.2),
+            conv(8, (2,), W=1.0, b=None, nd=1),
+            stax.Relu(),
+            stax.GlobalAvgPool(),
+            stax.Dense(1, W_std=1.0, b_std=0.5),
+        ],
+        [
+            ("conv", dict(channels=8, kernel_size=[3], padding="same", weight_std=1.4, bias_std=0.3)),
+            ("act", "leaky_relu(0.2)"),
+            ("conv", dict(channels=8, kernel_size=[2], weight_std=1.0, bias=False)),
+            ("act", "relu"),
+            ("gap", None),
+            ("dense", dict(width=1, weight_std=1.0, bias_std=0.5)),
+        ],
     ),
     "rect_kernel_stride_gelu": (
         (5, 7, 2),
-        [conv(8, (2, 3), strides=(1, 2), W=1.2, b=0.2), stax.Gelu(approximate=False), stax.GlobalAvgPool(),
-         stax.Dense(1, W_std=1.3, b_std=0.2)],
-        [("conv", dict(channels=8, kernel_size=[2, 3], stride=[1, 2], weight_std=1.2, bias_std=0.2)),
-         ("act", "gelu"), ("gap", None), ("dense", dict(width=1, weight_std=1.3, bias_std=0.2))],
+        [
+            conv(8, (2, 3), strides=(1, 2), W=1.2, b=0.2),
+            stax.Gelu(approximate=False),
+            stax.GlobalAvgPool(),
+            stax.Dense(1, W_std=1.3, b_std=0.2),
+        ],
+        [
+            ("conv", dict(channels=8, kernel_size=[2, 3], stride=[1, 2], weight_std=1.2, bias_std=0.2)),
+            ("act", "gelu"),
+            ("gap", None),
+            ("dense", dict(width=1, weight_std=1.3, bias_std=0.2)),
+        ],
     ),
     "conv1d_flatten_same_even": (
         (6, 2),
-        [conv(8, (4,), padding="SAME", W=1.1, b=0.2, nd=1), stax.Relu(), stax.Flatten(),
-         stax.Dense(1, W_std=1.0, b_std=0.1)],
-        [("conv", dict(channels=8, kernel_size=[4], padding="same", weight_std=1.1, bias_std=0.2)),
-         ("act", "relu"), ("flatten", None), ("dense", dict(width=1, weight_std=1.0, bias_std=0.1))],
+        [
+            conv(8, (4,), padding="SAME", W=1.1, b=0.2, nd=1),
+            stax.Relu(),
+            stax.Flatten(),
+            stax.Dense(1, W_std=1.0, b_std=0.1),
+        ],
+        [
+            ("conv", dict(channels=8, kernel_size=[4], padding="same", weight_std=1.1, bias_std=0.2)),
+            ("act", "relu"),
+            ("flatten", None),
+            ("dense", dict(width=1, weight_std=1.0, bias_std=0.1)),
+        ],
     ),
 }
 

@@ -8,6 +8,7 @@ architecture below, ``<name>_nngp``, ``<name>_ntk`` (X1 with itself) and ``<name
 ntksolve's layers (its ARCHITECTURES mirror this file's) and compares. neural-tangents 0.6.5,
 JAX 0.4.23, float64.
 """
+
 import os
 
 import jax
@@ -24,22 +25,35 @@ def residual(*block, scale=1.0):
 
 ARCHITECTURES = {
     # per-layer settings: Dense(3, 1.5, 0.2) relu Dense(3, 0.8, 0) erf Dense(1, 1.2, 0.1)
-    "per_layer": stax.serial(stax.Dense(3, 1.5, 0.2), stax.Relu(), stax.Dense(3, 0.8, 0.0), stax.Erf(),
-                             stax.Dense(1, 1.2, 0.1)),
+    "per_layer": stax.serial(
+        stax.Dense(3, 1.5, 0.2), stax.Relu(), stax.Dense(3, 0.8, 0.0), stax.Erf(), stax.Dense(1, 1.2, 0.1)
+    ),
     # Dense(3, 1.4, 0.1) Residual([relu, Dense(3, 1.3, 0.1), gelu, Dense(3, 0.7*1.1, 0.7*0.2)]) relu Dense(1, 1.0, 0.0)
     # (a pre-activation block: nt sums only mean-zero Gaussian branches, so the skip starts at a Dense)
-    "residual": stax.serial(stax.Dense(3, 1.4, 0.1),
-                            residual(stax.Relu(), stax.Dense(3, 1.3, 0.1), stax.Gelu(),
-                                     stax.Dense(3, 0.7 * 1.1, 0.7 * 0.2)),
-                            stax.Relu(), stax.Dense(1, 1.0, 0.0)),
+    "residual": stax.serial(
+        stax.Dense(3, 1.4, 0.1),
+        residual(stax.Relu(), stax.Dense(3, 1.3, 0.1), stax.Gelu(), stax.Dense(3, 0.7 * 1.1, 0.7 * 0.2)),
+        stax.Relu(),
+        stax.Dense(1, 1.0, 0.0),
+    ),
     # Dense(3, 1.2, 0.3) LayerNorm relu Dense(3, 1.5, 0.1) LayerNorm erf Dense(1, 1.0, 0.2)
-    "layer_norm": stax.serial(stax.Dense(3, 1.2, 0.3), stax.LayerNorm(eps=1e-5), stax.Relu(),
-                              stax.Dense(3, 1.5, 0.1), stax.LayerNorm(eps=1e-5), stax.Erf(), stax.Dense(1, 1.0, 0.2)),
+    "layer_norm": stax.serial(
+        stax.Dense(3, 1.2, 0.3),
+        stax.LayerNorm(eps=1e-5),
+        stax.Relu(),
+        stax.Dense(3, 1.5, 0.1),
+        stax.LayerNorm(eps=1e-5),
+        stax.Erf(),
+        stax.Dense(1, 1.0, 0.2),
+    ),
     # pre-norm transformer-style MLP block: Dense(3) Residual([LayerNorm, Dense(3, 1.4), leaky relu 0.1, Dense(3)]) LayerNorm abs Dense(1)
-    "prenorm": stax.serial(stax.Dense(3, 1.0, 0.1),
-                           residual(stax.LayerNorm(eps=1e-5), stax.Dense(3, 1.4, 0.0), stax.LeakyRelu(0.1),
-                                    stax.Dense(3, 1.0, 0.05)),
-                           stax.LayerNorm(eps=1e-5), stax.Abs(), stax.Dense(1, 1.1, 0.0)),
+    "prenorm": stax.serial(
+        stax.Dense(3, 1.0, 0.1),
+        residual(stax.LayerNorm(eps=1e-5), stax.Dense(3, 1.4, 0.0), stax.LeakyRelu(0.1), stax.Dense(3, 1.0, 0.05)),
+        stax.LayerNorm(eps=1e-5),
+        stax.Abs(),
+        stax.Dense(1, 1.1, 0.0),
+    ),
 }
 
 
