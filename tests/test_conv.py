@@ -197,6 +197,26 @@ def test_torch_import_gives_the_module_and_its_autograd_ntk():
         np.testing.assert_allclose(back(x).detach().numpy(), ref, rtol=0, atol=1e-13)
 
 
+def test_public_torch_interop_reads_and_writes_convolutions():
+    import ntksolve.torch as nt_torch
+
+    m, shape = _torch_modules()[0]
+    m = m.double()
+    net, params = nt_torch.from_torch(m, input_shape=shape)
+    x = torch.randn((3,) + shape, dtype=torch.float64)
+    X = nt_torch.to_channels_last(x.numpy())
+    ref = m(x).detach().numpy()
+    np.testing.assert_allclose(net.apply(params, X), ref, rtol=0, atol=1e-13)
+    back = nt_torch.to_torch(net, params, input_shape=X.shape[1:])
+    np.testing.assert_allclose(back(x).detach().numpy(), ref, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="input shape"):
+        nt_torch.from_torch(m)
+    with pytest.raises(ValueError, match="input shape"):
+        nt_torch.to_torch(net, params)
+    with pytest.raises(ValueError, match="convolutional modules only"):
+        nt_torch.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 2)), input_shape=(1, 3))
+
+
 def test_torch_import_refuses_what_it_cannot_read():
     from ntksolve.torch.conv_import import conv_from_torch
 

@@ -5,6 +5,9 @@ any ntksolve network back, and train the real module in PyTorch beside the predi
   ``(net, params)``; the empirical NTK of the result is the one PyTorch's autograd defines over
   the module's own parameters.
 - :func:`to_torch` -- any :class:`~ntksolve.MLP` -> ``nn.Sequential`` computing the same function.
+- :func:`from_torch` / :func:`to_torch` also read and write convolutional ``nn.Sequential`` modules
+  (``Conv1d``/``Conv2d``, ``AdaptiveAvgPool(1)``, ``Flatten``) given ``input_shape``;
+  :func:`to_channels_last` turns PyTorch's ``NCHW`` / ``NCL`` batches into ntksolve's layout.
 - :func:`train` -- real training in PyTorch (``torch.optim.SGD`` with momentum, Nesterov, weight
   decay, schedules, minibatches; ``torch.optim.Adam``), recorded like
   :func:`ntksolve.train_network`.
@@ -26,6 +29,7 @@ require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 
 from ntksolve.torch.convert import Erf  # noqa: E402
 from ntksolve.torch.network_convert import Residual, from_torch, to_torch  # noqa: E402
+from ntksolve.torch.conv_import import to_channels_last  # noqa: E402
 from ntksolve.torch.batches import DataLoaderBatches  # noqa: E402
 from ntksolve.torch.training import TorchTrainingResult, train  # noqa: E402
 from ntksolve.torch.trainer import train_network_torch  # noqa: E402
@@ -34,6 +38,7 @@ from ntksolve.torch.units import learning_rate_from_torch  # noqa: E402
 __all__ = [
     "from_torch",
     "to_torch",
+    "to_channels_last",
     "train",
     "train_network_torch",
     "learning_rate_from_torch",

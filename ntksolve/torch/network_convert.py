@@ -32,6 +32,7 @@ import numpy as np
 
 from ntksolve._extras import require
 from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
+from ntksolve.nets.conv import Conv
 from ntksolve.nets.layers import Dense
 from ntksolve.nets.network import Network, accepts_network, check_network
 from ntksolve.nets.normalization import LayerNorm
@@ -46,6 +47,7 @@ from ntksolve.torch.convert import (
     _numpy,
     _plain,
 )
+from ntksolve.torch.conv_import import conv_from_torch, conv_to_torch
 from ntksolve.torch.convert import from_torch as _mlp_from_torch
 from ntksolve.torch.convert import to_torch as _mlp_to_torch
 
@@ -274,14 +276,65 @@ def _modules(layers, params, dtype, n):
     return mods, n
 
 
-def from_torch(module):
-    """Import a PyTorch module exactly: ``(MLP, params)`` for an MLP
-    (:func:`ntksolve.torch.convert.from_torch`), ``(Network, params)`` for an ``nn.Sequential`` with
-    ``nn.LayerNorm`` or :class:`Residual` layers (:func:`network_from_torch`)."""
+def _has_conv(module) -> bool:
+    """A convolutional ``nn.Sequential``: convolutions among its own layers, and no LayerNorm or
+    Residual (what the network importer refuses, it refuses by name)."""
+    return (
+        isinstance(module, nn.Sequential)
+        and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.children())
+        and not has_network_layers(module)
+    )
+
+
+def from_torch(module, input_shape=None):
+    """Import a PyTorch module exactly.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        An ``nn.Sequential`` MLP (-> ``(MLP, params)``, :func:`ntksolve.torch.convert.from_torch`); one
+        with ``nn.LayerNorm`` or :class:`Residual` layers (-> ``(Network, params)``,
+        :func:`network_from_torch`); or a convolutional ``nn.Sequential`` of ``Conv1d``/``Conv2d``,
+        ``AdaptiveAvgPool(1)``, ``Flatten``, ``Linear`` and activations (-> ``(Network, params)``,
+        :func:`ntksolve.torch.conv_import.conv_from_torch`, inputs channels last).
+    input_shape : tuple of int, optional
+        PyTorch's per-example input shape, ``(C, H, W)`` or ``(C, L)``: needed (and only allowed)
+        for a convolutional module, whose layers do not record the image size.
+
+    Returns
+    -------
+    net : MLP or Network
+    params : list
+    """
+    if _has_conv(module):
+        if input_shape is None:
+            raise ValueError(
+                "a convolutional module needs its per-example input shape: "
+                "from_torch(module, input_shape=(C, H, W)) (or (C, L) for Conv1d)"
+            )
+        return conv_from_torch(module, input_shape)
+    if input_shape is not None:
+        raise ValueError("input_shape is for convolutional modules only; this module has no Conv1d/Conv2d")
     if isinstance(module, nn.Module) and has_network_layers(module):
         return network_from_torch(module)
     return _mlp_from_torch(module)
 
 
-#: :func:`ntksolve.torch.convert.to_torch`, also for a :class:`~ntksolve.nets.network.Network`.
-to_torch = accepts_network(network_to_torch)(_mlp_to_torch)
+_to_torch = accepts_network(network_to_torch)(_mlp_to_torch)
+
+
+def to_torch(net, params, input_shape=None):
+    """An ``nn.Module`` computing ``net.apply(params, .)``: :func:`ntksolve.torch.convert.to_torch`
+    for an MLP, :func:`network_to_torch` for a Network of dense layers, LayerNorm and Residual, and
+    :func:`ntksolve.torch.conv_import.conv_to_torch` (on ``NCHW`` / ``NCL`` inputs) for a Network
+    with convolutions, which needs ``input_shape``, the per-example input shape, channels last."""
+    if isinstance(net, Network) and any(isinstance(leaf, Conv) for leaf in net.leaves()):
+        if input_shape is None:
+            raise ValueError(
+                "a network with convolutions needs its per-example input shape (channels last): "
+                "to_torch(net, params, input_shape=(H, W, C))"
+            )
+        return conv_to_torch(net, params, input_shape)
+    if input_shape is not None:
+        raise ValueError("input_shape is for networks with convolutions only")
+    return _to_torch(net, params)
