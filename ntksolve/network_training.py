@@ -23,7 +23,6 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.network import Network, accepts_network, backward, forward, prepare_inputs, stores_trained_bias
 from ntksolve.optimizers import parameter_optimizer, training_rule
 from ntksolve.training import (
-    DIVERGENCE_FACTOR,
     KernelTracker,
     Stopwatch,
     TrainingDivergedError,
@@ -31,6 +30,8 @@ from ntksolve.training import (
     _check_steps,
     _check_targets,
     _divergence_hint,
+    _diverged,
+    _loss_scale,
     _measure,
     _rule_critical_rate,
     _seed,
@@ -158,19 +159,9 @@ def _train_layers(
             f, caches = forward(train_net, work, X, keep=(batch_list is None and s < steps))
             value, acc = _measure(kind, f, target)
             if loss_scale is None:
-                zero = (
-                    0.5 * float(np.vdot(target, target)) / target.size
-                    if kind == "mse"
-                    else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
-                )
-                loss_scale = max(value, zero, np.finfo(dt).tiny)
-            if not np.isfinite(value) or value > DIVERGENCE_FACTOR * loss_scale:
-                stop(
-                    s,
-                    "loss became non-finite"
-                    if not np.isfinite(value)
-                    else f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}",
-                )
+                loss_scale = _loss_scale(kind, value, target, k, dt)
+            if _diverged(value, loss_scale):
+                stop(s, _diverged(value, loss_scale))
                 break
         if recording:
             fx_train[i_rec] = f

@@ -192,6 +192,26 @@ def _measure(kind, f, target):
     return float(loss[0]), float(acc[0])
 
 
+def _loss_scale(kind, value, target, k, dt) -> float:
+    """The divergence test's scale: the initial loss, or the loss of a zero predictor if larger
+    (``0.5 mean(y^2)`` for MSE, ``log k`` (``log 2``) for cross-entropy)."""
+    zero = (
+        0.5 * float(np.vdot(target, target)) / target.size
+        if kind == "mse"
+        else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
+    )
+    return max(value, zero, np.finfo(dt).tiny)
+
+
+def _diverged(value, scale) -> str:
+    """Why a loss means divergence, or ``""``."""
+    if not np.isfinite(value):
+        return "loss became non-finite"
+    if value > DIVERGENCE_FACTOR * scale:
+        return f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {scale:.3g}"
+    return ""
+
+
 def _seed(kind, f, Y):
     """``g^{L+1} = dL/df`` on the rows ``f`` (n, k): ``(f - y)/(nk)``, or ``(sigma(f) - Y)/n``."""
     dt = f.dtype.type
@@ -390,20 +410,9 @@ def train_network(
             f, hs, dphis = forward(train_net, work, X, keep=(batch_list is None and s < steps))
             value, acc = _measure(kind, f, target)
             if loss_scale is None:
-                # the loss of a zero predictor: 0.5 mean(y^2) for MSE, log k (log 2) for cross-entropy
-                zero = (
-                    0.5 * float(np.vdot(target, target)) / target.size
-                    if kind == "mse"
-                    else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
-                )
-                loss_scale = max(value, zero, np.finfo(dt).tiny)
-            if not np.isfinite(value) or value > DIVERGENCE_FACTOR * loss_scale:
-                stop(
-                    s,
-                    "loss became non-finite"
-                    if not np.isfinite(value)
-                    else f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {loss_scale:.3g}",
-                )
+                loss_scale = _loss_scale(kind, value, target, k, dt)
+            if _diverged(value, loss_scale):
+                stop(s, _diverged(value, loss_scale))
                 break
         if recording:
             fx_train[i_rec] = f

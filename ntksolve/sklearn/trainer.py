@@ -45,7 +45,6 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from ntksolve._config import DIVERGENCE_FACTOR
 from ntksolve._validation import check_choice, check_inputs
 from ntksolve.dynamics.batches import check_batches
 from ntksolve.dynamics.function_space import _targets as _class_targets
@@ -61,6 +60,8 @@ from ntksolve.training import (
     _check_steps,
     _check_targets,
     _divergence_hint,
+    _diverged,
+    _loss_scale,
     _measure,
     _rule_critical_rate,
 )
@@ -150,15 +151,6 @@ def _from_sklearn(est, train_net, d):
         (np.ascontiguousarray(c.T) / ws, np.array(i) / bs)
         for c, i, (ws, bs) in zip(est.coefs_, est.intercepts_, train_net.layer_scales(d))
     ]
-
-
-def _grew(value, scale) -> str:
-    """Why a loss means divergence (train_network's criterion), or ``""``."""
-    if not np.isfinite(value):
-        return "loss became non-finite"
-    if value > DIVERGENCE_FACTOR * scale:
-        return f"loss grew to {value:.3g}, over {DIVERGENCE_FACTOR:.0e} times its initial scale {scale:.3g}"
-    return ""
 
 
 def train_network_sklearn(
@@ -306,15 +298,10 @@ def train_network_sklearn(
         if recording or s == 0:
             f = outputs(X)
             value, acc = _measure(kind, f, target)
-            if loss_scale is None:  # the loss of a zero predictor, as train_network
-                zero = (
-                    0.5 * float(np.vdot(target, target)) / target.size
-                    if kind == "mse"
-                    else _measure(kind, np.zeros((1, k), dtype=dt), target[:1])[0]
-                )
-                loss_scale = max(value, zero, np.finfo(dt).tiny)
-            if _grew(value, loss_scale):
-                stop(s, _grew(value, loss_scale))
+            if loss_scale is None:
+                loss_scale = _loss_scale(kind, value, target, k, dt)
+            if _diverged(value, loss_scale):
+                stop(s, _diverged(value, loss_scale))
                 break
         if recording:
             fx_train[i_rec], loss_train[i_rec] = f, value
@@ -344,7 +331,7 @@ def train_network_sklearn(
         s_done = s + 1
         # est.loss_ is the loss of step s's batch before its update (the whole set in full batch)
         why = (
-            _grew(est.loss_, loss_scale)
+            _diverged(est.loss_, loss_scale)
             if batch_list is None
             else ("" if np.isfinite(est.loss_) else "batch loss became non-finite")
         )
