@@ -75,6 +75,15 @@ EMPIRICAL_BLOCK_BYTES = 2 * 1024**3
 #: and each a thread barrier). So the default is ``None``: numpy's SYRK, one call per Gram product.
 GRAM_BLOCK_ROWS = None
 
+#: The empirical NTK splits its work between Python threads with single-threaded BLAS
+#: (``ntksolve.kernels.empirical_terms``); a block of fewer rows than this per thread stays on one
+#: thread, where the pool's start-up would cost more than it saves.
+EMPIRICAL_THREAD_MIN_ROWS = 64
+#: Bytes the Gram buffers of the empirical NTK may take when layers are computed side by side (one
+#: pair per thread plus one being added in); above it (a full kernel of many outputs) the layers'
+#: Gram products run one at a time on BLAS's own threads, in one pair of buffers.
+EMPIRICAL_GRAM_BYTES = 1024**3
+
 # --- closed-form dynamics (ntksolve.dynamics) ------------------------------------------------------
 
 #: LAPACK driver of the symmetric eigendecomposition. Measured 2026-11-29 at N = 2048, 2 cores, float64:

@@ -20,7 +20,7 @@ from numba import njit
 from ntksolve._jit.activations import ABRELU, RELU, act, dact
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
     """``h = phi(ws * pre + bs * b)`` row by row, and ``dphi = phi'(z)`` when ``want_deriv``.
 
@@ -73,7 +73,7 @@ def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
                 h[i, j] = act(code, prm, ws * pre[i, j] + bs * b[j])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def scale_by_deriv(g, dphi, ws):
     """In place ``g[i, a, :] *= ws * phi'(z(x_i))``: turns ``delta^{l+1} W^{l+1}`` into ``delta^l``.
 
@@ -90,7 +90,7 @@ def scale_by_deriv(g, dphi, ws):
                 g[i, a, j] *= ws * dphi[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def combine_traced(theta, Gd, Gh, c, beta, lower, has_delta):
     """``theta += Gd * (c * Gh + beta)``; with ``lower`` only entries ``j <= i`` are read and written.
 
@@ -113,7 +113,7 @@ def combine_traced(theta, Gd, Gh, c, beta, lower, has_delta):
             theta[i, j] += t
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def combine_full(theta, Gd, Gh, c, beta, lower, has_delta):
     """Full-kernel layer term ``theta[i, j, a, b] += Gd[i k + a, j k + b] * (c Gh[i, j] + beta)``.
 
@@ -146,7 +146,7 @@ def combine_full(theta, Gd, Gh, c, beta, lower, has_delta):
                     theta[i, j, a, b] += g * bij
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mirror_lower_traced(theta):
     """Copy the lower triangle of a square (N, N) array to the upper one, in place."""
     N = theta.shape[0]
@@ -155,7 +155,7 @@ def mirror_lower_traced(theta):
             theta[i, j] = theta[j, i]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mirror_lower_full(theta):
     """``theta[i, j, a, b] = theta[j, i, b, a]`` for ``j > i``, in place, on (N, N, k, k)."""
     N, _, k, _ = theta.shape

@@ -1,7 +1,8 @@
 """Kernels of a network at finite width: the empirical NTK and NNGP, and the explicit Jacobian.
 
-This module validates, guards memory, tiles, and hands the arithmetic to BLAS and to the numba
-kernels in ``_jit.empirical``; the forward and backward passes are the network's own
+This module validates, guards memory and tiles; the arithmetic of each block and tile (BLAS
+products split between threads, the numba kernels of ``_jit.empirical``) is in
+:mod:`ntksolve.kernels.empirical_terms`, and the forward and backward passes are the network's own
 (:mod:`ntksolve.nets`). The formula is that of ``docs/conventions.md``::
 
     Theta_ab(x, x') = sum_{l=1}^{L+1} <delta^l_a(x), delta^l_b(x')> * (c_l <h^{l-1}(x), h^{l-1}(x')> + beta_l)
@@ -20,9 +21,12 @@ from typing import Optional
 import numpy as np
 
 from ntksolve import _config
+from ntksolve._blas import parallel_workers
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_inputs, check_memory
-from ntksolve.nets.backprop import backward
+from ntksolve.kernels.empirical_terms import features as _features
+from ntksolve.kernels.empirical_terms import gram as _gram
+from ntksolve.kernels.empirical_terms import tile_into as _tile_into
 from ntksolve.nets.mlp import MLP, forward
 from ntksolve.nets.network import accepts_network
 from ntksolve.kernels.network_empirical import network_empirical_nngp, network_empirical_ntk, network_jacobian
@@ -45,123 +49,6 @@ def _prepare_inputs(net, params, X1, X2):
     if not symmetric:
         X2 = check_inputs(X2, name="X2", n_features=d, dtype=dt)
     return X1, X2, d, dt, symmetric
-
-
-def _features(net: MLP, params, X: np.ndarray):
-    """Forward and backward pass over a block of inputs.
-
-    Returns
-    -------
-    f : (B, k) outputs
-    hs : list of L+1 arrays, ``hs[l-1] = h^{l-1}`` of shape (B, n_{l-1})
-    deltas : list of L arrays, ``deltas[l-1] = delta^l`` of shape (B, k, n_l), l = 1 ... L
-        (``delta^{L+1}`` is the identity and is never stored)
-    """
-    f, hs, dphis = forward(net, params, X, keep=True)
-    deltas = [None] * net.depth
-    for l, delta in backward(net, params, dphis):
-        if l <= net.depth:
-            deltas[l - 1] = delta
-    return f, hs, deltas
-
-
-def _gram(
-    A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.ndarray] = None, lower: bool = False
-) -> np.ndarray:
-    """The Gram product ``A B^T``; with ``B=None`` the symmetric ``A A^T`` at half the FLOPs.
-
-    The one helper behind every Gram matrix of the empirical kernels (the NTK's per-layer products,
-    traced and full, in every tile, and the NNGP). By default (``_config.GRAM_BLOCK_ROWS = None``)
-    a symmetric product is numpy's ``A @ A.T`` (SYRK), which measured fastest inside the NTK. With a
-    block size set, a product of more rows is computed block column by block column, each one GEMM
-    ``G[c0:, c0:c1] = A[c0:] A[c0:c1]^T`` written straight into ``G``: only the lower triangle plus
-    the diagonal blocks' upper halves are computed, a waste of ``block / N`` over SYRK's FLOPs, at
-    GEMM speed (``_config`` gives the figures).
-
-    We stay on numpy's BLAS rather than calling scipy's directly: scipy ships a second OpenBLAS with
-    its own thread pool, and alternating between the two pools leaves one pool's threads spinning
-    while the other works (about a fifth slower per NTK, measured: see the README).
-
-    Parameters
-    ----------
-    A : ndarray, shape (N1, m), C-contiguous
-    B : ndarray, shape (N2, m), optional
-        ``None``: the symmetric Gram of ``A`` (``N2 = N1``).
-    out : ndarray, shape (N1, N2), C-contiguous, of ``A``'s dtype, optional
-        Written in place (a buffer reused across layers saves a fresh, page-faulted array each).
-    lower : bool, default False
-        For ``B=None`` only: the entries above the diagonal may be left unset (the caller reads
-        ``j <= i`` only); ``False`` mirrors them, so that the result is the whole symmetric matrix.
-
-    Returns
-    -------
-    G : ndarray, shape (N1, N2)
-    """
-    N1 = A.shape[0]
-    N2 = N1 if B is None else B.shape[0]
-    if out is None:
-        out = np.empty((N1, N2), dtype=A.dtype)
-    if B is not None:
-        np.matmul(A, B.T, out=out)
-        return out
-    nb = _config.GRAM_BLOCK_ROWS
-    if nb is None or N1 <= nb:
-        np.matmul(A, A.T, out=out)  # numpy recognises A A^T: SYRK, and it fills both triangles
-        return out
-    for c0 in range(0, N1, nb):
-        c1 = min(c0 + nb, N1)
-        # one GEMM per block column, its diagonal block included: tall (N - c0 rows), so that both
-        # of OpenBLAS's threads get thick panels (block rows, M = nb, measured slower)
-        np.matmul(A[c0:], A[c0:c1].T, out=out[c0:, c0:c1])
-    if not lower:
-        _jit.mirror_lower_traced(out)
-    return out
-
-
-def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool) -> None:
-    """Add every layer's term of the NTK between two blocks of inputs into ``theta``.
-
-    ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True): its Gram
-    products are then computed on the lower triangle only.
-    """
-    _, hsI, dsI = FI
-    hsJ, dsJ = (None, None) if FJ is None else (FJ[1], FJ[2])
-    L, k = net.depth, net.n_outputs
-    dt = theta.dtype.type
-    BI = hsI[0].shape[0]
-    BJ = BI if FJ is None else hsJ[0].shape[0]
-    # two Gram buffers reused by every layer: fresh arrays of this size are page-faulted anew
-    Gh = np.empty((BI, BJ), dtype=theta.dtype)
-    Gd = Gh if L == 0 else np.empty((BI, BJ) if trace else (BI * k, BJ * k), dtype=theta.dtype)
-    for l in range(1, L + 2):
-        c, beta = coefs[l - 1]
-        _gram(hsI[l - 1], None if FJ is None else hsJ[l - 1], out=Gh, lower=lower)
-        if l == L + 1:  # the readout: its delta Gram is the identity
-            combine = _jit.combine_traced if trace else _jit.combine_full
-            combine(theta, Gh, Gh, dt(c), dt(beta), lower, False)
-            continue
-        dI = dsI[l - 1]
-        dJ = None if FJ is None else dsJ[l - 1]
-        if trace:
-            # the mean over outputs: (1/k) <delta_I, delta_J>, the 1/k folded into (c, beta)
-            _gram(dI.reshape(BI, -1), None if dJ is None else dJ.reshape(BJ, -1), out=Gd, lower=lower)
-            _jit.combine_traced(theta, Gd, Gh, dt(c / k), dt(beta / k), lower, True)
-        else:
-            n = dI.shape[2]
-            _gram(dI.reshape(-1, n), None if dJ is None else dJ.reshape(-1, n), out=Gd, lower=lower)
-            _jit.combine_full(theta, Gd, Gh, dt(c), dt(beta), lower, True)
-
-
-def _tile_into(net, coefs, theta, box, FI, FJ, trace, lower) -> None:
-    """Accumulate one tile of ``theta``; a tile that is not the whole array is built in a
-    contiguous buffer first, so the jitted kernels are compiled for one memory layout only."""
-    I0, I1, J0, J1 = box
-    if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
-        _accumulate_tile(net, coefs, theta, FI, FJ, trace, lower)
-        return
-    buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
-    _accumulate_tile(net, coefs, buf, FI, FJ, trace, lower)
-    theta[I0:I1, J0:J1] = buf
 
 
 def _feature_bytes_per_row(net: MLP, d: int, itemsize: int) -> int:
@@ -234,33 +121,34 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     bs = _resolve_block_size(block_size, net, d, dt.itemsize, max(N1, N2))
     theta = np.zeros(shape, dtype=dt)
     coefs = net.ntk_coefficients(d)
+    w = parallel_workers()
 
     starts1 = list(range(0, N1, bs))
     if symmetric:
         for I0 in starts1:
             I1 = min(I0 + bs, N1)
-            FI = _features(net, params, X1[I0:I1])
+            FI = _features(net, params, X1[I0:I1], w)
             for J0 in starts1:
                 if J0 >= I0:
                     break
                 J1 = min(J0 + bs, N1)
-                FJ = _features(net, params, X1[J0:J1])
-                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False)
-            _tile_into(net, coefs, theta, (I0, I1, I0, I1), FI, None, trace, True)
+                FJ = _features(net, params, X1[J0:J1], w)
+                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False, w)
+            _tile_into(net, coefs, theta, (I0, I1, I0, I1), FI, None, trace, True, w)
         if trace:
             _jit.mirror_lower_traced(theta)
         else:
             _jit.mirror_lower_full(theta)
     else:
         starts2 = list(range(0, N2, bs))
-        F2 = _features(net, params, X2) if len(starts2) == 1 else None
+        F2 = _features(net, params, X2, w) if len(starts2) == 1 else None
         for I0 in starts1:
             I1 = min(I0 + bs, N1)
-            FI = _features(net, params, X1[I0:I1])
+            FI = _features(net, params, X1[I0:I1], w)
             for J0 in starts2:
                 J1 = min(J0 + bs, N2)
-                FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1])
-                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False)
+                FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1], w)
+                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False, w)
     return theta
 
 
@@ -317,7 +205,7 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     X = check_inputs(X, n_features=d, dtype=dt)
     N, k, P = X.shape[0], net.n_outputs, net.n_params(d)
     check_memory((N, k, P), dt, what="Jacobian", hint="use empirical_ntk, which never forms it")
-    _, hs, deltas = _features(net, params, X)
+    _, hs, deltas = _features(net, params, X, parallel_workers())
     scales = net.scales(d)
     J = np.empty((N, k, P), dtype=dt)
     pos = 0

@@ -22,7 +22,9 @@ import numpy as np
 from ntksolve._jit import empirical as _jit
 
 
-def backward(net, params, dphis, seed: Optional[np.ndarray] = None) -> Iterator[Tuple[int, Optional[np.ndarray]]]:
+def backward(
+    net, params, dphis, seed: Optional[np.ndarray] = None, *, out=None
+) -> Iterator[Tuple[int, Optional[np.ndarray]]]:
     """Pull ``seed`` back through the network, top layer first.
 
     Parameters
@@ -34,6 +36,10 @@ def backward(net, params, dphis, seed: Optional[np.ndarray] = None) -> Iterator[
     seed : ndarray, shape (B, m, k), optional
         ``g^{L+1}``; ``None`` is the identity ``I_k`` for every input (``m = k``), which is never
         formed.
+    out : list of ndarray, optional
+        C-contiguous arrays to write ``g^1 ... g^L`` into instead of fresh ones, ``out[l-1]`` of
+        shape (B, m, n_l) in the dtype of ``dphis`` (row blocks of larger arrays, so that threads
+        can fill one each).
 
     Yields
     ------
@@ -53,12 +59,14 @@ def backward(net, params, dphis, seed: Optional[np.ndarray] = None) -> Iterator[
             W = params[l - 1][0]  # W^l, (n_l, n_{l-1})
             dphi = dphis[l - 2]  # phi'(z^{l-1}), (B, n_{l-1})
             ws = dphi.dtype.type(scales[l - 1].weight)
+            buf = None if out is None else out[l - 2]
             if g is None:
                 # the identity seed: delta^L[i, a, :] = ws W^{L+1}[a, :] phi'(z^L(x_i)), one pass
-                below = np.multiply(dphi[:, None, :], (ws * W)[None, :, :])
+                below = np.multiply(dphi[:, None, :], (ws * W)[None, :, :], out=buf)
             else:
                 B, m, n = g.shape
-                below = np.dot(g.reshape(B * m, n), W).reshape(B, m, W.shape[1])
+                flat = None if buf is None else buf.reshape(B * m, W.shape[1])
+                below = np.dot(g.reshape(B * m, n), W, out=flat).reshape(B, m, W.shape[1])
                 _jit.scale_by_deriv(below, dphi, ws)
         yield l, g
         g = below

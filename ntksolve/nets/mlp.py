@@ -332,8 +332,20 @@ def layer_bias(layer: Dense, b: np.ndarray, dtype) -> np.ndarray:
     return b if layer.bias else np.zeros(layer.width, dtype=dtype)
 
 
-def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
+def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True, out=None):
     """Forward pass on validated, C-contiguous ``X`` of the parameters' dtype.
+
+    Parameters
+    ----------
+    net : MLP
+    params : list of (W, b)
+    X : ndarray, shape (N, d)
+    keep : bool, default True
+        Keep every layer's input and activation derivative (what the backward pass needs).
+    out : tuple (hs, dphis), optional
+        With ``keep``: C-contiguous arrays to write into instead of fresh ones, ``hs`` the ``L``
+        arrays ``h^1 ... h^L`` and ``dphis`` the ``L`` arrays ``phi'(z^l)``, each (N, n_l) in the
+        parameters' dtype (row blocks of larger arrays, so that threads can fill one each).
 
     Returns
     -------
@@ -352,8 +364,12 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True):
     for l in range(L):
         W, b = params[l]
         s = scales[l]
-        pre = np.dot(h, W.T)  # BLAS GEMM; W.T is a transposed view, no copy
-        h_new = np.empty_like(pre)
+        if out is None:
+            pre = np.dot(h, W.T)  # BLAS GEMM; W.T is a transposed view, no copy
+            h_new = np.empty_like(pre)
+        else:
+            pre, h_new = out[1][l], out[0][l]
+            np.dot(h, W.T, out=pre)
         # phi'(z) overwrites the pre-activation it is computed from (each entry is read before it
         # is written): one fresh N x n array fewer per layer, and fresh arrays cost page faults.
         dphi = pre if keep else h_new  # not written when keep is False

@@ -1,0 +1,135 @@
+"""The empirical NTK split between threads (rows of the features, layers of the Gram products)
+against the explicit Jacobian computed on one thread, and the BLAS limits it sets and restores."""
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+from ntksolve import MLP, _blas, _config, empirical_ntk, jacobian
+from ntksolve.kernels import empirical, empirical_terms
+
+
+@pytest.fixture
+def threaded(monkeypatch):
+    """Threads for every block (one row each at least) and three workers, on any machine."""
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    monkeypatch.setattr(empirical, "parallel_workers", lambda: 3)
+
+
+def _jac_ntk(net, p, X, X2, trace):
+    """J J^T from the explicit Jacobian, built on one thread."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        J = jacobian(net, p, X)
+        J2 = J if X2 is None else jacobian(net, p, X2)
+    finally:
+        numba.set_num_threads(before)
+    full = np.einsum("iap,jbp->ijab", J.astype(np.float64), J2.astype(np.float64))
+    return np.einsum("ijaa->ij", full) / net.n_outputs if trace else full
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 1e-5)])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("trace", [True, False])
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("block_size", [None, 4])
+def test_threaded_ntk_equals_jacobian(threaded, dtype, tol, k, trace, cross, block_size):
+    net = MLP((9, 7, 6), activation="tanh", weight_std=1.3, bias_std=0.2, n_outputs=k)
+    p = net.init(5, random_state=3, dtype=dtype)
+    rng = np.random.default_rng(k)
+    X, X2 = rng.standard_normal((11, 5)), (rng.standard_normal((7, 5)) if cross else None)
+    theta = empirical_ntk(net, p, X, X2, trace=trace, block_size=block_size)
+    assert theta.dtype == dtype
+    assert _rel(theta, _jac_ntk(net, p, X, X2, trace)) <= tol
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_threaded_ntk_shallow_and_bias_free(threaded, depth, bias, parameterization):
+    net = MLP((6,) * depth, activation="relu", bias=bias, parameterization=parameterization, n_outputs=2)
+    p = net.init(4, random_state=depth)
+    X = np.random.default_rng(7).standard_normal((10, 4))
+    for trace in (True, False):
+        assert _rel(empirical_ntk(net, p, X, trace=trace), _jac_ntk(net, p, X, None, trace)) <= 1e-13
+
+
+def test_threaded_and_single_thread_agree(threaded, monkeypatch):
+    net = MLP((16, 16), activation="erf", bias_std=0.1, n_outputs=2)
+    p = net.init(3, random_state=0)
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    many = empirical_ntk(net, p, X, trace=False)
+    monkeypatch.setattr(empirical, "parallel_workers", lambda: 1)
+    one = empirical_ntk(net, p, X, trace=False)
+    assert _rel(many, one) <= 1e-14
+    # the rows of the features are split: equal to one thread's features
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    f1, hs1, ds1 = empirical_terms.features(net, p, X, 1)
+    f3, hs3, ds3 = empirical_terms.features(net, p, X, 3)
+    for a, b in zip([f1] + hs1 + ds1, [f3] + hs3 + ds3):
+        assert _rel(a, b) <= 1e-14
+
+
+def test_small_blocks_stay_on_one_thread():
+    assert len(empirical_terms._row_blocks(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8)) == 1
+    blocks = empirical_terms._row_blocks(1000, 3)
+    assert [b.stop - b.start for b in blocks] == [333, 334, 333]
+
+
+def test_blas_limit_restored_after_a_failing_worker(threaded, monkeypatch):
+    before = _blas.blas_threads()
+    net = MLP((8,), n_outputs=1)
+    p = net.init(3, random_state=0)
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("from a worker")
+
+    monkeypatch.setattr(empirical_terms, "gram", broken)
+    with pytest.raises(FloatingPointError, match="from a worker"):
+        empirical_ntk(net, p, np.ones((12, 3)))
+    assert _blas.blas_threads() == before
+
+
+def test_concurrent_single_threaded_blocks_restore_the_limit():
+    before = _blas.blas_threads()
+    inside = []
+    barrier = threading.Barrier(2)
+
+    def hold():
+        with _blas.single_threaded() as limited:
+            barrier.wait()
+            inside.append(limited == (_blas.blas_threads() == 1))
+            barrier.wait()
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inside == [True, True]  # each thread is told whether the limit holds
+    assert _blas.blas_threads() == before
+
+
+def test_main_thread_limit_holds():
+    with _blas.single_threaded() as limited:
+        assert limited and _blas.blas_threads() == 1
+        with _blas.blas_workers(2) as pool:  # nested: the limit stays until the outer block ends
+            assert pool._max_workers == 2
+            assert pool.submit(_blas.blas_threads).result() == 1
+        assert _blas.blas_threads() == 1
+
+
+def test_workers_respect_numba_threads():
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert _blas.parallel_workers() == 1
+    finally:
+        numba.set_num_threads(before)
