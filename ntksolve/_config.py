@@ -79,10 +79,6 @@ GRAM_BLOCK_ROWS = None
 #: (``ntksolve.kernels.empirical_terms``); a block of fewer rows than this per thread stays on one
 #: thread, where the pool's start-up would cost more than it saves.
 EMPIRICAL_THREAD_MIN_ROWS = 64
-#: Bytes the Gram buffers of the empirical NTK may take when layers are computed side by side (one
-#: pair per thread plus one being added in); above it (a full kernel of many outputs) the layers'
-#: Gram products run one at a time on BLAS's own threads, in one pair of buffers.
-EMPIRICAL_GRAM_BYTES = 1024**3
 
 # --- closed-form dynamics (ntksolve.dynamics) ------------------------------------------------------
 

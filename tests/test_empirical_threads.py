@@ -77,10 +77,14 @@ def test_threaded_and_single_thread_agree(threaded, monkeypatch):
         assert _rel(a, b) <= 1e-14
 
 
-def test_small_blocks_stay_on_one_thread():
-    assert len(empirical_terms._row_blocks(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8)) == 1
-    blocks = empirical_terms._row_blocks(1000, 3)
-    assert [b.stop - b.start for b in blocks] == [333, 334, 333]
+def test_row_parts_balance_the_work():
+    assert len(empirical_terms._row_parts(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8, False)) == 1
+    assert empirical_terms._row_parts(1000, 3, False) == [(0, 333), (333, 667), (667, 1000)]
+    parts = empirical_terms._row_parts(1000, 4, True)
+    assert parts[0][0] == 0 and parts[-1][1] == 1000
+    # the lower triangle's rows r0 <= i < r1 hold (r1^2 - r0^2) / 2 entries: equal shares
+    work = [b * b - a * a for a, b in parts]
+    assert max(work) / min(work) < 1.01
 
 
 def test_blas_limit_restored_after_a_failing_worker(threaded, monkeypatch):

@@ -14,17 +14,18 @@ threads call by call:
 - the features: each thread runs the forward and backward pass over its own rows of the block,
   writing into row blocks of shared arrays, so the elementwise passes between the GEMMs (bias,
   activation, derivatives; the ``nogil`` kernels of ``ntksolve._jit.empirical``) run on every core;
-- the layer terms: each thread computes a whole layer's Gram products (one SYRK each for a symmetric
-  tile, which OpenBLAS threads poorly, one GEMM otherwise) while the calling thread adds the finished
-  layers into the tile in layer order, so that the result does not depend on which thread finished
-  first.
+- the layer terms: each thread computes its own rows of every layer's Gram products and adds
+  them into its own rows of the tile, layer by layer. For a symmetric tile the rows of a lower
+  triangle are split at ``N sqrt(t / T)`` so that the work is equal; each thread's part is one GEMM
+  left of its diagonal block and one SYRK on it (a SYRK that OpenBLAS threads poorly when it gets
+  the whole product). No thread reads another's rows, so there is no barrier between layers, and
+  every entry is the same sum in the same order as on one thread.
 
 ``docs/scaling.md`` gives the measured fraction of the machine's GEMM rate.
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Optional
 
 import numpy as np
@@ -36,12 +37,13 @@ from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
 
 
-def _row_blocks(n_rows: int, workers: int):
-    """At most ``workers`` contiguous row slices of about equal size, none under
-    ``_config.EMPIRICAL_THREAD_MIN_ROWS`` rows (a single slice: no threads)."""
-    n = max(1, min(workers, n_rows // max(1, _config.EMPIRICAL_THREAD_MIN_ROWS)))
-    edges = np.linspace(0, n_rows, n + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+def _row_parts(n_rows: int, workers: int, lower: bool):
+    """Row ranges of a tile, one per worker, of equal work: equal rows for a whole rectangle, and
+    for a lower triangle (work up to row ``r`` growing as ``r^2``) edges at ``n_rows sqrt(t / T)``."""
+    T = max(1, min(workers, n_rows // max(1, _config.EMPIRICAL_THREAD_MIN_ROWS)))
+    frac = np.sqrt(np.arange(T + 1) / T) if lower else np.arange(T + 1) / T
+    edges = np.unique((frac * n_rows).round().astype(int))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def features(net: MLP, params, X: np.ndarray, workers: int = 1):
@@ -62,7 +64,7 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
     deltas : list of L arrays, ``deltas[l-1] = delta^l`` of shape (B, k, n_l), l = 1 ... L
         (``delta^{L+1}`` is the identity and is never stored)
     """
-    blocks = _row_blocks(X.shape[0], workers)
+    blocks = [slice(a, b) for a, b in _row_parts(X.shape[0], workers, lower=False)]
     if len(blocks) == 1:
         f, hs, dphis = forward(net, params, X, keep=True)
         deltas = [None] * net.depth
@@ -142,34 +144,53 @@ def gram(
     return out
 
 
+def _gram_rows(A: np.ndarray, B: Optional[np.ndarray], out: np.ndarray, r0: int, r1: int) -> None:
+    """Rows ``r0:r1`` of the Gram product ``A B^T`` into ``out``; with ``B=None`` only its lower
+    triangle: the rectangle left of the diagonal block (one GEMM) and the diagonal block (SYRK)."""
+    if B is not None:
+        np.matmul(A[r0:r1], B.T, out=out[r0:r1])
+        return
+    if r0 > 0:
+        np.matmul(A[r0:r1], A[:r0].T, out=out[r0:r1, :r0])
+    gram(A[r0:r1], out=out[r0:r1, r0:r1], lower=True)
+
+
 class _Term:
-    """One layer's term of a tile: its Gram products into two buffers, then its combine."""
+    """One layer's term ``<delta, delta'> (c <h, h'> + beta)`` of a tile, row range by row range."""
 
-    __slots__ = ("l", "hI", "hJ", "dI", "dJ", "c", "beta")
+    __slots__ = ("hI", "hJ", "dI", "dJ", "c", "beta")
 
-    def __init__(self, l, hI, hJ, dI, dJ, c, beta):
-        self.l, self.hI, self.hJ, self.dI, self.dJ, self.c, self.beta = l, hI, hJ, dI, dJ, c, beta
+    def __init__(self, hI, hJ, dI, dJ, c, beta):
+        self.hI, self.hJ, self.dI, self.dJ, self.c, self.beta = hI, hJ, dI, dJ, c, beta
 
-    def grams(self, Gh, Gd, trace: bool, lower: bool) -> None:
-        gram(self.hI, self.hJ, out=Gh, lower=lower)
-        if self.dI is None:  # the readout: its delta Gram is the identity
-            return
-        BI, k, n = self.dI.shape
-        if trace:
-            BJ = BI if self.dJ is None else self.dJ.shape[0]
-            gram(self.dI.reshape(BI, k * n), None if self.dJ is None else self.dJ.reshape(BJ, k * n), out=Gd, lower=lower)
+    def add_rows(self, theta, Gh, Gd, r0: int, r1: int, trace: bool, lower: bool) -> None:
+        """Gram products of rows ``r0:r1`` into the buffers, then those rows of ``theta``: every
+        entry it reads or writes is in those rows, so row ranges may run side by side."""
+        _gram_rows(self.hI, self.hJ, Gh, r0, r1)
+        has_delta = self.dI is not None  # the readout's delta Gram is the identity
+        k = 1 if not has_delta else self.dI.shape[1]
+        if has_delta:
+            if trace:
+                flat = lambda d: None if d is None else d.reshape(d.shape[0], -1)  # noqa: E731
+                _gram_rows(flat(self.dI), flat(self.dJ), Gd, r0, r1)
+            else:
+                flat = lambda d: None if d is None else d.reshape(-1, d.shape[2])  # noqa: E731
+                _gram_rows(flat(self.dI), flat(self.dJ), Gd, r0 * k, r1 * k)
         else:
-            gram(self.dI.reshape(BI * k, n), None if self.dJ is None else self.dJ.reshape(-1, n), out=Gd, lower=lower)
-
-    def combine(self, theta, Gh, Gd, k: int, trace: bool, lower: bool) -> None:
+            Gd = Gh
         dt = theta.dtype.type
-        has_delta = self.dI is not None
         if trace:
             # the mean over outputs: (1/k) <delta_I, delta_J>, the 1/k folded into (c, beta)
-            scale = 1.0 / k if has_delta else 1.0
-            _jit.combine_traced(theta, Gd, Gh, dt(self.c * scale), dt(self.beta * scale), lower, has_delta)
+            c, beta, combine, kk = dt(self.c / k), dt(self.beta / k), _jit.combine_traced, 1
         else:
-            _jit.combine_full(theta, Gd, Gh, dt(self.c), dt(self.beta), lower, has_delta)
+            c, beta, combine, kk = dt(self.c), dt(self.beta), _jit.combine_full, k
+        if not lower:
+            combine(theta[r0:r1], Gd[r0 * kk : r1 * kk], Gh[r0:r1], c, beta, False, has_delta)
+            return
+        if r0 > 0:
+            combine(theta[r0:r1, :r0], Gd[r0 * kk : r1 * kk, : r0 * kk], Gh[r0:r1, :r0], c, beta, False, has_delta)
+        blk = slice(r0 * kk, r1 * kk)
+        combine(theta[r0:r1, r0:r1], Gd[blk, blk], Gh[r0:r1, r0:r1], c, beta, True, has_delta)
 
 
 def _terms(net: MLP, coefs, FI, FJ):
@@ -178,7 +199,6 @@ def _terms(net: MLP, coefs, FI, FJ):
     L = net.depth
     return [
         _Term(
-            l,
             hsI[l - 1],
             None if FJ is None else hsJ[l - 1],
             None if l == L + 1 else dsI[l - 1],
@@ -193,45 +213,29 @@ def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool, worker
     """Add every layer's term of the NTK between two blocks of inputs into ``theta``.
 
     ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True): its Gram
-    products are then computed on the lower triangle only.
+    products are then computed on the lower triangle only. The rows are split between ``workers``
+    threads, each adding every layer into its own rows in layer order: the same sums in the same
+    order as on one thread, so the result does not depend on the number of threads.
     """
     k = net.n_outputs
     BI = FI[1][0].shape[0]
     BJ = BI if FJ is None else FJ[1][0].shape[0]
-    gd_shape = (BI, BJ) if trace else (BI * k, BJ * k)
+    # two Gram buffers serve every layer: fresh arrays of this size are page-faulted anew
+    Gh = np.empty((BI, BJ), dtype=theta.dtype)
+    Gd = np.empty((BI, BJ) if trace else (BI * k, BJ * k), dtype=theta.dtype)
     terms = _terms(net, coefs, FI, FJ)
-    itemsize = theta.dtype.itemsize
-    # buffers of Gram pairs in flight: one pair per worker plus the one being added in
-    inflight = workers + 1
-    pair_bytes = itemsize * (BI * BJ + int(np.prod(gd_shape)))
-    if workers > 1 and (inflight * pair_bytes > _config.EMPIRICAL_GRAM_BYTES or min(BI, BJ) < _config.EMPIRICAL_THREAD_MIN_ROWS):
-        workers, inflight = 1, 1
-    # fresh arrays of this size are page-faulted anew: a few buffers serve every layer
-    free = [(np.empty((BI, BJ), dtype=theta.dtype), np.empty(gd_shape, dtype=theta.dtype)) for _ in range(min(inflight, len(terms)))]
-    if workers == 1:
-        Gh, Gd = free[0]
+
+    def rows(part):
         for t in terms:
-            t.grams(Gh, Gd, trace, lower)
-            t.combine(theta, Gh, Gd, k, trace, lower)
+            t.add_rows(theta, Gh, Gd, *part, trace, lower)
+
+    parts = _row_parts(BI, workers, lower)
+    if len(parts) == 1:
+        rows(parts[0])
         return
-    with blas_workers(workers) as pool:
-        pending = collections.deque()
-        todo = iter(terms)
-
-        def submit():
-            t = next(todo, None)
-            if t is not None:
-                bufs = free.pop()
-                pending.append((t, bufs, pool.submit(t.grams, *bufs, trace, lower)))
-
-        for _ in range(len(free)):
-            submit()
-        while pending:
-            t, bufs, fut = pending.popleft()
+    with blas_workers(len(parts)) as pool:
+        for fut in [pool.submit(rows, part) for part in parts]:
             fut.result()
-            t.combine(theta, *bufs, k, trace, lower)
-            free.append(bufs)
-            submit()
 
 
 def tile_into(net, coefs, theta, box, FI, FJ, trace, lower, workers: int = 1) -> None:
