@@ -191,6 +191,66 @@ def gram_blocks(N, n, repeats, block=256):
     print()
 
 
+def arrangements(N, n, repeats):
+    """The default arrangement (rows of the features and of every Gram product split between Python
+    threads, BLAS single-threaded in each) against handing each product to BLAS's own threads
+    (``numba.set_num_threads(1)``: one worker), interleaved, at each dtype."""
+    import numba
+
+    X = np.random.default_rng(0).standard_normal((N, D))
+    net = MLP((n,) * DEPTH)
+    flops = minimal_flops(N, D, n, DEPTH)
+    threads = numba.get_num_threads()
+    rows = []
+    for dt in (np.float64, np.float32):
+        p = net.init(D, random_state=0, dtype=dt)
+
+        def blas_threads():
+            numba.set_num_threads(1)
+            try:
+                return empirical_ntk(net, p, X)
+            finally:
+                numba.set_num_threads(threads)
+
+        rate = gemm_rate(dt, repeat=10)
+        res = interleaved({"threads": lambda: empirical_ntk(net, p, X), "blas": blas_threads}, repeats)
+        rate = max(rate, gemm_rate(dt, repeat=10))
+        (tt, kt), (tb, kb) = res["threads"], res["blas"]
+        rows.append(
+            (
+                np.dtype(dt).name,
+                tt,
+                tb,
+                tb / tt,
+                flops / tt / rate,
+                flops / tb / rate,
+                rate / 1e9,
+                float(np.max(np.abs(kt - kb)) / np.max(np.abs(kb))),
+            )
+        )
+    print(
+        f"Arrangement at N={N}, width {n}, {threads} threads: rows split between Python threads with "
+        "single-threaded BLAS (the default) against BLAS's own threads per product (median of "
+        f"{repeats} interleaved rounds)\n"
+    )
+    print(
+        table(
+            rows,
+            [
+                "dtype",
+                "threads s",
+                "BLAS threads s",
+                "BLAS threads / threads",
+                "GEMM frac threads",
+                "GEMM frac BLAS threads",
+                "GEMM rate GFLOP/s",
+                "rel. difference",
+            ],
+        )
+    )
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=256 only, no peers")
@@ -202,7 +262,15 @@ def main():
         "--grams-only", action="store_true", help="only the blocked-against-SYRK comparison at N=1024, width 2048"
     )
     ap.add_argument("--gram-block", type=int, default=256, help="block size of the blocked contender")
+    ap.add_argument(
+        "--arrangement-only",
+        action="store_true",
+        help="only the threads-against-BLAS-threads comparison at N=1024, width 2048",
+    )
     args = ap.parse_args()
+    arrangements(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 5))
+    if args.arrangement_only:
+        return
     gram_blocks(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 3), block=args.gram_block)
     if args.grams_only:
         return
