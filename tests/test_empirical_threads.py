@@ -77,14 +77,24 @@ def test_threaded_and_single_thread_agree(threaded, monkeypatch):
         assert _rel(a, b) <= 1e-14
 
 
-def test_row_parts_balance_the_work():
-    assert len(empirical_terms._row_parts(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8, False)) == 1
-    assert empirical_terms._row_parts(1000, 3, False) == [(0, 333), (333, 667), (667, 1000)]
-    parts = empirical_terms._row_parts(1000, 4, True)
-    assert parts[0][0] == 0 and parts[-1][1] == 1000
-    # the lower triangle's rows r0 <= i < r1 hold (r1^2 - r0^2) / 2 entries: equal shares
-    work = [b * b - a * a for a, b in parts]
-    assert max(work) / min(work) < 1.01
+def test_pieces_cover_the_tile_once_with_equal_work():
+    assert len(empirical_terms._row_parts(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8)) == 1
+    assert empirical_terms._row_parts(1000, 3) == [(0, 333), (333, 667), (667, 1000)]
+    for N, T in [(1000, 2), (1000, 3), (777, 4), (130, 2), (64, 1)]:
+        shares = empirical_terms._pieces(N, N, T, lower=True)
+        cover = np.zeros((N, N), int)
+        work = []
+        for pieces in shares:
+            w = 0
+            for r0, r1, c0, c1, diagonal in pieces:
+                block = cover[r0:r1, c0:c1]
+                block += np.tril(np.ones_like(block)) if diagonal else 1
+                w += (r1 - r0) * ((r1 - r0 + 1) / 2 if diagonal else (c1 - c0))
+            work.append(w)
+        np.testing.assert_array_equal(cover, np.tril(np.ones((N, N), int)))  # every entry once
+        assert max(work) / min(work) < 1.02, (N, T, work)
+    for pieces in empirical_terms._pieces(100, 37, 2, lower=False):
+        assert [p[2:] for p in pieces] == [(0, 37, False)]
 
 
 def test_blas_limit_restored_after_a_failing_worker(threaded, monkeypatch):

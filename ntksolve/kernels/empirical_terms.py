@@ -14,12 +14,12 @@ threads call by call:
 - the features: each thread runs the forward and backward pass over its own rows of the block,
   writing into row blocks of shared arrays, so the elementwise passes between the GEMMs (bias,
   activation, derivatives; the ``nogil`` kernels of ``ntksolve._jit.empirical``) run on every core;
-- the layer terms: each thread computes its own rows of every layer's Gram products and adds
-  them into its own rows of the tile, layer by layer. For a symmetric tile the rows of a lower
-  triangle are split at ``N sqrt(t / T)`` so that the work is equal; each thread's part is one GEMM
-  left of its diagonal block and one SYRK on it (a SYRK that OpenBLAS threads poorly when it gets
-  the whole product). No thread reads another's rows, so there is no barrier between layers, and
-  every entry is the same sum in the same order as on one thread.
+- the layer terms: the tile is cut into disjoint pieces, and each thread computes its pieces of
+  every layer's Gram products and adds them into the same pieces of the tile, layer by layer. For
+  a symmetric tile each thread gets one diagonal block (a SYRK, which OpenBLAS threads poorly when
+  it gets the whole product) and an equal share of the rectangles left of the blocks (GEMMs). No
+  thread reads another's entries, so there is no barrier between layers, and every entry is the
+  same sum of layers in the same order whatever the number of threads.
 
 ``docs/scaling.md`` gives the measured fraction of the machine's GEMM rate.
 """
@@ -35,15 +35,6 @@ from ntksolve._blas import blas_workers
 from ntksolve._jit import empirical as _jit
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import MLP, forward
-
-
-def _row_parts(n_rows: int, workers: int, lower: bool):
-    """Row ranges of a tile, one per worker, of equal work: equal rows for a whole rectangle, and
-    for a lower triangle (work up to row ``r`` growing as ``r^2``) edges at ``n_rows sqrt(t / T)``."""
-    T = max(1, min(workers, n_rows // max(1, _config.EMPIRICAL_THREAD_MIN_ROWS)))
-    frac = np.sqrt(np.arange(T + 1) / T) if lower else np.arange(T + 1) / T
-    edges = np.unique((frac * n_rows).round().astype(int))
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def features(net: MLP, params, X: np.ndarray, workers: int = 1):
@@ -64,7 +55,7 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
     deltas : list of L arrays, ``deltas[l-1] = delta^l`` of shape (B, k, n_l), l = 1 ... L
         (``delta^{L+1}`` is the identity and is never stored)
     """
-    blocks = [slice(a, b) for a, b in _row_parts(X.shape[0], workers, lower=False)]
+    blocks = [slice(a, b) for a, b in _row_parts(X.shape[0], workers)]
     if len(blocks) == 1:
         f, hs, dphis = forward(net, params, X, keep=True)
         deltas = [None] * net.depth
@@ -144,53 +135,96 @@ def gram(
     return out
 
 
-def _gram_rows(A: np.ndarray, B: Optional[np.ndarray], out: np.ndarray, r0: int, r1: int) -> None:
-    """Rows ``r0:r1`` of the Gram product ``A B^T`` into ``out``; with ``B=None`` only its lower
-    triangle: the rectangle left of the diagonal block (one GEMM) and the diagonal block (SYRK)."""
-    if B is not None:
-        np.matmul(A[r0:r1], B.T, out=out[r0:r1])
-        return
-    if r0 > 0:
-        np.matmul(A[r0:r1], A[:r0].T, out=out[r0:r1, :r0])
-    gram(A[r0:r1], out=out[r0:r1, r0:r1], lower=True)
+def _row_parts(n_rows: int, workers: int):
+    """At most ``workers`` contiguous row ranges of about equal size, none under
+    ``_config.EMPIRICAL_THREAD_MIN_ROWS`` rows (a single range: no threads)."""
+    T = max(1, min(workers, n_rows // max(1, _config.EMPIRICAL_THREAD_MIN_ROWS)))
+    edges = (np.arange(T + 1) * n_rows / T).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _pieces(BI: int, BJ: int, workers: int, lower: bool):
+    """Each worker's share of a tile, as pieces ``(r0, r1, c0, c1, diagonal)``: rectangles
+    ``[r0:r1, c0:c1]`` of GEMM work, and (``diagonal``) lower triangles of square diagonal blocks.
+
+    A whole rectangle is split into equal row ranges. A lower triangle is cut into ``T`` equal
+    diagonal blocks, one per worker (SYRK), and the rectangles left of them (GEMM) are shared out
+    by rows so that every worker gets the same FLOPs with the same mix of SYRK and GEMM (the two run
+    at different rates).
+    """
+    rows = _row_parts(BI, workers)
+    if not lower:
+        return [[(r0, r1, 0, BJ, False)] for r0, r1 in rows]
+    T = len(rows)
+    shares = [[(r0, r1, r0, r1, True)] for r0, r1 in rows]
+    # the rectangles left of the diagonal blocks: rows of block t >= 1 are rows[t][0] wide
+    cum = np.concatenate([[0], np.cumsum([(r1 - r0) * r0 for r0, r1 in rows])])
+    total = cum[-1]
+    t, worker = 1, 0
+    pos = rows[1][0] if T > 1 else BI  # the next row of rectangle work to hand out
+    for worker in range(T):
+        goal = total * (worker + 1) / T
+        while t < T:
+            r0, r1 = rows[t]
+            done = cum[t] + (pos - r0) * r0  # work handed out before row `pos`
+            if done >= goal - 0.5 * r0:
+                break
+            stop = r1 if worker == T - 1 else min(r1, r0 + int(round((goal - cum[t]) / r0)))
+            stop = max(stop, pos + 1)
+            shares[worker].append((pos, stop, 0, r0, False))
+            pos = stop
+            if pos >= r1:
+                t += 1
+                pos = rows[t][0] if t < T else BI
+    return shares
+
+
+def _gram_piece(A: np.ndarray, B: Optional[np.ndarray], out: np.ndarray, piece, kk: int) -> None:
+    """One piece of the Gram product ``A B^T`` (``B=None``: ``A A^T``) into ``out``; ``kk`` rows of
+    ``A`` per input (the full kernel's delta Gram)."""
+    r0, r1, c0, c1 = (x * kk for x in piece[:4])
+    if piece[4]:
+        gram(A[r0:r1], out=out[r0:r1, r0:r1], lower=True)
+    else:
+        np.matmul(A[r0:r1], (A if B is None else B)[c0:c1].T, out=out[r0:r1, c0:c1])
 
 
 class _Term:
-    """One layer's term ``<delta, delta'> (c <h, h'> + beta)`` of a tile, row range by row range."""
+    """One layer's term ``<delta, delta'> (c <h, h'> + beta)`` of a tile, piece by piece."""
 
     __slots__ = ("hI", "hJ", "dI", "dJ", "c", "beta")
 
     def __init__(self, hI, hJ, dI, dJ, c, beta):
         self.hI, self.hJ, self.dI, self.dJ, self.c, self.beta = hI, hJ, dI, dJ, c, beta
 
-    def add_rows(self, theta, Gh, Gd, r0: int, r1: int, trace: bool, lower: bool) -> None:
-        """Gram products of rows ``r0:r1`` into the buffers, then those rows of ``theta``: every
-        entry it reads or writes is in those rows, so row ranges may run side by side."""
-        _gram_rows(self.hI, self.hJ, Gh, r0, r1)
+    def add_piece(self, theta, Gh, Gd, piece, trace: bool) -> None:
+        """The Gram products of one piece into the buffers, then that piece of ``theta``: every
+        entry it reads or writes is in the piece, so disjoint pieces may run side by side."""
+        _gram_piece(self.hI, self.hJ, Gh, piece, 1)
         has_delta = self.dI is not None  # the readout's delta Gram is the identity
         k = 1 if not has_delta else self.dI.shape[1]
-        if has_delta:
-            if trace:
-                flat = lambda d: None if d is None else d.reshape(d.shape[0], -1)  # noqa: E731
-                _gram_rows(flat(self.dI), flat(self.dJ), Gd, r0, r1)
-            else:
-                flat = lambda d: None if d is None else d.reshape(-1, d.shape[2])  # noqa: E731
-                _gram_rows(flat(self.dI), flat(self.dJ), Gd, r0 * k, r1 * k)
-        else:
-            Gd = Gh
         dt = theta.dtype.type
         if trace:
             # the mean over outputs: (1/k) <delta_I, delta_J>, the 1/k folded into (c, beta)
             c, beta, combine, kk = dt(self.c / k), dt(self.beta / k), _jit.combine_traced, 1
+            flat = lambda d: None if d is None else d.reshape(d.shape[0], -1)  # noqa: E731
         else:
             c, beta, combine, kk = dt(self.c), dt(self.beta), _jit.combine_full, k
-        if not lower:
-            combine(theta[r0:r1], Gd[r0 * kk : r1 * kk], Gh[r0:r1], c, beta, False, has_delta)
-            return
-        if r0 > 0:
-            combine(theta[r0:r1, :r0], Gd[r0 * kk : r1 * kk, : r0 * kk], Gh[r0:r1, :r0], c, beta, False, has_delta)
-        blk = slice(r0 * kk, r1 * kk)
-        combine(theta[r0:r1, r0:r1], Gd[blk, blk], Gh[r0:r1, r0:r1], c, beta, True, has_delta)
+            flat = lambda d: None if d is None else d.reshape(-1, d.shape[2])  # noqa: E731
+        if has_delta:
+            _gram_piece(flat(self.dI), flat(self.dJ), Gd, piece, kk)
+        else:
+            Gd = Gh
+        r0, r1, c0, c1, diagonal = piece
+        combine(
+            theta[r0:r1, c0:c1],
+            Gd[r0 * kk : r1 * kk, c0 * kk : c1 * kk],
+            Gh[r0:r1, c0:c1],
+            c,
+            beta,
+            diagonal,
+            has_delta,
+        )
 
 
 def _terms(net: MLP, coefs, FI, FJ):
@@ -213,9 +247,9 @@ def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool, worker
     """Add every layer's term of the NTK between two blocks of inputs into ``theta``.
 
     ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True): its Gram
-    products are then computed on the lower triangle only. The rows are split between ``workers``
-    threads, each adding every layer into its own rows in layer order: the same sums in the same
-    order as on one thread, so the result does not depend on the number of threads.
+    products are then computed on the lower triangle only. The tile is shared out between
+    ``workers`` threads in disjoint pieces (:func:`_pieces`), each thread adding every layer into its
+    own pieces in layer order.
     """
     k = net.n_outputs
     BI = FI[1][0].shape[0]
@@ -225,16 +259,17 @@ def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool, worker
     Gd = np.empty((BI, BJ) if trace else (BI * k, BJ * k), dtype=theta.dtype)
     terms = _terms(net, coefs, FI, FJ)
 
-    def rows(part):
+    def share(pieces):
         for t in terms:
-            t.add_rows(theta, Gh, Gd, *part, trace, lower)
+            for piece in pieces:
+                t.add_piece(theta, Gh, Gd, piece, trace)
 
-    parts = _row_parts(BI, workers, lower)
-    if len(parts) == 1:
-        rows(parts[0])
+    shares = _pieces(BI, BJ, workers, lower)
+    if len(shares) == 1:
+        share(shares[0])
         return
-    with blas_workers(len(parts)) as pool:
-        for fut in [pool.submit(rows, part) for part in parts]:
+    with blas_workers(len(shares)) as pool:
+        for fut in [pool.submit(share, pieces) for pieces in shares]:
             fut.result()
 
 
