@@ -5,12 +5,13 @@ BLAS; these kernels do everything around them in one pass over memory each: bias
 its derivative in the forward pass; the derivative product in the backward pass; and the
 layer-wise NTK sum ``Theta += G_delta * (c * G_h + beta)`` (``docs/conventions.md``).
 
-The kernels are deliberately serial. They sit between BLAS calls, and OpenBLAS's worker threads
-busy-wait for a while after each call: a ``parallel=True`` kernel then fights them for the two
-cores, an order of magnitude slower per NTK than the serial kernel (the README's threading notes
-give the figures). These passes are memory-bound, so one thread loses little, and serial kernels
-also compile several times faster. Results are bit-identical run to
-run. Nothing is compiled at import time.
+The kernels are deliberately serial and ``nogil``. They sit between BLAS calls, and OpenBLAS's
+worker threads busy-wait for a while after each call: a ``parallel=True`` kernel then fights them
+for the two cores, an order of magnitude slower per NTK than the serial kernel (the README's
+threading notes give the figures). Instead, :mod:`ntksolve.kernels.empirical_terms` runs them on
+its own Python threads, each on its rows or pieces, with BLAS single-threaded in each. These
+passes are memory-bound, and serial kernels also compile several times faster. Results are
+bit-identical run to run. Nothing is compiled at import time.
 """
 
 from __future__ import annotations
