@@ -147,3 +147,28 @@ def test_workers_respect_numba_threads():
         assert _blas.parallel_workers() == 1
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("kk", [1, 3])
+def test_gram_pieces_equal_the_plain_product(dtype, tol, kk):
+    """Every worker's pieces of a symmetric Gram (SYRK diagonal blocks, GEMM rectangles) and of a
+    cross Gram, with ``kk`` rows per input, against numpy's full product on a float64 copy."""
+    rng = np.random.default_rng(kk)
+    N, M, m = 150, 41, 29
+    A, B = (rng.standard_normal((n * kk, m)).astype(dtype) for n in (N, M))
+    ref_sym = A.astype(np.float64) @ A.astype(np.float64).T
+    ref_cross = A.astype(np.float64) @ B.astype(np.float64).T
+    for T in (1, 2, 3):
+        G = np.full((N * kk, N * kk), np.nan, dtype=dtype)
+        for pieces in empirical_terms._pieces(N, N, T, lower=True):
+            for piece in pieces:
+                empirical_terms._gram_piece(A, None, G, piece, kk)
+        rows, cols = np.tril_indices(N * kk, -kk)  # below the diagonal blocks of kk x kk
+        assert _rel(G[rows, cols], ref_sym[rows, cols]) <= tol
+        assert _rel(np.diagonal(G), np.diagonal(ref_sym)) <= tol
+        C = np.full((N * kk, M * kk), np.nan, dtype=dtype)
+        for pieces in empirical_terms._pieces(N, M, T, lower=False):
+            for piece in pieces:
+                empirical_terms._gram_piece(A, B, C, piece, kk)
+        assert _rel(C, ref_cross) <= tol
