@@ -231,8 +231,9 @@ def test_shared_docstring_sections_are_filled_in_place():
         fill("    {Y}\n", sections)
 
 
-def test_no_estimator_docstring_keeps_a_section_line():
-    """Every ``{name}`` line of the estimators' (and their methods') docstrings was filled in."""
+def test_no_public_docstring_keeps_a_section_line():
+    """Every ``{name}`` line of the estimators' (and their methods') and the figures' docstrings was filled in."""
+    import ntksolve.plots
     import ntksolve.sklearn
 
     line = re.compile(r"^\s*\{\w+\}\s*$", re.MULTILINE)
@@ -246,5 +247,11 @@ def test_no_estimator_docstring_keeps_a_section_line():
             if isinstance(doc, str):
                 seen += 1
                 assert not line.search(doc), f"{name}.{attr}: {line.search(doc).group(0).strip()}"
+    for name in ntksolve.plots.__all__:
+        doc = getattr(ntksolve.plots, name).__doc__
+        if isinstance(doc, str):
+            seen += 1
+            assert not line.search(doc), f"plots.{name}: {line.search(doc).group(0).strip()}"
     assert seen > 50
     assert "    X : array_like, shape (M, d)\n" in ntksolve.sklearn.NTKClassifier.predict_proba.__doc__
+    assert "    path : str or path-like\n        PNG file to write.\n" in ntksolve.plots.plot_gap_vs_width.__doc__
