@@ -9,6 +9,7 @@ does for the MLP. A network that is an MLP (:meth:`Network.as_mlp`) runs on the 
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Optional
 
@@ -60,7 +61,7 @@ def _accumulate(theta, FI, FJ, trace, lower):
         leaf.ntk_term(p, I, None if FJ is None else FJ[n][2], theta, trace, lower)
 
 
-def _tile_into(theta, box, FI, FJ, trace, lower):
+def _tile_into(theta, trace, box, FI, FJ, lower):
     I0, I1, J0, J1 = box
     if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
         _accumulate(theta, FI, FJ, trace, lower)
@@ -174,12 +175,7 @@ def network_empirical_ntk(
     bs = _block_rows(net, shape, k, dt.itemsize, max(N1, N2), block_size)
     theta = np.zeros(out_shape, dtype=dt)
     return _fill_tiles(
-        theta,
-        X1,
-        None if symmetric else X2,
-        bs,
-        lambda rows: _features(net, params, rows),
-        lambda box, FI, FJ, lower: _tile_into(theta, box, FI, FJ, trace, lower),
+        theta, X1, X2, bs, functools.partial(_features, net, params), functools.partial(_tile_into, theta, trace)
     )
 
 
