@@ -1,0 +1,31 @@
+"""What the width-sweep tests share: ``compare`` on a data set's splits, and a clock on which the
+analytic kernels are slow."""
+
+import time
+
+from ntksolve.comparison import compare
+
+
+def sweep_on(data, widths, **kwargs):
+    """:func:`ntksolve.comparison.compare` on ``data``'s train and test splits, with no progress
+    display unless ``progress=True`` is given."""
+    kwargs.setdefault("progress", False)
+    return compare(data.X_train, data.y_train, widths, X_test=data.X_test, y_test=data.y_test, **kwargs)
+
+
+def slow_analytic_kernels(monkeypatch, seconds):
+    """Make every analytic kernel a sweep computes (not the warm-up's) take ``seconds`` more, on a
+    fake ``time.perf_counter``."""
+    import ntksolve.comparison as cmp
+
+    offset = [0.0]
+    real_clock = time.perf_counter
+    real_kernels = cmp.analytic_kernels
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + offset[0])
+
+    def slow_kernels(net, X1, X2=None):
+        if X1.shape[0] > 2:  # not the warm-up
+            offset[0] += seconds
+        return real_kernels(net, X1, X2)
+
+    monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
