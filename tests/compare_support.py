@@ -1,5 +1,5 @@
-"""What the width-sweep tests share: ``compare`` on a data set's splits, and a clock on which the
-analytic kernels are slow."""
+"""What the width-sweep tests share: ``compare`` on a data set's splits, the command run in this
+process, and a clock on which the analytic kernels are slow."""
 
 import time
 
@@ -29,3 +29,10 @@ def slow_analytic_kernels(monkeypatch, seconds):
         return real_kernels(net, X1, X2)
 
     monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
+
+
+def compare_cli(data, out, *argv):
+    """The exit status of ``ntksolve compare --data DATA --out OUT ARGV...``, run in this process."""
+    from ntksolve.cli import main
+
+    return main(["compare", "--data", str(data), "--out", str(out), *argv])
