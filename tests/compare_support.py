@@ -5,6 +5,20 @@ import time
 
 from ntksolve.comparison import compare
 
+#: Numbers every row of a converging sweep's report holds (finite floats).
+ROW_NUMBERS = (
+    "gap_train_empirical",
+    "gap_test_empirical",
+    "gap_train_analytic",
+    "gap_test_analytic",
+    "loss_test_final_real",
+    "loss_test_final_empirical",
+    "kernel_change_final",
+    "time_train",
+    "time_predict",
+    "speedup",
+)
+
 
 def sweep_on(data, widths, **kwargs):
     """:func:`ntksolve.comparison.compare` on ``data``'s train and test splits, with no progress

@@ -13,3 +13,14 @@ def npz(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "d.npz"
     np.savez(path, X=X, y=np.sin(X[:, 0]) + X[:, 1] * X[:, 2])
     return str(path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, restored afterwards: the tests' networks are tiny, one thread
+    is fastest, and a pool of spinning threads is slowest on a shared machine."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
