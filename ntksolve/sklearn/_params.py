@@ -398,8 +398,8 @@ _PARAMETERS_HEADER = "    All parameters are keyword-only.\n\n    Parameters\n  
 
 def document(*tables):
     """Class decorator: replace the line ``{parameters}`` of the docstring by the Parameters section
-    (keyword-only, the tables' entries), and
-    the other ``{name}`` lines of the class's and its methods' docstrings by :data:`METHOD_SECTIONS`."""
+    (the tables' entries, keyword-only), and the other ``{name}`` lines of the class's and its
+    methods' docstrings by the sections of :data:`METHOD_SECTIONS`."""
     entries = "".join(textwrap.indent(doc, "    ") for table in tables for _, _, doc in table).lstrip("\n")
 
     def decorate(cls):
