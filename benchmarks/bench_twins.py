@@ -14,8 +14,8 @@ counts), with the twin's agreement printed beside its speed so that speed never 
    - real: ``ntksolve.torch.train`` (PyTorch's optimiser), and ``ntksolve.train_network`` once it
      takes ``batches=`` and ``dynamics=``. Target: the twin at least 50 times faster.
 
-2. **Full-batch cross-entropy.** scikit-learn's digits (1347 train / 450 test, standardised by the
-   training split), ``k = 10``, one hidden ReLU layer of width 4096 built by ntksolve in standard
+2. **Full-batch cross-entropy.** scikit-learn's digits (1347 train / 450 test, a stratified split
+   standardised by its training part), ``k = 10``, one hidden ReLU layer of width 4096 built by ntksolve in standard
    parameterisation (Gaussian weights, ``weight_std = 1``, ``bias_std = 1/sqrt(d)``) and exported
    by ``to_torch``, 500 steps of ``torch.optim.SGD`` on ``CrossEntropyLoss`` at ``N/λ_max``.
 
@@ -51,6 +51,7 @@ from torch import nn
 
 from ntksolve import MLP, analytic_kernels, critical_learning_rate, empirical_ntk
 from ntksolve.datasets import default_regression
+from ntksolve.digits import load_digits_split
 from ntksolve.dynamics import GradientDescent
 from ntksolve.dynamics.function_space import sgd_cross_entropy, sgd_mse, shuffled_batches
 from ntksolve.torch import from_torch, learning_rate_from_torch, to_torch, train
@@ -65,6 +66,19 @@ def _timed(fn):
     t = time.perf_counter()
     out = fn()
     return time.perf_counter() - t, out
+
+
+def _real_torch(module, X, y, rate, loss, batch, **run):
+    """``ntksolve.torch.train`` with ``torch.optim.SGD`` at ``rate`` (ntksolve's units, for batches of
+    ``batch = (n_samples, n_outputs)``), timed."""
+    lr = rate / learning_rate_from_torch(1.0, loss=loss, n_samples=batch[0], n_outputs=batch[1])
+    sgd = functools.partial(torch.optim.SGD, lr=lr)
+    return _timed(lambda: train(module, X, y, optimizer=sgd, loss=loss, track_kernel=False, **run))
+
+
+def _real_own(net, params, X, y, rate, **run):
+    """``ntksolve.train_network`` by gradient descent at ``rate``, timed."""
+    return _timed(lambda: train_network(net, params, X, y, dynamics=GradientDescent(rate), track_kernel=False, **run))
 
 
 def _traced_kernels(net, params, X, X_test):
@@ -114,33 +128,13 @@ def minibatch_mse(n_train, width, steps, depth=2, batch=32, n_test=256):
         theta, theta_test = _traced_kernels(net, params, X, Xt)
         f0, f0_test = net.apply(params, X), net.apply(params, Xt)
         rate = 0.3 * critical_learning_rate(theta)
-        traj = sgd_mse(
-            theta,
-            y,
-            f0,
-            record,
-            dynamics=GradientDescent(rate),
-            batches=batches,
-            k_test_train=theta_test,
-            fx_test_0=f0_test,
-        )
+        test = dict(k_test_train=theta_test, fx_test_0=f0_test)
+        traj = sgd_mse(theta, y, f0, record, dynamics=GradientDescent(rate), batches=batches, **test)
         return rate, f0_test, traj
 
     t_pred, (rate, f0_test, traj) = _timed(predict)
-    lr = rate / learning_rate_from_torch(1.0, loss=loss, n_samples=batch, n_outputs=1)
-    t_torch, real = _timed(
-        lambda: train(
-            module,
-            X,
-            y,
-            optimizer=functools.partial(torch.optim.SGD, lr=lr),
-            loss=loss,
-            steps=steps,
-            batches=batches,
-            record_at=record,
-            X_test=Xt,
-            track_kernel=False,
-        )
+    t_torch, real = _real_torch(
+        module, X, y, rate, loss, (batch, 1), steps=steps, batches=batches, record_at=record, X_test=Xt
     )
     twin_loss = float(np.mean((traj.test[-1] - yt) ** 2))
     real_loss = float(np.mean((real.fx_test[-1] - yt) ** 2))
@@ -151,20 +145,7 @@ def minibatch_mse(n_train, width, steps, depth=2, batch=32, n_test=256):
     trainers = {f"ntksolve.torch.train (torch, {torch.get_num_threads()} threads)": t_torch}
     if _takes("batches", "dynamics"):
         net, params = from_torch(module)
-        t_own, own = _timed(
-            lambda: train_network(
-                net,
-                params,
-                X,
-                y,
-                steps=steps,
-                dynamics=GradientDescent(rate),
-                batches=batches,
-                record_at=record,
-                X_test=Xt,
-                track_kernel=False,
-            )
-        )
+        t_own, own = _real_own(net, params, X, y, rate, steps=steps, batches=batches, record_at=record, X_test=Xt)
         trainers["ntksolve.train_network"] = t_own
         print(f"  train_network: test MSE {float(np.mean((own.fx_test[-1] - yt) ** 2)):.4f}")
     else:
@@ -173,15 +154,9 @@ def minibatch_mse(n_train, width, steps, depth=2, batch=32, n_test=256):
 
 
 def _digits(n_train, n_test):
-    from sklearn.datasets import load_digits
-
-    X, labels = load_digits(return_X_y=True)
-    idx = np.random.default_rng(0).permutation(labels.size)[: n_train + n_test]
-    X, labels = X[idx], labels[idx]
-    mean, std = X[:n_train].mean(axis=0), X[:n_train].std(axis=0)
-    std[std == 0] = 1.0
-    X = (X - mean) / std
-    return X[:n_train], labels[:n_train], X[n_train:], labels[n_train:]
+    """A stratified split of the digits, standardised by its training part (:func:`load_digits_split`)."""
+    data = load_digits_split(test_size=n_test / (n_train + n_test), n_rows=n_train + n_test)
+    return data.X_train, data.labels_train, data.X_test, data.labels_test
 
 
 def _sp_limit(width, d, X1, X2=None):
@@ -239,40 +214,15 @@ def cross_entropy(n_train, n_test, width, steps, full):
         t_r, (_, traj) = _timed(lambda: twin(th, ths, rate))
         del th, ths
         twins[f"full empirical {n_train * k}^2 ({t_k:.0f} s) + recurrence ({t_r:.0f} s)"] = (t_k + t_r, traj)
-    lr = rate / learning_rate_from_torch(1.0, loss=loss, n_samples=n_train, n_outputs=k)
-    t_torch, real = _timed(
-        lambda: train(
-            module,
-            X,
-            y,
-            optimizer=functools.partial(torch.optim.SGD, lr=lr),
-            loss=loss,
-            steps=steps,
-            record_at=record,
-            X_test=Xt,
-            y_test=yt,
-            track_kernel=False,
-        )
+    t_torch, real = _real_torch(
+        module, X, y, rate, loss, (n_train, k), steps=steps, record_at=record, X_test=Xt, y_test=yt
     )
     acc = float(np.mean(np.argmax(real.fx_test[-1], axis=1) == yt))
     print(f"  real: test cross-entropy {real.loss_test[0]:.3f} -> {real.loss_test[-1]:.4f}, accuracy {acc:.3f}")
     trainers = {f"ntksolve.torch.train (torch, {torch.get_num_threads()} threads)": t_torch}
     if _takes("loss", "dynamics"):
-        t_own, own = _timed(
-            lambda: train_network(
-                net,
-                params,
-                X,
-                y,
-                steps=steps,
-                dynamics=GradientDescent(rate),
-                loss="cross_entropy",
-                record_at=record,
-                X_test=Xt,
-                y_test=yt,
-                track_kernel=False,
-            )
-        )
+        own_run = dict(steps=steps, loss="cross_entropy", record_at=record, X_test=Xt, y_test=yt)
+        t_own, own = _real_own(net, params, X, y, rate, **own_run)
         trainers["ntksolve.train_network"] = t_own
         print(f"  train_network: test cross-entropy {own.loss_test[-1]:.4f}")
     else:

@@ -53,21 +53,23 @@ def _widths(text: str) -> List[int]:
     return ws
 
 
-def _positive_int(text: str) -> int:
+def _number(text: str, cast, what: str):
+    """``cast(text)``, or the usage error ``expected <what>``."""
     try:
-        v = int(text)
+        return cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    v = _number(text, int, "a positive integer")
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
 
 
 def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    v = _number(text, float, "a positive number")
     if not np.isfinite(v) or v <= 0:
         raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
     return v
@@ -140,10 +142,7 @@ def _schedule(text: str):
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    v = _number(text, float, "a number >= 0")
     if not np.isfinite(v) or v < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return v

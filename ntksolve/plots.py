@@ -23,6 +23,8 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from ntksolve._docstrings import fill_sections
+
 _INSTALL_HINT = "pip install 'ntksolve[cli]'  (or pip install matplotlib)"
 #: How each prediction is drawn in every figure: (colour, line style, name).
 PREDICTION_STYLE = {
@@ -33,6 +35,20 @@ PREDICTION_STYLE = {
 THEORY_SLOPES = {"analytic": -0.5, "empirical": -1.0}
 #: At most this many widths get their own panels in the trajectory figure.
 MAX_PANELS = 4
+#: The sections every ``plot_*`` function's docstring shares.
+_PLOT_SECTIONS = {
+    "plot_parameters": """
+    Parameters
+    ----------
+    report : CompareReport or dict
+    path : str or path-like
+        PNG file to write.
+
+    Returns
+    -------
+    path : str
+    """
+}
 
 
 def _figure(width_in: float, height_in: float):
@@ -181,6 +197,7 @@ def chosen_widths(widths: Sequence[int], n: int = MAX_PANELS) -> List[int]:
 # ---------------------------------------------------------------------------------------------
 # trajectories: real versus predicted, one column of panels per chosen width
 # ---------------------------------------------------------------------------------------------
+@fill_sections(_PLOT_SECTIONS)
 def plot_loss_trajectories(report, path) -> str:
     """Real versus predicted train and test loss along training, for a few widths side by side.
 
@@ -190,32 +207,17 @@ def plot_loss_trajectories(report, path) -> str:
     analytic-NTK one dotted, and the gap between the real run and the empirical prediction shaded.
     Log-log axes from step 1.
 
-    Parameters
-    ----------
-    report : CompareReport or dict
-    path : str or path-like
-        PNG file to write.
-
-    Returns
-    -------
-    path : str
+    {plot_parameters}
     """
     return _save(draw_loss_trajectories(report), path)
 
 
+@fill_sections(_PLOT_SECTIONS)
 def plot_accuracy_trajectories(report, path) -> str:
     """Real versus predicted train and test accuracy along training (cross-entropy sweeps), laid out
     as :func:`plot_loss_trajectories` (linear accuracy axis).
 
-    Parameters
-    ----------
-    report : CompareReport or dict
-    path : str or path-like
-        PNG file to write.
-
-    Returns
-    -------
-    path : str
+    {plot_parameters}
     """
     return _save(draw_loss_trajectories(report, "accuracy"), path)
 
@@ -328,19 +330,12 @@ def _trajectory_legend(grid, adam: bool):
 # ---------------------------------------------------------------------------------------------
 # gap against width, with the theory slopes; the kernel's change against width
 # ---------------------------------------------------------------------------------------------
+@fill_sections(_PLOT_SECTIONS)
 def plot_gap_vs_width(report, path) -> str:
     """Gap between real and predicted outputs against width, log-log, with least-squares fits and
     the theory slopes; beside it, the kernel's relative change during training against width.
 
-    Parameters
-    ----------
-    report : CompareReport or dict
-    path : str or path-like
-        PNG file to write.
-
-    Returns
-    -------
-    path : str
+    {plot_parameters}
     """
     return _save(draw_gap_vs_width(report), path)
 

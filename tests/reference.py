@@ -127,3 +127,18 @@ def fd_jacobian(net, params, X, eps=1e-6):
         t2[p] -= eps * scale[p]
         J[:, :, p] = (net.apply(net.unflatten_params(t1, d), X) - net.apply(net.unflatten_params(t2, d), X)) / (2 * eps)
     return J
+
+
+def network_fd_jacobian(net, params, X, eps=1e-6):
+    """Central finite differences of a ``Network``'s ``f`` by its flattened (trained, stored in NTK
+    parameterisation) parameters, ``(N, k, P)``."""
+    theta = net.flatten_params(params)
+    shape = X.shape[1:]
+    cols = []
+    for p in range(theta.size):
+        e = np.zeros_like(theta)
+        e[p] = eps
+        fp = net.apply(net.unflatten_params(theta + e, shape), X)
+        fm = net.apply(net.unflatten_params(theta - e, shape), X)
+        cols.append((fp - fm) / (2 * eps))
+    return np.stack(cols, axis=2)

@@ -17,25 +17,8 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy import integrate, special
 
-from reference import _ByName, _piecewise_linear, piecewise_linear_slopes
+from reference import PHI, _ByName, _piecewise_linear, piecewise_linear_slopes
 
-PHI = _ByName(
-    {
-        "relu": lambda x: np.maximum(x, 0.0),
-        "erf": special.erf,
-        "tanh": np.tanh,
-        "identity": lambda x: x,
-        "sigmoid": special.expit,
-        "gelu": lambda x: x * special.ndtr(x),
-        "softplus": lambda x: np.logaddexp(0.0, x),
-        "leaky_relu": _piecewise_linear(0.01, 1.0)[0],
-        "abs": np.abs,
-        "sin": np.sin,
-        "cos": np.cos,
-        "gaussian": lambda x: np.exp(-0.5 * x * x),
-    },
-    0,
-)
 DPHI = _ByName(
     {
         "relu": lambda x: (x > 0).astype(float),

@@ -10,19 +10,11 @@ import pytest
 
 import ntksolve.comparison
 from ntksolve.cli import main
+
+from compare_support import ROW_NUMBERS, compare_cli
 from ntksolve.comparison import SLOPE_KEYS
 
 TINY = ["--widths", "16,128", "--steps", "10", "--records", "5", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((30, 3))
-    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2]
-    path = tmp_path_factory.mktemp("data") / "d.npz"
-    np.savez(path, X=X, y=y)
-    return str(path)
 
 
 @pytest.fixture
@@ -42,19 +34,7 @@ def _check_outputs(out, n_rows):
         assert key in d
     assert len(d["rows"]) == n_rows
     for row in d["rows"]:
-        for key in (
-            "width",
-            "gap_train_empirical",
-            "gap_test_empirical",
-            "gap_train_analytic",
-            "gap_test_analytic",
-            "loss_test_final_real",
-            "loss_test_final_empirical",
-            "kernel_change_final",
-            "time_train",
-            "time_predict",
-            "speedup",
-        ):
+        for key in ("width", *ROW_NUMBERS):
             assert key in row
     return d
 
@@ -63,7 +43,7 @@ def test_end_to_end_in_process(npz, tmp_path, capsys):
     import matplotlib.image
 
     out = tmp_path / "run"
-    assert main(["compare", "--data", npz, "--out", str(out)] + TINY) == 0
+    assert compare_cli(npz, out, *TINY) == 0
     d = _check_outputs(out, 2)
     assert isinstance(d["slope_test_analytic"], float)
     for png in ("loss_trajectories.png", "gap_vs_width.png"):
@@ -72,9 +52,9 @@ def test_end_to_end_in_process(npz, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "gap te ana" in printed and "slope" in printed
     # a second run into the same folder is refused before any work, unless --overwrite
-    assert main(["compare", "--data", npz, "--out", str(out)] + TINY) == 2
+    assert compare_cli(npz, out, *TINY) == 2
     assert "not empty" in capsys.readouterr().err
-    assert main(["compare", "--data", npz, "--out", str(out), "--overwrite", "--no-plots", "--quiet"] + TINY) == 0
+    assert compare_cli(npz, out, "--overwrite", "--no-plots", "--quiet", *TINY) == 0
 
 
 def test_console_script_and_module(csv_path, tmp_path):
@@ -108,7 +88,7 @@ def test_csv_with_missing_value_or_target_is_refused(csv_path, tmp_path, capsys)
     text[3] = ",".join(["", *text[3].split(",")[1:]])
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(text) + "\n")
-    assert main(["compare", "--data", str(bad), "--out", str(tmp_path / "o1")] + TINY) == 2
+    assert compare_cli(bad, tmp_path / "o1", *TINY) == 2
     err = capsys.readouterr().err
     assert "missing" in err and "line 4" in err and "Traceback" not in err
     assert main(["compare", "--data", str(csv_path), "--target", "nope", "--out", str(tmp_path / "o2")] + TINY) == 2
@@ -119,35 +99,20 @@ def test_csv_with_missing_value_or_target_is_refused(csv_path, tmp_path, capsys)
 def test_unwritable_or_file_out_is_refused(npz, tmp_path, capsys):
     f = tmp_path / "file"
     f.write_text("x")
-    assert main(["compare", "--data", npz, "--out", str(f)] + TINY) == 2
+    assert compare_cli(npz, f, *TINY) == 2
     assert "not a folder" in capsys.readouterr().err
     if os.geteuid() != 0:  # root can write anywhere
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o500)
-        assert main(["compare", "--data", npz, "--out", str(ro / "x")] + TINY) == 2
+        assert compare_cli(npz, ro / "x", *TINY) == 2
 
 
 def test_diverging_rate_reported_without_nan(npz, tmp_path, capsys):
     out = tmp_path / "div"
     assert (
-        main(
-            [
-                "compare",
-                "--data",
-                npz,
-                "--out",
-                str(out),
-                "--learning-rate",
-                "1000",
-                "--no-plots",
-                "--widths",
-                "16,32",
-                "--steps",
-                "100",
-                "--records",
-                "4",
-            ]
+        compare_cli(
+            npz, out, "--learning-rate", "1000", "--no-plots", "--widths", "16,32", "--steps", "100", "--records", "4"
         )
         == 0
     )
@@ -170,10 +135,7 @@ def test_ctrl_c_saves_finished_widths(npz, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(ntksolve.comparison, "_one_width", interrupted_second)
     out = tmp_path / "int"
-    assert (
-        main(["compare", "--data", npz, "--out", str(out), "--widths", "16,32,64", "--steps", "5", "--records", "3"])
-        == 130
-    )
+    assert compare_cli(npz, out, "--widths", "16,32,64", "--steps", "5", "--records", "3") == 130
     d = json.loads((out / "report.json").read_text())
     assert d["interrupted"] is True and [r["width"] for r in d["rows"]] == [16]
     assert "interrupted" in capsys.readouterr().err
@@ -235,26 +197,7 @@ def test_report_on_disk_says_running_until_the_end(npz, tmp_path, monkeypatch):
         return real(width, *args, **kwargs)
 
     monkeypatch.setattr(ntksolve.comparison, "_one_width", peek)
-    assert (
-        main(
-            [
-                "compare",
-                "--data",
-                npz,
-                "--out",
-                str(out),
-                "--widths",
-                "16,32",
-                "--steps",
-                "5",
-                "--records",
-                "3",
-                "--no-plots",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert compare_cli(npz, out, "--widths", "16,32", "--steps", "5", "--records", "3", "--no-plots", "--quiet") == 0
     first, second = on_disk
     assert (first["state"], first["widths_done"], first["widths_pending"]) == ("running", [], [16, 32])
     assert (second["state"], second["widths_done"], second["widths_pending"]) == ("running", [16], [32])
@@ -327,7 +270,7 @@ def test_disk_full_is_one_line_and_exit_2(npz, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(os, "fsync", fsync)
     out = tmp_path / "full"
-    assert main(["compare", "--data", npz, "--out", str(out), "--quiet"] + TINY) == 2
+    assert compare_cli(npz, out, "--quiet", *TINY) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "error: cannot write" in err and "No space left on device" in err
@@ -409,7 +352,7 @@ def test_command_is_recorded_rerunnable_with_versions_and_capped_threads(npz, tm
 )
 def test_resource_limits_refused_up_front(npz, tmp_path, capsys, extra, match):
     out = tmp_path / "never"
-    assert main(["compare", "--data", npz, "--out", str(out), "--steps", "5"] + extra) == 2
+    assert compare_cli(npz, out, "--steps", "5", *extra) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
     assert not out.exists()  # refused before the output folder was made
@@ -476,14 +419,14 @@ def test_csv_dialects_and_bom_read_like_plain_csv(tmp_path, sep):
 )
 def test_unreadable_csv_refused_with_reason(tmp_path, capsys, text, match):
     p = _csv(tmp_path, "bad.csv", text)
-    assert main(["compare", "--data", str(p), "--out", str(tmp_path / "o")] + TINY) == 2
+    assert compare_cli(p, tmp_path / "o", *TINY) == 2
     err = capsys.readouterr().err
     assert match in err and "Traceback" not in err
 
 
 def test_utf16_csv_refused(tmp_path, capsys):
     p = _csv(tmp_path, "u16.csv", "a,b\n1,2\n", encoding="utf-16")
-    assert main(["compare", "--data", str(p), "--out", str(tmp_path / "o")] + TINY) == 2
+    assert compare_cli(p, tmp_path / "o", *TINY) == 2
     assert "UTF-16" in capsys.readouterr().err
 
 
@@ -543,12 +486,12 @@ def test_constant_target_and_complex_npz_refused(tmp_path, capsys):
     data = _rows(12)
     data[:, 3] = 5.0
     p = _csv(tmp_path, "const.csv", "a,b,c,t\n" + "\n".join(",".join(repr(float(v)) for v in r) for r in data) + "\n")
-    assert main(["compare", "--data", str(p), "--out", str(tmp_path / "o1")] + TINY) == 2
+    assert compare_cli(p, tmp_path / "o1", *TINY) == 2
     err = capsys.readouterr().err
     assert "constant (5 in every training row)" in err and "all zero" not in err
     z = tmp_path / "c.npz"
     np.savez(z, X=np.ones((10, 2)) + 1j, y=np.arange(10.0))
-    assert main(["compare", "--data", str(z), "--out", str(tmp_path / "o2")] + TINY) == 2
+    assert compare_cli(z, tmp_path / "o2", *TINY) == 2
     err = capsys.readouterr().err
     assert "complex" in err and "Traceback" not in err
 
@@ -563,7 +506,7 @@ def test_out_of_memory_mid_sweep_is_one_line_and_the_report_says_failed(npz, tmp
 
     monkeypatch.setattr(ntksolve.comparison, "_one_width", second_runs_out)
     out = tmp_path / "oom"
-    assert main(["compare", "--data", npz, "--out", str(out), "--quiet"] + TINY) == 2
+    assert compare_cli(npz, out, "--quiet", *TINY) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "out of memory" in err and "59.6 GiB" in err
     d = json.loads((out / "report.json").read_text())

@@ -7,19 +7,12 @@ import numpy as np
 import pytest
 
 from ntksolve.cli import main
+
+from compare_support import compare_cli
 from ntksolve.cli_parser import build_parser, training_rule
 from ntksolve.dynamics import Adam, GradientDescent, Schedule
 
 TINY = ["--widths", "16,32", "--steps", "10", "--records", "4", "--threads", "1", "--no-plots", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((30, 3))
-    path = tmp_path_factory.mktemp("data") / "r.npz"
-    np.savez(path, X=X, y=np.sin(X[:, 0]) + X[:, 1] * X[:, 2])
-    return str(path)
 
 
 def _rule(*argv):
@@ -97,7 +90,7 @@ def test_bad_spellings_are_usage_errors(argv, match, capsys):
 )
 def test_bad_combinations_refused_before_any_work(npz, tmp_path, capsys, argv, match):
     out = tmp_path / "never"
-    assert main(["compare", "--data", npz, "--out", str(out), *TINY, *argv]) == 2
+    assert compare_cli(npz, out, *TINY, *argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert re.search(match, err) and len(err.strip().splitlines()) == 1
@@ -112,23 +105,8 @@ def test_cross_entropy_on_the_default_regression_is_refused(tmp_path, capsys):
 def test_sgd_options_reach_the_report(npz, tmp_path):
     out = tmp_path / "run"
     assert (
-        main(
-            [
-                "compare",
-                "--data",
-                npz,
-                "--out",
-                str(out),
-                *TINY,
-                "--momentum",
-                "0.9",
-                "--schedule",
-                "cosine",
-                "--batch-size",
-                "8",
-                "--lr-fraction",
-                "0.1",
-            ]
+        compare_cli(
+            npz, out, *TINY, "--momentum", "0.9", "--schedule", "cosine", "--batch-size", "8", "--lr-fraction", "0.1"
         )
         == 0
     )
@@ -203,7 +181,7 @@ def test_digits_cross_entropy_sweep_runs_with_its_figures(tmp_path, capsys):
 
 @pytest.mark.parametrize("spec, match", [("digits:5", "between 20 and 1797"), ("digits:many", "spelled digits")])
 def test_digits_bad_spec(tmp_path, capsys, spec, match):
-    assert main(["compare", "--data", spec, "--out", str(tmp_path / "x"), *TINY]) == 2
+    assert compare_cli(spec, tmp_path / "x", *TINY) == 2
     assert match in capsys.readouterr().err
 
 

@@ -8,6 +8,8 @@ import pytest
 from ntksolve.comparison import GAP_KEYS, SLOPE_KEYS, compare, default_record_steps
 from ntksolve.datasets import default_regression
 
+from compare_support import ROW_NUMBERS, slow_analytic_kernels, sweep_on
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -16,17 +18,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def sweep(data):
-    return compare(
-        data.X_train,
-        data.y_train,
-        [32, 256, 2048],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=40,
-        n_records=10,
-        random_state=0,
-        progress=False,
-    )
+    return sweep_on(data, [32, 256, 2048], steps=40, n_records=10, random_state=0)
 
 
 def test_gaps_shrink_with_width(sweep):
@@ -47,16 +39,7 @@ def test_report_json(sweep):
     for key in SLOPE_KEYS:
         assert isinstance(d[key], float)
     for row in d["rows"]:
-        for key in (
-            "gap_train_empirical",
-            "gap_test_analytic",
-            "loss_test_final_real",
-            "loss_test_final_empirical",
-            "kernel_change_final",
-            "time_train",
-            "time_predict",
-            "speedup",
-        ):
+        for key in ROW_NUMBERS:
             assert isinstance(row[key], float) and np.isfinite(row[key]), key
     assert d["settings"]["record_at"] == default_record_steps(40, 10).tolist()
     assert "width" in sweep.table() and "slope" in sweep.table()
@@ -64,17 +47,7 @@ def test_report_json(sweep):
 
 def test_deterministic_per_width(data, sweep):
     # a width's network depends only on (seed, width), not on which other widths are swept
-    one = compare(
-        data.X_train,
-        data.y_train,
-        [256],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=40,
-        n_records=10,
-        random_state=0,
-        progress=False,
-    )
+    one = sweep_on(data, [256], steps=40, n_records=10, random_state=0)
     assert one.rows[0]["gap_test_analytic"] == sweep.rows[1]["gap_test_analytic"]
     assert one.slopes()["slope_test_analytic"] is None  # one width: no slope, not NaN
 
@@ -103,17 +76,7 @@ def test_standard_parameterisation_and_several_outputs(data):
 
 
 def test_diverging_learning_rate_is_reported_without_nan(data):
-    rep = compare(
-        data.X_train,
-        data.y_train,
-        [32, 64],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        learning_rate=1e3,
-        steps=200,
-        n_records=5,
-        progress=False,
-    )
+    rep = sweep_on(data, [32, 64], learning_rate=1e3, steps=200, n_records=5)
     assert all(r["diverged"] for r in rep.rows)
     assert "critical learning rate" in rep.rows[0]["message"]
     text = json.dumps(rep.to_dict(), allow_nan=False)  # raises on NaN/inf
@@ -128,19 +91,15 @@ def test_interrupt_keeps_finished_widths(data):
         seen.append(row["width"])
         raise KeyboardInterrupt
 
-    rep = compare(
-        data.X_train,
-        data.y_train,
-        [16, 32, 64],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=5,
-        n_records=3,
-        progress=False,
-        on_width_done=stop_after_first,
-    )
+    rep = sweep_on(data, [16, 32, 64], steps=5, n_records=3, on_width_done=stop_after_first)
     assert rep.interrupted and seen == [16] and [r["width"] for r in rep.rows] == [16]
     assert rep.to_dict()["interrupted"] is True
+
+
+def _tiny_sweep(data, **kwargs):
+    """``compare`` of one width-8 network for 2 steps on ``data``, any argument replaced by ``kwargs``."""
+    args = dict(X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2)
+    return compare(**{**args, "progress": False, **kwargs})
 
 
 @pytest.mark.parametrize(
@@ -156,12 +115,8 @@ def test_interrupt_keeps_finished_widths(data):
     ],
 )
 def test_bad_arguments(data, kwargs, match):
-    args = dict(
-        X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False
-    )
-    args.update(kwargs)
     with pytest.raises(ValueError, match=match):
-        compare(**args)
+        _tiny_sweep(data, **kwargs)
 
 
 def test_package_attribute_is_the_function_whatever_was_imported_first(data):
@@ -201,17 +156,7 @@ def between_rates(data):
     crit_an, crit = _critical_rates(data, widths)
     lr = 0.5 * (crit[16] + crit_an)
     assert crit[16] < lr < crit_an and crit[256] > lr and crit[2048] > lr  # the case this sweep is about
-    rep = compare(
-        data.X_train,
-        data.y_train,
-        widths,
-        X_test=data.X_test,
-        y_test=data.y_test,
-        learning_rate=lr,
-        steps=40,
-        n_records=10,
-        progress=False,
-    )
+    rep = sweep_on(data, widths, learning_rate=lr, steps=40, n_records=10)
     return rep, lr, crit_an, crit
 
 
@@ -248,17 +193,7 @@ def test_prediction_above_the_analytic_rate_is_marked_while_real_training_conver
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # as the command runs it at N = 256: small products lose to BLAS threads
-        rep = compare(
-            d.X_train,
-            d.y_train,
-            [64, 128],
-            X_test=d.X_test,
-            y_test=d.y_test,
-            learning_rate=12.0,
-            steps=300,
-            n_records=12,
-            progress=False,
-        )
+        rep = sweep_on(d, [64, 128], learning_rate=12.0, steps=300, n_records=12)
     for r in rep.rows:
         assert not r["diverged"] and r["loss_test_final_real"] < 1.0  # real training is fine
         assert r["status_analytic"] == r["status_empirical"] == "diverges"
@@ -306,17 +241,7 @@ def test_report_says_its_state_at_every_save(data, tmp_path):
         d = json.loads(path.read_text())
         seen.append((d["state"], d["widths_done"], d["widths_pending"], d["interrupted"]))
 
-    compare(
-        data.X_train,
-        data.y_train,
-        [32, 16],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=5,
-        n_records=3,
-        progress=False,
-        on_state=save,
-    )
+    sweep_on(data, [32, 16], steps=5, n_records=3, on_state=save)
     assert seen[0] == ("running", [], [16, 32], False)
     assert ("running", [16], [32], False) in seen  # what a SIGKILL after the first width leaves
     assert seen[-1] == ("complete", [16, 32], [], False)
@@ -326,18 +251,7 @@ def test_report_says_its_state_at_every_save(data, tmp_path):
 
     seen.clear()
     with pytest.raises(RuntimeError, match="disk on fire"):
-        compare(
-            data.X_train,
-            data.y_train,
-            [16, 32],
-            X_test=data.X_test,
-            y_test=data.y_test,
-            steps=5,
-            n_records=3,
-            progress=False,
-            on_width_done=boom,
-            on_state=save,
-        )
+        sweep_on(data, [16, 32], steps=5, n_records=3, on_width_done=boom, on_state=save)
     assert seen[-1][0] == "failed" and seen[-1][1] == [16]
     assert "disk on fire" in json.loads(path.read_text())["message"]
 
@@ -345,31 +259,8 @@ def test_report_says_its_state_at_every_save(data, tmp_path):
 def test_one_off_analytic_cost_is_counted_once(data, monkeypatch):
     # A fake clock: the analytic kernels "take" 1000 s each time they are computed. Each width's
     # time_predict must not contain them; the sweep total counts them once.
-    import time as _time
-
-    import ntksolve.comparison as cmp
-
-    offset = [0.0]
-    real_clock = _time.perf_counter
-    real_kernels = cmp.analytic_kernels
-    monkeypatch.setattr(_time, "perf_counter", lambda: real_clock() + offset[0])
-
-    def slow_kernels(net, X1, X2=None):
-        if X1.shape[0] > 2:  # not the warm-up
-            offset[0] += 1000.0
-        return real_kernels(net, X1, X2)
-
-    monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
-    rep = compare(
-        data.X_train,
-        data.y_train,
-        [16, 32],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=5,
-        n_records=3,
-        progress=False,
-    )
+    slow_analytic_kernels(monkeypatch, 1000.0)
+    rep = sweep_on(data, [16, 32], steps=5, n_records=3)
     s = rep.settings
     assert 2000.0 <= s["time_analytic_kernels"] < 2100.0
     for r in rep.rows:
@@ -391,16 +282,7 @@ def test_progress_counts_work_not_steps(data, monkeypatch, capsys):
             fractions.append(self.done / self.total)
 
     monkeypatch.setattr(cmp, "_Progress", Recording)
-    compare(
-        data.X_train,
-        data.y_train,
-        [16, 1024],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=20,
-        n_records=4,
-        progress=True,
-    )
+    sweep_on(data, [16, 1024], steps=20, n_records=4, progress=True)
     # a width-16 step does 1/64 of the work of a width-1024 step: a bar over steps would say 50%
     assert fractions[0] < 0.05 and fractions[-1] == pytest.approx(1.0)
     err = capsys.readouterr().err
@@ -445,12 +327,8 @@ def test_resource_limits_before_any_work(data, kwargs, error, match, monkeypatch
     import ntksolve.comparison as cmp
 
     monkeypatch.setattr(cmp, "_warm_up", lambda *a: pytest.fail("work started"))
-    args = dict(
-        X=data.X_train, y=data.y_train, widths=[8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False
-    )
-    args.update(kwargs)
     with pytest.raises(error, match=match):
-        compare(**args)
+        _tiny_sweep(data, **kwargs)
 
 
 def test_memory_estimate_bounds_the_measured_peak(data):
@@ -460,28 +338,10 @@ def test_memory_estimate_bounds_the_measured_peak(data):
     from ntksolve.sweep_checks import _Sizes, _width_memory
 
     width = 1024
-    compare(
-        data.X_train,
-        data.y_train,
-        [width],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=3,
-        n_records=3,
-        progress=False,
-    )  # compiled and warm: the measured run allocates only arrays
+    sweep_on(data, [width], steps=3, n_records=3)  # compiled and warm: the measured run allocates only arrays
     tracemalloc.start()
     try:
-        compare(
-            data.X_train,
-            data.y_train,
-            [width],
-            X_test=data.X_test,
-            y_test=data.y_test,
-            steps=3,
-            n_records=3,
-            progress=False,
-        )
+        sweep_on(data, [width], steps=3, n_records=3)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -507,6 +367,6 @@ def test_interrupt_during_compilation_is_held_then_delivered(data, monkeypatch):
         finished.append(True)
 
     monkeypatch.setattr(cmp, "_warm_up", warm_up)
-    rep = compare(data.X_train, data.y_train, [8], X_test=data.X_test, y_test=data.y_test, steps=2, progress=False)
+    rep = sweep_on(data, [8], steps=2)
     assert finished == [True] and rep.state == "interrupted" and rep.rows == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -6,6 +6,8 @@ import pytest
 from ntksolve.comparison import compare
 from ntksolve.datasets import default_regression
 
+from compare_support import sweep_on
+
 pytest.importorskip("matplotlib")
 
 from matplotlib.colors import to_rgba  # noqa: E402
@@ -24,17 +26,7 @@ WIDTHS = [16, 32, 64, 128, 512]
 @pytest.fixture(scope="module")
 def rep():
     d = default_regression(n_train=40, n_test=30, random_state=1)
-    return compare(
-        d.X_train,
-        d.y_train,
-        WIDTHS,
-        X_test=d.X_test,
-        y_test=d.y_test,
-        steps=30,
-        n_records=8,
-        random_state=0,
-        progress=False,
-    ).to_dict()
+    return sweep_on(d, WIDTHS, steps=30, n_records=8, random_state=0).to_dict()
 
 
 def _solid(ax):

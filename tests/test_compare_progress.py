@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from ntksolve.comparison import compare
 from ntksolve.datasets import default_regression
+
+from compare_support import slow_analytic_kernels, sweep_on
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +55,7 @@ def test_totals_are_the_work_of_each_width(data, monkeypatch):
     term = _Terminal()
     made = _recording(monkeypatch, term)
     steps, widths = 12, [16, 256]
-    rep = compare(
-        data.X_train,
-        data.y_train,
-        widths,
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=steps,
-        n_records=4,
-        progress=True,
-    )
+    rep = sweep_on(data, widths, steps=steps, n_records=4, progress=True)
     (bar,) = made
     n_rec = len(rep.settings["record_at"])
     sizes = _Sizes(40, 30, 8, 1, 1, n_rec, False, True)
@@ -101,16 +93,7 @@ def test_bars_redraw_at_most_a_few_times_a_second():
 def test_no_terminal_plain_lines_and_quiet(data, monkeypatch):
     log = io.StringIO()  # a log file or a pipe: no redrawn bars
     made = _recording(monkeypatch, log)
-    compare(
-        data.X_train,
-        data.y_train,
-        [16, 64, 256],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        steps=8,
-        n_records=3,
-        progress=True,
-    )
+    sweep_on(data, [16, 64, 256], steps=8, n_records=3, progress=True)
     text = log.getvalue()
     assert made[0].bar is None and "\r" not in text and "\x1b" not in text
     lines = text.splitlines()
@@ -122,9 +105,7 @@ def test_no_terminal_plain_lines_and_quiet(data, monkeypatch):
     assert lines[-1].endswith("100.0% of the estimated work")
     quiet = _Terminal()
     made = _recording(monkeypatch, quiet)
-    compare(
-        data.X_train, data.y_train, [16], X_test=data.X_test, y_test=data.y_test, steps=2, n_records=2, progress=False
-    )
+    sweep_on(data, [16], steps=2, n_records=2)
     assert quiet.getvalue() == ""
 
 
@@ -160,33 +141,8 @@ def test_speedup_counts_the_one_off_kernels_once_never_0x(data, monkeypatch):
     # tanh at depth 2: the analytic kernels need quadrature, a one-off that was once charged to every
     # width ("speedup 0x"). A fake clock makes them take 500 s each time they are made (twice: train and
     # test), far more than all the training, so the whole sweep's speedup is about 1e-4.
-    import time as _time
-
-    import ntksolve.comparison as cmp
-
-    offset = [0.0]
-    real_clock = _time.perf_counter
-    real_kernels = cmp.analytic_kernels
-    monkeypatch.setattr(_time, "perf_counter", lambda: real_clock() + offset[0])
-
-    def slow_kernels(net, X1, X2=None):
-        if X1.shape[0] > 2:  # not the warm-up
-            offset[0] += 500.0
-        return real_kernels(net, X1, X2)
-
-    monkeypatch.setattr(cmp, "analytic_kernels", slow_kernels)
-    rep = compare(
-        data.X_train,
-        data.y_train,
-        [16, 32],
-        X_test=data.X_test,
-        y_test=data.y_test,
-        depth=2,
-        activation="tanh",
-        steps=5,
-        n_records=3,
-        progress=False,
-    )
+    slow_analytic_kernels(monkeypatch, 500.0)
+    rep = sweep_on(data, [16, 32], depth=2, activation="tanh", steps=5, n_records=3)
     d = json.loads(json.dumps(rep.to_dict()))
     s = d["settings"]
     one_off = s["time_analytic_kernels"]

@@ -10,6 +10,8 @@ from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
 from ntksolve.nets.pooling import Flatten, GlobalAvgPool
 
+from reference import network_fd_jacobian
+
 ARCHITECTURES = {
     # padding 'same', a rectangular kernel with a stride and explicit padding, pooling
     "gap_2d": (
@@ -33,23 +35,6 @@ ARCHITECTURES = {
 }
 
 
-def _fd_jacobian(net, params, X, eps=1e-6):
-    theta = net.flatten_params(params)
-    cols = []
-    for p in range(theta.size):
-        e = np.zeros_like(theta)
-        e[p] = eps
-        shape = X.shape[1:]
-        cols.append(
-            (
-                net.apply(net.unflatten_params(theta + e, shape), X)
-                - net.apply(net.unflatten_params(theta - e, shape), X)
-            )
-            / (2 * eps)
-        )
-    return np.stack(cols, axis=2)
-
-
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_conv_jacobian_matches_finite_differences(name):
     layers, shape = ARCHITECTURES[name]
@@ -58,7 +43,7 @@ def test_conv_jacobian_matches_finite_differences(name):
     params = net.init(shape, random_state=1)
     J = network_jacobian(net, params, X)
     assert J.shape == (3, net.output_shape(shape)[0], net.n_params(shape))
-    np.testing.assert_allclose(J, _fd_jacobian(net, params, X), atol=2e-8)
+    np.testing.assert_allclose(J, network_fd_jacobian(net, params, X), atol=2e-8)
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])

@@ -217,3 +217,41 @@ def test_the_gallery_uses_only_public_api():
                 if name not in names:
                     offending.append(f"{path.name}: {use} (not in {module}.__all__)")
     assert not offending, "the gallery must use public API only:\n" + "\n".join(offending)
+
+
+def test_shared_docstring_sections_are_filled_in_place():
+    from ntksolve._docstrings import fill
+
+    doc = "Summary.\n\n        {X}\n\n        Returns\n"
+    sections = {"X": "\n    Parameters\n    ----------\n    X : array_like\n        Inputs.\n"}
+    want = "Summary.\n\n        Parameters\n        ----------\n        X : array_like\n            Inputs.\n\n        Returns\n"
+    assert fill(doc, sections) == want
+    assert fill("inline {X} is text\n", sections) == "inline {X} is text\n"
+    with pytest.raises(KeyError, match=r"\{Y\}"):
+        fill("    {Y}\n", sections)
+
+
+def test_no_public_docstring_keeps_a_section_line():
+    """Every ``{name}`` line of the estimators' (and their methods') and the figures' docstrings was filled in."""
+    import ntksolve.plots
+    import ntksolve.sklearn
+
+    line = re.compile(r"^\s*\{\w+\}\s*$", re.MULTILINE)
+    seen = 0
+    for name in ntksolve.sklearn.__all__:
+        cls = getattr(ntksolve.sklearn, name)
+        if not isinstance(cls, type):
+            continue
+        for attr in ["__doc__"] + [a for a in dir(cls) if not a.startswith("_")]:
+            doc = cls.__doc__ if attr == "__doc__" else getattr(getattr(cls, attr, None), "__doc__", None)
+            if isinstance(doc, str):
+                seen += 1
+                assert not line.search(doc), f"{name}.{attr}: {line.search(doc).group(0).strip()}"
+    for name in ntksolve.plots.__all__:
+        doc = getattr(ntksolve.plots, name).__doc__
+        if isinstance(doc, str):
+            seen += 1
+            assert not line.search(doc), f"plots.{name}: {line.search(doc).group(0).strip()}"
+    assert seen > 50
+    assert "    X : array_like, shape (M, d)\n" in ntksolve.sklearn.NTKClassifier.predict_proba.__doc__
+    assert "    path : str or path-like\n        PNG file to write.\n" in ntksolve.plots.plot_gap_vs_width.__doc__

@@ -93,28 +93,9 @@ def test_momentum_minibatches_and_cross_entropy_run(data):
     labels = np.argsort(X[:, :3], axis=1)[:, 0]
     lr = 0.2 * critical_learning_rate(empirical_ntk(net, p, X, trace=False), n_outputs=3)
     batches = shuffled_batches(X.shape[0], 16, 60, random_state=0)
-    c = linearisation_check(
-        net,
-        p,
-        X,
-        labels,
-        steps=60,
-        dynamics=GradientDescent(lr, momentum=0.5),
-        loss="cross_entropy",
-        batches=batches,
-        warn=False,
-    )
-    real = train_network(
-        net,
-        p,
-        X,
-        labels,
-        steps=60,
-        dynamics=GradientDescent(lr, momentum=0.5),
-        loss="cross_entropy",
-        batches=batches,
-        record_at=[0, 60],
-    )
+    run = dict(steps=60, dynamics=GradientDescent(lr, momentum=0.5), loss="cross_entropy", batches=batches)
+    c = linearisation_check(net, p, X, labels, warn=False, **run)
+    real = train_network(net, p, X, labels, record_at=[0, 60], **run)
     assert 0.3 <= c.kernel_change / real.kernel_change[-1] <= 1.5
 
 

@@ -8,18 +8,7 @@ from ntksolve.kernels.network_empirical import network_empirical_nngp, network_e
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
 
-
-def _fd_jacobian(net, params, X, eps=1e-6):
-    """Central differences of f by the flattened (trained = stored in NTK parameterisation) parameters."""
-    theta = net.flatten_params(params)
-    cols = []
-    for p in range(theta.size):
-        e = np.zeros_like(theta)
-        e[p] = eps
-        fp = net.apply(net.unflatten_params(theta + e, X.shape[1:]), X)
-        fm = net.apply(net.unflatten_params(theta - e, X.shape[1:]), X)
-        cols.append((fp - fm) / (2 * eps))
-    return np.stack(cols, axis=2)
+from reference import network_fd_jacobian
 
 
 PER_LAYER = [Dense(6, 1.5, 0.3), "tanh", Dense(5, 0.7, bias=False), Activation("leaky_relu(0.2)"), Dense(2, 1.1, 0.5)]
@@ -31,7 +20,7 @@ def test_per_layer_network_jacobian_matches_finite_differences():
     params = net.init(3, random_state=1)
     J = network_jacobian(net, params, X)
     assert J.shape == (4, 2, net.n_params(3))
-    np.testing.assert_allclose(J, _fd_jacobian(net, params, X), atol=1e-7)
+    np.testing.assert_allclose(J, network_fd_jacobian(net, params, X), atol=1e-7)
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])

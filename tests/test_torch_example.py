@@ -11,17 +11,10 @@ torch = pytest.importorskip("torch", reason="needs the torch extra: pip install 
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "torch.md")
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These networks are tiny: one thread is fastest, and a pool of spinning threads is slowest on
-    # a shared machine. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 def test_docs_example_runs_and_predicts_training(capsys):

@@ -26,19 +26,12 @@ from ntksolve.torch import (  # noqa: E402
 from ntksolve.training import TrainingDivergedError, TrainingResult, train_network  # noqa: E402
 
 # torch.func.jvp scripts a helper on first use, which PyTorch itself now flags as deprecated
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # These networks are tiny: one thread is fastest, and a pool of spinning threads is slowest on
-    # a shared machine. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 ACTIVATIONS = {  # ntksolve name -> module factory (None: no module between the Linears)
@@ -503,21 +496,19 @@ def test_dataloader_batches_are_a_dataloaders_order():
     assert [len(g) for g in dropped] == [4, 4, 4, 4]
 
 
+def _one_sgd_step(model, X, y, loss, eta):
+    """``train`` for one step of ``torch.optim.SGD`` at ``lr=eta``."""
+    sgd = functools.partial(torch.optim.SGD, lr=eta)
+    return train(model, X, y, loss=loss, optimizer=sgd, steps=1, track_kernel=False)
+
+
 def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step():
     # theta_1 = theta_0 - eta J^T (softmax(f_0) - Y) / N, J from ntksolve's explicit Jacobian
     model = _sequential((6,), nn.Tanh, 3, seed=5)
     X, _ = _data(N=7)
     labels = np.array([0, 2, 1, 1, 0, 2, 2])
     eta = 0.7
-    res = train(
-        model,
-        X,
-        labels,
-        loss=nn.CrossEntropyLoss(),
-        optimizer=functools.partial(torch.optim.SGD, lr=eta),
-        steps=1,
-        track_kernel=False,
-    )
+    res = _one_sgd_step(model, X, labels, nn.CrossEntropyLoss(), eta)
     net, params = from_torch(model)
     f0 = net.apply(params, X)
     p = np.exp(f0 - f0.max(axis=1, keepdims=True))
@@ -537,15 +528,7 @@ def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
     X, _ = _data(N=7)
     y = np.array([0, 1, 1, 0, 1, 0, 0])
     eta = 0.7
-    res = train(
-        model,
-        X,
-        y,
-        loss=nn.BCEWithLogitsLoss(),
-        optimizer=functools.partial(torch.optim.SGD, lr=eta),
-        steps=1,
-        track_kernel=False,
-    )
+    res = _one_sgd_step(model, X, y, nn.BCEWithLogitsLoss(), eta)
     net, params = from_torch(model)
     f0 = net.apply(params, X)[:, 0]
     G = (1 / (1 + np.exp(-f0)) - y)[:, None] / 7

@@ -15,6 +15,7 @@ for every ridge and time of a cross-validation fold.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -105,6 +106,7 @@ class _Coefficients:
         return V
 
 
+@dataclasses.dataclass(eq=False, repr=False)
 class TiledFit:
     """The trained predictor of :func:`fit_tiled`: coefficients on the training inputs.
 
@@ -131,35 +133,24 @@ class TiledFit:
         ``setup_seconds`` (tiles), ``solve_seconds``, ``preconditioner_seconds``, ``n_landmarks``.
     """
 
-    def __init__(
-        self,
-        spec,
-        X_train,
-        coef,
-        fx_train,
-        *,
-        t,
-        learning_rate,
-        diag_reg,
-        dynamics,
-        mu,
-        chunks,
-        info,
-        scheduler,
-        y_ndim,
-    ) -> None:
-        self.spec = spec
-        self.X_train = X_train
-        self.coef = coef
-        self.fx_train = fx_train
-        self.t = t
-        self.learning_rate = learning_rate
-        self.diag_reg = diag_reg
-        self.dynamics = dynamics
-        self.mu = mu
-        self.chunks = chunks
-        self.info = info
-        self.scheduler = scheduler if isinstance(scheduler, (str, type(None))) else None
+    spec: KernelSpec
+    X_train: np.ndarray
+    coef: np.ndarray
+    fx_train: np.ndarray
+    _: dataclasses.KW_ONLY
+    t: float
+    learning_rate: float
+    diag_reg: float
+    dynamics: str
+    mu: float
+    chunks: int
+    info: dict
+    scheduler: object
+    y_ndim: dataclasses.InitVar[int]
+
+    def __post_init__(self, y_ndim) -> None:
+        # predict's default scheduler: a name or an address is kept, a client object is not
+        self.scheduler = self.scheduler if isinstance(self.scheduler, (str, type(None))) else None
         self._y_ndim = y_ndim
 
     def predict(self, X_test, *, fx_test_0=None, scheduler=None, chunks=None) -> np.ndarray:

@@ -138,6 +138,7 @@ class TiledCrossOperator:
         Parameters
         ----------
         V : array_like, shape (N, r) or (N,)
+            Coefficients on the ``N`` inputs ``X`` (the training inputs of a fit), one column each.
 
         Returns
         -------

@@ -17,13 +17,14 @@ from ntksolve.dynamics.schedules import _count
 __all__ = ["shuffled_batches", "independent_batches", "check_batches"]
 
 
-def _batch_size(batch_size, n_samples):
+def _batch_plan(n_samples, batch_size, n_steps, random_state):
+    """The checked ``(n_samples, batch_size, n_steps)`` of a batch order, and its generator."""
     n = _count(n_samples, "n_samples")
     if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (numbers.Integral, np.integer)):
         raise TypeError(f"batch_size must be an int, got {batch_size!r}")
     if not 0 < int(batch_size) <= n:
         raise ValueError(f"batch_size must lie in [1, n_samples = {n}], got {batch_size}")
-    return n, int(batch_size)
+    return n, int(batch_size), _count(n_steps, "n_steps", minimum=0), np.random.default_rng(random_state)
 
 
 def shuffled_batches(n_samples, batch_size, n_steps, *, random_state=None, drop_last=False):
@@ -42,9 +43,7 @@ def shuffled_batches(n_samples, batch_size, n_steps, *, random_state=None, drop_
     -------
     batches : list of ``n_steps`` int64 arrays
     """
-    n, B = _batch_size(batch_size, n_samples)
-    steps = _count(n_steps, "n_steps", minimum=0)
-    rng = np.random.default_rng(random_state)
+    n, B, steps, rng = _batch_plan(n_samples, batch_size, n_steps, random_state)
     out = []
     while len(out) < steps:
         perm = rng.permutation(n)
@@ -62,9 +61,7 @@ def independent_batches(n_samples, batch_size, n_steps, *, random_state=None):
     -------
     batches : list of ``n_steps`` int64 arrays
     """
-    n, B = _batch_size(batch_size, n_samples)
-    steps = _count(n_steps, "n_steps", minimum=0)
-    rng = np.random.default_rng(random_state)
+    n, B, steps, rng = _batch_plan(n_samples, batch_size, n_steps, random_state)
     return [rng.choice(n, size=B, replace=False) for _ in range(steps)]
 
 

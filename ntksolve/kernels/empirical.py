@@ -22,14 +22,18 @@ import numpy as np
 
 from ntksolve import _config
 from ntksolve._blas import parallel_workers
-from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_inputs, check_memory
 from ntksolve.kernels.empirical_terms import features as _features
 from ntksolve.kernels.empirical_terms import gram as _gram
 from ntksolve.kernels.empirical_terms import tile_into as _tile_into
 from ntksolve.nets.mlp import MLP, forward
 from ntksolve.nets.network import accepts_network
-from ntksolve.kernels.network_empirical import network_empirical_nngp, network_empirical_ntk, network_jacobian
+from ntksolve.kernels.network_empirical import (
+    _fill_tiles,
+    network_empirical_nngp,
+    network_empirical_ntk,
+    network_jacobian,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,33 +127,14 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     coefs = net.ntk_coefficients(d)
     w = parallel_workers()
 
-    starts1 = list(range(0, N1, bs))
-    if symmetric:
-        for I0 in starts1:
-            I1 = min(I0 + bs, N1)
-            FI = _features(net, params, X1[I0:I1], w)
-            for J0 in starts1:
-                if J0 >= I0:
-                    break
-                J1 = min(J0 + bs, N1)
-                FJ = _features(net, params, X1[J0:J1], w)
-                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False, w)
-            _tile_into(net, coefs, theta, (I0, I1, I0, I1), FI, None, trace, True, w)
-        if trace:
-            _jit.mirror_lower_traced(theta)
-        else:
-            _jit.mirror_lower_full(theta)
-    else:
-        starts2 = list(range(0, N2, bs))
-        F2 = _features(net, params, X2, w) if len(starts2) == 1 else None
-        for I0 in starts1:
-            I1 = min(I0 + bs, N1)
-            FI = _features(net, params, X1[I0:I1], w)
-            for J0 in starts2:
-                J1 = min(J0 + bs, N2)
-                FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1], w)
-                _tile_into(net, coefs, theta, (I0, I1, J0, J1), FI, FJ, trace, False, w)
-    return theta
+    return _fill_tiles(
+        theta,
+        X1,
+        None if symmetric else X2,
+        bs,
+        lambda rows: _features(net, params, rows, w),
+        lambda box, FI, FJ, lower: _tile_into(net, coefs, theta, box, FI, FJ, trace, lower, w),
+    )
 
 
 @accepts_network(network_empirical_nngp)

@@ -9,6 +9,7 @@ does for the MLP. A network that is an MLP (:meth:`Network.as_mlp`) runs on the 
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Optional
 
@@ -60,7 +61,7 @@ def _accumulate(theta, FI, FJ, trace, lower):
         leaf.ntk_term(p, I, None if FJ is None else FJ[n][2], theta, trace, lower)
 
 
-def _tile_into(theta, box, FI, FJ, trace, lower):
+def _tile_into(theta, trace, box, FI, FJ, lower):
     I0, I1, J0, J1 = box
     if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
         _accumulate(theta, FI, FJ, trace, lower)
@@ -68,6 +69,56 @@ def _tile_into(theta, box, FI, FJ, trace, lower):
     buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
     _accumulate(buf, FI, FJ, trace, lower)
     theta[I0:I1, J0:J1] = buf
+
+
+def _fill_tiles(theta, X1, X2, block_rows, features, tile_into) -> np.ndarray:
+    """Fill ``theta`` tile by tile: the loop over blocks of inputs of both empirical NTKs (the
+    network's and :func:`ntksolve.kernels.empirical.empirical_ntk`'s, the MLP's).
+
+    Parameters
+    ----------
+    theta : ndarray, shape (N1, N2) or (N1, N2, k, k)
+        Zeros, accumulated into in place.
+    X1 : ndarray, shape (N1, ...)
+    X2 : ndarray, shape (N2, ...), or None
+        ``None``: the symmetric kernel of ``X1``, computed on the tiles of its lower triangle and mirrored.
+    block_rows : int
+        Inputs per block: a tile is ``block_rows x block_rows`` pairs at most.
+    features : callable
+        ``features(X_block)``: what a tile needs of a block of inputs (its forward and backward passes).
+    tile_into : callable
+        ``tile_into(box, FI, FJ, lower)``: add the tile ``box = (I0, I1, J0, J1)`` into ``theta``, from
+        the features ``FI`` and ``FJ`` of its two blocks; ``FJ=None`` (``lower=True``) is a diagonal
+        tile of the symmetric kernel, whose lower triangle alone is needed.
+
+    Returns
+    -------
+    theta : ndarray, the same array
+    """
+    N1 = X1.shape[0]
+    starts1 = list(range(0, N1, block_rows))
+    if X2 is None:
+        for I0 in starts1:
+            I1 = min(I0 + block_rows, N1)
+            FI = features(X1[I0:I1])
+            for J0 in starts1:
+                if J0 >= I0:
+                    break
+                J1 = min(J0 + block_rows, N1)
+                tile_into((I0, I1, J0, J1), FI, features(X1[J0:J1]), False)
+            tile_into((I0, I1, I0, I1), FI, None, True)
+        (_jit.mirror_lower_traced if theta.ndim == 2 else _jit.mirror_lower_full)(theta)
+        return theta
+    N2 = X2.shape[0]
+    starts2 = list(range(0, N2, block_rows))
+    F2 = features(X2) if len(starts2) == 1 else None
+    for I0 in starts1:
+        I1 = min(I0 + block_rows, N1)
+        FI = features(X1[I0:I1])
+        for J0 in starts2:
+            J1 = min(J0 + block_rows, N2)
+            tile_into((I0, I1, J0, J1), FI, F2 if F2 is not None else features(X2[J0:J1]), False)
+    return theta
 
 
 def _block_rows(net, shape, k, itemsize, n_rows, block_size):
@@ -123,29 +174,9 @@ def network_empirical_ntk(
     )
     bs = _block_rows(net, shape, k, dt.itemsize, max(N1, N2), block_size)
     theta = np.zeros(out_shape, dtype=dt)
-    starts1 = list(range(0, N1, bs))
-    if symmetric:
-        for I0 in starts1:
-            I1 = min(I0 + bs, N1)
-            FI = _features(net, params, X1[I0:I1])
-            for J0 in starts1:
-                if J0 >= I0:
-                    break
-                J1 = min(J0 + bs, N1)
-                _tile_into(theta, (I0, I1, J0, J1), FI, _features(net, params, X1[J0:J1]), trace, False)
-            _tile_into(theta, (I0, I1, I0, I1), FI, None, trace, True)
-        (_jit.mirror_lower_traced if trace else _jit.mirror_lower_full)(theta)
-        return theta
-    starts2 = list(range(0, N2, bs))
-    F2 = _features(net, params, X2) if len(starts2) == 1 else None
-    for I0 in starts1:
-        I1 = min(I0 + bs, N1)
-        FI = _features(net, params, X1[I0:I1])
-        for J0 in starts2:
-            J1 = min(J0 + bs, N2)
-            FJ = F2 if F2 is not None else _features(net, params, X2[J0:J1])
-            _tile_into(theta, (I0, I1, J0, J1), FI, FJ, trace, False)
-    return theta
+    return _fill_tiles(
+        theta, X1, X2, bs, functools.partial(_features, net, params), functools.partial(_tile_into, theta, trace)
+    )
 
 
 def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:

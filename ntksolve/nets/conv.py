@@ -110,6 +110,9 @@ class Conv(Layer):
 
     has_params = True
     name = "Conv"
+    #: Spatial axes fixed by the class (:class:`Conv1D`: 1, :class:`Conv2D`: 2, where an int
+    #: ``kernel_size`` is that many equal sides); ``None``: as many as ``kernel_size`` gives.
+    _spatial_axes = None
 
     def __init__(
         self,
@@ -123,6 +126,8 @@ class Conv(Layer):
         *,
         bias: bool = True,
     ) -> None:
+        if self._spatial_axes is not None:
+            kernel_size = _ints(kernel_size, self._spatial_axes, "kernel_size", minimum=1)
         ks = (
             (kernel_size,)
             if isinstance(kernel_size, numbers.Integral) and not isinstance(kernel_size, bool)
@@ -430,55 +435,13 @@ class _ConvCache:
 class Conv1D(Conv):
     """:class:`Conv` over 1-D signals ``(T, C)``: ``kernel_size``, ``stride``, ``padding`` are ints."""
 
-    def __init__(
-        self,
-        channels: int,
-        kernel_size: int,
-        stride=1,
-        padding="valid",
-        weight_std: float = 1.0,
-        bias_std: float = 0.0,
-        parameterization: str = "ntk",
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            channels,
-            _ints(kernel_size, 1, "kernel_size", minimum=1),
-            stride,
-            padding,
-            weight_std,
-            bias_std,
-            parameterization,
-            bias=bias,
-        )
+    _spatial_axes = 1
 
 
 class Conv2D(Conv):
     """:class:`Conv` over images ``(H, W, C)``; an int ``kernel_size`` is a square kernel."""
 
-    def __init__(
-        self,
-        channels: int,
-        kernel_size,
-        stride=1,
-        padding="valid",
-        weight_std: float = 1.0,
-        bias_std: float = 0.0,
-        parameterization: str = "ntk",
-        *,
-        bias: bool = True,
-    ) -> None:
-        super().__init__(
-            channels,
-            _ints(kernel_size, 2, "kernel_size", minimum=1),
-            stride,
-            padding,
-            weight_std,
-            bias_std,
-            parameterization,
-            bias=bias,
-        )
+    _spatial_axes = 2
 
 
 __all__ = ["ChannelFactors", "Conv", "Conv1D", "Conv2D", "Geometry", "PADDINGS"]

@@ -11,6 +11,8 @@ import textwrap
 
 import numpy as np
 
+from ntksolve._docstrings import fill_sections
+
 #: Default ``diag_regs`` grid of the searches (fractions of the mean diagonal).
 DEFAULT_DIAG_REGS = (0.0, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -311,6 +313,55 @@ uncertainty : {"ensemble", "predictive"}, default "ensemble"
 )
 
 
+#: The sections of a ``fit`` docstring, for the ``y`` it takes.
+_FIT_SECTION = """
+Parameters
+----------
+X : array_like, shape (N, d)
+{y}
+
+Returns
+-------
+self
+"""
+
+#: Docstring sections that several estimator methods share: a line ``{name}`` of a docstring is
+#: replaced by the section (:func:`document`, or :func:`ntksolve._docstrings.fill_sections` on a base class).
+METHOD_SECTIONS = {
+    "X": """
+        Parameters
+        ----------
+        X : array_like, shape (M, d)
+        """,
+    "X_times": """
+        Parameters
+        ----------
+        X : array_like, shape (M, d)
+        times : array_like, shape (T,)
+        """,
+    "staged": """
+        Parameters
+        ----------
+        X : array_like, shape (M, d)
+        times : array_like, shape (T,)
+
+        Yields
+        ------
+        """,
+    "fit_labels": _FIT_SECTION.format(y="y : array_like, shape (N,)\n    Class labels (any type)."),
+    "fit_targets": _FIT_SECTION.format(y="y : array_like, shape (N,) or (N, k)"),
+    "search_attributes": """
+        time_ : float
+            The chosen time (used by :meth:`predict`).
+        diag_reg_ : float
+            The chosen ridge.
+        times_ : ndarray, shape (T,)
+            The grid of times searched.
+        diag_regs_ : ndarray, shape (R,)
+        """,
+}
+
+
 def keyword_init(*tables):
     """``__init__(self, *, name=default, ...)`` over the parameter tables, storing each value as given.
 
@@ -341,15 +392,21 @@ def keyword_init(*tables):
     return __init__
 
 
+#: What the line ``{parameters}`` of an estimator's docstring opens with (:func:`document`).
+_PARAMETERS_HEADER = "    All parameters are keyword-only.\n\n    Parameters\n    ----------\n"
+
+
 def document(*tables):
-    """Class decorator: replace the line ``{parameters}`` of the docstring by the tables' entries."""
+    """Class decorator: replace the line ``{parameters}`` of the docstring by the Parameters section
+    (the tables' entries, keyword-only), and the other ``{name}`` lines of the class's and its
+    methods' docstrings by the sections of :data:`METHOD_SECTIONS`."""
     entries = "".join(textwrap.indent(doc, "    ") for table in tables for _, _, doc in table).lstrip("\n")
 
     def decorate(cls):
         marker = "    {parameters}\n"
         if marker not in (cls.__doc__ or ""):
             raise AssertionError(f"{cls.__name__}'s docstring lacks the {marker.strip()} line")
-        cls.__doc__ = cls.__doc__.replace(marker, entries + "\n")
-        return cls
+        cls.__doc__ = cls.__doc__.replace(marker, _PARAMETERS_HEADER + entries + "\n")
+        return fill_sections(METHOD_SECTIONS)(cls)
 
     return decorate

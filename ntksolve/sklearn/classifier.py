@@ -76,10 +76,6 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     coefficients that make each prediction at ``time`` one test–train product; a trajectory runs
     it once more, to the last time it asks for.
 
-    All parameters are keyword-only.
-
-    Parameters
-    ----------
     {parameters}
 
     Attributes
@@ -154,15 +150,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         """Compute the train kernel and solve at ``time``: the decomposition (squared loss) or the run
         of the recurrence (cross-entropy), so that errors of the solve surface here.
 
-        Parameters
-        ----------
-        X : array_like, shape (N, d)
-        y : array_like, shape (N,)
-            Class labels (any type).
-
-        Returns
-        -------
-        self
+        {fit_labels}
         """
         self._check_params()
         X, _, _ = self._fit_labels(X, y)
@@ -252,9 +240,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def decision_function(self, X):
         """Network outputs after ``self.time`` steps: the ``+-1`` code scale, or the logits (``log_loss``).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
+        {X}
 
         Returns
         -------
@@ -265,9 +251,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def predict(self, X):
         """Class of the largest output (two classes: the sign of the single output).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
+        {X}
 
         Returns
         -------
@@ -279,9 +263,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def predict_proba(self, X):
         """Class probabilities after ``self.time`` steps (``loss="log_loss"`` only): the softmax of the logits.
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
+        {X}
 
         Returns
         -------
@@ -294,9 +276,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`, computed as a log-softmax (no underflow).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
+        {X}
 
         Returns
         -------
@@ -308,10 +288,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         """Decision values at every time of a training run, from one kernel evaluation (and, for
         ``log_loss``, one run of the recurrence).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
-        times : array_like, shape (T,)
+        {X_times}
 
         Returns
         -------
@@ -343,13 +320,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def staged_decision_function(self, X, times):
         """Yield :meth:`decision_function` at each of ``times`` (test kernel computed once).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
-        times : array_like, shape (T,)
-
-        Yields
-        ------
+        {staged}
         scores : ndarray, shape (M,) or (M, n_classes)
         """
         for out in self._staged_outputs(X, times):
@@ -359,13 +330,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def staged_predict_proba(self, X, times):
         """Yield :meth:`predict_proba` at each of ``times`` (one kernel, one run of the recurrence).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
-        times : array_like, shape (T,)
-
-        Yields
-        ------
+        {staged}
         proba : ndarray, shape (M, n_classes)
         """
         for out in self._staged_outputs(X, times):
@@ -374,13 +339,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def staged_predict(self, X, times):
         """Yield :meth:`predict` at each of ``times`` (test kernel computed once).
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
-        times : array_like, shape (T,)
-
-        Yields
-        ------
+        {staged}
         y_pred : ndarray, shape (M,)
         """
         for D in self.staged_decision_function(X, times):

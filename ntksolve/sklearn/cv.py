@@ -38,21 +38,11 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
     kernel is formed: each fold's train kernel is tiled on Dask, each ridge is one Lanczos solve
     serving every time, and the winner is refitted as ``NTKRegressor(chunks=...)`` would be.
 
-    All parameters are keyword-only.
-
-    Parameters
-    ----------
     {parameters}
 
     Attributes
     ----------
-    time_ : float
-        The chosen time (used by :meth:`predict`).
-    diag_reg_ : float
-        The chosen ridge.
-    times_ : ndarray, shape (T,)
-        The grid of times searched.
-    diag_regs_ : ndarray, shape (R,)
+    {search_attributes}
     mse_path_ : ndarray, shape (R, T, n_folds)
         Validation MSE of every ``(diag_reg, time)`` on every fold.
     cv_results_ : dict of ndarrays, each of shape (R * T,)
@@ -79,14 +69,7 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
     def fit(self, X, y):
         """Cross-validate ``(diag_reg, time)`` on one kernel of all the data, then refit.
 
-        Parameters
-        ----------
-        X : array_like, shape (N, d)
-        y : array_like, shape (N,) or (N, k)
-
-        Returns
-        -------
-        self
+        {fit_targets}
         """
         regs, ts = self._check_params()
         X, y, Y = self._fit_targets(X, y)

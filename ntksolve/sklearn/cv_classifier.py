@@ -52,21 +52,11 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
     decomposition of all the data (codes standardised on all the data; ``normalize_y=False`` makes
     it exact). With ``chunks`` (squared loss only) no kernel is formed: see the parameter.
 
-    All parameters are keyword-only.
-
-    Parameters
-    ----------
     {parameters}
 
     Attributes
     ----------
-    time_ : float
-        The chosen time (used by :meth:`predict`).
-    diag_reg_ : float
-        The chosen ridge.
-    times_ : ndarray, shape (T,)
-        The grid of times searched.
-    diag_regs_ : ndarray, shape (R,)
+    {search_attributes}
     scores_path_ : ndarray, shape (R, T, n_folds)
         Held-out score of every ``(diag_reg, time)`` on every fold: accuracy, or the negated
         log-loss (higher is better either way); ``-inf`` where ``cv="loo"`` meets a singular kernel.
@@ -118,15 +108,7 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
     def fit(self, X, y):
         """Cross-validate ``(diag_reg, time)`` on one kernel of all the data, then refit.
 
-        Parameters
-        ----------
-        X : array_like, shape (N, d)
-        y : array_like, shape (N,)
-            Class labels (any type).
-
-        Returns
-        -------
-        self
+        {fit_labels}
         """
         regs, ts = self._check_params()
         X, y, Y = self._fit_labels(X, y)

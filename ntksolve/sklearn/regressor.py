@@ -26,7 +26,15 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ntksolve.kernels import analytic_kernels
 from ntksolve.sklearn import _solve
-from ntksolve.sklearn._params import MODEL_PARAMETERS, REGRESSOR_PARAMETERS, SHARED_PARAMETERS, document, keyword_init
+from ntksolve._docstrings import fill_sections
+from ntksolve.sklearn._params import (
+    METHOD_SECTIONS,
+    MODEL_PARAMETERS,
+    REGRESSOR_PARAMETERS,
+    SHARED_PARAMETERS,
+    document,
+    keyword_init,
+)
 from ntksolve.sklearn.base import _check_choice, _NTKBase, register
 from ntksolve.kernels.analytic import analytic_diagonals
 
@@ -39,6 +47,7 @@ UNCERTAINTIES = ("ensemble", "predictive")
 _NOISE_ATTRIBUTES = ("amplitude_", "noise_variance_", "log_marginal_likelihood_value_")
 
 
+@fill_sections(METHOD_SECTIONS)
 class _NTKRegressorBase(RegressorMixin, _NTKBase):
     """Prediction methods shared by :class:`NTKRegressor` and :class:`NTKRegressorCV` (not public)."""
 
@@ -292,13 +301,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
     def staged_predict(self, X, times):
         """Yield :meth:`predict` at each of ``times`` in turn, computing the test kernel once.
 
-        Parameters
-        ----------
-        X : array_like, shape (M, d)
-        times : array_like, shape (T,)
-
-        Yields
-        ------
+        {staged}
         y_pred : ndarray, shape (M,) or (M, k)
         """
         for out in self._staged_outputs(X, times):
@@ -353,10 +356,6 @@ def _per_output(value, name, scale):
 class NTKRegressor(_NTKRegressorBase):
     """A wide network trained by gradient descent on MSE, predicted from its neural tangent kernel.
 
-    All parameters are keyword-only.
-
-    Parameters
-    ----------
     {parameters}
 
     Attributes
@@ -403,14 +402,7 @@ class NTKRegressor(_NTKRegressorBase):
         """Compute the train kernel, its decomposition and the solution at ``time`` (solver errors
         surface here, not at the first ``predict``).
 
-        Parameters
-        ----------
-        X : array_like, shape (N, d)
-        y : array_like, shape (N,) or (N, k)
-
-        Returns
-        -------
-        self
+        {fit_targets}
         """
         self._check_params()
         X, _, Y = self._fit_targets(X, y)
