@@ -107,6 +107,13 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
         Bad inputs (NaN/inf, wrong feature count, wrong parameter shapes, bad block_size).
     MemoryError
         The output would not fit in memory (raised before any work).
+
+    Notes
+    -----
+    The work is split between as many Python threads as both ``numba.get_num_threads()`` and
+    BLAS's thread count allow (``numba.set_num_threads(1)`` keeps it on one), each calling BLAS
+    single-threaded: BLAS is limited to one thread, process-wide, while the call runs. The result
+    does not depend on the number of threads beyond rounding.
     """
     net = _check_net(net)
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
