@@ -33,31 +33,7 @@ from ntksolve._jit.hermite_series import series_expectations_block
 
 
 @njit(cache=True, error_model="numpy")
-def _row_block(
-    nngp,
-    ntk,
-    i,
-    j0,
-    j1,
-    var1,
-    var2,
-    scale,
-    sw2,
-    sb2,
-    depth,
-    code,
-    prm,
-    method,
-    wphi1,
-    wdphi1,
-    nodes,
-    weights,
-    lo,
-    hi,
-    ser1,
-    ser2,
-    work,
-):
+def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
     """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
 
     Closed forms and the mixture go layer by layer over the whole block (loops over columns that
@@ -73,23 +49,25 @@ def _row_block(
     var1 : ndarray, shape (depth + 1, N1)
     var2 : ndarray, shape (depth + 1, N2)
         Per-point variances ``Sigma^{l+1}(x, x)`` of the row and column points.
-    scale, sw2, sb2 : float
-        ``sigma_w^2 / d``, ``sigma_w^2``, ``sigma_b^2``.
-    depth, code, method : int
-    prm : (float, float)
-        The activation's parameters.
-    wphi1, wdphi1 : ndarray, shape (depth, N1, n)
-        Outer Gauss-Hermite factors of the row points (shape ``(0, 0, 0)`` for the other methods).
-    nodes, weights : ndarray, shape (n,)
-        The method's rule (see :func:`ntksolve._jit.analytic_points._diagonal_recursion`).
-    lo, hi : ndarray of int64, shape (n,)
-        Gauss-Hermite inner-node ranges (empty for the other methods).
+    rule : tuple
+        ``(scale, sw2, sb2, depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1,
+        ser2)``, the same for every row:
+
+        - ``scale, sw2, sb2`` (float): ``sigma_w^2 / d``, ``sigma_w^2``, ``sigma_b^2``;
+        - ``depth, code, method`` (int); ``prm`` (float, float), the activation's parameters;
+        - ``wphi1, wdphi1`` (ndarray, shape (depth, N1, n)): outer Gauss-Hermite factors of the
+          row points (shape ``(0, 0, 0)`` for the other methods);
+        - ``nodes, weights`` (ndarray, shape (n,)): the method's rule (see
+          :func:`ntksolve._jit.analytic_points._diagonal_recursion`);
+        - ``lo, hi`` (ndarray of int64, shape (n,)): Gauss-Hermite inner-node ranges (empty for
+          the other methods);
+        - ``ser1, ser2`` (tuple): series pieces of the row and column points, ``(coef, rinv, a0,
+          level_terms, levels, even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty
+          unless SERIES).
     work : tuple of 3 ndarrays
         The series' per-thread scratch, shapes (8, B), (T_cap, B), (2, B) (``B`` the column block).
-    ser1, ser2 : tuple
-        Series pieces of the row and column points, ``(coef, rinv, a0, level_terms, levels,
-        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
     """
+    scale, sw2, sb2, depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2 = rule
     # Slices indexed from 0: with a non-negative loop index numba drops its negative-index
     # wrap-around, and only then does LLVM vectorise the loops below.
     k_blk = nngp[i, j0:j1]

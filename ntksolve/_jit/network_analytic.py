@@ -118,19 +118,12 @@ def activation_rows(K, T, var1, var2, code, prm, method, mix_var, mix_w, symmetr
     symmetric : bool
     start, step : int
     """
-    n1 = K.shape[0]
-    if not symmetric:
-        for i in range(start, n1, step):
-            _row(K, T, i, 0, var1, var2, code, prm, method, mix_var, mix_w)
-        return
-    for p in range(start, (n1 + 1) // 2, step):
-        _row(K, T, p, p, var1, var2, code, prm, method, mix_var, mix_w)
-        if n1 - 1 - p != p:
-            _row(K, T, n1 - 1 - p, n1 - 1 - p, var1, var2, code, prm, method, mix_var, mix_w)
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
+        _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w)
 
 
 @njit(cache=True)
-def _rows(n1, symmetric, start, step):
+def thread_rows(n1, symmetric, start, step):
     """``(row, first column)`` of this thread's rows (symmetric: pairs ``(p, N-1-p)``, ``j >= i``)."""
     out = []
     if not symmetric:
@@ -148,7 +141,7 @@ def _rows(n1, symmetric, start, step):
 def dense_rows(K, T, sw2, sb2, symmetric, start, step):
     """``K <- sw2 K + sb2`` and ``T <- sw2 T + K`` (the new ``K``), in place, this thread's rows."""
     n2 = K.shape[1]
-    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
         k = K[i, j0:]
         t = T[i, j0:]
         for j in range(n2 - j0):
@@ -161,7 +154,7 @@ def dense_rows(K, T, sw2, sb2, symmetric, start, step):
 def scale_rows(K, T, d1, d2, symmetric, start, step):
     """``K[i, j] *= d1[i] d2[j]`` and ``T`` alike, in place, this thread's rows."""
     n2 = K.shape[1]
-    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
         k = K[i, j0:]
         t = T[i, j0:]
         e = d2[j0:]
@@ -176,7 +169,7 @@ def scale_rows(K, T, d1, d2, symmetric, start, step):
 def add_rows(K, T, K2, T2, s2, symmetric, start, step):
     """``K <- K + s2 K2`` and ``T <- T + s2 T2``, in place, this thread's rows."""
     n2 = K.shape[1]
-    for i, j0 in _rows(K.shape[0], symmetric, start, step):
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
         k = K[i, j0:]
         t = T[i, j0:]
         k2 = K2[i, j0:]
