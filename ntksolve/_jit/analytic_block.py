@@ -12,19 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
 from ntksolve._jit.analytic_points import GAUSS_HERMITE, MIXTURE, SERIES
-from ntksolve._jit.elementary_maps import (
-    abrelu_expectations,
-    cos_expectations,
-    gaussian_expectations,
-    monomial_expectations,
-    sin_expectations,
-)
 from ntksolve._jit.expectations import (
-    _erf_expectations,
-    _gelu_expectations,
-    _relu_expectations,
+    closed_form_rows,
     gauss_hermite_expectations,
     logistic_expectations_block,
     next_layer,
@@ -148,40 +138,4 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
     for l in range(depth):
-        s11 = var1[l, i]
-        v2 = var2[l, j0:j1]
-        if code == RELU:
-            for j in range(n):
-                e_phi, e_dphi = _relu_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == ERF:
-            for j in range(n):
-                e_phi, e_dphi = _erf_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == GELU:
-            for j in range(n):
-                e_phi, e_dphi = _gelu_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == ABRELU:
-            for j in range(n):
-                e_phi, e_dphi = abrelu_expectations(prm, s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == SIN:
-            for j in range(n):
-                e_phi, e_dphi = sin_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == COS:
-            for j in range(n):
-                e_phi, e_dphi = cos_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == GAUSSIAN:
-            for j in range(n):
-                e_phi, e_dphi = gaussian_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == MONOMIAL:
-            for j in range(n):
-                e_phi, e_dphi = monomial_expectations(prm, s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        else:  # IDENTITY
-            for j in range(n):
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, k_blk[j], 1.0, t_blk[j])
+        closed_form_rows(code, prm, var1[l, i], var2[l, j0:j1], k_blk, t_blk, n, next_layer, sw2, sb2)

@@ -139,7 +139,7 @@ def _act_full(K, T, H, W, v1, v2, code, prm, s1, s2):
     k, t, a1, a2 = K[:n], T[:n], s1[:n], s2[:n]
     if code == RELU:  # one loop per activation, so that it vectorises
         for e in range(k.shape[0]):
-            ep, ed = _relu_expectations(a1[e], a2[e], k[e])
+            ep, ed = _relu_expectations(prm, a1[e], a2[e], k[e])
             k[e] = ep
             t[e] *= ed
     else:

@@ -19,19 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
-from ntksolve._jit.elementary_maps import (
-    abrelu_expectations,
-    cos_expectations,
-    gaussian_expectations,
-    monomial_expectations,
-    sin_expectations,
-)
 from ntksolve._jit.expectations import (
-    _erf_expectations,
-    _gelu_expectations,
-    _relu_expectations,
+    activation_step,
     closed_form_expectations,
+    closed_form_rows,
     logistic_expectations_block,
 )
 
@@ -44,7 +35,6 @@ def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
     """Row ``i``, columns ``j0:``, of the activation map, in place (see the module docstring)."""
     ko = K[i, j0:]
     to = T[i, j0:]
-    t = to
     v2 = var2[j0:]
     s11 = var1[i]
     n = ko.shape[0]
@@ -55,50 +45,9 @@ def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
         e_dphi = np.empty(n)
         logistic_expectations_block(code, s11_blk, v2, cov, n, mix_var, mix_w, ko, e_dphi, det)
         for j in range(n):
-            to[j] = e_dphi[j] * t[j]
+            to[j] = e_dphi[j] * to[j]
         return
-    s12 = ko
-    if code == RELU:
-        for j in range(n):
-            a, b = _relu_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == ERF:
-        for j in range(n):
-            a, b = _erf_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == GELU:
-        for j in range(n):
-            a, b = _gelu_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == ABRELU:
-        for j in range(n):
-            a, b = abrelu_expectations(prm, s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == SIN:
-        for j in range(n):
-            a, b = sin_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == COS:
-        for j in range(n):
-            a, b = cos_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == GAUSSIAN:
-        for j in range(n):
-            a, b = gaussian_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == MONOMIAL:
-        for j in range(n):
-            a, b = monomial_expectations(prm, s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    # IDENTITY: E[uv] = S12, E[1 * 1] = 1: nothing changes
+    closed_form_rows(code, prm, s11, v2, ko, to, n, activation_step, 0.0, 0.0)
 
 
 @njit(cache=True, nogil=True)
