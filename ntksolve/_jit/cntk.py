@@ -36,6 +36,31 @@ GEO_H, GEO_W, GEO_KH, GEO_KW, GEO_SH, GEO_SW, GEO_PH, GEO_PW, GEO_OH, GEO_OW = r
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _conv_finish(kn, tn, c, sb2, t_zero):
+    """``K' = c K + sb2`` and ``T' = c T + K'`` (``T' = K'`` when ``t_zero``), in place over the
+    tap sums, ``c = sw2 / (kh kw)``."""
+    for e in range(kn.shape[0]):
+        kv = c * kn[e] + sb2
+        kn[e] = kv
+        tn[e] = (c * tn[e] if not t_zero else 0.0) + kv
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _taps(src, dst, n_rows, row_in, step_in, row_out, step_out, n_in, n_out, k, s, p):
+    """The zero-padded box sum along one axis of a grid: for ``r < n_rows`` and ``o < n_out``,
+    ``dst[r row_out + o step_out] = sum_{d < k, 0 <= s o - p + d < n_in} src[r row_in + (s o - p + d) step_in]``
+    (taps in order ``d = 0, 1, ...``)."""
+    for r in range(n_rows):
+        for o in range(n_out):
+            acc = 0.0
+            for d in range(k):
+                u = s * o - p + d
+                if 0 <= u < n_in:
+                    acc += src[r * row_in + u * step_in]
+            dst[r * row_out + o * step_out] = acc
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _conv_full(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
     """One convolution of the full state into ``Kn``, ``Tn`` (``A``: scratch).
 
@@ -82,11 +107,7 @@ def _conv_full(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
                     inp = A[(a * H + b) * blk : (a * H + b + 1) * blk]
                     for e in range(out.shape[0]):
                         out[e] += inp[e]
-    kn, tn = Kn[: oh * oh * blk], Tn[: oh * oh * blk]
-    for e in range(kn.shape[0]):
-        kv = c * kn[e] + sb2
-        kn[e] = kv
-        tn[e] = (c * tn[e] if not t_zero else 0.0) + kv
+    _conv_finish(Kn[: oh * oh * blk], Tn[: oh * oh * blk], c, sb2, t_zero)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -98,26 +119,9 @@ def _conv_diag(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
     for pass_t in range(1 if t_zero else 2):
         src = K if pass_t == 0 else T
         dst = Kn if pass_t == 0 else Tn
-        for y in range(H):
-            for X in range(ow):
-                acc = 0.0
-                for dx in range(kw):
-                    u = sw * X - pw + dx
-                    if 0 <= u < W:
-                        acc += src[y * W + u]
-                A[y * ow + X] = acc
-        for Y in range(oh):
-            for X in range(ow):
-                acc = 0.0
-                for dy in range(kh):
-                    a = sh * Y - ph + dy
-                    if 0 <= a < H:
-                        acc += A[a * ow + X]
-                dst[Y * ow + X] = acc
-    for e in range(oh * ow):
-        kv = c * Kn[e] + sb2
-        Kn[e] = kv
-        Tn[e] = (c * Tn[e] if not t_zero else 0.0) + kv
+        _taps(src, A, H, W, 1, ow, 1, W, ow, kw, sw, pw)  # along x: A[y, X]
+        _taps(A, dst, ow, 1, ow, 1, ow, H, oh, kh, sh, ph)  # along y: dst[Y, X]
+    _conv_finish(Kn[: oh * ow], Tn[: oh * ow], c, sb2, t_zero)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
