@@ -26,8 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import RELU
-from ntksolve._jit.expectations import _relu_expectations, closed_form_expectations
+from ntksolve._jit.expectations import activation_step, closed_form_pairs
 
 #: Operation kinds of the table.
 CONV, ACT = 0, 1
@@ -141,24 +140,12 @@ def _act_full(K, T, H, W, v1, v2, code, prm, s1, s2):
     # slices indexed from 0 (as in ntksolve._jit.analytic): numba then drops the negative-index
     # wrap-around, and only then does LLVM vectorise the loops
     k, t, a1, a2 = K[:n], T[:n], s1[:n], s2[:n]
-    if code == RELU:  # one loop per activation, so that it vectorises
-        for e in range(k.shape[0]):
-            ep, ed = _relu_expectations(prm, a1[e], a2[e], k[e])
-            k[e] = ep
-            t[e] *= ed
-    else:
-        for e in range(k.shape[0]):
-            ep, ed = closed_form_expectations(code, prm, a1[e], a2[e], k[e])
-            k[e] = ep
-            t[e] *= ed
+    closed_form_pairs(code, prm, a1, a2, k, t, n, activation_step, 0.0, 0.0)  # one loop per activation
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _act_diag(K, T, S, v1, v2, code, prm):
-    for p in range(S):
-        e, ed = closed_form_expectations(code, prm, v1[p], v2[p], K[p])
-        K[p] = e
-        T[p] *= ed
+    closed_form_pairs(code, prm, v1, v2, K, T, S, activation_step, 0.0, 0.0)
 
 
 @njit(cache=True, error_model="numpy")

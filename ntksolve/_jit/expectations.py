@@ -215,11 +215,21 @@ def closed_form_expectations(code, prm, s11, s22, s12):
     return with_closed_form(code, _at_pair, (prm, s11, s22, s12))
 
 
+@njit(cache=True, inline="always")
+def _same(x, j):
+    return x
+
+
+@njit(cache=True, inline="always")
+def _entry(x, j):
+    return x[j]
+
+
 @njit(cache=True, inline="always", error_model="numpy")
-def _over_row(f, args):
-    prm, s11, s22, s12, theta, n, step, c1, c2 = args
+def _over_pairs(f, args):
+    prm, s11, s22, s12, theta, n, step, c1, c2, at = args
     for j in range(n):
-        e_phi, e_dphi = f(prm, s11, s22[j], s12[j])
+        e_phi, e_dphi = f(prm, at(s11, j), s22[j], s12[j])
         s12[j], theta[j] = step(c1, c2, e_phi, e_dphi, theta[j])
 
 
@@ -247,7 +257,13 @@ def closed_form_rows(code, prm, s11, s22, s12, theta, n, step, c1, c2):
         sw2, sb2``) or :func:`activation_step`.
     c1, c2 : float
     """
-    with_closed_form(code, _over_row, (prm, s11, s22, s12, theta, n, step, c1, c2))
+    with_closed_form(code, _over_pairs, (prm, s11, s22, s12, theta, n, step, c1, c2, _same))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def closed_form_pairs(code, prm, s11, s22, s12, theta, n, step, c1, c2):
+    """:func:`closed_form_rows` with a variance ``s11[j]`` (ndarray, shape (>= n,)) for every pair."""
+    with_closed_form(code, _over_pairs, (prm, s11, s22, s12, theta, n, step, c1, c2, _entry))
 
 
 @njit(cache=True, inline="always")
@@ -425,6 +441,7 @@ def gauss_hermite_expectations(code, prm, s11, s22, s12, wphi_u, wdphi_u, nodes,
 __all__ = [
     "closed_form_expectations",
     "closed_form_rows",
+    "closed_form_pairs",
     "with_closed_form",
     "activation_step",
     "erf_determinant",
