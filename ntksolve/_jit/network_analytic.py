@@ -89,11 +89,9 @@ def thread_rows(n1, symmetric, start, step):
 @njit(cache=True, nogil=True)
 def dense_rows(K, T, sw2, sb2, symmetric, start, step):
     """``K <- sw2 K + sb2`` and ``T <- sw2 T + K`` (the new ``K``), in place, this thread's rows."""
-    n2 = K.shape[1]
     for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
-        k = K[i, j0:]
-        t = T[i, j0:]
-        for j in range(n2 - j0):
+        k, t = K[i, j0:], T[i, j0:]
+        for j in range(k.shape[0]):
             s = sw2 * k[j] + sb2
             k[j] = s
             t[j] = sw2 * t[j] + s
@@ -102,13 +100,11 @@ def dense_rows(K, T, sw2, sb2, symmetric, start, step):
 @njit(cache=True, nogil=True)
 def scale_rows(K, T, d1, d2, symmetric, start, step):
     """``K[i, j] *= d1[i] d2[j]`` and ``T`` alike, in place, this thread's rows."""
-    n2 = K.shape[1]
     for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
-        k = K[i, j0:]
-        t = T[i, j0:]
+        k, t = K[i, j0:], T[i, j0:]
         e = d2[j0:]
         a = d1[i]
-        for j in range(n2 - j0):
+        for j in range(k.shape[0]):
             f = a * e[j]
             k[j] *= f
             t[j] *= f
@@ -117,13 +113,10 @@ def scale_rows(K, T, d1, d2, symmetric, start, step):
 @njit(cache=True, nogil=True)
 def add_rows(K, T, K2, T2, s2, symmetric, start, step):
     """``K <- K + s2 K2`` and ``T <- T + s2 T2``, in place, this thread's rows."""
-    n2 = K.shape[1]
     for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
-        k = K[i, j0:]
-        t = T[i, j0:]
-        k2 = K2[i, j0:]
-        t2 = T2[i, j0:]
-        for j in range(n2 - j0):
+        k, t = K[i, j0:], T[i, j0:]
+        k2, t2 = K2[i, j0:], T2[i, j0:]
+        for j in range(k.shape[0]):
             k[j] += s2 * k2[j]
             t[j] += s2 * t2[j]
 
