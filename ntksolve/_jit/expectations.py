@@ -200,6 +200,7 @@ def with_closed_form(code, use, args):
 
 @njit(cache=True, inline="always")
 def _at_pair(f, args):
+    """``f(prm, s11, s22, s12)``, ``args = (prm, s11, s22, s12)``: one pair."""
     prm, s11, s22, s12 = args
     return f(prm, s11, s22, s12)
 
@@ -217,16 +218,20 @@ def closed_form_expectations(code, prm, s11, s22, s12):
 
 @njit(cache=True, inline="always")
 def _same(x, j):
+    """``x``: one variance for every pair (a row's)."""
     return x
 
 
 @njit(cache=True, inline="always")
 def _entry(x, j):
+    """``x[j]``: a variance for each pair."""
     return x[j]
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _over_pairs(f, args):
+    """The loop of :func:`closed_form_rows` and :func:`closed_form_pairs` for the map ``f``;
+    ``at(s11, j)`` is the pair's first variance (:func:`_same` or :func:`_entry`)."""
     prm, s11, s22, s12, theta, n, step, c1, c2, at = args
     for j in range(n):
         e_phi, e_dphi = f(prm, at(s11, j), s22[j], s12[j])
