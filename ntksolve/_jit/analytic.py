@@ -2,7 +2,7 @@
 
 Private: the drivers of :mod:`ntksolve.kernels.analytic` validate, build the rules
 (:mod:`ntksolve.kernels._analytic_rules`) and call the per-point recursion
-(:mod:`ntksolve._jit.analytic_points`) and the row kernels :func:`_pair_rows` and
+(:mod:`ntksolve._jit.analytic_points`) and the row kernel :func:`_pair_rows` and
 :func:`ntksolve._jit.threads._mirror_rows` through :func:`ntksolve._jit.threads.run_in_threads`.
 The pair kernel is :mod:`ntksolve._jit.analytic_block`; the layer maps are those of
 :mod:`ntksolve._jit.expectations` (and, for the pairs of tanh, sigmoid and softplus, the Hermite
@@ -43,67 +43,8 @@ from numba import njit
 
 from ntksolve._jit.analytic_block import _row_block
 from ntksolve._jit.analytic_points import _COLUMN_BLOCK, CLOSED, GAUSS_HERMITE, MIXTURE, SERIES
+from ntksolve._jit.network_analytic import thread_rows
 from ntksolve._jit.threads import run_in_threads
-
-
-@njit(cache=True)
-def _row(
-    nngp,
-    ntk,
-    i,
-    j_start,
-    var1,
-    var2,
-    scale,
-    sw2,
-    sb2,
-    depth,
-    code,
-    prm,
-    method,
-    wphi1,
-    wdphi1,
-    nodes,
-    weights,
-    lo,
-    hi,
-    ser1,
-    ser2,
-    work,
-):
-    """Row ``i`` from column ``j_start`` to the end, a cache-sized block of columns at a time.
-
-    Parameters
-    ----------
-    As :func:`ntksolve._jit.analytic_block._row_block`; columns ``j_start <= j < N2``.
-    """
-    n2 = nngp.shape[1]
-    for j0 in range(j_start, n2, _COLUMN_BLOCK):
-        _row_block(
-            nngp,
-            ntk,
-            i,
-            j0,
-            min(j0 + _COLUMN_BLOCK, n2),
-            var1,
-            var2,
-            scale,
-            sw2,
-            sb2,
-            depth,
-            code,
-            prm,
-            method,
-            wphi1,
-            wdphi1,
-            nodes,
-            weights,
-            lo,
-            hi,
-            ser1,
-            ser2,
-            work,
-        )
 
 
 @njit(cache=True, nogil=True)
@@ -139,7 +80,8 @@ def _pair_rows(
     ``(p, N-1-p)`` so that every ``p`` carries ``N - 1`` pairs of points and a strided split
     balances the threads; the diagonal is the per-point recursion. (A ``prange`` loop here
     cost 5.8 s of compilation for a three-line driver; Python threads over a ``nogil`` kernel
-    cost none, and do not spin against OpenBLAS's threads between calls.)
+    cost none, and do not spin against OpenBLAS's threads between calls.) Each row goes a
+    cache-sized block of columns at a time through :func:`ntksolve._jit.analytic_block._row_block`.
 
     Parameters
     ----------
@@ -164,148 +106,20 @@ def _pair_rows(
     start, step : int
         This thread's rows (or row pairs): ``start, start + step, ...``.
     """
-    n1 = nngp.shape[0]
+    n1, n2 = nngp.shape
     # per-thread scratch of the series (a block's worth), allocated once: a large array per block
     # would be a fresh mmap and its page faults every time
     t_cap = ser1[0].shape[1] if method == SERIES else 0
     rows = _COLUMN_BLOCK if method == SERIES else 0
     work = (np.empty((8, rows)), np.empty((t_cap, rows)), np.empty((2, rows)))
-    if not symmetric:
-        for i in range(start, n1, step):
-            _row(
-                nngp,
-                ntk,
-                i,
-                0,
-                var1,
-                var2,
-                scale,
-                sw2,
-                sb2,
-                depth,
-                code,
-                prm,
-                method,
-                wphi1,
-                wdphi1,
-                nodes,
-                weights,
-                lo,
-                hi,
-                ser1,
-                ser2,
-                work,
-            )
-        return
-    for p in range(start, (n1 + 1) // 2, step):
-        _upper_row(
-            nngp,
-            ntk,
-            p,
-            var1,
-            var2,
-            ntk_diag,
-            scale,
-            sw2,
-            sb2,
-            depth,
-            code,
-            prm,
-            method,
-            wphi1,
-            wdphi1,
-            nodes,
-            weights,
-            lo,
-            hi,
-            ser1,
-            ser2,
-            work,
-        )
-        if n1 - 1 - p != p:
-            _upper_row(
-                nngp,
-                ntk,
-                n1 - 1 - p,
-                var1,
-                var2,
-                ntk_diag,
-                scale,
-                sw2,
-                sb2,
-                depth,
-                code,
-                prm,
-                method,
-                wphi1,
-                wdphi1,
-                nodes,
-                weights,
-                lo,
-                hi,
-                ser1,
-                ser2,
-                work,
-            )
-
-
-@njit(cache=True)
-def _upper_row(
-    nngp,
-    ntk,
-    i,
-    var1,
-    var2,
-    ntk_diag,
-    scale,
-    sw2,
-    sb2,
-    depth,
-    code,
-    prm,
-    method,
-    wphi1,
-    wdphi1,
-    nodes,
-    weights,
-    lo,
-    hi,
-    ser1,
-    ser2,
-    work,
-):
-    """Symmetric case, row ``i``: the diagonal from the per-point recursion, then ``j > i``.
-
-    Parameters
-    ----------
-    As :func:`_pair_rows`; ``i`` the row.
-    """
-    nngp[i, i] = var1[depth, i]
-    ntk[i, i] = ntk_diag[i]
-    _row(
-        nngp,
-        ntk,
-        i,
-        i + 1,
-        var1,
-        var2,
-        scale,
-        sw2,
-        sb2,
-        depth,
-        code,
-        prm,
-        method,
-        wphi1,
-        wdphi1,
-        nodes,
-        weights,
-        lo,
-        hi,
-        ser1,
-        ser2,
-        work,
-    )
+    rule = (scale, sw2, sb2, depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2)
+    for i, j_start in thread_rows(n1, symmetric, start, step):
+        if symmetric:  # the diagonal from the per-point recursion, then j > i
+            nngp[i, i] = var1[depth, i]
+            ntk[i, i] = ntk_diag[i]
+            j_start = i + 1
+        for j0 in range(j_start, n2, _COLUMN_BLOCK):
+            _row_block(nngp, ntk, i, j0, min(j0 + _COLUMN_BLOCK, n2), var1, var2, rule, work)
 
 
 __all__ = ["run_in_threads", "CLOSED", "MIXTURE", "GAUSS_HERMITE", "SERIES"]

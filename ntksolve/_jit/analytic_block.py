@@ -12,19 +12,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
 from ntksolve._jit.analytic_points import GAUSS_HERMITE, MIXTURE, SERIES
-from ntksolve._jit.elementary_maps import (
-    abrelu_expectations,
-    cos_expectations,
-    gaussian_expectations,
-    monomial_expectations,
-    sin_expectations,
-)
 from ntksolve._jit.expectations import (
-    _erf_expectations,
-    _gelu_expectations,
-    _relu_expectations,
+    closed_form_rows,
     gauss_hermite_expectations,
     logistic_expectations_block,
     next_layer,
@@ -33,31 +23,7 @@ from ntksolve._jit.hermite_series import series_expectations_block
 
 
 @njit(cache=True, error_model="numpy")
-def _row_block(
-    nngp,
-    ntk,
-    i,
-    j0,
-    j1,
-    var1,
-    var2,
-    scale,
-    sw2,
-    sb2,
-    depth,
-    code,
-    prm,
-    method,
-    wphi1,
-    wdphi1,
-    nodes,
-    weights,
-    lo,
-    hi,
-    ser1,
-    ser2,
-    work,
-):
+def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
     """Transform ``nngp[i, j0:j1]`` (holding the input Gram) and fill ``ntk[i, j0:j1]``, in place.
 
     Closed forms and the mixture go layer by layer over the whole block (loops over columns that
@@ -73,23 +39,25 @@ def _row_block(
     var1 : ndarray, shape (depth + 1, N1)
     var2 : ndarray, shape (depth + 1, N2)
         Per-point variances ``Sigma^{l+1}(x, x)`` of the row and column points.
-    scale, sw2, sb2 : float
-        ``sigma_w^2 / d``, ``sigma_w^2``, ``sigma_b^2``.
-    depth, code, method : int
-    prm : (float, float)
-        The activation's parameters.
-    wphi1, wdphi1 : ndarray, shape (depth, N1, n)
-        Outer Gauss-Hermite factors of the row points (shape ``(0, 0, 0)`` for the other methods).
-    nodes, weights : ndarray, shape (n,)
-        The method's rule (see :func:`ntksolve._jit.analytic_points._diagonal_recursion`).
-    lo, hi : ndarray of int64, shape (n,)
-        Gauss-Hermite inner-node ranges (empty for the other methods).
+    rule : tuple
+        ``(scale, sw2, sb2, depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1,
+        ser2)``, the same for every row:
+
+        - ``scale, sw2, sb2`` (float): ``sigma_w^2 / d``, ``sigma_w^2``, ``sigma_b^2``;
+        - ``depth, code, method`` (int); ``prm`` (float, float), the activation's parameters;
+        - ``wphi1, wdphi1`` (ndarray, shape (depth, N1, n)): outer Gauss-Hermite factors of the
+          row points (shape ``(0, 0, 0)`` for the other methods);
+        - ``nodes, weights`` (ndarray, shape (n,)): the method's rule (see
+          :func:`ntksolve._jit.analytic_points._diagonal_recursion`);
+        - ``lo, hi`` (ndarray of int64, shape (n,)): Gauss-Hermite inner-node ranges (empty for
+          the other methods);
+        - ``ser1, ser2`` (tuple): series pieces of the row and column points, ``(coef, rinv, a0,
+          level_terms, levels, even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty
+          unless SERIES).
     work : tuple of 3 ndarrays
         The series' per-thread scratch, shapes (8, B), (T_cap, B), (2, B) (``B`` the column block).
-    ser1, ser2 : tuple
-        Series pieces of the row and column points, ``(coef, rinv, a0, level_terms, levels,
-        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``; empty unless SERIES).
     """
+    scale, sw2, sb2, depth, code, prm, method, wphi1, wdphi1, nodes, weights, lo, hi, ser1, ser2 = rule
     # Slices indexed from 0: with a non-negative loop index numba drops its negative-index
     # wrap-around, and only then does LLVM vectorise the loops below.
     k_blk = nngp[i, j0:j1]
@@ -170,40 +138,4 @@ def _row_block(
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
     for l in range(depth):
-        s11 = var1[l, i]
-        v2 = var2[l, j0:j1]
-        if code == RELU:
-            for j in range(n):
-                e_phi, e_dphi = _relu_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == ERF:
-            for j in range(n):
-                e_phi, e_dphi = _erf_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == GELU:
-            for j in range(n):
-                e_phi, e_dphi = _gelu_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == ABRELU:
-            for j in range(n):
-                e_phi, e_dphi = abrelu_expectations(prm, s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == SIN:
-            for j in range(n):
-                e_phi, e_dphi = sin_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == COS:
-            for j in range(n):
-                e_phi, e_dphi = cos_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == GAUSSIAN:
-            for j in range(n):
-                e_phi, e_dphi = gaussian_expectations(s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        elif code == MONOMIAL:
-            for j in range(n):
-                e_phi, e_dphi = monomial_expectations(prm, s11, v2[j], k_blk[j])
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi, e_dphi, t_blk[j])
-        else:  # IDENTITY
-            for j in range(n):
-                k_blk[j], t_blk[j] = next_layer(sw2, sb2, k_blk[j], 1.0, t_blk[j])
+        closed_form_rows(code, prm, var1[l, i], var2[l, j0:j1], k_blk, t_blk, n, next_layer, sw2, sb2)

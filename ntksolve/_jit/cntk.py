@@ -26,13 +26,37 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import RELU
-from ntksolve._jit.expectations import _relu_expectations, closed_form_expectations
+from ntksolve._jit.expectations import activation_step, closed_form_pairs
 
 #: Operation kinds of the table.
 CONV, ACT = 0, 1
 #: Columns of the geometry table: input grid, kernel, stride, leading padding, output grid.
 GEO_H, GEO_W, GEO_KH, GEO_KW, GEO_SH, GEO_SW, GEO_PH, GEO_PW, GEO_OH, GEO_OW = range(10)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _conv_finish(kn, tn, c, sb2, t_zero):
+    """``K' = c K + sb2`` and ``T' = c T + K'`` (``T' = K'`` when ``t_zero``), in place over the
+    tap sums, ``c = sw2 / (kh kw)``."""
+    for e in range(kn.shape[0]):
+        kv = c * kn[e] + sb2
+        kn[e] = kv
+        tn[e] = (c * tn[e] if not t_zero else 0.0) + kv
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _taps(src, dst, n_rows, row_in, step_in, row_out, step_out, n_in, n_out, k, s, p):
+    """The zero-padded box sum along one axis of a grid: for ``r < n_rows`` and ``o < n_out``,
+    ``dst[r row_out + o step_out] = sum_{d < k, 0 <= s o - p + d < n_in} src[r row_in + (s o - p + d) step_in]``
+    (taps in order ``d = 0, 1, ...``)."""
+    for r in range(n_rows):
+        for o in range(n_out):
+            acc = 0.0
+            for d in range(k):
+                u = s * o - p + d
+                if 0 <= u < n_in:
+                    acc += src[r * row_in + u * step_in]
+            dst[r * row_out + o * step_out] = acc
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -82,11 +106,7 @@ def _conv_full(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
                     inp = A[(a * H + b) * blk : (a * H + b + 1) * blk]
                     for e in range(out.shape[0]):
                         out[e] += inp[e]
-    kn, tn = Kn[: oh * oh * blk], Tn[: oh * oh * blk]
-    for e in range(kn.shape[0]):
-        kv = c * kn[e] + sb2
-        kn[e] = kv
-        tn[e] = (c * tn[e] if not t_zero else 0.0) + kv
+    _conv_finish(Kn[: oh * oh * blk], Tn[: oh * oh * blk], c, sb2, t_zero)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -98,26 +118,9 @@ def _conv_diag(K, T, t_zero, Kn, Tn, A, g, sw2, sb2):
     for pass_t in range(1 if t_zero else 2):
         src = K if pass_t == 0 else T
         dst = Kn if pass_t == 0 else Tn
-        for y in range(H):
-            for X in range(ow):
-                acc = 0.0
-                for dx in range(kw):
-                    u = sw * X - pw + dx
-                    if 0 <= u < W:
-                        acc += src[y * W + u]
-                A[y * ow + X] = acc
-        for Y in range(oh):
-            for X in range(ow):
-                acc = 0.0
-                for dy in range(kh):
-                    a = sh * Y - ph + dy
-                    if 0 <= a < H:
-                        acc += A[a * ow + X]
-                dst[Y * ow + X] = acc
-    for e in range(oh * ow):
-        kv = c * Kn[e] + sb2
-        Kn[e] = kv
-        Tn[e] = (c * Tn[e] if not t_zero else 0.0) + kv
+        _taps(src, A, H, W, 1, ow, 1, W, ow, kw, sw, pw)  # along x: A[y, X]
+        _taps(A, dst, ow, 1, ow, 1, ow, H, oh, kh, sh, ph)  # along y: dst[Y, X]
+    _conv_finish(Kn[: oh * ow], Tn[: oh * ow], c, sb2, t_zero)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -137,24 +140,12 @@ def _act_full(K, T, H, W, v1, v2, code, prm, s1, s2):
     # slices indexed from 0 (as in ntksolve._jit.analytic): numba then drops the negative-index
     # wrap-around, and only then does LLVM vectorise the loops
     k, t, a1, a2 = K[:n], T[:n], s1[:n], s2[:n]
-    if code == RELU:  # one loop per activation, so that it vectorises
-        for e in range(k.shape[0]):
-            ep, ed = _relu_expectations(a1[e], a2[e], k[e])
-            k[e] = ep
-            t[e] *= ed
-    else:
-        for e in range(k.shape[0]):
-            ep, ed = closed_form_expectations(code, prm, a1[e], a2[e], k[e])
-            k[e] = ep
-            t[e] *= ed
+    closed_form_pairs(code, prm, a1, a2, k, t, n, activation_step, 0.0, 0.0)  # one loop per activation
 
 
 @njit(cache=True, inline="always", error_model="numpy")
 def _act_diag(K, T, S, v1, v2, code, prm):
-    for p in range(S):
-        e, ed = closed_form_expectations(code, prm, v1[p], v2[p], K[p])
-        K[p] = e
-        T[p] *= ed
+    closed_form_pairs(code, prm, v1, v2, K, T, S, activation_step, 0.0, 0.0)
 
 
 @njit(cache=True, error_model="numpy")

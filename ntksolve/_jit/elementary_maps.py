@@ -1,8 +1,9 @@
 """Closed-form layer maps of the piecewise-linear, trigonometric, Gaussian and monomial activations.
 
-Private: :func:`ntksolve._jit.expectations.closed_form_expectations` and the pair loops of
-:mod:`ntksolve._jit.analytic` call these; the partial derivatives the scikit-learn kernels need
-are in :mod:`ntksolve._jit.gp`. Each maps the covariance ``(s11, s22, s12)`` of a centred Gaussian
+Private: the dispatch :func:`ntksolve._jit.expectations.with_closed_form` calls these (for one pair
+and for the pair loops); the partial derivatives the scikit-learn kernels need are in
+:mod:`ntksolve._jit.gp`. Each ``f(prm, s11, s22, s12)`` (``prm`` the activation's parameters, used
+by abrelu and the monomials only) maps the covariance ``(s11, s22, s12)`` of a centred Gaussian
 pair ``(u, v)`` to ``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])``; ``docs/conventions.md`` derives them:
 
 - abrelu ``a min(x, 0) + b max(x, 0) = b relu(x) - a relu(-x)``, with ``r = sqrt(det)``,
@@ -63,13 +64,13 @@ def abrelu_expectations(prm, s11, s22, s12):
 
 
 @njit(cache=True, error_model="numpy")
-def sin_expectations(s11, s22, s12):
+def sin_expectations(prm, s11, s22, s12):
     """``(E[sin u sin v], E[cos u cos v]) = e^{-m} (sinh s12, cosh s12)``, ``m = (s11 + s22) / 2``."""
     return exp_sinh_cosh(0.5 * (s11 + s22), s12)
 
 
 @njit(cache=True, error_model="numpy")
-def cos_expectations(s11, s22, s12):
+def cos_expectations(prm, s11, s22, s12):
     """``(E[cos u cos v], E[sin u sin v]) = e^{-m} (cosh s12, sinh s12)`` (``cos' = -sin``)."""
     sh, ch = exp_sinh_cosh(0.5 * (s11 + s22), s12)
     return ch, sh
@@ -82,7 +83,7 @@ def gaussian_determinant(s11, s22, s12):
 
 
 @njit(cache=True, error_model="numpy")
-def gaussian_expectations(s11, s22, s12):
+def gaussian_expectations(prm, s11, s22, s12):
     """``(D^{-1/2}, s12 D^{-3/2})`` for ``phi(x) = exp(-x^2/2)``, ``phi'(x) = -x exp(-x^2/2)``."""
     inv_root = 1.0 / math.sqrt(gaussian_determinant(s11, s22, s12))
     return inv_root, s12 * inv_root * inv_root * inv_root

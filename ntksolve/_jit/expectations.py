@@ -81,7 +81,7 @@ _FOUR_OVER_PI = 4.0 / math.pi
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _relu_expectations(s11, s22, s12):
+def _relu_expectations(prm, s11, s22, s12):
     """``(E[relu(u) relu(v)], E[relu'(u) relu'(v)])`` for ``(u, v) ~ N(0, [[s11, s12], [s12, s22]])``.
 
     The arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009, eq. (6)):
@@ -95,6 +95,9 @@ def _relu_expectations(s11, s22, s12):
 
     Parameters
     ----------
+    prm : (float, float)
+        The activation's parameters (unused here: every closed-form map takes them, so that
+        :func:`with_closed_form` hands any of them to the same loop).
     s11, s22 : float
         Variances, ``>= 0``.
     s12 : float
@@ -124,30 +127,20 @@ def erf_determinant(s11, s22, s12):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _erf_expectations(s11, s22, s12):
+def _erf_expectations(prm, s11, s22, s12):
     """``(E[erf(u) erf(v)], E[erf'(u) erf'(v)])`` in closed form (Williams 1997).
 
     ``E[phi phi] = (2/pi) arcsin(2 s12 / sqrt(A))`` and ``E[phi' phi'] = (4/pi) / sqrt(A - 4 s12^2)``
     with ``A = (1 + 2 s11)(1 + 2 s22)``. The arcsine is taken as ``atan2(2 s12, sqrt(D))``,
     ``D = A - 4 s12^2`` from :func:`erf_determinant`, which shares the square root and vectorises.
-
-    Parameters
-    ----------
-    s11, s22 : float
-        Variances, ``>= 0``.
-    s12 : float
-        Covariance.
-
-    Returns
-    -------
-    e_phi, e_dphi : float
+    Parameters and returns as :func:`_relu_expectations`.
     """
     root = math.sqrt(erf_determinant(s11, s22, s12))
     return _TWO_OVER_PI * _arcsine_angle(2.0 * s12, root), _FOUR_OVER_PI / root
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _gelu_expectations(s11, s22, s12):
+def _gelu_expectations(prm, s11, s22, s12):
     """``(E[gelu(u) gelu(v)], E[gelu'(u) gelu'(v)])`` for ``gelu(x) = x Phi(x)``, in closed form.
 
     Tsuchida, Pearce, van der Heide, Roosta & Gallagher (2021), "Avoiding kernel fixed points":
@@ -158,18 +151,8 @@ def _gelu_expectations(s11, s22, s12):
         E[phi' phi'] = 1/4 + alpha / (2 pi) + s12 / (2 pi delta) (1 / delta^2 + (2 + s11 + s22) / P)
 
     (the second is the derivative of the first in ``s12``, Price's theorem). Written with the
-    ratios ``s / (1 + s)`` so that nothing overflows below the accepted variances.
-
-    Parameters
-    ----------
-    s11, s22 : float
-        Variances, ``>= 0``.
-    s12 : float
-        Covariance.
-
-    Returns
-    -------
-    e_phi, e_dphi : float
+    ratios ``s / (1 + s)`` so that nothing overflows below the accepted variances. Parameters and
+    returns as :func:`_relu_expectations`.
     """
     p1 = 1.0 + s11
     p2 = 1.0 + s22
@@ -182,31 +165,117 @@ def _gelu_expectations(s11, s22, s12):
     return e_phi, e_dphi
 
 
+@njit(cache=True, inline="always")
+def _identity_expectations(prm, s11, s22, s12):
+    """``(E[u v], E[1 * 1]) = (s12, 1)``: the identity's layer map."""
+    return s12, 1.0
+
+
+@njit(cache=True, inline="always")
+def with_closed_form(code, use, args):
+    """``use(f, args)`` with ``f`` the layer map ``f(prm, s11, s22, s12)`` of ``code`` (one of
+    :data:`CLOSED_FORM_CODES`): the one dispatch of the closed forms.
+
+    Inlined (as ``use`` is), so that ``use`` is compiled for each map on its own: a loop over a
+    block of pairs (:func:`closed_form_rows`) becomes one loop per activation, and each vectorises.
+    """
+    if code == RELU:
+        return use(_relu_expectations, args)
+    elif code == ERF:
+        return use(_erf_expectations, args)
+    elif code == GELU:
+        return use(_gelu_expectations, args)
+    elif code == ABRELU:
+        return use(abrelu_expectations, args)
+    elif code == SIN:
+        return use(sin_expectations, args)
+    elif code == COS:
+        return use(cos_expectations, args)
+    elif code == GAUSSIAN:
+        return use(gaussian_expectations, args)
+    elif code == MONOMIAL:
+        return use(monomial_expectations, args)
+    return use(_identity_expectations, args)
+
+
+@njit(cache=True, inline="always")
+def _at_pair(f, args):
+    """``f(prm, s11, s22, s12)``, ``args = (prm, s11, s22, s12)``: one pair."""
+    prm, s11, s22, s12 = args
+    return f(prm, s11, s22, s12)
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def closed_form_expectations(code, prm, s11, s22, s12):
     """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for an activation of :data:`CLOSED_FORM_CODES`.
 
-    The one dispatch the per-point recursion and the gradient kernel use; the pair loops call the
-    same functions, one loop per activation so that each vectorises. ``prm``: the activation's
-    parameters (``ntksolve._jit.activations``).
+    The map of one pair (the per-point recursion, the gradient kernel, the CNTK); the pair loops
+    take the same maps through :func:`closed_form_rows`. ``prm``: the activation's parameters
+    (``ntksolve._jit.activations``).
     """
-    if code == RELU:
-        return _relu_expectations(s11, s22, s12)
-    elif code == ERF:
-        return _erf_expectations(s11, s22, s12)
-    elif code == GELU:
-        return _gelu_expectations(s11, s22, s12)
-    elif code == ABRELU:
-        return abrelu_expectations(prm, s11, s22, s12)
-    elif code == SIN:
-        return sin_expectations(s11, s22, s12)
-    elif code == COS:
-        return cos_expectations(s11, s22, s12)
-    elif code == GAUSSIAN:
-        return gaussian_expectations(s11, s22, s12)
-    elif code == MONOMIAL:
-        return monomial_expectations(prm, s11, s22, s12)
-    return s12, 1.0  # IDENTITY: E[uv] = Sigma12, E[1 * 1] = 1
+    return with_closed_form(code, _at_pair, (prm, s11, s22, s12))
+
+
+@njit(cache=True, inline="always")
+def _same(x, j):
+    """``x``: one variance for every pair (a row's)."""
+    return x
+
+
+@njit(cache=True, inline="always")
+def _entry(x, j):
+    """``x[j]``: a variance for each pair."""
+    return x[j]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _over_pairs(f, args):
+    """The loop of :func:`closed_form_rows` and :func:`closed_form_pairs` for the map ``f``;
+    ``at(s11, j)`` is the pair's first variance (:func:`_same` or :func:`_entry`)."""
+    prm, s11, s22, s12, theta, n, step, c1, c2, at = args
+    for j in range(n):
+        e_phi, e_dphi = f(prm, at(s11, j), s22[j], s12[j])
+        s12[j], theta[j] = step(c1, c2, e_phi, e_dphi, theta[j])
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def closed_form_rows(code, prm, s11, s22, s12, theta, n, step, c1, c2):
+    """A closed-form layer over ``n`` pairs of one row, in place: for ``j < n``,
+    ``(s12[j], theta[j]) = step(c1, c2, e_phi, e_dphi, theta[j])`` with ``(e_phi, e_dphi)`` the
+    map of ``(s11, s22[j], s12[j])``; one loop per activation (:func:`with_closed_form`).
+
+    Parameters
+    ----------
+    code : int
+        One of :data:`CLOSED_FORM_CODES`.
+    prm : (float, float)
+        Its parameters.
+    s11 : float
+        The row point's variance.
+    s22 : ndarray, shape (>= n,)
+        The column points' variances.
+    s12, theta : ndarray, shape (>= n,)
+        Covariances and NTK of the pairs, overwritten.
+    n : int
+    step : function
+        ``step(c1, c2, e_phi, e_dphi, theta) -> (s12, theta)``: :func:`next_layer` (``c1, c2 =
+        sw2, sb2``) or :func:`activation_step`.
+    c1, c2 : float
+    """
+    with_closed_form(code, _over_pairs, (prm, s11, s22, s12, theta, n, step, c1, c2, _same))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def closed_form_pairs(code, prm, s11, s22, s12, theta, n, step, c1, c2):
+    """:func:`closed_form_rows` with a variance ``s11[j]`` (ndarray, shape (>= n,)) for every pair."""
+    with_closed_form(code, _over_pairs, (prm, s11, s22, s12, theta, n, step, c1, c2, _entry))
+
+
+@njit(cache=True, inline="always")
+def activation_step(c1, c2, e_phi, e_dphi, theta):
+    """``(E[phi phi], E[phi' phi'] Theta)``: an activation layer alone (``c1, c2`` unused), the
+    dense step being a layer of its own (:func:`ntksolve._jit.network_analytic.dense_rows`)."""
+    return e_phi, e_dphi * theta
 
 
 @njit(cache=True, inline="always")
@@ -376,6 +445,10 @@ def gauss_hermite_expectations(code, prm, s11, s22, s12, wphi_u, wdphi_u, nodes,
 
 __all__ = [
     "closed_form_expectations",
+    "closed_form_rows",
+    "closed_form_pairs",
+    "with_closed_form",
+    "activation_step",
     "erf_determinant",
     "next_layer",
     "logistic_expectations_block",

@@ -19,19 +19,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import ABRELU, COS, ERF, GAUSSIAN, GELU, MONOMIAL, RELU, SIN
-from ntksolve._jit.elementary_maps import (
-    abrelu_expectations,
-    cos_expectations,
-    gaussian_expectations,
-    monomial_expectations,
-    sin_expectations,
-)
 from ntksolve._jit.expectations import (
-    _erf_expectations,
-    _gelu_expectations,
-    _relu_expectations,
+    activation_step,
     closed_form_expectations,
+    closed_form_rows,
     logistic_expectations_block,
 )
 
@@ -44,7 +35,6 @@ def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
     """Row ``i``, columns ``j0:``, of the activation map, in place (see the module docstring)."""
     ko = K[i, j0:]
     to = T[i, j0:]
-    t = to
     v2 = var2[j0:]
     s11 = var1[i]
     n = ko.shape[0]
@@ -55,50 +45,9 @@ def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w):
         e_dphi = np.empty(n)
         logistic_expectations_block(code, s11_blk, v2, cov, n, mix_var, mix_w, ko, e_dphi, det)
         for j in range(n):
-            to[j] = e_dphi[j] * t[j]
+            to[j] = e_dphi[j] * to[j]
         return
-    s12 = ko
-    if code == RELU:
-        for j in range(n):
-            a, b = _relu_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == ERF:
-        for j in range(n):
-            a, b = _erf_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == GELU:
-        for j in range(n):
-            a, b = _gelu_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == ABRELU:
-        for j in range(n):
-            a, b = abrelu_expectations(prm, s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == SIN:
-        for j in range(n):
-            a, b = sin_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == COS:
-        for j in range(n):
-            a, b = cos_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == GAUSSIAN:
-        for j in range(n):
-            a, b = gaussian_expectations(s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    elif code == MONOMIAL:
-        for j in range(n):
-            a, b = monomial_expectations(prm, s11, v2[j], s12[j])
-            ko[j] = a
-            to[j] = b * t[j]
-    # IDENTITY: E[uv] = S12, E[1 * 1] = 1: nothing changes
+    closed_form_rows(code, prm, s11, v2, ko, to, n, activation_step, 0.0, 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -118,19 +67,12 @@ def activation_rows(K, T, var1, var2, code, prm, method, mix_var, mix_w, symmetr
     symmetric : bool
     start, step : int
     """
-    n1 = K.shape[0]
-    if not symmetric:
-        for i in range(start, n1, step):
-            _row(K, T, i, 0, var1, var2, code, prm, method, mix_var, mix_w)
-        return
-    for p in range(start, (n1 + 1) // 2, step):
-        _row(K, T, p, p, var1, var2, code, prm, method, mix_var, mix_w)
-        if n1 - 1 - p != p:
-            _row(K, T, n1 - 1 - p, n1 - 1 - p, var1, var2, code, prm, method, mix_var, mix_w)
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
+        _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w)
 
 
 @njit(cache=True)
-def _rows(n1, symmetric, start, step):
+def thread_rows(n1, symmetric, start, step):
     """``(row, first column)`` of this thread's rows (symmetric: pairs ``(p, N-1-p)``, ``j >= i``)."""
     out = []
     if not symmetric:
@@ -147,11 +89,9 @@ def _rows(n1, symmetric, start, step):
 @njit(cache=True, nogil=True)
 def dense_rows(K, T, sw2, sb2, symmetric, start, step):
     """``K <- sw2 K + sb2`` and ``T <- sw2 T + K`` (the new ``K``), in place, this thread's rows."""
-    n2 = K.shape[1]
-    for i, j0 in _rows(K.shape[0], symmetric, start, step):
-        k = K[i, j0:]
-        t = T[i, j0:]
-        for j in range(n2 - j0):
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
+        k, t = K[i, j0:], T[i, j0:]
+        for j in range(k.shape[0]):
             s = sw2 * k[j] + sb2
             k[j] = s
             t[j] = sw2 * t[j] + s
@@ -160,13 +100,11 @@ def dense_rows(K, T, sw2, sb2, symmetric, start, step):
 @njit(cache=True, nogil=True)
 def scale_rows(K, T, d1, d2, symmetric, start, step):
     """``K[i, j] *= d1[i] d2[j]`` and ``T`` alike, in place, this thread's rows."""
-    n2 = K.shape[1]
-    for i, j0 in _rows(K.shape[0], symmetric, start, step):
-        k = K[i, j0:]
-        t = T[i, j0:]
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
+        k, t = K[i, j0:], T[i, j0:]
         e = d2[j0:]
         a = d1[i]
-        for j in range(n2 - j0):
+        for j in range(k.shape[0]):
             f = a * e[j]
             k[j] *= f
             t[j] *= f
@@ -175,13 +113,10 @@ def scale_rows(K, T, d1, d2, symmetric, start, step):
 @njit(cache=True, nogil=True)
 def add_rows(K, T, K2, T2, s2, symmetric, start, step):
     """``K <- K + s2 K2`` and ``T <- T + s2 T2``, in place, this thread's rows."""
-    n2 = K.shape[1]
-    for i, j0 in _rows(K.shape[0], symmetric, start, step):
-        k = K[i, j0:]
-        t = T[i, j0:]
-        k2 = K2[i, j0:]
-        t2 = T2[i, j0:]
-        for j in range(n2 - j0):
+    for i, j0 in thread_rows(K.shape[0], symmetric, start, step):
+        k, t = K[i, j0:], T[i, j0:]
+        k2, t2 = K2[i, j0:], T2[i, j0:]
+        for j in range(k.shape[0]):
             k[j] += s2 * k2[j]
             t[j] += s2 * t2[j]
 
