@@ -9,6 +9,7 @@ import pytest
 
 from ntksolve import MLP, _blas, _config, empirical_ntk, jacobian
 from ntksolve.kernels import empirical, empirical_terms
+from ntksolve.nets import gram_terms
 
 
 @pytest.fixture
@@ -78,10 +79,10 @@ def test_threaded_and_single_thread_agree(threaded, monkeypatch):
 
 
 def test_pieces_cover_the_tile_once_with_equal_work():
-    assert len(empirical_terms._row_parts(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8)) == 1
-    assert empirical_terms._row_parts(1000, 3) == [(0, 333), (333, 667), (667, 1000)]
+    assert len(gram_terms.row_parts(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8)) == 1
+    assert gram_terms.row_parts(1000, 3) == [(0, 333), (333, 667), (667, 1000)]
     for N, T in [(1000, 2), (1000, 3), (777, 4), (130, 2), (64, 1)]:
-        shares = empirical_terms._pieces(N, N, T, lower=True)
+        shares = gram_terms.pieces(N, N, T, lower=True)
         cover = np.zeros((N, N), int)
         work = []
         for pieces in shares:
@@ -93,7 +94,7 @@ def test_pieces_cover_the_tile_once_with_equal_work():
             work.append(w)
         np.testing.assert_array_equal(cover, np.tril(np.ones((N, N), int)))  # every entry once
         assert max(work) / min(work) < 1.02, (N, T, work)
-    for pieces in empirical_terms._pieces(100, 37, 2, lower=False):
+    for pieces in gram_terms.pieces(100, 37, 2, lower=False):
         assert [p[2:] for p in pieces] == [(0, 37, False)]
 
 
@@ -105,7 +106,7 @@ def test_blas_limit_restored_after_a_failing_worker(threaded, monkeypatch):
     def broken(*args, **kwargs):
         raise FloatingPointError("from a worker")
 
-    monkeypatch.setattr(empirical_terms, "gram", broken)
+    monkeypatch.setattr(gram_terms, "gram", broken)
     with pytest.raises(FloatingPointError, match="from a worker"):
         empirical_ntk(net, p, np.ones((12, 3)))
     assert _blas.blas_threads() == before
@@ -161,14 +162,39 @@ def test_gram_pieces_equal_the_plain_product(dtype, tol, kk):
     ref_cross = A.astype(np.float64) @ B.astype(np.float64).T
     for T in (1, 2, 3):
         G = np.full((N * kk, N * kk), np.nan, dtype=dtype)
-        for pieces in empirical_terms._pieces(N, N, T, lower=True):
+        for pieces in gram_terms.pieces(N, N, T, lower=True):
             for piece in pieces:
-                empirical_terms._gram_piece(A, None, G, piece, kk)
+                gram_terms._gram_piece(A, None, G, piece, kk)
         rows, cols = np.tril_indices(N * kk, -kk)  # below the diagonal blocks of kk x kk
         assert _rel(G[rows, cols], ref_sym[rows, cols]) <= tol
         assert _rel(np.diagonal(G), np.diagonal(ref_sym)) <= tol
         C = np.full((N * kk, M * kk), np.nan, dtype=dtype)
-        for pieces in empirical_terms._pieces(N, M, T, lower=False):
+        for pieces in gram_terms.pieces(N, M, T, lower=False):
             for piece in pieces:
-                empirical_terms._gram_piece(A, B, C, piece, kk)
+                gram_terms._gram_piece(A, B, C, piece, kk)
         assert _rel(C, ref_cross) <= tol
+
+
+@pytest.mark.parametrize("trace", [True, False])
+@pytest.mark.parametrize("cross", [False, True])
+def test_threaded_network_dense_terms_equal_the_jacobian(monkeypatch, trace, cross):
+    """A network's dense layers (here around a residual block, so not an MLP) on three threads."""
+    from ntksolve import Network, Residual
+    from ntksolve.kernels.network_empirical import network_empirical_ntk, network_jacobian
+    from ntksolve.nets import dense_layers
+    from ntksolve.nets.layers import Activation, Dense
+
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    monkeypatch.setattr(dense_layers, "parallel_workers", lambda: 3)
+    net = Network(
+        [Dense(6, bias_std=0.3), Activation("tanh"), Residual([Dense(6), Activation("relu")]), Dense(2, bias_std=0.3)]
+    )
+    p = net.init(4, random_state=1)
+    rng = np.random.default_rng(5)
+    X, Z = rng.standard_normal((9, 4)), rng.standard_normal((5, 4))
+    JX = network_jacobian(net, p, X)
+    JZ = JX if not cross else network_jacobian(net, p, Z)
+    full = np.einsum("iap,jbp->ijab", JX, JZ)
+    ref = np.einsum("ijaa->ij", full) / 2 if trace else full
+    theta = network_empirical_ntk(net, p, X, Z if cross else None, trace=trace)
+    assert _rel(theta, ref) <= 1e-13

@@ -14,26 +14,20 @@ threads call by call:
 - the features: each thread runs the forward and backward pass over its own rows of the block,
   writing into row blocks of shared arrays, so the elementwise passes between the GEMMs (bias,
   activation, derivatives; the ``nogil`` kernels of ``ntksolve._jit.empirical``) run on every core;
-- the layer terms: the tile is cut into disjoint pieces, and each thread computes its pieces of
-  every layer's Gram products and adds them into the same pieces of the tile, layer by layer. For
-  a symmetric tile each thread gets one diagonal block (a SYRK, which OpenBLAS threads poorly when
-  it gets the whole product) and an equal share of the rectangles left of the blocks (GEMMs). No
-  thread reads another's entries, so there is no barrier between layers, and every entry is the
-  same sum of layers in the same order whatever the number of threads.
+- the layer terms: the tile is cut into disjoint pieces shared out between the threads, one
+  diagonal block (SYRK) and an equal share of the rectangles (GEMM) each
+  (:mod:`ntksolve.nets.gram_terms`, which a network's dense layers use too).
 
-``docs/scaling.md`` gives the measured fraction of the machine's GEMM rate.
+The README's performance section gives the measured fraction of the machine's GEMM rate.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
-from ntksolve import _config
 from ntksolve._blas import blas_workers
-from ntksolve._jit import empirical as _jit
 from ntksolve.nets.backprop import backward
+from ntksolve.nets.gram_terms import LayerTerm, add_terms, gram, row_parts
 from ntksolve.nets.mlp import MLP, forward
 
 
@@ -55,7 +49,7 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
     deltas : list of L arrays, ``deltas[l-1] = delta^l`` of shape (B, k, n_l), l = 1 ... L
         (``delta^{L+1}`` is the identity and is never stored)
     """
-    blocks = [slice(a, b) for a, b in _row_parts(X.shape[0], workers)]
+    blocks = [slice(a, b) for a, b in row_parts(X.shape[0], workers)]
     if len(blocks) == 1:
         f, hs, dphis = forward(net, params, X, keep=True)
         deltas = [None] * net.depth
@@ -82,157 +76,13 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
     return f, hs, deltas
 
 
-def gram(
-    A: np.ndarray, B: Optional[np.ndarray] = None, *, out: Optional[np.ndarray] = None, lower: bool = False
-) -> np.ndarray:
-    """The Gram product ``A B^T``; with ``B=None`` the symmetric ``A A^T`` at half the FLOPs.
-
-    The one helper behind every Gram matrix of the empirical kernels (the NTK's per-layer products,
-    traced and full, in every tile, and the NNGP). By default (``_config.GRAM_BLOCK_ROWS = None``)
-    a symmetric product is numpy's ``A @ A.T`` (SYRK), which measured fastest inside the NTK. With a
-    block size set, a product of more rows is computed block column by block column, each one GEMM
-    ``G[c0:, c0:c1] = A[c0:] A[c0:c1]^T`` written straight into ``G``: only the lower triangle plus
-    the diagonal blocks' upper halves are computed, a waste of ``block / N`` over SYRK's FLOPs, at
-    GEMM speed (``_config`` gives the figures).
-
-    We stay on numpy's BLAS rather than calling scipy's directly: scipy ships a second OpenBLAS with
-    its own thread pool, and alternating between the two pools leaves one pool's threads spinning
-    while the other works (about a fifth slower per NTK, measured: see the README).
-
-    Parameters
-    ----------
-    A : ndarray, shape (N1, m), C-contiguous
-    B : ndarray, shape (N2, m), optional
-        ``None``: the symmetric Gram of ``A`` (``N2 = N1``).
-    out : ndarray, shape (N1, N2), C-contiguous, of ``A``'s dtype, optional
-        Written in place (a buffer reused across layers saves a fresh, page-faulted array each).
-    lower : bool, default False
-        For ``B=None`` only: the entries above the diagonal may be left unset (the caller reads
-        ``j <= i`` only); ``False`` mirrors them, so that the result is the whole symmetric matrix.
-
-    Returns
-    -------
-    G : ndarray, shape (N1, N2)
-    """
-    N1 = A.shape[0]
-    N2 = N1 if B is None else B.shape[0]
-    if out is None:
-        out = np.empty((N1, N2), dtype=A.dtype)
-    if B is not None:
-        np.matmul(A, B.T, out=out)
-        return out
-    nb = _config.GRAM_BLOCK_ROWS
-    if nb is None or N1 <= nb:
-        np.matmul(A, A.T, out=out)  # numpy recognises A A^T: SYRK, and it fills both triangles
-        return out
-    for c0 in range(0, N1, nb):
-        c1 = min(c0 + nb, N1)
-        # one GEMM per block column, its diagonal block included: tall (N - c0 rows), so that both
-        # of OpenBLAS's threads get thick panels (block rows, M = nb, measured slower)
-        np.matmul(A[c0:], A[c0:c1].T, out=out[c0:, c0:c1])
-    if not lower:
-        _jit.mirror_lower_traced(out)
-    return out
-
-
-def _row_parts(n_rows: int, workers: int):
-    """At most ``workers`` contiguous row ranges of about equal size, none under
-    ``_config.EMPIRICAL_THREAD_MIN_ROWS`` rows (a single range: no threads)."""
-    T = max(1, min(workers, n_rows // max(1, _config.EMPIRICAL_THREAD_MIN_ROWS)))
-    edges = (np.arange(T + 1) * n_rows / T).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-
-
-def _pieces(BI: int, BJ: int, workers: int, lower: bool):
-    """Each worker's share of a tile, as pieces ``(r0, r1, c0, c1, diagonal)``: rectangles
-    ``[r0:r1, c0:c1]`` of GEMM work, and (``diagonal``) lower triangles of square diagonal blocks.
-
-    A whole rectangle is split into equal row ranges. A lower triangle is cut into ``T`` equal
-    diagonal blocks, one per worker (SYRK), and the rectangles left of them (GEMM) are shared out
-    by rows so that every worker gets the same FLOPs with the same mix of SYRK and GEMM (the two run
-    at different rates).
-    """
-    rows = _row_parts(BI, workers)
-    if not lower:
-        return [[(r0, r1, 0, BJ, False)] for r0, r1 in rows]
-    T = len(rows)
-    shares = [[(r0, r1, r0, r1, True)] for r0, r1 in rows]
-    # the rectangles left of the diagonal blocks: rows of block t >= 1 are rows[t][0] wide
-    cum = np.concatenate([[0], np.cumsum([(r1 - r0) * r0 for r0, r1 in rows])])
-    total = cum[-1]
-    t, worker = 1, 0
-    pos = rows[1][0] if T > 1 else BI  # the next row of rectangle work to hand out
-    for worker in range(T):
-        goal = total * (worker + 1) / T
-        while t < T:
-            r0, r1 = rows[t]
-            done = cum[t] + (pos - r0) * r0  # work handed out before row `pos`
-            if done >= goal - 0.5 * r0:
-                break
-            stop = r1 if worker == T - 1 else min(r1, r0 + int(round((goal - cum[t]) / r0)))
-            stop = max(stop, pos + 1)
-            shares[worker].append((pos, stop, 0, r0, False))
-            pos = stop
-            if pos >= r1:
-                t += 1
-                pos = rows[t][0] if t < T else BI
-    return shares
-
-
-def _gram_piece(A: np.ndarray, B: Optional[np.ndarray], out: np.ndarray, piece, kk: int) -> None:
-    """One piece of the Gram product ``A B^T`` (``B=None``: ``A A^T``) into ``out``; ``kk`` rows of
-    ``A`` per input (the full kernel's delta Gram)."""
-    r0, r1, c0, c1 = (x * kk for x in piece[:4])
-    if piece[4]:
-        gram(A[r0:r1], out=out[r0:r1, r0:r1], lower=True)
-    else:
-        np.matmul(A[r0:r1], (A if B is None else B)[c0:c1].T, out=out[r0:r1, c0:c1])
-
-
-class _Term:
-    """One layer's term ``<delta, delta'> (c <h, h'> + beta)`` of a tile, piece by piece."""
-
-    __slots__ = ("hI", "hJ", "dI", "dJ", "c", "beta")
-
-    def __init__(self, hI, hJ, dI, dJ, c, beta):
-        self.hI, self.hJ, self.dI, self.dJ, self.c, self.beta = hI, hJ, dI, dJ, c, beta
-
-    def add_piece(self, theta, Gh, Gd, piece, trace: bool) -> None:
-        """The Gram products of one piece into the buffers, then that piece of ``theta``: every
-        entry it reads or writes is in the piece, so disjoint pieces may run side by side."""
-        _gram_piece(self.hI, self.hJ, Gh, piece, 1)
-        has_delta = self.dI is not None  # the readout's delta Gram is the identity
-        k = 1 if not has_delta else self.dI.shape[1]
-        dt = theta.dtype.type
-        if trace:
-            # the mean over outputs: (1/k) <delta_I, delta_J>, the 1/k folded into (c, beta)
-            c, beta, combine, kk = dt(self.c / k), dt(self.beta / k), _jit.combine_traced, 1
-            flat = lambda d: None if d is None else d.reshape(d.shape[0], -1)  # noqa: E731
-        else:
-            c, beta, combine, kk = dt(self.c), dt(self.beta), _jit.combine_full, k
-            flat = lambda d: None if d is None else d.reshape(-1, d.shape[2])  # noqa: E731
-        if has_delta:
-            _gram_piece(flat(self.dI), flat(self.dJ), Gd, piece, kk)
-        else:
-            Gd = Gh
-        r0, r1, c0, c1, diagonal = piece
-        combine(
-            theta[r0:r1, c0:c1],
-            Gd[r0 * kk : r1 * kk, c0 * kk : c1 * kk],
-            Gh[r0:r1, c0:c1],
-            c,
-            beta,
-            diagonal,
-            has_delta,
-        )
-
-
 def _terms(net: MLP, coefs, FI, FJ):
+    """The MLP's layer terms of one tile, layer 1 to the readout."""
     _, hsI, dsI = FI
     hsJ, dsJ = (None, None) if FJ is None else (FJ[1], FJ[2])
     L = net.depth
     return [
-        _Term(
+        LayerTerm(
             hsI[l - 1],
             None if FJ is None else hsJ[l - 1],
             None if l == L + 1 else dsI[l - 1],
@@ -243,45 +93,16 @@ def _terms(net: MLP, coefs, FI, FJ):
     ]
 
 
-def _accumulate_tile(net, coefs, theta, FI, FJ, trace: bool, lower: bool, workers: int) -> None:
-    """Add every layer's term of the NTK between two blocks of inputs into ``theta``.
-
-    ``FJ is None`` means the diagonal tile of a symmetric kernel (``lower`` must be True): its Gram
-    products are then computed on the lower triangle only. The tile is shared out between
-    ``workers`` threads in disjoint pieces (:func:`_pieces`), each thread adding every layer into its
-    own pieces in layer order.
-    """
-    k = net.n_outputs
-    BI = FI[1][0].shape[0]
-    BJ = BI if FJ is None else FJ[1][0].shape[0]
-    # two Gram buffers serve every layer: fresh arrays of this size are page-faulted anew
-    Gh = np.empty((BI, BJ), dtype=theta.dtype)
-    Gd = np.empty((BI, BJ) if trace else (BI * k, BJ * k), dtype=theta.dtype)
-    terms = _terms(net, coefs, FI, FJ)
-
-    def share(pieces):
-        for t in terms:
-            for piece in pieces:
-                t.add_piece(theta, Gh, Gd, piece, trace)
-
-    shares = _pieces(BI, BJ, workers, lower)
-    if len(shares) == 1:
-        share(shares[0])
-        return
-    with blas_workers(len(shares)) as pool:
-        for fut in [pool.submit(share, pieces) for pieces in shares]:
-            fut.result()
-
-
 def tile_into(net, coefs, theta, box, FI, FJ, trace, lower, workers: int = 1) -> None:
     """Accumulate one tile of ``theta``; a tile that is not the whole array is built in a
     contiguous buffer first, so the jitted kernels are compiled for one memory layout only."""
     I0, I1, J0, J1 = box
+    terms = _terms(net, coefs, FI, FJ)
     if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
-        _accumulate_tile(net, coefs, theta, FI, FJ, trace, lower, workers)
+        add_terms(theta, terms, trace, lower, workers)
         return
     buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
-    _accumulate_tile(net, coefs, buf, FI, FJ, trace, lower, workers)
+    add_terms(buf, terms, trace, lower, workers)
     theta[I0:I1, J0:J1] = buf
 
 

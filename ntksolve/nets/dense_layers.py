@@ -12,36 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from ntksolve._blas import parallel_workers
 from ntksolve._jit import empirical as _jit
 from ntksolve._jit.network_analytic import dense_rows
+from ntksolve.nets.gram_terms import LayerTerm, add_terms
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import Activation, Dense, check_activation
-
-
-def _gram(A, B):
-    return np.dot(A, A.T if B is None else B.T)
 
 
 def add_dense_term(theta, c, beta, hI, gI, hJ, gJ, trace, lower) -> None:
     """``theta += <g, g'> (c <h, h'> + beta)`` between two blocks (``hJ is None``: the diagonal tile).
 
     ``h`` of shape (B, n_in), ``g`` of shape (B, k, n) or None (the identity). The one
-    layer-term of every dense-like layer (the kernel of ``W`` and of ``b`` together).
+    layer-term of every dense-like layer (the kernel of ``W`` and of ``b`` together), on threads
+    (:mod:`ntksolve.nets.gram_terms`).
     """
-    dt = theta.dtype.type
-    Gh = _gram(hI, hJ)
-    if gI is None:
-        (_jit.combine_traced if trace else _jit.combine_full)(theta, Gh, Gh, dt(c), dt(beta), lower, False)
-        return
-    if trace:
-        k = gI.shape[1]
-        Gd = _gram(gI.reshape(gI.shape[0], -1), None if gJ is None else gJ.reshape(gJ.shape[0], -1))
-        Gd *= 1.0 / k
-        _jit.combine_traced(theta, Gd, Gh, dt(c), dt(beta), lower, True)
-    else:
-        n = gI.shape[2]
-        Gd = _gram(gI.reshape(-1, n), None if gJ is None else gJ.reshape(-1, n))
-        _jit.combine_full(theta, Gd, Gh, dt(c), dt(beta), lower, True)
+    add_terms(theta, [LayerTerm(hI, hJ, gI, gJ, c, beta)], trace, lower, parallel_workers())
 
 
 @register_layer
