@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.network import Network, accepts_network, backward, forward, prepare_inputs, stores_trained_bias
 from ntksolve.optimizers import parameter_optimizer
 from ntksolve.training import MLPSteps
 from ntksolve.training import train_network as _train_mlp
-from ntksolve.training_loop import plan_run, trainer
+from ntksolve.training_loop import trainer
+from ntksolve.training_plan import plan_run
 from ntksolve.training_records import TrainingResult
 
 

@@ -39,7 +39,8 @@ from ntksolve.dynamics.function_space import _probabilities
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.mlp import forward
 from ntksolve.optimizers import parameter_optimizer
-from ntksolve.training_loop import PlanSteps, plan_mlp, trainer
+from ntksolve.training_loop import PlanSteps, trainer
+from ntksolve.training_plan import plan_mlp
 from ntksolve.training_records import (  # noqa: F401  (re-exported)
     KernelTracker,
     Stopwatch,

@@ -51,7 +51,8 @@ from ntksolve.dynamics.units import LOSS_CONVENTIONS
 from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.mlp import MLP
 from ntksolve.sklearn.mlp_import import ACTIVATION_NAMES, from_sklearn
-from ntksolve.training_loop import PlanSteps, plan_mlp, trainer
+from ntksolve.training_loop import PlanSteps, trainer
+from ntksolve.training_plan import plan_mlp
 
 __all__ = ["train_network_sklearn", "check_sklearn_run"]
 
@@ -165,7 +166,8 @@ class _SklearnSteps(PlanSteps):
         rule = plan.rule
         self.train_net = train_net = net.trainable()
         work = [
-            (np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt)) for W, b in params
+            (np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
+            for W, b in params
         ]
         common = dict(
             hidden_layer_sizes=train_net.hidden_layer_sizes,

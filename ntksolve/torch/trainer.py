@@ -19,7 +19,8 @@ from ntksolve.torch.convert import to_torch
 from ntksolve.torch.rules import module_scales, torch_optimizer
 from ntksolve.torch.training import TorchSteps
 from ntksolve.torch.units import learning_rate_from_torch
-from ntksolve.training_loop import PlanSteps, _measure, plan_mlp, trainer
+from ntksolve.training_loop import PlanSteps, _measure, trainer
+from ntksolve.training_plan import plan_mlp
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -88,7 +89,21 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
         kernels = (self._kernel, lambda: empirical_ntk(train_net, work, X, trace=(k == 1)))
         batches = plan.batches
         TorchSteps.__init__(
-            self, module, opt, scheduler, None, torch_loss, X, yt, plan.X_test, yt_test, batches, plan.steps, k, kernels=kernels, units=c
+            self,
+            module,
+            opt,
+            scheduler,
+            None,
+            torch_loss,
+            X,
+            yt,
+            plan.X_test,
+            yt_test,
+            batches,
+            plan.steps,
+            k,
+            kernels=kernels,
+            units=c,
         )
         self.accuracy = False  # measured afterwards, in ntksolve's terms, from the recorded outputs
 

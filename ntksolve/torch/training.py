@@ -27,15 +27,8 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
 from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
-from ntksolve.training_loop import (
-    Steps,
-    TrainingLoop,
-    _check_steps,
-    _check_targets,
-    check_on_divergence,
-    check_test_inputs,
-    finish,
-)
+from ntksolve.training_loop import Steps, TrainingLoop, finish
+from ntksolve.training_plan import _check_steps, _check_targets, check_on_divergence, check_test_inputs
 from ntksolve.training_records import TrainingResult
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
@@ -275,7 +268,9 @@ def train(
         )
 
     kernels = (kernel_now, lambda: empirical_ntk(*from_torch(module), X, trace=(k == 1)))
-    steps_ = TorchSteps(model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, batch_list, steps, k, kernels=kernels)
+    steps_ = TorchSteps(
+        model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, batch_list, steps, k, kernels=kernels
+    )
     loop = TrainingLoop(
         steps_,
         rec,
@@ -306,7 +301,9 @@ class TorchSteps(Steps):
 
     loss_name = "training loss"
 
-    def __init__(self, model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, batch_list, steps, k, *, kernels, units=1.0):
+    def __init__(
+        self, model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, batch_list, steps, k, *, kernels, units=1.0
+    ):
         self.model, self.opt, self.scheduler, self.rates, self.loss = model, opt, scheduler, rates, loss
         self.batch_list, self.loss_units = batch_list, units
         self._kernel_now, self._initial_kernel = kernels
