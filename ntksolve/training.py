@@ -47,7 +47,6 @@ from ntksolve.training_records import (  # noqa: F401  (re-exported)
     TrainingDivergedError,
     TrainingResult,
 )
-from ntksolve.kernels.empirical import empirical_ntk
 
 
 def _seed(kind, f, Y):
@@ -72,20 +71,7 @@ class MLPSteps(PlanSteps):
         super().__init__(net, params, plan)
         # in full batch the measuring forward pass keeps what the step needs
         self.measure_every_step = not self.batched
-        self.train_net = net.trainable()
-        self.work = self._working_copy(params, plan.dt)
         self.opt = self._optimizer()
-
-    def _working_copy(self, params, dt):
-        # in the storage convention of train_net (b~ = 0 is b = 0 there)
-        fresh = self.train_net is not self.net
-        return [
-            (
-                np.array(W, dtype=dt, order="C", copy=True),
-                np.zeros_like(np.asarray(b, dtype=dt)) if fresh else np.array(b, dtype=dt, copy=True),
-            )
-            for W, b in params
-        ]
 
     def _optimizer(self):
         return parameter_optimizer(self.plan.rule, self.work, self.train_net.scales(self.plan.X.shape[1]))
@@ -126,12 +112,6 @@ class MLPSteps(PlanSteps):
     def update(self, s):
         self.opt.start_step(self.plan.rates[s])
         self._apply(self.r, self.cache)
-
-    def kernel(self):
-        return empirical_ntk(self.train_net, self.work, self.plan.X, trace=(self.k == 1))
-
-    def result_fields(self, fields):
-        return dict(net=self.train_net, params=self.work)
 
 
 @trainer(MLPSteps)

@@ -274,9 +274,10 @@ def finish(result, on_divergence):
 class PlanSteps(Steps):
     """A trainer of :func:`ntksolve.train_network`'s interface, from its checked :class:`Plan`.
 
-    A subclass implements :meth:`plan` (the network's checks, then :func:`plan_run`),
-    :meth:`outputs` and :meth:`test_outputs` (the losses are measured here, in ntksolve's terms),
-    the step and :meth:`result_fields`.
+    A subclass implements :meth:`plan` (the network's checks, then
+    :func:`~ntksolve.training_plan.plan_run`), :meth:`outputs` and :meth:`test_outputs` (the losses
+    are measured here, in ntksolve's terms) and the step. ``train_net`` is ``net.trainable()``
+    and ``work`` the starting parameters in its storage convention (:meth:`_working_copy`).
     """
 
     def __init__(self, net, params, plan: Plan):
@@ -286,6 +287,20 @@ class PlanSteps(Steps):
         self.test_loss = plan.target_test is not None
         self.accuracy = plan.kind != "mse"
         self.batched = plan.batches is not None
+        self.train_net = net.trainable()
+        self.work = self._working_copy(params, plan.dt)
+
+    def _working_copy(self, params, dt):
+        """An MLP's ``(W, b)``, copied C-contiguous in ``dt`` in the storage convention of
+        ``train_net`` (``b~ = 0`` is ``b = 0`` there)."""
+        fresh = self.train_net is not self.net
+        return [
+            (
+                np.array(W, dtype=dt, order="C", copy=True),
+                np.zeros_like(np.asarray(b, dtype=dt)) if fresh else np.array(b, dtype=dt, copy=True),
+            )
+            for W, b in params
+        ]
 
     @classmethod
     def plan(cls, net, params, X, y, rule, kind, **run) -> Plan:
@@ -312,12 +327,19 @@ class PlanSteps(Steps):
         p = self.plan
         return _zero_loss(p.kind, p.target, p.k, p.dt)
 
+    def current_params(self):
+        """The parameters now, in ``train_net``'s storage convention."""
+        return self.work
+
+    def kernel(self):
+        return empirical_ntk(self.train_net, self.current_params(), self.plan.X, trace=(self.k == 1))
+
     def initial_kernel(self):
         return empirical_ntk(self.net, self.params, self.plan.X, trace=(self.k == 1))
 
     def result_fields(self, fields) -> dict:
         """``net`` and ``params`` of the result (and any recorded field in the trainer's terms)."""
-        raise NotImplementedError
+        return dict(net=self.train_net, params=self.current_params())
 
 
 def _train(cls, net, params, X, y, *, learning_rate, dynamics, loss, track_kernel, callback, **run):

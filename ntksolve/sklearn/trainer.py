@@ -156,19 +156,14 @@ class _SklearnSteps(PlanSteps):
 
     def __init__(self, net, params, plan):
         super().__init__(net, params, plan)
-        X, N, k, dt = plan.X, plan.N, plan.k, plan.dt
+        X, N, k = plan.X, plan.N, plan.k
         self.d = d = X.shape[1]
         if plan.kind == "mse":
             self.fit_y = plan.Y[:, 0] if k == 1 else plan.Y
             rate_init = 1.0 / LOSS_CONVENTIONS["sklearn_mlp_regressor"](N, k)  # its step / ours, per unit rate
         else:
             self.fit_y, rate_init = plan.target, 1.0
-        rule = plan.rule
-        self.train_net = train_net = net.trainable()
-        work = [
-            (np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
-            for W, b in params
-        ]
+        rule, train_net = plan.rule, self.train_net
         common = dict(
             hidden_layer_sizes=train_net.hidden_layer_sizes,
             activation=SKLEARN_ACTIVATIONS[train_net.activation],
@@ -195,7 +190,7 @@ class _SklearnSteps(PlanSteps):
             warnings.simplefilter("ignore", ConvergenceWarning)
             # builds coefs_ and intercepts_ (one step, then overwritten) and the label binariser
             est.partial_fit(X, self.fit_y, **({} if classes is None else {"classes": classes}))
-        _to_sklearn(est, train_net, work, d)
+        _to_sklearn(est, train_net, self.work, d)
         del est._optimizer  # a fresh SGDOptimizer (zero velocities) over the new arrays at the next call
         est.n_iter_ = est.t_ = 0
         est.loss_curve_ = []
@@ -230,8 +225,8 @@ class _SklearnSteps(PlanSteps):
     def kernel(self):
         return empirical_ntk(*from_sklearn(self.est), self.plan.X, trace=(self.k == 1))
 
-    def result_fields(self, fields):
-        return dict(net=self.train_net, params=_from_sklearn(self.est, self.train_net, self.d))
+    def current_params(self):
+        return _from_sklearn(self.est, self.train_net, self.d)
 
 
 @trainer(_SklearnSteps)

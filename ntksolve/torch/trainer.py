@@ -57,25 +57,14 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
     def __init__(self, net, params, plan):
         PlanSteps.__init__(self, net, params, plan)
         X, k, dt, N = plan.X, plan.k, plan.dt, plan.N
+        tt = plan.target_test
         if plan.kind == "mse":
-            yt = torch.from_numpy(plan.Y)
-            yt_test = None if plan.target_test is None else torch.from_numpy(plan.target_test)
-            torch_loss = nn.MSELoss()
+            torch_loss, yt, yt_test = nn.MSELoss(), plan.Y, tt
         elif k == 1:
-            yt = torch.from_numpy(plan.Y)
-            yt_test = None if plan.target_test is None else torch.from_numpy(plan.target_test.astype(dt)[:, None])
-            torch_loss = nn.BCEWithLogitsLoss()
+            torch_loss, yt, yt_test = nn.BCEWithLogitsLoss(), plan.Y, None if tt is None else tt.astype(dt)[:, None]
         else:
-            yt = torch.from_numpy(plan.target)
-            yt_test = None if plan.target_test is None else torch.from_numpy(plan.target_test)
-            torch_loss = nn.CrossEntropyLoss()
-        d = X.shape[1]
-        self.train_net = train_net = net.trainable()
-        # the starting point in train_net's storage convention (b~ = 0 is b = 0 there)
-        self.work = work = [
-            (np.array(W, dtype=dt, order="C"), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
-            for W, b in params
-        ]
+            torch_loss, yt, yt_test = nn.CrossEntropyLoss(), plan.target, tt
+        d, train_net, work = X.shape[1], self.train_net, self.work
         module = to_torch(train_net, work)
         scales = module_scales(train_net, d)
         free = [
@@ -86,8 +75,8 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
         c = learning_rate_from_torch(1.0, loss=torch_loss, n_samples=N, n_outputs=k)  # PyTorch's loss / ours
         opt, scheduler = torch_optimizer(plan.rule, list(module.parameters()), scales, free, c, plan.rates)
         self.now = lambda: _stored(module, train_net, scales, free, d)
-        kernels = (self._kernel, lambda: empirical_ntk(train_net, work, X, trace=(k == 1)))
-        batches = plan.batches
+        yt, yt_test = torch.from_numpy(yt), None if yt_test is None else torch.from_numpy(yt_test)
+        kernels = (lambda: PlanSteps.kernel(self), lambda: empirical_ntk(train_net, work, X, trace=(k == 1)))
         TorchSteps.__init__(
             self,
             module,
@@ -99,7 +88,7 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
             yt,
             plan.X_test,
             yt_test,
-            batches,
+            plan.batches,
             plan.steps,
             k,
             kernels=kernels,
@@ -107,8 +96,8 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
         )
         self.accuracy = False  # measured afterwards, in ntksolve's terms, from the recorded outputs
 
-    def _kernel(self):
-        return empirical_ntk(self.train_net, self.now(), self.plan.X, trace=(self.k == 1))
+    def current_params(self):
+        return self.now()
 
     def result_fields(self, fields):
         # the recorded losses (and accuracies) in ntksolve's own terms, from the recorded outputs
@@ -116,8 +105,7 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
         train_m = [_measure(kind, f, p.target) for f in fields["fx_train"]]
         test_m = None if p.target_test is None else [_measure(kind, f, p.target_test) for f in fields["fx_test"]]
         return dict(
-            net=self.train_net,
-            params=self.now(),
+            super().result_fields(fields),
             loss_train=np.array([m[0] for m in train_m]),
             loss_test=None if test_m is None else np.array([m[0] for m in test_m]),
             accuracy_train=None if kind == "mse" else np.array([m[1] for m in train_m]),
