@@ -2,8 +2,8 @@
 
 ``ntksolve.train_network`` is this module's :func:`train_network`: an :class:`~ntksolve.MLP` (and a
 Network that is one, :meth:`~ntksolve.nets.network.Network.as_mlp`) trains on
-:func:`ntksolve.training.train_network`'s fused loop, exactly as before; any other Network on the
-loop below, which is that one's with the network's passes: the forward pass, the backward pass of
+:func:`ntksolve.training.train_network`, exactly as before; any other Network on the same steps
+(:class:`NetworkSteps`, the MLP's with the network's passes): the forward pass, the backward pass of
 the loss seed ``r = dL/df`` (:func:`ntksolve.nets.network.backward`) and, per parametrised leaf,
 its step (:meth:`~ntksolve.nets.layer_protocol.Layer.step`: a dense layer's ``g^T h`` products, a
 normalisation's own) by the same optimisers (:mod:`ntksolve.optimizers`: every rule). Losses,

@@ -1,4 +1,4 @@
-"""The one training loop of every trainer: checks, steps, records, divergence and the result.
+"""The one training loop of every trainer: its steps, records, divergence test and result.
 
 A trainer (the numpy MLP's, the layered network's, scikit-learn's, PyTorch's) is a :class:`Steps`:
 what it alone does -- its outputs, its loss and its optimiser step. :class:`TrainingLoop` does the
@@ -16,6 +16,8 @@ The trainers with :func:`ntksolve.train_network`'s interface share its argument 
 """
 
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -383,7 +385,7 @@ def trainer(steps_class):
             y_test=None,
             track_kernel: bool = True,
             on_divergence: str = "raise",
-            callback=None,
+            callback: Optional[Callable[[int, float], None]] = None,
         ) -> TrainingResult:
             return _train(
                 steps_class,
