@@ -59,6 +59,8 @@ __all__ = ["train_network_sklearn", "check_sklearn_run"]
 #: ntksolve's activation -> scikit-learn's.
 SKLEARN_ACTIVATIONS = {v: k for k, v in ACTIVATION_NAMES.items()}
 _STANDARD = "use parameterization='standard' (ntksolve compare --parameterization standard)"
+#: how scikit-learn's ``fit`` / ``partial_fit`` refuses a step that made a parameter non-finite
+_NON_FINITE = "Solver produced non-finite parameter weights"
 
 
 def check_sklearn_run(net, rule, *, loss: str = "mse", n_outputs: Optional[int] = None) -> None:
@@ -210,12 +212,16 @@ class _SklearnSteps(PlanSteps):
 
     def loss_of_step(self, s):
         est, X, fit_y = self.est, self.plan.X, self.fit_y
-        if self.plan.batches is None:
-            est.partial_fit(X, fit_y)
-        else:
+        if self.plan.batches is not None:
             b = self.plan.batches[s]
             est.batch_size = len(b)
-            est.partial_fit(X[b], fit_y[b])
+            X, fit_y = X[b], fit_y[b]
+        try:
+            est.partial_fit(X, fit_y)
+        except ValueError as exc:
+            if not str(exc).startswith(_NON_FINITE):
+                raise
+            return np.nan  # the step left non-finite parameters, so the loss that follows is non-finite
         # est.loss_ is the loss of step s's batch before its update (the whole set in full batch)
         return est.loss_
 

@@ -45,7 +45,7 @@ def _stored(module, train_net, scales, free, d):
     return [(W, b) for W, b in out]
 
 
-class _NetworkInTorch(TorchSteps, PlanSteps):
+class _TorchMLPSteps(TorchSteps, PlanSteps):
     """An ntksolve MLP trained in PyTorch: :func:`~ntksolve.torch.to_torch` of the network, the rule
     as PyTorch optimisers (:mod:`ntksolve.torch.rules`), PyTorch's loss; the records in ntksolve's
     terms."""
@@ -113,7 +113,7 @@ class _NetworkInTorch(TorchSteps, PlanSteps):
         )
 
 
-@trainer(_NetworkInTorch)
+@trainer(_TorchMLPSteps)
 def train_network_torch():
     """:func:`ntksolve.train_network`, run in PyTorch: the same arguments, the same result, its units.
 
