@@ -3,7 +3,8 @@
 :func:`train_network_torch` takes what the numpy trainer takes -- an ntksolve network and its
 parameters, a rule object, ntksolve's loss -- exports the network with
 :func:`~ntksolve.torch.to_torch`, maps the rule onto PyTorch optimisers tensor by tensor
-(:mod:`ntksolve.torch.rules`) and trains the module with the loop of :func:`ntksolve.torch.train`.
+(:mod:`ntksolve.torch.rules`) and trains the module with the steps of :func:`ntksolve.torch.train`
+(:class:`~ntksolve.torch.training.TorchSteps`).
 It returns a :class:`~ntksolve.training.TrainingResult` in ntksolve's units (losses, rates, the
 kernel of the network's own parameterisation, parameters in its storage convention), so that the
 two trainers can be swapped and compared number for number.

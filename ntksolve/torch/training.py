@@ -4,8 +4,8 @@
 Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss``,
 ``CrossEntropyLoss`` or ``BCEWithLogitsLoss``, full batch or minibatches, with a per-step rate
 array or a torch scheduler, and records the outputs on the training and test inputs at the
-requested steps. Its steps (:class:`TorchSteps`, on the one loop of :mod:`ntksolve.training_loop`) are also
-:func:`~ntksolve.torch.train_network_torch`'s.
+requested steps. Its steps (:class:`TorchSteps`, run by the one loop of
+:mod:`ntksolve.training_loop`) are also :func:`~ntksolve.torch.train_network_torch`'s.
 
 PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learning_rate_from_torch`
 (the table of units is in :mod:`ntksolve.torch.units`); the batch orders are in
