@@ -221,12 +221,14 @@ class TrainingLoop:
     def run(self) -> "TrainingLoop":
         tr, rec, watch, steps = self.trainer, self.records, self.watch, self.steps
         every, batched = tr.measure_every_step, tr.batched
+        # bound once: the loop's own cost per step stays a few calls
+        due, measure, check, loss_of_step, update = rec.due, tr.measure, watch.check, tr.loss_of_step, tr.update
         clock = Stopwatch()
         for s in range(steps + 1):
-            recording = rec.due(s)
+            recording = due(s)
             if every or recording or s == 0:
-                f, value, acc = tr.measure(s)
-                why = watch.check(value)
+                f, value, acc = measure(s)
+                why = check(value)
                 if why:
                     self._stop(s, why, clock)
                     break
@@ -237,14 +239,14 @@ class TrainingLoop:
                         self.callback(s, value / tr.loss_units)
             if s == steps:
                 break
-            step_loss = tr.loss_of_step(s)
+            step_loss = loss_of_step(s)
             why = "" if step_loss is None else watch.check_step(step_loss, batched)
             if why:
                 if tr.updates_before_check:
                     self.taken = s + 1
                 self._stop(s, why, clock)
                 break
-            tr.update(s)
+            update(s)
             self.taken = s + 1
         if not self.diverged:
             clock.stop()
