@@ -283,32 +283,20 @@ class Twin:
         run = self.run
         img = {} if images is None else dict(image_train=images[0], image_test=images[1])
         with np.errstate(all="ignore"):  # a diverging twin is reported by _growth, not warned about
-            if run.loss == "mse":
-                tr = sgd_mse(
-                    self.k_train,
-                    run.y,
-                    f0,
-                    run.record_at,
-                    dynamics=run.rule,
-                    batches=batches,
-                    k_test_train=self.k_test,
-                    fx_test_0=f0_test,
-                    y_test=run.y_test,
-                    **img,
-                )
-            else:
-                tr = sgd_cross_entropy(
-                    self.k_train,
-                    run.y,
-                    f0,
-                    run.record_at,
-                    dynamics=run.rule,
-                    batches=batches,
-                    k_test_train=self.k_test,
-                    fx_test_0=f0_test,
-                    targets_test=run.y_test,
-                    **img,
-                )
+            # the two recurrences differ in their function and in the name of the test targets
+            recurrence, test_targets = (sgd_mse, "y_test") if run.loss == "mse" else (sgd_cross_entropy, "targets_test")
+            tr = recurrence(
+                self.k_train,
+                run.y,
+                f0,
+                run.record_at,
+                dynamics=run.rule,
+                batches=batches,
+                k_test_train=self.k_test,
+                fx_test_0=f0_test,
+                **{test_targets: run.y_test},
+                **img,
+            )
         status, msg = self._growth(tr.train_loss, tr.train, tr.test)
         if status != "ok":
             return Prediction(status, msg)

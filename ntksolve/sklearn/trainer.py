@@ -39,39 +39,28 @@ classes: use a 0/1 column, ``k = 1``).
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-from ntksolve._validation import check_choice, check_inputs
-from ntksolve.dynamics.batches import check_batches
-from ntksolve.dynamics.function_space import _targets as _class_targets
+from ntksolve._validation import check_choice
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.units import LOSS_CONVENTIONS
 from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.nets.mlp import MLP
-from ntksolve.optimizers import training_rule
 from ntksolve.sklearn.mlp_import import ACTIVATION_NAMES, from_sklearn
-from ntksolve.training import (
-    TrainingDivergedError,
-    TrainingResult,
-    _check_steps,
-    _check_targets,
-    _divergence_hint,
-    _diverged,
-    _loss_scale,
-    _measure,
-    _rule_critical_rate,
-)
-from ntksolve.training_records import KernelTracker, Stopwatch, recorded
+from ntksolve.training_loop import PlanSteps, trainer
+from ntksolve.training_plan import plan_mlp
 
 __all__ = ["train_network_sklearn", "check_sklearn_run"]
 
 #: ntksolve's activation -> scikit-learn's.
 SKLEARN_ACTIVATIONS = {v: k for k, v in ACTIVATION_NAMES.items()}
 _STANDARD = "use parameterization='standard' (ntksolve compare --parameterization standard)"
+#: how scikit-learn's ``fit`` / ``partial_fit`` refuses a step that made a parameter non-finite
+_NON_FINITE = "Solver produced non-finite parameter weights"
 
 
 def check_sklearn_run(net, rule, *, loss: str = "mse", n_outputs: Optional[int] = None) -> None:
@@ -153,24 +142,101 @@ def _from_sklearn(est, train_net, d):
     ]
 
 
-def train_network_sklearn(
-    net: MLP,
-    params,
-    X,
-    y,
-    *,
-    steps: int,
-    learning_rate=None,
-    dynamics=None,
-    loss: str = "mse",
-    batches=None,
-    record_at=None,
-    X_test=None,
-    y_test=None,
-    track_kernel: bool = True,
-    on_divergence: str = "raise",
-    callback: Optional[Callable[[int, float], None]] = None,
-) -> TrainingResult:
+class _SklearnSteps(PlanSteps):
+    """scikit-learn's steps: one ``partial_fit`` a step, whose loss (of the step's batch, before
+    its update) is checked after it."""
+
+    updates_before_check = True
+
+    @classmethod
+    def plan(cls, net, params, X, y, rule, kind, **run):
+        check_sklearn_run(net, rule, loss=kind)
+        plan = plan_mlp(net, params, X, y, rule, kind, **run)
+        if plan.dt != np.float64:
+            raise ValueError(f"scikit-learn's MLP trains float64 here; got parameters of dtype {np.dtype(plan.dt)}")
+        return plan
+
+    def __init__(self, net, params, plan):
+        super().__init__(net, params, plan)
+        X, N, k = plan.X, plan.N, plan.k
+        self.d = d = X.shape[1]
+        if plan.kind == "mse":
+            self.fit_y = plan.Y[:, 0] if k == 1 else plan.Y
+            rate_init = 1.0 / LOSS_CONVENTIONS["sklearn_mlp_regressor"](N, k)  # its step / ours, per unit rate
+        else:
+            self.fit_y, rate_init = plan.target, 1.0
+        rule, train_net = plan.rule, self.train_net
+        common = dict(
+            hidden_layer_sizes=train_net.hidden_layer_sizes,
+            activation=SKLEARN_ACTIVATIONS[train_net.activation],
+            solver="sgd",
+            alpha=0.0,
+            batch_size=N,
+            learning_rate="constant",
+            learning_rate_init=float(rule.learning_rate) * rate_init,
+            momentum=rule.momentum,
+            nesterovs_momentum=rule.nesterov,
+            shuffle=False,
+            max_iter=1,
+            tol=0.0,
+            n_iter_no_change=2**31 - 1,
+            random_state=0,
+        )
+        classes = None
+        if plan.kind == "mse":
+            est = MLPRegressor(**common)
+        else:
+            est = MLPClassifier(**common)
+            classes = np.arange(max(k, 2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            # builds coefs_ and intercepts_ (one step, then overwritten) and the label binariser
+            est.partial_fit(X, self.fit_y, **({} if classes is None else {"classes": classes}))
+        _to_sklearn(est, train_net, self.work, d)
+        del est._optimizer  # a fresh SGDOptimizer (zero velocities) over the new arrays at the next call
+        est.n_iter_ = est.t_ = 0
+        est.loss_curve_ = []
+        self.est = est
+
+    def _outputs(self, Z):
+        if self.plan.kind == "mse":
+            return self.est.predict(Z).reshape(Z.shape[0], self.k)
+        sk_net, sk_params = from_sklearn(self.est)
+        return sk_net.apply(sk_params, Z)
+
+    def outputs(self, s):
+        return self._outputs(self.plan.X)
+
+    def test_outputs(self):
+        return self._outputs(self.plan.X_test)
+
+    def loss_of_step(self, s):
+        est, X, fit_y = self.est, self.plan.X, self.fit_y
+        if self.plan.batches is not None:
+            b = self.plan.batches[s]
+            est.batch_size = len(b)
+            X, fit_y = X[b], fit_y[b]
+        try:
+            est.partial_fit(X, fit_y)
+        except ValueError as exc:
+            if not str(exc).startswith(_NON_FINITE):
+                raise
+            return np.nan  # the step left non-finite parameters, so the loss that follows is non-finite
+        # est.loss_ is the loss of step s's batch before its update (the whole set in full batch)
+        return est.loss_
+
+    def update(self, s):
+        pass  # partial_fit has updated
+
+    def kernel(self):
+        return empirical_ntk(*from_sklearn(self.est), self.plan.X, trace=(self.k == 1))
+
+    def current_params(self):
+        return _from_sklearn(self.est, self.train_net, self.d)
+
+
+@trainer(_SklearnSteps)
+def train_network_sklearn():
     """:func:`ntksolve.train_network`, run by scikit-learn's MLP: the same arguments, result and units.
 
     Parameters
@@ -198,165 +264,3 @@ def train_network_sklearn(
     TrainingDivergedError
         The loss diverged and ``on_divergence="raise"``.
     """
-    rule = training_rule(learning_rate, dynamics)
-    kind = check_choice(loss, "loss", ("mse", "cross_entropy"))
-    check_sklearn_run(net, rule, loss=kind)
-    d, dt = net.check_params(params)
-    if dt != np.float64:
-        raise ValueError(f"scikit-learn's MLP trains float64 here; got parameters of dtype {np.dtype(dt)}")
-    X = check_inputs(X, name="X", n_features=d, dtype=dt)
-    N, k = X.shape[0], net.n_outputs
-    if X_test is not None:
-        X_test = check_inputs(X_test, name="X_test", n_features=d, dtype=dt)
-    elif y_test is not None:
-        raise ValueError("y_test was given without X_test")
-    if kind == "mse":
-        Y = target = _check_targets(y, N, k, "y", dt)
-        fit_y = Y[:, 0] if k == 1 else Y
-        target_test = None if y_test is None else _check_targets(y_test, X_test.shape[0], k, "y_test", dt)
-        rate_init = 1.0 / LOSS_CONVENTIONS["sklearn_mlp_regressor"](N, k)  # its step / ours, per unit rate
-    else:
-        _, target = _class_targets(y, N, k, "y")
-        fit_y = target
-        target_test = None if y_test is None else _class_targets(y_test, X_test.shape[0], k, "y_test")[1]
-        rate_init = 1.0
-    steps, rec = _check_steps(steps, record_at)
-    batch_list = check_batches(batches, N, steps)
-    if on_divergence not in ("raise", "return"):
-        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
-    eta = float(rule.learning_rate)
-    with_crit = kind == "mse"
-
-    train_net = net.trainable()
-    work = [
-        (np.array(W, dtype=dt), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt)) for W, b in params
-    ]
-    common = dict(
-        hidden_layer_sizes=train_net.hidden_layer_sizes,
-        activation=SKLEARN_ACTIVATIONS[train_net.activation],
-        solver="sgd",
-        alpha=0.0,
-        batch_size=N,
-        learning_rate="constant",
-        learning_rate_init=eta * rate_init,
-        momentum=rule.momentum,
-        nesterovs_momentum=rule.nesterov,
-        shuffle=False,
-        max_iter=1,
-        tol=0.0,
-        n_iter_no_change=2**31 - 1,
-        random_state=0,
-    )
-    classes = None
-    if kind == "mse":
-        est = MLPRegressor(**common)
-    else:
-        est = MLPClassifier(**common)
-        classes = np.arange(max(k, 2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        # builds coefs_ and intercepts_ (one step, then overwritten) and the label binariser
-        est.partial_fit(X, fit_y, **({} if classes is None else {"classes": classes}))
-    _to_sklearn(est, train_net, work, d)
-    del est._optimizer  # a fresh SGDOptimizer (zero velocities) over the new arrays at the next call
-    est.n_iter_ = est.t_ = 0
-    est.loss_curve_ = []
-
-    def outputs(Z):
-        if kind == "mse":
-            return est.predict(Z).reshape(Z.shape[0], k)
-        sk_net, sk_params = from_sklearn(est)
-        return sk_net.apply(sk_params, Z)
-
-    T = rec.size
-    M = X_test.shape[0] if X_test is not None else 0
-    fx_train = np.empty((T, N, k), dtype=dt)
-    fx_test = np.empty((T, M, k), dtype=dt) if X_test is not None else None
-    loss_train, loss_test = np.empty(T), np.empty(T) if target_test is not None else None
-    acc_train = np.empty(T) if kind != "mse" else None
-    acc_test = np.empty(T) if (kind != "mse" and target_test is not None) else None
-    kchange = np.empty(T) if track_kernel else None
-    tracker = crit = None
-    if track_kernel:
-        tracker = KernelTracker(lambda: empirical_ntk(*from_sklearn(est), X, trace=(k == 1)))
-        if with_crit:
-            crit = _rule_critical_rate(rule, tracker.theta0, k)
-    rates = np.full(steps, eta)
-    loss_scale, diverged, message, i_rec, s_done = None, False, "", 0, 0
-    clock = Stopwatch()
-
-    def stop(s, what):
-        nonlocal crit, diverged, message
-        diverged = True
-        clock.stop()
-        if crit is None and with_crit:
-            crit = _rule_critical_rate(rule, empirical_ntk(net, params, X, trace=(k == 1)), k)
-        message = f"training diverged at step {s}: the {what}{_divergence_hint(rule, rates, crit, batch_list)}"
-
-    for s in range(steps + 1):
-        recording = i_rec < T and rec[i_rec] == s
-        if recording or s == 0:
-            f = outputs(X)
-            value, acc = _measure(kind, f, target)
-            if loss_scale is None:
-                loss_scale = _loss_scale(kind, value, target, k, dt)
-            if _diverged(value, loss_scale):
-                stop(s, _diverged(value, loss_scale))
-                break
-        if recording:
-            fx_train[i_rec], loss_train[i_rec] = f, value
-            if acc_train is not None:
-                acc_train[i_rec] = acc
-            if X_test is not None:
-                ft = fx_test[i_rec] = outputs(X_test)
-                if target_test is not None:
-                    loss_test[i_rec], a = _measure(kind, ft, target_test)
-                    if acc_test is not None:
-                        acc_test[i_rec] = a
-            if tracker is not None:
-                with clock.paused():
-                    kchange[i_rec] = tracker.change(s)
-            i_rec += 1
-            if callback is not None:
-                with clock.paused():
-                    callback(s, value)
-        if s == steps:
-            break
-        if batch_list is None:
-            est.partial_fit(X, fit_y)
-        else:
-            b = batch_list[s]
-            est.batch_size = len(b)
-            est.partial_fit(X[b], fit_y[b])
-        s_done = s + 1
-        # est.loss_ is the loss of step s's batch before its update (the whole set in full batch)
-        why = (
-            _diverged(est.loss_, loss_scale)
-            if batch_list is None
-            else ("" if np.isfinite(est.loss_) else "batch loss became non-finite")
-        )
-        if why:
-            stop(s, why)
-            break
-    if not diverged:
-        clock.stop()
-
-    result = TrainingResult(
-        **recorded(i_rec, rec, fx_train, fx_test, loss_train, loss_test, kchange, track_kernel, k),
-        net=train_net,
-        params=_from_sklearn(est, train_net, d),
-        learning_rate=eta,
-        wall_time=clock.seconds,
-        kernel_time=0.0 if tracker is None else tracker.seconds,
-        critical_learning_rate=crit,
-        diverged=diverged,
-        message=message,
-        n_steps_taken=s_done,
-        accuracy_train=None if acc_train is None else acc_train[:i_rec],
-        accuracy_test=None if acc_test is None else acc_test[:i_rec],
-        loss=kind,
-        dynamics=rule,
-    )
-    if diverged and on_divergence == "raise":
-        raise TrainingDivergedError(message, result)
-    return result

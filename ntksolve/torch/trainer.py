@@ -3,7 +3,8 @@
 :func:`train_network_torch` takes what the numpy trainer takes -- an ntksolve network and its
 parameters, a rule object, ntksolve's loss -- exports the network with
 :func:`~ntksolve.torch.to_torch`, maps the rule onto PyTorch optimisers tensor by tensor
-(:mod:`ntksolve.torch.rules`) and trains the module with the loop of :func:`ntksolve.torch.train`.
+(:mod:`ntksolve.torch.rules`) and trains the module with the steps of :func:`ntksolve.torch.train`
+(:class:`~ntksolve.torch.training.TorchSteps`).
 It returns a :class:`~ntksolve.training.TrainingResult` in ntksolve's units (losses, rates, the
 kernel of the network's own parameterisation, parameters in its storage convention), so that the
 two trainers can be swapped and compared number for number.
@@ -11,33 +12,16 @@ two trainers can be swapped and compared number for number.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import numpy as np
 
 from ntksolve._extras import require
-from ntksolve._validation import check_choice, check_inputs
-from ntksolve.dynamics.batches import check_batches
-from ntksolve.dynamics.function_space import _targets as _class_targets
-from ntksolve.dynamics.rules import GradientDescent
-from ntksolve.dynamics.schedules import as_schedule
 from ntksolve.kernels.empirical import empirical_ntk
-from ntksolve.nets.mlp import MLP
-from ntksolve.optimizers import training_rule
 from ntksolve.torch.convert import to_torch
 from ntksolve.torch.rules import module_scales, torch_optimizer
-from ntksolve.torch.training import _run
+from ntksolve.torch.training import TorchSteps
 from ntksolve.torch.units import learning_rate_from_torch
-from ntksolve.training import (
-    TrainingDivergedError,
-    TrainingResult,
-    _check_steps,
-    _check_targets,
-    _divergence_hint,
-    _measure,
-    _rule_critical_rate,
-    recorded,
-)
+from ntksolve.training_loop import PlanSteps, _measure, trainer
+from ntksolve.training_plan import plan_mlp
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -62,24 +46,76 @@ def _stored(module, train_net, scales, free, d):
     return [(W, b) for W, b in out]
 
 
-def train_network_torch(
-    net: MLP,
-    params,
-    X,
-    y,
-    *,
-    steps: int,
-    learning_rate=None,
-    dynamics=None,
-    loss: str = "mse",
-    batches=None,
-    record_at=None,
-    X_test=None,
-    y_test=None,
-    track_kernel: bool = True,
-    on_divergence: str = "raise",
-    callback: Optional[Callable[[int, float], None]] = None,
-) -> TrainingResult:
+class _TorchMLPSteps(TorchSteps, PlanSteps):
+    """An ntksolve MLP trained in PyTorch: :func:`~ntksolve.torch.to_torch` of the network, the rule
+    as PyTorch optimisers (:mod:`ntksolve.torch.rules`), PyTorch's loss; the records in ntksolve's
+    terms."""
+
+    @classmethod
+    def plan(cls, net, params, X, y, rule, kind, **run):
+        return plan_mlp(net, params, X, y, rule, kind, **run)
+
+    def __init__(self, net, params, plan):
+        PlanSteps.__init__(self, net, params, plan)
+        X, k, dt, N = plan.X, plan.k, plan.dt, plan.N
+        tt = plan.target_test
+        if plan.kind == "mse":
+            torch_loss, yt, yt_test = nn.MSELoss(), plan.Y, tt
+        elif k == 1:
+            torch_loss, yt, yt_test = nn.BCEWithLogitsLoss(), plan.Y, None if tt is None else tt.astype(dt)[:, None]
+        else:
+            torch_loss, yt, yt_test = nn.CrossEntropyLoss(), plan.target, tt
+        d, train_net, work = X.shape[1], self.train_net, self.work
+        module = to_torch(train_net, work)
+        scales = module_scales(train_net, d)
+        free = [
+            torch.from_numpy(work[sc.layer][1].copy()).requires_grad_(True)
+            for sc in scales
+            if sc.name == "bias" and sc.scale == 0.0
+        ]
+        c = learning_rate_from_torch(1.0, loss=torch_loss, n_samples=N, n_outputs=k)  # PyTorch's loss / ours
+        opt, scheduler = torch_optimizer(plan.rule, list(module.parameters()), scales, free, c, plan.rates)
+        self.now = lambda: _stored(module, train_net, scales, free, d)
+        yt, yt_test = torch.from_numpy(yt), None if yt_test is None else torch.from_numpy(yt_test)
+        kernels = (lambda: PlanSteps.kernel(self), lambda: empirical_ntk(train_net, work, X, trace=(k == 1)))
+        TorchSteps.__init__(
+            self,
+            module,
+            opt,
+            scheduler,
+            None,
+            torch_loss,
+            X,
+            yt,
+            plan.X_test,
+            yt_test,
+            plan.batches,
+            plan.steps,
+            k,
+            kernels=kernels,
+            units=c,
+        )
+        self.accuracy = False  # measured afterwards, in ntksolve's terms, from the recorded outputs
+
+    def current_params(self):
+        return self.now()
+
+    def result_fields(self, fields):
+        # the recorded losses (and accuracies) in ntksolve's own terms, from the recorded outputs
+        kind, p = self.plan.kind, self.plan
+        train_m = [_measure(kind, f, p.target) for f in fields["fx_train"]]
+        test_m = None if p.target_test is None else [_measure(kind, f, p.target_test) for f in fields["fx_test"]]
+        return dict(
+            super().result_fields(fields),
+            loss_train=np.array([m[0] for m in train_m]),
+            loss_test=None if test_m is None else np.array([m[0] for m in test_m]),
+            accuracy_train=None if kind == "mse" else np.array([m[1] for m in train_m]),
+            accuracy_test=None if (kind == "mse" or test_m is None) else np.array([m[1] for m in test_m]),
+        )
+
+
+@trainer(_TorchMLPSteps)
+def train_network_torch():
     """:func:`ntksolve.train_network`, run in PyTorch: the same arguments, the same result, its units.
 
     Parameters
@@ -115,106 +151,3 @@ def train_network_torch(
     The parameters live in PyTorch as ``p = s θ`` (see :mod:`ntksolve.torch.rules`); in NTK
     parameterisation every tensor has its own learning rate.
     """
-    rule = training_rule(learning_rate, dynamics)
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
-    kind = check_choice(loss, "loss", ("mse", "cross_entropy"))
-    d, dt = net.check_params(params)
-    X = check_inputs(X, name="X", n_features=d, dtype=dt)
-    N, k = X.shape[0], net.n_outputs
-    if X_test is not None:
-        X_test = check_inputs(X_test, name="X_test", n_features=d, dtype=dt)
-    elif y_test is not None:
-        raise ValueError("y_test was given without X_test")
-    if kind == "mse":
-        Y = _check_targets(y, N, k, "y", dt)
-        Y_test = None if y_test is None else _check_targets(y_test, X_test.shape[0], k, "y_test", dt)
-        yt, yt_test = torch.from_numpy(Y), None if Y_test is None else torch.from_numpy(Y_test)
-        torch_loss = nn.MSELoss()
-    else:
-        Yk, lab = _class_targets(y, N, k, "y")
-        lab_test = None if y_test is None else _class_targets(y_test, X_test.shape[0], k, "y_test")[1]
-        if k == 1:
-            yt = torch.from_numpy(Yk.astype(dt))
-            yt_test = None if lab_test is None else torch.from_numpy(lab_test.astype(dt)[:, None])
-            torch_loss = nn.BCEWithLogitsLoss()
-        else:
-            yt, yt_test = torch.from_numpy(lab), None if lab_test is None else torch.from_numpy(lab_test)
-            torch_loss = nn.CrossEntropyLoss()
-    steps, rec = _check_steps(steps, record_at)
-    rates = as_schedule(rule.learning_rate).rates(steps)  # an array schedule too short: refused here
-    first_rate = float(as_schedule(rule.learning_rate).rates(1)[0])
-    batch_list = check_batches(batches, N, steps)
-    if on_divergence not in ("raise", "return"):
-        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
-    with_crit = kind == "mse" and isinstance(rule, GradientDescent)
-
-    train_net = net.trainable()
-    # the starting point in train_net's storage convention (b~ = 0 is b = 0 there)
-    work = [
-        (np.array(W, dtype=dt, order="C"), np.zeros_like(b) if train_net is not net else np.array(b, dtype=dt))
-        for W, b in params
-    ]
-    module = to_torch(train_net, work)
-    scales = module_scales(train_net, d)
-    free = [
-        torch.from_numpy(work[sc.layer][1].copy()).requires_grad_(True)
-        for sc in scales
-        if sc.name == "bias" and sc.scale == 0.0
-    ]
-    c = learning_rate_from_torch(1.0, loss=torch_loss, n_samples=N, n_outputs=k)  # PyTorch's loss / ours
-    opt, scheduler = torch_optimizer(rule, list(module.parameters()), scales, free, c, rates)
-
-    def now():
-        return _stored(module, train_net, scales, free, d)
-
-    run = _run(
-        module,
-        opt,
-        scheduler,
-        None,
-        torch_loss,
-        X,
-        yt,
-        X_test,
-        yt_test,
-        rec,
-        steps,
-        batch_list,
-        k,
-        kernel_now=(lambda: empirical_ntk(train_net, now(), X, trace=(k == 1))) if track_kernel else None,
-        initial_kernel=lambda: empirical_ntk(train_net, work, X, trace=(k == 1)),
-        critical_rate=(lambda theta: _rule_critical_rate(rule, theta, k)) if with_crit else None,
-        hint=lambda crit: _divergence_hint(rule, rates, crit, batch_list),
-        loss_units=c,
-        callback=callback,
-    )
-    n = run.n_recorded
-    # the recorded losses (and accuracies) in ntksolve's own terms, from the recorded outputs
-    target = Y if kind == "mse" else lab
-    target_test = (Y_test if kind == "mse" else lab_test) if y_test is not None else None
-    train_m = [_measure(kind, f, target) for f in run.fx_train[:n]]
-    test_m = None if target_test is None else [_measure(kind, f, target_test) for f in run.fx_test[:n]]
-    loss_train = np.array([m[0] for m in train_m])
-    loss_test = None if test_m is None else np.array([m[0] for m in test_m])
-    acc_train = None if kind == "mse" else np.array([m[1] for m in train_m])
-    acc_test = None if (kind == "mse" or test_m is None) else np.array([m[1] for m in test_m])
-    result = TrainingResult(
-        **recorded(n, rec, run.fx_train, run.fx_test, loss_train, loss_test, run.kernel_change, track_kernel, k),
-        net=train_net,
-        params=now(),
-        learning_rate=first_rate,
-        wall_time=run.wall_time,
-        kernel_time=run.kernel_time,
-        critical_learning_rate=run.critical_learning_rate,
-        diverged=run.diverged,
-        message=run.message,
-        n_steps_taken=run.n_steps_taken,
-        accuracy_train=acc_train,
-        accuracy_test=acc_test,
-        loss=kind,
-        dynamics=rule,
-    )
-    if run.diverged and on_divergence == "raise":
-        raise TrainingDivergedError(run.message, result)
-    return result

@@ -4,7 +4,8 @@
 Nesterov and weight decay, ``Adam``, ...) on a copy of the module with ``MSELoss``,
 ``CrossEntropyLoss`` or ``BCEWithLogitsLoss``, full batch or minibatches, with a per-step rate
 array or a torch scheduler, and records the outputs on the training and test inputs at the
-requested steps. Its loop (:func:`_run`) also runs :func:`~ntksolve.torch.train_network_torch`.
+requested steps. Its steps (:class:`TorchSteps`, run by the one loop of
+:mod:`ntksolve.training_loop`) are also :func:`~ntksolve.torch.train_network_torch`'s.
 
 PyTorch's rates and losses map onto ntksolve's by :func:`~ntksolve.torch.learning_rate_from_torch`
 (the table of units is in :mod:`ntksolve.torch.units`); the batch orders are in
@@ -19,7 +20,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ntksolve._config import DIVERGENCE_FACTOR
 from ntksolve._extras import require
 from ntksolve._validation import check_inputs
 from ntksolve.dynamics.mse import critical_learning_rate
@@ -27,15 +27,9 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
 from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
-from ntksolve.training import (
-    TrainingDivergedError,
-    TrainingResult,
-    KernelTracker,
-    Stopwatch,
-    _check_steps,
-    _check_targets,
-    recorded,
-)
+from ntksolve.training_loop import Steps, TrainingLoop, finish
+from ntksolve.training_plan import _check_steps, _check_targets, check_on_divergence, check_test_inputs
+from ntksolve.training_records import TrainingResult
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
 nn = torch.nn
@@ -207,19 +201,17 @@ def train(
             f"BCEWithLogitsLoss here is the cross-entropy of one output; the module has {k} "
             "(use CrossEntropyLoss for several classes)"
         )
-    X = check_inputs(_as_array(X, "X"), name="X", n_features=d, dtype=dt)
+
+    def check(A, name):
+        return check_inputs(_as_array(A, name), name=name, n_features=d, dtype=dt)
+
+    X = check(X, "X")
     N = X.shape[0]
     yt = _targets(kind, y, N, k, dt, "y")
-    if X_test is not None:
-        X_test = check_inputs(_as_array(X_test, "X_test"), name="X_test", n_features=d, dtype=dt)
-        yt_test = None if y_test is None else _targets(kind, y_test, X_test.shape[0], k, dt, "y_test")
-    elif y_test is not None:
-        raise ValueError("y_test was given without X_test")
-    else:
-        yt_test = None
+    X_test = check_test_inputs(X_test, y_test, check)
+    yt_test = None if y_test is None else _targets(kind, y_test, X_test.shape[0], k, dt, "y_test")
     steps, rec = _check_steps(steps, record_at)
-    if on_divergence not in ("raise", "return"):
-        raise ValueError(f"on_divergence must be 'raise' or 'return', got {on_divergence!r}")
+    check_on_divergence(on_divergence)
     batch_list = _check_batches(batches, N, steps)
     rates = None
     make_scheduler = None
@@ -275,205 +267,95 @@ def train(
             f"(e.g. {0.5 * crit:.4g})"
         )
 
-    run = _run(
-        model,
-        opt,
-        scheduler,
-        rates,
-        loss,
-        X,
-        yt,
-        X_test,
-        yt_test,
+    kernels = (kernel_now, lambda: empirical_ntk(*from_torch(module), X, trace=(k == 1)))
+    steps_ = TorchSteps(
+        model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, batch_list, steps, k, kernels=kernels
+    )
+    loop = TrainingLoop(
+        steps_,
         rec,
         steps,
-        batch_list,
-        k,
-        kernel_now=kernel_now if track_kernel else None,
-        initial_kernel=lambda: empirical_ntk(*from_torch(module), X, trace=(k == 1)),
+        track_kernel=track_kernel,
         critical_rate=critical_rate if kind == "mse" else None,
         hint=hint,
-        loss_units=1.0,
         callback=callback,
-    )
+    ).run()
     net, params = from_torch(model)
     result = TorchTrainingResult(
-        **recorded(
-            run.n_recorded,
-            rec,
-            run.fx_train,
-            run.fx_test,
-            run.loss_train,
-            run.loss_test,
-            run.kernel_change,
-            track_kernel,
-            k,
-        ),
+        **loop.fields(),
         net=net,
         params=params,
         learning_rate=first_lr,
-        wall_time=run.wall_time,
-        kernel_time=run.kernel_time,
-        critical_learning_rate=run.critical_learning_rate,
-        diverged=run.diverged,
-        message=run.message,
-        n_steps_taken=run.n_steps_taken,
         module=model,
-        batches=None if batch_list is None else batch_list[: run.n_steps_taken],
-        learning_rates=run.learning_rates,
+        batches=None if batch_list is None else batch_list[: loop.taken],
+        learning_rates=steps_.learning_rates[: loop.taken].copy(),
     )
-    if run.diverged and on_divergence == "raise":
-        raise TrainingDivergedError(run.message, result)
-    return result
+    return finish(result, on_divergence)
 
 
-@dataclass
-class _Run:
-    """What :func:`_run` recorded (buffers of ``T`` records, the first ``n_recorded`` filled)."""
+class TorchSteps(Steps):
+    """The steps of a module copy ``model`` with its optimiser ``opt`` (and ``scheduler``, or a
+    per-step rate array ``rates``), on validated inputs and the targets as the torch ``loss``
+    expects them; its losses are PyTorch's (:attr:`loss_units` of ntksolve's, as the callback sees
+    them). :func:`train` and :func:`~ntksolve.torch.train_network_torch` run it."""
 
-    fx_train: np.ndarray
-    fx_test: Optional[np.ndarray]
-    loss_train: np.ndarray
-    loss_test: Optional[np.ndarray]
-    kernel_change: Optional[np.ndarray]
-    learning_rates: np.ndarray
-    n_recorded: int = 0
-    n_steps_taken: int = 0
-    diverged: bool = False
-    message: str = ""
-    wall_time: float = 0.0
-    kernel_time: float = 0.0
-    critical_learning_rate: Optional[float] = None
+    loss_name = "training loss"
 
+    def __init__(
+        self, model, opt, scheduler, rates, loss, X, yt, X_test, yt_test, batch_list, steps, k, *, kernels, units=1.0
+    ):
+        self.model, self.opt, self.scheduler, self.rates, self.loss = model, opt, scheduler, rates, loss
+        self.batch_list, self.loss_units = batch_list, units
+        self._kernel_now, self._initial_kernel = kernels
+        self.n_train, self.k, self.dtype = X.shape[0], k, X.dtype
+        self.n_test = None if X_test is None else X_test.shape[0]
+        self.test_loss, self.batched = yt_test is not None, batch_list is not None
+        self.device = device = next(model.parameters()).device  # inputs go where the module is; records come back
+        self.Xt = torch.from_numpy(X).to(device)
+        self.Xt_test = None if X_test is None else torch.from_numpy(X_test).to(device)
+        self.yt = yt.to(device)
+        self.yt_test = None if yt_test is None else yt_test.to(device)
+        self.learning_rates = np.empty(steps)
 
-def _run(
-    model,
-    opt,
-    scheduler,
-    rates,
-    loss,
-    X,
-    yt,
-    X_test,
-    yt_test,
-    rec,
-    steps,
-    batch_list,
-    k,
-    *,
-    kernel_now,
-    initial_kernel,
-    critical_rate,
-    hint,
-    loss_units,
-    callback,
-) -> _Run:
-    """The training loop of :func:`train` (and of :func:`~ntksolve.torch.trainer.train_network_torch`)
-    on the module copy ``model`` with its optimiser ``opt``, validated inputs and targets.
+    def _measure(self, Xt, yt):
+        with torch.no_grad():
+            f = self.model(Xt)
+            return f.cpu().numpy(), None if yt is None else float(self.loss(f, yt)), None
 
-    ``kernel_now()`` is the tracked kernel (None: not tracked), ``initial_kernel()`` the kernel at
-    initialisation when it is needed only for a divergence message; ``critical_rate(theta)`` turns
-    it into the critical rate the message quotes (``critical_rate`` None: there is none),
-    ``hint(crit)`` into the message's
-    advice; ``loss_units`` divides PyTorch's loss values in messages and in what ``callback`` sees
-    (they are recorded as PyTorch computes them).
-    """
-    dt = X.dtype
-    N = X.shape[0]
-    device = next(model.parameters()).device  # inputs go where the module is; records come back
-    Xt = torch.from_numpy(X).to(device)
-    Xt_test = None if X_test is None else torch.from_numpy(X_test).to(device)
-    yt = yt.to(device)
-    yt_test = None if yt_test is None else yt_test.to(device)
-    T = rec.size
-    M = 0 if X_test is None else X_test.shape[0]
-    run = _Run(
-        fx_train=np.empty((T, N, k), dtype=dt),
-        fx_test=None if X_test is None else np.empty((T, M, k), dtype=dt),
-        loss_train=np.empty(T),
-        loss_test=None if yt_test is None else np.empty(T),
-        kernel_change=None if kernel_now is None else np.empty(T),
-        learning_rates=np.empty(steps),
-    )
-    tracker = None
-    if kernel_now is not None:
-        tracker = KernelTracker(kernel_now)
-        if critical_rate is not None:
-            run.critical_learning_rate = critical_rate(tracker.theta0)
+    def measure(self, s):
+        return self._measure(self.Xt, self.yt)
 
-    with torch.no_grad():
-        f_init = model(Xt)
-        zero_loss = float(loss(torch.zeros_like(f_init), yt))  # the loss of a zero predictor
-        loss_scale = max(float(loss(f_init, yt)), zero_loss, float(np.finfo(dt).tiny))
+    def measure_test(self):
+        return self._measure(self.Xt_test, self.yt_test)
 
-    i_rec = 0
-    clock = Stopwatch()
+    def zero_loss(self):
+        with torch.no_grad():
+            zeros = torch.zeros((self.n_train, self.k), dtype=self.Xt.dtype, device=self.device)
+            return float(self.loss(zeros, self.yt))  # the loss of a zero predictor
 
-    def stop(s, what):
-        if run.critical_learning_rate is None and critical_rate is not None:
-            run.critical_learning_rate = critical_rate(initial_kernel())
-        run.diverged = True
-        run.message = f"training diverged at step {s}: the {what}{hint(run.critical_learning_rate)}"
-
-    def grew(value):
-        return (
-            f"training loss grew to {value / loss_units:.3g}, over {DIVERGENCE_FACTOR:.0e} times its "
-            f"initial scale {loss_scale / loss_units:.3g}"
-        )
-
-    for s in range(steps + 1):
-        if i_rec < T and rec[i_rec] == s:
-            with torch.no_grad():
-                f = model(Xt)
-                lv = float(loss(f, yt))
-            if not np.isfinite(lv) or lv > DIVERGENCE_FACTOR * loss_scale:
-                clock.stop()
-                stop(s, "training loss became non-finite" if not np.isfinite(lv) else grew(lv))
-                break
-            run.fx_train[i_rec] = f.cpu().numpy()
-            run.loss_train[i_rec] = lv
-            if Xt_test is not None:
-                with torch.no_grad():
-                    ft = model(Xt_test)
-                run.fx_test[i_rec] = ft.cpu().numpy()
-                if yt_test is not None:
-                    run.loss_test[i_rec] = float(loss(ft, yt_test))
-            if tracker is not None:
-                with clock.paused():
-                    run.kernel_change[i_rec] = tracker.change(s)
-            i_rec += 1
-            if callback is not None:
-                with clock.paused():
-                    callback(s, lv / loss_units)
-        if s == steps:
-            break
-        if rates is not None:
+    def loss_of_step(self, s):
+        opt = self.opt
+        if self.rates is not None:
             for group in opt.param_groups:
-                group["lr"] = float(rates[s])
-        run.learning_rates[s] = float(opt.param_groups[0]["lr"])
-        if batch_list is None:
-            xb, yb = Xt, yt
+                group["lr"] = float(self.rates[s])
+        self.learning_rates[s] = float(opt.param_groups[0]["lr"])
+        if self.batch_list is None:
+            xb, yb = self.Xt, self.yt
         else:
-            idx = torch.from_numpy(batch_list[s]).to(device)
-            xb, yb = Xt[idx], yt[idx]
+            idx = torch.from_numpy(self.batch_list[s]).to(self.device)
+            xb, yb = self.Xt[idx], self.yt[idx]
         opt.zero_grad(set_to_none=True)
-        out = loss(model(xb), yb)
+        out = self.loss(self.model(xb), yb)
         out.backward()
-        bl = float(out.detach())
-        # every full-batch step sees the training loss, as train_network does; a minibatch
-        # loss is only checked for being finite (its scale is the batch's)
-        if not np.isfinite(bl) or (batch_list is None and bl > DIVERGENCE_FACTOR * loss_scale):
-            clock.stop()
-            stop(s, "batch loss became non-finite" if not np.isfinite(bl) else grew(bl))
-            break
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        run.n_steps_taken = s + 1
-    if not run.diverged:
-        clock.stop()
-    run.n_recorded = i_rec
-    run.wall_time = clock.seconds
-    run.kernel_time = 0.0 if tracker is None else tracker.seconds
-    run.learning_rates = run.learning_rates[: run.n_steps_taken].copy()
-    return run
+        return float(out.detach())
+
+    def update(self, s):
+        self.opt.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def kernel(self):
+        return self._kernel_now()
+
+    def initial_kernel(self):
+        return self._initial_kernel()
