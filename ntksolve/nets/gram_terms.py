@@ -172,15 +172,7 @@ class LayerTerm:
         else:
             Gd = Gh
         r0, r1, c0, c1, diagonal = piece
-        combine(
-            theta[r0:r1, c0:c1],
-            Gd[r0 * kk : r1 * kk, c0 * kk : c1 * kk],
-            Gh[r0:r1, c0:c1],
-            c,
-            beta,
-            diagonal,
-            has_delta,
-        )
+        combine(theta, Gd, Gh, c, beta, diagonal, has_delta, r0, r1, c0, c1)
 
 
 def add_terms(theta, terms, trace: bool, lower: bool, workers: int = 1) -> None:
