@@ -5,7 +5,7 @@ single-threaded (:func:`single_threaded`), instead of letting OpenBLAS split eac
 own threads. OpenBLAS threads a symmetric Gram product (SYRK) poorly: on two cores, two
 single-threaded SYRKs side by side run about 15 % faster than one after another on two BLAS threads,
 and the elementwise passes between the products then run on every core as well
-(``kernels/empirical.py``).
+(``kernels/empirical_terms.py``, ``nets/gram_terms.py``).
 
 The limits go through ``threadpoolctl``, a dependency of scikit-learn. They are process-wide while
 they hold: BLAS calls from other threads of the process run single-threaded for that time too.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import os
 import threading
 
 import numba
@@ -59,7 +60,7 @@ def single_threaded():
 
     Yields whether the limit holds in the calling thread. OpenBLAS (0.3.30, measured) may ignore a
     limit set from a thread other than the main one once the main thread has set one itself, so
-    the caller must not count on it: :func:`blas_workers` then keeps to one worker.
+    the caller must not count on it: :func:`side_by_side` then runs its calls one after another.
     """
     global _HOLDERS, _LIMITER
     controller = _blas_controller()
@@ -77,20 +78,50 @@ def single_threaded():
                 _LIMITER = None
 
 
-@contextlib.contextmanager
-def blas_workers(n: int):
-    """A pool of ``n`` Python threads whose BLAS calls each run single-threaded, side by side
-    (one thread where the limit does not take: :func:`single_threaded`).
+class _Pool:
+    """One lazily started pool of threads for the whole process (starting threads for every call
+    costs milliseconds), started anew after a fork, whose child inherits no threads."""
 
-    Yields a :class:`concurrent.futures.ThreadPoolExecutor`; an exception raised in a task reaches
-    the caller through its future's ``result()``. Worth it only for work that releases the GIL:
-    BLAS calls through numpy and ``nogil`` numba kernels.
+    def __init__(self):
+        self.executor, self.size, self.pid = None, 0, None
+
+    def get(self, n: int) -> concurrent.futures.ThreadPoolExecutor:
+        with _LOCK:
+            if self.executor is None or self.size < n or self.pid != os.getpid():
+                if self.executor is not None and self.pid == os.getpid():
+                    self.executor.shutdown(wait=False)
+                self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix=_PREFIX)
+                self.size, self.pid = n, os.getpid()
+            return self.executor
+
+
+_PREFIX = "ntksolve-blas"
+_POOL = _Pool()
+
+
+def side_by_side(fn, items) -> None:
+    """``fn(item)`` for every item, each on its own Python thread with BLAS single-threaded.
+
+    Returns when every call has returned; the first exception raised is then re-raised. Worth it
+    only for work that releases the GIL: BLAS calls through numpy and ``nogil`` numba kernels. Where
+    the BLAS limit does not take (:func:`single_threaded`), or when called from one of these threads
+    (a nested call would wait on its own pool), the calls run one after another in the caller.
     """
+    items = list(items)
+    if len(items) <= 1 or threading.current_thread().name.startswith(_PREFIX):
+        for item in items:  # one call (BLAS keeps its threads), or nested in one of ours
+            fn(item)
+        return
     with single_threaded() as limited:
-        # where the limit did not take, one worker (on BLAS's own threads) rather than n of them
-        # each starting as many BLAS threads as there are cores
-        with concurrent.futures.ThreadPoolExecutor(max_workers=n if limited else 1) as pool:
-            yield pool
+        if not limited:
+            for item in items:
+                fn(item)
+            return
+        pool = _POOL.get(len(items))
+        futures = [pool.submit(fn, item) for item in items]
+        concurrent.futures.wait(futures)
+        for fut in futures:
+            fut.result()
 
 
-__all__ = ["blas_threads", "blas_workers", "parallel_workers", "single_threaded"]
+__all__ = ["blas_threads", "parallel_workers", "side_by_side", "single_threaded"]

@@ -80,6 +80,10 @@ GRAM_BLOCK_ROWS = None
 #: thread, where the pool's start-up would cost more than it saves.
 EMPIRICAL_THREAD_MIN_ROWS = 64
 
+#: Bytes of scratch buffers (the empirical NTK's activations, deltas and Gram buffers) kept from one
+#: call to the next (``ntksolve._workspace``), sparing the page faults of fresh arrays; 0: none kept.
+WORKSPACE_BYTES = 256 * 1024**2
+
 # --- closed-form dynamics (ntksolve.dynamics) ------------------------------------------------------
 
 #: LAPACK driver of the symmetric eigendecomposition. Measured 2026-11-29 at N = 2048, 2 cores, float64:

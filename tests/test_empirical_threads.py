@@ -2,6 +2,7 @@
 against the explicit Jacobian computed on one thread, and the BLAS limits it sets and restores."""
 
 import threading
+import time
 
 import numba
 import numpy as np
@@ -135,10 +136,34 @@ def test_concurrent_single_threaded_blocks_restore_the_limit():
 def test_main_thread_limit_holds():
     with _blas.single_threaded() as limited:
         assert limited and _blas.blas_threads() == 1
-        with _blas.blas_workers(2) as pool:  # nested: the limit stays until the outer block ends
-            assert pool._max_workers == 2
-            assert pool.submit(_blas.blas_threads).result() == 1
-        assert _blas.blas_threads() == 1
+        seen = []
+        _blas.side_by_side(lambda i: seen.append((i, _blas.blas_threads())), range(3))
+        assert sorted(seen) == [(0, 1), (1, 1), (2, 1)]
+        assert _blas.blas_threads() == 1  # nested: the limit stays until the outer block ends
+
+
+def test_side_by_side_waits_for_every_call_and_reraises():
+    done = []
+
+    def work(i):
+        if i == 0:
+            raise KeyError("first")
+        time.sleep(0.05)
+        done.append(i)
+
+    with pytest.raises(KeyError, match="first"):
+        _blas.side_by_side(work, range(3))
+    assert sorted(done) == [1, 2]  # the others had finished before the error came back
+
+
+def test_nested_side_by_side_runs_inline():
+    names = []
+
+    def outer(i):
+        _blas.side_by_side(lambda j: names.append(threading.current_thread().name), range(2))
+
+    _blas.side_by_side(outer, range(2))
+    assert len(names) == 4 and all(n.startswith("ntksolve-blas") for n in names)
 
 
 def test_workers_respect_numba_threads():

@@ -8,7 +8,7 @@ layer sum of ``docs/conventions.md``::
 
 All FLOPs but a few percent are BLAS products: the forward ``h W^T`` and backward ``delta W``
 GEMMs, and two Gram products per layer. The work is split between ``workers`` Python threads, each
-calling BLAS single-threaded (:func:`ntksolve._blas.blas_workers`), rather than handed to BLAS's own
+calling BLAS single-threaded (:func:`ntksolve._blas.side_by_side`), rather than handed to BLAS's own
 threads call by call:
 
 - the features: each thread runs the forward and backward pass over its own rows of the block,
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntksolve._blas import blas_workers
+from ntksolve import _workspace
+from ntksolve._blas import side_by_side
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.gram_terms import LayerTerm, add_terms, gram, row_parts
 from ntksolve.nets.mlp import MLP, forward
@@ -50,18 +51,11 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
         (``delta^{L+1}`` is the identity and is never stored)
     """
     blocks = [slice(a, b) for a, b in row_parts(X.shape[0], workers)]
-    if len(blocks) == 1:
-        f, hs, dphis = forward(net, params, X, keep=True)
-        deltas = [None] * net.depth
-        for l, delta in backward(net, params, dphis):
-            if l <= net.depth:
-                deltas[l - 1] = delta
-        return f, hs, deltas
     B, k, dt = X.shape[0], net.n_outputs, X.dtype
     widths = net.widths(X.shape[1])[1:-1]
-    hs = [X] + [np.empty((B, n), dtype=dt) for n in widths]
-    dphis = [np.empty((B, n), dtype=dt) for n in widths]
-    deltas = [np.empty((B, k, n), dtype=dt) for n in widths]
+    hs = [X] + [_workspace.empty((B, n), dt) for n in widths]
+    dphis = [_workspace.empty((B, n), dt) for n in widths]
+    deltas = [_workspace.empty((B, k, n), dt) for n in widths]
     f = np.empty((B, k), dtype=dt)
 
     def rows(r):
@@ -70,9 +64,7 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
         for _ in backward(net, params, dp, out=[g[r] for g in deltas]):
             pass
 
-    with blas_workers(len(blocks)) as pool:
-        for fut in [pool.submit(rows, r) for r in blocks]:
-            fut.result()
+    side_by_side(rows, blocks)
     return f, hs, deltas
 
 

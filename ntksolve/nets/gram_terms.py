@@ -6,7 +6,7 @@ one place those products are taken, for the MLP (:mod:`ntksolve.kernels.empirica
 network's dense layers (:mod:`ntksolve.nets.dense_layers`).
 
 The tile is cut into disjoint pieces shared out between Python threads, each calling BLAS
-single-threaded (:func:`ntksolve._blas.blas_workers`), and each thread computes its pieces of every
+single-threaded (:func:`ntksolve._blas.side_by_side`), and each thread computes its pieces of every
 layer's Gram products and adds them into the same pieces of the tile, layer by layer. For a
 symmetric tile each thread gets one diagonal block (a SYRK, which OpenBLAS threads poorly when it
 gets the whole product) and an equal share of the rectangles left of the blocks (GEMMs), so every
@@ -21,8 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from ntksolve import _config
-from ntksolve._blas import blas_workers
+from ntksolve import _config, _workspace
+from ntksolve._blas import side_by_side
 from ntksolve._jit import empirical as _jit
 
 
@@ -193,8 +193,8 @@ def add_terms(theta, terms, trace: bool, lower: bool, workers: int = 1) -> None:
     BI, BJ = theta.shape[:2]
     k = 1 if trace else theta.shape[2]
     # two Gram buffers serve every layer: fresh arrays of this size are page-faulted anew
-    Gh = np.empty((BI, BJ), dtype=theta.dtype)
-    Gd = np.empty((BI * k, BJ * k), dtype=theta.dtype)
+    Gh = _workspace.empty((BI, BJ), theta.dtype)
+    Gd = _workspace.empty((BI * k, BJ * k), theta.dtype)
 
     def share(own):
         for t in terms:
@@ -205,9 +205,7 @@ def add_terms(theta, terms, trace: bool, lower: bool, workers: int = 1) -> None:
     if len(shares) == 1:
         share(shares[0])
         return
-    with blas_workers(len(shares)) as pool:
-        for fut in [pool.submit(share, own) for own in shares]:
-            fut.result()
+    side_by_side(share, shares)
 
 
 __all__ = ["LayerTerm", "add_terms", "gram", "pieces", "row_parts"]
