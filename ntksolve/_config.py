@@ -80,6 +80,14 @@ GRAM_BLOCK_ROWS = None
 #: thread, where the pool's start-up would cost more than it saves.
 EMPIRICAL_THREAD_MIN_ROWS = 64
 
+#: Diagonal blocks per thread of a symmetric Gram product split between threads
+#: (``ntksolve.nets.gram_terms.pieces``): the blocks are SYRKs, the rest GEMMs, which single-threaded
+#: OpenBLAS runs faster (measured 46 against 52 GFLOP/s float64, 83 against 100 float32), but more
+#: blocks make smaller GEMMs. Measured 2026-12-01 (N = 1024, width 2048, three layers, 2 threads,
+#: interleaved medians of 7), seconds per NTK for 1 / 2 / 4 / 8 blocks: float64 0.498 / 0.503 /
+#: 0.513 / 0.545, float32 0.273 / 0.271 / 0.283 / 0.294.
+GRAM_DIAGONAL_BLOCKS = 1
+
 #: Bytes of scratch buffers (the empirical NTK's activations, deltas and Gram buffers) kept from one
 #: call to the next (``ntksolve._workspace``), sparing the page faults of fresh arrays; 0: none kept.
 WORKSPACE_BYTES = 256 * 1024**2

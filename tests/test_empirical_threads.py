@@ -79,10 +79,12 @@ def test_threaded_and_single_thread_agree(threaded, monkeypatch):
         assert _rel(a, b) <= 1e-14
 
 
-def test_pieces_cover_the_tile_once_with_equal_work():
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_pieces_cover_the_tile_once_with_equal_work(monkeypatch, blocks):
+    monkeypatch.setattr(_config, "GRAM_DIAGONAL_BLOCKS", blocks)
     assert len(gram_terms.row_parts(_config.EMPIRICAL_THREAD_MIN_ROWS * 2 - 1, 8)) == 1
     assert gram_terms.row_parts(1000, 3) == [(0, 333), (333, 667), (667, 1000)]
-    for N, T in [(1000, 2), (1000, 3), (777, 4), (130, 2), (64, 1)]:
+    for N, T in [(1000, 2), (1000, 3), (777, 4), (1300, 2), (64, 1)]:
         shares = gram_terms.pieces(N, N, T, lower=True)
         cover = np.zeros((N, N), int)
         work = []

@@ -91,35 +91,38 @@ def pieces(BI: int, BJ: int, workers: int, lower: bool):
     """Each worker's share of a tile, as pieces ``(r0, r1, c0, c1, diagonal)``: rectangles
     ``[r0:r1, c0:c1]`` of GEMM work, and (``diagonal``) lower triangles of square diagonal blocks.
 
-    A whole rectangle is split into equal row ranges. A lower triangle is cut into ``T`` equal
-    diagonal blocks, one per worker (SYRK), and the rectangles left of them (GEMM) are shared out
-    by rows so that every worker gets the same FLOPs with the same mix of SYRK and GEMM (the two run
-    at different rates).
+    A whole rectangle is split into equal row ranges. A lower triangle is cut into equal diagonal
+    blocks (SYRK), ``_config.GRAM_DIAGONAL_BLOCKS`` per worker and dealt out in turn, and the
+    rectangles left of them (GEMM) are shared out by rows, so that every worker gets the same FLOPs
+    with the same mix of SYRK and GEMM (the two run at different rates).
     """
     rows = row_parts(BI, workers)
+    T = len(rows)
     if not lower:
         return [[(r0, r1, 0, BJ, False)] for r0, r1 in rows]
-    T = len(rows)
-    shares = [[(r0, r1, r0, r1, True)] for r0, r1 in rows]
-    # the rectangles left of the diagonal blocks: rows of block t >= 1 are rows[t][0] wide
-    cum = np.concatenate([[0], np.cumsum([(r1 - r0) * r0 for r0, r1 in rows])])
-    total = cum[-1]
-    t, worker = 1, 0
-    pos = rows[1][0] if T > 1 else BI  # the next row of rectangle work to hand out
+    blocks = rows if T == 1 else row_parts(BI, T * _config.GRAM_DIAGONAL_BLOCKS)
+    shares = [[] for _ in range(T)]
+    for b, (r0, r1) in enumerate(blocks):
+        shares[b % T].append((r0, r1, r0, r1, True))
+    if T == 1:
+        return shares
+    # the rectangles left of the diagonal blocks: the rows of block b >= 1 are blocks[b][0] wide
+    nb = len(blocks)
+    cum = np.concatenate([[0], np.cumsum([(r1 - r0) * r0 for r0, r1 in blocks])])
+    b, pos = 1, blocks[1][0]  # the next row of rectangle work to hand out
     for worker in range(T):
-        goal = total * (worker + 1) / T
-        while t < T:
-            r0, r1 = rows[t]
-            done = cum[t] + (pos - r0) * r0  # work handed out before row `pos`
-            if done >= goal - 0.5 * r0:
+        goal = cum[-1] * (worker + 1) / T
+        while b < nb:
+            r0, r1 = blocks[b]
+            if cum[b] + (pos - r0) * r0 >= goal - 0.5 * r0:  # the work before row `pos` reaches the goal
                 break
-            stop = r1 if worker == T - 1 else min(r1, r0 + int(round((goal - cum[t]) / r0)))
+            stop = r1 if worker == T - 1 else min(r1, r0 + int(round((goal - cum[b]) / r0)))
             stop = max(stop, pos + 1)
             shares[worker].append((pos, stop, 0, r0, False))
             pos = stop
             if pos >= r1:
-                t += 1
-                pos = rows[t][0] if t < T else BI
+                b += 1
+                pos = blocks[b][0] if b < nb else BI
     return shares
 
 
