@@ -79,6 +79,14 @@ GRAM_BLOCK_ROWS = None
 #: (``ntksolve.kernels.empirical_terms``); a block of fewer rows than this per thread stays on one
 #: thread, where the pool's start-up would cost more than it saves.
 EMPIRICAL_THREAD_MIN_ROWS = 64
+#: ... and a phase (the features of a block, the Gram products of a tile) of fewer FLOPs than this
+#: stays on BLAS's own threads. Right after other multi-threaded BLAS work, OpenBLAS's idle threads
+#: spin for a while (about 0.2 s measured) and take a share of the cores from ours: measured
+#: 2026-12-01 (2 cores, 2 threads, N x width, three layers), threads against BLAS threads when
+#: calls repeat: 0.96 at 128 x 512, 0.97 at 256 x 512, 1.10 at 512 x 512, 1.30 at 1024 x 512, 1.05 at
+#: 512 x 2048; alternated with BLAS-threaded calls: 0.6 at 256 x 512 to 0.83 at 1024 x 512, 1.02 at
+#: 1024 x 2048 float64. A phase of this many FLOPs takes about 0.1 s, long enough to gain on the whole.
+EMPIRICAL_THREAD_MIN_FLOPS = 1e10
 
 #: Diagonal blocks per thread of a symmetric Gram product split between threads
 #: (``ntksolve.nets.gram_terms.pieces``): the blocks are SYRKs, the rest GEMMs, which single-threaded

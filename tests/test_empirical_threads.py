@@ -17,6 +17,7 @@ from ntksolve.nets import gram_terms
 def threaded(monkeypatch):
     """Threads for every block (one row each at least) and three workers, on any machine."""
     monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_FLOPS", 0)
     monkeypatch.setattr(empirical, "parallel_workers", lambda: 3)
 
 
@@ -73,10 +74,29 @@ def test_threaded_and_single_thread_agree(threaded, monkeypatch):
     assert _rel(many, one) <= 1e-14
     # the rows of the features are split: equal to one thread's features
     monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_FLOPS", 0)
     f1, hs1, ds1 = empirical_terms.features(net, p, X, 1)
     f3, hs3, ds3 = empirical_terms.features(net, p, X, 3)
     for a, b in zip([f1] + hs1 + ds1, [f3] + hs3 + ds3):
         assert _rel(a, b) <= 1e-14
+
+
+def test_small_phases_stay_on_blas_threads(monkeypatch):
+    """Below EMPIRICAL_THREAD_MIN_FLOPS neither phase asks for threads (workers offered: 3)."""
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    asked = []
+    row_parts, pieces = gram_terms.row_parts, gram_terms.pieces
+    monkeypatch.setattr(empirical_terms, "row_parts", lambda n, w: asked.append(("rows", w)) or row_parts(n, w))
+    monkeypatch.setattr(gram_terms, "pieces", lambda *a: asked.append(("pieces", a[2])) or pieces(*a))
+    net = MLP((8, 8), n_outputs=1)
+    p = net.init(3, random_state=0)
+    X = np.random.default_rng(0).standard_normal((12, 3))
+    monkeypatch.setattr(empirical, "parallel_workers", lambda: 3)
+    empirical_ntk(net, p, X)
+    assert asked == [("rows", 1), ("pieces", 1)]
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_FLOPS", 0)
+    empirical_ntk(net, p, X)
+    assert asked[2:] == [("rows", 3), ("pieces", 3)]
 
 
 @pytest.mark.parametrize("blocks", [1, 3])
@@ -212,6 +232,7 @@ def test_threaded_network_dense_terms_equal_the_jacobian(monkeypatch, trace, cro
     from ntksolve.nets.layers import Activation, Dense
 
     monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_ROWS", 1)
+    monkeypatch.setattr(_config, "EMPIRICAL_THREAD_MIN_FLOPS", 0)
     monkeypatch.setattr(dense_layers, "parallel_workers", lambda: 3)
     net = Network(
         [Dense(6, bias_std=0.3), Activation("tanh"), Residual([Dense(6), Activation("relu")]), Dense(2, bias_std=0.3)]

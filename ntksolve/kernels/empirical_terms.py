@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntksolve import _workspace
+from ntksolve import _config, _workspace
 from ntksolve._blas import side_by_side
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.gram_terms import LayerTerm, add_terms, gram, row_parts
@@ -50,9 +50,12 @@ def features(net: MLP, params, X: np.ndarray, workers: int = 1):
     deltas : list of L arrays, ``deltas[l-1] = delta^l`` of shape (B, k, n_l), l = 1 ... L
         (``delta^{L+1}`` is the identity and is never stored)
     """
-    blocks = [slice(a, b) for a, b in row_parts(X.shape[0], workers)]
     B, k, dt = X.shape[0], net.n_outputs, X.dtype
-    widths = net.widths(X.shape[1])[1:-1]
+    w = net.widths(X.shape[1])
+    widths = w[1:-1]
+    # forward and backward GEMMs: 2 B n_{l-1} n_l each way, the backward k times
+    flops = 2.0 * B * sum(a * b for a, b in zip(w[:-1], w[1:])) * (1 + k)
+    blocks = [slice(a, b) for a, b in row_parts(B, workers if flops >= _config.EMPIRICAL_THREAD_MIN_FLOPS else 1)]
     hs = [X] + [_workspace.empty((B, n), dt) for n in widths]
     dphis = [_workspace.empty((B, n), dt) for n in widths]
     deltas = [_workspace.empty((B, k, n), dt) for n in widths]

@@ -204,7 +204,9 @@ def add_terms(theta, terms, trace: bool, lower: bool, workers: int = 1) -> None:
             for piece in own:
                 t.add_piece(theta, Gh, Gd, piece, trace)
 
-    shares = pieces(BI, BJ, workers, lower)
+    width = sum(t.hI.shape[1] + (0 if t.dI is None else t.dI.shape[1] * t.dI.shape[2]) for t in terms)
+    flops = (1.0 if lower else 2.0) * BI * BJ * width  # SYRK's half of the products on a diagonal tile
+    shares = pieces(BI, BJ, workers if flops >= _config.EMPIRICAL_THREAD_MIN_FLOPS else 1, lower)
     if len(shares) == 1:
         share(shares[0])
         return
