@@ -12,6 +12,7 @@ width 2048, depth 3, one output).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -134,124 +135,93 @@ t = time.perf_counter(); ntk(); print(time.perf_counter() - t)
 """
 
 
-def gram_blocks(N, n, repeats, block=256):
-    """Blocked Gram products (GEMM block columns of ``block``, ``_config.GRAM_BLOCK_ROWS``) against
-    numpy's SYRK (blocking off, the default), interleaved, at each dtype: seconds per NTK and GEMM
-    fraction of each."""
+def compare(title, N, n, repeats, settings, labels):
+    """Two settings of the empirical NTK side by side, interleaved with a 2048^3 GEMM that gives the
+    rate in the same rounds (so outside load touches all three alike), at each dtype.
+
+    ``settings`` maps the two labels to context-manager factories that put the setting in force
+    for one call; prints seconds, their ratio, the GEMM fraction of each and the largest difference.
+    """
     X = np.random.default_rng(0).standard_normal((N, D))
     net = MLP((n,) * DEPTH)
     flops = minimal_flops(N, D, n, DEPTH)
-    default = _config.GRAM_BLOCK_ROWS
+    a, b = labels
+    m = 2048
     rows = []
     for dt in (np.float64, np.float32):
         p = net.init(D, random_state=0, dtype=dt)
 
-        def run(nb):
+        def run(setting):
             def go():
-                _config.GRAM_BLOCK_ROWS = nb
-                try:
+                with setting():
                     return empirical_ntk(net, p, X)
-                finally:
-                    _config.GRAM_BLOCK_ROWS = default
 
             return go
 
-        res = interleaved({"blocked": run(block), "syrk": run(None)}, repeats)
-        rate = gemm_rate(dt, repeat=10)
-        (tb, kb), (ts, ks) = res["blocked"], res["syrk"]
-        rows.append(
-            (
-                np.dtype(dt).name,
-                tb,
-                ts,
-                ts / tb,
-                flops / tb / rate,
-                flops / ts / rate,
-                float(np.max(np.abs(kb - ks)) / np.max(np.abs(ks))),
-            )
-        )
-    print(
-        f"Gram products at N={N}, width {n}: blocked (GRAM_BLOCK_ROWS={block}) against numpy's SYRK "
-        f"(the default is {default})\n"
-    )
-    print(
-        table(
-            rows,
-            [
-                "dtype",
-                "blocked s",
-                "SYRK s",
-                "SYRK / blocked",
-                "GEMM frac blocked",
-                "GEMM frac SYRK",
-                "rel. difference",
-            ],
-        )
-    )
+        A, B = (np.random.default_rng(s).standard_normal((m, m)).astype(dt) for s in (1, 2))
+        res = interleaved({a: run(settings[a]), b: run(settings[b]), "gemm": lambda: A @ B}, repeats)
+        rate = 2.0 * m**3 / res["gemm"][0]
+        (ta, ka), (tb, kb) = res[a], res[b]
+        rel = float(np.max(np.abs(ka - kb)) / np.max(np.abs(kb)))
+        rows.append((np.dtype(dt).name, ta, tb, tb / ta, flops / ta / rate, flops / tb / rate, rate / 1e9, rel))
+    print(f"{title} (N={N}, width {n}; median of {repeats} interleaved rounds)\n")
+    heads = [f"{a} s", f"{b} s", f"{b} / {a}", f"GEMM frac {a}", f"GEMM frac {b}", "GEMM rate GFLOP/s"]
+    print(table(rows, ["dtype", *heads, "rel. difference"]))
     print()
+
+
+@contextlib.contextmanager
+def _set(obj, name, value):
+    before = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, before)
+
+
+def gram_blocks(N, n, repeats, block=256):
+    """Blocked Gram products (GEMM block columns of ``block``, ``_config.GRAM_BLOCK_ROWS``) against
+    numpy's SYRK (blocking off, the default)."""
+    compare(
+        f"Gram products: blocked (GRAM_BLOCK_ROWS={block}) against numpy's SYRK (the default: "
+        f"{_config.GRAM_BLOCK_ROWS})",
+        N,
+        n,
+        repeats,
+        {
+            "blocked": lambda: _set(_config, "GRAM_BLOCK_ROWS", block),
+            "SYRK": lambda: _set(_config, "GRAM_BLOCK_ROWS", None),
+        },
+        ("blocked", "SYRK"),
+    )
 
 
 def arrangements(N, n, repeats):
-    """The default arrangement (rows of the features and of every Gram product split between Python
-    threads, BLAS single-threaded in each) against handing each product to BLAS's own threads
-    (``numba.set_num_threads(1)``: one worker), interleaved, at each dtype."""
+    """The default arrangement (rows of the features and pieces of every Gram product split between
+    Python threads, BLAS single-threaded in each) against handing each product to BLAS's own
+    threads (``numba.set_num_threads(1)``: one worker)."""
     import numba
 
-    X = np.random.default_rng(0).standard_normal((N, D))
-    net = MLP((n,) * DEPTH)
-    flops = minimal_flops(N, D, n, DEPTH)
     threads = numba.get_num_threads()
-    rows = []
-    for dt in (np.float64, np.float32):
-        p = net.init(D, random_state=0, dtype=dt)
 
-        def blas_threads():
-            numba.set_num_threads(1)
-            try:
-                return empirical_ntk(net, p, X)
-            finally:
-                numba.set_num_threads(threads)
+    @contextlib.contextmanager
+    def numba_threads(k):
+        numba.set_num_threads(k)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(threads)
 
-        # the GEMM rate is timed in the same rounds (median), so that outside load touches it alike
-        m = 2048
-        A, B = (np.random.default_rng(s).standard_normal((m, m)).astype(dt) for s in (1, 2))
-        contenders = {"threads": lambda: empirical_ntk(net, p, X), "blas": blas_threads, "gemm": lambda: A @ B}
-        res = interleaved(contenders, repeats)
-        rate = 2.0 * m**3 / res["gemm"][0]
-        (tt, kt), (tb, kb) = res["threads"], res["blas"]
-        rows.append(
-            (
-                np.dtype(dt).name,
-                tt,
-                tb,
-                tb / tt,
-                flops / tt / rate,
-                flops / tb / rate,
-                rate / 1e9,
-                float(np.max(np.abs(kt - kb)) / np.max(np.abs(kb))),
-            )
-        )
-    print(
-        f"Arrangement at N={N}, width {n}, {threads} threads: rows split between Python threads with "
-        "single-threaded BLAS (the default) against BLAS's own threads per product, and a 2048^3 GEMM "
-        f"for the rate (median of {repeats} interleaved rounds)\n"
+    compare(
+        f"Arrangement, {threads} threads: work split between Python threads with single-threaded BLAS "
+        "(the default) against BLAS's own threads per product",
+        N,
+        n,
+        repeats,
+        {"threads": lambda: numba_threads(threads), "BLAS threads": lambda: numba_threads(1)},
+        ("threads", "BLAS threads"),
     )
-    print(
-        table(
-            rows,
-            [
-                "dtype",
-                "threads s",
-                "BLAS threads s",
-                "BLAS threads / threads",
-                "GEMM frac threads",
-                "GEMM frac BLAS threads",
-                "GEMM rate GFLOP/s",
-                "rel. difference",
-            ],
-        )
-    )
-    print()
 
 
 def main():

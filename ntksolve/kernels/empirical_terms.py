@@ -27,6 +27,7 @@ import numpy as np
 
 from ntksolve import _config, _workspace
 from ntksolve._blas import side_by_side
+from ntksolve.kernels.network_empirical import in_tile
 from ntksolve.nets.backprop import backward
 from ntksolve.nets.gram_terms import LayerTerm, add_terms, gram, row_parts
 from ntksolve.nets.mlp import MLP, forward
@@ -89,16 +90,9 @@ def _terms(net: MLP, coefs, FI, FJ):
 
 
 def tile_into(net, coefs, theta, box, FI, FJ, trace, lower, workers: int = 1) -> None:
-    """Accumulate one tile of ``theta``; a tile that is not the whole array is built in a
-    contiguous buffer first, so the jitted kernels are compiled for one memory layout only."""
-    I0, I1, J0, J1 = box
+    """Accumulate the tile ``box`` of ``theta`` from the features of its two blocks."""
     terms = _terms(net, coefs, FI, FJ)
-    if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
-        add_terms(theta, terms, trace, lower, workers)
-        return
-    buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
-    add_terms(buf, terms, trace, lower, workers)
-    theta[I0:I1, J0:J1] = buf
+    in_tile(theta, box, lambda tile: add_terms(tile, terms, trace, lower, workers))
 
 
 __all__ = ["features", "gram", "tile_into"]

@@ -61,14 +61,21 @@ def _accumulate(theta, FI, FJ, trace, lower):
         leaf.ntk_term(p, I, None if FJ is None else FJ[n][2], theta, trace, lower)
 
 
-def _tile_into(theta, trace, box, FI, FJ, lower):
+def in_tile(theta, box, add) -> None:
+    """``add(tile)`` on the tile ``box = (I0, I1, J0, J1)`` of ``theta``: on ``theta`` itself when
+    the tile is all of it, else on a zeroed contiguous buffer copied in after, so that the jitted
+    kernels are compiled for one memory layout only (both empirical NTKs' tiles)."""
     I0, I1, J0, J1 = box
     if I1 - I0 == theta.shape[0] and J1 - J0 == theta.shape[1]:
-        _accumulate(theta, FI, FJ, trace, lower)
+        add(theta)
         return
     buf = np.zeros((I1 - I0, J1 - J0) + theta.shape[2:], dtype=theta.dtype)
-    _accumulate(buf, FI, FJ, trace, lower)
+    add(buf)
     theta[I0:I1, J0:J1] = buf
+
+
+def _tile_into(theta, trace, box, FI, FJ, lower):
+    in_tile(theta, box, lambda tile: _accumulate(tile, FI, FJ, trace, lower))
 
 
 def _fill_tiles(theta, X1, X2, block_rows, features, tile_into) -> np.ndarray:
