@@ -38,14 +38,19 @@ from numba import njit
 
 from ntksolve._jit.activations import SIGMOID, SOFTPLUS, TANH, act, dact
 from ntksolve._jit.expectations import logistic_expectations_block
+from ntksolve._jit.scalar_math import exp
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, coef, totals, start, step):
-    """Series coefficients and Parseval totals of points ``start::step``: the activation's parity
-    part on the half grid, then ``A_{k_t} = sum_m psi_t[m, t] part[m]`` (the loop over ``t``
-    innermost, which vectorises; one summation order for every point, so identical points get
-    identical coefficients).
+def series_coefficient_rows(variances, code, prm, grid, half_w, s_max, parts, totals, start, step):
+    """The activation's parity part on the half grid and the Parseval totals, for points
+    ``start::step``; the coefficients are then one matrix product, ``A = parts @ psi.T``
+    (:func:`ntksolve.kernels._analytic_rules.series_pieces`), every point's by the same sum.
+
+    tanh and sigmoid take ``tanh`` from the arithmetic exponential
+    (:func:`ntksolve._jit.scalar_math.exp`, ``tanh x = (1 - e^{-2x}) / (1 + e^{-2x})`` for
+    ``x >= 0``), so that the loop over the grid vectorises; its absolute error (a few ulp of 1)
+    moves every coefficient by under 1e-15, as the rule itself.
 
     Parameters
     ----------
@@ -57,13 +62,11 @@ def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, co
     grid, half_w : ndarray, shape (n_half,)
         Half-grid nodes ``z_m = m h >= 0`` and weights: ``h phi_N(0)`` at 0, ``2 h phi_N(z_m)`` beyond
         (``phi_N`` the normal density), so that ``sum half_w f`` is the full rule of an even ``f``.
-    psi_t : ndarray, shape (n_half, T_cap)
-        ``half_w He_{k_t}(z_m) / sqrt(k_t!)`` (:func:`ntksolve.kernels._analytic_rules.hermite_series_rule`).
     s_max : float
-        Largest variance served; other points (and ``s <= 0``, NaN) get zero coefficients and totals.
-    coef : ndarray, shape (N, T_cap)
-        Output: ``A_{k_t}`` of the activation's odd part ``phi(sqrt(s) z) - A_0`` (tanh, sigmoid) or
-        even part ``phi - sqrt(s) z / 2`` (softplus).
+        Largest variance served; other points (and ``s <= 0``, NaN) get zero parts and totals.
+    parts : ndarray, shape (N, n_half)
+        Output: the odd part ``phi(sqrt(s) z) - A_0`` (tanh, sigmoid) or the even part
+        ``phi - sqrt(s) z / 2`` (softplus) at the nodes.
     totals : ndarray, shape (N, 5)
         Output: ``A_0``, then ``E[phi^2]`` and ``s E[phi'^2]`` less the parts outside the series
         (``A_0^2``; softplus also ``A_1^2 = s/4`` and ``1 A_1^2``), then the two totals themselves.
@@ -71,43 +74,44 @@ def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, co
     """
     n = variances.shape[0]
     n_grid = grid.shape[0]
-    t_cap = psi_t.shape[1]
     odd = code != SOFTPLUS
     a0 = 0.5 if code == SIGMOID else 0.0
-    out = np.empty(n_grid)
+    gd = np.empty(n_grid)
     for i in range(start, n, step):
         s = variances[i]
-        row = coef[i]
-        row[:] = 0.0
+        out = parts[i]
         if not (s > 0.0 and s <= s_max):  # NaN-safe: anything else is the mixture's
+            out[:] = 0.0
             totals[i, :] = 0.0
             continue
         sd = math.sqrt(s)
+        # the derivative from the value where it is one (half the transcendental calls)
+        if code == TANH:
+            for m in range(n_grid):
+                e = exp(-2.0 * sd * grid[m])
+                f = (1.0 - e) / (1.0 + e)
+                out[m] = f
+                gd[m] = sd * (1.0 - f * f)
+        elif code == SIGMOID:  # sigmoid(x) - 1/2 = tanh(x / 2) / 2
+            for m in range(n_grid):
+                e = exp(-sd * grid[m])
+                f = (1.0 - e) / (1.0 + e)
+                out[m] = 0.5 * f
+                gd[m] = 0.25 * sd * (1.0 - f * f)
+        else:
+            for m in range(n_grid):
+                x = sd * grid[m]
+                out[m] = act(code, prm, x) - 0.5 * x
+                gd[m] = sd * (dact(code, prm, x) - 0.5)  # the odd part of softplus' = sigmoid
         acc_mean = 0.0
         acc = 0.0
         acc_d = 0.0
         for m in range(n_grid):
-            x = sd * grid[m]
-            f = act(code, prm, x)
-            # the derivative from the value where it is one (half the transcendental calls)
-            if code == TANH:
-                part = f
-                g = sd * (1.0 - f * f)
-            elif code == SIGMOID:
-                part = f - 0.5
-                g = sd * f * (1.0 - f)
-            else:
-                part = f - 0.5 * x
-                g = sd * (dact(code, prm, x) - 0.5)  # the odd part of softplus' = sigmoid
-            out[m] = part
-            acc_mean += half_w[m] * part
-            acc += half_w[m] * part * part
-            acc_d += half_w[m] * g * g
-        for m in range(n_grid):
+            w = half_w[m]
             pm = out[m]
-            w_row = psi_t[m]
-            for t in range(t_cap):
-                row[t] += w_row[t] * pm
+            acc_mean += w * pm
+            acc += w * pm * pm
+            acc_d += w * gd[m] * gd[m]
         if odd:
             totals[i, 0] = a0
             totals[i, 1] = acc
@@ -206,6 +210,22 @@ def _finish(even, a00, s12, rho, y, q, dq, r12):
     return a00 + rho * q, (q + 2.0 * y * dq) * r12
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _tier(coef1, l, i, row2, j0, t_lo, t_hi, idx, g_y, g_p, g_q, g_dq, m):
+    """Terms ``t_lo <= t < t_hi`` of ``m`` gathered pairs, summed forward: ``g_q += sum c_t y^(t-1)``,
+    ``g_dq += sum t c_t y^(t-1)``, with ``g_p = y^(t_lo - 1)`` on entry and ``y^(t_hi - 1)`` on exit;
+    the column points' coefficients are read through the pairs' indices ``idx`` (no copy)."""
+    for t in range(t_lo, t_hi):
+        a = coef1[l, t, i]
+        ta = t * a
+        src = row2[t, j0:]
+        for j in range(m):
+            w = src[idx[j]] * g_p[j]
+            g_q[j] += a * w
+            g_dq[j] += ta * w
+            g_p[j] *= g_y[j]
+
+
 @njit(cache=True, error_model="numpy")
 def series_expectations_block(
     code,
@@ -234,12 +254,13 @@ def series_expectations_block(
 ):
     """Layer map of tanh, sigmoid or softplus for ``n`` pairs of one row point: the Hermite series.
 
-    A pair of correlation ``|rho| <= levels[v]`` needs ``level_terms[v]`` terms. The block picks a
-    base level for all its pairs, the one that minimises the work given how many pairs lie above
-    it; those are gathered (with their coefficients) and summed to the terms of the highest level
-    among them. Pairs the series does not serve (``|rho|`` above the highest served level, or a
-    point without coefficients, whose ``r`` is NaN) are gathered and take the mixture, the
-    per-point recursion's map.
+    A pair of correlation ``|rho| <= levels[v]`` (and above the level below) takes exactly
+    ``level_terms[v]`` terms, in tiers: one Horner pass over the whole block to the terms of a base
+    level (the one that minimises the work given how many pairs lie above it), then, for the
+    pairs above it, the terms of each next level summed forward through their indices, the set
+    shrinking level by level. Pairs the series does not serve (``|rho|`` above the highest served
+    level, or a point without coefficients, whose ``r`` is NaN) are gathered and take the mixture,
+    the per-point recursion's map.
 
     Parameters
     ----------
@@ -262,7 +283,8 @@ def series_expectations_block(
     l, i, j0 : int
         Layer, row point, first column point.
     level_terms : ndarray of int64, shape (n_lev,)
-        This layer's terms per correlation level (-1: the level is not served).
+        This layer's terms per correlation level (-1: the level is not served), non-decreasing
+        over the served levels, which come first.
     levels : ndarray, shape (n_lev,)
         The correlation levels, ascending.
     even : bool
@@ -270,10 +292,10 @@ def series_expectations_block(
     mix_var, mix_w : ndarray, shape (K,)
         The mixture rule.
     e_phi, e_dphi : ndarray, shape (>= n,)
-        Outputs.
+        Outputs (scratch of the tiers before that).
     scratch : ndarray, shape (8, >= n)
     gathered : ndarray, shape (T_cap, >= n)
-        Scratch for the gathered coefficients.
+        Scratch (two rows) of the tiers.
     """
     n_lev = levels.shape[0]
     q = scratch[0]
@@ -287,70 +309,82 @@ def series_expectations_block(
         if level_terms[v] >= 0:
             top = v
     rho_max = levels[top] if top >= 0 else -1.0
+    mix = top + 1  # the mixture's level
     for j in range(n):
         r = r1 * r2[j]
         c = s12[j] * r
         r12[j] = r
         rho[j] = c
         y[j] = c * c
-    # level of each pair (n_lev: the mixture's), and how many pairs each level holds
-    count = np.zeros(n_lev + 1, np.int64)
+        # NaN (a point the series does not serve) and |rho| > rho_max: the mixture
+        lev[j] = 0.0 if abs(c) <= rho_max else mix
+    # level of each pair: the number of levels below |rho| (branch-free, a pass a level), and
+    # above[v]: how many served pairs lie above level v
+    above = np.zeros(n_lev + 1, np.int64)
+    for v in range(top):
+        lv = levels[v]
+        cnt = 0
+        for j in range(n):
+            up = abs(rho[j]) > lv and lev[j] < mix
+            lev[j] += 1.0 if up else 0.0
+            cnt += 1 if up else 0
+        above[v] = cnt
+    n_mix = 0
     for j in range(n):
-        a = abs(rho[j])
-        v = n_lev
-        if a <= rho_max:
-            v = 0
-            while levels[v] < a:
-                v += 1
-        lev[j] = v
-        count[v] += 1
-    # base level: n T[base] for every pair, plus the gathered ones at the terms of the highest
+        n_mix += 1 if lev[j] == mix else 0
     highest = -1
     for v in range(top + 1):
-        if count[v] > 0:
+        if (above[v - 1] if v > 0 else n - n_mix) > 0:
             highest = v
+    # base level: n T[base] for every pair, plus the pairs above it, gathered (a copy of their
+    # coefficients, then a Horner pass over them, about twice a term in place) at the terms of
+    # the highest level
     base = highest
-    best = n * (level_terms[highest] if highest >= 0 else 0)
-    above = 0
-    for v in range(highest - 1, -1, -1):
-        above += count[v + 1]
-        cost = n * level_terms[v] + 2 * above * level_terms[highest]
-        if cost < best:
-            best = cost
-            base = v
+    if highest >= 0:
+        best = n * level_terms[highest]
+        for b in range(highest - 1, -1, -1):
+            cost = n * level_terms[b] + 2 * above[b] * level_terms[highest]
+            if cost < best:
+                best = cost
+                base = b
     n_base = level_terms[base] if base >= 0 else 0
     _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
-    for j in range(n):
-        e_phi[j], e_dphi[j] = _finish(even, a01 * a02[j], s12[j], rho[j], y[j], q[j], dq[j], r12[j])
-    if highest > base:
-        # the pairs above the base level, compacted: (rho, y, r12) into the upper scratch rows
-        g_rho = scratch[6]
-        g_y = scratch[7]
+    # then in stages: the pairs above the current level, at the terms of the next level chosen
+    # alike, until the highest one (one or two stages on typical data)
+    idx = scratch[6].view(np.int64)
+    g_y = scratch[7]
+    row2 = coef2[l]
+    cur = base
+    while highest > cur and level_terms[highest] > level_terms[cur]:
+        m_cur = above[cur]
+        nxt = highest
+        best = m_cur * level_terms[highest]
+        for v in range(cur + 1, highest):
+            cost = m_cur * level_terms[v] + 2 * above[v] * level_terms[highest]
+            if cost < best:
+                best = cost
+                nxt = v
         m = 0
         for j in range(n):
-            if lev[j] > base and lev[j] <= top:
-                g_rho[m] = rho[j]
+            if lev[j] > cur and lev[j] < mix:
+                idx[m] = j
                 g_y[m] = y[j]
-                q[m] = r12[j]
-                dq[m] = j  # exact as a float for any block size
                 m += 1
-        n_high = level_terms[highest]
-        row2 = coef2[l]
-        for t in range(n_high):
+        n_t = level_terms[nxt]
+        for t in range(n_t):
             src = row2[t, j0 : j0 + n]
             dst = gathered[t]
             for j in range(m):
-                dst[j] = src[int(dq[j])]
-        idx = rho  # rho and r12 of the block are no longer needed: reuse as index and outputs
-        g_r12 = r12
+                dst[j] = src[idx[j]]
+        _horner(coef1, l, i, gathered, 0, n_t, g_y, e_phi, e_dphi, m)
         for j in range(m):
-            idx[j] = dq[j]
-            g_r12[j] = q[j]
-        _horner(coef1, l, i, gathered, 0, n_high, g_y, q, dq, m)
-        for j in range(m):
-            jj = int(idx[j])
-            e_phi[jj], e_dphi[jj] = _finish(even, a01 * a02[jj], s12[jj], g_rho[j], g_y[j], q[j], dq[j], g_r12[j])
-    if count[n_lev] == 0:
+            jj = idx[j]
+            q[jj] = e_phi[j]
+            dq[jj] = e_dphi[j]
+        cur = nxt
+    for j in range(n):
+        e_phi[j], e_dphi[j] = _finish(even, a01 * a02[j], s12[j], rho[j], y[j], q[j], dq[j], r12[j])
+    if n_mix == 0:
         return
     # the mixture's pairs
     g11 = scratch[0]
@@ -358,7 +392,7 @@ def series_expectations_block(
     g12 = scratch[2]
     m = 0
     for j in range(n):
-        if lev[j] == n_lev:
+        if lev[j] == mix:
             g22[m] = s22[j]
             g12[m] = s12[j]
             scratch[3, m] = j
