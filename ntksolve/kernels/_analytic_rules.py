@@ -296,14 +296,23 @@ def series_pieces(variance_sets, depth, phi):
         coefs, counts, a0s = [], [], []
         for var in variance_sets:
             n = var.shape[1]
-            parts = np.empty((n, grid.size))
+            coef = np.empty((n, t_cap))
             totals = np.empty((n, 5))
-            args = (np.ascontiguousarray(var[l]), phi.code, phi.params, grid, half_w, SERIES_MAX_VARIANCE, parts, totals)
+            args = (
+                np.ascontiguousarray(var[l]),
+                phi.code,
+                phi.params,
+                grid,
+                half_w,
+                psi_t,
+                SERIES_MAX_VARIANCE,
+                coef,
+                totals,
+            )
             if n >= _SERIES_THREADED_POINTS:
                 run_in_threads(series_coefficient_rows, *args)
             else:  # a few milliseconds of work: starting threads would cost more
                 series_coefficient_rows(*args, 0, 1)
-            coef = parts @ psi_t  # A_{k_t} of every point: one BLAS product
             count = np.empty((n, levels.size), np.int64)
             series_term_counts(coef, totals, k_of, levels, SERIES_TOLERANCE, count)
             coefs.append(coef)
