@@ -220,6 +220,36 @@ def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _horner_at(coef1, l, i, rows, off, idx, n_terms, y, q, dq, m):
+    """:func:`_horner` for ``m`` gathered pairs, the column points' coefficients read through
+    their indices, ``c_t = coef1[l, t, i] rows[t, off + idx[j]]`` (no copy of them)."""
+    for j in range(m):
+        q[j] = 0.0
+        dq[j] = 0.0
+    t = n_terms - 1
+    if n_terms % 2 == 1:
+        a = coef1[l, t, i]
+        row = rows[t, off:]
+        for j in range(m):
+            q[j] = a * row[idx[j]]
+        t -= 1
+    while t > 0:
+        a = coef1[l, t, i]
+        b = coef1[l, t - 1, i]
+        row_a = rows[t, off:]
+        row_b = rows[t - 1, off:]
+        for j in range(m):
+            yj = y[j]
+            k = idx[j]
+            qa = q[j]
+            d = dq[j] * yj + qa
+            qa = qa * yj + a * row_a[k]
+            dq[j] = d * yj + qa
+            q[j] = qa * yj + b * row_b[k]
+        t -= 2
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _finish(even, a00, s12, rho, y, q, dq, r12):
     """One pair's ``(E[phi phi], E[phi' phi'])`` from ``q(y)``, ``q'(y)``: ``A_0 A_0 + rho q`` (odd
     series) or ``A_0 A_0 + s12 / 4 + y q`` (softplus), and their derivatives in ``s12``."""
@@ -242,6 +272,60 @@ def _tier(coef1, l, i, row2, j0, t_lo, t_hi, idx, g_y, g_p, g_q, g_dq, m):
             g_q[j] += a * w
             g_dq[j] += ta * w
             g_p[j] *= g_y[j]
+
+
+@njit(cache=True, error_model="numpy")
+def _stages(coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, g_q, g_dq):
+    """The pairs of a block above its base level, in stages: those above the current level, at
+    the terms of the next level chosen by the same cost, until the highest one (one or two stages
+    on typical data); their ``q``, ``dq`` replaced. A function of its own (not inlined), so that
+    the loops of the base pass compile as without it.
+
+    Parameters
+    ----------
+    coef1 : ndarray, shape (depth, T_cap, N1)
+    row2 : ndarray, shape (T_cap, N2)
+        This layer's coefficients of the column points.
+    l, i, j0, n : int
+    base, highest, mix : int
+        The base level, the highest level among the block's pairs, the mixture's level.
+    above : ndarray of int64, shape (n_lev + 1,)
+        Served pairs above each level.
+    level_terms : ndarray of int64, shape (n_lev,)
+    lev, y, q, dq : ndarray, shape (>= n,)
+        Each pair's level (as a float), ``rho^2``, and the base pass's sums (updated).
+    scratch : ndarray, shape (8, >= n)
+        Rows 6 and 7 are used.
+    g_q, g_dq : ndarray, shape (>= n,)
+        Scratch.
+    """
+    idx = scratch[6].view(np.int64)
+    g_y = scratch[7]
+    cur = base
+    while highest > cur and level_terms[highest] > level_terms[cur]:
+        m_cur = above[cur]
+        nxt = highest
+        best = level_terms[highest] * (_STAGE_TERM + _STAGE_PAIR_TERM * m_cur)
+        for v in range(cur + 1, highest):
+            cost = level_terms[v] * (_STAGE_TERM + _STAGE_PAIR_TERM * m_cur)
+            if above[v] > 0:
+                cost += level_terms[highest] * (_STAGE_TERM + _STAGE_PAIR_TERM * above[v])
+            if cost < best:
+                best = cost
+                nxt = v
+        # compacted without a branch (a store for every pair, the count advanced by the test):
+        # the levels of neighbouring pairs are random, and a branch on them mispredicts
+        m = 0
+        for j in range(n):
+            idx[m] = j
+            g_y[m] = y[j]
+            m += 1 if lev[j] > cur and lev[j] < mix else 0
+        _horner_at(coef1, l, i, row2, j0, idx, level_terms[nxt], g_y, g_q, g_dq, m)
+        for j in range(m):
+            jj = idx[j]
+            q[jj] = g_q[j]
+            dq[jj] = g_dq[j]
+        cur = nxt
 
 
 @njit(cache=True, error_model="numpy")
@@ -328,6 +412,7 @@ def series_expectations_block(
             top = v
     rho_max = levels[top] if top >= 0 else -1.0
     mix = top + 1  # the mixture's level
+    n_mix = 0
     for j in range(n):
         r = r1 * r2[j]
         c = s12[j] * r
@@ -335,7 +420,9 @@ def series_expectations_block(
         rho[j] = c
         y[j] = c * c
         # NaN (a point the series does not serve) and |rho| > rho_max: the mixture
-        lev[j] = 0.0 if abs(c) <= rho_max else mix
+        served = abs(c) <= rho_max
+        lev[j] = 0.0 if served else mix
+        n_mix += 0 if served else 1
     # level of each pair: the number of levels below |rho| (branch-free, a pass a level), and
     # above[v]: how many served pairs lie above level v
     above = np.zeros(n_lev + 1, np.int64)
@@ -347,16 +434,15 @@ def series_expectations_block(
             lev[j] += 1.0 if up else 0.0
             cnt += 1 if up else 0
         above[v] = cnt
-    n_mix = 0
-    for j in range(n):
-        n_mix += 1 if lev[j] == mix else 0
+        if cnt == 0:  # no pair above this level: the passes above it would change nothing
+            break
     highest = -1
     for v in range(top + 1):
         if (above[v - 1] if v > 0 else n - n_mix) > 0:
             highest = v
-    # base level: n T[base] for every pair, plus the pairs above it, gathered (a copy of their
-    # coefficients, then a Horner pass over them, about twice a term in place) at the terms of
-    # the highest level
+    # base level: n T[base] for every pair, plus the pairs above it, gathered and summed (their
+    # column coefficients read through an index) to the terms of the highest level; stages
+    # (:func:`_stages`) may stop at a level between
     base = highest
     if highest >= 0:
         best = n * level_terms[highest]
@@ -367,41 +453,8 @@ def series_expectations_block(
                 base = b
     n_base = level_terms[base] if base >= 0 else 0
     _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
-    # then in stages: the pairs above the current level, at the terms of the next level chosen
-    # alike, until the highest one (one or two stages on typical data)
-    idx = scratch[6].view(np.int64)
-    g_y = scratch[7]
-    row2 = coef2[l]
-    cur = base
-    while highest > cur and level_terms[highest] > level_terms[cur]:
-        m_cur = above[cur]
-        nxt = highest
-        best = level_terms[highest] * (_STAGE_TERM + _STAGE_PAIR_TERM * m_cur)
-        for v in range(cur + 1, highest):
-            cost = level_terms[v] * (_STAGE_TERM + _STAGE_PAIR_TERM * m_cur)
-            if above[v] > 0:
-                cost += level_terms[highest] * (_STAGE_TERM + _STAGE_PAIR_TERM * above[v])
-            if cost < best:
-                best = cost
-                nxt = v
-        m = 0
-        for j in range(n):
-            if lev[j] > cur and lev[j] < mix:
-                idx[m] = j
-                g_y[m] = y[j]
-                m += 1
-        n_t = level_terms[nxt]
-        for t in range(n_t):
-            src = row2[t, j0 : j0 + n]
-            dst = gathered[t]
-            for j in range(m):
-                dst[j] = src[idx[j]]
-        _horner(coef1, l, i, gathered, 0, n_t, g_y, e_phi, e_dphi, m)
-        for j in range(m):
-            jj = idx[j]
-            q[jj] = e_phi[j]
-            dq[jj] = e_dphi[j]
-        cur = nxt
+    if highest > base and level_terms[highest] > n_base:
+        _stages(coef1, coef2[l], l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, e_phi, e_dphi)
     for j in range(n):
         e_phi[j], e_dphi[j] = _finish(even, a01 * a02[j], s12[j], rho[j], y[j], q[j], dq[j], r12[j])
     if n_mix == 0:
