@@ -45,8 +45,8 @@ from ntksolve._jit.scalar_math import exp
 def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, coef, totals, start, step):
     """Series coefficients and Parseval totals of points ``start::step``: the activation's parity
     part on the half grid, then ``A_{k_t} = sum_m psi_t[m, t] part[m]`` (the loop over ``t``
-    innermost, which vectorises; one summation order for every point, so identical points get
-    identical coefficients).
+    innermost, which vectorises, four nodes at a time; one summation order for every point, so
+    identical points get identical coefficients).
 
     tanh and sigmoid take ``tanh`` from the arithmetic exponential
     (:func:`ntksolve._jit.scalar_math.exp`; ``tanh x = (1 - e^{-2x}) / (1 + e^{-2x})`` for
@@ -118,7 +118,20 @@ def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, co
             acc_mean += w * pm
             acc += w * pm * pm
             acc_d += w * gd[m] * gd[m]
-        for m in range(n_grid):
+        # four nodes a pass over the row: a quarter of its loads and stores
+        m4 = n_grid - n_grid % 4
+        for m in range(0, m4, 4):
+            p0 = out[m]
+            p1 = out[m + 1]
+            p2 = out[m + 2]
+            p3 = out[m + 3]
+            w0 = psi_t[m]
+            w1 = psi_t[m + 1]
+            w2 = psi_t[m + 2]
+            w3 = psi_t[m + 3]
+            for t in range(t_cap):
+                row[t] += (w0[t] * p0 + w1[t] * p1) + (w2[t] * p2 + w3[t] * p3)
+        for m in range(m4, n_grid):
             pm = out[m]
             w_row = psi_t[m]
             for t in range(t_cap):
