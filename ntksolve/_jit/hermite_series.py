@@ -27,6 +27,15 @@ the other half), and the number of terms from the point's own tail bound (Parsev
 (identical points among them), and every pair of a point whose variance the rule does not
 cover, take the Kolmogorov mixture (:func:`ntksolve._jit.expectations.logistic_expectations_block`),
 the map of the per-point recursion too, so identical points keep exactly the diagonal value.
+
+The bound holds for any pair given at least the terms of a level at or above its ``|rho|`` (more
+terms only shrink the tail), which is all the block evaluation relies on: each pair's level is
+found by branch-free passes (one a level, stopping above the last occupied one); one Horner pass
+sums every pair of the block to the terms of a base level, the one that minimises the block's
+work; the pairs above it are then summed again, through their indices, to the terms of a higher
+level, in one or two stages (:func:`_stages`). At weight_std 1.5 (``benchmarks/bench_activations.py
+--terms``) the first layer dominates: its variances reach 6, so a typical block (most pairs below
+0.5, a few at 0.7 - 0.8) takes 17 terms for all its pairs and 30 - 44 for those few.
 """
 
 from __future__ import annotations
@@ -197,8 +206,9 @@ def series_term_counts(coef, totals, k_of, levels, tol, counts):
 
 
 #: The cost of a stage of gathered pairs, in pair-terms summed in place (the unit of the base
-#: pass): per term, a fixed part (two short loops) and a part per pair (a copy and the Horner
-#: step). Measured on a block of 256 pairs; they only steer the choice of levels, never a value.
+#: pass): per term, a fixed part (a short loop) and a part per pair (an indexed load and the
+#: Horner step). They only steer the choice of levels, never a value; the kernels' times hardly
+#: move with them (0 / 2 to 100 / 8 measured within 3 % at weight_std 1.5).
 _STAGE_TERM = 48
 _STAGE_PAIR_TERM = 5
 
@@ -269,22 +279,6 @@ def _finish(even, a00, s12, rho, y, q, dq, r12):
     if even:
         return a00 + 0.25 * s12 + y * q, 0.25 + 2.0 * rho * (q + y * dq) * r12
     return a00 + rho * q, (q + 2.0 * y * dq) * r12
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _tier(coef1, l, i, row2, j0, t_lo, t_hi, idx, g_y, g_p, g_q, g_dq, m):
-    """Terms ``t_lo <= t < t_hi`` of ``m`` gathered pairs, summed forward: ``g_q += sum c_t y^(t-1)``,
-    ``g_dq += sum t c_t y^(t-1)``, with ``g_p = y^(t_lo - 1)`` on entry and ``y^(t_hi - 1)`` on exit;
-    the column points' coefficients are read through the pairs' indices ``idx`` (no copy)."""
-    for t in range(t_lo, t_hi):
-        a = coef1[l, t, i]
-        ta = t * a
-        src = row2[t, j0:]
-        for j in range(m):
-            w = src[idx[j]] * g_p[j]
-            g_q[j] += a * w
-            g_dq[j] += ta * w
-            g_p[j] *= g_y[j]
 
 
 @njit(cache=True, error_model="numpy")
@@ -369,13 +363,12 @@ def series_expectations_block(
 ):
     """Layer map of tanh, sigmoid or softplus for ``n`` pairs of one row point: the Hermite series.
 
-    A pair of correlation ``|rho| <= levels[v]`` (and above the level below) takes exactly
-    ``level_terms[v]`` terms, in tiers: one Horner pass over the whole block to the terms of a base
-    level (the one that minimises the work given how many pairs lie above it), then, for the
-    pairs above it, the terms of each next level summed forward through their indices, the set
-    shrinking level by level. Pairs the series does not serve (``|rho|`` above the highest served
-    level, or a point without coefficients, whose ``r`` is NaN) are gathered and take the mixture,
-    the per-point recursion's map.
+    A pair of correlation ``|rho| <= levels[v]`` takes at least ``level_terms[v]`` terms: one
+    Horner pass over the whole block to the terms of a base level (the one that minimises the
+    work given how many pairs lie above it), then the pairs above it, summed again through their
+    indices to the terms of a higher level, in stages (:func:`_stages`). Pairs the series does not
+    serve (``|rho|`` above the highest served level, or a point without coefficients, whose ``r``
+    is NaN) are gathered and take the mixture, the per-point recursion's map.
 
     Parameters
     ----------
@@ -407,10 +400,11 @@ def series_expectations_block(
     mix_var, mix_w : ndarray, shape (K,)
         The mixture rule.
     e_phi, e_dphi : ndarray, shape (>= n,)
-        Outputs (scratch of the tiers before that).
+        Outputs (the stages' scratch before that).
     scratch : ndarray, shape (8, >= n)
     gathered : ndarray, shape (T_cap, >= n)
-        Scratch (two rows) of the tiers.
+        Not used: the stages read the column coefficients through their indices (kept for the
+        callers' per-thread scratch).
     """
     n_lev = levels.shape[0]
     q = scratch[0]
@@ -467,7 +461,9 @@ def series_expectations_block(
     n_base = level_terms[base] if base >= 0 else 0
     _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
     if highest > base and level_terms[highest] > n_base:
-        _stages(coef1, coef2[l], l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, e_phi, e_dphi)
+        _stages(
+            coef1, coef2[l], l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, e_phi, e_dphi
+        )
     for j in range(n):
         e_phi[j], e_dphi[j] = _finish(even, a01 * a02[j], s12[j], rho[j], y[j], q[j], dq[j], r12[j])
     if n_mix == 0:
