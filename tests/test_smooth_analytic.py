@@ -69,6 +69,22 @@ def _err(a, b):
     return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
 
 
+#: An independent rule of the series coefficients: the full line, five times finer and wider than
+#: the module's half grid.
+_FINE_Z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
+
+
+def _fine_hermite_rule(k_max):
+    """``w_m He_k(z_m) / sqrt(k!)`` on :data:`_FINE_Z` for ``k = 0 ... k_max``, so that
+    ``rule @ f(z)`` is ``E[f(z) He_k(z)] / sqrt(k!)``."""
+    z = _FINE_Z
+    w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    he = [w, z * w]
+    for k in range(1, k_max):
+        he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
+    return np.array(he)
+
+
 @pytest.mark.parametrize("activation", SERIES)
 def test_series_layer_maps_match_the_mixture_for_all_correlations_up_to_variance_10(activation):
     # depth 1: nngp = E[phi phi], ntk = nngp + E[phi' phi'] Sigma^1, for every pair of points with
@@ -160,15 +176,10 @@ def test_series_coefficients_match_an_independent_fine_rule(activation):
     # A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!) on the full line, five times finer and wider,
     # against the module's half-grid rule of the activation's odd (tanh, sigmoid) or even part
     grid, half_w, psi, k_of, even = kr.hermite_series_rule(ACTIVATION_CODES[activation])
-    z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
-    w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    he = [w, z * w]
-    for k in range(1, int(k_of[-2])):
-        he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
-    he = np.array(he)
+    he = _fine_hermite_rule(int(k_of[-2]))
     phi = PHI[activation]
     for s in (0.01, 0.7, 3.0, 10.0):
-        full = he @ phi(math.sqrt(s) * z)  # every A_k, k = 0 ... k_max
+        full = he @ phi(math.sqrt(s) * _FINE_Z)  # every A_k, k = 0 ... k_max
         x = math.sqrt(s) * grid
         part = phi(x) - 0.5 * x if even else phi(x) - (0.5 if activation == "sigmoid" else 0.0)
         got = psi @ part
@@ -264,18 +275,13 @@ def test_kernel_coefficients_from_the_arithmetic_tanh_match_an_independent_fine_
     # the coefficients the kernels use (tanh from the arithmetic exponential) against the full-line
     # rule of the test above, with numpy's tanh / sigmoid, for variances up to the series' range
     code = ACTIVATION_CODES[activation]
-    grid, half_w, psi, k_of, even = kr.hermite_series_rule(code)
-    z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
-    w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    he = [w, z * w]
-    for k in range(1, int(k_of[-2])):
-        he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
-    he = np.array(he)
+    k_of = kr.hermite_series_rule(code)[3]
+    he = _fine_hermite_rule(int(k_of[-2]))
     s = np.array([0.01, 0.7, 2.25, 5.86, 10.0])
     pieces = kr.series_pieces([np.stack([s, s])], 1, kr.as_activation(code))[0]
     t = pieces.coef.shape[1]
     for i, si in enumerate(s):
-        full = he @ PHI[activation](math.sqrt(si) * z)
+        full = he @ PHI[activation](math.sqrt(si) * _FINE_Z)
         scale = max(1.0, np.max(np.abs(full)))
         assert np.max(np.abs(pieces.coef[0, :, i] - full[k_of[:t]])) <= 5e-14 * scale
         assert pieces.a0[0, i] == (0.5 if activation == "sigmoid" else 0.0)

@@ -32,8 +32,8 @@ The bound holds for any pair given at least the terms of a level at or above its
 terms only shrink the tail), which is all the block evaluation relies on: each pair's level is
 found by branch-free passes (one a level, stopping above the last occupied one); one Horner pass
 sums every pair of the block to the terms of a base level, the one that minimises the block's
-work; the pairs above it are then summed again, through their indices, to the terms of a higher
-level, in one or two stages (:func:`_stages`). At weight_std 1.5 (``benchmarks/bench_activations.py
+work; the pairs above it are then gathered and summed again to the terms of a higher level, in
+one or two stages (:func:`_stages`). At weight_std 1.5 (``benchmarks/bench_activations.py
 --terms``) the first layer dominates: its variances reach 6, so a typical block (most pairs below
 0.5, a few at 0.7 - 0.8) takes 17 terms for all its pairs and 30 - 44 for those few.
 """
@@ -206,8 +206,8 @@ def series_term_counts(coef, totals, k_of, levels, tol, counts):
 
 
 #: The cost of a stage of gathered pairs, in pair-terms summed in place (the unit of the base
-#: pass): per term, a fixed part (a short loop) and a part per pair (an indexed load and the
-#: Horner step). They only steer the choice of levels, never a value; the kernels' times hardly
+#: pass): per term, a fixed part (short loops) and a part per pair (a copy and the Horner
+#: step). They only steer the choice of levels, never a value; the kernels' times hardly
 #: move with them (0 / 2 to 100 / 8 measured within 3 % at weight_std 1.5).
 _STAGE_TERM = 48
 _STAGE_PAIR_TERM = 5
@@ -243,36 +243,6 @@ def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _horner_at(coef1, l, i, rows, off, idx, n_terms, y, q, dq, m):
-    """:func:`_horner` for ``m`` gathered pairs, the column points' coefficients read through
-    their indices, ``c_t = coef1[l, t, i] rows[t, off + idx[j]]`` (no copy of them)."""
-    for j in range(m):
-        q[j] = 0.0
-        dq[j] = 0.0
-    t = n_terms - 1
-    if n_terms % 2 == 1:
-        a = coef1[l, t, i]
-        row = rows[t, off:]
-        for j in range(m):
-            q[j] = a * row[idx[j]]
-        t -= 1
-    while t > 0:
-        a = coef1[l, t, i]
-        b = coef1[l, t - 1, i]
-        row_a = rows[t, off:]
-        row_b = rows[t - 1, off:]
-        for j in range(m):
-            yj = y[j]
-            k = idx[j]
-            qa = q[j]
-            d = dq[j] * yj + qa
-            qa = qa * yj + a * row_a[k]
-            dq[j] = d * yj + qa
-            q[j] = qa * yj + b * row_b[k]
-        t -= 2
-
-
-@njit(cache=True, inline="always", error_model="numpy")
 def _finish(even, a00, s12, rho, y, q, dq, r12):
     """One pair's ``(E[phi phi], E[phi' phi'])`` from ``q(y)``, ``q'(y)``: ``A_0 A_0 + rho q`` (odd
     series) or ``A_0 A_0 + s12 / 4 + y q`` (softplus), and their derivatives in ``s12``."""
@@ -282,7 +252,9 @@ def _finish(even, a00, s12, rho, y, q, dq, r12):
 
 
 @njit(cache=True, error_model="numpy")
-def _stages(coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, g_q, g_dq):
+def _stages(
+    coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, gathered, g_q, g_dq
+):
     """The pairs of a block above its base level, in stages: those above the current level, at
     the terms of the next level chosen by the same cost, until the highest one (one or two stages
     on typical data); their ``q``, ``dq`` replaced. A function of its own (not inlined), so that
@@ -303,6 +275,8 @@ def _stages(coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, le
         Each pair's level (as a float), ``rho^2``, and the base pass's sums (updated).
     scratch : ndarray, shape (8, >= n)
         Rows 6 and 7 are used.
+    gathered : ndarray, shape (T_cap, >= n)
+        The gathered pairs' column coefficients (a copy, so that the Horner pass is the base's).
     g_q, g_dq : ndarray, shape (>= n,)
         Scratch.
     """
@@ -327,7 +301,13 @@ def _stages(coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, le
             idx[m] = j
             g_y[m] = y[j]
             m += 1 if lev[j] > cur and lev[j] < mix else 0
-        _horner_at(coef1, l, i, row2, j0, idx, level_terms[nxt], g_y, g_q, g_dq, m)
+        n_t = level_terms[nxt]
+        for t in range(n_t):
+            src = row2[t, j0:]
+            dst = gathered[t]
+            for j in range(m):
+                dst[j] = src[idx[j]]
+        _horner(coef1, l, i, gathered, 0, n_t, g_y, g_q, g_dq, m)
         for j in range(m):
             jj = idx[j]
             q[jj] = g_q[j]
@@ -365,8 +345,8 @@ def series_expectations_block(
 
     A pair of correlation ``|rho| <= levels[v]`` takes at least ``level_terms[v]`` terms: one
     Horner pass over the whole block to the terms of a base level (the one that minimises the
-    work given how many pairs lie above it), then the pairs above it, summed again through their
-    indices to the terms of a higher level, in stages (:func:`_stages`). Pairs the series does not
+    work given how many pairs lie above it), then the pairs above it, gathered and summed again to
+    the terms of a higher level, in stages (:func:`_stages`). Pairs the series does not
     serve (``|rho|`` above the highest served level, or a point without coefficients, whose ``r``
     is NaN) are gathered and take the mixture, the per-point recursion's map.
 
@@ -403,8 +383,7 @@ def series_expectations_block(
         Outputs (the stages' scratch before that).
     scratch : ndarray, shape (8, >= n)
     gathered : ndarray, shape (T_cap, >= n)
-        Not used: the stages read the column coefficients through their indices (kept for the
-        callers' per-thread scratch).
+        Scratch of the stages.
     """
     n_lev = levels.shape[0]
     q = scratch[0]
@@ -447,9 +426,8 @@ def series_expectations_block(
     for v in range(top + 1):
         if (above[v - 1] if v > 0 else n - n_mix) > 0:
             highest = v
-    # base level: n T[base] for every pair, plus the pairs above it, gathered and summed (their
-    # column coefficients read through an index) to the terms of the highest level; stages
-    # (:func:`_stages`) may stop at a level between
+    # base level: n T[base] for every pair, plus the pairs above it, gathered and summed to the
+    # terms of the highest level; stages (:func:`_stages`) may stop at a level between
     base = highest
     if highest >= 0:
         best = n * level_terms[highest]
@@ -462,7 +440,25 @@ def series_expectations_block(
     _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
     if highest > base and level_terms[highest] > n_base:
         _stages(
-            coef1, coef2[l], l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, e_phi, e_dphi
+            coef1,
+            coef2[l],
+            l,
+            i,
+            j0,
+            n,
+            base,
+            highest,
+            mix,
+            above,
+            level_terms,
+            lev,
+            y,
+            q,
+            dq,
+            scratch,
+            gathered,
+            e_phi,
+            e_dphi,
         )
     for j in range(n):
         e_phi[j], e_dphi[j] = _finish(even, a01 * a02[j], s12[j], rho[j], y[j], q[j], dq[j], r12[j])
