@@ -206,16 +206,17 @@ def series_term_counts(coef, totals, k_of, levels, tol, counts):
 
 
 #: The cost of a stage of gathered pairs, in pair-terms summed in place (the unit of the base
-#: pass): per term, a fixed part (short loops) and a part per pair (a copy and the Horner
-#: step). They only steer the choice of levels, never a value; the kernels' times hardly
+#: pass): per term, a fixed part (a short loop) and a part per pair (an indexed load and the
+#: Horner step). They only steer the choice of levels, never a value; the kernels' times hardly
 #: move with them (0 / 2 to 100 / 8 measured within 3 % at weight_std 1.5).
 _STAGE_TERM = 48
 _STAGE_PAIR_TERM = 5
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
-    """``q = sum_t c_t y^t`` and ``dq = q'(y)`` for ``m`` pairs, ``c_t = coef1[l, t, i] rows[t, off + j]``;
+def _horner(coef1, l, i, rows, off, idx, n_terms, y, q, dq, m):
+    """``q = sum_t c_t y^t`` and ``dq = q'(y)`` for ``m`` pairs, ``c_t = coef1[l, t, i] rows[t, off + k_j]``
+    with ``k_j = j`` (``idx`` None: the block itself) or ``idx[j]`` (gathered pairs, read in place);
     two terms a pass (fewer loads and stores of ``q``, ``dq`` per term)."""
     for j in range(m):
         q[j] = 0.0
@@ -223,22 +224,23 @@ def _horner(coef1, l, i, rows, off, n_terms, y, q, dq, m):
     t = n_terms - 1
     if n_terms % 2 == 1:
         a = coef1[l, t, i]
-        row = rows[t, off : off + m]
+        row = rows[t, off:]
         for j in range(m):
-            q[j] = a * row[j]
+            q[j] = a * row[j if idx is None else idx[j]]
         t -= 1
     while t > 0:
         a = coef1[l, t, i]
         b = coef1[l, t - 1, i]
-        row_a = rows[t, off : off + m]
-        row_b = rows[t - 1, off : off + m]
+        row_a = rows[t, off:]
+        row_b = rows[t - 1, off:]
         for j in range(m):
+            k = j if idx is None else idx[j]
             yj = y[j]
             qa = q[j]
             d = dq[j] * yj + qa
-            qa = qa * yj + a * row_a[j]
+            qa = qa * yj + a * row_a[k]
             dq[j] = d * yj + qa
-            q[j] = qa * yj + b * row_b[j]
+            q[j] = qa * yj + b * row_b[k]
         t -= 2
 
 
@@ -252,9 +254,7 @@ def _finish(even, a00, s12, rho, y, q, dq, r12):
 
 
 @njit(cache=True, error_model="numpy")
-def _stages(
-    coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, gathered, g_q, g_dq
-):
+def _stages(coef1, row2, l, i, j0, n, base, highest, mix, above, level_terms, lev, y, q, dq, scratch, g_q, g_dq):
     """The pairs of a block above its base level, in stages: those above the current level, at
     the terms of the next level chosen by the same cost, until the highest one (one or two stages
     on typical data); their ``q``, ``dq`` replaced. A function of its own (not inlined), so that
@@ -275,8 +275,6 @@ def _stages(
         Each pair's level (as a float), ``rho^2``, and the base pass's sums (updated).
     scratch : ndarray, shape (8, >= n)
         Rows 6 and 7 are used.
-    gathered : ndarray, shape (T_cap, >= n)
-        The gathered pairs' column coefficients (a copy, so that the Horner pass is the base's).
     g_q, g_dq : ndarray, shape (>= n,)
         Scratch.
     """
@@ -301,13 +299,7 @@ def _stages(
             idx[m] = j
             g_y[m] = y[j]
             m += 1 if lev[j] > cur and lev[j] < mix else 0
-        n_t = level_terms[nxt]
-        for t in range(n_t):
-            src = row2[t, j0:]
-            dst = gathered[t]
-            for j in range(m):
-                dst[j] = src[idx[j]]
-        _horner(coef1, l, i, gathered, 0, n_t, g_y, g_q, g_dq, m)
+        _horner(coef1, l, i, row2, j0, idx, level_terms[nxt], g_y, g_q, g_dq, m)
         for j in range(m):
             jj = idx[j]
             q[jj] = g_q[j]
@@ -345,8 +337,9 @@ def series_expectations_block(
 
     A pair of correlation ``|rho| <= levels[v]`` takes at least ``level_terms[v]`` terms: one
     Horner pass over the whole block to the terms of a base level (the one that minimises the
-    work given how many pairs lie above it), then the pairs above it, gathered and summed again to
-    the terms of a higher level, in stages (:func:`_stages`). Pairs the series does not
+    work given how many pairs lie above it), then the pairs above it, gathered (their column
+    coefficients read in place) and summed again to the terms of a higher level, in stages
+    (:func:`_stages`). Pairs the series does not
     serve (``|rho|`` above the highest served level, or a point without coefficients, whose ``r``
     is NaN) are gathered and take the mixture, the per-point recursion's map.
 
@@ -383,7 +376,8 @@ def series_expectations_block(
         Outputs (the stages' scratch before that).
     scratch : ndarray, shape (8, >= n)
     gathered : ndarray, shape (T_cap, >= n)
-        Scratch of the stages.
+        Not used (the stages read the gathered pairs' coefficients in place); kept for the
+        callers' per-thread scratch.
     """
     n_lev = levels.shape[0]
     q = scratch[0]
@@ -437,7 +431,7 @@ def series_expectations_block(
                 best = cost
                 base = b
     n_base = level_terms[base] if base >= 0 else 0
-    _horner(coef1, l, i, coef2[l], j0, n_base, y, q, dq, n)
+    _horner(coef1, l, i, coef2[l], j0, None, n_base, y, q, dq, n)
     if highest > base and level_terms[highest] > n_base:
         _stages(
             coef1,
@@ -456,7 +450,6 @@ def series_expectations_block(
             q,
             dq,
             scratch,
-            gathered,
             e_phi,
             e_dphi,
         )
