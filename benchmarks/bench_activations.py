@@ -1,14 +1,20 @@
 """Every activation's analytic kernels and empirical NTK, timed beside relu's; optionally against
 neural-tangents (times and values) and relu and erf against another checkout.
 
-    python benchmarks/bench_activations.py [--quick] [--nt] [--against PATH_TO_OTHER_CHECKOUT]
+    python benchmarks/bench_activations.py [--quick] [--weight-std 1.0 1.5 ...] [--terms] [--nt]
+                                           [--against PATH_TO_OTHER_CHECKOUT]
 
 Setting: analytic NNGP + NTK of N = 4096 inputs (d = 16, standard normal), three hidden layers,
-``weight_std`` 1 (0.5 for the monomials), ``bias_std`` 0.1, symmetric, float64; median of 5
-interleaved warm rounds (every activation once a round, so outside load touches all alike); the
-empirical NTK of 256 inputs through two hidden layers of 512. ``--quick``: N = 1024, 3 rounds.
-The smooth activations (tanh, sigmoid, softplus: Hermite series; gelu: closed form) are held to 3x
-relu's analytic time.
+``weight_std`` 1 and 1.5 (one table each; ``--weight-std`` to choose; 0.5 for the monomials
+always), ``bias_std`` 0.1, symmetric, float64; median of 5 interleaved warm rounds (every
+activation once a round, so outside load touches all alike); the empirical NTK of 256 inputs
+through two hidden layers of 512. ``--quick``: N = 1024, 3 rounds. The smooth activations (tanh,
+sigmoid, softplus: Hermite series; gelu: closed form) are held to 3x relu's analytic time.
+
+``--terms``: where the series' time goes, per weight_std and layer (N = 1024, no timing): the
+range of the pre-activation variances, the terms each correlation level takes, and the fraction
+of pairs at each level and left to the mixture (above the highest level served, or a point whose
+variance is beyond the series' range).
 
 ``--nt``: the same networks in neural-tangents (its venv from ``benchmarks/make_peers.sh``): its
 closed forms (relu, erf, gelu, leaky relu / ABRelu, abs, sin, cos, gaussian, monomials) at N = 1024,
@@ -64,11 +70,11 @@ import numpy as np
 import ntksolve
 from _common import interleaved
 
-N, ROUNDS, NAMES = {N}, {ROUNDS}, {NAMES!r}
+N, ROUNDS, NAMES, SW = {N}, {ROUNDS}, {NAMES!r}, {SW!r}
 X = np.random.default_rng(0).standard_normal((N, 16))
 ana, emp = {{}}, {{}}
 for name in NAMES:
-    sw = 0.5 if name.startswith("monomial") else 1.0  # x^n: variances that stay in range
+    sw = 0.5 if name.startswith("monomial") else SW  # x^n: variances that stay in range
     net = ntksolve.MLP((1,) * 3, name, sw, 0.1)
     ana[name] = (lambda net=net: ntksolve.analytic_kernels(net, X))
     wide = ntksolve.MLP((512, 512), name, sw, 0.1)
@@ -124,13 +130,48 @@ print(json.dumps(times))
 """
 
 
-def _run(root, names, n, rounds):
-    code = _SNIPPET.format(bench=_HERE, N=n, ROUNDS=rounds, NAMES=list(names))
+def _run(root, names, n, rounds, sw=1.0):
+    code = _SNIPPET.format(bench=_HERE, N=n, ROUNDS=rounds, NAMES=list(names), SW=float(sw))
     env = dict(os.environ, PYTHONPATH=os.path.abspath(root))
     env.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "ntk-bench-activations"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=root)
     rows = [line.split("\t") for line in out.stdout.splitlines()]
     return {r[0]: (float(r[1]), float(r[2])) for r in rows}
+
+
+def _series_terms(weight_stds, n=1024):
+    """Per layer: variances, terms per correlation level, and the pairs' share of each level."""
+    from ntksolve._jit.activations import ACTIVATION_CODES
+    from ntksolve.kernels import _analytic_rules as kr
+    from ntksolve.kernels import analytic as ka
+
+    X = np.random.default_rng(0).standard_normal((n, D))
+    upper = np.triu_indices(n, 1)
+    print(f"\nwhere the series' time goes, N = {n}, depth {DEPTH} (levels {kr._SERIES_CORRELATIONS.tolist()})")
+    for sw in weight_stds:
+        for name in NUMERICAL:
+            code = ACTIVATION_CODES[name]
+            phi = kr.as_activation(code)
+            var = kr._diag_pieces(X, DEPTH, phi, sw, SB, kr.SERIES, None)[0]
+            pieces = kr.series_pieces([var], DEPTH, phi)[0]
+            for l in range(DEPTH):
+                if l == 0:
+                    K = X @ X.T * (sw * sw / D) + SB * SB
+                else:
+                    K = ka.analytic_pair_kernels(X, X, l, code, sw, SB, True)[0]
+                d = np.sqrt(np.diag(K))
+                rho = np.abs(K / d[:, None] / d[None, :])[upper]
+                terms = pieces.level_terms[l]
+                top = int(np.flatnonzero(terms >= 0).max(initial=-1))
+                served = np.isfinite(pieces.rinv[l])
+                ok = served[upper[0]] & served[upper[1]]
+                lev = np.where(ok, np.searchsorted(pieces.levels, rho), top + 1)
+                share = np.bincount(np.minimum(lev, top + 1), minlength=top + 2) / lev.size
+                cells = " ".join(f"{t}:{100 * f:.1f}%" for t, f in zip(terms[: top + 1], share))
+                print(
+                    f"  weight_std {sw:g} {name:8s} layer {l + 1}: variance {var[l].min():.2f}-{var[l].max():.2f}; "
+                    f"terms:share per level {cells}; mixture {100 * share[top + 1]:.3f}%"
+                )
 
 
 def _against_nt(names, n):
@@ -185,19 +226,29 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--nt", action="store_true", help="also against neural-tangents (times and values)")
     parser.add_argument("--against", help="another checkout's root (relu and erf timed there too)")
+    parser.add_argument(
+        "--weight-std", type=float, nargs="+", default=[1.0, 1.5], help="one table each (monomials: 0.5 always)"
+    )
+    parser.add_argument("--terms", action="store_true", help="series terms and pairs per level, per layer")
     args = parser.parse_args()
     n, rounds = (1024, 3) if args.quick else (4096, 5)
     here = os.path.join(_HERE, "..")
-    ours = _run(here, NAMES, n, rounds)
-    base_a, base_e = ours["relu"]
-    print(f"analytic NNGP + NTK, N = {n}, d = {D}, depth {DEPTH}; empirical NTK, 256 inputs, widths 512")
-    print(f"{'activation':20s} {'analytic s':>11s} {'/ relu':>7s} {'empirical s':>12s} {'/ relu':>7s}")
-    for name in NAMES:
-        a, e = ours[name]
-        flag = "  (target <= 3)" if name in SMOOTH else ""
-        print(f"{name:20s} {a:11.4f} {a / base_a:7.2f} {e:12.4f} {e / base_e:7.2f}{flag}")
+    for sw in args.weight_std:
+        ours = _run(here, NAMES, n, rounds, sw)
+        base_a, base_e = ours["relu"]
+        print(
+            f"analytic NNGP + NTK, N = {n}, d = {D}, depth {DEPTH}, weight_std {sw:g}; empirical NTK, 256 inputs, "
+            "widths 512"
+        )
+        print(f"{'activation':20s} {'analytic s':>11s} {'/ relu':>7s} {'empirical s':>12s} {'/ relu':>7s}")
+        for name in NAMES:
+            a, e = ours[name]
+            flag = "  (target <= 3)" if name in SMOOTH else ""
+            print(f"{name:20s} {a:11.4f} {a / base_a:7.2f} {e:12.4f} {e / base_e:7.2f}{flag}")
+    if args.terms:
+        _series_terms(args.weight_std)
     if args.against:
-        theirs = _run(args.against, ["relu", "erf"], n, rounds)
+        theirs = _run(args.against, ["relu", "erf"], n, rounds, args.weight_std[-1])  # beside the last table
         for name in ("relu", "erf"):
             (a0, e0), (a1, e1) = theirs[name], ours[name]
             print(f"{name}: analytic other/this {a0 / a1:.3f}, empirical other/this {e0 / e1:.3f}")

@@ -69,6 +69,22 @@ def _err(a, b):
     return float(np.max(np.abs(a - b)) / max(1.0, float(np.max(np.abs(b)))))
 
 
+#: An independent rule of the series coefficients: the full line, five times finer and wider than
+#: the module's half grid.
+_FINE_Z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
+
+
+def _fine_hermite_rule(k_max):
+    """``w_m He_k(z_m) / sqrt(k!)`` on :data:`_FINE_Z` for ``k = 0 ... k_max``, so that
+    ``rule @ f(z)`` is ``E[f(z) He_k(z)] / sqrt(k!)``."""
+    z = _FINE_Z
+    w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    he = [w, z * w]
+    for k in range(1, k_max):
+        he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
+    return np.array(he)
+
+
 @pytest.mark.parametrize("activation", SERIES)
 def test_series_layer_maps_match_the_mixture_for_all_correlations_up_to_variance_10(activation):
     # depth 1: nngp = E[phi phi], ntk = nngp + E[phi' phi'] Sigma^1, for every pair of points with
@@ -160,15 +176,10 @@ def test_series_coefficients_match_an_independent_fine_rule(activation):
     # A_k(s) = E[phi(sqrt(s) z) He_k(z)] / sqrt(k!) on the full line, five times finer and wider,
     # against the module's half-grid rule of the activation's odd (tanh, sigmoid) or even part
     grid, half_w, psi, k_of, even = kr.hermite_series_rule(ACTIVATION_CODES[activation])
-    z = np.arange(-16.0, 16.0 + 1e-9, 0.015)
-    w = 0.015 * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    he = [w, z * w]
-    for k in range(1, int(k_of[-2])):
-        he.append((z * he[k] - math.sqrt(k) * he[k - 1]) / math.sqrt(k + 1.0))
-    he = np.array(he)
+    he = _fine_hermite_rule(int(k_of[-2]))
     phi = PHI[activation]
     for s in (0.01, 0.7, 3.0, 10.0):
-        full = he @ phi(math.sqrt(s) * z)  # every A_k, k = 0 ... k_max
+        full = he @ phi(math.sqrt(s) * _FINE_Z)  # every A_k, k = 0 ... k_max
         x = math.sqrt(s) * grid
         part = phi(x) - 0.5 * x if even else phi(x) - (0.5 if activation == "sigmoid" else 0.0)
         got = psi @ part
@@ -183,6 +194,97 @@ def test_series_coefficients_match_an_independent_fine_rule(activation):
             assert abs(full[1] - 0.5 * math.sqrt(s)) <= 5e-14 * scale
         else:
             assert abs(full[0] - (0.5 if activation == "sigmoid" else 0.0)) <= 5e-14
+
+
+@pytest.mark.parametrize("activation", SERIES)
+@pytest.mark.parametrize("weight_std", [1.5, 2.0])
+def test_blocks_spanning_every_level_match_the_mixture_at_larger_weight_std(activation, weight_std):
+    # one block of columns holds pairs at every correlation level (RHOS): the base pass and each
+    # stage of gathered pairs above it, at first-layer variances up to 5.6 (10 at weight_std 2)
+    X = _points([0.3, 1.0, 2.5])
+    code = ACTIVATION_CODES[activation]
+    for depth, tol in ((1, 1e-11), (3, 1e-10)):
+        fast = ka.analytic_pair_kernels(X, X, depth, code, weight_std, 0.1, True)
+        mix = ka.analytic_pair_kernels(X, X, depth, code, weight_std, 0.1, True, series=False)
+        cross = ka.analytic_pair_kernels(X[::2].copy(), X, depth, code, weight_std, 0.1, False)
+        for a, b, c in zip(fast, mix, cross):
+            assert _err(a, b) <= tol
+            assert _err(c, b[::2]) <= tol
+    # the benchmark's data (d = 16, standard normal, three hidden layers), with a few pairs at
+    # high correlations among mostly low ones: blocks where few pairs lie above the base level
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((200, 16))
+    near = X[:40] + np.geomspace(0.01, 1.0, 40)[:, None] * rng.standard_normal((40, 16))
+    X = np.concatenate([X, near])
+    fast = ka.analytic_pair_kernels(X, X, 3, code, weight_std, 0.1, True)
+    mix = ka.analytic_pair_kernels(X, X, 3, code, weight_std, 0.1, True, series=False)
+    for a, b in zip(fast, mix):
+        assert _err(a, b) <= 1e-10
+
+
+@pytest.mark.parametrize("spread", ["few_high", "uniform"])
+def test_each_pair_of_a_block_takes_at_least_the_terms_of_its_own_level(spread):
+    # the block kernel against the series summed directly in rho: every pair must equal the series
+    # truncated at the terms of its own level or of a level above it (the base's, a stage's), never
+    # fewer. Arbitrary coefficients and term counts far below what accuracy needs, so that a pair
+    # given too few terms is off by far more than rounding
+    from ntksolve._jit.hermite_series import series_expectations_block
+
+    rng = np.random.default_rng(11 if spread == "few_high" else 12)
+    levels = np.array([0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999])
+    level_terms = np.array([3, 5, 8, 12, 17, 23, 30, 34, 37, 39, 40], np.int64)
+    n, j0, t_cap = 256, 7, 40
+    if spread == "few_high":  # mostly below the lowest level, a few pairs at each level above
+        rho = rng.uniform(-0.3, 0.3, n)
+        rho[rng.choice(n, 22, replace=False)] = np.repeat(levels, 2) * rng.choice([-1.0, 1.0], 22)
+    else:
+        rho = rng.uniform(-0.999, 0.999, n)
+    coef1 = rng.standard_normal((1, t_cap, 1)) * 0.8 ** np.arange(t_cap)[None, :, None]
+    coef2 = rng.standard_normal((1, t_cap, n + j0)) * 0.8 ** np.arange(t_cap)[None, :, None]
+    s11, s22 = 1.7, rng.uniform(0.5, 3.0, n)
+    r2 = 1.0 / np.sqrt(s22)
+    s12 = rho * np.sqrt(s11 * s22)
+    mix_var, mix_w = kr.logistic_mixture_rule(ACTIVATION_CODES["tanh"])
+    e_phi, e_dphi = np.empty(n), np.empty(n)
+    series_expectations_block(
+        ACTIVATION_CODES["tanh"], s11, s22, s12, n, 1.0 / math.sqrt(s11), r2, 0.0, np.zeros(n),
+        coef1, coef2, 0, 0, j0, level_terms, levels, False, mix_var, mix_w, e_phi, e_dphi,
+        np.empty((8, n)), np.empty((t_cap, n)),
+    )  # fmt: skip
+    at_top = 0
+    for j in range(n):
+        own = level_terms[np.searchsorted(levels, abs(rho[j]))]
+        matches = []
+        for t in level_terms[level_terms >= own]:
+            c = coef1[0, :t, 0] * coef2[0, :t, j0 + j]
+            k = 2 * np.arange(t) + 1  # the odd series: E = sum_t c_t rho^(2t+1), E' = dE/ds12
+            ref = np.sum(c * rho[j] ** k)
+            ref_d = np.sum(c * k * rho[j] ** (k - 1)) / math.sqrt(s11 * s22[j])
+            if abs(e_phi[j] - ref) <= 1e-14 * np.sum(np.abs(c)) and abs(e_dphi[j] - ref_d) <= 1e-13 * np.sum(
+                np.abs(c) * k
+            ) / math.sqrt(s11 * s22[j]):
+                matches.append(t)
+        assert matches, (j, rho[j], own)
+        at_top += matches[0] == level_terms[-1]
+    if spread == "few_high":  # and the few high pairs do not take everyone to the top level's terms
+        assert at_top < n // 4
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_kernel_coefficients_from_the_arithmetic_tanh_match_an_independent_fine_rule(activation):
+    # the coefficients the kernels use (tanh from the arithmetic exponential) against the full-line
+    # rule of the test above, with numpy's tanh / sigmoid, for variances up to the series' range
+    code = ACTIVATION_CODES[activation]
+    k_of = kr.hermite_series_rule(code)[3]
+    he = _fine_hermite_rule(int(k_of[-2]))
+    s = np.array([0.01, 0.7, 2.25, 5.86, 10.0])
+    pieces = kr.series_pieces([np.stack([s, s])], 1, kr.as_activation(code))[0]
+    t = pieces.coef.shape[1]
+    for i, si in enumerate(s):
+        full = he @ PHI[activation](math.sqrt(si) * _FINE_Z)
+        scale = max(1.0, np.max(np.abs(full)))
+        assert np.max(np.abs(pieces.coef[0, :, i] - full[k_of[:t]])) <= 5e-14 * scale
+        assert pieces.a0[0, i] == (0.5 if activation == "sigmoid" else 0.0)
 
 
 def test_gelu_closed_form_matches_gauss_hermite_at_its_highest_order():
