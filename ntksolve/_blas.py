@@ -99,6 +99,16 @@ _PREFIX = "ntksolve-blas"
 _POOL = _Pool()
 
 
+def _after_fork_in_child() -> None:
+    # a lock another thread held at the fork would stay held in the child for good
+    global _LOCK, _HOLDERS, _LIMITER
+    _LOCK, _HOLDERS, _LIMITER = threading.Lock(), 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def side_by_side(fn, items) -> None:
     """``fn(item)`` for every item, each on its own Python thread with BLAS single-threaded.
 

@@ -14,6 +14,7 @@ handed out twice while in use, by this thread or another.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -33,6 +34,15 @@ def _count(buffers, i: int) -> int:
 # what the count reads for a buffer the list alone refers to (interpreters differ in whether the
 # argument's own reference counts), measured the same way
 _ALONE = _count([np.empty(1, dtype=np.uint8)], 0)
+
+
+def _after_fork_in_child() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _free(i: int) -> bool:

@@ -246,3 +246,20 @@ def test_threaded_network_dense_terms_equal_the_jacobian(monkeypatch, trace, cro
     ref = np.einsum("ijaa->ij", full) / 2 if trace else full
     theta = network_empirical_ntk(net, p, X, Z if cross else None, trace=trace)
     assert _rel(theta, ref) <= 1e-13
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_threads_start_anew_in_a_forked_child(threaded):
+    """The pool's threads are not inherited by a child process: it starts its own."""
+    import os
+
+    net = MLP((16, 16), n_outputs=1)
+    p = net.init(4, random_state=0)
+    X = np.random.default_rng(0).standard_normal((20, 4))
+    ref = empirical_ntk(net, p, X)  # the parent's pool is started
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's exit code carries the result
+        ok = np.array_equal(empirical_ntk(net, p, X), ref)
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
