@@ -61,7 +61,7 @@ ANALYTIC_MAX_VARIANCE_BOUNDED = 1e7
 #: set of activations would exceed this many bytes.
 EMPIRICAL_BLOCK_BYTES = 2 * 1024**3
 
-#: Columns per block column of a symmetric Gram product (``None``: no blocking) ``A A^T`` (``ntksolve.kernels.empirical._gram``):
+#: Columns per block column of a symmetric Gram product (``None``: no blocking) ``A A^T`` (``ntksolve.nets.gram_terms.gram``):
 #: each block column is one GEMM onto the lower triangle and its diagonal block, which wastes
 #: ``GRAM_BLOCK_ROWS / N`` of SYRK's FLOPs but runs at GEMM speed; up to this many rows, numpy's SYRK.
 #: Measured 2026-12-01 (2 cores, OpenBLAS 0.3.31, four interleaved rounds of 5, median GFLOP/s of

@@ -24,7 +24,7 @@ from ntksolve import _config
 from ntksolve._blas import parallel_workers
 from ntksolve._validation import check_inputs, check_memory
 from ntksolve.kernels.empirical_terms import features as _features
-from ntksolve.kernels.empirical_terms import gram as _gram
+from ntksolve.nets.gram_terms import gram as _gram
 from ntksolve.kernels.empirical_terms import tile_into as _tile_into
 from ntksolve.nets.mlp import MLP, forward
 from ntksolve.nets.network import accepts_network

@@ -29,7 +29,7 @@ from ntksolve import _config, _workspace
 from ntksolve._blas import side_by_side
 from ntksolve.kernels.network_empirical import in_tile
 from ntksolve.nets.backprop import backward
-from ntksolve.nets.gram_terms import LayerTerm, add_terms, gram, row_parts
+from ntksolve.nets.gram_terms import LayerTerm, add_terms, row_parts
 from ntksolve.nets.mlp import MLP, forward
 
 
@@ -95,4 +95,4 @@ def tile_into(net, coefs, theta, box, FI, FJ, trace, lower, workers: int = 1) ->
     in_tile(theta, box, lambda tile: add_terms(tile, terms, trace, lower, workers))
 
 
-__all__ = ["features", "gram", "tile_into"]
+__all__ = ["features", "tile_into"]
