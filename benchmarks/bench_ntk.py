@@ -3,6 +3,7 @@ implementation, the machine's GEMM rate, and peers when installed.
 
     python benchmarks/bench_ntk.py            # the full grid of the issue
     python benchmarks/bench_ntk.py --quick    # N=256 only
+    python benchmarks/bench_ntk.py --floor-only   # ntksolve against a replay of its BLAS products
 
 Prints a markdown table. "GEMM frac" is (minimal FLOPs / time) / (measured GEMM rate of the dtype),
 minimal FLOPs = forward + backward + Gram products using symmetry (about 47 GFLOP at N=1024,
@@ -224,6 +225,91 @@ def arrangements(N, n, repeats):
     )
 
 
+def blas_floor(N, n, repeats):
+    """ntksolve's empirical NTK against a replay of its BLAS products alone: the same GEMMs and
+    SYRKs, of the same shapes, in the same pieces on the same threads (``row_parts`` and ``pieces``
+    of ``nets/gram_terms``), on random arrays, with nothing between them. The replay's GEMM
+    fraction is what this arrangement can reach on this machine's BLAS; the gap between the two
+    is everything else (elementwise passes, combines, waits). Interleaved with a 2048^3 GEMM that
+    gives the rate in the same rounds; then each kind of product's own rate, per thread, as a
+    fraction of that rate's per-thread share."""
+    from ntksolve._blas import parallel_workers, side_by_side
+    from ntksolve.nets.gram_terms import pieces, row_parts
+
+    T = parallel_workers()
+    X = np.random.default_rng(0).standard_normal((N, D))
+    net = MLP((n,) * DEPTH)
+    flops = minimal_flops(N, D, n, DEPTH)
+    rows, shapes, m = [], [], 2048
+    for dt in (np.float64, np.float32):
+        p = net.init(D, random_state=0, dtype=dt)
+        rng = np.random.default_rng(3)
+        # H: h^0 = X, h^1 ... h^L, delta^1 ... delta^L; Ws: W^1 (n x d), W^2 ... W^L (n x n)
+        H = [X.astype(dt)] + [rng.standard_normal((N, n)).astype(dt) for _ in range(2 * DEPTH)]
+        Ws = [p[0][0]] + [p[l][0] for l in range(1, DEPTH)]
+        Z = [np.empty((N, n), dt) for _ in range(2 * DEPTH - 1)]
+        G = np.empty((N, N), dt)
+        blocks = [slice(a, b) for a, b in row_parts(N, T)]
+        shares = pieces(N, N, T, lower=True)
+
+        def features(r):
+            for l in range(DEPTH):  # z^{l+1} = h^l W^{l+1}^T
+                np.matmul(H[l][r], Ws[l].T, out=Z[l][r])
+            for l in range(DEPTH, 1, -1):  # delta^{l-1} (before phi') = delta^l W^l
+                np.matmul(H[DEPTH + l][r], Ws[l - 1], out=Z[DEPTH + l - 2][r])
+
+        def grams(share):
+            for A in H:
+                for r0, r1, c0, c1, diagonal in share:
+                    if diagonal:
+                        np.matmul(A[r0:r1], A[r0:r1].T, out=G[r0:r1, r0:r1])
+                    else:
+                        np.matmul(A[r0:r1], A[c0:c1].T, out=G[r0:r1, c0:c1])
+
+        def replay():
+            side_by_side(features, blocks)
+            side_by_side(grams, shares)
+
+        A, B = (np.random.default_rng(s).standard_normal((m, m)).astype(dt) for s in (1, 2))
+        res = interleaved(
+            {"ntksolve": lambda: empirical_ntk(net, p, X), "replay": replay, "gemm": lambda: A @ B}, repeats
+        )
+        rate = 2.0 * m**3 / res["gemm"][0]
+        ta, tb = res["ntksolve"][0], res["replay"][0]
+        rows.append((np.dtype(dt).name, ta, tb, ta / tb, flops / ta / rate, flops / tb / rate, rate / 1e9))
+
+        # each kind of product on its own, every thread running one of its own at once
+        r0, r1, c0, c1, _ = next(q for q in shares[-1] if not q[4]) if T > 1 else (0, N, 0, N, False)
+        b = N // T
+        R = [np.empty((r1 - r0, c1 - c0), dt) for _ in range(T)]
+        kinds = {
+            f"features GEMM ({b} x {n}) x ({n} x {n})": (
+                lambda i: np.matmul(H[1 + i][:b], Ws[1].T, out=Z[i][:b]),
+                2.0 * b * n * n,
+            ),
+            f"diagonal-block SYRK {b} x {n}": (
+                lambda i: np.matmul(H[1 + i][:b], H[1 + i][:b].T, out=G[i * b : (i + 1) * b, i * b : (i + 1) * b]),
+                1.0 * b * b * n,
+            ),
+            f"rectangle piece GEMM ({r1 - r0} x {n}) x ({n} x {c1 - c0})": (
+                lambda i: np.matmul(H[1 + i][r0:r1], H[1 + i][c0:c1].T, out=R[i]),
+                2.0 * (r1 - r0) * (c1 - c0) * n,
+            ),
+        }
+        for label, (fn, fl) in kinds.items():
+            t = best_time(lambda: side_by_side(fn, range(T)), repeat=repeats)
+            shapes.append((np.dtype(dt).name, label, fl * T / t / 1e9, fl * T / t / rate))
+    print(
+        f"BLAS floor (N={N}, width {n}, {T} threads; median of {repeats} interleaved rounds): ntksolve "
+        "against its BLAS products alone\n"
+    )
+    heads = ["ntksolve s", "BLAS replay s", "ntksolve / replay", "GEMM frac ntksolve", "GEMM frac replay"]
+    print(table(rows, ["dtype", *heads, "GEMM rate GFLOP/s"]))
+    print()
+    print(table(shapes, ["dtype", "product, one per thread at once", "GFLOP/s", "fraction of the GEMM rate"]))
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=256 only, no peers")
@@ -240,7 +326,16 @@ def main():
         action="store_true",
         help="only the threads-against-BLAS-threads comparison at N=1024, width 2048",
     )
+    ap.add_argument(
+        "--floor-only",
+        action="store_true",
+        help="only ntksolve against a replay of its BLAS products alone at N=1024, width 2048",
+    )
     args = ap.parse_args()
+    if not args.quick or args.floor_only:  # at N=256 ntksolve keeps to BLAS's threads: no replay
+        blas_floor(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 5))
+    if args.floor_only:
+        return
     arrangements(*((256, 512) if args.quick else (1024, 2048)), repeats=max(args.repeat, 5))
     if args.arrangement_only:
         return
