@@ -54,7 +54,7 @@ def test_jacobian_refuses_an_overflow():
 @pytest.mark.parametrize(
     "make, shape",
     [
-        (lambda: MLP((4,), n_outputs=2), (3,)),
+        (lambda: MLP((4,), n_outputs=2), 3),
         (lambda: Network([Dense(4), "relu", Dense(2)]), (3,)),
         (lambda: Network([Conv1D(3, 2), "relu", GlobalAvgPool(), Dense(2)]), (3, 1)),
     ],
@@ -63,7 +63,7 @@ def test_jacobian_refuses_an_overflow():
 def test_trace_must_be_a_bool(make, shape):
     net = make()
     p = net.init(shape, random_state=0)
-    X = np.random.default_rng(0).normal(size=(4,) + shape)
+    X = np.random.default_rng(0).normal(size=(4, *np.atleast_1d(shape)))
     J = jacobian(net, p, X)
     full = np.einsum("iap,jbp->ijab", J, J)
     assert np.allclose(empirical_ntk(net, p, X, trace=np.False_), full, rtol=1e-12, atol=0)
