@@ -116,3 +116,20 @@ def test_cnn_builders_take_numpy_and_single_ints():
     assert np.allclose(
         empirical_ntk(ref, p, X), np.einsum("iap,jap->ij", J, J) / J.shape[1], rtol=1e-12, atol=0
     )
+
+
+def test_linearisation_check_names_its_own_bad_inputs():
+    from ntksolve.linearisation import linearisation_check
+
+    net = MLP((8,))
+    p = net.init(3, random_state=0)
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    y = X[:, 0]
+    for bad, match in (
+        (np.where(X > 1, np.nan, X), r"^X contains NaN"),
+        (X[:, 0], r"^X must be 2-D"),
+        (X[:, :2], r"^X has 2 features, but the network expects 3"),
+        (np.full((5, 3), "a"), r"^X must be numeric"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            linearisation_check(net, p, bad, y, steps=5, learning_rate=0.5)
