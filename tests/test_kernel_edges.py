@@ -133,3 +133,26 @@ def test_linearisation_check_names_its_own_bad_inputs():
     ):
         with pytest.raises(ValueError, match=match):
             linearisation_check(net, p, bad, y, steps=5, learning_rate=0.5)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["on-inputs", "after-dense"])
+def test_layer_norm_without_eps_refuses_a_constant_example(first):
+    from ntksolve.nets import LayerNorm
+
+    layers = [LayerNorm(eps=0.0), Dense(4), Dense(1)] if first else [Dense(4), LayerNorm(eps=0.0), Dense(1)]
+    net = Network(layers)
+    p = net.init(3, random_state=0)
+    X = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 0.0]])  # the second row normalises 0 / 0
+    calls = [lambda: net.apply(p, X), lambda: empirical_ntk(net, p, X), lambda: jacobian(net, p, X)]
+    if not first:
+        calls.append(lambda: analytic_kernels(net, X))
+    for call in calls:
+        with pytest.raises(ValueError, match=r"LayerNorm\(eps=0\).*variance 0.*eps > 0"):
+            call()
+    # the first row alone is fine: (x - mean) / std, here of (1, 2, 4) when the layer norm is first
+    if first:
+        x = X[0]
+        xhat = (x - x.mean()) / x.std()
+        W, b = p[1]
+        expected = p[2][0] @ (W @ xhat / np.sqrt(3)) / 2
+        assert np.allclose(net.apply(p, X[:1])[0, 0], expected, rtol=1e-12)
