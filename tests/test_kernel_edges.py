@@ -156,3 +156,17 @@ def test_layer_norm_without_eps_refuses_a_constant_example(first):
         W, b = p[1]
         expected = p[2][0] @ (W @ xhat / np.sqrt(3)) / 2
         assert np.allclose(net.apply(p, X[:1])[0, 0], expected, rtol=1e-12)
+
+
+def test_mlp_params_must_be_arrays():
+    net = MLP((3,))
+    p = net.init(2, random_state=0)
+    X = np.array([[1.0, -2.0], [0.5, 0.25]])
+    as_lists = [(W.tolist(), b.tolist()) for W, b in p]
+    for call in (net.apply, lambda q, X: empirical_ntk(net, q, X), lambda q, X: jacobian(net, q, X)):
+        with pytest.raises(TypeError, match=r"params\[0\] must be a pair of numpy arrays.*np.asarray"):
+            call(as_lists, X)
+    # the arrays of the same numbers: f = W2 relu(W1 x / sqrt(2)) / sqrt(3) (NTK scaling, no bias)
+    (W1, _), (W2, _) = p
+    expected = np.maximum(X @ W1.T / np.sqrt(2), 0) @ W2.T / np.sqrt(3)
+    assert np.allclose(net.apply([(np.asarray(W), np.asarray(b)) for W, b in as_lists], X), expected, rtol=1e-14)
