@@ -170,3 +170,19 @@ def test_mlp_params_must_be_arrays():
     (W1, _), (W2, _) = p
     expected = np.maximum(X @ W1.T / np.sqrt(2), 0) @ W2.T / np.sqrt(3)
     assert np.allclose(net.apply([(np.asarray(W), np.asarray(b)) for W, b in as_lists], X), expected, rtol=1e-14)
+
+
+def test_inputs_beyond_float32_are_named_as_such():
+    net = MLP((3,))
+    p32 = net.init(2, random_state=0, dtype=np.float32)
+    X = np.array([[1e39, 1.0], [0.5, 2.0]])  # finite in float64, beyond float32's 3.4e38
+    assert np.isfinite(X).all() and not np.isfinite(X.astype(np.float32)).all()
+    with pytest.raises(ValueError, match=r"X1 has 1 entries beyond the range of float32.*float64 parameters"):
+        empirical_ntk(net, p32, X)
+    with pytest.raises(ValueError, match=r"contains NaN or infinity"):
+        empirical_ntk(net, p32, np.where(X > 1e38, np.inf, X))
+    # in float64 the same inputs are fine: depth-1 relu, f = W2 relu(W1 x / sqrt(2)) / sqrt(3)
+    p64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in p32]
+    (W1, _), (W2, _) = p64
+    expected = np.maximum(X @ W1.T / np.sqrt(2), 0) @ W2.T / np.sqrt(3)
+    assert np.allclose(net.apply(p64, X), expected, rtol=1e-12)
