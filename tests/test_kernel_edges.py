@@ -186,3 +186,16 @@ def test_inputs_beyond_float32_are_named_as_such():
     (W1, _), (W2, _) = p64
     expected = np.maximum(X @ W1.T / np.sqrt(2), 0) @ W2.T / np.sqrt(3)
     assert np.allclose(net.apply(p64, X), expected, rtol=1e-12)
+
+
+def test_jacobian_vector_product_names_v_params():
+    from ntksolve.nets.forward_mode import jacobian_vector_product
+
+    net = MLP((3,), bias_std=0.5)
+    p = net.init(2, random_state=0)
+    X = np.array([[1.0, -2.0], [0.5, 0.25]])
+    v = net.init(2, random_state=1)
+    # J v from the explicit Jacobian (NTK parameterisation: the stored parameters are the trained ones)
+    assert np.allclose(jacobian_vector_product(net, p, X, v), jacobian(net, p, X) @ net.flatten_params(v), rtol=1e-12)
+    with pytest.raises(TypeError, match=r"^v_params must be shaped like params: params\[0\] must be a pair of numpy"):
+        jacobian_vector_product(net, p, X, [(W.tolist(), b.tolist()) for W, b in v])
