@@ -168,6 +168,11 @@ def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     Returns
     -------
     K : ndarray, shape (N1, N2)
+
+    Raises
+    ------
+    ValueError
+        Bad inputs; or a kernel that overflowed its dtype (the message names the way out).
     """
     net = _check_net(net)
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
@@ -198,6 +203,11 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     Returns
     -------
     J : ndarray, shape (N, k, P)
+
+    Raises
+    ------
+    ValueError
+        Bad inputs; or derivatives that overflowed the parameters' dtype.
     """
     net = _check_net(net)
     d, dt = net.check_params(params)
