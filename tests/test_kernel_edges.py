@@ -147,7 +147,7 @@ def test_layer_norm_without_eps_refuses_a_constant_example(first):
     if not first:
         calls.append(lambda: analytic_kernels(net, X))
     for call in calls:
-        with pytest.raises(ValueError, match=r"LayerNorm\(eps=0\).*variance 0.*eps > 0"):
+        with pytest.raises(ValueError, match=r"LayerNorm\(eps=0\.0\) met an example.*variance 0.*eps > 0"):
             call()
     # the first row alone is fine: (x - mean) / std, here of (1, 2, 4) when the layer norm is first
     if first:

@@ -88,7 +88,7 @@ class LayerNorm(Layer):
         r = np.empty(x2.shape[0], dtype=x.dtype)
         try:
             layer_norm_forward(x2, x.dtype.type(self.eps), xhat, r)
-        except ZeroDivisionError:  # only eps = 0 and a row of equal features divide by zero
+        except ZeroDivisionError:  # only eps = 0 (in x's dtype) and a row of equal features divide by zero
             raise self._zero_variance_error() from None
         xhat = xhat.reshape(x.shape)
         if self.affine:
@@ -122,8 +122,8 @@ class LayerNorm(Layer):
 
     def _zero_variance_error(self) -> ValueError:
         return ValueError(
-            "LayerNorm(eps=0) met an example whose features are all equal (variance 0), which it "
-            "would divide by zero; give eps > 0 (PyTorch's default is 1e-5)"
+            f"{self!r} met an example whose features are all equal (variance 0), which it would "
+            "divide by zero (eps is 0 in the inputs' dtype); give eps > 0 (PyTorch's default is 1e-5)"
         )
 
     def _flat(self, cache, g):
