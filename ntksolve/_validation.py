@@ -58,9 +58,16 @@ def check_inputs(X, *, name: str = "X", n_features: int | None = None, dtype=np.
             f"{name} has {arr.shape[1]} features, but the network expects {n_features} "
             f"(it was initialised with n_features={n_features})"
         )
-    out = np.ascontiguousarray(arr, dtype=dt)
+    with np.errstate(over="ignore"):  # an overflow of the cast is reported below, by name
+        out = np.ascontiguousarray(arr, dtype=dt)
     if not np.all(np.isfinite(out)):
         bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        if arr.dtype != dt and np.all(np.isfinite(arr)):  # finite as given: the cast overflowed
+            raise ValueError(
+                f"{name} has {bad} entries beyond the range of {dt.name} (largest {np.finfo(dt).max:.3g}; "
+                f"here up to {float(np.max(np.abs(arr))):.3g}), the parameters' dtype: standardise the "
+                "features or use float64 parameters"
+            )
         raise ValueError(f"{name} contains NaN or infinity ({bad} entries); remove or impute them first")
     return out
 

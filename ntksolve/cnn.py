@@ -10,6 +10,8 @@ activation, global average pooling and a dense readout. Its analytic NTK is the 
 
 from __future__ import annotations
 
+import numbers
+
 from ntksolve.nets.conv import Conv2D
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
@@ -46,11 +48,11 @@ def digits_cnn(
     Network
         Taking flat rows ``(N, 64)``.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 1:
         raise ValueError(f"a CNN needs at least one convolution: depth must be an int >= 1, got {depth!r}")
     phi = Activation(activation)
     layers = [Reshape(DIGITS_SHAPE)]
-    for _ in range(depth):
+    for _ in range(int(depth)):
         layers += [Conv2D(channels, 3, padding="same", weight_std=weight_std, bias_std=bias_std), phi]
     layers += [GlobalAvgPool(), Dense(n_outputs, weight_std, bias_std)]
     return Network(layers, parameterization=parameterization)
@@ -62,7 +64,8 @@ def sweep_cnn(
     """:func:`digits_cnn` from :class:`~ntksolve.MLP`'s arguments, as :func:`ntksolve.compare` builds a width's
     network (its ``network=``): ``depth = len(hidden_layer_sizes)`` convolutions of
     ``hidden_layer_sizes[0]`` channels."""
-    sizes = tuple(hidden_layer_sizes)
+    # one int is one convolution, as MLP reads it
+    sizes = (hidden_layer_sizes,) if isinstance(hidden_layer_sizes, numbers.Integral) else tuple(hidden_layer_sizes)
     if not sizes or len(set(sizes)) != 1:
         raise ValueError(f"a sweep's CNN has one channel count for every convolution, got {sizes!r}")
     return digits_cnn(

@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ntksolve._validation import check_inputs
 from ntksolve.dynamics import Adam, GradientDescent, critical_learning_rate
 from ntksolve.kernels import empirical_ntk
 from ntksolve.nets.forward_mode import own_parameter_image
@@ -148,9 +149,7 @@ def linearisation_check(
         raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
     steps = int(steps)
     d, _ = net.check_params(params)
-    X = np.ascontiguousarray(X, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] != d:
-        raise ValueError(f"X must have shape (N, {d}), got {np.shape(X)}")
+    X = check_inputs(X, n_features=d)
     N, k = X.shape[0], net.n_outputs
     yt = _targets(y, N, "y", k) if loss == "mse" else _class_labels(y, np.asarray(y)[:1], N, 1)[0]
     batch_list = None if batches is None else list(batches)

@@ -30,6 +30,8 @@ from ntksolve.nets.mlp import MLP, forward
 from ntksolve.nets.network import accepts_network
 from ntksolve.kernels.network_empirical import (
     _fill_tiles,
+    check_no_overflow,
+    check_trace,
     network_empirical_nngp,
     network_empirical_ntk,
     network_jacobian,
@@ -103,8 +105,11 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
 
     Raises
     ------
+    TypeError
+        ``trace`` is not a bool.
     ValueError
-        Bad inputs (NaN/inf, wrong feature count, wrong parameter shapes, bad block_size).
+        Bad inputs (NaN/inf, wrong feature count, wrong parameter shapes, bad block_size); or a
+        kernel that overflowed its dtype (float32 parameters, a large weight_std or large inputs).
     MemoryError
         The output would not fit in memory (raised before any work).
 
@@ -116,6 +121,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     does not depend on the number of threads beyond rounding.
     """
     net = _check_net(net)
+    trace = check_trace(trace)
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
     N1 = X1.shape[0]
     N2 = N1 if symmetric else X2.shape[0]
@@ -134,7 +140,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
     coefs = net.ntk_coefficients(d)
     w = parallel_workers()
 
-    return _fill_tiles(
+    _fill_tiles(
         theta,
         X1,
         None if symmetric else X2,
@@ -142,6 +148,7 @@ def empirical_ntk(net: MLP, params, X1, X2=None, *, trace: bool = True, block_si
         lambda rows: _features(net, params, rows, w),
         lambda box, FI, FJ, lower: _tile_into(net, coefs, theta, box, FI, FJ, trace, lower, w),
     )
+    return check_no_overflow(theta, "empirical NTK")
 
 
 @accepts_network(network_empirical_nngp)
@@ -161,6 +168,11 @@ def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     Returns
     -------
     K : ndarray, shape (N1, N2)
+
+    Raises
+    ------
+    ValueError
+        Bad inputs; or a kernel that overflowed its dtype (the message names the way out).
     """
     net = _check_net(net)
     X1, X2, d, dt, symmetric = _prepare_inputs(net, params, X1, X2)
@@ -171,7 +183,7 @@ def empirical_nngp(net: MLP, params, X1, X2=None) -> np.ndarray:
     K = _gram(h1, None if symmetric else forward(net, params, X2, keep=True)[1][-1])
     K *= readout.weight**2
     K += readout.bias**2
-    return K
+    return check_no_overflow(K, "empirical NNGP")
 
 
 @accepts_network(network_jacobian)
@@ -191,6 +203,11 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
     Returns
     -------
     J : ndarray, shape (N, k, P)
+
+    Raises
+    ------
+    ValueError
+        Bad inputs; or derivatives that overflowed the parameters' dtype.
     """
     net = _check_net(net)
     d, dt = net.check_params(params)
@@ -212,7 +229,7 @@ def jacobian(net: MLP, params, X) -> np.ndarray:
         if net.layers[l - 1].bias:  # a layer without a bias has no columns here
             J[:, :, pos : pos + n_out] = bs * delta
             pos += n_out
-    return J
+    return check_no_overflow(J, "Jacobian")
 
 
 __all__ = ["empirical_ntk", "empirical_nngp", "jacobian"]

@@ -30,7 +30,7 @@ from ntksolve._jit.network_analytic import CLOSED, MIXTURE, activation_rows, act
 from ntksolve._validation import check_inputs, check_memory
 from ntksolve.kernels._analytic_rules import logistic_mixture_rule
 from ntksolve.nets.layer_protocol import KernelState
-from ntksolve.nets.network import Network, check_network
+from ntksolve.nets.network import Network, check_network, flat_rows
 
 _EMPTY = np.zeros(0)
 
@@ -189,13 +189,13 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         raise ValueError(f"X1 must have shape (N, *input_shape), got shape {X1.shape}")
     shape = X1.shape[1:]
     net.shapes(shape)
-    X1 = check_inputs(X1.reshape(X1.shape[0], -1), name="X1").reshape(X1.shape)
+    X1 = check_inputs(flat_rows(X1), name="X1").reshape(X1.shape)
     symmetric = X2 is None
     if not symmetric:
         X2 = np.asarray(X2)
         if X2.shape[1:] != shape:
             raise ValueError(f"X2 has per-example shape {X2.shape[1:]}, but X1 has {shape}")
-        X2 = check_inputs(X2.reshape(X2.shape[0], -1), name="X2").reshape(X2.shape)
+        X2 = check_inputs(flat_rows(X2), name="X2").reshape(X2.shape)
     N2 = X1.shape[0] if symmetric else X2.shape[0]
     check_memory(
         (4, X1.shape[0], N2),

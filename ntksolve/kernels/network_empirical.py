@@ -17,12 +17,40 @@ import numpy as np
 
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
-from ntksolve._validation import check_memory
+from ntksolve._validation import check_finite, check_memory
 from ntksolve.nets.conv import Conv
 from ntksolve.nets.conv_factors import ChannelFactors
 from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
 from ntksolve.nets.network import Network, backward, check_network, forward, prepare_inputs
 from ntksolve.nets.pooling import GlobalAvgPool
+
+
+def check_trace(trace) -> bool:
+    """``trace`` as a bool; TypeError for anything else (a string such as ``"False"`` is truthy)."""
+    if not isinstance(trace, (bool, np.bool_)):
+        raise TypeError(
+            f"trace must be True or False (True: the mean over outputs, False: the full kernel), got {trace!r}"
+        )
+    return bool(trace)
+
+
+def check_no_overflow(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr``, computed from finite inputs and parameters; ValueError naming the fix if it holds a
+    NaN or infinity, which only an overflow of its dtype makes there."""
+    # a sum is non-finite whenever an entry is, and costs a third of isfinite(); the exact test
+    # runs only to rule out an overflow of the sum itself
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(arr.sum()):
+            return arr
+    dt = arr.dtype
+    fix = "use float64 parameters (net.init(..., dtype=np.float64)), " if dt == np.float32 else ""
+    check_finite(
+        arr,
+        f"the {what}",
+        f"it overflowed {dt.name} (whose largest number is {np.finfo(dt).max:.3g}): {fix}lower "
+        "weight_std or standardise the features",
+    )
+    return arr
 
 
 def _features(net, params, X):
@@ -167,6 +195,7 @@ def network_empirical_ntk(
     theta : ndarray, shape (N1, N2) or (N1, N2, k, k), in the parameters' dtype
     """
     net = check_network(net)
+    trace = check_trace(trace)
     X1, dt = prepare_inputs(net, params, X1, "X1")
     shape = X1.shape[1:]
     symmetric = X2 is None
@@ -181,9 +210,8 @@ def network_empirical_ntk(
     )
     bs = _block_rows(net, shape, k, dt.itemsize, max(N1, N2), block_size)
     theta = np.zeros(out_shape, dtype=dt)
-    return _fill_tiles(
-        theta, X1, X2, bs, functools.partial(_features, net, params), functools.partial(_tile_into, theta, trace)
-    )
+    _fill_tiles(theta, X1, X2, bs, functools.partial(_features, net, params), functools.partial(_tile_into, theta, trace))
+    return check_no_overflow(theta, "empirical NTK")
 
 
 def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
@@ -210,7 +238,7 @@ def network_empirical_nngp(net: Network, params, X1, X2=None) -> np.ndarray:
         K = np.dot(h1, readout_inputs(X2).T)
     K *= s.weight**2
     K += s.bias**2
-    return K
+    return check_no_overflow(K, "empirical NNGP")
 
 
 def network_jacobian(net: Network, params, X) -> np.ndarray:
@@ -223,7 +251,7 @@ def network_jacobian(net: Network, params, X) -> np.ndarray:
     _, caches = forward(net, params, X, keep=True)
     signals = backward(net, params, caches)
     cols = [leaf.jacobian(p, cache, g) for leaf, p, cache, g in reversed(signals)]
-    return np.concatenate(cols, axis=2) if len(cols) > 1 else cols[0]
+    return check_no_overflow(np.concatenate(cols, axis=2) if len(cols) > 1 else cols[0], "Jacobian")
 
 
-__all__ = ["network_empirical_ntk", "network_empirical_nngp", "network_jacobian"]
+__all__ = ["network_empirical_ntk", "network_empirical_nngp", "network_jacobian", "check_no_overflow", "check_trace"]

@@ -81,8 +81,8 @@ def jacobian_vector_product(net: MLP, params, X, v_params) -> np.ndarray:
     d, dt, X = _check(net, params, X)
     try:
         net.check_params(v_params, n_features=d)
-    except ValueError as exc:
-        raise ValueError(f"v_params must be shaped like params: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"v_params must be shaped like params: {exc}") from None
     scales = net.layer_scales(d)
     # the factors through which the trained parameters enter: the gradient scales (0 without a bias)
     coef = [(s.grad_weight, s.grad_bias) for s in net.scales(d)]

@@ -112,6 +112,11 @@ def _check_std(value, name: str, *, positive: bool) -> float:
     if not np.isfinite(value) or value < 0 or (positive and value == 0):
         need = "positive" if positive else "non-negative"
         raise ValueError(f"{name} must be a finite {need} number, got {value!r}")
+    if math.isinf(value * value):  # every kernel scales with the square: it would be infinite
+        raise ValueError(
+            f"{name} must be below 1.3e154, so that its square (the kernels' scale) is a finite "
+            f"float64, got {value!r}; lower it"
+        )
     return value
 
 

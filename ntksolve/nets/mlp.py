@@ -247,7 +247,13 @@ class MLP:
         for l, (pair, (Ws, bs)) in enumerate(zip(params, self._param_shapes(d))):
             if len(pair) != 2:
                 raise ValueError(f"params[{l}] must be a (W, b) pair")
-            W, b = np.asarray(pair[0]), np.asarray(pair[1])
+            if not (isinstance(pair[0], np.ndarray) and isinstance(pair[1], np.ndarray)):
+                # the passes use them as they are (W.T, in-place products): lists would fail there
+                raise TypeError(
+                    f"params[{l}] must be a pair of numpy arrays (W, b), got ({type(pair[0]).__name__}, "
+                    f"{type(pair[1]).__name__}); convert them with np.asarray, or create them with net.init(...)"
+                )
+            W, b = pair
             if W.shape != Ws or b.shape != bs:
                 raise ValueError(
                     f"layer {l + 1}: expected W of shape {Ws} and b of shape {bs}, got {W.shape} and {b.shape}"

@@ -431,6 +431,12 @@ def check_network(net) -> Network:
     return net
 
 
+def flat_rows(arr) -> np.ndarray:
+    """``arr`` ``(N, *shape)`` as ``(N, prod(shape))`` rows: for ``N = 0`` too, which ``-1`` cannot
+    infer (so that the check of the rows, not the reshape, names the problem)."""
+    return np.reshape(arr, (arr.shape[0], int(np.prod(arr.shape[1:]))))
+
+
 def prepare_inputs(net: Network, params, X, name: str = "X", input_shape=None):
     """Validated C-contiguous ``X`` ``(N, *input_shape)`` in the parameters' dtype, and that dtype."""
     arr = np.asarray(X) if not hasattr(X, "shape") else X
@@ -441,7 +447,7 @@ def prepare_inputs(net: Network, params, X, name: str = "X", input_shape=None):
         raise ValueError(f"{name} has per-example shape {tuple(arr.shape[1:])}, expected {shape}")
     dt = net.check_params(params, shape)
     net.shapes(shape)
-    flat = check_inputs(np.reshape(arr, (arr.shape[0], -1)), name=name, dtype=dt)
+    flat = check_inputs(flat_rows(arr), name=name, dtype=dt)
     return flat.reshape((arr.shape[0],) + shape), dt
 
 
@@ -488,6 +494,7 @@ __all__ = [
     "forward",
     "backward",
     "check_network",
+    "flat_rows",
     "prepare_inputs",
     "stores_trained_bias",
 ]

@@ -86,7 +86,10 @@ class LayerNorm(Layer):
         x2 = np.ascontiguousarray(x).reshape(-1, n)
         xhat = np.empty_like(x2)
         r = np.empty(x2.shape[0], dtype=x.dtype)
-        layer_norm_forward(x2, x.dtype.type(self.eps), xhat, r)
+        try:
+            layer_norm_forward(x2, x.dtype.type(self.eps), xhat, r)
+        except ZeroDivisionError:  # only eps = 0 (in x's dtype) and a row of equal features divide by zero
+            raise self._zero_variance_error() from None
         xhat = xhat.reshape(x.shape)
         if self.affine:
             y = xhat * params[0]
@@ -116,6 +119,12 @@ class LayerNorm(Layer):
         if P == 1:
             return out.reshape((B, m) + xhat.shape[1:])
         return np.moveaxis(out.reshape(B, P, m, n), 2, 1).reshape((B, m) + xhat.shape[1:])
+
+    def _zero_variance_error(self) -> ValueError:
+        return ValueError(
+            f"{self!r} met an example whose features are all equal (variance 0), which it would "
+            "divide by zero (eps is 0 in the inputs' dtype); give eps > 0 (PyTorch's default is 1e-5)"
+        )
 
     def _flat(self, cache, g):
         """``(sum_p g xhat, sum_p g)``, each ``(B, m, n)``: the derivatives of ``<g, y>`` by ``gamma``
@@ -168,6 +177,8 @@ class LayerNorm(Layer):
             raise ValueError(
                 f"the analytic LayerNorm is implemented on flat features; got per-example shape {state.shape}"
             )
+        if self.eps == 0 and not (np.all(state.var1 > 0) and np.all(state.var2 > 0)):
+            raise self._zero_variance_error()
         d1 = 1.0 / np.sqrt(state.var1 + self.eps)
         d2 = d1 if state.symmetric else 1.0 / np.sqrt(state.var2 + self.eps)
         state.rows(scale_rows, state.nngp, state.ntk, d1, d2, state.symmetric)
