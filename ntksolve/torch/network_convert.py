@@ -38,10 +38,10 @@ from ntksolve.nets.network import Network, accepts_network, check_network
 from ntksolve.nets.normalization import LayerNorm
 from ntksolve.nets.residual import Residual as NetResidual
 from ntksolve.torch.convert import (
-    _FLOAT_DTYPES,
     _activation_module,
     _activation_name,
     _check_activation_options,
+    _check_parameter,
     _check_readable,
     _is_noop,
     _numpy,
@@ -108,7 +108,7 @@ def _read(module, where, out, state):
         return
     if _plain(module, nn.Linear):
         for name, p in module.named_parameters(recurse=False):
-            _check_tensor(p, f"{where}.{name}", state)
+            _check_parameter(p, f"{where}.{name}", state)
         out.append(
             (
                 DenseLayer(Dense(module.out_features, 1.0, 1.0, "standard", bias=module.bias is not None)),
@@ -128,7 +128,7 @@ def _read(module, where, out, state):
                 "LayerNorm does not represent; use bias=True or elementwise_affine=False"
             )
         for name, p in module.named_parameters(recurse=False):
-            _check_tensor(p, f"{where}.{name}", state)
+            _check_parameter(p, f"{where}.{name}", state)
         out.append((LayerNorm(eps=float(module.eps), affine=bool(module.elementwise_affine)), ("norm", module)))
         return
     if _activation_name(module) is not None:
@@ -143,24 +143,6 @@ def _read(module, where, out, state):
         f"{where} ({cls}) is not supported: ntksolve imports nn.Linear, nn.LayerNorm, "
         "ntksolve.torch.Residual, the element-wise activations and the no-ops, in nested nn.Sequential"
     )
-
-
-def _check_tensor(p, where, state):
-    if p.dtype not in _FLOAT_DTYPES:
-        raise ValueError(
-            f"{where} is {p.dtype}: ntksolve computes in float32 or float64; convert with "
-            "module.double() or module.float()"
-        )
-    if state.setdefault("dtype", p.dtype) != p.dtype:
-        raise ValueError(
-            f"{where} is {p.dtype} but earlier parameters are {state['dtype']}: all parameters must share one dtype"
-        )
-    state.setdefault("grads", set()).add(bool(p.requires_grad))
-    if len(state["grads"]) > 1:
-        raise ValueError(
-            "some parameters have requires_grad=False (frozen) and others not; ntksolve trains every "
-            "parameter: unfreeze them (module.requires_grad_(True))"
-        )
 
 
 def _params(entry, n_in):
@@ -277,11 +259,12 @@ def _modules(layers, params, dtype, n):
 
 
 def _has_conv(module) -> bool:
-    """A convolutional ``nn.Sequential``: convolutions among its own layers, and no LayerNorm or
+    """A convolutional module: a convolution anywhere in it (nested Sequentials are read flat, and
+    one that is no Sequential is refused by :func:`conv_from_torch` by name), and no LayerNorm or
     Residual (what the network importer refuses, it refuses by name)."""
     return (
-        isinstance(module, nn.Sequential)
-        and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.children())
+        isinstance(module, nn.Module)
+        and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.modules())
         and not has_network_layers(module)
     )
 
@@ -307,7 +290,7 @@ def from_torch(module, input_shape=None):
     params : list
     """
     if _has_conv(module):
-        if input_shape is None:
+        if input_shape is None and isinstance(module, nn.Sequential):
             raise ValueError(
                 "a convolutional module needs its per-example input shape: "
                 "from_torch(module, input_shape=(C, H, W)) (or (C, L) for Conv1d)"

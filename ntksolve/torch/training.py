@@ -185,6 +185,11 @@ def train(
     :func:`learning_rate_from_torch`.
     """
     reading = _read(module)
+    if not any(p.requires_grad for p in module.parameters()):
+        raise ValueError(
+            "every parameter of the module has requires_grad=False (frozen), so no optimiser step can "
+            "move it: unfreeze them (module.requires_grad_(True)) to train it"
+        )
     tdt = reading.dtype
     dt = np.dtype(_FLOAT_DTYPES[tdt])
     d, k = reading.n_features, reading.n_outputs

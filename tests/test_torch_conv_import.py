@@ -1,0 +1,79 @@
+"""PyTorch import of convolutional modules: nested containers read as flat ones, and the parameter
+checks of the MLP importer (frozen, meta, dtype) kept by the convolutional and the LayerNorm importers;
+numbers against the module itself and torch.func."""
+
+import functools
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from ntksolve.kernels.network_empirical import network_empirical_ntk  # noqa: E402
+from ntksolve.torch import from_torch, to_channels_last, train  # noqa: E402
+
+
+def _torch_ntk(m, x):
+    """The NTK autograd defines over every parameter of ``m`` (torch.func), ``(N, N, k, k)``."""
+    from torch.func import functional_call, jacrev, vmap
+
+    ps = {k: v.detach() for k, v in m.named_parameters()}
+    J = vmap(jacrev(lambda p, xi: functional_call(m, p, (xi[None],))[0]), (None, 0))(ps, x)
+    Jc = torch.cat([j.reshape(x.shape[0], j.shape[1], -1) for j in J.values()], 2)
+    return torch.einsum("iap,jbp->ijab", Jc, Jc).numpy()
+
+
+def test_nested_convolutional_sequential_is_read_as_the_flat_one():
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh()), nn.Sequential(nn.Flatten(), nn.Linear(8, 2))
+    ).double()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    net, params = from_torch(m, input_shape=(1, 4, 4))
+    X = to_channels_last(x.numpy())
+    np.testing.assert_allclose(net.apply(params, X), m(x).detach().numpy(), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), _torch_ntk(m, x), atol=1e-11)
+    with pytest.raises(ValueError, match="input shape"):
+        from_torch(m)
+    with pytest.raises(TypeError, match=r"Conv2d is not an nn.Sequential"):
+        from_torch(nn.Conv2d(1, 2, 3), input_shape=(1, 4, 4))
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 1)).double()
+
+
+def test_convolutional_import_refuses_frozen_meta_and_bad_shapes():
+    m = _cnn()
+    m[0].weight.requires_grad_(False)  # PyTorch's NTK would omit it; ntksolve's network trains it
+    with pytest.raises(ValueError, match="requires_grad=False"):
+        from_torch(m, input_shape=(1, 4, 4))
+    from_torch(_cnn().requires_grad_(False), input_shape=(1, 4, 4))  # all frozen: the same network
+    meta = nn.Sequential(nn.Conv2d(1, 2, 3, device="meta"), nn.Flatten(), nn.Linear(8, 1, device="meta"))
+    with pytest.raises(ValueError, match=r"module\[0\].weight is on the meta device"):
+        from_torch(meta, input_shape=(1, 4, 4))
+    with pytest.raises(TypeError, match=r"input_shape must be .*\(C, H, W\)"):
+        from_torch(_cnn(), input_shape=4)
+    with pytest.raises(ValueError, match=r"input_shape must be .*positive"):
+        from_torch(_cnn(), input_shape=(1, -4, 4))
+
+
+def test_pooling_of_the_wrong_dimension_is_refused():
+    # AdaptiveAvgPool2d on a 1-D batch (N, C, L) pools the batch as one image: another function
+    m = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1))
+    with pytest.raises(ValueError, match=r"module\[2\] \(AdaptiveAvgPool2d\).*AdaptiveAvgPool1d"):
+        from_torch(m.double(), input_shape=(1, 6))
+
+
+def test_layer_norm_import_refuses_meta_parameters():
+    m = nn.Sequential(nn.Linear(3, 4, device="meta"), nn.LayerNorm(4, device="meta"), nn.Linear(4, 1, device="meta"))
+    with pytest.raises(ValueError, match=r"module\[0\].weight is on the meta device"):
+        from_torch(m)
+
+
+def test_training_a_module_without_trainable_parameters_is_refused_before_any_step():
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double().requires_grad_(False)
+    X, y = np.ones((4, 3)), np.zeros(4)
+    with pytest.raises(ValueError, match=r"requires_grad_\(True\)"):
+        train(m, X, y, optimizer=functools.partial(torch.optim.SGD, lr=0.1), steps=1)
