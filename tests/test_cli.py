@@ -553,3 +553,25 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path, delay):
     # (from 0.1 s on, the interpreter has started: the interrupt lands in the imports or the command)
     assert rc == 130, text
     assert "Traceback" not in text and "interrupted by Ctrl-C (SIGINT)" in text, text
+
+
+def test_negative_seed_and_a_file_that_is_no_npz_are_refused_by_name(npz, tmp_path, capsys):
+    """Both before any data is split or any network built: the option (or file) and the fix named."""
+    for data in (npz, None):
+        argv = ["compare", "--seed", "-1", "--out", str(tmp_path / "o0"), *TINY]
+        with pytest.raises(SystemExit) as exc:  # argparse's usage error
+            main(argv + (["--data", data] if data else []))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--seed" in err and "non-negative" in err and "Traceback" not in err
+    assert not (tmp_path / "o0").exists()
+    for name, content in (("garbage.npz", b"garbage"), ("array.npz", None)):
+        path = tmp_path / name
+        if content is None:
+            with open(path, "wb") as fh:
+                np.save(fh, np.ones((4, 2)))  # a .npy saved under an .npz name
+        else:
+            path.write_bytes(content)
+        assert compare_cli(path, tmp_path / "o", *TINY) == 2
+        err = capsys.readouterr().err
+        assert f"'{name}' is not an .npz archive" in err and "numpy.savez" in err and "pickle" not in err
