@@ -575,3 +575,18 @@ def test_negative_seed_and_a_file_that_is_no_npz_are_refused_by_name(npz, tmp_pa
         assert compare_cli(path, tmp_path / "o", *TINY) == 2
         err = capsys.readouterr().err
         assert f"'{name}' is not an .npz archive" in err and "numpy.savez" in err and "pickle" not in err
+
+
+def test_overwrite_leaves_no_figure_of_the_previous_run(npz, tmp_path):
+    """--overwrite replaces report.json and the figures: a figure this run does not draw (--no-plots,
+    or an MSE run after a cross-entropy one) must not stay beside the new report as if it were its
+    own; files ntksolve does not write are left alone."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = ("loss_trajectories.png", "accuracy_trajectories.png", "gap_vs_width.png")
+    for name in stale + ("notes.txt",):
+        (out / name).write_bytes(b"from an earlier run")
+    assert compare_cli(npz, out, "--overwrite", "--no-plots", "--quiet", *TINY) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.json"]
+    assert (out / "notes.txt").read_bytes() == b"from an earlier run"
+    assert json.loads((out / "report.json").read_text())["state"] == "complete"
