@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from ntksolve.kernels.network_empirical import network_empirical_ntk  # noqa: E402
-from ntksolve.torch import from_torch, to_channels_last, train  # noqa: E402
+from ntksolve.torch import Residual, from_torch, to_channels_last, train  # noqa: E402
 
 
 def _torch_ntk(m, x):
@@ -77,3 +77,42 @@ def test_training_a_module_without_trainable_parameters_is_refused_before_any_st
     X, y = np.ones((4, 3)), np.zeros(4)
     with pytest.raises(ValueError, match=r"requires_grad_\(True\)"):
         train(m, X, y, optimizer=functools.partial(torch.optim.SGD, lr=0.1), steps=1)
+
+
+@pytest.mark.parametrize(
+    "module, match",
+    [
+        # PyTorch cannot run these (LayerNorm(6) on 4 features): nothing may be imported for them
+        (
+            lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(6, elementwise_affine=False), nn.Linear(4, 1)),
+            r"module\[1\] \(LayerNorm\) normalises 6 features, but its input has 4",
+        ),
+        (
+            lambda: nn.Sequential(nn.LayerNorm(5, elementwise_affine=False), nn.Linear(3, 4), nn.Linear(4, 1)),
+            r"module\[1\] \(Linear\) has in_features=3, but its input has 5",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(5, 1)),
+            r"module\[2\] \(Linear\) has in_features=5, but its input has 4",
+        ),
+        (
+            lambda: nn.Sequential(nn.Linear(3, 4), Residual(nn.Linear(4, 5)), nn.Linear(4, 1)),
+            r"module\[1\] \(Residual\) maps 4 features to 5",
+        ),
+    ],
+)
+def test_layer_norm_module_that_cannot_run_is_refused(module, match):
+    m = module().double()
+    with pytest.raises(RuntimeError):
+        m(torch.zeros(2, m[0].normalized_shape[0] if isinstance(m[0], nn.LayerNorm) else 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=match):
+        from_torch(m)
+
+
+def test_layer_norm_first_takes_its_width_as_the_input():
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.LayerNorm(3, elementwise_affine=False), nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    net, params = from_torch(m)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    np.testing.assert_allclose(net.apply(params, x.numpy()), m(x).detach().numpy(), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, x.numpy(), trace=False), _torch_ntk(m, x), atol=1e-12)

@@ -99,8 +99,14 @@ def _read(module, where, out, state):
             _read(child, f"{where}[{i}]", out, state)
         return
     if _plain(module, Residual):
-        inner = []
+        inner, width = [], state.get("width")
         _read(module.block, f"{where}.block", inner, state)
+        width = state.get("n_in") if width is None else width
+        if state.get("width") != width:
+            raise ValueError(
+                f"{where} (Residual) maps {width} features to {state.get('width')}: x + scale * block(x) needs "
+                "a block that keeps its input's width"
+            )
         layers = [layer for layer, _ in inner]
         if not any(layer.leaves() for layer in layers):
             raise ValueError(f"{where} (Residual) has no parameters in its block; ntksolve's Residual needs one")
@@ -109,6 +115,8 @@ def _read(module, where, out, state):
     if _plain(module, nn.Linear):
         for name, p in module.named_parameters(recurse=False):
             _check_parameter(p, f"{where}.{name}", state)
+        _takes(state, module.in_features, where, f"(Linear) has in_features={module.in_features}")
+        state["width"] = module.out_features
         out.append(
             (
                 DenseLayer(Dense(module.out_features, 1.0, 1.0, "standard", bias=module.bias is not None)),
@@ -129,6 +137,8 @@ def _read(module, where, out, state):
             )
         for name, p in module.named_parameters(recurse=False):
             _check_parameter(p, f"{where}.{name}", state)
+        n = int(module.normalized_shape[0])
+        _takes(state, n, where, f"(LayerNorm) normalises {n} features")
         out.append((LayerNorm(eps=float(module.eps), affine=bool(module.elementwise_affine)), ("norm", module)))
         return
     if _activation_name(module) is not None:
@@ -143,6 +153,16 @@ def _read(module, where, out, state):
         f"{where} ({cls}) is not supported: ntksolve imports nn.Linear, nn.LayerNorm, "
         "ntksolve.torch.Residual, the element-wise activations and the no-ops, in nested nn.Sequential"
     )
+
+
+def _takes(state, n: int, where: str, what: str) -> None:
+    """A layer taking ``n`` features: refuse a module whose widths do not chain (PyTorch could not
+    run it); the first such layer fixes the module's input width (``state["n_in"]``)."""
+    width = state.get("width")
+    if width is None:
+        state["n_in"] = state["width"] = n
+    elif width != n:
+        raise ValueError(f"{where} {what}, but its input has {width} features: the module cannot run")
 
 
 def _params(entry, n_in):
@@ -188,19 +208,18 @@ def network_from_torch(module):
         raise ValueError("the module has no parameters (no nn.Linear), so no NTK")
     net = Network([layer for layer, _ in read], parameterization="standard")
     params = _convert(read)
-    first = next((m for _, m in _linears(read)), None)
-    if first is None:
+    if not any(p and p[0] == "linear" for _, p in _flat(read)):
         raise ValueError("the module contains no nn.Linear layer")
-    net.check_params(params, (first.in_features,))  # shapes chain: a module that could not run is refused
+    net.check_params(params, (state["n_in"],))  # shapes chain (a residual block keeps its width)
     return net, params
 
 
-def _linears(read):
+def _flat(read):
     for layer, p in read:
         if isinstance(layer, NetResidual):
-            yield from _linears(list(zip(layer.layers, p)))
-        elif p and p[0] == "linear":
-            yield layer, p[1]
+            yield from _flat(list(zip(layer.layers, p)))
+        else:
+            yield layer, p
 
 
 def network_to_torch(net, params):
