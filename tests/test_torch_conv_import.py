@@ -13,15 +13,7 @@ nn = torch.nn
 from ntksolve.kernels.network_empirical import network_empirical_ntk  # noqa: E402
 from ntksolve.torch import Residual, from_torch, to_channels_last, train  # noqa: E402
 
-
-def _torch_ntk(m, x):
-    """The NTK autograd defines over every parameter of ``m`` (torch.func), ``(N, N, k, k)``."""
-    from torch.func import functional_call, jacrev, vmap
-
-    ps = {k: v.detach() for k, v in m.named_parameters()}
-    J = vmap(jacrev(lambda p, xi: functional_call(m, p, (xi[None],))[0]), (None, 0))(ps, x)
-    Jc = torch.cat([j.reshape(x.shape[0], j.shape[1], -1) for j in J.values()], 2)
-    return torch.einsum("iap,jbp->ijab", Jc, Jc).numpy()
+from test_network_torch import torch_ntk  # noqa: E402  (torch.func's NTK over every parameter)
 
 
 def test_nested_convolutional_sequential_is_read_as_the_flat_one():
@@ -33,7 +25,7 @@ def test_nested_convolutional_sequential_is_read_as_the_flat_one():
     net, params = from_torch(m, input_shape=(1, 4, 4))
     X = to_channels_last(x.numpy())
     np.testing.assert_allclose(net.apply(params, X), m(x).detach().numpy(), rtol=0, atol=1e-13)
-    np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), _torch_ntk(m, x), atol=1e-11)
+    np.testing.assert_allclose(network_empirical_ntk(net, params, X, trace=False), torch_ntk(m, x.numpy()), atol=1e-11)
     with pytest.raises(ValueError, match="input shape"):
         from_torch(m)
     with pytest.raises(TypeError, match=r"Conv2d is not an nn.Sequential"):
@@ -115,4 +107,6 @@ def test_layer_norm_first_takes_its_width_as_the_input():
     net, params = from_torch(m)
     x = torch.randn(5, 3, dtype=torch.float64)
     np.testing.assert_allclose(net.apply(params, x.numpy()), m(x).detach().numpy(), rtol=0, atol=1e-13)
-    np.testing.assert_allclose(network_empirical_ntk(net, params, x.numpy(), trace=False), _torch_ntk(m, x), atol=1e-12)
+    np.testing.assert_allclose(
+        network_empirical_ntk(net, params, x.numpy(), trace=False), torch_ntk(m, x.numpy()), atol=1e-12
+    )

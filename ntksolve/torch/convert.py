@@ -300,9 +300,7 @@ def _check_parameter(p, where: str, state: dict) -> None:
     """Refuse a parameter ntksolve cannot import exactly; ``state`` carries what the earlier ones
     set (``"dtype"``, and ``"grads"``: their ``requires_grad`` flags) across one module."""
     if isinstance(p, nn.parameter.UninitializedParameter):
-        raise ValueError(
-            f"{where} is uninitialised (a lazy module): run one forward pass first so that it has a shape"
-        )
+        raise ValueError(f"{where} is uninitialised (a lazy module): run one forward pass first so that it has a shape")
     if p.device.type == "meta":
         raise ValueError(f"{where} is on the meta device (no values); materialise it first (module.to_empty(...))")
     if p.dtype not in _FLOAT_DTYPES:
