@@ -51,6 +51,15 @@ def test_convolutional_import_refuses_frozen_meta_and_bad_shapes():
         from_torch(_cnn(), input_shape=(1, -4, 4))
 
 
+def test_convolutional_dropout_in_training_mode_says_eval():
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout2d(0.5), nn.Flatten(), nn.Linear(8, 1)).double()
+    with pytest.raises(ValueError, match=r"module\[1\] \(Dropout2d\) is dropout in training mode.*module.eval\(\)"):
+        from_torch(m, input_shape=(1, 4, 4))
+    net, params = from_torch(m.eval(), input_shape=(1, 4, 4))  # inactive: dropped
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    np.testing.assert_allclose(net.apply(params, to_channels_last(x.numpy())), m(x).detach().numpy(), atol=1e-13)
+
+
 def test_pooling_of_the_wrong_dimension_is_refused():
     # AdaptiveAvgPool2d on a 1-D batch (N, C, L) pools the batch as one image: another function
     m = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 1))

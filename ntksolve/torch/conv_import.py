@@ -163,6 +163,10 @@ def conv_from_torch(module, input_shape):
         elif _activation_name(m) is not None:
             _check_activation_options(m, where)
             layers.append(Activation(_activation_name(m)))
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            raise ValueError(
+                f"{where} ({type(m).__name__}) is dropout in training mode (random): call module.eval() first"
+            )
         else:
             raise ValueError(
                 f"{where} ({type(m).__name__}) is not supported: ntksolve imports Conv1d, Conv2d, "
