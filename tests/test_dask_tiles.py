@@ -368,6 +368,17 @@ def test_targets_and_validation_inputs_are_checked_before_tiles(small, monkeypat
         validation_path_tiled(NET, X, y, Xt, fx_valid_0=np.full((60, k), np.nan), **path)
 
 
+def test_operator_matvec_takes_a_vector_not_any_array_of_its_size(small):
+    X, _, _, K, _ = small
+    N = X.shape[0]
+    v = np.random.default_rng(3).standard_normal(N)
+    with D.TiledKernelOperator(D.KernelSpec(NET), X, chunks=100, scheduler="sync") as op:
+        assert _rel(op.matvec(v), K @ v) <= 1e-13
+        assert _rel(op.matvec(v[:, None]), K @ v) <= 1e-13
+        with pytest.raises(ValueError, match=rf"v must have shape \({N},\) or \({N}, 1\)"):
+            op.matvec(v.reshape(N // 2, 2))  # N entries, but not one vector: flattening would scramble it
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------
