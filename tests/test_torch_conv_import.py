@@ -119,3 +119,20 @@ def test_layer_norm_first_takes_its_width_as_the_input():
     np.testing.assert_allclose(
         network_empirical_ntk(net, params, x.numpy(), trace=False), torch_ntk(m, x.numpy()), atol=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    "module, X",
+    [
+        (lambda: nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 1)), np.ones((4, 3))),
+        (lambda: nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 1)), np.ones((4, 1, 6))),
+    ],
+)
+def test_train_names_what_trains_a_module_it_cannot(module, X):
+    """from_torch imports these (as a Network); ntksolve.torch.train runs MLP modules only, and says
+    so and what to use, rather than that ntksolve cannot import the LayerNorm or the Conv1d."""
+    m = module().double()
+    from_torch(m, **({"input_shape": X.shape[1:]} if X.ndim == 3 else {}))
+    with pytest.raises(ValueError, match=r"trains MLP modules.*ntksolve.train_network") as exc:
+        train(m, X, np.zeros(4), optimizer=functools.partial(torch.optim.SGD, lr=0.1), steps=1)
+    assert "is not supported" not in str(exc.value)
