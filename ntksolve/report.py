@@ -15,7 +15,7 @@ import json
 import math
 import os
 import platform
-import tempfile
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -56,7 +56,14 @@ def write_atomically(path, write, *, prefix: str = ".ntksolve-", suffix: str = "
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    while True:
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
+        try:
+            # 0o666 less the umask, as open() makes a file (mkstemp's 0600 would survive the rename)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # pragma: no cover - 64 random bits taken
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

@@ -590,3 +590,6 @@ def test_overwrite_leaves_no_figure_of_the_previous_run(npz, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.json"]
     assert (out / "notes.txt").read_bytes() == b"from an earlier run"
     assert json.loads((out / "report.json").read_text())["state"] == "complete"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "report.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any file the user writes

@@ -2,6 +2,7 @@
 
 import io
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -205,6 +206,9 @@ def test_a_figure_cut_short_leaves_the_previous_file_whole(rep, tmp_path, monkey
     assert plot_gap_vs_width(rep, path) == str(path)
     whole = path.read_bytes()
     assert whole[:8] == b"\x89PNG\r\n\x1a\n" and whole[-8:-4] == b"IEND"  # signature .. the IEND chunk
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() makes a file, not mkstemp's 0600
 
     real_print_png = FigureCanvasAgg.print_png
 
