@@ -575,6 +575,9 @@ def test_negative_seed_and_a_file_that_is_no_npz_are_refused_by_name(npz, tmp_pa
         assert compare_cli(path, tmp_path / "o", *TINY) == 2
         err = capsys.readouterr().err
         assert f"'{name}' is not an .npz archive" in err and "numpy.savez" in err and "pickle" not in err
+    assert compare_cli(tmp_path, tmp_path / "o", *TINY) == 2  # a folder is not "no such file"
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "no such file" not in err
 
 
 def test_overwrite_leaves_no_figure_of_the_previous_run(npz, tmp_path):
