@@ -45,6 +45,10 @@ from ntksolve.cli_parser import (  # noqa: F401  (the defaults are part of the c
 # ---------------------------------------------------------------------------------------------
 # output folder
 # ---------------------------------------------------------------------------------------------
+#: The figures ``compare`` writes into its output folder (the accuracy only for a cross-entropy).
+FIGURE_FILES = ("loss_trajectories.png", "accuracy_trajectories.png", "gap_vs_width.png")
+
+
 def _check_writable(folder: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".ntksolve-write-test-", dir=folder)
@@ -85,6 +89,15 @@ def prepare_out_dir(out: Optional[str], overwrite: bool) -> str:
                 f"--out {out!r} exists and is not empty; choose another folder or pass --overwrite "
                 "(which replaces report.json and the figures, and leaves other files alone)"
             )
+        # the earlier run's figures go now: one this run does not draw (--no-plots, another loss, an
+        # interruption) must not sit beside the new report as if it were its own
+        for name in FIGURE_FILES:
+            path = os.path.join(out, name)
+            try:
+                if os.path.isfile(path):
+                    os.unlink(path)
+            except OSError as exc:
+                raise UsageError(f"cannot replace {path}: {exc.strerror or exc}") from exc
     else:
         try:
             os.makedirs(out)
@@ -372,12 +385,10 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
         from ntksolve import plots as _plots
 
         try:
-            figures = [
-                (_plots.plot_loss_trajectories, "loss_trajectories.png"),
-                (_plots.plot_gap_vs_width, "gap_vs_width.png"),
-            ]
+            loss_png, accuracy_png, gap_png = FIGURE_FILES
+            figures = [(_plots.plot_loss_trajectories, loss_png), (_plots.plot_gap_vs_width, gap_png)]
             if args.loss == "cross_entropy":
-                figures.insert(1, (_plots.plot_accuracy_trajectories, "accuracy_trajectories.png"))
+                figures.insert(1, (_plots.plot_accuracy_trajectories, accuracy_png))
             for fn, name in figures:
                 written.append(_write(os.path.join(out, name), lambda p, fn=fn: fn(report, p)))
         except KeyboardInterrupt:

@@ -98,6 +98,8 @@ def load_data(args):
         d = datasets.default_regression()
         return d.X_train, d.y_train, d.X_test, d.y_test, d.description, []
     path = args.data
+    if os.path.isdir(path):
+        raise UsageError(f"--data {path!r} is a folder: give a .csv/.tsv/.txt or an .npz file in it")
     if not os.path.isfile(path):
         raise UsageError(f"--data {path!r}: no such file")
     notes = []

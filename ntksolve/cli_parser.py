@@ -68,6 +68,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonneg_int(text: str) -> int:
+    v = _number(text, int, "a non-negative integer")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
 def _positive_float(text: str) -> float:
     v = _number(text, float, "a positive number")
     if not np.isfinite(v) or v <= 0:
@@ -363,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"about this many recorded (log-spaced) steps the gaps average over (at most {MAX_RECORDS}; "
         "never more than --steps + 1 distinct ones)",
     )
-    g.add_argument("--seed", type=int, default=0, help="random seed (networks and the test split)")
+    g.add_argument("--seed", type=_nonneg_int, default=0, help="random seed, >= 0 (networks and the test split)")
     g.add_argument(
         "--threads",
         type=_threads,

@@ -23,6 +23,7 @@ import importlib.util
 import io
 import math
 import os
+import zipfile
 from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -413,6 +414,11 @@ def read_npz(path):
         shapes, non-finite values.
     """
     path = os.fspath(path)
+    if not zipfile.is_zipfile(path):  # np.load would read it as a .npy or a pickle, and say so
+        raise ValueError(
+            f"cannot read {path!r}: {os.path.basename(path)!r} is not an .npz archive (a zip of arrays); "
+            "write one with numpy.savez(path, X=X, y=y)"
+        )
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}

@@ -224,7 +224,14 @@ def default_record_steps(steps: int, n_records: int) -> np.ndarray:
     return np.unique(np.concatenate([[0], grid, [steps]]))
 
 
+def _given(t, name: str, rows: int) -> None:
+    """A TypeError for targets left out (``None`` would read as an array of dtype object)."""
+    if t is None:
+        raise TypeError(f"{name} is None: compare needs its targets, an array of shape ({rows},) or ({rows}, k)")
+
+
 def _targets(y, n_rows, name, k=None) -> np.ndarray:
+    _given(y, name, n_rows)
     arr = np.asarray(y)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
@@ -246,6 +253,7 @@ def _class_labels(y, y_test, n_rows, n_test):
     rows (N, k) give their ``k``; a 0/1 column (N, 1) gives ``k = 1`` (the logistic loss)."""
     out = []
     for t, rows, name in ((y, n_rows, "y"), (y_test, n_test, "y_test")):
+        _given(t, name, rows)
         a = np.asarray(t)
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
             raise ValueError(f"{name} must be class labels or one-hot rows, got dtype {a.dtype}")

@@ -553,3 +553,46 @@ def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path, delay):
     # (from 0.1 s on, the interpreter has started: the interrupt lands in the imports or the command)
     assert rc == 130, text
     assert "Traceback" not in text and "interrupted by Ctrl-C (SIGINT)" in text, text
+
+
+def test_negative_seed_and_a_file_that_is_no_npz_are_refused_by_name(npz, tmp_path, capsys):
+    """Both before any data is split or any network built: the option (or file) and the fix named."""
+    for data in (npz, None):
+        argv = ["compare", "--seed", "-1", "--out", str(tmp_path / "o0"), *TINY]
+        with pytest.raises(SystemExit) as exc:  # argparse's usage error
+            main(argv + (["--data", data] if data else []))
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--seed" in err and "non-negative" in err and "Traceback" not in err
+    assert not (tmp_path / "o0").exists()
+    for name, content in (("garbage.npz", b"garbage"), ("array.npz", None)):
+        path = tmp_path / name
+        if content is None:
+            with open(path, "wb") as fh:
+                np.save(fh, np.ones((4, 2)))  # a .npy saved under an .npz name
+        else:
+            path.write_bytes(content)
+        assert compare_cli(path, tmp_path / "o", *TINY) == 2
+        err = capsys.readouterr().err
+        assert f"'{name}' is not an .npz archive" in err and "numpy.savez" in err and "pickle" not in err
+    assert compare_cli(tmp_path, tmp_path / "o", *TINY) == 2  # a folder is not "no such file"
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "no such file" not in err
+
+
+def test_overwrite_leaves_no_figure_of_the_previous_run(npz, tmp_path):
+    """--overwrite replaces report.json and the figures: a figure this run does not draw (--no-plots,
+    or an MSE run after a cross-entropy one) must not stay beside the new report as if it were its
+    own; files ntksolve does not write are left alone."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = ("loss_trajectories.png", "accuracy_trajectories.png", "gap_vs_width.png")
+    for name in stale + ("notes.txt",):
+        (out / name).write_bytes(b"from an earlier run")
+    assert compare_cli(npz, out, "--overwrite", "--no-plots", "--quiet", *TINY) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.json"]
+    assert (out / "notes.txt").read_bytes() == b"from an earlier run"
+    assert json.loads((out / "report.json").read_text())["state"] == "complete"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "report.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any file the user writes

@@ -119,6 +119,15 @@ def test_bad_arguments(data, kwargs, match):
         _tiny_sweep(data, **kwargs)
 
 
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("missing", ["y", "y_test"])
+def test_missing_targets_are_named_as_missing(data, loss, missing):
+    labels = dict(y=np.arange(data.X_train.shape[0]) % 2, y_test=np.arange(data.X_test.shape[0]) % 2)
+    kwargs = labels if loss == "cross_entropy" else {}
+    with pytest.raises(TypeError, match=f"{missing} is None: compare needs"):
+        _tiny_sweep(data, loss=loss, **{**kwargs, missing: None})
+
+
 def test_package_attribute_is_the_function_whatever_was_imported_first(data):
     import ntksolve
     from ntksolve.comparison import CompareReport  # binds ntksolve.comparison, never ntksolve.compare

@@ -1,5 +1,9 @@
 """The sweep's figures answer their question: inspected through their matplotlib objects."""
 
+import io
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -188,3 +192,41 @@ def test_cross_entropy_accuracy_and_standard_parameterisation():
     assert "mean cross-entropy" in draw_loss_trajectories(ce).axes[0].get_ylabel()
     with pytest.raises(ValueError, match="quantity"):
         draw_loss_trajectories(ce, "gap")
+
+
+@pytest.mark.parametrize("stop", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_figure_cut_short_leaves_the_previous_file_whole(rep, tmp_path, monkeypatch, stop):
+    """A figure is written to a temporary file and renamed over its path: a full disk or a Ctrl-C
+    in the middle of the PNG leaves the old figure (or none), never a truncated one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from ntksolve.plots import plot_gap_vs_width
+
+    path = tmp_path / "gap_vs_width.png"
+    assert plot_gap_vs_width(rep, path) == str(path)
+    whole = path.read_bytes()
+    assert whole[:8] == b"\x89PNG\r\n\x1a\n" and whole[-8:-4] == b"IEND"  # signature .. the IEND chunk
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() makes a file, not mkstemp's 0600
+
+    real_print_png = FigureCanvasAgg.print_png
+
+    def cut_short(self, filename_or_obj, metadata=None, pil_kwargs=None, **ignored):
+        if isinstance(filename_or_obj, io.BytesIO):  # matplotlib's dry run, to place the layout
+            return real_print_png(self, filename_or_obj, metadata=metadata, pil_kwargs=pil_kwargs)
+        if isinstance(filename_or_obj, (str, os.PathLike)):
+            with open(filename_or_obj, "wb") as fh:
+                fh.write(whole[:100])
+        else:
+            filename_or_obj.write(whole[:100])
+        raise stop
+
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", cut_short)
+    with pytest.raises(type(stop)):
+        plot_gap_vs_width(rep, path)
+    assert path.read_bytes() == whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gap_vs_width.png"]
+    with pytest.raises(type(stop)):
+        plot_gap_vs_width(rep, tmp_path / "new.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gap_vs_width.png"]

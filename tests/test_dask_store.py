@@ -144,6 +144,18 @@ def test_zarr_store_refuses_another_kernel(tmp_path):
         D.store_kernel(D.KernelSpec(NET), X, tmp_path / "foreign.zarr", chunks=128, scheduler="sync")
 
 
+def test_store_path_that_is_a_file_is_refused_before_any_tile(tmp_path):
+    X, _ = _data(20)
+    path = tmp_path / "k.zarr"
+    path.write_text("not a store")
+    with pytest.raises(ValueError, match=r"k.zarr.*is a file, not a folder.*another path"):
+        D.store_kernel(D.KernelSpec(NET), X, path, chunks=8, scheduler="sync")
+    assert path.read_text() == "not a store"
+    assert read_lock(path) is None and not os.path.exists(lock_path(os.fspath(path)))
+    with pytest.raises(OSError, match=r"cannot write the kernel store at .*k.zarr/inner.*writable folder"):
+        D.store_kernel(D.KernelSpec(NET), X, path / "inner", chunks=8, scheduler="sync")
+
+
 # ---------------------------------------------------------------------------------------------
 # one writer at a time
 # ---------------------------------------------------------------------------------------------

@@ -338,6 +338,47 @@ def test_options_travel_with_the_solver_and_are_checked_before_tiles(small, monk
         )
 
 
+def test_targets_and_validation_inputs_are_checked_before_tiles(small, monkeypatch):
+    """A wrong target is found before the train tiles (hours of work at scale), not after them."""
+    from ntksolve.dask.fit import validation_path_tiled
+
+    X, y, Xt, *_ = small
+    N, k = y.shape
+    monkeypatch.setattr(D.fit, "TiledKernelOperator", lambda *a, **k: pytest.fail("tiles built before the check"))
+    fit = dict(chunks=100, scheduler="sync")
+    with pytest.raises(ValueError, match=rf"y_train must have shape \({N},\) or \({N}, k\).*got \({N - 1}, {k}\)"):
+        D.fit_tiled(NET, X, y[:-1], **fit)
+    with pytest.raises(ValueError, match=r"y_train contains NaN"):
+        D.fit_tiled(NET, X, np.where(np.arange(N)[:, None] == 3, np.nan, y), **fit)
+    with pytest.raises(TypeError, match=r"y_train must be a numeric array"):
+        D.fit_tiled(NET, X, np.full(N, "a"), **fit)
+    with pytest.raises(ValueError, match=rf"fx_train_0 must have shape \({N}, {k}\)"):
+        D.fit_tiled(NET, X, y, fx_train_0=np.zeros(N - 1), **fit)
+    path = dict(times=[1.0, np.inf], diag_regs=[1e-3], chunks=100, scheduler="sync")
+    with pytest.raises(ValueError, match=rf"y_train must have shape \({N}, k\)"):
+        validation_path_tiled(NET, X, y[:, 0], Xt, **path)
+    with pytest.raises(ValueError, match=r"X_valid has 5 features"):
+        validation_path_tiled(NET, X, y, Xt[:, :5], **path)
+    with pytest.raises(ValueError, match=r"t must be non-negative"):
+        validation_path_tiled(NET, X, y, Xt, **{**path, "times": [-1.0]})
+    with pytest.raises(ValueError, match=r"fx_valid_0 must have shape \(60, 1\)"):
+        # (60,) would broadcast against the (R, T, 60, 1) outputs into (R, T, 60, 60)
+        validation_path_tiled(NET, X, y[:, :1], Xt, fx_valid_0=np.zeros(60), **path)
+    with pytest.raises(ValueError, match=r"fx_valid_0 contains NaN"):
+        validation_path_tiled(NET, X, y, Xt, fx_valid_0=np.full((60, k), np.nan), **path)
+
+
+def test_operator_matvec_takes_a_vector_not_any_array_of_its_size(small):
+    X, _, _, K, _ = small
+    N = X.shape[0]
+    v = np.random.default_rng(3).standard_normal(N)
+    with D.TiledKernelOperator(D.KernelSpec(NET), X, chunks=100, scheduler="sync") as op:
+        assert _rel(op.matvec(v), K @ v) <= 1e-13
+        assert _rel(op.matvec(v[:, None]), K @ v) <= 1e-13
+        with pytest.raises(ValueError, match=rf"v must have shape \({N},\) or \({N}, 1\)"):
+            op.matvec(v.reshape(N // 2, 2))  # N entries, but not one vector: flattening would scramble it
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 # ---------------------------------------------------------------------------------------------

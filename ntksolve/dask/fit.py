@@ -205,6 +205,32 @@ def _check_one_time(t, rule):
     return float(ts[0])
 
 
+def _check_like(f, name: str, shape, what: str) -> np.ndarray:
+    """``f`` as a finite float64 array of exactly ``shape`` (no broadcasting), else a clear error."""
+    f = as_real_array(f, name)
+    if f.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} ({what}), got {f.shape}")
+    f = np.asarray(f, dtype=np.float64)
+    check_finite(f, name)
+    return f
+
+
+def _check_train_targets(y_train, fx_train_0, n: int, *, columns: bool = False):
+    """``y_train`` (and ``fx_train_0``) checked as :func:`~ntksolve.dynamics.gradient_descent_mse`
+    checks them, but before any tile is computed (it sees them only after the train tiles);
+    ``columns``: ``(N, k)`` only. Returns the float64 targets."""
+    y = as_real_array(y_train, "y_train")
+    ndims = (2,) if columns else (1, 2)
+    if y.ndim not in ndims or y.shape[0] != n or (y.ndim == 2 and y.shape[1] == 0):
+        want = f"({n}, k)" if columns else f"({n},) or ({n}, k)"
+        raise ValueError(f"y_train must have shape {want} (one row per training input), got {y.shape}")
+    y = np.asarray(y, dtype=np.float64)
+    check_finite(y, "y_train")
+    if fx_train_0 is not None:
+        _check_like(fx_train_0, "fx_train_0", y.shape, "like y_train: the outputs at initialisation")
+    return y
+
+
 def solve_tiled(
     operator,
     y_train,
@@ -346,6 +372,8 @@ def fit_tiled(
     diag_reg = check_diag_reg(diag_reg)
     solver = default_method(t, diag_reg) if method is None else resolve_solver(method)
     spec = KernelSpec(net, params, kernel=kernel, trace=True)
+    X_train = spec.prepare(X_train, "X_train")
+    _check_train_targets(y_train, fx_train_0, X_train.shape[0])
     with TiledKernelOperator(
         spec, X_train, chunks=chunks, scheduler=scheduler, dtype=dtype, store=store, in_memory=in_memory
     ) as op:
@@ -432,12 +460,18 @@ def validation_path_tiled(
     solver = Krylov() if method is None else resolve_solver(method)
     if not isinstance(solver, Krylov):
         raise ValueError(f"a grid of times is solved by Lanczos (method='krylov' or Krylov(...)), not by {solver!r}")
-    ts = np.asarray(times, dtype=np.float64).reshape(-1)
+    ts = np.asarray(rule.check_times(times)[0], dtype=np.float64).reshape(-1)
     regs = [check_diag_reg(r) for r in np.asarray(diag_regs, dtype=np.float64).reshape(-1)]
-    Y = np.asarray(y_train, dtype=np.float64)
+    spec = KernelSpec(net, params, kernel="ntk", trace=True)
+    # every input checked before the train tiles are computed
+    X_train = spec.prepare(X_train, "X_train")
+    Y = _check_train_targets(y_train, fx_train_0, X_train.shape[0], columns=True)
     N, k = Y.shape
     f0 = np.zeros((N, k)) if fx_train_0 is None else np.asarray(fx_train_0, dtype=np.float64)
-    spec = KernelSpec(net, params, kernel="ntk", trace=True)
+    Xv = spec.prepare(X_valid, "X_valid", n_features=X_train.shape[1])
+    M = Xv.shape[0]
+    if fx_valid_0 is not None:
+        fx_valid_0 = _check_like(fx_valid_0, "fx_valid_0", (M, k), "the outputs at initialisation on X_valid")
     with TiledKernelOperator(spec, X_train, chunks=chunks, scheduler=scheduler, dtype=dtype) as op:
         coefs = []
         for reg in regs:
@@ -447,12 +481,10 @@ def validation_path_tiled(
         X = op.X
         edge = op.chunks[0]
     C = np.stack(coefs).transpose(2, 0, 1, 3).reshape(N, -1)  # (N, R T k): one pass for every column
-    Xv = spec.prepare(X_valid, "X_valid", n_features=X.shape[1])
-    M = Xv.shape[0]
     with _Runner(scheduler) as runner:
         out = TiledCrossOperator(spec, Xv, X, edge, edge, runner).matmat(C)
     out = np.asarray(out, dtype=np.float64).reshape(M, len(regs), ts.size, k).transpose(1, 2, 0, 3)
-    return out if fx_valid_0 is None else out + np.asarray(fx_valid_0, dtype=np.float64)
+    return out if fx_valid_0 is None else out + fx_valid_0
 
 
 __all__ = ["TiledFit", "default_method", "fit_tiled", "solve_tiled", "validation_path_tiled"]

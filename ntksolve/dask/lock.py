@@ -95,6 +95,15 @@ def read_lock(store_path) -> Optional[dict]:
     return record if isinstance(record, dict) else {}
 
 
+def _unwritable(exc: OSError, store_path: str) -> OSError:
+    """``exc`` (of its own class) saying that the store's folder cannot be written, and what to do."""
+    return type(exc)(
+        exc.errno,
+        f"cannot write the kernel store at {store_path!r}: its folder {os.path.dirname(lock_path(store_path))!r} "
+        f"cannot hold files ({exc.strerror}: {exc.filename!r}); choose a path in a writable folder",
+    )
+
+
 class WriterLock:
     """The exclusive writer lock on one kernel store, held between :meth:`acquire` and :meth:`release`.
 
@@ -115,7 +124,10 @@ class WriterLock:
         self.record: Optional[dict] = None
 
     def acquire(self) -> "WriterLock":
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except OSError as exc:
+            raise _unwritable(exc, self.store_path) from None
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -153,7 +165,11 @@ class WriterLock:
         """Create the lock file holding ``record``, atomically; ``False`` if it exists."""
         data = json.dumps(record).encode()
         tmp = f"{self.path}.{record['token']}.tmp"
-        with open(tmp, "wb") as fh:
+        try:
+            fh = open(tmp, "wb")
+        except OSError as exc:
+            raise _unwritable(exc, self.store_path) from None
+        with fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

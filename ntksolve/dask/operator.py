@@ -351,8 +351,11 @@ class TiledKernelOperator:
         return np.concatenate(client.gather(sums), axis=0)
 
     def matvec(self, v) -> np.ndarray:
-        """``Theta v`` for ``v`` of shape (N,)."""
-        return self.matmat(np.asarray(v).reshape(-1))
+        """``Theta v`` for ``v`` of shape (N,) (or one column, (N, 1)); shape (N,)."""
+        v, n = np.asarray(v), self.shape[0]
+        if v.shape not in ((n,), (n, 1)):  # flattening another array of N entries would scramble it
+            raise ValueError(f"v must have shape ({n},) or ({n}, 1), got {v.shape}; use matmat for several columns")
+        return self.matmat(v.reshape(-1))
 
     def diagonal(self) -> np.ndarray:
         """``diag Theta``, shape (N,), float64 (of the stored, possibly float32, tiles)."""

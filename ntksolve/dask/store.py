@@ -187,6 +187,11 @@ def _sync_store(
             f"{rows!r} and columns {cols!r}; pass an int"
         )
     path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"the kernel store path {path!r} is a file, not a folder (a Zarr store is a folder of "
+            "chunks); choose another path, or remove the file"
+        )
     identity = _identity(spec, X1, X2, rows, cols, dtype)
     layout = _layout_of(path, identity, spec.tile_extra_shape)
     symmetric = X2 is None

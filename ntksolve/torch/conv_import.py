@@ -36,6 +36,7 @@ from ntksolve.torch.convert import (
     _activation_name,
     _check_activation_options,
     _check_no_global_hooks,
+    _check_parameter,
     _is_noop,
     _leaves,
     _numpy,
@@ -89,26 +90,21 @@ def conv_from_torch(module, input_shape):
     """
     if not isinstance(module, nn.Sequential):
         raise TypeError(
-            f"module must be an nn.Sequential of convolutions, pooling, Flatten, Linear and "
-            f"activations, got {type(module).__name__}"
+            f"{type(module).__name__} is not an nn.Sequential: ntksolve imports a convolutional module as an "
+            "nn.Sequential of convolutions, pooling, Flatten, Linear and activations; wrap it, e.g. "
+            "nn.Sequential(conv, nn.Flatten(), nn.Linear(...))"
         )
     _check_no_global_hooks()
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) not in (2, 3):
-        raise ValueError(f"input_shape must be PyTorch's (C, H, W) or (C, L), got {input_shape!r}")
+    shape = _input_shape(input_shape)
     items = [(w, m) for w, m in _leaves(module, "module") if not _is_noop(m)]
-    layers, weights, dtype = [], [], None
+    layers, weights, state = [], [], {}
     cur = shape[1:] + shape[:1]  # channels last
     permute = None  # columns of the next Linear, after a Flatten of NCHW features
     i = 0
     while i < len(items):
         where, m = items[i]
-        for p in m.parameters(recurse=False):
-            if p.dtype not in _FLOAT_DTYPES:
-                raise ValueError(f"{where} is {p.dtype}: convert with module.double() or module.float()")
-            dtype = dtype or p.dtype
-            if p.dtype != dtype:
-                raise ValueError(f"{where} is {p.dtype} but earlier parameters are {dtype}: use one dtype")
+        for pname, p in m.named_parameters(recurse=False):
+            _check_parameter(p, f"{where}.{pname}", state)
         if _plain(m, nn.Conv2d) or _plain(m, nn.Conv1d):
             layer, nd = _conv_layer(m, where)
             if len(cur) != nd + 1 or cur[-1] != m.in_channels:
@@ -126,6 +122,14 @@ def conv_from_torch(module, input_shape):
             layers.append(layer)
         elif isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)) and type(m).__module__.startswith("torch."):
             size = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,)
+            nd = 2 if isinstance(m, nn.AdaptiveAvgPool2d) else 1
+            if len(cur) != nd + 1:
+                # PyTorch would pool other axes (a 2-D pooling of NCL pools the batch as one image)
+                fix = f": use nn.AdaptiveAvgPool{len(cur) - 1}d(1)" if len(cur) in (2, 3) else ""
+                raise ValueError(
+                    f"{where} ({type(m).__name__}) pools {nd}-D inputs, but its input has shape {cur} "
+                    f"(channels last){fix}"
+                )
             nxt = items[i + 1][1] if i + 1 < len(items) else None
             if any(s != 1 for s in size) or not (_plain(nxt, nn.Flatten) and nxt.start_dim == 1 and nxt.end_dim == -1):
                 raise ValueError(
@@ -159,20 +163,43 @@ def conv_from_torch(module, input_shape):
         elif _activation_name(m) is not None:
             _check_activation_options(m, where)
             layers.append(Activation(_activation_name(m)))
+        elif isinstance(m, nn.modules.dropout._DropoutNd):
+            raise ValueError(
+                f"{where} ({type(m).__name__}) is dropout in training mode (random): call module.eval() first"
+            )
         else:
             raise ValueError(
                 f"{where} ({type(m).__name__}) is not supported: ntksolve imports Conv1d, Conv2d, "
                 f"AdaptiveAvgPool(1) + Flatten, Flatten, Linear and the element-wise activations"
             )
         i += 1
-    if dtype is None:
+    if "dtype" not in state:
         raise ValueError("the module has no parameters (no Conv or Linear), so no NTK")
+    dtype = state["dtype"]
     net = Network(layers, parameterization="standard")
     net.shapes(shape[1:] + shape[:1])  # a flat output, or the error saying how to end the network
     params, w = [], iter(weights)
     for layer in net.layers:
         params.append(tuple(np.array(a, dtype=_FLOAT_DTYPES[dtype]) for a in next(w)) if layer.has_params else ())
     return net, params
+
+
+def _input_shape(input_shape):
+    """PyTorch's per-example input shape as a tuple of 2 or 3 positive ints, else a clear error."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(
+            f"input_shape must be PyTorch's per-example shape, a tuple (C, H, W) or (C, L), got {input_shape!r}"
+        ) from None
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in shape):
+        raise TypeError(f"input_shape must be a tuple of ints (C, H, W) or (C, L), got {input_shape!r}")
+    if len(shape) not in (2, 3) or any(s <= 0 for s in shape):
+        raise ValueError(
+            f"input_shape must be PyTorch's per-example shape, (C, H, W) or (C, L) of positive sizes, "
+            f"got {input_shape!r}"
+        )
+    return tuple(int(s) for s in shape)
 
 
 def _bias(m):

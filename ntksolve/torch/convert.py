@@ -281,45 +281,46 @@ def _read(module) -> _Reading:
                 "has one activation shared by all hidden layers"
             )
     linears = [(seq[i][1], seq[i][2]) for i in lin_idx]
-    dtype = None
-    grads = set()
+    state = {}
     prev = None
     for where, lin in linears:
         for pname, p in lin.named_parameters(recurse=False):
-            if isinstance(p, nn.parameter.UninitializedParameter):
-                raise ValueError(
-                    f"{where} ({type(lin).__name__}) has uninitialised parameters (a lazy module): "
-                    "run one forward pass first so that they have shapes"
-                )
-            if p.device.type == "meta":
-                raise ValueError(f"{where}.{pname} is on the meta device (no values); materialise it first")
-            if p.dtype not in _FLOAT_DTYPES:
-                raise ValueError(
-                    f"{where}.{pname} is {p.dtype}: ntksolve computes in float32 or float64 (half "
-                    "precision would not be imported exactly); convert with module.double() or "
-                    "module.float()"
-                )
-            if dtype is None:
-                dtype = p.dtype
-            elif p.dtype != dtype:
-                raise ValueError(
-                    f"{where}.{pname} is {p.dtype} but earlier parameters are {dtype}: all parameters "
-                    "must share one dtype (module.double() or module.float())"
-                )
-            grads.add(bool(p.requires_grad))
+            _check_parameter(p, f"{where}.{pname}", state)
         if prev is not None and lin.in_features != prev[1].out_features:
             raise ValueError(
                 f"{where} (Linear) has in_features={lin.in_features}, but {prev[0]} (Linear) before it "
                 f"has out_features={prev[1].out_features}: the module cannot run"
             )
         prev = (where, lin)
+    dtype = state["dtype"]
+    return _Reading(linears, activation or "identity", dtype, linears[0][1].in_features, linears[-1][1].out_features)
+
+
+def _check_parameter(p, where: str, state: dict) -> None:
+    """Refuse a parameter ntksolve cannot import exactly; ``state`` carries what the earlier ones
+    set (``"dtype"``, and ``"grads"``: their ``requires_grad`` flags) across one module."""
+    if isinstance(p, nn.parameter.UninitializedParameter):
+        raise ValueError(f"{where} is uninitialised (a lazy module): run one forward pass first so that it has a shape")
+    if p.device.type == "meta":
+        raise ValueError(f"{where} is on the meta device (no values); materialise it first (module.to_empty(...))")
+    if p.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"{where} is {p.dtype}: ntksolve computes in float32 or float64 (half precision would not be "
+            "imported exactly); convert with module.double() or module.float()"
+        )
+    if state.setdefault("dtype", p.dtype) != p.dtype:
+        raise ValueError(
+            f"{where} is {p.dtype} but earlier parameters are {state['dtype']}: all parameters must share "
+            "one dtype (module.double() or module.float())"
+        )
+    grads = state.setdefault("grads", set())
+    grads.add(bool(p.requires_grad))
     if len(grads) > 1:
         raise ValueError(
             "some parameters have requires_grad=False (frozen) and others not: PyTorch's NTK over the "
-            "trainable parameters would then omit the frozen ones, but ntksolve's MLP trains every "
-            "weight and bias; unfreeze them (module.requires_grad_(True))"
+            "trainable parameters would then omit the frozen ones, but ntksolve's network trains every "
+            "parameter; unfreeze them (module.requires_grad_(True))"
         )
-    return _Reading(linears, activation or "identity", dtype, linears[0][1].in_features, linears[-1][1].out_features)
 
 
 def _numpy(t) -> np.ndarray:

@@ -38,10 +38,10 @@ from ntksolve.nets.network import Network, accepts_network, check_network
 from ntksolve.nets.normalization import LayerNorm
 from ntksolve.nets.residual import Residual as NetResidual
 from ntksolve.torch.convert import (
-    _FLOAT_DTYPES,
     _activation_module,
     _activation_name,
     _check_activation_options,
+    _check_parameter,
     _check_readable,
     _is_noop,
     _numpy,
@@ -99,8 +99,14 @@ def _read(module, where, out, state):
             _read(child, f"{where}[{i}]", out, state)
         return
     if _plain(module, Residual):
-        inner = []
+        inner, width = [], state.get("width")
         _read(module.block, f"{where}.block", inner, state)
+        width = state.get("n_in") if width is None else width
+        if state.get("width") != width:
+            raise ValueError(
+                f"{where} (Residual) maps {width} features to {state.get('width')}: x + scale * block(x) needs "
+                "a block that keeps its input's width"
+            )
         layers = [layer for layer, _ in inner]
         if not any(layer.leaves() for layer in layers):
             raise ValueError(f"{where} (Residual) has no parameters in its block; ntksolve's Residual needs one")
@@ -108,7 +114,9 @@ def _read(module, where, out, state):
         return
     if _plain(module, nn.Linear):
         for name, p in module.named_parameters(recurse=False):
-            _check_tensor(p, f"{where}.{name}", state)
+            _check_parameter(p, f"{where}.{name}", state)
+        _takes(state, module.in_features, where, f"(Linear) has in_features={module.in_features}")
+        state["width"] = module.out_features
         out.append(
             (
                 DenseLayer(Dense(module.out_features, 1.0, 1.0, "standard", bias=module.bias is not None)),
@@ -128,7 +136,9 @@ def _read(module, where, out, state):
                 "LayerNorm does not represent; use bias=True or elementwise_affine=False"
             )
         for name, p in module.named_parameters(recurse=False):
-            _check_tensor(p, f"{where}.{name}", state)
+            _check_parameter(p, f"{where}.{name}", state)
+        n = int(module.normalized_shape[0])
+        _takes(state, n, where, f"(LayerNorm) normalises {n} features")
         out.append((LayerNorm(eps=float(module.eps), affine=bool(module.elementwise_affine)), ("norm", module)))
         return
     if _activation_name(module) is not None:
@@ -145,22 +155,14 @@ def _read(module, where, out, state):
     )
 
 
-def _check_tensor(p, where, state):
-    if p.dtype not in _FLOAT_DTYPES:
-        raise ValueError(
-            f"{where} is {p.dtype}: ntksolve computes in float32 or float64; convert with "
-            "module.double() or module.float()"
-        )
-    if state.setdefault("dtype", p.dtype) != p.dtype:
-        raise ValueError(
-            f"{where} is {p.dtype} but earlier parameters are {state['dtype']}: all parameters must share one dtype"
-        )
-    state.setdefault("grads", set()).add(bool(p.requires_grad))
-    if len(state["grads"]) > 1:
-        raise ValueError(
-            "some parameters have requires_grad=False (frozen) and others not; ntksolve trains every "
-            "parameter: unfreeze them (module.requires_grad_(True))"
-        )
+def _takes(state, n: int, where: str, what: str) -> None:
+    """A layer taking ``n`` features: refuse a module whose widths do not chain (PyTorch could not
+    run it); the first such layer fixes the module's input width (``state["n_in"]``)."""
+    width = state.get("width")
+    if width is None:
+        state["n_in"] = state["width"] = n
+    elif width != n:
+        raise ValueError(f"{where} {what}, but its input has {width} features: the module cannot run")
 
 
 def _params(entry, n_in):
@@ -206,19 +208,18 @@ def network_from_torch(module):
         raise ValueError("the module has no parameters (no nn.Linear), so no NTK")
     net = Network([layer for layer, _ in read], parameterization="standard")
     params = _convert(read)
-    first = next((m for _, m in _linears(read)), None)
-    if first is None:
+    if not any(p and p[0] == "linear" for _, p in _flat(read)):
         raise ValueError("the module contains no nn.Linear layer")
-    net.check_params(params, (first.in_features,))  # shapes chain: a module that could not run is refused
+    net.check_params(params, (state["n_in"],))  # shapes chain (a residual block keeps its width)
     return net, params
 
 
-def _linears(read):
+def _flat(read):
     for layer, p in read:
         if isinstance(layer, NetResidual):
-            yield from _linears(list(zip(layer.layers, p)))
-        elif p and p[0] == "linear":
-            yield layer, p[1]
+            yield from _flat(list(zip(layer.layers, p)))
+        else:
+            yield layer, p
 
 
 def network_to_torch(net, params):
@@ -277,11 +278,12 @@ def _modules(layers, params, dtype, n):
 
 
 def _has_conv(module) -> bool:
-    """A convolutional ``nn.Sequential``: convolutions among its own layers, and no LayerNorm or
+    """A convolutional module: a convolution anywhere in it (nested Sequentials are read flat, and
+    one that is no Sequential is refused by :func:`conv_from_torch` by name), and no LayerNorm or
     Residual (what the network importer refuses, it refuses by name)."""
     return (
-        isinstance(module, nn.Sequential)
-        and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.children())
+        isinstance(module, nn.Module)
+        and any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.modules())
         and not has_network_layers(module)
     )
 
@@ -307,7 +309,7 @@ def from_torch(module, input_shape=None):
     params : list
     """
     if _has_conv(module):
-        if input_shape is None:
+        if input_shape is None and isinstance(module, nn.Sequential):
             raise ValueError(
                 "a convolutional module needs its per-example input shape: "
                 "from_torch(module, input_shape=(C, H, W)) (or (C, L) for Conv1d)"

@@ -26,6 +26,7 @@ from ntksolve.dynamics.mse import critical_learning_rate
 from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
+from ntksolve.torch.network_convert import has_network_layers
 from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
 from ntksolve.training_loop import Steps, TrainingLoop, finish
 from ntksolve.training_plan import _check_steps, _check_targets, check_on_divergence, check_test_inputs
@@ -136,7 +137,10 @@ def train(
     Parameters
     ----------
     module : torch.nn.Sequential
-        A module :func:`~ntksolve.torch.from_torch` imports (checked first); never modified.
+        An MLP module (``nn.Linear`` layers and one element-wise activation, as
+        :func:`ntksolve.torch.convert.from_torch` reads them; checked first); never modified. A
+        module with LayerNorm, Residual or convolution layers is imported by
+        :func:`~ntksolve.torch.from_torch` as a Network, which :func:`ntksolve.train_network` trains.
     X : array_like or tensor, shape (N, d)
     y : array_like or tensor
         MSE: shape (N,) or (N, k). Cross-entropy: class indices (N,) or probabilities (N, k);
@@ -184,7 +188,20 @@ def train(
     optimiser steps. To compare with :func:`ntksolve.gradient_descent_mse`, convert the rate with
     :func:`learning_rate_from_torch`.
     """
+    if isinstance(module, nn.Module) and (
+        has_network_layers(module) or any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in module.modules())
+    ):
+        raise ValueError(
+            "ntksolve.torch.train trains MLP modules (nn.Linear layers and one activation); this one has "
+            "LayerNorm, Residual or convolution layers, which from_torch imports as a Network: train that "
+            "network with ntksolve.train_network(*from_torch(module, ...), X, y, ...)"
+        )
     reading = _read(module)
+    if not any(p.requires_grad for p in module.parameters()):
+        raise ValueError(
+            "every parameter of the module has requires_grad=False (frozen), so no optimiser step can "
+            "move it: unfreeze them (module.requires_grad_(True)) to train it"
+        )
     tdt = reading.dtype
     dt = np.dtype(_FLOAT_DTYPES[tdt])
     d, k = reading.n_features, reading.n_outputs
