@@ -506,3 +506,18 @@ def test_public_tiled_kernels_take_chunks():
     np.testing.assert_allclose(pair.nngp.compute(scheduler="sync"), ref.nngp, rtol=1e-13)
     with pytest.raises(ValueError, match="chunks"):
         ntksolve.dask.empirical_ntk(net, p, X, chunks=(4, 4))
+
+
+def test_tiled_trace_must_be_a_bool():
+    # the in-memory kernel's rule on the tiled path: a string such as "False" is truthy, and was
+    # taken for the traced kernel; refused before any task, with either kind of kernel
+    net = ntksolve.MLP((4,), n_outputs=2)
+    p = net.init(3, random_state=0)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    for bad in ("False", None, 0):
+        with pytest.raises(TypeError, match="trace must be True or False"):
+            D.empirical_ntk(net, p, X, chunks=2, trace=bad)
+        with pytest.raises(TypeError, match="trace must be True or False"):
+            D.KernelSpec(net, None, trace=bad)
+    spec = D.KernelSpec(net, p, trace=np.False_)
+    assert spec.trace is False

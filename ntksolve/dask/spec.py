@@ -22,6 +22,7 @@ from ntksolve._validation import check_dtype, check_inputs
 from ntksolve.dask.chunks import _offsets, resolve_chunks
 from ntksolve.dask.runner import _limit_task_threads
 from ntksolve.kernels.empirical import _check_net, _prepare_inputs
+from ntksolve.kernels.network_empirical import check_trace
 from ntksolve.nets.mlp import MLP
 
 dask = require("dask", "dask", "ntksolve.dask (kernel tiles on Dask)")
@@ -63,6 +64,7 @@ class KernelSpec:
 
     def __init__(self, net: MLP, params=None, *, kernel: str = "ntk", trace: bool = True) -> None:
         net = _check_net(net)
+        trace = check_trace(trace)
         if kernel not in ("ntk", "nngp", "pair"):
             raise ValueError(f"kernel must be 'ntk' or 'nngp', got {kernel!r}")
         self.net = net
@@ -82,7 +84,7 @@ class KernelSpec:
             d, dt = net.check_params(params)
             self.params = [(np.ascontiguousarray(W), np.ascontiguousarray(b)) for W, b in params]
             self.dtype = np.dtype(dt)
-            self.trace = bool(trace)
+            self.trace = trace
             self.n_features = d
 
     # -- identity ------------------------------------------------------------------------------
