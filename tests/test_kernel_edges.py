@@ -113,9 +113,7 @@ def test_cnn_builders_take_numpy_and_single_ints():
     p = ref.init(64, random_state=0)
     # the same network: the same kernel as the explicit Jacobian's J J^T
     J = jacobian(digits_cnn(3, depth=np.int64(2)), p, X)
-    assert np.allclose(
-        empirical_ntk(ref, p, X), np.einsum("iap,jap->ij", J, J) / J.shape[1], rtol=1e-12, atol=0
-    )
+    assert np.allclose(empirical_ntk(ref, p, X), np.einsum("iap,jap->ij", J, J) / J.shape[1], rtol=1e-12, atol=0)
 
 
 def test_linearisation_check_names_its_own_bad_inputs():

@@ -210,7 +210,9 @@ def network_empirical_ntk(
     )
     bs = _block_rows(net, shape, k, dt.itemsize, max(N1, N2), block_size)
     theta = np.zeros(out_shape, dtype=dt)
-    _fill_tiles(theta, X1, X2, bs, functools.partial(_features, net, params), functools.partial(_tile_into, theta, trace))
+    _fill_tiles(
+        theta, X1, X2, bs, functools.partial(_features, net, params), functools.partial(_tile_into, theta, trace)
+    )
     return check_no_overflow(theta, "empirical NTK")
 
 
