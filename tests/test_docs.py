@@ -255,3 +255,119 @@ def test_no_public_docstring_keeps_a_section_line():
     assert seen > 50
     assert "    X : array_like, shape (M, d)\n" in ntksolve.sklearn.NTKClassifier.predict_proba.__doc__
     assert "    path : str or path-like\n        PNG file to write.\n" in ntksolve.plots.plot_gap_vs_width.__doc__
+
+
+def _sections(doc):
+    """numpydoc sections of a docstring: ``{title: [lines]}``, the lines dedented."""
+    lines = inspect.cleandoc(doc).splitlines()
+    out, current, i = {}, None, 0
+    while i < len(lines):
+        if (
+            i + 1 < len(lines)
+            and lines[i].strip()
+            and not lines[i].startswith(" ")
+            and re.fullmatch(r"-{3,}", lines[i + 1].strip())
+        ):
+            current = lines[i].strip()
+            out[current] = []
+            i += 2
+            continue
+        if current is not None:
+            out[current].append(lines[i])
+        i += 1
+    return out
+
+
+def _documented_names(lines):
+    """The names a numpydoc parameter list gives: ``a : type``, ``a, b : type``, ``*args``."""
+    names = []
+    for line in lines:
+        if line and not line.startswith(" "):
+            head = line.split(" : ")[0] if " : " in line else line
+            names += [n.strip().lstrip("*") for n in head.split(",") if n.strip()]
+    return names
+
+
+def _signature_names(obj):
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+    return [n for n in sig.parameters if n not in ("self", "cls") and not n.startswith("_")]
+
+
+def _parameter_findings(where, obj, doc, *, required):
+    names = _signature_names(obj)
+    if names is None or not (names or "Parameters" in _sections(doc)):
+        return []
+    sections = _sections(doc)
+    if "Parameters" in sections:
+        listed = _documented_names(sections["Parameters"] + sections.get("Other Parameters", []))
+    elif required and inspect.isclass(obj) and "Attributes" in sections:
+        listed = _documented_names(sections["Attributes"])  # a result record: its fields
+    elif required:
+        return [f"{where}: no Parameters section for {names}"]
+    else:
+        return []
+    missing = [n for n in names if n not in listed]
+    extra = [n for n in listed if n not in names]
+    if missing or extra:
+        return [f"{where}: signature names {missing} not documented; documented {extra} not in the signature"]
+    return []
+
+
+def _own_constructor(cls):
+    """Whether ``cls`` defines its constructor itself (else its documented base does; a protocol
+    has none)."""
+    import dataclasses
+
+    if getattr(cls, "_is_protocol", False):
+        return False
+    return (
+        dataclasses.is_dataclass(cls)
+        and "__dataclass_fields__" in vars(cls)
+        or any(name in vars(cls) for name in ("__init__", "__new__", "_fields"))
+    )
+
+
+def test_public_docstrings_document_the_signature():
+    """Every public function and class of every ``__all__`` lists its parameters (numpydoc
+    ``Parameters``, or ``Attributes`` for a record whose fields are its constructor), exactly the
+    signature's names; a public method's ``Parameters``, where it has one, does too."""
+    found, seen = [], set()
+    for module_name, _ in _api().API_MODULES:
+        module = _import_or_skip_extra(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            where = f"{module_name}.{name}"
+            if not obj.__doc__:
+                found.append(f"{where}: no docstring")
+                continue
+            if inspect.isfunction(obj) or _own_constructor(obj):
+                found += _parameter_findings(where, obj, obj.__doc__, required=True)
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    func = getattr(member, "__func__", member)
+                    if not attr.startswith("_") and inspect.isfunction(func) and func.__doc__:
+                        found += _parameter_findings(f"{where}.{attr}", func, func.__doc__, required=False)
+    assert len(seen) > 80
+    assert not found, "docstrings that do not match their signatures:\n" + "\n".join(found)
+
+
+def test_the_docstring_check_catches_a_wrong_parameter_list():
+    def f(a, b=1, *, c=None):
+        """Summary.
+
+        Parameters
+        ----------
+        a, b : int
+        d : str
+        """
+
+    assert _parameter_findings("f", f, f.__doc__, required=True) == [
+        "f: signature names ['c'] not documented; documented ['d'] not in the signature"
+    ]
+    assert _documented_names(["x : int", "    x's text", "y, *z", "**kw : dict"]) == ["x", "y", "z", "kw"]

@@ -74,7 +74,9 @@ def _one_hidden_layer_by_hand(params, X, sw, sb, parameterization):
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
 def test_the_network_and_its_jacobian_are_the_conventions_formulas(parameterization):
     X, _ = _data(n=5, d=3)
-    net = ntksolve.MLP((7,), activation="relu", weight_std=1.3, bias_std=0.4, n_outputs=2, parameterization=parameterization)
+    net = ntksolve.MLP(
+        (7,), activation="relu", weight_std=1.3, bias_std=0.4, n_outputs=2, parameterization=parameterization
+    )
     params = net.init(n_features=3, random_state=1)
     f, J = _one_hidden_layer_by_hand(params, X, 1.3, 0.4, parameterization)
     # "computes the same function at initialisation" in both parameterisations, from the same params
@@ -84,7 +86,9 @@ def test_the_network_and_its_jacobian_are_the_conventions_formulas(parameterizat
     full = np.einsum("iap,jbp->ijab", J, J)
     np.testing.assert_allclose(ntksolve.empirical_ntk(net, params, X, trace=False), full, rtol=1e-12, atol=1e-12)
     traced = np.einsum("ijaa->ij", full) / 2
-    np.testing.assert_allclose(ntksolve.empirical_ntk(net, params, X), traced, rtol=1e-12, atol=1e-12)  # default trace=True
+    np.testing.assert_allclose(
+        ntksolve.empirical_ntk(net, params, X), traced, rtol=1e-12, atol=1e-12
+    )  # default trace=True
 
 
 def test_the_empirical_nngp_is_the_readouts_input_kernel():
@@ -332,7 +336,10 @@ def test_the_torch_loss_factors_are_the_ratio_of_the_gradients():
         np.testing.assert_allclose(ft.grad.numpy(), c * (p - np.eye(k)[labels]) / N, rtol=1e-12)  # (softmax − Y)/N
         loss = torch.nn.CrossEntropyLoss(reduction=reduction)
         assert learning_rate_from_torch(1.0, loss=loss, n_samples=N, n_outputs=k) == c
-        assert ntksolve.to_ntksolve_learning_rate(1.0, loss=f"torch_cross_entropy_{reduction}", n_samples=N, n_outputs=k) == c
+        assert (
+            ntksolve.to_ntksolve_learning_rate(1.0, loss=f"torch_cross_entropy_{reduction}", n_samples=N, n_outputs=k)
+            == c
+        )
 
 
 def test_torch_weight_decay_on_the_mean_mse_is_half_ours():
@@ -419,7 +426,13 @@ def test_the_stated_defaults():
     assert _defaults(ntksolve.LayerNorm) == {"eps": 1e-5, "affine": False}  # networks.md
     assert _defaults(ntksolve.Residual)["scale"] == 1  # networks.md: Residual(block, scale=1)
     conv = _defaults(ntksolve.Conv)  # networks.md: Conv(channels, kernel_size, stride=1, ...)
-    assert (conv["stride"], conv["padding"], conv["weight_std"], conv["bias_std"], conv["bias"]) == (1, "valid", 1, 0, True)
+    assert (conv["stride"], conv["padding"], conv["weight_std"], conv["bias_std"], conv["bias"]) == (
+        1,
+        "valid",
+        1,
+        0,
+        True,
+    )
     dense = _defaults(ntksolve.Dense)
     assert dense["bias"] is True
     gd = _defaults(ntksolve.GradientDescent)
