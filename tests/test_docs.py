@@ -22,6 +22,7 @@ import inspect
 import pathlib
 import re
 import types
+import warnings
 
 import pytest
 
@@ -371,3 +372,58 @@ def test_the_docstring_check_catches_a_wrong_parameter_list():
         "f: signature names ['c'] not documented; documented ['d'] not in the signature"
     ]
     assert _documented_names(["x : int", "    x's text", "y, *z", "**kw : dict"]) == ["x", "y", "z", "kw"]
+
+
+#: The pages whose Python blocks are shown to be run as written.
+PAGES = ["README.md"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))
+#: Blocks run here (page, first line of the block): each page's blocks run in order in one
+#: namespace. The others are compiled and their ntksolve names resolved only: the README's PyTorch
+#: block runs in tests/test_torch_example.py (and is torch.md's first), the front page's is the
+#: README's first cut short, and scaling.md's needs a Dask scheduler (tests/test_dask_*.py).
+RUN = {("README.md", "import numpy as np"), ("docs/networks.md", None), ("docs/torch.md", "import numpy as np")}
+
+
+def _python_blocks(page):
+    text = (ROOT / page).read_text(encoding="utf-8")
+    return [m.group(1) for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)]
+
+
+def _resolve(dotted):
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for part in parts[i:]:
+            obj = getattr(obj, part)
+        return obj
+    raise ImportError(dotted)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_block_compiles_and_names_what_exists(page):
+    blocks = _python_blocks(page)
+    for block in blocks:
+        for use in _ntksolve_uses(ast.parse(block)):
+            try:
+                _resolve(use)
+            except ImportError as exc:  # an extra that is not installed
+                if "ntksolve" in str(exc):
+                    raise
+            except AttributeError as exc:
+                raise AssertionError(f"{page}: {use} does not exist ({exc})") from None
+
+
+@pytest.mark.parametrize("page", sorted({p for p, _ in RUN}))
+def test_the_pages_blocks_run_as_written(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a block may write files
+    namespace = {"__name__": "__docs__"}
+    ran = 0
+    for block in _python_blocks(page):
+        if (page, None) in RUN or (page, block.splitlines()[0]) in RUN:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # scikit-learn's ConvergenceWarning of a short fit
+                exec(compile(block, page, "exec"), namespace)
+            ran += 1
+    assert ran
