@@ -455,3 +455,117 @@ def test_the_layer_norm_is_pytorchs():
     W, b = params[1]
     xhat = torch.nn.functional.layer_norm(torch.tensor(X), (6,), eps=1e-3).numpy()
     np.testing.assert_allclose(net.apply(params, X), xhat @ W.T / math.sqrt(6), rtol=1e-12, atol=1e-14)
+
+
+# -- Function-space twins, the full kernel, predictive uncertainty -------------------------------
+
+
+def test_a_minibatch_step_uses_the_batchs_kernel_columns():
+    """training-rules.md, "Minibatches": ``G_s = Θ[:, b_s] r_s[b_s]/(|b_s| k)``."""
+    n, k, eta = 6, 2, 0.3
+    theta, y = _kernel(n), RNG.standard_normal((n, k))
+    batches = [np.array([0, 2, 3]), np.array([1, 5, 4]), np.array([3, 0, 1])]
+    f = np.zeros((n, k))
+    for b in batches:
+        f = f - eta * theta[:, b] @ (f - y)[b] / (len(b) * k)
+    run = ntksolve.sgd_mse(theta, y, np.zeros((n, k)), [0, 3], dynamics=ntksolve.GradientDescent(eta), batches=batches)
+    np.testing.assert_allclose(run.train[-1], f, rtol=1e-12, atol=1e-15)
+
+
+def test_a_cross_entropy_step_and_two_logits_at_twice_the_rate():
+    """``f ← f − (η/N) Θ (softmax(f) − Y)``; one logit is ``BCEWithLogitsLoss`` with the logistic
+    function, and a two-logit softmax moves the logit difference as one logit at ``2η``."""
+    n, eta = 6, 0.7
+    theta = _kernel(n)
+    labels = np.array([0, 1, 2, 1, 0, 2])
+    f = np.zeros((n, 3))
+    for _ in range(3):
+        p = np.exp(f) / np.exp(f).sum(1, keepdims=True)
+        f = f - eta / n * theta @ (p - np.eye(3)[labels])
+    run = ntksolve.sgd_cross_entropy(theta, labels, np.zeros((n, 3)), [3], dynamics=ntksolve.GradientDescent(eta))
+    np.testing.assert_allclose(run.train[-1], f, rtol=1e-12, atol=1e-15)
+    two = np.array([0, 1, 1, 0, 1, 0])
+    one = ntksolve.sgd_cross_entropy(theta, two, np.zeros((n, 1)), [5], dynamics=ntksolve.GradientDescent(2 * eta))
+    pair = ntksolve.sgd_cross_entropy(theta, two, np.zeros((n, 2)), [5], dynamics=ntksolve.GradientDescent(eta))
+    np.testing.assert_allclose(one.train[-1][:, 0], pair.train[-1][:, 1] - pair.train[-1][:, 0], rtol=1e-12)
+    f = np.zeros((n, 1))
+    for _ in range(5):
+        f = f - 2 * eta / n * theta @ (1 / (1 + np.exp(-f)) - two[:, None])
+    np.testing.assert_allclose(one.train[-1], f, rtol=1e-12, atol=1e-15)
+
+
+def test_a_full_kernel_is_the_flattened_nk_by_nk_matrix():
+    """The ridge adds ``diag_reg · mean(diag)`` of the kernel flattened to ``Nk × Nk``; the critical
+    rate is ``2Nk/λ_max`` of that matrix."""
+    n, k, m, reg = 5, 2, 3, 0.1
+    B = np.random.default_rng(8).standard_normal((n * k, n * k + 2))
+    flat = B @ B.T / (n * k)  # rows and columns ordered (point, output)
+    full = flat.reshape(n, k, n, k).transpose(0, 2, 1, 3)  # (N, N, k, k)
+    cross_flat = np.random.default_rng(9).standard_normal((m * k, n * k))
+    cross = cross_flat.reshape(m, k, n, k).transpose(0, 2, 1, 3)
+    y = RNG.standard_normal((n, k))
+    mu = reg * np.mean(np.diag(flat))
+    _, test = ntksolve.gradient_descent_mse(full, y, diag_reg=reg)(np.inf, np.zeros((n, k)), np.zeros((m, k)), cross)
+    want = cross_flat @ np.linalg.solve(flat + mu * np.eye(n * k), y.reshape(-1))
+    np.testing.assert_allclose(test, want.reshape(m, k), rtol=1e-10)
+    lmax = np.linalg.eigvalsh(flat)[-1]
+    assert ntksolve.critical_learning_rate(full) == pytest.approx(2 * n * k / lmax, rel=1e-12)
+    # with weight decay w the function-space Hessian is Θ/(Nk) + w: λ_max + w Nk in place of λ_max
+    w = 0.05
+    rule = ntksolve.GradientDescent(0.1, weight_decay=w)
+    assert rule.critical_learning_rate(lmax, n * k) == pytest.approx(2 * n * k / (lmax + w * n * k), rel=1e-12)
+
+
+def test_the_predictive_process_is_the_stated_gaussian_at_its_maximum():
+    """conventions.md, "Predictive uncertainty": ``y − f_0 ~ N(0, a Θ + σ² I)`` with ``a`` and ``σ²``
+    by maximum marginal likelihood, ``a(ρ) = (1/N) Σ_j z_j²/(θ_j + ρ)``."""
+    import scipy.optimize
+    import scipy.stats
+
+    from ntksolve.dynamics import KernelGP
+
+    rng = np.random.default_rng(10)
+    n = 20
+    theta = _kernel(n, seed=10)
+    r = rng.multivariate_normal(np.zeros(n), 2.0 * theta + 0.3 * np.eye(n))[:, None]
+    lam, V = np.linalg.eigh(theta)
+    gp = KernelGP(lam, V, r)
+
+    def logpdf(a, s2):
+        return scipy.stats.multivariate_normal(np.zeros(n), a * theta + s2 * np.eye(n)).logpdf(r[:, 0])
+
+    assert gp.log_marginal_likelihood(1.5, 0.2)[0] == pytest.approx(logpdf(1.5, 0.2), rel=1e-12)
+    (a,), (s2,), (lml,) = gp.maximise()
+    best = scipy.optimize.minimize(
+        lambda p: -logpdf(*np.exp(p)), [0.0, -1.0], method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-13)
+    )
+    np.testing.assert_allclose([a, s2], np.exp(best.x), rtol=1e-5)
+    assert lml == pytest.approx(-best.fun, rel=1e-10)
+    z = V.T @ r[:, 0]
+    assert a == pytest.approx(np.mean(z**2 / (lam + s2 / a)), rel=1e-10)
+
+
+def test_torch_trains_in_its_own_units():
+    """torch.md: losses in PyTorch's units (``MSELoss()`` twice ours); ``critical_learning_rate``
+    the PyTorch rate at which descent on the linearised module diverges, ``(2Nk/λ_max)/2``."""
+    torch = pytest.importorskip("torch")
+    import functools
+
+    from torch.func import functional_call, jacrev
+
+    from ntksolve.torch import train
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+    X, y = _data(n=10, d=3, k=2, seed=11)
+    result = train(
+        module, X, y, optimizer=functools.partial(torch.optim.SGD, lr=0.01), loss=torch.nn.MSELoss(), steps=1
+    )
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    jac = jacrev(lambda p: functional_call(module, p, (torch.tensor(X),)))(params)
+    J = torch.cat([j.reshape(20, -1) for j in jac.values()], 1).numpy()  # (Nk, P)
+    lmax = np.linalg.eigvalsh(J @ J.T)[-1]
+    assert result.critical_learning_rate == pytest.approx(2 * 20 / lmax / 2, rel=1e-10)
+    with torch.no_grad():
+        f0 = module(torch.tensor(X)).numpy()
+    assert result.loss_train[0] == pytest.approx(((f0 - y) ** 2).mean(), rel=1e-12)
