@@ -427,3 +427,33 @@ def test_the_pages_blocks_run_as_written(page, tmp_path, monkeypatch):
                 exec(compile(block, page, "exec"), namespace)
             ran += 1
     assert ran
+
+
+#: A machine timing: a number with a unit of time or of a rate (code spans are left out first).
+TIMING = re.compile(r"\d(?:[\d.,]*\d)? ?(?:s|ms|µs|seconds?|minutes?|GFLOP/s|GFlop/s|GB/s|MB/s)\b(?![-/])")
+
+
+def _docstring_timings(source, where):
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            doc = ast.get_docstring(node, clean=False) or ""
+            for match in TIMING.finditer(re.sub(r"``.*?``", "``…``", doc, flags=re.S)):
+                found.append(f"{where}:{getattr(node, 'lineno', 1)}: {match.group(0)!r}")
+    return found
+
+
+def test_no_machine_timings_in_docstrings():
+    """Timings belong in the README's performance section and the benchmarks, not in docstrings
+    (they age with the machine); comments may say why a choice was measured."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found += _docstring_timings(path.read_text(encoding="utf-8"), path.relative_to(ROOT))
+    assert not found, "machine timings in docstrings:\n" + "\n".join(found)
+
+
+def test_the_timing_pattern_catches_timings_only():
+    catches = ['"""Takes 0.5 s."""', '"""measured 29 ms"""', '"""at 1.8 GB/s"""', '"""5.8 seconds"""']
+    leaves = ['"""``4 s^2`` against ``1 + 4 s``"""', '"""shape (N, k)s"""', '"""2-D inputs"""', '"""N = 1024"""']
+    assert all(_docstring_timings(text, "x") for text in catches)
+    assert not any(_docstring_timings(text, "x") for text in leaves)
