@@ -569,3 +569,43 @@ def test_torch_trains_in_its_own_units():
     with torch.no_grad():
         f0 = module(torch.tensor(X)).numpy()
     assert result.loss_train[0] == pytest.approx(((f0 - y) ** 2).mean(), rel=1e-12)
+
+
+# -- The README's install lines and import claims ------------------------------------------------
+
+
+def test_the_extras_the_readme_and_pages_install_exist():
+    tomllib = pytest.importorskip("tomllib")
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    extras = set(tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named = set()
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for group in re.findall(r"(?:\.|ntksolve)\[([\w,]+)\]", page.read_text(encoding="utf-8")):
+            named |= set(group.split(","))
+    assert {"cli", "test", "dask", "torch", "docs", "lint"} <= named  # the README's commands name them
+    assert named <= extras, f"extras named but not in pyproject.toml: {sorted(named - extras)}"
+    listed = re.search(r"Optional extras, each imported only where used.*?\n\n", (root / "README.md").read_text(), re.S)
+    in_list = set(re.findall(r"`([a-z]+)`", listed.group(0)))  # `cli` (...), `plot`, ...
+    assert len(in_list) > 8 and in_list <= extras, sorted(in_list - extras)
+
+
+def test_import_ntksolve_compiles_nothing_and_imports_no_extra():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ntksolve\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "jit = [v for n, m in list(sys.modules.items()) if n.startswith('ntksolve') for v in vars(m).values()\n"
+        "       if isinstance(v, CPUDispatcher)]\n"
+        "print(len(jit), sum(bool(v.signatures) for v in jit))\n"
+        "print(' '.join(m for m in ('sklearn', 'torch', 'dask', 'distributed', 'zarr', 'matplotlib', 'tqdm',\n"
+        "                           'pandas') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    n_jit, n_compiled = map(int, out[0].split())
+    assert n_jit > 50 and n_compiled == 0
+    assert out[1] == ""
