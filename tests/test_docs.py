@@ -457,3 +457,38 @@ def test_the_timing_pattern_catches_timings_only():
     leaves = ['"""``4 s^2`` against ``1 + 4 s``"""', '"""shape (N, k)s"""', '"""2-D inputs"""', '"""N = 1024"""']
     assert all(_docstring_timings(text, "x") for text in catches)
     assert not any(_docstring_timings(text, "x") for text in leaves)
+
+
+#: The public modules whose docstrings carry examples (``>>>``), run as doctests.
+DOCTEST_MODULES = [
+    "ntksolve.nets.layers",
+    "ntksolve.nets.mlp",
+    "ntksolve.nets.conv",
+    "ntksolve.nets.network",
+    "ntksolve.dynamics.units",
+    "ntksolve.dynamics.schedules",
+    "ntksolve.sklearn.regressor",
+    "ntksolve.sklearn.classifier",
+    "ntksolve.sklearn.cv_classifier",
+    "ntksolve.sklearn.gp_kernels",
+    "ntksolve.torch.convert",
+]
+
+
+def test_every_module_with_examples_is_doctested():
+    with_examples = set()
+    for path in PACKAGE.rglob("*.py"):
+        if ">>> " in path.read_text(encoding="utf-8"):
+            with_examples.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    # the dask modules' examples need a cluster and are marked to be skipped
+    assert with_examples - {m for m in with_examples if m.startswith("ntksolve.dask.")} == set(DOCTEST_MODULES)
+
+
+@pytest.mark.parametrize("module_name", DOCTEST_MODULES)
+def test_the_docstring_examples_print_what_they_say(module_name):
+    import doctest
+
+    module = _import_or_skip_extra(module_name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0, f"{module_name}: {result.failed} of {result.attempted} examples failed (run doctest)"
