@@ -609,3 +609,24 @@ def test_import_ntksolve_compiles_nothing_and_imports_no_extra():
     n_jit, n_compiled = map(int, out[0].split())
     assert n_jit > 50 and n_compiled == 0
     assert out[1] == ""
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+def test_a_training_step_with_weight_decay_acts_on_the_trained_parameters(parameterization):
+    """training-rules.md, "Real training runs the same rules": the step is on the gradient of our
+    loss with respect to the *trained* parameters (``W, b`` in NTK parameterisation, ``W̃ = (σ_w/√n) W``
+    and ``b̃ = σ_b b`` in standard), and weight decay adds ``w`` times each trained parameter."""
+    X, y = _data(n=6, d=3, k=2, seed=12)
+    sw, sb, eta, w = 1.3, 0.4, 0.2, 0.3
+    net = ntksolve.MLP((7,), weight_std=sw, bias_std=sb, n_outputs=2, parameterization=parameterization)
+    params = net.init(n_features=3, random_state=3)
+    f, J = _one_hidden_layer_by_hand(params, X, sw, sb, parameterization)
+    (W1, b1), (W2, b2) = params
+    scales = [sw / np.sqrt(3), sb, sw / np.sqrt(7), sb] if parameterization == "standard" else [1, 1, 1, 1]
+    trained = np.concatenate([s * a.ravel() for s, a in zip(scales, [W1, b1, W2, b2])])
+    grad = np.einsum("iap,ia->p", J, f - y) / f.size  # Jᵀ r/(Nk), with respect to the trained parameters
+    new = trained - eta * (grad + w * trained)
+    rule = ntksolve.GradientDescent(eta, weight_decay=w)
+    result = ntksolve.train_network(net, params, X, y, steps=1, dynamics=rule, track_kernel=False)
+    got = np.concatenate([s * a.ravel() for s, a in zip(scales, [a for layer in result.params for a in layer])])
+    np.testing.assert_allclose(got, new, rtol=1e-12, atol=1e-14)
