@@ -372,17 +372,8 @@ def test_sklearn_mlp_regressor_steps_along_the_unnormalised_gradient():
 
     N, d, k, lr, alpha = 8, 3, 2, 0.01, 0.3
     X, y = _data(n=N, d=d, k=k, seed=7)
-    est = MLPRegressor(
-        hidden_layer_sizes=(4,),
-        activation="identity",
-        solver="sgd",
-        batch_size=N,
-        momentum=0.0,
-        alpha=alpha,
-        shuffle=False,
-        learning_rate_init=lr,
-        random_state=0,
-    )
+    est = MLPRegressor(hidden_layer_sizes=(4,), activation="identity", solver="sgd", random_state=0)
+    est.set_params(batch_size=N, momentum=0.0, alpha=alpha, shuffle=False, learning_rate_init=lr)  # plain steps
     est.partial_fit(X, y)  # initialises and takes one step; take the next one by hand
     W1, W2 = (c.copy() for c in est.coefs_)
     b1, b2 = (c.copy() for c in est.intercepts_)
