@@ -24,6 +24,7 @@ import re
 import types
 import warnings
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -492,3 +493,76 @@ def test_the_docstring_examples_print_what_they_say(module_name):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS, verbose=False)
     assert result.attempted > 0
     assert result.failed == 0, f"{module_name}: {result.failed} of {result.attempted} examples failed (run doctest)"
+
+
+def _documented_defaults(func):
+    """``{name: default text}`` from ``name : type, default VALUE`` lines (``a, b : float, default 1, 2``)."""
+    out = {}
+    for line in _sections(func.__doc__ or "").get("Parameters", []):
+        if line.startswith(" ") or " : " not in line:
+            continue
+        names, kind = line.split(" : ", 1)
+        match = re.search(r"\bdefault[: =]+(.+)$", kind)
+        if not match:
+            continue
+        names = [n.strip() for n in names.split(",")]
+        values = [v.strip().strip("`") for v in match.group(1).split(",")] if len(names) > 1 else [match.group(1)]
+        values = [re.split(r"\s+\(|;", v)[0].strip().strip("`") for v in values]
+        if len(values) == len(names):
+            out.update(zip(names, values))
+    return out
+
+
+def _same_default(text, value, namespace):
+    try:
+        documented = eval(text, {"np": np, "numpy": np, "inf": np.inf, **namespace})  # noqa: S307 - our docstrings
+    except Exception:  # a name of another library or prose (``MSELoss``): nothing to compare
+        return True
+    if isinstance(value, (int, float)) and isinstance(documented, (int, float)) and not isinstance(value, bool):
+        return documented == value or (np.isinf(value) and np.isinf(documented))
+    return documented == value
+
+
+def test_documented_defaults_are_the_signatures():
+    found, seen = [], set()
+    for module_name, _ in _api().API_MODULES:
+        module = _import_or_skip_extra(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)) or id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            funcs = [(name, obj)]
+            if inspect.isclass(obj):
+                funcs += [
+                    (f"{name}.{a}", getattr(m, "__func__", m)) for a, m in vars(obj).items() if not a.startswith("_")
+                ]
+            for where, func in funcs:
+                if not callable(func) or not func.__doc__:
+                    continue
+                try:
+                    params = inspect.signature(func).parameters
+                except (TypeError, ValueError):
+                    continue
+                namespace = vars(importlib.import_module(func.__module__))
+                for param, text in _documented_defaults(func).items():
+                    if param in params and not _same_default(text, params[param].default, namespace):
+                        found.append(
+                            f"{module_name}.{where}({param}): documented {text}, signature {params[param].default!r}"
+                        )
+    assert not found, "documented defaults that the signatures do not have:\n" + "\n".join(found)
+
+
+def test_the_default_check_reads_several_names_and_catches_a_wrong_one():
+    def f(a=1.0, b=0.1, c="x"):
+        """Summary.
+
+        Parameters
+        ----------
+        a, b : float, default 1.0, 0.1
+        c : {"x", "y"}, default "y"
+        """
+
+    documented = _documented_defaults(f)
+    assert documented == {"a": "1.0", "b": "0.1", "c": '"y"'}
+    assert _same_default(documented["a"], 1.0, {}) and not _same_default(documented["c"], "x", {})
