@@ -621,3 +621,20 @@ def test_a_training_step_with_weight_decay_acts_on_the_trained_parameters(parame
     result = ntksolve.train_network(net, params, X, y, steps=1, dynamics=rule, track_kernel=False)
     got = np.concatenate([s * a.ravel() for s, a in zip(scales, [a for layer in result.params for a in layer])])
     np.testing.assert_allclose(got, new, rtol=1e-12, atol=1e-14)
+
+
+def test_the_readme_describes_the_default_sweep():
+    """README, "Evidence": one hidden ReLU layer, ``σ_w = 1``, ``σ_b = 0.1``, NTK parameterisation,
+    300 full-batch steps, widths 64 … 8192, the embedded 256 / 256 points with ``d = 8``, seed 0."""
+    from ntksolve.cli_parser import build_parser
+    from ntksolve.datasets import default_regression
+
+    a = build_parser().parse_args(["compare"])
+    assert (a.depth, a.activation, a.weight_std, a.bias_std, a.parameterization) == (1, "relu", 1.0, 0.1, "ntk")
+    assert (a.steps, a.batch_size, a.optimizer, a.loss, a.seed, a.records) == (300, None, "sgd", "mse", 0, 30)
+    assert list(a.widths) == [64, 128, 256, 512, 1024, 2048, 4096, 8192]
+    data = default_regression()
+    assert data.X_train.shape == (256, 8) and data.X_test.shape == (256, 8)
+    # "at half the analytic critical learning rate, η = 4.71"
+    theta = ntksolve.analytic_kernels(ntksolve.MLP((512,), bias_std=0.1), data.X_train).ntk
+    assert 0.5 * 2 * 256 / np.linalg.eigvalsh(theta)[-1] == pytest.approx(4.71, abs=0.005)
