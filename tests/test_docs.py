@@ -332,30 +332,43 @@ def _own_constructor(cls):
     )
 
 
-def test_public_docstrings_document_the_signature():
-    """Every public function and class of every ``__all__`` lists its parameters (numpydoc
-    ``Parameters``, or ``Attributes`` for a record whose fields are its constructor), exactly the
-    signature's names; a public method's ``Parameters``, where it has one, does too."""
-    found, seen = [], set()
+def _public_objects():
+    """Every public function and class of every ``__all__``, once each: ``(dotted name, object)``."""
+    seen = set()
     for module_name, _ in _api().API_MODULES:
         module = _import_or_skip_extra(module_name)
         for name in module.__all__:
             obj = getattr(module, name)
-            if not (inspect.isclass(obj) or inspect.isfunction(obj)) or id(obj) in seen:
-                continue
-            seen.add(id(obj))
-            where = f"{module_name}.{name}"
-            if not obj.__doc__:
-                found.append(f"{where}: no docstring")
-                continue
-            if inspect.isfunction(obj) or _own_constructor(obj):
-                found += _parameter_findings(where, obj, obj.__doc__, required=True)
-            if inspect.isclass(obj):
-                for attr, member in vars(obj).items():
-                    func = getattr(member, "__func__", member)
-                    if not attr.startswith("_") and inspect.isfunction(func) and func.__doc__:
-                        found += _parameter_findings(f"{where}.{attr}", func, func.__doc__, required=False)
-    assert len(seen) > 80
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and id(obj) not in seen:
+                seen.add(id(obj))
+                yield f"{module_name}.{name}", obj
+
+
+def _public_methods(cls):
+    """The functions a class defines under public names (class and static methods unwrapped)."""
+    for attr, member in vars(cls).items():
+        func = getattr(member, "__func__", member)
+        if not attr.startswith("_") and inspect.isfunction(func):
+            yield attr, func
+
+
+def test_public_docstrings_document_the_signature():
+    """Every public function and class of every ``__all__`` lists its parameters (numpydoc
+    ``Parameters``, or ``Attributes`` for a record whose fields are its constructor), exactly the
+    signature's names; a public method's ``Parameters``, where it has one, does too."""
+    found, count = [], 0
+    for where, obj in _public_objects():
+        count += 1
+        if not obj.__doc__:
+            found.append(f"{where}: no docstring")
+            continue
+        if inspect.isfunction(obj) or _own_constructor(obj):
+            found += _parameter_findings(where, obj, obj.__doc__, required=True)
+        if inspect.isclass(obj):
+            for attr, func in _public_methods(obj):
+                if func.__doc__:
+                    found += _parameter_findings(f"{where}.{attr}", func, func.__doc__, required=False)
+    assert count > 80
     assert not found, "docstrings that do not match their signatures:\n" + "\n".join(found)
 
 
@@ -524,32 +537,24 @@ def _same_default(text, value, namespace):
 
 
 def test_documented_defaults_are_the_signatures():
-    found, seen = [], set()
-    for module_name, _ in _api().API_MODULES:
-        module = _import_or_skip_extra(module_name)
-        for name in module.__all__:
-            obj = getattr(module, name)
-            if not (inspect.isclass(obj) or inspect.isfunction(obj)) or id(obj) in seen:
+    found = []
+    for where, obj in _public_objects():
+        funcs = (
+            [(where, obj)] + [(f"{where}.{a}", f) for a, f in _public_methods(obj)]
+            if inspect.isclass(obj)
+            else [(where, obj)]
+        )
+        for place, func in funcs:
+            if not func.__doc__:
                 continue
-            seen.add(id(obj))
-            funcs = [(name, obj)]
-            if inspect.isclass(obj):
-                funcs += [
-                    (f"{name}.{a}", getattr(m, "__func__", m)) for a, m in vars(obj).items() if not a.startswith("_")
-                ]
-            for where, func in funcs:
-                if not callable(func) or not func.__doc__:
-                    continue
-                try:
-                    params = inspect.signature(func).parameters
-                except (TypeError, ValueError):
-                    continue
-                namespace = vars(importlib.import_module(func.__module__))
-                for param, text in _documented_defaults(func).items():
-                    if param in params and not _same_default(text, params[param].default, namespace):
-                        found.append(
-                            f"{module_name}.{where}({param}): documented {text}, signature {params[param].default!r}"
-                        )
+            try:
+                params = inspect.signature(func).parameters
+            except (TypeError, ValueError):
+                continue
+            namespace = vars(importlib.import_module(func.__module__))
+            for param, text in _documented_defaults(func).items():
+                if param in params and not _same_default(text, params[param].default, namespace):
+                    found.append(f"{place}({param}): documented {text}, signature {params[param].default!r}")
     assert not found, "documented defaults that the signatures do not have:\n" + "\n".join(found)
 
 
