@@ -2,8 +2,9 @@
 
 Private. The empirical NTK's activations, derivatives, deltas and Gram buffers are large, short-lived
 and of the same sizes call after call. A fresh array of that size is page-faulted anew on its first
-touch (the allocator gives such memory back to the system when it is freed): measured 29 ms for
-nine 16 MiB float64 arrays, a twentieth of a whole N = 1024, width 2048 NTK. :func:`empty` hands
+touch (the allocator gives such memory back to the system when it is freed): for the nine 16 MiB
+float64 arrays of an N = 1024, width 2048 NTK that page-faulting measured a twentieth of the whole
+kernel's time (README, "Performance"). :func:`empty` hands
 out views of buffers kept here instead, up to ``_config.WORKSPACE_BYTES`` in total (0 turns the
 cache off; beyond it, plain fresh arrays).
 

@@ -32,7 +32,17 @@ from ntksolve.standardisation import standardise
 
 
 class RegressionData(NamedTuple):
-    """Train and test splits: ``X_train`` (N, d), ``y_train`` (N, 1), ``X_test`` (M, d), ``y_test`` (M, 1)."""
+    """Train and test splits: ``X_train`` (N, d), ``y_train`` (N, 1), ``X_test`` (M, d), ``y_test`` (M, 1).
+
+    Attributes
+    ----------
+    X_train : ndarray, shape (N, d)
+    y_train : ndarray, shape (N, 1)
+    X_test : ndarray, shape (M, d)
+    y_test : ndarray, shape (M, 1)
+    description : str
+        Where the data come from and how they were prepared (for reports).
+    """
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -102,7 +112,25 @@ DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'", " ": "whites
 
 
 class CSVData(NamedTuple):
-    """What :func:`read_csv` read: ``X`` (N, d), ``y`` (N, 1), the names, and how it was read."""
+    """What :func:`read_csv` read: ``X`` (N, d), ``y`` (N, 1), the names, and how it was read.
+
+    Attributes
+    ----------
+    X : ndarray, shape (N, d), float64
+        The feature columns.
+    y : ndarray, shape (N, 1), float64
+        The target column.
+    feature_names : list of str
+        The ``d`` feature columns' names (``column1``, ... without a header).
+    target : str
+        The target column's name.
+    delimiter : str
+        The delimiter found.
+    has_header : bool
+        Whether the first row was a header.
+    notes : list of str
+        What the reader decided that the user should know.
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -402,6 +430,11 @@ def read_csv(path, target: Optional[str] = None) -> CSVData:
 # ---------------------------------------------------------------------------------------------
 def read_npz(path):
     """Read an ``.npz`` with arrays ``X`` (N, d), ``y`` (N,) or (N, k), optional ``X_test``, ``y_test``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ``.npz`` file (read without pickles).
 
     Returns
     -------

@@ -109,8 +109,9 @@ def linearisation_check(
         The parameters the run starts from (e.g. from :func:`ntksolve.torch.from_torch` or
         :func:`ntksolve.sklearn.mlp_import.sklearn_initial_network`); never modified.
     X : array_like, shape (N, d)
-    y : array_like
-        As :func:`ntksolve.train_network` takes them for ``loss``.
+    y : array_like, shape (N,) or (N, k)
+        As :func:`ntksolve.train_network` takes them for ``loss`` (class labels ``(N,)`` or one-hot
+        rows for cross-entropy).
     steps : int
         Length of the planned run.
     learning_rate, dynamics, loss, batches

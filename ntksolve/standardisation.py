@@ -34,10 +34,29 @@ def standardise(X, y, X_test, y_test, feature_names=None, target_name="the targe
     nothing to learn (and it would become all zeros). Values anywhere in the float64 range are
     scaled without overflow.
 
+    Parameters
+    ----------
+    X : ndarray, shape (N, d)
+        Training features; their column means and spreads scale both feature sets.
+    y : ndarray, shape (N, k)
+        Training targets; their column means and spreads scale both target sets.
+    X_test : ndarray, shape (M, d)
+    y_test : ndarray, shape (M, k)
+    feature_names : list of str, optional
+        Names for the note on constant features (default ``feature j``).
+    target_name : str, default "the target"
+        The target's name in the error for a constant target.
+
     Returns
     -------
     X, y, X_test, y_test : ndarray
+        The same shapes, standardised.
     notes : list of str
+
+    Raises
+    ------
+    ValueError
+        A constant training target, or test values that overflow after scaling.
     """
     notes = []
     cy, my, sy, consty = _column_scaling(y)

@@ -63,7 +63,7 @@ class _Sweep(NamedTuple):
 
 def _warm_up(net, k, X, analytic, run, train) -> None:
     """Run every jitted path once on two points, so that numba's one-time compilation (or cache
-    load, about 0.5 s) is charged to no width's prediction or training time (``train``: the sweep's
+    load) is charged to no width's prediction or training time (``train``: the sweep's
     trainer too). ``run``: the sweep's own rule, loss and batches (momentum, weight decay, ``J theta_0``)."""
     p = net.init(X.shape[1], random_state=0)
     Xs = X[:2]

@@ -64,6 +64,8 @@ class TrainingResult:
     diverged : bool
     message : str
         Empty, or why training stopped early.
+    n_steps_taken : int
+        The optimiser steps taken: ``steps`` unless training stopped early.
     loss : str or None
         ``"mse"`` or ``"cross_entropy"`` (None where a trainer does not say).
     dynamics : GradientDescent, Adam or None
@@ -93,7 +95,15 @@ class TrainingResult:
 
 
 class TrainingDivergedError(FloatingPointError):
-    """Gradient descent diverged; ``.result`` holds the records up to the last finite step."""
+    """Gradient descent diverged; ``.result`` holds the records up to the last finite step.
+
+    Parameters
+    ----------
+    message : str
+        What diverged, and the critical learning rate where it is known.
+    result : TrainingResult
+        The records up to the last finite step (``diverged`` True).
+    """
 
     def __init__(self, message: str, result: TrainingResult):
         super().__init__(message)

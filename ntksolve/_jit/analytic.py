@@ -79,7 +79,7 @@ def _pair_rows(
     the threads run truly in parallel). Symmetric case: only ``j > i`` is computed, rows paired
     ``(p, N-1-p)`` so that every ``p`` carries ``N - 1`` pairs of points and a strided split
     balances the threads; the diagonal is the per-point recursion. (A ``prange`` loop here
-    cost 5.8 s of compilation for a three-line driver; Python threads over a ``nogil`` kernel
+    cost seconds of compilation for a three-line driver; Python threads over a ``nogil`` kernel
     cost none, and do not spin against OpenBLAS's threads between calls.) Each row goes a
     cache-sized block of columns at a time through :func:`ntksolve._jit.analytic_block._row_block`.
 

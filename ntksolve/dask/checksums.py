@@ -34,11 +34,15 @@ _LISTED = 8  # failing tiles spelled out in an error message (all of them are in
 class StoreVerificationError(ValueError):
     """Tiles of a kernel store whose data do not match their checksums, or cannot be read.
 
-    Attributes
+    Parameters
     ----------
-    path : str
-    tiles : tuple of (int, int)
-        The failing tiles (block row, block column; upper triangle for a symmetric kernel).
+    message : str
+        What failed, naming the tiles and the fix (``store_kernel(..., repair=True)``).
+    path : str or None
+        The store.
+    tiles : iterable of (int, int)
+        The failing tiles (block row, block column; upper triangle for a symmetric kernel), kept
+        as the attribute ``tiles``, a tuple of pairs; ``path`` is kept as ``path``.
     """
 
     def __init__(self, message: str, path: Optional[str] = None, tiles=()) -> None:

@@ -131,6 +131,12 @@ class TiledFit:
         ``method`` ("cg" or "lanczos"), ``iterations``, ``converged``, ``products`` (passes over
         the tiles, the divergence check's included), residuals (CG) or Ritz extremes (Lanczos),
         ``setup_seconds`` (tiles), ``solve_seconds``, ``preconditioner_seconds``, ``n_landmarks``.
+    scheduler : str or None
+        :meth:`predict`'s default scheduler: the fit's, when it was a name or an address (a client
+        object given to the fit is not kept).
+    y_ndim : int
+        Constructor only: ``y.ndim`` of the training targets (1 or 2), which :meth:`predict`'s
+        output follows.
     """
 
     spec: KernelSpec

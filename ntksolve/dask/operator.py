@@ -116,6 +116,19 @@ class TiledCrossOperator:
     Each product computes every tile on the workers, uses it and drops it: nothing of the
     ``M x N`` kernel is held. Made by :meth:`TiledKernelOperator.cross`; runs on its scheduler.
 
+    Parameters
+    ----------
+    spec : KernelSpec
+        Which kernel, and how one tile is computed.
+    X_other : ndarray, shape (M, d)
+        The test-side inputs (rows of the kernel).
+    X : ndarray, shape (N, d)
+        The training inputs (columns).
+    chunks_other, chunks : int
+        Tile edges along ``X_other`` and ``X``.
+    runner : object
+        The scheduler connection of the operator that made it.
+
     Attributes
     ----------
     shape : (M, N)

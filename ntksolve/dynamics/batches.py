@@ -57,6 +57,11 @@ def independent_batches(n_samples, batch_size, n_steps, *, random_state=None):
 
     Their mean step is the full-batch step, so the mean over such runs is full-batch descent.
 
+    Parameters
+    ----------
+    n_samples, batch_size, n_steps : int
+    random_state : None, int or numpy.random.Generator
+
     Returns
     -------
     batches : list of ``n_steps`` int64 arrays

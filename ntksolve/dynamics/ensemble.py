@@ -21,6 +21,11 @@ class EnsemblePredictor:
     Made by :func:`gradient_descent_mse_ensemble`; call it as
     ``predictor(t, nngp_test_train, ntk_test_train, nngp_test_test=None, compute_cov=False, posterior="ntk")``.
 
+    Parameters
+    ----------
+    nngp_train_train, ntk_train_train, y_train, learning_rate, diag_reg
+        As in :func:`gradient_descent_mse_ensemble`.
+
     Attributes
     ----------
     learning_rate, diag_reg : float

@@ -46,12 +46,17 @@ __all__ = [
 class Trajectory(NamedTuple):
     """Outputs and losses at the requested steps (or times).
 
-    steps : ndarray (T,)
-    train : ndarray (T,) + shape of ``fx_train_0``
-    test : ndarray (T,) + shape of ``fx_test_0``, or None
-    train_loss, test_loss : ndarray (T,) (``test_loss`` None without test targets)
-    train_accuracy, test_accuracy : ndarray (T,) for cross-entropy, else None
-    batches : list of index arrays actually used (None for full batches)
+    Attributes
+    ----------
+    steps : ndarray, shape (T,)
+    train : ndarray, shape (T,) + the shape of ``fx_train_0``
+    test : ndarray, shape (T,) + the shape of ``fx_test_0``, or None
+    train_loss, test_loss : ndarray, shape (T,)
+        ``test_loss`` is None without test targets.
+    train_accuracy, test_accuracy : ndarray, shape (T,), or None
+        Cross-entropy only.
+    batches : list of ndarray or None
+        The index arrays actually used (None for full batches).
     """
 
     steps: np.ndarray

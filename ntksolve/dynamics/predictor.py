@@ -41,6 +41,11 @@ class MSEPredictor:
     Made by :func:`ntksolve.dynamics.gradient_descent_mse` (same parameters); call it as
     ``predictor(t, fx_train_0, fx_test_0=None, k_test_train=None)`` (same as :meth:`predict`).
 
+    Parameters
+    ----------
+    k_train_train, y_train, learning_rate, diag_reg, dynamics, method, allow_divergence
+        As in :func:`ntksolve.dynamics.gradient_descent_mse`.
+
     Attributes
     ----------
     rule : TrainingRule
@@ -322,6 +327,12 @@ class MSEPredictor:
             ``Θ(X*, X)``: an array (M, N) traced or (M, N, k, k) full, of the same kind as
             ``k_train_train``; or an object with ``shape`` (rows, N) (``(M k, N k)`` for a full
             kernel) and ``matmat(V)``, the test–train cross operator.
+        jtheta_train : array_like, shape like ``y_train``: (N,) or (N, k), optional
+            ``J θ_0`` on the training inputs, the network's Jacobian times its initial parameters
+            (:func:`ntksolve.nets.forward_mode.own_parameter_image`); needed by weight decay, and
+            refused by every other rule.
+        jtheta_test : array_like, shape like ``fx_test_0``: (M,) or (M, k), optional
+            ``J* θ_0`` on the test inputs; needed by weight decay when test inputs are given.
 
         Returns
         -------

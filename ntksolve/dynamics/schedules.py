@@ -78,7 +78,7 @@ class Schedule:
     Examples
     --------
     >>> Schedule.cosine(0.5, total_steps=4).rates(5)
-    array([0.5       , 0.4267767 , 0.25      , 0.0732233 , 0.        ])
+    array([0.5      , 0.4267767, 0.25     , 0.0732233, 0.       ])
     """
 
     __slots__ = ("_kind", "_args", "_array")
@@ -130,12 +130,24 @@ class Schedule:
     # -- constructors -----------------------------------------------------------------------------
     @classmethod
     def constant(cls, lr):
-        """``η_s = lr``."""
+        """``η_s = lr``.
+
+        Parameters
+        ----------
+        lr : float > 0
+        """
         return cls._make("constant", (_real(lr, "lr", positive=True),))
 
     @classmethod
     def step(cls, lr, step_size, gamma=0.1):
-        """``η_s = lr · gamma^⌊s / step_size⌋`` (``StepLR``)."""
+        """``η_s = lr · gamma^⌊s / step_size⌋`` (``StepLR``).
+
+        Parameters
+        ----------
+        lr : float > 0
+        step_size : int ≥ 1
+        gamma : float > 0, default 0.1
+        """
         return cls._make(
             "step",
             (_real(lr, "lr", positive=True), _count(step_size, "step_size"), _real(gamma, "gamma", positive=True)),
@@ -143,24 +155,53 @@ class Schedule:
 
     @classmethod
     def exponential(cls, lr, gamma):
-        """``η_s = lr · gamma^s`` (``ExponentialLR``)."""
+        """``η_s = lr · gamma^s`` (``ExponentialLR``).
+
+        Parameters
+        ----------
+        lr, gamma : float > 0
+        """
         return cls._make("exponential", (_real(lr, "lr", positive=True), _real(gamma, "gamma", positive=True)))
 
     @classmethod
     def cosine(cls, lr, total_steps, min_lr=0.0):
-        """``η_s = min_lr + (lr − min_lr)(1 + cos(π s / total_steps))/2`` (``CosineAnnealingLR``)."""
+        """``η_s = min_lr + (lr − min_lr)(1 + cos(π s / total_steps))/2`` (``CosineAnnealingLR``).
+
+        Parameters
+        ----------
+        lr : float > 0
+        total_steps : int ≥ 1
+            PyTorch's ``T_max``.
+        min_lr : float in [0, lr], default 0.0
+        """
         lr = _real(lr, "lr", positive=True)
         return cls._make("cosine", (lr, _count(total_steps, "total_steps"), _min_lr(min_lr, lr)))
 
     @classmethod
     def warmup_cosine(cls, lr, total_steps, warmup_steps, *, start_factor=1.0 / 3.0, min_lr=0.0):
-        """Linear warm-up from ``start_factor · lr`` over ``warmup_steps``, then cosine to ``min_lr``."""
+        """Linear warm-up from ``start_factor · lr`` over ``warmup_steps``, then cosine to ``min_lr``.
+
+        Parameters
+        ----------
+        lr : float > 0
+            The peak rate, reached at step ``warmup_steps``.
+        total_steps, warmup_steps : int, ``warmup_steps`` below ``total_steps``
+        start_factor : float in (0, 1], default 1/3
+            ``LinearLR``'s ``start_factor``.
+        min_lr : float in [0, lr], default 0.0
+        """
         lr, total, warm, start = _warmup_args(lr, total_steps, warmup_steps, start_factor)
         return cls._make("warmup_cosine", (lr, total, warm, start, _min_lr(min_lr, lr)))
 
     @classmethod
     def warmup_linear(cls, lr, total_steps, warmup_steps, *, start_factor=1.0 / 3.0, min_lr=0.0):
-        """Linear warm-up from ``start_factor · lr`` over ``warmup_steps``, then linear decay to ``min_lr``."""
+        """Linear warm-up from ``start_factor · lr`` over ``warmup_steps``, then linear decay to ``min_lr``.
+
+        Parameters
+        ----------
+        lr, total_steps, warmup_steps, start_factor, min_lr
+            As in :meth:`warmup_cosine`.
+        """
         lr, total, warm, start = _warmup_args(lr, total_steps, warmup_steps, start_factor)
         return cls._make("warmup_linear", (lr, total, warm, start, _min_lr(min_lr, lr)))
 
@@ -183,6 +224,11 @@ class Schedule:
 
     def rates(self, n_steps) -> np.ndarray:
         """The rates of steps ``0 … n_steps − 1``.
+
+        Parameters
+        ----------
+        n_steps : int ≥ 0
+            At most the length of an array schedule.
 
         Returns
         -------
@@ -218,7 +264,17 @@ class Schedule:
         return out
 
     def scaled(self, factor) -> "Schedule":
-        """The same schedule with every rate multiplied by ``factor > 0`` (a change of loss units)."""
+        """The same schedule with every rate multiplied by ``factor > 0`` (a change of loss units).
+
+        Parameters
+        ----------
+        factor : float > 0
+
+        Returns
+        -------
+        Schedule
+            Of the same kind (``min_lr`` scaled too).
+        """
         c = _real(factor, "factor", positive=True)
         if self._kind == "array":
             return Schedule(c * self._array)

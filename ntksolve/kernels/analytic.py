@@ -28,7 +28,15 @@ from ntksolve.kernels.network_analytic import network_analytic_kernels
 
 
 class Kernels(NamedTuple):
-    """The infinite-width kernels of a network, each of shape ``(N1, N2)``."""
+    """The infinite-width kernels of a network, each of shape ``(N1, N2)``.
+
+    Attributes
+    ----------
+    nngp : ndarray, shape (N1, N2)
+        The NNGP ``K = Σ^{L+1}`` (per output; the kernel over outputs is ``K ⊗ I_k``).
+    ntk : ndarray, shape (N1, N2)
+        The NTK ``Θ = Θ^{L+1}``, likewise per output.
+    """
 
     nngp: np.ndarray
     ntk: np.ndarray

@@ -115,8 +115,9 @@ class KernelState:
     at_input : bool
         No parametrised layer has acted yet: the features are the exact inputs, not Gaussian.
     pool : dict or None
-        Reusable buffers of the driver's thread (:meth:`workspace`), and ``depth`` the nesting of
-        composite layers (keys of their buffers).
+        Reusable buffers of the driver's thread (:meth:`workspace`).
+    depth : int
+        The nesting of composite layers (part of the keys of their buffers in ``pool``).
     serial : bool
         The state is one tile of a driver that runs tiles on threads: run row kernels serially
         (:meth:`rows` does).

@@ -76,6 +76,8 @@ class LayerScales(NamedTuple):
     trained_weight, trained_bias : float
         The trained parameters in units of the stored ones: ``W_trained = trained_weight * W``.
 
+    Notes
+    -----
     A layer without a bias has ``bias = grad_bias = 0`` (and ``trained_bias = 1``: there is
     nothing to carry).
     """

@@ -132,8 +132,8 @@ def sklearn_initial_network(estimator, X, y):
     X : array_like, shape (N, d)
         Only its shape and dtype matter (float32 stays float32, as in ``fit``; anything else is
         float64).
-    y : array_like
-        The targets ``fit`` will see (they fix the number of outputs).
+    y : array_like, shape (N,) or (N, k)
+        The targets ``fit`` will see (they fix the number of outputs; a classifier's labels ``(N,)``).
 
     Returns
     -------

@@ -50,7 +50,18 @@ __all__ = ["conv_from_torch", "conv_to_torch", "to_channels_last"]
 
 
 def to_channels_last(X) -> np.ndarray:
-    """``NCHW`` (or ``NCL``) to ntksolve's ``NHWC`` (``NLC``): ``X.transpose(0, 2, 3, 1)``, contiguous."""
+    """``NCHW`` (or ``NCL``) to ntksolve's ``NHWC`` (``NLC``): ``X.transpose(0, 2, 3, 1)``, contiguous.
+
+    Parameters
+    ----------
+    X : array_like, shape (N, C, H, W) or (N, C, T)
+        Inputs in PyTorch's layout, channels first.
+
+    Returns
+    -------
+    X_last : ndarray, shape (N, H, W, C) or (N, T, C)
+        The same values, channels last, C-contiguous.
+    """
     X = np.asarray(X)
     if X.ndim not in (3, 4):
         raise ValueError(f"X must be NCL (3-D) or NCHW (4-D), got shape {X.shape}")

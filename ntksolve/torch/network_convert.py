@@ -329,7 +329,25 @@ def to_torch(net, params, input_shape=None):
     """An ``nn.Module`` computing ``net.apply(params, .)``: :func:`ntksolve.torch.convert.to_torch`
     for an MLP, :func:`network_to_torch` for a Network of dense layers, LayerNorm and Residual, and
     :func:`ntksolve.torch.conv_import.conv_to_torch` (on ``NCHW`` / ``NCL`` inputs) for a Network
-    with convolutions, which needs ``input_shape``, the per-example input shape, channels last."""
+    with convolutions, which needs ``input_shape``, the per-example input shape, channels last.
+
+    Parameters
+    ----------
+    net : MLP or Network
+        Either parameterisation: the scales are folded into each ``weight`` and ``bias``.
+    params : list
+        The network's parameters, as ``net.init`` returns them.
+    input_shape : tuple of int, optional
+        The per-example input shape, channels last (``(H, W, C)`` or ``(T, C)``): networks with
+        convolutions only, and needed by them.
+
+    Returns
+    -------
+    module : torch.nn.Sequential
+        In the parameters' dtype; it maps ``(N, d)`` (``(N, C, H, W)`` / ``(N, C, T)`` with
+        convolutions) to the network's ``(N, k)`` outputs. Training it trains ``weight`` and
+        ``bias``, so its NTK is the standard-parameterisation NTK of ``net``.
+    """
     if isinstance(net, Network) and any(isinstance(leaf, Conv) for leaf in net.leaves()):
         if input_shape is None:
             raise ValueError(

@@ -49,9 +49,11 @@ class TorchTrainingResult(TrainingResult):
     Attributes
     ----------
     steps, fx_train, fx_test, kernel_change, kernel_kind, wall_time, kernel_time, diverged,
-    message, n_steps_taken
+    message, n_steps_taken, accuracy_train, accuracy_test
         As in :class:`~ntksolve.training.TrainingResult` (``fx_*`` the module's outputs: logits
         for a cross-entropy).
+    loss, dynamics : None
+        Not set: the loss and the optimiser are the caller's PyTorch objects.
     loss_train, loss_test : ndarray, shape (T,)
         The training loss (``loss`` on all training inputs, in PyTorch's units: twice ntksolve's
         for the mean MSE) at each recorded step; ``loss_test`` on ``(X_test, y_test)``.
