@@ -169,6 +169,9 @@ def _check_steps(steps):
     return st.astype(np.int64)
 
 
+# Past the stability edge the outputs grow geometrically and overflow: the run is refused at the
+# first recorded step it reaches, with the reason, instead of numpy's warnings and a trajectory of NaN.
+@np.errstate(over="ignore", invalid="ignore")
 def _run(prob, residual, steps, rule, batches, normaliser):
     """Iterate the rule; ``residual(F_rows)`` gives the loss gradient per output before the kernel.
 
@@ -202,6 +205,12 @@ def _run(prob, residual, steps, rule, batches, normaliser):
     t = 0
     for s in range(S + 1):
         while t < steps.size and steps[t] == s:
+            if not np.all(np.isfinite(F)):
+                raise FloatingPointError(
+                    f"the {rule!r} run diverged: its outputs overflowed by step {s}, as real training at this "
+                    "learning_rate does; lower learning_rate (full-batch MSE converges below "
+                    "ntksolve.dynamics.critical_learning_rate(k_train_train, n_outputs)), or record earlier steps"
+                )
             out[t] = F
             if prob.test:
                 np.matmul(prob.Kt, C, out=out_t[t])

@@ -45,6 +45,10 @@ from ntksolve.dynamics.stability import critical_rate
 __all__ = ["TrainingRule", "GradientFlow", "GradientDescent", "DivergenceWarning", "resolve_rule", "DYNAMICS"]
 
 
+#: Largest norm of the block matrix handed to ``scipy.linalg.expm`` (well inside the range where it is finite).
+_EXPM_NORM = 2.0**64
+
+
 def _validated_rate(rule):
     object.__setattr__(rule, "learning_rate", check_learning_rate(rule.learning_rate))
 
@@ -85,11 +89,21 @@ class GradientFlow(TrainingRule):
         # Van Loan 1978: expm([[−sA, sI], [0, 0]]) = [[e^{−sA}, A⁻¹(I − e^{−sA})], [0, I]], no inverse.
         n = A.shape[0]
         s = self.learning_rate / size * t
+        # scipy's expm returns NaN once the matrix's norm passes ~1e38 (huge t): take the exponential
+        # at s / 2^j, inside its range, and square j times by the semigroup law of the block matrix,
+        # E(2s) = E(s)², H(2s) = H(s) + E(s) H(s).
+        norm = s * max(float(np.max(np.sum(np.abs(A), axis=0))), 1.0)
+        j = int(np.ceil(np.log2(norm / _EXPM_NORM))) if norm > _EXPM_NORM else 0
+        s0 = float(np.ldexp(s, -j))
         Z = np.zeros((2 * n, 2 * n))
-        Z[:n, :n] = -s * A
-        Z[:n, n:] = s * np.eye(n)
-        E = scipy.linalg.expm(Z)
-        return E[:n, :n], E[:n, n:]
+        Z[:n, :n] = -s0 * A
+        Z[:n, n:] = s0 * np.eye(n)
+        B = scipy.linalg.expm(Z)
+        E, H = B[:n, :n], B[:n, n:]
+        for _ in range(j):
+            H = H + E @ H
+            E = E @ E
+        return E, H
 
 
 @dataclass(frozen=True, repr=False)

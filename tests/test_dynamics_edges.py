@@ -1,0 +1,171 @@
+"""Edge inputs of the closed forms, the ensemble and the function-space twins: huge times, times
+past what an integer step count holds, non-finite inputs, runs that overflow.
+
+Each number is pinned to an independent source: the eigendecomposition of the kernel written out
+here with numpy, the converged limit (kernel regression), the step-by-step recurrence.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from ntksolve.dynamics import (
+    GradientDescent,
+    Schedule,
+    gradient_descent_mse,
+    gradient_descent_mse_ensemble,
+    sgd_cross_entropy,
+    sgd_mse,
+    shuffled_batches,
+)
+from ntksolve.dynamics.rules import GradientFlow
+
+
+def _problem(N=5, M=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N + M, 3))
+    A = X @ X.T + 0.1 * np.eye(N + M)
+    return A[:N, :N], A[N:, :N], rng.normal(size=N), rng.normal(size=N), rng.normal(size=M)
+
+
+def _flow_by_modes(K, Ks, y, f0, ft0, s):
+    """``f_t`` and ``f*_t`` of gradient flow at ``s = η t/(N k)`` from numpy's eigendecomposition."""
+    lam, V = np.linalg.eigh(K)
+    g = -np.expm1(-s * lam)
+    r = V.T @ (y - f0)
+    return f0 + V @ (g * r), ft0 + Ks @ (V @ (g / lam * r))
+
+
+@pytest.mark.parametrize("t", [1e20, 1e45, 1e120, 1e300])
+def test_expm_flow_at_huge_times_is_the_eigenbasis_answer(t):
+    """scipy's expm turns NaN once the block matrix's norm passes ~1e38; the reference must not."""
+    K, Ks, y, f0, ft0 = _problem()
+    rule = GradientFlow(0.5)
+    tr, te = gradient_descent_mse(K, y, dynamics=rule, method="expm")(t, f0, ft0, Ks)
+    ref_tr, ref_te = _flow_by_modes(K, Ks, y, f0, ft0, 0.5 / 5 * t)
+    np.testing.assert_allclose(tr, ref_tr, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(te, ref_te, rtol=0, atol=1e-11)
+
+
+def test_expm_flow_propagator_scaled_and_squared_matches_direct():
+    """Where scipy's expm still works, the scaled-and-squared propagator agrees with it."""
+    K, *_ = _problem()
+    lam, V = np.linalg.eigh(K)
+    for t in (3.0, 1e6, 1e19):
+        s = 0.5 / 5 * t
+        E, H = GradientFlow(0.5).dense_propagator(K, t, 5)
+        np.testing.assert_allclose(E, (V * np.exp(-s * lam)) @ V.T, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(H, (V * (-np.expm1(-s * lam) / lam)) @ V.T, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("momentum,nesterov", [(0.9, False), (0.5, True)])
+@pytest.mark.parametrize("method", ["eigh", "krylov"])
+def test_momentum_past_int64_steps_is_the_converged_limit(momentum, nesterov, method):
+    """Step counts beyond 2^63 (which an int64 cannot hold) of a stable constant rate: every mode
+    has converged, so the answer is kernel regression (it wrapped to negative steps before)."""
+    K, Ks, y, f0, ft0 = _problem()
+    rate = 0.3 * 2 * 5 / np.linalg.eigvalsh(K)[-1]
+    rule = GradientDescent(rate, momentum=momentum, nesterov=nesterov)
+    pred = gradient_descent_mse(K, y, dynamics=rule, method=method)
+    ref_tr = y
+    ref_te = ft0 + Ks @ np.linalg.solve(K, y - f0)
+    for t in (1e19, 1e300, [3, 1e300, 1e19]):
+        tr, te = pred(t, f0, ft0, Ks)
+        last_tr, last_te = (tr[-1], te[-1]) if np.ndim(t) else (tr, te)
+        np.testing.assert_allclose(last_tr, ref_tr, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(last_te, ref_te, rtol=0, atol=1e-11)
+    # the finite entry of the list is the 3-step answer of the recurrence
+    tr = pred([3, 1e300], f0)[0]
+    np.testing.assert_allclose(tr, pred(3, f0), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [GradientDescent(0.1, weight_decay=0.01), GradientDescent(Schedule.cosine(0.1, 100)), GradientDescent(
+        Schedule.exponential(0.1, 0.999), momentum=0.5)],
+)
+def test_stepwise_rules_refuse_unreachable_step_counts_up_front(rule):
+    """Weight decay and schedules iterate every step: a count whose rates alone would not fit in
+    memory is refused by name before any allocation (not numpy's bare allocation failure)."""
+    K, Ks, y, f0, ft0 = _problem()
+    pred = gradient_descent_mse(K, y, dynamics=rule, method="eigh")
+    kw = {"jtheta_train": f0} if rule.weight_decay else {}
+    for t in (1e15, 1e19, 1e300):
+        with pytest.raises(MemoryError, match="learning rate of every step.*ask for fewer steps"):
+            pred(t, f0, **kw)
+
+
+def test_schedule_rates_refuse_a_count_that_cannot_fit():
+    with pytest.raises(MemoryError, match="learning rate of every step"):
+        Schedule.constant(0.1).rates(10**16)
+    np.testing.assert_array_equal(Schedule.constant(0.1).rates(3), [0.1, 0.1, 0.1])
+
+
+def _ensemble(seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(8, 3))
+    K = X @ X.T + 0.05 * np.eye(8)
+    Th = np.tanh(X) @ np.tanh(X).T + 0.05 * np.eye(8)
+    y = rng.normal(size=5)
+    return gradient_descent_mse_ensemble(K[:5, :5], Th[:5, :5], y, 0.8), K, Th
+
+
+def test_ensemble_variance_refuses_a_non_finite_test_diagonal():
+    e, K, Th = _ensemble()
+    diag = np.diag(K[5:, 5:]).copy()
+    v = e.variance(2.0, K[5:, :5], Th[5:, :5], diag)
+    cov = e(2.0, K[5:, :5], Th[5:, :5], K[5:, 5:], compute_cov=True)[1]
+    np.testing.assert_allclose(v, np.diag(cov), rtol=1e-12, atol=1e-14)
+    diag[0] = np.nan
+    with pytest.raises(ValueError, match="nngp_test_diag contains NaN"):
+        e.variance(2.0, K[5:, :5], Th[5:, :5], diag)
+
+
+@pytest.mark.parametrize("t", [-np.inf, -1.0, 5.0])
+def test_ensemble_nngp_posterior_needs_plus_infinity(t):
+    e, K, Th = _ensemble()
+    with pytest.raises(ValueError, match="posterior='nngp'"):
+        e(t, K[5:, :5], Th[5:, :5], posterior="nngp")
+    mean = e(None, K[5:, :5], Th[5:, :5], posterior="nngp")
+    np.testing.assert_allclose(mean, K[5:, :5] @ np.linalg.solve(K[:5, :5], e._Y[:, 0]), rtol=1e-10)
+
+
+def _overflowing_run():
+    K, _, y, f0, _ = _problem(N=8, seed=7)
+    crit = 2 * 8 / np.linalg.eigvalsh(K)[-1]
+    return K, y, f0, crit
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_sgd_mse_that_overflows_raises_naming_the_rate(batched):
+    """Past the stability edge the residual grows as |1 − η a|^s: by step 2000 it overflows, and
+    the twin says so (it returned NaN losses with numpy's overflow warnings only)."""
+    K, y, f0, crit = _overflowing_run()
+    batches = shuffled_batches(8, 4, 2000, random_state=0) if batched else None
+    rule = GradientDescent(3 * crit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warnings on the way
+        with pytest.raises(FloatingPointError, match="diverged.*learning_rate"):
+            sgd_mse(K, y, f0, [0, 10, 2000], dynamics=rule, batches=batches)
+    # below the overflow the run is the recurrence f ← f − η/N K (f − y), growing as it should
+    traj = sgd_mse(K, y, f0, [0, 10], dynamics=rule)
+    f = f0.copy()
+    for _ in range(10):
+        f = f - 3 * crit / 8 * K @ (f - y)
+    np.testing.assert_allclose(traj.train[-1], f, rtol=1e-12)
+
+
+def test_sgd_cross_entropy_finite_at_a_huge_rate_is_not_refused():
+    """Cross-entropy's gradient is bounded, so a huge rate moves the logits linearly, never to
+    overflow: the twin answers (and is the recurrence)."""
+    K, y, f0, _ = _overflowing_run()
+    lab = (y > 0).astype(int)
+    traj = sgd_cross_entropy(K, lab, f0, [0, 3], dynamics=GradientDescent(1e3))
+    f = f0.copy()
+    for _ in range(3):
+        f = f - 1e3 / 8 * K @ (expit(f) - lab)
+    np.testing.assert_allclose(traj.train[-1], f, rtol=1e-12)
