@@ -14,6 +14,7 @@ import pytest
 from scipy.special import expit
 
 from ntksolve.dynamics import (
+    DivergenceWarning,
     GradientDescent,
     Schedule,
     gradient_descent_mse,
@@ -22,6 +23,7 @@ from ntksolve.dynamics import (
     sgd_mse,
     shuffled_batches,
 )
+from ntksolve.dynamics import critical_learning_rate as ntksolve_critical
 from ntksolve.dynamics.rules import GradientFlow
 
 
@@ -169,3 +171,33 @@ def test_sgd_cross_entropy_finite_at_a_huge_rate_is_not_refused():
     for _ in range(3):
         f = f - 1e3 / 8 * K @ (expit(f) - lab)
     np.testing.assert_allclose(traj.train[-1], f, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["eigh", "krylov", "expm"])
+def test_flow_whose_exponent_overflows_is_the_limit_quietly(method):
+    """``η λ t/(Nk)`` past the float range is the converged flow, without numpy overflow warnings."""
+    K, Ks, y, f0, ft0 = _problem()
+    pred = gradient_descent_mse(K, y, dynamics=GradientFlow(0.9), method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tr, te = pred(1.7e308, f0, ft0, Ks)
+    np.testing.assert_allclose(tr, y, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(te, ft0 + Ks @ np.linalg.solve(K, y - f0), rtol=0, atol=1e-11)
+
+
+def test_expm_refuses_a_scaled_time_past_the_float_range_by_name():
+    K, Ks, y, f0, ft0 = _problem()
+    with pytest.warns(DivergenceWarning):  # the rate is past discrete descent's edge; flow converges
+        pred = gradient_descent_mse(K, y, dynamics=GradientFlow(10.0), method="expm")
+    with pytest.raises(ValueError, match="overflows.*t=np.inf"):
+        pred(1e308, f0)
+
+
+@pytest.mark.parametrize("bad,err", [(2.5, TypeError), (True, TypeError), ("2", TypeError), (0, ValueError)])
+def test_critical_learning_rate_refuses_a_non_integer_output_count(bad, err):
+    K, *_ = _problem()
+    with pytest.raises(err, match="n_outputs"):
+        ntksolve_critical(K, bad)
+    lmax = np.linalg.eigvalsh(K)[-1]
+    np.testing.assert_allclose(ntksolve_critical(K, 3), 2 * 5 * 3 / lmax, rtol=1e-13)
+    np.testing.assert_allclose(ntksolve_critical(K, np.int64(2)), 2 * 5 * 2 / lmax, rtol=1e-13)

@@ -74,9 +74,12 @@ class GradientFlow(TrainingRule):
     def __post_init__(self):
         _validated_rate(self)
 
+    # η λ t/(Nk) past the float range is inf, whose exponential is the converged mode's exact 0.
+    @np.errstate(over="ignore")
     def residual_factor(self, lam, ts, size):
         return np.exp(-np.outer(self.learning_rate / size * np.asarray(ts, dtype=np.float64), lam))
 
+    @np.errstate(over="ignore")
     def learned_fraction(self, lam, ts, size):
         fin = np.isfinite(ts)
         g = np.empty((ts.size, np.size(lam)))
@@ -88,12 +91,17 @@ class GradientFlow(TrainingRule):
     def dense_propagator(self, A, t, size):
         # Van Loan 1978: expm([[−sA, sI], [0, 0]]) = [[e^{−sA}, A⁻¹(I − e^{−sA})], [0, I]], no inverse.
         n = A.shape[0]
-        s = self.learning_rate / size * t
+        s = self.learning_rate / size * float(t)  # Python floats: inf past the range, no warning
         # scipy's expm returns NaN once the matrix's norm passes ~1e38 (huge t): take the exponential
         # at s / 2^j, inside its range, and square j times by the semigroup law of the block matrix,
         # E(2s) = E(s)², H(2s) = H(s) + E(s) H(s).
-        norm = s * max(float(np.max(np.sum(np.abs(A), axis=0))), 1.0)
-        j = int(np.ceil(np.log2(norm / _EXPM_NORM))) if norm > _EXPM_NORM else 0
+        if not np.isfinite(s):
+            raise ValueError(
+                f"η t/(Nk) overflows at t={t:g} steps (learning_rate={self.learning_rate:g}, Nk={size}): "
+                "the flow has converged long before; pass t=np.inf for the converged limit"
+            )
+        log_norm = np.log2(s) + np.log2(max(float(np.max(np.sum(np.abs(A), axis=0))), 1.0)) if s > 0 else -np.inf
+        j = int(np.ceil(log_norm - np.log2(_EXPM_NORM))) if log_norm > np.log2(_EXPM_NORM) else 0
         s0 = float(np.ldexp(s, -j))
         Z = np.zeros((2 * n, 2 * n))
         Z[:n, :n] = -s0 * A
