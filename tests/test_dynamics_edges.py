@@ -14,7 +14,9 @@ import pytest
 from scipy.special import expit
 
 from ntksolve.dynamics import (
+    ConjugateGradient,
     DivergenceWarning,
+    Nystrom,
     GradientDescent,
     Schedule,
     gradient_descent_mse,
@@ -201,3 +203,23 @@ def test_critical_learning_rate_refuses_a_non_integer_output_count(bad, err):
     lmax = np.linalg.eigvalsh(K)[-1]
     np.testing.assert_allclose(ntksolve_critical(K, 3), 2 * 5 * 3 / lmax, rtol=1e-13)
     np.testing.assert_allclose(ntksolve_critical(K, np.int64(2)), 2 * 5 * 2 / lmax, rtol=1e-13)
+
+
+@pytest.mark.parametrize("landmarks", [30, 80])
+def test_nystrom_cg_without_ridge_on_a_singular_kernel_is_the_pseudo_inverse(landmarks):
+    """Without a ridge the Nyström preconditioner weighted the kernel's unexplained directions by
+    ``1/(N ε mean diag)``: rounding leaking into the null space was blown up ~1e13-fold, and CG
+    reported negative curvature on a PSD kernel, or returned garbage with overflow warnings."""
+    rng = np.random.default_rng(12)
+    X, W = rng.normal(size=(150, 5)), rng.normal(size=(5, 20))
+    Z = np.tanh(X @ W)  # rank 20
+    K, Ks = Z @ Z.T, np.tanh(rng.normal(size=(4, 5)) @ W) @ Z.T
+    y, f0, ft0 = rng.normal(size=150), np.zeros(150), np.zeros(4)
+    pinv = np.linalg.pinv(K, rcond=1e-10, hermitian=True)
+    solver = ConjugateGradient(tol=1e-10, preconditioner=Nystrom(landmarks))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow, no KrylovConvergenceWarning
+        warnings.filterwarnings("ignore", category=DivergenceWarning)
+        tr, te = gradient_descent_mse(K, y, method=solver)(np.inf, f0, ft0, Ks)
+    np.testing.assert_allclose(te, Ks @ pinv @ y, rtol=1e-7)
+    np.testing.assert_allclose(tr, K @ pinv @ y, rtol=1e-7, atol=1e-8)
