@@ -223,3 +223,28 @@ def test_nystrom_cg_without_ridge_on_a_singular_kernel_is_the_pseudo_inverse(lan
         tr, te = gradient_descent_mse(K, y, method=solver)(np.inf, f0, ft0, Ks)
     np.testing.assert_allclose(te, Ks @ pinv @ y, rtol=1e-7)
     np.testing.assert_allclose(tr, K @ pinv @ y, rtol=1e-7, atol=1e-8)
+
+
+def test_test_loss_checks_y_test_before_solving():
+    """A wrong or non-finite ``y_test`` is refused before the (Krylov) solve, and the test loss is
+    ``1/(2Mk) Σ (f* − y*)²`` of the predicted test outputs."""
+    K, Ks, y, f0, ft0 = _problem()
+
+    class Counting:
+        shape, dtype, calls = K.shape, np.dtype(np.float64), 0
+
+        def matmat(self, V):
+            Counting.calls += 1
+            return K @ V
+
+        def diagonal(self):
+            return np.diag(K).copy()
+
+    pred = gradient_descent_mse(Counting(), y, 0.5, method="krylov")
+    for bad, match in ((np.zeros(3), "shape"), (np.array([np.nan, 0.0]), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            pred.loss(2.0, f0, ft0, Ks, y_test=bad)
+    assert Counting.calls == 0
+    y_test = np.array([0.3, -0.2])
+    _, test = pred(2.0, f0, ft0, Ks)
+    np.testing.assert_allclose(pred.loss(2.0, f0, ft0, Ks, y_test=y_test)[1], np.mean((test - y_test) ** 2) / 2)
