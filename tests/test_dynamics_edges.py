@@ -248,3 +248,25 @@ def test_test_loss_checks_y_test_before_solving():
     y_test = np.array([0.3, -0.2])
     _, test = pred(2.0, f0, ft0, Ks)
     np.testing.assert_allclose(pred.loss(2.0, f0, ft0, Ks, y_test=y_test)[1], np.mean((test - y_test) ** 2) / 2)
+
+
+def test_a_recurrence_twin_that_overflows_is_reported_as_diverging():
+    """The comparison's twin of a minibatch run far past the stability edge: the recurrence now
+    refuses to return its overflowed trajectory, and the twin reports the run as diverging."""
+    from ntksolve.twins import Run, Twin
+
+    K, y, f0, crit = _overflowing_run()
+    Kt = K[:3]
+    run = Run(GradientDescent(3 * crit), "mse", 4, np.array([0, 10, 2000]), y[:, None], y[:3, None], 1)
+    twin = Twin(run, K, Kt, what="empirical-NTK", kernel_words="the test kernel", plain_crit=crit)
+    batches = shuffled_batches(8, 4, 2000, random_state=0)
+    pred = twin.predict(f0[:, None], f0[:3, None], batches=batches)
+    assert pred.status == "diverges" and "non-finite" in pred.message and pred.train is None
+    # a run below the edge is the recurrence itself
+    ok = Run(GradientDescent(0.2 * crit), "mse", 4, np.array([0, 5]), y[:, None], y[:3, None], 1)
+    pred = Twin(ok, K, Kt, what="empirical-NTK", kernel_words="k", plain_crit=crit).predict(
+        f0[:, None], f0[:3, None], batches=batches
+    )
+    ref = sgd_mse(K, y[:, None], f0[:, None], [0, 5], dynamics=ok.rule, batches=batches)
+    assert pred.status == "ok"
+    np.testing.assert_array_equal(pred.train, ref.train)
