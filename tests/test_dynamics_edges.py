@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.integrate
 from scipy.special import expit
 
 from ntksolve.dynamics import (
@@ -20,6 +21,7 @@ from ntksolve.dynamics import (
     GradientDescent,
     Schedule,
     gradient_descent_mse,
+    flow_cross_entropy,
     gradient_descent_mse_ensemble,
     sgd_cross_entropy,
     sgd_mse,
@@ -270,3 +272,18 @@ def test_a_recurrence_twin_that_overflows_is_reported_as_diverging():
     ref = sgd_mse(K, y[:, None], f0[:, None], [0, 5], dynamics=ok.rule, batches=batches)
     assert pred.status == "ok"
     np.testing.assert_array_equal(pred.train, ref.train)
+
+
+def test_flow_cross_entropy_takes_repeated_times():
+    """Ascending times may repeat (as in sgd_mse); scipy's solve_ivp refused them with its own error."""
+    K, y, f0, _ = _overflowing_run()
+    lab = (y > 0).astype(int)
+    rep = flow_cross_entropy(K, lab, f0, [0.0, 1.0, 1.0, 2.0])
+    once = flow_cross_entropy(K, lab, f0, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(rep.train[[0, 1, 3]], once.train)
+    np.testing.assert_array_equal(rep.train[2], rep.train[1])
+    # and the flow is the ODE df/dt = -(1/N) K (σ(f) − y), by a second integrator
+    ref = scipy.integrate.solve_ivp(
+        lambda _, f: -K @ (expit(f) - lab) / 8, (0, 2.0), f0, method="Radau", t_eval=[2.0], rtol=1e-11, atol=1e-12
+    )
+    np.testing.assert_allclose(once.train[-1], ref.y[:, -1], rtol=1e-8, atol=1e-9)

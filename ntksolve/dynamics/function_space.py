@@ -485,10 +485,12 @@ def flow_cross_entropy(
     if ts[-1] == 0.0:
         Z = np.repeat(z0[:, None], ts.size, axis=1)
     else:
-        sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), z0, method="DOP853", t_eval=ts, rtol=rtol, atol=atol)
+        # solve_ivp wants strictly increasing t_eval: integrate to each distinct time once
+        uts, back = np.unique(ts, return_inverse=True)
+        sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), z0, method="DOP853", t_eval=uts, rtol=rtol, atol=atol)
         if not sol.success:
             raise RuntimeError(f"solve_ivp failed: {sol.message}")
-        Z = sol.y
+        Z = sol.y[:, back]
     out = Z[:n].T.reshape((ts.size,) + shape)
     out_t = Z[n:].T.reshape((ts.size,) + prob.Ft0.shape) if prob.test else None
     return _ce_trajectory(prob, ts, out, out_t, lab, lab_t, None)
