@@ -202,7 +202,8 @@ class Schedule:
             (n,),
             np.float64,
             what="learning rate of every step",
-            hint="a schedule (and weight decay) is iterated step by step: ask for fewer steps",
+            hint="a rule with a schedule or weight decay, and any function-space recurrence, runs step by step: "
+            "ask for fewer steps",
         )
         s = np.arange(n, dtype=np.float64)
         if k == "constant":
