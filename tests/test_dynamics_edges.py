@@ -287,3 +287,22 @@ def test_flow_cross_entropy_takes_repeated_times():
         lambda _, f: -K @ (expit(f) - lab) / 8, (0, 2.0), f0, method="Radau", t_eval=[2.0], rtol=1e-11, atol=1e-12
     )
     np.testing.assert_allclose(once.train[-1], ref.y[:, -1], rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "rule", [GradientDescent(0.1, weight_decay=0.05), GradientDescent(Schedule.cosine(0.1, 10))]
+)
+def test_loo_refuses_rules_whose_limit_is_not_kernel_regression(rule):
+    """Weight decay's limit is the decayed quadratic's (it returned the leave-one-out of another
+    model, 0.35 off); a schedule has no limit (it failed comparing a Schedule with a float)."""
+    K, _, y, f0, _ = _problem(N=8, seed=23)
+    with pytest.raises(ValueError, match="leave-one-out of kernel regression.*K-fold"):
+        gradient_descent_mse(K, y, dynamics=rule, diag_reg=0.1).loo_residuals(f0)
+    # the rules that converge to kernel regression give its exact leave-one-out (refits by hand)
+    mu = 0.1 * np.mean(np.diag(K))
+    ref = []
+    for i in range(8):
+        m = np.arange(8) != i
+        ref.append(y[i] - f0[i] - K[i, m] @ np.linalg.solve(K[np.ix_(m, m)] + mu * np.eye(7), y[m] - f0[m]))
+    for ok in (GradientFlow(0.1), GradientDescent(0.1, momentum=0.9)):
+        np.testing.assert_allclose(gradient_descent_mse(K, y, dynamics=ok, diag_reg=0.1).loo_residuals(f0), ref, rtol=1e-10)

@@ -240,6 +240,11 @@ class MSEPredictor:
         p = self._problem
         if not p.dense:
             raise TypeError("loo_residuals needs the kernel as an array (it uses its eigendecomposition)")
+        if not self.rule.kernel_regression_limit:
+            raise ValueError(
+                f"loo_residuals is the leave-one-out of kernel regression, the converged limit of a constant "
+                f"rate without weight decay, which {self.rule!r} does not reach; use K-fold validation"
+            )
         lam, V, null = p.decompose()
         if np.any(null):
             raise ValueError(

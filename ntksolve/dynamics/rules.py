@@ -190,6 +190,11 @@ class GradientDescent(TrainingRule):
         return self.schedule is None and self.momentum == 0.0 and self.weight_decay == 0.0
 
     @property
+    def kernel_regression_limit(self):
+        """``t = ∞`` is kernel regression: a constant rate (momentum allowed) without weight decay."""
+        return self.schedule is None and self.weight_decay == 0.0
+
+    @property
     def needs_parameters(self):
         """Weight decay acts on the parameters: predictions need ``J θ_0`` on train and test."""
         return self.weight_decay > 0.0
