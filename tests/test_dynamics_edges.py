@@ -16,6 +16,7 @@ from scipy.special import expit
 
 from ntksolve.dynamics import (
     ConjugateGradient,
+    Krylov,
     DivergenceWarning,
     Nystrom,
     GradientDescent,
@@ -148,15 +149,15 @@ def _overflowing_run():
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_sgd_mse_that_overflows_raises_naming_the_rate(batched):
-    """Past the stability edge the residual grows as |1 − η a|^s: by step 2000 it overflows, and
+    """Past the stability edge the residual grows as |1 − η a|^s: by step 600 it overflows, and
     the twin says so (it returned NaN losses with numpy's overflow warnings only)."""
     K, y, f0, crit = _overflowing_run()
-    batches = shuffled_batches(8, 4, 2000, random_state=0) if batched else None
+    batches = shuffled_batches(8, 4, 600, random_state=0) if batched else None
     rule = GradientDescent(3 * crit)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no numpy overflow warnings on the way
         with pytest.raises(FloatingPointError, match="diverged.*learning_rate"):
-            sgd_mse(K, y, f0, [0, 10, 2000], dynamics=rule, batches=batches)
+            sgd_mse(K, y, f0, [0, 10, 600], dynamics=GradientDescent(20 * crit), batches=batches)
     # below the overflow the run is the recurrence f ← f − η/N K (f − y), growing as it should
     traj = sgd_mse(K, y, f0, [0, 10], dynamics=rule)
     f = f0.copy()
@@ -306,3 +307,25 @@ def test_loo_refuses_rules_whose_limit_is_not_kernel_regression(rule):
         ref.append(y[i] - f0[i] - K[i, m] @ np.linalg.solve(K[np.ix_(m, m)] + mu * np.eye(7), y[m] - f0[m]))
     for ok in (GradientFlow(0.1), GradientDescent(0.1, momentum=0.9)):
         np.testing.assert_allclose(gradient_descent_mse(K, y, dynamics=ok, diag_reg=0.1).loo_residuals(f0), ref, rtol=1e-10)
+
+
+def test_conjugate_gradients_refuse_weight_decay():
+    """CG solves kernel regression whatever the rule: with weight decay it returned the undecayed
+    answer (2.2 off the eigh limit); Krylov applies the rule's own limit."""
+    K, Ks, y, f0, ft0 = _problem(N=8, seed=24)
+    rule = GradientDescent(0.1, weight_decay=0.05)
+    kw = dict(jtheta_train=f0, jtheta_test=ft0)
+    with pytest.raises(ValueError, match="ConjugateGradient solves kernel regression.*Krylov"):
+        gradient_descent_mse(K, y, dynamics=rule, method=ConjugateGradient())(np.inf, f0, ft0, Ks, **kw)
+    # the limit, two ways: eigh and Krylov; and by hand, the minimiser of the decayed quadratic
+    # in function space: (Θ + wNk I) f = Θ y + wNk (f_0 − J θ_0) on the train side
+    eig = gradient_descent_mse(K, y, dynamics=rule, method="eigh")(np.inf, f0, ft0, Ks, **kw)
+    kry = gradient_descent_mse(K, y, dynamics=rule, method=Krylov(tol=1e-12))(np.inf, f0, ft0, Ks, **kw)
+    np.testing.assert_allclose(kry[0], eig[0], rtol=1e-10)
+    np.testing.assert_allclose(kry[1], eig[1], rtol=1e-10)
+    wn = 0.05 * 8
+    np.testing.assert_allclose(eig[0], np.linalg.solve(K + wn * np.eye(8), K @ y + wn * (f0 - kw["jtheta_train"])), rtol=1e-10)
+    # kernel regression itself is CG's: momentum converges there too
+    mom = GradientDescent(0.1, momentum=0.9)
+    cg = gradient_descent_mse(K, y, dynamics=mom, method=ConjugateGradient(tol=1e-13))(np.inf, f0, ft0, Ks)
+    np.testing.assert_allclose(cg[1], ft0 + Ks @ np.linalg.solve(K, y - f0), rtol=1e-9)
