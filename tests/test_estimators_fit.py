@@ -187,3 +187,14 @@ def test_standardisation_of_targets_anywhere_in_the_float_range(data, scale):
     np.testing.assert_allclose(mean / scale, ref_mean, rtol=1e-12)
     np.testing.assert_allclose(std / scale, ref_std, rtol=1e-12)
     np.testing.assert_allclose(reg.y_train_[:, 0], (y - y.mean()) / y.std(), rtol=1e-12, atol=1e-14)
+
+
+def test_ensemble_std_uses_the_fitted_rule_like_the_mean(data):
+    """learning_rate changed after fit: the mean still answers with the fitted solver (scikit-learn's
+    rule: parameters act at the next fit), and the ensemble's std must too (it took the new rate:
+    a spread of one training run around the mean of another)."""
+    X, y, Xt = data[0], data[1], data[2]
+    ref = NTKRegressor(time=5.0, learning_rate=1.0).fit(X, y).predict(Xt, return_std=True)
+    reg = NTKRegressor(time=5.0, learning_rate=1.0).fit(X, y).set_params(learning_rate=0.3)
+    for got, want in zip(reg.predict(Xt, return_std=True), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-13)
