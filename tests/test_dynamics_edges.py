@@ -92,8 +92,11 @@ def test_momentum_past_int64_steps_is_the_converged_limit(momentum, nesterov, me
 
 @pytest.mark.parametrize(
     "rule",
-    [GradientDescent(0.1, weight_decay=0.01), GradientDescent(Schedule.cosine(0.1, 100)), GradientDescent(
-        Schedule.exponential(0.1, 0.999), momentum=0.5)],
+    [
+        GradientDescent(0.1, weight_decay=0.01),
+        GradientDescent(Schedule.cosine(0.1, 100)),
+        GradientDescent(Schedule.exponential(0.1, 0.999), momentum=0.5),
+    ],
 )
 def test_stepwise_rules_refuse_unreachable_step_counts_up_front(rule):
     """Weight decay and schedules iterate every step: a count whose rates alone would not fit in
@@ -290,9 +293,7 @@ def test_flow_cross_entropy_takes_repeated_times():
     np.testing.assert_allclose(once.train[-1], ref.y[:, -1], rtol=1e-8, atol=1e-9)
 
 
-@pytest.mark.parametrize(
-    "rule", [GradientDescent(0.1, weight_decay=0.05), GradientDescent(Schedule.cosine(0.1, 10))]
-)
+@pytest.mark.parametrize("rule", [GradientDescent(0.1, weight_decay=0.05), GradientDescent(Schedule.cosine(0.1, 10))])
 def test_loo_refuses_rules_whose_limit_is_not_kernel_regression(rule):
     """Weight decay's limit is the decayed quadratic's (it returned the leave-one-out of another
     model, 0.35 off); a schedule has no limit (it failed comparing a Schedule with a float)."""
@@ -306,7 +307,9 @@ def test_loo_refuses_rules_whose_limit_is_not_kernel_regression(rule):
         m = np.arange(8) != i
         ref.append(y[i] - f0[i] - K[i, m] @ np.linalg.solve(K[np.ix_(m, m)] + mu * np.eye(7), y[m] - f0[m]))
     for ok in (GradientFlow(0.1), GradientDescent(0.1, momentum=0.9)):
-        np.testing.assert_allclose(gradient_descent_mse(K, y, dynamics=ok, diag_reg=0.1).loo_residuals(f0), ref, rtol=1e-10)
+        np.testing.assert_allclose(
+            gradient_descent_mse(K, y, dynamics=ok, diag_reg=0.1).loo_residuals(f0), ref, rtol=1e-10
+        )
 
 
 def test_conjugate_gradients_refuse_weight_decay():
@@ -324,7 +327,9 @@ def test_conjugate_gradients_refuse_weight_decay():
     np.testing.assert_allclose(kry[0], eig[0], rtol=1e-10)
     np.testing.assert_allclose(kry[1], eig[1], rtol=1e-10)
     wn = 0.05 * 8
-    np.testing.assert_allclose(eig[0], np.linalg.solve(K + wn * np.eye(8), K @ y + wn * (f0 - kw["jtheta_train"])), rtol=1e-10)
+    np.testing.assert_allclose(
+        eig[0], np.linalg.solve(K + wn * np.eye(8), K @ y + wn * (f0 - kw["jtheta_train"])), rtol=1e-10
+    )
     # kernel regression itself is CG's: momentum converges there too
     mom = GradientDescent(0.1, momentum=0.9)
     cg = gradient_descent_mse(K, y, dynamics=mom, method=ConjugateGradient(tol=1e-13))(np.inf, f0, ft0, Ks)
