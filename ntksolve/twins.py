@@ -285,18 +285,21 @@ class Twin:
         with np.errstate(all="ignore"):  # a diverging twin is reported by _growth, not warned about
             # the two recurrences differ in their function and in the name of the test targets
             recurrence, test_targets = (sgd_mse, "y_test") if run.loss == "mse" else (sgd_cross_entropy, "targets_test")
-            tr = recurrence(
-                self.k_train,
-                run.y,
-                f0,
-                run.record_at,
-                dynamics=run.rule,
-                batches=batches,
-                k_test_train=self.k_test,
-                fx_test_0=f0_test,
-                **{test_targets: run.y_test},
-                **img,
-            )
+            try:
+                tr = recurrence(
+                    self.k_train,
+                    run.y,
+                    f0,
+                    run.record_at,
+                    dynamics=run.rule,
+                    batches=batches,
+                    k_test_train=self.k_test,
+                    fx_test_0=f0_test,
+                    **{test_targets: run.y_test},
+                    **img,
+                )
+            except FloatingPointError:  # its outputs overflowed (the recurrences refuse to return them)
+                return Prediction(*self._growth(np.array([np.nan])))
         status, msg = self._growth(tr.train_loss, tr.train, tr.test)
         if status != "ok":
             return Prediction(status, msg)

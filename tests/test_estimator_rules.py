@@ -357,3 +357,22 @@ def test_cross_entropy_is_log_loss_under_ntksolves_own_name(blobs):
     a = NTKClassifier(loss="log_loss", learning_rate=2.0, time=40).fit(X, labels)
     b = NTKClassifier(loss="cross_entropy", learning_rate=2.0, time=40).fit(X, labels)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+@pytest.mark.parametrize("time", [1e12, 1e19, 1e300])
+def test_log_loss_refuses_step_counts_it_cannot_run_by_name(blobs, time):
+    """A cross-entropy run far beyond memory is refused naming the step count and the fix (a count
+    past 2^63 wrapped to negative steps: "steps must be non-negative")."""
+    X, y = blobs[0], blobs[1]
+    clf = NTKClassifier(loss="log_loss", dynamics="discrete", time=time)
+    with pytest.raises((ValueError, MemoryError), match="step by step.*ask for fewer steps"):
+        clf.fit(X, y)
+    # a runnable count is the recurrence itself (the ridge on the train kernel only)
+    clf.set_params(time=3).fit(X, y)
+    K, Ks = _analytic(X, blobs[2])
+    Kr = K + 0.1 * np.mean(np.diag(K)) * np.eye(K.shape[0])
+    Y, M = clf.y_train_, Ks.shape[0]
+    ref = sgd_cross_entropy(
+        Kr, Y, np.zeros_like(Y), [3], dynamics=GradientDescent(1.0), k_test_train=Ks, fx_test_0=np.zeros((M, 3))
+    )
+    np.testing.assert_allclose(clf.decision_function(blobs[2]), ref.test[-1], rtol=1e-12, atol=1e-14)

@@ -170,3 +170,31 @@ def test_no_width_warning_where_widths_are_used(data):
     assert rec == []
     assert est.get_params()["hidden_layer_sizes"] == (7, 5)  # nothing rewritten
     assert clone(est).hidden_layer_sizes == (7, 5)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e300, 1e-300])
+def test_standardisation_of_targets_anywhere_in_the_float_range(data, scale):
+    """normalize_y's std of targets near 1e200 squared them to inf: the model trained on zeros and
+    predicted NaN (near 1e-300, to 0: the ensemble's std came out unscaled). The model of the
+    standardised targets is scale-equivariant: predictions and the ensemble's std scale with the
+    targets (the estimator at scale 1 is the reference)."""
+    X, y, Xt = data[0], data[1], data[2]
+    ref_mean, ref_std = NTKRegressor(time=5.0).fit(X, y).predict(Xt, return_std=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no overflow on the way
+        reg = NTKRegressor(time=5.0).fit(X, y * scale)
+        mean, std = reg.predict(Xt, return_std=True)
+    np.testing.assert_allclose(mean / scale, ref_mean, rtol=1e-12)
+    np.testing.assert_allclose(std / scale, ref_std, rtol=1e-12)
+    np.testing.assert_allclose(reg.y_train_[:, 0], (y - y.mean()) / y.std(), rtol=1e-12, atol=1e-14)
+
+
+def test_ensemble_std_uses_the_fitted_rule_like_the_mean(data):
+    """learning_rate changed after fit: the mean still answers with the fitted solver (scikit-learn's
+    rule: parameters act at the next fit), and the ensemble's std must too (it took the new rate:
+    a spread of one training run around the mean of another)."""
+    X, y, Xt = data[0], data[1], data[2]
+    ref = NTKRegressor(time=5.0, learning_rate=1.0).fit(X, y).predict(Xt, return_std=True)
+    reg = NTKRegressor(time=5.0, learning_rate=1.0).fit(X, y).set_params(learning_rate=0.3)
+    for got, want in zip(reg.predict(Xt, return_std=True), ref):
+        np.testing.assert_allclose(got, want, rtol=1e-13)

@@ -571,3 +571,34 @@ def test_rule_objects_are_refused_not_silently_reset(tmp_path):
     model = ntksolve.NTKRegressor(hidden_layer_sizes=(1,), time=20, dynamics="discrete", learning_rate=0.5).fit(X, y)
     model.save(tmp_path / "m.npz")
     np.testing.assert_allclose(ntksolve.load(tmp_path / "m.npz").predict(X), model.predict(X), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"learning_rate": 0.3},
+        {"weight_std": 2.0},
+        {"dynamics": "discrete", "time": 50},
+        {"hidden_layer_sizes": (512, 512)},
+    ],
+)
+def test_save_refuses_parameters_changed_since_fit(data, tmp_path, change):
+    """A saved model is rebuilt from its parameters: one changed after ``fit`` (without a refit,
+    which the in-memory model honours, as scikit-learn's do) would have the loaded model predict
+    otherwise (learning_rate 0.3: 0.28 apart on these points). ``time`` and ``diag_reg`` may
+    change: the file reproduces this model's answers exactly (``uncertainty`` too: loading fits
+    the noise model as ``fit`` would, ``tests/test_uncertainty.py``)."""
+    X, y, _, Xt = data
+    reg = NTKRegressor(time=50.0).fit(X, y)
+    before = reg.predict(Xt)
+    reg.set_params(**change)
+    with pytest.raises(ValueError, match=f"{next(iter(change))} changed from .* since fit.*refit before saving"):
+        reg.save(tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)  # nothing written
+    np.testing.assert_array_equal(reg.set_params(**NTKRegressor(time=50.0).get_params()).predict(Xt), before)
+    reg.set_params(time=7.0, diag_reg=0.5).save(tmp_path / "m.npz")
+    again = ntksolve.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(again.predict(Xt), reg.predict(Xt))
+    # a refit, and a model loaded, are judged against their own parameters
+    reg.set_params(**change).fit(X, y).save(tmp_path / "m.npz")
+    ntksolve.load(tmp_path / "m.npz").save(tmp_path / "again.npz")

@@ -70,7 +70,8 @@ def descent_factors(rule, lam, null, ts, size):
         if w:
             gB[idx], hB[idx] = -(w * size) / hess, 1.0 / hess
     if np.any(fin):
-        steps, back = np.unique(ts[fin].astype(np.int64), return_inverse=True)
+        # float64 (integer-valued, checked by the rule): a count past 2^63 must not wrap in an int64
+        steps, back = np.unique(ts[fin], return_inverse=True)
         kw = dict(
             size=size, learning_rate=rule.learning_rate, momentum=rule.momentum, nesterov=rule.nesterov, null=null
         )

@@ -102,7 +102,7 @@ class EnsemblePredictor:
             Kss = np.asarray(Kss, dtype=np.float64)
             check_finite(Kss, "nngp_test_test")
         if posterior == "nngp":
-            if t is not None and not (np.ndim(t) == 0 and np.isinf(t)):
+            if t is not None and not (np.ndim(t) == 0 and np.isposinf(t)):
                 raise ValueError("posterior='nngp' is the t = inf Bayesian posterior; pass t=np.inf (or None)")
             if self._nngp is None:
                 self._nngp = _regularised_eigh(self._K, self.diag_reg, "nngp_train_train")
@@ -170,6 +170,8 @@ class EnsemblePredictor:
         kss = as_real_array(nngp_test_diag, "nngp_test_diag")
         if kss.shape != (Ks.shape[0],):
             raise ValueError(f"nngp_test_diag must have shape {(Ks.shape[0],)}, got {kss.shape}")
+        kss = np.asarray(kss, dtype=np.float64)
+        check_finite(kss, "nngp_test_diag")
         V = self._V
         _, h = self.rule.mode_coefficients(self._lam, self._null, ts, self._size)
         if self._G is None:

@@ -174,6 +174,9 @@ def _check_steps(steps):
     return st.astype(np.int64)
 
 
+# Past the stability edge the outputs grow geometrically and overflow: the run is refused at the
+# first recorded step it reaches, with the reason, instead of numpy's warnings and a trajectory of NaN.
+@np.errstate(over="ignore", invalid="ignore")
 def _run(prob, residual, steps, rule, batches, normaliser):
     """Iterate the rule; ``residual(F_rows)`` gives the loss gradient per output before the kernel.
 
@@ -207,6 +210,12 @@ def _run(prob, residual, steps, rule, batches, normaliser):
     t = 0
     for s in range(S + 1):
         while t < steps.size and steps[t] == s:
+            if not np.all(np.isfinite(F)):
+                raise FloatingPointError(
+                    f"the {rule!r} run diverged: its outputs overflowed by step {s}, as real training at this "
+                    "learning_rate does; lower learning_rate (full-batch MSE converges below "
+                    "ntksolve.dynamics.critical_learning_rate(k_train_train, n_outputs)), or record earlier steps"
+                )
             out[t] = F
             if prob.test:
                 np.matmul(prob.Kt, C, out=out_t[t])
@@ -481,10 +490,12 @@ def flow_cross_entropy(
     if ts[-1] == 0.0:
         Z = np.repeat(z0[:, None], ts.size, axis=1)
     else:
-        sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), z0, method="DOP853", t_eval=ts, rtol=rtol, atol=atol)
+        # solve_ivp wants strictly increasing t_eval: integrate to each distinct time once
+        uts, back = np.unique(ts, return_inverse=True)
+        sol = scipy.integrate.solve_ivp(rhs, (0.0, ts[-1]), z0, method="DOP853", t_eval=uts, rtol=rtol, atol=atol)
         if not sol.success:
             raise RuntimeError(f"solve_ivp failed: {sol.message}")
-        Z = sol.y
+        Z = sol.y[:, back]
     out = Z[:n].T.reshape((ts.size,) + shape)
     out_t = Z[n:].T.reshape((ts.size,) + prob.Ft0.shape) if prob.test else None
     return _ce_trajectory(prob, ts, out, out_t, lab, lab_t, None)

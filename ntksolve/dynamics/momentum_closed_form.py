@@ -93,7 +93,7 @@ def constant_rate_modes(a, steps, eta, mu, nesterov, null):
     if np.any(redo):
         cols = np.flatnonzero(np.any(redo, axis=0))
         rows = np.flatnonzero(np.any(redo, axis=1))
-        sub = np.asarray(steps, dtype=np.int64)[: rows[-1] + 1]
+        sub = np.asarray(steps)[: rows[-1] + 1].astype(np.int64)  # early steps only: they fit an int64
         Pr = np.empty((sub.size, cols.size))
         Cr = np.empty_like(Pr)
         momentum_modes(

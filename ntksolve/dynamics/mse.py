@@ -15,7 +15,7 @@ the limit and ``t = ∞`` is kernel regression ``Θ* Θ⁺ r``.
 
 from __future__ import annotations
 
-from ntksolve._validation import check_diag_reg, ridge_shift
+from ntksolve._validation import check_diag_reg, check_positive_int, ridge_shift
 from ntksolve.dynamics.krylov import KrylovConvergenceWarning
 from ntksolve.dynamics.loss import mse_loss
 from ntksolve.dynamics.operator import (
@@ -128,13 +128,11 @@ def critical_learning_rate(k_train_train, n_outputs=None, *, diag_reg=0.0):
         A, full_k = check_train_kernel(k_train_train)
         n = A.shape[0]
         kernel = DenseKernel._trusted(A, ridge_shift(reg, A.diagonal()))
+    k = check_positive_int(n_outputs, "n_outputs", allow_none=True)
     if full_k is not None:
-        if n_outputs is not None and int(n_outputs) != full_k:
+        if k is not None and k != full_k:
             raise ValueError(f"n_outputs={n_outputs} disagrees with the full kernel's k = {full_k}")
         size = n
     else:
-        k = 1 if n_outputs is None else int(n_outputs)
-        if k < 1:
-            raise ValueError(f"n_outputs must be a positive integer, got {n_outputs!r}")
-        size = n * k
+        size = n * (1 if k is None else k)
     return GradientDescent().critical_learning_rate(largest_eigenvalue(kernel), size)

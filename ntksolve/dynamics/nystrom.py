@@ -22,6 +22,8 @@ Frangella, Tropp & Udell 2023 ("Randomized Nyström preconditioning", SIAM J. Ma
 With the ``m`` largest eigenvalues captured, the condition number of ``P^{-1/2} A P^{-1/2}`` is
 about ``(lambda_{m+1} + mu) / mu`` (Frangella et al., Thm 5.1), so CG needs
 ``O(sqrt(lambda_{m+1} / mu) log(1/tol))`` iterations instead of ``O(sqrt(lambda_1 / mu) ...)``.
+Without a ridge, ``mu`` in ``P`` is the smallest retained ``Lambda_i`` (Frangella et al.'s weight of
+the unexplained directions), never a rounding-scale number (:meth:`Nystrom.build`).
 
 The SVD of the tall ``B`` is taken through the eigendecomposition of the small ``B^T B`` (one SYRK,
 ``N m^2`` flops, instead of a Householder QR at twice that): modes with
@@ -204,28 +206,36 @@ class Nystrom:
         ``kernel`` is a ``DenseKernel`` (columns read from its array), or an operator whose
         unshifted ``base`` has ``nystrom(landmarks, mu)`` (built where the tiles are) or
         ``columns(index)``; otherwise the columns are one product with landmark indicator vectors.
-        Without a ridge the preconditioner's ``mu`` is the kernel's rounding scale
-        ``N ε mean(diag)``.
+        Without a ridge the directions the landmarks do not explain are weighted by the smallest
+        retained Nyström eigenvalue (Frangella et al.'s weight ``1/(λ̂_ℓ + μ)`` at ``μ = 0``), not by
+        ``1/μ`` of a rounding-scale ``μ``, which blew the rounding that leaks into a singular
+        kernel's null space up ~1e13-fold (CG then met false negative curvature or overflowed).
         """
         n = kernel.shape[0]
         m = min(n, DEFAULT_LANDMARKS if self.n_landmarks is None else self.n_landmarks)
         rng = np.random.default_rng(self.random_state)
         landmarks = np.sort(rng.choice(n, size=m, replace=False))
         mu = float(shift)
-        if mu <= 0:
+        ridge_free = mu <= 0
+        if ridge_free:  # a placeholder for the construction (mu only weights the result); replaced below
             mu = float(np.mean(kernel.diagonal())) * n * np.finfo(np.float64).eps
         base = getattr(kernel, "base", None)
         if base is not None and hasattr(base, "nystrom"):
-            return base.nystrom(landmarks, mu)
-        if hasattr(kernel, "array"):
-            k_nm = np.array(kernel.array[:, landmarks], dtype=np.float64)
-        elif base is not None and hasattr(base, "columns"):
-            k_nm = np.array(base.columns(landmarks), dtype=np.float64)
+            pre = base.nystrom(landmarks, mu)
         else:
-            E = np.zeros((n, m))
-            E[landmarks, np.arange(m)] = 1.0
-            k_nm = np.asarray(kernel.matmat(E), dtype=np.float64) - float(shift) * E
-        return NystromPreconditioner.from_columns(k_nm, landmarks, mu)
+            if hasattr(kernel, "array"):
+                k_nm = np.array(kernel.array[:, landmarks], dtype=np.float64)
+            elif base is not None and hasattr(base, "columns"):
+                k_nm = np.array(base.columns(landmarks), dtype=np.float64)
+            else:
+                E = np.zeros((n, m))
+                E[landmarks, np.arange(m)] = 1.0
+                k_nm = np.asarray(kernel.matmat(E), dtype=np.float64) - float(shift) * E
+            pre = NystromPreconditioner.from_columns(k_nm, landmarks, mu)
+        captured = pre.eigenvalues[pre.eigenvalues > 0]
+        if ridge_free and captured.size:
+            pre = NystromPreconditioner(pre.U, pre.eigenvalues, float(captured.min()))
+        return pre
 
 
 __all__ = ["Nystrom", "NystromPreconditioner", "nystrom_block", "nystrom_cholesky", "nystrom_eig", "nystrom_shift"]

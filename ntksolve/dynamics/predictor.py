@@ -245,6 +245,11 @@ class MSEPredictor:
         p = self._problem
         if not p.dense:
             raise TypeError("loo_residuals needs the kernel as an array (it uses its eigendecomposition)")
+        if not self.rule.kernel_regression_limit:
+            raise ValueError(
+                f"loo_residuals is the leave-one-out of kernel regression, the converged limit of a constant "
+                f"rate without weight decay, which {self.rule!r} does not reach; use K-fold validation"
+            )
         lam, V, null = p.decompose()
         if np.any(null):
             raise ValueError(
@@ -402,11 +407,11 @@ class MSEPredictor:
             return mse_loss(self.predict(t, fx_train_0), y_train)
         if k_test_train is None or fx_test_0 is None:
             raise ValueError("the test loss needs fx_test_0 and k_test_train along with y_test")
-        train, test = self.predict(t, fx_train_0, fx_test_0, k_test_train)
         y_test = as_real_array(y_test, "y_test")
-        fx_test_0 = np.asarray(fx_test_0)
-        if y_test.shape != fx_test_0.shape:
-            raise ValueError(f"y_test must have the shape of fx_test_0 {fx_test_0.shape}, got {y_test.shape}")
+        if y_test.shape != np.shape(fx_test_0):
+            raise ValueError(f"y_test must have the shape of fx_test_0 {np.shape(fx_test_0)}, got {y_test.shape}")
+        check_finite(y_test, "y_test")  # before the solve, not after it
+        train, test = self.predict(t, fx_train_0, fx_test_0, k_test_train)
         return mse_loss(train, y_train), mse_loss(test, y_test)
 
     # -- input checks of predict

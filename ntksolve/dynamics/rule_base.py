@@ -38,6 +38,9 @@ class TrainingRule:
     needs_parameters: ClassVar[bool] = False
     #: Whether the divergence verdict depends on the steps of each prediction (a schedule).
     checks_per_call: ClassVar[bool] = False
+    #: Whether ``t = ∞`` is kernel regression ``Θ* Θ⁺ (y − f_0)`` (not for a schedule, which has no
+    #: single limit, nor for weight decay, whose limit is the decayed quadratic's).
+    kernel_regression_limit: ClassVar[bool] = True
     learning_rate: float
 
     # -- times -------------------------------------------------------------------------------

@@ -45,6 +45,10 @@ from ntksolve.dynamics.stability import critical_rate
 __all__ = ["TrainingRule", "GradientFlow", "GradientDescent", "DivergenceWarning", "resolve_rule", "DYNAMICS"]
 
 
+#: Largest norm of the block matrix handed to ``scipy.linalg.expm`` (well inside the range where it is finite).
+_EXPM_NORM = 2.0**64
+
+
 def _validated_rate(rule):
     object.__setattr__(rule, "learning_rate", check_learning_rate(rule.learning_rate))
 
@@ -70,9 +74,12 @@ class GradientFlow(TrainingRule):
     def __post_init__(self):
         _validated_rate(self)
 
+    # η λ t/(Nk) past the float range is inf, whose exponential is the converged mode's exact 0.
+    @np.errstate(over="ignore")
     def residual_factor(self, lam, ts, size):
         return np.exp(-np.outer(self.learning_rate / size * np.asarray(ts, dtype=np.float64), lam))
 
+    @np.errstate(over="ignore")
     def learned_fraction(self, lam, ts, size):
         fin = np.isfinite(ts)
         g = np.empty((ts.size, np.size(lam)))
@@ -84,12 +91,27 @@ class GradientFlow(TrainingRule):
     def dense_propagator(self, A, t, size):
         # Van Loan 1978: expm([[−sA, sI], [0, 0]]) = [[e^{−sA}, A⁻¹(I − e^{−sA})], [0, I]], no inverse.
         n = A.shape[0]
-        s = self.learning_rate / size * t
+        s = self.learning_rate / size * float(t)  # Python floats: inf past the range, no warning
+        # scipy's expm returns NaN once the matrix's norm passes ~1e38 (huge t): take the exponential
+        # at s / 2^j, inside its range, and square j times by the semigroup law of the block matrix,
+        # E(2s) = E(s)², H(2s) = H(s) + E(s) H(s).
+        if not np.isfinite(s):
+            raise ValueError(
+                f"η t/(Nk) overflows at t={t:g} steps (learning_rate={self.learning_rate:g}, Nk={size}): "
+                "the flow has converged long before; pass t=np.inf for the converged limit"
+            )
+        log_norm = np.log2(s) + np.log2(max(float(np.max(np.sum(np.abs(A), axis=0))), 1.0)) if s > 0 else -np.inf
+        j = int(np.ceil(log_norm - np.log2(_EXPM_NORM))) if log_norm > np.log2(_EXPM_NORM) else 0
+        s0 = float(np.ldexp(s, -j))
         Z = np.zeros((2 * n, 2 * n))
-        Z[:n, :n] = -s * A
-        Z[:n, n:] = s * np.eye(n)
-        E = scipy.linalg.expm(Z)
-        return E[:n, :n], E[:n, n:]
+        Z[:n, :n] = -s0 * A
+        Z[:n, n:] = s0 * np.eye(n)
+        B = scipy.linalg.expm(Z)
+        E, H = B[:n, :n], B[:n, n:]
+        for _ in range(j):
+            H = H + E @ H
+            E = E @ E
+        return E, H
 
 
 @dataclass(frozen=True, repr=False)
@@ -166,6 +188,11 @@ class GradientDescent(TrainingRule):
     def plain(self):
         """Constant rate, no momentum, no weight decay: the exact ``(1 − c)^t`` path."""
         return self.schedule is None and self.momentum == 0.0 and self.weight_decay == 0.0
+
+    @property
+    def kernel_regression_limit(self):
+        """``t = ∞`` is kernel regression: a constant rate (momentum allowed) without weight decay."""
+        return self.schedule is None and self.weight_decay == 0.0
 
     @property
     def needs_parameters(self):

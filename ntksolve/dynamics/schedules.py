@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ntksolve._validation import check_memory
 from ntksolve._jit.modes import decay_difference, momentum_modes
 from ntksolve.dynamics.momentum_closed_form import constant_rate_modes
 
@@ -235,7 +236,6 @@ class Schedule:
         rates : ndarray, shape (n_steps,), float64 (a fresh array)
         """
         n = _count(n_steps, "n_steps", minimum=0)
-        s = np.arange(n, dtype=np.float64)
         k, p = self._kind, self._args
         if k == "array":
             if n > self._array.size:
@@ -244,6 +244,14 @@ class Schedule:
                     f"rate for every step up to the last one requested"
                 )
             return self._array[:n].copy()
+        check_memory(
+            (n,),
+            np.float64,
+            what="learning rate of every step",
+            hint="a rule with a schedule or weight decay, and any function-space recurrence, runs step by step: "
+            "ask for fewer steps",
+        )
+        s = np.arange(n, dtype=np.float64)
         if k == "constant":
             return np.full(n, p[0])
         if k == "step":
@@ -401,9 +409,11 @@ def _check_modes(eigenvalues, steps, size, null):
         and not (np.issubdtype(st.dtype, np.floating) and np.all(np.isfinite(st)) and np.all(st == np.round(st)))
     ):
         raise ValueError(f"steps must be a non-empty 1-D array of integer step counts, got {steps!r}")
-    st = st.astype(np.int64)
     if np.any(st < 0) or np.any(np.diff(st) < 0):
         raise ValueError("steps must be non-negative and sorted ascending")
+    # int64 where it holds the counts; float64 past 2^63, which only the constant-rate closed form
+    # answers (the step-by-step recurrences refuse such counts in Schedule.rates)
+    st = st.astype(np.int64) if st.dtype.kind != "f" or st[-1] < 2.0**63 else st.astype(np.float64)
     size = _real(size, "size", positive=True)
     if null is None:
         null = np.zeros(lam.size, dtype=bool)

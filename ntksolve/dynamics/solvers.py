@@ -281,6 +281,12 @@ class ConjugateGradient(Solver):
                 "ConjugateGradient solves the converged limit t = inf only; for finite times use "
                 "method=Krylov(...) (or 'auto')"
             )
+        if not getattr(problem.rule, "kernel_regression_limit", False):  # weight decay's J θ_0 part too
+            raise ValueError(
+                f"ConjugateGradient solves kernel regression, the t = inf of a constant rate without weight "
+                f"decay, which {getattr(problem.rule, 'rule', problem.rule)!r} does not reach; use "
+                "method=Krylov(...) or 'eigh'"
+            )
         kernel = problem.kernel
         shift = kernel.shift
         precond = self.preconditioner

@@ -12,6 +12,8 @@ import warnings
 
 import numpy as np
 
+from ntksolve.standardisation import _column_scaling
+
 #: The width of the default ``hidden_layer_sizes``: the one width the analytic kernel never warns about.
 DEFAULT_WIDTH = 512
 
@@ -91,9 +93,9 @@ def _check_time(value, name, rule):
 
 
 def _standardisation(Y, normalize):
-    """Per-output mean and std ``(k,)`` of the targets (0 and 1 without ``normalize``)."""
+    """Per-output mean and std ``(k,)`` of the targets (0 and 1 without ``normalize``), for targets
+    anywhere in the float64 range (``Y.std()`` squares them: inf near 1e155, 0 near 1e-155)."""
     if not normalize:
         return np.zeros(Y.shape[1]), np.ones(Y.shape[1])
-    mean, std = Y.mean(axis=0), Y.std(axis=0)
-    std[std == 0.0] = 1.0  # a constant target: nothing to scale
-    return mean, std
+    c, m, s, constant = _column_scaling(Y)
+    return c * m, np.where(constant, 1.0, c * s)  # a constant target: nothing to scale

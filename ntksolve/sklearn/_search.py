@@ -203,7 +203,7 @@ class _GridSearch:
         ridge ``μ = diag_reg · mean(diag Θ)`` is that of all the data.
         """
         rule = self._rule()
-        if not (rule.name == "continuous" or (rule.schedule is None and not rule.needs_parameters)):
+        if not rule.kernel_regression_limit:
             raise ValueError(
                 f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
                 f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)"

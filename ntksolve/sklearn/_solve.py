@@ -153,6 +153,11 @@ class CrossEntropyPredictor:
             return _fs.flow_cross_entropy(
                 self.kernel, self.targets, f0, ts, learning_rate=self.rule.learning_rate, **test
             )
+        if ts[-1] >= 2.0**62:  # an int64 would wrap; no run of that many steps could end anyway
+            raise ValueError(
+                f"time={ts[-1]:g} steps: the cross-entropy recurrence runs step by step (O(N² k) each); "
+                "ask for fewer steps"
+            )
         steps = np.rint(ts).astype(np.int64)
         batches = None
         if self.batch_size is not None and steps[-1] > 0:

@@ -9,12 +9,36 @@ before the one heavy step (rebuilding the solver).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ntksolve._validation import check_dtype
 from ntksolve.sklearn import _solve
 from ntksolve.sklearn._checks import _check_real, _check_time
+
+
+#: Parameters a fitted model may see changed without a refit: it answers with the new value
+#: (``time``), the state stores what the fit used (``diag_reg_``), loading makes what ``fit`` would
+#: (``uncertainty``: the noise model, on the same decomposition), or they only say how to compute
+#: (``scheduler``, ``block_size``).
+_POST_FIT_PARAMS = ("time", "diag_reg", "uncertainty", "scheduler", "block_size")
+
+
+def _same(a, b):
+    """Whether two parameter values are equal (arrays by value; anything incomparable differs)."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        try:
+            return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+        except (TypeError, ValueError):
+            return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 class _FittedState:
@@ -31,6 +55,13 @@ class _FittedState:
         is not either (``_set_state`` recomputes it); a tiled fit's coefficients are.
         """
         check_is_fitted(self)
+        changed = self._params_changed_since_fit()
+        if changed:
+            raise ValueError(
+                f"{'; '.join(changed)} since fit: a saved model is rebuilt from its parameters, so the "
+                "loaded one would predict differently from this one (which still holds its fit); refit "
+                "before saving, or set them back"
+            )
         if self.network is not None:
             raise ValueError(
                 f"network={type(self.network).__name__}: the pickle-free format stores ntksolve's own networks only, "
@@ -58,6 +89,27 @@ class _FittedState:
         self._state_extras(attrs, arrays)
         return attrs, arrays
 
+    def _remember_params(self):
+        """Note the parameters the fit was made with (every ``fit`` and ``load``), so that
+        :meth:`_get_state` can tell which were changed since."""
+        self._fit_params = {
+            name: copy.copy(value) if isinstance(value, (list, dict, np.ndarray)) else value
+            for name, value in self.get_params(deep=False).items()
+        }
+
+    def _params_changed_since_fit(self):
+        """``"name changed from a to b"`` for each parameter the fitted state depends on that
+        differs from the fit's (none for a model pickled before fits were noted)."""
+        fitted = getattr(self, "_fit_params", None)
+        if fitted is None:
+            return []
+        now = self.get_params(deep=False)
+        return [
+            f"{name} changed from {fitted[name]!r} to {now[name]!r}"
+            for name in now
+            if name in fitted and name not in _POST_FIT_PARAMS and not _same(fitted[name], now[name])
+        ]
+
     def _state_extras(self, attrs, arrays):
         """Subclasses add their own fitted state to ``attrs`` and ``arrays`` (in place)."""
 
@@ -75,6 +127,7 @@ class _FittedState:
         tiled fit from its stored coefficients (no kernel). Raises ValueError.
         """
         self._check_params()
+        self._remember_params()
         dt = self._dtype = check_dtype(self.dtype)
         k_implied = self._restore_extras(state)
         n = state.attr("n_features_in_", "int", lower=1)

@@ -182,6 +182,7 @@ class _NTKBase(_FittedState, BaseEstimator):
         ``normalize``: standardise the targets (default ``self.normalize_y``). Every ``fit`` calls it
         once, so that is where :class:`AnalyticWidthWarning` is issued (``load`` does not warn)."""
         _warn_unused_widths(self)
+        self._remember_params()
         self._dtype = check_dtype(self.dtype)
         Y = np.asarray(Y, dtype=np.float64)
         mean, std = _standardisation(Y, self._normalizes_y(normalize))
@@ -391,7 +392,9 @@ class _NTKBase(_FittedState, BaseEstimator):
         tiled fit's coefficients, ...) and a JSON entry ``__ntksolve__`` with the format version,
         the class and its parameters (never the scheduler); it is written to a temporary file in
         the same directory and renamed, so ``path`` never holds a half-written model.
-        :func:`ntksolve.load` reads it back, giving identical predictions.
+        :func:`ntksolve.load` reads it back, giving identical predictions. A loaded model is
+        rebuilt from its parameters, so a parameter changed since ``fit`` (other than ``time``,
+        ``diag_reg``, ``uncertainty`` and how to compute) is refused with a ValueError: refit first.
 
         Parameters
         ----------

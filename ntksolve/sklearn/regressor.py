@@ -256,7 +256,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
                 "kernel='analytic' (one empirical network has no ensemble spread to report); for intervals "
                 "for new targets from any kernel use uncertainty='predictive'"
             )
-        if self._rule().name != "continuous":
+        if self.predictor_.rule.name != "continuous":  # the rule of the fit, as the mean's
             raise NotImplementedError(
                 "return_std/return_cov are available for dynamics='continuous' (the ensemble solver "
                 "models gradient flow); for discrete steps use the mean, continuous time eta*t, or "
@@ -274,7 +274,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             pair.nngp,
             pair.ntk,
             self.y_train_.astype(np.float64),
-            learning_rate=self._rule().learning_rate,
+            learning_rate=self.predictor_.rule.learning_rate,  # the fit's, as the mean's (not a later set_params)
             diag_reg=self.diag_reg_,
         )
         return self._ensemble_cache
