@@ -24,7 +24,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from ntksolve._docstrings import fill_sections
-from ntksolve.report import write_atomically
+from ntksolve._atomic import write_atomically
 
 _INSTALL_HINT = "pip install 'ntksolve[cli]'  (or pip install matplotlib)"
 #: How each prediction is drawn in every figure: (colour, line style, name).
@@ -71,7 +71,7 @@ def _save(fig, path) -> str:
     """Write ``fig`` whole or not at all (an interrupted PNG would be unreadable), in the format of
     the path's extension (PNG without one)."""
     ext = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    return write_atomically(path, lambda fh: fig.savefig(fh, format=ext, dpi=110), prefix=".figure-")
+    return write_atomically(path, lambda fh: fig.savefig(fh, format=ext, dpi=110))
 
 
 def _state_note(rep) -> str:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import os
 import platform
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import numpy as np
+
+from ntksolve._atomic import write_atomically
 
 #: The gap keys of a row, in table order: (prediction, split).
 GAP_KEYS = ("gap_train_empirical", "gap_test_empirical", "gap_train_analytic", "gap_test_analytic")
@@ -46,37 +46,6 @@ STATES = ("running", "complete", "interrupted", "failed")
 # ---------------------------------------------------------------------------------------------
 # the report
 # ---------------------------------------------------------------------------------------------
-def write_atomically(path, write, *, prefix: str = ".ntksolve-", suffix: str = ".tmp") -> str:
-    """Write a file whole or not at all: ``write(fh)`` into a temporary file (binary) in the same
-    folder, flushed to disk and renamed over ``path``.
-
-    A full disk, a Ctrl-C or a kill in the middle leaves ``path`` as it was (the previous file, or
-    none) and no temporary file behind (but for a kill, which leaves one hidden ``prefix`` file).
-    Returns ``path`` (a str); raises what ``write`` or the file system raised.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    while True:
-        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(8)}{suffix}")
-        try:
-            # 0o666 less the umask, as open() makes a file (mkstemp's 0600 would survive the rename)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:  # pragma: no cover - 64 random bits taken
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 @dataclass
 class CompareReport:
     """The result of :func:`compare`.
@@ -155,7 +124,7 @@ class CompareReport:
 
         Raises ``OSError`` (disk full, no permission) with ``path`` left as it was."""
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        write_atomically(path, lambda fh: fh.write(text.encode()), prefix=".report-", suffix=".json.tmp")
+        write_atomically(path, lambda fh: fh.write(text.encode()))
 
     def table(self) -> str:
         """The per-width results as a fixed-width text table, then the fitted slopes and notes."""

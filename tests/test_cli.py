@@ -275,7 +275,7 @@ def test_disk_full_is_one_line_and_exit_2(npz, tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "error: cannot write" in err and "No space left on device" in err
     d = json.loads((out / "report.json").read_text())  # the previous report, intact (atomic writes)
-    assert d["widths_done"] == [] and not list(out.glob(".report-*"))
+    assert d["widths_done"] == [] and not list(out.glob(".report.json.*tmp"))
 
 
 def test_ctrl_c_before_the_sweep_is_not_a_traceback(monkeypatch, capsys):

@@ -373,7 +373,7 @@ def test_stale_temporary_files_are_removed_on_the_next_save(saved, tmp_path):
     import subprocess
     import sys
 
-    from ntksolve.sklearn import _atomic
+    from ntksolve import _atomic
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

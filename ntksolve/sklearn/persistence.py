@@ -25,7 +25,7 @@ compressed), read without pickle, so loading a file never executes code. Members
     time, ridge and tile edge.
 
 What is saved and restored is each estimator's own state (its ``_get_state`` / ``_set_state``);
-this module writes (atomically, through :mod:`ntksolve.sklearn._atomic`), reads and checks the
+this module writes (atomically, through :mod:`ntksolve._atomic`), reads and checks the
 container. An in-memory model is restored by
 recomputing its train kernel and decomposition from ``X_train`` (deterministic, so predictions
 are identical; the decomposition is as large as the kernel and as quick to recompute as
@@ -49,8 +49,8 @@ import zlib
 
 import numpy as np
 
+from ntksolve._atomic import write_atomically
 from ntksolve._validation import fmt_bytes
-from ntksolve.sklearn._atomic import _write_atomic
 
 FORMAT = "ntksolve-estimator"
 VERSION = 1
@@ -169,7 +169,8 @@ def save(est, path):
         "unsaved_params": unsaved,
         "sequence_params": sequences,
     }
-    _write_atomic(os.fspath(path), {MARKER: np.array(json.dumps(meta)), **members})
+    members = {MARKER: np.array(json.dumps(meta)), **members}
+    write_atomically(path, lambda fh: np.savez(fh, **members))
 
 
 # ---------------------------------------------------------------------------------------------

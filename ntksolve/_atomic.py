@@ -1,8 +1,9 @@
-"""Atomic file writes of the saved estimators: a hidden temporary file beside the destination,
-fsynced and renamed over it, so a path never holds a half-written model (private).
+"""Atomic file writes: a hidden temporary file beside the destination, fsynced and renamed over
+it, so a path never holds a half-written file (private).
 
-:func:`_write_atomic` is what :func:`ntksolve.sklearn.persistence.save` writes through. A save
-killed part-way leaves its temporary file behind; the next save of the same path removes those
+:func:`write_atomically` is what every file ntksolve writes goes through: the saved estimators
+(:func:`ntksolve.sklearn.persistence.save`), the compare report's JSON and its figures. A writer
+killed part-way leaves its temporary file behind; the next write of the same path removes those
 whose writer is gone (this machine: its process ended; another machine: older than a day).
 """
 
@@ -15,21 +16,37 @@ import secrets
 import socket
 import time
 
-import numpy as np
-
 #: A temporary file of another machine (or of the writer before this one) counts as abandoned
 #: once this old; those of this machine as soon as their process has gone.
 _STALE_TEMP_SECONDS = 24 * 3600
 
 
-def _write_atomic(path, members):
+def write_atomically(path, write) -> str:
+    """Write a file whole or not at all: ``write(fh)`` into a hidden temporary file (binary) in the
+    same folder, flushed to disk and renamed over ``path``.
+
+    A full disk, a Ctrl-C or an error in ``write`` leaves ``path`` as it was (the previous file, or
+    none) and no temporary file behind; a kill leaves one, which the next write of ``path``
+    removes. The file gets mode 0666 less the umask, as ``open`` would give it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    write : callable
+        ``write(fh)`` writes the whole content to the binary file object ``fh``.
+
+    Returns
+    -------
+    path : str
+    """
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     _remove_stale_temps(directory, base)
     fd, tmp = _create_temp(directory, base)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **members)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
@@ -40,6 +57,7 @@ def _write_atomic(path, members):
             pass
         raise
     _fsync_directory(directory)
+    return path
 
 
 def _host_tag():
@@ -117,3 +135,6 @@ def _fsync_directory(directory):
         pass
     finally:
         os.close(fd)
+
+
+__all__ = ["write_atomically"]
