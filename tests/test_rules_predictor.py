@@ -143,3 +143,30 @@ def test_rule_values_and_bad_input():
 def test_adaptive_rules_have_no_function_space_twin(name):
     with pytest.raises(ValueError, match="no function-space.*train the network"):
         gradient_descent_mse(np.eye(3), np.ones(3), dynamics=name)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        GradientDescent(0.1, momentum=0.5),
+        GradientDescent(0.1, weight_decay=0.01),
+        GradientDescent(Schedule.cosine(0.1, 10)),
+    ],
+    ids=["momentum", "weight-decay", "schedule"],
+)
+def test_expm_refuses_a_rule_it_does_not_cover_before_any_decomposition(rule, monkeypatch):
+    from ntksolve.dynamics import MSEPredictor, solvers
+
+    def no_decomposition(self):
+        raise AssertionError("decomposed before refusing")
+
+    monkeypatch.setattr(solvers.Problem, "decompose", no_decomposition)
+    K = np.eye(3) + 0.1
+    with pytest.raises(NotImplementedError, match="method='expm'.*use method='eigh'"):
+        MSEPredictor(K, np.ones(3), dynamics=rule, method="expm")
+    # the rules it covers still build and agree with the eigendecomposition
+    monkeypatch.undo()
+    for ok in ("discrete", "continuous"):
+        a = MSEPredictor(K, np.ones(3), learning_rate=0.1, dynamics=ok, method="expm").predict(np.array([3.0]), np.zeros(3))
+        b = MSEPredictor(K, np.ones(3), learning_rate=0.1, dynamics=ok, method="eigh").predict(np.array([3.0]), np.zeros(3))
+        assert np.allclose(a, b, rtol=1e-12, atol=1e-14)

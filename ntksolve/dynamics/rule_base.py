@@ -142,6 +142,10 @@ class TrainingRule:
         g = self.learned_fraction(lam, ts, size)
         return g, (g / lam if need_test else None)
 
+    #: Whether :meth:`dense_propagator` covers this rule (``method="expm"``); checked when a
+    #: predictor is built, before any decomposition.
+    has_dense_reference: ClassVar[bool] = False
+
     def dense_propagator(self, A, t, size):
         """``(p_t(A), h_t(A))`` as matrices for one finite ``t``: the direct reference (``Expm``).
 

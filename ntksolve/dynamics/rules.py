@@ -69,6 +69,7 @@ class GradientFlow(TrainingRule):
 
     name: ClassVar[str] = "continuous"
     stability_required: ClassVar[bool] = False
+    has_dense_reference: ClassVar[bool] = True
     learning_rate: float = 1.0
 
     def __post_init__(self):
@@ -188,6 +189,11 @@ class GradientDescent(TrainingRule):
     def plain(self):
         """Constant rate, no momentum, no weight decay: the exact ``(1 − c)^t`` path."""
         return self.schedule is None and self.momentum == 0.0 and self.weight_decay == 0.0
+
+    @property
+    def has_dense_reference(self):
+        """The dense reference (``method="expm"``) covers plain constant-rate descent only."""
+        return self.plain
 
     @property
     def kernel_regression_limit(self):
