@@ -167,6 +167,10 @@ def test_expm_refuses_a_rule_it_does_not_cover_before_any_decomposition(rule, mo
     # the rules it covers still build and agree with the eigendecomposition
     monkeypatch.undo()
     for ok in ("discrete", "continuous"):
-        a = MSEPredictor(K, np.ones(3), learning_rate=0.1, dynamics=ok, method="expm").predict(np.array([3.0]), np.zeros(3))
-        b = MSEPredictor(K, np.ones(3), learning_rate=0.1, dynamics=ok, method="eigh").predict(np.array([3.0]), np.zeros(3))
+        a = MSEPredictor(K, np.ones(3), learning_rate=0.1, dynamics=ok, method="expm").predict(
+            np.array([3.0]), np.zeros(3)
+        )
+        b = MSEPredictor(K, np.ones(3), learning_rate=0.1, dynamics=ok, method="eigh").predict(
+            np.array([3.0]), np.zeros(3)
+        )
         assert np.allclose(a, b, rtol=1e-12, atol=1e-14)
