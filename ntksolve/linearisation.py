@@ -35,7 +35,7 @@ from ntksolve._validation import check_inputs
 from ntksolve.dynamics import Adam, GradientDescent, critical_learning_rate
 from ntksolve.kernels import empirical_ntk
 from ntksolve.nets.forward_mode import own_parameter_image
-from ntksolve.nets.mlp import MLP
+from ntksolve.nets.mlp import MLP, require_mlp
 from ntksolve.optimizers import training_rule
 from ntksolve.sweep_checks import _class_labels, _targets
 from ntksolve.training import train_network
@@ -137,8 +137,7 @@ def linearisation_check(
     about what the prediction itself costs, and no real training step beyond the one that moves
     the network to the end point.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    require_mlp(net, "linearisation_check")
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold > 0:

@@ -155,10 +155,9 @@ def plan_run(rule, kind, X, y, *, k, dt, check, X_test, y_test, steps, record_at
 
 def plan_mlp(net, params, X, y, rule, kind, **run) -> Plan:
     """:func:`plan_run` for an :class:`~ntksolve.MLP` (``X`` of shape (N, d))."""
-    from ntksolve.nets.mlp import MLP
+    from ntksolve.nets.mlp import require_mlp
 
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    require_mlp(net, "this trainer", "train a Network with ntksolve.train_network")
     d, dt = net.check_params(params)
 
     def check(A, name):

@@ -197,3 +197,36 @@ def test_jacobian_vector_product_names_v_params():
     assert np.allclose(jacobian_vector_product(net, p, X, v), jacobian(net, p, X) @ net.flatten_params(v), rtol=1e-12)
     with pytest.raises(TypeError, match=r"^v_params must be shaped like params: params\[0\] must be a pair of numpy"):
         jacobian_vector_product(net, p, X, [(W.tolist(), b.tolist()) for W, b in v])
+
+
+def test_the_mlp_only_functions_name_the_way_out_for_a_network():
+    from ntksolve import linearisation_check
+    from ntksolve.nets.forward_mode import jacobian_vector_product, own_parameter_image
+    from ntksolve.nets.trained_layers import layers_from_mlp
+    from ntksolve.sklearn.trainer import train_network_sklearn
+
+    mlp = MLP((4,), parameterization="standard")
+    p = mlp.init(3, random_state=0)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    y = X[:, :1]
+    calls = {
+        "linearisation_check": lambda n, q: linearisation_check(n, q, X, y, steps=1, learning_rate=0.1),
+        "forward-mode": lambda n, q: jacobian_vector_product(n, q, X, q),
+        "own_parameter_image": lambda n, q: own_parameter_image(n, q, X),
+        "layers_from_mlp": lambda n, q: layers_from_mlp(n, q),
+        "scikit-learn": lambda n, q: train_network_sklearn(n, q, X, y, steps=1, learning_rate=0.1),
+    }
+    is_mlp = Network.from_mlp(mlp)
+    other = Network([Dense(4), "relu", Dense(4), "tanh", Dense(1)])
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match="this Network is an MLP: pass net.as_mlp"):
+            call(is_mlp, Network.params_from_mlp(p))
+        with pytest.raises(TypeError, match="takes an ntksolve.MLP as net, got Network"):
+            call(other, other.init(3, random_state=0))
+        with pytest.raises(TypeError, match="takes an ntksolve.MLP as net, got str"):
+            call("mlp", p)
+    # the conversion the message names gives the MLP's own result
+    assert np.array_equal(
+        own_parameter_image(is_mlp.as_mlp(), Network.params_to_mlp(Network.params_from_mlp(p)), X),
+        own_parameter_image(mlp, p, X),
+    )

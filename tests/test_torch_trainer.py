@@ -287,3 +287,17 @@ def test_bad_arguments_are_refused_before_training():
         train_network_torch(net, params, X, y, steps=1, learning_rate=0.1, batches=[np.array([8])])
     with pytest.raises(ValueError, match="class labels must be integers"):
         train_network_torch(net, params, X, np.full(8, 3), steps=1, learning_rate=0.1, loss="cross_entropy")
+
+
+def test_a_network_is_refused_naming_the_way_out():
+    from ntksolve.nets import Dense, Network
+
+    mlp = MLP((4,))
+    p = mlp.init(3, random_state=0)
+    X = np.random.default_rng(0).standard_normal((5, 3))
+    y = X[:, :1]
+    with pytest.raises(TypeError, match="this Network is an MLP: pass net.as_mlp"):
+        train_network_torch(Network.from_mlp(mlp), Network.params_from_mlp(p), X, y, steps=1, learning_rate=0.1)
+    other = Network([Dense(4), "relu", Dense(4), "tanh", Dense(1)])
+    with pytest.raises(TypeError, match="got Network; train a Network with ntksolve.train_network"):
+        train_network_torch(other, other.init(3, random_state=0), X, y, steps=1, learning_rate=0.1)

@@ -21,14 +21,13 @@ import numpy as np
 
 from ntksolve._jit import empirical as _jit
 from ntksolve._validation import check_inputs
-from ntksolve.nets.mlp import MLP, layer_bias
+from ntksolve.nets.mlp import MLP, layer_bias, require_mlp
 
 __all__ = ["jacobian_vector_product", "own_parameter_image", "trained_parameters"]
 
 
 def _check(net, params, X):
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    require_mlp(net, "the forward-mode product")
     d, dt = net.check_params(params)
     return d, dt, check_inputs(X, n_features=d, dtype=dt)
 

@@ -303,6 +303,21 @@ class MLP:
         return forward(self, params, X, keep=False)[0]
 
 
+def require_mlp(net, what: str, instead: str = "") -> MLP:
+    """``net`` if it is an :class:`MLP`, else a TypeError naming what ``what`` was given and the way
+    out: for a :class:`~ntksolve.nets.network.Network` that is an MLP, its conversion; for any
+    other, ``instead`` (the function that takes it), where there is one."""
+    if isinstance(net, MLP):
+        return net
+    msg = f"{what} takes an ntksolve.MLP as net, got {type(net).__name__}"
+    as_mlp = getattr(net, "as_mlp", None)  # a Network (duck-typed: nets.network sits above this module)
+    if callable(as_mlp) and as_mlp() is not None:
+        msg += "; this Network is an MLP: pass net.as_mlp() and Network.params_to_mlp(params)"
+    elif instead:
+        msg += f"; {instead}"
+    raise TypeError(msg)
+
+
 def _bias_flags(bias, n_layers: int) -> Tuple[bool, ...]:
     """One bias flag per layer from ``bias`` (one bool, or ``n_layers`` of them)."""
     if isinstance(bias, (bool, np.bool_)):

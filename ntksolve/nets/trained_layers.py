@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ntksolve.nets.mlp import MLP
+from ntksolve.nets.mlp import MLP, require_mlp
 
 #: One imported layer: ``(weight (n_out, n_in), bias (n_out,) or None, where)``, ``where`` naming
 #: it for error messages (e.g. ``"module[2]"``), arrays in the trained parameterisation.
@@ -83,8 +83,7 @@ def layers_from_mlp(net: MLP, params) -> List[Tuple[np.ndarray, np.ndarray]]:
     layers : list of (weight (n_l, n_{l-1}), bias (n_l,) or None)
         Fresh arrays in the parameters' dtype; ``bias`` None for a layer without a bias.
     """
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    require_mlp(net, "layers_from_mlp")
     d, dt = net.check_params(params)
     out = []
     for layer, (W, b), (ws, bs) in zip(net.layers, params, net.layer_scales(d)):

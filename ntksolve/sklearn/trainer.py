@@ -49,7 +49,7 @@ from ntksolve._validation import check_choice
 from ntksolve.dynamics.rules import GradientDescent
 from ntksolve.dynamics.units import LOSS_CONVENTIONS
 from ntksolve.kernels.empirical import empirical_ntk
-from ntksolve.nets.mlp import MLP
+from ntksolve.nets.mlp import require_mlp
 from ntksolve.sklearn.mlp_import import ACTIVATION_NAMES, from_sklearn
 from ntksolve.training_loop import PlanSteps, trainer
 from ntksolve.training_plan import plan_mlp
@@ -83,8 +83,9 @@ def check_sklearn_run(net, rule, *, loss: str = "mse", n_outputs: Optional[int] 
     """
     from ntksolve.dynamics.adaptive import Adam
 
-    if not isinstance(net, MLP):
-        raise TypeError(f"net must be an ntksolve.MLP, got {type(net).__name__}")
+    require_mlp(
+        net, "scikit-learn's trainer", "scikit-learn's MLPs are plain MLPs: train a Network with ntksolve.train_network"
+    )
     if net.parameterization != "standard":
         raise ValueError(
             f"scikit-learn's MLP trains in standard parameterisation only: NTK parameterisation scales "
