@@ -29,7 +29,7 @@ from ntksolve.dynamics.operator import (
     largest_eigenvalue,
 )
 from ntksolve.dynamics.rules import resolve_rule
-from ntksolve.dynamics.solvers import Auto, Eigh, Expm, Problem, resolve_solver
+from ntksolve.dynamics.solvers import Auto, Eigh, Problem, resolve_solver
 from ntksolve.dynamics.spectral import shifted_spectrum
 
 __all__ = ["MSEPredictor"]
@@ -73,12 +73,7 @@ class MSEPredictor:
     ):
         self.rule = resolve_rule(dynamics, learning_rate)
         self.solver = resolve_solver(method)
-        if isinstance(self.solver, Expm) and not self.rule.has_dense_reference:
-            # refused here, not at the first prediction after an O(N^3) decomposition
-            raise NotImplementedError(
-                f"the dense reference (method='expm') covers gradient flow and plain constant-rate descent "
-                f"only, not {self.rule!r}; use method='eigh' or 'krylov'"
-            )
+        self.solver.check_rule(self.rule)  # before any decomposition
         self.diag_reg = check_diag_reg(diag_reg)
         if not isinstance(allow_divergence, (bool, np.bool_)):
             raise TypeError(f"allow_divergence must be True or False, got {allow_divergence!r}")

@@ -268,7 +268,7 @@ class GradientDescent(TrainingRule):
         return descent_factors(self, lam, null, ts, size)
 
     def dense_propagator(self, A, t, size):
-        if not self.plain:
+        if not self.has_dense_reference:
             raise NotImplementedError(
                 f"the dense reference (method='expm') covers plain constant-rate descent only, not {self!r}; "
                 "use method='eigh' or 'krylov'"

@@ -106,6 +106,10 @@ class Solver:
     name: ClassVar[str] = ""
     dense_only: ClassVar[bool] = False
 
+    def check_rule(self, rule) -> None:
+        """Refuse a training rule this solver cannot follow (when a predictor is built, before any
+        decomposition); every rule by default."""
+
     def solve(self, problem, ts, R, test):
         """Train and test increments over the initial outputs.
 
@@ -166,6 +170,13 @@ class Expm(Solver):
 
     name: ClassVar[str] = "expm"
     dense_only: ClassVar[bool] = True
+
+    def check_rule(self, rule) -> None:
+        if not rule.has_dense_reference:
+            raise NotImplementedError(
+                f"the dense reference (method='expm') covers gradient flow and plain constant-rate descent "
+                f"only, not {rule!r}; use method='eigh' or 'krylov'"
+            )
 
     def solve(self, problem, ts, R, test):
         n, c, T = problem.n, R.shape[1], ts.size
