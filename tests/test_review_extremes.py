@@ -15,7 +15,9 @@ exactly ``-1`` (``x`` and ``-x``), depths 1 and 10, and identical points, which 
 * nearly parallel pairs, kinked activations: the exact conditional expectation over ``v`` given
   ``u`` (normal), integrated over ``u`` by the composite rule with panels graded geometrically
   towards the kink down to ``1e-10``, with ``s11 s22 - s12^2`` taken from the points' cross product
-  (Lagrange's identity, no cancellation).
+  (Lagrange's identity, no cancellation);
+* depth 10, pairs: the recursion run on those maps, the smooth activations' at any correlation by
+  the tensor product of a composite rule (``v = sqrt(s22) (c z1 + sqrt(1 - c^2) z2)``).
 """
 
 from __future__ import annotations
@@ -54,13 +56,11 @@ ACTIVATIONS = [
     "monomial(8)",
 ]
 
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(20)
-
-
-def _composite(edges):
-    """Nodes and weights of 20-point Gauss-Legendre on each panel between consecutive ``edges``."""
+def _composite(edges, nodes=20):
+    """Nodes and weights of Gauss-Legendre (``nodes`` a panel) on each panel between ``edges``."""
+    x, w = np.polynomial.legendre.leggauss(nodes)
     a, b = np.asarray(edges[:-1])[:, None], np.asarray(edges[1:])[:, None]
-    return (0.5 * (b - a) * _GL_X + 0.5 * (a + b)).ravel(), (0.5 * (b - a) * _GL_W).ravel()
+    return (0.5 * (b - a) * x + 0.5 * (a + b)).ravel(), (0.5 * (b - a) * w).ravel()
 
 
 _Z, _W = _composite(np.linspace(-14.0, 14.0, 113))
@@ -191,3 +191,58 @@ def test_identical_points_are_exactly_the_diagonal_and_the_diagonal_is_right(act
         assert top <= 10.0 + 1e-9
         assert _rel(nngp_d[i], k_ref) <= 1e-10, (act, i, nngp_d[i], k_ref)
         assert _rel(ntk_d[i], t_ref) <= 1e-10, (act, i, ntk_d[i], t_ref)
+
+
+#: the two-dimensional rule: panels of 0.5 with 12 nodes on [-11, 11] (tanh's poles at
+#: ``+-i pi / (2 sqrt(10))`` leave 12 nodes a panel an error of ~1e-15)
+_Z2, _W2 = _composite(np.linspace(-11.0, 11.0, 45), 12)
+_W2 = _W2 * np.exp(-0.5 * _Z2 * _Z2) / math.sqrt(2.0 * math.pi)
+
+
+def _e2(act, s11, s22, s12):
+    """``(E[phi phi], E[phi' phi'])`` of a pair: the conditional rule (kinked) or the tensor product
+    of the composite rule, ``v = sqrt(s22) (c z1 + sqrt(1 - c^2) z2)`` (smooth)."""
+    det = max(s11 * s22 - s12 * s12, 0.0)
+    slopes = piecewise_linear_slopes(act)
+    if slopes is not None:
+        if det == 0.0:
+            sign = 1.0 if s12 > 0 else -1.0
+            return _e1(PHI[act], PHI[act], s11, s22, sign), _e1(DPHI[act], DPHI[act], s11, s22, sign)
+        return _kinked_pair(slopes, s11, s22, s12, det)
+    c, sc = s12 / math.sqrt(s11 * s22), math.sqrt(det / (s11 * s22))
+    u = math.sqrt(s11) * _Z2
+    v = math.sqrt(s22) * (c * _Z2[:, None] + sc * _Z2[None, :])
+    out = []
+    for f in (PHI[act], DPHI[act]):
+        out.append(float(_W2 @ (f(u) * (f(v) @ _W2))))
+    return tuple(out)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_depth_ten_pairs_next_to_and_at_plus_minus_one(act):
+    # x with -x and with a point at correlation 1 - 1e-12 (first layer), first-layer variances 10
+    # and 4, through 10 layers whose variances stay in (0, 10], against the recursion of docs/
+    # conventions.md run on the two-dimensional rule
+    sw, sb = _scales(act)
+    depth, d = 10, 2
+    theta = math.acos(1.0 - 1e-12)
+    r = math.sqrt(d * (10.0 - sb * sb)) / sw
+    q = math.sqrt(d * (4.0 - sb * sb)) / sw
+    X = np.array([[r, 0.0], [-r, 0.0], [q * math.cos(theta), q * math.sin(theta)], [-q * math.cos(theta), -q * math.sin(theta)]])
+    nngp, ntk = ka.analytic_pair_kernels(X, X, depth, act, sw, sb, True)
+    sq = sw * sw * np.sum(X * X, axis=1) / d + sb * sb
+    for j in (1, 2, 3):
+        s11, s22 = sq[0], sq[j]
+        s12 = t12 = sw * sw * (X[0] @ X[j]) / d + sb * sb
+        t11, t22 = s11, s22
+        for _ in range(depth):
+            e, ed = _e2(act, s11, s22, s12)
+            e11, ed11 = _e1(PHI[act], PHI[act], s11, s11, 1.0), _e1(DPHI[act], DPHI[act], s11, s11, 1.0)
+            e22, ed22 = _e1(PHI[act], PHI[act], s22, s22, 1.0), _e1(DPHI[act], DPHI[act], s22, s22, 1.0)
+            s12_new = sw * sw * e + sb * sb
+            t12 = s12_new + sw * sw * ed * t12
+            s12 = s12_new
+            s11, s22 = sw * sw * e11 + sb * sb, sw * sw * e22 + sb * sb
+            assert max(s11, s22) <= 10.0 + 1e-9
+        assert _rel(nngp[0, j], s12) <= 1e-8, (act, j, nngp[0, j], s12)
+        assert _rel(ntk[0, j], t12) <= 1e-8, (act, j, ntk[0, j], t12)
