@@ -246,3 +246,27 @@ def test_depth_ten_pairs_next_to_and_at_plus_minus_one(act):
             assert max(s11, s22) <= 10.0 + 1e-9
         assert _rel(nngp[0, j], s12) <= 1e-8, (act, j, nngp[0, j], s12)
         assert _rel(ntk[0, j], t12) <= 1e-8, (act, j, ntk[0, j], t12)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("depth", [1, 10])
+def test_layered_network_path_at_the_extremes(act, depth):
+    # the layer-by-layer path of a Network (mixture, not series, for tanh, sigmoid, softplus)
+    # against the MLP's path, checked above against the references, on the extreme points: variance
+    # 10, x and -x, correlation 1 - 1e-12, and a duplicate that must be exactly the diagonal
+    from ntksolve import MLP
+    from ntksolve.kernels.network_analytic import network_analytic_kernels
+    from ntksolve.nets.network import Network
+
+    sw, sb = _scales(act)
+    d = 2
+    theta = math.acos(1.0 - 1e-12)
+    r = math.sqrt(d * (10.0 - sb * sb)) / sw
+    q = math.sqrt(d * (4.0 - sb * sb)) / sw
+    X = np.array([[r, 0.0], [-r, 0.0], [q * math.cos(theta), q * math.sin(theta)], [q, 0.0], [r, 0.0]])
+    mlp = MLP((1,) * depth, act, sw, sb)
+    ref = ka.analytic_pair_kernels(X, X, depth, act, sw, sb, True)
+    got = network_analytic_kernels(Network.from_mlp(mlp), X)
+    for g, k in zip(got, ref):
+        assert np.all(np.abs(g - k) <= 1e-10 * np.maximum(1.0, np.abs(k))), (act, depth)
+        assert g[0, 4] == g[4, 0] == g[0, 0] == g[4, 4]
