@@ -22,8 +22,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ntksolve.dynamics.squares import power_of_two_scale
 from ntksolve.kernels import analytic_kernels
 from ntksolve.sklearn import _solve
 from ntksolve._docstrings import fill_sections
@@ -59,6 +61,30 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R² of ``predict(X)``, as ``RegressorMixin.score``.
+
+        Computed on ``y / s`` and ``predict(X) / s``, ``s`` a power of two near ``max |y|``: R² does
+        not depend on the scale and the division is exact, so targets anywhere in the float64 range
+        score as they would near 1 (``r2_score`` squares them: NaN beyond ``|y| ~ 1e154``).
+
+        Parameters
+        ----------
+        X : array_like, shape (M, d)
+        y : array_like, shape (M,) or (M, k)
+        sample_weight : array_like, shape (M,), optional
+
+        Returns
+        -------
+        float
+        """
+        y_pred = self.predict(X)
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiu":  # r2_score names what is wrong with these
+            return r2_score(y, y_pred, sample_weight=sample_weight)
+        s = power_of_two_scale(y.astype(np.float64, copy=False))
+        return r2_score(y / s, y_pred / s, sample_weight=sample_weight)
 
     def _shape_outputs(self, F):
         """(T, M, k) -> (T, M) for a 1-D training target."""

@@ -1,0 +1,140 @@
+"""Sums of squares anywhere in the float64 range: the helper against mpmath, and every place that
+squares targets or residuals (the MSE, conjugate gradients, Lanczos, the CV search, score) against
+the same computation on targets near 1, scaled back (a power of ten: an independent scaling)."""
+
+import warnings
+
+import mpmath
+import numpy as np
+import pytest
+from sklearn.model_selection import KFold
+
+import ntksolve
+from ntksolve import NTKRegressor, NTKRegressorCV
+from ntksolve.dynamics.squares import mean_square, norm, power_of_two_scale, sum_of_squares
+
+BIG, SMALL = 1e160, 1e-170  # squares overflow / underflow float64
+
+
+def _exact_mean_square(a, axis):
+    """mean(a²) along axis 0 of a 2-D array, in 60-digit arithmetic, rounded to float64 (or inf/0)."""
+    mpmath.mp.dps = 60
+    a = np.moveaxis(a, axis, 0)
+    out = [mpmath.fsum(mpmath.mpf(float(v)) ** 2 for v in col) / a.shape[0] for col in a.T]
+    return np.array([float(v) if v < mpmath.mpf("1.7976931348623157e308") else np.inf for v in out])
+
+
+@pytest.mark.parametrize("c", [1.0, 1e150, BIG, 1e-150, SMALL, 1e-300])
+def test_mean_square_and_norm_match_mpmath(c):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((7, 4)) * c
+    a[0, 1] = 3e-200 * c  # a tiny entry next to ordinary ones
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow/underflow warning escapes
+        ms, ss, nrm = mean_square(a, axis=0), sum_of_squares(a, axis=0), norm(a, axis=0)
+    exact = _exact_mean_square(a, 0)
+    np.testing.assert_allclose(ms, exact, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(ss, exact * 7, rtol=1e-14, atol=0)
+    mpmath.mp.dps = 60
+    exact_norm = [float(mpmath.sqrt(mpmath.fsum(mpmath.mpf(float(v)) ** 2 for v in col))) for col in a.T]
+    np.testing.assert_allclose(nrm, exact_norm, rtol=1e-14)
+    assert np.all(np.isfinite(nrm)) and np.all(nrm > 0)
+
+
+def test_plain_formula_kept_bit_for_bit_in_range_and_inf_zero_nan_out_of_it():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((5, 3))
+    assert np.array_equal(mean_square(a, axis=0), np.mean(a * a, axis=0))
+    assert np.array_equal(norm(a, axis=0), np.linalg.norm(a, axis=0))
+    assert mean_square(a * 1e200) == np.inf  # the true value, ~1e400, is beyond float64
+    assert mean_square(np.zeros(3)) == 0.0 and np.isnan(mean_square(np.array([np.nan, 1.0])))
+    assert mean_square(np.array([np.inf, 1.0])) == np.inf
+    f = np.float32(3e20) * np.ones(4, dtype=np.float32)  # float32 squares overflow at 1.8e19
+    assert norm(f).dtype == np.float32 and norm(f) == pytest.approx(6e20, rel=1e-6)
+    for x in (3.0, 1e-310, 1e300, np.float32(1e-40)):
+        s = power_of_two_scale(np.array([x, -x / 3]))
+        assert 1.0 <= abs(x) / s < 2.0 and np.frexp(s)[0] == 0.5
+
+
+@pytest.mark.parametrize("c", [BIG, SMALL])
+def test_mse_loss_of_huge_and_tiny_residuals(c):
+    rng = np.random.default_rng(2)
+    f, y = rng.standard_normal((2, 6, 2))
+    ref = 0.5 * np.mean((f - y) ** 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = ntksolve.mse_loss(f * c, y * c)
+        path = ntksolve.mse_loss(np.stack([f, 2 * f]) * c, y * c)
+    with np.errstate(over="ignore", under="ignore"):
+        expected = ref * c * c  # 1e320 -> inf, 1e-340 -> 0: the true values are beyond float64
+    assert one == expected
+    assert path[0] == expected
+    mid = 1e150 if c == BIG else 1e-150  # representable squares: accurate
+    assert ntksolve.mse_loss(f * mid, y * mid) == pytest.approx(ref * mid * mid, rel=1e-13)
+
+
+@pytest.mark.parametrize("method", ["cg", "krylov"])
+@pytest.mark.parametrize("c", [1e200, 1e-200])
+def test_iterative_solvers_scale_with_the_targets(method, c):
+    """``f(t)`` is linear in ``y``: the answer for ``y * c`` is ``c`` times that for ``y``."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((25, 3))
+    K = ntksolve.analytic_kernels(ntksolve.MLP((1,), activation="relu"), X).ntk
+    y = np.sin(X[:, :2])
+    solver = ntksolve.ConjugateGradient(tol=1e-10) if method == "cg" else ntksolve.Krylov(tol=1e-10)
+    t = np.inf if method == "cg" else 30.0
+    ref = ntksolve.gradient_descent_mse(K, y, diag_reg=0.1, method=solver)(t, np.zeros_like(y))
+    got = ntksolve.gradient_descent_mse(K, y * c, diag_reg=0.1, method=solver)(t, np.zeros_like(y))
+    np.testing.assert_allclose(got / c, ref, rtol=1e-7, atol=1e-9)  # tol 1e-10 on the residual
+
+
+def _data(n=36, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    return X, np.sin(X[:, 0]) + 0.3 * X[:, 1] ** 2 + 0.1 * rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("cv", [KFold(3, shuffle=True, random_state=0), "loo"])
+@pytest.mark.parametrize("c", [BIG, 1e150, 1e-150, SMALL])
+def test_cv_chooses_as_for_targets_near_one(cv, c):
+    """The search picks what it picks for ``y`` near 1; its path is that one's times ``c²``: exact
+    where representable, inf (0) where the true MSE is beyond float64."""
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(512,), diag_regs=(1e-3, 0.1, 1.0), cv=cv)
+    ref = NTKRegressorCV(**kw).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est = NTKRegressorCV(**kw).fit(X, y * c)
+    assert (est.diag_reg_, est.time_) == (ref.diag_reg_, ref.time_)
+    expected = ref.mse_path_ * c * c
+    if c in (BIG, SMALL):
+        assert np.all(est.mse_path_ == (np.inf if c == BIG else 0.0))
+    else:
+        np.testing.assert_allclose(est.mse_path_, expected, rtol=1e-9)
+        assert est.best_score_ == pytest.approx(ref.best_score_ * c * c, rel=1e-9)
+    np.testing.assert_array_equal(est.cv_results_["rank_test_score"], ref.cv_results_["rank_test_score"])
+    np.testing.assert_allclose(est.predict(X) / c, ref.predict(X), rtol=1e-9, atol=1e-12)
+
+
+def test_cv_search_survives_save_and_load_with_an_infinite_path(tmp_path):
+    X, y = _data()
+    est = NTKRegressorCV(hidden_layer_sizes=(512,), diag_regs=(1e-3, 0.1, 1.0), cv=3).fit(X, y * BIG)
+    est.save(tmp_path / "cv.zip")
+    loaded = ntksolve.load(tmp_path / "cv.zip")
+    assert (loaded.diag_reg_, loaded.time_) == (est.diag_reg_, est.time_)
+    np.testing.assert_array_equal(loaded.mse_path_, est.mse_path_)
+
+
+@pytest.mark.parametrize("c", [BIG, SMALL])
+def test_score_is_scale_free(c):
+    """R² does not depend on the targets' scale: as for targets near 1 (r2_score gives NaN at 1e160)."""
+    X, y = _data()
+    ref = NTKRegressor(hidden_layer_sizes=(512,), time=20.0).fit(X, y)
+    est = NTKRegressor(hidden_layer_sizes=(512,), time=20.0).fit(X, y * c)
+    Y2 = np.stack([y, -y], axis=1)
+    ref2 = NTKRegressor(hidden_layer_sizes=(512,), time=20.0).fit(X, Y2)
+    est2 = NTKRegressor(hidden_layer_sizes=(512,), time=20.0).fit(X, Y2 * c)
+    w = np.linspace(0.5, 2.0, y.size)
+    assert est.score(X, y * c) == pytest.approx(ref.score(X, y), rel=1e-12)
+    assert est.score(X, y * c, sample_weight=w) == pytest.approx(ref.score(X, y, sample_weight=w), rel=1e-12)
+    assert est2.score(X, Y2 * c) == pytest.approx(ref2.score(X, Y2), rel=1e-12)
