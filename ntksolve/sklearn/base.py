@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ntksolve._config import FIT_PEAK_KERNELS
-from ntksolve._validation import check_dtype, check_memory
+from ntksolve._validation import check_dtype, check_memory, refuse_zero_rate
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.forward_mode import own_parameter_image
 from ntksolve.nets.layers import check_activation
@@ -111,6 +111,7 @@ class _NTKBase(_FittedState, BaseEstimator):
         if isinstance(self.dynamics, str) and self.dynamics.strip().lower() not in _solve.ADAPTIVE:
             _check_choice(self.dynamics, "dynamics", _solve.DYNAMICS)
             if self.learning_rate is not None:
+                refuse_zero_rate(self.learning_rate, "learning_rate", "must be a finite number > 0")
                 _check_real(self.learning_rate, "learning_rate", strict=True)
         return _solve.resolve_rule(self.dynamics, self.learning_rate)
 
