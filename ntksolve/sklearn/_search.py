@@ -68,6 +68,11 @@ class _GridSearch:
             ts = self._check_times(np.asarray(self.times, dtype=np.float64).reshape(-1))
             if ts.size == 0:
                 raise ValueError("times must contain at least one value")
+        elif not self._loo() and self._mse_solver() is not None:  # the automatic grid's finite times
+            try:
+                self._mse_solver().check_time(1.0)
+            except ValueError as err:
+                raise ValueError(f"times=None makes a grid of finite times: {err}; or pass times=[np.inf]") from None
         if self.chunks is not None:
             self._check_tiled_search()
         return regs, ts

@@ -74,6 +74,8 @@ class _NTKBase(_FittedState, BaseEstimator):
         if isinstance(self.method, str):
             _check_choice(self.method, "method", _solve.METHODS)
         _solve.resolve_solver(self.method)  # a solver object, or a TypeError naming what is accepted
+        if self._mse_solver() is not None:  # a rule it cannot follow: refused here, before any kernel
+            self._mse_solver().check_rule(rule)
         if (
             self._kernel_kind() == "analytic"
             and not MLP((1,), parameterization=self.parameterization).supports_analytic
@@ -103,8 +105,18 @@ class _NTKBase(_FittedState, BaseEstimator):
         self._time(self.time, "time")
 
     def _time(self, value, name):
-        """One time, checked against the rule (the classifier adds its loss's condition)."""
-        return _check_time(value, name, self._rule())
+        """One time, checked against the rule and the solver (the classifier adds its loss's condition)."""
+        t = _check_time(value, name, self._rule())
+        if self._mse_solver() is not None:
+            self._mse_solver().check_time(t, name)
+        return t
+
+    def _mse_solver(self):
+        """The solver of ``method`` for the squared loss's closed form; None for cross-entropy, which
+        runs its own recurrence."""
+        if getattr(self, "loss", None) in ("log_loss", "cross_entropy"):
+            return None
+        return _solve.resolve_solver(self.method)
 
     def _rule(self):
         """The training rule: ``dynamics`` (a name, with ``learning_rate``, default 1.0) or a rule object."""

@@ -1,0 +1,112 @@
+"""A solver's refusal of a rule (or of finite times) fires when the predictor is built, or at the
+start of an estimator's ``fit``: before any product with the kernel, before any kernel is computed
+(counted by a kernel that records its calls); what is accepted still matches a second method."""
+
+import numpy as np
+import pytest
+
+import ntksolve
+from ntksolve import ConjugateGradient, Expm, GradientDescent, NTKClassifier, NTKRegressor, NTKRegressorCV, Schedule
+from ntksolve.dynamics import DenseKernel, MSEPredictor
+
+
+class _CountingKernel:
+    """A kernel operator that counts every use (products, diagonal)."""
+
+    def __init__(self, K):
+        self._op, self.calls = DenseKernel(K), 0
+        self.shape, self.dtype = self._op.shape, self._op.dtype
+
+    def matmat(self, V):
+        self.calls += 1
+        return self._op.matmat(V)
+
+    def diagonal(self):
+        self.calls += 1
+        return self._op.diagonal()
+
+
+def _problem(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, n))
+    return A @ A.T / n + np.eye(n), rng.standard_normal(n)
+
+
+@pytest.mark.parametrize(
+    "rule", [GradientDescent(0.1, weight_decay=0.05), GradientDescent(Schedule.cosine(0.1, 10))], ids=repr
+)
+def test_conjugate_gradients_refuse_the_rule_before_any_product(rule):
+    K, y = _problem()
+    op = _CountingKernel(K)
+    with pytest.raises(ValueError, match="ConjugateGradient solves kernel regression.*does not reach"):
+        MSEPredictor(op, y, dynamics=rule, method=ConjugateGradient())
+    assert op.calls == 0
+    # what it accepts, against the eigendecomposition
+    ok = MSEPredictor(_CountingKernel(K), y, dynamics=GradientDescent(0.1), method=ConjugateGradient(tol=1e-12))
+    ref = ntksolve.gradient_descent_mse(K, y, dynamics=GradientDescent(0.1), method="eigh")
+    np.testing.assert_allclose(ok(np.inf, np.zeros_like(y)), ref(np.inf, np.zeros_like(y)), rtol=1e-9)
+    with pytest.raises(ValueError, match="t = inf only, not t=5.0"):
+        ok(np.array([np.inf, 5.0]), np.zeros_like(y))
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """How many kernels the estimators computed (train or test, full or diagonal)."""
+    calls = []
+    base = ntksolve.sklearn.base._NTKBase
+    for name in ("_kernel", "_kernel_diagonal"):
+        original = getattr(base, name)
+
+        def counting(self, *args, _original=original, **kwargs):
+            calls.append(name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(base, name, counting)
+    return calls
+
+
+def _data(n=20):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n, 3))
+    return X, np.sin(X[:, 0])
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (
+            lambda: NTKRegressor(
+                kernel="empirical",
+                hidden_layer_sizes=(16,),
+                dynamics=GradientDescent(0.1, weight_decay=0.05),
+                method=ConjugateGradient(),
+            ),
+            ValueError,
+            "ConjugateGradient solves kernel regression",
+        ),
+        (lambda: NTKRegressor(method=ConjugateGradient(), time=10.0), ValueError, "t = inf only, not time=10.0"),
+        (lambda: NTKClassifier(method=ConjugateGradient(), time=10.0), ValueError, "t = inf only, not time=10.0"),
+        (
+            lambda: NTKRegressor(method=Expm(), dynamics=GradientDescent(0.1, momentum=0.9), time=5),
+            NotImplementedError,
+            "method='expm'",
+        ),
+        (lambda: NTKRegressorCV(method=ConjugateGradient()), ValueError, "times=None makes a grid of finite times"),
+        (lambda: NTKRegressorCV(method=ConjugateGradient(), times=[3.0, np.inf]), ValueError, "not times=3.0"),
+    ],
+)
+def test_estimators_refuse_before_any_kernel(make, error, match, kernel_calls):
+    X, y = _data()
+    with pytest.raises(error, match=match):
+        make().fit(X, y)
+    assert kernel_calls == []
+
+
+def test_what_conjugate_gradients_accept_in_a_search_matches_eigh(kernel_calls):
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(512,), diag_regs=(0.1, 1.0), times=[np.inf], cv=3)
+    cg = NTKRegressorCV(method=ConjugateGradient(tol=1e-12, max_iter=100), **kw).fit(X, y)
+    assert kernel_calls  # the counter sees the kernels of an accepted fit
+    eig = NTKRegressorCV(method="eigh", **kw).fit(X, y)
+    np.testing.assert_allclose(cg.mse_path_, eig.mse_path_, rtol=1e-7)
+    assert cg.diag_reg_ == eig.diag_reg_
