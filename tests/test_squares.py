@@ -138,3 +138,24 @@ def test_score_is_scale_free(c):
     assert est.score(X, y * c) == pytest.approx(ref.score(X, y), rel=1e-12)
     assert est.score(X, y * c, sample_weight=w) == pytest.approx(ref.score(X, y, sample_weight=w), rel=1e-12)
     assert est2.score(X, Y2 * c) == pytest.approx(ref2.score(X, Y2), rel=1e-12)
+
+
+def test_predictive_variances_of_huge_targets_are_the_scaled_ones():
+    """``std² = inf`` for ``std ~ 1.7e154`` while ``S std²`` is finite: variances on the scale of ``y``
+    are those for ``y`` near 1 times ``c²``; the density of ``y c`` is that of ``y`` over ``c^N``."""
+    X, y = _data()
+    c = 2e154
+    kw = dict(hidden_layer_sizes=(512,), uncertainty="predictive")
+    ref = NTKRegressor(**kw).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est = NTKRegressor(**kw).fit(X, y * c)
+        _, cov = est.predict(X[:5], return_cov=True)
+        lml = est.log_marginal_likelihood(1e307, est.noise_variance_)
+    assert ref.amplitude_ * 4.0 > 2.0  # ref.amplitude_ c² > 1.8e308: beyond float64, so inf
+    assert est.amplitude_ == np.inf
+    assert est.noise_variance_ / c / c == pytest.approx(ref.noise_variance_, rel=1e-9)
+    np.testing.assert_allclose(cov / c / c, ref.predict(X[:5], return_cov=True)[1], rtol=1e-9, atol=1e-15)
+    expected = ref.log_marginal_likelihood(1e307 / c / c, ref.noise_variance_) - y.size * np.log(c)
+    assert lml == pytest.approx(expected, rel=1e-9)
+    assert est.log_marginal_likelihood_value_ == pytest.approx(ref.log_marginal_likelihood_value_ - y.size * np.log(c))

@@ -123,25 +123,26 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         if self.uncertainty != "predictive":
             return
         gp = self.predictor_.kernel_gp(self.fx_train_0_)
-        scale = self._y_train_std**2  # the model is fitted on the standardised targets
+        std = self._y_train_std  # the model is fitted on the standardised targets: variances scale by std²
         if restored is None:
             a, s2, lml = gp.maximise()
         else:
-            k = scale.size
+            k = std.size
             if restored[0].shape != (k,) or restored[1].shape != (k,):
                 raise ValueError(
                     f"amplitude and noise_variance must have shape ({k},), one per output; "
                     f"got {restored[0].shape} and {restored[1].shape}"
                 )
-            a, s2 = restored[0] / scale, restored[1] / scale
+            a, s2 = _unsquare(restored[0], std), _unsquare(restored[1], std)
             exact = (a == 0) & (s2 == 0)
             lml = np.full(k, np.inf)
             if not exact.all():
                 lml[~exact] = gp.log_marginal_likelihood(np.where(exact, 1.0, a), np.where(exact, 1.0, s2))[~exact]
         self._gp, self._gp_params = gp, (a, s2)
         one = self._y_ndim == 1
-        self.amplitude_ = float(a[0] * scale[0]) if one else a * scale
-        self.noise_variance_ = float(s2[0] * scale[0]) if one else s2 * scale
+        A, S = _square(a, std), _square(s2, std)
+        self.amplitude_ = float(A[0]) if one else A
+        self.noise_variance_ = float(S[0]) if one else S
         # the density of y itself: the standardisation's Jacobian, -N log std per output
         self.log_marginal_likelihood_value_ = float(np.sum(lml - self.y_train_.shape[0] * np.log(self._y_train_std)))
 
@@ -168,10 +169,10 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         gp = self._fitted_gp("log_marginal_likelihood")
         if amplitude is None and noise_variance is None:
             return self.log_marginal_likelihood_value_
-        scale = self._y_train_std**2
+        std = self._y_train_std
         A = self.amplitude_ if amplitude is None else amplitude
         S = self.noise_variance_ if noise_variance is None else noise_variance
-        lml = gp.log_marginal_likelihood(_per_output(A, "amplitude", scale), _per_output(S, "noise_variance", scale))
+        lml = gp.log_marginal_likelihood(_per_output(A, "amplitude", std), _per_output(S, "noise_variance", std))
         return float(np.sum(lml - self.y_train_.shape[0] * np.log(self._y_train_std)))
 
     def _fitted_gp(self, what):
@@ -203,7 +204,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         mean = self._shape_outputs(self._unscale(F))
         std = self._y_train_std
         if return_cov:
-            cov = (C + bias[:, None, :] * bias[None, :, :]) * std**2
+            cov = _square(C + bias[:, None, :] * bias[None, :, :], std)
             return mean, (cov[:, :, 0] if self._y_ndim == 1 else cov)
         out = np.sqrt(var + bias**2) * std
         return mean, (out[:, 0] if self._y_ndim == 1 else out)
@@ -270,7 +271,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             std = np.sqrt(var)[:, None] * self._y_train_std
             return mean, (std[:, 0] if self._y_ndim == 1 else std)
         _, cov = ensemble(t, cross.nngp, cross.ntk, analytic_kernels(self.network_, X).nngp, compute_cov=True)
-        cov = cov[:, :, None] * self._y_train_std**2
+        cov = _square(cov[:, :, None], self._y_train_std)
         return mean, (cov[:, :, 0] if self._y_ndim == 1 else cov)
 
     def _check_ensemble(self):
@@ -365,16 +366,34 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         return 1 if y_ndim == 1 else None
 
 
-def _per_output(value, name, scale):
-    """A scalar or per-output value on the scale of ``y``, divided by ``scale`` ``(k,)``."""
+def _square(v, std):
+    """``v std²`` of a variance ``v`` on the standardised scale; ``(v std) std`` where ``std²`` alone
+    overflows (``std >~ 1e154``) or underflows (``< 1e-154``), and ``v std²`` need not."""
+    with np.errstate(over="ignore", under="ignore"):  # inf (or 0) only where the true value is
+        return v * (std * std) if _square_safe(std) else (v * std) * std
+
+
+def _unsquare(v, std):
+    """``v / std²`` of a variance ``v`` on the scale of ``y`` (as :func:`_square`, inverted)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return v / (std * std) if _square_safe(std) else (v / std) / std
+
+
+def _square_safe(std):
+    """``std²`` is a normal float64 (the plain formula, bit for bit, as files were written)."""
+    return bool(np.all((std > 1e-150) & (std < 1e150)))
+
+
+def _per_output(value, name, std):
+    """A scalar or per-output variance on the scale of ``y``, divided by ``std² (k,)``."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real number or an array of them, got {value!r}")
-    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape != scale.shape):
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape != std.shape):
         raise ValueError(
-            f"{name} must be a number or an array of shape {scale.shape} (one per output), got shape {arr.shape}"
+            f"{name} must be a number or an array of shape {std.shape} (one per output), got shape {arr.shape}"
         )
-    return arr.astype(np.float64) / scale
+    return _unsquare(arr.astype(np.float64), std)
 
 
 @register
