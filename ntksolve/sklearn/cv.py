@@ -45,7 +45,10 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
     ----------
     {search_attributes}
     mse_path_ : ndarray, shape (R, T, n_folds)
-        Validation MSE of every ``(diag_reg, time)`` on every fold.
+        Validation MSE of every ``(diag_reg, time)`` on every fold, in units of ``y²``: ``inf`` (or
+        0) only where the true MSE lies beyond float64 (targets beyond ``~1e154``, or below
+        ``~1e-162``). The choice and the ranks are made on the MSE of ``y / s`` (``s`` a power of two
+        near ``max |y|``, exact), so they are the ones made for the same targets near 1.
     cv_results_ : dict of ndarrays, each of shape (R * T,)
         ``param_diag_reg``, ``param_time``, ``mean_test_score`` (negative MSE, higher is better),
         ``std_test_score``, ``rank_test_score``, ``split{i}_test_score``, ``params``
