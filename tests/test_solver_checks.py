@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 import ntksolve
-from ntksolve import ConjugateGradient, Expm, GradientDescent, NTKClassifier, NTKRegressor, NTKRegressorCV, Schedule
+from ntksolve import (
+    ConjugateGradient,
+    Expm,
+    GradientDescent,
+    NTKClassifier,
+    NTKClassifierCV,
+    NTKRegressor,
+    NTKRegressorCV,
+    Schedule,
+)
 from ntksolve.dynamics import DenseKernel, MSEPredictor
 
 
@@ -93,12 +102,22 @@ def _data(n=20):
         ),
         (lambda: NTKRegressorCV(method=ConjugateGradient()), ValueError, "times=None makes a grid of finite times"),
         (lambda: NTKRegressorCV(method=ConjugateGradient(), times=[3.0, np.inf]), ValueError, "not times=3.0"),
+        (
+            lambda: NTKRegressorCV(
+                kernel="empirical", hidden_layer_sizes=(16,), cv="loo", dynamics=GradientDescent(0.1, weight_decay=0.05)
+            ),
+            ValueError,
+            "cv='loo' is the leave-one-out of kernel regression",
+        ),
+        (lambda: NTKRegressorCV(cv="loo", times=[5.0, np.inf]), ValueError, "cv='loo' is the exact leave-one-out"),
+        (lambda: NTKClassifierCV(cv="loo", times=[5.0]), ValueError, "cv='loo' is the exact leave-one-out"),
     ],
 )
 def test_estimators_refuse_before_any_kernel(make, error, match, kernel_calls):
     X, y = _data()
+    est = make()
     with pytest.raises(error, match=match):
-        make().fit(X, y)
+        est.fit(X, (y > 0).astype(int) if "Classifier" in type(est).__name__ else y)
     assert kernel_calls == []
 
 

@@ -73,6 +73,8 @@ class _GridSearch:
                 self._mse_solver().check_time(1.0)
             except ValueError as err:
                 raise ValueError(f"times=None makes a grid of finite times: {err}; or pass times=[np.inf]") from None
+        if self._loo():
+            self._check_loo(ts)
         if self.chunks is not None:
             self._check_tiled_search()
         return regs, ts
@@ -215,12 +217,6 @@ class _GridSearch:
         point would shift their mean by ``O(1/N)``; ``normalize_y=False`` makes it exact), and the
         ridge ``μ = diag_reg · mean(diag Θ)`` is that of all the data.
         """
-        rule = self._rule()
-        if not rule.kernel_regression_limit:
-            raise ValueError(
-                f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
-                f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)"
-            )
         Yn, _, std = self._fold_targets(Y)
         base = self._solver(K, Yn, regs[0], shared=True)
         res = np.full((regs.size,) + Y.shape, np.nan)
@@ -233,9 +229,16 @@ class _GridSearch:
                 continue
         return res
 
-    @staticmethod
-    def _check_loo_times(ts):
-        if ts.size != 1 or not np.isinf(ts[0]):
+    def _check_loo(self, ts):
+        """What ``cv='loo'`` cannot do, refused with the parameters (before any kernel): a rule whose
+        ``t = inf`` is not kernel regression, finite times (``ts`` None: the grid ``[inf]``)."""
+        rule = self._rule()
+        if not rule.kernel_regression_limit:
+            raise ValueError(
+                f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
+                f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)"
+            )
+        if ts is not None and (ts.size != 1 or not np.isinf(ts[0])):
             raise ValueError(
                 "cv='loo' is the exact leave-one-out of converged training (t = inf): "
                 "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times"

@@ -95,7 +95,6 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
         """Exact leave-one-out MSE ``(R, 1, N)`` of converged kernel regression, one decomposition
         (:meth:`_loo_residuals`). A ridge whose kernel is singular has no leave-one-out answer and
         scores ``inf``."""
-        self._check_loo_times(ts)
         res = self._loo_residuals(K, Y, regs)
         mse = mean_square(res / self._score_scale, axis=2)
         return np.where(np.isnan(mse), np.inf, mse)[:, None, :]
