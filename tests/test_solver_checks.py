@@ -129,3 +129,23 @@ def test_what_conjugate_gradients_accept_in_a_search_matches_eigh(kernel_calls):
     eig = NTKRegressorCV(method="eigh", **kw).fit(X, y)
     np.testing.assert_allclose(cg.mse_path_, eig.mse_path_, rtol=1e-7)
     assert cg.diag_reg_ == eig.diag_reg_
+
+
+def test_a_tiled_fit_takes_the_method_given():
+    """``chunks=`` solved with its default solver whatever ``method`` said: ``'eigh'`` was not refused,
+    a ``Krylov``'s options were dropped. Now: refused up front; the options hold (a Krylov capped at
+    one step warns and misses, the same one at its tolerance matches the in-memory Krylov solve)."""
+    pytest.importorskip("dask")
+    from ntksolve import Krylov
+    from ntksolve.dynamics import KrylovConvergenceWarning
+
+    X, y = _data(24)
+    kw = dict(hidden_layer_sizes=(512,), time=5.0, scheduler="sync")
+    for method in ("eigh", Expm()):
+        with pytest.raises(ValueError, match="decomposes the train kernel in memory"):
+            NTKRegressor(chunks=8, method=method, **kw).fit(X, y)
+    tiled = NTKRegressor(chunks=8, method=Krylov(tol=1e-12), **kw).fit(X, y)
+    memory = NTKRegressor(method="eigh", hidden_layer_sizes=(512,), time=5.0).fit(X, y)
+    np.testing.assert_allclose(tiled.predict(X), memory.predict(X), rtol=1e-9, atol=1e-12)
+    with pytest.warns(KrylovConvergenceWarning):
+        NTKRegressor(chunks=8, method=Krylov(tol=1e-12, max_iter=1), **kw).fit(X, y)

@@ -103,6 +103,8 @@ class _NTKBase(_FittedState, BaseEstimator):
         self._validate_params_ntk()
         _check_real(self.diag_reg, "diag_reg")
         self._time(self.time, "time")
+        if self.chunks is not None:  # the search checks its own (_GridSearch._check_tiled_search)
+            _solve.check_tiled_method(self.method, self.chunks)
 
     def _time(self, value, name):
         """One time, checked against the rule and the solver (the classifier adds its loss's condition)."""
@@ -284,6 +286,7 @@ class _NTKBase(_FittedState, BaseEstimator):
                 chunks=self.chunks,
                 scheduler=self.scheduler,
                 dtype=self._dtype,
+                method=self.method,  # with its options (a Krylov tol, a CG preconditioner)
             )
         self.predictor_ = None
         self._fitted_at = None
