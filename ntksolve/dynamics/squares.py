@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["power_of_two_scale", "sum_of_squares", "mean_square", "norm"]
+__all__ = ["power_of_two_scale", "mean_square", "norm"]
 
 
 def power_of_two_scale(a, axis=None, keepdims=False):
@@ -63,22 +63,6 @@ def _reduce(a, axis, mean, root):
     return np.where(ok, plain, scaled)[()]
 
 
-def sum_of_squares(a, axis=None):
-    """``Σ a²`` along ``axis``, without overflow or underflow.
-
-    Parameters
-    ----------
-    a : ndarray
-    axis : int or tuple of int, optional
-        Reduced axes (all by default).
-
-    Returns
-    -------
-    float or ndarray, shape of ``a`` without ``axis``
-    """
-    return _reduce(a, axis, mean=False, root=False)
-
-
 def mean_square(a, axis=None):
     """``mean(a²)`` along ``axis``, without overflow or underflow.
 
@@ -96,16 +80,19 @@ def mean_square(a, axis=None):
 
 
 def norm(a, axis=None):
-    """The 2-norm ``sqrt(Σ a²)`` along ``axis`` (``np.linalg.norm``'s), without overflow or underflow.
+    """The 2-norm ``sqrt(Σ a²)`` along ``axis``, without overflow or underflow: ``np.linalg.norm``'s
+    value bit for bit wherever that one's squares stay in range.
 
     Parameters
     ----------
     a : ndarray
-    axis : int or tuple of int, optional
-        Reduced axes (all by default).
+        Finite or not (``inf`` and NaN propagate as in ``np.linalg.norm``).
+    axis : int, optional
+        The one reduced axis, e.g. ``0`` for the norm of every column (all axes by default).
 
     Returns
     -------
-    float or ndarray, shape of ``a`` without ``axis``
+    float or ndarray
+        ``a``'s shape without ``axis``; of ``a``'s float dtype.
     """
     return _reduce(a, axis, mean=False, root=True)
