@@ -2,6 +2,7 @@
 squares targets or residuals (the MSE, conjugate gradients, Lanczos, the CV search, score) against
 the same computation on targets near 1, scaled back (a power of ten: an independent scaling)."""
 
+import json
 import warnings
 
 import mpmath
@@ -118,10 +119,21 @@ def test_cv_chooses_as_for_targets_near_one(cv, c):
 def test_cv_search_survives_save_and_load_with_an_infinite_path(tmp_path):
     X, y = _data()
     est = NTKRegressorCV(hidden_layer_sizes=(512,), diag_regs=(1e-3, 0.1, 1.0), cv=3).fit(X, y * BIG)
-    est.save(tmp_path / "cv.zip")
-    loaded = ntksolve.load(tmp_path / "cv.zip")
+    path = tmp_path / "cv.npz"
+    est.save(path)
+    loaded = ntksolve.load(path)
     assert (loaded.diag_reg_, loaded.time_) == (est.diag_reg_, est.time_)
     np.testing.assert_array_equal(loaded.mse_path_, est.mse_path_)
+    # the file holds the path on the search's scale, and that scale: a power of two
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    meta = json.loads(str(arrays["__ntksolve__"][()]))
+    assert np.all(np.isfinite(arrays["mse_path"]))
+    for bad in (3.0, -2.0, 0.0):
+        meta["attrs"]["path_scale"] = bad
+        np.savez(path, **{**arrays, "__ntksolve__": np.array(json.dumps(meta))})
+        with pytest.raises(ValueError, match="path_scale must be a positive power of two"):
+            ntksolve.load(path)
 
 
 @pytest.mark.parametrize("c", [BIG, SMALL])
