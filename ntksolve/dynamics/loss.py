@@ -3,6 +3,8 @@ anywhere in the float64 range (:mod:`ntksolve.dynamics.squares`)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ntksolve._validation import as_real_array
@@ -35,9 +37,9 @@ def mse_loss(fx, y):
     diff = fx - y
     if fx.ndim == y.ndim:  # one set of outputs (the training loop's case): a single dot product
         d = diff.ravel()
-        with np.errstate(over="ignore", under="ignore"):
+        with np.errstate(over="ignore"):  # an overflow is redone below
             ss = float(np.dot(d, d))
-        if np.isfinite(ss) and ss >= _SAFE_SUM:
+        if ss >= _SAFE_SUM and ss != math.inf:  # (NaN fails the first test)
             return 0.5 * ss / d.size
         return float(0.5 * mean_square(d))  # overflowed or underflowed: redone scaled
     axes = tuple(range(fx.ndim - y.ndim, fx.ndim))
