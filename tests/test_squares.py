@@ -5,7 +5,6 @@ the same computation on targets near 1, scaled back (a power of ten: an independ
 import json
 import warnings
 
-import mpmath
 import numpy as np
 import pytest
 from sklearn.model_selection import KFold
@@ -19,6 +18,7 @@ BIG, SMALL = 1e160, 1e-170  # squares overflow / underflow float64
 
 def _exact_mean_square(a, axis):
     """mean(a²) along axis 0 of a 2-D array, in 60-digit arithmetic, rounded to float64 (or inf/0)."""
+    mpmath = pytest.importorskip("mpmath")  # installed with torch's sympy; not a dependency
     mpmath.mp.dps = 60
     a = np.moveaxis(a, axis, 0)
     out = [mpmath.fsum(mpmath.mpf(float(v)) ** 2 for v in col) / a.shape[0] for col in a.T]
@@ -35,6 +35,8 @@ def test_mean_square_and_norm_match_mpmath(c):
         ms, nrm = mean_square(a, axis=0), norm(a, axis=0)
     exact = _exact_mean_square(a, 0)
     np.testing.assert_allclose(ms, exact, rtol=1e-14, atol=0)
+    import mpmath
+
     mpmath.mp.dps = 60
     exact_norm = [float(mpmath.sqrt(mpmath.fsum(mpmath.mpf(float(v)) ** 2 for v in col))) for col in a.T]
     np.testing.assert_allclose(nrm, exact_norm, rtol=1e-14)
