@@ -83,7 +83,7 @@ def test_iterative_solvers_scale_with_the_targets(method, c):
     X = rng.standard_normal((25, 3))
     K = ntksolve.analytic_kernels(ntksolve.MLP((1,), activation="relu"), X).ntk
     y = np.sin(X[:, :2])
-    solver = ntksolve.ConjugateGradient(tol=1e-10) if method == "cg" else ntksolve.Krylov(tol=1e-10)
+    solver = ntksolve.ConjugateGradient(tol=1e-10, max_iter=200) if method == "cg" else ntksolve.Krylov(tol=1e-10)
     t = np.inf if method == "cg" else 30.0
     ref = ntksolve.gradient_descent_mse(K, y, diag_reg=0.1, method=solver)(t, np.zeros_like(y))
     got = ntksolve.gradient_descent_mse(K, y * c, diag_reg=0.1, method=solver)(t, np.zeros_like(y))
@@ -108,7 +108,8 @@ def test_cv_chooses_as_for_targets_near_one(cv, c):
         warnings.simplefilter("error", RuntimeWarning)
         est = NTKRegressorCV(**kw).fit(X, y * c)
     assert (est.diag_reg_, est.time_) == (ref.diag_reg_, ref.time_)
-    expected = ref.mse_path_ * c * c
+    with np.errstate(over="ignore", under="ignore"):
+        expected = ref.mse_path_ * c * c
     if c in (BIG, SMALL):
         assert np.all(est.mse_path_ == (np.inf if c == BIG else 0.0))
     else:
@@ -172,3 +173,31 @@ def test_predictive_variances_of_huge_targets_are_the_scaled_ones():
     expected = ref.log_marginal_likelihood(1e307 / c / c, ref.noise_variance_) - y.size * np.log(c)
     assert lml == pytest.approx(expected, rel=1e-9)
     assert est.log_marginal_likelihood_value_ == pytest.approx(ref.log_marginal_likelihood_value_ - y.size * np.log(c))
+
+
+@pytest.mark.parametrize("c", [BIG, 1e-160, SMALL])
+def test_unnormalised_predictive_model_fits_on_scaled_residuals(c, tmp_path):
+    """``normalize_y=False``: the noise model of ``y c`` is that of ``y`` with variances times ``c²``
+    (inf or 0 only where that lies beyond float64); its ``return_std`` is ``c`` times, its density
+    that over ``c^N``; saved and loaded, it predicts the same. (The residuals' squares were inf or 0:
+    a = σ² = 0 and a wrong ``return_std`` near 1e-160, an unnamed error near 1e160.)"""
+    X, y = _data()
+    kw = dict(hidden_layer_sizes=(512,), uncertainty="predictive", normalize_y=False)
+    ref = NTKRegressor(**kw).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        est = NTKRegressor(**kw).fit(X, y * c)
+        _, std = est.predict(X[:5], return_std=True)
+    np.testing.assert_allclose(std / c, ref.predict(X[:5], return_std=True)[1], rtol=1e-9)
+    assert est.log_marginal_likelihood_value_ == pytest.approx(ref.log_marginal_likelihood_value_ - y.size * np.log(c))
+    with np.errstate(over="ignore", under="ignore"):
+        expected = ref.noise_variance_ * c * c
+    if c == 1e-160:  # subnormal: a few digits
+        assert est.noise_variance_ == pytest.approx(expected, rel=1e-2)
+    else:
+        assert est.noise_variance_ == expected
+    path = tmp_path / "m.npz"
+    est.save(path)
+    loaded = ntksolve.load(path)
+    np.testing.assert_array_equal(loaded.predict(X[:5], return_std=True)[1], std)
+    assert loaded.noise_variance_ == est.noise_variance_

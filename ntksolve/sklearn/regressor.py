@@ -123,7 +123,11 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         if self.uncertainty != "predictive":
             return
         gp = self.predictor_.kernel_gp(self.fx_train_0_)
-        std = self._y_train_std  # the model is fitted on the standardised targets: variances scale by std²
+        # fitted on the standardised residuals over a power of two where their squares would leave
+        # float64 (normalize_y=False with targets beyond 1e±100): variances scale by std², std this
+        self._gp_scale = gp.residual_scale()
+        gp = gp.scaled(self._gp_scale)
+        std = self._gp_std()
         if restored is None:
             a, s2, lml = gp.maximise()
         else:
@@ -144,7 +148,11 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         self.amplitude_ = float(A[0]) if one else A
         self.noise_variance_ = float(S[0]) if one else S
         # the density of y itself: the standardisation's Jacobian, -N log std per output
-        self.log_marginal_likelihood_value_ = float(np.sum(lml - self.y_train_.shape[0] * np.log(self._y_train_std)))
+        self.log_marginal_likelihood_value_ = float(np.sum(lml - self.y_train_.shape[0] * np.log(std)))
+
+    def _gp_std(self):
+        """Per output, the scale of ``y`` over that of the noise model's residuals ``(k,)``."""
+        return self._y_train_std * self._gp_scale
 
     def log_marginal_likelihood(self, amplitude=None, noise_variance=None):
         """Log density of the training targets under the predictive model (``uncertainty="predictive"``).
@@ -169,11 +177,11 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         gp = self._fitted_gp("log_marginal_likelihood")
         if amplitude is None and noise_variance is None:
             return self.log_marginal_likelihood_value_
-        std = self._y_train_std
+        std = self._gp_std()
         A = self.amplitude_ if amplitude is None else amplitude
         S = self.noise_variance_ if noise_variance is None else noise_variance
         lml = gp.log_marginal_likelihood(_per_output(A, "amplitude", std), _per_output(S, "noise_variance", std))
-        return float(np.sum(lml - self.y_train_.shape[0] * np.log(self._y_train_std)))
+        return float(np.sum(lml - self.y_train_.shape[0] * np.log(std)))
 
     def _fitted_gp(self, what):
         check_is_fitted(self)
@@ -200,9 +208,9 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             m_gp, var = gp.predict(a, s2, Ks, k_test_diag=self._kernel_diagonal(X))
         # how far predict's output is from the posterior mean (0 at t = inf when the ridge is the
         # fitted noise-to-signal ratio): its squared error adds to the new observation's variance
-        bias = m_gp + self._f0(X) - F
+        bias = m_gp + self._f0(X) / self._gp_scale - F / self._gp_scale
         mean = self._shape_outputs(self._unscale(F))
-        std = self._y_train_std
+        std = self._gp_std()
         if return_cov:
             cov = _square(C + bias[:, None, :] * bias[None, :, :], std)
             return mean, (cov[:, :, 0] if self._y_ndim == 1 else cov)
@@ -339,8 +347,14 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         attrs["y_ndim"] = int(self._y_ndim)
 
         if self.uncertainty == "predictive" and getattr(self, "_gp", None) is not None:  # the noise model, per output
-            arrays["amplitude"] = np.atleast_1d(np.asarray(self.amplitude_, dtype=np.float64))
-            arrays["noise_variance"] = np.atleast_1d(np.asarray(self.noise_variance_, dtype=np.float64))
+            A = np.atleast_1d(np.asarray(self.amplitude_, dtype=np.float64))
+            S = np.atleast_1d(np.asarray(self.noise_variance_, dtype=np.float64))
+            a, s2 = self._gp_params
+            # values float64 does not hold on the scale of y (inf, subnormal, or 0 for a positive one)
+            # are left out: loading then fits the noise model again, as fit did, to the same values
+            normal = np.finfo(np.float64).tiny
+            if np.all(np.isfinite(A) & np.isfinite(S) & ((A >= normal) | (a == 0)) & ((S >= normal) | (s2 == 0))):
+                arrays["amplitude"], arrays["noise_variance"] = A, S
 
     def _restore_extras(self, state):
         y_ndim = state.attr("y_ndim", "int", lower=1)
