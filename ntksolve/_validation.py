@@ -241,8 +241,25 @@ def check_real_scalar(
     return v
 
 
+#: Why a learning rate of 0 is refused: the same words wherever a rate is given (the rules, the
+#: schedules' peak rates, the conversions from other libraries' rates, the estimators).
+ZERO_RATE_REASON = (
+    "a rate of 0 trains nothing, and the converged limit t = inf and the time grids in units of "
+    "1 / learning_rate divide by it; to predict no training, ask for time 0 (steps=0) at a positive rate"
+)
+
+
+def refuse_zero_rate(value, name: str, requirement: str) -> None:
+    """ValueError (``name requirement, got value: ZERO_RATE_REASON``) if ``value`` is a real 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        return  # the type error is the caller's check
+    if float(value) == 0.0:
+        raise ValueError(f"{name} {requirement}, got {value!r}: {ZERO_RATE_REASON}")
+
+
 def check_learning_rate(value, name: str = "learning_rate") -> float:
-    """``η``: a positive finite real number."""
+    """``η``: a positive finite real number (0 refused with :data:`ZERO_RATE_REASON`)."""
+    refuse_zero_rate(value, name, "must be > 0")
     return check_real_scalar(value, name, low=0.0, strict=True)
 
 

@@ -17,6 +17,8 @@ from typing import Callable, Optional, Tuple
 
 import numpy as np
 
+from ntksolve.dynamics.squares import power_of_two_scale
+
 
 # ---------------------------------------------------------------------------------------------
 # preconditioned conjugate gradients
@@ -75,6 +77,10 @@ def preconditioned_cg(
     if B.ndim != 2:
         raise ValueError(f"B must be 2-D (N, r), got shape {B.shape}")
     M = precond if precond is not None else (lambda R: R)
+    # Solved for B / s, s a power of two near max |B| (exact, and every step is linear in B): the
+    # inner products below square B, which overflow for |B| >~ 1e154 and underflow for |B| <~ 1e-162.
+    scale = power_of_two_scale(B)
+    B = B / scale
     bnorm = np.linalg.norm(B, axis=0)
     bnorm_safe = np.where(bnorm > 0, bnorm, 1.0)
     X = np.zeros_like(B)
@@ -119,8 +125,8 @@ def preconditioned_cg(
         P = Z + beta * P
     AX = matvec(X)
     true_rel = np.linalg.norm(B - AX, axis=0) / bnorm_safe
-    info = KrylovInfo(iterations=it, converged=bool(np.all(rel <= tol)), residuals=true_rel, AX=AX)
-    return X, info
+    info = KrylovInfo(iterations=it, converged=bool(np.all(rel <= tol)), residuals=true_rel, AX=AX * scale)
+    return X * scale, info
 
 
 __all__ = ["preconditioned_cg", "KrylovInfo"]

@@ -26,6 +26,7 @@ import numpy as np
 import scipy.optimize
 
 from ntksolve._validation import as_real_array, check_finite
+from ntksolve.dynamics.squares import power_of_two_scale
 
 __all__ = ["KernelGP"]
 
@@ -76,6 +77,40 @@ class KernelGP:
         self._V = V if V.dtype.kind == "f" else V.astype(np.float64)
         # the one O(N² k) step: the residuals in the eigenbasis, in the eigenvectors' precision
         self._Z = np.asarray(self._V.T @ R.reshape(N, -1).astype(self._V.dtype, copy=False), dtype=np.float64)
+
+    def residual_scale(self):
+        """Per output column, a power of two ``s`` near ``max |z|`` where ``z²`` would overflow or
+        underflow (``|z|`` beyond ``1e±100``), else 1: :meth:`scaled` by it fits in range.
+
+        Returns
+        -------
+        s : ndarray, shape (k,)
+        """
+        m = np.max(np.abs(self._Z), axis=0)
+        safe = (m == 0) | ((m > 1e-100) & (m < 1e100))
+        return np.where(safe, 1.0, power_of_two_scale(self._Z, axis=0))
+
+    def scaled(self, scale):
+        """The same model of the residuals divided by ``scale`` per column (no second projection).
+
+        Parameters
+        ----------
+        scale : array_like, shape (k,)
+            Positive; a power of two (:meth:`residual_scale`) divides exactly.
+
+        Returns
+        -------
+        KernelGP
+            Its amplitudes and noise variances are these over ``scale²``; its log-likelihood is this
+            one plus ``N log scale`` per column.
+        """
+        scale = np.asarray(scale, dtype=np.float64)
+        if scale.shape != (self.n_outputs,) or not np.all(np.isfinite(scale) & (scale > 0)):
+            raise ValueError(f"scale must be {self.n_outputs} finite positive numbers, got {scale!r}")
+        new = object.__new__(KernelGP)
+        new.__dict__.update(self.__dict__)
+        new._Z = self._Z / scale[None, :]
+        return new
 
     # -- the evidence
     def _parameters(self, amplitude, noise_variance, *, allow_exact=False):

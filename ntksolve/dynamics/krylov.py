@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 import scipy.linalg
 
+from ntksolve.dynamics.squares import norm
 from ntksolve._config import (  # tunables live in the config module, with their reasons
     LANCZOS_CHECK_EVERY,
     LANCZOS_BREAKDOWN_FACTOR,
@@ -81,7 +82,7 @@ def lanczos_function_products(matmat, R, coefficient_fn, *, tol, max_iter=None, 
     max_iter = int(max(1, min(max_iter, n)))
     check_every = LANCZOS_CHECK_EVERY if check_every is None else int(check_every)
 
-    beta0 = np.linalg.norm(R, axis=0)
+    beta0 = norm(R, axis=0)  # not np.linalg.norm: inf for |r| >~ 1e154, 0 for |r| <~ 1e-162
     n_funcs = None
     out = None
     # Per-column state. Q rows are the basis vectors (row-major: the reorthogonalisation products
@@ -158,8 +159,8 @@ def lanczos_function_products(matmat, R, coefficient_fn, *, tol, max_iter=None, 
                 elif last_coef[j] is not None:
                     prev = np.zeros_like(coef)
                     prev[: last_coef[j].shape[0]] = last_coef[j]
-                    change = np.linalg.norm(coef - prev, axis=0)
-                    size = np.linalg.norm(coef, axis=0)
+                    change = norm(coef - prev, axis=0)  # on the scale of r: overflow-free
+                    size = norm(coef, axis=0)
                     if np.all(change <= tol * size):
                         done[j] = converged[j] = True
                 last_coef[j] = coef

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ntksolve._validation import check_memory
+from ntksolve._validation import check_memory, refuse_zero_rate
 from ntksolve._jit.modes import decay_difference, momentum_modes
 from ntksolve.dynamics.momentum_closed_form import constant_rate_modes
 
@@ -42,6 +42,12 @@ def _real(value, name, *, positive=False, allow_zero=True):
         need = "positive" if positive or not allow_zero else "non-negative"
         raise ValueError(f"{name} must be a finite {need} number, got {value!r}")
     return v
+
+
+def _rate(value, name):
+    """A peak or constant rate: positive (0 refused with the reason every rate gives)."""
+    refuse_zero_rate(value, name, "must be a finite positive number")
+    return _real(value, name, positive=True)
 
 
 def _count(value, name, *, minimum=1):
@@ -137,7 +143,7 @@ class Schedule:
         ----------
         lr : float > 0
         """
-        return cls._make("constant", (_real(lr, "lr", positive=True),))
+        return cls._make("constant", (_rate(lr, "lr"),))
 
     @classmethod
     def step(cls, lr, step_size, gamma=0.1):
@@ -151,7 +157,7 @@ class Schedule:
         """
         return cls._make(
             "step",
-            (_real(lr, "lr", positive=True), _count(step_size, "step_size"), _real(gamma, "gamma", positive=True)),
+            (_rate(lr, "lr"), _count(step_size, "step_size"), _real(gamma, "gamma", positive=True)),
         )
 
     @classmethod
@@ -162,7 +168,7 @@ class Schedule:
         ----------
         lr, gamma : float > 0
         """
-        return cls._make("exponential", (_real(lr, "lr", positive=True), _real(gamma, "gamma", positive=True)))
+        return cls._make("exponential", (_rate(lr, "lr"), _real(gamma, "gamma", positive=True)))
 
     @classmethod
     def cosine(cls, lr, total_steps, min_lr=0.0):
@@ -175,7 +181,7 @@ class Schedule:
             PyTorch's ``T_max``.
         min_lr : float in [0, lr], default 0.0
         """
-        lr = _real(lr, "lr", positive=True)
+        lr = _rate(lr, "lr")
         return cls._make("cosine", (lr, _count(total_steps, "total_steps"), _min_lr(min_lr, lr)))
 
     @classmethod
@@ -320,7 +326,7 @@ def _min_lr(min_lr, lr):
 
 
 def _warmup_args(lr, total_steps, warmup_steps, start_factor):
-    lr = _real(lr, "lr", positive=True)
+    lr = _rate(lr, "lr")
     total = _count(total_steps, "total_steps", minimum=2)
     warm = _count(warmup_steps, "warmup_steps")
     if warm >= total:
@@ -341,7 +347,7 @@ def as_schedule(learning_rate) -> Schedule:
         return learning_rate
     if isinstance(learning_rate, np.ndarray):
         raise TypeError("pass an array of rates as Schedule(rates), not as a bare array")
-    return Schedule.constant(_real(learning_rate, "learning_rate", positive=True))
+    return Schedule.constant(_rate(learning_rate, "learning_rate"))
 
 
 # --- per-mode factors --------------------------------------------------------------------------------

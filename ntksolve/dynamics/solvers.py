@@ -108,7 +108,11 @@ class Solver:
 
     def check_rule(self, rule) -> None:
         """Refuse a training rule this solver cannot follow (when a predictor is built, before any
-        decomposition); every rule by default."""
+        decomposition; an estimator's ``fit``, before any kernel); every rule by default."""
+
+    def check_time(self, t, name="t") -> None:
+        """Refuse a time this solver cannot answer (at each prediction; an estimator's ``fit``,
+        before any kernel); every time by default."""
 
     def solve(self, problem, ts, R, test):
         """Train and test increments over the initial outputs.
@@ -286,18 +290,25 @@ class ConjugateGradient(Solver):
         if p is not None and not (callable(p) or hasattr(p, "build")):
             raise TypeError(f"preconditioner must be a callable R -> M^-1 R or have build(kernel, shift), got {p!r}")
 
-    def solve(self, problem, ts, R, test):
-        if np.any(np.isfinite(ts)):
-            raise ValueError(
-                "ConjugateGradient solves the converged limit t = inf only; for finite times use "
-                "method=Krylov(...) (or 'auto')"
-            )
-        if not getattr(problem.rule, "kernel_regression_limit", False):  # weight decay's J θ_0 part too
+    def check_rule(self, rule) -> None:
+        if not rule.kernel_regression_limit:  # weight decay, a schedule
             raise ValueError(
                 f"ConjugateGradient solves kernel regression, the t = inf of a constant rate without weight "
-                f"decay, which {getattr(problem.rule, 'rule', problem.rule)!r} does not reach; use "
-                "method=Krylov(...) or 'eigh'"
+                f"decay, which {rule!r} does not reach; use method=Krylov(...) or 'eigh'"
             )
+
+    def check_time(self, t, name="t") -> None:
+        if np.isfinite(t):
+            raise ValueError(
+                f"ConjugateGradient solves the converged limit t = inf only, not {name}={t!r}; for finite "
+                "times use method=Krylov(...) (or 'auto')"
+            )
+
+    def solve(self, problem, ts, R, test):
+        # the rule was checked when the predictor was built (check_rule)
+        finite = ts[np.isfinite(ts)]
+        if finite.size:
+            self.check_time(float(finite[0]), "t")
         kernel = problem.kernel
         shift = kernel.shift
         precond = self.preconditioner

@@ -27,6 +27,7 @@ import numbers
 
 import numpy as np
 
+from ntksolve._validation import refuse_zero_rate
 from ntksolve.dynamics.schedules import Schedule
 
 __all__ = ["to_ntksolve_learning_rate", "LOSS_CONVENTIONS"]
@@ -69,6 +70,11 @@ def to_ntksolve_learning_rate(lr, *, loss, n_samples, n_outputs):
     float or Schedule
         The same rate in ntksolve's units.
 
+    Raises
+    ------
+    ValueError
+        An unknown ``loss``, or a rate that is negative, not finite or 0 (as every rule refuses it).
+
     Examples
     --------
     >>> to_ntksolve_learning_rate(0.01, loss="torch_mse_mean", n_samples=100, n_outputs=3)
@@ -83,6 +89,7 @@ def to_ntksolve_learning_rate(lr, *, loss, n_samples, n_outputs):
         return lr.scaled(c)
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, (numbers.Real, np.floating)):
         raise TypeError(f"lr must be a number or a Schedule, got {lr!r}")
+    refuse_zero_rate(lr, "lr", "must be positive and finite")
     if not (np.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be positive and finite, got {lr!r}")
     return c * float(lr)

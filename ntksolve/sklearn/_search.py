@@ -34,6 +34,10 @@ class _GridSearch:
 
     Subclasses set ``_path_name`` (the fitted per-fold path, ``(R, T, n_folds)``) and
     ``_higher_is_better``, and define :meth:`_fold_scores` (held-out outputs -> scores).
+
+    Scores are held on the scale ``_score_scale`` (a power of two; the attribute's units are its
+    square times theirs): the regressor's squared errors of targets near 1e160 would overflow, and
+    the choice must be the one made for the same targets divided by 1e150.
     """
 
     _fit_peak = "cv"  # the full kernel plus each fold's kernel and decomposition
@@ -41,6 +45,10 @@ class _GridSearch:
     _higher_is_better = False
     #: Whether the fold solver is the cross-entropy run (one run per ridge) rather than MSE's closed form.
     _cross_entropy = False
+
+    def _scale_of_scores(self, Y):
+        """The power of two ``s`` the path is computed on (scores ``/ s²``): 1, scores of labels."""
+        return 1.0
 
     def _time_at_predict(self):
         return self.time_
@@ -60,6 +68,13 @@ class _GridSearch:
             ts = self._check_times(np.asarray(self.times, dtype=np.float64).reshape(-1))
             if ts.size == 0:
                 raise ValueError("times must contain at least one value")
+        elif not self._loo() and self._mse_solver() is not None:  # the automatic grid's finite times
+            try:
+                self._mse_solver().check_time(1.0)
+            except ValueError as err:
+                raise ValueError(f"times=None makes a grid of finite times: {err}; or pass times=[np.inf]") from None
+        if self._loo():
+            self._check_loo(ts)
         if self.chunks is not None:
             self._check_tiled_search()
         return regs, ts
@@ -175,6 +190,7 @@ class _GridSearch:
             else:
                 mean_diag = np.mean(self._kernel_diagonal(X) if tiled else np.diagonal(K))
                 ts = self._auto_times(mean_diag, Y.shape[1])
+        self._score_scale = self._scale_of_scores(Y)
         if self._loo():
             path = self._loo_path(K, y, Y, regs, ts)
         else:
@@ -183,8 +199,7 @@ class _GridSearch:
             for f, (te, out) in enumerate(self._held_out(X, Y, K, splits, regs, ts)):
                 path[:, :, f] = self._fold_scores(out, te, y, Y)
         self.times_, self.diag_regs_ = ts, regs
-        setattr(self, self._path_name, path)
-        self._set_search_results()
+        self._set_search_results(path)
         best = float(regs[self._best[0]])
         if tiled:
             self._fit_solver(X, best)
@@ -202,12 +217,6 @@ class _GridSearch:
         point would shift their mean by ``O(1/N)``; ``normalize_y=False`` makes it exact), and the
         ridge ``μ = diag_reg · mean(diag Θ)`` is that of all the data.
         """
-        rule = self._rule()
-        if not rule.kernel_regression_limit:
-            raise ValueError(
-                f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
-                f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)"
-            )
         Yn, _, std = self._fold_targets(Y)
         base = self._solver(K, Yn, regs[0], shared=True)
         res = np.full((regs.size,) + Y.shape, np.nan)
@@ -220,29 +229,36 @@ class _GridSearch:
                 continue
         return res
 
-    @staticmethod
-    def _check_loo_times(ts):
-        if ts.size != 1 or not np.isinf(ts[0]):
+    def _check_loo(self, ts):
+        """What ``cv='loo'`` cannot do, refused with the parameters (before any kernel): a rule whose
+        ``t = inf`` is not kernel regression, finite times (``ts`` None: the grid ``[inf]``)."""
+        rule = self._rule()
+        if not rule.kernel_regression_limit:
+            raise ValueError(
+                f"cv='loo' is the leave-one-out of kernel regression, the converged limit of a constant "
+                f"rate without weight decay, which dynamics={rule!r} does not reach; use K-fold (cv=5)"
+            )
+        if ts is not None and (ts.size != 1 or not np.isinf(ts[0])):
             raise ValueError(
                 "cv='loo' is the exact leave-one-out of converged training (t = inf): "
                 "pass times=None or times=[np.inf], or use K-fold (cv=5) for finite times"
             )
 
     # -- results -----------------------------------------------------------------------------------
-    def _mean_scores(self):
-        """Mean over folds of the path, as scores (higher is better), ``(R, T)``."""
-        mean = getattr(self, self._path_name).mean(axis=2)
-        return mean if self._higher_is_better else -mean
-
-    def _set_search_results(self):
-        """``time_``, ``best_score_``, ``cv_results_`` from ``times_``, ``diag_regs_`` and the path.
+    def _set_search_results(self, path):
+        """The path (``_path_name``), ``time_``, ``best_score_``, ``cv_results_`` from ``times_``,
+        ``diag_regs_`` and the path on the scale ``_score_scale`` (what is chosen and ranked).
         Ties go to the first candidate in ``diag_regs`` order, then the earliest time."""
-        scores = self._mean_scores()
+        self._scaled_path = path
+        s = self._score_scale
+        with np.errstate(over="ignore", under="ignore"):  # inf (or 0) only where the true value is
+            setattr(self, self._path_name, (path * s) * s)
+        scores = path.mean(axis=2) if self._higher_is_better else -path.mean(axis=2)
         self._best = np.unravel_index(np.argmax(scores), scores.shape)
         self.time_ = float(self.times_[self._best[1]])
-        self.best_score_ = float(scores[self._best])
-        path = getattr(self, self._path_name)
-        self.cv_results_ = _cv_results(self.diag_regs_, self.times_, path if self._higher_is_better else -path)
+        with np.errstate(over="ignore", under="ignore"):
+            self.best_score_ = float((scores[self._best] * s) * s)
+        self.cv_results_ = _cv_results(self.diag_regs_, self.times_, path if self._higher_is_better else -path, s)
 
     # -- state ---------------------------------------------------------------------------------------
     def _state_extras(self, attrs, arrays):
@@ -251,12 +267,21 @@ class _GridSearch:
         attrs["best_score_"] = float(self.best_score_)
         arrays["times"] = self.times_
         arrays["diag_regs"] = self.diag_regs_
-        arrays[self._path_name.rstrip("_")] = getattr(self, self._path_name)
+        # on the scale of the search (the attribute may be inf where these are not), and that scale
+        arrays[self._path_name.rstrip("_")] = self._scaled_path
+        attrs["path_scale"] = float(self._score_scale)
 
     def _check_path(self, path):
         """ValueError unless a saved path holds valid scores."""
         if np.any(np.isnan(path)) or np.any(path < 0):
             raise ValueError(f"{self._path_name.rstrip('_')} must be >= 0 and not NaN")
+
+    @staticmethod
+    def _check_path_scale(scale):
+        """ValueError unless a saved ``path_scale`` is a positive power of two."""
+        if not (np.isfinite(scale) and scale > 0 and np.frexp(scale)[0] == 0.5):
+            raise ValueError(f"path_scale must be a positive power of two, got {scale!r}")
+        return scale
 
     def _restore_extras(self, state):
         k = super()._restore_extras(state)
@@ -269,12 +294,12 @@ class _GridSearch:
         if ts.size == 0 or regs.size == 0 or path.shape[2] == 0:
             raise ValueError(f"times, diag_regs and {name} must be non-empty")
         self._check_path(path)
+        self._score_scale = self._check_path_scale(state.attr("path_scale", "float", default=1.0))
         grid_regs, grid_ts = self._check_params()
         if not np.array_equal(grid_regs, regs) or (grid_ts is not None and not np.array_equal(grid_ts, ts)):
             raise ValueError("diag_regs_ and times_ must be the grids of the diag_regs and times parameters")
         self.times_, self.diag_regs_ = ts, regs
-        setattr(self, self._path_name, path)
-        self._set_search_results()
+        self._set_search_results(path)
         if (
             state.attr("time_", "float") != self.time_
             or state.attr("best_score_", "float") != self.best_score_
@@ -284,19 +309,22 @@ class _GridSearch:
         return k
 
 
-def _cv_results(regs, ts, scores):
-    """``cv_results_`` of scores ``(R, T, n_folds)`` (higher is better), as ``GridSearchCV``'s."""
+def _cv_results(regs, ts, scores, scale=1.0):
+    """``cv_results_`` of scores ``(R, T, n_folds)`` (higher is better) on the scale ``scale`` (a
+    power of two: the results are ``scores * scale²``, ranked on the scores), as ``GridSearchCV``'s."""
     R, T, F = scores.shape
     scores = scores.reshape(R * T, F)
     mean = scores.mean(axis=1)
     order = np.argsort(-mean, kind="stable")
+    with np.errstate(over="ignore", under="ignore"):
+        mean, spread, scores = ((a * scale) * scale for a in (mean, _std(scores), scores))
     rank = np.empty(R * T, dtype=np.int32)
     rank[order] = np.arange(1, R * T + 1)
     res = {
         "param_diag_reg": np.repeat(regs, T),
         "param_time": np.tile(ts, R),
         "mean_test_score": mean,
-        "std_test_score": _std(scores),
+        "std_test_score": spread,
         "rank_test_score": rank,
     }
     for f in range(F):

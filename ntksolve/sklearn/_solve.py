@@ -283,15 +283,10 @@ def fit_tiled(
     """Solve at time ``t`` from kernel tiles on Dask, never forming the train kernel.
 
     ``method`` is the estimator's: ``"auto"`` is the tiled default (:func:`ntksolve.dask.fit.default_method`),
-    ``"krylov"`` Lanczos at any ``t``; ``"eigh"`` and ``"expm"`` need the kernel in memory and are
-    refused here, before any tile is computed.
+    ``"krylov"`` Lanczos at any ``t`` (a solver object with its options); ``"eigh"`` and ``"expm"``
+    need the kernel in memory and are refused here, before any tile is computed.
     """
-    if method in ("eigh", "expm"):
-        raise ValueError(
-            f"method={method!r} decomposes the train kernel in memory, which chunks={chunks!r} never forms; "
-            "use method='auto' (conjugate gradients or Lanczos on the tiles) or 'krylov' with chunks, "
-            "or chunks=None"
-        )
+    solver = check_tiled_method(method, chunks)
     return _tiles().fit_tiled(
         network,
         X,
@@ -305,8 +300,20 @@ def fit_tiled(
         chunks=chunks,
         scheduler=scheduler,
         dtype=dtype,
-        method=None if method == "auto" else method,
+        method=None if isinstance(solver, Auto) else solver,
     )
+
+
+def check_tiled_method(method, chunks):
+    """The solver of ``method`` for a tiled fit; ValueError for one that needs the kernel in memory."""
+    solver = resolve_solver(method)
+    if solver.dense_only:
+        raise ValueError(
+            f"method={method!r} decomposes the train kernel in memory, which chunks={chunks!r} never forms; "
+            "use method='auto' (conjugate gradients or Lanczos on the tiles) or 'krylov' with chunks, "
+            "or chunks=None"
+        )
+    return solver
 
 
 def predict_tiled(fit, X, *, fx_test_0, scheduler):

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ntksolve._config import FIT_PEAK_KERNELS
-from ntksolve._validation import check_dtype, check_memory
+from ntksolve._validation import check_dtype, check_memory, refuse_zero_rate
 from ntksolve.kernels import analytic_kernels, empirical_ntk
 from ntksolve.nets.forward_mode import own_parameter_image
 from ntksolve.nets.layers import check_activation
@@ -74,6 +74,8 @@ class _NTKBase(_FittedState, BaseEstimator):
         if isinstance(self.method, str):
             _check_choice(self.method, "method", _solve.METHODS)
         _solve.resolve_solver(self.method)  # a solver object, or a TypeError naming what is accepted
+        if self._mse_solver() is not None:  # a rule it cannot follow: refused here, before any kernel
+            self._mse_solver().check_rule(rule)
         if (
             self._kernel_kind() == "analytic"
             and not MLP((1,), parameterization=self.parameterization).supports_analytic
@@ -101,16 +103,29 @@ class _NTKBase(_FittedState, BaseEstimator):
         self._validate_params_ntk()
         _check_real(self.diag_reg, "diag_reg")
         self._time(self.time, "time")
+        if self.chunks is not None:  # the search checks its own (_GridSearch._check_tiled_search)
+            _solve.check_tiled_method(self.method, self.chunks)
 
     def _time(self, value, name):
-        """One time, checked against the rule (the classifier adds its loss's condition)."""
-        return _check_time(value, name, self._rule())
+        """One time, checked against the rule and the solver (the classifier adds its loss's condition)."""
+        t = _check_time(value, name, self._rule())
+        if self._mse_solver() is not None:
+            self._mse_solver().check_time(t, name)
+        return t
+
+    def _mse_solver(self):
+        """The solver of ``method`` for the squared loss's closed form; None for cross-entropy, which
+        runs its own recurrence."""
+        if getattr(self, "loss", None) in ("log_loss", "cross_entropy"):
+            return None
+        return _solve.resolve_solver(self.method)
 
     def _rule(self):
         """The training rule: ``dynamics`` (a name, with ``learning_rate``, default 1.0) or a rule object."""
         if isinstance(self.dynamics, str) and self.dynamics.strip().lower() not in _solve.ADAPTIVE:
             _check_choice(self.dynamics, "dynamics", _solve.DYNAMICS)
             if self.learning_rate is not None:
+                refuse_zero_rate(self.learning_rate, "learning_rate", "must be a finite number > 0")
                 _check_real(self.learning_rate, "learning_rate", strict=True)
         return _solve.resolve_rule(self.dynamics, self.learning_rate)
 
@@ -271,6 +286,7 @@ class _NTKBase(_FittedState, BaseEstimator):
                 chunks=self.chunks,
                 scheduler=self.scheduler,
                 dtype=self._dtype,
+                method=self.method,  # with its options (a Krylov tol, a CG preconditioner)
             )
         self.predictor_ = None
         self._fitted_at = None

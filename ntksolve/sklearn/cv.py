@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ntksolve.dynamics.squares import mean_square, power_of_two_scale
 from ntksolve.sklearn._params import (
     CV_PARAMETERS,
     REGRESSOR_PARAMETERS,
@@ -44,7 +45,10 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
     ----------
     {search_attributes}
     mse_path_ : ndarray, shape (R, T, n_folds)
-        Validation MSE of every ``(diag_reg, time)`` on every fold.
+        Validation MSE of every ``(diag_reg, time)`` on every fold, in units of ``y²``: ``inf`` (or
+        0) only where the true MSE lies beyond float64 (targets beyond ``~1e154``, or below
+        ``~1e-162``). The choice and the ranks are made on the MSE of ``y / s`` (``s`` a power of two
+        near ``max |y|``, exact), so they are the ones made for the same targets near 1.
     cv_results_ : dict of ndarrays, each of shape (R * T,)
         ``param_diag_reg``, ``param_time``, ``mean_test_score`` (negative MSE, higher is better),
         ``std_test_score``, ``rank_test_score``, ``split{i}_test_score``, ``params``
@@ -78,16 +82,19 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
         self._search(X, y, Y, regs, ts)
         return self
 
+    def _scale_of_scores(self, Y):
+        """A power of two near ``max |y|``: the path is the MSE of ``y / s`` (exact; no overflow)."""
+        return float(power_of_two_scale(Y))
+
     def _fold_scores(self, out, te, y, Y):
-        """Held-out MSE ``(R, T)`` on the original scale, averaged over outputs."""
-        err = out - Y[te]
-        return np.mean(err * err, axis=(2, 3))
+        """Held-out MSE ``(R, T)`` of ``y / _score_scale``, averaged over outputs."""
+        s = self._score_scale
+        return mean_square(out / s - Y[te] / s, axis=(2, 3))
 
     def _loo_path(self, K, y, Y, regs, ts):
         """Exact leave-one-out MSE ``(R, 1, N)`` of converged kernel regression, one decomposition
         (:meth:`_loo_residuals`). A ridge whose kernel is singular has no leave-one-out answer and
         scores ``inf``."""
-        self._check_loo_times(ts)
         res = self._loo_residuals(K, Y, regs)
-        mse = np.mean(res * res, axis=2)
+        mse = mean_square(res / self._score_scale, axis=2)
         return np.where(np.isnan(mse), np.inf, mse)[:, None, :]

@@ -142,7 +142,6 @@ class NTKClassifierCV(_GridSearch, NTKClassifier):
     def _loo_path(self, K, y, Y, regs, ts):
         """Exact leave-one-out accuracy ``(R, 1, N)`` (0 or 1 per point), one decomposition: each
         point's decision when refitted without it is its code minus its leave-one-out residual."""
-        self._check_loo_times(ts)
         res = self._loo_residuals(K, Y, regs)  # (R, N, k) on the codes' scale
         correct = (self._predicted(Y[None] - res) == y[None]).astype(np.float64)
         correct[np.isnan(res).any(axis=2)] = -np.inf

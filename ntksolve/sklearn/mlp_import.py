@@ -38,6 +38,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_array, check_random_state
 
+from ntksolve._validation import check_learning_rate
 from ntksolve.dynamics.units import LOSS_CONVENTIONS
 from ntksolve.nets.trained_layers import mlp_from_layers
 
@@ -193,7 +194,8 @@ def learning_rate_from_sklearn(estimator, *, n_outputs=None) -> float:
     ------
     ValueError
         Another solver (Adam has no function-space twin; L-BFGS no rate), a non-constant rate
-        schedule, a Poisson loss, or ``k`` unknown.
+        schedule, a Poisson loss, ``k`` unknown, or a ``learning_rate_init`` that is not a positive
+        finite number (0 is refused as every rule refuses it).
     """
     _check_estimator(estimator)
     if estimator.solver != "sgd":
@@ -206,7 +208,7 @@ def learning_rate_from_sklearn(estimator, *, n_outputs=None) -> float:
             f"learning_rate={estimator.learning_rate!r} changes the rate during training; only "
             "learning_rate='constant' maps onto one rate"
         )
-    eta = float(estimator.learning_rate_init)
+    eta = check_learning_rate(estimator.learning_rate_init, "learning_rate_init")  # unfitted: unchecked yet
     if isinstance(estimator, MLPClassifier):
         return eta
     if getattr(estimator, "loss", "squared_error") != "squared_error":

@@ -22,8 +22,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import RegressorMixin
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ntksolve.dynamics.squares import power_of_two_scale
 from ntksolve.kernels import analytic_kernels
 from ntksolve.sklearn import _solve
 from ntksolve._docstrings import fill_sections
@@ -59,6 +61,30 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def score(self, X, y, sample_weight=None):
+        """Coefficient of determination R² of ``predict(X)``, as ``RegressorMixin.score``.
+
+        Computed on ``y / s`` and ``predict(X) / s``, ``s`` a power of two near ``max |y|``: R² does
+        not depend on the scale and the division is exact, so targets anywhere in the float64 range
+        score as they would near 1 (``r2_score`` squares them: NaN beyond ``|y| ~ 1e154``).
+
+        Parameters
+        ----------
+        X : array_like, shape (M, d)
+        y : array_like, shape (M,) or (M, k)
+        sample_weight : array_like, shape (M,), optional
+
+        Returns
+        -------
+        float
+        """
+        y_pred = self.predict(X)
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiu":  # r2_score names what is wrong with these
+            return r2_score(y, y_pred, sample_weight=sample_weight)
+        s = power_of_two_scale(y.astype(np.float64, copy=False))
+        return r2_score(y / s, y_pred / s, sample_weight=sample_weight)
 
     def _shape_outputs(self, F):
         """(T, M, k) -> (T, M) for a 1-D training target."""
@@ -97,27 +123,36 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         if self.uncertainty != "predictive":
             return
         gp = self.predictor_.kernel_gp(self.fx_train_0_)
-        scale = self._y_train_std**2  # the model is fitted on the standardised targets
+        # fitted on the standardised residuals over a power of two where their squares would leave
+        # float64 (normalize_y=False with targets beyond 1e±100): variances scale by std², std this
+        self._gp_scale = gp.residual_scale()
+        gp = gp.scaled(self._gp_scale)
+        std = self._gp_std()
         if restored is None:
             a, s2, lml = gp.maximise()
         else:
-            k = scale.size
+            k = std.size
             if restored[0].shape != (k,) or restored[1].shape != (k,):
                 raise ValueError(
                     f"amplitude and noise_variance must have shape ({k},), one per output; "
                     f"got {restored[0].shape} and {restored[1].shape}"
                 )
-            a, s2 = restored[0] / scale, restored[1] / scale
+            a, s2 = _unsquare(restored[0], std), _unsquare(restored[1], std)
             exact = (a == 0) & (s2 == 0)
             lml = np.full(k, np.inf)
             if not exact.all():
                 lml[~exact] = gp.log_marginal_likelihood(np.where(exact, 1.0, a), np.where(exact, 1.0, s2))[~exact]
         self._gp, self._gp_params = gp, (a, s2)
         one = self._y_ndim == 1
-        self.amplitude_ = float(a[0] * scale[0]) if one else a * scale
-        self.noise_variance_ = float(s2[0] * scale[0]) if one else s2 * scale
+        A, S = _square(a, std), _square(s2, std)
+        self.amplitude_ = float(A[0]) if one else A
+        self.noise_variance_ = float(S[0]) if one else S
         # the density of y itself: the standardisation's Jacobian, -N log std per output
-        self.log_marginal_likelihood_value_ = float(np.sum(lml - self.y_train_.shape[0] * np.log(self._y_train_std)))
+        self.log_marginal_likelihood_value_ = float(np.sum(lml - self.y_train_.shape[0] * np.log(std)))
+
+    def _gp_std(self):
+        """Per output, the scale of ``y`` over that of the noise model's residuals ``(k,)``."""
+        return self._y_train_std * self._gp_scale
 
     def log_marginal_likelihood(self, amplitude=None, noise_variance=None):
         """Log density of the training targets under the predictive model (``uncertainty="predictive"``).
@@ -142,11 +177,11 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         gp = self._fitted_gp("log_marginal_likelihood")
         if amplitude is None and noise_variance is None:
             return self.log_marginal_likelihood_value_
-        scale = self._y_train_std**2
+        std = self._gp_std()
         A = self.amplitude_ if amplitude is None else amplitude
         S = self.noise_variance_ if noise_variance is None else noise_variance
-        lml = gp.log_marginal_likelihood(_per_output(A, "amplitude", scale), _per_output(S, "noise_variance", scale))
-        return float(np.sum(lml - self.y_train_.shape[0] * np.log(self._y_train_std)))
+        lml = gp.log_marginal_likelihood(_per_output(A, "amplitude", std), _per_output(S, "noise_variance", std))
+        return float(np.sum(lml - self.y_train_.shape[0] * np.log(std)))
 
     def _fitted_gp(self, what):
         check_is_fitted(self)
@@ -173,11 +208,11 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             m_gp, var = gp.predict(a, s2, Ks, k_test_diag=self._kernel_diagonal(X))
         # how far predict's output is from the posterior mean (0 at t = inf when the ridge is the
         # fitted noise-to-signal ratio): its squared error adds to the new observation's variance
-        bias = m_gp + self._f0(X) - F
+        bias = m_gp + self._f0(X) / self._gp_scale - F / self._gp_scale
         mean = self._shape_outputs(self._unscale(F))
-        std = self._y_train_std
+        std = self._gp_std()
         if return_cov:
-            cov = (C + bias[:, None, :] * bias[None, :, :]) * std**2
+            cov = _square(C + bias[:, None, :] * bias[None, :, :], std)
             return mean, (cov[:, :, 0] if self._y_ndim == 1 else cov)
         out = np.sqrt(var + bias**2) * std
         return mean, (out[:, 0] if self._y_ndim == 1 else out)
@@ -244,7 +279,7 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
             std = np.sqrt(var)[:, None] * self._y_train_std
             return mean, (std[:, 0] if self._y_ndim == 1 else std)
         _, cov = ensemble(t, cross.nngp, cross.ntk, analytic_kernels(self.network_, X).nngp, compute_cov=True)
-        cov = cov[:, :, None] * self._y_train_std**2
+        cov = _square(cov[:, :, None], self._y_train_std)
         return mean, (cov[:, :, 0] if self._y_ndim == 1 else cov)
 
     def _check_ensemble(self):
@@ -312,8 +347,14 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         attrs["y_ndim"] = int(self._y_ndim)
 
         if self.uncertainty == "predictive" and getattr(self, "_gp", None) is not None:  # the noise model, per output
-            arrays["amplitude"] = np.atleast_1d(np.asarray(self.amplitude_, dtype=np.float64))
-            arrays["noise_variance"] = np.atleast_1d(np.asarray(self.noise_variance_, dtype=np.float64))
+            A = np.atleast_1d(np.asarray(self.amplitude_, dtype=np.float64))
+            S = np.atleast_1d(np.asarray(self.noise_variance_, dtype=np.float64))
+            a, s2 = self._gp_params
+            # values float64 does not hold on the scale of y (inf, subnormal, or 0 for a positive one)
+            # are left out: loading then fits the noise model again, as fit did, to the same values
+            normal = np.finfo(np.float64).tiny
+            if np.all(np.isfinite(A) & np.isfinite(S) & ((A >= normal) | (a == 0)) & ((S >= normal) | (s2 == 0))):
+                arrays["amplitude"], arrays["noise_variance"] = A, S
 
     def _restore_extras(self, state):
         y_ndim = state.attr("y_ndim", "int", lower=1)
@@ -339,16 +380,34 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
         return 1 if y_ndim == 1 else None
 
 
-def _per_output(value, name, scale):
-    """A scalar or per-output value on the scale of ``y``, divided by ``scale`` ``(k,)``."""
+def _square(v, std):
+    """``v std²`` of a variance ``v`` on the standardised scale; ``(v std) std`` where ``std²`` alone
+    overflows (``std >~ 1e154``) or underflows (``< 1e-154``), and ``v std²`` need not."""
+    with np.errstate(over="ignore", under="ignore"):  # inf (or 0) only where the true value is
+        return v * (std * std) if _square_safe(std) else (v * std) * std
+
+
+def _unsquare(v, std):
+    """``v / std²`` of a variance ``v`` on the scale of ``y`` (as :func:`_square`, inverted)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return v / (std * std) if _square_safe(std) else (v / std) / std
+
+
+def _square_safe(std):
+    """``std²`` is a normal float64 (the plain formula, bit for bit, as files were written)."""
+    return bool(np.all((std > 1e-150) & (std < 1e150)))
+
+
+def _per_output(value, name, std):
+    """A scalar or per-output variance on the scale of ``y``, divided by ``std² (k,)``."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real number or an array of them, got {value!r}")
-    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape != scale.shape):
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape != std.shape):
         raise ValueError(
-            f"{name} must be a number or an array of shape {scale.shape} (one per output), got shape {arr.shape}"
+            f"{name} must be a number or an array of shape {std.shape} (one per output), got shape {arr.shape}"
         )
-    return arr.astype(np.float64) / scale
+    return _unsquare(arr.astype(np.float64), std)
 
 
 @register

@@ -27,6 +27,7 @@ import numbers
 import numpy as np
 
 from ntksolve._extras import require
+from ntksolve._validation import refuse_zero_rate
 from ntksolve.dynamics.units import LOSS_CONVENTIONS
 
 torch = require("torch", "torch", "ntksolve.torch (PyTorch interop)")
@@ -83,7 +84,8 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     ValueError
         ``reduction="none"``, a cross-entropy with class weights or label smoothing, a
         ``BCEWithLogitsLoss`` with ``weight`` or ``pos_weight`` (their gradients are not the
-        cross-entropy rule's), bad counts or rates.
+        cross-entropy rule's), bad counts or rates (a single rate of 0 is refused, as every rule
+        refuses it; the single steps of a per-step schedule may be 0).
     """
     kind, reduction = _loss_kind(loss)
     for name, v in (("n_samples", n_samples), ("n_outputs", n_outputs)):
@@ -106,6 +108,8 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     )
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"lr must be finite and non-negative, got {lr!r}")
+    if arr.ndim == 0:  # one rate, as the rules take it (a schedule's single steps may be 0)
+        refuse_zero_rate(float(arr), "lr", "must be positive")
     # the one table of other libraries' units
     factor = LOSS_CONVENTIONS[f"torch_{'mse' if kind == 'mse' else 'cross_entropy'}_{reduction}"](n_samples, n_outputs)
     out = factor * arr
