@@ -56,6 +56,7 @@ ACTIVATIONS = [
     "monomial(8)",
 ]
 
+
 def _composite(edges, nodes=20):
     """Nodes and weights of Gauss-Legendre (``nodes`` a panel) on each panel between ``edges``."""
     x, w = np.polynomial.legendre.leggauss(nodes)
@@ -228,17 +229,17 @@ def test_depth_ten_pairs_next_to_and_at_plus_minus_one(act):
     theta = math.acos(1.0 - 1e-12)
     r = math.sqrt(d * (10.0 - sb * sb)) / sw
     q = math.sqrt(d * (4.0 - sb * sb)) / sw
-    X = np.array([[r, 0.0], [-r, 0.0], [q * math.cos(theta), q * math.sin(theta)], [-q * math.cos(theta), -q * math.sin(theta)]])
+    X = np.array(
+        [[r, 0.0], [-r, 0.0], [q * math.cos(theta), q * math.sin(theta)], [-q * math.cos(theta), -q * math.sin(theta)]]
+    )
     nngp, ntk = ka.analytic_pair_kernels(X, X, depth, act, sw, sb, True)
     sq = sw * sw * np.sum(X * X, axis=1) / d + sb * sb
     for j in (1, 2, 3):
         s11, s22 = sq[0], sq[j]
         s12 = t12 = sw * sw * (X[0] @ X[j]) / d + sb * sb
-        t11, t22 = s11, s22
         for _ in range(depth):
             e, ed = _e2(act, s11, s22, s12)
-            e11, ed11 = _e1(PHI[act], PHI[act], s11, s11, 1.0), _e1(DPHI[act], DPHI[act], s11, s11, 1.0)
-            e22, ed22 = _e1(PHI[act], PHI[act], s22, s22, 1.0), _e1(DPHI[act], DPHI[act], s22, s22, 1.0)
+            e11, e22 = _e1(PHI[act], PHI[act], s11, s11, 1.0), _e1(PHI[act], PHI[act], s22, s22, 1.0)
             s12_new = sw * sw * e + sb * sb
             t12 = s12_new + sw * sw * ed * t12
             s12 = s12_new

@@ -29,7 +29,9 @@ def _points(sw, sb):
     for i, s1 in enumerate((10.0, 0.5, 4.0, 2.0, 10.0, 1.0, 7.0)):
         X[i] *= math.sqrt(d * (s1 - sb * sb)) / sw / np.linalg.norm(X[i])
     theta = math.acos(1.0 - 1e-12)
-    near = X[0] * math.cos(theta) + np.cross(X[0], X[1]) / np.linalg.norm(np.cross(X[0], X[1])) * np.linalg.norm(X[0]) * math.sin(theta)
+    near = X[0] * math.cos(theta) + np.cross(X[0], X[1]) / np.linalg.norm(np.cross(X[0], X[1])) * np.linalg.norm(
+        X[0]
+    ) * math.sin(theta)
     return np.concatenate([X, X[[2]], -X[[0]], near[None]])
 
 

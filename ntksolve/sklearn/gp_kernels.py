@@ -28,6 +28,7 @@ from ntksolve.kernels._analytic_rules import CLOSED, _diag_pieces
 from ntksolve.kernels.analytic import _check_architecture, analytic_diagonals, analytic_kernels, input_gram
 from ntksolve.nets.mlp import MLP
 
+
 def _fd_step(depth: int) -> float:
     """Central-difference step in log hyperparameter space, for activations without a closed-form
     gradient, at ``depth`` hidden layers.
