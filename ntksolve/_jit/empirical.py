@@ -47,12 +47,12 @@ def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
                     pos = z > 0.0
-                    h[i, j] = z if pos else 0.0
+                    h[i, j] = 0.0 if z <= 0.0 else z  # a NaN (inf - inf in the GEMM) stays NaN
                     dphi[i, j] = 1.0 if pos else 0.0
             else:
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
-                    h[i, j] = z if z > 0.0 else 0.0
+                    h[i, j] = 0.0 if z <= 0.0 else z
         elif code == ABRELU:  # leaky relu, abs: vectorised like relu
             if want_deriv:
                 for j in range(n):
