@@ -17,7 +17,8 @@ import math
 
 import numpy as np
 
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 #: Activation name -> integer code understood by the jitted kernels. Order is part of the cache key.
 ACTIVATION_CODES = {
@@ -88,16 +89,29 @@ def _gauss(x, scale):
     return math.exp(-scale * p) * (1.0 - scale * e), p, e
 
 
+def _corrects(x):
+    """Whether the tails' rounding corrections apply to ``x``: for float64 only. A float32
+    ``x`` is squared exactly in float64, and the other errors they remove are far below a
+    float32 ulp, so compiling them out keeps the float32 pass as fast as before."""
+    return not isinstance(x, np.float32)
+
+
+@overload(_corrects, inline="always")
+def _corrects_typed(x):
+    wide = not (isinstance(x, types.Float) and x.bitwidth == 32)
+    return lambda x: wide
+
+
 @njit(cache=True, inline="always")
 def _gauss_value(x, scale):
     """``exp(-scale x^2)`` as :func:`_gauss` computes it, for the hot passes: the correction is made
     where it matters, beyond ``|x| = 4`` (below, the rounding costs ``scale x^2 <= 16`` ulp), a
     branch that typical pre-activations predict, cheaper than always computing it."""
-    x = np.float64(x)
-    p = x * x
+    xd = np.float64(x)
+    p = xd * xd
     g = math.exp(-scale * p)
-    if p > 16.0 and p < _TAIL * _TAIL:  # and not at inf or NaN, whose split would be NaN
-        g *= 1.0 - scale * _square(x)[1]
+    if _corrects(x) and p > 16.0 and p < _TAIL * _TAIL:  # not at inf or NaN, whose split is NaN
+        g *= 1.0 - scale * _square(xd)[1]
     return g
 
 
@@ -111,13 +125,13 @@ def _half_erfc(x):
     log-derivative ``-2y`` is the tail's. It is made beyond ``y = 2`` only (a predictable branch):
     below, the rounding costs at most 8 ulp, and for ``y <= 0``, where ``erfc`` is near 2, under one.
     """
-    x = np.float64(x)
-    y = -x * _INV_SQRT2
+    xd = np.float64(x)
+    y = -xd * _INV_SQRT2
     r = 0.5 * math.erfc(y)
-    if y > 2.0 and y < _TAIL:  # and not at inf or NaN, whose split would be NaN
-        xh, xl = _split(x)
+    if _corrects(x) and y > 2.0 and y < _TAIL:  # and not at inf or NaN, whose split would be NaN
+        xh, xl = _split(xd)
         ch, cl = _split(_INV_SQRT2)
-        d = -(((xh * ch + y) + xh * cl + xl * ch) + xl * cl) - x * _INV_SQRT2_LO
+        d = -(((xh * ch + y) + xh * cl + xl * ch) + xl * cl) - xd * _INV_SQRT2_LO
         r *= 1.0 - 2.0 * y * d
     return r
 
