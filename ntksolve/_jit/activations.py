@@ -117,7 +117,7 @@ def _gauss_value(x, scale):
 
 @njit(cache=True, inline="always")
 def _half_erfc(x):
-    """``Phi(x) = erfc(-x / sqrt(2)) / 2`` for a float64 ``x``, to a few ulp in both tails.
+    """``Phi(x) = erfc(-x / sqrt(2)) / 2``, computed in float64, to a few ulp in both tails.
 
     ``erfc(y)`` for ``y = fl(-x / sqrt(2))`` would carry the rounding of ``y`` amplified by ``2 y^2``
     (1e-13 relative at ``x = -30``); the exact error ``d`` of ``y`` (Dekker's product, with the
