@@ -14,7 +14,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import act, dact
+from ntksolve._jit.activations import act_dact
 from ntksolve._jit.expectations import (
     closed_form_expectations,
     gauss_hermite_diagonal,
@@ -154,8 +154,9 @@ def _weighted_activations_at_nodes(variances, depth, code, prm, nodes, weights):
             sd = math.sqrt(variances[l, i])
             for k in range(n):
                 u = sd * nodes[k]
-                wphi[l, i, k] = weights[k] * act(code, prm, u)
-                wdphi[l, i, k] = weights[k] * dact(code, prm, u)
+                f, g = act_dact(code, prm, u)
+                wphi[l, i, k] = weights[k] * f
+                wdphi[l, i, k] = weights[k] * g
     return wphi, wdphi
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ntksolve._jit.activations import ABRELU, RELU, act, dact
+from ntksolve._jit.activations import ABRELU, RELU, act, act_dact
 
 
 @njit(cache=True, nogil=True)
@@ -47,12 +47,12 @@ def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
                     pos = z > 0.0
-                    h[i, j] = z if pos else 0.0
+                    h[i, j] = 0.0 if z <= 0.0 else z  # a NaN (inf - inf in the GEMM) stays NaN
                     dphi[i, j] = 1.0 if pos else 0.0
             else:
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
-                    h[i, j] = z if z > 0.0 else 0.0
+                    h[i, j] = 0.0 if z <= 0.0 else z
         elif code == ABRELU:  # leaky relu, abs: vectorised like relu
             if want_deriv:
                 for j in range(n):
@@ -67,8 +67,7 @@ def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
         elif want_deriv:
             for j in range(n):
                 z = ws * pre[i, j] + bs * b[j]
-                h[i, j] = act(code, prm, z)
-                dphi[i, j] = dact(code, prm, z)
+                h[i, j], dphi[i, j] = act_dact(code, prm, z)
         else:
             for j in range(n):
                 h[i, j] = act(code, prm, ws * pre[i, j] + bs * b[j])

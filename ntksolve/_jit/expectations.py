@@ -49,8 +49,7 @@ from ntksolve._jit.activations import (
     SIN,
     SOFTPLUS,
     TANH,
-    act,
-    dact,
+    act_dact,
 )
 from ntksolve._jit.elementary_maps import (
     abrelu_expectations,
@@ -382,8 +381,7 @@ def gauss_hermite_diagonal(code, prm, s, nodes, weights):
     e_dphi = 0.0
     for k in range(nodes.shape[0]):
         u = sd * nodes[k]
-        f = act(code, prm, u)
-        g = dact(code, prm, u)
+        f, g = act_dact(code, prm, u)
         e_phi += weights[k] * f * f
         e_dphi += weights[k] * g * g
     return e_phi, e_dphi
@@ -436,8 +434,9 @@ def gauss_hermite_expectations(code, prm, s11, s22, s12, wphi_u, wdphi_u, nodes,
         inner_dphi = 0.0
         for m in range(lo[k], hi[k]):
             v = base + b * nodes[m]
-            inner_phi += weights[m] * act(code, prm, v)
-            inner_dphi += weights[m] * dact(code, prm, v)
+            f, g = act_dact(code, prm, v)
+            inner_phi += weights[m] * f
+            inner_dphi += weights[m] * g
         e_phi += wphi_u[k] * inner_phi
         e_dphi += wdphi_u[k] * inner_dphi
     return e_phi, e_dphi

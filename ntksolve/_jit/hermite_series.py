@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ntksolve._jit.activations import SIGMOID, SOFTPLUS, TANH, act, dact
+from ntksolve._jit.activations import SIGMOID, SOFTPLUS, TANH, act_dact
 from ntksolve._jit.expectations import logistic_expectations_block
 from ntksolve._jit.scalar_math import exp
 
@@ -116,8 +116,9 @@ def series_coefficient_rows(variances, code, prm, grid, half_w, psi_t, s_max, co
         else:
             for m in range(n_grid):
                 x = sd * grid[m]
-                out[m] = act(code, prm, x) - 0.5 * x
-                gd[m] = sd * (dact(code, prm, x) - 0.5)  # the odd part of softplus' = sigmoid
+                f, g = act_dact(code, prm, x)
+                out[m] = f - 0.5 * x
+                gd[m] = sd * (g - 0.5)  # the odd part of softplus' = sigmoid
         acc_mean = 0.0
         acc = 0.0
         acc_d = 0.0
