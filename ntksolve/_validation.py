@@ -306,6 +306,32 @@ def check_finite(arr, name: str, what: str = "the kernel and targets must be fin
         raise ValueError(f"{name} contains NaN or infinity ({bad} entries); {what}")
 
 
+def overflow_reason(dtype) -> str:
+    """Why an array computed from finite inputs and parameters is not finite, and the fix: the one
+    wording of every overflow check (the empirical kernels, the forward pass)."""
+    dt = np.dtype(dtype)
+    fix = "use float64 parameters (net.init(..., dtype=np.float64)), " if dt == np.float32 else ""
+    return (
+        f"it overflowed {dt.name} (whose largest number is {np.finfo(dt).max:.3g}): {fix}lower "
+        "weight_std or standardise the features"
+    )
+
+
+class FloatOverflowError(ValueError):
+    """A result computed from finite inputs and parameters is not finite: its dtype overflowed (a
+    forward pass's pre-activations, an empirical kernel, a Jacobian). A ValueError; the trainers
+    take it for divergence (the parameters grew past the dtype), everything else refuses the
+    result with it."""
+
+
+def check_forward_finite(finite: bool, where: str, dtype) -> None:
+    """:class:`FloatOverflowError` if ``finite`` is False (from
+    :func:`ntksolve._jit.empirical.bias_act`) for the pre-activations ``where`` names: an
+    overflow, which the activation would otherwise hide (relu(-inf) = 0, tanh(inf) = 1)."""
+    if not finite:
+        raise FloatOverflowError(f"{where} are not finite: {overflow_reason(dtype)}")
+
+
 def ridge_shift(diag_reg: float, diagonal) -> float:
     """The absolute ridge ``diag_reg · mean(diag Θ)`` that a relative ``diag_reg`` adds to ``Θ``.
 

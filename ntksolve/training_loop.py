@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ntksolve._config import DIVERGENCE_FACTOR
-from ntksolve._validation import check_choice
+from ntksolve._validation import FloatOverflowError, check_choice
 from ntksolve.dynamics.descent_modes import rule_words
 from ntksolve.dynamics.function_space import _ce_metrics
 from ntksolve.dynamics.mse import critical_learning_rate, mse_loss
@@ -225,29 +225,35 @@ class TrainingLoop:
         due, measure, check, loss_of_step, update = rec.due, tr.measure, watch.check, tr.loss_of_step, tr.update
         clock = Stopwatch()
         for s in range(steps + 1):
-            recording = due(s)
-            if every or recording or s == 0:
-                f, value, acc = measure(s)
-                why = check(value)
+            try:
+                recording = due(s)
+                if every or recording or s == 0:
+                    f, value, acc = measure(s)
+                    why = check(value)
+                    if why:
+                        self._stop(s, why, clock)
+                        break
+                if recording:
+                    rec.add(s, f, value, acc, None if rec.fx_test is None else tr.measure_test(), clock)
+                    if self.callback is not None:
+                        with clock.paused():
+                            self.callback(s, value / tr.loss_units)
+                if s == steps:
+                    break
+                step_loss = loss_of_step(s)
+                why = "" if step_loss is None else watch.check_step(step_loss, batched)
                 if why:
+                    if tr.updates_before_check:
+                        self.taken = s + 1
                     self._stop(s, why, clock)
                     break
-            if recording:
-                rec.add(s, f, value, acc, None if rec.fx_test is None else tr.measure_test(), clock)
-                if self.callback is not None:
-                    with clock.paused():
-                        self.callback(s, value / tr.loss_units)
-            if s == steps:
+                update(s)
+                self.taken = s + 1
+            except FloatOverflowError as err:
+                # the parameters grew past the dtype: the forward pass overflowed, which is divergence
+                # (an activation would have hidden it: relu(-inf) = 0), not a bad input
+                self._stop(s, str(err), clock)
                 break
-            step_loss = loss_of_step(s)
-            why = "" if step_loss is None else watch.check_step(step_loss, batched)
-            if why:
-                if tr.updates_before_check:
-                    self.taken = s + 1
-                self._stop(s, why, clock)
-                break
-            update(s)
-            self.taken = s + 1
         if not self.diverged:
             clock.stop()
         self.wall_time = clock.seconds

@@ -36,41 +36,59 @@ def bias_act(pre, b, ws, bs, code, prm, h, dphi, want_deriv):
     dphi : (N, n) output array; may be ``pre`` itself (each entry is read before it is written),
         and is not touched when ``want_deriv`` is False
     want_deriv : bool
+
+    Returns
+    -------
+    finite : bool
+        Whether every pre-activation ``z`` was finite. From finite inputs and parameters an
+        infinite or NaN ``z`` is an overflow, which most activations would hide (relu(-inf) = 0,
+        tanh(inf) = 1): the caller refuses the result.
     """
     N, n = pre.shape
     # The activation and the derivative flag are chosen once per row, not per element: with
     # the branch in the inner loop LLVM neither unswitches nor vectorises it (7x slower for relu).
+    # The finiteness test counts z - z != 0 (NaN for an infinite or NaN z) in an integer, which
+    # vectorises and costs next to nothing (a float reduction would not vectorise).
     neg, pos_slope = prm
+    bad = 0
     for i in range(N):
         if code == RELU:
             if want_deriv:
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
+                    bad += (z - z) != 0.0
                     pos = z > 0.0
-                    h[i, j] = 0.0 if z <= 0.0 else z  # a NaN (inf - inf in the GEMM) stays NaN
+                    h[i, j] = 0.0 if z <= 0.0 else z
                     dphi[i, j] = 1.0 if pos else 0.0
             else:
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
+                    bad += (z - z) != 0.0
                     h[i, j] = 0.0 if z <= 0.0 else z
         elif code == ABRELU:  # leaky relu, abs: vectorised like relu
             if want_deriv:
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
+                    bad += (z - z) != 0.0
                     pos = z > 0.0
                     h[i, j] = pos_slope * z if pos else neg * z
                     dphi[i, j] = pos_slope if pos else neg
             else:
                 for j in range(n):
                     z = ws * pre[i, j] + bs * b[j]
+                    bad += (z - z) != 0.0
                     h[i, j] = pos_slope * z if z > 0.0 else neg * z
         elif want_deriv:
             for j in range(n):
                 z = ws * pre[i, j] + bs * b[j]
+                bad += (z - z) != 0.0
                 h[i, j], dphi[i, j] = act_dact(code, prm, z)
         else:
             for j in range(n):
-                h[i, j] = act(code, prm, ws * pre[i, j] + bs * b[j])
+                z = ws * pre[i, j] + bs * b[j]
+                bad += (z - z) != 0.0
+                h[i, j] = act(code, prm, z)
+    return bad == 0
 
 
 @njit(cache=True, nogil=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
-from ntksolve._validation import check_finite, check_memory
+from ntksolve._validation import FloatOverflowError, check_memory, overflow_reason
 from ntksolve.nets.conv import Conv
 from ntksolve.nets.conv_factors import ChannelFactors
 from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
@@ -42,14 +42,9 @@ def check_no_overflow(arr: np.ndarray, what: str) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         if np.isfinite(arr.sum()):
             return arr
-    dt = arr.dtype
-    fix = "use float64 parameters (net.init(..., dtype=np.float64)), " if dt == np.float32 else ""
-    check_finite(
-        arr,
-        f"the {what}",
-        f"it overflowed {dt.name} (whose largest number is {np.finfo(dt).max:.3g}): {fix}lower "
-        "weight_std or standardise the features",
-    )
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise FloatOverflowError(f"the {what} contains NaN or infinity ({bad} entries): {overflow_reason(arr.dtype)}")
     return arr
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from ntksolve._blas import parallel_workers
 from ntksolve._jit import empirical as _jit
 from ntksolve._jit.network_analytic import dense_rows
+from ntksolve._validation import check_forward_finite
 from ntksolve.nets.gram_terms import LayerTerm, add_terms
 from ntksolve.nets.layer_protocol import KernelState, Layer, identity_seed, register_layer
 from ntksolve.nets.layers import Activation, Dense, check_activation
@@ -183,7 +184,8 @@ class ActivationLayer(Layer):
         dphi = np.empty_like(x2) if keep else h  # not written without keep
         zero = np.zeros(x2.shape[1], dtype=x2.dtype)
         one = x2.dtype.type(1.0)
-        _jit.bias_act(x2, zero, one, x2.dtype.type(0.0), self.spec.code, self.spec.params, h, dphi, keep)
+        finite = _jit.bias_act(x2, zero, one, x2.dtype.type(0.0), self.spec.code, self.spec.params, h, dphi, keep)
+        check_forward_finite(finite, f"the inputs of a {self.spec.name} activation layer", x2.dtype)
         return h.reshape(x.shape), (dphi.reshape(x.shape) if keep else None)
 
     def backward(self, params, cache, g, signals, want_input=True):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ntksolve._jit import empirical as _jit
-from ntksolve._validation import check_inputs
+from ntksolve._validation import check_forward_finite, check_inputs
 from ntksolve.nets.mlp import MLP, layer_bias, require_mlp
 
 __all__ = ["jacobian_vector_product", "own_parameter_image", "trained_parameters"]
@@ -38,7 +38,8 @@ def _layer(net, phi, scales, l, h, W, b):
     pre = np.dot(h, W.T)
     h_new = np.empty_like(pre)
     b = layer_bias(net.layers[l], b, pre.dtype)
-    _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), phi.code, phi.params, h_new, pre, True)
+    finite = _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), phi.code, phi.params, h_new, pre, True)
+    check_forward_finite(finite, f"the pre-activations of hidden layer {l + 1}", pre.dtype)
     return h_new, pre  # pre now holds φ'(z)
 
 

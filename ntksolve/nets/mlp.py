@@ -24,7 +24,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from ntksolve._jit import empirical as _jit
-from ntksolve._validation import check_dtype, check_inputs
+from ntksolve._validation import check_dtype, check_forward_finite, check_inputs
 from ntksolve.nets.layers import ACTIVATIONS, PARAMETERIZATIONS, Activation, Dense, LayerScales, check_width  # noqa: F401 (the first two re-exported)
 
 Params = List[Tuple[np.ndarray, np.ndarray]]
@@ -395,7 +395,8 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True, out=None):
         # is written): one fresh N x n array fewer per layer, and fresh arrays cost page faults.
         dphi = pre if keep else h_new  # not written when keep is False
         b = layer_bias(net.layers[l], b, pre.dtype)
-        _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, prm, h_new, dphi, keep)
+        finite = _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, prm, h_new, dphi, keep)
+        check_forward_finite(finite, f"the pre-activations of hidden layer {l + 1}", pre.dtype)
         if keep:
             dphis.append(dphi)
         h = h_new
