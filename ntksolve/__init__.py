@@ -9,7 +9,8 @@ scikit-learn faces and the comparison tools are imported on first access):
   convolutions :class:`Conv` (:class:`Conv1D`, :class:`Conv2D`) with :class:`GlobalAvgPool`,
   :class:`Flatten` and :class:`Reshape`
   (``docs/networks.md``); accepted wherever an MLP is.
-- :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels.
+- :func:`empirical_ntk`, :func:`empirical_nngp`, :func:`jacobian`, :func:`analytic_kernels` -- kernels;
+  :class:`FloatOverflowError` (a ValueError) -- what a forward pass or kernel raises when it overflowed its dtype.
 - :func:`gradient_descent_mse`, :func:`gradient_descent_mse_ensemble`, :func:`critical_learning_rate`,
   :func:`mse_loss` -- closed-form training dynamics; :class:`GradientFlow`, :class:`GradientDescent`
   (training rules), :class:`Adam` (real training only), :class:`Eigh`, :class:`Expm`, :class:`Krylov`, :class:`ConjugateGradient`,
@@ -30,6 +31,7 @@ import importlib
 
 __version__ = "0.1.0"
 
+from ntksolve._validation import FloatOverflowError
 from ntksolve.nets.layers import PARAMETRIC_ACTIVATIONS
 from ntksolve.nets.mlp import MLP, ACTIVATIONS, PARAMETERIZATIONS
 from ntksolve.nets import (
@@ -124,6 +126,7 @@ __all__ = [
     "jacobian",
     "analytic_kernels",
     "Kernels",
+    "FloatOverflowError",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "critical_learning_rate",

@@ -12,8 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ntksolve import MLP, empirical_ntk, train_network
-from ntksolve._validation import FloatOverflowError
+from ntksolve import MLP, FloatOverflowError, empirical_ntk, train_network
 from ntksolve.nets import Activation, Dense, Network
 from ntksolve.nets.forward_mode import jacobian_vector_product
 
