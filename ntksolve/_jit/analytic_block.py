@@ -90,37 +90,9 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
             t_blk[j] = t
         return
     if method == SERIES:
-        coef1, rinv1, a0_1, level_terms, levels, even = ser1
-        coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
-        scratch, gathered, outs = work
-        e_phi_blk = outs[0]
-        e_dphi_blk = outs[1]
+        e_phi_blk, e_dphi_blk = work[2][0], work[2][1]
         for l in range(depth):
-            series_expectations_block(
-                code,
-                var1[l, i],
-                var2[l, j0:j1],
-                k_blk,
-                n,
-                rinv1[l, i],
-                rinv2[l, j0:j1],
-                a0_1[l, i],
-                a0_2[l, j0:j1],
-                coef1,
-                coef2,
-                l,
-                i,
-                j0,
-                level_terms[l],
-                levels,
-                even,
-                nodes,
-                weights,
-                e_phi_blk,
-                e_dphi_blk,
-                scratch,
-                gathered,
-            )
+            series_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, ser1, ser2, l, i, j0, nodes, weights, work)
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
@@ -139,3 +111,56 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
         return
     for l in range(depth):
         closed_form_rows(code, prm, var1[l, i], var2[l, j0:j1], k_blk, t_blk, n, next_layer, sw2, sb2)
+
+
+@njit(cache=True, error_model="numpy")
+def series_block(code, s11, s22, s12, n, ser1, ser2, l, i, j0, mix_var, mix_w, work):
+    """Layer ``l``'s Hermite-series map of the pairs ``(i, j0 + j)``, ``j < n``, into ``work[2]``.
+
+    Parameters
+    ----------
+    code : int
+    s11 : float
+        The row point's variance.
+    s22, s12 : ndarray, shape (>= n,)
+        The column points' variances and the pairs' covariances.
+    n : int
+    ser1, ser2 : tuple
+        Series pieces of the row and the column points, ``(coef, rinv, a0, level_terms, levels,
+        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``), indexed by layer ``l``, row
+        ``i`` and columns from ``j0``.
+    l, i, j0 : int
+    mix_var, mix_w : ndarray, shape (K,)
+        The mixture rule, for the pairs the series does not serve.
+    work : tuple of 3 ndarrays
+        Scratch, shapes (8, >= n), (T_cap, >= n), and the output (2, >= n): ``E[phi phi]``,
+        ``E[phi' phi']``.
+    """
+    coef1, rinv1, a0_1, level_terms, levels, even = ser1
+    coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
+    scratch, gathered, outs = work
+    series_expectations_block(
+        code,
+        s11,
+        s22,
+        s12,
+        n,
+        rinv1[l, i],
+        rinv2[l, j0 : j0 + n],
+        a0_1[l, i],
+        a0_2[l, j0 : j0 + n],
+        coef1,
+        coef2,
+        l,
+        i,
+        j0,
+        level_terms[l],
+        levels,
+        even,
+        mix_var,
+        mix_w,
+        outs[0],
+        outs[1],
+        scratch,
+        gathered,
+    )
