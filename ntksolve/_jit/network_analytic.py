@@ -40,18 +40,10 @@ def _row(K, T, i, j0, var1, var2, code, prm, method, mix_var, mix_w, ser1, ser2,
     s11 = var1[i]
     n = ko.shape[0]
     if method == SERIES:
-        f = 0
-        if diagonal and n > 0:
-            # the pair of the point with itself (j0 = i): the mixture, the point's own map; the
-            # series block starts after it, as the MLP's does (its terms depend on the block's pairs)
-            sc = work[0]
-            sc[0, 0], sc[1, 0], sc[2, 0] = s11, v2[0], ko[0]
-            logistic_expectations_block(
-                code, sc[0, :1], sc[1, :1], sc[2, :1], 1, mix_var, mix_w, sc[3, :1], sc[4, :1], sc[5, :1]
-            )
-            ko[0] = sc[3, 0]
-            to[0] = sc[4, 0] * to[0]
-            f = 1
+        # a diagonal tile's pair of the point with itself (j0 = i) is the point's own map, which the
+        # driver writes; the series block starts after it, as the MLP's does (the series' terms
+        # depend on the block's pairs)
+        f = 1 if diagonal and n > 0 else 0
         # the series pieces are the whole sets' (the points' rows off1 + i, off2 + j0 + j)
         series_block(code, s11, v2[f:], ko[f:], n - f, ser1, ser2, 0, off1 + i, off2 + j0 + f, mix_var, mix_w, work)
         e_phi, e_dphi = work[2][0], work[2][1]
@@ -154,17 +146,18 @@ def add_rows(K, T, K2, T2, s2, symmetric, start, step):
 
 @njit(cache=True, error_model="numpy")
 def activation_variances(var, code, prm, method, mix_var, mix_w):
-    """``E[phi(u)^2]`` for ``u ~ N(0, var[i])``: the map of a point (the pairs' map at equal covariances)."""
+    """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u ~ N(0, var[i])``, shapes (N,): the map of a point (the
+    pairs' map at equal covariances; SERIES: the mixture, which serves a point's pairs with itself)."""
     n = var.shape[0]
     out = np.empty(n)
-    if method == MIXTURE or method == SERIES:  # a point's own pairs lie beyond the series' levels
-        e_dphi = np.empty(n)
+    e_dphi = np.empty(n)
+    if method == MIXTURE or method == SERIES:
         det = np.empty(n)
         logistic_expectations_block(code, var, var, var, n, mix_var, mix_w, out, e_dphi, det)
-        return out
+        return out, e_dphi
     for i in range(n):
-        out[i] = closed_form_expectations(code, prm, var[i], var[i], var[i])[0]
-    return out
+        out[i], e_dphi[i] = closed_form_expectations(code, prm, var[i], var[i], var[i])
+    return out, e_dphi
 
 
 __all__ = ["activation_rows", "activation_variances", "dense_rows", "scale_rows", "add_rows", "CLOSED", "MIXTURE", "SERIES"]

@@ -108,14 +108,17 @@ def activation_map(phi, state: KernelState, layer=None, offsets=(0, 0)) -> Kerne
     )
     n1, n2 = state.var1.shape[0], state.var2.shape[0]
     if layer is None:
-        var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
+        var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)[0]
     else:  # the points' own maps, computed once for every tile
         var1 = layer.var1[i0 : i0 + n1]
     if state.symmetric:
         np.fill_diagonal(state.nngp, var1)  # the point's own map (bit-identical to the pair's, made sure)
+        if method == SERIES:  # the rows left the diagonal to the point's own map
+            d = np.arange(min(state.ntk.shape))  # none on the pass over the points alone
+            state.ntk[d, d] *= layer.dvar1[i0 : i0 + d.size]
         var2 = var1
     elif layer is None:
-        var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)
+        var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
     else:
         var2 = layer.var2[j0 : j0 + n2]
     return state.replace(var1=var1, var2=var2, gaussian=False)
@@ -127,6 +130,7 @@ class ActivationLayerPieces(NamedTuple):
     series: object  # (ser1, ser2), the series pieces of the row and column points; None: no series
     var1: np.ndarray  # (N1,) the row points' variances after the map
     var2: np.ndarray  # (N2,) the column points'
+    dvar1: np.ndarray  # (N1,) E[phi'(u)^2] of the row points (the NTK's factor of a point's own pair)
 
 
 class ActivationMaps:
@@ -177,9 +181,9 @@ def _layer_pieces(phi, state: KernelState) -> ActivationLayerPieces:
         pieces = series_pieces(sets, 1, phi)
         series = tuple(pieces[0]), tuple(pieces[-1])
         method, (mix_var, mix_w) = SERIES, logistic_mixture_rule(phi.code)
-    var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
-    var2 = var1 if state.symmetric else activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)
-    return ActivationLayerPieces(series, var1, var2)
+    var1, dvar1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
+    var2 = var1 if state.symmetric else activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
+    return ActivationLayerPieces(series, var1, var2, dvar1)
 
 
 def _input_state(F1, F2, symmetric) -> KernelState:
