@@ -1,5 +1,6 @@
 """The pair kernel of the analytic NNGP/NTK: one block of columns of one output row, carried
-through all layers (:func:`_row_block`).
+through all layers (:func:`_row_block`); one layer's Hermite series of a block, :func:`series_block`
+(also the activation map of a Network's analytic kernels, :mod:`ntksolve._jit.network_analytic`).
 
 Private: the row drivers of :mod:`ntksolve._jit.analytic` call it a cache-sized block of columns
 at a time (``_COLUMN_BLOCK``). Each layer is the pair map of its activation and method (closed
@@ -115,26 +116,13 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
 
 @njit(cache=True, error_model="numpy")
 def series_block(code, s11, s22, s12, n, ser1, ser2, l, i, j0, mix_var, mix_w, work):
-    """Layer ``l``'s Hermite-series map of the pairs ``(i, j0 + j)``, ``j < n``, into ``work[2]``.
-
-    Parameters
-    ----------
-    code : int
-    s11 : float
-        The row point's variance.
-    s22, s12 : ndarray, shape (>= n,)
-        The column points' variances and the pairs' covariances.
-    n : int
-    ser1, ser2 : tuple
-        Series pieces of the row and the column points, ``(coef, rinv, a0, level_terms, levels,
-        even)`` (``ntksolve.kernels._analytic_rules.series_pieces``), indexed by layer ``l``, row
-        ``i`` and columns from ``j0``.
-    l, i, j0 : int
-    mix_var, mix_w : ndarray, shape (K,)
-        The mixture rule, for the pairs the series does not serve.
-    work : tuple of 3 ndarrays
-        Scratch, shapes (8, >= n), (T_cap, >= n), and the output (2, >= n): ``E[phi phi]``,
-        ``E[phi' phi']``.
+    """Layer ``l``'s Hermite-series map of the pairs ``(i, j0 + j)``, ``j < n``, into ``work[2]``:
+    :func:`ntksolve._jit.hermite_series.series_expectations_block` (``code``, ``s11``, ``s22``,
+    ``s12``, ``n``, ``mix_var``, ``mix_w`` as there) with its per-point arguments taken from the
+    series pieces ``ser1`` (the row points) and ``ser2`` (the column points), ``(coef, rinv, a0,
+    level_terms, levels, even)`` of :func:`ntksolve.kernels._analytic_rules.series_pieces`,
+    indexed by layer ``l``, row ``i`` and the columns from ``j0``. ``work``: scratch of shapes
+    (8, >= n) and (T_cap, >= n), then the output (2, >= n), ``E[phi phi]`` and ``E[phi' phi']``.
     """
     coef1, rinv1, a0_1, level_terms, levels, even = ser1
     coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]

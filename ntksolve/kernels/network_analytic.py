@@ -12,6 +12,14 @@ The kernels are carried through the layers as a :class:`~ntksolve.nets.layer_pro
 the first parametrised one act on the inputs themselves, exactly as in the finite network; the
 state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP's path
 (:func:`ntksolve.kernels.analytic.analytic_kernels`).
+
+The activation maps are the MLP's: closed forms, and for tanh, sigmoid and softplus the Hermite
+series in the correlation with the scale mixture for the pairs it does not serve (and for a
+point's pair with itself). The series' per-point coefficients and terms are those of all the
+points, made once per activation on a pass of the layers over the points alone
+(:class:`ActivationMaps`, which also checks every layer's state before any pair); the tiles then
+take them, and a Network equal to an MLP gets the MLP's kernels to rounding (the tiles' edges are
+the MLP's column blocks').
 """
 
 from __future__ import annotations
