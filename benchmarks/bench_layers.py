@@ -2,6 +2,7 @@
 
     python benchmarks/bench_layers.py            # bench_ntk's grid: N in (256, 1024), width in (512, 2048)
     python benchmarks/bench_layers.py --quick    # N=256, width 512
+    python benchmarks/bench_layers.py --quick --activation tanh   # tanh, sigmoid, softplus: the Hermite series
 
 Three networks of bench_ntk.py's size (inputs of 32 features, three hidden layers, one output):
 
@@ -39,11 +40,11 @@ from ntksolve.nets.residual import Residual  # noqa: E402
 D = 32
 
 
-def networks(n):
-    mlp = MLP((n, n, n), "relu")
+def networks(n, act="relu"):
+    mlp = MLP((n, n, n), act)
     return mlp, {
-        "residual": Network([Dense(n), Residual(["relu", Dense(n)]), Residual(["relu", Dense(n)]), "relu", Dense(1)]),
-        "layer_norm": Network([Dense(n), LayerNorm(), "relu"] * 3 + [Dense(1)]),
+        "residual": Network([Dense(n), Residual([act, Dense(n)]), Residual([act, Dense(n)]), act, Dense(1)]),
+        "layer_norm": Network([Dense(n), LayerNorm(), act] * 3 + [Dense(1)]),
         "mlp_as_network": Network.from_mlp(mlp),
     }
 
@@ -52,13 +53,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--activation", default="relu")
     args = ap.parse_args()
     Ns, widths = ((256,), (512,)) if args.quick else ((256, 1024), (512, 2048))
     rows = []
     for N in Ns:
         X = np.random.default_rng(0).standard_normal((N, D))
         for n in widths:
-            mlp, nets = networks(n)
+            mlp, nets = networks(n, args.activation)
             p_mlp = mlp.init(D, random_state=0)
             contenders = {"mlp": lambda: empirical_ntk(mlp, p_mlp, X)}
             for name, net in nets.items():
@@ -70,7 +72,7 @@ def main():
             rows.append(("empirical NTK", N, n, t0) + tuple(res[k][0] / t0 for k in nets))
     for N in (1024,) if args.quick else (1024, 4096):
         X = np.random.default_rng(0).standard_normal((N, D))
-        mlp, nets = networks(8)
+        mlp, nets = networks(8, args.activation)
         contenders = {"mlp": lambda: analytic_kernels(mlp, X)}
         for name, net in nets.items():
             contenders[name] = lambda net=net: network_analytic_kernels(net, X)

@@ -118,8 +118,13 @@ def _pair_rows(
             nngp[i, i] = var1[depth, i]
             ntk[i, i] = ntk_diag[i]
             j_start = i + 1
-        for j0 in range(j_start, n2, _COLUMN_BLOCK):
-            _row_block(nngp, ntk, i, j0, min(j0 + _COLUMN_BLOCK, n2), var1, var2, rule, work)
+        # blocks end on multiples of the block, as the tiles of a Network's kernels do: the series
+        # picks its terms by the pairs of a block, and a Network equal to this MLP gets its numbers
+        j0 = j_start
+        while j0 < n2:
+            j1 = min((j0 // _COLUMN_BLOCK + 1) * _COLUMN_BLOCK, n2)
+            _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work)
+            j0 = j1
 
 
 __all__ = ["run_in_threads", "CLOSED", "MIXTURE", "GAUSS_HERMITE", "SERIES"]

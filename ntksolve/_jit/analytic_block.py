@@ -1,5 +1,6 @@
 """The pair kernel of the analytic NNGP/NTK: one block of columns of one output row, carried
-through all layers (:func:`_row_block`).
+through all layers (:func:`_row_block`); one layer's Hermite series of a block, :func:`series_block`
+(also the activation map of a Network's analytic kernels, :mod:`ntksolve._jit.network_analytic`).
 
 Private: the row drivers of :mod:`ntksolve._jit.analytic` call it a cache-sized block of columns
 at a time (``_COLUMN_BLOCK``). Each layer is the pair map of its activation and method (closed
@@ -90,37 +91,9 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
             t_blk[j] = t
         return
     if method == SERIES:
-        coef1, rinv1, a0_1, level_terms, levels, even = ser1
-        coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
-        scratch, gathered, outs = work
-        e_phi_blk = outs[0]
-        e_dphi_blk = outs[1]
+        e_phi_blk, e_dphi_blk = work[2][0], work[2][1]
         for l in range(depth):
-            series_expectations_block(
-                code,
-                var1[l, i],
-                var2[l, j0:j1],
-                k_blk,
-                n,
-                rinv1[l, i],
-                rinv2[l, j0:j1],
-                a0_1[l, i],
-                a0_2[l, j0:j1],
-                coef1,
-                coef2,
-                l,
-                i,
-                j0,
-                level_terms[l],
-                levels,
-                even,
-                nodes,
-                weights,
-                e_phi_blk,
-                e_dphi_blk,
-                scratch,
-                gathered,
-            )
+            series_block(code, var1[l, i], var2[l, j0:j1], k_blk, n, ser1, ser2, l, i, j0, nodes, weights, work)
             for j in range(n):
                 k_blk[j], t_blk[j] = next_layer(sw2, sb2, e_phi_blk[j], e_dphi_blk[j], t_blk[j])
         return
@@ -139,3 +112,43 @@ def _row_block(nngp, ntk, i, j0, j1, var1, var2, rule, work):
         return
     for l in range(depth):
         closed_form_rows(code, prm, var1[l, i], var2[l, j0:j1], k_blk, t_blk, n, next_layer, sw2, sb2)
+
+
+@njit(cache=True, error_model="numpy")
+def series_block(code, s11, s22, s12, n, ser1, ser2, l, i, j0, mix_var, mix_w, work):
+    """Layer ``l``'s Hermite-series map of the pairs ``(i, j0 + j)``, ``j < n``, into ``work[2]``:
+    :func:`ntksolve._jit.hermite_series.series_expectations_block` (``code``, ``s11``, ``s22``,
+    ``s12``, ``n``, ``mix_var``, ``mix_w`` as there) with its per-point arguments taken from the
+    series pieces ``ser1`` (the row points) and ``ser2`` (the column points), ``(coef, rinv, a0,
+    level_terms, levels, even)`` of :func:`ntksolve.kernels._analytic_rules.series_pieces`,
+    indexed by layer ``l``, row ``i`` and the columns from ``j0``. ``work``: scratch of shapes
+    (8, >= n) and (T_cap, >= n), then the output (2, >= n), ``E[phi phi]`` and ``E[phi' phi']``.
+    """
+    coef1, rinv1, a0_1, level_terms, levels, even = ser1
+    coef2, rinv2, a0_2 = ser2[0], ser2[1], ser2[2]
+    scratch, gathered, outs = work
+    series_expectations_block(
+        code,
+        s11,
+        s22,
+        s12,
+        n,
+        rinv1[l, i],
+        rinv2[l, j0 : j0 + n],
+        a0_1[l, i],
+        a0_2[l, j0 : j0 + n],
+        coef1,
+        coef2,
+        l,
+        i,
+        j0,
+        level_terms[l],
+        levels,
+        even,
+        mix_var,
+        mix_w,
+        outs[0],
+        outs[1],
+        scratch,
+        gathered,
+    )

@@ -12,23 +12,33 @@ The kernels are carried through the layers as a :class:`~ntksolve.nets.layer_pro
 the first parametrised one act on the inputs themselves, exactly as in the finite network; the
 state then starts from ``<x, x'> / d``. A network that is an MLP runs on the MLP's path
 (:func:`ntksolve.kernels.analytic.analytic_kernels`).
+
+The activation maps are the MLP's: closed forms, and for tanh, sigmoid and softplus the Hermite
+series in the correlation with the scale mixture for the pairs it does not serve (and for a
+point's pair with itself). The series' per-point coefficients and terms are those of all the
+points, made once per activation on a pass of the layers over the points alone
+(:class:`ActivationMaps`, which also checks every layer's state before any pair); the tiles then
+take them, and a Network equal to an MLP gets the MLP's kernels to rounding (the tiles' edges are
+the MLP's column blocks').
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import threading
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from scipy.linalg.blas import dsyrk as _dsyrk
 
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
+from ntksolve._jit.analytic_points import _COLUMN_BLOCK
 from ntksolve._jit.threads import _mirror_rows, run_in_threads
 from ntksolve._jit.expectations import BOUNDED_CODES, LOGISTIC_CODES
-from ntksolve._jit.network_analytic import CLOSED, MIXTURE, activation_rows, activation_variances
+from ntksolve._jit.network_analytic import CLOSED, MIXTURE, SERIES, activation_rows, activation_variances
 from ntksolve._validation import check_inputs, check_memory
-from ntksolve.kernels._analytic_rules import logistic_mixture_rule
+from ntksolve.kernels._analytic_rules import logistic_mixture_rule, series_pieces
 from ntksolve.nets.layer_protocol import KernelState
 from ntksolve.nets.network import Network, check_network, flat_rows
 
@@ -36,7 +46,9 @@ _EMPTY = np.zeros(0)
 
 #: Edge of the tiles of pairs carried through all the layers at once: two 256 x 256 float64 tiles
 #: (the NNGP and the NTK) and a residual's copies stay in the L2 cache between the layers' passes.
-_TILE = 256
+#: The MLP's column block: the Hermite series picks its terms by the pairs of a block, and the
+#: MLP's blocks end where the tiles do.
+_TILE = _COLUMN_BLOCK
 
 
 def _check_variance(phi, state: KernelState) -> None:
@@ -50,8 +62,7 @@ def _check_variance(phi, state: KernelState) -> None:
         )
 
 
-def activation_map(phi, state: KernelState) -> KernelState:
-    """The element-wise activation's map of ``state`` (:mod:`ntksolve._jit.network_analytic`)."""
+def _check_activation(phi, state: KernelState) -> None:
     if len(state.shape) != 1:
         raise ValueError(
             f"the analytic kernel of {phi.name} is implemented on flat features; got per-example shape {state.shape}"
@@ -64,8 +75,28 @@ def activation_map(phi, state: KernelState) -> KernelState:
             "Dense before it"
         )
     _check_variance(phi, state)
-    method = MIXTURE if phi.code in LOGISTIC_CODES else CLOSED
-    mix_var, mix_w = logistic_mixture_rule(phi.code) if method == MIXTURE else (_EMPTY, _EMPTY)
+
+
+#: The series arguments of the maps that do not use it (the types of the pieces, so one compilation).
+_NO_SERIES = (np.zeros((0, 0, 0)), np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0), np.int64), np.zeros(0), False)
+
+
+def activation_map(phi, state: KernelState, layer=None, offsets=(0, 0)) -> KernelState:
+    """The element-wise activation's map of ``state`` (:mod:`ntksolve._jit.network_analytic`).
+
+    ``layer``: the map's :class:`ActivationLayerPieces` of the whole sets of row and column points
+    (:class:`ActivationMaps`, which has checked the state), ``offsets`` the state's first row and
+    column in them: for tanh, sigmoid and softplus the pairs the series serves take it, the others
+    the scale mixture (the MLP's maps). None: the state is checked, and the mixture takes every pair."""
+    if layer is None:
+        _check_activation(phi, state)
+    if phi.code in LOGISTIC_CODES:
+        method = MIXTURE if layer is None or layer.series is None else SERIES
+        mix_var, mix_w = logistic_mixture_rule(phi.code)
+    else:
+        method, mix_var, mix_w = CLOSED, _EMPTY, _EMPTY
+    ser1, ser2 = (_NO_SERIES, _NO_SERIES) if method != SERIES else layer.series
+    i0, j0 = int(offsets[0]), int(offsets[1])
     state.rows(
         activation_rows,
         state.nngp,
@@ -77,15 +108,90 @@ def activation_map(phi, state: KernelState) -> KernelState:
         method,
         mix_var,
         mix_w,
+        ser1,
+        ser2,
+        i0,
+        j0,
         state.symmetric,
     )
-    var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
+    n1, n2 = state.var1.shape[0], state.var2.shape[0]
+    if layer is None:
+        var1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)[0]
+    else:  # the points' own maps, computed once for every tile
+        var1 = layer.var1[i0 : i0 + n1]
     if state.symmetric:
         np.fill_diagonal(state.nngp, var1)  # the point's own map (bit-identical to the pair's, made sure)
+        if method == SERIES:  # the rows left the diagonal to the point's own map
+            d = np.arange(min(state.ntk.shape))  # none on the pass over the points alone
+            state.ntk[d, d] *= layer.dvar1[i0 : i0 + d.size]
         var2 = var1
+    elif layer is None:
+        var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
     else:
-        var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)
+        var2 = layer.var2[j0 : j0 + n2]
     return state.replace(var1=var1, var2=var2, gaussian=False)
+
+
+class ActivationLayerPieces(NamedTuple):
+    """What an activation's map shares between the tiles: of the whole sets of points."""
+
+    series: object  # (ser1, ser2), the series pieces of the row and column points; None: no series
+    var1: np.ndarray  # (N1,) the row points' variances after the map
+    var2: np.ndarray  # (N2,) the column points'
+    dvar1: np.ndarray  # (N1,) E[phi'(u)^2] of the row points (the NTK's factor of a point's own pair)
+
+
+class ActivationMaps:
+    """The driver's activation map (``KernelState.expect``), with the Hermite series of the MLP.
+
+    The series' per-point coefficients and its terms per correlation level are those of the whole
+    sets of points (the MLP's :func:`~ntksolve.kernels._analytic_rules.series_pieces`, one layer at
+    a time), so that every tile of pairs takes the very numbers of the MLP. A recording instance
+    (``record=True``) checks the states and computes them, with the points' own maps, one entry per
+    activation it maps, on a pass of the layers over the points alone (no pairs); each tile then
+    maps its activations, in the same order, through :meth:`for_tile`.
+
+    Parameters
+    ----------
+    pieces : list of ActivationLayerPieces, or None
+        Per activation map, in order. None: the mixture for every pair (:func:`activation_map`).
+    offsets : (int, int)
+        The tile's first row and column point.
+    record : bool
+    """
+
+    def __init__(self, pieces=None, offsets=(0, 0), record=False):
+        self.pieces = pieces
+        self.offsets = offsets
+        self.record = record
+        self.calls = 0
+
+    def for_tile(self, i0: int, j0: int) -> "ActivationMaps":
+        return ActivationMaps(self.pieces, (i0, j0))
+
+    def __call__(self, phi, state: KernelState) -> KernelState:
+        if self.pieces is None:
+            return activation_map(phi, state)
+        if self.record:
+            self.pieces.append(_layer_pieces(phi, state))
+        layer = self.pieces[self.calls]
+        self.calls += 1
+        return activation_map(phi, state, layer, self.offsets)
+
+
+def _layer_pieces(phi, state: KernelState) -> ActivationLayerPieces:
+    """The checks of ``state``, then its points' series pieces (tanh, sigmoid, softplus) and own maps."""
+    _check_activation(phi, state)  # before the coefficients, which need variances in range
+    series = None
+    method, mix_var, mix_w = CLOSED, _EMPTY, _EMPTY
+    if phi.code in LOGISTIC_CODES:
+        sets = [state.var1[None]] if state.symmetric else [state.var1[None], state.var2[None]]
+        pieces = series_pieces(sets, 1, phi)
+        series = tuple(pieces[0]), tuple(pieces[-1])
+        method, (mix_var, mix_w) = SERIES, logistic_mixture_rule(phi.code)
+    var1, dvar1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
+    var2 = var1 if state.symmetric else activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
+    return ActivationLayerPieces(series, var1, var2, dvar1)
 
 
 def _input_state(F1, F2, symmetric) -> KernelState:
@@ -157,6 +263,16 @@ def _apply_prefix(net, layers, X):
     return h
 
 
+def _through(layers, first, state: KernelState) -> KernelState:
+    """``state`` through ``layers`` (numbered from ``first``), a layer's error naming it."""
+    for i, layer in enumerate(layers, start=first):
+        try:
+            state = layer.analytic(state)
+        except ValueError as exc:
+            raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
+    return state
+
+
 def network_analytic_kernels(net: Network, X1, X2=None):
     """The infinite-width NNGP and NTK of a network (NTK parameterisation), ``(N1, N2)`` each.
 
@@ -216,8 +332,16 @@ def network_analytic_kernels(net: Network, X1, X2=None):
     F2 = F1 if symmetric else _apply_prefix(net, prefix, X2)
     start = _input_state(F1, None if symmetric else F2, symmetric)
     nngp, ntk = start.nngp, start.ntk
+    N1, N2 = nngp.shape
     layers = net.layers[first:]
     pools = {}
+    maps = ActivationMaps()  # no series on spatial features (their activations have closed forms)
+    if len(start.shape) == 1:
+        # the layers over the points alone (no pairs): every activation's series pieces, of all the
+        # points; a layer order without a kernel is refused here, before any pair
+        maps = ActivationMaps([], record=True)
+        none = np.empty((N1, 0))
+        _through(layers, first, start.replace(nngp=none, ntk=none, serial=True, pool={}, expect=maps))
 
     def run(box):
         # one cache-sized tile through every layer (the maps are element-wise over pairs), serially
@@ -236,12 +360,7 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         K, T = tile.workspace("tile K", nngp[i0:i1, j0:j1]), tile.workspace("tile T", nngp[i0:i1, j0:j1])
         np.copyto(K, nngp[i0:i1, j0:j1])
         T.fill(0.0)
-        tile = tile.replace(nngp=K, ntk=T)
-        for i, layer in enumerate(layers, start=first):
-            try:
-                tile = layer.analytic(tile)
-            except ValueError as exc:
-                raise ValueError(f"layer {i} ({layer.name}): {exc}") from None
+        tile = _through(layers, first, tile.replace(nngp=K, ntk=T, expect=maps.for_tile(i0, j0)))
         # a diagonal tile's lower triangle is not computed (the mirror overwrites it)
         valid = (np.triu(tile.nngp), np.triu(tile.ntk)) if diagonal else (tile.nngp, tile.ntk)
         if not (np.isfinite(valid[0].sum()) and np.isfinite(valid[1].sum())):
@@ -250,7 +369,6 @@ def network_analytic_kernels(net: Network, X1, X2=None):
         ntk[i0:i1, j0:j1] = tile.ntk
         return tile.shape
 
-    N1, N2 = nngp.shape
     boxes = [
         (i0, min(i0 + _TILE, N1), j0, min(j0 + _TILE, N2))
         for i0 in range(0, N1, _TILE)
@@ -265,4 +383,4 @@ def network_analytic_kernels(net: Network, X1, X2=None):
     return nngp, ntk
 
 
-__all__ = ["network_analytic_kernels", "activation_map"]
+__all__ = ["network_analytic_kernels", "activation_map", "ActivationMaps", "ActivationLayerPieces"]
