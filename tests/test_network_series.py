@@ -77,7 +77,14 @@ def _mixture_kernels(net, X):
         Network([Dense(8, 1.5, 0.1), Residual(["tanh", Dense(8, 1.2, 0.2)], scale=0.7), "sigmoid", Dense(1)]),
         Network([Dense(8, 1.0, 0.3), LayerNorm(), "softplus", Dense(8, 1.5, 0.1), LayerNorm(), "tanh", Dense(1)]),
         Network(
-            [Dense(8, 1.5, 0.0), "tanh", Dense(8, 1.5, 0.1), Residual([LayerNorm(), "sigmoid", Dense(8)]), "erf", Dense(1)]
+            [
+                Dense(8, 1.5, 0.0),
+                "tanh",
+                Dense(8, 1.5, 0.1),
+                Residual([LayerNorm(), "sigmoid", Dense(8)]),
+                "erf",
+                Dense(1),
+            ]
         ),
     ],
     ids=["residual", "layer_norm", "prenorm"],

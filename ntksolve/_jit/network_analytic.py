@@ -160,4 +160,13 @@ def activation_variances(var, code, prm, method, mix_var, mix_w):
     return out, e_dphi
 
 
-__all__ = ["activation_rows", "activation_variances", "dense_rows", "scale_rows", "add_rows", "CLOSED", "MIXTURE", "SERIES"]
+__all__ = [
+    "activation_rows",
+    "activation_variances",
+    "dense_rows",
+    "scale_rows",
+    "add_rows",
+    "CLOSED",
+    "MIXTURE",
+    "SERIES",
+]

@@ -190,7 +190,9 @@ def _layer_pieces(phi, state: KernelState) -> ActivationLayerPieces:
         series = tuple(pieces[0]), tuple(pieces[-1])
         method, (mix_var, mix_w) = SERIES, logistic_mixture_rule(phi.code)
     var1, dvar1 = activation_variances(state.var1, phi.code, phi.params, method, mix_var, mix_w)
-    var2 = var1 if state.symmetric else activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
+    var2 = (
+        var1 if state.symmetric else activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
+    )
     return ActivationLayerPieces(series, var1, var2, dvar1)
 
 
