@@ -321,15 +321,31 @@ class FloatOverflowError(ValueError):
     """A result computed from finite inputs and parameters is not finite: its dtype overflowed (a
     forward pass's pre-activations, an empirical kernel, a Jacobian). A ValueError; the trainers
     take it for divergence (the parameters grew past the dtype), everything else refuses the
-    result with it."""
+    result with it.
+
+    Parameters
+    ----------
+    what : str
+        What overflowed, without an article, e.g. ``"pre-activations of hidden layer 2"``; kept as
+        the attribute ``what``.
+    dtype : numpy dtype
+        The dtype it overflowed; kept as the attribute ``dtype``.
+    detail : str, optional
+        What is wrong with it (default ``"are not finite"``).
+    """
+
+    def __init__(self, what: str, dtype, detail: str = "") -> None:
+        self.what, self.dtype = what, np.dtype(dtype)
+        super().__init__(f"the {what} {detail or 'are not finite'}: {overflow_reason(self.dtype)}")
 
 
 def check_forward_finite(finite: bool, where: str, dtype) -> None:
     """:class:`FloatOverflowError` if ``finite`` is False (from
-    :func:`ntksolve._jit.empirical.bias_act`) for the pre-activations ``where`` names: an
-    overflow, which the activation would otherwise hide (relu(-inf) = 0, tanh(inf) = 1)."""
+    :func:`ntksolve._jit.empirical.bias_act`) for the pre-activations ``where`` names (without an
+    article: ``"pre-activations of hidden layer 2"``): an overflow, which the activation would
+    otherwise hide (relu(-inf) = 0, tanh(inf) = 1)."""
     if not finite:
-        raise FloatOverflowError(f"{where} are not finite: {overflow_reason(dtype)}")
+        raise FloatOverflowError(where, dtype)
 
 
 def ridge_shift(diag_reg: float, diagonal) -> float:

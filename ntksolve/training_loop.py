@@ -252,7 +252,7 @@ class TrainingLoop:
             except FloatOverflowError as err:
                 # the parameters grew past the dtype: the forward pass overflowed, which is divergence
                 # (an activation would have hidden it: relu(-inf) = 0), not a bad input
-                self._stop(s, str(err), clock)
+                self._stop(s, f"{err.what} overflowed {err.dtype.name}", clock)
                 break
         if not self.diverged:
             clock.stop()

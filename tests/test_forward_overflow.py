@@ -99,4 +99,6 @@ def test_training_takes_an_overflow_for_divergence():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = train_network(net, p, x, y, steps=5, learning_rate=1e306, on_divergence="return", track_kernel=False)
         assert res.diverged and res.n_steps_taken == 1
-        assert "step 1" in res.message
+        assert "step 1" in res.message and "the the" not in res.message
+        # the rate is the cause, not the features: the message names the critical rate
+        assert "critical learning rate" in res.message and "standardise" not in res.message

@@ -90,6 +90,22 @@ def test_iterative_solvers_scale_with_the_targets(method, c):
     np.testing.assert_allclose(got / c, ref, rtol=1e-7, atol=1e-9)  # tol 1e-10 on the residual
 
 
+@pytest.mark.parametrize("method", ["cg", "krylov"])
+def test_iterative_solvers_keep_columns_of_far_apart_scales(method):
+    """Columns 1e100 and 1e-60 in one solve: each is the answer for its own column near 1, scaled
+    back (one scale shared by the columns would push the small one to subnormals)."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((25, 3))
+    K = ntksolve.analytic_kernels(ntksolve.MLP((1,), activation="relu"), X).ntk
+    y = np.sin(X[:, :2])
+    c = np.array([1e100, 1e-60])
+    solver = ntksolve.ConjugateGradient(tol=1e-10, max_iter=200) if method == "cg" else ntksolve.Krylov(tol=1e-10)
+    t = np.inf if method == "cg" else 30.0
+    ref = ntksolve.gradient_descent_mse(K, y, diag_reg=0.1, method=solver)(t, np.zeros_like(y))
+    got = ntksolve.gradient_descent_mse(K, y * c, diag_reg=0.1, method=solver)(t, np.zeros_like(y))
+    np.testing.assert_allclose(got / c, ref, rtol=1e-7, atol=1e-9)
+
+
 def _data(n=36, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, 3))

@@ -77,9 +77,11 @@ def preconditioned_cg(
     if B.ndim != 2:
         raise ValueError(f"B must be 2-D (N, r), got shape {B.shape}")
     M = precond if precond is not None else (lambda R: R)
-    # Solved for B / s, s a power of two near max |B| (exact, and every step is linear in B): the
-    # inner products below square B, which overflow for |B| >~ 1e154 and underflow for |B| <~ 1e-162.
-    scale = power_of_two_scale(B)
+    # Solved for B / s, s a power of two near max |B| of each column (exact, and every step is
+    # linear in its column: the products with A and the preconditioner act column by column): the
+    # inner products below square B, which overflow for |B| >~ 1e154 and underflow for
+    # |B| <~ 1e-162. One scale per column, so columns of scales far apart are each kept in range.
+    scale = power_of_two_scale(B, axis=0, keepdims=True)
     B = B / scale
     bnorm = np.linalg.norm(B, axis=0)
     bnorm_safe = np.where(bnorm > 0, bnorm, 1.0)

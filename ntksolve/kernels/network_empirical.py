@@ -17,7 +17,7 @@ import numpy as np
 
 from ntksolve import _config
 from ntksolve._jit import empirical as _jit
-from ntksolve._validation import FloatOverflowError, check_memory, overflow_reason
+from ntksolve._validation import FloatOverflowError, check_memory
 from ntksolve.nets.conv import Conv
 from ntksolve.nets.conv_factors import ChannelFactors
 from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
@@ -44,7 +44,7 @@ def check_no_overflow(arr: np.ndarray, what: str) -> np.ndarray:
             return arr
     bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
     if bad:
-        raise FloatOverflowError(f"the {what} contains NaN or infinity ({bad} entries): {overflow_reason(arr.dtype)}")
+        raise FloatOverflowError(what, arr.dtype, f"contains NaN or infinity ({bad} entries)")
     return arr
 
 

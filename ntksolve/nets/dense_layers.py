@@ -185,7 +185,7 @@ class ActivationLayer(Layer):
         zero = np.zeros(x2.shape[1], dtype=x2.dtype)
         one = x2.dtype.type(1.0)
         finite = _jit.bias_act(x2, zero, one, x2.dtype.type(0.0), self.spec.code, self.spec.params, h, dphi, keep)
-        check_forward_finite(finite, f"the inputs of a {self.spec.name} activation layer", x2.dtype)
+        check_forward_finite(finite, f"inputs of a {self.spec.name} activation layer", x2.dtype)
         return h.reshape(x.shape), (dphi.reshape(x.shape) if keep else None)
 
     def backward(self, params, cache, g, signals, want_input=True):

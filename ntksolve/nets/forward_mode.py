@@ -39,7 +39,7 @@ def _layer(net, phi, scales, l, h, W, b):
     h_new = np.empty_like(pre)
     b = layer_bias(net.layers[l], b, pre.dtype)
     finite = _jit.bias_act(pre, b, pre.dtype.type(ws), pre.dtype.type(bs), phi.code, phi.params, h_new, pre, True)
-    check_forward_finite(finite, f"the pre-activations of hidden layer {l + 1}", pre.dtype)
+    check_forward_finite(finite, f"pre-activations of hidden layer {l + 1}", pre.dtype)
     return h_new, pre  # pre now holds φ'(z)
 
 

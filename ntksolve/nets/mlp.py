@@ -396,7 +396,7 @@ def forward(net: MLP, params, X: np.ndarray, *, keep: bool = True, out=None):
         dphi = pre if keep else h_new  # not written when keep is False
         b = layer_bias(net.layers[l], b, pre.dtype)
         finite = _jit.bias_act(pre, b, pre.dtype.type(s.weight), pre.dtype.type(s.bias), code, prm, h_new, dphi, keep)
-        check_forward_finite(finite, f"the pre-activations of hidden layer {l + 1}", pre.dtype)
+        check_forward_finite(finite, f"pre-activations of hidden layer {l + 1}", pre.dtype)
         if keep:
             dphis.append(dphi)
         h = h_new
