@@ -82,6 +82,18 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _learning_rate(text: str) -> float:
+    """A positive finite rate; 0 refused with the reason every other entry point gives."""
+    from ntksolve._validation import ZERO_RATE_REASON
+
+    v = _number(text, float, "a positive number")
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}: {ZERO_RATE_REASON}")
+    if not np.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
+    return v
+
+
 def _activation(text: str) -> str:
     """An activation spelling, with arguments if it takes them (``leaky_relu(0.2)``, ``monomial(3)``)."""
     from ntksolve.nets.layers import check_activation
@@ -182,7 +194,7 @@ def training_rule(args):
                 "step sizes (betas 0.9, 0.999) and has no critical learning rate; give its rate with "
                 "--learning-rate (default 1e-3)"
             )
-        return Adam(args.learning_rate or 1e-3, weight_decay=args.weight_decay), None
+        return Adam(1e-3 if args.learning_rate is None else args.learning_rate, weight_decay=args.weight_decay), None
     if not 0 <= args.momentum < 1:
         raise ValueError(f"--momentum must be in [0, 1), got {args.momentum}")
     if args.nesterov and args.momentum == 0:
@@ -300,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     lr = g.add_mutually_exclusive_group()
     lr.add_argument(
         "--learning-rate",
-        type=_positive_float,
+        type=_learning_rate,
         default=None,
         metavar="ETA",
         help="absolute learning rate for every width (default: --lr-fraction of the critical rate)",

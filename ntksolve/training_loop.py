@@ -218,6 +218,11 @@ class TrainingLoop:
             self.crit = self.critical_rate(self.trainer.initial_kernel())
         self.message = f"training diverged at step {s}: the {what}{self.hint(self.crit)}"
 
+    def _overflowed(self, s, err, clock):
+        # the parameters grew past the dtype: the forward pass overflowed, which is divergence
+        # (an activation would have hidden it: relu(-inf) = 0), not a bad input
+        self._stop(s, f"{err.what} overflowed {err.dtype.name}", clock)
+
     def run(self) -> "TrainingLoop":
         tr, rec, watch, steps = self.trainer, self.records, self.watch, self.steps
         every, batched = tr.measure_every_step, tr.batched
@@ -225,6 +230,8 @@ class TrainingLoop:
         due, measure, check, loss_of_step, update = rec.due, tr.measure, watch.check, tr.loss_of_step, tr.update
         clock = Stopwatch()
         for s in range(steps + 1):
+            # two guarded stretches, the callback between them: a FloatOverflowError the user's
+            # callback raises is the callback's own error, not this run's divergence
             try:
                 recording = due(s)
                 if every or recording or s == 0:
@@ -235,11 +242,15 @@ class TrainingLoop:
                         break
                 if recording:
                     rec.add(s, f, value, acc, None if rec.fx_test is None else tr.measure_test(), clock)
-                    if self.callback is not None:
-                        with clock.paused():
-                            self.callback(s, value / tr.loss_units)
-                if s == steps:
-                    break
+            except FloatOverflowError as err:
+                self._overflowed(s, err, clock)
+                break
+            if recording and self.callback is not None:
+                with clock.paused():
+                    self.callback(s, value / tr.loss_units)
+            if s == steps:
+                break
+            try:
                 step_loss = loss_of_step(s)
                 why = "" if step_loss is None else watch.check_step(step_loss, batched)
                 if why:
@@ -250,9 +261,7 @@ class TrainingLoop:
                 update(s)
                 self.taken = s + 1
             except FloatOverflowError as err:
-                # the parameters grew past the dtype: the forward pass overflowed, which is divergence
-                # (an activation would have hidden it: relu(-inf) = 0), not a bad input
-                self._stop(s, f"{err.what} overflowed {err.dtype.name}", clock)
+                self._overflowed(s, err, clock)
                 break
         if not self.diverged:
             clock.stop()

@@ -102,3 +102,27 @@ def test_training_takes_an_overflow_for_divergence():
         assert "step 1" in res.message and "the the" not in res.message
         # the rate is the cause, not the features: the message names the critical rate
         assert "critical learning rate" in res.message and "standardise" not in res.message
+
+
+def test_an_overflow_raised_by_the_callback_is_the_callbacks_own():
+    # the training loop takes a FloatOverflowError of its own forward pass for divergence; one the
+    # user's callback raises (here: the callback evaluates a network that overflows) is no
+    # divergence of the run and reaches the caller unchanged
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 3)), rng.standard_normal(8)
+    net = MLP((16,), "relu")
+    p = net.init(3, random_state=0)
+    bad_net = MLP((2,), "relu", parameterization="standard")
+    bad = [(np.array(W1), np.zeros(2)), (np.ones((1, 2)), np.zeros(1))]
+    calls = []
+
+    def callback(step, loss):
+        calls.append(step)
+        if len(calls) == 2:
+            bad_net.apply(bad, np.array(X))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(FloatOverflowError, match="hidden layer 1"):
+            train_network(net, p, x, y, steps=5, learning_rate=0.1, callback=callback, track_kernel=False)
+    assert len(calls) == 2

@@ -90,3 +90,14 @@ def test_sklearn_conversion_refuses_a_zero_or_negative_rate_of_an_unfitted_mlp()
             learning_rate_from_sklearn(cls(solver="sgd", learning_rate_init=0.0), n_outputs=1)
         with pytest.raises(ValueError, match="learning_rate_init must be > 0"):
             learning_rate_from_sklearn(cls(solver="sgd", learning_rate_init=-0.1), n_outputs=1)
+
+
+@pytest.mark.parametrize("text", ["0", "0.0", "-0"])
+def test_the_command_line_refuses_a_zero_rate_with_the_reason(text, capsys):
+    from ntksolve.cli_parser import build_parser
+
+    parser = build_parser()
+    parser.parse_args(["compare", "--learning-rate", "0.25"])  # a positive rate is taken
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compare", "--learning-rate", text])
+    assert REASON in capsys.readouterr().err

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.optimize
 
 from ntksolve._validation import as_real_array, check_finite
-from ntksolve.dynamics.squares import power_of_two_scale
+from ntksolve.dynamics.squares import power_of_two_scale, squares_in_range
 
 __all__ = ["KernelGP"]
 
@@ -80,14 +80,14 @@ class KernelGP:
 
     def residual_scale(self):
         """Per output column, a power of two ``s`` near ``max |z|`` where ``z²`` would overflow or
-        underflow (``|z|`` beyond ``1e±100``), else 1: :meth:`scaled` by it fits in range.
+        underflow (``max |z|`` outside :func:`~ntksolve.dynamics.squares.squares_in_range`), else 1: :meth:`scaled` by it fits in range.
 
         Returns
         -------
         s : ndarray, shape (k,)
         """
         m = np.max(np.abs(self._Z), axis=0)
-        safe = (m == 0) | ((m > 1e-100) & (m < 1e100))
+        safe = np.array([squares_in_range(v) for v in m], dtype=bool)
         return np.where(safe, 1.0, power_of_two_scale(self._Z, axis=0))
 
     def scaled(self, scale):

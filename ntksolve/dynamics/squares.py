@@ -12,7 +12,29 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["power_of_two_scale", "mean_square", "norm"]
+__all__ = ["power_of_two_scale", "mean_square", "norm", "squares_in_range", "SQUARE_SAFE"]
+
+#: Magnitudes within ``SQUARE_SAFE`` of 1 (``1e-100 <= |a| <= 1e100``) have float64 squares at least
+#: 1e100 from either end of the range: sums of any realistic number of them, and products with
+#: values of the same kind, stay normal numbers. The one threshold of "the plain formula is safe".
+SQUARE_SAFE = 1e100
+
+
+def squares_in_range(a) -> bool:
+    """Whether every element of ``a`` is 0 or of magnitude in ``[1 / SQUARE_SAFE, SQUARE_SAFE]``:
+    then ``a²`` (and sums and products of a few such squares) neither overflow nor underflow in
+    float64, and the plain formula can be used bit for bit.
+
+    Parameters
+    ----------
+    a : array_like
+
+    Returns
+    -------
+    bool
+    """
+    m = np.abs(np.asarray(a, dtype=np.float64))
+    return bool(np.all((m == 0) | ((m >= 1.0 / SQUARE_SAFE) & (m <= SQUARE_SAFE))))
 
 
 def power_of_two_scale(a, axis=None, keepdims=False):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntksolve.dynamics.squares import mean_square, power_of_two_scale
+from ntksolve.dynamics.squares import mean_square, power_of_two_scale, squares_in_range
 from ntksolve.sklearn._params import (
     CV_PARAMETERS,
     REGRESSOR_PARAMETERS,
@@ -89,7 +89,7 @@ class NTKRegressorCV(_GridSearch, _NTKRegressorBase):
     def _fold_scores(self, out, te, y, Y):
         """Held-out MSE ``(R, T)`` of ``y / _score_scale``, averaged over outputs."""
         s = self._score_scale
-        if 1e-100 <= s <= 1e100:
+        if squares_in_range(s):
             # dividing by a power of two commutes with the rounding while nothing leaves the range:
             # the same bits as scaling first, without two more (R, T, M, k) temporaries
             return mean_square(out - Y[te], axis=(2, 3)) / s / s

@@ -25,7 +25,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ntksolve.dynamics.squares import power_of_two_scale
+from ntksolve.dynamics.squares import power_of_two_scale, squares_in_range
 from ntksolve.kernels import analytic_kernels
 from ntksolve.sklearn import _solve
 from ntksolve._docstrings import fill_sections
@@ -382,20 +382,16 @@ class _NTKRegressorBase(RegressorMixin, _NTKBase):
 
 def _square(v, std):
     """``v std²`` of a variance ``v`` on the standardised scale; ``(v std) std`` where ``std²`` alone
-    overflows (``std >~ 1e154``) or underflows (``< 1e-154``), and ``v std²`` need not."""
+    could overflow or underflow (``std`` outside :func:`~ntksolve.dynamics.squares.squares_in_range`),
+    and ``v std²`` need not."""
     with np.errstate(over="ignore", under="ignore"):  # inf (or 0) only where the true value is
-        return v * (std * std) if _square_safe(std) else (v * std) * std
+        return v * (std * std) if squares_in_range(std) else (v * std) * std
 
 
 def _unsquare(v, std):
     """``v / std²`` of a variance ``v`` on the scale of ``y`` (as :func:`_square`, inverted)."""
     with np.errstate(over="ignore", under="ignore"):
-        return v / (std * std) if _square_safe(std) else (v / std) / std
-
-
-def _square_safe(std):
-    """``std²`` is a normal float64 (the plain formula, bit for bit, as files were written)."""
-    return bool(np.all((std > 1e-150) & (std < 1e150)))
+        return v / (std * std) if squares_in_range(std) else (v / std) / std
 
 
 def _per_output(value, name, std):
