@@ -1,0 +1,70 @@
+"""Classification and the other libraries' units: inputs that map onto no rule of ntksolve's are
+refused instead of given a rate, and a classifier's options leave what they do not concern alone.
+Each refusal is pinned by the other library's own gradient (PyTorch's autograd, scikit-learn's
+fitted output layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ntksolve.sklearn import NTKClassifier
+
+RNG = np.random.default_rng(20261202)
+
+
+def test_learning_rate_from_torch_refuses_losses_that_are_not_the_rule_of_their_outputs():
+    torch = pytest.importorskip("torch")
+    from ntksolve.torch import learning_rate_from_torch
+
+    N, k = 6, 3
+    f = RNG.standard_normal((N, k))
+    y = (RNG.random((N, k)) > 0.5).astype(np.float64)
+    # BCEWithLogitsLoss on k outputs: k independent logistic losses over N k entries, gradient
+    # (sigmoid(f) - y)/(N k), not the rule's softmax (p - Y)/N: no rate maps it
+    ft = torch.tensor(f, requires_grad=True)
+    torch.nn.BCEWithLogitsLoss()(ft, torch.tensor(y)).backward()
+    np.testing.assert_allclose(ft.grad.numpy(), (1 / (1 + np.exp(-f)) - y) / (N * k), rtol=1e-12)
+    with pytest.raises(ValueError, match="cross-entropy of one output; got k = 3"):
+        learning_rate_from_torch(0.1, loss=torch.nn.BCEWithLogitsLoss(), n_samples=N, n_outputs=k)
+    # CrossEntropyLoss on one output: the softmax of one logit is 1, the gradient 0 (not BCE's)
+    ft = torch.tensor(f[:, :1], requires_grad=True)
+    torch.nn.CrossEntropyLoss()(ft, torch.zeros(N, dtype=torch.long)).backward()
+    assert np.all(ft.grad.numpy() == 0)
+    with pytest.raises(ValueError, match="CrossEntropyLoss needs k >= 2 outputs"):
+        learning_rate_from_torch(0.1, loss=torch.nn.CrossEntropyLoss(), n_samples=N, n_outputs=1)
+    # the losses of the rule still map: one logistic output, and a softmax over two
+    assert learning_rate_from_torch(0.1, loss=torch.nn.BCEWithLogitsLoss(), n_samples=N, n_outputs=1) == 0.1
+    assert learning_rate_from_torch(0.1, loss=torch.nn.CrossEntropyLoss(), n_samples=N, n_outputs=2) == 0.1
+
+
+def test_learning_rate_from_sklearn_refuses_a_multilabel_classifier():
+    from sklearn.neural_network import MLPClassifier
+
+    from ntksolve.sklearn.mlp_import import learning_rate_from_sklearn
+
+    X = RNG.standard_normal((20, 3))
+    Y = (RNG.random((20, 3)) > 0.5).astype(int)
+    with pytest.warns(Warning):  # two iterations do not converge
+        est = MLPClassifier(solver="sgd", learning_rate_init=0.1, max_iter=2, random_state=0).fit(X, Y)
+    # scikit-learn's own output layer: independent logistic outputs, not a softmax
+    assert est.out_activation_ == "logistic" and est.n_outputs_ == 3
+    with pytest.raises(ValueError, match="multi-label"):
+        learning_rate_from_sklearn(est)
+    with pytest.warns(Warning):
+        single = MLPClassifier(solver="sgd", learning_rate_init=0.1, max_iter=2, random_state=0).fit(X, Y[:, 0])
+    assert learning_rate_from_sklearn(single) == 0.1  # one logistic output for two classes: the rule
+
+
+@pytest.mark.parametrize("make", [np.random.RandomState, np.random.default_rng])
+def test_batch_size_leaves_the_network_of_a_random_state_unchanged(make):
+    X = RNG.standard_normal((12, 3))
+    y = np.arange(12) % 3
+    kw = dict(kernel="empirical", loss="log_loss", dynamics="discrete", learning_rate=1.0, time=2)
+    kw.update(hidden_layer_sizes=(8,))
+    clf = NTKClassifier(**kw, random_state=make(5), batch_size=4).fit(X, y)
+    # the network random_state draws first, as without minibatches
+    expected = clf._network(3).init(3, make(5))
+    for (W, b), (W0, b0) in zip(clf.params_, expected):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
