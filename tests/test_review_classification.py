@@ -68,3 +68,24 @@ def test_batch_size_leaves_the_network_of_a_random_state_unchanged(make):
     for (W, b), (W0, b0) in zip(clf.params_, expected):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b, b0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_the_cross_entropy_step_at_zero_logits_has_the_documented_curvature(k):
+    # one training point, kernel λ: the step is f -> f - η λ (σ(f) - y), whose derivative at f = 0
+    # is 1 - η λ σ'(0) = 1 - η λ/4 for one logistic output, and 1 - η λ/k on the softmax's
+    # non-constant directions (curvature (I - 11ᵀ/k)/k); training-rules.md "Learning rate"
+    from ntksolve import GradientDescent
+    from ntksolve.dynamics.function_space import sgd_cross_entropy
+
+    lam, eta, h = 1.7, 0.3, 1e-6
+    rule = GradientDescent(eta)
+
+    def step(f):
+        return sgd_cross_entropy([[lam]], [0], f[None, :], [1], dynamics=rule).train[-1][0]
+
+    jac = np.column_stack([(step(h * e) - step(-h * e)) / (2 * h) for e in np.eye(k)])
+    if k == 1:
+        np.testing.assert_allclose(jac, [[1 - eta * lam / 4]], rtol=1e-9)
+    else:
+        np.testing.assert_allclose(jac, np.eye(k) - eta * lam * (np.eye(k) - 1 / k) / k, rtol=0, atol=1e-9)
