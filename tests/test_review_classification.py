@@ -33,7 +33,20 @@ def test_learning_rate_from_torch_refuses_losses_that_are_not_the_rule_of_their_
     assert np.all(ft.grad.numpy() == 0)
     with pytest.raises(ValueError, match="CrossEntropyLoss needs k >= 2 outputs"):
         learning_rate_from_torch(0.1, loss=torch.nn.CrossEntropyLoss(), n_samples=N, n_outputs=1)
+    # ignore_index among the classes: the mean runs over the other examples only, (p - Y)/N_kept
+    labels = np.array([0, 1, 2, 0, 1, 1])
+    ft = torch.tensor(f, requires_grad=True)
+    torch.nn.CrossEntropyLoss(ignore_index=0)(ft, torch.tensor(labels)).backward()
+    p = np.exp(f) / np.exp(f).sum(axis=1, keepdims=True)
+    kept = labels != 0
+    expected = np.where(kept[:, None], (p - np.eye(k)[labels]) / kept.sum(), 0.0)
+    np.testing.assert_allclose(ft.grad.numpy(), expected, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="ignore_index=0"):
+        learning_rate_from_torch(0.1, loss=torch.nn.CrossEntropyLoss(ignore_index=0), n_samples=N, n_outputs=k)
     # the losses of the rule still map: one logistic output, and a softmax over two
+    assert (
+        learning_rate_from_torch(0.1, loss=torch.nn.CrossEntropyLoss(ignore_index=k), n_samples=N, n_outputs=k) == 0.1
+    )
     assert learning_rate_from_torch(0.1, loss=torch.nn.BCEWithLogitsLoss(), n_samples=N, n_outputs=1) == 0.1
     assert learning_rate_from_torch(0.1, loss=torch.nn.CrossEntropyLoss(), n_samples=N, n_outputs=2) == 0.1
 

@@ -103,7 +103,8 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     ValueError
         ``reduction="none"``, a ``CrossEntropyLoss`` with ``n_outputs = 1`` (a softmax over one
         logit does not train) or a ``BCEWithLogitsLoss`` with ``n_outputs > 1`` (multi-label, not
-        the softmax rule), a cross-entropy with class weights or label smoothing, a
+        the softmax rule), a cross-entropy with class weights, label smoothing or an
+        ``ignore_index`` among the classes, a
         ``BCEWithLogitsLoss`` with ``weight`` or ``pos_weight`` (their gradients are not the
         cross-entropy rule's), bad counts or rates (a single rate of 0 is refused, as every rule
         refuses it; the single steps of a per-step schedule may be 0).
@@ -116,6 +117,12 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     if kind == "ce" and (loss.weight is not None or loss.label_smoothing != 0):
         raise ValueError(
             "a CrossEntropyLoss with class weights or label smoothing has another gradient than the "
+            "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
+        )
+    if kind == "ce" and 0 <= loss.ignore_index < n_outputs:
+        raise ValueError(
+            f"a CrossEntropyLoss with ignore_index={loss.ignore_index}, a class of the {n_outputs} outputs, "
+            "drops that class's examples and averages over the others: another gradient than the "
             "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
         )
     if kind == "bce" and (loss.weight is not None or loss.pos_weight is not None):
