@@ -86,6 +86,9 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
         The loss PyTorch trains on (its ``reduction`` matters).
     n_samples : int
         ``N``, the number of examples the loss averages over (the batch size for minibatches).
+        With ``reduction="sum"`` each step's gradient is scaled by its own batch's size, so a
+        batch order of unequal sizes (a ``DataLoader``'s shorter last batch of each epoch) has no
+        single rate: use equal batches (``drop_last=True``), or the mean.
     n_outputs : int
         ``k``.
 
