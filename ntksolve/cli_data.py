@@ -49,6 +49,14 @@ def _class_rows(y, yt, path):
     k = int(labels.max()) + 1
     if k < 2:
         raise UsageError(f"--loss cross_entropy needs at least two classes; {path} has one")
+    present = set(np.unique(labels).astype(np.int64).tolist())
+    if len(present) < k:  # a label past a gap would add an output no example trains (1..K, or 0 and 5)
+        missing = [c for c in range(len(present) + 1) if c not in present]
+        raise UsageError(
+            f"--loss cross_entropy needs class labels 0, 1, ..., K-1, each used, but {path} has no "
+            f"example of class {missing[0]} below its largest label {k - 1}: number the classes from 0 "
+            "without gaps (labels 1..K: subtract 1)"
+        )
     eye = np.eye(k)
     return eye[y[:, 0].astype(np.int64)], eye[yt[:, 0].astype(np.int64)], k
 

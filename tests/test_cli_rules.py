@@ -201,3 +201,18 @@ def test_unknown_activation_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["compare", "--activation", "swish"])
     assert exc.value.code == 2 and "leaky_relu(slope)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("offset, gap, missing", [(1, 1, 0), (0, 4, 1)])
+def test_class_labels_with_a_gap_are_refused(tmp_path, capsys, offset, gap, missing):
+    # labels 1..K (or 0 and 5) would make outputs for classes no example has: K + 1 (or 6) logits
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 3))
+    labels = offset + gap * (np.arange(30) % 2)
+    path = tmp_path / "c.npz"
+    np.savez(path, X=X, y=labels.astype(np.float64))
+    out = tmp_path / "never"
+    assert compare_cli(path, out, *TINY, "--loss", "cross_entropy") == 2
+    err = capsys.readouterr().err
+    assert f"has no example of class {missing} below its largest label" in err
+    assert "Traceback" not in err and not out.exists()

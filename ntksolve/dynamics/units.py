@@ -61,7 +61,8 @@ def to_ntksolve_learning_rate(lr, *, loss, n_samples, n_outputs):
         One of :data:`LOSS_CONVENTIONS` (see the module docstring).
     n_samples : int
         ``N``, the number of examples the loss averages or sums over (the batch size for
-        minibatch training, since the batch loss is what is differentiated).
+        minibatch training, since the batch loss is what is differentiated; a summed loss over
+        batches of unequal sizes, such as a shorter last batch, has no single rate).
     n_outputs : int
         ``k``.
 

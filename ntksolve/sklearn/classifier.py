@@ -175,9 +175,10 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
                 f"{type(self).__name__} needs samples of at least 2 classes in the data, but it contains only "
                 f"one class: {self.classes_[0]!r}"
             )
-        self._batch_seed = _batch_seed(self.random_state) if ce and self.batch_size is not None else None
-        # the network's initialisation first, then the batch seed: a RandomState is drawn from in that order
+        # the network's initialisation first, then the batch seed: a RandomState or Generator is drawn
+        # from in that order, so batch_size leaves the network that random_state gives unchanged
         self._set_training_state(X, Y.astype(np.float64), normalize=False if ce else None)
+        self._batch_seed = _batch_seed(self.random_state) if ce and self.batch_size is not None else None
         return X, y, Y.astype(np.float64)
 
     def _build_predictor(self, K, diag_reg):

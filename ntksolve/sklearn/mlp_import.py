@@ -194,7 +194,8 @@ def learning_rate_from_sklearn(estimator, *, n_outputs=None) -> float:
     ------
     ValueError
         Another solver (Adam has no function-space twin; L-BFGS no rate), a non-constant rate
-        schedule, a Poisson loss, ``k`` unknown, or a ``learning_rate_init`` that is not a positive
+        schedule, a Poisson loss, a classifier fitted on multi-label targets (independent logistic
+        outputs), ``k`` unknown, or a ``learning_rate_init`` that is not a positive
         finite number (0 is refused as every rule refuses it).
     """
     _check_estimator(estimator)
@@ -210,6 +211,12 @@ def learning_rate_from_sklearn(estimator, *, n_outputs=None) -> float:
         )
     eta = check_learning_rate(estimator.learning_rate_init, "learning_rate_init")  # unfitted: unchecked yet
     if isinstance(estimator, MLPClassifier):
+        if getattr(estimator, "out_activation_", None) == "logistic" and estimator.n_outputs_ > 1:
+            raise ValueError(
+                f"this MLPClassifier was fitted on multi-label targets: {estimator.n_outputs_} independent "
+                "logistic outputs, not the cross-entropy rule (a softmax over the outputs, or one logistic "
+                "output for two classes), so no learning rate maps it; fit it on class labels"
+            )
         return eta
     if getattr(estimator, "loss", "squared_error") != "squared_error":
         raise ValueError(f"loss={estimator.loss!r} has no closed-form twin; only 'squared_error' maps")

@@ -27,7 +27,7 @@ from ntksolve.kernels.empirical import empirical_ntk
 from ntksolve.torch.batches import DataLoaderBatches, _check_batches
 from ntksolve.torch.convert import _FLOAT_DTYPES, _read, from_torch
 from ntksolve.torch.network_convert import has_network_layers
-from ntksolve.torch.units import _loss_kind, learning_rate_from_torch
+from ntksolve.torch.units import _loss_kind, check_loss_outputs, learning_rate_from_torch
 from ntksolve.training_loop import Steps, TrainingLoop, finish
 from ntksolve.training_plan import _check_steps, _check_targets, check_on_divergence, check_test_inputs
 from ntksolve.training_records import TrainingResult
@@ -210,16 +210,7 @@ def train(
     if loss is None:
         loss = nn.MSELoss()
     kind, _ = _loss_kind(loss)
-    if kind == "ce" and k < 2:
-        raise ValueError(
-            "CrossEntropyLoss needs k >= 2 outputs (a softmax over one output is constant); the "
-            f"module has {k}: use BCEWithLogitsLoss for one output"
-        )
-    if kind == "bce" and k != 1:
-        raise ValueError(
-            f"BCEWithLogitsLoss here is the cross-entropy of one output; the module has {k} "
-            "(use CrossEntropyLoss for several classes)"
-        )
+    check_loss_outputs(kind, k)
 
     def check(A, name):
         return check_inputs(_as_array(A, name), name=name, n_features=d, dtype=dt)

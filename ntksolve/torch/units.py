@@ -56,6 +56,25 @@ def _loss_kind(loss):
     return kind, loss.reduction
 
 
+def check_loss_outputs(kind, n_outputs):
+    """Refuse a loss that is not the cross-entropy rule of ``n_outputs`` logits (ValueError).
+
+    ``CrossEntropyLoss`` over one output is a softmax over one logit, constant, with gradient 0;
+    ``BCEWithLogitsLoss`` over ``k > 1`` outputs is ``k`` independent logistic losses averaged over
+    ``N k`` entries (multi-label), which the rule (a softmax over the ``k`` outputs) is not.
+    """
+    if kind == "ce" and n_outputs < 2:
+        raise ValueError(
+            "CrossEntropyLoss needs k >= 2 outputs (a softmax over one output is constant, its "
+            f"gradient 0); got k = {n_outputs}: use BCEWithLogitsLoss for one output"
+        )
+    if kind == "bce" and n_outputs != 1:
+        raise ValueError(
+            f"BCEWithLogitsLoss here is the cross-entropy of one output; got k = {n_outputs} (on several "
+            "outputs it is a multi-label loss, not a softmax: use CrossEntropyLoss for several classes)"
+        )
+
+
 def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     """ntksolve's learning rate equivalent to PyTorch's rate ``lr`` under the loss ``loss``.
 
@@ -67,6 +86,9 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
         The loss PyTorch trains on (its ``reduction`` matters).
     n_samples : int
         ``N``, the number of examples the loss averages over (the batch size for minibatches).
+        With ``reduction="sum"`` each step's gradient is scaled by its own batch's size, so a
+        batch order of unequal sizes (a ``DataLoader``'s shorter last batch of each epoch) has no
+        single rate: use equal batches (``drop_last=True``), or the mean.
     n_outputs : int
         ``k``.
 
@@ -82,7 +104,10 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     TypeError
         Another loss.
     ValueError
-        ``reduction="none"``, a cross-entropy with class weights or label smoothing, a
+        ``reduction="none"``, a ``CrossEntropyLoss`` with ``n_outputs = 1`` (a softmax over one
+        logit does not train) or a ``BCEWithLogitsLoss`` with ``n_outputs > 1`` (multi-label, not
+        the softmax rule), a cross-entropy with class weights, label smoothing or an
+        ``ignore_index`` among the classes, a
         ``BCEWithLogitsLoss`` with ``weight`` or ``pos_weight`` (their gradients are not the
         cross-entropy rule's), bad counts or rates (a single rate of 0 is refused, as every rule
         refuses it; the single steps of a per-step schedule may be 0).
@@ -91,9 +116,16 @@ def learning_rate_from_torch(lr, *, loss, n_samples: int, n_outputs: int):
     for name, v in (("n_samples", n_samples), ("n_outputs", n_outputs)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+    check_loss_outputs(kind, n_outputs)
     if kind == "ce" and (loss.weight is not None or loss.label_smoothing != 0):
         raise ValueError(
             "a CrossEntropyLoss with class weights or label smoothing has another gradient than the "
+            "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
+        )
+    if kind == "ce" and 0 <= loss.ignore_index < n_outputs:
+        raise ValueError(
+            f"a CrossEntropyLoss with ignore_index={loss.ignore_index}, a class of the {n_outputs} outputs, "
+            "drops that class's examples and averages over the others: another gradient than the "
             "cross-entropy rule's Theta (softmax(f) - Y) / N; no learning rate maps it"
         )
     if kind == "bce" and (loss.weight is not None or loss.pos_weight is not None):
