@@ -153,8 +153,9 @@ def _schedule(text: str):
                     if name == "STEP_SIZE"
                     else "a non-negative integer"
                     if name == "WARMUP"
-                    else "positive"
+                    else "a finite positive number"
                 )
+                + f", got {part!r}"
             )
         values.append(v)
     return kind, tuple(values)

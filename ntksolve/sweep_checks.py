@@ -338,7 +338,13 @@ def check_training(dynamics, learning_rate, lr_fraction, loss, batch_size, n_tra
     else:
         rule, fraction = dynamics, (None if lr_fraction is None else float(lr_fraction))
     if isinstance(rule, GradientDescent) and rule.schedule is not None:
-        rule.schedule.rates(int(steps))  # an array schedule shorter than the run: refused now
+        rates = rule.schedule.rates(int(steps))  # an array schedule shorter than the run: refused now
+        if fraction is not None and not np.max(rates) > 0:
+            raise ValueError(
+                f"lr_fraction scales the schedule so that its largest rate over the {int(steps)} steps is that "
+                "fraction of the critical rate, but every rate of this schedule over the run is 0: give a "
+                "schedule with a positive rate within the run"
+            )
     return rule, fraction
 
 

@@ -177,7 +177,9 @@ def rule_at_fraction(rule: GradientDescent, fraction: float, plain_crit: float, 
     target = fraction * crit
     if rule.schedule is None:
         return dataclasses.replace(rule, learning_rate=target), crit
-    peak = float(np.max(rule.schedule.rates(steps)))
+    peak = peak_rate(rule, steps)
+    if not peak > 0:  # sweep_checks.check_training refuses it before any work
+        raise ValueError(f"every rate of the schedule over the {steps} steps is 0: no fraction of it is set")
     return dataclasses.replace(rule, learning_rate=rule.schedule.scaled(target / peak)), crit
 
 

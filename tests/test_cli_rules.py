@@ -1,5 +1,6 @@
 """``ntksolve compare``'s training options and ``--data digits``: what they build, what they refuse."""
 
+import argparse
 import json
 import re
 
@@ -216,3 +217,10 @@ def test_class_labels_with_a_gap_are_refused(tmp_path, capsys, offset, gap, miss
     err = capsys.readouterr().err
     assert f"has no example of class {missing} below its largest label" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_schedule_gamma_infinite_is_named_as_such():
+    from ntksolve.cli_parser import _schedule
+
+    with pytest.raises(argparse.ArgumentTypeError, match="GAMMA must be a finite positive number, got '1e400'"):
+        _schedule("step:10:1e400")

@@ -279,6 +279,7 @@ def test_adam_cross_entropy_matches_the_loss_within_interpolation(data, classes)
         (dict(loss="cross_entropy"), ValueError, "regression"),
         (dict(loss="hinge"), ValueError, "loss"),
         (dict(dynamics=GradientDescent(Schedule([0.1] * 5))), ValueError, "5 rates"),
+        (dict(dynamics=GradientDescent(Schedule([0.0] * 2 * STEPS)), lr_fraction=0.5), ValueError, "every rate"),
     ],
 )
 def test_bad_training_arguments(data, kwargs, error, match, monkeypatch):

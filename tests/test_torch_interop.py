@@ -522,6 +522,27 @@ def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step():
     assert res.critical_learning_rate is None
 
 
+def test_train_cross_entropy_takes_probability_rows_and_refuses_other_rows():
+    # soft targets: theta_1 = theta_0 - eta J^T (softmax(f_0) - Y) / N holds for rows that are
+    # distributions; rows that are not (PyTorch's gradient is then softmax(f_0) sum(Y) - Y) are refused
+    model = _sequential((6,), nn.Tanh, 3, seed=5)
+    X, _ = _data(N=7)
+    Y = np.random.default_rng(3).dirichlet(np.ones(3), size=7)
+    eta = 0.7
+    res = _one_sgd_step(model, X, Y, nn.CrossEntropyLoss(), eta)
+    net, params = from_torch(model)
+    f0 = net.apply(params, X)
+    p = np.exp(f0 - f0.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    theta1 = _flat_torch(model) - eta * np.einsum("iaP,ia->P", jacobian(net, params, X), (p - Y) / 7)
+    np.testing.assert_allclose(_flat_torch(res.module), theta1, rtol=0, atol=1e-14)
+    Y32 = Y.astype(np.float32).astype(np.float64)  # rows normalised in float32 are taken
+    _one_sgd_step(model, X, Y32, nn.CrossEntropyLoss(), eta)
+    for bad in (2 * Y, np.tile([1.5, -0.5, 0.0], (7, 1))):  # rows summing to 2; a negative entry
+        with pytest.raises(ValueError, match="entries >= 0 and rows summing to 1"):
+            _one_sgd_step(model, X, bad, nn.CrossEntropyLoss(), eta)
+
+
 def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
     # one output, BCEWithLogitsLoss: theta_1 = theta_0 - eta J^T (sigmoid(f_0) - y) / N
     model = _sequential((6,), nn.Tanh, 1, seed=6, bias=(False, True))

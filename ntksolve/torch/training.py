@@ -110,7 +110,17 @@ def _targets(kind, y, n_rows, k, dt, name):
             raise ValueError(f"{name} has class indices outside [0, {k}) (the module's {k} outputs)")
         return torch.from_numpy(arr.astype(np.int64))
     if arr.ndim == 2 and arr.shape == (n_rows, k):
-        return torch.from_numpy(_check_targets(arr, n_rows, k, name, dt))  # class probabilities
+        probs = _check_targets(arr, n_rows, k, name, dt)
+        # PyTorch takes any rows, but its gradient softmax(f) sum(y) - y is the cross-entropy's only
+        # for rows that are distributions; the tolerance admits rows normalised in float32
+        off = np.abs(probs.sum(axis=1, dtype=np.float64) - 1.0)
+        if not np.all(probs >= 0) or np.any(off > 4 * k * np.finfo(np.float32).eps):
+            raise ValueError(
+                f"{name} as class probabilities of shape ({n_rows}, {k}) must have entries >= 0 and rows "
+                "summing to 1 (a distribution over the classes per example); divide each row by its sum, "
+                "or give class indices of shape (N,)"
+            )
+        return torch.from_numpy(probs)
     raise ValueError(
         f"{name} must be class indices of shape ({n_rows},) or class probabilities of shape "
         f"({n_rows}, {k}) for CrossEntropyLoss, got shape {arr.shape}"
