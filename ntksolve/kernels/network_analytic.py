@@ -72,7 +72,8 @@ def _check_activation(phi, state: KernelState) -> None:
             f"the analytic kernel of {phi.name} needs mean-zero Gaussian pre-activations (the output "
             "of a Dense, a LayerNorm of one, or a sum of such); here its input is not (the inputs "
             "themselves, an activation's output, or a residual sum with such a skip path): put a "
-            "Dense before it"
+            "Dense before it (after a Flatten of spatial features, one Gaussian per position with "
+            "its own covariance: put the activation before the Flatten, the same network)"
         )
     _check_variance(phi, state)
 

@@ -15,8 +15,11 @@ layers as usual. Values agree with neural-tangents' ``stax`` kernels (``tests/re
 
 Refused, with the layer named by the driver: an activation without a closed-form layer map
 (tanh, sigmoid, softplus: their mixture rule is not implemented on spatial covariances), a
-convolution whose input is neither the network's input nor another convolution's output, and
-variances beyond the accurate range (as for the dense kernels).
+convolution whose input is neither the network's input nor another convolution's output, an
+activation or a LayerNorm after a :class:`~ntksolve.nets.pooling.Flatten` of more than one
+position (its features are Gaussian with a covariance per position, not one: put the activation
+before the Flatten, the same network), and variances beyond the accurate range (as for the dense
+kernels).
 """
 
 from __future__ import annotations
@@ -163,7 +166,11 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
 
     var1 = np.diagonal(K).copy() if state.symmetric else own(X1, V1)
     var2 = var1 if state.symmetric else own(X2, V2)
-    # pooled or flattened pre-activations are Gaussian; features after an activation are not
+    # pooled pre-activations are Gaussian with the state's covariance; features after an activation
+    # are not. Flattened pre-activations are Gaussian per position, each with its own covariance:
+    # the state holds their mean, on which an activation's map is not the mean of its maps (an
+    # activation after a Flatten is the same network as one before it, which the prefix computes)
+    positions = int(np.prod(state.shape[:-1]))
     return state.replace(
         nngp=K,
         ntk=T,
@@ -173,7 +180,7 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
         at_input=False,
         expect=prefix.expect,
         inputs=None,
-        gaussian=prefix.ops[-1][0] == "conv",
+        gaussian=prefix.ops[-1][0] == "conv" and (full or positions == 1),
     )
 
 
