@@ -27,9 +27,10 @@ import numpy as np
 
 from ntksolve._extras import require
 from ntksolve.nets.conv import Conv
+from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
-from ntksolve.nets.pooling import Flatten, GlobalAvgPool
+from ntksolve.nets.pooling import Flatten, GlobalAvgPool, Reshape
 from ntksolve.torch.convert import (
     _FLOAT_DTYPES,
     _activation_module,
@@ -225,10 +226,24 @@ def conv_to_torch(net: Network, params, input_shape):
 
     The scales are folded into each ``weight`` and ``bias``; PyTorch trains those, so the module's NTK
     is ``net``'s in standard parameterisation. GlobalAvgPool is written as ``AdaptiveAvgPool(1)`` and
-    ``Flatten()``; a Flatten of spatial features permutes the next Linear's columns back.
+    ``Flatten()``; a Flatten of spatial features permutes the next Linear's columns back. Written:
+    Conv, GlobalAvgPool, Flatten, Dense and the element-wise activations; any other layer is a
+    ValueError naming it.
     """
     shapes = net.shapes(input_shape)
     dt = net.check_params(params, input_shape)
+    for i, layer in enumerate(net.layers):
+        if not isinstance(layer, (Conv, GlobalAvgPool, Flatten, DenseLayer, ActivationLayer)):
+            fix = (
+                ": the module takes NCHW images, so export the layers after it, Network(net.layers[1:]) "
+                "with params[1:] and the input shape it makes"
+                if isinstance(layer, Reshape) and i == 0
+                else ""
+            )
+            raise ValueError(
+                f"layer {i} ({layer.name}) has no PyTorch counterpart here: a network with convolutions is "
+                f"written from Conv, GlobalAvgPool, Flatten, Dense and element-wise activations{fix}"
+            )
     tdt = torch.float64 if dt == np.float64 else torch.float32
     mods, permute = [], None
     for layer, p, s_in in zip(net.layers, params, shapes):
