@@ -134,3 +134,29 @@ def test_activation_after_flatten_is_refused_not_averaged():
     a, b = network_analytic_kernels(conv, X1), network_analytic_kernels(dense, X1.reshape(5, 3))
     np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-13)
     np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-13)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu(0.2)", "abs"])
+def test_tiny_variances_before_relu_are_refused_not_halved(act):
+    """Bias-free relu networks are homogeneous: ``K(s X) = s^2 K(X)``. Below variances of 1e-154 the
+    relu map's product ``s11 s22`` underflowed to 0 and it returned half the NTK (or 0), silently,
+    in the MLP, the Network and the CNTK alike; now refused by name, and exact above the bound."""
+    from ntksolve import MLP
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3, 4, 4, 1))
+    nets = [
+        (Network([Conv2D(3, 3, padding="same"), Activation(act), GlobalAvgPool(), Dense(1)]), X),
+        (Network([Dense(3), Activation(act), Dense(4, 1.2), Activation(act), Dense(1)]), X.reshape(3, -1)),
+        (MLP((3,), act, 1.0, 0.0), X.reshape(3, -1)),
+    ]
+    for net, Z in nets:
+        ref = network_analytic_kernels(net, Z)
+        ok = network_analytic_kernels(net, Z * 1e-70)  # variances ~1e-140: products representable
+        np.testing.assert_allclose(ok.ntk, ref.ntk * 1e-140, rtol=1e-12)
+        np.testing.assert_allclose(ok.nngp, ref.nngp * 1e-140, rtol=1e-12)
+        with pytest.raises(ValueError, match="too small"):
+            network_analytic_kernels(net, Z * 1e-100)
+    # a variance of exactly 0 (zero inputs, no bias) is exact: relu'(0) = 0
+    zero = network_analytic_kernels(nets[0][0], np.zeros((2, 4, 4, 1)))
+    np.testing.assert_array_equal(zero.ntk, 0.0)

@@ -30,7 +30,8 @@ import numpy as np
 
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
 from ntksolve._jit import cntk as _jit
-from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES
+from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, PRODUCT_CODES
+from ntksolve._validation import check_small_variances
 from ntksolve.nets.layer_protocol import KernelState
 from ntksolve.nets.layers import ACTIVATIONS, Activation
 
@@ -130,6 +131,8 @@ def _check_variances(prefix: SpatialPrefix, kinds, codes, V) -> None:
                 f"the largest for which its analytic kernel is accurate in float64; lower the "
                 f"weight_std values or the depth, or standardise the inputs"
             )
+        if codes[o] in PRODUCT_CODES:
+            check_small_variances(op[1].name, V[:, o])
 
 
 def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
