@@ -11,8 +11,9 @@ Gauss-Hermite quadrature is only on request; its order adapts to the variance (`
 
 Accepted range: every variance at most ``ANALYTIC_MAX_VARIANCE`` (products of two stay finite), and
 ``ANALYTIC_MAX_VARIANCE_BOUNDED`` for erf, tanh and sigmoid, whose NTK at a nearly parallel pair
-hangs on ``det``, which rounding perturbs by ``eps S^2``; beyond, :func:`_check_variances` raises a
-ValueError naming the scale and the fix.
+hangs on ``det``, which rounding perturbs by ``eps S^2``; before relu and the abrelu family, 0 or at
+least ``ANALYTIC_MIN_VARIANCE`` (products of two stay normal); beyond, :func:`_check_variances`
+raises a ValueError naming the scale and the fix.
 """
 
 from __future__ import annotations
