@@ -52,6 +52,11 @@ LOGISTIC_MIXTURE_NODES = 24
 #: accept; larger ones raise a ValueError before any pair is computed. Products of two variances
 #: must stay finite in float64 (1.8e308), with room for the layer maps' other factors.
 ANALYTIC_MAX_VARIANCE = 1e150
+#: Smallest positive pre-activation variance the analytic kernels accept before relu and the abrelu
+#: family (leaky relu, abs), whose layer maps multiply two variances: below, the product underflows
+#: float64 (2.2e-308) and the map reads the pair as one of zero variance (the NTK's relu' term
+#: dropped: half the kernel, or 0). Smaller ones raise a ValueError; a variance of exactly 0 is exact.
+ANALYTIC_MIN_VARIANCE = 1e-150
 #: The same for the bounded activations (erf, tanh, sigmoid), whose NTK at a nearly parallel pair
 #: hangs on the determinant ``s11 s22 - s12^2 ~ s``: rounding the covariances perturbs it by about
 #: ``eps s^2``, a relative error of ``eps s`` in the NTK (measured against 60-digit arithmetic on

@@ -357,3 +357,18 @@ def ridge_shift(diag_reg: float, diagonal) -> float:
     if not diag_reg:
         return 0.0
     return float(diag_reg) * float(np.mean(diagonal))
+
+
+def check_small_variances(name, *variances) -> None:
+    """ValueError if a positive pre-activation variance before ``name`` (relu, the abrelu family) is
+    below ``_config.ANALYTIC_MIN_VARIANCE`` (its map's product of two would underflow)."""
+    for v in variances:
+        v = np.asarray(v)
+        small = (v > 0.0) & (v < _config.ANALYTIC_MIN_VARIANCE)
+        if small.any():
+            raise ValueError(
+                f"the pre-activation variance before {name} is as small as {float(v[small].min()):.3g}, "
+                f"below {_config.ANALYTIC_MIN_VARIANCE:.0e}, where the product of two underflows float64 (too "
+                "small for its analytic kernel); standardise the features, or raise the weight_std or "
+                "bias_std values"
+            )

@@ -120,6 +120,27 @@ def test_conv_errors_are_clear():
         Conv2D(2, 3, padding="full")
 
 
+def test_reshape_refuses_a_spatial_input_of_another_layout():
+    """``Reshape((5, 5, 3))`` reads flat rows as channels-last images; NCHW images ``(3, 5, 5)`` have
+    the same size and were read row-major as if channels last (another function, silently)."""
+    from ntksolve.nets.pooling import Reshape
+
+    net = Network([Reshape((5, 5, 3)), Conv2D(2, 3, padding="same"), "relu", GlobalAvgPool(), Dense(1)])
+    X = np.random.default_rng(8).standard_normal((2, 5, 5, 3))
+    params = net.init((75,), random_state=9)
+    with pytest.raises(ValueError, match=r"Reshape\(\(5, 5, 3\)\) takes flat inputs.*\(3, 5, 5\).*to_channels_last"):
+        net.apply(params, np.ascontiguousarray(X.transpose(0, 3, 1, 2)))
+    with pytest.raises(ValueError, match="takes flat inputs"):
+        Network([Reshape((4, 2, 1)), Conv2D(1, 1), Flatten(), Dense(1)]).init((2, 4))
+    # flat rows, the shape itself and the shape up to axes of size 1 are one reading
+    f = net.apply(params, X.reshape(2, -1))
+    np.testing.assert_array_equal(net.apply(params, X), f)
+    one = Network([Reshape((4, 4, 1)), Conv2D(2, 3), Flatten(), Dense(1)])
+    p1 = one.init(16, random_state=0)
+    img = np.random.default_rng(1).standard_normal((3, 4, 4))
+    np.testing.assert_array_equal(one.apply(p1, img), one.apply(p1, img.reshape(3, 16)))
+
+
 torch = pytest.importorskip("torch")
 
 

@@ -12,6 +12,7 @@ from ntksolve.kernels.network_empirical import network_empirical_nngp, network_e
 from ntksolve.nets.conv import Conv, Conv2D
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
+from ntksolve.nets.normalization import LayerNorm
 from ntksolve.nets.pooling import Flatten, GlobalAvgPool
 
 DATA = pathlib.Path(__file__).parent / "data" / "conv_nt_kernels.npz"
@@ -115,3 +116,47 @@ def test_cntk_errors_name_the_layer():
         network_analytic_kernels(Network([Conv2D(2, 3), "relu", "erf", GlobalAvgPool(), Dense(1)]), X)
     with pytest.raises(ValueError, match="variance"):
         network_analytic_kernels(Network([Conv2D(2, 3, weight_std=1e4), "erf", GlobalAvgPool(), Dense(1)]), X)
+
+
+def test_activation_after_flatten_is_refused_not_averaged():
+    """``Conv, Flatten, relu`` is the function of ``Conv, relu, Flatten``, but its flat state after the
+    Flatten is the mean of the positions' covariances, and the map of a mean is not the mean of the
+    maps: refused (it gave another kernel), with the fix; on one position it is the dense network."""
+    X = np.random.default_rng(3).standard_normal((3, 4, 4, 2))
+    for after in ("relu", LayerNorm()):
+        net = Network([Conv2D(3, 3, padding="same", bias_std=0.2), Flatten(), after, Dense(1)])
+        with pytest.raises(ValueError, match=r"layer 2 .*Flatten"):
+            network_analytic_kernels(net, X)
+    # one position: the flattened features are one Gaussian, as a Dense's
+    X1 = np.random.default_rng(4).standard_normal((5, 1, 1, 3))
+    conv = Network([Conv2D(8, 1, weight_std=1.2, bias_std=0.3), Flatten(), "erf", Dense(1, 0.9, 0.1)])
+    dense = Network([Dense(8, 1.2, 0.3), "erf", Dense(1, 0.9, 0.1)])
+    a, b = network_analytic_kernels(conv, X1), network_analytic_kernels(dense, X1.reshape(5, 3))
+    np.testing.assert_allclose(a.nngp, b.nngp, rtol=1e-13)
+    np.testing.assert_allclose(a.ntk, b.ntk, rtol=1e-13)
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu(0.2)", "abs"])
+def test_tiny_variances_before_relu_are_refused_not_halved(act):
+    """Bias-free relu networks are homogeneous: ``K(s X) = s^2 K(X)``. Below variances of 1e-154 the
+    relu map's product ``s11 s22`` underflowed to 0 and it returned half the NTK (or 0), silently,
+    in the MLP, the Network and the CNTK alike; now refused by name, and exact above the bound."""
+    from ntksolve import MLP
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((3, 4, 4, 1))
+    nets = [
+        (Network([Conv2D(3, 3, padding="same"), Activation(act), GlobalAvgPool(), Dense(1)]), X),
+        (Network([Dense(3), Activation(act), Dense(4, 1.2), Activation(act), Dense(1)]), X.reshape(3, -1)),
+        (MLP((3,), act, 1.0, 0.0), X.reshape(3, -1)),
+    ]
+    for net, Z in nets:
+        ref = network_analytic_kernels(net, Z)
+        ok = network_analytic_kernels(net, Z * 1e-70)  # variances ~1e-140: products representable
+        np.testing.assert_allclose(ok.ntk, ref.ntk * 1e-140, rtol=1e-12)
+        np.testing.assert_allclose(ok.nngp, ref.nngp * 1e-140, rtol=1e-12)
+        with pytest.raises(ValueError, match="too small"):
+            network_analytic_kernels(net, Z * 1e-100)
+    # a variance of exactly 0 (zero inputs, no bias) is exact: relu'(0) = 0
+    zero = network_analytic_kernels(nets[0][0], np.zeros((2, 4, 4, 1)))
+    np.testing.assert_array_equal(zero.ntk, 0.0)

@@ -136,3 +136,53 @@ def test_train_names_what_trains_a_module_it_cannot(module, X):
     with pytest.raises(ValueError, match=r"trains MLP modules.*ntksolve.train_network") as exc:
         train(m, X, np.zeros(4), optimizer=functools.partial(torch.optim.SGD, lr=0.1), steps=1)
     assert "is not supported" not in str(exc.value)
+
+
+def test_export_names_a_layer_it_cannot_write():
+    """conv_to_torch took every layer it did not know for an activation (AttributeError on
+    the digits CNN's Reshape, IndexError on an affine LayerNorm read as a Dense): now a ValueError
+    naming the layer; the CNN without its Reshape is written, equal to the network."""
+    from ntksolve import LayerNorm, Network
+    from ntksolve.cnn import digits_cnn
+    from ntksolve.nets.conv import Conv2D
+    from ntksolve.nets.layers import Dense
+    from ntksolve.nets.pooling import GlobalAvgPool
+    from ntksolve.torch import to_torch
+
+    net = digits_cnn(3)
+    params = net.init(64, random_state=0)
+    with pytest.raises(ValueError, match=r"layer 0 \(Reshape\) has no PyTorch counterpart.*net.layers\[1:\]"):
+        to_torch(net, params, input_shape=(64,))
+    X = np.random.default_rng(0).standard_normal((2, 64))
+    m = to_torch(Network(net.layers[1:]), params[1:], input_shape=(8, 8, 1))
+    np.testing.assert_allclose(
+        m(torch.from_numpy(X.reshape(2, 1, 8, 8))).detach().numpy(), net.apply(params, X), rtol=0, atol=1e-13
+    )
+    ln = Network([Conv2D(2, 3), "relu", GlobalAvgPool(), Dense(3), LayerNorm(affine=True), Dense(1)])
+    with pytest.raises(ValueError, match=r"layer 4 \(LayerNorm\) has no PyTorch counterpart"):
+        to_torch(ln, ln.init((4, 4, 1), random_state=0), input_shape=(4, 4, 1))
+
+
+def test_a_flatten_at_the_output_is_refused_where_the_orders_differ():
+    """nn.Flatten of NCHW orders features channel-major, ntksolve's Flatten channels last; with no
+    Linear after it to permute, the imported network's (and the exported module's) outputs were the
+    module's permuted, silently. Refused; one channel (the same order) is still exact."""
+    from ntksolve import Network
+    from ntksolve.nets.conv import Conv2D
+    from ntksolve.nets.pooling import Flatten
+    from ntksolve.torch import to_torch
+
+    x = torch.randn(2, 1, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="outputs would be permuted"):
+        from_torch(nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten()).double(), input_shape=(1, 3, 3))
+    m = nn.Sequential(nn.Conv2d(1, 1, 2), nn.ReLU(), nn.Flatten()).double()
+    net, params = from_torch(m, input_shape=(1, 3, 3))
+    X = to_channels_last(x.numpy())
+    np.testing.assert_allclose(net.apply(params, X), m(x).detach().numpy(), rtol=0, atol=1e-13)
+    two = Network([Conv2D(2, 2), "relu", Flatten()])
+    with pytest.raises(ValueError, match="outputs would be permuted"):
+        to_torch(two, two.init((3, 3, 1), random_state=0), input_shape=(3, 3, 1))
+    one = Network([Conv2D(1, 2), "relu", Flatten()])
+    p1 = one.init((3, 3, 1), random_state=0)
+    back = to_torch(one, p1, input_shape=(3, 3, 1))
+    np.testing.assert_allclose(back(x).detach().numpy(), one.apply(p1, X), rtol=0, atol=1e-13)

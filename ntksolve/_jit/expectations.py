@@ -67,6 +67,8 @@ CLOSED_FORM_CODES = (RELU, ERF, IDENTITY, GELU, ABRELU, SIN, COS, GAUSSIAN, MONO
 LOGISTIC_CODES = (TANH, SIGMOID, SOFTPLUS)
 #: Bounded activations whose NTK is sensitive to the rounding of ``det`` at large variance.
 BOUNDED_CODES = (ERF, TANH, SIGMOID)
+#: Activations whose maps multiply two variances (``s11 s22``), which must not underflow.
+PRODUCT_CODES = (RELU, ABRELU)
 
 _PI = math.pi
 _INV_2PI = 1.0 / (2.0 * math.pi)
@@ -456,4 +458,5 @@ __all__ = [
     "CLOSED_FORM_CODES",
     "LOGISTIC_CODES",
     "BOUNDED_CODES",
+    "PRODUCT_CODES",
 ]

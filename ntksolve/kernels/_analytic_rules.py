@@ -11,8 +11,9 @@ Gauss-Hermite quadrature is only on request; its order adapts to the variance (`
 
 Accepted range: every variance at most ``ANALYTIC_MAX_VARIANCE`` (products of two stay finite), and
 ``ANALYTIC_MAX_VARIANCE_BOUNDED`` for erf, tanh and sigmoid, whose NTK at a nearly parallel pair
-hangs on ``det``, which rounding perturbs by ``eps S^2``; beyond, :func:`_check_variances` raises a
-ValueError naming the scale and the fix.
+hangs on ``det``, which rounding perturbs by ``eps S^2``; before relu and the abrelu family, 0 or at
+least ``ANALYTIC_MIN_VARIANCE`` (products of two stay normal); beyond, :func:`_check_variances`
+raises a ValueError naming the scale and the fix.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 from ntksolve._config import (  # tunables live in the config module; reasons there
     ANALYTIC_MAX_VARIANCE as _MAX_VARIANCE,
     ANALYTIC_MAX_VARIANCE_BOUNDED as _MAX_VARIANCE_BOUNDED,
+    ANALYTIC_MIN_VARIANCE as _MIN_VARIANCE,
     GH_PAIR_WEIGHT_CUTOFF as _GH_PAIR_WEIGHT_CUTOFF,
     GH_ORDER_BASE as _ORDER_BASE,
     GH_ORDER_PER_VARIANCE as _ORDER_PER_VARIANCE,
@@ -38,7 +40,7 @@ from ntksolve._jit.activations import ABRELU, ACTIVATION_CODES, ERF, MONOMIAL, S
 from ntksolve._jit.analytic_points import CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion, _squared_norms
 from ntksolve._jit.threads import run_in_threads
 from ntksolve._jit.hermite_series import series_coefficient_rows, series_term_counts
-from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES
+from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, LOGISTIC_CODES, PRODUCT_CODES
 from ntksolve.nets.layers import Activation
 
 _NAMES = {code: name for name, code in ACTIVATION_CODES.items()}
@@ -369,11 +371,21 @@ def _check_variances(variances, X, phi, weight_std):
     """ValueError, naming the scale and the fix, if a variance leaves the accepted range."""
     limit = _MAX_VARIANCE_BOUNDED if phi.code in BOUNDED_CODES else _MAX_VARIANCE
     ok = variances <= limit  # False for inf and NaN too
+    if phi.code in PRODUCT_CODES and variances.shape[0] > 1:  # the rows before an activation
+        pre = variances[:-1]
+        ok[:-1] &= (pre >= _MIN_VARIANCE) | (pre == 0.0)
     if ok.all():
         return
     layer, row = (int(v) for v in np.argwhere(~ok)[0])
     name = phi.name
     value = float(variances[layer, row])
+    if value < _MIN_VARIANCE:
+        raise ValueError(
+            f"{'inputs' if layer == 0 else 'pre-activation variances'} too small for the analytic {name} "
+            f"kernel: the variance at layer {layer + 1} (row {row}) is {value:.3g}, below {_MIN_VARIANCE:.0e}, "
+            f"where the product of two underflows float64. Standardise the features (e.g. "
+            f"sklearn.preprocessing.StandardScaler), or raise weight_std or bias_std"
+        )
     if layer == 0:
         raise ValueError(
             f"inputs too large for the analytic {name} kernel: row {row} has entries up to "

@@ -35,9 +35,9 @@ from scipy.linalg.blas import dsyrk as _dsyrk
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
 from ntksolve._jit.analytic_points import _COLUMN_BLOCK
 from ntksolve._jit.threads import _mirror_rows, run_in_threads
-from ntksolve._jit.expectations import BOUNDED_CODES, LOGISTIC_CODES
+from ntksolve._jit.expectations import BOUNDED_CODES, LOGISTIC_CODES, PRODUCT_CODES
 from ntksolve._jit.network_analytic import CLOSED, MIXTURE, SERIES, activation_rows, activation_variances
-from ntksolve._validation import check_inputs, check_memory
+from ntksolve._validation import check_inputs, check_memory, check_small_variances
 from ntksolve.kernels._analytic_rules import logistic_mixture_rule, series_pieces
 from ntksolve.nets.layer_protocol import KernelState
 from ntksolve.nets.network import Network, check_network, flat_rows
@@ -60,6 +60,8 @@ def _check_variance(phi, state: KernelState) -> None:
             f"largest for which its analytic kernel is accurate in float64; lower the weight_std "
             "values or the depth, or standardise the features"
         )
+    if phi.code in PRODUCT_CODES:
+        check_small_variances(phi.name, state.var1, state.var2)
 
 
 def _check_activation(phi, state: KernelState) -> None:
@@ -72,7 +74,8 @@ def _check_activation(phi, state: KernelState) -> None:
             f"the analytic kernel of {phi.name} needs mean-zero Gaussian pre-activations (the output "
             "of a Dense, a LayerNorm of one, or a sum of such); here its input is not (the inputs "
             "themselves, an activation's output, or a residual sum with such a skip path): put a "
-            "Dense before it"
+            "Dense before it (after a Flatten of spatial features, one Gaussian per position with "
+            "its own covariance: put the activation before the Flatten, the same network)"
         )
     _check_variance(phi, state)
 

@@ -15,8 +15,11 @@ layers as usual. Values agree with neural-tangents' ``stax`` kernels (``tests/re
 
 Refused, with the layer named by the driver: an activation without a closed-form layer map
 (tanh, sigmoid, softplus: their mixture rule is not implemented on spatial covariances), a
-convolution whose input is neither the network's input nor another convolution's output, and
-variances beyond the accurate range (as for the dense kernels).
+convolution whose input is neither the network's input nor another convolution's output, an
+activation or a LayerNorm after a :class:`~ntksolve.nets.pooling.Flatten` of more than one
+position (its features are Gaussian with a covariance per position, not one: put the activation
+before the Flatten, the same network), and variances beyond the accurate range (as for the dense
+kernels).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 
 from ntksolve._config import ANALYTIC_MAX_VARIANCE, ANALYTIC_MAX_VARIANCE_BOUNDED
 from ntksolve._jit import cntk as _jit
-from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES
+from ntksolve._jit.expectations import BOUNDED_CODES, CLOSED_FORM_CODES, PRODUCT_CODES
+from ntksolve._validation import check_small_variances
 from ntksolve.nets.layer_protocol import KernelState
 from ntksolve.nets.layers import ACTIVATIONS, Activation
 
@@ -127,6 +131,8 @@ def _check_variances(prefix: SpatialPrefix, kinds, codes, V) -> None:
                 f"the largest for which its analytic kernel is accurate in float64; lower the "
                 f"weight_std values or the depth, or standardise the inputs"
             )
+        if codes[o] in PRODUCT_CODES:
+            check_small_variances(op[1].name, V[:, o])
 
 
 def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
@@ -163,7 +169,11 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
 
     var1 = np.diagonal(K).copy() if state.symmetric else own(X1, V1)
     var2 = var1 if state.symmetric else own(X2, V2)
-    # pooled or flattened pre-activations are Gaussian; features after an activation are not
+    # pooled pre-activations are Gaussian with the state's covariance; features after an activation
+    # are not. Flattened pre-activations are Gaussian per position, each with its own covariance:
+    # the state holds their mean, on which an activation's map is not the mean of its maps (an
+    # activation after a Flatten is the same network as one before it, which the prefix computes)
+    positions = int(np.prod(state.shape[:-1]))
     return state.replace(
         nngp=K,
         ntk=T,
@@ -173,7 +183,7 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
         at_input=False,
         expect=prefix.expect,
         inputs=None,
-        gaussian=prefix.ops[-1][0] == "conv",
+        gaussian=prefix.ops[-1][0] == "conv" and (full or positions == 1),
     )
 
 

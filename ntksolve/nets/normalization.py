@@ -170,8 +170,8 @@ class LayerNorm(Layer):
         if not state.gaussian:
             raise ValueError(
                 "the analytic LayerNorm needs mean-zero Gaussian features (the output of a Dense, or a "
-                "sum of such); its input here is not (the inputs, an activation's output, or a residual "
-                "sum with such a skip path): put a Dense before it"
+                "sum of such); its input here is not (the inputs, an activation's output, a Flatten of "
+                "spatial features, or a residual sum with such a skip path): put a Dense before it"
             )
         if len(state.shape) != 1:
             raise ValueError(

@@ -101,7 +101,9 @@ class Flatten(_Reshaping):
 class Reshape(_Reshaping):
     """Flat inputs read as spatial ones, row-major: ``(d,) -> shape``, e.g. ``(64,) -> (8, 8, 1)``
     (channels last). No parameters; as the first layer it lets a convolutional network take the
-    rows of a design matrix ``(N, d)``.
+    rows of a design matrix ``(N, d)``. A spatial input is refused unless it is laid out as
+    ``shape`` (up to axes of size 1, e.g. ``(8, 8)`` for ``(8, 8, 1)``): row-major, ``NCHW``
+    images ``(3, 8, 8)`` would be read as channels last and silently mixed up.
 
     Parameters
     ----------
@@ -132,6 +134,14 @@ class Reshape(_Reshaping):
         if int(np.prod(in_shape)) != int(np.prod(self.shape)):
             raise ValueError(
                 f"{self!r} needs inputs of {int(np.prod(self.shape))} numbers, got per-example shape {tuple(in_shape)}"
+            )
+        # a spatial input is read row-major too: only one laid out as the shape (up to axes of size 1)
+        # means the same thing; another one (NCHW images for an (H, W, C) shape) would be misread
+        if len(in_shape) > 1 and [n for n in in_shape if n != 1] != [n for n in self.shape if n != 1]:
+            raise ValueError(
+                f"{self!r} takes flat inputs (d,) read row-major, or inputs already of that shape, got "
+                f"per-example shape {tuple(in_shape)}, which it would misread; give channels-last rows "
+                f"(PyTorch's NCHW images: ntksolve.torch.to_channels_last(X).reshape(len(X), -1))"
             )
         return self.shape
 

@@ -16,7 +16,8 @@ Imported: ``nn.Conv1d`` / ``nn.Conv2d`` (any stride, zero padding given as ints 
 :class:`~ntksolve.nets.pooling.GlobalAvgPool`; ``nn.Flatten()`` after a convolution; ``nn.Linear``;
 the element-wise activations and no-ops of :func:`ntksolve.torch.from_torch`; nested
 ``nn.Sequential``. Anything else, or a stride that does not tile the input (PyTorch drops the
-remainder), is a ValueError naming the module's position.
+remainder), is a ValueError naming the module's position; so is a Flatten of several positions and
+channels with no ``nn.Linear`` after it (both ways), whose outputs the two orders would permute.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ import numpy as np
 
 from ntksolve._extras import require
 from ntksolve.nets.conv import Conv
+from ntksolve.nets.dense_layers import ActivationLayer, DenseLayer
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
-from ntksolve.nets.pooling import Flatten, GlobalAvgPool
+from ntksolve.nets.pooling import Flatten, GlobalAvgPool, Reshape
 from ntksolve.torch.convert import (
     _FLOAT_DTYPES,
     _activation_module,
@@ -155,8 +157,7 @@ def conv_from_torch(module, input_shape):
                 raise ValueError(f"{where} (Flatten) must flatten every per-example axis (start_dim=1, end_dim=-1)")
             if len(cur) > 1:
                 S, C = int(np.prod(cur[:-1])), cur[-1]
-                # ntksolve's feature p*C + c is PyTorch's c*S + p
-                permute = (np.arange(C)[None, :] * S + np.arange(S)[:, None]).ravel()
+                permute = _flatten_order(S, C)
                 layers.append(Flatten())
                 cur = (S * C,)
         elif _plain(m, nn.Linear):
@@ -186,6 +187,8 @@ def conv_from_torch(module, input_shape):
         i += 1
     if "dtype" not in state:
         raise ValueError("the module has no parameters (no Conv or Linear), so no NTK")
+    if permute is not None:
+        raise ValueError(_FLATTEN_LAST)
     dtype = state["dtype"]
     net = Network(layers, parameterization="standard")
     net.shapes(shape[1:] + shape[:1])  # a flat output, or the error saying how to end the network
@@ -193,6 +196,24 @@ def conv_from_torch(module, input_shape):
     for layer in net.layers:
         params.append(tuple(np.array(a, dtype=_FLOAT_DTYPES[dtype]) for a in next(w)) if layer.has_params else ())
     return net, params
+
+
+#: A Flatten of spatial features with no Linear after it: nothing can absorb the reordering.
+_FLATTEN_LAST = (
+    "the network's output is a Flatten of spatial features (after it at most activations), which "
+    "PyTorch's nn.Flatten of NCHW orders channel-major and ntksolve's Flatten channels last: the "
+    "outputs would be permuted. End it with a Linear / Dense (or pool with AdaptiveAvgPool(1) / "
+    "GlobalAvgPool)"
+)
+
+
+def _flatten_order(S: int, C: int):
+    """Where ntksolve's flattened feature ``p C + c`` (channels last) sits in PyTorch's flatten of the
+    same ``S`` positions and ``C`` channels, ``c S + p``, as an index array; None when it is the
+    identity (one position or one channel)."""
+    if S == 1 or C == 1:
+        return None
+    return (np.arange(C)[None, :] * S + np.arange(S)[:, None]).ravel()
 
 
 def _input_shape(input_shape):
@@ -225,10 +246,24 @@ def conv_to_torch(net: Network, params, input_shape):
 
     The scales are folded into each ``weight`` and ``bias``; PyTorch trains those, so the module's NTK
     is ``net``'s in standard parameterisation. GlobalAvgPool is written as ``AdaptiveAvgPool(1)`` and
-    ``Flatten()``; a Flatten of spatial features permutes the next Linear's columns back.
+    ``Flatten()``; a Flatten of spatial features permutes the next Linear's columns back. Written:
+    Conv, GlobalAvgPool, Flatten, Dense and the element-wise activations; any other layer is a
+    ValueError naming it.
     """
     shapes = net.shapes(input_shape)
     dt = net.check_params(params, input_shape)
+    for i, layer in enumerate(net.layers):
+        if not isinstance(layer, (Conv, GlobalAvgPool, Flatten, DenseLayer, ActivationLayer)):
+            fix = (
+                ": the module takes NCHW images, so export the layers after it, Network(net.layers[1:]) "
+                "with params[1:] and the input shape it makes"
+                if isinstance(layer, Reshape) and i == 0
+                else ""
+            )
+            raise ValueError(
+                f"layer {i} ({layer.name}) has no PyTorch counterpart here: a network with convolutions is "
+                f"written from Conv, GlobalAvgPool, Flatten, Dense and element-wise activations{fix}"
+            )
     tdt = torch.float64 if dt == np.float64 else torch.float32
     mods, permute = [], None
     for layer, p, s_in in zip(net.layers, params, shapes):
@@ -255,7 +290,8 @@ def conv_to_torch(net: Network, params, input_shape):
             mods += [nn.AdaptiveAvgPool2d(1) if len(s_in) == 3 else nn.AdaptiveAvgPool1d(1), nn.Flatten()]
         elif isinstance(layer, Flatten):
             S, C = int(np.prod(s_in[:-1])), s_in[-1]
-            permute = np.argsort((np.arange(C)[None, :] * S + np.arange(S)[:, None]).ravel())
+            order = _flatten_order(S, C)
+            permute = None if order is None else np.argsort(order)
             mods.append(nn.Flatten())
         elif layer.has_params:  # Dense
             sc = layer.scales(s_in)
@@ -269,4 +305,6 @@ def conv_to_torch(net: Network, params, input_shape):
             mods.append(m)
         else:
             mods.append(_activation_module(layer.spec.name, tdt))
+    if permute is not None:
+        raise ValueError(_FLATTEN_LAST)
     return nn.Sequential(*mods)
