@@ -491,6 +491,32 @@ def test_estimator_chunks_matches_in_memory_fit():
         tiled.predict(X[300:], return_std=True)
 
 
+def test_float32_empirical_kernel_fits_by_cg_in_tiles_and_in_memory():
+    """A float32 empirical NTK is positive semi-definite only to float32 rounding (here its smallest
+    eigenvalue is negative): the Nystrom shift must cover that rounding, not float64's, or the
+    Cholesky of the landmarks' kernel fails. The reference is numpy's solve of the same float32
+    kernel's ridge system, written out here."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((37, 3))
+    y = np.sin(X[:, 0]) + X[:, 1] ** 2
+    net = ntksolve.MLP((16,), activation="relu")
+    params = net.init(n_features=3, random_state=0, dtype=np.float32)
+    K = ntksolve.kernels.empirical_ntk(net, params, X.astype(np.float32)).astype(np.float64)
+    assert np.linalg.eigvalsh(K)[0] < 0  # the case the float64 shift could not factorise
+    mu = 1e-2 * np.mean(np.diag(K))
+    coef = np.linalg.solve(K + mu * np.eye(37), y)
+    cg = ConjugateGradient(tol=1e-10, preconditioner=Nystrom())
+    fit = D.fit_tiled(net, X, y, params=params, diag_reg=1e-2, chunks=8, scheduler="sync", method=cg)
+    assert _rel(fit.coef[:, 0], coef) <= 1e-7
+    same = dict(kernel="empirical", hidden_layer_sizes=(16,), random_state=0, dtype="float32", diag_reg=1e-2)
+    tiled = ntksolve.NTKRegressor(**same, chunks=8, scheduler="sync").fit(X, y)
+    mem = ntksolve.NTKRegressor(**same, method=cg).fit(X, y)
+    ref = ntksolve.NTKRegressor(**same, method="eigh").fit(X, y)
+    # to the float32 eigendecomposition's own rounding (condition number ~1e2 times float32's eps)
+    np.testing.assert_allclose(tiled.predict(X[:5]), ref.predict(X[:5]), rtol=1e-4)
+    np.testing.assert_allclose(mem.predict(X[:5]), ref.predict(X[:5]), rtol=1e-4)
+
+
 def test_public_tiled_kernels_take_chunks():
     net = ntksolve.MLP((16, 16), activation="erf", bias_std=0.2, n_outputs=2)
     p = net.init(3, random_state=0)

@@ -426,7 +426,7 @@ class TiledKernelOperator:
         (k_mm,) = self._runner.compute(
             [delayed(_kernel_tile, pure=True)(self._spec_d, delayed(Xm, pure=True), None, f64)]
         )
-        nu = nystrom_shift(k_mm, N)
+        nu = nystrom_shift(k_mm, N, self.spec.dtype)  # the dtype the tiles are computed in
         C = nystrom_cholesky(k_mm, nu)
         Xm_d, C_d = delayed(Xm, pure=True), delayed(C, pure=True)
         blocks = []
