@@ -400,6 +400,17 @@ def test_bad_chunks(chunks, match):
         D.analytic_kernels(NET, X, chunks=chunks)
 
 
+def test_test_side_chunks_of_zero_are_refused_not_read_as_the_default():
+    X = np.random.default_rng(0).standard_normal((9, 3))
+    fit = D.fit_tiled(NET, X, X[:, 0], diag_reg=1e-2, chunks=4, scheduler="sync")
+    for bad in (0, False):
+        with pytest.raises(ValueError, match="chunks must be a positive int"):
+            fit.predict(X, chunks=bad, scheduler="sync")
+        with D.TiledKernelOperator(D.KernelSpec(NET), X, chunks=4, scheduler="sync") as op:
+            with pytest.raises(ValueError, match="chunks must be a positive int"):
+                op.cross(X, chunks=bad).matmat(np.ones(9))
+
+
 def test_chunks_for_two_inputs():
     X, _ = _data(300)
     Xt, _ = _data(50)

@@ -393,7 +393,8 @@ class TiledKernelOperator:
             Valid until :meth:`close`.
         """
         Xo = self.spec.prepare(X_other, "X_test", n_features=self.X.shape[1])
-        return TiledCrossOperator(self.spec, Xo, self.X, chunks or self.chunks[0], self.chunks, self._runner)
+        edge = self.chunks[0] if chunks is None else chunks  # 0 is refused by resolve_chunks, not read as the default
+        return TiledCrossOperator(self.spec, Xo, self.X, edge, self.chunks, self._runner)
 
     def nystrom(self, landmarks, mu: float) -> NystromPreconditioner:
         """The Nyström preconditioner of ``Theta + mu I`` from the given landmark rows.
