@@ -507,6 +507,8 @@ def test_float32_empirical_kernel_fits_by_cg_in_tiles_and_in_memory():
     eigenvalue is negative): the Nystrom shift must cover that rounding, not float64's, or the
     Cholesky of the landmarks' kernel fails. The reference is numpy's solve of the same float32
     kernel's ridge system, written out here."""
+    from ntksolve.dynamics import gradient_descent_mse
+
     rng = np.random.default_rng(0)
     X = rng.standard_normal((37, 3))
     y = np.sin(X[:, 0]) + X[:, 1] ** 2
@@ -519,6 +521,10 @@ def test_float32_empirical_kernel_fits_by_cg_in_tiles_and_in_memory():
     cg = ConjugateGradient(tol=1e-10, preconditioner=Nystrom())
     fit = D.fit_tiled(net, X, y, params=params, diag_reg=1e-2, chunks=8, scheduler="sync", method=cg)
     assert _rel(fit.coef[:, 0], coef) <= 1e-7
+    # in memory, the float32 kernel with float64 targets (solved in float64): the test side the
+    # identity gives the coefficients
+    pred = gradient_descent_mse(K.astype(np.float32), y, diag_reg=1e-2, method=cg)
+    assert _rel(pred.predict(np.inf, np.zeros(37), np.zeros(37), np.eye(37))[1], coef) <= 1e-7
     same = dict(kernel="empirical", hidden_layer_sizes=(16,), random_state=0, dtype="float32", diag_reg=1e-2)
     tiled = ntksolve.NTKRegressor(**same, chunks=8, scheduler="sync").fit(X, y)
     mem = ntksolve.NTKRegressor(**same, method=cg).fit(X, y)

@@ -243,7 +243,7 @@ class Nystrom:
                 E[landmarks, np.arange(m)] = 1.0
                 k_nm = np.asarray(kernel.matmat(E), dtype=np.float64) - float(shift) * E
             pre = NystromPreconditioner.from_columns(
-                k_nm, landmarks, mu, np.dtype(getattr(kernel, "dtype", np.float64))
+                k_nm, landmarks, mu, np.dtype(getattr(kernel, "entries_dtype", getattr(kernel, "dtype", np.float64)))
             )
         captured = pre.eigenvalues[pre.eigenvalues > 0]
         if ridge_free and captured.size:
