@@ -107,6 +107,26 @@ def test_tasks_do_not_oversubscribe(client):
     assert numba_threads == 1 and all(n == 1 for n in blas)
 
 
+def test_synchronous_tasks_give_the_callers_thread_its_numba_threads_back():
+    """Under scheduler="sync" the tasks run in the caller's thread: each sets one numba thread
+    while it runs, and must not leave the caller's later in-memory kernels on one thread."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        X, y = _data(30)
+        D.analytic_kernels(NET, X, chunks=8).ntk.compute(scheduler="sync")
+        assert numba.get_num_threads() == 2
+        fit = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=8, scheduler="sync")  # tiles, Nystrom, CG
+        fit.predict(X, scheduler="sync")  # streamed test tiles
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------
 # tiled solvers match the eigh closed form
 # ---------------------------------------------------------------------------------------------
