@@ -233,6 +233,19 @@ def test_lock_of_another_host_is_refused_and_of_a_dead_pid_broken(tmp_path):
     assert res.n_computed == 3 and read_lock(path) is None
 
 
+def test_a_store_reached_through_a_symbolic_link_has_one_lock(tmp_path):
+    from ntksolve.dask.lock import WriterLock
+
+    real, link = tmp_path / "real.zarr", tmp_path / "link.zarr"
+    real.mkdir()
+    os.symlink(real, link)  # the lock file is beside the store, so a link to the store itself
+    X, _ = _data(50)
+    with WriterLock(real):
+        with pytest.raises(D.StoreLockedError, match=rf"being written by pid {os.getpid()} on host"):
+            D.store_kernel(D.KernelSpec(NET), X, link, chunks=25, scheduler="sync")
+    assert os.listdir(real) == []  # refused before anything was written
+
+
 # ---------------------------------------------------------------------------------------------
 # every tile checked against its checksum
 # ---------------------------------------------------------------------------------------------
