@@ -115,7 +115,11 @@ def test_zarr_store_resumes_after_the_process_is_killed(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert len(_states(path).ok) == 3
     # the killed writer's lock is left behind, naming a process that no longer exists: broken
-    assert read_lock(path)["pid"] == int(proc.stdout.split()[0]) and os.path.exists(lock_path(path))
+    pid = int(proc.stdout.split()[0])
+    assert read_lock(path)["pid"] == pid and os.path.exists(lock_path(path))
+    # and a reader is told that writer is gone, not that it is still writing
+    with pytest.raises(ValueError, match=rf"incomplete \(3 of 28 tiles.*its writer, pid {pid} .* is gone; rerun"):
+        D.open_kernel(path)
     X = np.random.default_rng(0).standard_normal((700, 6))
     res = D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="threads")
     assert (res.n_tiles, res.n_computed) == (28, 25)
@@ -199,7 +203,7 @@ def test_second_writer_is_refused_while_the_first_writes(tmp_path):
         X_mine = np.random.default_rng(2).standard_normal((300, 6))
         with pytest.raises(D.StoreLockedError, match=rf"being written by pid {proc.pid} on host"):
             D.store_kernel(D.KernelSpec(NET), X_mine, path, chunks=100, scheduler="sync")
-        with pytest.raises(ValueError, match=rf"incomplete \(1 of 6 tiles.*pid {proc.pid}"):
+        with pytest.raises(ValueError, match=rf"incomplete \(1 of 6 tiles.*pid {proc.pid} .* is writing it"):
             D.open_kernel(path)
     finally:
         go.touch()
@@ -227,6 +231,19 @@ def test_lock_of_another_host_is_refused_and_of_a_dead_pid_broken(tmp_path):
         json.dump({"pid": int(dead.stdout), "host": socket.gethostname(), "time": 0.0, "token": "t"}, fh)
     res = D.store_kernel(D.KernelSpec(NET), X, path, chunks=100, scheduler="sync")
     assert res.n_computed == 3 and read_lock(path) is None
+
+
+def test_a_store_reached_through_a_symbolic_link_has_one_lock(tmp_path):
+    from ntksolve.dask.lock import WriterLock
+
+    real, link = tmp_path / "real.zarr", tmp_path / "link.zarr"
+    real.mkdir()
+    os.symlink(real, link)  # the lock file is beside the store, so a link to the store itself
+    X, _ = _data(50)
+    with WriterLock(real):
+        with pytest.raises(D.StoreLockedError, match=rf"being written by pid {os.getpid()} on host"):
+            D.store_kernel(D.KernelSpec(NET), X, link, chunks=25, scheduler="sync")
+    assert os.listdir(real) == []  # refused before anything was written
 
 
 # ---------------------------------------------------------------------------------------------

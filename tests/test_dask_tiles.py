@@ -107,6 +107,26 @@ def test_tasks_do_not_oversubscribe(client):
     assert numba_threads == 1 and all(n == 1 for n in blas)
 
 
+def test_synchronous_tasks_give_the_callers_thread_its_numba_threads_back():
+    """Under scheduler="sync" the tasks run in the caller's thread: each sets one numba thread
+    while it runs, and must not leave the caller's later in-memory kernels on one thread."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has a single thread here")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        X, y = _data(30)
+        D.analytic_kernels(NET, X, chunks=8).ntk.compute(scheduler="sync")
+        assert numba.get_num_threads() == 2
+        fit = D.fit_tiled(NET, X, y, diag_reg=1e-2, chunks=8, scheduler="sync")  # tiles, Nystrom, CG
+        fit.predict(X, scheduler="sync")  # streamed test tiles
+        assert numba.get_num_threads() == 2
+    finally:
+        numba.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------------------------------
 # tiled solvers match the eigh closed form
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +420,17 @@ def test_bad_chunks(chunks, match):
         D.analytic_kernels(NET, X, chunks=chunks)
 
 
+def test_test_side_chunks_of_zero_are_refused_not_read_as_the_default():
+    X = np.random.default_rng(0).standard_normal((9, 3))
+    fit = D.fit_tiled(NET, X, X[:, 0], diag_reg=1e-2, chunks=4, scheduler="sync")
+    for bad in (0, False):
+        with pytest.raises(ValueError, match="chunks must be a positive int"):
+            fit.predict(X, chunks=bad, scheduler="sync")
+        with D.TiledKernelOperator(D.KernelSpec(NET), X, chunks=4, scheduler="sync") as op:
+            with pytest.raises(ValueError, match="chunks must be a positive int"):
+                op.cross(X, chunks=bad).matmat(np.ones(9))
+
+
 def test_chunks_for_two_inputs():
     X, _ = _data(300)
     Xt, _ = _data(50)
@@ -489,6 +520,38 @@ def test_estimator_chunks_matches_in_memory_fit():
         tiled.predict_trajectory(X[300:], [1.0, 10.0])
     with pytest.raises(ValueError, match="needs the in-memory solver"):
         tiled.predict(X[300:], return_std=True)
+
+
+def test_float32_empirical_kernel_fits_by_cg_in_tiles_and_in_memory():
+    """A float32 empirical NTK is positive semi-definite only to float32 rounding (here its smallest
+    eigenvalue is negative): the Nystrom shift must cover that rounding, not float64's, or the
+    Cholesky of the landmarks' kernel fails. The reference is numpy's solve of the same float32
+    kernel's ridge system, written out here."""
+    from ntksolve.dynamics import gradient_descent_mse
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((37, 3))
+    y = np.sin(X[:, 0]) + X[:, 1] ** 2
+    net = ntksolve.MLP((16,), activation="relu")
+    params = net.init(n_features=3, random_state=0, dtype=np.float32)
+    K = ntksolve.kernels.empirical_ntk(net, params, X.astype(np.float32)).astype(np.float64)
+    assert np.linalg.eigvalsh(K)[0] < 0  # the case the float64 shift could not factorise
+    mu = 1e-2 * np.mean(np.diag(K))
+    coef = np.linalg.solve(K + mu * np.eye(37), y)
+    cg = ConjugateGradient(tol=1e-10, preconditioner=Nystrom())
+    fit = D.fit_tiled(net, X, y, params=params, diag_reg=1e-2, chunks=8, scheduler="sync", method=cg)
+    assert _rel(fit.coef[:, 0], coef) <= 1e-7
+    # in memory, the float32 kernel with float64 targets (solved in float64): the test side the
+    # identity gives the coefficients
+    pred = gradient_descent_mse(K.astype(np.float32), y, diag_reg=1e-2, method=cg)
+    assert _rel(pred.predict(np.inf, np.zeros(37), np.zeros(37), np.eye(37))[1], coef) <= 1e-7
+    same = dict(kernel="empirical", hidden_layer_sizes=(16,), random_state=0, dtype="float32", diag_reg=1e-2)
+    tiled = ntksolve.NTKRegressor(**same, chunks=8, scheduler="sync").fit(X, y)
+    mem = ntksolve.NTKRegressor(**same, method=cg).fit(X, y)
+    ref = ntksolve.NTKRegressor(**same, method="eigh").fit(X, y)
+    # to the float32 eigendecomposition's own rounding (condition number ~1e2 times float32's eps)
+    np.testing.assert_allclose(tiled.predict(X[:5]), ref.predict(X[:5]), rtol=1e-4)
+    np.testing.assert_allclose(mem.predict(X[:5]), ref.predict(X[:5]), rtol=1e-4)
 
 
 def test_public_tiled_kernels_take_chunks():

@@ -41,7 +41,9 @@ def resolve_chunks(chunks, n1: int, n2: Optional[int] = None) -> Tuple[Tuple[int
     chunks : int, sequence of int, or pair of those
         An int ``c``: blocks of ``c`` inputs (the last one smaller) on both axes. A sequence of ints
         summing to ``n1``: the row blocks, also used for the columns when ``n2`` is ``None`` (a
-        symmetric kernel) or equals ``n1``. A pair ``(rows, cols)`` of ints or sequences: one per axis.
+        symmetric kernel) or equals ``n1``. A pair ``(rows, cols)``, one per axis, each an int or a
+        sequence, at least one of them a sequence: two ints are block sizes, ``(16, 37)`` the
+        blocks of 53 inputs (``(16, [37])`` gives rows of 16 and one column block of 37).
     n1 : int
         Rows, the number of inputs ``X1``.
     n2 : int, optional

@@ -192,7 +192,9 @@ class TiledFit:
             f0 = np.asarray(f0, dtype=np.float64).reshape(M, k)
             check_finite(f0, "fx_test_0")
         with _Runner(scheduler if scheduler is not None else self.scheduler) as runner:
-            cross = TiledCrossOperator(self.spec, Xt, self.X_train, chunks or self.chunks, self.chunks, runner)
+            cross = TiledCrossOperator(
+                self.spec, Xt, self.X_train, self.chunks if chunks is None else chunks, self.chunks, runner
+            )
             out = cross.matmat(self.coef)
         if f0 is not None:
             out = out + f0

@@ -30,8 +30,12 @@ class StoreLockedError(RuntimeError):
 
 
 def lock_path(store_path) -> str:
-    """The lock file of the store at ``store_path``: ``<store_path>.lock``, beside the store."""
-    return os.path.abspath(os.fspath(store_path)).rstrip(os.sep) + ".lock"
+    """The lock file of the store at ``store_path``: ``<store_path>.lock``, beside the store.
+
+    Of the path with its symbolic links resolved: a store reached through a link to its folder
+    must meet the same lock as through its own path, or each of two writers would hold "the" lock.
+    """
+    return os.path.realpath(os.fspath(store_path)).rstrip(os.sep) + ".lock"
 
 
 def _process_start(pid: int) -> Optional[str]:

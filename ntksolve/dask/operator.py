@@ -19,7 +19,7 @@ from ntksolve._jit.tiles import symmetric_tile_products, tile_products
 from ntksolve._validation import check_dtype, fmt_bytes
 from ntksolve.dask.checksums import StoreVerificationError, _failure, _read_verified, _tile_states
 from ntksolve.dask.chunks import _offsets, resolve_chunks
-from ntksolve.dask.runner import _limit_task_threads, _Runner
+from ntksolve.dask.runner import _Runner, _task_threads
 from ntksolve.dask.spec import KernelSpec, _kernel_tile
 from ntksolve.dask.store import _sync_store
 from ntksolve.dynamics.nystrom import NystromPreconditioner, nystrom_block, nystrom_cholesky, nystrom_eig, nystrom_shift
@@ -49,8 +49,8 @@ def _sum_selected(parts, which):
 
 def _nystrom_block_task(spec, XI, Xm, rows, cols, nu, C):
     """Task: ``(B_i, B_i^T B_i)`` of one row block (see :mod:`ntksolve.dynamics.nystrom`)."""
-    _limit_task_threads()
-    return nystrom_block(spec.tile(XI, Xm).astype(np.float64, copy=False), rows, cols, nu, C)
+    with _task_threads():
+        return nystrom_block(spec.tile(XI, Xm).astype(np.float64, copy=False), rows, cols, nu, C)
 
 
 def _nystrom_gram_sum(*pairs):
@@ -63,8 +63,8 @@ def _nystrom_gram_sum(*pairs):
 
 def _nystrom_basis(pair, W):
     """Task: the block ``U_i = B_i W`` of the orthonormal basis."""
-    _limit_task_threads()
-    return pair[0] @ W
+    with _task_threads():
+        return pair[0] @ W
 
 
 def _tile_diagonal(t):
@@ -73,9 +73,9 @@ def _tile_diagonal(t):
 
 def _cross_products(spec, XA, XB, V):
     """Task: ``K(XA, XB) V`` from a test-side tile that is computed, used and dropped."""
-    _limit_task_threads()
-    t = spec.tile(XA, XB)
-    return t.astype(np.float64, copy=False) @ V
+    with _task_threads():
+        t = spec.tile(XA, XB)
+        return t.astype(np.float64, copy=False) @ V
 
 
 def _as_columns(V, n: int) -> Tuple[np.ndarray, bool]:
@@ -393,7 +393,8 @@ class TiledKernelOperator:
             Valid until :meth:`close`.
         """
         Xo = self.spec.prepare(X_other, "X_test", n_features=self.X.shape[1])
-        return TiledCrossOperator(self.spec, Xo, self.X, chunks or self.chunks[0], self.chunks, self._runner)
+        edge = self.chunks[0] if chunks is None else chunks  # 0 is refused by resolve_chunks, not read as the default
+        return TiledCrossOperator(self.spec, Xo, self.X, edge, self.chunks, self._runner)
 
     def nystrom(self, landmarks, mu: float) -> NystromPreconditioner:
         """The Nyström preconditioner of ``Theta + mu I`` from the given landmark rows.
@@ -426,7 +427,7 @@ class TiledKernelOperator:
         (k_mm,) = self._runner.compute(
             [delayed(_kernel_tile, pure=True)(self._spec_d, delayed(Xm, pure=True), None, f64)]
         )
-        nu = nystrom_shift(k_mm, N)
+        nu = nystrom_shift(k_mm, N, self.spec.dtype)  # the dtype the tiles are computed in
         C = nystrom_cholesky(k_mm, nu)
         Xm_d, C_d = delayed(Xm, pure=True), delayed(C, pure=True)
         blocks = []

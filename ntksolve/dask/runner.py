@@ -11,7 +11,7 @@ Threads
 -------
 A Dask worker with ``T`` threads runs ``T`` tasks at once. Every task of :mod:`ntksolve.dask`
 therefore runs its numba and BLAS code on one thread (``numba.set_num_threads(1)`` in the task's
-thread; BLAS limited to one thread for the whole worker process through ``threadpoolctl``): ``T``
+thread, its count restored when the task ends; BLAS limited to one thread for the whole worker process through ``threadpoolctl``): ``T``
 busy cores per worker, its thread count, never ``T`` tasks each starting a pool as wide as the
 machine. The threaded scheduler's pool gets the same treatment for the duration of a computation.
 """
@@ -64,6 +64,21 @@ def _limit_task_threads() -> None:
 
                 threadpool_limits(1)
                 _BLAS_LIMITED_IN_PROCESS = True
+
+
+@contextlib.contextmanager
+def _task_threads():
+    """The body of a task: :func:`_limit_task_threads`, then the calling thread's numba thread count
+    as it was. Under the synchronous scheduler a task runs in the caller's own thread, which was
+    otherwise left on one numba thread for the rest of the session."""
+    import numba
+
+    before = numba.get_num_threads()
+    _limit_task_threads()
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 class _Runner:

@@ -20,7 +20,7 @@ from ntksolve import kernels as _kernels
 from ntksolve._extras import require
 from ntksolve._validation import check_dtype, check_inputs
 from ntksolve.dask.chunks import _offsets, resolve_chunks
-from ntksolve.dask.runner import _limit_task_threads
+from ntksolve.dask.runner import _task_threads
 from ntksolve.kernels.empirical import _check_net, _prepare_inputs
 from ntksolve.kernels.network_empirical import check_trace
 from ntksolve.nets.mlp import MLP
@@ -148,8 +148,8 @@ class KernelSpec:
 
 def _kernel_tile(spec: KernelSpec, XI, XJ, dtype) -> np.ndarray:
     """Task: one tile in the spec's dtype, then rounded to the storage ``dtype``."""
-    _limit_task_threads()
-    t = spec.tile(XI, XJ)
+    with _task_threads():
+        t = spec.tile(XI, XJ)
     return t if dtype is None or t.dtype == dtype else t.astype(dtype)
 
 

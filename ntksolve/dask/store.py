@@ -45,7 +45,7 @@ from ntksolve.dask.checksums import (
     _zarr,
 )
 from ntksolve.dask.chunks import _is_regular, _offsets, resolve_chunks
-from ntksolve.dask.lock import StoreLockedError, WriterLock, describe_holder, read_lock
+from ntksolve.dask.lock import StoreLockedError, WriterLock, _holder_alive, describe_holder, read_lock
 from ntksolve.dask.runner import _Runner
 from ntksolve.dask.spec import KernelSpec, _kernel_tile, _sha, _transpose_tile
 
@@ -352,7 +352,10 @@ def open_kernel(path, *, verify: bool = False, scheduler=None) -> "da.Array":
         raise _failure(path, states.failed, n_tiles, fix)
     if states.missing:
         holder = read_lock(path)
-        writing = f"; {describe_holder(holder)} is writing it" if holder is not None else ""
+        writing = ""
+        if holder is not None:  # a killed writer leaves its lock: say so, rather than that it still writes
+            gone = holder and _holder_alive(holder) is False
+            writing = f"; its writer, {describe_holder(holder)}, " + ("is gone" if gone else "is writing it")
         raise ValueError(
             f"the kernel store at {path!r} is incomplete ({len(states.ok)} of {n_tiles} tiles; missing "
             f"{states.missing[:_LISTED]}{' ...' if len(states.missing) > _LISTED else ''}){writing}; rerun "

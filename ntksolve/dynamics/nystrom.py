@@ -11,7 +11,8 @@ Frangella, Tropp & Udell 2023 ("Randomized Nyström preconditioning", SIAM J. Ma
 
     Y      = Theta S = K_nm                             (N x m, the only kernel evaluations)
     nu     = sqrt(N) eps |Y|_F                          a shift that makes the Cholesky safe
-                                                        (|Y|_F estimated from K_mm)
+                                                        (|Y|_F estimated from K_mm; eps that of
+                                                        the dtype the kernel was computed in)
     C      = chol(S^T Y + nu I) = chol(K_mm + nu I)     (upper)
     B      = (Y + nu S) C^{-1}                          B B^T = shifted Nyström approximation
     B      = U Sigma V^T                                (thin SVD, via eigh of B^T B)
@@ -54,21 +55,27 @@ from ntksolve._config import DEFAULT_LANDMARKS
 _SIGMA_DROP = 1e-6
 
 
-def nystrom_shift(k_mm: np.ndarray, n: int) -> float:
+def nystrom_shift(k_mm: np.ndarray, n: int, dtype=np.float64) -> float:
     """The shift ``nu = sqrt(N) eps |Y|_F``, with ``|Y|_F`` estimated as ``sqrt(N/m) |K_mm|_F``.
 
     The landmarks are a uniform sample of the rows of ``Y = K_nm``, of which ``K_mm`` is the sample,
     so ``(N/m) |K_mm|_F^2`` estimates ``|Y|_F^2`` without a pass over ``Y``; the shift only has to make
-    the Cholesky factorisation safe, so an estimate is enough.
+    the Cholesky factorisation safe, so an estimate is enough. ``eps`` is that of the dtype the
+    kernel's entries were computed in, not of the float64 copy factorised here: a float32 kernel is
+    positive semi-definite only to float32 rounding, and float64's ``eps`` left its ``K_mm + nu I``
+    indefinite (the Cholesky failed).
 
     Parameters
     ----------
     k_mm : ndarray, shape (m, m)
     n : int
         ``N``, the number of rows of ``Y``.
+    dtype : numpy dtype, default float64
+        The dtype the kernel was computed in (float32 or float64).
     """
     m = k_mm.shape[0]
-    return float(np.sqrt(n) * np.finfo(np.float64).eps * np.sqrt(n / m) * np.linalg.norm(k_mm))
+    eps = np.finfo(np.promote_types(dtype, np.float32)).eps
+    return float(np.sqrt(n) * eps * np.sqrt(n / m) * np.linalg.norm(k_mm))
 
 
 def nystrom_cholesky(k_mm: np.ndarray, nu: float) -> np.ndarray:
@@ -155,13 +162,17 @@ class NystromPreconditioner:
         self._coef = 1.0 / (self.eigenvalues + self.mu) - 1.0 / self.mu
 
     @classmethod
-    def from_columns(cls, k_nm: np.ndarray, landmarks: np.ndarray, mu: float) -> "NystromPreconditioner":
-        """Build from ``K_nm = Theta[:, landmarks]`` (shape (N, m), overwritten) in this process."""
+    def from_columns(cls, k_nm: np.ndarray, landmarks: np.ndarray, mu: float, dtype=None) -> "NystromPreconditioner":
+        """Build from ``K_nm = Theta[:, landmarks]`` (shape (N, m), overwritten) in this process.
+
+        ``dtype``: the one the kernel was computed in (default ``k_nm``'s), for :func:`nystrom_shift`.
+        """
+        dtype = np.asarray(k_nm).dtype if dtype is None else dtype
         Y = np.asarray(k_nm, dtype=np.float64)
         N, m = Y.shape
         landmarks = np.asarray(landmarks)
         k_mm = Y[landmarks].copy()
-        nu = nystrom_shift(k_mm, N)
+        nu = nystrom_shift(k_mm, N, dtype)
         C = nystrom_cholesky(k_mm, nu)
         B, G = nystrom_block(Y, landmarks, np.arange(m), nu, C)
         W, lam = nystrom_eig(G, nu)
@@ -231,7 +242,9 @@ class Nystrom:
                 E = np.zeros((n, m))
                 E[landmarks, np.arange(m)] = 1.0
                 k_nm = np.asarray(kernel.matmat(E), dtype=np.float64) - float(shift) * E
-            pre = NystromPreconditioner.from_columns(k_nm, landmarks, mu)
+            pre = NystromPreconditioner.from_columns(
+                k_nm, landmarks, mu, np.dtype(getattr(kernel, "entries_dtype", getattr(kernel, "dtype", np.float64)))
+            )
         captured = pre.eigenvalues[pre.eigenvalues > 0]
         if ridge_free and captured.size:
             pre = NystromPreconditioner(pre.U, pre.eigenvalues, float(captured.min()))

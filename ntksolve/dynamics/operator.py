@@ -68,17 +68,22 @@ class DenseKernel:
         self._set(A, check_real_scalar(shift, "shift", low=0.0))
 
     @classmethod
-    def _trusted(cls, A, shift):
-        """From an array the caller has already validated (no copy, no check)."""
+    def _trusted(cls, A, shift, entries_dtype=None):
+        """From an array the caller has already validated (no copy, no check).
+
+        ``entries_dtype``: the dtype ``A``'s entries were computed in, when ``A`` is a wider copy
+        (a float32 kernel solved in float64): its rounding is what the Nyström shift must cover.
+        """
         self = cls.__new__(cls)
-        self._set(A, float(shift))
+        self._set(A, float(shift), entries_dtype)
         return self
 
-    def _set(self, A, shift):
+    def _set(self, A, shift, entries_dtype=None):
         self.array = A
         self.shift = shift
         self.shape = A.shape
         self.dtype = A.dtype
+        self.entries_dtype = A.dtype if entries_dtype is None else np.dtype(entries_dtype)
 
     def matmat(self, V):
         out = self.array @ V
@@ -93,7 +98,7 @@ class DenseKernel:
 
     def with_shift(self, shift):
         """The same array with another ridge (no copy)."""
-        return DenseKernel._trusted(self.array, shift)
+        return DenseKernel._trusted(self.array, shift, self.entries_dtype)
 
     def __repr__(self):
         return f"DenseKernel(shape={self.shape}, dtype={self.dtype.name}, shift={self.shift:g})"

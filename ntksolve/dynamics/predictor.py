@@ -104,10 +104,10 @@ class MSEPredictor:
                     raise ValueError(
                         f"with a full kernel of shape {(N, N, k, k)}, y_train must have shape {(N, k)}, got {y.shape}"
                     )
-            self._dtype = float_dtype(A, y)
+            self._dtype, entries = float_dtype(A, y), A.dtype
             A = A.astype(self._dtype, copy=False)  # never written to: it may be the caller's array
             diag = np.diagonal(A)
-            kernel = DenseKernel._trusted(A, ridge_shift(self.diag_reg, diag))
+            kernel = DenseKernel._trusted(A, ridge_shift(self.diag_reg, diag), entries)
         y = np.asarray(y, dtype=self._dtype)
         check_finite(y, "y_train")
         self.n_train, self.n_outputs = N, k
