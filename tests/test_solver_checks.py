@@ -149,3 +149,22 @@ def test_a_tiled_fit_takes_the_method_given():
     np.testing.assert_allclose(tiled.predict(X), memory.predict(X), rtol=1e-9, atol=1e-12)
     with pytest.warns(KrylovConvergenceWarning):
         NTKRegressor(chunks=8, method=Krylov(tol=1e-12, max_iter=1), **kw).fit(X, y)
+
+
+def test_a_float32_kernel_passed_as_float64_to_the_nystrom_preconditioner_is_named():
+    # a float32 empirical NTK is positive semi-definite only to float32 rounding; as a float64 array
+    # nothing tells its precision, the float64 shift leaves its landmarks' block indefinite, and the
+    # Cholesky's bare LinAlgError is replaced by an error naming the cause and the fix
+    from ntksolve.dynamics import ConjugateGradient, Nystrom, gradient_descent_mse
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((37, 3))
+    y = np.sin(X[:, 0]) + X[:, 1] ** 2
+    net = ntksolve.MLP((16,), activation="relu")
+    params = net.init(n_features=3, random_state=0, dtype=np.float32)
+    K = ntksolve.empirical_ntk(net, params, X.astype(np.float32)).astype(np.float64)
+    assert np.linalg.eigvalsh(K)[0] < 0
+    cg = ConjugateGradient(tol=1e-10, preconditioner=Nystrom())
+    with pytest.raises(ValueError, match="not positive semi-definite.*pass it in float32"):
+        gradient_descent_mse(K, y, diag_reg=1e-2, method=cg).predict(np.inf, np.zeros(37), np.zeros(37), np.eye(37))
+    gradient_descent_mse(K.astype(np.float32), y, diag_reg=1e-2, method=cg)  # the fix it names

@@ -47,6 +47,7 @@ import numpy as np
 from scipy.linalg import cholesky, eigh, get_blas_funcs, solve_triangular
 
 from ntksolve._config import DEFAULT_LANDMARKS
+from ntksolve.dynamics.squares import norm
 
 #: Singular values of ``B`` below this fraction of the largest are dropped (see module docstring):
 #: ``U = B V / Sigma`` amplifies the rounding of ``B^T B`` (``eps Sigma_max^2``) by
@@ -75,14 +76,23 @@ def nystrom_shift(k_mm: np.ndarray, n: int, dtype=np.float64) -> float:
     """
     m = k_mm.shape[0]
     eps = np.finfo(np.promote_types(dtype, np.float32)).eps
-    return float(np.sqrt(n) * eps * np.sqrt(n / m) * np.linalg.norm(k_mm))
+    return float(np.sqrt(n) * eps * np.sqrt(n / m) * norm(k_mm))
 
 
 def nystrom_cholesky(k_mm: np.ndarray, nu: float) -> np.ndarray:
     """``C = chol(K_mm + nu I)``, upper triangular, shape (m, m); ``K_mm`` symmetrised first."""
     k = 0.5 * (k_mm + k_mm.T)
     k[np.diag_indices(k.shape[0])] += nu
-    return cholesky(k, lower=False, check_finite=False)
+    try:
+        return cholesky(k, lower=False, check_finite=False)
+    except np.linalg.LinAlgError:
+        lowest = float(np.linalg.eigvalsh(k_mm)[0])
+        raise ValueError(
+            f"the kernel is not positive semi-definite to within the Nystrom shift ({nu:.3g}): its "
+            f"landmarks' block has the eigenvalue {lowest:.3g}. A kernel computed in float32 and "
+            "passed as float64 carries float32's rounding: pass it in float32 (the shift then follows "
+            "float32's precision), or compute it in float64; otherwise check that the matrix is a kernel"
+        ) from None
 
 
 def nystrom_block(y_block: np.ndarray, landmark_rows: np.ndarray, landmark_cols: np.ndarray, nu: float, C: np.ndarray):
