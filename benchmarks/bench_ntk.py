@@ -254,7 +254,7 @@ def blas_floor(N, n, repeats):
     X = np.random.default_rng(0).standard_normal((N, D))
     net = MLP((n,) * DEPTH)
     flops = minimal_flops(N, D, n, DEPTH)
-    rows, shapes, m = [], [], 2048
+    rows, shapes, phase_rows, m = [], [], [], 2048
     for dt in (np.float64, np.float32):
         p = net.init(D, random_state=0, dtype=dt)
         rng = np.random.default_rng(3)
@@ -312,6 +312,7 @@ def blas_floor(N, n, repeats):
         feat = min(res["features, threads"][0], res["features, BLAS threads"][0])
         gram = min(res["grams, threads"][0], res["grams, BLAS threads"][0])
         gram_flops = N * N * (D + 2 * DEPTH * n)
+        phase_rows.append((np.dtype(dt).name, *(res[name][0] for name in phases)))
         rows.append(
             (
                 np.dtype(dt).name,
@@ -361,6 +362,8 @@ def blas_floor(N, n, repeats):
         "Gram phase / GEMM rate",
     ]
     print(table(rows, ["dtype", *heads, "GEMM rate GFLOP/s"]))
+    print()
+    print(table(phase_rows, ["dtype", *[f"{name} s" for name in phases]]))
     print(
         "\nbest of both per phase: each phase (the feature GEMMs; the Gram products) in the faster of its "
         "two arrangements, split between Python threads with single-threaded BLAS or whole on BLAS's "
