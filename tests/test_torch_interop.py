@@ -502,45 +502,38 @@ def _one_sgd_step(model, X, y, loss, eta):
     return train(model, X, y, loss=loss, optimizer=sgd, steps=1, track_kernel=False)
 
 
-def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step():
-    # theta_1 = theta_0 - eta J^T (softmax(f_0) - Y) / N, J from ntksolve's explicit Jacobian
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "probability rows"])
+def test_train_cross_entropy_first_step_is_the_explicit_jacobian_step(soft):
+    # theta_1 = theta_0 - eta J^T (softmax(f_0) - Y) / N, J from ntksolve's explicit Jacobian, for
+    # class labels (Y one-hot) and for rows that are distributions (soft targets)
     model = _sequential((6,), nn.Tanh, 3, seed=5)
     X, _ = _data(N=7)
     labels = np.array([0, 2, 1, 1, 0, 2, 2])
+    Y = np.random.default_rng(3).dirichlet(np.ones(3), size=7) if soft else np.eye(3)[labels]
     eta = 0.7
-    res = _one_sgd_step(model, X, labels, nn.CrossEntropyLoss(), eta)
+    res = _one_sgd_step(model, X, Y if soft else labels, nn.CrossEntropyLoss(), eta)
     net, params = from_torch(model)
     f0 = net.apply(params, X)
     p = np.exp(f0 - f0.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    G = (p - np.eye(3)[labels]) / 7
     J = jacobian(net, params, X)  # (N, k, P) over (weight, bias), PyTorch's order
-    theta1 = _flat_torch(model) - eta * np.einsum("iaP,ia->P", J, G)
+    theta1 = _flat_torch(model) - eta * np.einsum("iaP,ia->P", J, (p - Y) / 7)
     np.testing.assert_allclose(_flat_torch(res.module), theta1, rtol=0, atol=1e-14)
-    ce = -np.mean(np.log(p[np.arange(7), labels]))
+    ce = -np.mean(np.sum(Y * np.log(p), axis=1))
     np.testing.assert_allclose(res.loss_train[0], ce, rtol=1e-13)
     assert res.critical_learning_rate is None
 
 
-def test_train_cross_entropy_takes_probability_rows_and_refuses_other_rows():
-    # soft targets: theta_1 = theta_0 - eta J^T (softmax(f_0) - Y) / N holds for rows that are
-    # distributions; rows that are not (PyTorch's gradient is then softmax(f_0) sum(Y) - Y) are refused
+def test_train_cross_entropy_refuses_rows_that_are_not_distributions():
+    # PyTorch's gradient is softmax(f_0) sum(Y) - Y there, not the rule's; rows normalised in
+    # float32 are still distributions
     model = _sequential((6,), nn.Tanh, 3, seed=5)
     X, _ = _data(N=7)
     Y = np.random.default_rng(3).dirichlet(np.ones(3), size=7)
-    eta = 0.7
-    res = _one_sgd_step(model, X, Y, nn.CrossEntropyLoss(), eta)
-    net, params = from_torch(model)
-    f0 = net.apply(params, X)
-    p = np.exp(f0 - f0.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    theta1 = _flat_torch(model) - eta * np.einsum("iaP,ia->P", jacobian(net, params, X), (p - Y) / 7)
-    np.testing.assert_allclose(_flat_torch(res.module), theta1, rtol=0, atol=1e-14)
-    Y32 = Y.astype(np.float32).astype(np.float64)  # rows normalised in float32 are taken
-    _one_sgd_step(model, X, Y32, nn.CrossEntropyLoss(), eta)
+    _one_sgd_step(model, X, Y.astype(np.float32).astype(np.float64), nn.CrossEntropyLoss(), 0.7)
     for bad in (2 * Y, np.tile([1.5, -0.5, 0.0], (7, 1))):  # rows summing to 2; a negative entry
         with pytest.raises(ValueError, match="entries >= 0 and rows summing to 1"):
-            _one_sgd_step(model, X, bad, nn.CrossEntropyLoss(), eta)
+            _one_sgd_step(model, X, bad, nn.CrossEntropyLoss(), 0.7)
 
 
 def test_train_binary_cross_entropy_first_step_is_the_explicit_jacobian_step():
