@@ -4,7 +4,8 @@
 Run: ``python benchmarks/bench_training.py [--quick] [--threads N] [--torch-only]``. Prints a table;
 asserts nothing. ``--torch-only``: one full-batch step of ``train_network`` against the same step in
 PyTorch on the CPU (same network, same batch, same weights, both libraries limited to the same threads;
-the outputs after the steps are compared), interleaved in one process.
+the outputs after the steps are compared), interleaved in one process with the same steps in plain
+numpy (``reference_step``, on numpy's BLAS: what the products alone cost on that BLAS).
 
 FLOPs per step, with ``N`` inputs and layer sizes ``n_0 ... n_{L+1}``: forward ``2 N n_l n_{l-1}``
 per layer, the weight gradient as much again, and the backpropagated delta as much again for every
@@ -132,7 +133,10 @@ def bench_torch(repeats, threads, quick, dtype=np.float64):
         f"\none full-batch step, N={N}, d={d}, {np.dtype(dtype).name}, {threads} threads each: "
         f"train_network vs PyTorch (time per step; ratio = torch / ntksolve, >1: ntksolve faster)"
     )
-    print(f"{'width':>6} {'depth':>5} {'ntksolve ms':>11} {'torch ms':>9} {'ratio':>6} {'max |f diff|':>12}")
+    print(
+        f"{'width':>6} {'depth':>5} {'ntksolve ms':>11} {'torch ms':>9} {'ratio':>6} {'max |f diff|':>12} "
+        f"{'numpy ms':>9}"
+    )
     for width, depth in grid:
         net = MLP((width,) * depth, activation="relu", bias_std=0.1, parameterization="standard")
         eta = 0.5 / (width * depth)  # well below the critical rate, which falls as 1/width here
@@ -162,16 +166,22 @@ def bench_torch(repeats, threads, quick, dtype=np.float64):
             with torch.no_grad():
                 return model(Xt)
 
+        def plain():  # the same steps in plain numpy on numpy's BLAS, and the one more forward
+            q = p
+            for _ in range(steps):
+                q = reference_step(net, q, X, y, eta)
+            return net.apply(q, X)
+
         diff = float(np.max(np.abs(ours().fx_train[-1] - theirs().numpy())))  # both from the same start
         walls = []
-        res = interleaved({"ours": lambda: walls.append(ours().wall_time), "torch": theirs}, repeats)
+        res = interleaved({"ours": lambda: walls.append(ours().wall_time), "torch": theirs, "numpy": plain}, repeats)
         # train_network's own clock (steps + 1 forward passes) against the whole torch loop (its
         # steps and one more forward): the same work
         t_ours = float(np.median(walls[1:])) / steps  # the first is interleaved's warm-up
-        t_torch = res["torch"][0] / steps
+        t_torch, t_numpy = res["torch"][0] / steps, res["numpy"][0] / steps
         print(
             f"{width:>6} {depth:>5} {1e3 * t_ours:>11.2f} {1e3 * t_torch:>9.2f} {t_torch / t_ours:>5.2f}x "
-            f"{diff:>12.2e}",
+            f"{diff:>12.2e} {1e3 * t_numpy:>9.2f}",
             flush=True,
         )
 
