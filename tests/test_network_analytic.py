@@ -140,3 +140,21 @@ def test_overflow_is_refused():
     net = Network([Dense(4, 1e40), "monomial(3)", Dense(4, 1e40), "monomial(3)", Dense(1)])
     with pytest.raises(ValueError, match="overflow|variance"):
         network_analytic_kernels(net, X)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_layernorm_of_the_outputs_has_no_analytic_kernel(k):
+    """A LayerNorm after the readout normalises the k outputs, not infinitely many features: with
+    one output the network is 0 at every width (its NTK too), so its map's kernels (about 1 on the
+    diagonal) would be another network's."""
+    X = np.random.default_rng(3).standard_normal((3, 4))
+    net = Network([Dense(64), "relu", Dense(k), LayerNorm()])
+    if k == 1:
+        p = net.init(4, random_state=0)
+        assert np.all(net.apply(p, X) == 0.0) and np.all(network_empirical_ntk(net, p, X) == 0.0)
+    with pytest.raises(ValueError, match=rf"layer 3 \(LayerNorm\) normalises the network's {k} output"):
+        network_analytic_kernels(net, X)
+    with pytest.raises(ValueError, match="before the last Dense"):
+        generic_analytic(Network([Dense(64), "relu", Dense(k), "tanh", LayerNorm(eps=0.1)]), X)
+    # before the readout it keeps its map
+    network_analytic_kernels(Network([Dense(64), LayerNorm(), "relu", Dense(k)]), X)

@@ -7,6 +7,8 @@ from ntksolve import MLP, empirical_ntk, jacobian
 from ntksolve.kernels.network_empirical import network_empirical_nngp, network_empirical_ntk, network_jacobian
 from ntksolve.nets.layers import Activation, Dense
 from ntksolve.nets.network import Network
+from ntksolve.nets.normalization import LayerNorm
+from ntksolve.nets.residual import Residual
 
 from reference import network_fd_jacobian
 
@@ -80,3 +82,23 @@ def test_network_spec_value_semantics_and_errors():
         Network([Dense(2, parameterization="standard")])
     with pytest.raises(ValueError, match="per-example shape"):
         network_empirical_ntk(net, net.init(3), np.ones((2, 4)))
+
+
+def test_params_on_a_layer_that_takes_none_are_refused():
+    """Entries a layer has no use for were ignored: a ``gamma`` given to ``LayerNorm(affine=False)``
+    left the output as without it, an extra entry of a residual block's list too."""
+    X = np.random.default_rng(0).standard_normal((3, 4))
+    net = Network([Dense(4), LayerNorm(), Residual([Dense(4), "relu", Dense(4)]), Dense(1)])
+    p = net.init(4, random_state=0)
+    gamma = (np.full(4, 3.0), np.ones(4))  # would scale and shift the normalised features
+    with pytest.raises(
+        ValueError, match=r"layer 1 \(LayerNorm\) has no parameters, so its entry of params must be \(\)"
+    ):
+        net.apply([p[0], gamma, p[2], p[3]], X)
+    with pytest.raises(ValueError, match=r"layer 2 \(Residual\), layer 1 \(relu\) has no parameters"):
+        net.apply([p[0], p[1], [p[2][0], p[2][0], p[2][2]], p[3]], X)
+    with pytest.raises(ValueError, match=r"layer 2 \(Residual\) must be a list of 3 entries .* got 4 entries"):
+        empirical_ntk(net, [p[0], p[1], p[2] + [p[3]], p[3]], X)
+    with pytest.raises(ValueError, match=r"layer 2 \(Residual\) must be a list of 3 entries .* got NoneType"):
+        net.check_params([p[0], p[1], None, p[3]], (4,))
+    net.check_params([p[0], [], tuple(p[2]), list(p[3])], (4,))  # any sequence of the right entries

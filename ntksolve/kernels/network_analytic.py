@@ -333,6 +333,17 @@ def network_analytic_kernels(net: Network, X1, X2=None):
                 f"layer {i} ({layer.name}) normalises over one input feature, which makes every "
                 "input 0: the kernels are degenerate. Remove it or give the inputs more features"
             )
+    last = max(i for i, layer in enumerate(net.layers) if layer.leaves())
+    for i, layer in enumerate(net.layers[last + 1 :], start=last + 1):
+        if getattr(layer, "normalizes", False):
+            # its map is the limit of a mean and a variance over infinitely many features; here
+            # they are over the k outputs (k = 1: every output is 0, the NTK too, at any width)
+            raise ValueError(
+                f"layer {i} ({layer.name}) normalises the network's {net.output_shape(shape)[-1]} "
+                "output(s), a finite number of features, which its infinite-width map does not "
+                "describe (one output it makes 0): the analytic kernels of this network are not "
+                "defined. Put it before the last Dense, or use the empirical kernels"
+            )
     F1 = _apply_prefix(net, prefix, X1)
     F2 = F1 if symmetric else _apply_prefix(net, prefix, X2)
     start = _input_state(F1, None if symmetric else F2, symmetric)

@@ -77,6 +77,25 @@ def _flat_leaves(params, layers):
     return out
 
 
+def _check_entries(params, layers, where: str) -> None:
+    """``()`` for each layer without parameters and a list of its block's entries for a composite
+    (else ignored: a ``gamma`` given to ``LayerNorm(affine=False)``, an extra entry of a block)."""
+    for i, (layer, p) in enumerate(zip(layers, params)):
+        name, seq = f"{where}{i} ({layer.name})", isinstance(p, (list, tuple))
+        if hasattr(layer, "layers") and not layer.has_params:
+            if not seq or len(p) != len(layer.layers):
+                raise ValueError(
+                    f"params of layer {name} must be a list of {len(layer.layers)} entries (one per layer of its "
+                    f"block), got {f'{len(p)} entries' if seq else type(p).__name__}; create them with net.init"
+                )
+            _check_entries(p, layer.layers, f"{name}, layer ")
+        elif not layer.has_params and not (seq and len(p) == 0):
+            raise ValueError(
+                f"layer {name} has no parameters, so its entry of params must be (), got {type(p).__name__} "
+                f"of length {len(p) if hasattr(p, '__len__') else '?'}; create the params with net.init"
+            )
+
+
 class Network:
     """A sequential network: ``f = layer_n(…(layer_1(x)))``.
 
@@ -233,6 +252,7 @@ class Network:
                 f"params must be a list of {len(self.layers)} entries (one per layer); create them "
                 f"with net.init(input_shape)"
             )
+        _check_entries(params, self.layers, "")
         leaves = _flat_leaves(params, self.layers)
         expected = self._leaf_shapes(input_shape)
         if len(leaves) != len(expected):
