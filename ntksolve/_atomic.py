@@ -27,7 +27,9 @@ def write_atomically(path, write) -> str:
 
     A full disk, a Ctrl-C or an error in ``write`` leaves ``path`` as it was (the previous file, or
     none) and no temporary file behind; a kill leaves one, which the next write of ``path``
-    removes. The file gets mode 0666 less the umask, as ``open`` would give it.
+    removes. The file gets mode 0666 less the umask, as ``open`` would give it. A ``path`` that is a
+    symbolic link is written through, as ``open`` would: its target is replaced and the link kept
+    (renaming over the link itself would turn it into a file and leave the target stale).
 
     Parameters
     ----------
@@ -40,8 +42,9 @@ def write_atomically(path, write) -> str:
     path : str
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
+    dest = os.path.realpath(path)  # the file a link names, beside which its temporary file goes
+    directory = os.path.dirname(dest)
+    base = os.path.basename(dest)
     _remove_stale_temps(directory, base)
     fd, tmp = _create_temp(directory, base)
     try:
@@ -49,7 +52,7 @@ def write_atomically(path, write) -> str:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+        os.replace(tmp, dest)  # atomic on POSIX and Windows: readers see the old file or the new one
     except BaseException:
         try:
             os.unlink(tmp)

@@ -161,6 +161,19 @@ def test_adaptive_order_holds_erf_to_1e8_in_the_full_recursion():
         assert np.max(np.abs(a - b)) <= 1e-8
 
 
+def test_quadrature_keeps_the_correlation_of_tiny_variances():
+    # bias-free erf is linear near 0: K(s X) / s^2 tends to a limit the closed form reaches; the
+    # quadrature's correlation s12 / sqrt(s11 s22) read s11 s22 = 0 below variances of 1e-154 and
+    # took every pair for independent (an off-diagonal NNGP of 0)
+    X = np.random.default_rng(0).standard_normal((3, 4))
+    closed = ka.analytic_pair_kernels(X * 1e-70, X * 1e-70, 1, ERF, 1.0, 0.0, True)
+    for s in (1e-70, 1e-100):
+        Z = np.ascontiguousarray(X * s)
+        quad = ka.analytic_pair_kernels(Z, Z, 1, ERF, 1.0, 0.0, True, force_quadrature=True)
+        for a, b in zip(quad, closed):
+            np.testing.assert_allclose(a / s**2, b / 1e-140, rtol=1e-8)
+
+
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "gelu", "softplus"])
 def test_quadrature_matches_monte_carlo(activation):
     code = ACTIVATION_CODES[activation]

@@ -123,10 +123,13 @@ def test_activation_after_flatten_is_refused_not_averaged():
     Flatten is the mean of the positions' covariances, and the map of a mean is not the mean of the
     maps: refused (it gave another kernel), with the fix; on one position it is the dense network."""
     X = np.random.default_rng(3).standard_normal((3, 4, 4, 2))
-    for after in ("relu", LayerNorm()):
-        net = Network([Conv2D(3, 3, padding="same", bias_std=0.2), Flatten(), after, Dense(1)])
-        with pytest.raises(ValueError, match=r"layer 2 .*Flatten"):
-            network_analytic_kernels(net, X)
+    net = Network([Conv2D(3, 3, padding="same", bias_std=0.2), Flatten(), "relu", Dense(1)])
+    with pytest.raises(ValueError, match=r"layer 2 .*Flatten"):
+        network_analytic_kernels(net, X)
+    # so is one after a LayerNorm of the flattened features, still Gaussian per position
+    net = Network([Conv2D(3, 3, padding="same", bias_std=0.2), Flatten(), LayerNorm(), "relu", Dense(1)])
+    with pytest.raises(ValueError, match=r"layer 3 .*Flatten"):
+        network_analytic_kernels(net, X)
     # one position: the flattened features are one Gaussian, as a Dense's
     X1 = np.random.default_rng(4).standard_normal((5, 1, 1, 3))
     conv = Network([Conv2D(8, 1, weight_std=1.2, bias_std=0.3), Flatten(), "erf", Dense(1, 0.9, 0.1)])
@@ -160,3 +163,26 @@ def test_tiny_variances_before_relu_are_refused_not_halved(act):
     # a variance of exactly 0 (zero inputs, no bias) is exact: relu'(0) = 0
     zero = network_analytic_kernels(nets[0][0], np.zeros((2, 4, 4, 1)))
     np.testing.assert_array_equal(zero.ntk, 0.0)
+
+
+def test_layernorm_after_flatten_divides_by_the_mean_square_over_every_position():
+    """A LayerNorm of flattened convolution outputs divides each example's features by their mean
+    square over all positions and channels, at infinite width ``v(x) = mean_p K_pp(x, x)``: its map
+    is the flat state's (linear in it), so it is exact there, unlike an activation's. Pinned by the
+    closed form of one convolution from its patches (a wide network's empirical kernels, 3000
+    channels and 6 seeds, agree with it to 6e-4 and 4e-3); positions of very different variance
+    tell it from a normalisation per position."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 3, 3, 1))
+    X[:, 0, 0, 0] *= 6.0
+    ws, bs, eps = 1.3, 0.3, 1e-5
+    net = Network([Conv2D(5, 2, weight_std=ws, bias_std=bs), Flatten(), LayerNorm(eps), Dense(1, 0.9, 0.2)])
+    got = network_analytic_kernels(net, X)
+    # the convolution's covariance per output position p (2 x 2 of them), (N, N, 4)
+    patches = np.stack([X[:, i : i + 2, j : j + 2, 0].reshape(3, 4) for i in range(2) for j in range(2)], axis=2)
+    K = ws**2 / 4 * np.einsum("aqp,bqp->abp", patches, patches) + bs**2
+    mean = K.mean(axis=2)  # the first layer's NTK is its NNGP
+    d = 1 / np.sqrt(np.diag(mean) + eps)
+    ln = mean * d[:, None] * d[None, :]
+    np.testing.assert_allclose(got.nngp, 0.81 * ln + 0.04, rtol=1e-12)
+    np.testing.assert_allclose(got.ntk, 0.81 * ln + 0.04 + 0.81 * ln, rtol=1e-12)

@@ -602,3 +602,22 @@ def test_save_refuses_parameters_changed_since_fit(data, tmp_path, change):
     # a refit, and a model loaded, are judged against their own parameters
     reg.set_params(**change).fit(X, y).save(tmp_path / "m.npz")
     ntksolve.load(tmp_path / "m.npz").save(tmp_path / "again.npz")
+
+
+def test_a_write_through_a_symbolic_link_replaces_its_target(tmp_path):
+    # renaming the temporary file over the link itself turned the link into a file and left the
+    # file it names as it was: a model saved to models/current -> v3 was not v3 afterwards
+    from ntksolve._atomic import write_atomically
+
+    target, link = tmp_path / "v3.bin", tmp_path / "current.bin"
+    target.write_bytes(b"old")
+    os.symlink(target, link)
+    assert write_atomically(link, lambda fh: fh.write(b"new")) == str(link)
+    assert os.path.islink(link) and os.readlink(link) == str(target)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current.bin", "v3.bin"]  # no temporary left
+    # a link to a file not yet written creates it, as open would
+    fresh = tmp_path / "fresh.bin"
+    os.symlink(tmp_path / "later.bin", fresh)
+    write_atomically(fresh, lambda fh: fh.write(b"x"))
+    assert os.path.islink(fresh) and (tmp_path / "later.bin").read_bytes() == b"x"

@@ -422,7 +422,9 @@ def gauss_hermite_expectations(code, prm, s11, s22, s12, wphi_u, wdphi_u, nodes,
     """
     if s12 == s11 and s12 == s22:
         return gauss_hermite_diagonal(code, prm, s11, nodes, weights)
-    root = math.sqrt(s11 * s22)
+    # the product of the roots, not the root of the product: s11 s22 underflows to 0 for variances
+    # below 1e-154, which read the pair as independent (c = 0)
+    root = math.sqrt(s11) * math.sqrt(s22)
     c = s12 / root if root > 0.0 else 0.0  # a zero variance: u or v is constant, c is irrelevant
     c = min(max(c, -1.0), 1.0)
     sd2 = math.sqrt(s22)

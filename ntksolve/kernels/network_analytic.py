@@ -132,7 +132,7 @@ def activation_map(phi, state: KernelState, layer=None, offsets=(0, 0)) -> Kerne
         var2 = activation_variances(state.var2, phi.code, phi.params, method, mix_var, mix_w)[0]
     else:
         var2 = layer.var2[j0 : j0 + n2]
-    return state.replace(var1=var1, var2=var2, gaussian=False)
+    return state.replace(var1=var1, var2=var2, gaussian=False, mean_zero=False)
 
 
 class ActivationLayerPieces(NamedTuple):

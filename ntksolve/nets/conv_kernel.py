@@ -16,9 +16,10 @@ layers as usual. Values agree with neural-tangents' ``stax`` kernels (``tests/re
 Refused, with the layer named by the driver: an activation without a closed-form layer map
 (tanh, sigmoid, softplus: their mixture rule is not implemented on spatial covariances), a
 convolution whose input is neither the network's input nor another convolution's output, an
-activation or a LayerNorm after a :class:`~ntksolve.nets.pooling.Flatten` of more than one
-position (its features are Gaussian with a covariance per position, not one: put the activation
-before the Flatten, the same network), and variances beyond the accurate range (as for the dense
+activation after a :class:`~ntksolve.nets.pooling.Flatten` of more than one position, or after a
+LayerNorm of it (its features are Gaussian with a covariance per position, not one: put the
+activation before the Flatten, the same network; the LayerNorm itself, which divides by the mean
+square over all positions, is exact), and variances beyond the accurate range (as for the dense
 kernels).
 """
 
@@ -99,6 +100,7 @@ def conv_map(layer, state: KernelState) -> KernelState:
         at_input=False,
         expect=_spatial_activation,
         gaussian=True,
+        mean_zero=True,
     )
 
 
@@ -116,7 +118,7 @@ def _spatial_activation(phi: Activation, state: KernelState) -> KernelState:
             f"pre-activations (a convolution's output); put a Conv before it"
         )
     prefix = state.nngp
-    return state.replace(nngp=prefix._replace(ops=prefix.ops + (("act", phi),)), gaussian=False)
+    return state.replace(nngp=prefix._replace(ops=prefix.ops + (("act", phi),)), gaussian=False, mean_zero=False)
 
 
 def _check_variances(prefix: SpatialPrefix, kinds, codes, V) -> None:
@@ -172,7 +174,8 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
     # pooled pre-activations are Gaussian with the state's covariance; features after an activation
     # are not. Flattened pre-activations are Gaussian per position, each with its own covariance:
     # the state holds their mean, on which an activation's map is not the mean of its maps (an
-    # activation after a Flatten is the same network as one before it, which the prefix computes)
+    # activation after a Flatten is the same network as one before it, which the prefix computes);
+    # a LayerNorm divides by their mean square over all positions, the state's variance: exact
     positions = int(np.prod(state.shape[:-1]))
     return state.replace(
         nngp=K,
@@ -184,6 +187,7 @@ def pool_map(layer, state: KernelState, *, full: bool) -> KernelState:
         expect=prefix.expect,
         inputs=None,
         gaussian=prefix.ops[-1][0] == "conv" and (full or positions == 1),
+        mean_zero=prefix.ops[-1][0] == "conv",  # a normalisation over all the features is exact
     )
 
 

@@ -148,7 +148,9 @@ class DenseLayer(Layer):
         with np.errstate(over="ignore"):  # an infinite variance is refused by the next map's check
             var1 = sw2 * state.var1 + sb2
             var2 = var1 if state.symmetric else sw2 * state.var2 + sb2
-        return state.replace(var1=var1, var2=var2, shape=(self.spec.width,), at_input=False, gaussian=True, inputs=None)
+        return state.replace(
+            var1=var1, var2=var2, shape=(self.spec.width,), at_input=False, gaussian=True, mean_zero=True, inputs=None
+        )
 
 
 @register_layer

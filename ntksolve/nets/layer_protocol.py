@@ -123,7 +123,11 @@ class KernelState:
         (:meth:`rows` does).
     gaussian : bool
         The features are mean-zero Gaussian processes (the output of a Dense, of a normalisation or
-        sum of such): what an activation's and a normalisation's maps need.
+        sum of such): what an activation's map needs.
+    mean_zero : bool
+        The features are mean-zero with mean square ``var1`` / ``var2`` over the width (every
+        ``gaussian`` state, and a Flatten of spatial pre-activations, Gaussian per position each
+        with its own covariance, whose mean the state holds): what a normalisation's map needs.
     inputs : (ndarray, ndarray) or None
         The exact inputs ``(X1, X2)`` ``(N, *shape)`` of the first parametrised layer (while
         ``at_input``), for layers whose first map needs more than ``<x, x'> / d`` (convolutions).
@@ -142,6 +146,7 @@ class KernelState:
     at_input: bool = False
     expect: object = None
     gaussian: bool = False
+    mean_zero: bool = False
     serial: bool = False
     pool: object = None
     depth: int = 0

@@ -167,11 +167,13 @@ class LayerNorm(Layer):
                 "LayerNorm(affine=True) has no analytic kernel here (neural-tangents' LayerNorm has no "
                 "parameters); use LayerNorm() for the analytic kernels"
             )
-        if not state.gaussian:
+        # mean-zero features, Gaussian per position (a Flatten's may each have their own covariance:
+        # the mean square over the width, which it divides by, is still the state's variance)
+        if not state.mean_zero:
             raise ValueError(
-                "the analytic LayerNorm needs mean-zero Gaussian features (the output of a Dense, or a "
-                "sum of such); its input here is not (the inputs, an activation's output, a Flatten of "
-                "spatial features, or a residual sum with such a skip path): put a Dense before it"
+                "the analytic LayerNorm needs mean-zero Gaussian features (the output of a Dense, of a "
+                "convolution, or a sum of such); its input here is not (the inputs, an activation's output, "
+                "or a residual sum with such a skip path): put a Dense before it"
             )
         if len(state.shape) != 1:
             raise ValueError(

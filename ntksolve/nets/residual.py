@@ -145,6 +145,7 @@ class Residual(Layer):
             at_input=False,
             inputs=None,
             gaussian=state.gaussian and inner.gaussian,
+            mean_zero=state.mean_zero and inner.mean_zero,
             depth=state.depth,
         )
 
