@@ -365,7 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("mse", "cross_entropy"),
         default="mse",
         help="mean squared error, or cross-entropy over the classes (needs class labels: --data digits, "
-        "or a file whose target column holds labels 0, 1, ..., K-1)",
+        "a file whose target column holds labels 0, 1, ..., K-1, or an .npz whose y holds one-hot rows); "
+        "only the features are standardised",
     )
     g.add_argument(
         "--trainer",
