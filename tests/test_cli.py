@@ -596,3 +596,21 @@ def test_overwrite_leaves_no_figure_of_the_previous_run(npz, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (out / "report.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any file the user writes
+
+
+def test_overwrite_refused_by_compare_leaves_the_earlier_run_whole(npz, tmp_path, capsys):
+    """A rerun with --overwrite that compare refuses (test targets all zero, no relative gap) used to
+    delete the earlier run's figures and leave its report.json, of another command, alone in the
+    folder: now nothing is touched until the new run writes its first report."""
+    out = tmp_path / "run"
+    assert compare_cli(npz, out, "--quiet", *TINY) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"report.json", "loss_trajectories.png", "gap_vs_width.png"} <= set(before)
+    with np.load(npz) as z:
+        arrays = {name: z[name] for name in z.files}
+    zero = tmp_path / "zero.npz"
+    X, y = arrays["X"], arrays["y"]
+    np.savez(zero, X=X[:-4], y=y[:-4], X_test=X[-4:], y_test=np.zeros_like(y[-4:]))
+    assert compare_cli(zero, out, "--overwrite", "--no-standardize", "--quiet", *TINY) == 2
+    assert "test targets are all zero" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
