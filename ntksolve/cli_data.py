@@ -11,8 +11,13 @@ import os
 
 import numpy as np
 
-from ntksolve.cli_parser import UsageError
+from ntksolve.cli_parser import DEFAULT_TEST_SIZE, UsageError
 from ntksolve.standardisation import standardise
+
+
+def _test_size(args) -> float:
+    """``--test-size``, or its default when not given."""
+    return DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
 
 
 def _split(X, y, test_size: float, seed: int):
@@ -93,7 +98,7 @@ def _load_digits(args):
     if args.target is not None:
         raise UsageError("--target applies to CSV files; the digits' target is their class")
     try:
-        d = load_digits_split(args.test_size, args.seed, n_rows, standardize=not args.no_standardize)
+        d = load_digits_split(_test_size(args), args.seed, n_rows, standardize=not args.no_standardize)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     y, yt = d.targets(args.loss)
@@ -118,6 +123,10 @@ def load_data(args):
     if args.data is None:
         if args.target is not None:
             raise UsageError("--target needs --data (the embedded default data has a single target)")
+        if args.test_size is not None:
+            raise UsageError(
+                "--test-size needs --data: the embedded default data has its own test set (256 train / 256 test points)"
+            )
         if ce:
             raise UsageError(
                 "--loss cross_entropy needs class labels, and the embedded default data is a regression: "
@@ -138,6 +147,11 @@ def load_data(args):
                 raise UsageError("--target applies to CSV files; an .npz names its arrays X and y")
             X, y, Xt, yt = datasets.read_npz(path)
             desc = f"{path} (npz)"
+            if Xt is not None and args.test_size is not None:
+                raise UsageError(
+                    f"--test-size {args.test_size:g}: {path} holds its own X_test and y_test, which are the test set; "
+                    "leave --test-size out, or save the file without them to split its rows"
+                )
         elif path.lower().endswith((".csv", ".tsv", ".txt")):
             t = datasets.read_csv(path, args.target)
             X, y, feats, target = t.X, t.y, t.feature_names, t.target
@@ -152,8 +166,8 @@ def load_data(args):
         else:
             raise UsageError(f"--data {path!r}: expected a .csv/.tsv/.txt file or an .npz file")
         if Xt is None:
-            X, y, Xt, yt = _split(X, y, args.test_size, args.seed)
-            desc += f"; random {args.test_size:g} test split (seed {args.seed})"
+            X, y, Xt, yt = _split(X, y, _test_size(args), args.seed)
+            desc += f"; random {_test_size(args):g} test split (seed {args.seed})"
         if ce:
             y, yt, k = _class_rows(y, yt, path)
             desc += f"; {k} classes"
