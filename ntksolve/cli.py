@@ -49,6 +49,19 @@ from ntksolve.cli_parser import (  # noqa: F401  (the defaults are part of the c
 FIGURE_FILES = ("loss_trajectories.png", "accuracy_trajectories.png", "gap_vs_width.png")
 
 
+def _clear_figures(folder: str) -> None:
+    """Remove the figures an earlier run left in ``folder``, as this run's first report replaces
+    its report: one this run does not draw (--no-plots, another loss, an interruption) must not
+    sit beside the new report as if it were its own."""
+    for name in FIGURE_FILES:
+        path = os.path.join(folder, name)
+        try:
+            if os.path.isfile(path):
+                os.unlink(path)
+        except OSError as exc:
+            raise UsageError(f"cannot replace {path}: {exc.strerror or exc}") from exc
+
+
 def _check_writable(folder: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".ntksolve-write-test-", dir=folder)
@@ -89,15 +102,8 @@ def prepare_out_dir(out: Optional[str], overwrite: bool) -> str:
                 f"--out {out!r} exists and is not empty; choose another folder or pass --overwrite "
                 "(which replaces report.json and the figures, and leaves other files alone)"
             )
-        # the earlier run's figures go now: one this run does not draw (--no-plots, another loss, an
-        # interruption) must not sit beside the new report as if it were its own
-        for name in FIGURE_FILES:
-            path = os.path.join(out, name)
-            try:
-                if os.path.isfile(path):
-                    os.unlink(path)
-            except OSError as exc:
-                raise UsageError(f"cannot replace {path}: {exc.strerror or exc}") from exc
+        # the earlier run's files stay until this run writes its first report (_clear_figures): a
+        # run refused before it starts leaves the earlier report beside its own figures
     else:
         try:
             os.makedirs(out)
@@ -338,10 +344,16 @@ def _run(args, X, y, Xt, yt, desc, notes, out, plots, progress, threads) -> int:
         "cores_available": _cores(),
     }
 
+    first = [True]
+
     def save(report):
         # Whenever the report changes (start, each width, end): a kill leaves the widths done on
-        # disk, and a report that says it is still running.
+        # disk, and a report that says it is still running. The first comes once compare has
+        # accepted its arguments: only then do the earlier run's figures go.
         report.settings.update(cli_settings)
+        if first[0]:
+            _clear_figures(out)
+            first[0] = False
         _write(report_path, report.write_json)
 
     try:

@@ -11,8 +11,13 @@ import os
 
 import numpy as np
 
-from ntksolve.cli_parser import UsageError
+from ntksolve.cli_parser import DEFAULT_TEST_SIZE, UsageError
 from ntksolve.standardisation import standardise
+
+
+def _test_size(args) -> float:
+    """``--test-size``, or its default when not given."""
+    return DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
 
 
 def _split(X, y, test_size: float, seed: int):
@@ -38,20 +43,40 @@ def _check_unscaled(arrays) -> None:
             )
 
 
+def _one_hot_labels(y, yt):
+    """The class labels of one-hot target rows ``(N, k)``, ``k > 1`` (an .npz's ``y``), or ``None``
+    when the rows are not one-hot; labels ``(N, 1)`` of a single column as they are."""
+    if y.shape[1] == 1:
+        return y, yt
+    rows = np.concatenate([y, yt])
+    if not (np.all((rows == 0) | (rows == 1)) and np.all(rows.sum(axis=1) == 1)):
+        return None
+    return np.argmax(y, axis=1)[:, None].astype(np.float64), np.argmax(yt, axis=1)[:, None].astype(np.float64)
+
+
 def _class_rows(y, yt, path):
-    """One-hot rows of the class labels 0, 1, ..., K-1 in a file's target column (``--loss cross_entropy``)."""
-    labels = np.concatenate([y[:, 0], yt[:, 0]])
-    if y.shape[1] != 1 or np.any(labels != np.round(labels)) or np.any(labels < 0):
+    """One-hot rows of the class labels 0, 1, ..., K-1 in a file's target column, or of a file's
+    one-hot target rows (``--loss cross_entropy``)."""
+    k_given = y.shape[1] if y.shape[1] > 1 else None
+    pair = _one_hot_labels(y, yt)
+    labels = None if pair is None else np.concatenate([pair[0][:, 0], pair[1][:, 0]])
+    if labels is None or np.any(labels != np.round(labels)) or np.any(labels < 0):
         raise UsageError(
-            f"--loss cross_entropy needs class labels 0, 1, ..., K-1 in the target column, but {path} "
-            "holds other numbers (a regression data set?): use --loss mse for it, or --data digits"
+            f"--loss cross_entropy needs class labels 0, 1, ..., K-1 in the target column (or one-hot rows), but "
+            f"{path} holds other numbers (a regression data set?): use --loss mse for it, or --data digits"
         )
-    k = int(labels.max()) + 1
+    y, yt = pair
+    k = int(labels.max()) + 1 if k_given is None else k_given
     if k < 2:
         raise UsageError(f"--loss cross_entropy needs at least two classes; {path} has one")
     present = set(np.unique(labels).astype(np.int64).tolist())
     if len(present) < k:  # a label past a gap would add an output no example trains (1..K, or 0 and 5)
-        missing = [c for c in range(len(present) + 1) if c not in present]
+        missing = [c for c in range(k) if c not in present]
+        if k_given is not None:
+            raise UsageError(
+                f"--loss cross_entropy: column {missing[0]} of the {k} one-hot target columns of {path} is 0 in "
+                "every row, an output no example trains: drop the unused class columns"
+            )
         raise UsageError(
             f"--loss cross_entropy needs class labels 0, 1, ..., K-1, each used, but {path} has no "
             f"example of class {missing[0]} below its largest label {k - 1}: number the classes from 0 "
@@ -73,7 +98,7 @@ def _load_digits(args):
     if args.target is not None:
         raise UsageError("--target applies to CSV files; the digits' target is their class")
     try:
-        d = load_digits_split(args.test_size, args.seed, n_rows, standardize=not args.no_standardize)
+        d = load_digits_split(_test_size(args), args.seed, n_rows, standardize=not args.no_standardize)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     y, yt = d.targets(args.loss)
@@ -98,6 +123,10 @@ def load_data(args):
     if args.data is None:
         if args.target is not None:
             raise UsageError("--target needs --data (the embedded default data has a single target)")
+        if args.test_size is not None:
+            raise UsageError(
+                "--test-size needs --data: the embedded default data has its own test set (256 train / 256 test points)"
+            )
         if ce:
             raise UsageError(
                 "--loss cross_entropy needs class labels, and the embedded default data is a regression: "
@@ -118,6 +147,11 @@ def load_data(args):
                 raise UsageError("--target applies to CSV files; an .npz names its arrays X and y")
             X, y, Xt, yt = datasets.read_npz(path)
             desc = f"{path} (npz)"
+            if Xt is not None and args.test_size is not None:
+                raise UsageError(
+                    f"--test-size {args.test_size:g}: {path} holds its own X_test and y_test, which are the test set; "
+                    "leave --test-size out, or save the file without them to split its rows"
+                )
         elif path.lower().endswith((".csv", ".tsv", ".txt")):
             t = datasets.read_csv(path, args.target)
             X, y, feats, target = t.X, t.y, t.feature_names, t.target
@@ -132,16 +166,18 @@ def load_data(args):
         else:
             raise UsageError(f"--data {path!r}: expected a .csv/.tsv/.txt file or an .npz file")
         if Xt is None:
-            X, y, Xt, yt = _split(X, y, args.test_size, args.seed)
-            desc += f"; random {args.test_size:g} test split (seed {args.seed})"
+            X, y, Xt, yt = _split(X, y, _test_size(args), args.seed)
+            desc += f"; random {_test_size(args):g} test split (seed {args.seed})"
         if ce:
             y, yt, k = _class_rows(y, yt, path)
             desc += f"; {k} classes"
         if args.no_standardize:
             _check_unscaled(((X, "features"), (y, "targets"), (Xt, "test features"), (yt, "test targets")))
         else:
-            X, y_std, Xt, yt_std, more = standardise(X, y, Xt, yt, feats, target)
-            if not ce:  # class labels stay labels
+            # class rows stay as they are: only the features are scaled (a class absent from the
+            # training split is no constant target)
+            X, y_std, Xt, yt_std, more = standardise(X, None if ce else y, Xt, None if ce else yt, feats, target)
+            if not ce:
                 y, yt = y_std, yt_std
             notes.extend(more)
             desc += (

@@ -24,6 +24,8 @@ DEFAULT_ACTIVATION = "relu"
 DEFAULT_STEPS = 300
 DEFAULT_RECORDS = 30
 DEFAULT_BIAS_STD = 0.1
+#: ``--test-size`` when not given: the fraction of the rows a data set without a test set holds out.
+DEFAULT_TEST_SIZE = 0.25
 
 #: ``--threads auto`` runs single-threaded up to this many training points. At N = 256 one training
 #: step's products (256 x 8 x n) take 0.5 ms on one thread but 26 ms with 2 OpenBLAS threads on a
@@ -266,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--test-size",
         type=_fraction,
-        default=0.25,
-        help="fraction of the rows held out for testing when the data has no test set",
+        default=None,
+        help=f"fraction of the rows held out for testing, {DEFAULT_TEST_SIZE} when not given: for a CSV, an .npz "
+        "without X_test and y_test, or the digits (refused for data with its own test set)",
     )
     g.add_argument(
         "--no-standardize",
@@ -365,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("mse", "cross_entropy"),
         default="mse",
         help="mean squared error, or cross-entropy over the classes (needs class labels: --data digits, "
-        "or a file whose target column holds labels 0, 1, ..., K-1)",
+        "a file whose target column holds labels 0, 1, ..., K-1, or an .npz whose y holds one-hot rows); "
+        "only the features are standardised",
     )
     g.add_argument(
         "--trainer",

@@ -89,14 +89,7 @@ def load_digits_split(
         f"stratified split (seed {random_state})"
     )
     if standardize:
-        Xtr, _, Xte, _, notes = standardise(
-            Xtr,
-            ytr[:, None].astype(np.float64),
-            Xte,
-            yte[:, None].astype(np.float64),
-            [f"pixel {j}" for j in range(X.shape[1])],
-            "the digit label",
-        )
+        Xtr, _, Xte, _, notes = standardise(Xtr, None, Xte, None, [f"pixel {j}" for j in range(X.shape[1])])
         desc += "; features standardised by the training split"
     return DigitsData(
         np.ascontiguousarray(Xtr), np.ascontiguousarray(Xte), ytr.astype(np.int64), yte.astype(np.int64), desc, notes

@@ -596,3 +596,39 @@ def test_overwrite_leaves_no_figure_of_the_previous_run(npz, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (out / "report.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable as any file the user writes
+
+
+def test_overwrite_refused_by_compare_leaves_the_earlier_run_whole(npz, tmp_path, capsys):
+    """A rerun with --overwrite that compare refuses (test targets all zero, no relative gap) used to
+    delete the earlier run's figures and leave its report.json, of another command, alone in the
+    folder: now nothing is touched until the new run writes its first report."""
+    out = tmp_path / "run"
+    assert compare_cli(npz, out, "--quiet", *TINY) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"report.json", "loss_trajectories.png", "gap_vs_width.png"} <= set(before)
+    with np.load(npz) as z:
+        arrays = {name: z[name] for name in z.files}
+    zero = tmp_path / "zero.npz"
+    X, y = arrays["X"], arrays["y"]
+    np.savez(zero, X=X[:-4], y=y[:-4], X_test=X[-4:], y_test=np.zeros_like(y[-4:]))
+    assert compare_cli(zero, out, "--overwrite", "--no-standardize", "--quiet", *TINY) == 2
+    assert "test targets are all zero" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_test_size_is_refused_for_data_with_its_own_test_set(npz, csv_path, tmp_path, capsys):
+    """--test-size was silently ignored for the embedded data and an .npz with X_test/y_test: the
+    report's split was not the one asked for. Refused now; a CSV still splits by it (or by 0.25)."""
+    rng = np.random.default_rng(0)
+    own = tmp_path / "own.npz"
+    np.savez(own, X=rng.standard_normal((20, 2)), y=rng.standard_normal(20), X_test=np.ones((5, 2)), y_test=np.ones(5))
+    assert main(["compare", "--test-size", "0.5", "--out", str(tmp_path / "a"), *TINY]) == 2
+    assert "--test-size needs --data" in capsys.readouterr().err
+    assert compare_cli(own, tmp_path / "b", "--test-size", "0.5", *TINY) == 2
+    assert "holds its own X_test and y_test" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    for argv, n_test in (([], 6), (["--test-size", "0.5"], 12)):  # round(fraction * 24) of the CSV's rows
+        out = tmp_path / f"csv{n_test}"
+        assert compare_cli(csv_path, out, "--quiet", "--no-plots", *argv, *TINY) == 0
+        s = json.loads((out / "report.json").read_text())["settings"]
+        assert (s["n_train"], s["n_test"]) == (24 - n_test, n_test)

@@ -219,6 +219,61 @@ def test_class_labels_with_a_gap_are_refused(tmp_path, capsys, offset, gap, miss
     assert "Traceback" not in err and not out.exists()
 
 
+def _rows(out):
+    return json.loads((out / "report.json").read_text())["rows"]
+
+
+def test_class_only_in_the_test_split_trains_on_features_standardised_by_hand(tmp_path):
+    # the class rows used to be standardised as targets: class 2's column, 0 in every training
+    # row, was refused as "target column 'label' is constant", though no column of the file is
+    from ntksolve.comparison import compare
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 2))
+    perm = np.random.default_rng(0).permutation(12)  # the command's split: --seed 0, 3 of 12 held out
+    te, tr = perm[:3], perm[3:]
+    labels = np.zeros(12)
+    labels[tr] = np.arange(9) % 2
+    labels[te[0]] = 2  # only in the test split
+    path = tmp_path / "c.csv"
+    np.savetxt(path, np.c_[X, labels], delimiter=",", header="a,b,label", comments="")
+    out = tmp_path / "o"
+    assert compare_cli(path, out, *TINY, "--loss", "cross_entropy") == 0
+    mu, sd = X[tr].mean(axis=0), X[tr].std(axis=0)  # the features by the training split, by hand
+    rep = compare(
+        (X[tr] - mu) / sd, np.eye(3)[labels[tr].astype(int)], [16, 32],
+        X_test=(X[te] - mu) / sd, y_test=np.eye(3)[labels[te].astype(int)],
+        loss="cross_entropy", steps=10, n_records=4, progress=False,
+    )  # fmt: skip
+    rows = _rows(out)
+    assert json.loads((out / "report.json").read_text())["settings"]["n_outputs"] == 3
+    for got, want in zip(rows, rep.rows):
+        for key in ("gap_train_empirical", "gap_test_analytic", "loss_test_final_real", "accuracy_test_final_real"):
+            assert got[key] == pytest.approx(want[key], rel=1e-9)
+
+
+def test_one_hot_rows_of_an_npz_train_as_their_labels(tmp_path, capsys):
+    # compare takes one-hot rows; the command refused them as "other numbers (a regression data set?)"
+    rng = np.random.default_rng(2)
+    X, Xt = rng.standard_normal((20, 3)), rng.standard_normal((6, 3))
+    lab, lab_t = np.arange(20) % 3, np.arange(6) % 3
+    np.savez(tmp_path / "labels.npz", X=X, y=lab.astype(float), X_test=Xt, y_test=lab_t.astype(float))
+    np.savez(tmp_path / "onehot.npz", X=X, y=np.eye(3)[lab], X_test=Xt, y_test=np.eye(3)[lab_t])
+    for name in ("labels", "onehot"):
+        assert compare_cli(tmp_path / f"{name}.npz", tmp_path / name, *TINY, "--loss", "cross_entropy") == 0
+    a, b = _rows(tmp_path / "labels"), _rows(tmp_path / "onehot")
+    for ra, rb in zip(a, b):
+        for key in ("gap_train_empirical", "gap_test_analytic", "loss_test_final_real", "accuracy_test_final_real"):
+            assert ra[key] == rb[key]
+    # a one-hot column no row uses, and rows that are not one-hot, are refused by name
+    np.savez(tmp_path / "unused.npz", X=X, y=np.eye(4)[lab], X_test=Xt, y_test=np.eye(4)[lab_t])
+    assert compare_cli(tmp_path / "unused.npz", tmp_path / "never", *TINY, "--loss", "cross_entropy") == 2
+    assert "column 3 of the 4 one-hot target columns" in capsys.readouterr().err
+    np.savez(tmp_path / "two.npz", X=X, y=np.ones((20, 2)), X_test=Xt, y_test=np.ones((6, 2)))
+    assert compare_cli(tmp_path / "two.npz", tmp_path / "never", *TINY, "--loss", "cross_entropy") == 2
+    assert "holds other numbers" in capsys.readouterr().err
+
+
 def test_schedule_gamma_infinite_is_named_as_such():
     from ntksolve.cli_parser import _schedule
 
