@@ -85,15 +85,13 @@ def _positive_float(text: str) -> float:
 
 
 def _learning_rate(text: str) -> float:
-    """A positive finite rate; 0 refused with the reason every other entry point gives."""
+    """A positive finite rate (:func:`_positive_float`); 0 refused with the reason every other entry
+    point gives."""
     from ntksolve._validation import ZERO_RATE_REASON
 
-    v = _number(text, float, "a positive number")
-    if v == 0:
+    if _number(text, float, "a positive number") == 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}: {ZERO_RATE_REASON}")
-    if not np.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text!r}")
-    return v
+    return _positive_float(text)
 
 
 def _activation(text: str) -> str:
