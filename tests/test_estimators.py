@@ -265,6 +265,28 @@ def test_pipeline_grid_search_and_cross_val(diabetes):
     assert search.best_score_ > 0.2
 
 
+def test_regressor_cv_ranks_ties_as_grid_search(toy):
+    # duplicated candidates score alike; GridSearchCV, over the same grid with the same folds and
+    # scoring, gives them one rank (the best of their group): NTKRegressorCV's cv_results_ agree
+    X, Y, _, _ = toy
+    y = Y[:, 0]
+    regs, times = [0.1, 0.1, 1e-3], [2.0, np.inf]
+    cv = NTKRegressorCV(hidden_layer_sizes=(512,), diag_regs=regs, times=times, cv=KFold(3)).fit(X, y)
+    grid = GridSearchCV(
+        NTKRegressor(hidden_layer_sizes=(512,)),
+        {"diag_reg": regs, "time": times},
+        cv=KFold(3),
+        scoring="neg_mean_squared_error",
+    ).fit(X, y)
+    # the same candidates in the same order (diag_reg outer, time inner, as GridSearchCV's grid)
+    assert [(p["diag_reg"], p["time"]) for p in grid.cv_results_["params"]] == [
+        (p["diag_reg"], p["time"]) for p in cv.cv_results_["params"]
+    ]
+    np.testing.assert_allclose(cv.cv_results_["mean_test_score"], grid.cv_results_["mean_test_score"], rtol=1e-9)
+    np.testing.assert_array_equal(cv.cv_results_["rank_test_score"], grid.cv_results_["rank_test_score"])
+    assert len(set(cv.cv_results_["rank_test_score"])) < len(regs) * len(times)  # the ties are there
+
+
 def test_pandas_input(toy):
     pd = pytest.importorskip("pandas")
     X, Y, Xt, _ = toy

@@ -9,6 +9,7 @@ saved search holds. The estimators add the score of held-out outputs and what th
 from __future__ import annotations
 
 import numpy as np
+import scipy.stats
 from sklearn.base import is_classifier
 from sklearn.model_selection import check_cv
 
@@ -314,12 +315,12 @@ def _cv_results(regs, ts, scores, scale=1.0):
     power of two: the results are ``scores * scale²``, ranked on the scores), as ``GridSearchCV``'s."""
     R, T, F = scores.shape
     scores = scores.reshape(R * T, F)
-    mean = scores.mean(axis=1)
-    order = np.argsort(-mean, kind="stable")
+    mean = mean_unscaled = scores.mean(axis=1)
     with np.errstate(over="ignore", under="ignore"):
         mean, spread, scores = ((a * scale) * scale for a in (mean, _std(scores), scores))
-    rank = np.empty(R * T, dtype=np.int32)
-    rank[order] = np.arange(1, R * T + 1)
+    # GridSearchCV's ranks: equal scores share the best rank of their group ("min"), on the scores
+    # before the scaling (which can round two different scores to one)
+    rank = scipy.stats.rankdata(-mean_unscaled, method="min").astype(np.int32)
     res = {
         "param_diag_reg": np.repeat(regs, T),
         "param_time": np.tile(ts, R),
