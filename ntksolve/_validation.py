@@ -359,16 +359,19 @@ def ridge_shift(diag_reg: float, diagonal) -> float:
     return float(diag_reg) * float(np.mean(diagonal))
 
 
-def check_small_variances(name, *variances) -> None:
+def check_small_variances(name, *variances, where=None) -> None:
     """ValueError if a positive pre-activation variance before ``name`` (relu, the abrelu family) is
-    below ``_config.ANALYTIC_MIN_VARIANCE`` (its map's product of two would underflow)."""
+    below ``_config.ANALYTIC_MIN_VARIANCE`` (its map's product of two would underflow).
+
+    ``where``, optional: ``index -> str`` naming the place of the entry (its index in the array)."""
     for v in variances:
         v = np.asarray(v)
         small = (v > 0.0) & (v < _config.ANALYTIC_MIN_VARIANCE)
         if small.any():
+            at = tuple(int(i) for i in np.argwhere(small)[0])
             raise ValueError(
-                f"the pre-activation variance before {name} is as small as {float(v[small].min()):.3g}, "
-                f"below {_config.ANALYTIC_MIN_VARIANCE:.0e}, where the product of two underflows float64 (too "
-                "small for its analytic kernel); standardise the features, or raise the weight_std or "
-                "bias_std values"
+                f"the pre-activation variance before {name} is as small as {float(v[small].min()):.3g}"
+                f"{'' if where is None else ' (' + where(at) + ')'}, below {_config.ANALYTIC_MIN_VARIANCE:.0e}, "
+                "where the product of two underflows float64 (too small for its analytic kernel); "
+                "standardise the features, or raise the weight_std or bias_std values"
             )

@@ -28,7 +28,6 @@ import numpy as np
 from ntksolve._config import (  # tunables live in the config module; reasons there
     ANALYTIC_MAX_VARIANCE as _MAX_VARIANCE,
     ANALYTIC_MAX_VARIANCE_BOUNDED as _MAX_VARIANCE_BOUNDED,
-    ANALYTIC_MIN_VARIANCE as _MIN_VARIANCE,
     GH_PAIR_WEIGHT_CUTOFF as _GH_PAIR_WEIGHT_CUTOFF,
     GH_ORDER_BASE as _ORDER_BASE,
     GH_ORDER_PER_VARIANCE as _ORDER_PER_VARIANCE,
@@ -36,6 +35,7 @@ from ntksolve._config import (  # tunables live in the config module; reasons th
     GH_ORDER_MAX as _ORDER_MAX,
     LOGISTIC_MIXTURE_NODES as _MIXTURE_NODES,
 )
+from ntksolve._validation import check_small_variances
 from ntksolve._jit.activations import ABRELU, ACTIVATION_CODES, ERF, MONOMIAL, SIGMOID, SOFTPLUS, TANH
 from ntksolve._jit.analytic_points import CLOSED, GAUSS_HERMITE, MIXTURE, SERIES, _diagonal_recursion, _squared_norms
 from ntksolve._jit.threads import run_in_threads
@@ -370,22 +370,14 @@ def _adaptive_order(max_variance, code=ERF):
 def _check_variances(variances, X, phi, weight_std):
     """ValueError, naming the scale and the fix, if a variance leaves the accepted range."""
     limit = _MAX_VARIANCE_BOUNDED if phi.code in BOUNDED_CODES else _MAX_VARIANCE
+    if phi.code in PRODUCT_CODES:  # the rows before an activation (the last feeds the readout)
+        check_small_variances(phi.name, variances[:-1], where=lambda at: f"layer {at[0] + 1}, row {at[1]}")
     ok = variances <= limit  # False for inf and NaN too
-    if phi.code in PRODUCT_CODES and variances.shape[0] > 1:  # the rows before an activation
-        pre = variances[:-1]
-        ok[:-1] &= (pre >= _MIN_VARIANCE) | (pre == 0.0)
     if ok.all():
         return
     layer, row = (int(v) for v in np.argwhere(~ok)[0])
     name = phi.name
     value = float(variances[layer, row])
-    if value < _MIN_VARIANCE:
-        raise ValueError(
-            f"{'inputs' if layer == 0 else 'pre-activation variances'} too small for the analytic {name} "
-            f"kernel: the variance at layer {layer + 1} (row {row}) is {value:.3g}, below {_MIN_VARIANCE:.0e}, "
-            f"where the product of two underflows float64. Standardise the features (e.g. "
-            f"sklearn.preprocessing.StandardScaler), or raise weight_std or bias_std"
-        )
     if layer == 0:
         raise ValueError(
             f"inputs too large for the analytic {name} kernel: row {row} has entries up to "
